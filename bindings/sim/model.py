@@ -1,0 +1,203 @@
+"""The simulated GPU: a kernel timeline plus a DVFS governor, evaluated on a virtual clock.
+
+Kernels run one at a time in launch order; each runs at the clocks in force when it starts.
+Every `tick_ms` the governor looks at how busy the GPU was during the last tick and moves the SM
+clock (see profiles.Profile for the rules). Governor state is kept as a history of snapshots so
+a telemetry read at time t sees the GPU as it was at t, even when kernels queued for later have
+already been scheduled.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpuwatch.clock import VirtualClock
+from gpuwatch.fields import ClockEventReason
+
+from .profiles import Profile
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    t_ns: int
+    sm_clock_mhz: int
+    mem_clock_mhz: int
+    pstate: int
+    reasons: int  # governor-imposed reasons (power cap); GPU_IDLE is added at read time
+    gpu_util_pct: float
+    power_busy_w: float  # instant power while a kernel runs at this clock
+    power_idle_w: float
+    power_avg_w: float
+    energy_mj: float
+    temperature_c: float
+
+
+class SimGPU:
+    """One simulated GPU bound to a virtual clock. Deterministic for a given numpy Generator."""
+
+    def __init__(self, profile: Profile, clock: VirtualClock, rng: np.random.Generator):
+        self.p, self.clock, self.rng = profile, clock, rng
+        self._tick_ns = int(profile.tick_ms * 1e6)
+        now = clock.now_ns()
+        self._next_tick = (now // self._tick_ns + 1) * self._tick_ns
+        self._busy_by_tick: dict[int, int] = {}  # tick index -> busy ns inside its window
+        self.gpu_free_ns = now
+        self.after_sleep = False
+        # Governor state. A GPU at the start of a process sits parked at its idle clock.
+        self.parked = profile.governor
+        self.f_sm = profile.sm_idle_mhz if self.parked else profile.sm_max_mhz
+        self.util_avg = 0.0
+        self._low_since: int | None = None
+        self._last_down = -(10**18)
+        self._last_active = now
+        self._capped = False
+        self._util_window: deque[float] = deque(maxlen=max(1, int(round(166.7 / profile.tick_ms))))
+        self._power_avg = profile.power_idle_w
+        self._energy_mj = 0.0
+        self._temp = profile.temp_ambient_c + profile.thermal_c_per_w * profile.power_idle_w
+        self._snaps: list[_Snapshot] = [self._snapshot(now)]
+        self._snap_times: list[int] = [now]
+        self._intervals: deque[tuple[int, int]] = deque()  # recent kernels, for "running at t"
+        self.kernels_run = 0
+
+    # -- kernels ---------------------------------------------------------------------------
+    def launch(self, compute_ns: float, memory_ns: float) -> tuple[int, int]:
+        """Host launches one kernel now; returns its (start, end) on the GPU. Advances host time
+        by the launch's CPU cost."""
+        p = self.p
+        cpu = p.launch_cpu_ns + (p.post_sleep_launch_ns if self.after_sleep else 0)
+        self.after_sleep = False
+        self.clock.advance(cpu)
+        start = max(self.clock.now_ns() + p.launch_latency_ns, self.gpu_free_ns)
+        self._process_ticks(start)
+        if self.parked:  # work arrives: unpark; this first kernel still runs at the idle clock
+            self.parked = False
+            f_sm, f_mem = self.f_sm, p.mem_idle_mhz
+            self.f_sm = p.sm_max_mhz
+        else:
+            f_sm, f_mem = self.f_sm, p.mem_max_mhz
+        jitter = 1.0 + p.kernel_jitter * float(self.rng.standard_normal())
+        dur = (compute_ns * p.sm_max_mhz / f_sm + memory_ns * p.mem_max_mhz / f_mem) * jitter
+        end = start + max(1, int(dur))
+        self._add_busy(start, end)
+        self.gpu_free_ns = end
+        self._last_active = max(self._last_active, end)
+        self._intervals.append((start, end))
+        self.kernels_run += 1
+        return start, end
+
+    def stream_position_ns(self) -> int:
+        """When an event recorded now on the stream will complete on the GPU."""
+        return max(self.clock.now_ns() + self.p.launch_latency_ns, self.gpu_free_ns)
+
+    def _add_busy(self, start: int, end: int) -> None:
+        tick = self._tick_ns
+        n = start // tick + 1
+        while (n - 1) * tick < end:
+            lo, hi = max(start, (n - 1) * tick), min(end, n * tick)
+            if hi > lo:
+                self._busy_by_tick[n] = self._busy_by_tick.get(n, 0) + (hi - lo)
+            n += 1
+
+    # -- governor ----------------------------------------------------------------------------
+    def _process_ticks(self, until_ns: int) -> None:
+        p, tick = self.p, self._tick_ns
+        while self._next_tick <= until_ns:
+            t = self._next_tick
+            frac = self._busy_by_tick.pop(t // tick, 0) / tick
+            self._util_window.append(frac)
+            self.util_avg += (frac - self.util_avg) * min(1.0, p.tick_ms / p.util_tau_ms)
+            if frac > 0:
+                self._last_active = max(self._last_active, t)
+            rel = self.f_sm / p.sm_max_mhz
+            power = p.power_idle_w + p.power_dynamic_w * frac * rel**3
+            self._energy_mj += power * p.tick_ms  # W * ms = mJ
+            self._power_avg += (power - self._power_avg) * min(1.0, p.tick_ms / 1000.0)
+            self._temp += (p.temp_ambient_c + p.thermal_c_per_w * power - self._temp) * (
+                1.0 - math.exp(-p.tick_ms / (p.thermal_tau_s * 1000.0))
+            )
+            if p.governor:
+                self._govern(t, frac)
+            self._push_snapshot(t)
+            self._next_tick += tick
+
+    def _govern(self, t: int, frac: float) -> None:
+        p = self.p
+        if self.parked:
+            return
+        if t - self._last_active >= p.idle_timeout_ms * 1e6:
+            self.parked, self.f_sm, self._low_since = True, p.sm_idle_mhz, None
+            return
+        if self._power_avg > p.power_cap_w:
+            self._capped, self._low_since = True, None
+            self.f_sm = max(p.sm_min_mhz, self.f_sm - p.sm_step_mhz)
+            return
+        self._capped = False
+        if self.util_avg > p.util_high:
+            self._low_since = None
+            self.f_sm = min(p.sm_max_mhz, self.f_sm + p.sm_up_mhz)
+        elif self.util_avg < p.util_low:
+            if self._low_since is None:
+                self._low_since = t
+            ready = t - self._low_since >= p.down_delay_ms * 1e6
+            if ready and t - self._last_down >= p.down_step_ms * 1e6 and self.f_sm > p.sm_min_mhz:
+                self.f_sm = max(p.sm_min_mhz, self.f_sm - p.sm_step_mhz)
+                self._last_down = t
+
+    def _snapshot(self, t: int) -> _Snapshot:
+        p = self.p
+        rel = self.f_sm / p.sm_max_mhz
+        util = 100.0 * (sum(self._util_window) / len(self._util_window)) if self._util_window else 0.0
+        return _Snapshot(
+            t_ns=t,
+            sm_clock_mhz=self.f_sm,
+            mem_clock_mhz=p.mem_idle_mhz if self.parked else p.mem_max_mhz,
+            pstate=8 if self.parked else 0,
+            reasons=int(ClockEventReason.SW_POWER_CAP) if self._capped else 0,
+            gpu_util_pct=util,
+            power_busy_w=p.power_idle_w + p.power_dynamic_w * rel**3,
+            power_idle_w=p.power_idle_w * (0.6 if self.parked else 1.0),
+            power_avg_w=self._power_avg,
+            energy_mj=self._energy_mj,
+            temperature_c=self._temp,
+        )
+
+    def _push_snapshot(self, t: int) -> None:
+        self._snaps.append(self._snapshot(t))
+        self._snap_times.append(t)
+
+    # -- telemetry ---------------------------------------------------------------------------
+    def read(self) -> dict[str, object]:
+        """Telemetry as NVML would report it at the clock's current time."""
+        t = self.clock.now_ns()
+        self._process_ticks(t)
+        i = bisect.bisect_right(self._snap_times, t) - 1
+        s = self._snaps[i]
+        if i > 64:  # reads are monotonic in time: drop history nobody can ask for again
+            del self._snaps[: i - 1], self._snap_times[: i - 1]
+        while self._intervals and self._intervals[0][1] < t:
+            self._intervals.popleft()
+        running = bool(self._intervals) and self._intervals[0][0] <= t < self._intervals[0][1]
+        reasons = s.reasons | (0 if running else int(ClockEventReason.GPU_IDLE))
+        p = self.p
+        return {
+            "sm_clock_mhz": s.sm_clock_mhz,
+            "graphics_clock_mhz": s.sm_clock_mhz,
+            "mem_clock_mhz": s.mem_clock_mhz,
+            "pstate": s.pstate,
+            "clock_event_reasons": reasons,
+            "power_w": round(s.power_busy_w if running else s.power_idle_w, 3),
+            "power_avg_w": round(s.power_avg_w, 3),
+            "energy_mj": int(s.energy_mj),
+            "gpu_util_pct": round(s.gpu_util_pct, 1),
+            "mem_util_pct": round(0.4 * s.gpu_util_pct, 1),
+            "temperature_c": round(s.temperature_c, 1),
+            "pcie_gen": p.pcie_gen,
+            "pcie_width": p.pcie_width,
+            "mem_used_mib": 1250.0,
+        }

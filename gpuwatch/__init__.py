@@ -1,0 +1,30 @@
+"""gpuwatch: explain why GPU inference latency changes when there are idle gaps between inferences.
+
+Times every inference with GPU events while a background sampler logs clocks, P-state, power,
+utilisation, temperature and clock-event reasons; writes both timelines to one Parquet trace.
+Importing gpuwatch loads no GPU library: offline analysis works anywhere.
+"""
+
+from ._version import __version__
+from .errors import GpuwatchError, SessionError, TraceFormatError, UsageError
+from .fields import FIELDS, ClockEventReason
+from .session import Session, session
+from .summary import condition_summary
+from .trace import SCHEMA_VERSION, RecoveredTraceWarning, Trace, load
+
+__all__ = [
+    "__version__",
+    "session",
+    "Session",
+    "load",
+    "Trace",
+    "condition_summary",
+    "ClockEventReason",
+    "FIELDS",
+    "SCHEMA_VERSION",
+    "GpuwatchError",
+    "UsageError",
+    "SessionError",
+    "TraceFormatError",
+    "RecoveredTraceWarning",
+]

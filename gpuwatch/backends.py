@@ -1,0 +1,57 @@
+"""Turns a device spec ("auto", "cuda:0", "sim:t4") into a Backend, importing bindings lazily."""
+
+from __future__ import annotations
+
+from .device import Backend
+from .errors import DeviceUnavailable, UsageError
+
+DEVICE_HELP = "auto (first NVIDIA GPU), cuda:N, N, or sim:PROFILE (e.g. sim:t4, sim:flat)"
+
+
+def open_backend(spec: str, seed: int = 0) -> Backend:
+    spec = (spec or "auto").strip()
+    kind, _, rest = spec.partition(":")
+    if kind == "sim":
+        from gpuwatch.bindings import sim
+
+        return sim.open_backend(rest or "t4", seed=seed)
+    if spec == "auto" or kind == "cuda" or spec.isdigit():
+        index = 0 if spec == "auto" else _index(rest if kind == "cuda" else spec, spec)
+        return _open_real(index)
+    raise UsageError(f"unknown device {spec!r}; use {DEVICE_HELP}")
+
+
+def _index(text: str, spec: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"bad device {spec!r}: the GPU index must be a number, e.g. cuda:0")
+    return int(text)
+
+
+def _open_real(index: int) -> Backend:
+    reason = _nvml_probe()
+    if reason is not None:
+        raise DeviceUnavailable(
+            f"no NVIDIA GPU is usable here ({reason}); record on a simulated GPU with --device sim:t4"
+        )
+    raise DeviceUnavailable(
+        "recording on a real GPU is not available in this version of gpuwatch; "
+        "use --device sim:t4"
+    )
+
+
+def _nvml_probe() -> str | None:
+    """None if NVML initialises and sees a GPU, else why not (one short phrase)."""
+    try:
+        import pynvml
+    except ImportError:
+        return "nvidia-ml-py is not installed: pip install nvidia-ml-py"
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as e:
+        return f"NVML: {e}"
+    try:
+        if pynvml.nvmlDeviceGetCount() == 0:
+            return "NVML found no GPU"
+    finally:
+        pynvml.nvmlShutdown()
+    return None

@@ -1,0 +1,77 @@
+"""The small protocol between the core and a GPU: telemetry reads, and stream/event timing.
+
+Both the real bindings (NVML + CUDA) and the simulated GPU implement it; the core never imports a
+vendor library. A `Backend` bundles what one recording needs: a clock, the GPUs to sample, and the
+runtime that times work on the GPU running inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence
+
+from .clock import Clock
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Static facts about one GPU, written to the trace metadata."""
+
+    index: int
+    name: str
+    uuid: str
+    simulated: bool
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    facts: Mapping[str, Any] = field(default_factory=dict)  # max clocks, power limit, profile...
+
+
+class Telemetry(Protocol):
+    """Reads one GPU's telemetry. `read` returns values for the fields it supports."""
+
+    info: DeviceInfo
+
+    def unsupported(self) -> Mapping[str, str]:
+        """Fields this GPU cannot report, each with the reason (they are written as NA)."""
+        ...
+
+    def read(self) -> dict[str, Any]:
+        """One reading of every supported field, taken now; a value may be None (NA)."""
+        ...
+
+
+class Runtime(Protocol):
+    """Stream/event timing on the GPU that runs inference (CUDA events, or simulated ones)."""
+
+    def stream(self) -> Any: ...
+
+    def event(self) -> Any: ...
+
+    def record(self, event: Any, stream: Any) -> None: ...
+
+    def synchronize(self, event: Any) -> None: ...
+
+    def elapsed_ms(self, start: Any, end: Any) -> float: ...
+
+
+class Engine(Protocol):
+    """Something that enqueues one inference on a stream (built-in, TensorRT, PyTorch, sim)."""
+
+    name: str
+
+    def infer(self, x: Any = None) -> Any: ...
+
+
+class Backend(Protocol):
+    """Everything one recording needs from a device: clock, telemetry, timing, engines."""
+
+    clock: Clock
+    telemetry: Sequence[Telemetry]
+    runtime: Runtime
+    simulated: bool
+
+    def engine(self, spec: str, stream: Any) -> Engine: ...
+
+    def versions(self) -> dict[str, str]: ...
+
+    def close(self) -> None: ...

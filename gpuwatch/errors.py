@@ -1,0 +1,27 @@
+"""Errors that carry their own exit status, so the CLIs can print one line and exit cleanly."""
+
+from __future__ import annotations
+
+
+class GpuwatchError(Exception):
+    """Base class for gpuwatch errors a user can act on (shown as one line, no traceback)."""
+
+    exit_code: int = 1
+
+
+class UsageError(GpuwatchError):
+    """Bad input from the user: a wrong flag, device spec, path or value. CLI exit status 2."""
+
+    exit_code = 2
+
+
+class DeviceUnavailable(UsageError):
+    """The requested device cannot be opened here (no GPU, no driver, library missing)."""
+
+
+class TraceFormatError(UsageError):
+    """A file is not a gpuwatch trace, is corrupt, or was written by a newer schema."""
+
+
+class SessionError(GpuwatchError):
+    """The session API was used in a way it does not support (e.g. nested sessions)."""

@@ -1,0 +1,68 @@
+"""The telemetry field catalogue: every column a sampler may write, with its unit and meaning.
+
+Declared as a table (as nvitop does) so the trace schema, the README and the bindings all read
+the same list. Units are in the names; an unknown value is NA (null), never 0.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+
+class ClockEventReason(enum.IntFlag):
+    """NVML's clock-event ("throttle") reason bits, as in nvml.h (nvmlClocksEventReason*).
+
+    Stored in the trace as the raw int64 bitmask in `clock_event_reasons`.
+    """
+
+    NONE = 0
+    GPU_IDLE = 0x1
+    APPLICATIONS_CLOCKS_SETTING = 0x2
+    SW_POWER_CAP = 0x4
+    HW_SLOWDOWN = 0x8
+    SYNC_BOOST = 0x10
+    SW_THERMAL_SLOWDOWN = 0x20
+    HW_THERMAL_SLOWDOWN = 0x40
+    HW_POWER_BRAKE_SLOWDOWN = 0x80
+    DISPLAY_CLOCK_SETTING = 0x100
+
+    @classmethod
+    def names(cls, mask: int) -> list[str]:
+        """Names of the bits set in `mask`, lower-case, e.g. ['gpu_idle', 'sw_power_cap']."""
+        return [m.name.lower() for m in cls if m.value and mask & m.value and m.name]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One telemetry column: its name (unit in the name), Arrow type, and what it means."""
+
+    name: str
+    type: pa.DataType
+    unit: str
+    description: str
+    cost: str = "cheap"  # "cheap": polled every sample; "costly": polled at a lower rate
+
+
+# Order is the column order in the trace. NVML equivalents are named so nobody has to guess.
+FIELDS: tuple[Field, ...] = (
+    Field("sm_clock_mhz", pa.int32(), "MHz", "SM clock (nvmlDeviceGetClockInfo, NVML_CLOCK_SM)"),
+    Field("graphics_clock_mhz", pa.int32(), "MHz", "graphics clock (NVML_CLOCK_GRAPHICS)"),
+    Field("mem_clock_mhz", pa.int32(), "MHz", "memory clock (NVML_CLOCK_MEM)"),
+    Field("pstate", pa.int8(), "", "performance state, 0 (P0, fastest) .. 15; NA if unknown"),
+    Field("clock_event_reasons", pa.int64(), "bitmask", "ClockEventReason bits active"),
+    Field("power_w", pa.float64(), "W", "instant power draw"),
+    Field("power_avg_w", pa.float64(), "W", "power averaged by the driver (~1 s window)"),
+    Field("energy_mj", pa.int64(), "mJ", "energy counter since driver load", cost="costly"),
+    Field("gpu_util_pct", pa.float64(), "%", "time a kernel ran, over the driver's window"),
+    Field("mem_util_pct", pa.float64(), "%", "time device memory was read/written, same window"),
+    Field("temperature_c", pa.float64(), "degC", "GPU core temperature", cost="costly"),
+    Field("pcie_gen", pa.int8(), "", "current PCIe link generation", cost="costly"),
+    Field("pcie_width", pa.int8(), "lanes", "current PCIe link width", cost="costly"),
+    Field("mem_used_mib", pa.float64(), "MiB", "device memory in use", cost="costly"),
+)
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+FIELDS_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}

@@ -1,0 +1,333 @@
+"""`gpuwatch.session()`: time inferences with GPU events while a sampler logs telemetry.
+
+    with gpuwatch.session(device="sim:t4", out="run.parquet") as s:
+        engine = s.engine("builtin:small")
+        for _ in range(800):
+            engine.infer()        # timed with events on the session's stream
+            s.wait(20)            # an idle gap (a real sleep; virtual time on sim)
+    trace = s.trace               # the written trace, loaded
+
+One session at a time per process: a nested or concurrent one fails with SessionError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import platform
+import socket
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+from . import _version
+from .backends import open_backend
+from .clock import Clock
+from .device import Backend, Engine
+from .errors import SessionError, UsageError
+from .fields import FIELDS
+from .sampler import Sampler
+from .trace import SCHEMA_VERSION, Trace, TraceWriter, default_out, load
+
+T = TypeVar("T")
+
+_active_lock = threading.Lock()
+_active: "Session | None" = None
+
+
+class _EventTimebase:
+    """Maps GPU events onto the trace's time base: an anchor event synchronised against the
+    host clock, renewed every `reanchor_s` so float32 elapsed times never lose precision."""
+
+    def __init__(self, backend: Backend, stream: Any, reanchor_s: float = 1.0):
+        self._rt, self._stream, self._clock = backend.runtime, stream, backend.clock
+        self._reanchor_ns = int(reanchor_s * 1e9)
+        self.anchors = 0
+        self.anchor()
+
+    def anchor(self) -> None:
+        ev = self._rt.event()
+        self._rt.record(ev, self._stream)
+        self._rt.synchronize(ev)
+        self._ev, self._host_ns = ev, self._clock.now_ns()
+        self.anchors += 1
+
+    def to_ns(self, event: Any) -> int:
+        return self._host_ns + round(self._rt.elapsed_ms(self._ev, event) * 1e6)
+
+    def maybe_reanchor(self) -> None:
+        """Call only when the stream is idle (just after a synchronize)."""
+        if self._clock.now_ns() - self._host_ns >= self._reanchor_ns:
+            self.anchor()
+
+
+class TimedEngine:
+    """An engine whose every `infer` is timed by the session that made it."""
+
+    def __init__(self, session: "Session", engine: Engine):
+        self._session, self.raw = session, engine
+        self.name = engine.name
+
+    def infer(self, x: Any = None) -> Any:
+        return self._session._timed("inference", self.name, self.raw.infer, (x,), {})
+
+
+class Session:
+    """One recording: a backend, a sampler, a writer, and the timed regions reported to it."""
+
+    def __init__(
+        self,
+        device: str = "auto",
+        out: str | os.PathLike[str] | None = None,
+        *,
+        sample_hz: float = 1000.0,
+        seed: int = 0,
+        options: dict[str, Any] | None = None,
+    ):
+        if not sample_hz > 0:
+            raise UsageError(f"sample rate must be positive, got {sample_hz}")
+        self.device_spec = device
+        self.out = Path(out) if out is not None else default_out()
+        self.sample_hz, self.seed = float(sample_hz), seed
+        self.options = dict(options or {})
+        self.condition: str | None = None
+        self.gap_ms: float | None = None
+        self.iteration = 0  # index given to the next inference (and to spans before it)
+        self.warmup = False  # rows recorded while True are marked warmup
+        self.last_ms: float | None = None  # latency of the last inference (for live displays)
+        self._backend: Backend | None = None
+        self._writer: TraceWriter | None = None
+        self._sampler: Sampler | None = None
+        self._trace: Trace | None = None
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def __enter__(self) -> "Session":
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            status = "complete"
+        elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            status = "interrupted"
+        else:
+            status = "failed"
+        self.close(status=status, error=None if exc is None else f"{type(exc).__name__}: {exc}")
+
+    def start(self) -> None:
+        global _active
+        with _active_lock:
+            if _active is not None:
+                raise SessionError(
+                    f"a gpuwatch session is already recording to {_active.out}; nested or concurrent "
+                    "sessions are not supported: end it first, or time more regions with s.span()"
+                )
+            _active = self
+        try:
+            self._start()
+        except BaseException:
+            self._release()
+            if self._backend is not None:
+                self._backend.close()
+            raise
+
+    def _start(self) -> None:
+        self._backend = backend = open_backend(self.device_spec, seed=self.seed)
+        clock = backend.clock
+        self._writer = TraceWriter(self.out, self._metadata(backend))
+        self.stream = backend.runtime.stream()
+        self._timebase = _EventTimebase(backend, self.stream)
+        self._sampler = Sampler(backend.telemetry, clock, self._writer.add, hz=self.sample_hz)
+        self._sampler.start()
+
+    def close(self, status: str = "complete", error: str | None = None) -> Path:
+        """Stop sampling and write the trace. Safe to call twice; returns the trace path."""
+        if self._closed:
+            return self.out
+        self._closed = True
+        meta: dict[str, Any] = {"status": status, "error": error}
+        try:
+            if self._sampler is not None:
+                try:
+                    stats = self._sampler.stop()
+                    meta["sampler"] = {**asdict(stats), "requested_hz": self.sample_hz,
+                                       "achieved_hz": stats.achieved_hz()}
+                except RuntimeError as e:
+                    meta["sampler"] = {"error": f"{e}: {e.__cause__!r}"}
+            if self._writer is not None:
+                assert self._backend is not None
+                meta["ended_ns"] = self._backend.clock.now_ns()
+                meta["timebase_anchors"] = self._timebase.anchors
+                self._writer.close(meta)
+        finally:
+            if self._backend is not None:
+                self._backend.close()
+            self._release()
+        return self.out
+
+    def _release(self) -> None:
+        global _active
+        with _active_lock:
+            if _active is self:
+                _active = None
+
+    @property
+    def clock(self) -> Clock:
+        return self._require().clock
+
+    @property
+    def trace(self) -> Trace:
+        """The written trace (available once the session has ended)."""
+        if not self._closed:
+            raise SessionError("the trace is written when the session ends; leave the with-block first")
+        if self._trace is None:
+            self._trace = load(self.out)
+        return self._trace
+
+    # -- what user code calls -----------------------------------------------------------------
+    def engine(self, spec: str = "builtin:small") -> TimedEngine:
+        """An engine from gpuwatch (e.g. "builtin:small") whose infer() this session times."""
+        return TimedEngine(self, self._require().engine(spec, self.stream))
+
+    def infer(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(*args, **kwargs)` as one timed inference. `fn` must enqueue its GPU work on
+        `s.stream` (or a stream ordered with it) for the events to bracket it."""
+        name = getattr(fn, "name", None) or getattr(fn, "__qualname__", None) or repr(fn)
+        return self._timed("inference", str(name), fn, args, kwargs)
+
+    def span(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Time any region (pre/post-processing) with events on the session's stream."""
+        return self._region("span", name)
+
+    def set_condition(self, name: str, gap_ms: float | None = None) -> None:
+        """Label the rows that follow (e.g. "gap=20ms"); restarts the iteration count."""
+        self.condition, self.gap_ms, self.iteration = name, gap_ms, 0
+        self._require_writer().add(
+            "events", [{"gpu": self._gpu(), "t_ns": self.clock.now_ns(), "kind": "condition",
+                        "name": name, "message": f"gap_ms={gap_ms}"}])
+
+    def wait(self, ms: float, how: str = "sleep") -> None:
+        """Leave the GPU idle for `ms`: "sleep" yields the CPU (as time.sleep), "spin" busy-waits."""
+        ns = int(ms * 1e6)
+        if how == "sleep":
+            self.clock.sleep_ns(ns)
+        elif how == "spin":
+            self.clock.spin_ns(ns)
+        else:
+            raise UsageError(f"unknown wait {how!r}; use sleep or spin")
+
+    # -- the timed region ------------------------------------------------------------------------
+    def _timed(self, kind: str, name: str, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        with self._region(kind, name):
+            return fn(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _region(self, kind: str, name: str) -> Iterator[None]:
+        rt = self._require().runtime
+        ev0, ev1 = rt.event(), rt.event()
+        h0 = self.clock.now_ns()
+        rt.record(ev0, self.stream)
+        try:
+            yield
+        except BaseException as e:
+            self._finish(kind, name, ev0, ev1, h0, e)
+            raise
+        self._finish(kind, name, ev0, ev1, h0, None)
+
+    def _finish(self, kind: str, name: str, ev0: Any, ev1: Any, h0: int,
+                error: BaseException | None) -> None:
+        rt, clock = self._require().runtime, self.clock
+        row: dict[str, Any] = {
+            "gpu": self._gpu(), "kind": kind, "name": name, "condition": self.condition,
+            "gap_ms": self.gap_ms, "iteration": self.iteration, "warmup": self.warmup,
+            "host_start_ns": h0,
+            "error": None if error is None else f"{type(error).__name__}: {error}",
+        }
+        try:
+            rt.record(ev1, self.stream)
+            row["host_enqueued_ns"] = clock.now_ns()
+            rt.synchronize(ev1)
+            row["host_end_ns"] = clock.now_ns()
+            row["gpu_ms"] = ms = rt.elapsed_ms(ev0, ev1)
+            row["start_ns"] = start = self._timebase.to_ns(ev0)
+            row["end_ns"] = start + round(ms * 1e6)
+            row["t_ns"] = start
+            if kind == "inference":
+                self.last_ms = ms
+            self._timebase.maybe_reanchor()
+        except Exception as e:  # the GPU work itself failed: keep the row, with what we know
+            row["t_ns"] = h0
+            if error is None:
+                row["error"] = f"{type(e).__name__}: {e}"
+        if kind == "inference":
+            self.iteration += 1
+        self._require_writer().add("inferences", [row])
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _gpu(self) -> int:
+        return self._require().telemetry[0].info.index
+
+    def _require(self) -> Backend:
+        if self._backend is None or self._closed:
+            raise SessionError("this gpuwatch session is not recording (use it inside its with-block)")
+        return self._backend
+
+    def _require_writer(self) -> TraceWriter:
+        self._require()
+        assert self._writer is not None
+        return self._writer
+
+    def _metadata(self, backend: Backend) -> dict[str, Any]:
+        clock = backend.clock
+        return {
+            "format": "gpuwatch-trace",
+            "schema_version": SCHEMA_VERSION,
+            "time_base": {
+                "unit": "ns",
+                "epoch": "unix",
+                "clock": "virtual (simulated)" if clock.virtual
+                else "host monotonic (perf_counter_ns) anchored once to time_ns",
+                "gpu_events": "CUDA-event elapsed times added to an anchor event synchronised "
+                              "with the host clock, re-anchored every second",
+            },
+            "simulated": backend.simulated,
+            "devices": [dict(asdict(t.info), facts=dict(t.info.facts)) for t in backend.telemetry],
+            "unsupported_fields": {str(t.info.index): dict(t.unsupported()) for t in backend.telemetry},
+            "fields": [{"name": f.name, "unit": f.unit, "description": f.description}
+                       for f in FIELDS],
+            "options": {"device": self.device_spec, "sample_hz": self.sample_hz,
+                        "seed": self.seed, **self.options},
+            "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
+                     "python": sys.version.split()[0], "pid": os.getpid(),
+                     "user": _user(), "argv": sys.argv},
+            "versions": _versions(backend),
+            "started_ns": clock.now_ns(),
+            "status": "recording",
+        }
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return None
+
+
+def _versions(backend: Backend) -> dict[str, str]:
+    import numpy
+    import pandas
+    import pyarrow
+
+    return {"gpuwatch": _version.__version__, "numpy": numpy.__version__,
+            "pandas": pandas.__version__, "pyarrow": pyarrow.__version__, **backend.versions()}
+
+
+def session(device: str = "auto", out: str | os.PathLike[str] | None = None, *,
+            sample_hz: float = 1000.0, seed: int = 0,
+            options: dict[str, Any] | None = None) -> Session:
+    """Start recording on `device` ("auto", "cuda:N", "sim:t4"); the trace goes to `out`."""
+    return Session(device, out, sample_hz=sample_hz, seed=seed, options=options)

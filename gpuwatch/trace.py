@@ -1,0 +1,372 @@
+"""Trace format v1: one Parquet file per run, several tables in it, one time base.
+
+Layout (documented in the README, "Trace format"):
+- Every row has `table` ("inferences", "samples", "kernels" or "events"), `gpu` and `t_ns`.
+- Each table has its own further columns (TABLE_COLUMNS); the file's schema is their union, and
+  each row group holds rows of one table only, so a reader that filters on `table` skips the rest.
+- Times are int64 nanoseconds since the Unix epoch (metadata `time_base`).
+- Run metadata is JSON under the Parquet key-value metadata key `gpuwatch`.
+
+While recording, rows are streamed as small self-contained Parquet chunks into `<out>.partial/`
+(bounded memory; a crash loses at most the unflushed tail). Closing merges the chunks into
+`<out>` through a temporary file and an atomic rename, then removes the directory. `load()` reads
+a finished file, or recovers a `.partial` directory left by a crash, with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .errors import TraceFormatError, UsageError
+from .fields import FIELDS
+
+SCHEMA_VERSION = 1
+META_KEY = b"gpuwatch"
+TABLES = ("inferences", "samples", "kernels", "events")
+
+_COMMON: list[tuple[str, pa.DataType]] = [
+    ("table", pa.dictionary(pa.int8(), pa.string())),
+    ("gpu", pa.int16()),  # device index within the run (metadata `devices`)
+    ("t_ns", pa.int64()),  # the row's time: inference/kernel start, sample reading time
+]
+
+TABLE_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
+    "inferences": [
+        ("kind", pa.string()),  # "inference" or "span"
+        ("name", pa.string()),  # engine or span name
+        ("condition", pa.string()),  # e.g. "gap=20ms"
+        ("gap_ms", pa.float64()),  # the condition's target idle gap; NA outside a sweep
+        ("iteration", pa.int64()),  # negative for warm-up iterations
+        ("warmup", pa.bool_()),
+        ("start_ns", pa.int64()),  # GPU start (CUDA event), time base
+        ("end_ns", pa.int64()),  # GPU end (CUDA event), time base
+        ("gpu_ms", pa.float64()),  # CUDA-event elapsed time: the latency gpuwatch reports
+        ("host_start_ns", pa.int64()),  # host, just before the start event was enqueued
+        ("host_enqueued_ns", pa.int64()),  # host, after the end event was enqueued
+        ("host_end_ns", pa.int64()),  # host, after synchronize returned
+        ("error", pa.string()),  # exception raised inside the timed region, if any
+    ],
+    "samples": [("poll_ns", pa.int64())]  # how long the telemetry read took
+    + [(f.name, f.type) for f in FIELDS],
+    "kernels": [
+        ("kind", pa.string()),  # "kernel", "memcpy", "memset"
+        ("name", pa.string()),
+        ("start_ns", pa.int64()),
+        ("end_ns", pa.int64()),
+        ("stream_id", pa.int64()),
+        ("correlation_id", pa.int64()),
+        ("bytes", pa.int64()),
+    ],
+    "events": [
+        ("kind", pa.string()),  # "error", "warning", "condition", "note"
+        ("name", pa.string()),  # e.g. the field or subsystem concerned
+        ("message", pa.string()),
+    ],
+}
+
+
+def _union_schema() -> pa.Schema:
+    cols: dict[str, pa.DataType] = dict(_COMMON)
+    for table_cols in TABLE_COLUMNS.values():
+        for name, typ in table_cols:
+            if name in cols and cols[name] != typ:
+                raise AssertionError(f"column {name} has two types in the trace schema")
+            cols.setdefault(name, typ)
+    return pa.schema(list(cols.items()))
+
+
+SCHEMA = _union_schema()
+
+
+def table_columns(table: str) -> list[str]:
+    """Column names of one table, common columns first."""
+    return [n for n, _ in _COMMON if n != "table"] + [n for n, _ in TABLE_COLUMNS[table]]
+
+
+class TraceWriter:
+    """Streams rows to Parquet chunks and finalises them into one trace file.
+
+    Thread-safe: the sampler thread and the inference thread both append. Writing happens on a
+    background thread so the recording threads only append to lists.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        meta: Mapping[str, Any],
+        flush_rows: int = 20_000,
+        flush_interval_s: float = 1.0,
+    ):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise UsageError(f"output {self.path} is a directory; give a file name like run.parquet")
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        if not parent.is_dir():
+            raise UsageError(f"output directory {parent} does not exist; create it or pick another --out")
+        if not os.access(parent, os.W_OK):
+            raise UsageError(f"output directory {parent} is not writable; pick another --out")
+        self.partial_dir = self.path.with_name(self.path.name + ".partial")
+        if self.partial_dir.exists():
+            shutil.rmtree(self.partial_dir)
+        self.partial_dir.mkdir()
+        self.meta: dict[str, Any] = dict(meta)
+        self.meta.setdefault("schema_version", SCHEMA_VERSION)
+        self._write_meta()
+        self._flush_rows, self._flush_interval = flush_rows, flush_interval_s
+        self._buffers: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
+        self._rows = {t: 0 for t in TABLES}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._seq = 0
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._flusher, name="gpuwatch-writer", daemon=True)
+        self._thread.start()
+
+    # -- appending (any thread) -------------------------------------------------------------
+    def add(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("trace writer is closed")
+            buf = self._buffers[table]
+            buf.extend(rows)
+            if len(buf) >= self._flush_rows:
+                self._wake.notify()
+
+    def rows_written(self) -> dict[str, int]:
+        with self._lock:
+            return {t: self._rows[t] + len(self._buffers[t]) for t in TABLES}
+
+    # -- flushing (writer thread) ------------------------------------------------------------
+    def _flusher(self) -> None:
+        while True:
+            with self._lock:
+                if not self._closed:
+                    self._wake.wait(self._flush_interval)
+                batches = {t: b for t, b in self._buffers.items() if b}
+                self._buffers = {t: [] for t in TABLES}
+                closed = self._closed
+            try:
+                for table, rows in batches.items():
+                    self._write_chunk(table, rows)
+            except BaseException as e:  # disk full, permissions: keep the error for close()
+                self._error = e
+                return
+            if closed:
+                return
+
+    def _write_chunk(self, table: str, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            row["table"] = table
+        tbl = pa.Table.from_pylist(rows, schema=SCHEMA)
+        self._seq += 1
+        name = self.partial_dir / f"{self._seq:07d}-{table}.parquet"
+        tmp = name.with_suffix(".tmp")
+        pq.write_table(tbl, tmp)
+        os.replace(tmp, name)  # a chunk is either whole or absent
+        with self._lock:
+            self._rows[table] += len(rows)
+
+    def _write_meta(self) -> None:
+        tmp = self.partial_dir / "meta.json.tmp"
+        tmp.write_text(json.dumps(self.meta, indent=1, default=str))
+        os.replace(tmp, self.partial_dir / "meta.json")
+
+    # -- closing -----------------------------------------------------------------------------
+    def close(self, meta_updates: Mapping[str, Any] | None = None) -> Path:
+        """Flush everything, write the final file atomically, remove the chunks. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return self.path
+            self._closed = True
+            self._wake.notify()
+        self._thread.join()
+        if self._error is not None:
+            raise UsageError(
+                f"could not write trace chunks to {self.partial_dir}: {self._error}"
+            ) from self._error
+        self.meta.update(meta_updates or {})
+        self.meta["rows"] = dict(self._rows)
+        self._write_meta()
+        _merge_chunks(self.partial_dir, self.path, self.meta)
+        shutil.rmtree(self.partial_dir, ignore_errors=True)
+        return self.path
+
+
+def _chunk_files(partial_dir: Path) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {t: [] for t in TABLES}
+    for f in sorted(partial_dir.glob("*.parquet")):
+        table = f.stem.split("-", 1)[1]
+        if table in out:
+            out[table].append(f)
+    return out
+
+
+def _merge_chunks(partial_dir: Path, dest: Path, meta: Mapping[str, Any], group_rows: int = 262_144) -> None:
+    """Chunks -> one file, one table after another, row groups of up to `group_rows`."""
+    schema = SCHEMA.with_metadata({META_KEY: json.dumps(meta, default=str).encode()})
+    tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+            for table, files in _chunk_files(partial_dir).items():
+                pending: list[pa.Table] = []
+                n = 0
+                for f in files:
+                    t = pq.read_table(f, schema=SCHEMA)
+                    pending.append(t)
+                    n += t.num_rows
+                    if n >= group_rows:
+                        w.write_table(pa.concat_tables(pending), row_group_size=group_rows)
+                        pending, n = [], 0
+                if pending:
+                    w.write_table(pa.concat_tables(pending), row_group_size=group_rows)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class RecoveredTraceWarning(UserWarning):
+    """Loaded a trace that was never finalised (the recording crashed or was killed)."""
+
+
+@dataclass
+class Trace:
+    """A loaded trace: one DataFrame per table and the run metadata."""
+
+    meta: dict[str, Any]
+    inferences: pd.DataFrame
+    samples: pd.DataFrame
+    kernels: pd.DataFrame
+    events: pd.DataFrame
+    path: Path | None = None
+    recovered: bool = False
+    tables: Sequence[str] = field(default=TABLES)
+
+    @property
+    def simulated(self) -> bool:
+        return bool(self.meta.get("simulated"))
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.meta.get("schema_version", 0))
+
+    def measured(self) -> pd.DataFrame:
+        """Inference rows outside warm-up (spans excluded)."""
+        df = self.inferences
+        return df[(df["kind"] == "inference") & ~df["warmup"].astype(bool)]
+
+
+def _types_mapper(t: pa.DataType) -> Any:
+    # Integers and booleans become pandas' nullable dtypes so NA stays NA (never 0 or 0.0).
+    if pa.types.is_integer(t):
+        return {8: pd.Int8Dtype(), 16: pd.Int16Dtype(), 32: pd.Int32Dtype(), 64: pd.Int64Dtype()}[
+            t.bit_width
+        ]
+    if pa.types.is_boolean(t):
+        return pd.BooleanDtype()
+    return None
+
+
+def _split(tbl: pa.Table) -> dict[str, pd.DataFrame]:
+    if "table" not in tbl.column_names:
+        raise TraceFormatError("trace has no 'table' column; it was not written by gpuwatch")
+    col = tbl["table"]
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(pa.string())
+    out = {}
+    for name in TABLES:
+        part = tbl.filter(pc.equal(col, name))
+        cols = [c for c in table_columns(name) if c in part.column_names]
+        df = part.select(cols).to_pandas(types_mapper=_types_mapper)
+        sort = ["t_ns", "gpu"] if name == "samples" else ["t_ns"]
+        out[name] = df.sort_values(sort, kind="stable").reset_index(drop=True)
+    return out
+
+
+def _check_meta(meta: Mapping[str, Any], path: Path) -> None:
+    version = meta.get("schema_version")
+    if not isinstance(version, int):
+        raise TraceFormatError(f"{path}: metadata has no schema_version; not a gpuwatch trace")
+    if version > SCHEMA_VERSION:
+        raise TraceFormatError(
+            f"{path} uses trace schema v{version}, this gpuwatch reads up to v{SCHEMA_VERSION}; "
+            "upgrade gpuwatch (pip install -U gpuwatch)"
+        )
+
+
+def load(path: str | os.PathLike[str]) -> Trace:
+    """Load a trace file, or recover the `.partial` directory of a recording that died."""
+    p = Path(path)
+    if not p.exists():
+        partial = p.with_name(p.name + ".partial")
+        if partial.is_dir():
+            p = partial
+        else:
+            raise TraceFormatError(f"no trace at {p}; check the path")
+    if p.is_dir():
+        return _load_partial(p)
+    try:
+        pf = pq.ParquetFile(p)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise TraceFormatError(f"{p} is not a readable Parquet file ({e}); was the copy cut short?") from e
+    raw = (pf.schema_arrow.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise TraceFormatError(
+            f"{p} is a Parquet file but not a gpuwatch trace (no '{META_KEY.decode()}' metadata)"
+        )
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:
+        raise TraceFormatError(f"{p}: gpuwatch metadata is not valid JSON ({e})") from e
+    _check_meta(meta, p)
+    try:
+        tbl = pf.read()
+    except (pa.ArrowInvalid, OSError) as e:
+        raise TraceFormatError(f"{p}: corrupt Parquet data ({e})") from e
+    return Trace(meta=meta, path=p, **_split(tbl))
+
+
+def _load_partial(d: Path) -> Trace:
+    meta_file = d / "meta.json"
+    if not meta_file.exists():
+        raise TraceFormatError(f"{d} is a directory but not a gpuwatch trace (no meta.json)")
+    meta = json.loads(meta_file.read_text())
+    _check_meta(meta, d)
+    tables, skipped = [], 0
+    for files in _chunk_files(d).values():
+        for f in files:
+            try:
+                tables.append(pq.read_table(f, schema=SCHEMA))
+            except (pa.ArrowInvalid, OSError):
+                skipped += 1
+    warnings.warn(
+        f"{d} is an unfinished recording (status {meta.get('status', 'unknown')!r}); loaded the "
+        f"{len(tables)} chunks written before it stopped"
+        + (f", skipped {skipped} unreadable" if skipped else ""),
+        RecoveredTraceWarning,
+        stacklevel=2,
+    )
+    tbl = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    meta.setdefault("status", "recovered")
+    return Trace(meta=meta, path=d, recovered=True, **_split(tbl))
+
+
+def default_out(prefix: str = "gpuwatch") -> Path:
+    """A fresh trace name in the working directory, e.g. gpuwatch-20261124-101500.parquet."""
+    return Path(f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.parquet")
