@@ -8,7 +8,7 @@ Importing gpuwatch loads no GPU library: offline analysis works anywhere.
 from ._version import __version__
 from .errors import GpuwatchError, SessionError, TraceFormatError, UsageError
 from .fields import FIELDS, ClockEventReason
-from .session import Session, session
+from .recorder import Session, session
 from .summary import condition_summary
 from .trace import SCHEMA_VERSION, RecoveredTraceWarning, Trace, load
 

@@ -44,7 +44,9 @@ class SimGPU:
         self.p, self.clock, self.rng = profile, clock, rng
         self._tick_ns = int(profile.tick_ms * 1e6)
         now = clock.now_ns()
-        self._next_tick = (now // self._tick_ns + 1) * self._tick_ns
+        # Ticks count from the GPU's own start, so results do not depend on the wall clock.
+        self._origin = now
+        self._next_tick = now + self._tick_ns
         self._busy_by_tick: dict[int, int] = {}  # tick index -> busy ns inside its window
         self.gpu_free_ns = now
         self.after_sleep = False
@@ -96,10 +98,10 @@ class SimGPU:
         return max(self.clock.now_ns() + self.p.launch_latency_ns, self.gpu_free_ns)
 
     def _add_busy(self, start: int, end: int) -> None:
-        tick = self._tick_ns
-        n = start // tick + 1
-        while (n - 1) * tick < end:
-            lo, hi = max(start, (n - 1) * tick), min(end, n * tick)
+        tick, o = self._tick_ns, self._origin
+        n = (start - o) // tick + 1
+        while o + (n - 1) * tick < end:
+            lo, hi = max(start, o + (n - 1) * tick), min(end, o + n * tick)
             if hi > lo:
                 self._busy_by_tick[n] = self._busy_by_tick.get(n, 0) + (hi - lo)
             n += 1
@@ -109,7 +111,7 @@ class SimGPU:
         p, tick = self.p, self._tick_ns
         while self._next_tick <= until_ns:
             t = self._next_tick
-            frac = self._busy_by_tick.pop(t // tick, 0) / tick
+            frac = self._busy_by_tick.pop((t - self._origin) // tick, 0) / tick
             self._util_window.append(frac)
             self.util_avg += (frac - self.util_avg) * min(1.0, p.tick_ms / p.util_tau_ms)
             if frac > 0:

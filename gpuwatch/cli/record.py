@@ -9,7 +9,7 @@ from typing import Any
 
 from ..backends import DEVICE_HELP
 from ..errors import UsageError
-from ..session import Session
+from ..recorder import Session
 from ..summary import condition_summary, format_summary
 from ..trace import default_out
 

@@ -1,0 +1,55 @@
+"""Shared fixtures: recorded sim traces (made once per test run) and a leak check."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+import gpuwatch
+import gpuwatch.recorder as session_mod
+
+
+def record_sim(out: Path, profile: str = "t4", gaps=(0.0, 20.0), iters: int = 800,
+               warmup: int = 20, seed: int = 0, engine: str = "builtin:small",
+               sample_hz: float = 1000.0) -> gpuwatch.Trace:
+    """What `python -m gpuwatch.record` does, through the public API."""
+    with gpuwatch.session(f"sim:{profile}", out, seed=seed, sample_hz=sample_hz) as s:
+        e = s.engine(engine)
+        for gap in gaps:
+            s.set_condition(f"gap={gap:g}ms", gap_ms=gap)
+            s.warmup, s.iteration = True, -warmup
+            for _ in range(warmup):
+                e.infer()
+            s.warmup = False
+            for _ in range(iters):
+                e.infer()
+                if gap:
+                    s.wait(gap)
+    return s.trace
+
+
+@pytest.fixture(scope="session")
+def t4_sweep(tmp_path_factory: pytest.TempPathFactory) -> gpuwatch.Trace:
+    """The seed's setting on the simulated T4: 800 iterations at gaps 0, 20 and 50 ms."""
+    return record_sim(tmp_path_factory.mktemp("t4") / "sweep.parquet", gaps=(0.0, 20.0, 50.0))
+
+
+@pytest.fixture(scope="session")
+def flat_trace(tmp_path_factory: pytest.TempPathFactory) -> gpuwatch.Trace:
+    return record_sim(tmp_path_factory.mktemp("flat") / "flat.parquet", profile="flat",
+                      gaps=(0.0, 20.0))
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_recording():
+    """Fail any test that leaves a session open or a sampler thread running."""
+    yield
+    leftover = session_mod._active
+    threads = [t.name for t in threading.enumerate()
+               if t.name.startswith("gpuwatch-") and t.is_alive()]
+    if leftover is not None:
+        leftover.close(status="failed", error="left open by a test")
+    assert leftover is None, "test left a gpuwatch session recording"
+    assert not threads, f"test left gpuwatch threads running: {threads}"

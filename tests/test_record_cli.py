@@ -1,0 +1,76 @@
+"""`python -m gpuwatch.record`: a real subprocess each, as a user would run it."""
+
+import subprocess
+import sys
+
+import pytest
+
+import gpuwatch
+from gpuwatch.backends import _nvml_probe
+
+
+def record(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "gpuwatch.record", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=120)
+
+
+def test_records_a_sweep_on_the_simulated_t4(tmp_path):
+    out = tmp_path / "run.parquet"
+    r = record("--gap", "0,20", "--iters", "300", "--device", "sim:t4", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:2] == ["condition", "n"]
+    assert lines[1].startswith("gap=0ms") and lines[2].startswith("gap=20ms")
+    assert "simulated GPU" in lines[-1]
+    tr = gpuwatch.load(out)
+    assert tr.meta["options"]["gaps_ms"] == [0.0, 20.0]
+    assert tr.meta["options"]["command"] == "record"
+    assert len(tr.measured()) == 600 and tr.inferences["warmup"].sum() == 40
+
+
+def test_default_output_name_lands_in_the_working_directory(tmp_path):
+    r = record("--iters", "5", "--warmup", "0", "--device", "sim:flat", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    (made,) = tmp_path.glob("gpuwatch-*.parquet")
+    assert len(gpuwatch.load(made).inferences) == 5
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--gap", "-5"], "--gap values must be finite and >= 0"),
+    (["--gap", "fast"], "--gap takes milliseconds"),
+    (["--iters", "0"], "must be at least 1"),
+    (["--warmup", "-1"], "must be 0 or more"),
+    (["--sample-hz", "0"], "must be a positive number"),
+    (["--wait", "nap"], "invalid choice"),
+    (["--device", "tpu:0"], "unknown device 'tpu:0'"),
+    (["--device", "sim:v100"], "unknown simulated GPU profile 'v100'"),
+    (["--device", "cuda:x"], "GPU index must be a number"),
+    (["--device", "sim:t4", "--engine", "builtin:huge"], "unknown built-in engine preset"),
+    (["--device", "sim:t4", "--out", "/nonexistent/dir/x.parquet"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, words):
+    r = record(*args, "--iters" if "--iters" not in args else "--quiet",
+               *(["5"] if "--iters" not in args else []), cwd=tmp_path)
+    assert r.returncode == 2
+    assert words in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.skipif(_nvml_probe() is None, reason="this machine has an NVIDIA GPU")
+def test_default_device_without_a_gpu_suggests_the_simulator(tmp_path):
+    r = record("--iters", "5", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "--device sim:t4" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_gpuwatch_entry_point_dispatches_and_rejects_unknown_commands(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "gpuwatch", "frobnicate"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "give a command: record" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "gpuwatch", "record", "--device", "sim:flat",
+                        "--iters", "3", "--quiet", "--out", str(tmp_path / "x.parquet")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

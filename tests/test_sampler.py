@@ -1,0 +1,54 @@
+"""The sampler against telemetry that fails, on a virtual clock (no threads, no sleeps)."""
+
+from gpuwatch.clock import VirtualClock
+from gpuwatch.device import DeviceInfo
+from gpuwatch.sampler import Sampler
+
+
+class FlakyTelemetry:
+    """Fails on the reads whose number is in `fail`; from `die_after` on, fails every read."""
+
+    def __init__(self, fail=(), die_after=None, index=0):
+        self.info = DeviceInfo(index=index, name="flaky", uuid="GPU-X", simulated=True)
+        self.n, self.fail, self.die_after = 0, set(fail), die_after
+
+    def unsupported(self):
+        return {}
+
+    def read(self):
+        self.n += 1
+        if self.n in self.fail or (self.die_after is not None and self.n > self.die_after):
+            raise TimeoutError("NVML timed out")
+        return {"sm_clock_mhz": 1000 + self.n}
+
+
+def run(devices, ms=100, hz=1000.0, **kw):
+    clock = VirtualClock(start_ns=0)
+    out = {"samples": [], "events": []}
+    s = Sampler(devices, clock, lambda t, rows: out[t].extend(rows), hz=hz, **kw)
+    s.start()
+    clock.advance(ms * 1_000_000)
+    stats = s.stop()
+    return out, stats
+
+
+def test_samples_on_a_grid_with_their_own_timestamps():
+    out, stats = run([FlakyTelemetry()], ms=100)
+    assert stats.polls == 101 and stats.samples == 101
+    assert [r["t_ns"] for r in out["samples"][:3]] == [0, 1_000_000, 2_000_000]
+    assert stats.achieved_hz() == 1000.0
+
+
+def test_a_failed_read_is_recorded_and_sampling_goes_on():
+    out, stats = run([FlakyTelemetry(fail={3, 4})], ms=10)
+    assert stats.errors == 2 and stats.samples == 9
+    assert [e["message"] for e in out["events"]] == ["TimeoutError: NVML timed out"] * 2
+
+
+def test_a_dead_gpu_is_dropped_and_the_others_still_sampled():
+    dead, alive = FlakyTelemetry(die_after=5, index=0), FlakyTelemetry(index=1)
+    out, stats = run([dead, alive], ms=50, max_consecutive_errors=10)
+    by_gpu = [r["gpu"] for r in out["samples"]]
+    assert by_gpu.count(0) == 5 and by_gpu.count(1) == 51
+    assert dead.n == 15  # stopped asking after 10 consecutive failures
+    assert "stopped sampling GPU 0" in out["events"][-1]["message"]

@@ -1,0 +1,167 @@
+"""Trace format v1: schema, metadata, time base, atomic finalisation, recovery, bad files."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import gpuwatch
+from gpuwatch.trace import META_KEY, SCHEMA, SCHEMA_VERSION, TABLES, table_columns
+
+
+def test_metadata_says_what_the_run_was(t4_sweep):
+    m = t4_sweep.meta
+    assert m["schema_version"] == SCHEMA_VERSION == 1
+    assert m["simulated"] is True and t4_sweep.simulated
+    assert m["status"] == "complete"
+    assert m["time_base"]["unit"] == "ns" and m["time_base"]["epoch"] == "unix"
+    dev = m["devices"][0]
+    assert dev["name"] == "Simulated Tesla T4" and dev["simulated"] is True
+    assert dev["facts"]["profile"] == "t4"
+    assert m["options"]["device"] == "sim:t4" and m["options"]["sample_hz"] == 1000.0
+    assert set(m["versions"]) >= {"gpuwatch", "numpy", "pandas", "pyarrow"}
+    assert m["host"]["hostname"]
+    assert m["rows"]["inferences"] == len(t4_sweep.inferences)
+    assert m["ended_ns"] > m["started_ns"]
+
+
+def test_tables_have_their_columns_and_integer_times(t4_sweep):
+    for name in TABLES:
+        df = getattr(t4_sweep, name)
+        assert list(df.columns) == table_columns(name)
+    inf, s = t4_sweep.inferences, t4_sweep.samples
+    for col in ("t_ns", "start_ns", "end_ns", "host_start_ns", "host_end_ns"):
+        assert str(inf[col].dtype) == "Int64"
+    assert str(s["t_ns"].dtype) == "Int64" and str(s["sm_clock_mhz"].dtype) == "Int32"
+    assert len(inf) == 3 * 820 and (inf["kind"] == "inference").all()
+    assert inf["warmup"].sum() == 60 and inf["iteration"].min() == -20
+
+
+def test_one_time_base_monotonic_and_consistent(t4_sweep):
+    inf = t4_sweep.inferences.sort_values("host_start_ns")
+    start, end = inf["start_ns"].to_numpy(np.int64), inf["end_ns"].to_numpy(np.int64)
+    assert (np.diff(start) > 0).all()  # inferences in order on the GPU
+    assert (start[1:] >= end[:-1] - 20_000).all()  # no overlap (beyond anchor error)
+    assert (inf["host_start_ns"] <= inf["host_enqueued_ns"]).all()
+    assert (inf["host_enqueued_ns"] <= inf["host_end_ns"]).all()
+    # The GPU cannot start before the host asked, nor finish after the host saw it finish.
+    assert (inf["start_ns"] >= inf["host_start_ns"]).all()
+    assert (inf["end_ns"] <= inf["host_end_ns"] + 50_000).all()
+    dur = (inf["end_ns"] - inf["start_ns"]) / 1e6
+    assert np.allclose(dur.to_numpy(float), inf["gpu_ms"].to_numpy(float), atol=1e-5)
+    s = t4_sweep.samples["t_ns"].to_numpy(np.int64)
+    assert (np.diff(s) > 0).all()
+    assert np.median(np.diff(s)) == 1_000_000  # 1 kHz
+    assert s[0] <= start[0] and s[-1] >= end[-1] - 1_000_000
+
+
+def test_row_groups_hold_one_table_each_and_plain_readers_can_filter(t4_sweep):
+    pf = pq.ParquetFile(t4_sweep.path)
+    assert pf.schema_arrow.remove_metadata().equals(SCHEMA)
+    for i in range(pf.num_row_groups):
+        kinds = pf.read_row_group(i, columns=["table"])["table"].cast(pa.string()).unique()
+        assert len(kinds) == 1
+    df = pd.read_parquet(t4_sweep.path, filters=[("table", "==", "inferences")])
+    assert len(df) == len(t4_sweep.inferences)
+
+
+def test_unknown_values_are_na_not_zero(tmp_path, t4_sweep):
+    inf = t4_sweep.inferences
+    assert inf["error"].isna().all()
+    assert t4_sweep.samples["gpu_util_pct"].notna().all()
+    # Samples carry no inference columns and vice versa, even though the file's schema is a union.
+    assert "gpu_ms" not in t4_sweep.samples.columns
+
+
+def _finished(tmp_path, name="x.parquet", iters=30):
+    with gpuwatch.session("sim:t4", tmp_path / name) as s:
+        e = s.engine()
+        for _ in range(iters):
+            e.infer()
+            s.wait(5)
+    return s
+
+
+def test_close_leaves_one_file_and_no_partial(tmp_path):
+    _finished(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.parquet"]
+
+
+def test_recovers_a_recording_killed_mid_run(tmp_path):
+    out = tmp_path / "killed.parquet"
+    script = textwrap.dedent(f"""
+        import os, time, gpuwatch
+        s = gpuwatch.session("sim:t4", {str(out)!r})
+        s.start()
+        e = s.engine()
+        for _ in range(300):
+            e.infer(); s.wait(10)
+        time.sleep(2.5)   # the writer thread flushes once a second
+        os._exit(9)       # no close, no atexit: as kill -9
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 9, r.stderr
+    assert not out.exists()
+    with pytest.warns(gpuwatch.RecoveredTraceWarning, match="unfinished recording"):
+        tr = gpuwatch.load(out)  # finds killed.parquet.partial
+    assert tr.recovered and tr.meta["status"] == "recording"
+    assert len(tr.inferences) == 300
+    assert len(tr.samples) > 3000
+
+
+def test_rejects_a_file_that_is_not_parquet(tmp_path):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    with pytest.raises(gpuwatch.TraceFormatError, match="not a readable Parquet file"):
+        gpuwatch.load(bad)
+
+
+def test_rejects_a_truncated_trace(tmp_path):
+    s = _finished(tmp_path)
+    data = s.out.read_bytes()
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(gpuwatch.TraceFormatError):
+        gpuwatch.load(cut)
+
+
+def test_rejects_foreign_parquet(tmp_path):
+    p = tmp_path / "foreign.parquet"
+    pq.write_table(pa.table({"a": [1, 2]}), p)
+    with pytest.raises(gpuwatch.TraceFormatError, match="not a gpuwatch trace"):
+        gpuwatch.load(p)
+
+
+def test_rejects_a_newer_schema_version(tmp_path):
+    s = _finished(tmp_path)
+    t = pq.read_table(s.out)
+    meta = json.loads(t.schema.metadata[META_KEY])
+    meta["schema_version"] = SCHEMA_VERSION + 1
+    newer = tmp_path / "newer.parquet"
+    pq.write_table(t.replace_schema_metadata({META_KEY: json.dumps(meta)}), newer)
+    with pytest.raises(gpuwatch.TraceFormatError, match="upgrade gpuwatch"):
+        gpuwatch.load(newer)
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(gpuwatch.TraceFormatError, match="no trace at"):
+        gpuwatch.load(tmp_path / "nope.parquet")
+
+
+def test_writer_refuses_unusable_outputs(tmp_path):
+    with pytest.raises(gpuwatch.UsageError, match="is a directory"):
+        gpuwatch.session("sim:t4", tmp_path).start()
+    with pytest.raises(gpuwatch.UsageError, match="does not exist"):
+        gpuwatch.session("sim:t4", tmp_path / "no" / "x.parquet").start()
+    if os.geteuid() != 0:  # root can write anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        with pytest.raises(gpuwatch.UsageError, match="not writable"):
+            gpuwatch.session("sim:t4", ro / "x.parquet").start()
