@@ -45,10 +45,13 @@ class HostClock:
 
     virtual = False
 
-    def __init__(self) -> None:
+    def __init__(self, anchor: tuple[int, int] | None = None) -> None:
         # Take the anchor pair back to back; their skew (~100 ns) bounds the epoch offset error.
-        self.anchor_perf_ns = time.perf_counter_ns()
-        self.anchor_epoch_ns = time.time_ns()
+        # perf_counter_ns is CLOCK_MONOTONIC on Linux, shared by all processes, so a sampler
+        # process given the same anchor maps its times exactly as the recording process does.
+        if anchor is None:
+            anchor = (time.perf_counter_ns(), time.time_ns())
+        self.anchor_perf_ns, self.anchor_epoch_ns = anchor
 
     def now_ns(self) -> int:
         return self.anchor_epoch_ns + (time.perf_counter_ns() - self.anchor_perf_ns)

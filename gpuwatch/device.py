@@ -8,7 +8,7 @@ runtime that times work on the GPU running inference.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from .clock import Clock
 
@@ -35,8 +35,17 @@ class Telemetry(Protocol):
         """Fields this GPU cannot report, each with the reason (they are written as NA)."""
         ...
 
-    def read(self) -> dict[str, Any]:
-        """One reading of every supported field, taken now; a value may be None (NA)."""
+    def read(self, costly: bool = True) -> dict[str, Any]:
+        """One reading, taken now, of the cheap fields, plus the costly ones if `costly`.
+        A value may be None (NA)."""
+        ...
+
+    def read_buffered(self) -> list[tuple[int, str, float]]:
+        """Values the driver buffered since the last call, as (t_ns, field, value)."""
+        ...
+
+    def query_costs_us(self) -> Mapping[str, float]:
+        """Measured cost of reading each field once (median, microseconds)."""
         ...
 
 
@@ -69,6 +78,9 @@ class Backend(Protocol):
     telemetry: Sequence[Telemetry]
     runtime: Runtime
     simulated: bool
+    # How a separate sampler process rebuilds `telemetry`: (module-level function, its args);
+    # None where telemetry cannot leave this process (the simulated GPU's virtual clock).
+    telemetry_factory: tuple[Callable[..., Sequence[Telemetry]], tuple[Any, ...]] | None
 
     def engine(self, spec: str, stream: Any) -> Engine: ...
 

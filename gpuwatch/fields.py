@@ -43,7 +43,7 @@ class Field:
     type: pa.DataType
     unit: str
     description: str
-    cost: str = "cheap"  # "cheap": polled every sample; "costly": polled at a lower rate
+    cost: str = "cheap"  # "cheap": read every poll; "costly": read at `costly_hz` (10 Hz)
 
 
 # Order is the column order in the trace. NVML equivalents are named so nobody has to guess.
@@ -56,13 +56,36 @@ FIELDS: tuple[Field, ...] = (
     Field("power_w", pa.float64(), "W", "instant power draw"),
     Field("power_avg_w", pa.float64(), "W", "power averaged by the driver (~1 s window)"),
     Field("energy_mj", pa.int64(), "mJ", "energy counter since driver load", cost="costly"),
-    Field("gpu_util_pct", pa.float64(), "%", "time a kernel ran, over the driver's window"),
-    Field("mem_util_pct", pa.float64(), "%", "time device memory was read/written, same window"),
+    Field("gpu_util_pct", pa.float64(), "%", "time a kernel ran, over the driver's window",
+          cost="costly"),
+    Field("mem_util_pct", pa.float64(), "%", "time device memory was read/written, same window",
+          cost="costly"),
     Field("temperature_c", pa.float64(), "degC", "GPU core temperature", cost="costly"),
     Field("pcie_gen", pa.int8(), "", "current PCIe link generation", cost="costly"),
     Field("pcie_width", pa.int8(), "lanes", "current PCIe link width", cost="costly"),
     Field("mem_used_mib", pa.float64(), "MiB", "device memory in use", cost="costly"),
+    # Cumulative time (ns) the clocks were held below the requested clocks, per cause
+    # (nvmlDeviceGetFieldValues NVML_FI_DEV_PERF_POLICY_*, as nvmlDeviceGetViolationStatus).
+    # Differences between two samples give the throttled time in between.
+    Field("violation_power_ns", pa.int64(), "ns", "cumulative time limited by power", "costly"),
+    Field("violation_thermal_ns", pa.int64(), "ns", "cumulative time limited by thermals",
+          "costly"),
+    Field("violation_sync_boost_ns", pa.int64(), "ns", "cumulative time limited by sync boost",
+          "costly"),
+    Field("violation_board_limit_ns", pa.int64(), "ns", "cumulative time limited by the board",
+          "costly"),
+    Field("violation_low_util_ns", pa.int64(), "ns", "cumulative time limited by low utilisation",
+          "costly"),
+    Field("violation_reliability_ns", pa.int64(), "ns", "cumulative time limited for reliability",
+          "costly"),
+    Field("violation_app_clocks_ns", pa.int64(), "ns",
+          "cumulative time below application clocks (any cause)", "costly"),
+    Field("violation_base_clocks_ns", pa.int64(), "ns",
+          "cumulative time below base clocks (any cause)", "costly"),
 )
+
+CHEAP_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.cost == "cheap")
+COSTLY_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.cost == "costly")
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 FIELDS_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}

@@ -23,37 +23,63 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
+import numpy as np
+
 from . import _version
 from .backends import open_backend
 from .clock import Clock
 from .device import Backend, Engine
 from .errors import SessionError, UsageError
 from .fields import FIELDS
-from .sampler import Sampler
+from .clock import HostClock
+from .sampler import ProcessSampler, Sampler
 from .trace import SCHEMA_VERSION, Trace, TraceWriter, default_out, load
 
 T = TypeVar("T")
+
+SAMPLER_MODES = ("auto", "thread", "process", "off")
+# What "auto" means on a real GPU; chosen by the overhead benchmark (benchmarks/results/).
+DEFAULT_REAL_SAMPLER = "process"
 
 _active_lock = threading.Lock()
 _active: "Session | None" = None
 
 
 class _EventTimebase:
-    """Maps GPU events onto the trace's time base: an anchor event synchronised against the
-    host clock, renewed every `reanchor_s` so float32 elapsed times never lose precision."""
+    """Maps GPU events onto the trace's time base.
+
+    An anchor event is recorded on the idle stream between two host clock reads; it completed
+    somewhere between them, so its host time is their mid-point, within +-half their distance
+    (the anchor uncertainty). Event times are anchor + CUDA-event elapsed time. Every
+    `reanchor_s` a new anchor is taken, which keeps float32 elapsed times precise and measures
+    drift: the new anchor's mid-point minus where the old anchor predicted it.
+    """
 
     def __init__(self, backend: Backend, stream: Any, reanchor_s: float = 1.0):
         self._rt, self._stream, self._clock = backend.runtime, stream, backend.clock
         self._reanchor_ns = int(reanchor_s * 1e9)
-        self.anchors = 0
+        self._spare = self._rt.event()
+        self.uncertainty_ns: list[int] = []
+        self.drift_ns: list[int] = []
+        self._ev: Any = None
         self.anchor()
 
+    @property
+    def anchors(self) -> int:
+        return len(self.uncertainty_ns)
+
     def anchor(self) -> None:
-        ev = self._rt.event()
+        ev, clock = self._spare, self._clock
+        h0 = clock.now_ns()
         self._rt.record(ev, self._stream)
         self._rt.synchronize(ev)
-        self._ev, self._host_ns = ev, self._clock.now_ns()
-        self.anchors += 1
+        h1 = clock.now_ns()
+        host = (h0 + h1) // 2
+        if self._ev is not None and len(self.drift_ns) < 100_000:
+            self.drift_ns.append(host - self.to_ns(ev))
+        self._spare, self._ev, self._host_ns = self._ev or self._rt.event(), ev, host
+        if len(self.uncertainty_ns) < 100_000:
+            self.uncertainty_ns.append((h1 - h0) // 2)
 
     def to_ns(self, event: Any) -> int:
         return self._host_ns + round(self._rt.elapsed_ms(self._ev, event) * 1e6)
@@ -62,6 +88,18 @@ class _EventTimebase:
         """Call only when the stream is idle (just after a synchronize)."""
         if self._clock.now_ns() - self._host_ns >= self._reanchor_ns:
             self.anchor()
+
+    def summary(self) -> dict[str, Any]:
+        u = np.abs(np.asarray(self.uncertainty_ns, dtype=np.float64)) / 1e3
+        d = np.abs(np.asarray(self.drift_ns, dtype=np.float64)) / 1e3
+        return {
+            "anchors": self.anchors,
+            "reanchor_s": self._reanchor_ns / 1e9,
+            "anchor_uncertainty_us_p50": float(np.median(u)) if u.size else None,
+            "anchor_uncertainty_us_max": float(u.max()) if u.size else None,
+            "reanchor_drift_us_p50": float(np.median(d)) if d.size else None,
+            "reanchor_drift_us_max": float(d.max()) if d.size else None,
+        }
 
 
 class TimedEngine:
@@ -74,6 +112,17 @@ class TimedEngine:
     def infer(self, x: Any = None) -> Any:
         return self._session._timed("inference", self.name, self.raw.infer, (x,), {})
 
+    def preprocess(self) -> Any:
+        """The engine's input step (host->device copy and a small kernel), timed as a span."""
+        return self._session._timed("span", "preprocess", self.raw.preprocess, (), {})
+
+    def postprocess(self) -> Any:
+        """The engine's output step (a small kernel and device->host copy), timed as a span."""
+        return self._session._timed("span", "postprocess", self.raw.postprocess, (), {})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
 
 class Session:
     """One recording: a backend, a sampler, a writer, and the timed regions reported to it."""
@@ -84,11 +133,15 @@ class Session:
         out: str | os.PathLike[str] | None = None,
         *,
         sample_hz: float = 1000.0,
+        sampler: str = "auto",
         seed: int = 0,
         options: dict[str, Any] | None = None,
     ):
         if not sample_hz > 0:
             raise UsageError(f"sample rate must be positive, got {sample_hz}")
+        if sampler not in SAMPLER_MODES:
+            raise UsageError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLER_MODES)}")
+        self.sampler_mode = sampler
         self.device_spec = device
         self.out = Path(out) if out is not None else default_out()
         self.sample_hz, self.seed = float(sample_hz), seed
@@ -100,7 +153,8 @@ class Session:
         self.last_ms: float | None = None  # latency of the last inference (for live displays)
         self._backend: Backend | None = None
         self._writer: TraceWriter | None = None
-        self._sampler: Sampler | None = None
+        self._sampler: Sampler | ProcessSampler | None = None
+        self._events: list[tuple[Any, Any]] = []  # reusable (start, end) event pairs
         self._trace: Trace | None = None
         self._closed = False
 
@@ -138,11 +192,25 @@ class Session:
     def _start(self) -> None:
         self._backend = backend = open_backend(self.device_spec, seed=self.seed)
         clock = backend.clock
-        self._writer = TraceWriter(self.out, self._metadata(backend))
+        mode = self.sampler_mode
+        if mode == "auto":
+            mode = "thread" if backend.telemetry_factory is None else DEFAULT_REAL_SAMPLER
+        if mode == "process" and backend.telemetry_factory is None:
+            raise UsageError("the simulated GPU samples on its virtual clock in this process; "
+                             "sampler='process' needs a real GPU (use thread or auto)")
+        self.sampler_mode = mode
+        self._writer = writer = TraceWriter(self.out, self._metadata(backend))
         self.stream = backend.runtime.stream()
         self._timebase = _EventTimebase(backend, self.stream)
-        self._sampler = Sampler(backend.telemetry, clock, self._writer.add, hz=self.sample_hz)
-        self._sampler.start()
+        if mode == "thread":
+            self._sampler = Sampler(backend.telemetry, clock, writer.add, hz=self.sample_hz)
+        elif mode == "process":
+            assert backend.telemetry_factory is not None and isinstance(clock, HostClock)
+            factory, args = backend.telemetry_factory
+            self._sampler = ProcessSampler(factory, args, clock, writer.partial_dir,
+                                           hz=self.sample_hz)
+        if self._sampler is not None:
+            self._sampler.start()
 
     def close(self, status: str = "complete", error: str | None = None) -> Path:
         """Stop sampling and write the trace. Safe to call twice; returns the trace path."""
@@ -151,17 +219,17 @@ class Session:
         self._closed = True
         meta: dict[str, Any] = {"status": status, "error": error}
         try:
+            meta["sampler"] = {"mode": self.sampler_mode}
             if self._sampler is not None:
                 try:
-                    stats = self._sampler.stop()
-                    meta["sampler"] = {**asdict(stats), "requested_hz": self.sample_hz,
-                                       "achieved_hz": stats.achieved_hz()}
+                    self._sampler.stop()
+                    meta["sampler"] = {"mode": self.sampler_mode, **self._sampler.summary()}
                 except RuntimeError as e:
-                    meta["sampler"] = {"error": f"{e}: {e.__cause__!r}"}
+                    meta["sampler"]["error"] = f"{e}: {e.__cause__!r}"
             if self._writer is not None:
                 assert self._backend is not None
                 meta["ended_ns"] = self._backend.clock.now_ns()
-                meta["timebase_anchors"] = self._timebase.anchors
+                meta["timebase"] = self._timebase.summary()
                 self._writer.close(meta)
         finally:
             if self._backend is not None:
@@ -210,6 +278,28 @@ class Session:
             "events", [{"gpu": self._gpu(), "t_ns": self.clock.now_ns(), "kind": "condition",
                         "name": name, "message": f"gap_ms={gap_ms}"}])
 
+    @property
+    def last_sm_clock_mhz(self) -> float | None:
+        """The SM clock of the latest telemetry reading (for live displays)."""
+        return None if self._sampler is None else self._sampler.last_sm_clock_mhz
+
+    def pause_sampling(self) -> None:
+        """Stop reading telemetry until resume_sampling() (e.g. to measure gpuwatch's overhead).
+        Both are recorded in the `events` table."""
+        self._sampling_event("paused")
+        if self._sampler is not None:
+            self._sampler.pause()
+
+    def resume_sampling(self) -> None:
+        if self._sampler is not None:
+            self._sampler.resume()
+        self._sampling_event("resumed")
+
+    def _sampling_event(self, what: str) -> None:
+        self._require_writer().add("events", [{"gpu": self._gpu(), "t_ns": self.clock.now_ns(),
+                                               "kind": "note", "name": "sampler",
+                                               "message": what}])
+
     def wait(self, ms: float, how: str = "sleep") -> None:
         """Leave the GPU idle for `ms`: "sleep" yields the CPU (as time.sleep), "spin" busy-waits."""
         ns = int(ms * 1e6)
@@ -228,7 +318,7 @@ class Session:
     @contextlib.contextmanager
     def _region(self, kind: str, name: str) -> Iterator[None]:
         rt = self._require().runtime
-        ev0, ev1 = rt.event(), rt.event()
+        ev0, ev1 = self._events.pop() if self._events else (rt.event(), rt.event())
         h0 = self.clock.now_ns()
         rt.record(ev0, self.stream)
         try:
@@ -237,6 +327,7 @@ class Session:
             self._finish(kind, name, ev0, ev1, h0, e)
             raise
         self._finish(kind, name, ev0, ev1, h0, None)
+        self._events.append((ev0, ev1))  # reused only once finished (a failed pair is dropped)
 
     def _finish(self, kind: str, name: str, ev0: Any, ev1: Any, h0: int,
                 error: BaseException | None) -> None:
@@ -300,7 +391,9 @@ class Session:
             "fields": [{"name": f.name, "unit": f.unit, "description": f.description}
                        for f in FIELDS],
             "options": {"device": self.device_spec, "sample_hz": self.sample_hz,
-                        "seed": self.seed, **self.options},
+                        "sampler": self.sampler_mode, "seed": self.seed, **self.options},
+            "field_query_cost_us": {str(t.info.index): dict(t.query_costs_us())
+                                    for t in backend.telemetry},
             "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
                      "python": sys.version.split()[0], "pid": os.getpid(),
                      "user": _user(), "argv": sys.argv},
@@ -327,7 +420,9 @@ def _versions(backend: Backend) -> dict[str, str]:
 
 
 def session(device: str = "auto", out: str | os.PathLike[str] | None = None, *,
-            sample_hz: float = 1000.0, seed: int = 0,
+            sample_hz: float = 1000.0, sampler: str = "auto", seed: int = 0,
             options: dict[str, Any] | None = None) -> Session:
-    """Start recording on `device` ("auto", "cuda:N", "sim:t4"); the trace goes to `out`."""
-    return Session(device, out, sample_hz=sample_hz, seed=seed, options=options)
+    """Start recording on `device` ("auto", "cuda:N", "sim:t4"); the trace goes to `out`.
+    `sampler`: "auto" (a separate process on a real GPU, the virtual clock on sim), "thread",
+    "process" or "off"."""
+    return Session(device, out, sample_hz=sample_hz, sampler=sampler, seed=seed, options=options)

@@ -1,24 +1,41 @@
 """The telemetry sampler: polls every selected GPU on a fixed grid and hands rows to the writer.
 
-Runs on the clock's periodic timer: a background thread on a real GPU, the virtual clock's timer
-on sim. A failing read is recorded as an `events` row and sampling goes on; a device that fails
+Cheap fields (clocks, P-state, reasons, power) are read every poll; costly ones at `costly_hz`;
+the driver's own buffered samples (nvmlDeviceGetSamples) every `driver_every_s`.
+`Sampler` runs in-process on the clock's periodic timer (a thread on a real GPU, the virtual
+timer on sim). `ProcessSampler` runs the same loop in a separate process, which never competes
+with a Python-heavy inference loop for the GIL; it writes its own chunks into the trace's
+`.partial` directory and stops by itself if the recording process dies.
+
+A failing read becomes an `events` row and sampling goes on; a GPU that fails
 `max_consecutive_errors` times in a row is dropped (also recorded), never the whole recording.
+Each field's refresh is tracked: how often its value really changed, so nobody mistakes 1 kHz
+polling of a value the driver refreshes every 100 ms for 1 kHz data.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import multiprocessing as mp
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .clock import Clock, Timer
+import numpy as np
+
+from .clock import Clock, HostClock, Timer
 from .device import Telemetry
+
+_MAX_INTERVALS = 4096  # change intervals kept per field for the refresh estimate
 
 
 @dataclass
 class SamplerStats:
     polls: int = 0
     samples: int = 0
+    driver_samples: int = 0
     errors: int = 0
+    paused_polls: int = 0
     first_ns: int | None = None
     last_ns: int | None = None
 
@@ -28,6 +45,43 @@ class SamplerStats:
         return (self.polls - 1) / ((self.last_ns - self.first_ns) / 1e9)
 
 
+class _RefreshTracker:
+    """Per field: reads, value changes, and the intervals between changes (bounded)."""
+
+    def __init__(self) -> None:
+        self.last: dict[tuple[int, str], tuple[Any, int]] = {}
+        self.reads: dict[str, int] = {}
+        self.intervals: dict[str, list[int]] = {}
+
+    def update(self, gpu: int, t_ns: int, values: dict[str, Any]) -> None:
+        for name, v in values.items():
+            if v is None:
+                continue
+            self.reads[name] = self.reads.get(name, 0) + 1
+            key = (gpu, name)
+            prev = self.last.get(key)
+            if prev is None:
+                self.last[key] = (v, t_ns)
+            elif prev[0] != v:
+                iv = self.intervals.setdefault(name, [])
+                if len(iv) < _MAX_INTERVALS:
+                    iv.append(t_ns - prev[1])
+                self.last[key] = (v, t_ns)
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name, n in self.reads.items():
+            iv = np.asarray(self.intervals.get(name, []), dtype=np.float64) / 1e6
+            out[name] = {
+                "reads": n,
+                "changes": int(iv.size),
+                "change_interval_ms_p50": float(np.median(iv)) if iv.size else None,
+                "change_interval_ms_p10": float(np.percentile(iv, 10)) if iv.size else None,
+                "change_interval_ms_min": float(iv.min()) if iv.size else None,
+            }
+        return out
+
+
 class Sampler:
     def __init__(
         self,
@@ -35,28 +89,39 @@ class Sampler:
         clock: Clock,
         sink: Callable[[str, list[dict[str, Any]]], None],
         hz: float = 1000.0,
+        costly_hz: float = 10.0,
+        driver_every_s: float = 0.5,
         batch: int = 500,
         max_consecutive_errors: int = 100,
+        is_paused: Callable[[], bool] | None = None,
     ):
         if not hz > 0:
             raise ValueError("sample rate must be positive")
         self._devices = list(telemetry)
         self._clock, self._sink, self.hz = clock, sink, hz
+        self._costly_every = max(1, round(hz / costly_hz))
+        self._driver_every = max(1, round(hz * driver_every_s))
         self._batch, self._max_errors = batch, max_consecutive_errors
         self._buf: list[dict[str, Any]] = []
         self._consecutive = [0] * len(self._devices)
         self._dropped = [False] * len(self._devices)
         self._timer: Timer | None = None
+        self._paused = False
+        self._is_paused = is_paused or (lambda: self._paused)
+        self._refresh = _RefreshTracker()
         self.stats = SamplerStats()
+        self.last_sm_clock_mhz: float | None = None
 
     def start(self) -> None:
         if self._timer is not None:
             raise RuntimeError("sampler already started")
         self._timer = self._clock.every(int(1e9 / self.hz), self._poll, "gpuwatch-sampler")
 
-    @property
-    def running(self) -> bool:
-        return self._timer is not None
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
 
     def stop(self) -> SamplerStats:
         """Stop polling and flush. Raises what killed the sampler thread, if something did."""
@@ -69,25 +134,42 @@ class Sampler:
             raise RuntimeError("gpuwatch sampler thread died") from err
         return self.stats
 
+    def summary(self) -> dict[str, Any]:
+        """Stats and per-field refresh, for the trace metadata."""
+        return {**asdict(self.stats), "requested_hz": self.hz,
+                "achieved_hz": self.stats.achieved_hz(),
+                "costly_every_polls": self._costly_every,
+                "field_refresh": self._refresh.summary()}
+
     def _poll(self) -> None:
+        if self._is_paused():
+            self.stats.paused_polls += 1
+            return
         now = self._clock.now_ns
+        n = self.stats.polls
+        costly = n % self._costly_every == 0
         for i, dev in enumerate(self._devices):
             if self._dropped[i]:
                 continue
+            gpu = dev.info.index
             t0 = now()
             try:
-                values = dev.read()
+                values = dev.read(costly)
             except Exception as e:  # NVML timeouts, GPU lost...: record and go on
                 self._error(i, t0, e)
                 continue
             t1 = now()
             self._consecutive[i] = 0
-            values["gpu"] = dev.info.index
-            values["t_ns"] = (t0 + t1) // 2  # mid-point of the read: best estimate of when
-            values["poll_ns"] = t1 - t0
+            if n % self._driver_every == 0:
+                self._driver(gpu, dev, t1)
+            t = (t0 + t1) // 2  # mid-point of the read: the best estimate of when
+            self._refresh.update(gpu, t, values)
+            if i == 0:
+                self.last_sm_clock_mhz = values.get("sm_clock_mhz")
+            values["gpu"], values["t_ns"], values["poll_ns"] = gpu, t, t1 - t0
             self._buf.append(values)
             self.stats.samples += 1
-        self.stats.polls += 1
+        self.stats.polls = n + 1
         t = now()
         if self.stats.first_ns is None:
             self.stats.first_ns = t
@@ -95,16 +177,29 @@ class Sampler:
         if len(self._buf) >= self._batch:
             self._flush()
 
+    def _driver(self, gpu: int, dev: Telemetry, t_ns: int) -> None:
+        try:
+            buffered = dev.read_buffered()
+        except Exception as e:  # a failed buffer read costs those samples, not the poll
+            self.stats.errors += 1
+            self._sink("events", [{"gpu": gpu, "t_ns": t_ns, "kind": "error",
+                                   "name": "driver_samples", "message": f"{type(e).__name__}: {e}"}])
+            return
+        rows = [{"gpu": gpu, "t_ns": t, "field": f, "value": v} for t, f, v in buffered]
+        if rows:
+            self.stats.driver_samples += len(rows)
+            self._sink("driver_samples", rows)
+
     def _error(self, i: int, t_ns: int, e: Exception) -> None:
         self.stats.errors += 1
         self._consecutive[i] += 1
-        dev = self._devices[i]
-        rows = [{"gpu": dev.info.index, "t_ns": t_ns, "kind": "error", "name": "telemetry",
+        gpu = self._devices[i].info.index
+        rows = [{"gpu": gpu, "t_ns": t_ns, "kind": "error", "name": "telemetry",
                  "message": f"{type(e).__name__}: {e}"}]
         if self._consecutive[i] >= self._max_errors:
             self._dropped[i] = True
-            rows.append({"gpu": dev.info.index, "t_ns": t_ns, "kind": "error", "name": "telemetry",
-                         "message": f"stopped sampling GPU {dev.info.index} after "
+            rows.append({"gpu": gpu, "t_ns": t_ns, "kind": "error", "name": "telemetry",
+                         "message": f"stopped sampling GPU {gpu} after "
                                     f"{self._max_errors} consecutive errors"})
         self._sink("events", rows)
 
@@ -112,3 +207,93 @@ class Sampler:
         if self._buf:
             buf, self._buf = self._buf, []
             self._sink("samples", buf)
+
+
+# -- the sampler in its own process ------------------------------------------------------------
+
+TelemetryFactory = Callable[..., Sequence[Telemetry]]
+
+
+class ProcessSampler:
+    """Runs a Sampler in a spawned process. `factory(*factory_args)` must rebuild the telemetry
+    there (NVML handles do not cross processes): a module-level function, so it pickles."""
+
+    def __init__(self, factory: TelemetryFactory, factory_args: tuple[Any, ...], clock: HostClock,
+                 partial_dir: Path, hz: float, costly_hz: float = 10.0,
+                 start_timeout_s: float = 60.0):
+        ctx = mp.get_context("spawn")  # never fork a process that holds a CUDA context
+        self._stop, self._paused = ctx.Event(), ctx.Event()
+        self._sm_clock = ctx.Value("d", float("nan"), lock=False)
+        self._conn, child = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(
+            target=_child_main, name="gpuwatch-sampler", daemon=True,
+            args=(factory, factory_args, (clock.anchor_perf_ns, clock.anchor_epoch_ns),
+                  str(partial_dir), hz, costly_hz, self._stop, self._paused, self._sm_clock,
+                  child, os.getpid()))
+        self.hz, self._timeout, self._summary = hz, start_timeout_s, None
+        self.pid: int | None = None
+
+    def start(self) -> None:
+        self._proc.start()
+        self.pid = self._proc.pid
+        if not self._conn.poll(self._timeout):
+            self._proc.kill()
+            raise RuntimeError("the sampler process did not start in time")
+        kind, payload = self._conn.recv()
+        if kind != "ready":
+            self._proc.join(5)
+            raise RuntimeError(f"the sampler process failed to start: {payload}")
+
+    def pause(self) -> None:
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
+
+    @property
+    def last_sm_clock_mhz(self) -> float | None:
+        v = self._sm_clock.value
+        return None if v != v else v
+
+    def stop(self) -> None:
+        self._stop.set()
+        got = self._conn.poll(30)
+        kind, payload = self._conn.recv() if got else ("error", "no answer from sampler process")
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
+        if kind != "stats":
+            raise RuntimeError(f"the sampler process failed: {payload}")
+        self._summary = payload
+
+    def summary(self) -> dict[str, Any]:
+        return {**(self._summary or {}), "mode": "process", "pid": self.pid}
+
+
+def _child_main(factory: TelemetryFactory, factory_args: tuple[Any, ...], anchor: tuple[int, int],
+                partial_dir: str, hz: float, costly_hz: float, stop: Any, paused: Any,
+                sm_clock: Any, conn: Any, parent_pid: int) -> None:
+    from .trace import ChunkWriter
+
+    try:
+        telemetry = factory(*factory_args)
+        clock = HostClock(anchor=anchor)  # the parent's anchor: one time base for both
+        writer = ChunkWriter(Path(partial_dir), prefix="p")
+        sampler = Sampler(telemetry, clock, writer.add, hz=hz, costly_hz=costly_hz,
+                          is_paused=paused.is_set)
+        sampler.start()
+    except BaseException as e:
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", None))
+    try:
+        while not stop.wait(0.1):
+            clk = sampler.last_sm_clock_mhz
+            sm_clock.value = float("nan") if clk is None else float(clk)
+            if os.getppid() != parent_pid:  # the recording process died: keep what we have
+                break
+        sampler.stop()
+        writer.close()
+        conn.send(("stats", sampler.summary()))
+    except BaseException as e:
+        conn.send(("error", f"{type(e).__name__}: {e}"))

@@ -1,7 +1,8 @@
 """Trace format v1: one Parquet file per run, several tables in it, one time base.
 
 Layout (documented in the README, "Trace format"):
-- Every row has `table` ("inferences", "samples", "kernels" or "events"), `gpu` and `t_ns`.
+- Every row has `table` ("inferences", "samples", "driver_samples", "kernels" or "events"),
+  `gpu` and `t_ns`.
 - Each table has its own further columns (TABLE_COLUMNS); the file's schema is their union, and
   each row group holds rows of one table only, so a reader that filters on `table` skips the rest.
 - Times are int64 nanoseconds since the Unix epoch (metadata `time_base`).
@@ -35,7 +36,7 @@ from .fields import FIELDS
 
 SCHEMA_VERSION = 1
 META_KEY = b"gpuwatch"
-TABLES = ("inferences", "samples", "kernels", "events")
+TABLES = ("inferences", "samples", "driver_samples", "kernels", "events")
 
 _COMMON: list[tuple[str, pa.DataType]] = [
     ("table", pa.dictionary(pa.int8(), pa.string())),
@@ -61,6 +62,11 @@ TABLE_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
     ],
     "samples": [("poll_ns", pa.int64())]  # how long the telemetry read took
     + [(f.name, f.type) for f in FIELDS],
+    # Values the driver buffered with its own timestamps (nvmlDeviceGetSamples), long format.
+    "driver_samples": [
+        ("field", pa.string()),  # a samples column name, e.g. "power_w", "gpu_util_pct"
+        ("value", pa.float64()),
+    ],
     "kernels": [
         ("kind", pa.string()),  # "kernel", "memcpy", "memset"
         ("name", pa.string()),
@@ -96,20 +102,81 @@ def table_columns(table: str) -> list[str]:
     return [n for n, _ in _COMMON if n != "table"] + [n for n, _ in TABLE_COLUMNS[table]]
 
 
-class TraceWriter:
-    """Streams rows to Parquet chunks and finalises them into one trace file.
+class ChunkWriter:
+    """Streams rows into self-contained Parquet chunk files in a directory.
 
-    Thread-safe: the sampler thread and the inference thread both append. Writing happens on a
-    background thread so the recording threads only append to lists.
+    Thread-safe: the sampler thread and the inference thread both append; a background thread
+    writes, so recording threads only extend lists. A separate sampler process runs its own
+    ChunkWriter on the same directory with another `prefix`.
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        meta: Mapping[str, Any],
-        flush_rows: int = 20_000,
-        flush_interval_s: float = 1.0,
-    ):
+    def __init__(self, directory: Path, prefix: str = "c", flush_rows: int = 20_000,
+                 flush_interval_s: float = 1.0):
+        self.directory, self._prefix = Path(directory), prefix
+        self._flush_rows, self._flush_interval = flush_rows, flush_interval_s
+        self._buffers: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._seq = 0
+        self._closed = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._flusher, name="gpuwatch-writer", daemon=True)
+        self._thread.start()
+
+    def add(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("trace writer is closed")
+            buf = self._buffers[table]
+            buf.extend(rows)
+            if len(buf) >= self._flush_rows:
+                self._wake.notify()
+
+    def _flusher(self) -> None:
+        while True:
+            with self._lock:
+                if not self._closed:
+                    self._wake.wait(self._flush_interval)
+                batches = {t: b for t, b in self._buffers.items() if b}
+                self._buffers = {t: [] for t in TABLES}
+                closed = self._closed
+            try:
+                for table, rows in batches.items():
+                    self._write_chunk(table, rows)
+            except BaseException as e:  # disk full, permissions: kept for close()
+                self.error = e
+                return
+            if closed:
+                return
+
+    def _write_chunk(self, table: str, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            row["table"] = table
+        tbl = pa.Table.from_pylist(rows, schema=SCHEMA)
+        self._seq += 1
+        name = self.directory / f"{self._prefix}{self._seq:07d}-{table}.parquet"
+        tmp = name.with_suffix(".tmp")
+        pq.write_table(tbl, tmp)
+        os.replace(tmp, name)  # a chunk is either whole or absent
+
+    def close(self) -> None:
+        """Write what is buffered and stop. Raises if a chunk could not be written."""
+        with self._lock:
+            already, self._closed = self._closed, True
+            self._wake.notify()
+        if not already:
+            self._thread.join()
+        if self.error is not None:
+            raise UsageError(
+                f"could not write trace chunks to {self.directory}: {self.error}"
+            ) from self.error
+
+
+class TraceWriter:
+    """The trace being recorded: chunks plus metadata in `<out>.partial/`, merged on close."""
+
+    def __init__(self, path: str | os.PathLike[str], meta: Mapping[str, Any],
+                 flush_interval_s: float = 1.0):
         self.path = Path(path)
         if self.path.is_dir():
             raise UsageError(f"output {self.path} is a directory; give a file name like run.parquet")
@@ -125,83 +192,24 @@ class TraceWriter:
         self.meta: dict[str, Any] = dict(meta)
         self.meta.setdefault("schema_version", SCHEMA_VERSION)
         self._write_meta()
-        self._flush_rows, self._flush_interval = flush_rows, flush_interval_s
-        self._buffers: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
-        self._rows = {t: 0 for t in TABLES}
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._seq = 0
+        self._chunks = ChunkWriter(self.partial_dir, flush_interval_s=flush_interval_s)
+        self.add = self._chunks.add
         self._closed = False
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._flusher, name="gpuwatch-writer", daemon=True)
-        self._thread.start()
-
-    # -- appending (any thread) -------------------------------------------------------------
-    def add(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("trace writer is closed")
-            buf = self._buffers[table]
-            buf.extend(rows)
-            if len(buf) >= self._flush_rows:
-                self._wake.notify()
-
-    def rows_written(self) -> dict[str, int]:
-        with self._lock:
-            return {t: self._rows[t] + len(self._buffers[t]) for t in TABLES}
-
-    # -- flushing (writer thread) ------------------------------------------------------------
-    def _flusher(self) -> None:
-        while True:
-            with self._lock:
-                if not self._closed:
-                    self._wake.wait(self._flush_interval)
-                batches = {t: b for t, b in self._buffers.items() if b}
-                self._buffers = {t: [] for t in TABLES}
-                closed = self._closed
-            try:
-                for table, rows in batches.items():
-                    self._write_chunk(table, rows)
-            except BaseException as e:  # disk full, permissions: keep the error for close()
-                self._error = e
-                return
-            if closed:
-                return
-
-    def _write_chunk(self, table: str, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            row["table"] = table
-        tbl = pa.Table.from_pylist(rows, schema=SCHEMA)
-        self._seq += 1
-        name = self.partial_dir / f"{self._seq:07d}-{table}.parquet"
-        tmp = name.with_suffix(".tmp")
-        pq.write_table(tbl, tmp)
-        os.replace(tmp, name)  # a chunk is either whole or absent
-        with self._lock:
-            self._rows[table] += len(rows)
 
     def _write_meta(self) -> None:
         tmp = self.partial_dir / "meta.json.tmp"
         tmp.write_text(json.dumps(self.meta, indent=1, default=str))
         os.replace(tmp, self.partial_dir / "meta.json")
 
-    # -- closing -----------------------------------------------------------------------------
     def close(self, meta_updates: Mapping[str, Any] | None = None) -> Path:
         """Flush everything, write the final file atomically, remove the chunks. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return self.path
-            self._closed = True
-            self._wake.notify()
-        self._thread.join()
-        if self._error is not None:
-            raise UsageError(
-                f"could not write trace chunks to {self.partial_dir}: {self._error}"
-            ) from self._error
+        if self._closed:
+            return self.path
+        self._closed = True
+        self._chunks.close()
         self.meta.update(meta_updates or {})
-        self.meta["rows"] = dict(self._rows)
         self._write_meta()
-        _merge_chunks(self.partial_dir, self.path, self.meta)
+        self.meta["rows"] = _merge_chunks(self.partial_dir, self.path, self.meta)
         shutil.rmtree(self.partial_dir, ignore_errors=True)
         return self.path
 
@@ -215,16 +223,21 @@ def _chunk_files(partial_dir: Path) -> dict[str, list[Path]]:
     return out
 
 
-def _merge_chunks(partial_dir: Path, dest: Path, meta: Mapping[str, Any], group_rows: int = 262_144) -> None:
-    """Chunks -> one file, one table after another, row groups of up to `group_rows`."""
+def _merge_chunks(partial_dir: Path, dest: Path, meta: dict[str, Any],
+                  group_rows: int = 262_144) -> dict[str, int]:
+    """Chunks -> one file, one table after another, row groups of up to `group_rows`.
+    Returns the row count per table (also written into the file's metadata as `rows`)."""
+    files = _chunk_files(partial_dir)
+    meta["rows"] = rows = {t: sum(pq.ParquetFile(f).metadata.num_rows for f in fs)
+                           for t, fs in files.items()}
     schema = SCHEMA.with_metadata({META_KEY: json.dumps(meta, default=str).encode()})
     tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
-            for table, files in _chunk_files(partial_dir).items():
+            for table, table_files in files.items():
                 pending: list[pa.Table] = []
                 n = 0
-                for f in files:
+                for f in table_files:
                     t = pq.read_table(f, schema=SCHEMA)
                     pending.append(t)
                     n += t.num_rows
@@ -239,6 +252,7 @@ def _merge_chunks(partial_dir: Path, dest: Path, meta: Mapping[str, Any], group_
     finally:
         if tmp.exists():
             tmp.unlink()
+    return rows
 
 
 class RecoveredTraceWarning(UserWarning):
@@ -252,6 +266,7 @@ class Trace:
     meta: dict[str, Any]
     inferences: pd.DataFrame
     samples: pd.DataFrame
+    driver_samples: pd.DataFrame
     kernels: pd.DataFrame
     events: pd.DataFrame
     path: Path | None = None
@@ -294,7 +309,7 @@ def _split(tbl: pa.Table) -> dict[str, pd.DataFrame]:
         part = tbl.filter(pc.equal(col, name))
         cols = [c for c in table_columns(name) if c in part.column_names]
         df = part.select(cols).to_pandas(types_mapper=_types_mapper)
-        sort = ["t_ns", "gpu"] if name == "samples" else ["t_ns"]
+        sort = ["t_ns", "gpu"] if name in ("samples", "driver_samples") else ["t_ns"]
         out[name] = df.sort_values(sort, kind="stable").reset_index(drop=True)
     return out
 

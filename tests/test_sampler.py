@@ -15,16 +15,25 @@ class FlakyTelemetry:
     def unsupported(self):
         return {}
 
-    def read(self):
+    def read(self, costly=True):
         self.n += 1
         if self.n in self.fail or (self.die_after is not None and self.n > self.die_after):
             raise TimeoutError("NVML timed out")
-        return {"sm_clock_mhz": 1000 + self.n}
+        values = {"sm_clock_mhz": 1000 + self.n // 10}  # changes every 10th read
+        if costly:
+            values["temperature_c"] = 40.0
+        return values
+
+    def read_buffered(self):
+        return [(self.n * 1000, "power_w", 70.0)]
+
+    def query_costs_us(self):
+        return {}
 
 
 def run(devices, ms=100, hz=1000.0, **kw):
     clock = VirtualClock(start_ns=0)
-    out = {"samples": [], "events": []}
+    out = {"samples": [], "events": [], "driver_samples": []}
     s = Sampler(devices, clock, lambda t, rows: out[t].extend(rows), hz=hz, **kw)
     s.start()
     clock.advance(ms * 1_000_000)
@@ -52,3 +61,35 @@ def test_a_dead_gpu_is_dropped_and_the_others_still_sampled():
     assert by_gpu.count(0) == 5 and by_gpu.count(1) == 51
     assert dead.n == 15  # stopped asking after 10 consecutive failures
     assert "stopped sampling GPU 0" in out["events"][-1]["message"]
+
+
+def test_costly_fields_at_their_own_rate_and_driver_samples_twice_a_second():
+    out, stats = run([FlakyTelemetry()], ms=1000, costly_hz=10.0)
+    temps = [r for r in out["samples"] if "temperature_c" in r]
+    assert len(out["samples"]) == 1001 and len(temps) == 11  # every 100th poll, at 10 Hz
+    assert stats.driver_samples == 3  # polls 0, 500, 1000
+
+
+def test_refresh_is_measured_from_value_changes():
+    clock = VirtualClock(start_ns=0)
+    s = Sampler([FlakyTelemetry()], clock, lambda t, rows: None, hz=1000.0)
+    s.start()
+    clock.advance(200_000_000)
+    s.stop()
+    ref = s.summary()["field_refresh"]
+    assert ref["sm_clock_mhz"]["reads"] == 201
+    assert ref["sm_clock_mhz"]["change_interval_ms_p50"] == 10.0  # polled at 1 kHz, changes at 100 Hz
+    assert ref["temperature_c"]["changes"] == 0
+
+
+def test_paused_sampler_reads_nothing():
+    clock = VirtualClock(start_ns=0)
+    dev = FlakyTelemetry()
+    s = Sampler([dev], clock, lambda t, rows: None, hz=1000.0)
+    s.start()
+    s.pause()
+    clock.advance(50_000_000)
+    s.resume()
+    clock.advance(10_000_000)
+    stats = s.stop()
+    assert dev.n == 11 and stats.paused_polls == 50

@@ -15,6 +15,7 @@ import numpy as np
 from gpuwatch.clock import VirtualClock
 from gpuwatch.device import DeviceInfo
 from gpuwatch.errors import UsageError
+from gpuwatch.fields import COSTLY_FIELDS, FIELD_NAMES
 
 from .model import SimGPU
 from .profiles import ENGINE_PRESETS, PROFILES, EnginePreset, Profile
@@ -104,14 +105,26 @@ class SimTelemetry:
         )
 
     def unsupported(self) -> dict[str, str]:
-        return {}
+        return {f: "not modelled by the simulated GPU" for f in FIELD_NAMES
+                if f.startswith("violation_")}
 
-    def read(self) -> dict[str, Any]:
-        return self.gpu.read()
+    def read(self, costly: bool = True) -> dict[str, Any]:
+        values = self.gpu.read()
+        if not costly:
+            for name in COSTLY_FIELDS:
+                values.pop(name, None)
+        return values
+
+    def read_buffered(self) -> list[tuple[int, str, float]]:
+        return []
+
+    def query_costs_us(self) -> dict[str, float]:
+        return {}
 
 
 class SimBackend:
     simulated = True
+    telemetry_factory = None  # the virtual clock lives in this process
 
     def __init__(self, profile: Profile, seed: int, start_ns: int):
         self.profile = profile
