@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from .device import Backend
 from .errors import DeviceUnavailable, UsageError
 
 DEVICE_HELP = "auto (first NVIDIA GPU), cuda:N, N, or sim:PROFILE (e.g. sim:t4, sim:flat)"
 
 
-def open_backend(spec: str, seed: int = 0) -> Backend:
+def open_backend(spec: str, seed: int = 0, sample_gpus: str | Sequence[int] | None = None) -> Backend:
     spec = (spec or "auto").strip()
     kind, _, rest = spec.partition(":")
     if kind == "sim":
@@ -17,7 +19,7 @@ def open_backend(spec: str, seed: int = 0) -> Backend:
         return sim.open_backend(rest or "t4", seed=seed)
     if spec == "auto" or kind == "cuda" or spec.isdigit():
         index = 0 if spec == "auto" else _index(rest if kind == "cuda" else spec, spec)
-        return _open_real(index)
+        return _open_real(index, sample_gpus)
     raise UsageError(f"unknown device {spec!r}; use {DEVICE_HELP}")
 
 
@@ -27,16 +29,15 @@ def _index(text: str, spec: str) -> int:
     return int(text)
 
 
-def _open_real(index: int) -> Backend:
+def _open_real(index: int, sample_gpus: str | Sequence[int] | None) -> Backend:
     reason = _nvml_probe()
     if reason is not None:
         raise DeviceUnavailable(
             f"no NVIDIA GPU is usable here ({reason}); record on a simulated GPU with --device sim:t4"
         )
-    raise DeviceUnavailable(
-        "recording on a real GPU is not available in this version of gpuwatch; "
-        "use --device sim:t4"
-    )
+    from gpuwatch.bindings.real import RealBackend
+
+    return RealBackend(index, sample_gpus)
 
 
 def _nvml_probe() -> str | None:

@@ -21,7 +21,7 @@ import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -134,6 +134,7 @@ class Session:
         *,
         sample_hz: float = 1000.0,
         sampler: str = "auto",
+        sample_gpus: str | Sequence[int] | None = None,
         seed: int = 0,
         options: dict[str, Any] | None = None,
     ):
@@ -141,7 +142,7 @@ class Session:
             raise UsageError(f"sample rate must be positive, got {sample_hz}")
         if sampler not in SAMPLER_MODES:
             raise UsageError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLER_MODES)}")
-        self.sampler_mode = sampler
+        self.sampler_mode, self.sample_gpus = sampler, sample_gpus
         self.device_spec = device
         self.out = Path(out) if out is not None else default_out()
         self.sample_hz, self.seed = float(sample_hz), seed
@@ -190,7 +191,8 @@ class Session:
             raise
 
     def _start(self) -> None:
-        self._backend = backend = open_backend(self.device_spec, seed=self.seed)
+        self._backend = backend = open_backend(self.device_spec, seed=self.seed,
+                                               sample_gpus=self.sample_gpus)
         clock = backend.clock
         mode = self.sampler_mode
         if mode == "auto":
@@ -257,9 +259,11 @@ class Session:
         return self._trace
 
     # -- what user code calls -----------------------------------------------------------------
-    def engine(self, spec: str = "builtin:small") -> TimedEngine:
-        """An engine from gpuwatch (e.g. "builtin:small") whose infer() this session times."""
-        return TimedEngine(self, self._require().engine(spec, self.stream))
+    def engine(self, spec: str = "builtin:small", cuda_graph: bool = False) -> TimedEngine:
+        """An engine whose infer() this session times: "builtin:small", "builtin:large", or
+        "torch:module:factory" (factory() returns (model, example_input)); `cuda_graph` launches
+        each inference as one CUDA graph."""
+        return TimedEngine(self, self._require().engine(spec, self.stream, cuda_graph=cuda_graph))
 
     def infer(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(*args, **kwargs)` as one timed inference. `fn` must enqueue its GPU work on
@@ -420,9 +424,11 @@ def _versions(backend: Backend) -> dict[str, str]:
 
 
 def session(device: str = "auto", out: str | os.PathLike[str] | None = None, *,
-            sample_hz: float = 1000.0, sampler: str = "auto", seed: int = 0,
+            sample_hz: float = 1000.0, sampler: str = "auto",
+            sample_gpus: str | Sequence[int] | None = None, seed: int = 0,
             options: dict[str, Any] | None = None) -> Session:
     """Start recording on `device` ("auto", "cuda:N", "sim:t4"); the trace goes to `out`.
     `sampler`: "auto" (a separate process on a real GPU, the virtual clock on sim), "thread",
-    "process" or "off"."""
-    return Session(device, out, sample_hz=sample_hz, sampler=sampler, seed=seed, options=options)
+    "process" or "off". `sample_gpus`: None (the inference GPU), "all", or NVML indices."""
+    return Session(device, out, sample_hz=sample_hz, sampler=sampler, sample_gpus=sample_gpus,
+                   seed=seed, options=options)

@@ -68,8 +68,9 @@ class SimRuntime:
 class SimEngine:
     """A simulated inference engine: a fixed sequence of kernels of uneven size."""
 
-    def __init__(self, preset: EnginePreset, gpu: SimGPU):
-        self.name = f"builtin:{preset.name}"
+    def __init__(self, preset: EnginePreset, gpu: SimGPU, cuda_graph: bool = False):
+        self.name = f"builtin:{preset.name}" + ("+graph" if cuda_graph else "")
+        self.cuda_graph = cuda_graph
         self.preset, self.gpu = preset, gpu
         w = 1.0 + 0.6 * np.sin(np.arange(preset.kernels) * 1.7)  # uneven layers, deterministic
         total_ns = preset.work_ms * 1e6 * w / w.sum()
@@ -78,9 +79,16 @@ class SimEngine:
 
     def infer(self, x: Any = None) -> Any:
         launch = self.gpu.launch
-        for c, m in zip(self._compute_ns, self._memory_ns):
-            launch(c, m)
+        # A CUDA graph is one launch: only its first kernel pays the host's launch cost.
+        for i, (c, m) in enumerate(zip(self._compute_ns, self._memory_ns)):
+            launch(c, m, host_cost=not self.cuda_graph or i == 0)
         return x
+
+    def preprocess(self) -> None:
+        self.gpu.launch(150_000, 350_000)  # host->device frame copy and normalise (~0.5 ms)
+
+    def postprocess(self) -> None:
+        self.gpu.launch(50_000, 150_000)  # reduce and device->host copy (~0.2 ms)
 
 
 class SimTelemetry:
@@ -141,7 +149,7 @@ class SimBackend:
         p = self.profile
         return p.sleep_overshoot_ns + int(abs(self._rng.standard_normal()) * p.sleep_jitter_ns)
 
-    def engine(self, spec: str, stream: Any) -> SimEngine:
+    def engine(self, spec: str, stream: Any, cuda_graph: bool = False) -> SimEngine:
         kind, _, preset = spec.partition(":")
         if kind != "builtin":
             raise UsageError(
@@ -153,7 +161,7 @@ class SimBackend:
                 f"unknown built-in engine preset {preset!r}; choose one of "
                 + ", ".join(sorted(ENGINE_PRESETS))
             )
-        return SimEngine(ENGINE_PRESETS[preset], self.gpu)
+        return SimEngine(ENGINE_PRESETS[preset], self.gpu, cuda_graph=cuda_graph)
 
     def versions(self) -> dict[str, str]:
         return {"sim_profile": self.profile.name}

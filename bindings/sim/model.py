@@ -68,13 +68,14 @@ class SimGPU:
         self.kernels_run = 0
 
     # -- kernels ---------------------------------------------------------------------------
-    def launch(self, compute_ns: float, memory_ns: float) -> tuple[int, int]:
+    def launch(self, compute_ns: float, memory_ns: float, host_cost: bool = True) -> tuple[int, int]:
         """Host launches one kernel now; returns its (start, end) on the GPU. Advances host time
-        by the launch's CPU cost."""
+        by the launch's CPU cost (none for the later kernels of a CUDA graph)."""
         p = self.p
-        cpu = p.launch_cpu_ns + (p.post_sleep_launch_ns if self.after_sleep else 0)
-        self.after_sleep = False
-        self.clock.advance(cpu)
+        if host_cost:
+            cpu = p.launch_cpu_ns + (p.post_sleep_launch_ns if self.after_sleep else 0)
+            self.after_sleep = False
+            self.clock.advance(cpu)
         start = max(self.clock.now_ns() + p.launch_latency_ns, self.gpu_free_ns)
         self._process_ticks(start)
         if self.parked:  # work arrives: unpark; this first kernel still runs at the idle clock

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from ..backends import DEVICE_HELP
 from ..errors import UsageError
-from ..recorder import Session
+from ..recorder import SAMPLER_MODES, Session
 from ..summary import condition_summary, format_summary
 from ..trace import default_out
 
@@ -58,6 +59,29 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _fps(text: str) -> list[float]:
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--fps takes frames per second, or a comma list (e.g. 15,30), not {text!r}") from None
+    if not rates or any(not 0 < r < float("inf") for r in rates):
+        raise argparse.ArgumentTypeError(f"--fps values must be positive, got {text!r}")
+    return rates
+
+
+@dataclass(frozen=True)
+class Condition:
+    """How iterations are spaced: a fixed idle gap after each, or a frame rate to hold."""
+
+    gap_ms: float | None = None
+    fps: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"fps={self.fps:g}" if self.fps else f"gap={self.gap_ms:g}ms"
+
+
 class RecordCommand:
     name = "record"
     description = (
@@ -66,9 +90,12 @@ class RecordCommand:
     )
 
     def prepare_parser(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("--gap", type=_gaps, default=[20.0], metavar="MS[,MS...]",
+        p.add_argument("--gap", type=_gaps, default=None, metavar="MS[,MS...]",
                        help="idle gap between inferences in ms; a comma list runs a sweep "
-                            "(default: 20)")
+                            "(default: 20, unless --fps is given)")
+        p.add_argument("--fps", type=_fps, default=None, metavar="N[,N...]",
+                       help="hold a frame rate instead (start an iteration every 1/N s, as a "
+                            "video stream does); a comma list runs one condition each")
         p.add_argument("--iters", type=_positive_int, default=800,
                        help="measured iterations per condition (default: 800)")
         p.add_argument("--warmup", type=_non_negative_int, default=20,
@@ -76,10 +103,24 @@ class RecordCommand:
         p.add_argument("--device", default="auto", help=f"GPU to use: {DEVICE_HELP}")
         p.add_argument("--engine", default="builtin:small",
                        help="what to run: builtin:small or builtin:large (default: builtin:small)")
+        p.add_argument("--torch", metavar="MODULE:FACTORY", default=None,
+                       help="time a PyTorch model instead: FACTORY() returns (model, input); "
+                            "e.g. gpuwatch.bindings.torch:convnet")
+        p.add_argument("--cuda-graph", action="store_true",
+                       help="launch each inference as one CUDA graph")
+        p.add_argument("--pre-post", action="store_true",
+                       help="also time the engine's pre-processing (host->device copy) and "
+                            "post-processing (device->host copy) as spans")
         p.add_argument("--wait", choices=("sleep", "spin"), default="sleep",
                        help="how to idle during the gap: sleep (as time.sleep) or spin")
         p.add_argument("--sample-hz", type=_positive_float, default=1000.0,
                        help="telemetry sampling rate (default: 1000)")
+        p.add_argument("--sampler", choices=SAMPLER_MODES, default="auto",
+                       help="where the sampler runs: auto (a separate process on a real GPU), "
+                            "thread, process, or off")
+        p.add_argument("--sample-gpus", default=None, metavar="all|I,J",
+                       help="GPUs to sample besides the one running inference: all, or NVML "
+                            "indices")
         p.add_argument("--out", default=None,
                        help="trace file to write (default: gpuwatch-DATE-TIME.parquet)")
         p.add_argument("--seed", type=int, default=0, help="random seed (simulated GPUs)")
@@ -87,29 +128,64 @@ class RecordCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         out = args.out or str(default_out())
-        options = {"command": "record", "gaps_ms": args.gap, "iters": args.iters,
-                   "warmup": args.warmup, "engine": args.engine, "wait": args.wait}
+        conditions = [Condition(gap_ms=g) for g in (args.gap or [])]
+        conditions += [Condition(fps=f) for f in (args.fps or [])]
+        if not conditions:
+            conditions = [Condition(gap_ms=20.0)]
+        engine_spec = f"torch:{args.torch}" if args.torch else args.engine
+        options = {"command": "record", "conditions": [c.name for c in conditions],
+                   "gaps_ms": args.gap or [], "fps": args.fps or [], "iters": args.iters,
+                   "warmup": args.warmup, "engine": engine_spec, "cuda_graph": args.cuda_graph,
+                   "pre_post": args.pre_post, "wait": args.wait}
         progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
-        with Session(args.device, out, sample_hz=args.sample_hz, seed=args.seed,
+        with Session(args.device, out, sample_hz=args.sample_hz, sampler=args.sampler,
+                     sample_gpus=_sample_gpus(args.sample_gpus), seed=args.seed,
                      options=options) as s:
-            engine = s.engine(args.engine)
-            for gap in args.gap:
-                s.set_condition(f"gap={gap:g}ms", gap_ms=gap)
+            engine = s.engine(engine_spec, cuda_graph=args.cuda_graph)
+            if args.pre_post and not hasattr(engine.raw, "preprocess"):
+                raise UsageError(f"--pre-post needs an engine with pre/post steps; "
+                                 f"{engine.name} has none (use a builtin engine)")
+
+            def step() -> None:
+                if args.pre_post:
+                    engine.preprocess()
+                engine.infer()
+                if args.pre_post:
+                    engine.postprocess()
+
+            for cond in conditions:
+                s.set_condition(cond.name, gap_ms=cond.gap_ms)
                 s.warmup, s.iteration = True, -args.warmup
                 for _ in range(args.warmup):
-                    engine.infer()
+                    step()
                 s.warmup = False
+                period_ns = int(1e9 / cond.fps) if cond.fps else 0
+                next_ns = s.clock.now_ns()
                 for i in range(args.iters):
-                    engine.infer()
+                    step()
                     progress.update(s, i + 1, args.iters)
-                    if gap > 0:
-                        s.wait(gap, args.wait)
+                    if period_ns:  # hold the frame rate: wait for the next frame's arrival
+                        next_ns += period_ns
+                        late = s.clock.now_ns() - next_ns
+                        if late < 0:
+                            s.wait(-late / 1e6, args.wait)
+                    elif cond.gap_ms:
+                        s.wait(cond.gap_ms, args.wait)
                 progress.done()
         if not args.quiet:
             print(format_summary(condition_summary(s.trace)))
             sim = " (simulated GPU)" if s.trace.simulated else ""
             print(f"trace: {out}{sim}")
         return 0
+
+
+def _sample_gpus(text: str | None) -> str | list[int] | None:
+    if text is None or text == "all":
+        return text
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--sample-gpus takes all or NVML indices like 0,1, not {text!r}") from None
 
 
 class _Progress:
@@ -126,7 +202,9 @@ class _Progress:
             return
         self._last = now
         last: Any = f"{s.last_ms:.2f} ms" if s.last_ms is not None else "-"
-        sys.stderr.write(f"\r{s.condition}  {i}/{n}  last {last}   ")
+        clk = s.last_sm_clock_mhz
+        sm = f"SM {clk:.0f} MHz" if clk is not None else ""
+        sys.stderr.write(f"\r{s.condition}  {i}/{n}  last {last}  {sm}   ")
         sys.stderr.flush()
 
     def done(self) -> None:

@@ -1,0 +1,196 @@
+"""The built-in engine: NVRTC-compiled kernels on one stream that behave like a conv-net engine.
+
+Each "layer" kernel reads a float32 activation tensor, applies k fused multiply-adds per
+element (compute, like a convolution's inner loop) and writes the next tensor (memory traffic,
+like an activation round-trip). Layers alternate between two buffers. `preprocess` copies an
+input frame host->device (pinned) and normalises it with a small kernel; `postprocess` reduces the
+output with a small kernel and copies it device->host: the seed's pre/post steps.
+
+How presets map to work (the same on every GPU, so latency differs by GPU as a real model's
+does): `small` is 32 layers over a 768x448x16 tensor (5.5 M elements, 22 MB) with ~600 FMAs per
+element on average; `large` is 48 layers over 1024x576x16 (9.4 M elements) with ~1100. See
+benchmarks/results/ for what they measure on the H100.
+
+Results are checked: each element's value after the layers has a closed form (layers are affine
+maps v -> a*v + b applied k times), computed on the host in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gpuwatch.errors import UsageError
+
+from .cuda import CudaError, CudaRuntime, KernelArgs, Stream, check
+
+SOURCE = r"""
+extern "C" __global__ void layer(const float* __restrict__ x, float* __restrict__ y,
+                                 unsigned int n, int k, float a, float b) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = x[i];
+    #pragma unroll 8
+    for (int j = 0; j < k; ++j) v = fmaf(v, a, b);
+    y[i] = v;
+}
+
+extern "C" __global__ void normalise(const unsigned char* __restrict__ frame, float* __restrict__ y,
+                                     unsigned int n, unsigned int frame_bytes) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    y[i] = frame[i % frame_bytes] * (1.0f / 255.0f);
+}
+
+extern "C" __global__ void reduce_rows(const float* __restrict__ x, float* __restrict__ out,
+                                       unsigned int rows, unsigned int cols) {
+    unsigned int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    float s = 0.0f;
+    for (unsigned int c = 0; c < cols; c += 64) s += x[(size_t)r * cols + c];
+    out[r] = s;
+}
+"""
+
+A, B = 0.99995, 0.00005  # v -> A*v + B: a contraction towards 1.0, stays finite for any k
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    layers: int
+    height: int
+    width: int
+    channels: int
+    fma_per_element: int  # average k per layer
+
+    @property
+    def elements(self) -> int:
+        return self.height * self.width * self.channels
+
+    def ks(self) -> list[int]:
+        """Per-layer k, uneven like a real network's layers (deterministic)."""
+        return [max(1, int(self.fma_per_element * (1.0 + 0.6 * math.sin(i * 1.7))))
+                for i in range(self.layers)]
+
+
+PRESETS: dict[str, Preset] = {
+    "small": Preset("small", layers=32, height=448, width=768, channels=16, fma_per_element=600),
+    "large": Preset("large", layers=48, height=576, width=1024, channels=16, fma_per_element=1100),
+}
+
+_BLOCK = 256
+
+
+def parse_spec(spec: str) -> Preset:
+    kind, _, name = spec.partition(":")
+    if kind != "builtin":
+        raise UsageError(f"not a built-in engine: {spec!r} (use builtin:small or builtin:large)")
+    name = name or "small"
+    if name not in PRESETS:
+        raise UsageError(f"unknown built-in engine preset {name!r}; choose one of "
+                         + ", ".join(sorted(PRESETS)))
+    return PRESETS[name]
+
+
+class BuiltinEngine:
+    """One inference = `preset.layers` kernel launches on `stream` (or one CUDA-graph launch)."""
+
+    def __init__(self, rt: CudaRuntime, stream: Stream, preset: Preset, cuda_graph: bool = False):
+        self.rt, self.stream, self.preset = rt, stream, preset
+        self.name = f"builtin:{preset.name}" + ("+graph" if cuda_graph else "")
+        fns = rt.compile(SOURCE, "gpuwatch_builtin.cu", ["layer", "normalise", "reduce_rows"])
+        n = preset.elements
+        self._bufs = [rt.alloc(n * 4), rt.alloc(n * 4)]
+        grid = (n + _BLOCK - 1) // _BLOCK
+        self._ks = preset.ks()
+        self._launches = []
+        for i, k in enumerate(self._ks):
+            src, dst = self._bufs[i % 2], self._bufs[(i + 1) % 2]
+            args = KernelArgs((np.uint64, src), (np.uint64, dst), (np.uint32, n), (np.int32, k),
+                              (np.float32, A), (np.float32, B))
+            self._launches.append((fns["layer"], grid, args))
+        self._out = self._bufs[preset.layers % 2]
+        # pre/post: an HWC uint8 frame in, one float per row (height) out.
+        self.frame = rt.alloc_host(preset.height * preset.width * 3)
+        self.frame[:] = (np.arange(self.frame.size) * 7 % 251).astype(np.uint8)
+        self._frame_dev = rt.alloc(self.frame.size)
+        self._norm = (fns["normalise"], grid,
+                      KernelArgs((np.uint64, self._frame_dev), (np.uint64, self._bufs[0]),
+                                 (np.uint32, n), (np.uint32, self.frame.size)))
+        rows, cols = preset.height, n // preset.height
+        self._rows_dev = rt.alloc(rows * 4)
+        self.result = rt.alloc_host(rows * 4).view(np.float32)
+        self._reduce = (fns["reduce_rows"], (rows + _BLOCK - 1) // _BLOCK,
+                        KernelArgs((np.uint64, self._out), (np.uint64, self._rows_dev),
+                                   (np.uint32, rows), (np.uint32, cols)))
+        self._graph_exec = self._capture() if cuda_graph else None
+
+    def _enqueue_layers(self) -> None:
+        launch, stream = self.rt.launch, self.stream
+        for fn, grid, args in self._launches:
+            launch(fn, grid, _BLOCK, args, stream)
+
+    def _capture(self) -> Any:
+        d = self.rt.driver
+        check(d.cuStreamBeginCapture(self.stream.handle,
+                                     d.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+              "cuStreamBeginCapture")
+        try:
+            self._enqueue_layers()
+        finally:
+            graph = check(d.cuStreamEndCapture(self.stream.handle), "cuStreamEndCapture")
+        self.rt._owned.append(("graph", graph))
+        exec_ = check(d.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
+        self.rt._owned.append(("graph_exec", exec_))
+        return exec_
+
+    def infer(self, x: Any = None) -> Any:
+        """Enqueue one inference (asynchronous: the session's events bracket it)."""
+        if self._graph_exec is not None:
+            check(self.rt.driver.cuGraphLaunch(self._graph_exec, self.stream.handle),
+                  "cuGraphLaunch")
+        else:
+            self._enqueue_layers()
+        return x
+
+    def preprocess(self) -> None:
+        self.rt.copy_htod(self._frame_dev, self.frame, self.stream)
+        fn, grid, args = self._norm
+        self.rt.launch(fn, grid, _BLOCK, args, self.stream)
+
+    def postprocess(self) -> np.ndarray:
+        fn, grid, args = self._reduce
+        self.rt.launch(fn, grid, _BLOCK, args, self.stream)
+        self.rt.copy_dtoh(self.result.view(np.uint8), self._rows_dev, self.stream)
+        return self.result
+
+    def expected_output(self, v0: np.ndarray) -> np.ndarray:
+        """What the layers make of input values `v0`, in float64 (closed form)."""
+        v = np.asarray(v0, dtype=np.float64)
+        for k in self._ks:
+            ak = A**k
+            v = ak * v + B * (1 - ak) / (1 - A)
+        return v
+
+    def check(self) -> float:
+        """Run pre -> infer on a known frame, read back the output tensor, compare with the
+        closed form. Returns the worst relative error; raises CudaError past 1e-3."""
+        n, rt = self.preset.elements, self.rt
+        self.preprocess()
+        self.infer()
+        out = np.empty(n, dtype=np.float32)
+        host = rt.alloc_host(n * 4)
+        rt.copy_dtoh(host, self._out, self.stream)
+        rt.stream_synchronize(self.stream)
+        out[:] = host.view(np.float32)
+        idx = np.arange(n)
+        v0 = self.frame[idx % self.frame.size].astype(np.float64) / 255.0
+        expected = self.expected_output(v0)
+        err = float(np.max(np.abs(out - expected) / np.maximum(np.abs(expected), 1e-6)))
+        if not err < 1e-3:
+            raise CudaError(f"built-in engine produced wrong results (max relative error {err:.2e})")
+        return err

@@ -1,0 +1,198 @@
+"""CUDA through cuda-python's driver API (`cuda.bindings.driver`, `cuda.bindings.nvrtc`).
+
+The runtime uses the device's primary context, the one the CUDA runtime (and so PyTorch) uses,
+so streams and memory are shared with frameworks in the same process. Every call's status is
+checked; a failure raises CudaError naming the call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gpuwatch.errors import DeviceUnavailable, GpuwatchError
+
+
+class CudaError(GpuwatchError):
+    """A CUDA driver or NVRTC call failed."""
+
+
+def _modules() -> tuple[Any, Any]:
+    try:
+        from cuda.bindings import driver, nvrtc
+    except ImportError as e:
+        raise DeviceUnavailable("cuda-python is not installed: pip install cuda-python") from e
+    return driver, nvrtc
+
+
+def check(result: Any, what: str = "CUDA call") -> Any:
+    """Unwrap cuda-python's (status, *values) tuples; raise CudaError on failure."""
+    driver, nvrtc = _modules()
+    status, *values = result if isinstance(result, tuple) else (result,)
+    if isinstance(status, driver.CUresult):
+        if status != driver.CUresult.CUDA_SUCCESS:
+            _, name = driver.cuGetErrorName(status)
+            _, text = driver.cuGetErrorString(status)
+            raise CudaError(f"{what} failed: {name.decode() if name else status} "
+                            f"({text.decode() if text else ''})")
+    elif isinstance(status, nvrtc.nvrtcResult):
+        if status != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+            raise CudaError(f"{what} failed: {status}")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+@dataclass
+class Stream:
+    handle: Any
+
+    @property
+    def ptr(self) -> int:
+        return int(self.handle)
+
+
+class CudaRuntime:
+    """Streams, events, memory and kernels on one GPU (CUDA ordinal `ordinal`)."""
+
+    def __init__(self, ordinal: int = 0, blocking_sync: bool = False):
+        self.driver, self.nvrtc = d, _ = _modules()
+        try:
+            check(d.cuInit(0), "cuInit")
+        except Exception as e:
+            raise DeviceUnavailable(f"CUDA could not start ({e}); is the NVIDIA driver loaded?") from e
+        count = check(d.cuDeviceGetCount(), "cuDeviceGetCount")
+        if not 0 <= ordinal < count:
+            raise DeviceUnavailable(f"there is no CUDA device {ordinal}: CUDA sees {count}")
+        self.ordinal = ordinal
+        self.device = check(d.cuDeviceGet(ordinal), "cuDeviceGet")
+        self.context = check(d.cuDevicePrimaryCtxRetain(self.device), "cuDevicePrimaryCtxRetain")
+        check(d.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
+        A = d.CUdevice_attribute
+        self.cc = (check(d.cuDeviceGetAttribute(A.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                                                self.device)),
+                   check(d.cuDeviceGetAttribute(A.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                                                self.device)))
+        self.sm_count = check(d.cuDeviceGetAttribute(
+            A.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, self.device))
+        self.uuid = "GPU-" + _uuid_text(check(d.cuDeviceGetUuid(self.device), "cuDeviceGetUuid"))
+        # Blocking sync makes cuEventSynchronize sleep instead of spinning (less CPU, more
+        # wake-up latency); default off, as the CUDA runtime's default schedule spins.
+        F = d.CUevent_flags
+        self._event_flags = F.CU_EVENT_BLOCKING_SYNC if blocking_sync else F.CU_EVENT_DEFAULT
+        self._owned: list[tuple[str, Any]] = []
+
+    def versions(self) -> dict[str, str]:
+        d = self.driver
+        v = check(d.cuDriverGetVersion())
+        out = {"cuda_driver_api": f"{v // 1000}.{v % 1000 // 10}"}
+        try:
+            import cuda.bindings
+
+            out["cuda-bindings"] = cuda.bindings.__version__
+        except Exception:
+            pass
+        return out
+
+    # -- the Runtime protocol ----------------------------------------------------------------
+    def stream(self) -> Stream:
+        d = self.driver
+        s = check(d.cuStreamCreate(d.CUstream_flags.CU_STREAM_NON_BLOCKING), "cuStreamCreate")
+        self._owned.append(("stream", s))
+        return Stream(s)
+
+    def event(self) -> Any:
+        e = check(self.driver.cuEventCreate(self._event_flags), "cuEventCreate")
+        self._owned.append(("event", e))
+        return e
+
+    def record(self, event: Any, stream: Stream) -> None:
+        check(self.driver.cuEventRecord(event, stream.handle), "cuEventRecord")
+
+    def synchronize(self, event: Any) -> None:
+        check(self.driver.cuEventSynchronize(event), "cuEventSynchronize")
+
+    def elapsed_ms(self, start: Any, end: Any) -> float:
+        return float(check(self.driver.cuEventElapsedTime(start, end), "cuEventElapsedTime"))
+
+    # -- memory and kernels, for the built-in engine -------------------------------------------
+    def alloc(self, nbytes: int) -> int:
+        p = check(self.driver.cuMemAlloc(nbytes), "cuMemAlloc")
+        self._owned.append(("mem", p))
+        return int(p)
+
+    def alloc_host(self, nbytes: int) -> np.ndarray:
+        """Pinned host memory as a uint8 array (pinned, so async copies really are async)."""
+        p = check(self.driver.cuMemHostAlloc(nbytes, 0), "cuMemHostAlloc")
+        self._owned.append(("host", p))
+        return np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(int(p)))
+
+    def copy_htod(self, dst: int, src: np.ndarray, stream: Stream) -> None:
+        check(self.driver.cuMemcpyHtoDAsync(dst, src.ctypes.data, src.nbytes, stream.handle),
+              "cuMemcpyHtoDAsync")
+
+    def copy_dtoh(self, dst: np.ndarray, src: int, stream: Stream) -> None:
+        check(self.driver.cuMemcpyDtoHAsync(dst.ctypes.data, src, dst.nbytes, stream.handle),
+              "cuMemcpyDtoHAsync")
+
+    def stream_synchronize(self, stream: Stream) -> None:
+        check(self.driver.cuStreamSynchronize(stream.handle), "cuStreamSynchronize")
+
+    def compile(self, source: str, name: str, kernels: list[str]) -> dict[str, Any]:
+        """NVRTC-compile `source` to a cubin for this GPU; returns {kernel name: CUfunction}."""
+        nv, d = self.nvrtc, self.driver
+        prog = check(nv.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], []),
+                     "nvrtcCreateProgram")
+        arch = f"--gpu-architecture=sm_{self.cc[0]}{self.cc[1]}".encode()
+        status = nv.nvrtcCompileProgram(prog, 2, [arch, b"-O3"])
+        if status[0] != nv.nvrtcResult.NVRTC_SUCCESS:
+            size = check(nv.nvrtcGetProgramLogSize(prog))
+            log = b" " * size
+            check(nv.nvrtcGetProgramLog(prog, log))
+            raise CudaError(f"NVRTC could not compile {name}: {log.decode(errors='replace')}")
+        size = check(nv.nvrtcGetCUBINSize(prog), "nvrtcGetCUBINSize")
+        cubin = b" " * size
+        check(nv.nvrtcGetCUBIN(prog, cubin), "nvrtcGetCUBIN")
+        module = check(d.cuModuleLoadData(cubin), "cuModuleLoadData")
+        self._owned.append(("module", module))
+        return {k: check(d.cuModuleGetFunction(module, k.encode()), f"cuModuleGetFunction({k})")
+                for k in kernels}
+
+    def launch(self, fn: Any, grid: int, block: int, args: "KernelArgs", stream: Stream) -> None:
+        check(self.driver.cuLaunchKernel(fn, grid, 1, 1, block, 1, 1, 0, stream.handle,
+                                         args.ptr, 0), "cuLaunchKernel")
+
+    def close(self) -> None:
+        d = self.driver
+        for kind, h in reversed(self._owned):
+            try:
+                {"stream": d.cuStreamDestroy, "event": d.cuEventDestroy, "mem": d.cuMemFree,
+                 "host": d.cuMemFreeHost, "module": d.cuModuleUnload, "graph": d.cuGraphDestroy,
+                 "graph_exec": d.cuGraphExecDestroy}[kind](h)
+            except Exception:
+                pass
+        self._owned.clear()
+        d.cuDevicePrimaryCtxRelease(self.device)
+
+
+class KernelArgs:
+    """cuLaunchKernel's kernelParams: an array of pointers to each argument's storage.
+    Built once per launch configuration, so a launch costs one call."""
+
+    def __init__(self, *values: tuple[Any, Any]):
+        # values: (numpy scalar type, value); pointers as np.uint64
+        self._store = [np.array([v], dtype=t) for t, v in values]
+        self._ptrs = np.array([a.ctypes.data for a in self._store], dtype=np.uint64)
+
+    @property
+    def ptr(self) -> int:
+        return int(self._ptrs.ctypes.data)
+
+
+def _uuid_text(uuid: Any) -> str:
+    b = bytes(uuid.bytes) if hasattr(uuid, "bytes") else bytes(uuid)
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"

@@ -1,0 +1,69 @@
+"""A real NVIDIA GPU: NVML telemetry (bindings.nvml) + CUDA timing (bindings.cuda)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from gpuwatch.clock import HostClock
+from gpuwatch.errors import UsageError
+
+from . import nvml
+from .cuda import CudaRuntime, Stream
+
+
+class RealBackend:
+    simulated = False
+
+    def __init__(self, ordinal: int, sample_gpus: str | Sequence[int] | None = None,
+                 blocking_sync: bool = False):
+        self.clock = HostClock()
+        self.runtime = CudaRuntime(ordinal, blocking_sync=blocking_sync)
+        # CUDA and NVML number GPUs differently (CUDA_VISIBLE_DEVICES, PCI order): match UUIDs.
+        own = nvml.index_of_uuid(self.runtime.uuid)
+        if sample_gpus in (None, "", "self"):
+            indices = [own]
+        elif sample_gpus == "all":
+            indices = [own] + [i for i in range(nvml.device_count()) if i != own]
+        else:
+            listed = [int(i) for i in sample_gpus]  # type: ignore[union-attr]
+            indices = [own] + [i for i in listed if i != own]
+        self.telemetry = nvml.open_telemetry(indices)  # the inference GPU first
+        self.telemetry_factory = (nvml.open_telemetry, (indices,))
+
+    def engine(self, spec: str, stream: Stream, cuda_graph: bool = False) -> Any:
+        kind = spec.partition(":")[0]
+        if kind == "builtin":
+            from .builtin import BuiltinEngine, parse_spec
+
+            return BuiltinEngine(self.runtime, stream, parse_spec(spec), cuda_graph=cuda_graph)
+        if kind == "torch":
+            from .torch import TorchEngine, load_factory
+
+            target = spec.partition(":")[2]
+            model, example = load_factory(target)
+            return TorchEngine(model, example, stream.ptr, self.runtime.ordinal,
+                               cuda_graph=cuda_graph, name=f"torch:{target}")
+        raise UsageError(f"unknown engine {spec!r}; use builtin:small, builtin:large or "
+                         "torch:module:factory")
+
+    def versions(self) -> dict[str, str]:
+        out = self.runtime.versions()
+        try:
+            import pynvml
+
+            out["nvidia-ml-py"] = getattr(pynvml, "__version__", "") or _dist_version("nvidia-ml-py")
+        except ImportError:
+            pass
+        return out
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return ""

@@ -1,0 +1,95 @@
+"""Real-GPU tests: skipped where NVML finds no NVIDIA GPU (CI, developer machines).
+Run on the GPU machine with `python -m pytest -m gpu`."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gpuwatch
+from gpuwatch.backends import _nvml_probe
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(_nvml_probe() is not None, reason="no NVIDIA GPU here")]
+
+
+def test_nvml_reads_real_telemetry():
+    from gpuwatch.bindings.nvml import NvmlTelemetry
+
+    t = NvmlTelemetry(0)
+    r = t.read(costly=True)
+    assert 100 <= r["sm_clock_mhz"] <= 4000 and 100 <= r["mem_clock_mhz"] <= 20000
+    assert 0 <= r["pstate"] <= 15
+    assert r["power_w"] is None or 1 < r["power_w"] < 2000
+    assert t.info.uuid.startswith("GPU-") and t.info.driver_version
+    cheap = t.read(costly=False)
+    assert "sm_clock_mhz" in cheap and "temperature_c" not in cheap
+    costs = t.query_costs_us()
+    assert 0 < costs["sm_clock_mhz"] < 1000  # microseconds
+    for name, why in t.unsupported().items():
+        assert why and name in gpuwatch.fields.FIELDS_BY_NAME
+
+
+def test_builtin_engine_computes_the_right_values():
+    from gpuwatch.bindings.builtin import PRESETS, BuiltinEngine
+    from gpuwatch.bindings.cuda import CudaRuntime
+
+    rt = CudaRuntime(0)
+    try:
+        s = rt.stream()
+        for graph in (False, True):
+            eng = BuiltinEngine(rt, s, PRESETS["small"], cuda_graph=graph)
+            assert eng.check() < 1e-3
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("sampler", ["thread", "process"])
+def test_session_on_the_gpu(tmp_path, sampler):
+    out = tmp_path / "real.parquet"
+    with gpuwatch.session("cuda:0", out, sampler=sampler) as s:
+        e = s.engine("builtin:small")
+        s.set_condition("gap=5ms", gap_ms=5)
+        for _ in range(100):
+            e.preprocess()
+            e.infer()
+            e.postprocess()
+            s.wait(5)
+    tr = gpuwatch.load(out)
+    assert tr.simulated is False and tr.meta["status"] == "complete"
+    inf = tr.measured()
+    assert len(inf) == 100 and (inf["gpu_ms"] > 0.5).all()
+    assert len(tr.inferences.query("kind == 'span'")) == 200
+    smp = tr.samples
+    assert smp["sm_clock_mhz"].notna().mean() > 0.99
+    assert tr.meta["sampler"]["mode"] == sampler
+    assert tr.meta["sampler"]["achieved_hz"] > 500
+    tb = tr.meta["timebase"]
+    assert tb["anchor_uncertainty_us_p50"] < 50
+    # Inferences lie inside the sampled window, on the same time base.
+    assert smp["t_ns"].min() < inf["start_ns"].min() and smp["t_ns"].max() > inf["end_ns"].max()
+    start = inf["start_ns"].to_numpy(np.int64)
+    assert (np.diff(start) > 0).all()
+
+
+def test_torch_module_eager_and_graph(tmp_path):
+    pytest.importorskip("torch")
+    with gpuwatch.session("cuda:0", tmp_path / "t.parquet", sampler="thread") as s:
+        for graph in (False, True):
+            e = s.engine("torch:gpuwatch.bindings.torch:convnet", cuda_graph=graph)
+            for _ in range(20):
+                e.infer()
+    inf = s.trace.inferences
+    assert set(inf["name"]) == {"torch:gpuwatch.bindings.torch:convnet",
+                                "torch:gpuwatch.bindings.torch:convnet+graph"}
+    assert (inf["gpu_ms"] > 0.05).all()
+
+
+def test_record_cli_on_the_gpu(tmp_path):
+    out = tmp_path / "cli.parquet"
+    r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--gap", "0,5", "--iters", "50",
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "gap=5ms" in r.stdout and "simulated" not in r.stdout
+    assert len(gpuwatch.load(out).measured()) == 100
