@@ -147,12 +147,13 @@ class CudaRuntime:
         prog = check(nv.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], []),
                      "nvrtcCreateProgram")
         arch = f"--gpu-architecture=sm_{self.cc[0]}{self.cc[1]}".encode()
-        status = nv.nvrtcCompileProgram(prog, 2, [arch, b"-O3"])
+        status = nv.nvrtcCompileProgram(prog, 1, [arch])  # NVRTC optimises by default
         if status[0] != nv.nvrtcResult.NVRTC_SUCCESS:
             size = check(nv.nvrtcGetProgramLogSize(prog))
             log = b" " * size
             check(nv.nvrtcGetProgramLog(prog, log))
-            raise CudaError(f"NVRTC could not compile {name}: {log.decode(errors='replace')}")
+            text = log.decode(errors='replace').rstrip(' \x00\n')
+            raise CudaError(f"NVRTC could not compile {name}: {text}")
         size = check(nv.nvrtcGetCUBINSize(prog), "nvrtcGetCUBINSize")
         cubin = b" " * size
         check(nv.nvrtcGetCUBIN(prog, cubin), "nvrtcGetCUBIN")

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from gpuwatch.device import DeviceInfo
 from gpuwatch.errors import DeviceUnavailable
-from gpuwatch.fields import COSTLY_FIELDS
+from gpuwatch.fields import COSTLY_FIELDS, FIELDS_BY_NAME, GroupSchedule
 
 NA: Any = object()  # an NVML answer of "this GPU cannot tell you that"
 
@@ -148,7 +148,7 @@ class NvmlTelemetry:
         self._unsupported: dict[str, str] = {}
         self._costs: dict[str, float] = {}
         self._cheap: list[tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = []
-        self._costly: list[tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = []
+        self._costly: dict[int, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
         for names, fn in readers.table:
             values = fn(h)  # also pays NVML's slow first call before the clock starts
             for name, v in zip(names, values):
@@ -163,7 +163,12 @@ class NvmlTelemetry:
                 costs.append(time.perf_counter_ns() - t0)
             for name in names:
                 self._costs[name] = statistics.median(costs) / 1e3
-            (self._costly if names[0] in COSTLY_FIELDS else self._cheap).append((names, fn))
+            if names[0] in COSTLY_FIELDS:
+                self._costly[len(self._costly)] = (names, fn)
+            else:
+                self._cheap.append((names, fn))
+        self._schedule = GroupSchedule({k: FIELDS_BY_NAME[names[0]].cost
+                                        for k, (names, _) in self._costly.items()})
         self._buffered = []
         for const, field, scale in _BUFFERED:
             stype = getattr(n, const, None)
@@ -178,8 +183,14 @@ class NvmlTelemetry:
         return dict(self._costs)
 
     def read(self, costly: bool = True) -> dict[str, Any]:
+        """Cheap fields, plus at a costly slot the one costly group most overdue."""
         h, out = self.handle, {}
-        for names, fn in (self._cheap + self._costly) if costly else self._cheap:
+        readers = self._cheap
+        if costly:
+            key = self._schedule.due(time.perf_counter_ns())
+            if key is not None:
+                readers = readers + [self._costly[key]]  # type: ignore[index]
+        for names, fn in readers:
             for name, v in zip(names, fn(h)):
                 out[name] = None if v is NA else v
         return out

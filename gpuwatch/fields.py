@@ -43,7 +43,7 @@ class Field:
     type: pa.DataType
     unit: str
     description: str
-    cost: str = "cheap"  # "cheap": read every poll; "costly": read at `costly_hz` (10 Hz)
+    cost: str = "cheap"  # a key of TIER_PERIOD_S: how often the sampler reads it
 
 
 # Order is the column order in the trace. NVML equivalents are named so nobody has to guess.
@@ -55,7 +55,7 @@ FIELDS: tuple[Field, ...] = (
     Field("clock_event_reasons", pa.int64(), "bitmask", "ClockEventReason bits active"),
     Field("power_w", pa.float64(), "W", "instant power draw"),
     Field("power_avg_w", pa.float64(), "W", "power averaged by the driver (~1 s window)"),
-    Field("energy_mj", pa.int64(), "mJ", "energy counter since driver load", cost="costly"),
+    Field("energy_mj", pa.int64(), "mJ", "energy counter since driver load", cost="slow"),
     Field("gpu_util_pct", pa.float64(), "%", "time a kernel ran, over the driver's window",
           cost="costly"),
     Field("mem_util_pct", pa.float64(), "%", "time device memory was read/written, same window",
@@ -67,25 +67,48 @@ FIELDS: tuple[Field, ...] = (
     # Cumulative time (ns) the clocks were held below the requested clocks, per cause
     # (nvmlDeviceGetFieldValues NVML_FI_DEV_PERF_POLICY_*, as nvmlDeviceGetViolationStatus).
     # Differences between two samples give the throttled time in between.
-    Field("violation_power_ns", pa.int64(), "ns", "cumulative time limited by power", "costly"),
+    Field("violation_power_ns", pa.int64(), "ns", "cumulative time limited by power", "slow"),
     Field("violation_thermal_ns", pa.int64(), "ns", "cumulative time limited by thermals",
-          "costly"),
+          "slow"),
     Field("violation_sync_boost_ns", pa.int64(), "ns", "cumulative time limited by sync boost",
-          "costly"),
+          "slow"),
     Field("violation_board_limit_ns", pa.int64(), "ns", "cumulative time limited by the board",
-          "costly"),
+          "slow"),
     Field("violation_low_util_ns", pa.int64(), "ns", "cumulative time limited by low utilisation",
-          "costly"),
+          "slow"),
     Field("violation_reliability_ns", pa.int64(), "ns", "cumulative time limited for reliability",
-          "costly"),
+          "slow"),
     Field("violation_app_clocks_ns", pa.int64(), "ns",
-          "cumulative time below application clocks (any cause)", "costly"),
+          "cumulative time below application clocks (any cause)", "slow"),
     Field("violation_base_clocks_ns", pa.int64(), "ns",
-          "cumulative time below base clocks (any cause)", "costly"),
+          "cumulative time below base clocks (any cause)", "slow"),
 )
 
+# How often each tier is read. Cheap fields (~3 us each on an H100) are read every poll; the
+# others one group per "costly slot" (Sampler.costly_hz), each group no more often than this,
+# so a 2.4 ms energy-counter read never stalls the 1 kHz grid for more than one poll.
+TIER_PERIOD_S: dict[str, float] = {"cheap": 0.0, "costly": 0.1, "slow": 1.0}
+
 CHEAP_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.cost == "cheap")
-COSTLY_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.cost == "costly")
+COSTLY_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.cost != "cheap")
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 FIELDS_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
+
+
+class GroupSchedule:
+    """Which costly reader group to read at a costly slot: the most overdue one, each group no
+    more often than its tier's period. Keys are whatever the binding uses to name a group."""
+
+    def __init__(self, groups: dict[object, str]):
+        self._period = {k: int(TIER_PERIOD_S[tier] * 1e9) for k, tier in groups.items()}
+        self._next = {k: 0 for k in groups}
+
+    def due(self, now_ns: int) -> object | None:
+        if not self._next:
+            return None
+        key = min(self._next, key=self._next.__getitem__)
+        if self._next[key] > now_ns:
+            return None
+        self._next[key] = now_ns + self._period[key]
+        return key

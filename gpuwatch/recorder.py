@@ -55,10 +55,10 @@ class _EventTimebase:
     drift: the new anchor's mid-point minus where the old anchor predicted it.
     """
 
-    def __init__(self, backend: Backend, stream: Any, reanchor_s: float = 1.0):
+    def __init__(self, backend: Backend, stream: Any, reanchor_s: float = 1.0, tries: int = 3):
         self._rt, self._stream, self._clock = backend.runtime, stream, backend.clock
         self._reanchor_ns = int(reanchor_s * 1e9)
-        self._spare = self._rt.event()
+        self._pool = [self._rt.event() for _ in range(tries)]  # candidates for the next anchor
         self.uncertainty_ns: list[int] = []
         self.drift_ns: list[int] = []
         self._ev: Any = None
@@ -69,17 +69,27 @@ class _EventTimebase:
         return len(self.uncertainty_ns)
 
     def anchor(self) -> None:
-        ev, clock = self._spare, self._clock
-        h0 = clock.now_ns()
-        self._rt.record(ev, self._stream)
-        self._rt.synchronize(ev)
-        h1 = clock.now_ns()
-        host = (h0 + h1) // 2
+        """Take several anchors back to back and keep the tightest window: a preemption or a
+        late wake-up widens one try, rarely all of them."""
+        clock, rt = self._clock, self._rt
+        windows = []
+        for ev in self._pool:
+            h0 = clock.now_ns()
+            rt.record(ev, self._stream)
+            rt.synchronize(ev)
+            windows.append((clock.now_ns() - h0, h0))
+        i = min(range(len(windows)), key=lambda j: windows[j][0])
+        width, h0 = windows[i]
+        ev, host = self._pool[i], h0 + width // 2
         if self._ev is not None and len(self.drift_ns) < 100_000:
             self.drift_ns.append(host - self.to_ns(ev))
-        self._spare, self._ev, self._host_ns = self._ev or self._rt.event(), ev, host
+        if self._ev is not None:
+            self._pool[i] = self._ev  # the old anchor event becomes a candidate again
+        else:
+            self._pool[i] = rt.event()
+        self._ev, self._host_ns = ev, host
         if len(self.uncertainty_ns) < 100_000:
-            self.uncertainty_ns.append((h1 - h0) // 2)
+            self.uncertainty_ns.append(width // 2)
 
     def to_ns(self, event: Any) -> int:
         return self._host_ns + round(self._rt.elapsed_ms(self._ev, event) * 1e6)

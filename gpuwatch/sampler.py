@@ -1,7 +1,8 @@
 """The telemetry sampler: polls every selected GPU on a fixed grid and hands rows to the writer.
 
-Cheap fields (clocks, P-state, reasons, power) are read every poll; costly ones at `costly_hz`;
-the driver's own buffered samples (nvmlDeviceGetSamples) every `driver_every_s`.
+Cheap fields (clocks, P-state, reasons, power) are read every poll; at `costly_hz` slots the
+telemetry adds one costly group, each group at most at its tier's rate (fields.TIER_PERIOD_S);
+the driver's own buffered samples (nvmlDeviceGetSamples) are fetched every `driver_every_s`.
 `Sampler` runs in-process on the clock's periodic timer (a thread on a real GPU, the virtual
 timer on sim). `ProcessSampler` runs the same loop in a separate process, which never competes
 with a Python-heavy inference loop for the GIL; it writes its own chunks into the trace's
@@ -89,7 +90,7 @@ class Sampler:
         clock: Clock,
         sink: Callable[[str, list[dict[str, Any]]], None],
         hz: float = 1000.0,
-        costly_hz: float = 10.0,
+        costly_hz: float = 100.0,
         driver_every_s: float = 0.5,
         batch: int = 500,
         max_consecutive_errors: int = 100,
@@ -219,7 +220,7 @@ class ProcessSampler:
     there (NVML handles do not cross processes): a module-level function, so it pickles."""
 
     def __init__(self, factory: TelemetryFactory, factory_args: tuple[Any, ...], clock: HostClock,
-                 partial_dir: Path, hz: float, costly_hz: float = 10.0,
+                 partial_dir: Path, hz: float, costly_hz: float = 100.0,
                  start_timeout_s: float = 60.0):
         ctx = mp.get_context("spawn")  # never fork a process that holds a CUDA context
         self._stop, self._paused = ctx.Event(), ctx.Event()

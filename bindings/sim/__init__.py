@@ -15,7 +15,7 @@ import numpy as np
 from gpuwatch.clock import VirtualClock
 from gpuwatch.device import DeviceInfo
 from gpuwatch.errors import UsageError
-from gpuwatch.fields import COSTLY_FIELDS, FIELD_NAMES
+from gpuwatch.fields import COSTLY_FIELDS, FIELD_NAMES, FIELDS_BY_NAME, GroupSchedule
 
 from .model import SimGPU
 from .profiles import ENGINE_PRESETS, PROFILES, EnginePreset, Profile
@@ -95,6 +95,7 @@ class SimTelemetry:
     def __init__(self, index: int, gpu: SimGPU):
         p = gpu.p
         self.gpu = gpu
+        self._schedule = GroupSchedule({"costly": "costly", "slow": "slow"})
         self.info = DeviceInfo(
             index=index,
             name=p.gpu_name,
@@ -117,9 +118,11 @@ class SimTelemetry:
                 if f.startswith("violation_")}
 
     def read(self, costly: bool = True) -> dict[str, Any]:
+        """As NVML: cheap fields every time, costly ones by tier (see fields.GroupSchedule)."""
         values = self.gpu.read()
-        if not costly:
-            for name in COSTLY_FIELDS:
+        due = self._schedule.due(self.gpu.clock.now_ns()) if costly else None
+        for name in COSTLY_FIELDS:
+            if FIELDS_BY_NAME[name].cost != due:
                 values.pop(name, None)
         return values
 
