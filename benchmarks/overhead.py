@@ -26,10 +26,11 @@ WORKLOADS = {
 }
 
 
-def run(workload: str, mode: str, out: Path, pairs: int, block: int, hz: float) -> pd.DataFrame:
+def run(workload: str, mode: str, out: Path, pairs: int, block: int, hz: float,
+        device: str = "cuda:0") -> pd.DataFrame:
     spec, graph = WORKLOADS[workload]
     trace = out / f"overhead_{mode}_{workload.split()[0].replace(':', '_')}.parquet"
-    with gpuwatch.session("cuda:0", trace, sampler=mode, sample_hz=hz) as s:
+    with gpuwatch.session(device, trace, sampler=mode, sample_hz=hz) as s:
         e = s.engine(spec, cuda_graph=graph)
         s.warmup = True
         for _ in range(50):
@@ -76,12 +77,14 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=100)
     ap.add_argument("--hz", type=float, default=1000.0)
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--modes", default="thread,process")
+    ap.add_argument("--device", default="cuda:0", help="sim:flat for a dry run")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     blocks = []
     for w in a.workloads.split(","):
-        for mode in ("thread", "process"):
-            blocks.append(run(w, mode, a.out, a.pairs, a.block, a.hz))
+        for mode in a.modes.split(","):
+            blocks.append(run(w, mode, a.out, a.pairs, a.block, a.hz, a.device))
             print(f"done: {w} / {mode}", flush=True)
     blocks_df = pd.concat(blocks)
     blocks_df.to_csv(a.out / "overhead_blocks.csv", index=False)

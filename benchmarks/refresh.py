@@ -11,7 +11,6 @@ The driver-buffered samples (nvmlDeviceGetSamples) are listed with their own int
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +47,16 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=2.0)
     ap.add_argument("--hz", type=float, default=1000.0)
     ap.add_argument("--sampler", default="process")
+    ap.add_argument("--device", default="cuda:0", help="sim:t4 for a dry run")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / f"refresh_{a.sampler}.parquet"
-    with gpuwatch.session("cuda:0", path, sample_hz=a.hz, sampler=a.sampler) as s:
+    with gpuwatch.session(a.device, path, sample_hz=a.hz, sampler=a.sampler) as s:
         e = s.engine("builtin:small")
         for c in range(a.cycles):
             s.set_condition(f"cycle={c}")
-            end = time.monotonic() + a.busy
-            while time.monotonic() < end:
+            end = s.clock.now_ns() + int(a.busy * 1e9)
+            while s.clock.now_ns() < end:
                 e.infer()
             s.wait(a.idle * 1000)
     tr = gpuwatch.load(path)
