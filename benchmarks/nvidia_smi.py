@@ -43,7 +43,7 @@ def compare(trace: Path, smi: Path, tolerance_ms: float = 5.0) -> pd.DataFrame:
 
     tr = gpuwatch.load(trace)
     s = pd.read_csv(smi, skipinitialspace=True)
-    s.columns = [c.split(" [")[0].strip() for c in s.columns]
+    s.columns = QUERY.split(",")  # nvidia-smi renames some in its header (clocks.current.sm)
     # nvidia-smi prints local time with millisecond resolution; the machine's zone is UTC
     # (checked: `date +%z` printed +0000 in the same run).
     t = pd.to_datetime(s["timestamp"], format="%Y/%m/%d %H:%M:%S.%f").astype("int64")
@@ -78,10 +78,9 @@ def main() -> None:
     ap.add_argument("what", choices=("record", "compare"))
     ap.add_argument("--trace", type=Path, required=True)
     ap.add_argument("--smi", type=Path, required=True)
-    ap.add_argument("rest", nargs="*")
-    a = ap.parse_args()
+    a, rest = ap.parse_known_args()
     if a.what == "record":
-        raise SystemExit(record(a.trace, a.smi, a.rest))
+        raise SystemExit(record(a.trace, a.smi, [r for r in rest if r != "--"]))
     table = compare(a.trace, a.smi)
     print(table.to_string(index=False))
 

@@ -1,11 +1,12 @@
 """Sampler rate and each field's true refresh period, under load that makes the values move.
 
-Cycles of BUSY s of back-to-back built-in inference and IDLE s of sleep, sampled at HZ. For each
+After PROLOGUE s of idle sampling, cycles of BUSY s of back-to-back built-in inference and IDLE s
+of sleep, sampled at HZ. For each
 field: its measured query cost, how many reads, how often the value changed and the interval
 between changes (p10/p50/min): a value polled at 1 kHz that changes every 100 ms is 10 Hz data.
 The driver-buffered samples (nvmlDeviceGetSamples) are listed with their own interval.
 
-    python benchmarks/refresh.py --out DIR [--cycles 6] [--busy 1.0] [--idle 2.0] [--hz 1000]
+    python benchmarks/refresh.py --out DIR [--cycles 5] [--busy 1.0] [--idle 3.0] [--hz 1000]
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ def field_table(trace: gpuwatch.Trace) -> pd.DataFrame:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--cycles", type=int, default=6)
+    ap.add_argument("--cycles", type=int, default=5)
     ap.add_argument("--busy", type=float, default=1.0)
-    ap.add_argument("--idle", type=float, default=2.0)
+    ap.add_argument("--idle", type=float, default=3.0)
+    ap.add_argument("--prologue", type=float, default=1.5,
+                    help="seconds of sampling before the first inference (GPU idle)")
     ap.add_argument("--hz", type=float, default=1000.0)
     ap.add_argument("--sampler", default="process")
     ap.add_argument("--device", default="cuda:0", help="sim:t4 for a dry run")
@@ -53,6 +56,8 @@ def main() -> None:
     path = a.out / f"refresh_{a.sampler}.parquet"
     with gpuwatch.session(a.device, path, sample_hz=a.hz, sampler=a.sampler) as s:
         e = s.engine("builtin:small")
+        s.set_condition("prologue")
+        s.wait(a.prologue * 1000)
         for c in range(a.cycles):
             s.set_condition(f"cycle={c}")
             end = s.clock.now_ns() + int(a.busy * 1e9)

@@ -7,9 +7,10 @@ input frame host->device (pinned) and normalises it with a small kernel; `postpr
 output with a small kernel and copies it device->host: the seed's pre/post steps.
 
 How presets map to work (the same on every GPU, so latency differs by GPU as a real model's
-does): `small` is 32 layers over a 768x448x16 tensor (5.5 M elements, 22 MB) with ~600 FMAs per
-element on average; `large` is 48 layers over 1024x576x16 (9.4 M elements) with ~1100. See
-benchmarks/results/ for what they measure on the H100.
+does): `small` is 32 layers over a 768x448x16 tensor (5.5 M elements, 22 MB) with ~450 FMAs per
+element on average; `large` is 48 layers over 1024x576x16 (9.4 M elements) with ~620. Sized so
+an H100 at 1980 MHz runs them back-to-back in about 5 ms and 17 ms, near the seed's small and
+large models on a T4; benchmarks/results/ has the measurements.
 
 Results are checked: each element's value after the layers has a closed form (layers are affine
 maps v -> a*v + b applied k times), computed on the host in float64.
@@ -78,8 +79,8 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "small": Preset("small", layers=32, height=448, width=768, channels=16, fma_per_element=600),
-    "large": Preset("large", layers=48, height=576, width=1024, channels=16, fma_per_element=1100),
+    "small": Preset("small", layers=32, height=448, width=768, channels=16, fma_per_element=450),
+    "large": Preset("large", layers=48, height=576, width=1024, channels=16, fma_per_element=620),
 }
 
 _BLOCK = 256

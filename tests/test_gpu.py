@@ -67,6 +67,7 @@ def test_session_on_the_gpu(tmp_path, sampler):
     assert tr.meta["sampler"]["achieved_hz"] > 500
     tb = tr.meta["timebase"]
     assert tb["anchor_uncertainty_us_p50"] < 50
+    assert tb["reanchor_drift_us_max"] < 50  # skew-corrected event -> host mapping
     # Inferences lie inside the sampled window, on the same time base.
     assert smp["t_ns"].min() < inf["start_ns"].min() and smp["t_ns"].max() > inf["end_ns"].max()
     start = inf["start_ns"].to_numpy(np.int64)
