@@ -46,12 +46,14 @@ def compare(trace: Path, smi: Path, tolerance_ms: float = 5.0) -> pd.DataFrame:
     s.columns = QUERY.split(",")  # nvidia-smi renames some in its header (clocks.current.sm)
     # nvidia-smi prints local time with millisecond resolution; the machine's zone is UTC
     # (checked: `date +%z` printed +0000 in the same run).
-    t = pd.to_datetime(s["timestamp"], format="%Y/%m/%d %H:%M:%S.%f").astype("int64")
+    t = pd.to_datetime(s["timestamp"], format="%Y/%m/%d %H:%M:%S.%f").dt.as_unit("ns")
+    t = t.astype("int64")  # pandas 3 infers ms from the string: make it ns first
     s = s.assign(t_ns=t.astype("int64"),
                  smi_pstate=s["pstate"].str.lstrip("P").astype(int)).sort_values("t_ns")
     g = tr.samples[["t_ns", "sm_clock_mhz", "mem_clock_mhz", "pstate", "power_w",
-                    "power_avg_w"]].dropna(subset=["sm_clock_mhz"]).copy()
+                    "power_avg_w"]].dropna(subset=["sm_clock_mhz"]).astype("float64")
     g["t_ns"] = g["t_ns"].astype("int64")
+    g = g.rename(columns={"pstate": "gw_pstate"})
     m = pd.merge_asof(s, g.sort_values("t_ns"), on="t_ns", direction="nearest",
                       tolerance=int(tolerance_ms * 1e6)).dropna(subset=["sm_clock_mhz"])
     inst = pd.to_numeric(m["power.draw.instant"], errors="coerce")
@@ -59,7 +61,7 @@ def compare(trace: Path, smi: Path, tolerance_ms: float = 5.0) -> pd.DataFrame:
     rows = [
         ("sm clock equal", float((m["clocks.sm"] == m["sm_clock_mhz"]).mean())),
         ("mem clock equal", float((m["clocks.mem"] == m["mem_clock_mhz"]).mean())),
-        ("pstate equal", float((m["smi_pstate"] == m["pstate"]).mean())),
+        ("pstate equal", float((m["smi_pstate"] == m["gw_pstate"]).mean())),
         ("power.draw vs power_avg_w: median |diff| W", float((avg - m["power_avg_w"]).abs().median())),
         ("power.draw vs power_avg_w: median |diff| %",
          float(((avg - m["power_avg_w"]).abs() / avg).median() * 100)),

@@ -67,6 +67,7 @@ class _EventTimebase:
         self.skew = 0.0  # host ns per GPU-event ns, minus 1
         self._gpu_span_ns = 0.0  # GPU-event time from the first anchor to the current one
         self._first_host_ns = 0
+        self._mapped = False  # did any event use the current anchor?
         self._ev: Any = None
         self.anchor()
 
@@ -91,17 +92,19 @@ class _EventTimebase:
             self._first_host_ns = host
             self._pool[i] = rt.event()
         else:
-            if len(self.drift_ns) < 100_000:
+            # The mapping's error, where it mattered: only intervals that mapped events count.
+            if self._mapped and len(self.drift_ns) < 100_000:
                 self.drift_ns.append(host - self.to_ns(ev))
             self._gpu_span_ns += rt.elapsed_ms(self._ev, ev) * 1e6
             if self._gpu_span_ns > 5e8:  # half a second of baseline before trusting a rate
                 self.skew = (host - self._first_host_ns) / self._gpu_span_ns - 1.0
             self._pool[i] = self._ev  # the old anchor event becomes a candidate again
-        self._ev, self._host_ns = ev, host
+        self._ev, self._host_ns, self._mapped = ev, host, False
         if len(self.uncertainty_ns) < 100_000:
             self.uncertainty_ns.append(width // 2)
 
     def to_ns(self, event: Any) -> int:
+        self._mapped = True
         return self._host_ns + round(self._rt.elapsed_ms(self._ev, event) * 1e6 * (1 + self.skew))
 
     def span_ns(self, ms: float) -> int:
@@ -109,7 +112,7 @@ class _EventTimebase:
         return round(ms * 1e6 * (1 + self.skew))
 
     def maybe_reanchor(self) -> None:
-        """Call only when the stream is idle (just after a synchronize)."""
+        """Call only when the stream is idle (before an outermost timed region)."""
         if self._clock.now_ns() - self._host_ns >= self._reanchor_ns:
             self.anchor()
 
@@ -181,6 +184,7 @@ class Session:
         self._writer: TraceWriter | None = None
         self._sampler: Sampler | ProcessSampler | None = None
         self._events: list[tuple[Any, Any]] = []  # reusable (start, end) event pairs
+        self._depth = 0  # timed regions open (spans may nest inside inferences)
         self._trace: Trace | None = None
         self._closed = False
 
@@ -347,14 +351,19 @@ class Session:
     @contextlib.contextmanager
     def _region(self, kind: str, name: str) -> Iterator[None]:
         rt = self._require().runtime
+        if self._depth == 0:  # the stream is idle here: refresh a stale anchor, untimed
+            self._timebase.maybe_reanchor()
         ev0, ev1 = self._events.pop() if self._events else (rt.event(), rt.event())
+        self._depth += 1
         h0 = self.clock.now_ns()
         rt.record(ev0, self.stream)
         try:
             yield
         except BaseException as e:
+            self._depth -= 1
             self._finish(kind, name, ev0, ev1, h0, e)
             raise
+        self._depth -= 1
         self._finish(kind, name, ev0, ev1, h0, None)
         self._events.append((ev0, ev1))  # reused only once finished (a failed pair is dropped)
 
@@ -378,7 +387,6 @@ class Session:
             row["t_ns"] = start
             if kind == "inference":
                 self.last_ms = ms
-            self._timebase.maybe_reanchor()
         except Exception as e:  # the GPU work itself failed: keep the row, with what we know
             row["t_ns"] = h0
             if error is None:

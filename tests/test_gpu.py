@@ -94,3 +94,24 @@ def test_record_cli_on_the_gpu(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "gap=5ms" in r.stdout and "simulated" not in r.stdout
     assert len(gpuwatch.load(out).measured()) == 100
+
+
+def test_record_cli_real_gpu_flags(tmp_path):
+    out = tmp_path / "flags.parquet"
+    r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--fps", "100", "--iters", "60",
+                        "--cuda-graph", "--pre-post", "--wait", "spin", "--sample-gpus", "all",
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    tr = gpuwatch.load(out)
+    inf = tr.measured().sort_values("iteration")
+    assert set(inf["name"]) == {"builtin:small+graph"}
+    period = np.diff(inf["host_start_ns"].to_numpy(np.int64)) / 1e6
+    assert np.median(period) == pytest.approx(10.0, abs=0.1)  # spin-waited to 100 fps
+    out2 = tmp_path / "torch.parquet"
+    r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--torch",
+                        "gpuwatch.bindings.torch:convnet", "--cuda-graph", "--gap", "5",
+                        "--iters", "40", "--out", str(out2)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert set(gpuwatch.load(out2).measured()["name"]) == {
+        "torch:gpuwatch.bindings.torch:convnet+graph"}

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import gpuwatch
@@ -74,3 +75,40 @@ def test_gpuwatch_entry_point_dispatches_and_rejects_unknown_commands(tmp_path):
                         "--iters", "3", "--quiet", "--out", str(tmp_path / "x.parquet")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_fps_holds_the_frame_rate_on_sim(tmp_path):
+    out = tmp_path / "fps.parquet"
+    r = record("--fps", "25", "--iters", "100", "--device", "sim:t4", "--pre-post",
+               "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    tr = gpuwatch.load(out)
+    inf = tr.measured().sort_values("iteration")
+    period = np.diff(inf["host_start_ns"].to_numpy(np.int64)) / 1e6
+    # Each iteration starts 40 ms after the last (pre + infer + post, then the rest of the frame),
+    # give or take the sleep's oversleep.
+    assert np.median(period) == pytest.approx(40.0, abs=0.2)
+    assert set(tr.inferences["name"]) == {"builtin:small", "preprocess", "postprocess"}
+    assert list(tr.measured()["condition"].unique()) == ["fps=25"]
+
+
+def test_cuda_graph_and_spin_on_sim(tmp_path):
+    out = tmp_path / "g.parquet"
+    r = record("--gap", "2", "--iters", "50", "--device", "sim:flat", "--cuda-graph",
+               "--wait", "spin", "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    tr = gpuwatch.load(out)
+    assert set(tr.inferences["name"]) == {"builtin:small+graph"}
+    assert tr.meta["options"]["wait"] == "spin" and tr.meta["options"]["cuda_graph"] is True
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--sampler", "process"], "needs a real GPU"),
+    (["--torch", "gpuwatch.bindings.torch:convnet"], "cannot run on a simulated GPU"),
+    (["--sample-gpus", "x,y"], "--sample-gpus takes all or NVML indices"),
+    (["--fps", "0"], "--fps values must be positive"),
+])
+def test_more_bad_input_on_sim(tmp_path, args, words):
+    r = record("--device", "sim:t4", "--iters", "5", *args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1
