@@ -274,13 +274,8 @@ class ProcessSampler:
 def _child_main(factory: TelemetryFactory, factory_args: tuple[Any, ...], anchor: tuple[int, int],
                 partial_dir: str, hz: float, costly_hz: float, stop: Any, paused: Any,
                 sm_clock: Any, conn: Any, parent_pid: int) -> None:
-    import sys
-
     from .trace import ChunkWriter
 
-    # In this process only: hand the GIL over within 0.2 ms (default 5 ms), so the chunk
-    # writer's Arrow conversion (~3 ms a second) cannot hold the 1 kHz sampling thread back.
-    sys.setswitchinterval(2e-4)
     try:
         telemetry = factory(*factory_args)
         clock = HostClock(anchor=anchor)  # the parent's anchor: one time base for both
