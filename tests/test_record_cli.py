@@ -112,3 +112,24 @@ def test_more_bad_input_on_sim(tmp_path, args, words):
     r = record("--device", "sim:t4", "--iters", "5", *args, cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_mid_recording_keeps_the_trace(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "int.parquet"
+    p = subprocess.Popen([sys.executable, "-m", "gpuwatch.record", "--device", "sim:t4",
+                          "--gap", "20", "--iters", "10000000", "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / "int.parquet.partial"
+    deadline = time.monotonic() + 60
+    while not list(partial.glob("*inferences.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # wait until rows are on disk
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert f"what was recorded is in {out}" in err and "Traceback" not in err
+    tr = gpuwatch.load(out)
+    assert tr.meta["status"] == "interrupted"
+    assert len(tr.inferences) > 100 and len(tr.samples) > 1000

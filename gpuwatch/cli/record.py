@@ -138,6 +138,20 @@ class RecordCommand:
                    "warmup": args.warmup, "engine": engine_spec, "cuda_graph": args.cuda_graph,
                    "pre_post": args.pre_post, "wait": args.wait}
         progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
+        try:
+            s = self._record(args, out, conditions, engine_spec, options, progress)
+        except KeyboardInterrupt:
+            progress.done()
+            print(f"interrupted: what was recorded is in {out}", file=sys.stderr)
+            raise
+        if not args.quiet:
+            print(format_summary(condition_summary(s.trace)))
+            sim = " (simulated GPU)" if s.trace.simulated else ""
+            print(f"trace: {out}{sim}")
+        return 0
+
+    def _record(self, args: argparse.Namespace, out: str, conditions: list[Condition],
+                engine_spec: str, options: dict[str, Any], progress: "_Progress") -> Session:
         with Session(args.device, out, sample_hz=args.sample_hz, sampler=args.sampler,
                      sample_gpus=_sample_gpus(args.sample_gpus), seed=args.seed,
                      options=options) as s:
@@ -172,11 +186,7 @@ class RecordCommand:
                     elif cond.gap_ms:
                         s.wait(cond.gap_ms, args.wait)
                 progress.done()
-        if not args.quiet:
-            print(format_summary(condition_summary(s.trace)))
-            sim = " (simulated GPU)" if s.trace.simulated else ""
-            print(f"trace: {out}{sim}")
-        return 0
+        return s
 
 
 def _sample_gpus(text: str | None) -> str | list[int] | None:
