@@ -6,6 +6,7 @@ Importing gpuwatch loads no GPU library: offline analysis works anywhere.
 """
 
 from ._version import __version__
+from .analysis import Analysis, analyze
 from .errors import GpuwatchError, SessionError, TraceFormatError, UsageError
 from .fields import FIELDS, ClockEventReason
 from .recorder import Session, session
@@ -18,6 +19,8 @@ __all__ = [
     "Session",
     "load",
     "Trace",
+    "analyze",
+    "Analysis",
     "condition_summary",
     "ClockEventReason",
     "FIELDS",

@@ -72,10 +72,12 @@ class SimGPU:
         """Host launches one kernel now; returns its (start, end) on the GPU. Advances host time
         by the launch's CPU cost (none for the later kernels of a CUDA graph)."""
         p = self.p
+        idle = 1.0 - min(1.0, max(0.0, self.util_avg))
         if host_cost:
-            cpu = p.launch_cpu_ns + (p.post_sleep_launch_ns if self.after_sleep else 0)
+            cpu = p.launch_cpu_ns * (1.0 + p.host_idle_penalty * idle)
+            cpu += p.post_sleep_launch_ns if self.after_sleep else 0
             self.after_sleep = False
-            self.clock.advance(cpu)
+            self.clock.advance(int(cpu))
         start = max(self.clock.now_ns() + p.launch_latency_ns, self.gpu_free_ns)
         self._process_ticks(start)
         if self.parked:  # work arrives: unpark; this first kernel still runs at the idle clock
@@ -86,6 +88,7 @@ class SimGPU:
             f_sm, f_mem = self.f_sm, p.mem_max_mhz
         jitter = 1.0 + p.kernel_jitter * float(self.rng.standard_normal())
         dur = (compute_ns * p.sm_max_mhz / f_sm + memory_ns * p.mem_max_mhz / f_mem) * jitter
+        dur *= 1.0 + p.cold_kernel_penalty * idle
         end = start + max(1, int(dur))
         self._add_busy(start, end)
         self.gpu_free_ns = end

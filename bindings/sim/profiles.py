@@ -50,6 +50,11 @@ class Profile:
     sleep_jitter_ns: int = 20_000
     sync_wake_ns: int = 15_000
     kernel_jitter: float = 0.01  # relative s.d. of kernel durations
+    # Slow-downs that are not clocks, both scaled by how idle the GPU has recently been
+    # (1 - the governor's utilisation average): kernels slower at the same clock (cold caches),
+    # and host launches slower (CPU power states after sleeping).
+    cold_kernel_penalty: float = 0.0
+    host_idle_penalty: float = 0.0
     pcie_gen: int = 3
     pcie_width: int = 16
     mem_total_mib: float = 15360.0
@@ -76,6 +81,22 @@ PROFILES: dict[str, Profile] = {
         mem_max_mhz=5001,
         mem_idle_mhz=5001,
         governor=False,
+    ),
+    "cold": Profile(
+        name="cold",
+        gpu_name="Simulated GPU (locked clocks, cold kernels)",
+        description="clocks locked; kernels run up to 1.8x slower after idling (cold caches): "
+                    "a slow-down clocks do not explain",
+        sm_max_mhz=1590, sm_min_mhz=1590, sm_idle_mhz=1590, mem_max_mhz=5001,
+        mem_idle_mhz=5001, governor=False, cold_kernel_penalty=1.0,
+    ),
+    "hostbound": Profile(
+        name="hostbound",
+        gpu_name="Simulated GPU (locked clocks, slow host)",
+        description="clocks locked; each kernel launch costs the host 200 us, up to 2x more "
+                    "after idling: the GPU waits for the host inside each inference",
+        sm_max_mhz=1590, sm_min_mhz=1590, sm_idle_mhz=1590, mem_max_mhz=5001,
+        mem_idle_mhz=5001, governor=False, launch_cpu_ns=200_000, host_idle_penalty=1.0,
     ),
 }
 

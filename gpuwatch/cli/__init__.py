@@ -48,9 +48,10 @@ def main(command: Command, argv: Sequence[str] | None = None, prog: str | None =
 
 def entry(argv: Sequence[str] | None = None) -> int:
     """`gpuwatch COMMAND ...` / `python -m gpuwatch COMMAND ...`."""
+    from .analyze import AnalyzeCommand
     from .record import RecordCommand
 
-    commands: dict[str, Command] = {c.name: c for c in (RecordCommand(),)}
+    commands: dict[str, Command] = {c.name: c for c in (RecordCommand(), AnalyzeCommand())}
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in commands:
         names = ", ".join(commands)

@@ -1,0 +1,258 @@
+"""Offline analysis of gpuwatch traces: `gpuwatch.analyze(trace_or_path, ...)`.
+
+One pass gives, per trace, engine and condition:
+- the merged per-inference table (telemetry joined on);
+- latency layers (onset, stable iteration, stable latency, ratio to the baseline);
+- the attribution of extra latency to measured causes, with 95% intervals;
+- a one-sentence verdict that names a cause only where the data supports it.
+
+The baseline is the gap-0 condition of the same trace and engine, or the smallest gap. With no
+gap conditions (session recordings, --fps), each condition's own iterations before the jump
+serve as the baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import UsageError
+from ..trace import Trace, load
+from .attribution import attribute
+from .layers import Layers, detect
+from .merge import merge
+
+__all__ = ["Analysis", "analyze"]
+
+NOISE_REL = 0.03  # a change under 3% of the baseline (and under 3 noise s.d.) is no change
+
+
+@dataclass
+class Analysis:
+    traces: list[Trace]
+    merged: pd.DataFrame
+    layers: pd.DataFrame
+    attribution: pd.DataFrame
+    spans: pd.DataFrame
+    verdicts: pd.DataFrame
+    verdict: str
+    details: dict[tuple[Any, ...], Layers] = field(default_factory=dict, repr=False)
+
+    def seed_tables(self) -> dict[str, pd.DataFrame]:
+        """The field report's Experiment 3 tables: engine x condition."""
+        lay = self.layers
+        jump = lay.assign(cell=[
+            f"{o}/{s}" if layered else "no layers"
+            for o, s, layered in zip(lay["onset_iter"], lay["stable_iter"], lay["layered"])])
+        return {
+            "back_to_back_ms": lay[lay["gap_ms"] == 0].pivot_table(
+                index="engine", columns="condition", values="baseline_ms", aggfunc="first"),
+            "jump_stable_iterations": jump.pivot_table(
+                index="engine", columns="condition", values="cell", aggfunc="first"),
+            "stable_ms": lay.pivot_table(index="engine", columns="condition",
+                                         values="final_ms", aggfunc="first"),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+            return json.loads(df.to_json(orient="records"))
+
+        return {
+            "verdict": self.verdict,
+            "traces": [{"path": str(t.path), "simulated": t.simulated,
+                        "devices": [d.get("name") for d in t.meta.get("devices", [])],
+                        "schema_version": t.schema_version} for t in self.traces],
+            "verdicts": records(self.verdicts),
+            "layers": records(self.layers),
+            "attribution": records(self.attribution),
+            "spans": records(self.spans),
+        }
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+def _as_trace(t: Trace | str | os.PathLike[str]) -> Trace:
+    return t if isinstance(t, Trace) else load(t)
+
+
+def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
+    """Analyse one or more traces (objects or paths) into layers, attribution and verdicts."""
+    if not traces:
+        raise UsageError("give at least one trace to analyse")
+    loaded = [_as_trace(t) for t in traces]
+    merged_all, layer_rows, att_rows, verdict_rows, span_rows = [], [], [], [], []
+    details: dict[tuple[Any, ...], Layers] = {}
+    for ti, tr in enumerate(loaded):
+        m = merge(tr).assign(trace=ti)
+        merged_all.append(m)
+        inf = m[(m["kind"] == "inference") & ~m["warmup"].astype(bool)]
+        if inf.empty:
+            continue
+        for name, eng in inf.groupby("name", sort=False):
+            base_cond = _baseline_condition(eng)
+            base_rows = eng[eng["condition"] == base_cond] if base_cond is not None else None
+            for cond, rows in eng.groupby("condition", sort=False):
+                rows = rows.sort_values("iteration")
+                lay = detect(rows["gpu_ms"].to_numpy(float), rows["iteration"].to_numpy())
+                details[(ti, name, cond)] = lay
+                ref, tgt, ref_label = _groups(rows, lay, base_rows, cond, base_cond)
+                base_ms = float(ref["gpu_ms"].median()) if ref is not None else lay.baseline_ms
+                gap = rows["gap_ms"].iloc[0]
+                layer_rows.append({
+                    "trace": ti, "engine": name, "condition": cond,
+                    "gap_ms": None if pd.isna(gap) else float(gap), "n": lay.n,
+                    "baseline_ms": lay.baseline_ms, "layered": lay.layered,
+                    "onset_iter": lay.onset_iter, "stable_iter": lay.stable_iter,
+                    "stable_ms": lay.stable_ms, "final_ms": lay.final_ms,
+                    "ratio_to_baseline": lay.final_ms / base_ms if base_ms else np.nan,
+                    "reference": ref_label, "n_layers": lay.n_layers, "noise_ms": lay.noise_ms,
+                })
+                att = (attribute(pd.concat([ref, rows]), ref, tgt, seed=seed)
+                       if ref is not None else None)
+                if att is not None and not att.empty:
+                    att_rows.append(att.assign(trace=ti, engine=name, condition=cond))
+                verdict_rows.append({
+                    "trace": ti, "engine": name, "condition": cond,
+                    **_verdict(cond, lay, ref, tgt, att, ref_label)})
+        span_rows.append(_span_table(m, ti))
+    layers = pd.DataFrame(layer_rows)
+    attribution = (pd.concat(att_rows, ignore_index=True)[
+        ["trace", "engine", "condition", "factor", "contribution_ms", "ci_low_ms", "ci_high_ms",
+         "share"]] if att_rows else pd.DataFrame(
+        columns=["trace", "engine", "condition", "factor", "contribution_ms", "ci_low_ms",
+                 "ci_high_ms", "share"]))
+    verdicts = pd.DataFrame(verdict_rows)
+    return Analysis(
+        traces=loaded, merged=pd.concat(merged_all, ignore_index=True) if merged_all else
+        pd.DataFrame(), layers=layers, attribution=attribution,
+        spans=pd.concat(span_rows, ignore_index=True) if span_rows else pd.DataFrame(),
+        verdicts=verdicts, verdict=_overall(verdicts), details=details)
+
+
+def _baseline_condition(eng: pd.DataFrame) -> Any:
+    gaps = eng.dropna(subset=["gap_ms"]).groupby("condition", sort=False)["gap_ms"].first()
+    if gaps.empty:
+        return None
+    return gaps.idxmin()
+
+
+def _groups(rows: pd.DataFrame, lay: Layers, base_rows: pd.DataFrame | None, cond: Any,
+            base_cond: Any) -> tuple[pd.DataFrame | None, pd.DataFrame, str]:
+    """(reference rows, target rows, what the reference is)."""
+    tgt = rows[rows["iteration"] >= lay.stable_iter] if lay.layered else rows
+    if base_rows is not None and cond != base_cond:
+        return base_rows, tgt, str(base_cond)
+    if lay.layered:
+        return rows[rows["iteration"] < lay.onset_iter], tgt, "iterations before the jump"
+    return None, tgt, "itself"
+
+
+FACTOR_TEXT = {
+    "sm_clock": "the SM clock (DVFS: no power/thermal reason active)",
+    "throttling": "power/thermal throttling of the SM clock",
+    "mem_clock": "the memory clock",
+    "host_launch": "host launch delay",
+    "unexplained": "nothing gpuwatch measured",
+}
+
+
+def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
+             att: pd.DataFrame | None, ref_label: str) -> dict[str, Any]:
+    t_ms = float(tgt["gpu_ms"].mean())
+    if ref is None or att is None or att.empty:
+        role = "the baseline" if ref_label == "itself" else "no reference to compare with"
+        return {"cause": None, "extra_ms": 0.0, "sentence":
+                f"{cond}: {t_ms:.2f} ms, no latency layers ({role})."}
+    r_ms = float(ref["gpu_ms"].mean())
+    delta = t_ms - r_ms
+    where = (f" from iteration {lay.stable_iter} (jump at {lay.onset_iter})"
+             if lay.layered else "")
+    head = (f"{cond}: {t_ms:.2f} ms{where} vs {r_ms:.2f} ms ({ref_label}), "
+            f"{delta:+.2f} ms ({t_ms / r_ms:.2f}x)")
+    if abs(delta) < max(NOISE_REL * r_ms, 3 * lay.noise_ms):
+        return {"cause": None, "extra_ms": delta, "sentence": f"{head}: no meaningful change."}
+    a = att.set_index("factor")
+    supported = [f for f in a.index if f != "unexplained"
+                 and a.loc[f, "share"] >= 0.25 and _excludes_zero(a.loc[f], delta)]
+    supported.sort(key=lambda f: -a.loc[f, "share"])
+    clock_share = float(a.loc["sm_clock", "share"] + a.loc["throttling", "share"])
+    ctx = _context(ref, tgt)
+    parts = []
+    for f in supported:
+        row = a.loc[f]
+        parts.append(f"{FACTOR_TEXT[f]} explains {row['share']:.0%} "
+                     f"({row['ci_low_ms'] / delta:.0%}..{row['ci_high_ms'] / delta:.0%})"
+                     + ctx.get(f, ""))
+    un = a.loc["unexplained"]
+    if supported:
+        text = f"{head}; " + "; ".join(parts)
+        if clock_share < 0.2:
+            text += "; not explained by clocks"
+        if un["share"] >= 0.25:
+            text += f"; {un['share']:.0%} is not explained by anything measured"
+        cause = supported[0]
+    else:
+        text = (f"{head}; not explained by clocks ({clock_share:.0%}), throttling or host launch "
+                f"delay: {un['share']:.0%} is not explained by anything gpuwatch measured "
+                "(candidates it cannot see yet: cold caches, slower kernels at the same clock; "
+                "kernel tracing would split it)")
+        cause = "unexplained"
+    return {"cause": cause, "extra_ms": delta, "sentence": text + "."}
+
+
+def _excludes_zero(row: pd.Series, delta: float) -> bool:
+    lo, hi = row["ci_low_ms"], row["ci_high_ms"]
+    return bool(lo > 0 or hi < 0) and np.sign(row["contribution_ms"]) == np.sign(delta)
+
+
+def _context(ref: pd.DataFrame, tgt: pd.DataFrame) -> dict[str, str]:
+    from ..fields import ClockEventReason
+
+    sm = f" (SM clock {ref['sm_clock_mhz_mean'].median():.0f} -> {tgt['sm_clock_mhz_mean'].median():.0f} MHz)"
+    mem = f" (memory clock {ref['mem_clock_mhz_mean'].median():.0f} -> {tgt['mem_clock_mhz_mean'].median():.0f} MHz)"
+    bits = int(np.bitwise_or.reduce(tgt["reasons_any"].to_numpy(np.int64))) if len(tgt) else 0
+    names = [n for n in ClockEventReason.names(bits) if n != "gpu_idle"]
+    thr = f" (reasons: {', '.join(names)})" if names else ""
+    host = (f" (host enqueue {ref['enqueue_ms'].median():.3f} -> "
+            f"{tgt['enqueue_ms'].median():.3f} ms)")
+    return {"sm_clock": sm, "throttling": sm + thr, "mem_clock": mem, "host_launch": host}
+
+
+def _overall(verdicts: pd.DataFrame) -> str:
+    """One sentence for everything: how many conditions changed, and what explains them."""
+    if verdicts.empty:
+        return "No measured inferences in the trace(s)."
+    v = verdicts.assign(abs_extra=verdicts["extra_ms"].abs())
+    changed = v[v["cause"].notna()].sort_values("abs_extra", ascending=False)
+    if changed.empty:
+        return "No condition is slower or faster than its baseline beyond noise."
+    worst = changed.iloc[0]
+    causes = changed["cause"].value_counts()
+    main = causes.index[0]
+    how = "in all of them" if causes.iloc[0] == len(changed) else \
+        f"in {causes.iloc[0]} of {len(changed)}"
+    prefix = f"{worst['engine']}, " if v["engine"].nunique() > 1 else ""
+    return (f"{len(changed)} of {len(v)} conditions differ from their baseline; main cause "
+            f"{how}: {FACTOR_TEXT[main]}. Largest: {prefix}{worst['sentence']}")
+
+
+def _span_table(m: pd.DataFrame, ti: int) -> pd.DataFrame:
+    """Pre/post-processing spans: spread and spikes (the seed's 4th question)."""
+    sp = m[(m["kind"] == "span") & ~m["warmup"].astype(bool)]
+    rows = []
+    for (name, cond), g in sp.groupby(["name", "condition"], sort=False, dropna=False):
+        x = g["gpu_ms"].to_numpy(float)
+        med = float(np.median(x))
+        mad = float(1.4826 * np.median(np.abs(x - med)))
+        spikes = int((x > med + max(10 * mad, 0.5 * med)).sum())
+        rows.append({"trace": ti, "span": name, "condition": cond, "n": len(x), "p50_ms": med,
+                     "p99_ms": float(np.percentile(x, 99)), "max_ms": float(x.max()),
+                     "spikes": spikes})
+    return pd.DataFrame(rows)
+

@@ -1,0 +1,110 @@
+"""Telemetry joined onto every inference and span: the per-inference table analysis runs on.
+
+For each timed row and each telemetry field: the value in force at its start (the last reading at
+or before it), and min/mean/max over the readings inside its window. If the window holds no
+reading (an inference shorter than the sampling period), min/mean/max fall back to the value at
+the start. Also: the clock-event reasons seen during the window (OR of the bitmasks, including
+the one in force at the start), the real idle time since the previous region on the GPU, and the
+host-side timings. Vectorised (searchsorted, prefix sums, ufunc.reduceat): O((N + M) log M) for
+N regions and M samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..trace import Trace
+
+WINDOW_FIELDS = ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c")
+START_FIELDS = ("pstate", "gpu_util_pct")
+
+
+def merge(trace: Trace) -> pd.DataFrame:
+    """The inferences table plus telemetry columns; sorted by GPU start time."""
+    inf = trace.inferences.dropna(subset=["start_ns", "end_ns"])
+    out = []
+    for gpu, rows in inf.groupby("gpu", sort=True):
+        smp = trace.samples[trace.samples["gpu"] == gpu]
+        out.append(_merge_gpu(rows.sort_values("start_ns"), smp.sort_values("t_ns")))
+    if not out:
+        return inf.assign(**{c: pd.Series(dtype="float64") for c in _derived_columns()})
+    return pd.concat(out, ignore_index=True).sort_values(["start_ns", "gpu"], ignore_index=True)
+
+
+def _derived_columns() -> list[str]:
+    cols = []
+    for f in WINDOW_FIELDS:
+        cols += [f"{f}_start", f"{f}_min", f"{f}_mean", f"{f}_max"]
+    cols += [f"{f}_start" for f in START_FIELDS]
+    return cols + ["reasons_any", "idle_before_ms", "enqueue_ms", "launch_ms", "wake_ms"]
+
+
+def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> pd.DataFrame:
+    start = rows["start_ns"].to_numpy(np.int64)
+    end = rows["end_ns"].to_numpy(np.int64)
+    t_all = smp["t_ns"].to_numpy(np.int64)
+    cols: dict[str, np.ndarray] = {}
+    for f in WINDOW_FIELDS + START_FIELDS:
+        v_all = smp[f].to_numpy(dtype="float64", na_value=np.nan)
+        ok = ~np.isnan(v_all)
+        t, v = t_all[ok], v_all[ok]
+        at = np.searchsorted(t, start, side="right") - 1
+        v_start = np.where(at >= 0, v[np.clip(at, 0, None)] if v.size else np.nan, np.nan)
+        cols[f"{f}_start"] = v_start
+        if f in START_FIELDS:
+            continue
+        lo = np.searchsorted(t, start, side="left")
+        hi = np.searchsorted(t, end, side="right")
+        n = hi - lo
+        csum = np.concatenate([[0.0], np.cumsum(v)])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = (csum[hi] - csum[lo]) / n
+        has = n > 0
+        vmin, vmax = _window_reduce(v, lo, hi, has)
+        cols[f"{f}_mean"] = np.where(has, mean, v_start)
+        cols[f"{f}_min"] = np.where(has, vmin, v_start)
+        cols[f"{f}_max"] = np.where(has, vmax, v_start)
+    cols["reasons_any"] = _reasons(smp, start, end)
+    prev_end = np.concatenate([[np.iinfo(np.int64).min], np.maximum.accumulate(end)[:-1]])
+    idle = (start - prev_end) / 1e6
+    cols["idle_before_ms"] = np.where(prev_end == np.iinfo(np.int64).min, np.nan, np.maximum(idle, 0.0))
+    host_start = rows["host_start_ns"].to_numpy(dtype="float64", na_value=np.nan)
+    cols["enqueue_ms"] = (rows["host_enqueued_ns"].to_numpy(dtype="float64", na_value=np.nan)
+                          - host_start) / 1e6
+    cols["launch_ms"] = (start - host_start) / 1e6
+    cols["wake_ms"] = (rows["host_end_ns"].to_numpy(dtype="float64", na_value=np.nan) - end) / 1e6
+    return rows.reset_index(drop=True).assign(**cols)
+
+
+def _window_reduce(v: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                   has: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """min and max of v[lo:hi] for every window (garbage where the window is empty)."""
+    if not has.any() or v.size == 0:
+        nan = np.full(lo.shape, np.nan)
+        return nan, nan
+    padded = np.append(v, np.nan)  # so hi == len(v) is a valid reduceat index
+    idx = np.empty(2 * lo.size, dtype=np.int64)
+    idx[0::2] = np.minimum(lo, v.size)
+    idx[1::2] = np.minimum(hi, v.size)
+    return np.fmin.reduceat(padded, idx)[0::2], np.fmax.reduceat(padded, idx)[0::2]
+
+
+def _reasons(smp: pd.DataFrame, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    r = smp[["t_ns", "clock_event_reasons"]].dropna()
+    t = r["t_ns"].to_numpy(np.int64)
+    v = r["clock_event_reasons"].to_numpy(np.int64)
+    if v.size == 0:
+        return np.zeros(start.shape, dtype=np.int64)
+    at = np.searchsorted(t, start, side="right") - 1
+    out = np.where(at >= 0, v[np.clip(at, 0, None)], 0)
+    lo = np.searchsorted(t, start, side="left")
+    hi = np.searchsorted(t, end, side="right")
+    has = hi > lo
+    if has.any():
+        padded = np.append(v, 0)
+        idx = np.empty(2 * lo.size, dtype=np.int64)
+        idx[0::2], idx[1::2] = np.minimum(lo, v.size), np.minimum(hi, v.size)
+        window = np.bitwise_or.reduceat(padded, idx)[0::2]
+        out = np.where(has, out | window, out)
+    return out.astype(np.int64)

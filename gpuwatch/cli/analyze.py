@@ -1,0 +1,54 @@
+"""The `analyze` command: layers, attribution and a verdict for one or more traces."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..analysis import analyze
+from ..errors import UsageError
+
+
+class AnalyzeCommand:
+    name = "analyze"
+    description = ("Answer, for each trace: are there latency layers, when do they start and "
+                   "settle, and what explains them (SM/memory clock, throttling, host launch "
+                   "delay, or nothing measured).")
+
+    def prepare_parser(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("traces", nargs="+", metavar="TRACE",
+                       help="trace files (.parquet) or unfinished recordings (.partial dirs)")
+        p.add_argument("--json", action="store_true", help="print JSON instead of the summary")
+        p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+        p.add_argument("--png", metavar="DIR", help="write the plots as PNG files into DIR")
+        p.add_argument("--perfetto", metavar="FILE",
+                       help="write a timeline for ui.perfetto.dev (Chrome trace-event JSON)")
+        p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from ..renderers import HtmlRenderer, JsonRenderer, PerfettoRenderer, TextRenderer
+
+        for out in (args.html, args.perfetto):
+            if out is not None:
+                parent = Path(out).parent
+                if not parent.is_dir():
+                    raise UsageError(f"cannot write {out}: directory {parent} does not exist")
+        a = analyze(*args.traces, seed=args.seed)
+        if args.html:
+            HtmlRenderer().write(a, args.html)
+        if args.png:
+            from ..analysis.plots import save_pngs
+
+            save_pngs(a, args.png)
+        if args.perfetto:
+            with open(args.perfetto, "w", encoding="utf-8") as f:
+                for chunk in PerfettoRenderer().chunks(a):
+                    f.write(chunk)
+        sys.stdout.write((JsonRenderer() if args.json else TextRenderer()).render(a))
+        if not args.json:
+            for what, path in (("html", args.html), ("png", args.png),
+                               ("perfetto", args.perfetto)):
+                if path:
+                    print(f"{what}: {path}")
+        return 0

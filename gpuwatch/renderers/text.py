@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ..analysis import Analysis
+from .base import Renderer
+
+
+def _num(v: object, fmt: str = "{:.2f}") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return "-"
+    return fmt.format(v)
+
+
+class TextRenderer(Renderer):
+    """The terminal summary: per trace, the layers table, the attribution, the verdicts."""
+
+    def render(self, analysis: Analysis) -> str:
+        out = []
+        for ti, tr in enumerate(analysis.traces):
+            devs = ", ".join(d.get("name", "?") for d in tr.meta.get("devices", []))
+            sim = " (SIMULATED)" if tr.simulated else ""
+            out.append(f"== {tr.path}  [{devs}{sim}]")
+            lay = analysis.layers[analysis.layers["trace"] == ti] if not analysis.layers.empty \
+                else analysis.layers
+            if lay.empty:
+                out.append("   no measured inferences")
+                continue
+            out.append(f"   {'engine':<16}{'condition':<12}{'n':>6}{'base ms':>9}{'jump':>6}"
+                       f"{'stable':>8}{'stable ms':>11}{'ratio':>7}{'layers':>8}")
+            for r in lay.itertuples():
+                out.append(f"   {str(r.engine)[:15]:<16}{str(r.condition)[:11]:<12}{r.n:>6}"
+                           f"{r.baseline_ms:>9.2f}{_num(r.onset_iter, '{:.0f}'):>6}"
+                           f"{_num(r.stable_iter, '{:.0f}'):>8}{r.final_ms:>11.2f}"
+                           f"{r.ratio_to_baseline:>6.2f}x{r.n_layers:>8}")
+            att = analysis.attribution
+            att = att[att["trace"] == ti] if not att.empty else att
+            if not att.empty:
+                out.append("   extra latency explained by (ms, 95% interval, share):")
+                for (eng, cond), g in att.groupby(["engine", "condition"], sort=False):
+                    cells = [f"{r.factor} {r.contribution_ms:+.3f} [{r.ci_low_ms:+.3f},"
+                             f"{r.ci_high_ms:+.3f}] {_num(r.share, '{:.0%}')}"
+                             for r in g.itertuples() if r.factor in ("sm_clock", "unexplained")
+                             or abs(r.contribution_ms) > 1e-9]
+                    out.append(f"     {cond}: " + "; ".join(cells))
+            sp = analysis.spans
+            sp = sp[sp["trace"] == ti] if not sp.empty else sp
+            for r in sp.itertuples():
+                out.append(f"   span {r.span} ({r.condition}): p50 {r.p50_ms:.3f} ms, p99 "
+                           f"{r.p99_ms:.3f}, max {r.max_ms:.3f}, {r.spikes} spikes")
+            ver = analysis.verdicts[analysis.verdicts["trace"] == ti]
+            for r in ver.itertuples():
+                out.append(f"   - {r.sentence}")
+        out.append("")
+        out.append(f"verdict: {analysis.verdict}")
+        return "\n".join(out) + "\n"
