@@ -53,3 +53,16 @@ def no_leftover_recording():
         leftover.close(status="failed", error="left open by a test")
     assert leftover is None, "test left a gpuwatch session recording"
     assert not threads, f"test left gpuwatch threads running: {threads}"
+
+
+@pytest.fixture(scope="session")
+def t4_analysis(t4_sweep):
+    return gpuwatch.analyze(t4_sweep)
+
+
+@pytest.fixture(scope="session")
+def cause_traces(tmp_path_factory):
+    """Sim profiles whose slow-down has a known cause other than clocks (or none)."""
+    d = tmp_path_factory.mktemp("causes")
+    return {p: record_sim(d / f"{p}.parquet", profile=p, gaps=(0.0, 20.0), iters=300)
+            for p in ("flat", "cold", "hostbound")}

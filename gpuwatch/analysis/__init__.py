@@ -47,7 +47,7 @@ class Analysis:
         """The field report's Experiment 3 tables: engine x condition."""
         lay = self.layers
         jump = lay.assign(cell=[
-            f"{o}/{s}" if layered else "no layers"
+            f"{o:.0f}/{s:.0f}" if layered else "no layers"
             for o, s, layered in zip(lay["onset_iter"], lay["stable_iter"], lay["layered"])])
         return {
             "back_to_back_ms": lay[lay["gap_ms"] == 0].pivot_table(

@@ -12,8 +12,8 @@ the inference) shows up inside the timed region only while the GPU waits for it,
 of it adds at most one ms: 0 <= b3 <= 1. Without the bounds, a regressor that merely marks the
 condition (25 us more launch time after each sleep) can soak up a slow-down it cannot cause. A factor's contribution is b_k times the change of its regressor between reference
 and target. What the fit does not explain is the residual. The SM-clock part is further split by
-whether a power or thermal clock-event reason was active (throttling) or not (the governor's own
-choice, DVFS). A regressor that did not change contributes exactly 0. 95% intervals come from
+the share of target inferences during which a power or thermal clock-event reason was active
+(throttling); the rest is the governor's own choice (DVFS). A regressor that did not change contributes exactly 0. 95% intervals come from
 bootstrap resamples of the rows.
 """
 
@@ -63,7 +63,9 @@ def _contributions(fit: pd.DataFrame, ref: pd.DataFrame, tgt: pd.DataFrame) -> d
         for b, c in zip(beta[1:], cols):
             contrib = float(b * (tgt[c].mean() - ref[c].mean()))
             if c == "inv_sm":
-                share = float(np.clip(tgt["throttled"].mean() - ref["throttled"].mean(), 0, 1))
+                # What held the clock where it was in the target rows: the share of them with
+                # a power/thermal reason active (whatever the reference had).
+                share = float(tgt["throttled"].mean())
                 out["throttling"] = contrib * share
                 out["sm_clock"] = contrib * (1 - share)
             elif c == "inv_mem":

@@ -1,0 +1,60 @@
+"""Layer detection against known series and the simulated staircase's ground truth."""
+
+import numpy as np
+
+from gpuwatch.analysis.layers import detect
+
+
+def test_flat_series_has_one_layer():
+    rng = np.random.default_rng(0)
+    lay = detect(5 + rng.normal(0, 0.02, 800))
+    assert not lay.layered and lay.n_layers == 1 and lay.onset_iter is None
+    assert abs(lay.baseline_ms - 5) < 0.01
+
+
+def test_step_ramp_plateau():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([np.full(60, 4.7), np.linspace(4.7, 9.4, 70), np.full(670, 9.4)])
+    lay = detect(x + rng.normal(0, 0.02, x.size))
+    assert lay.layered and lay.n_layers == 2
+    assert 58 <= lay.onset_iter <= 70
+    assert 120 <= lay.stable_iter <= 135
+    assert abs(lay.stable_ms - 9.4) < 0.05
+
+
+def test_three_levels_are_counted():
+    x = np.concatenate([np.full(200, 5.0), np.full(200, 7.0), np.full(400, 10.0)])
+    lay = detect(x + np.random.default_rng(2).normal(0, 0.03, x.size))
+    assert lay.n_layers == 3 and lay.onset_iter == 200 and lay.stable_iter == 400
+
+
+def test_iterations_are_reported_in_the_series_own_numbering():
+    x = np.concatenate([np.full(100, 5.0), np.full(100, 8.0)])
+    lay = detect(x, iterations=np.arange(1000, 1200))
+    assert lay.onset_iter == 1100
+
+
+def test_a_million_points_are_reduced_not_refused():
+    x = np.concatenate([np.full(400_000, 5.0), np.full(600_000, 6.0)])
+    lay = detect(x + np.random.default_rng(3).normal(0, 0.05, x.size))
+    assert lay.layered and abs(lay.onset_iter - 400_000) <= 1000
+
+
+def test_short_series_degrade_gracefully():
+    lay = detect(np.array([5.0, 5.1, 5.0]))
+    assert not lay.layered and lay.n == 3
+
+
+def test_sim_ground_truth_onset_matches_the_clock_drop(t4_analysis, t4_sweep):
+    """The detected jump is where the simulated clock is first clearly down (5%, the detector's
+    own threshold: one 15 MHz step moves latency by 1%, which no detector should call a jump)."""
+    lay = t4_analysis.layers.set_index("condition")
+    m = t4_analysis.merged
+    g = m[(m["condition"] == "gap=20ms") & ~m["warmup"].astype(bool)].sort_values("iteration")
+    first_slow = int(g[g["sm_clock_mhz_mean"] < 0.95 * 1590]["iteration"].iloc[0])
+    assert abs(lay.loc["gap=20ms", "onset_iter"] - first_slow) <= 10
+    settled = int(g[g["sm_clock_mhz_mean"] <= g["sm_clock_mhz_mean"].iloc[-1]]["iteration"].iloc[0])
+    assert abs(lay.loc["gap=20ms", "stable_iter"] - settled) <= 15
+    assert 1.8 < lay.loc["gap=20ms", "ratio_to_baseline"] < 2.2
+    assert not lay.loc["gap=0ms", "layered"]
+    assert lay.loc["gap=50ms", "onset_iter"] < lay.loc["gap=20ms", "onset_iter"]

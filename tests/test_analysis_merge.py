@@ -1,0 +1,68 @@
+"""merge(): telemetry joined onto inferences, checked against a hand-made trace."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpuwatch.analysis.merge import merge
+from gpuwatch.trace import TABLES, Trace, table_columns
+
+
+def make_trace(inferences, samples):
+    tables = {t: pd.DataFrame(columns=table_columns(t)) for t in TABLES}
+    tables["inferences"] = pd.DataFrame(inferences).reindex(columns=table_columns("inferences"))
+    tables["samples"] = pd.DataFrame(samples).reindex(columns=table_columns("samples"))
+    return Trace(meta={"schema_version": 1}, **tables)
+
+
+def inf(start, end, **kw):
+    return {"gpu": 0, "kind": "inference", "name": "e", "condition": "c", "iteration": 0,
+            "warmup": False, "start_ns": start, "end_ns": end, "t_ns": start,
+            "gpu_ms": (end - start) / 1e6, "host_start_ns": start - 10_000,
+            "host_enqueued_ns": start + 40_000, "host_end_ns": end + 15_000, **kw}
+
+
+def smp(t, clk, reasons=0, power=None):
+    return {"gpu": 0, "t_ns": t, "sm_clock_mhz": clk, "mem_clock_mhz": 5000,
+            "clock_event_reasons": reasons, "power_w": power}
+
+
+def test_window_stats_start_value_reasons_and_idle():
+    tr = make_trace(
+        [inf(1000, 5000), inf(9000, 9500), inf(20_000, 30_000)],
+        [smp(0, 1500), smp(2000, 1400, reasons=0x4), smp(4000, 1300), smp(6000, 1200, 0x1),
+         smp(25_000, 900, power=70.0)])
+    m = merge(tr)
+    assert list(m["sm_clock_mhz_start"]) == [1500, 1200, 1200]
+    assert list(m["sm_clock_mhz_min"]) == [1300, 1200, 900]  # 2nd: no sample inside -> start
+    assert list(m["sm_clock_mhz_max"]) == [1400, 1200, 900]
+    assert m["sm_clock_mhz_mean"].iloc[0] == pytest.approx(1350)
+    assert list(m["reasons_any"]) == [0x4, 0x1, 0x1]  # in force at start, OR over the window
+    assert np.isnan(m["idle_before_ms"].iloc[0])
+    assert m["idle_before_ms"].iloc[1:].tolist() == pytest.approx([0.004, 0.0105])
+    assert m["enqueue_ms"].tolist() == pytest.approx([0.05] * 3)
+    assert m["launch_ms"].tolist() == pytest.approx([0.01] * 3)
+    assert m["wake_ms"].tolist() == pytest.approx([0.015] * 3)
+    # power: read once; NA elsewhere is skipped, not taken as 0
+    assert np.isnan(m["power_w_start"].iloc[0]) and m["power_w_mean"].iloc[2] == 70.0
+
+
+def test_inference_before_any_sample_is_na():
+    m = merge(make_trace([inf(10, 20)], [smp(100, 1500)]))
+    assert np.isnan(m["sm_clock_mhz_start"].iloc[0]) and m["reasons_any"].iloc[0] == 0
+
+
+def test_several_gpus_are_merged_with_their_own_samples():
+    a = inf(1000, 2000)
+    b = {**inf(1000, 2000), "gpu": 1}
+    s = [smp(0, 1500), {**smp(0, 800), "gpu": 1}]
+    m = merge(make_trace([a, b], s))
+    assert sorted(zip(m["gpu"], m["sm_clock_mhz_start"])) == [(0, 1500), (1, 800)]
+
+
+def test_merge_on_sim_matches_the_governor(t4_analysis):
+    m = t4_analysis.merged
+    g = m[(m["condition"] == "gap=20ms") & ~m["warmup"].astype(bool)]
+    late = g[g["iteration"] >= 300]
+    assert late["sm_clock_mhz_mean"].median() == 765
+    assert (late["idle_before_ms"] > 20).all()  # 20 ms sleep + oversleep + sync wake

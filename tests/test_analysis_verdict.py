@@ -1,0 +1,116 @@
+"""Attribution and verdicts: on sim ground truth for each cause, and on the real H100 trace."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import gpuwatch
+
+
+def att(a, cond):
+    t = a.attribution
+    return t[t["condition"] == cond].set_index("factor")
+
+
+def verdict(a, cond):
+    v = a.verdicts
+    return v[v["condition"] == cond].iloc[0]
+
+
+def test_t4_slowdown_is_the_sm_clock(t4_analysis):
+    a = att(t4_analysis, "gap=20ms")
+    assert a.loc["sm_clock", "share"] > 0.95 and a.loc["sm_clock", "ci_low_ms"] > 0
+    assert abs(a.loc["unexplained", "share"]) < 0.05
+    assert a.loc["throttling", "contribution_ms"] == 0  # no power/thermal reason active
+    v = verdict(t4_analysis, "gap=20ms")
+    assert v["cause"] == "sm_clock"
+    assert "SM clock 1590 -> 765 MHz" in v["sentence"] and "jump at" in v["sentence"]
+    assert "the SM clock" in t4_analysis.verdict
+
+
+def test_flat_clocks_no_change_and_no_cause(cause_traces):
+    a = gpuwatch.analyze(cause_traces["flat"])
+    v = verdict(a, "gap=20ms")
+    assert v["cause"] is None and "no meaningful change" in v["sentence"]
+    assert a.verdict.startswith("No condition")
+
+
+def test_cold_kernels_are_not_blamed_on_clocks_or_the_host(cause_traces):
+    a = gpuwatch.analyze(cause_traces["cold"])
+    v = verdict(a, "gap=20ms")
+    assert v["cause"] == "unexplained"
+    assert "not explained by clocks" in v["sentence"]
+    t = att(a, "gap=20ms")
+    assert t.loc["sm_clock", "contribution_ms"] == 0  # the clock never moved
+    assert t.loc["host_launch", "share"] < 0.05  # 25 us more launch time cannot make 3 ms
+
+
+def test_slow_host_is_named(cause_traces):
+    a = gpuwatch.analyze(cause_traces["hostbound"])
+    v = verdict(a, "gap=20ms")
+    assert v["cause"] == "host_launch" and "host enqueue" in v["sentence"]
+    assert att(a, "gap=20ms").loc["host_launch", "share"] > 0.9
+
+
+def test_power_cap_is_reported_as_throttling(tmp_path):
+    from dataclasses import replace
+
+    from gpuwatch.bindings import sim
+
+    sim.PROFILES["capped"] = replace(sim.PROFILES["flat"], name="capped", governor=True,
+                                     sm_min_mhz=300, power_cap_w=30.0, util_low=0.0)
+    try:
+        from conftest import record_sim
+
+        tr = record_sim(tmp_path / "cap.parquet", profile="capped", gaps=(0.0, 5.0), iters=300,
+                        engine="builtin:large")
+    finally:
+        del sim.PROFILES["capped"]
+    a = gpuwatch.analyze(tr)
+    t = a.attribution.groupby("factor")["contribution_ms"].sum()
+    # Back-to-back work exceeds the 30 W cap: the clock drop is throttling, not DVFS.
+    lay = a.layers.set_index("condition")
+    assert lay.loc["gap=0ms", "layered"]
+    v = verdict(a, "gap=0ms")
+    assert v["cause"] == "throttling" and "sw_power_cap" in v["sentence"]
+    assert t["throttling"] > 0
+
+
+def test_real_h100_trace_no_layers_and_no_clock_blame():
+    path = Path(__file__).parent / "data" / "h100_small_gap0_20_fixture.parquet"
+    a = gpuwatch.analyze(path)
+    lay = a.layers.set_index("condition")
+    assert not lay["layered"].any()
+    t = att(a, "gap=20ms")
+    assert t.loc["sm_clock", "contribution_ms"] == 0 and t.loc["mem_clock", "contribution_ms"] == 0
+    assert "no meaningful change" in verdict(a, "gap=20ms")["sentence"]
+
+
+def test_seed_tables_from_a_sweep(t4_analysis):
+    tabs = t4_analysis.seed_tables()
+    assert tabs["back_to_back_ms"].loc["builtin:small", "gap=0ms"] == pytest.approx(4.7, abs=0.1)
+    cell = tabs["jump_stable_iterations"].loc["builtin:small", "gap=20ms"]
+    onset, stable = (int(x) for x in cell.split("/"))
+    assert onset < stable
+    assert tabs["jump_stable_iterations"].loc["builtin:small", "gap=0ms"] == "no layers"
+    assert tabs["stable_ms"].loc["builtin:small", "gap=50ms"] > tabs["stable_ms"].loc[
+        "builtin:small", "gap=20ms"]
+
+
+def test_json_round_trips(t4_analysis):
+    import json
+
+    d = json.loads(t4_analysis.to_json())
+    assert d["verdict"] == t4_analysis.verdict and d["traces"][0]["simulated"] is True
+    assert {r["condition"] for r in d["layers"]} == {"gap=0ms", "gap=20ms", "gap=50ms"}
+    assert pd.DataFrame(d["attribution"])["factor"].nunique() == 5
+
+
+def test_no_measured_inferences_is_said_plainly(tmp_path):
+    with gpuwatch.session("sim:flat", tmp_path / "e.parquet") as s:
+        s.wait(10)
+    a = gpuwatch.analyze(s.trace)
+    assert a.verdict == "No measured inferences in the trace(s)."
+    with pytest.raises(gpuwatch.UsageError):
+        gpuwatch.analyze()

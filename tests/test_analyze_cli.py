@@ -1,0 +1,83 @@
+"""`python -m gpuwatch.analyze` and its outputs, as a user runs it."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURE = Path(__file__).parent / "data" / "h100_small_gap0_20_fixture.parquet"
+
+
+def analyze(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "gpuwatch.analyze", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_summary_of_a_sim_sweep_and_a_real_trace(t4_sweep):
+    r = analyze(t4_sweep.path, FIXTURE)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "(SIMULATED)" in out and "NVIDIA H100 80GB HBM3" in out
+    assert re.search(r"gap=20ms\s+800\s+4\.7\d\s+\d+\s+\d+\s+9\.\d\d\s+1\.9\dx", out)
+    assert out.strip().splitlines()[-1].startswith("verdict: ")
+    assert "the SM clock" in out.splitlines()[-1]
+
+
+def test_json_output(t4_sweep):
+    r = analyze(t4_sweep.path, "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert set(d) == {"verdict", "traces", "verdicts", "layers", "attribution", "spans"}
+
+
+def test_html_png_and_perfetto(t4_sweep, tmp_path):
+    html, png, pf = tmp_path / "r.html", tmp_path / "png", tmp_path / "t.json"
+    r = analyze(FIXTURE, "--html", html, "--png", png, "--perfetto", pf)
+    assert r.returncode == 0, r.stderr
+    page = html.read_text()
+    assert page.count("data:image/png;base64,") >= 3
+    assert "http://" not in page and "https://" not in page  # opens offline
+    assert "no meaningful change" in page and "preprocess" in page
+    assert {p.name for p in png.glob("*.png")} >= {"latency_vs_iteration_0.png",
+                                                   "latency_vs_clock_0.png", "final_vs_gap.png"}
+    trace = json.loads(pf.read_text())
+    ev = trace["traceEvents"]
+    slices = [e for e in ev if e["ph"] == "X" and e["tid"] == 1]
+    assert len(slices) == 340  # 300 measured + 40 warm-up inferences
+    assert all(e["dur"] > 0 and e["ts"] >= 0 for e in slices)
+    counters = {e["name"] for e in ev if e["ph"] == "C"}
+    assert {"SM clock (MHz)", "power (W)"} <= counters
+    assert any(e["ph"] == "M" and "H100" in e["args"].get("name", "") for e in ev)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda d: d / "missing.parquet", "no trace at"),
+    (lambda d: (d / "bad.parquet").write_bytes(b"garbage") and d / "bad.parquet",
+     "not a readable Parquet file"),
+    (lambda d: d, "not a gpuwatch trace"),
+])
+def test_bad_traces_are_one_line_and_exit_2(tmp_path, make, words):
+    target = make(tmp_path)
+    r = analyze(target)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in r.stderr
+
+
+def test_unwritable_report_path_is_a_usage_error(tmp_path):
+    r = analyze(FIXTURE, "--html", tmp_path / "no" / "r.html")
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_no_arguments_is_usage(tmp_path):
+    r = analyze()
+    assert r.returncode == 2 and "TRACE" in r.stderr
+
+
+def test_gpuwatch_analyze_subcommand(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "gpuwatch", "analyze", str(FIXTURE), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and json.loads(r.stdout)["traces"][0]["simulated"] is False
