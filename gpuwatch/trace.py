@@ -298,19 +298,63 @@ def _types_mapper(t: pa.DataType) -> Any:
     return None
 
 
-def _split(tbl: pa.Table) -> dict[str, pd.DataFrame]:
+Columns = Mapping[str, Sequence[str]]
+
+
+def _wanted(name: str, columns: Columns | None) -> list[str]:
+    cols = table_columns(name)
+    if columns is not None and name in columns:
+        keep = set(columns[name]) | {"gpu", "t_ns"}
+        cols = [c for c in cols if c in keep]
+    return cols
+
+
+def _to_frame(name: str, part: pa.Table, columns: Columns | None) -> pd.DataFrame:
+    cols = [c for c in _wanted(name, columns) if c in part.column_names]
+    df = part.select(cols).to_pandas(types_mapper=_types_mapper)
+    sort = ["t_ns", "gpu"] if name in ("samples", "driver_samples") else ["t_ns"]
+    return df.sort_values(sort, kind="stable").reset_index(drop=True)
+
+
+def _split(tbl: pa.Table, columns: Columns | None = None) -> dict[str, pd.DataFrame]:
+    """Rows of every table from one Arrow table holding several (recovered chunks)."""
     if "table" not in tbl.column_names:
         raise TraceFormatError("trace has no 'table' column; it was not written by gpuwatch")
     col = tbl["table"]
     if pa.types.is_dictionary(col.type):
         col = col.cast(pa.string())
+    return {name: _to_frame(name, tbl.filter(pc.equal(col, name)), columns) for name in TABLES}
+
+
+def _read_file(pf: pq.ParquetFile, columns: Columns | None) -> dict[str, pd.DataFrame]:
+    """Each table from its own row groups with only its own columns, so an 11-million-row trace
+    never materialises the union schema's null columns. Row-group statistics say which table a
+    group holds (gpuwatch writes one table per group); a mixed group is read whole and split."""
+    if "table" not in pf.schema_arrow.names:
+        raise TraceFormatError("trace has no 'table' column; it was not written by gpuwatch")
+    idx = pf.schema_arrow.get_field_index("table")
+    groups: dict[str, list[int]] = {t: [] for t in TABLES}
+    mixed: list[int] = []
+    for i in range(pf.num_row_groups):
+        st = pf.metadata.row_group(i).column(idx).statistics
+        lo = hi = None
+        if st is not None and st.has_min_max:
+            lo, hi = st.min, st.max
+            lo, hi = (v.decode() if isinstance(v, bytes) else v for v in (lo, hi))
+        if lo is not None and lo == hi and lo in groups:
+            groups[lo].append(i)
+        else:
+            mixed.append(i)
     out = {}
     for name in TABLES:
-        part = tbl.filter(pc.equal(col, name))
-        cols = [c for c in table_columns(name) if c in part.column_names]
-        df = part.select(cols).to_pandas(types_mapper=_types_mapper)
-        sort = ["t_ns", "gpu"] if name in ("samples", "driver_samples") else ["t_ns"]
-        out[name] = df.sort_values(sort, kind="stable").reset_index(drop=True)
+        cols = _wanted(name, columns)
+        part = pf.read_row_groups(groups[name], columns=cols) if groups[name] else \
+            SCHEMA.empty_table().select(cols)
+        out[name] = _to_frame(name, part, columns)
+    if mixed:
+        extra = _split(pf.read_row_groups(mixed), columns)
+        out = {n: pd.concat([out[n], extra[n]], ignore_index=True) if len(extra[n]) else out[n]
+               for n in TABLES}
     return out
 
 
@@ -325,8 +369,11 @@ def _check_meta(meta: Mapping[str, Any], path: Path) -> None:
         )
 
 
-def load(path: str | os.PathLike[str]) -> Trace:
-    """Load a trace file, or recover the `.partial` directory of a recording that died."""
+def load(path: str | os.PathLike[str], columns: Columns | None = None) -> Trace:
+    """Load a trace file, or recover the `.partial` directory of a recording that died.
+
+    `columns` limits what is read per table, e.g. {"samples": ["sm_clock_mhz"]} (gpu and t_ns
+    always come along); tables not named are read whole."""
     p = Path(path)
     if not p.exists():
         partial = p.with_name(p.name + ".partial")
@@ -335,7 +382,7 @@ def load(path: str | os.PathLike[str]) -> Trace:
         else:
             raise TraceFormatError(f"no trace at {p}; check the path")
     if p.is_dir():
-        return _load_partial(p)
+        return _load_partial(p, columns)
     try:
         pf = pq.ParquetFile(p)
     except (pa.ArrowInvalid, OSError) as e:
@@ -351,13 +398,13 @@ def load(path: str | os.PathLike[str]) -> Trace:
         raise TraceFormatError(f"{p}: gpuwatch metadata is not valid JSON ({e})") from e
     _check_meta(meta, p)
     try:
-        tbl = pf.read()
+        tables = _read_file(pf, columns)
     except (pa.ArrowInvalid, OSError) as e:
         raise TraceFormatError(f"{p}: corrupt Parquet data ({e})") from e
-    return Trace(meta=meta, path=p, **_split(tbl))
+    return Trace(meta=meta, path=p, **tables)
 
 
-def _load_partial(d: Path) -> Trace:
+def _load_partial(d: Path, columns: Columns | None = None) -> Trace:
     meta_file = d / "meta.json"
     if not meta_file.exists():
         raise TraceFormatError(f"{d} is a directory but not a gpuwatch trace (no meta.json)")
@@ -379,7 +426,7 @@ def _load_partial(d: Path) -> Trace:
     )
     tbl = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
     meta.setdefault("status", "recovered")
-    return Trace(meta=meta, path=d, recovered=True, **_split(tbl))
+    return Trace(meta=meta, path=d, recovered=True, **_split(tbl, columns))
 
 
 def default_out(prefix: str = "gpuwatch") -> Path:

@@ -170,3 +170,20 @@ def test_writer_refuses_unusable_outputs(tmp_path):
         ro.mkdir(mode=0o500)
         with pytest.raises(gpuwatch.UsageError, match="not writable"):
             gpuwatch.session("sim:t4", ro / "x.parquet").start()
+
+
+def test_load_reads_only_the_columns_asked_for(t4_sweep):
+    tr = gpuwatch.load(t4_sweep.path, columns={"samples": ["sm_clock_mhz"]})
+    assert list(tr.samples.columns) == ["gpu", "t_ns", "sm_clock_mhz"]
+    assert len(tr.samples) == len(t4_sweep.samples)
+    assert list(tr.inferences.columns) == table_columns("inferences")  # others untouched
+
+
+def test_load_splits_row_groups_holding_several_tables(tmp_path, t4_sweep):
+    """A writer that mixes tables in one row group (not gpuwatch's) still loads."""
+    t = pq.read_table(t4_sweep.path)
+    mixed = tmp_path / "mixed.parquet"
+    pq.write_table(t, mixed, row_group_size=len(t))  # one group, all tables
+    tr = gpuwatch.load(mixed)
+    assert len(tr.inferences) == len(t4_sweep.inferences)
+    assert len(tr.samples) == len(t4_sweep.samples)

@@ -30,6 +30,9 @@ from .merge import merge
 __all__ = ["Analysis", "analyze"]
 
 NOISE_REL = 0.03  # a change under 3% of the baseline (and under 3 noise s.d.) is no change
+# What analysis and its renderers read of `samples` (the rest stays on disk).
+SAMPLE_COLUMNS = ("sm_clock_mhz", "mem_clock_mhz", "pstate", "clock_event_reasons", "power_w",
+                  "temperature_c", "gpu_util_pct")
 
 
 @dataclass
@@ -78,7 +81,7 @@ class Analysis:
 
 
 def _as_trace(t: Trace | str | os.PathLike[str]) -> Trace:
-    return t if isinstance(t, Trace) else load(t)
+    return t if isinstance(t, Trace) else load(t, columns={"samples": SAMPLE_COLUMNS})
 
 
 def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
