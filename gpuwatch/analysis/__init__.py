@@ -101,7 +101,8 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
             base_cond = _baseline_condition(eng)
             base_rows = eng[eng["condition"] == base_cond] if base_cond is not None else None
             for cond, rows in eng.groupby("condition", sort=False):
-                rows = rows.sort_values("iteration")
+                if not rows["iteration"].is_monotonic_increasing:
+                    rows = rows.sort_values("iteration", kind="stable")
                 lay = detect(rows["gpu_ms"].to_numpy(float), rows["iteration"].to_numpy())
                 details[(ti, name, cond)] = lay
                 ref, tgt, ref_label = _groups(rows, lay, base_rows, cond, base_cond)

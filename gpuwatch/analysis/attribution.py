@@ -34,38 +34,59 @@ BOOTSTRAP = 200
 MAX_ROWS = 3000  # per group, for the bootstrap
 
 
-def _design(df: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "y": df["gpu_ms"].to_numpy(float),
-        "inv_sm": 1000.0 / df["sm_clock_mhz_mean"].to_numpy(float),
-        "inv_mem": 1000.0 / df["mem_clock_mhz_mean"].to_numpy(float),
-        "enqueue_ms": df["enqueue_ms"].to_numpy(float),
-        "throttled": (df["reasons_any"].to_numpy(np.int64) & THROTTLE_MASK) != 0,
-    }).dropna()
+class _Rows:
+    """One group's regressors as arrays: y, X (columns REGRESSORS), throttled flags."""
+
+    def __init__(self, df: pd.DataFrame):
+        y = df["gpu_ms"].to_numpy(float)
+        X = np.column_stack([1000.0 / df["sm_clock_mhz_mean"].to_numpy(float),
+                             1000.0 / df["mem_clock_mhz_mean"].to_numpy(float),
+                             df["enqueue_ms"].to_numpy(float)])
+        thr = (df["reasons_any"].to_numpy(np.int64) & THROTTLE_MASK) != 0
+        ok = np.isfinite(y) & np.isfinite(X).all(axis=1)
+        self.y, self.X, self.thr = y[ok], X[ok], thr[ok]
+
+    def __len__(self) -> int:
+        return int(self.y.size)
+
+    def take(self, idx: np.ndarray) -> "_Rows":
+        r = object.__new__(_Rows)
+        r.y, r.X, r.thr = self.y[idx], self.X[idx], self.thr[idx]
+        return r
 
 
-def _contributions(fit: pd.DataFrame, ref: pd.DataFrame, tgt: pd.DataFrame) -> dict[str, float]:
-    delta = float(tgt["y"].mean() - ref["y"].mean())
-    cols = []
-    for c in REGRESSORS:
-        spread = fit[c].std()
-        moved = abs(tgt[c].mean() - ref[c].mean())
-        if spread > 1e-9 * max(1.0, abs(fit[c].mean())) and moved > 0:
-            cols.append(c)
+def _bounded_fit(X: np.ndarray, y: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Least squares with 0 <= beta <= upper (intercept free). Plain lstsq when it already
+    satisfies the bounds (the usual case); else scipy's lsq_linear by bounded-variable least
+    squares (an exact active-set method, 3x faster than the default for a few regressors)."""
+    A = np.column_stack([np.ones(len(y)), X])
+    beta, *_ = np.linalg.lstsq(A, y, rcond=None)
+    if np.all(beta[1:] >= 0) and np.all(beta[1:] <= upper):
+        return beta
+    from scipy.optimize import lsq_linear
+
+    lo = np.concatenate([[-np.inf], np.zeros(X.shape[1])])
+    hi = np.concatenate([[np.inf], upper])
+    return lsq_linear(A, y, bounds=(lo, hi), method="bvls").x
+
+
+def _contributions(fit: _Rows, ref: _Rows, tgt: _Rows) -> dict[str, float]:
+    delta = float(tgt.y.mean() - ref.y.mean())
+    moved = tgt.X.mean(axis=0) - ref.X.mean(axis=0)
+    spread = fit.X.std(axis=0)
+    scale = np.maximum(1.0, np.abs(fit.X.mean(axis=0)))
+    use = np.nonzero((spread > 1e-9 * scale) & (moved != 0))[0]
     out = {f: 0.0 for f in FACTORS}
-    if cols:
-        from scipy.optimize import lsq_linear
-
-        X = np.column_stack([np.ones(len(fit))] + [fit[c].to_numpy() for c in cols])
-        lo = [-np.inf] + [0.0 for _ in cols]
-        hi = [np.inf] + [UPPER.get(c, np.inf) for c in cols]
-        beta = lsq_linear(X, fit["y"].to_numpy(), bounds=(lo, hi)).x
-        for b, c in zip(beta[1:], cols):
-            contrib = float(b * (tgt[c].mean() - ref[c].mean()))
+    if use.size:
+        upper = np.array([UPPER.get(REGRESSORS[j], np.inf) for j in use])
+        beta = _bounded_fit(fit.X[:, use], fit.y, upper)
+        for b, j in zip(beta[1:], use):
+            contrib = float(b * moved[j])
+            c = REGRESSORS[j]
             if c == "inv_sm":
                 # What held the clock where it was in the target rows: the share of them with
                 # a power/thermal reason active (whatever the reference had).
-                share = float(tgt["throttled"].mean())
+                share = float(tgt.thr.mean())
                 out["throttling"] = contrib * share
                 out["sm_clock"] = contrib * (1 - share)
             elif c == "inv_mem":
@@ -80,24 +101,25 @@ def _contributions(fit: pd.DataFrame, ref: pd.DataFrame, tgt: pd.DataFrame) -> d
 def attribute(fit_rows: pd.DataFrame, ref_rows: pd.DataFrame, tgt_rows: pd.DataFrame,
               seed: int = 0) -> pd.DataFrame:
     """Tidy table: factor, contribution_ms, ci_low_ms, ci_high_ms, share (of the extra latency)."""
-    fit, ref, tgt = _design(fit_rows), _design(ref_rows), _design(tgt_rows)
+    fit, ref, tgt = _Rows(fit_rows), _Rows(ref_rows), _Rows(tgt_rows)
     if len(ref) < 3 or len(tgt) < 3:
         return pd.DataFrame(columns=["factor", "contribution_ms", "ci_low_ms", "ci_high_ms",
                                      "share"])
     point = _contributions(fit, ref, tgt)
     rng = np.random.default_rng(seed)
 
-    def sample(d: pd.DataFrame) -> pd.DataFrame:
-        k = min(len(d), MAX_ROWS)
-        return d.iloc[rng.integers(0, len(d), k)]
+    def sample(d: _Rows) -> _Rows:
+        return d.take(rng.integers(0, len(d), min(len(d), MAX_ROWS)))
 
     boots = [_contributions(sample(fit), sample(ref), sample(tgt)) for _ in range(BOOTSTRAP)]
     rows = []
     delta = point["delta"]
+    # A share of nothing is meaningless: below 0.1% of the reference latency, shares are NA.
+    meaningful = abs(delta) >= 1e-3 * abs(float(ref.y.mean()))
     for f in FACTORS:
         vals = np.array([b[f] for b in boots])
         lo, hi = np.percentile(vals, [2.5, 97.5])
         rows.append({"factor": f, "contribution_ms": point[f], "ci_low_ms": float(lo),
                      "ci_high_ms": float(hi),
-                     "share": point[f] / delta if abs(delta) > 1e-12 else np.nan})
+                     "share": point[f] / delta if meaningful else np.nan})
     return pd.DataFrame(rows)

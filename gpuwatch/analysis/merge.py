@@ -24,12 +24,20 @@ def merge(trace: Trace) -> pd.DataFrame:
     """The inferences table plus telemetry columns; sorted by GPU start time."""
     inf = trace.inferences.dropna(subset=["start_ns", "end_ns"])
     out = []
+    one_gpu = inf["gpu"].nunique() <= 1 and trace.samples["gpu"].nunique() <= 1
     for gpu, rows in inf.groupby("gpu", sort=True):
-        smp = trace.samples[trace.samples["gpu"] == gpu]
-        out.append(_merge_gpu(rows.sort_values("start_ns"), smp.sort_values("t_ns")))
+        smp = trace.samples if one_gpu else trace.samples[trace.samples["gpu"] == gpu]
+        out.append(_merge_gpu(_sorted(rows, "start_ns"), _sorted(smp, "t_ns")))
     if not out:
         return inf.assign(**{c: pd.Series(dtype="float64") for c in _derived_columns()})
+    if len(out) == 1:
+        return out[0]
     return pd.concat(out, ignore_index=True).sort_values(["start_ns", "gpu"], ignore_index=True)
+
+
+def _sorted(df: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Sorted by `col`, without paying for a sort when it already is (the usual case)."""
+    return df if df[col].is_monotonic_increasing else df.sort_values(col, kind="stable")
 
 
 def _derived_columns() -> list[str]:
