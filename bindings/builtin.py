@@ -26,7 +26,7 @@ import numpy as np
 
 from gpuwatch.errors import UsageError
 
-from .cuda import CudaError, CudaRuntime, KernelArgs, Stream, check
+from .cuda import CudaError, Stream
 
 SOURCE = r"""
 extern "C" __global__ void layer(const float* __restrict__ x, float* __restrict__ y,
@@ -100,7 +100,8 @@ def parse_spec(spec: str) -> Preset:
 class BuiltinEngine:
     """One inference = `preset.layers` kernel launches on `stream` (or one CUDA-graph launch)."""
 
-    def __init__(self, rt: CudaRuntime, stream: Stream, preset: Preset, cuda_graph: bool = False):
+    def __init__(self, rt: Any, stream: Stream, preset: Preset, cuda_graph: bool = False):
+        """`rt`: a GPU runtime (bindings.cuda.CudaRuntime or bindings.pycuda.PycudaRuntime)."""
         self.rt, self.stream, self.preset = rt, stream, preset
         self.name = f"builtin:{preset.name}" + ("+graph" if cuda_graph else "")
         fns = rt.compile(SOURCE, "gpuwatch_builtin.cu", ["layer", "normalise", "reduce_rows"])
@@ -111,61 +112,46 @@ class BuiltinEngine:
         self._launches = []
         for i, k in enumerate(self._ks):
             src, dst = self._bufs[i % 2], self._bufs[(i + 1) % 2]
-            args = KernelArgs((np.uint64, src), (np.uint64, dst), (np.uint32, n), (np.int32, k),
-                              (np.float32, A), (np.float32, B))
-            self._launches.append((fns["layer"], grid, args))
+            self._launches.append((rt.prepare(fns["layer"], (np.uint64, src), (np.uint64, dst),
+                                              (np.uint32, n), (np.int32, k), (np.float32, A),
+                                              (np.float32, B)), grid))
         self._out = self._bufs[preset.layers % 2]
         # pre/post: an HWC uint8 frame in, one float per row (height) out.
         self.frame = rt.alloc_host(preset.height * preset.width * 3)
         self.frame[:] = (np.arange(self.frame.size) * 7 % 251).astype(np.uint8)
         self._frame_dev = rt.alloc(self.frame.size)
-        self._norm = (fns["normalise"], grid,
-                      KernelArgs((np.uint64, self._frame_dev), (np.uint64, self._bufs[0]),
-                                 (np.uint32, n), (np.uint32, self.frame.size)))
+        self._norm = (rt.prepare(fns["normalise"], (np.uint64, self._frame_dev),
+                                 (np.uint64, self._bufs[0]), (np.uint32, n),
+                                 (np.uint32, self.frame.size)), grid)
         rows, cols = preset.height, n // preset.height
         self._rows_dev = rt.alloc(rows * 4)
         self.result = rt.alloc_host(rows * 4).view(np.float32)
-        self._reduce = (fns["reduce_rows"], (rows + _BLOCK - 1) // _BLOCK,
-                        KernelArgs((np.uint64, self._out), (np.uint64, self._rows_dev),
-                                   (np.uint32, rows), (np.uint32, cols)))
-        self._graph_exec = self._capture() if cuda_graph else None
+        self._reduce = (rt.prepare(fns["reduce_rows"], (np.uint64, self._out),
+                                   (np.uint64, self._rows_dev), (np.uint32, rows),
+                                   (np.uint32, cols)), (rows + _BLOCK - 1) // _BLOCK)
+        self._graph_exec = rt.capture_graph(stream, self._enqueue_layers) if cuda_graph else None
 
     def _enqueue_layers(self) -> None:
         launch, stream = self.rt.launch, self.stream
-        for fn, grid, args in self._launches:
-            launch(fn, grid, _BLOCK, args, stream)
-
-    def _capture(self) -> Any:
-        d = self.rt.driver
-        check(d.cuStreamBeginCapture(self.stream.handle,
-                                     d.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
-              "cuStreamBeginCapture")
-        try:
-            self._enqueue_layers()
-        finally:
-            graph = check(d.cuStreamEndCapture(self.stream.handle), "cuStreamEndCapture")
-        self.rt._owned.append(("graph", graph))
-        exec_ = check(d.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
-        self.rt._owned.append(("graph_exec", exec_))
-        return exec_
+        for prepared, grid in self._launches:
+            launch(prepared, grid, _BLOCK, stream)
 
     def infer(self, x: Any = None) -> Any:
         """Enqueue one inference (asynchronous: the session's events bracket it)."""
         if self._graph_exec is not None:
-            check(self.rt.driver.cuGraphLaunch(self._graph_exec, self.stream.handle),
-                  "cuGraphLaunch")
+            self.rt.launch_graph(self._graph_exec, self.stream)
         else:
             self._enqueue_layers()
         return x
 
     def preprocess(self) -> None:
         self.rt.copy_htod(self._frame_dev, self.frame, self.stream)
-        fn, grid, args = self._norm
-        self.rt.launch(fn, grid, _BLOCK, args, self.stream)
+        prepared, grid = self._norm
+        self.rt.launch(prepared, grid, _BLOCK, self.stream)
 
     def postprocess(self) -> np.ndarray:
-        fn, grid, args = self._reduce
-        self.rt.launch(fn, grid, _BLOCK, args, self.stream)
+        prepared, grid = self._reduce
+        self.rt.launch(prepared, grid, _BLOCK, self.stream)
         self.rt.copy_dtoh(self.result.view(np.uint8), self._rows_dev, self.stream)
         return self.result
 

@@ -48,15 +48,20 @@ def check(result: Any, what: str = "CUDA call") -> Any:
 
 @dataclass
 class Stream:
-    handle: Any
+    """A binding's stream object and its raw CUstream handle (for TensorRT, PyTorch)."""
 
-    @property
-    def ptr(self) -> int:
-        return int(self.handle)
+    handle: Any
+    ptr: int
 
 
 class CudaRuntime:
-    """Streams, events, memory and kernels on one GPU (CUDA ordinal `ordinal`)."""
+    """Streams, events, memory and kernels on one GPU (CUDA ordinal `ordinal`).
+
+    The GPU-runtime protocol that the built-in engine and the TensorRT runner use; PycudaRuntime
+    (bindings.pycuda) implements the same methods over pycuda.
+    """
+
+    name = "cuda-python"
 
     def __init__(self, ordinal: int = 0, blocking_sync: bool = False):
         self.driver, self.nvrtc = d, _ = _modules()
@@ -102,7 +107,7 @@ class CudaRuntime:
         d = self.driver
         s = check(d.cuStreamCreate(d.CUstream_flags.CU_STREAM_NON_BLOCKING), "cuStreamCreate")
         self._owned.append(("stream", s))
-        return Stream(s)
+        return Stream(s, int(s))
 
     def event(self) -> Any:
         e = check(self.driver.cuEventCreate(self._event_flags), "cuEventCreate")
@@ -162,9 +167,33 @@ class CudaRuntime:
         return {k: check(d.cuModuleGetFunction(module, k.encode()), f"cuModuleGetFunction({k})")
                 for k in kernels}
 
-    def launch(self, fn: Any, grid: int, block: int, args: "KernelArgs", stream: Stream) -> None:
+    def prepare(self, fn: Any, *args: tuple[Any, Any]) -> tuple[Any, "KernelArgs"]:
+        """A kernel with its arguments bound, as (numpy scalar type, value) pairs."""
+        return fn, KernelArgs(*args)
+
+    def launch(self, prepared: tuple[Any, "KernelArgs"], grid: int, block: int,
+               stream: Stream) -> None:
+        fn, args = prepared
         check(self.driver.cuLaunchKernel(fn, grid, 1, 1, block, 1, 1, 0, stream.handle,
                                          args.ptr, 0), "cuLaunchKernel")
+
+    def capture_graph(self, stream: Stream, enqueue: Any) -> Any:
+        """Capture what `enqueue()` puts on `stream` into an instantiated CUDA graph."""
+        d = self.driver
+        check(d.cuStreamBeginCapture(stream.handle,
+                                     d.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+              "cuStreamBeginCapture")
+        try:
+            enqueue()
+        finally:
+            graph = check(d.cuStreamEndCapture(stream.handle), "cuStreamEndCapture")
+        self._owned.append(("graph", graph))
+        exec_ = check(d.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
+        self._owned.append(("graph_exec", exec_))
+        return exec_
+
+    def launch_graph(self, graph_exec: Any, stream: Stream) -> None:
+        check(self.driver.cuGraphLaunch(graph_exec, stream.handle), "cuGraphLaunch")
 
     def close(self) -> None:
         d = self.driver

@@ -262,3 +262,8 @@ def device_count() -> int:
 def index_of_uuid(uuid: str) -> int:
     n = nvml()
     return int(n.nvmlDeviceGetIndex(n.nvmlDeviceGetHandleByUUID(uuid)))
+
+
+def index_of_pci_bus_id(bus_id: str) -> int:
+    n = nvml()
+    return int(n.nvmlDeviceGetIndex(n.nvmlDeviceGetHandleByPciBusId(bus_id)))

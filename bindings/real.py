@@ -15,11 +15,20 @@ class RealBackend:
     simulated = False
 
     def __init__(self, ordinal: int, sample_gpus: str | Sequence[int] | None = None,
-                 blocking_sync: bool = False):
+                 blocking_sync: bool = False, binding: str = "cuda"):
         self.clock = HostClock()
-        self.runtime = CudaRuntime(ordinal, blocking_sync=blocking_sync)
-        # CUDA and NVML number GPUs differently (CUDA_VISIBLE_DEVICES, PCI order): match UUIDs.
-        own = nvml.index_of_uuid(self.runtime.uuid)
+        if binding == "cuda":
+            self.runtime: Any = CudaRuntime(ordinal, blocking_sync=blocking_sync)
+        elif binding == "pycuda":
+            from .pycuda import PycudaRuntime
+
+            self.runtime = PycudaRuntime(ordinal, blocking_sync=blocking_sync)
+        else:
+            raise UsageError(f"unknown binding {binding!r}; use cuda (cuda-python) or pycuda")
+        # CUDA and NVML number GPUs differently (CUDA_VISIBLE_DEVICES, PCI order): match by
+        # UUID, or by PCI bus id where the binding cannot tell the UUID (pycuda).
+        own = (nvml.index_of_uuid(self.runtime.uuid) if self.runtime.uuid
+               else nvml.index_of_pci_bus_id(self.runtime.pci_bus_id))
         if sample_gpus in (None, "", "self"):
             indices = [own]
         elif sample_gpus == "all":
@@ -30,8 +39,24 @@ class RealBackend:
         self.telemetry = nvml.open_telemetry(indices)  # the inference GPU first
         self.telemetry_factory = (nvml.open_telemetry, (indices,))
 
-    def engine(self, spec: str, stream: Stream, cuda_graph: bool = False) -> Any:
+    def engine(self, spec: str, stream: Stream, cuda_graph: bool = False,
+               **options: Any) -> Any:
+        """builtin:PRESET, torch:MODULE:FACTORY, tensorrt:ENGINE (or a .plan/.engine path), or
+        onnx:MODEL (built to an engine first: options precision, workspace_mb)."""
+        if spec.endswith((".plan", ".engine")) and not spec.startswith("tensorrt:"):
+            spec = f"tensorrt:{spec}"
         kind = spec.partition(":")[0]
+        if kind in ("tensorrt", "onnx"):
+            from .tensorrt import TensorRTEngine, build_engine
+
+            if cuda_graph:
+                raise UsageError("--cuda-graph is for builtin and torch engines; TensorRT "
+                                 "engines run with execute_async_v3")
+            path = spec.partition(":")[2]
+            if kind == "onnx":
+                path = str(build_engine(path, options.get("precision", "fp16"),
+                                        options.get("workspace_mb", 1024)))
+            return TensorRTEngine(path, self.runtime, stream)
         if kind == "builtin":
             from .builtin import BuiltinEngine, parse_spec
 
@@ -43,8 +68,8 @@ class RealBackend:
             model, example = load_factory(target)
             return TorchEngine(model, example, stream.ptr, self.runtime.ordinal,
                                cuda_graph=cuda_graph, name=f"torch:{target}")
-        raise UsageError(f"unknown engine {spec!r}; use builtin:small, builtin:large or "
-                         "torch:module:factory")
+        raise UsageError(f"unknown engine {spec!r}; use builtin:small, builtin:large, "
+                         "torch:module:factory, a .plan/.engine file, or onnx:model.onnx")
 
     def versions(self) -> dict[str, str]:
         out = self.runtime.versions()

@@ -10,7 +10,14 @@ from .errors import DeviceUnavailable, UsageError
 DEVICE_HELP = "auto (first NVIDIA GPU), cuda:N, N, or sim:PROFILE (e.g. sim:t4, sim:flat)"
 
 
-def open_backend(spec: str, seed: int = 0, sample_gpus: str | Sequence[int] | None = None) -> Backend:
+BINDINGS = ("cuda", "pycuda")
+
+
+def open_backend(spec: str, seed: int = 0, sample_gpus: str | Sequence[int] | None = None,
+                 binding: str = "cuda") -> Backend:
+    """`binding` picks the CUDA library on a real GPU: cuda (cuda-python) or pycuda."""
+    if binding not in BINDINGS:
+        raise UsageError(f"unknown binding {binding!r}; use cuda (cuda-python) or pycuda")
     spec = (spec or "auto").strip()
     kind, _, rest = spec.partition(":")
     if kind == "sim":
@@ -19,7 +26,7 @@ def open_backend(spec: str, seed: int = 0, sample_gpus: str | Sequence[int] | No
         return sim.open_backend(rest or "t4", seed=seed)
     if spec == "auto" or kind == "cuda" or spec.isdigit():
         index = 0 if spec == "auto" else _index(rest if kind == "cuda" else spec, spec)
-        return _open_real(index, sample_gpus)
+        return _open_real(index, sample_gpus, binding)
     raise UsageError(f"unknown device {spec!r}; use {DEVICE_HELP}")
 
 
@@ -29,7 +36,7 @@ def _index(text: str, spec: str) -> int:
     return int(text)
 
 
-def _open_real(index: int, sample_gpus: str | Sequence[int] | None) -> Backend:
+def _open_real(index: int, sample_gpus: str | Sequence[int] | None, binding: str) -> Backend:
     reason = _nvml_probe()
     if reason is not None:
         raise DeviceUnavailable(
@@ -37,7 +44,7 @@ def _open_real(index: int, sample_gpus: str | Sequence[int] | None) -> Backend:
         )
     from gpuwatch.bindings.real import RealBackend
 
-    return RealBackend(index, sample_gpus)
+    return RealBackend(index, sample_gpus, binding=binding)
 
 
 def _nvml_probe() -> str | None:

@@ -163,6 +163,7 @@ class Session:
         sample_hz: float = 1000.0,
         sampler: str = "auto",
         sample_gpus: str | Sequence[int] | None = None,
+        binding: str = "cuda",
         seed: int = 0,
         options: dict[str, Any] | None = None,
     ):
@@ -170,7 +171,7 @@ class Session:
             raise UsageError(f"sample rate must be positive, got {sample_hz}")
         if sampler not in SAMPLER_MODES:
             raise UsageError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLER_MODES)}")
-        self.sampler_mode, self.sample_gpus = sampler, sample_gpus
+        self.sampler_mode, self.sample_gpus, self.binding = sampler, sample_gpus, binding
         self.device_spec = device
         self.out = Path(out) if out is not None else default_out()
         self.sample_hz, self.seed = float(sample_hz), seed
@@ -221,7 +222,7 @@ class Session:
 
     def _start(self) -> None:
         self._backend = backend = open_backend(self.device_spec, seed=self.seed,
-                                               sample_gpus=self.sample_gpus)
+                                               sample_gpus=self.sample_gpus, binding=self.binding)
         clock = backend.clock
         mode = self.sampler_mode
         if mode == "auto":
@@ -288,11 +289,15 @@ class Session:
         return self._trace
 
     # -- what user code calls -----------------------------------------------------------------
-    def engine(self, spec: str = "builtin:small", cuda_graph: bool = False) -> TimedEngine:
-        """An engine whose infer() this session times: "builtin:small", "builtin:large", or
-        "torch:module:factory" (factory() returns (model, example_input)); `cuda_graph` launches
-        each inference as one CUDA graph."""
-        return TimedEngine(self, self._require().engine(spec, self.stream, cuda_graph=cuda_graph))
+    def engine(self, spec: str = "builtin:small", cuda_graph: bool = False,
+               **options: Any) -> TimedEngine:
+        """An engine whose infer() this session times: "builtin:small", "builtin:large",
+        "torch:module:factory" (factory() returns (model, example_input)), a TensorRT engine
+        ("model.plan" or "tensorrt:PATH"), or "onnx:model.onnx" built to one first (options
+        precision="fp16", workspace_mb=1024). `cuda_graph` launches each inference as one
+        CUDA graph (builtin and torch)."""
+        return TimedEngine(self, self._require().engine(spec, self.stream, cuda_graph=cuda_graph,
+                                                        **options))
 
     def infer(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(*args, **kwargs)` as one timed inference. `fn` must enqueue its GPU work on
@@ -428,7 +433,8 @@ class Session:
             "fields": [{"name": f.name, "unit": f.unit, "description": f.description}
                        for f in FIELDS],
             "options": {"device": self.device_spec, "sample_hz": self.sample_hz,
-                        "sampler": self.sampler_mode, "seed": self.seed, **self.options},
+                        "sampler": self.sampler_mode, "binding": self.binding,
+                        "seed": self.seed, **self.options},
             "field_query_cost_us": {str(t.info.index): dict(t.query_costs_us())
                                     for t in backend.telemetry},
             "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
@@ -458,10 +464,11 @@ def _versions(backend: Backend) -> dict[str, str]:
 
 def session(device: str = "auto", out: str | os.PathLike[str] | None = None, *,
             sample_hz: float = 1000.0, sampler: str = "auto",
-            sample_gpus: str | Sequence[int] | None = None, seed: int = 0,
-            options: dict[str, Any] | None = None) -> Session:
+            sample_gpus: str | Sequence[int] | None = None, binding: str = "cuda",
+            seed: int = 0, options: dict[str, Any] | None = None) -> Session:
     """Start recording on `device` ("auto", "cuda:N", "sim:t4"); the trace goes to `out`.
     `sampler`: "auto" (a separate process on a real GPU, the virtual clock on sim), "thread",
-    "process" or "off". `sample_gpus`: None (the inference GPU), "all", or NVML indices."""
+    "process" or "off". `sample_gpus`: None (the inference GPU), "all", or NVML indices.
+    `binding`: the CUDA library on a real GPU, "cuda" (cuda-python) or "pycuda"."""
     return Session(device, out, sample_hz=sample_hz, sampler=sampler, sample_gpus=sample_gpus,
-                   seed=seed, options=options)
+                   binding=binding, seed=seed, options=options)

@@ -115,3 +115,64 @@ def test_record_cli_real_gpu_flags(tmp_path):
     assert r.returncode == 0, r.stderr
     assert set(gpuwatch.load(out2).measured()["name"]) == {
         "torch:gpuwatch.bindings.torch:convnet+graph"}
+
+
+def _has(module):
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.skipif(not _has("pycuda"), reason="pycuda is not installed")
+def test_pycuda_runtime_runs_the_builtin_engine():
+    from gpuwatch.bindings.builtin import PRESETS, BuiltinEngine
+    from gpuwatch.bindings.pycuda import PycudaRuntime
+
+    rt = PycudaRuntime(0)
+    try:
+        s = rt.stream()
+        for preset in ("small", "large"):
+            assert BuiltinEngine(rt, s, PRESETS[preset]).check() < 1e-3
+        with pytest.raises(gpuwatch.UsageError, match="use --binding cuda"):
+            BuiltinEngine(rt, s, PRESETS["small"], cuda_graph=True)
+    finally:
+        rt.close()
+
+
+@pytest.mark.skipif(not _has("pycuda"), reason="pycuda is not installed")
+def test_session_with_the_pycuda_binding(tmp_path):
+    out = tmp_path / "pycuda.parquet"
+    with gpuwatch.session("cuda:0", out, binding="pycuda") as s:
+        e = s.engine("builtin:small")
+        s.set_condition("gap=5ms", gap_ms=5)
+        for _ in range(100):
+            e.preprocess()
+            e.infer()
+            e.postprocess()
+            s.wait(5)
+    tr = gpuwatch.load(out)
+    assert tr.meta["options"]["binding"] == "pycuda" and "pycuda" in tr.meta["versions"]
+    inf = tr.measured()
+    assert len(inf) == 100 and inf["gpu_ms"].between(3, 10).all()
+    assert tr.meta["timebase"]["anchor_uncertainty_us_p50"] < 50
+    assert tr.meta["timebase"]["reanchor_drift_us_max"] < 50
+
+
+@pytest.mark.skipif(not _has("tensorrt"), reason="TensorRT is not installed")
+def test_tensorrt_engine_built_from_onnx(tmp_path):
+    torch = pytest.importorskip("torch")
+    from gpuwatch.bindings.torch import convnet
+
+    model, x = convnet()
+    onnx = tmp_path / "convnet.onnx"
+    torch.onnx.export(model.float(), x.float(), str(onnx), input_names=["images"],
+                      output_names=["logits"])
+    with gpuwatch.session("cuda:0", tmp_path / "trt.parquet") as s:
+        e = s.engine(f"onnx:{onnx}", precision="fp16")
+        for _ in range(20):
+            e.infer()
+        out = e.postprocess()
+    assert (tmp_path / "convnet.fp16.plan").is_file()
+    assert (tmp_path / "convnet.timing.cache").is_file()
+    assert set(out) == {"logits"} and out["logits"].shape == (1, 10)
+    assert (s.trace.inferences["gpu_ms"] > 0).all()

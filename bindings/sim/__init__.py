@@ -152,11 +152,13 @@ class SimBackend:
         p = self.profile
         return p.sleep_overshoot_ns + int(abs(self._rng.standard_normal()) * p.sleep_jitter_ns)
 
-    def engine(self, spec: str, stream: Any, cuda_graph: bool = False) -> SimEngine:
+    def engine(self, spec: str, stream: Any, cuda_graph: bool = False,
+               **options: Any) -> SimEngine:
         kind, _, preset = spec.partition(":")
         if kind != "builtin":
             raise UsageError(
-                f"engine {spec!r} cannot run on a simulated GPU; use builtin:small or builtin:large"
+                f"engine {spec!r} cannot run on a simulated GPU (TensorRT, ONNX and PyTorch "
+                "need a real one); use builtin:small or builtin:large"
             )
         preset = preset or "small"
         if preset not in ENGINE_PRESETS:

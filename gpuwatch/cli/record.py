@@ -8,11 +8,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..backends import DEVICE_HELP
+from ..backends import BINDINGS, DEVICE_HELP
 from ..errors import UsageError
 from ..recorder import SAMPLER_MODES, Session
 from ..summary import condition_summary, format_summary
 from ..trace import default_out
+from ..bindings.tensorrt import PRECISIONS  # imports no TensorRT until an engine is made
 
 
 def _gaps(text: str) -> list[float]:
@@ -102,7 +103,17 @@ class RecordCommand:
                        help="back-to-back warm-up iterations before each condition (default: 20)")
         p.add_argument("--device", default="auto", help=f"GPU to use: {DEVICE_HELP}")
         p.add_argument("--engine", default="builtin:small",
-                       help="what to run: builtin:small or builtin:large (default: builtin:small)")
+                       help="what to run: builtin:small, builtin:large, or a TensorRT engine "
+                            "file (.plan/.engine) (default: builtin:small)")
+        p.add_argument("--onnx", metavar="FILE", default=None,
+                       help="build a TensorRT engine from this ONNX model (saved beside it, "
+                            "with a timing cache) and run that")
+        p.add_argument("--precision", choices=PRECISIONS, default="fp16",
+                       help="precision of the engine --onnx builds (default: fp16)")
+        p.add_argument("--workspace-mb", type=_positive_int, default=1024,
+                       help="TensorRT builder workspace for --onnx (default: 1024 MB)")
+        p.add_argument("--binding", choices=BINDINGS, default="cuda",
+                       help="CUDA library on a real GPU: cuda (cuda-python) or pycuda")
         p.add_argument("--torch", metavar="MODULE:FACTORY", default=None,
                        help="time a PyTorch model instead: FACTORY() returns (model, input); "
                             "e.g. gpuwatch.bindings.torch:convnet")
@@ -132,11 +143,15 @@ class RecordCommand:
         conditions += [Condition(fps=f) for f in (args.fps or [])]
         if not conditions:
             conditions = [Condition(gap_ms=20.0)]
-        engine_spec = f"torch:{args.torch}" if args.torch else args.engine
+        if args.torch and args.onnx:
+            raise UsageError("give either --torch or --onnx, not both")
+        engine_spec = (f"torch:{args.torch}" if args.torch else
+                       f"onnx:{args.onnx}" if args.onnx else args.engine)
         options = {"command": "record", "conditions": [c.name for c in conditions],
                    "gaps_ms": args.gap or [], "fps": args.fps or [], "iters": args.iters,
                    "warmup": args.warmup, "engine": engine_spec, "cuda_graph": args.cuda_graph,
-                   "pre_post": args.pre_post, "wait": args.wait}
+                   "pre_post": args.pre_post, "wait": args.wait, "binding": args.binding,
+                   "precision": args.precision if args.onnx else None}
         progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
         try:
             s = self._record(args, out, conditions, engine_spec, options, progress)
@@ -153,9 +168,10 @@ class RecordCommand:
     def _record(self, args: argparse.Namespace, out: str, conditions: list[Condition],
                 engine_spec: str, options: dict[str, Any], progress: "_Progress") -> Session:
         with Session(args.device, out, sample_hz=args.sample_hz, sampler=args.sampler,
-                     sample_gpus=_sample_gpus(args.sample_gpus), seed=args.seed,
-                     options=options) as s:
-            engine = s.engine(engine_spec, cuda_graph=args.cuda_graph)
+                     sample_gpus=_sample_gpus(args.sample_gpus), binding=args.binding,
+                     seed=args.seed, options=options) as s:
+            engine = s.engine(engine_spec, cuda_graph=args.cuda_graph,
+                              precision=args.precision, workspace_mb=args.workspace_mb)
             if args.pre_post and not hasattr(engine.raw, "preprocess"):
                 raise UsageError(f"--pre-post needs an engine with pre/post steps; "
                                  f"{engine.name} has none (use a builtin engine)")

@@ -1,0 +1,126 @@
+"""The GPU-runtime protocol over pycuda, for teams whose CUDA code is written with it
+(`binding="pycuda"`, `--binding pycuda`). Same methods as bindings.cuda.CudaRuntime.
+
+Kernels are compiled with pycuda's SourceModule (nvcc) instead of NVRTC. pycuda (2026.1) has
+no stream-capture API, so CUDA graphs need the cuda-python binding.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from gpuwatch.errors import DeviceUnavailable, UsageError
+
+from .cuda import Stream
+
+_SIG = {np.uint64: "P", np.uint32: "I", np.int32: "i", np.float32: "f", np.int64: "q",
+        np.float64: "d"}
+
+
+def _drv() -> Any:
+    try:
+        import pycuda.driver as drv
+    except ImportError as e:
+        raise DeviceUnavailable(
+            "pycuda is not installed: pip install 'gpuwatch[pycuda]' (it builds from source and "
+            "needs nvcc), or use --binding cuda") from e
+    return drv
+
+
+class PycudaRuntime:
+    name = "pycuda"
+
+    def __init__(self, ordinal: int = 0, blocking_sync: bool = False):
+        drv = self.drv = _drv()
+        try:
+            drv.init()
+            count = drv.Device.count()
+        except drv.Error as e:
+            raise DeviceUnavailable(f"pycuda could not start CUDA ({e})") from e
+        if not 0 <= ordinal < count:
+            raise DeviceUnavailable(f"there is no CUDA device {ordinal}: pycuda sees {count}")
+        self.ordinal = ordinal
+        self.device = drv.Device(ordinal)
+        # The primary context: the one the CUDA runtime, PyTorch and cuda-python use.
+        self.context = self.device.retain_primary_context()
+        self.context.push()
+        self.cc = self.device.compute_capability()
+        self.sm_count = self.device.get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT)
+        self.pci_bus_id = self.device.pci_bus_id()
+        self.uuid: str | None = None  # pycuda does not expose it; NVML is matched by PCI bus id
+        self._event_flags = drv.event_flags.BLOCKING_SYNC if blocking_sync else 0
+        self._keep: list[Any] = []  # allocations live as long as the runtime
+
+    def versions(self) -> dict[str, str]:
+        import pycuda
+
+        v = self.drv.get_driver_version()
+        return {"pycuda": pycuda.VERSION_TEXT, "cuda_driver_api": f"{v // 1000}.{v % 1000 // 10}"}
+
+    # -- the Runtime protocol ------------------------------------------------------------------
+    def stream(self) -> Stream:
+        s = self.drv.Stream()
+        self._keep.append(s)
+        return Stream(s, int(s.handle))
+
+    def event(self) -> Any:
+        return self.drv.Event(self._event_flags)
+
+    def record(self, event: Any, stream: Stream) -> None:
+        event.record(stream.handle)
+
+    def synchronize(self, event: Any) -> None:
+        event.synchronize()
+
+    def elapsed_ms(self, start: Any, end: Any) -> float:
+        return float(end.time_since(start))
+
+    # -- memory and kernels -----------------------------------------------------------------------
+    def alloc(self, nbytes: int) -> int:
+        a = self.drv.mem_alloc(nbytes)
+        self._keep.append(a)
+        return int(a)
+
+    def alloc_host(self, nbytes: int) -> np.ndarray:
+        return self.drv.pagelocked_empty(nbytes, np.uint8)
+
+    def copy_htod(self, dst: int, src: np.ndarray, stream: Stream) -> None:
+        self.drv.memcpy_htod_async(dst, src, stream.handle)
+
+    def copy_dtoh(self, dst: np.ndarray, src: int, stream: Stream) -> None:
+        self.drv.memcpy_dtoh_async(dst, src, stream.handle)
+
+    def stream_synchronize(self, stream: Stream) -> None:
+        stream.handle.synchronize()
+
+    def compile(self, source: str, name: str, kernels: list[str]) -> dict[str, Any]:
+        from pycuda.compiler import SourceModule
+
+        mod = SourceModule(source, no_extern_c=True, arch=f"sm_{self.cc[0]}{self.cc[1]}")
+        self._keep.append(mod)
+        return {k: mod.get_function(k) for k in kernels}
+
+    def prepare(self, fn: Any, *args: tuple[Any, Any]) -> tuple[Any, tuple[Any, ...]]:
+        fn.prepare("".join(_SIG[t] for t, _ in args))
+        return fn, tuple(t(v) for t, v in args)
+
+    def launch(self, prepared: tuple[Any, tuple[Any, ...]], grid: int, block: int,
+               stream: Stream) -> None:
+        fn, values = prepared
+        fn.prepared_async_call((grid, 1), (block, 1, 1), stream.handle, *values)
+
+    def capture_graph(self, stream: Stream, enqueue: Callable[[], None]) -> Any:
+        raise UsageError("pycuda cannot capture CUDA graphs; use --binding cuda with --cuda-graph")
+
+    def launch_graph(self, graph_exec: Any, stream: Stream) -> None:
+        raise UsageError("pycuda cannot launch CUDA graphs; use --binding cuda")
+
+    def close(self) -> None:
+        self._keep.clear()
+        try:
+            self.context.pop()
+            self.context.detach()
+        except Exception:
+            pass
