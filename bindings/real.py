@@ -56,7 +56,8 @@ class RealBackend:
             if kind == "onnx":
                 path = str(build_engine(path, options.get("precision", "fp16"),
                                         options.get("workspace_mb", 1024)))
-            return TensorRTEngine(path, self.runtime, stream)
+            return TensorRTEngine(path, self.runtime, stream,
+                                  input_shapes=options.get("input_shapes"))
         if kind == "builtin":
             from .builtin import BuiltinEngine, parse_spec
 

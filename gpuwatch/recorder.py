@@ -446,6 +446,18 @@ class Session:
         }
 
 
+def TensorRTEngine(path: str | os.PathLike[str],  # noqa: N802 - reads as the class it makes
+                   input_shapes: dict[str, tuple[int, ...]] | None = None) -> TimedEngine:
+    """A TensorRT engine (.plan/.engine) on the active session's GPU, stream and CUDA binding;
+    its infer() is timed by that session. Use it inside `with gpuwatch.session() as s:`."""
+    with _active_lock:
+        s = _active
+    if s is None:
+        raise SessionError("gpuwatch.TensorRTEngine runs on a session's GPU: create it inside "
+                           "`with gpuwatch.session() as s:` (or use s.engine('model.plan'))")
+    return s.engine(f"tensorrt:{os.fspath(path)}", input_shapes=input_shapes)
+
+
 def _user() -> str | None:
     try:
         return getpass.getuser()

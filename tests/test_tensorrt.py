@@ -324,3 +324,11 @@ def test_cli_tensorrt_flags_on_sim_are_clear_errors(tmp_path, plan):
     r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device", "sim:t4",
                         "--binding", "opencl"], capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice: 'opencl'" in r.stderr
+
+
+def test_top_level_factory_needs_a_session_and_a_real_gpu(tmp_path, plan):
+    with pytest.raises(gpuwatch.SessionError, match="inside `with gpuwatch.session"):
+        gpuwatch.TensorRTEngine(plan)
+    with gpuwatch.session("sim:t4", tmp_path / "t.parquet"):
+        with pytest.raises(gpuwatch.UsageError, match="cannot run on a simulated GPU"):
+            gpuwatch.TensorRTEngine(plan)
