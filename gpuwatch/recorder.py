@@ -164,6 +164,7 @@ class Session:
         sampler: str = "auto",
         sample_gpus: str | Sequence[int] | None = None,
         binding: str = "cuda",
+        kernels: bool = False,
         seed: int = 0,
         options: dict[str, Any] | None = None,
     ):
@@ -172,6 +173,8 @@ class Session:
         if sampler not in SAMPLER_MODES:
             raise UsageError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLER_MODES)}")
         self.sampler_mode, self.sample_gpus, self.binding = sampler, sample_gpus, binding
+        self.kernels = kernels
+        self._tracer: Any = None
         self.device_spec = device
         self.out = Path(out) if out is not None else default_out()
         self.sample_hz, self.seed = float(sample_hz), seed
@@ -243,6 +246,12 @@ class Session:
                                            hz=self.sample_hz)
         if self._sampler is not None:
             self._sampler.start()
+        if self.kernels:
+            make = getattr(backend, "kernel_tracer", None)
+            if make is None:
+                raise UsageError("kernel tracing is not available on this device")
+            self._tracer = make()
+            self._tracer.start(writer.add, backend.telemetry[0].info.index)
 
     def close(self, status: str = "complete", error: str | None = None) -> Path:
         """Stop sampling and write the trace. Safe to call twice; returns the trace path."""
@@ -251,6 +260,11 @@ class Session:
         self._closed = True
         meta: dict[str, Any] = {"status": status, "error": error}
         try:
+            if self._tracer is not None:
+                try:
+                    meta["kernel_trace"] = self._tracer.stop()
+                except Exception as e:  # tracing failed: the rest of the trace still counts
+                    meta["kernel_trace"] = {"error": f"{type(e).__name__}: {e}"}
             meta["sampler"] = {"mode": self.sampler_mode}
             if self._sampler is not None:
                 try:
@@ -358,6 +372,8 @@ class Session:
         rt = self._require().runtime
         if self._depth == 0:  # the stream is idle here: refresh a stale anchor, untimed
             self._timebase.maybe_reanchor()
+            if self._tracer is not None:
+                self._tracer.poll()
         ev0, ev1 = self._events.pop() if self._events else (rt.event(), rt.event())
         self._depth += 1
         h0 = self.clock.now_ns()
@@ -434,6 +450,7 @@ class Session:
                        for f in FIELDS],
             "options": {"device": self.device_spec, "sample_hz": self.sample_hz,
                         "sampler": self.sampler_mode, "binding": self.binding,
+                        "kernels": self.kernels,
                         "seed": self.seed, **self.options},
             "field_query_cost_us": {str(t.info.index): dict(t.query_costs_us())
                                     for t in backend.telemetry},
@@ -477,10 +494,12 @@ def _versions(backend: Backend) -> dict[str, str]:
 def session(device: str = "auto", out: str | os.PathLike[str] | None = None, *,
             sample_hz: float = 1000.0, sampler: str = "auto",
             sample_gpus: str | Sequence[int] | None = None, binding: str = "cuda",
-            seed: int = 0, options: dict[str, Any] | None = None) -> Session:
+            kernels: bool = False, seed: int = 0,
+            options: dict[str, Any] | None = None) -> Session:
     """Start recording on `device` ("auto", "cuda:N", "sim:t4"); the trace goes to `out`.
     `sampler`: "auto" (a separate process on a real GPU, the virtual clock on sim), "thread",
     "process" or "off". `sample_gpus`: None (the inference GPU), "all", or NVML indices.
-    `binding`: the CUDA library on a real GPU, "cuda" (cuda-python) or "pycuda"."""
+    `binding`: the CUDA library on a real GPU, "cuda" (cuda-python) or "pycuda".
+    `kernels`: also record every kernel and copy (CUPTI on a real GPU) into the kernels table."""
     return Session(device, out, sample_hz=sample_hz, sampler=sampler, sample_gpus=sample_gpus,
-                   binding=binding, seed=seed, options=options)
+                   binding=binding, kernels=kernels, seed=seed, options=options)

@@ -13,9 +13,10 @@ import gpuwatch.recorder as session_mod
 
 def record_sim(out: Path, profile: str = "t4", gaps=(0.0, 20.0), iters: int = 800,
                warmup: int = 20, seed: int = 0, engine: str = "builtin:small",
-               sample_hz: float = 1000.0) -> gpuwatch.Trace:
+               sample_hz: float = 1000.0, kernels: bool = False) -> gpuwatch.Trace:
     """What `python -m gpuwatch.record` does, through the public API."""
-    with gpuwatch.session(f"sim:{profile}", out, seed=seed, sample_hz=sample_hz) as s:
+    with gpuwatch.session(f"sim:{profile}", out, seed=seed, sample_hz=sample_hz,
+                          kernels=kernels) as s:
         e = s.engine(engine)
         for gap in gaps:
             s.set_condition(f"gap={gap:g}ms", gap_ms=gap)
@@ -66,3 +67,12 @@ def cause_traces(tmp_path_factory):
     d = tmp_path_factory.mktemp("causes")
     return {p: record_sim(d / f"{p}.parquet", profile=p, gaps=(0.0, 20.0), iters=300)
             for p in ("flat", "cold", "hostbound")}
+
+
+@pytest.fixture(scope="session")
+def kernel_traces(tmp_path_factory):
+    """The same causes, recorded with the kernel timeline."""
+    d = tmp_path_factory.mktemp("kernels")
+    return {p: record_sim(d / f"{p}.parquet", profile=p, gaps=(0.0, 20.0), iters=300,
+                          kernels=True)
+            for p in ("t4", "cold", "hostbound")}

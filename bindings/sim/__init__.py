@@ -81,14 +81,14 @@ class SimEngine:
         launch = self.gpu.launch
         # A CUDA graph is one launch: only its first kernel pays the host's launch cost.
         for i, (c, m) in enumerate(zip(self._compute_ns, self._memory_ns)):
-            launch(c, m, host_cost=not self.cuda_graph or i == 0)
+            launch(c, m, host_cost=not self.cuda_graph or i == 0, name="layer")
         return x
 
     def preprocess(self) -> None:
-        self.gpu.launch(150_000, 350_000)  # host->device frame copy and normalise (~0.5 ms)
+        self.gpu.launch(150_000, 350_000, name="normalise")  # H2D frame and normalise (~0.5 ms)
 
     def postprocess(self) -> None:
-        self.gpu.launch(50_000, 150_000)  # reduce and device->host copy (~0.2 ms)
+        self.gpu.launch(50_000, 150_000, name="reduce_rows")  # reduce and D2H copy (~0.2 ms)
 
 
 class SimTelemetry:
@@ -133,6 +133,34 @@ class SimTelemetry:
         return {}
 
 
+class SimKernelTracer:
+    """Every simulated kernel, exactly (the ground truth CUPTI approximates on a real GPU)."""
+
+    def __init__(self, gpu: SimGPU):
+        self.gpu = gpu
+
+    def start(self, sink: Any, gpu_index: int) -> None:
+        self._sink, self._gpu_index = sink, gpu_index
+        self.gpu.trace = []
+
+    def poll(self) -> None:
+        """Called between timed regions: hand rows over in batches, so memory stays bounded."""
+        if self.gpu.trace is not None and len(self.gpu.trace) >= 10_000:
+            self.flush()
+
+    def flush(self) -> None:
+        trace, self.gpu.trace = self.gpu.trace or [], []
+        if trace:
+            self._sink("kernels", [{"gpu": self._gpu_index, "t_ns": s, "kind": "kernel",
+                                    "name": n, "start_ns": s, "end_ns": e, "stream_id": 1}
+                                   for s, e, n in trace])
+
+    def stop(self) -> dict[str, Any]:
+        self.flush()
+        self.gpu.trace = None
+        return {"source": "simulated GPU (exact)"}
+
+
 class SimBackend:
     simulated = True
     telemetry_factory = None  # the virtual clock lives in this process
@@ -170,6 +198,9 @@ class SimBackend:
 
     def versions(self) -> dict[str, str]:
         return {"sim_profile": self.profile.name}
+
+    def kernel_tracer(self) -> "SimKernelTracer":
+        return SimKernelTracer(self.gpu)
 
     def close(self) -> None:
         pass

@@ -66,9 +66,11 @@ class SimGPU:
         self._snap_times: list[int] = [now]
         self._intervals: deque[tuple[int, int]] = deque()  # recent kernels, for "running at t"
         self.kernels_run = 0
+        self.trace: list[tuple[int, int, str]] | None = None  # (start, end, name) when tracing
 
     # -- kernels ---------------------------------------------------------------------------
-    def launch(self, compute_ns: float, memory_ns: float, host_cost: bool = True) -> tuple[int, int]:
+    def launch(self, compute_ns: float, memory_ns: float, host_cost: bool = True,
+               name: str = "kernel") -> tuple[int, int]:
         """Host launches one kernel now; returns its (start, end) on the GPU. Advances host time
         by the launch's CPU cost (none for the later kernels of a CUDA graph)."""
         p = self.p
@@ -95,6 +97,8 @@ class SimGPU:
         self._last_active = max(self._last_active, end)
         self._intervals.append((start, end))
         self.kernels_run += 1
+        if self.trace is not None:
+            self.trace.append((start, end, name))
         return start, end
 
     def stream_position_ns(self) -> int:

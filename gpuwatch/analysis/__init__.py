@@ -162,6 +162,7 @@ FACTOR_TEXT = {
     "throttling": "power/thermal throttling of the SM clock",
     "mem_clock": "the memory clock",
     "host_launch": "host launch delay",
+    "kernels_slower": "kernels running slower at the same clocks (e.g. cold caches)",
     "unexplained": "nothing gpuwatch measured",
 }
 
@@ -202,10 +203,11 @@ def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame
             text += f"; {un['share']:.0%} is not explained by anything measured"
         cause = supported[0]
     else:
+        kernels = "busy_ms" in tgt and tgt["busy_ms"].notna().all()
+        hint = ("" if kernels else " (candidates it cannot see yet: cold caches, slower kernels "
+                "at the same clock; record --kernels would split it)")
         text = (f"{head}; not explained by clocks ({clock_share:.0%}), throttling or host launch "
-                f"delay: {un['share']:.0%} is not explained by anything gpuwatch measured "
-                "(candidates it cannot see yet: cold caches, slower kernels at the same clock; "
-                "kernel tracing would split it)")
+                f"delay: {un['share']:.0%} is not explained by anything gpuwatch measured{hint}")
         cause = "unexplained"
     return {"cause": cause, "extra_ms": delta, "sentence": text + "."}
 
@@ -225,7 +227,14 @@ def _context(ref: pd.DataFrame, tgt: pd.DataFrame) -> dict[str, str]:
     thr = f" (reasons: {', '.join(names)})" if names else ""
     host = (f" (host enqueue {ref['enqueue_ms'].median():.3f} -> "
             f"{tgt['enqueue_ms'].median():.3f} ms)")
-    return {"sm_clock": sm, "throttling": sm + thr, "mem_clock": mem, "host_launch": host}
+    busy = ""
+    if "busy_ms" in tgt and tgt["busy_ms"].notna().all() and ref["busy_ms"].notna().all():
+        host = (f" (GPU idle inside each inference, waiting for the host: "
+                f"{ref['idle_inside_ms'].median():.3f} -> {tgt['idle_inside_ms'].median():.3f} ms)")
+        busy = (f" (kernel time {ref['busy_ms'].median():.3f} -> {tgt['busy_ms'].median():.3f} ms"
+                f" at SM {tgt['sm_clock_mhz_mean'].median():.0f} MHz)")
+    return {"sm_clock": sm, "throttling": sm + thr, "mem_clock": mem, "host_launch": host,
+            "kernels_slower": busy}
 
 
 def _overall(verdicts: pd.DataFrame) -> str:

@@ -15,6 +15,12 @@ and target. What the fit does not explain is the residual. The SM-clock part is 
 the share of target inferences during which a power or thermal clock-event reason was active
 (throttling); the rest is the governor's own choice (DVFS). A regressor that did not change contributes exactly 0. 95% intervals come from
 bootstrap resamples of the rows.
+
+With a kernel timeline (record --kernels), the split is sharper. Each inference's latency is the
+time its kernels kept the GPU busy plus the time the GPU sat idle inside it, waiting for the
+host. So the change in idle time is host launch starvation, measured directly. The change in
+busy time is regressed on the clocks as above, and what the clocks leave of it is *kernels
+slower at the same clocks* (cold caches, contention), a measured cause and no longer a residual.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ THROTTLE_MASK = int(ClockEventReason.SW_POWER_CAP | ClockEventReason.HW_SLOWDOWN
                     | ClockEventReason.HW_POWER_BRAKE_SLOWDOWN)
 REGRESSORS = ("inv_sm", "inv_mem", "enqueue_ms")
 UPPER = {"enqueue_ms": 1.0}  # ms of latency per ms of host enqueue time, at most
-FACTORS = ("sm_clock", "throttling", "mem_clock", "host_launch", "unexplained")
+FACTORS = ("sm_clock", "throttling", "mem_clock", "host_launch", "kernels_slower", "unexplained")
 BOOTSTRAP = 200
 MAX_ROWS = 3000  # per group, for the bootstrap
 
@@ -43,8 +49,17 @@ class _Rows:
                              1000.0 / df["mem_clock_mhz_mean"].to_numpy(float),
                              df["enqueue_ms"].to_numpy(float)])
         thr = (df["reasons_any"].to_numpy(np.int64) & THROTTLE_MASK) != 0
+        busy = (df["busy_ms"].to_numpy(float) if "busy_ms" in df
+                else np.full(len(df), np.nan))
+        idle = (df["idle_inside_ms"].to_numpy(float) if "idle_inside_ms" in df
+                else np.full(len(df), np.nan))
         ok = np.isfinite(y) & np.isfinite(X).all(axis=1)
         self.y, self.X, self.thr = y[ok], X[ok], thr[ok]
+        self.busy, self.idle = busy[ok], idle[ok]
+
+    @property
+    def has_kernels(self) -> bool:
+        return bool(self.busy.size) and bool(np.isfinite(self.busy).all())
 
     def __len__(self) -> int:
         return int(self.y.size)
@@ -52,6 +67,7 @@ class _Rows:
     def take(self, idx: np.ndarray) -> "_Rows":
         r = object.__new__(_Rows)
         r.y, r.X, r.thr = self.y[idx], self.X[idx], self.thr[idx]
+        r.busy, r.idle = self.busy[idx], self.idle[idx]
         return r
 
 
@@ -72,6 +88,16 @@ def _bounded_fit(X: np.ndarray, y: np.ndarray, upper: np.ndarray) -> np.ndarray:
 
 def _contributions(fit: _Rows, ref: _Rows, tgt: _Rows) -> dict[str, float]:
     delta = float(tgt.y.mean() - ref.y.mean())
+    kernels = fit.has_kernels and ref.has_kernels and tgt.has_kernels
+    if kernels:  # latency = busy + idle inside: split the two, then busy by the clocks
+        d_busy = float(tgt.busy.mean() - ref.busy.mean())
+        d_idle = float(tgt.idle.mean() - ref.idle.mean())
+        out = _clock_split(fit.X[:, :2], fit.busy, ref.X[:, :2], tgt, d_busy)
+        out["host_launch"] = d_idle
+        out["kernels_slower"] = d_busy - out["sm_clock"] - out["throttling"] - out["mem_clock"]
+        out["unexplained"] = delta - d_busy - d_idle  # event vs kernel edges: ~0
+        out["delta"] = delta
+        return out
     moved = tgt.X.mean(axis=0) - ref.X.mean(axis=0)
     spread = fit.X.std(axis=0)
     scale = np.maximum(1.0, np.abs(fit.X.mean(axis=0)))
@@ -95,6 +121,25 @@ def _contributions(fit: _Rows, ref: _Rows, tgt: _Rows) -> dict[str, float]:
                 out["host_launch"] = contrib
     out["unexplained"] = delta - sum(v for k, v in out.items() if k != "unexplained")
     out["delta"] = delta
+    return out
+
+
+def _clock_split(X: np.ndarray, y: np.ndarray, ref_X: np.ndarray, tgt: _Rows,
+                 delta: float) -> dict[str, float]:
+    """Of `delta` (a change in kernel busy time), the parts the SM and memory clocks explain."""
+    out = {f: 0.0 for f in FACTORS}
+    moved = tgt.X[:, :2].mean(axis=0) - ref_X.mean(axis=0)
+    spread = X.std(axis=0)
+    use = np.nonzero((spread > 1e-9 * np.maximum(1.0, np.abs(X.mean(axis=0)))) & (moved != 0))[0]
+    if use.size:
+        beta = _bounded_fit(X[:, use], y, np.full(use.size, np.inf))
+        for b, j in zip(beta[1:], use):
+            contrib = float(b * moved[j])
+            if j == 0:
+                share = float(tgt.thr.mean())
+                out["throttling"], out["sm_clock"] = contrib * share, contrib * (1 - share)
+            else:
+                out["mem_clock"] = contrib
     return out
 
 

@@ -25,9 +25,12 @@ def merge(trace: Trace) -> pd.DataFrame:
     inf = trace.inferences.dropna(subset=["start_ns", "end_ns"])
     out = []
     one_gpu = inf["gpu"].nunique() <= 1 and trace.samples["gpu"].nunique() <= 1
+    kern = trace.kernels
     for gpu, rows in inf.groupby("gpu", sort=True):
         smp = trace.samples if one_gpu else trace.samples[trace.samples["gpu"] == gpu]
-        out.append(_merge_gpu(_sorted(rows, "start_ns"), _sorted(smp, "t_ns")))
+        m = _merge_gpu(_sorted(rows, "start_ns"), _sorted(smp, "t_ns"))
+        k = kern[kern["gpu"] == gpu] if len(kern) else kern
+        out.append(m.assign(**_decompose(m, k)))
     if not out:
         return inf.assign(**{c: pd.Series(dtype="float64") for c in _derived_columns()})
     if len(out) == 1:
@@ -45,7 +48,8 @@ def _derived_columns() -> list[str]:
     for f in WINDOW_FIELDS:
         cols += [f"{f}_start", f"{f}_min", f"{f}_mean", f"{f}_max"]
     cols += [f"{f}_start" for f in START_FIELDS]
-    return cols + ["reasons_any", "idle_before_ms", "enqueue_ms", "launch_ms", "wake_ms"]
+    return cols + ["reasons_any", "idle_before_ms", "enqueue_ms", "launch_ms", "wake_ms",
+                   "kernel_count", "busy_ms", "idle_inside_ms", "first_kernel_delay_ms"]
 
 
 def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> pd.DataFrame:
@@ -83,6 +87,39 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> pd.DataFrame:
     cols["launch_ms"] = (start - host_start) / 1e6
     cols["wake_ms"] = (rows["host_end_ns"].to_numpy(dtype="float64", na_value=np.nan) - end) / 1e6
     return rows.reset_index(drop=True).assign(**cols)
+
+
+def _decompose(rows: pd.DataFrame, kernels: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each region split by the kernels (and copies) that ran inside it: how many, the time
+    they kept the GPU busy, the time it sat idle inside the region (waiting for the host to
+    launch), and the delay from the host's enqueue to the first kernel. NA without kernel data.
+    Records of one GPU are taken not to overlap (one stream, as gpuwatch's engines run)."""
+    n = len(rows)
+    if kernels is None or len(kernels) == 0:
+        nan = np.full(n, np.nan)
+        return {"kernel_count": nan, "busy_ms": nan, "idle_inside_ms": nan,
+                "first_kernel_delay_ms": nan}
+    k = kernels.dropna(subset=["start_ns", "end_ns"]).sort_values("start_ns")
+    ks = k["start_ns"].to_numpy(np.int64)
+    ke = np.maximum.accumulate(k["end_ns"].to_numpy(np.int64))
+    dur = np.concatenate([[0], np.cumsum(ke - ks)])
+    a = rows["start_ns"].to_numpy(np.int64)
+    b = rows["end_ns"].to_numpy(np.int64)
+    i0 = np.searchsorted(ke, a, side="right")  # first record ending after the window opens
+    i1 = np.searchsorted(ks, b, side="left")  # records starting before it closes
+    count = np.maximum(i1 - i0, 0)
+    has = count > 0
+    j0, j1 = np.clip(i0, 0, len(ks) - 1), np.clip(i1 - 1, 0, len(ks) - 1)
+    busy = np.where(has, dur[np.maximum(i1, i0)] - dur[i0]
+                    - np.maximum(0, a - ks[j0]) - np.maximum(0, ke[j1] - b), 0)
+    window = (b - a).astype(float)
+    host = rows["host_start_ns"].to_numpy(dtype="float64", na_value=np.nan)
+    return {
+        "kernel_count": count.astype(float),
+        "busy_ms": busy / 1e6,
+        "idle_inside_ms": (window - busy) / 1e6,
+        "first_kernel_delay_ms": np.where(has, (ks[j0] - host) / 1e6, np.nan),
+    }
 
 
 def _window_reduce(v: np.ndarray, lo: np.ndarray, hi: np.ndarray,

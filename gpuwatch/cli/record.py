@@ -119,6 +119,9 @@ class RecordCommand:
                             "e.g. gpuwatch.bindings.torch:convnet")
         p.add_argument("--cuda-graph", action="store_true",
                        help="launch each inference as one CUDA graph")
+        p.add_argument("--kernels", action="store_true",
+                       help="also record every kernel and copy (CUPTI; the cupti extra) and "
+                            "split each inference into kernel time and GPU idle time")
         p.add_argument("--pre-post", action="store_true",
                        help="also time the engine's pre-processing (host->device copy) and "
                             "post-processing (device->host copy) as spans")
@@ -169,7 +172,7 @@ class RecordCommand:
                 engine_spec: str, options: dict[str, Any], progress: "_Progress") -> Session:
         with Session(args.device, out, sample_hz=args.sample_hz, sampler=args.sampler,
                      sample_gpus=_sample_gpus(args.sample_gpus), binding=args.binding,
-                     seed=args.seed, options=options) as s:
+                     kernels=args.kernels, seed=args.seed, options=options) as s:
             engine = s.engine(engine_spec, cuda_graph=args.cuda_graph,
                               precision=args.precision, workspace_mb=args.workspace_mb)
             if args.pre_post and not hasattr(engine.raw, "preprocess"):

@@ -1,0 +1,62 @@
+"""Kernel timeline: the kernels table, the per-inference decomposition, and the sharper verdict
+it allows (on the simulated GPU, whose kernels are known exactly)."""
+
+import numpy as np
+import pytest
+
+import gpuwatch
+from gpuwatch.analysis.merge import merge
+
+
+def test_kernels_table_holds_every_kernel(kernel_traces):
+    tr = kernel_traces["t4"]
+    k = tr.kernels
+    assert len(k) == 2 * 320 * 24  # 2 conditions x (20 warm-up + 300) x 24 layers
+    assert set(k["name"]) == {"layer"} and (k["end_ns"] > k["start_ns"]).all()
+    assert tr.meta["kernel_trace"]["source"] == "simulated GPU (exact)"
+    assert tr.meta["options"]["kernels"] is True
+
+
+def test_decomposition_adds_up(kernel_traces):
+    m = merge(kernel_traces["hostbound"])
+    inf = m[m["kind"] == "inference"]
+    assert (inf["kernel_count"] == 24).all()
+    np.testing.assert_allclose(inf["busy_ms"] + inf["idle_inside_ms"], inf["gpu_ms"], atol=1e-6)
+    assert (inf["first_kernel_delay_ms"] > 0).all()
+    # The GPU waits for this host: the idle part is large and grows after gaps.
+    g = inf.groupby("condition")["idle_inside_ms"].median()
+    assert g["gap=0ms"] > 1.0 and g["gap=20ms"] > g["gap=0ms"] + 2.0
+
+
+def factor(a, f):
+    t = a.attribution
+    return t[(t["condition"] == "gap=20ms") & (t["factor"] == f)].iloc[0]
+
+
+def test_kernels_split_cold_caches_from_clocks_and_host(kernel_traces):
+    a = gpuwatch.analyze(kernel_traces["cold"])
+    assert factor(a, "kernels_slower")["share"] > 0.95
+    assert factor(a, "sm_clock")["contribution_ms"] == 0
+    v = a.verdicts.set_index("condition").loc["gap=20ms"]
+    assert v["cause"] == "kernels_slower" and "at SM 1590 MHz" in v["sentence"]
+    assert "not explained by clocks" in v["sentence"]
+
+
+def test_kernels_show_host_starvation_directly(kernel_traces):
+    a = gpuwatch.analyze(kernel_traces["hostbound"])
+    assert factor(a, "host_launch")["share"] == pytest.approx(1.0, abs=0.02)
+    assert "waiting for the host" in a.verdicts.set_index("condition").loc["gap=20ms",
+                                                                           "sentence"]
+
+
+def test_kernels_confirm_clocks_on_t4(kernel_traces):
+    a = gpuwatch.analyze(kernel_traces["t4"])
+    assert factor(a, "sm_clock")["share"] > 0.95
+    assert abs(factor(a, "kernels_slower")["share"]) < 0.02
+
+
+def test_without_kernels_the_verdict_suggests_them(cause_traces):
+    a = gpuwatch.analyze(cause_traces["cold"])
+    assert "record --kernels would split it" in a.verdicts.set_index("condition").loc[
+        "gap=20ms", "sentence"]
+    assert a.merged["busy_ms"].isna().all()
