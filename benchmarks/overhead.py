@@ -27,10 +27,14 @@ WORKLOADS = {
 
 
 def run(workload: str, mode: str, out: Path, pairs: int, block: int, hz: float,
-        device: str = "cuda:0") -> pd.DataFrame:
+        device: str = "cuda:0", what: str = "sampler") -> pd.DataFrame:
+    """`what`: toggle the telemetry sampler, or CUPTI kernel tracing (sampler left running)."""
     spec, graph = WORKLOADS[workload]
-    trace = out / f"overhead_{mode}_{workload.split()[0].replace(':', '_')}.parquet"
-    with gpuwatch.session(device, trace, sampler=mode, sample_hz=hz) as s:
+    trace = out / f"overhead_{what}_{mode}_{workload.split()[0].replace(':', '_')}.parquet"
+    kernels = what == "kernels"
+    with gpuwatch.session(device, trace, sampler=mode, sample_hz=hz, kernels=kernels) as s:
+        pause, resume = ((s.pause_kernel_tracing, s.resume_kernel_tracing) if kernels
+                         else (s.pause_sampling, s.resume_sampling))
         e = s.engine(spec, cuda_graph=graph)
         s.warmup = True
         for _ in range(50):
@@ -38,17 +42,18 @@ def run(workload: str, mode: str, out: Path, pairs: int, block: int, hz: float,
         s.warmup = False
         for b in range(2 * pairs):
             on = b % 4 in (1, 2)  # off, on, on, off, ...
-            (s.resume_sampling if on else s.pause_sampling)()
-            s.set_condition(f"block={b} sampler={'on' if on else 'off'}")
+            (resume if on else pause)()
+            s.set_condition(f"block={b} {what}={'on' if on else 'off'}")
             for _ in range(block):
                 e.infer()
-        s.resume_sampling()
+        resume()
     inf = gpuwatch.load(trace).measured()
     inf = inf.assign(host_ms=(inf["host_end_ns"] - inf["host_start_ns"]) / 1e6)
     rows = []
     for cond, g in inf.groupby("condition", sort=False):
         b = int(cond.split()[0].split("=")[1])
-        rows.append({"workload": workload, "sampler": mode, "block": b, "pair": b // 2,
+        rows.append({"workload": workload, "sampler": mode, "toggled": what, "block": b,
+                     "pair": b // 2,
                      "on": cond.endswith("on"), "gpu_ms_p50": g["gpu_ms"].median(),
                      "host_ms_p50": g["host_ms"].median()})
     return pd.DataFrame(rows)
@@ -58,7 +63,7 @@ def summarise(blocks: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (w, m), g in blocks.groupby(["workload", "sampler"], sort=False):
         piv = g.pivot(index="pair", columns="on", values=["gpu_ms_p50", "host_ms_p50"])
-        row = {"workload": w, "sampler": m, "pairs": len(piv)}
+        row = {"workload": w, "sampler": m, "toggled": g["toggled"].iloc[0], "pairs": len(piv)}
         for col in ("gpu_ms_p50", "host_ms_p50"):
             ratio = (piv[(col, True)] / piv[(col, False)]).to_numpy()
             q1, q2, q3 = np.percentile(ratio, [25, 50, 75])
@@ -79,17 +84,19 @@ def main() -> None:
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--modes", default="thread,process")
     ap.add_argument("--device", default="cuda:0", help="sim:flat for a dry run")
+    ap.add_argument("--what", choices=("sampler", "kernels"), default="sampler",
+                    help="what to switch on and off: the sampler, or CUPTI kernel tracing")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     blocks = []
     for w in a.workloads.split(","):
         for mode in a.modes.split(","):
-            blocks.append(run(w, mode, a.out, a.pairs, a.block, a.hz, a.device))
+            blocks.append(run(w, mode, a.out, a.pairs, a.block, a.hz, a.device, a.what))
             print(f"done: {w} / {mode}", flush=True)
     blocks_df = pd.concat(blocks)
-    blocks_df.to_csv(a.out / "overhead_blocks.csv", index=False)
+    blocks_df.to_csv(a.out / f"overhead_{a.what}_blocks.csv", index=False)
     summary = summarise(blocks_df)
-    summary.to_csv(a.out / "overhead_summary.csv", index=False)
+    summary.to_csv(a.out / f"overhead_{a.what}_summary.csv", index=False)
     print(summary.to_string(index=False))
     (a.out / "overhead_args.json").write_text(json.dumps(vars(a), default=str))
 

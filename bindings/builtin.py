@@ -19,6 +19,7 @@ maps v -> a*v + b applied k times), computed on the host in float64.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,24 +87,38 @@ PRESETS: dict[str, Preset] = {
 _BLOCK = 256
 
 
-def parse_spec(spec: str) -> Preset:
+def parse_spec(spec: str) -> tuple[Preset, int]:
+    """builtin:PRESET[@HOST_GAP_US] -> (preset, microseconds the host spins between launches).
+    A host gap makes the GPU wait for the host inside each inference (a starved workload)."""
     kind, _, name = spec.partition(":")
     if kind != "builtin":
         raise UsageError(f"not a built-in engine: {spec!r} (use builtin:small or builtin:large)")
-    name = name or "small"
+    name, _, gap = (name or "small").partition("@")
+    try:
+        host_gap_us = int(gap) if gap else 0
+    except ValueError:
+        raise UsageError(f"bad host gap in {spec!r}: use builtin:small@200 (microseconds)") from None
+    if host_gap_us < 0:
+        raise UsageError(f"the host gap in {spec!r} must be 0 or more microseconds")
     if name not in PRESETS:
         raise UsageError(f"unknown built-in engine preset {name!r}; choose one of "
                          + ", ".join(sorted(PRESETS)))
-    return PRESETS[name]
+    return PRESETS[name], host_gap_us
 
 
 class BuiltinEngine:
     """One inference = `preset.layers` kernel launches on `stream` (or one CUDA-graph launch)."""
 
-    def __init__(self, rt: Any, stream: Stream, preset: Preset, cuda_graph: bool = False):
-        """`rt`: a GPU runtime (bindings.cuda.CudaRuntime or bindings.pycuda.PycudaRuntime)."""
+    def __init__(self, rt: Any, stream: Stream, preset: Preset, cuda_graph: bool = False,
+                 host_gap_us: int = 0):
+        """`rt`: a GPU runtime (bindings.cuda.CudaRuntime or bindings.pycuda.PycudaRuntime).
+        `host_gap_us`: the host spins this long between kernel launches (a starved workload)."""
+        if cuda_graph and host_gap_us:
+            raise UsageError("a host gap between launches cannot be captured in a CUDA graph")
         self.rt, self.stream, self.preset = rt, stream, preset
-        self.name = f"builtin:{preset.name}" + ("+graph" if cuda_graph else "")
+        self.host_gap_ns = host_gap_us * 1000
+        self.name = (f"builtin:{preset.name}" + (f"@{host_gap_us}" if host_gap_us else "")
+                     + ("+graph" if cuda_graph else ""))
         fns = rt.compile(SOURCE, "gpuwatch_builtin.cu", ["layer", "normalise", "reduce_rows"])
         n = preset.elements
         self._bufs = [rt.alloc(n * 4), rt.alloc(n * 4)]
@@ -132,9 +147,17 @@ class BuiltinEngine:
         self._graph_exec = rt.capture_graph(stream, self._enqueue_layers) if cuda_graph else None
 
     def _enqueue_layers(self) -> None:
-        launch, stream = self.rt.launch, self.stream
+        launch, stream, gap = self.rt.launch, self.stream, self.host_gap_ns
+        if not gap:
+            for prepared, grid in self._launches:
+                launch(prepared, grid, _BLOCK, stream)
+            return
+        clock = time.perf_counter_ns
         for prepared, grid in self._launches:
             launch(prepared, grid, _BLOCK, stream)
+            until = clock() + gap
+            while clock() < until:  # host busy elsewhere: the GPU runs dry meanwhile
+                pass
 
     def infer(self, x: Any = None) -> Any:
         """Enqueue one inference (asynchronous: the session's events bracket it)."""

@@ -61,7 +61,9 @@ class RealBackend:
         if kind == "builtin":
             from .builtin import BuiltinEngine, parse_spec
 
-            return BuiltinEngine(self.runtime, stream, parse_spec(spec), cuda_graph=cuda_graph)
+            preset, host_gap_us = parse_spec(spec)
+            return BuiltinEngine(self.runtime, stream, preset, cuda_graph=cuda_graph,
+                                 host_gap_us=host_gap_us)
         if kind == "torch":
             from .torch import TorchEngine, load_factory
 
@@ -71,6 +73,11 @@ class RealBackend:
                                cuda_graph=cuda_graph, name=f"torch:{target}")
         raise UsageError(f"unknown engine {spec!r}; use builtin:small, builtin:large, "
                          "torch:module:factory, a .plan/.engine file, or onnx:model.onnx")
+
+    def kernel_tracer(self) -> Any:
+        from .cupti import CuptiTracer
+
+        return CuptiTracer(self.clock)
 
     def versions(self) -> dict[str, str]:
         out = self.runtime.versions()

@@ -352,6 +352,19 @@ class Session:
                                                "kind": "note", "name": "sampler",
                                                "message": what}])
 
+    def pause_kernel_tracing(self) -> None:
+        """Stop recording kernels until resume_kernel_tracing() (for the overhead benchmark)."""
+        if self._tracer is None:
+            raise SessionError("this session does not trace kernels (session(kernels=True))")
+        self._sampling_event("kernel tracing paused")
+        self._tracer.pause()
+
+    def resume_kernel_tracing(self) -> None:
+        if self._tracer is None:
+            raise SessionError("this session does not trace kernels (session(kernels=True))")
+        self._tracer.resume()
+        self._sampling_event("kernel tracing resumed")
+
     def wait(self, ms: float, how: str = "sleep") -> None:
         """Leave the GPU idle for `ms`: "sleep" yields the CPU (as time.sleep), "spin" busy-waits."""
         ns = int(ms * 1e6)

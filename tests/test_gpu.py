@@ -176,3 +176,29 @@ def test_tensorrt_engine_built_from_onnx(tmp_path):
     assert (tmp_path / "convnet.timing.cache").is_file()
     assert set(out) == {"logits"} and out["logits"].shape == (1, 10)
     assert (s.trace.inferences["gpu_ms"] > 0).all()
+
+
+@pytest.mark.skipif(not _has("cupti"), reason="cupti-python is not installed")
+def test_cupti_kernel_timeline_and_decomposition(tmp_path):
+    from gpuwatch.analysis.merge import merge
+
+    with gpuwatch.session("cuda:0", tmp_path / "k.parquet", kernels=True) as s:
+        fed, starved = s.engine("builtin:small"), s.engine("builtin:small@200")
+        for _ in range(30):
+            fed.preprocess()
+            fed.infer()
+            fed.postprocess()
+            starved.infer()
+    tr = s.trace
+    k = tr.kernels
+    assert tr.meta["kernel_trace"]["records"] == len(k)
+    assert abs(tr.meta["kernel_trace"]["timestamp_offset_ns"]) < 10_000_000  # epoch-based
+    assert (k["name"] == "layer").sum() == 60 * 32
+    assert {"htod", "dtoh"} <= set(k.loc[k["kind"] == "memcpy", "name"])
+    m = merge(tr)
+    inf = m[m["kind"] == "inference"]
+    assert (inf["kernel_count"] == 32).all()
+    g = inf.groupby("name")[["busy_ms", "idle_inside_ms", "first_kernel_delay_ms"]].median()
+    assert g.loc["builtin:small", "idle_inside_ms"] < 0.2 * g.loc["builtin:small", "busy_ms"]
+    assert g.loc["builtin:small@200", "idle_inside_ms"] > 1.0
+    np.testing.assert_allclose(inf["busy_ms"] + inf["idle_inside_ms"], inf["gpu_ms"], atol=1e-3)

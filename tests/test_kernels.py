@@ -60,3 +60,18 @@ def test_without_kernels_the_verdict_suggests_them(cause_traces):
     assert "record --kernels would split it" in a.verdicts.set_index("condition").loc[
         "gap=20ms", "sentence"]
     assert a.merged["busy_ms"].isna().all()
+
+
+def test_a_starved_engine_is_decomposed_as_waiting_for_the_host(tmp_path):
+    with gpuwatch.session("sim:flat", tmp_path / "s.parquet", kernels=True) as s:
+        fed, starved = s.engine("builtin:small"), s.engine("builtin:small@300")
+        for _ in range(30):
+            fed.infer()
+            starved.infer()
+    m = merge(s.trace)
+    g = m[m["kind"] == "inference"].groupby("name")[["busy_ms", "idle_inside_ms"]].median()
+    assert g.loc["builtin:small", "idle_inside_ms"] < 0.1  # the GPU never waits
+    # 24 launches 300 us apart while each kernel takes ~200 us: the GPU idles ~100 us per gap
+    assert g.loc["builtin:small@300", "idle_inside_ms"] > 1.5
+    assert g.loc["builtin:small@300", "busy_ms"] == pytest.approx(g.loc["builtin:small",
+                                                                        "busy_ms"], rel=0.02)

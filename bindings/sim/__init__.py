@@ -68,9 +68,11 @@ class SimRuntime:
 class SimEngine:
     """A simulated inference engine: a fixed sequence of kernels of uneven size."""
 
-    def __init__(self, preset: EnginePreset, gpu: SimGPU, cuda_graph: bool = False):
-        self.name = f"builtin:{preset.name}" + ("+graph" if cuda_graph else "")
-        self.cuda_graph = cuda_graph
+    def __init__(self, preset: EnginePreset, gpu: SimGPU, cuda_graph: bool = False,
+                 host_gap_us: int = 0):
+        self.name = (f"builtin:{preset.name}" + (f"@{host_gap_us}" if host_gap_us else "")
+                     + ("+graph" if cuda_graph else ""))
+        self.cuda_graph, self.host_gap_ns = cuda_graph, host_gap_us * 1000
         self.preset, self.gpu = preset, gpu
         w = 1.0 + 0.6 * np.sin(np.arange(preset.kernels) * 1.7)  # uneven layers, deterministic
         total_ns = preset.work_ms * 1e6 * w / w.sum()
@@ -82,6 +84,8 @@ class SimEngine:
         # A CUDA graph is one launch: only its first kernel pays the host's launch cost.
         for i, (c, m) in enumerate(zip(self._compute_ns, self._memory_ns)):
             launch(c, m, host_cost=not self.cuda_graph or i == 0, name="layer")
+            if self.host_gap_ns:
+                self.gpu.clock.spin_ns(self.host_gap_ns)
         return x
 
     def preprocess(self) -> None:
@@ -143,20 +147,30 @@ class SimKernelTracer:
         self._sink, self._gpu_index = sink, gpu_index
         self.gpu.trace = []
 
+    def pause(self) -> None:
+        self.flush()
+        self.gpu.trace = None
+
+    def resume(self) -> None:
+        self.gpu.trace = []
+
     def poll(self) -> None:
         """Called between timed regions: hand rows over in batches, so memory stays bounded."""
         if self.gpu.trace is not None and len(self.gpu.trace) >= 10_000:
             self.flush()
 
     def flush(self) -> None:
-        trace, self.gpu.trace = self.gpu.trace or [], []
+        if self.gpu.trace is None:
+            return
+        trace, self.gpu.trace = self.gpu.trace, []
         if trace:
             self._sink("kernels", [{"gpu": self._gpu_index, "t_ns": s, "kind": "kernel",
                                     "name": n, "start_ns": s, "end_ns": e, "stream_id": 1}
                                    for s, e, n in trace])
 
     def stop(self) -> dict[str, Any]:
-        self.flush()
+        if self.gpu.trace is not None:
+            self.flush()
         self.gpu.trace = None
         return {"source": "simulated GPU (exact)"}
 
@@ -188,13 +202,18 @@ class SimBackend:
                 f"engine {spec!r} cannot run on a simulated GPU (TensorRT, ONNX and PyTorch "
                 "need a real one); use builtin:small or builtin:large"
             )
-        preset = preset or "small"
+        preset, _, gap = (preset or "small").partition("@")
+        try:
+            host_gap_us = int(gap) if gap else 0
+        except ValueError:
+            raise UsageError(f"bad host gap in {spec!r}: use builtin:small@200") from None
         if preset not in ENGINE_PRESETS:
             raise UsageError(
                 f"unknown built-in engine preset {preset!r}; choose one of "
                 + ", ".join(sorted(ENGINE_PRESETS))
             )
-        return SimEngine(ENGINE_PRESETS[preset], self.gpu, cuda_graph=cuda_graph)
+        return SimEngine(ENGINE_PRESETS[preset], self.gpu, cuda_graph=cuda_graph,
+                         host_gap_us=host_gap_us)
 
     def versions(self) -> dict[str, str]:
         return {"sim_profile": self.profile.name}
