@@ -5,6 +5,11 @@ end, stream and correlation id. Records arrive in buffers on CUPTI's own thread.
 converted and handed to the trace writer, and a background thread asks CUPTI to flush about
 once a second, so the timed loop never waits for tracing.
 
+With CUDA-event device timestamps on, the GPU's own time of each of gpuwatch's start and end
+events is recorded too. The session tags them by pushing external correlation ids
+(2 * region_id, 2 * region_id + 1). They become `cuda_event` rows of the kernels table, which
+analysis uses in place of the anchor-mapped times ("tightened" windows).
+
 CUPTI timestamps are nanoseconds on CUPTI's own clock (the Unix epoch on Linux). They are moved
 onto the trace's time base by an offset measured at start: the tightest of several
 (host clock, cupti.get_timestamp()) pairs. The offset and its uncertainty go into the metadata.
@@ -38,6 +43,10 @@ class CuptiTracer:
                        self.cupti.ActivityKind.MEMSET]
         self.records = 0
         self.dropped = 0
+        # CUDA-event device timestamps, joined to gpuwatch's region ids by external correlation
+        self.events_enabled: bool | str = False
+        self._event_ts: dict[int, int] = {}  # CUPTI correlation id -> device timestamp
+        self._external: dict[int, int] = {}  # CUPTI correlation id -> gpuwatch external id
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -59,6 +68,14 @@ class CuptiTracer:
         c.activity_register_callbacks(self._requested, self._completed)
         for kind in self._kinds:
             c.activity_enable(kind)
+        try:
+            c.activity_enable_cuda_event_device_timestamps(1)
+            c.activity_enable(c.ActivityKind.CUDA_EVENT)
+            c.activity_enable(c.ActivityKind.EXTERNAL_CORRELATION)
+            self._kinds += [c.ActivityKind.CUDA_EVENT, c.ActivityKind.EXTERNAL_CORRELATION]
+            self.events_enabled = True
+        except Exception as e:  # older CUPTI: windows stay anchor-mapped
+            self.events_enabled = f"{type(e).__name__}: {e}"
         self._flusher = threading.Thread(target=self._flush_loop, name="gpuwatch-cupti",
                                          daemon=True)
         self._flusher.start()
@@ -74,6 +91,17 @@ class CuptiTracer:
 
     def poll(self) -> None:
         pass  # the flusher thread does the work
+
+    def mark(self, external_id: int) -> None:
+        """Tag the next CUDA calls (an event record) with gpuwatch's id for them."""
+        if self.events_enabled is True:
+            self.cupti.activity_push_external_correlation_id(
+                self.cupti.ExternalCorrelationKind.CUSTOM0, external_id)
+
+    def unmark(self) -> None:
+        if self.events_enabled is True:
+            self.cupti.activity_pop_external_correlation_id(
+                self.cupti.ExternalCorrelationKind.CUSTOM0)
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(1.0):
@@ -98,14 +126,27 @@ class CuptiTracer:
                              "start_ns": a.start + off, "end_ns": a.end + off,
                              "stream_id": a.stream_id, "correlation_id": a.correlation_id,
                              "bytes": a.bytes})
+            elif kind == K.CUDA_EVENT:
+                if a.device_timestamp:
+                    self._event_ts[a.correlation_id] = a.device_timestamp
+            elif kind == K.EXTERNAL_CORRELATION:
+                self._external[a.correlation_id] = a.external_id
             elif kind == K.MEMSET:
                 rows.append({"gpu": gpu, "t_ns": a.start + off, "kind": "memset", "name": "memset",
                              "start_ns": a.start + off, "end_ns": a.end + off,
                              "stream_id": a.stream_id, "correlation_id": a.correlation_id,
                              "bytes": a.bytes})
-        rows.sort(key=lambda r: r["t_ns"])
         with self._lock:
+            for corr in [k for k in self._event_ts if k in self._external]:
+                ts, ext = self._event_ts.pop(corr) + off, self._external.pop(corr)
+                rows.append({"gpu": gpu, "t_ns": ts, "kind": "cuda_event",
+                             "name": "end" if ext % 2 else "start", "start_ns": ts, "end_ns": ts,
+                             "correlation_id": ext})
+            for d in (self._event_ts, self._external):  # unmatched (anchor events): bounded
+                while len(d) > 100_000:
+                    d.pop(next(iter(d)))
             self.records += len(rows)
+        rows.sort(key=lambda r: r["t_ns"])
         if rows:
             self._sink("kernels", rows)
 
@@ -121,6 +162,7 @@ class CuptiTracer:
         except Exception:
             self.dropped = -1  # not answerable here; -1 means unknown
         return {"source": "CUPTI activity API (cupti-python)", "records": self.records,
+                "cuda_event_device_timestamps": self.events_enabled,
                 "dropped_records": self.dropped if self.dropped >= 0 else None,
                 "timestamp_offset_ns": self.offset_ns,
                 "timestamp_offset_uncertainty_ns": self.offset_uncertainty_ns}

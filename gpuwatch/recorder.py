@@ -189,6 +189,7 @@ class Session:
         self._sampler: Sampler | ProcessSampler | None = None
         self._events: list[tuple[Any, Any]] = []  # reusable (start, end) event pairs
         self._depth = 0  # timed regions open (spans may nest inside inferences)
+        self._region_seq = 0
         self._trace: Trace | None = None
         self._closed = False
 
@@ -389,29 +390,39 @@ class Session:
                 self._tracer.poll()
         ev0, ev1 = self._events.pop() if self._events else (rt.event(), rt.event())
         self._depth += 1
+        rid, self._region_seq = self._region_seq, self._region_seq + 1
+        tracer = self._tracer
         h0 = self.clock.now_ns()
+        if tracer is not None:
+            tracer.mark(2 * rid)  # CUPTI: this event record is region rid's start
         rt.record(ev0, self.stream)
+        if tracer is not None:
+            tracer.unmark()
         try:
             yield
         except BaseException as e:
             self._depth -= 1
-            self._finish(kind, name, ev0, ev1, h0, e)
+            self._finish(kind, name, ev0, ev1, h0, e, rid)
             raise
         self._depth -= 1
-        self._finish(kind, name, ev0, ev1, h0, None)
+        self._finish(kind, name, ev0, ev1, h0, None, rid)
         self._events.append((ev0, ev1))  # reused only once finished (a failed pair is dropped)
 
     def _finish(self, kind: str, name: str, ev0: Any, ev1: Any, h0: int,
-                error: BaseException | None) -> None:
+                error: BaseException | None, rid: int) -> None:
         rt, clock = self._require().runtime, self.clock
         row: dict[str, Any] = {
             "gpu": self._gpu(), "kind": kind, "name": name, "condition": self.condition,
             "gap_ms": self.gap_ms, "iteration": self.iteration, "warmup": self.warmup,
-            "host_start_ns": h0,
+            "host_start_ns": h0, "region_id": rid,
             "error": None if error is None else f"{type(error).__name__}: {error}",
         }
         try:
+            if self._tracer is not None:
+                self._tracer.mark(2 * rid + 1)
             rt.record(ev1, self.stream)
+            if self._tracer is not None:
+                self._tracer.unmark()
             row["host_enqueued_ns"] = clock.now_ns()
             rt.synchronize(ev1)
             row["host_end_ns"] = clock.now_ns()

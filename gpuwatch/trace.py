@@ -60,6 +60,7 @@ TABLE_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("host_enqueued_ns", pa.int64()),  # host, after the end event was enqueued
         ("host_end_ns", pa.int64()),  # host, after synchronize returned
         ("error", pa.string()),  # exception raised inside the timed region, if any
+        ("region_id", pa.int64()),  # the session's sequence number of this region
     ],
     "samples": [("poll_ns", pa.int64())]  # how long the telemetry read took
     + [(f.name, f.type) for f in FIELDS],
@@ -69,7 +70,7 @@ TABLE_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("value", pa.float64()),
     ],
     "kernels": [
-        ("kind", pa.string()),  # "kernel", "memcpy", "memset"
+        ("kind", pa.string()),  # "kernel", "memcpy", "memset", "cuda_event"
         ("name", pa.string()),
         ("start_ns", pa.int64()),
         ("end_ns", pa.int64()),
@@ -311,7 +312,12 @@ def _wanted(name: str, columns: Columns | None) -> list[str]:
 
 
 def _to_frame(name: str, part: pa.Table, columns: Columns | None) -> pd.DataFrame:
-    cols = [c for c in _wanted(name, columns) if c in part.column_names]
+    wanted = _wanted(name, columns)
+    # A v1 file written before a column was added lacks it: the column reads as NA.
+    for c in wanted:
+        if c not in part.column_names:
+            part = part.append_column(SCHEMA.field(c), pa.nulls(part.num_rows, SCHEMA.field(c).type))
+    cols = wanted
     t = part["t_ns"].to_numpy() if "t_ns" in part.column_names and part.num_rows else None
     ordered = t is not None and part["t_ns"].null_count == 0 and bool(np.all(t[1:] >= t[:-1]))
     del t

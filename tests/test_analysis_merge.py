@@ -66,3 +66,23 @@ def test_merge_on_sim_matches_the_governor(t4_analysis):
     late = g[g["iteration"] >= 300]
     assert late["sm_clock_mhz_mean"].median() == 765
     assert (late["idle_before_ms"] > 20).all()  # 20 ms sleep + oversleep + sync wake
+
+
+def test_cuda_event_device_timestamps_tighten_the_windows():
+    """CUPTI's device times of a region's start/end events replace the anchor-mapped ones."""
+    from gpuwatch.trace import table_columns
+
+    a = inf(1000, 5000, region_id=0)
+    b = inf(9000, 9500, region_id=1)
+    tr = make_trace([a, b], [smp(0, 1500)])
+    ev = [{"gpu": 0, "t_ns": t, "kind": "cuda_event", "name": n, "start_ns": t, "end_ns": t,
+           "correlation_id": c} for t, n, c in ((1010, "start", 0), (4990, "end", 1),
+                                                (9003, "start", 2))]  # region 1: no end event
+    k = [{"gpu": 0, "t_ns": 1100, "kind": "kernel", "name": "layer", "start_ns": 1100,
+          "end_ns": 4900}]
+    tr.kernels = pd.DataFrame(ev + k).reindex(columns=table_columns("kernels"))
+    m = merge(tr)
+    assert list(m["aligned_by"]) == ["cuda_event", "anchor"]
+    assert list(m["start_ns"]) == [1010, 9000] and list(m["end_ns"]) == [4990, 9500]
+    assert list(m["kernel_count"]) == [1, 0]  # event rows are not kernels
+    assert m["busy_ms"].iloc[0] == pytest.approx(0.0038)

@@ -194,6 +194,11 @@ def test_cupti_kernel_timeline_and_decomposition(tmp_path):
     assert tr.meta["kernel_trace"]["records"] == len(k)
     assert abs(tr.meta["kernel_trace"]["timestamp_offset_ns"]) < 10_000_000  # epoch-based
     assert (k["name"] == "layer").sum() == 60 * 32
+    if tr.meta["kernel_trace"]["cuda_event_device_timestamps"] is True:
+        ev = k[k["kind"] == "cuda_event"]
+        assert len(ev) == 2 * len(tr.inferences)  # every region's start and end event
+        merged = merge(tr)
+        assert (merged["aligned_by"] == "cuda_event").all()
     assert {"htod", "dtoh"} <= set(k.loc[k["kind"] == "memcpy", "name"])
     m = merge(tr)
     inf = m[m["kind"] == "inference"]

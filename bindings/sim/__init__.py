@@ -147,6 +147,12 @@ class SimKernelTracer:
         self._sink, self._gpu_index = sink, gpu_index
         self.gpu.trace = []
 
+    def mark(self, external_id: int) -> None:
+        pass  # the simulated GPU's event times are already exact
+
+    def unmark(self) -> None:
+        pass
+
     def pause(self) -> None:
         self.flush()
         self.gpu.trace = None

@@ -22,7 +22,7 @@ START_FIELDS = ("pstate", "gpu_util_pct")
 
 def merge(trace: Trace) -> pd.DataFrame:
     """The inferences table plus telemetry columns; sorted by GPU start time."""
-    inf = trace.inferences.dropna(subset=["start_ns", "end_ns"])
+    inf = _tighten(trace.inferences.dropna(subset=["start_ns", "end_ns"]), trace.kernels)
     out = []
     one_gpu = inf["gpu"].nunique() <= 1 and trace.samples["gpu"].nunique() <= 1
     kern = trace.kernels
@@ -89,17 +89,51 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> pd.DataFrame:
     return rows.reset_index(drop=True).assign(**cols)
 
 
+def _tighten(inf: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
+    """Where the kernel trace holds the GPU's own timestamps of a region's start and end events
+    (CUPTI CUDA-event records, tagged with 2*region_id and 2*region_id+1), use them in place of
+    the anchor-mapped times. `aligned_by` says which each row got."""
+    inf = inf.assign(aligned_by="anchor")
+    if not len(kernels) or "region_id" not in inf or inf["region_id"].isna().all():
+        return inf
+    ev = kernels[kernels["kind"] == "cuda_event"]
+    if ev.empty:
+        return inf
+    ts = pd.Series(ev["start_ns"].to_numpy(np.int64), index=ev["correlation_id"].to_numpy(np.int64))
+    ts = ts[~ts.index.duplicated()]
+    rid = inf["region_id"].astype("float64").to_numpy()
+    ok = ~np.isnan(rid)
+    r = rid[ok].astype(np.int64)
+    s = ts.reindex(2 * r).to_numpy(dtype="float64")
+    e = ts.reindex(2 * r + 1).to_numpy(dtype="float64")
+    both = ~np.isnan(s) & ~np.isnan(e) & (e >= s)
+    idx = np.nonzero(ok)[0][both]
+    if idx.size == 0:
+        return inf
+    inf = inf.copy()
+    start = inf["start_ns"].to_numpy(np.int64).copy()
+    end = inf["end_ns"].to_numpy(np.int64).copy()
+    start[idx], end[idx] = s[both].astype(np.int64), e[both].astype(np.int64)
+    inf["start_ns"], inf["end_ns"] = start, end
+    inf["t_ns"] = start
+    aligned = inf["aligned_by"].to_numpy(dtype=object)
+    aligned[idx] = "cuda_event"
+    inf["aligned_by"] = aligned
+    return inf
+
+
 def _decompose(rows: pd.DataFrame, kernels: pd.DataFrame) -> dict[str, np.ndarray]:
     """Each region split by the kernels (and copies) that ran inside it: how many, the time
     they kept the GPU busy, the time it sat idle inside the region (waiting for the host to
     launch), and the delay from the host's enqueue to the first kernel. NA without kernel data.
     Records of one GPU are taken not to overlap (one stream, as gpuwatch's engines run)."""
     n = len(rows)
-    if kernels is None or len(kernels) == 0:
+    if kernels is None or len(kernels) == 0 or (kernels["kind"] != "cuda_event").sum() == 0:
         nan = np.full(n, np.nan)
         return {"kernel_count": nan, "busy_ms": nan, "idle_inside_ms": nan,
                 "first_kernel_delay_ms": nan}
-    k = kernels.dropna(subset=["start_ns", "end_ns"]).sort_values("start_ns")
+    k = kernels[kernels["kind"] != "cuda_event"].dropna(subset=["start_ns", "end_ns"])
+    k = k.sort_values("start_ns")
     ks = k["start_ns"].to_numpy(np.int64)
     ke = np.maximum.accumulate(k["end_ns"].to_numpy(np.int64))
     dur = np.concatenate([[0], np.cumsum(ke - ks)])
