@@ -46,6 +46,8 @@ class CuptiTracer:
         # CUDA-event device timestamps, joined to gpuwatch's region ids by external correlation
         self.events_enabled: bool | str = False
         self._event_ts: dict[int, int] = {}  # CUPTI correlation id -> device timestamp
+        self.by_kind: dict[str, int] = {}  # raw records received, per CUPTI activity kind
+        self.sample: dict[str, str] = {}  # one raw record of each kind, for diagnosis
         self._external: dict[int, int] = {}  # CUPTI correlation id -> gpuwatch external id
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -116,6 +118,12 @@ class CuptiTracer:
         rows = []
         for a in activities:
             kind = a.kind
+            kname = K(kind).name
+            self.by_kind[kname] = self.by_kind.get(kname, 0) + 1
+            if kname not in self.sample and kname in ("CUDA_EVENT", "EXTERNAL_CORRELATION"):
+                self.sample[kname] = repr({f: getattr(a, f, None) for f in (
+                    "correlation_id", "external_id", "device_timestamp", "event_id",
+                    "stream_id", "cuda_event_sync_id")})
             if kind in (K.CONCURRENT_KERNEL, K.KERNEL):
                 rows.append({"gpu": gpu, "t_ns": a.start + off, "kind": "kernel", "name": a.name,
                              "start_ns": a.start + off, "end_ns": a.end + off,
@@ -163,6 +171,7 @@ class CuptiTracer:
             self.dropped = -1  # not answerable here; -1 means unknown
         return {"source": "CUPTI activity API (cupti-python)", "records": self.records,
                 "cuda_event_device_timestamps": self.events_enabled,
+                "records_by_kind": dict(self.by_kind), "record_samples": dict(self.sample),
                 "dropped_records": self.dropped if self.dropped >= 0 else None,
                 "timestamp_offset_ns": self.offset_ns,
                 "timestamp_offset_uncertainty_ns": self.offset_uncertainty_ns}
