@@ -47,6 +47,7 @@ class CuptiTracer:
         self.events_enabled: bool | str = False
         self._event_ts: dict[int, int] = {}  # CUPTI correlation id -> device timestamp
         self.by_kind: dict[str, int] = {}  # raw records received, per CUPTI activity kind
+        self._marked = 0
         self.sample: dict[str, str] = {}  # one raw record of each kind, for diagnosis
         self._external: dict[int, int] = {}  # CUPTI correlation id -> gpuwatch external id
         self._stop = threading.Event()
@@ -97,6 +98,7 @@ class CuptiTracer:
     def mark(self, external_id: int) -> None:
         """Tag the next CUDA calls (an event record) with gpuwatch's id for them."""
         if self.events_enabled is True:
+            self._marked += 1
             self.cupti.activity_push_external_correlation_id(
                 self.cupti.ExternalCorrelationKind.CUSTOM0, external_id)
 
@@ -108,6 +110,13 @@ class CuptiTracer:
     def _flush_loop(self) -> None:
         while not self._stop.wait(1.0):
             self.cupti.activity_flush_all(0)
+            # Seen on the H100 (CUDA 13.0 CUPTI, cupti-python 13.4): enabling CUDA-event device
+            # timestamps succeeds but no CUDA_EVENT records come. Then stop tagging regions,
+            # which would only cost time inside them, and say why in the metadata.
+            if self.events_enabled is True and self._marked >= 64 and \
+                    "CUDA_EVENT" not in self.by_kind and "KERNEL" in str(self.by_kind):
+                self.events_enabled = ("enabled, but CUPTI delivered no CUDA_EVENT records: "
+                                       "windows stay anchor-mapped")
 
     def _requested(self) -> tuple[int, int]:
         return BUFFER_BYTES, 0
