@@ -172,6 +172,9 @@ class CuptiTracer:
         self._stop.set()
         self._flusher.join()
         c.activity_flush_all(1)  # forced: deliver the incomplete buffers too
+        if self.events_enabled is True and self._marked and "CUDA_EVENT" not in self.by_kind:
+            self.events_enabled = ("enabled, but CUPTI delivered no CUDA_EVENT records: "
+                                   "windows stay anchor-mapped")
         for kind in self._kinds:
             c.activity_disable(kind)
         try:
