@@ -115,8 +115,22 @@ class CuptiTracer:
             # which would only cost time inside them, and say why in the metadata.
             if self.events_enabled is True and self._marked >= 64 and \
                     "CUDA_EVENT" not in self.by_kind and "KERNEL" in str(self.by_kind):
-                self.events_enabled = ("enabled, but CUPTI delivered no CUDA_EVENT records: "
-                                       "windows stay anchor-mapped")
+                self._give_up_on_events()
+
+    def _give_up_on_events(self) -> None:
+        """Event records were asked for but none came: switch that collection off again (it
+        still costs time at every event record) and keep the windows anchor-mapped."""
+        self.events_enabled = ("enabled, but CUPTI delivered no CUDA_EVENT records: "
+                               "switched off, windows stay anchor-mapped")
+        c = self.cupti
+        for kind in (c.ActivityKind.CUDA_EVENT, c.ActivityKind.EXTERNAL_CORRELATION):
+            if kind in self._kinds:
+                self._kinds.remove(kind)
+                c.activity_disable(kind)
+        try:
+            c.activity_enable_cuda_event_device_timestamps(0)
+        except Exception:
+            pass
 
     def _requested(self) -> tuple[int, int]:
         return BUFFER_BYTES, 0
@@ -173,8 +187,7 @@ class CuptiTracer:
         self._flusher.join()
         c.activity_flush_all(1)  # forced: deliver the incomplete buffers too
         if self.events_enabled is True and self._marked and "CUDA_EVENT" not in self.by_kind:
-            self.events_enabled = ("enabled, but CUPTI delivered no CUDA_EVENT records: "
-                                   "windows stay anchor-mapped")
+            self._give_up_on_events()
         for kind in self._kinds:
             c.activity_disable(kind)
         try:
