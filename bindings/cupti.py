@@ -2,13 +2,15 @@
 
 CUPTI's Activity API records every kernel, memcpy and memset the GPU runs: name, start and
 end, stream and correlation id. Records arrive in buffers on CUPTI's own thread. There they are
-converted and handed to the trace writer, and a background thread asks CUPTI to flush about
-once a second, so the timed loop never waits for tracing.
+converted and handed to the trace writer. The session asks for them about once a second between
+timed regions (poll), so converting them never competes with a timed region for the GIL.
 
 With CUDA-event device timestamps on, the GPU's own time of each of gpuwatch's start and end
 events is recorded too. The session tags them by pushing external correlation ids
 (2 * region_id, 2 * region_id + 1). They become `cuda_event` rows of the kernels table, which
-analysis uses in place of the anchor-mapped times ("tightened" windows).
+analysis uses in place of the anchor-mapped times ("tightened" windows). That needs CUPTI
+enabled before the CUDA context is made (RealBackend does so when asked for kernels) and
+driver-API records for cuEventRecord, which carry the external ids.
 
 CUPTI timestamps are nanoseconds on CUPTI's own clock (the Unix epoch on Linux). They are moved
 onto the trace's time base by an offset measured at start: the tightest of several
@@ -24,6 +26,10 @@ from gpuwatch.clock import Clock
 from gpuwatch.errors import DeviceUnavailable
 
 BUFFER_BYTES = 8 << 20
+FLUSH_NS = 1_000_000_000  # deliver records about once a second
+# gpuwatch's own event records: the only driver-API records kept (for external correlation)
+EVENT_RECORD_CBIDS = ("cuEventRecord", "cuEventRecord_ptsz", "cuEventRecordWithFlags",
+                      "cuEventRecordWithFlags_ptsz")
 
 
 def _cupti() -> Any:
@@ -52,6 +58,12 @@ class CuptiTracer:
         self._external: dict[int, int] = {}  # CUPTI correlation id -> gpuwatch external id
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._enabled = False
+        self._sink: Callable[[str, list[dict[str, Any]]], None] | None = None
+        self._early: list[dict[str, Any]] = []  # records delivered before start() (rare)
+        self._gpu = 0
+        self.offset_ns = self.offset_uncertainty_ns = 0
 
     def _calibrate(self, tries: int = 9) -> tuple[int, int]:
         best = None
@@ -64,21 +76,48 @@ class CuptiTracer:
         assert best is not None
         return best[0], best[1] // 2
 
-    def start(self, sink: Callable[[str, list[dict[str, Any]]], None], gpu_index: int) -> None:
+    def enable(self) -> None:
+        """Switch CUPTI's recording on. Call it before the CUDA context exists: seen on the H100
+        (CUDA 13.0), CUDA_EVENT records only come when CUPTI was enabled first, and
+        EXTERNAL_CORRELATION records only with driver-API records on (here just cuEventRecord's,
+        see benchmarks/results/h100_issue6/cuda_event_probe.txt)."""
+        if self._enabled:
+            return
         c = self.cupti
-        self._sink, self._gpu = sink, gpu_index
-        self.offset_ns, self.offset_uncertainty_ns = self._calibrate()
+        self._enabled = True
         c.activity_register_callbacks(self._requested, self._completed)
         for kind in self._kinds:
             c.activity_enable(kind)
         try:
             c.activity_enable_cuda_event_device_timestamps(1)
-            c.activity_enable(c.ActivityKind.CUDA_EVENT)
-            c.activity_enable(c.ActivityKind.EXTERNAL_CORRELATION)
-            self._kinds += [c.ActivityKind.CUDA_EVENT, c.ActivityKind.EXTERNAL_CORRELATION]
+            for kind in (c.ActivityKind.CUDA_EVENT, c.ActivityKind.EXTERNAL_CORRELATION,
+                         c.ActivityKind.DRIVER):
+                c.activity_enable(kind)
+                self._kinds.append(kind)
+            self._driver_api_only(EVENT_RECORD_CBIDS)
             self.events_enabled = True
         except Exception as e:  # older CUPTI: windows stay anchor-mapped
             self.events_enabled = f"{type(e).__name__}: {e}"
+
+    def _driver_api_only(self, names: tuple[str, ...]) -> None:
+        """Keep driver-API records for these calls only: each record costs host time."""
+        c = self.cupti
+        keep = {getattr(c.DriverApiTraceCbid, n) for n in names
+                if hasattr(c.DriverApiTraceCbid, n)}
+        for cbid in c.DriverApiTraceCbid:
+            if cbid.name in ("INVALID", "SIZE", "FORCE_INT"):
+                continue
+            try:
+                c.activity_enable_driver_api(int(cbid), 1 if cbid in keep else 0)
+            except Exception:
+                pass  # a cbid this CUPTI does not know
+
+    def start(self, sink: Callable[[str, list[dict[str, Any]]], None], gpu_index: int) -> None:
+        self.enable()  # no-op when the backend enabled CUPTI before its context
+        self._gpu = gpu_index
+        self.offset_ns, self.offset_uncertainty_ns = self._calibrate()
+        self._sink = sink
+        self._last_flush_ns = self.clock.now_ns()
         self._flusher = threading.Thread(target=self._flush_loop, name="gpuwatch-cupti",
                                          daemon=True)
         self._flusher.start()
@@ -93,7 +132,21 @@ class CuptiTracer:
             self.cupti.activity_enable(kind)
 
     def poll(self) -> None:
-        pass  # the flusher thread does the work
+        """Called between timed regions: deliver the records about once a second, here, so
+        that converting them never holds the GIL while a timed region launches work."""
+        if self.clock.now_ns() - self._last_flush_ns >= FLUSH_NS:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._flush_lock:  # poll() and the fallback thread
+            self._last_flush_ns = self.clock.now_ns()
+            self.cupti.activity_flush_all(0)
+            # Enabling CUDA-event device timestamps can succeed while no CUDA_EVENT records come
+            # (seen on the H100 when CUPTI was enabled after the CUDA context). Then stop
+            # tagging regions, which would only cost time inside them, and say why.
+            if self.events_enabled is True and self._marked >= 64 and \
+                    "CUDA_EVENT" not in self.by_kind and "KERNEL" in str(self.by_kind):
+                self._give_up_on_events()
 
     def mark(self, external_id: int) -> None:
         """Tag the next CUDA calls (an event record) with gpuwatch's id for them."""
@@ -108,22 +161,21 @@ class CuptiTracer:
                 self.cupti.ExternalCorrelationKind.CUSTOM0)
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(1.0):
-            self.cupti.activity_flush_all(0)
-            # Seen on the H100 (CUDA 13.0 CUPTI, cupti-python 13.4): enabling CUDA-event device
-            # timestamps succeeds but no CUDA_EVENT records come. Then stop tagging regions,
-            # which would only cost time inside them, and say why in the metadata.
-            if self.events_enabled is True and self._marked >= 64 and \
-                    "CUDA_EVENT" not in self.by_kind and "KERNEL" in str(self.by_kind):
-                self._give_up_on_events()
+        """A fallback for code that times no regions for a while: flush from this thread only
+        when poll() has not for 2 s (records must not pile up inside CUPTI)."""
+        while not self._stop.wait(0.5):
+            if self.clock.now_ns() - self._last_flush_ns >= 2 * FLUSH_NS:
+                self._flush()
 
     def _give_up_on_events(self) -> None:
         """Event records were asked for but none came: switch that collection off again (it
         still costs time at every event record) and keep the windows anchor-mapped."""
-        self.events_enabled = ("enabled, but CUPTI delivered no CUDA_EVENT records: "
-                               "switched off, windows stay anchor-mapped")
+        self.events_enabled = ("enabled, but CUPTI delivered no CUDA_EVENT records (CUPTI was "
+                               "enabled after the CUDA context): switched off, windows stay "
+                               "anchor-mapped")
         c = self.cupti
-        for kind in (c.ActivityKind.CUDA_EVENT, c.ActivityKind.EXTERNAL_CORRELATION):
+        for kind in (c.ActivityKind.CUDA_EVENT, c.ActivityKind.EXTERNAL_CORRELATION,
+                     c.ActivityKind.DRIVER):
             if kind in self._kinds:
                 self._kinds.remove(kind)
                 c.activity_disable(kind)
@@ -157,6 +209,8 @@ class CuptiTracer:
                              "start_ns": a.start + off, "end_ns": a.end + off,
                              "stream_id": a.stream_id, "correlation_id": a.correlation_id,
                              "bytes": a.bytes})
+            elif kind == K.DRIVER:
+                continue  # kept only so that EXTERNAL_CORRELATION records come
             elif kind == K.CUDA_EVENT:
                 if a.device_timestamp:
                     self._event_ts[a.correlation_id] = a.device_timestamp
@@ -178,7 +232,11 @@ class CuptiTracer:
                     d.pop(next(iter(d)))
             self.records += len(rows)
         rows.sort(key=lambda r: r["t_ns"])
-        if rows:
+        if self._sink is None:
+            self._early += rows
+        elif rows:
+            if self._early:
+                rows, self._early = self._early + rows, []
             self._sink("kernels", rows)
 
     def stop(self) -> dict[str, Any]:

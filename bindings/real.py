@@ -15,8 +15,14 @@ class RealBackend:
     simulated = False
 
     def __init__(self, ordinal: int, sample_gpus: str | Sequence[int] | None = None,
-                 blocking_sync: bool = False, binding: str = "cuda"):
+                 blocking_sync: bool = False, binding: str = "cuda", kernels: bool = False):
         self.clock = HostClock()
+        self._tracer: Any = None
+        if kernels:  # CUPTI first: CUDA-event records only come if it precedes the context
+            from .cupti import CuptiTracer
+
+            self._tracer = CuptiTracer(self.clock)
+            self._tracer.enable()
         if binding == "cuda":
             self.runtime: Any = CudaRuntime(ordinal, blocking_sync=blocking_sync)
         elif binding == "pycuda":
@@ -75,9 +81,11 @@ class RealBackend:
                          "torch:module:factory, a .plan/.engine file, or onnx:model.onnx")
 
     def kernel_tracer(self) -> Any:
-        from .cupti import CuptiTracer
+        if self._tracer is None:
+            from .cupti import CuptiTracer
 
-        return CuptiTracer(self.clock)
+            self._tracer = CuptiTracer(self.clock)
+        return self._tracer
 
     def versions(self) -> dict[str, str]:
         out = self.runtime.versions()

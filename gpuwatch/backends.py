@@ -14,8 +14,9 @@ BINDINGS = ("cuda", "pycuda")
 
 
 def open_backend(spec: str, seed: int = 0, sample_gpus: str | Sequence[int] | None = None,
-                 binding: str = "cuda") -> Backend:
-    """`binding` picks the CUDA library on a real GPU: cuda (cuda-python) or pycuda."""
+                 binding: str = "cuda", kernels: bool = False) -> Backend:
+    """`binding` picks the CUDA library on a real GPU: cuda (cuda-python) or pycuda.
+    `kernels`: kernel tracing will be asked for (a real GPU then starts CUPTI before CUDA)."""
     if binding not in BINDINGS:
         raise UsageError(f"unknown binding {binding!r}; use cuda (cuda-python) or pycuda")
     spec = (spec or "auto").strip()
@@ -26,7 +27,7 @@ def open_backend(spec: str, seed: int = 0, sample_gpus: str | Sequence[int] | No
         return sim.open_backend(rest or "t4", seed=seed)
     if spec == "auto" or kind == "cuda" or spec.isdigit():
         index = 0 if spec == "auto" else _index(rest if kind == "cuda" else spec, spec)
-        return _open_real(index, sample_gpus, binding)
+        return _open_real(index, sample_gpus, binding, kernels)
     raise UsageError(f"unknown device {spec!r}; use {DEVICE_HELP}")
 
 
@@ -36,7 +37,8 @@ def _index(text: str, spec: str) -> int:
     return int(text)
 
 
-def _open_real(index: int, sample_gpus: str | Sequence[int] | None, binding: str) -> Backend:
+def _open_real(index: int, sample_gpus: str | Sequence[int] | None, binding: str,
+               kernels: bool) -> Backend:
     reason = _nvml_probe()
     if reason is not None:
         raise DeviceUnavailable(
@@ -44,7 +46,7 @@ def _open_real(index: int, sample_gpus: str | Sequence[int] | None, binding: str
         )
     from gpuwatch.bindings.real import RealBackend
 
-    return RealBackend(index, sample_gpus, binding=binding)
+    return RealBackend(index, sample_gpus, binding=binding, kernels=kernels)
 
 
 def _nvml_probe() -> str | None:

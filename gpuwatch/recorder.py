@@ -226,7 +226,8 @@ class Session:
 
     def _start(self) -> None:
         self._backend = backend = open_backend(self.device_spec, seed=self.seed,
-                                               sample_gpus=self.sample_gpus, binding=self.binding)
+                                               sample_gpus=self.sample_gpus, binding=self.binding,
+                                               kernels=self.kernels)
         clock = backend.clock
         mode = self.sampler_mode
         if mode == "auto":
