@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import gpuwatch
+from gpuwatch.analysis.merge import merge
 from gpuwatch.fields import ClockEventReason
 from gpuwatch.trace import TABLES, table_columns
 
@@ -66,3 +67,28 @@ def test_real_reason_bits_decode(h100):
     for m in masks:
         assert m & ~0x1FF == 0  # only bits NVML defines
         ClockEventReason(m)
+
+
+H100_EVENTS = (Path(__file__).parents[1] / "benchmarks" / "results" / "h100_issue6" / "events")
+
+
+@pytest.mark.parametrize("name,idle_ms", [("small", (0.0, 0.2)), ("starved", (1.5, 2.5))])
+def test_h100_kernel_trace_windows_use_the_gpus_event_timestamps(name, idle_ms):
+    """Real H100 traces with CUPTI CUDA-event records: every window is placed by the GPU's own
+    event timestamps, and the decomposition tells the fed engine from the starved one."""
+    tr = gpuwatch.load(H100_EVENTS / f"h100_kernels_{name}.parquet")
+    m = merge(tr)
+    assert (m["aligned_by"] == "cuda_event").all()
+    window_ms = (m["end_ns"] - m["start_ns"]).to_numpy(dtype=float) / 1e6
+    np.testing.assert_allclose(m["busy_ms"] + m["idle_inside_ms"], window_ms, atol=1e-3)
+    inf = m[(m["kind"] == "inference") & ~m["warmup"].astype(bool)]
+    assert (inf["kernel_count"] == 32).all()
+    lo, hi = idle_ms
+    assert lo <= inf["idle_inside_ms"].median() <= hi
+    # the end event comes after the inference's last kernel on the GPU, never before it
+    work = tr.kernels[tr.kernels["kind"] == "kernel"].sort_values("start_ns")
+    last = np.searchsorted(work["start_ns"].to_numpy(), inf["end_ns"].to_numpy()) - 1
+    gap_us = (inf["end_ns"].to_numpy() - work["end_ns"].to_numpy()[last]) / 1e3
+    assert (gap_us > 0).all()
+    if name == "small":
+        assert np.percentile(gap_us, 99) < 3.0  # 2.05-2.30 us: the GPU's event latency
