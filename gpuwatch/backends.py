@@ -7,7 +7,8 @@ from typing import Sequence
 from .device import Backend
 from .errors import DeviceUnavailable, UsageError
 
-DEVICE_HELP = "auto (first NVIDIA GPU), cuda:N, N, or sim:PROFILE (e.g. sim:t4, sim:flat)"
+DEVICE_HELP = ("auto (first NVIDIA GPU), cuda:N, N, or sim:PROFILE[,gpus=N,index=I,fault=...] "
+               "(e.g. sim:t4, sim:flat, sim:t4,gpus=8,index=3)")
 
 
 BINDINGS = ("cuda", "pycuda")
@@ -24,7 +25,7 @@ def open_backend(spec: str, seed: int = 0, sample_gpus: str | Sequence[int] | No
     if kind == "sim":
         from gpuwatch.bindings import sim
 
-        return sim.open_backend(rest or "t4", seed=seed)
+        return sim.open_backend(rest or "t4", seed=seed, sample_gpus=sample_gpus)
     if spec == "auto" or kind == "cuda" or spec.isdigit():
         index = 0 if spec == "auto" else _index(rest if kind == "cuda" else spec, spec)
         return _open_real(index, sample_gpus, binding, kernels)

@@ -25,3 +25,14 @@ class TraceFormatError(UsageError):
 
 class SessionError(GpuwatchError):
     """The session API was used in a way it does not support (e.g. nested sessions)."""
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived while a session was recording. Raised in the main thread, so the session
+    closes its trace (status "interrupted") on the way out; exits with status 143 (128 + 15)."""
+
+    def __init__(self) -> None:
+        super().__init__(143)
+
+    def __str__(self) -> str:
+        return "SIGTERM"

@@ -16,9 +16,11 @@ import contextlib
 import getpass
 import os
 import platform
+import signal
 import socket
 import sys
 import threading
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -29,7 +31,7 @@ from . import _version
 from .backends import open_backend
 from .clock import Clock
 from .device import Backend, Engine
-from .errors import SessionError, UsageError
+from .errors import SessionError, Terminated, UsageError
 from .fields import FIELDS
 from .clock import HostClock
 from .sampler import ProcessSampler, Sampler
@@ -192,6 +194,9 @@ class Session:
         self._region_seq = 0
         self._trace: Trace | None = None
         self._closed = False
+        self._closing = False
+        self._term_pending = False
+        self._prev_sigterm: Any = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def __enter__(self) -> "Session":
@@ -216,10 +221,12 @@ class Session:
                     "sessions are not supported: end it first, or time more regions with s.span()"
                 )
             _active = self
+        self._catch_sigterm()
         try:
             self._start()
         except BaseException:
             self._release()
+            self._restore_sigterm()
             if self._backend is not None:
                 self._backend.close()
             raise
@@ -259,7 +266,7 @@ class Session:
         """Stop sampling and write the trace. Safe to call twice; returns the trace path."""
         if self._closed:
             return self.out
-        self._closed = True
+        self._closed = self._closing = True  # a SIGTERM from here on waits for the trace
         meta: dict[str, Any] = {"status": status, "error": error}
         try:
             if self._tracer is not None:
@@ -280,10 +287,46 @@ class Session:
                 meta["timebase"] = self._timebase.summary()
                 self._writer.close(meta)
         finally:
-            if self._backend is not None:
-                self._backend.close()
-            self._release()
+            try:
+                if self._backend is not None:
+                    self._backend.close()
+            except Exception as e:  # a broken CUDA context (e.g. a sticky error in user code)
+                warnings.warn(f"gpuwatch: releasing the GPU failed after the trace was written: "
+                              f"{type(e).__name__}: {e}", RuntimeWarning, stacklevel=2)
+            finally:
+                self._release()
+                self._restore_sigterm()
+        if self._term_pending:  # SIGTERM came while the trace was being written: exit now
+            raise Terminated()
         return self.out
+
+    def _catch_sigterm(self) -> None:
+        """SIGTERM's default action kills the process without cleanup, losing the buffered
+        rows and the final file. While recording, turn it into an exception in the main thread
+        (where Python runs signal handlers), so the with-block closes the trace. A handler the
+        program installed itself is left alone."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+                return
+            self._prev_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+        except (ValueError, OSError):  # no signals here (embedded interpreter)
+            self._prev_sigterm = None
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if self._closing:
+            self._term_pending = True  # finish writing the trace first
+            return
+        raise Terminated()
+
+    def _restore_sigterm(self) -> None:
+        if self._prev_sigterm is not None:
+            prev, self._prev_sigterm = self._prev_sigterm, None
+            try:
+                signal.signal(signal.SIGTERM, prev)
+            except (ValueError, OSError):
+                pass
 
     def _release(self) -> None:
         global _active
@@ -385,20 +428,20 @@ class Session:
     @contextlib.contextmanager
     def _region(self, kind: str, name: str) -> Iterator[None]:
         rt = self._require().runtime
-        if self._depth == 0:  # the stream is idle here: refresh a stale anchor, untimed
-            self._timebase.maybe_reanchor()
-            if self._tracer is not None:
-                self._tracer.poll()
-        ev0, ev1 = self._events.pop() if self._events else (rt.event(), rt.event())
-        self._depth += 1
         rid, self._region_seq = self._region_seq, self._region_seq + 1
-        tracer = self._tracer
         h0 = self.clock.now_ns()
-        if tracer is not None:
-            tracer.mark(2 * rid)  # CUPTI: this event record is region rid's start
-        rt.record(ev0, self.stream)
-        if tracer is not None:
-            tracer.unmark()
+        try:
+            if self._depth == 0:  # the stream is idle here: refresh a stale anchor, untimed
+                self._timebase.maybe_reanchor()
+                if self._tracer is not None:
+                    self._tracer.poll()
+            ev0, ev1 = self._events.pop() if self._events else (rt.event(), rt.event())
+            h0 = self.clock.now_ns()
+            self._record(ev0, 2 * rid)  # CUPTI: this event record is region rid's start
+        except Exception as e:  # the GPU failed before the region began: a row says so
+            self._add_row(self._row(kind, name, h0, rid, e))
+            raise
+        self._depth += 1
         try:
             yield
         except BaseException as e:
@@ -409,21 +452,39 @@ class Session:
         self._finish(kind, name, ev0, ev1, h0, None, rid)
         self._events.append((ev0, ev1))  # reused only once finished (a failed pair is dropped)
 
+    def _record(self, event: Any, external_id: int) -> None:
+        """Record `event` on the session's stream, tagged for the kernel tracer."""
+        tracer = self._tracer
+        if tracer is None:
+            self._backend.runtime.record(event, self.stream)  # type: ignore[union-attr]
+            return
+        tracer.mark(external_id)
+        try:
+            self._backend.runtime.record(event, self.stream)  # type: ignore[union-attr]
+        finally:
+            tracer.unmark()
+
+    def _row(self, kind: str, name: str, h0: int, rid: int,
+             error: BaseException | None) -> dict[str, Any]:
+        return {
+            "gpu": self._gpu(), "kind": kind, "name": name, "condition": self.condition,
+            "gap_ms": self.gap_ms, "iteration": self.iteration, "warmup": self.warmup,
+            "host_start_ns": h0, "t_ns": h0, "region_id": rid,
+            "error": None if error is None else f"{type(error).__name__}: {error}",
+        }
+
+    def _add_row(self, row: dict[str, Any]) -> None:
+        if row["kind"] == "inference":
+            self.iteration += 1
+        self._require_writer().add("inferences", [row])
+
     def _finish(self, kind: str, name: str, ev0: Any, ev1: Any, h0: int,
                 error: BaseException | None, rid: int) -> None:
         rt, clock = self._require().runtime, self.clock
-        row: dict[str, Any] = {
-            "gpu": self._gpu(), "kind": kind, "name": name, "condition": self.condition,
-            "gap_ms": self.gap_ms, "iteration": self.iteration, "warmup": self.warmup,
-            "host_start_ns": h0, "region_id": rid,
-            "error": None if error is None else f"{type(error).__name__}: {error}",
-        }
+        row = self._row(kind, name, h0, rid, error)
+        failed: Exception | None = None
         try:
-            if self._tracer is not None:
-                self._tracer.mark(2 * rid + 1)
-            rt.record(ev1, self.stream)
-            if self._tracer is not None:
-                self._tracer.unmark()
+            self._record(ev1, 2 * rid + 1)
             row["host_enqueued_ns"] = clock.now_ns()
             rt.synchronize(ev1)
             row["host_end_ns"] = clock.now_ns()
@@ -434,12 +495,12 @@ class Session:
             if kind == "inference":
                 self.last_ms = ms
         except Exception as e:  # the GPU work itself failed: keep the row, with what we know
-            row["t_ns"] = h0
             if error is None:
                 row["error"] = f"{type(e).__name__}: {e}"
-        if kind == "inference":
-            self.iteration += 1
-        self._require_writer().add("inferences", [row])
+                failed = e  # (the user's own exception, if any, is already on its way)
+        self._add_row(row)
+        if failed is not None:
+            raise failed  # the caller must learn that its GPU work failed
 
     # -- helpers -----------------------------------------------------------------------------------
     def _gpu(self) -> int:

@@ -8,8 +8,9 @@ timer on sim). `ProcessSampler` runs the same loop in a separate process, which 
 with a Python-heavy inference loop for the GIL; it writes its own chunks into the trace's
 `.partial` directory and stops by itself if the recording process dies.
 
-A failing read becomes an `events` row and sampling goes on; a GPU that fails
-`max_consecutive_errors` times in a row is dropped (also recorded), never the whole recording.
+A failing read becomes an `events` row and sampling goes on. After `max_consecutive_errors`
+failures in a row a GPU is read only every `retry_s` (timeouts and unknown errors can pass), or
+dropped for good if NVML says the GPU is lost; both are recorded, and never stop the recording.
 Each field's refresh is tracked: how often its value really changed, so nobody mistakes 1 kHz
 polling of a value the driver refreshes every 100 ms for 1 kHz data.
 """
@@ -53,13 +54,23 @@ class _RefreshTracker:
         self.last: dict[tuple[int, str], tuple[Any, int]] = {}
         self.reads: dict[str, int] = {}
         self.intervals: dict[str, list[int]] = {}
+        self.missing: set[tuple[int, str]] = set()  # fields that had values and now read NA
 
-    def update(self, gpu: int, t_ns: int, values: dict[str, Any]) -> None:
+    def update(self, gpu: int, t_ns: int, values: dict[str, Any]) -> list[str] | None:
+        """Track each value; returns what changed availability (a field that had values now
+        reads NA, or reads again), or None."""
+        changed = None
         for name, v in values.items():
-            if v is None:
-                continue
-            self.reads[name] = self.reads.get(name, 0) + 1
             key = (gpu, name)
+            if v is None:
+                if key in self.last and key not in self.missing:  # it had values: now NA
+                    self.missing.add(key)
+                    changed = (changed or []) + [f"{name} reads NA from here (NVML: not supported)"]
+                continue
+            if self.missing and key in self.missing:
+                self.missing.discard(key)
+                changed = (changed or []) + [f"{name} reads again"]
+            self.reads[name] = self.reads.get(name, 0) + 1
             prev = self.last.get(key)
             if prev is None:
                 self.last[key] = (v, t_ns)
@@ -68,6 +79,7 @@ class _RefreshTracker:
                 if len(iv) < _MAX_INTERVALS:
                     iv.append(t_ns - prev[1])
                 self.last[key] = (v, t_ns)
+        return changed
 
     def summary(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -94,6 +106,7 @@ class Sampler:
         driver_every_s: float = 0.5,
         batch: int = 500,
         max_consecutive_errors: int = 100,
+        retry_s: float = 1.0,
         is_paused: Callable[[], bool] | None = None,
     ):
         if not hz > 0:
@@ -106,6 +119,8 @@ class Sampler:
         self._buf: list[dict[str, Any]] = []
         self._consecutive = [0] * len(self._devices)
         self._dropped = [False] * len(self._devices)
+        self._retry_at = [0] * len(self._devices)  # backing off until this t_ns (0: not)
+        self._retry_s = retry_s
         self._timer: Timer | None = None
         self._paused = False
         self._is_paused = is_paused or (lambda: self._paused)
@@ -154,17 +169,23 @@ class Sampler:
                 continue
             gpu = dev.info.index
             t0 = now()
+            if self._retry_at[i] and t0 < self._retry_at[i]:
+                continue  # backing off after a run of errors
             try:
                 values = dev.read(costly)
             except Exception as e:  # NVML timeouts, GPU lost...: record and go on
                 self._error(i, t0, e)
                 continue
             t1 = now()
-            self._consecutive[i] = 0
+            if self._consecutive[i]:
+                self._recovered(i, gpu, t0)
             if n % self._driver_every == 0:
                 self._driver(gpu, dev, t1)
             t = (t0 + t1) // 2  # mid-point of the read: the best estimate of when
-            self._refresh.update(gpu, t, values)
+            changed = self._refresh.update(gpu, t, values)
+            if changed:
+                self._sink("events", [{"gpu": gpu, "t_ns": t, "kind": "warning",
+                                       "name": "telemetry", "message": m} for m in changed])
             if i == 0:
                 self.last_sm_clock_mhz = values.get("sm_clock_mhz")
             values["gpu"], values["t_ns"], values["poll_ns"] = gpu, t, t1 - t0
@@ -177,6 +198,13 @@ class Sampler:
         self.stats.last_ns = t
         if len(self._buf) >= self._batch:
             self._flush()
+
+    def _recovered(self, i: int, gpu: int, t_ns: int) -> None:
+        if self._retry_at[i]:
+            self._sink("events", [{"gpu": gpu, "t_ns": t_ns, "kind": "note", "name": "telemetry",
+                                   "message": f"GPU {gpu} reads again after "
+                                              f"{self._consecutive[i]} failed reads"}])
+        self._consecutive[i], self._retry_at[i] = 0, 0
 
     def _driver(self, gpu: int, dev: Telemetry, t_ns: int) -> None:
         try:
@@ -195,19 +223,33 @@ class Sampler:
         self.stats.errors += 1
         self._consecutive[i] += 1
         gpu = self._devices[i].info.index
-        rows = [{"gpu": gpu, "t_ns": t_ns, "kind": "error", "name": "telemetry",
-                 "message": f"{type(e).__name__}: {e}"}]
-        if self._consecutive[i] >= self._max_errors:
-            self._dropped[i] = True
-            rows.append({"gpu": gpu, "t_ns": t_ns, "kind": "error", "name": "telemetry",
-                         "message": f"stopped sampling GPU {gpu} after "
-                                    f"{self._max_errors} consecutive errors"})
-        self._sink("events", rows)
+        msg = f"{type(e).__name__}: {e}"
+        rows = [] if self._retry_at[i] else [
+            {"gpu": gpu, "t_ns": t_ns, "kind": "error", "name": "telemetry", "message": msg}]
+        if self._consecutive[i] >= self._max_errors and not self._retry_at[i]:
+            if _gpu_lost(e):  # NVML_ERROR_GPU_IS_LOST does not come back: stop for good
+                self._dropped[i] = True
+                rows.append({"gpu": gpu, "t_ns": t_ns, "kind": "error", "name": "telemetry",
+                             "message": f"stopped sampling GPU {gpu} after "
+                                        f"{self._max_errors} consecutive errors"})
+            else:  # timeouts, unknown errors: may pass; try again, rarely, and say so
+                rows.append({"gpu": gpu, "t_ns": t_ns, "kind": "error", "name": "telemetry",
+                             "message": f"GPU {gpu} failed {self._max_errors} reads in a row: "
+                                        f"retrying every {self._retry_s:g} s"})
+        if self._retry_at[i] or (self._consecutive[i] >= self._max_errors and not self._dropped[i]):
+            self._retry_at[i] = t_ns + int(self._retry_s * 1e9)
+        if rows:
+            self._sink("events", rows)
 
     def _flush(self) -> None:
         if self._buf:
             buf, self._buf = self._buf, []
             self._sink("samples", buf)
+
+
+def _gpu_lost(e: Exception) -> bool:
+    """NVML_ERROR_GPU_IS_LOST (pynvml's NVMLError_GPUIsLost, or its message)."""
+    return "GPUIsLost" in type(e).__name__ or "GPU is lost" in str(e)
 
 
 # -- the sampler in its own process ------------------------------------------------------------

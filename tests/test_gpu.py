@@ -218,3 +218,35 @@ def test_cupti_kernel_timeline_and_decomposition(tmp_path):
     # the window is the event-timed latency, whichever way it was placed (tens of us apart
     # at worst: CUPTI's event timestamps and cuEventElapsedTime are separate measurements)
     np.testing.assert_allclose(window_ms, inf["gpu_ms"], atol=0.1)
+
+
+_STICKY = r'''
+import sys, numpy as np, gpuwatch
+from gpuwatch.bindings.cuda import CudaError
+SRC = 'extern "C" __global__ void bad(int *p) { p[threadIdx.x] = 1; }'
+try:
+    with gpuwatch.session("cuda:0", sys.argv[1]) as s:
+        e = s.engine("builtin:small")
+        for _ in range(20):
+            e.infer()
+        rt = s._backend.runtime
+        fn = rt.compile(SRC, "bad.cu", ["bad"])["bad"]
+        k = rt.prepare(fn, (np.uint64, 0x10))  # an illegal address: a sticky error
+        s.infer(lambda: rt.launch(k, 1, 32, s.stream))
+except CudaError as err:
+    print("raised", type(err).__name__, err)
+'''
+
+
+def test_a_cuda_error_in_user_code_still_leaves_a_valid_trace(tmp_path):
+    """A sticky CUDA error (illegal address) inside a session: the user sees it, and the trace
+    keeps every inference before it, the failed one marked, status "failed"."""
+    out = tmp_path / "sticky.parquet"
+    r = subprocess.run([sys.executable, "-c", _STICKY, str(out)], capture_output=True,
+                       text=True, timeout=120)
+    assert "raised CudaError" in r.stdout, r.stdout + r.stderr
+    tr = gpuwatch.load(out)
+    assert tr.meta["status"] == "failed" and "ILLEGAL_ADDRESS" in tr.meta["error"]
+    inf = tr.inferences
+    assert len(inf) == 21 and inf["error"].notna().sum() == 1
+    assert inf["gpu_ms"].iloc[:20].notna().all() and len(tr.samples) > 0

@@ -114,7 +114,10 @@ def test_more_bad_input_on_sim(tmp_path, args, words):
     assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_ctrl_c_mid_recording_keeps_the_trace(tmp_path):
+@pytest.mark.parametrize("sig, code, word", [("SIGINT", 130, "interrupted"),
+                                            ("SIGTERM", 143, "terminated")])
+def test_a_signal_mid_recording_keeps_the_trace(tmp_path, sig, code, word):
+    """Ctrl-C, or the SIGTERM a service manager sends, finalises the trace with every row so far."""
     import signal
     import time
 
@@ -126,10 +129,14 @@ def test_ctrl_c_mid_recording_keeps_the_trace(tmp_path):
     deadline = time.monotonic() + 60
     while not list(partial.glob("*inferences.parquet")) and time.monotonic() < deadline:
         time.sleep(0.1)  # wait until rows are on disk
-    p.send_signal(signal.SIGINT)
+    p.send_signal(getattr(signal, sig))
     _, err = p.communicate(timeout=60)
-    assert p.returncode == 130, err
-    assert f"what was recorded is in {out}" in err and "Traceback" not in err
+    assert p.returncode == code, err
+    assert f"{word}: what was recorded is in {out}" in err and "Traceback" not in err
     tr = gpuwatch.load(out)
     assert tr.meta["status"] == "interrupted"
     assert len(tr.inferences) > 100 and len(tr.samples) > 1000
+    assert not partial.exists()
+    # the trace holds everything up to the signal: no gap in the iterations
+    it = tr.measured()["iteration"].to_numpy()
+    assert (it == range(len(it))).all()

@@ -54,8 +54,30 @@ def test_a_failed_read_is_recorded_and_sampling_goes_on():
     assert [e["message"] for e in out["events"]] == ["TimeoutError: NVML timed out"] * 2
 
 
-def test_a_dead_gpu_is_dropped_and_the_others_still_sampled():
-    dead, alive = FlakyTelemetry(die_after=5, index=0), FlakyTelemetry(index=1)
+def test_a_failing_gpu_is_retried_rarely_and_the_others_still_sampled():
+    bad, alive = FlakyTelemetry(fail=set(range(6, 18)), index=0), FlakyTelemetry(index=1)
+    out, stats = run([bad, alive], ms=100, max_consecutive_errors=10, retry_s=0.01)
+    by_gpu = [r["gpu"] for r in out["samples"]]
+    assert by_gpu.count(1) == 101  # the healthy GPU never missed a poll
+    msgs = [e["message"] for e in out["events"]]
+    # 10 failures logged, then a retry every 10 polls (2 more failures), then back
+    assert msgs == ["TimeoutError: NVML timed out"] * 10 + [
+        "GPU 0 failed 10 reads in a row: retrying every 0.01 s",
+        "GPU 0 reads again after 12 failed reads"]
+    assert bad.n == 74 and by_gpu.count(0) == 62  # polls 0-4 and 44-100 read
+    assert stats.errors == 12
+
+
+class LostTelemetry(FlakyTelemetry):
+    def read(self, costly=True):
+        self.n += 1
+        if self.n > 5:
+            raise RuntimeError("GPU is lost")
+        return {"sm_clock_mhz": 1000}
+
+
+def test_a_lost_gpu_is_dropped_and_the_others_still_sampled():
+    dead, alive = LostTelemetry(index=0), FlakyTelemetry(index=1)
     out, stats = run([dead, alive], ms=50, max_consecutive_errors=10)
     by_gpu = [r["gpu"] for r in out["samples"]]
     assert by_gpu.count(0) == 5 and by_gpu.count(1) == 51

@@ -1,6 +1,8 @@
 """The simulated GPU against the field report's staircase (ground truth for later analysis)."""
 
 import numpy as np
+
+import gpuwatch
 import pytest
 
 from conftest import record_sim
@@ -109,3 +111,36 @@ def test_unknown_profile_and_engine_are_usage_errors():
         b.engine("resnet.plan", None)
     with pytest.raises(UsageError, match="preset"):
         b.engine("builtin:huge", None)
+
+
+def test_several_gpus_sampled_by_one_sampler_with_inference_on_any(tmp_path):
+    from gpuwatch.analysis.merge import merge
+
+    with gpuwatch.session("sim:t4,gpus=4,index=2", tmp_path / "m.parquet",
+                          sample_gpus="all") as s:
+        e = s.engine()
+        for _ in range(300):
+            e.infer()
+            s.wait(20)
+    tr = s.trace
+    assert [d["index"] for d in tr.meta["devices"]] == [2, 0, 1, 3]  # inference GPU first
+    assert set(tr.inferences["gpu"]) == {2}
+    smp = tr.samples
+    per_gpu = smp.groupby("gpu").size()
+    assert list(per_gpu.index) == [0, 1, 2, 3] and per_gpu.min() == per_gpu.max() > 6000
+    # only the working GPU's clock moves; the idle ones stay parked at the idle clock
+    assert smp.loc[smp["gpu"] == 2, "sm_clock_mhz"].max() == 1590
+    assert (smp.loc[smp["gpu"] != 2, "sm_clock_mhz"] == 300).all()
+    m = merge(tr)
+    assert (m["sm_clock_mhz_start"].iloc[1:] > 300).all()  # joined to GPU 2's readings, not the others
+
+
+def test_sampling_a_subset_of_many_gpus(tmp_path):
+    with gpuwatch.session("sim:t4,gpus=8", tmp_path / "m.parquet", sample_gpus=[3, 1]) as s:
+        s.engine().infer()
+        s.wait(50)
+    assert set(s.trace.samples["gpu"]) == {0, 1, 3}
+    with pytest.raises(UsageError, match="there is no GPU 9: this simulated machine has 8"):
+        gpuwatch.session("sim:t4,gpus=8", tmp_path / "x.parquet", sample_gpus=[9]).start()
+    with pytest.raises(UsageError, match="index 8 is out of range"):
+        gpuwatch.session("sim:t4,gpus=8,index=8", tmp_path / "x.parquet").start()

@@ -3,12 +3,21 @@
 It implements the same Backend protocol as the real bindings, on a virtual clock: an
 800-iteration run with 20 ms gaps takes a fraction of a second, and the same seed gives the same
 latencies. Every trace it produces says `simulated: true`.
+
+Spec: `sim:PROFILE[,gpus=N][,index=I][,fault=KIND@START[+DURATION][/GPU]]...`
+
+- `gpus=N` makes N GPUs on one virtual clock (inference runs on GPU `index`; the others idle).
+- `fault=` injects what NVML or CUDA can do to a real recording, from START seconds after the
+  device opened, for DURATION seconds (default: for good), on GPU (default: the inference GPU):
+  `gpu_lost` (every NVML read fails, "GPU is lost"), `timeout`, `unknown` (NVML errors),
+  `not_supported` (NVML answers "not supported": the fields read as NA), `cuda_error` (a sticky
+  CUDA error: every CUDA call on that GPU fails, as after an illegal memory access).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -20,7 +29,66 @@ from gpuwatch.fields import COSTLY_FIELDS, FIELD_NAMES, FIELDS_BY_NAME, GroupSch
 from .model import SimGPU
 from .profiles import ENGINE_PRESETS, PROFILES, EnginePreset, Profile
 
-__all__ = ["PROFILES", "ENGINE_PRESETS", "SimBackend", "open_backend"]
+__all__ = ["PROFILES", "ENGINE_PRESETS", "FAULT_KINDS", "SimBackend", "SimFault", "open_backend"]
+
+
+FAULT_KINDS = ("gpu_lost", "timeout", "unknown", "not_supported", "cuda_error")
+_NVML_MESSAGES = {"gpu_lost": "GPU is lost", "timeout": "Timeout", "unknown": "Unknown Error"}
+
+
+class SimNVMLError(Exception):
+    """What pynvml raises, for the simulated GPU (the message is NVML's own)."""
+
+
+class SimCudaError(RuntimeError):
+    """A CUDA error on the simulated GPU (named like the driver's error code)."""
+
+
+@dataclass(frozen=True)
+class SimFault:
+    kind: str
+    start_s: float
+    duration_s: float = float("inf")
+    gpu: int | None = None  # None: the inference GPU
+
+    def active(self, t_s: float) -> bool:
+        return self.start_s <= t_s < self.start_s + self.duration_s
+
+    @classmethod
+    def parse(cls, text: str) -> "SimFault":
+        """KIND@START[+DURATION][/GPU], times in seconds since the device opened."""
+        kind, at, rest = text.partition("@")
+        if kind not in FAULT_KINDS or not at:
+            raise UsageError(f"bad sim fault {text!r}: use KIND@START[+DURATION][/GPU] with KIND one "
+                             f"of {', '.join(FAULT_KINDS)}, e.g. fault=timeout@2+0.5")
+        rest, _, gpu = rest.partition("/")
+        start, _, dur = rest.partition("+")
+        try:
+            f = cls(kind, float(start), float(dur) if dur else float("inf"),
+                    int(gpu) if gpu else None)
+        except ValueError:
+            raise UsageError(f"bad sim fault {text!r}: START and DURATION are seconds, GPU an "
+                             "index, e.g. fault=gpu_lost@5/1") from None
+        if f.start_s < 0 or not f.duration_s > 0 or (f.gpu is not None and f.gpu < 0):
+            raise UsageError(f"bad sim fault {text!r}: times must be >= 0 and the duration > 0")
+        return f
+
+
+class _Faults:
+    """The faults of one simulated GPU, checked against the virtual clock."""
+
+    def __init__(self, faults: list[SimFault], clock: VirtualClock):
+        self.faults, self.clock = faults, clock
+        self._origin = clock.now_ns()
+
+    def active(self, *kinds: str) -> str | None:
+        if not self.faults:
+            return None
+        t = (self.clock.now_ns() - self._origin) / 1e9
+        for f in self.faults:
+            if f.kind in kinds and f.active(t):
+                return f.kind
+        return None
 
 
 @dataclass
@@ -36,9 +104,15 @@ class SimStream:
 class SimRuntime:
     """Streams and events over a SimGPU. Events time-stamp the GPU's progress exactly."""
 
-    def __init__(self, gpu: SimGPU, clock: VirtualClock):
+    def __init__(self, gpu: SimGPU, clock: VirtualClock, faults: "_Faults | None" = None):
         self.gpu, self.clock = gpu, clock
         self._streams = 0
+        self._faults = faults
+
+    def _check(self) -> None:
+        if self._faults is not None and self._faults.active("cuda_error"):
+            raise SimCudaError("CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access was "
+                               "encountered (injected sim fault)")
 
     def stream(self) -> SimStream:
         self._streams += 1
@@ -48,10 +122,12 @@ class SimRuntime:
         return SimEvent()
 
     def record(self, event: SimEvent, stream: SimStream) -> None:
+        self._check()
         self.clock.advance(1_000)  # cudaEventRecord costs the host ~1 us
         event.t_ns = self.gpu.stream_position_ns()
 
     def synchronize(self, event: SimEvent) -> None:
+        self._check()
         if event.t_ns is None:
             raise RuntimeError("synchronize on an event that was never recorded")
         if event.t_ns > self.clock.now_ns():  # blocking sync: sleep until done, then wake up
@@ -60,6 +136,7 @@ class SimRuntime:
             self.clock.advance(500)
 
     def elapsed_ms(self, start: SimEvent, end: SimEvent) -> float:
+        self._check()
         if start.t_ns is None or end.t_ns is None:
             raise RuntimeError("elapsed time between events that were never recorded")
         return (end.t_ns - start.t_ns) / 1e6
@@ -96,9 +173,10 @@ class SimEngine:
 
 
 class SimTelemetry:
-    def __init__(self, index: int, gpu: SimGPU):
+    def __init__(self, index: int, gpu: SimGPU, faults: _Faults | None = None):
         p = gpu.p
         self.gpu = gpu
+        self._faults = faults
         self._schedule = GroupSchedule({"costly": "costly", "slow": "slow"})
         self.info = DeviceInfo(
             index=index,
@@ -123,7 +201,12 @@ class SimTelemetry:
 
     def read(self, costly: bool = True) -> dict[str, Any]:
         """As NVML: cheap fields every time, costly ones by tier (see fields.GroupSchedule)."""
+        fault = self._faults.active(*_NVML_MESSAGES, "not_supported") if self._faults else None
+        if fault in _NVML_MESSAGES:  # (reads take no virtual time, failing ones neither)
+            raise SimNVMLError(_NVML_MESSAGES[fault])
         values = self.gpu.read()
+        if fault == "not_supported":  # the wrapper turns NVML's "not supported" into NA
+            return {k: None for k in values if k not in COSTLY_FIELDS}
         due = self._schedule.due(self.gpu.clock.now_ns()) if costly else None
         for name in COSTLY_FIELDS:
             if FIELDS_BY_NAME[name].cost != due:
@@ -185,14 +268,23 @@ class SimBackend:
     simulated = True
     telemetry_factory = None  # the virtual clock lives in this process
 
-    def __init__(self, profile: Profile, seed: int, start_ns: int):
+    def __init__(self, profile: Profile, seed: int, start_ns: int, gpus: int = 1, index: int = 0,
+                 faults: Sequence[SimFault] = (), sample_gpus: str | Sequence[int] | None = None):
         self.profile = profile
         rng = np.random.default_rng(seed)
         self._rng = rng
         self.clock = VirtualClock(start_ns, sleep_overshoot=self._oversleep)
-        self.gpu = SimGPU(profile, self.clock, rng)
-        self.telemetry = [SimTelemetry(0, self.gpu)]
-        self.runtime = SimRuntime(self.gpu, self.clock)
+        # One model per GPU, each with its own random stream (spawned, so GPU 0 of a many-GPU
+        # sim is not the same as a one-GPU sim's; the inference GPU's stream is the seed's own).
+        streams = [rng if i == index else np.random.default_rng([seed, i]) for i in range(gpus)]
+        self.gpus = [SimGPU(profile, self.clock, r) for r in streams]
+        self.gpu = self.gpus[index]
+        faults_of = {i: _Faults([f for f in faults if (index if f.gpu is None else f.gpu) == i],
+                                self.clock) for i in range(gpus)}
+        self.telemetry = [SimTelemetry(i, self.gpus[i], faults_of[i])
+                          for i in _sampled(index, gpus, sample_gpus)]
+        self.runtime = SimRuntime(self.gpu, self.clock, faults_of[index])
+        self.faults = list(faults)
 
     def _oversleep(self, ns: int) -> int:
         # time.sleep wakes late; the next launch then pays for a cold CPU (see Profile).
@@ -231,9 +323,50 @@ class SimBackend:
         pass
 
 
-def open_backend(profile: str, seed: int = 0, start_ns: int | None = None) -> SimBackend:
-    """Open a simulated GPU with the named profile. `start_ns` fixes the virtual epoch (the
-    default is now, so traces from sim sit at a plausible wall-clock time)."""
+def _sampled(index: int, gpus: int, sample_gpus: str | Sequence[int] | None) -> list[int]:
+    """The GPUs to sample, the inference GPU first (as RealBackend orders them)."""
+    if sample_gpus in (None, "", "self"):
+        return [index]
+    listed = range(gpus) if sample_gpus == "all" else [int(i) for i in sample_gpus]  # type: ignore[union-attr]
+    bad = [i for i in listed if not 0 <= i < gpus]
+    if bad:
+        raise UsageError(f"there is no GPU {bad[0]}: this simulated machine has {gpus} "
+                         f"(0..{gpus - 1}); make more with sim:PROFILE,gpus=N")
+    return [index] + [i for i in listed if i != index]
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """"t4,gpus=8,index=3,fault=timeout@2+0.5" -> ("t4", {gpus, index, faults})."""
+    profile, *opts = [x.strip() for x in spec.split(",")]
+    out: dict[str, Any] = {"gpus": 1, "index": 0, "faults": []}
+    for opt in opts:
+        key, eq, value = opt.partition("=")
+        if not eq or key not in ("gpus", "index", "fault"):
+            raise UsageError(f"bad sim option {opt!r} in sim:{spec}; use gpus=N, index=I or "
+                             "fault=KIND@START[+DURATION][/GPU]")
+        if key == "fault":
+            out["faults"].append(SimFault.parse(value))
+            continue
+        if not value.isdigit():
+            raise UsageError(f"sim option {key} takes a whole number, got {value!r}")
+        out[key] = int(value)
+    if not 1 <= out["gpus"] <= 1024:
+        raise UsageError(f"sim gpus must be 1..1024, got {out['gpus']}")
+    if not out["index"] < out["gpus"]:
+        raise UsageError(f"sim index {out['index']} is out of range for gpus={out['gpus']} "
+                         f"(0..{out['gpus'] - 1})")
+    for f in out["faults"]:
+        if f.gpu is not None and f.gpu >= out["gpus"]:
+            raise UsageError(f"sim fault on GPU {f.gpu}, but there are only {out['gpus']}")
+    return profile or "t4", out
+
+
+def open_backend(spec: str, seed: int = 0, start_ns: int | None = None,
+                 sample_gpus: str | Sequence[int] | None = None) -> SimBackend:
+    """Open a simulated GPU (or several): "t4", "t4,gpus=8,index=3", "t4,fault=gpu_lost@5".
+    `start_ns` fixes the virtual epoch (the default is now, so traces from sim sit at a
+    plausible wall-clock time)."""
+    profile, opts = parse_spec(spec)
     if profile not in PROFILES:
         raise UsageError(
             f"unknown simulated GPU profile {profile!r}; choose one of "
@@ -241,4 +374,5 @@ def open_backend(profile: str, seed: int = 0, start_ns: int | None = None) -> Si
         )
     import time
 
-    return SimBackend(PROFILES[profile], seed, time.time_ns() if start_ns is None else start_ns)
+    return SimBackend(PROFILES[profile], seed, time.time_ns() if start_ns is None else start_ns,
+                      opts["gpus"], opts["index"], opts["faults"], sample_gpus)

@@ -180,6 +180,8 @@ class SimGPU:
     def _push_snapshot(self, t: int) -> None:
         self._snaps.append(self._snapshot(t))
         self._snap_times.append(t)
+        if len(self._snaps) > 4096:  # nobody read for a while (sampling off): bound the history
+            del self._snaps[:-64], self._snap_times[:-64]
 
     # -- telemetry ---------------------------------------------------------------------------
     def read(self) -> dict[str, object]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backends import BINDINGS, DEVICE_HELP
-from ..errors import UsageError
+from ..errors import Terminated, UsageError
 from ..recorder import SAMPLER_MODES, Session
 from ..summary import condition_summary, format_summary
 from ..trace import default_out
@@ -158,9 +158,10 @@ class RecordCommand:
         progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
         try:
             s = self._record(args, out, conditions, engine_spec, options, progress)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Terminated) as e:
             progress.done()
-            print(f"interrupted: what was recorded is in {out}", file=sys.stderr)
+            what = "terminated" if isinstance(e, Terminated) else "interrupted"
+            print(f"{what}: what was recorded is in {out}", file=sys.stderr)
             raise
         if not args.quiet:
             print(format_summary(condition_summary(s.trace)))
