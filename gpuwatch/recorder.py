@@ -40,6 +40,7 @@ from .trace import SCHEMA_VERSION, Trace, TraceWriter, default_out, load
 T = TypeVar("T")
 
 SAMPLER_MODES = ("auto", "thread", "process", "off")
+MAX_SAMPLE_HZ = 20_000.0  # NVML answers in ~1 us, but clocks refresh far slower (README)
 # What "auto" means on a real GPU; chosen by the overhead benchmark (benchmarks/results/).
 DEFAULT_REAL_SAMPLER = "process"
 
@@ -170,8 +171,8 @@ class Session:
         seed: int = 0,
         options: dict[str, Any] | None = None,
     ):
-        if not sample_hz > 0:
-            raise UsageError(f"sample rate must be positive, got {sample_hz}")
+        if not 0 < sample_hz <= MAX_SAMPLE_HZ:
+            raise UsageError(f"sample rate must be in (0, {MAX_SAMPLE_HZ:g}] Hz, got {sample_hz}")
         if sampler not in SAMPLER_MODES:
             raise UsageError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLER_MODES)}")
         self.sampler_mode, self.sample_gpus, self.binding = sampler, sample_gpus, binding
@@ -190,6 +191,7 @@ class Session:
         self._writer: TraceWriter | None = None
         self._sampler: Sampler | ProcessSampler | None = None
         self._events: list[tuple[Any, Any]] = []  # reusable (start, end) event pairs
+        self._timebase: _EventTimebase | None = None
         self._depth = 0  # timed regions open (spans may nest inside inferences)
         self._region_seq = 0
         self._trace: Trace | None = None
@@ -224,11 +226,18 @@ class Session:
         self._catch_sigterm()
         try:
             self._start()
-        except BaseException:
-            self._release()
-            self._restore_sigterm()
-            if self._backend is not None:
-                self._backend.close()
+        except BaseException as e:
+            if self._writer is not None:  # it failed part-way: write what there is, say why
+                try:
+                    self.close(status="failed", error=f"{type(e).__name__}: {e}")
+                except Exception:
+                    pass
+            else:
+                self._closed = True
+                self._release()
+                self._restore_sigterm()
+                if self._backend is not None:
+                    self._backend.close()
             raise
 
     def _start(self) -> None:
@@ -284,7 +293,8 @@ class Session:
             if self._writer is not None:
                 assert self._backend is not None
                 meta["ended_ns"] = self._backend.clock.now_ns()
-                meta["timebase"] = self._timebase.summary()
+                if self._timebase is not None:
+                    meta["timebase"] = self._timebase.summary()
                 self._writer.close(meta)
         finally:
             try:
@@ -412,6 +422,8 @@ class Session:
 
     def wait(self, ms: float, how: str = "sleep") -> None:
         """Leave the GPU idle for `ms`: "sleep" yields the CPU (as time.sleep), "spin" busy-waits."""
+        if not 0 <= ms <= 3_600_000:
+            raise UsageError(f"wait takes 0..3600000 ms, got {ms}")
         ns = int(ms * 1e6)
         if how == "sleep":
             self.clock.sleep_ns(ns)
@@ -432,7 +444,7 @@ class Session:
         h0 = self.clock.now_ns()
         try:
             if self._depth == 0:  # the stream is idle here: refresh a stale anchor, untimed
-                self._timebase.maybe_reanchor()
+                self._timebase.maybe_reanchor()  # type: ignore[union-attr]
                 if self._tracer is not None:
                     self._tracer.poll()
             ev0, ev1 = self._events.pop() if self._events else (rt.event(), rt.event())
@@ -489,8 +501,10 @@ class Session:
             rt.synchronize(ev1)
             row["host_end_ns"] = clock.now_ns()
             row["gpu_ms"] = ms = rt.elapsed_ms(ev0, ev1)
-            row["start_ns"] = start = self._timebase.to_ns(ev0)
-            row["end_ns"] = start + self._timebase.span_ns(ms)
+            tb = self._timebase
+            assert tb is not None
+            row["start_ns"] = start = tb.to_ns(ev0)
+            row["end_ns"] = start + tb.span_ns(ms)
             row["t_ns"] = start
             if kind == "inference":
                 self.last_ms = ms

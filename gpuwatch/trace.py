@@ -257,6 +257,11 @@ def _merge_chunks(partial_dir: Path, dest: Path, meta: dict[str, Any],
     return rows
 
 
+def _one_line(e: BaseException) -> str:
+    """An exception's text on one line (pyarrow's messages span several)."""
+    return " ".join(str(e).split())
+
+
 class RecoveredTraceWarning(UserWarning):
     """Loaded a trace that was never finalised (the recording crashed or was killed)."""
 
@@ -373,7 +378,9 @@ def _read_file(pf: pq.ParquetFile, columns: Columns | None) -> dict[str, pd.Data
     return out
 
 
-def _check_meta(meta: Mapping[str, Any], path: Path) -> None:
+def _check_meta(meta: Any, path: Path) -> None:
+    if not isinstance(meta, dict):
+        raise TraceFormatError(f"{path}: gpuwatch metadata is not a JSON object; not a gpuwatch trace")
     version = meta.get("schema_version")
     if not isinstance(version, int):
         raise TraceFormatError(f"{path}: metadata has no schema_version; not a gpuwatch trace")
@@ -401,7 +408,8 @@ def load(path: str | os.PathLike[str], columns: Columns | None = None) -> Trace:
     try:
         pf = pq.ParquetFile(p)
     except (pa.ArrowInvalid, OSError) as e:
-        raise TraceFormatError(f"{p} is not a readable Parquet file ({e}); was the copy cut short?") from e
+        raise TraceFormatError(f"{p} is not a readable Parquet file ({_one_line(e)}); was the copy "
+                               "cut short?") from e
     raw = (pf.schema_arrow.metadata or {}).get(META_KEY)
     if raw is None:
         raise TraceFormatError(
@@ -410,12 +418,12 @@ def load(path: str | os.PathLike[str], columns: Columns | None = None) -> Trace:
     try:
         meta = json.loads(raw)
     except ValueError as e:
-        raise TraceFormatError(f"{p}: gpuwatch metadata is not valid JSON ({e})") from e
+        raise TraceFormatError(f"{p}: gpuwatch metadata is not valid JSON ({_one_line(e)})") from e
     _check_meta(meta, p)
     try:
         tables = _read_file(pf, columns)
     except (pa.ArrowInvalid, OSError) as e:
-        raise TraceFormatError(f"{p}: corrupt Parquet data ({e})") from e
+        raise TraceFormatError(f"{p}: corrupt Parquet data ({_one_line(e)})") from e
     return Trace(meta=meta, path=p, **tables)
 
 
@@ -423,7 +431,11 @@ def _load_partial(d: Path, columns: Columns | None = None) -> Trace:
     meta_file = d / "meta.json"
     if not meta_file.exists():
         raise TraceFormatError(f"{d} is a directory but not a gpuwatch trace (no meta.json)")
-    meta = json.loads(meta_file.read_text())
+    try:
+        meta = json.loads(meta_file.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise TraceFormatError(f"{d}/meta.json is damaged ({type(e).__name__}); the recording's "
+                               "chunks can still be read with pyarrow.dataset") from e
     _check_meta(meta, d)
     tables, skipped = [], 0
     for files in _chunk_files(d).values():

@@ -111,3 +111,13 @@ def test_fault_windows():
     assert (f.kind, f.start_s, f.duration_s, f.gpu) == ("timeout", 2.0, 0.5, 1)
     assert not f.active(1.99) and f.active(2.0) and f.active(2.49) and not f.active(2.5)
     assert SimFault.parse("gpu_lost@3").active(1e9)
+
+
+def test_a_gpu_failing_at_start_still_leaves_a_trace_saying_why(tmp_path):
+    out = tmp_path / "s.parquet"
+    with pytest.raises(SimCudaError):
+        with gpuwatch.session("sim:t4,fault=cuda_error@0", out):
+            pass
+    tr = gpuwatch.load(out)
+    assert tr.meta["status"] == "failed" and "ILLEGAL_ADDRESS" in tr.meta["error"]
+    assert gpuwatch.recorder._active is None

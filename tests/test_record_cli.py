@@ -38,7 +38,10 @@ def test_default_output_name_lands_in_the_working_directory(tmp_path):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--gap", "-5"], "--gap values must be finite and >= 0"),
+    (["--gap", "-5"], "--gap values must be 0..3600000 ms"),
+    (["--gap", "nan"], "--gap values must be 0..3600000 ms"),
+    (["--sample-hz", "1e9"], "must be at most 20000 Hz"),
+    (["--fps", "1e-9"], "from one frame an hour"),
     (["--gap", "fast"], "--gap takes milliseconds"),
     (["--iters", "0"], "must be at least 1"),
     (["--warmup", "-1"], "must be 0 or more"),

@@ -23,7 +23,7 @@ import numpy as np
 
 from gpuwatch.clock import VirtualClock
 from gpuwatch.device import DeviceInfo
-from gpuwatch.errors import UsageError
+from gpuwatch.errors import GpuwatchError, UsageError
 from gpuwatch.fields import COSTLY_FIELDS, FIELD_NAMES, FIELDS_BY_NAME, GroupSchedule
 
 from .model import SimGPU
@@ -40,8 +40,9 @@ class SimNVMLError(Exception):
     """What pynvml raises, for the simulated GPU (the message is NVML's own)."""
 
 
-class SimCudaError(RuntimeError):
-    """A CUDA error on the simulated GPU (named like the driver's error code)."""
+class SimCudaError(GpuwatchError):
+    """A CUDA error on the simulated GPU (named like the driver's error code), as
+    bindings.cuda.CudaError is on a real one."""
 
 
 @dataclass(frozen=True)

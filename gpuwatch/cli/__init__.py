@@ -39,7 +39,8 @@ def main(command: Command, argv: Sequence[str] | None = None, prog: str | None =
     try:
         return command.run(args)
     except GpuwatchError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        msg = " ".join(str(e).split())  # one line, whatever the message held
+        print(f"{parser.prog}: error: {msg}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)

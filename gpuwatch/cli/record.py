@@ -10,10 +10,13 @@ from typing import Any
 
 from ..backends import BINDINGS, DEVICE_HELP
 from ..errors import Terminated, UsageError
-from ..recorder import SAMPLER_MODES, Session
+from ..recorder import MAX_SAMPLE_HZ, SAMPLER_MODES, Session
 from ..summary import condition_summary, format_summary
 from ..trace import default_out
 from ..bindings.tensorrt import PRECISIONS  # imports no TensorRT until an engine is made
+
+
+MAX_GAP_MS = 3_600_000.0  # an hour: longer gaps are separate recordings
 
 
 def _gaps(text: str) -> list[float]:
@@ -25,8 +28,9 @@ def _gaps(text: str) -> list[float]:
         ) from None
     if not gaps:
         raise argparse.ArgumentTypeError("--gap needs at least one value, e.g. --gap 20")
-    if any(g < 0 or g != g or g == float("inf") for g in gaps):
-        raise argparse.ArgumentTypeError(f"--gap values must be finite and >= 0 ms, got {text!r}")
+    if any(not 0 <= g <= MAX_GAP_MS for g in gaps):
+        raise argparse.ArgumentTypeError(
+            f"--gap values must be 0..{MAX_GAP_MS:.0f} ms (an hour), got {text!r}")
     return gaps
 
 
@@ -60,14 +64,22 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _sample_hz(text: str) -> float:
+    v = _positive_float(text)
+    if v > MAX_SAMPLE_HZ:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SAMPLE_HZ:g} Hz, got {text!r}")
+    return v
+
+
 def _fps(text: str) -> list[float]:
     try:
         rates = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--fps takes frames per second, or a comma list (e.g. 15,30), not {text!r}") from None
-    if not rates or any(not 0 < r < float("inf") for r in rates):
-        raise argparse.ArgumentTypeError(f"--fps values must be positive, got {text!r}")
+    if not rates or any(not 1000 / MAX_GAP_MS <= r <= 100_000 for r in rates):
+        raise argparse.ArgumentTypeError(
+            f"--fps values must be positive, from one frame an hour to 100000, got {text!r}")
     return rates
 
 
@@ -127,7 +139,7 @@ class RecordCommand:
                             "post-processing (device->host copy) as spans")
         p.add_argument("--wait", choices=("sleep", "spin"), default="sleep",
                        help="how to idle during the gap: sleep (as time.sleep) or spin")
-        p.add_argument("--sample-hz", type=_positive_float, default=1000.0,
+        p.add_argument("--sample-hz", type=_sample_hz, default=1000.0,
                        help="telemetry sampling rate (default: 1000)")
         p.add_argument("--sampler", choices=SAMPLER_MODES, default="auto",
                        help="where the sampler runs: auto (a separate process on a real GPU), "
