@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gpuwatch.trace import META_KEY, SCHEMA, SCHEMA_VERSION
+from gpuwatch.trace import META_KEY, ROW_GROUP_ROWS, SCHEMA, SCHEMA_VERSION
 
 GAPS = (0.0, 5.0, 10.0, 20.0, 50.0)
 
@@ -81,8 +81,8 @@ def make(path: Path, n_inf: int, n_smp: int, seed: int = 0) -> None:
             "options": {"synthetic": True, "inferences": n_inf, "samples": n_smp}}
     with pq.ParquetWriter(path, SCHEMA.with_metadata({META_KEY: json.dumps(meta)}),
                           compression="zstd") as w:
-        w.write_table(inf, row_group_size=262_144)
-        w.write_table(smp, row_group_size=262_144)
+        w.write_table(inf, row_group_size=ROW_GROUP_ROWS)
+        w.write_table(smp, row_group_size=ROW_GROUP_ROWS)
 
 
 def run(path: Path, out: Path) -> dict[str, float]:

@@ -170,6 +170,7 @@ class Session:
         kernels: bool = False,
         seed: int = 0,
         options: dict[str, Any] | None = None,
+        dataset: str | os.PathLike[str] | None = None,
     ):
         if not 0 < sample_hz <= MAX_SAMPLE_HZ:
             raise UsageError(f"sample rate must be in (0, {MAX_SAMPLE_HZ:g}] Hz, got {sample_hz}")
@@ -179,6 +180,12 @@ class Session:
         self.kernels = kernels
         self._tracer: Any = None
         self.device_spec = device
+        if out is not None and dataset is not None:
+            raise UsageError("give either out (one trace file) or dataset (a directory), not both")
+        self.dataset = Path(dataset) if dataset is not None else None
+        if self.dataset is not None and not self.dataset.is_dir():
+            raise UsageError(f"dataset directory {self.dataset} does not exist; create it first")
+        # With a dataset, the file's place depends on the GPU: known once the backend is open.
         self.out = Path(out) if out is not None else default_out()
         self.sample_hz, self.seed = float(sample_hz), seed
         self.options = dict(options or {})
@@ -252,6 +259,9 @@ class Session:
             raise UsageError("the simulated GPU samples on its virtual clock in this process; "
                              "sampler='process' needs a real GPU (use thread or auto)")
         self.sampler_mode = mode
+        if self.dataset is not None:
+            self.out = dataset_path(self.dataset, backend.telemetry[0].info.name)
+            self.out.parent.mkdir(parents=True, exist_ok=True)
         self._writer = writer = TraceWriter(self.out, self._metadata(backend))
         self.stream = backend.runtime.stream()
         self._timebase = _EventTimebase(backend, self.stream)
@@ -595,11 +605,29 @@ def session(device: str = "auto", out: str | os.PathLike[str] | None = None, *,
             sample_hz: float = 1000.0, sampler: str = "auto",
             sample_gpus: str | Sequence[int] | None = None, binding: str = "cuda",
             kernels: bool = False, seed: int = 0,
-            options: dict[str, Any] | None = None) -> Session:
+            options: dict[str, Any] | None = None,
+            dataset: str | os.PathLike[str] | None = None) -> Session:
     """Start recording on `device` ("auto", "cuda:N", "sim:t4"); the trace goes to `out`.
     `sampler`: "auto" (a separate process on a real GPU, the virtual clock on sim), "thread",
     "process" or "off". `sample_gpus`: None (the inference GPU), "all", or NVML indices.
     `binding`: the CUDA library on a real GPU, "cuda" (cuda-python) or "pycuda".
-    `kernels`: also record every kernel and copy (CUPTI on a real GPU) into the kernels table."""
+    `kernels`: also record every kernel and copy (CUPTI on a real GPU) into the kernels table.
+    `dataset`: instead of `out`, write into a hive-partitioned directory of traces,
+    DATASET/host=H/gpu_model=M/run=R/trace.parquet (see README, "Fleets")."""
     return Session(device, out, sample_hz=sample_hz, sampler=sampler, sample_gpus=sample_gpus,
-                   binding=binding, kernels=kernels, seed=seed, options=options)
+                   binding=binding, kernels=kernels, seed=seed, options=options,
+                   dataset=dataset)
+
+
+def dataset_path(root: Path, gpu_name: str) -> Path:
+    """Where a run goes in a fleet dataset: hive partitions host / GPU model / run, values
+    kept to [A-Za-z0-9._-] so every engine reads them back the same."""
+    import re
+    import time
+
+    def clean(v: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", v).strip("_") or "unknown"
+
+    run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.time_ns() % 1_000_000:06d}"
+    return (root / f"host={clean(socket.gethostname())}" / f"gpu_model={clean(gpu_name)}"
+            / f"run={run}" / "trace.parquet")

@@ -316,9 +316,10 @@ class ProcessSampler:
 def _child_main(factory: TelemetryFactory, factory_args: tuple[Any, ...], anchor: tuple[int, int],
                 partial_dir: str, hz: float, costly_hz: float, stop: Any, paused: Any,
                 sm_clock: Any, conn: Any, parent_pid: int) -> None:
-    from .trace import ChunkWriter
+    from .trace import ChunkWriter, use_system_allocator
 
     try:
+        use_system_allocator()  # this process only writes chunks (see trace.py)
         telemetry = factory(*factory_args)
         clock = HostClock(anchor=anchor)  # the parent's anchor: one time base for both
         writer = ChunkWriter(Path(partial_dir), prefix="p")

@@ -18,7 +18,9 @@ class AnalyzeCommand:
 
     def prepare_parser(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("traces", nargs="+", metavar="TRACE",
-                       help="trace files (.parquet) or unfinished recordings (.partial dirs)")
+                       help="trace files (.parquet) or unfinished recordings (.partial dirs); "
+                            "or one directory of traces (a fleet dataset): streamed, answered "
+                            "per GPU model and gap")
         p.add_argument("--json", action="store_true", help="print JSON instead of the summary")
         p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
         p.add_argument("--png", metavar="DIR", help="write the plots as PNG files into DIR")
@@ -34,6 +36,9 @@ class AnalyzeCommand:
                 parent = Path(out).parent
                 if not parent.is_dir():
                     raise UsageError(f"cannot write {out}: directory {parent} does not exist")
+        dirs = [t for t in args.traces if Path(t).is_dir() and not t.rstrip("/").endswith(".partial")]
+        if dirs:
+            return self._fleet(args, dirs)
         a = analyze(*args.traces, seed=args.seed)
         if args.html:
             HtmlRenderer().write(a, args.html)
@@ -51,4 +56,30 @@ class AnalyzeCommand:
                                ("perfetto", args.perfetto)):
                 if path:
                     print(f"{what}: {path}")
+        return 0
+
+    def _fleet(self, args: argparse.Namespace, dirs: list[str]) -> int:
+        from ..analysis.fleet import fleet, format_fleet
+
+        if len(args.traces) != 1:
+            raise UsageError("give one directory of traces, or trace files, not both")
+        for flag in ("html", "png", "perfetto"):
+            if getattr(args, flag):
+                raise UsageError(f"--{flag} is for trace files; for a directory use --json")
+        show = sys.stderr.isatty()
+
+        def progress(done: int, total: int) -> None:
+            if show:
+                sys.stderr.write(f"\r{done}/{total} traces")
+                sys.stderr.flush()
+
+        f = fleet(dirs[0], progress=progress)
+        if show:
+            sys.stderr.write("\n")
+        if args.json:
+            import json
+
+            sys.stdout.write(json.dumps(f.to_dict(), indent=1) + "\n")
+        else:
+            sys.stdout.write(format_fleet(f))
         return 0

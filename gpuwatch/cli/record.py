@@ -6,13 +6,14 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..backends import BINDINGS, DEVICE_HELP
 from ..errors import Terminated, UsageError
 from ..recorder import MAX_SAMPLE_HZ, SAMPLER_MODES, Session
 from ..summary import condition_summary, format_summary
-from ..trace import default_out
+from ..trace import default_out, load
 from ..bindings.tensorrt import PRECISIONS  # imports no TensorRT until an engine is made
 
 
@@ -102,6 +103,8 @@ class RecordCommand:
         "sampling GPU telemetry, write a Parquet trace, and print latency per condition."
     )
 
+    _out: Path | None = None  # where the running recording goes (known once it started)
+
     def prepare_parser(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("--gap", type=_gaps, default=None, metavar="MS[,MS...]",
                        help="idle gap between inferences in ms; a comma list runs a sweep "
@@ -149,10 +152,15 @@ class RecordCommand:
                             "indices")
         p.add_argument("--out", default=None,
                        help="trace file to write (default: gpuwatch-DATE-TIME.parquet)")
+        p.add_argument("--dataset", metavar="DIR", default=None,
+                       help="write into a hive-partitioned fleet dataset instead: "
+                            "DIR/host=H/gpu_model=M/run=R/trace.parquet")
         p.add_argument("--seed", type=int, default=0, help="random seed (simulated GPUs)")
         p.add_argument("--quiet", action="store_true", help="print no progress or summary")
 
     def run(self, args: argparse.Namespace) -> int:
+        if args.out and args.dataset:
+            raise UsageError("give either --out or --dataset, not both")
         out = args.out or str(default_out())
         conditions = [Condition(gap_ms=g) for g in (args.gap or [])]
         conditions += [Condition(fps=f) for f in (args.fps or [])]
@@ -173,19 +181,24 @@ class RecordCommand:
         except (KeyboardInterrupt, Terminated) as e:
             progress.done()
             what = "terminated" if isinstance(e, Terminated) else "interrupted"
-            print(f"{what}: what was recorded is in {out}", file=sys.stderr)
+            print(f"{what}: what was recorded is in {self._out or out}", file=sys.stderr)
             raise
         if not args.quiet:
-            print(format_summary(condition_summary(s.trace)))
-            sim = " (simulated GPU)" if s.trace.simulated else ""
-            print(f"trace: {out}{sim}")
+            # only what the summary needs: an hour at 1 kHz is millions of sample rows
+            tr = load(s.out, columns={"samples": ["sm_clock_mhz"], "kernels": [],
+                                      "driver_samples": [], "events": []})
+            print(format_summary(condition_summary(tr)))
+            sim = " (simulated GPU)" if tr.simulated else ""
+            print(f"trace: {s.out}{sim}")
         return 0
 
     def _record(self, args: argparse.Namespace, out: str, conditions: list[Condition],
                 engine_spec: str, options: dict[str, Any], progress: "_Progress") -> Session:
-        with Session(args.device, out, sample_hz=args.sample_hz, sampler=args.sampler,
+        with Session(args.device, None if args.dataset else out, dataset=args.dataset,
+                     sample_hz=args.sample_hz, sampler=args.sampler,
                      sample_gpus=_sample_gpus(args.sample_gpus), binding=args.binding,
                      kernels=args.kernels, seed=args.seed, options=options) as s:
+            self._out = s.out
             engine = s.engine(engine_spec, cuda_graph=args.cuda_graph,
                               precision=args.precision, workspace_mb=args.workspace_mb)
             if args.pre_post and not hasattr(engine.raw, "preprocess"):

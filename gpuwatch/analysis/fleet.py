@@ -1,0 +1,198 @@
+"""Fleet questions over a directory of traces, streamed with pyarrow.dataset.
+
+A fleet dataset is what `record --dataset DIR` writes, DIR/host=H/gpu_model=M/run=R/trace.parquet,
+but any directory of gpuwatch traces works (runs are then told apart by file). Only the inference
+rows' few columns are scanned, one batch at a time, and each (run, condition) keeps a bounded
+summary, so memory does not grow with the fleet:
+
+- `n`, and `p50_ms`/`p99_ms` from a log-binned histogram (200 bins a decade: within 0.6%);
+- `early_p50_ms`, `late_p50_ms`: exact medians of the first EARLY_ITERS and the last LATE_ITERS
+  iterations (the layer a run settles in; the same definition as `record`'s summary).
+
+Then, per GPU model and gap: how many runs, and the median over runs of their late latency:
+"stable latency by GPU model and gap". To see *why* one run layered, analyse its file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from ..errors import TraceFormatError, UsageError
+from ..summary import EARLY_ITERS, LATE_ITERS
+from ..trace import META_KEY, SCHEMA_VERSION
+
+PARTITIONS = ("host", "gpu_model", "run")
+_BINS_PER_DECADE = 200
+_LO_MS, _DECADES = 1e-3, 8  # 1 us .. 100 s
+_NBINS = _BINS_PER_DECADE * _DECADES
+
+
+@dataclass
+class _Acc:
+    """Bounded per-(run, condition) state: a histogram and the first/last iterations."""
+
+    gap_ms: float
+    n: int = 0
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(_NBINS + 2, np.int64))
+    early: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))  # (iteration, ms)
+    late: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
+
+    def add(self, it: np.ndarray, ms: np.ndarray) -> None:
+        self.n += ms.size
+        np.add.at(self.hist, _bin(ms), 1)
+        both = np.column_stack([it, ms])
+        self.early = _keep(np.vstack([self.early, both]), EARLY_ITERS, smallest=True)
+        self.late = _keep(np.vstack([self.late, both]), LATE_ITERS, smallest=False)
+
+    def quantile(self, q: float) -> float:
+        c = np.cumsum(self.hist)
+        i = int(np.searchsorted(c, q * c[-1], side="left"))
+        return float(_LO_MS * 10 ** ((min(max(i, 1), _NBINS) - 0.5) / _BINS_PER_DECADE))
+
+
+def _bin(ms: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = np.floor(np.log10(np.maximum(ms, 1e-12) / _LO_MS) * _BINS_PER_DECADE) + 1
+    return np.clip(np.nan_to_num(b, nan=0), 0, _NBINS + 1).astype(np.int64)
+
+
+def _keep(rows: np.ndarray, k: int, smallest: bool) -> np.ndarray:
+    if len(rows) <= k:
+        return rows
+    order = np.argsort(rows[:, 0] if smallest else -rows[:, 0], kind="stable")
+    return rows[order[:k]]
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """What `fleet()` found: one row per (run, condition), and the per-model/gap answer."""
+
+    runs: pd.DataFrame
+    by_model_gap: pd.DataFrame
+    files: int
+    skipped: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+            return json.loads(df.to_json(orient="records"))
+
+        return {"files": self.files, "skipped": list(self.skipped),
+                "by_model_gap": records(self.by_model_gap), "runs": records(self.runs)}
+
+
+def trace_files(root: Path) -> list[str]:
+    """Every finished trace under `root` (unfinished `.partial` recordings left out)."""
+    return sorted(str(p) for p in root.rglob("*.parquet")
+                  if not any(part.endswith(".partial") for part in p.relative_to(root).parts))
+
+
+def fleet(root: str | os.PathLike[str],
+          progress: Callable[[int, int], None] | None = None) -> Fleet:
+    """Stream every trace under `root` (see the module docstring) into the fleet tables."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory of traces")
+    files = trace_files(root)
+    if not files:
+        raise UsageError(f"no traces (*.parquet) under {root}")
+    dataset = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(root))
+    good, skipped = [], []
+    for frag in dataset.get_fragments():
+        meta = (frag.physical_schema.metadata or {}).get(META_KEY)
+        if meta is None or "table" not in frag.physical_schema.names:
+            skipped.append(frag.path)
+            continue
+        version = json.loads(meta).get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise TraceFormatError(f"{frag.path} uses trace schema v{version}, this gpuwatch reads "
+                                   f"up to v{SCHEMA_VERSION}; upgrade gpuwatch")
+        good.append(frag.path)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} Parquet files that are not gpuwatch traces "
+                      f"(first: {skipped[0]})", stacklevel=2)
+    if not good:
+        raise TraceFormatError(f"none of the {len(files)} Parquet files under {root} is a "
+                               "gpuwatch trace")
+    dataset = ds.dataset(good, format="parquet", partitioning="hive", partition_base_dir=str(root))
+    keys = [k for k in PARTITIONS if k in dataset.schema.names]
+    cols = keys + ["__filename", "condition", "gap_ms", "iteration", "gpu_ms"]
+    where = ((pc.field("table") == "inferences") & (pc.field("kind") == "inference")
+             & ~pc.field("warmup") & pc.field("gpu_ms").is_valid() & pc.field("error").is_null())
+    accs: dict[tuple[Any, ...], _Acc] = {}
+    seen: set[str] = set()
+    for batch in dataset.to_batches(columns=cols, filter=where, batch_size=262_144):
+        if batch.num_rows == 0:
+            continue
+        df = batch.to_pandas()
+        df["condition"] = df["condition"].fillna("")
+        for key, g in df.groupby(keys + ["__filename", "condition"], sort=False, dropna=False):
+            acc = accs.get(key)
+            if acc is None:
+                acc = accs[key] = _Acc(gap_ms=float(g["gap_ms"].iloc[0]))
+            acc.add(g["iteration"].to_numpy(np.float64), g["gpu_ms"].to_numpy(np.float64))
+        if progress is not None:
+            seen.update(df["__filename"].unique())
+            progress(len(seen), len(good))
+    runs = _runs_table(accs, keys)
+    return Fleet(runs=runs, by_model_gap=_by_model_gap(runs), files=len(good),
+                 skipped=tuple(skipped))
+
+
+def _runs_table(accs: dict[tuple[Any, ...], _Acc], keys: list[str]) -> pd.DataFrame:
+    rows = []
+    for key, a in accs.items():
+        *part, filename, cond = key
+        early = float(np.median(a.early[:, 1])) if len(a.early) else np.nan
+        late = float(np.median(a.late[:, 1])) if len(a.late) else np.nan
+        rows.append({**dict(zip(keys, part)), "file": filename, "condition": cond,
+                     "gap_ms": a.gap_ms, "n": a.n, "p50_ms": a.quantile(0.5),
+                     "p99_ms": a.quantile(0.99), "early_p50_ms": early, "late_p50_ms": late,
+                     "late_over_early": late / early if early else np.nan})
+    cols = [*keys, "file", "condition", "gap_ms", "n", "p50_ms", "p99_ms", "early_p50_ms",
+            "late_p50_ms", "late_over_early"]
+    out = pd.DataFrame(rows, columns=cols)
+    return out.sort_values([*keys, "file", "gap_ms"], ignore_index=True)
+
+
+def _by_model_gap(runs: pd.DataFrame) -> pd.DataFrame:
+    model = "gpu_model" if "gpu_model" in runs else None
+    by = ([model] if model else []) + ["gap_ms"]
+    if runs.empty:
+        return pd.DataFrame(columns=[*by, "runs", "stable_ms", "stable_ms_min", "stable_ms_max",
+                                     "late_over_early_p50", "late_over_early_max"])
+    g = runs.groupby(by, sort=True, dropna=False)
+    out = g.agg(runs=("late_p50_ms", "size"), stable_ms=("late_p50_ms", "median"),
+                stable_ms_min=("late_p50_ms", "min"), stable_ms_max=("late_p50_ms", "max"),
+                late_over_early_p50=("late_over_early", "median"),
+                late_over_early_max=("late_over_early", "max"))
+    return out.reset_index()
+
+
+def format_fleet(f: Fleet) -> str:
+    """The per-model/gap answer as an aligned text table."""
+    t = f.by_model_gap
+    model = "gpu_model" in t
+    w = max([len("GPU model")] + [len(str(m)) for m in t.get("gpu_model", [])]) + 2
+    head = (f"{'GPU model':<{w}}" if model else "") + \
+        f"{'gap ms':>8}{'runs':>6}{'stable ms':>11}{'(min-max)':>18}{'late/early':>12}{'(max)':>8}"
+    lines = [f"{f.files} traces" + (f", {len(f.skipped)} other files skipped" if f.skipped else ""),
+             head]
+    for r in t.itertuples():
+        lines.append((f"{str(r.gpu_model):<{w}}" if model else "")
+                     + f"{r.gap_ms:>8g}{r.runs:>6}{r.stable_ms:>11.3f}"
+                     + f"{f'({r.stable_ms_min:.3f}-{r.stable_ms_max:.3f})':>18}"
+                     + f"{r.late_over_early_p50:>11.2f}x{r.late_over_early_max:>7.2f}x")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["Fleet", "fleet", "format_fleet", "trace_files", "PARTITIONS"]

@@ -1,0 +1,138 @@
+"""Fleet datasets: `record --dataset`, `analyze DIR` streamed with pyarrow.dataset, and the same
+question answered by DuckDB and Dask from benchmarks/fleet/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import gpuwatch
+from gpuwatch.analysis.fleet import fleet
+from gpuwatch.errors import TraceFormatError, UsageError
+
+FLEET_DIR = Path(__file__).parents[1] / "benchmarks" / "fleet"
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gpuwatch", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def fleet_root(tmp_path_factory) -> Path:
+    """Three T4 runs (gaps 0, 5, 20 ms) and one locked-clock run, as `record --dataset` writes."""
+    root = tmp_path_factory.mktemp("fl") / "fleet"
+    root.mkdir()
+    for seed in (1, 2, 3):
+        r = cli("record", "--device", "sim:t4", "--gap", "0,5,20", "--iters", "300", "--seed",
+                str(seed), "--dataset", str(root), "--quiet", cwd=root.parent)
+        assert r.returncode == 0, r.stderr
+    r = cli("record", "--device", "sim:flat", "--gap", "20", "--iters", "300", "--dataset",
+            str(root), "--quiet", cwd=root.parent)
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+def test_record_writes_a_hive_partitioned_dataset(fleet_root):
+    files = sorted(fleet_root.rglob("*.parquet"))
+    assert len(files) == 4
+    for f in files:
+        host, model, run, name = f.relative_to(fleet_root).parts
+        assert host.startswith("host=") and run.startswith("run=") and name == "trace.parquet"
+        assert model in ("gpu_model=Simulated_Tesla_T4", "gpu_model=Simulated_GPU_locked_clocks")
+        assert gpuwatch.load(f).meta["status"] == "complete"
+
+
+def test_fleet_numbers_are_each_runs_own(fleet_root):
+    f = fleet(fleet_root)
+    assert f.files == 4 and len(f.runs) == 3 * 3 + 1
+    for path, rows in f.runs.groupby("file"):
+        own = gpuwatch.condition_summary(gpuwatch.load(path)).set_index("condition")
+        for r in rows.itertuples():
+            assert r.late_p50_ms == pytest.approx(own.loc[r.condition, "late_p50_ms"], abs=1e-9)
+            assert r.early_p50_ms == pytest.approx(own.loc[r.condition, "early_p50_ms"], abs=1e-9)
+            assert r.p50_ms == pytest.approx(own.loc[r.condition, "p50_ms"], rel=0.006)
+            assert r.n == own.loc[r.condition, "n"] == 300
+    t4 = f.by_model_gap[f.by_model_gap["gpu_model"] == "Simulated_Tesla_T4"].set_index("gap_ms")
+    assert list(t4["runs"]) == [3, 3, 3]
+    assert t4.loc[20.0, "stable_ms"] > 1.8 * t4.loc[0.0, "stable_ms"]  # the T4 staircase
+
+
+def test_duckdb_and_dask_answer_the_same_fleet_question(fleet_root):
+    duckdb = pytest.importorskip("duckdb")
+    pytest.importorskip("dask.dataframe")
+    sys.path.insert(0, str(FLEET_DIR))
+    try:
+        from stable_latency_dask import stable_latency
+    finally:
+        sys.path.remove(str(FLEET_DIR))
+    con = duckdb.connect()
+    con.execute(f"SET file_search_path = '{fleet_root.parent}'")
+    ours = fleet(fleet_root).by_model_gap[["gpu_model", "gap_ms", "runs", "stable_ms"]]
+    sql = con.sql((FLEET_DIR / "stable_latency.sql").read_text()).df()
+    dask = stable_latency(str(fleet_root))
+    for other in (sql, dask):
+        other = other.astype({"runs": "int64"})
+        pd.testing.assert_frame_equal(other.reset_index(drop=True),
+                                      ours.astype({"runs": "int64"}).reset_index(drop=True),
+                                      check_dtype=False, rtol=1e-9)
+
+
+def test_analyze_a_directory_streams_the_fleet(fleet_root):
+    r = cli("analyze", str(fleet_root), cwd=fleet_root.parent)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "4 traces"
+    assert any(x.startswith("Simulated_Tesla_T4") and x.split()[1:3] == ["20", "3"]
+               for x in lines)
+    j = cli("analyze", str(fleet_root), "--json", cwd=fleet_root.parent)
+    assert j.returncode == 0 and '"by_model_gap"' in j.stdout
+
+
+def test_unfinished_recordings_and_foreign_files_are_left_out(tmp_path, fleet_root):
+    import shutil
+
+    root = tmp_path / "mixed"
+    shutil.copytree(fleet_root, root)
+    partial = root / "host=x" / "gpu_model=y" / "run=z" / "trace.parquet.partial"
+    partial.mkdir(parents=True)
+    (partial / "c0000001-samples.parquet").write_bytes(b"junk")
+    pd.DataFrame({"a": [1]}).to_parquet(root / "host=x" / "foreign.parquet")
+    with pytest.warns(UserWarning, match="skipped 1 Parquet files that are not gpuwatch traces"):
+        f = fleet(root)
+    assert f.files == 4 and len(f.skipped) == 1
+
+
+@pytest.mark.parametrize("make, exc, words", [
+    (lambda d: None, UsageError, "no traces"),
+    (lambda d: pd.DataFrame({"a": [1]}).to_parquet(d / "x.parquet"), TraceFormatError,
+     "none of the 1 Parquet files"),
+])
+def test_empty_or_foreign_directories_are_clear_errors(tmp_path, make, exc, words):
+    make(tmp_path)
+    with pytest.warns(UserWarning) if exc is TraceFormatError else _nothing():
+        with pytest.raises(exc, match=words):
+            fleet(tmp_path)
+    r = cli("analyze", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
+
+
+def test_dataset_usage_errors(tmp_path):
+    r = cli("record", "--device", "sim:t4", "--iters", "5", "--dataset", str(tmp_path / "no"),
+            cwd=tmp_path)
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = cli("record", "--device", "sim:t4", "--iters", "5", "--dataset", str(tmp_path),
+            "--out", "x.parquet", cwd=tmp_path)
+    assert r.returncode == 2 and "either --out or --dataset" in r.stderr
+    r = cli("analyze", str(tmp_path), "--html", "r.html", cwd=tmp_path)
+    assert r.returncode == 2
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
