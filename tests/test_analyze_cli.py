@@ -57,7 +57,7 @@ def test_html_png_and_perfetto(t4_sweep, tmp_path):
     (lambda d: d / "missing.parquet", "no trace at"),
     (lambda d: (d / "bad.parquet").write_bytes(b"garbage") and d / "bad.parquet",
      "not a readable Parquet file"),
-    (lambda d: d, "not a gpuwatch trace"),
+    (lambda d: d, "no traces (*.parquet) under"),  # a directory is read as a fleet
 ])
 def test_bad_traces_are_one_line_and_exit_2(tmp_path, make, words):
     target = make(tmp_path)
