@@ -18,6 +18,7 @@ maps v -> a*v + b applied k times), computed on the host in float64.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -88,12 +89,14 @@ _BLOCK = 256
 
 
 def parse_spec(spec: str) -> tuple[Preset, int]:
-    """builtin:PRESET[@HOST_GAP_US] -> (preset, microseconds the host spins between launches).
-    A host gap makes the GPU wait for the host inside each inference (a starved workload)."""
-    kind, _, name = spec.partition(":")
+    """builtin:PRESET[@HOST_GAP_US][,size=WxH] -> (preset, microseconds the host spins between
+    launches). A host gap makes the GPU wait for the host inside each inference (a starved
+    workload); `size` runs the preset on another frame size (the work scales with it)."""
+    kind, _, rest = spec.partition(":")
     if kind != "builtin":
         raise UsageError(f"not a built-in engine: {spec!r} (use builtin:small or builtin:large)")
-    name, _, gap = (name or "small").partition("@")
+    rest, *opts = rest.split(",")
+    name, _, gap = (rest or "small").partition("@")
     try:
         host_gap_us = int(gap) if gap else 0
     except ValueError:
@@ -103,7 +106,26 @@ def parse_spec(spec: str) -> tuple[Preset, int]:
     if name not in PRESETS:
         raise UsageError(f"unknown built-in engine preset {name!r}; choose one of "
                          + ", ".join(sorted(PRESETS)))
-    return PRESETS[name], host_gap_us
+    preset = PRESETS[name]
+    for opt in opts:
+        key, _, value = opt.partition("=")
+        w, _, h = value.partition("x")
+        if key != "size" or not (w.isdigit() and h.isdigit()) or not (
+                16 <= int(w) <= 8192 and 16 <= int(h) <= 8192):
+            raise UsageError(f"bad option {opt!r} in {spec!r}: use size=WxH, e.g. "
+                             "builtin:small,size=1280x720 (16..8192 each)")
+        preset = dataclasses.replace(preset, width=int(w), height=int(h))
+    return preset, host_gap_us
+
+
+def engine_name(preset: Preset, host_gap_us: int = 0, cuda_graph: bool = False) -> str:
+    """builtin:small, builtin:small/1280x720@200+graph: the preset, a size other than its own,
+    the host gap, and CUDA graphs."""
+    own = PRESETS.get(preset.name)
+    size = "" if own is not None and (own.width, own.height) == (preset.width, preset.height) \
+        else f"/{preset.width}x{preset.height}"
+    return (f"builtin:{preset.name}{size}" + (f"@{host_gap_us}" if host_gap_us else "")
+            + ("+graph" if cuda_graph else ""))
 
 
 class BuiltinEngine:
@@ -117,8 +139,7 @@ class BuiltinEngine:
             raise UsageError("a host gap between launches cannot be captured in a CUDA graph")
         self.rt, self.stream, self.preset = rt, stream, preset
         self.host_gap_ns = host_gap_us * 1000
-        self.name = (f"builtin:{preset.name}" + (f"@{host_gap_us}" if host_gap_us else "")
-                     + ("+graph" if cuda_graph else ""))
+        self.name = engine_name(preset, host_gap_us, cuda_graph)
         fns = rt.compile(SOURCE, "gpuwatch_builtin.cu", ["layer", "normalise", "reduce_rows"])
         n = preset.elements
         self._bufs = [rt.alloc(n * 4), rt.alloc(n * 4)]

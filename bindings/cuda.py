@@ -89,6 +89,7 @@ class CudaRuntime:
         F = d.CUevent_flags
         self._event_flags = F.CU_EVENT_BLOCKING_SYNC if blocking_sync else F.CU_EVENT_DEFAULT
         self._owned: list[tuple[str, Any]] = []
+        self._touch_buf: int | None = None  # for touch() (keep-alives)
 
     def versions(self) -> dict[str, str]:
         d = self.driver
@@ -145,6 +146,13 @@ class CudaRuntime:
 
     def stream_synchronize(self, stream: Stream) -> None:
         check(self.driver.cuStreamSynchronize(stream.handle), "cuStreamSynchronize")
+
+    def touch(self, stream: Stream) -> None:
+        """Enqueue a trivial piece of GPU work (a 4-byte memset): a keep-alive."""
+        if self._touch_buf is None:
+            self._touch_buf = self.alloc(4)
+        check(self.driver.cuMemsetD8Async(self._touch_buf, 0, 4, stream.handle),
+              "cuMemsetD8Async")
 
     def compile(self, source: str, name: str, kernels: list[str]) -> dict[str, Any]:
         """NVRTC-compile `source` to a cubin for this GPU; returns {kernel name: CUfunction}."""

@@ -52,6 +52,7 @@ class PycudaRuntime:
         self.uuid: str | None = None  # pycuda does not expose it; NVML is matched by PCI bus id
         self._event_flags = drv.event_flags.BLOCKING_SYNC if blocking_sync else 0
         self._keep: list[Any] = []  # allocations live as long as the runtime
+        self._touch_buf: int | None = None  # for touch() (keep-alives)
 
     def versions(self) -> dict[str, str]:
         import pycuda
@@ -94,6 +95,12 @@ class PycudaRuntime:
 
     def stream_synchronize(self, stream: Stream) -> None:
         stream.handle.synchronize()
+
+    def touch(self, stream: Stream) -> None:
+        """Enqueue a trivial piece of GPU work (a 4-byte memset): a keep-alive."""
+        if self._touch_buf is None:
+            self._touch_buf = self.alloc(4)
+        self.drv.memset_d8_async(self._touch_buf, 0, 4, stream.handle)
 
     def compile(self, source: str, name: str, kernels: list[str]) -> dict[str, Any]:
         from pycuda.compiler import SourceModule

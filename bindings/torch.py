@@ -25,10 +25,17 @@ def _torch() -> Any:
 
 
 def load_factory(spec: str) -> tuple[Callable[..., Any], Any]:
-    """`module:function` -> function() -> (model, example_input)."""
-    mod_name, sep, fn_name = spec.partition(":")
+    """`module:function[,key=value...]` -> function(**{key: "value"}) -> (model, example_input)."""
+    target, *opts = spec.split(",")
+    mod_name, sep, fn_name = target.partition(":")
     if not sep or not mod_name or not fn_name:
         raise UsageError(f"--torch takes module:factory (e.g. mypkg.models:build), not {spec!r}")
+    kwargs = {}
+    for opt in opts:
+        key, eq, value = opt.partition("=")
+        if not eq or not key.isidentifier():
+            raise UsageError(f"bad factory option {opt!r} in {spec!r}: use key=value")
+        kwargs[key] = value
     try:
         module = importlib.import_module(mod_name)
     except ImportError as e:
@@ -36,7 +43,10 @@ def load_factory(spec: str) -> tuple[Callable[..., Any], Any]:
     factory = getattr(module, fn_name, None)
     if not callable(factory):
         raise UsageError(f"{mod_name!r} has no callable {fn_name!r} for --torch")
-    made = factory()
+    try:
+        made = factory(**kwargs)
+    except TypeError as e:
+        raise UsageError(f"{spec}: {e}") from e
     if not (isinstance(made, tuple) and len(made) == 2 and callable(made[0])):
         raise UsageError(f"{spec} must return (model, example_input), got {type(made).__name__}")
     return made
@@ -50,6 +60,9 @@ class TorchEngine:
         self.name = name + ("+graph" if cuda_graph else "")
         self._stream = torch.cuda.ExternalStream(stream_ptr, device=torch.device("cuda", ordinal))
         self._graph = None
+        self._out: Any = None  # the last inference's output (what postprocess() reads)
+        self._frame: Any = None  # pinned host frame for preprocess()
+        self._result: Any = None  # pinned host buffer for postprocess()
         if cuda_graph:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
@@ -69,25 +82,63 @@ class TorchEngine:
                 if x is not None:
                     self.example.copy_(x, non_blocking=True)
                 self._graph.replay()
-                return self._static_out
+                self._out = self._static_out
+                return self._out
             with t.inference_mode():
-                return self.fn(self.example if x is None else x)
+                self._out = self.fn(self.example if x is None else x)
+                return self._out
+
+    def preprocess(self) -> None:
+        """A video frame's way in: a pinned uint8 HxWx3 frame copied host->device, then made
+        the model's input (to NCHW, the model's dtype, scaled), in place."""
+        t, ex = self._t, self.example
+        if self._frame is None:
+            h, w = ex.shape[-2], ex.shape[-1]
+            self._frame = (t.arange(h * w * 3, dtype=t.int32) * 7 % 251).to(t.uint8) \
+                .reshape(h, w, 3).pin_memory()
+        with t.cuda.stream(self._stream), t.inference_mode():
+            dev = self._frame.to(ex.device, non_blocking=True)
+            ex.copy_(dev.permute(2, 0, 1).unsqueeze(0).to(ex.dtype).mul_(1 / 255))
+
+    def postprocess(self) -> Any:
+        """The result's way out: class probabilities copied device->host (pinned)."""
+        t = self._t
+        with t.cuda.stream(self._stream), t.inference_mode():
+            probs = t.softmax(self._out.float(), dim=1)
+            if self._result is None:
+                self._result = t.empty(probs.shape, dtype=probs.dtype, pin_memory=True)
+            self._result.copy_(probs, non_blocking=True)
+        return self._result
 
 
-def convnet() -> tuple[Any, Any]:
-    """A small fp16 conv net on a 768x448 frame (the seed's small resolution): the PyTorch
-    workload of gpuwatch's benchmarks. `--torch gpuwatch.bindings.torch:convnet`."""
+DTYPES = {"fp16": "half", "bf16": "bfloat16", "fp32": "float32"}
+
+
+def convnet(size: str = "768x448", depth: str = "small", dtype: str = "fp16") -> tuple[Any, Any]:
+    """A conv net on one frame: the PyTorch workload of gpuwatch's benchmarks.
+    `--torch gpuwatch.bindings.torch:convnet[,size=WxH][,depth=small|large][,dtype=fp16|bf16|fp32]`.
+    small: 8 conv blocks of up to 64 channels (the seed's small model at 768x448);
+    large: 16 blocks of up to 128 channels."""
     torch = _torch()
     nn = torch.nn
+    w, _, h = size.partition("x")
+    if not (w.isdigit() and h.isdigit()) or not (32 <= int(w) <= 8192 and 32 <= int(h) <= 8192):
+        raise UsageError(f"convnet size must be WxH (32..8192 each), got {size!r}")
+    if depth not in ("small", "large") or dtype not in DTYPES:
+        raise UsageError(f"convnet depth is small or large, dtype one of {', '.join(DTYPES)}; "
+                         f"got depth={depth!r} dtype={dtype!r}")
+    width, blocks = (64, 6) if depth == "small" else (128, 14)
 
     def block(cin: int, cout: int, stride: int) -> list[Any]:
         return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
                 nn.ReLU(inplace=True)]
 
-    layers = block(3, 32, 2) + block(32, 64, 2)
-    for _ in range(6):
-        layers += block(64, 64, 1)
-    layers += block(64, 128, 2) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10)]
-    model = nn.Sequential(*layers).cuda().half().eval()
-    x = torch.randn(1, 3, 448, 768, device="cuda", dtype=torch.half)
+    layers = block(3, 32, 2) + block(32, width, 2)
+    for _ in range(blocks):
+        layers += block(width, width, 1)
+    layers += block(width, 2 * width, 2) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                            nn.Linear(2 * width, 10)]
+    dt = getattr(torch, DTYPES[dtype])
+    model = nn.Sequential(*layers).cuda().to(dt).eval()
+    x = torch.randn(1, 3, int(h), int(w), device="cuda", dtype=dt)
     return model, x

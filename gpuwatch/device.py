@@ -62,6 +62,9 @@ class Runtime(Protocol):
 
     def elapsed_ms(self, start: Any, end: Any) -> float: ...
 
+    def touch(self, stream: Any) -> None:
+        """Enqueue a trivial piece of GPU work (for keep-alives)."""
+
 
 class Engine(Protocol):
     """Something that enqueues one inference on a stream (built-in, TensorRT, PyTorch, sim)."""

@@ -430,17 +430,25 @@ class Session:
         self._tracer.resume()
         self._sampling_event("kernel tracing resumed")
 
-    def wait(self, ms: float, how: str = "sleep") -> None:
-        """Leave the GPU idle for `ms`: "sleep" yields the CPU (as time.sleep), "spin" busy-waits."""
+    def wait(self, ms: float, how: str = "sleep", keepalive_ms: float | None = None) -> None:
+        """Leave the GPU idle for `ms`: "sleep" yields the CPU (as time.sleep), "spin" busy-waits.
+        `keepalive_ms`: instead of idle, give the GPU a trivial piece of work (a 4-byte memset,
+        untimed) every that many ms of the gap: does a busy GPU avoid the slow-down?"""
         if not 0 <= ms <= 3_600_000:
             raise UsageError(f"wait takes 0..3600000 ms, got {ms}")
-        ns = int(ms * 1e6)
-        if how == "sleep":
-            self.clock.sleep_ns(ns)
-        elif how == "spin":
-            self.clock.spin_ns(ns)
-        else:
+        if how not in ("sleep", "spin"):
             raise UsageError(f"unknown wait {how!r}; use sleep or spin")
+        if keepalive_ms is not None and not keepalive_ms > 0:
+            raise UsageError(f"keepalive_ms must be positive, got {keepalive_ms}")
+        idle = self.clock.sleep_ns if how == "sleep" else self.clock.spin_ns
+        end = self.clock.now_ns() + int(ms * 1e6)
+        if keepalive_ms is None:
+            idle(int(ms * 1e6))
+            return
+        rt, step = self._require().runtime, int(keepalive_ms * 1e6)
+        while (left := end - self.clock.now_ns()) > 0:
+            rt.touch(self.stream)
+            idle(min(step, left))
 
     # -- the timed region ------------------------------------------------------------------------
     def _timed(self, kind: str, name: str, fn: Callable[..., T], args: Any, kwargs: Any) -> T:

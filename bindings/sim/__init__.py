@@ -16,6 +16,7 @@ Spec: `sim:PROFILE[,gpus=N][,index=I][,fault=KIND@START[+DURATION][/GPU]]...`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -136,6 +137,11 @@ class SimRuntime:
         else:
             self.clock.advance(500)
 
+    def touch(self, stream: SimStream) -> None:
+        """A keep-alive: a 2 us kernel."""
+        self._check()
+        self.gpu.launch(2_000, 0, name="keepalive")
+
     def elapsed_ms(self, start: SimEvent, end: SimEvent) -> float:
         self._check()
         if start.t_ns is None or end.t_ns is None:
@@ -147,9 +153,9 @@ class SimEngine:
     """A simulated inference engine: a fixed sequence of kernels of uneven size."""
 
     def __init__(self, preset: EnginePreset, gpu: SimGPU, cuda_graph: bool = False,
-                 host_gap_us: int = 0):
-        self.name = (f"builtin:{preset.name}" + (f"@{host_gap_us}" if host_gap_us else "")
-                     + ("+graph" if cuda_graph else ""))
+                 host_gap_us: int = 0, name: str | None = None):
+        self.name = name or (f"builtin:{preset.name}" + (f"@{host_gap_us}" if host_gap_us else "")
+                             + ("+graph" if cuda_graph else ""))
         self.cuda_graph, self.host_gap_ns = cuda_graph, host_gap_us * 1000
         self.preset, self.gpu = preset, gpu
         w = 1.0 + 0.6 * np.sin(np.arange(preset.kernels) * 1.7)  # uneven layers, deterministic
@@ -295,24 +301,19 @@ class SimBackend:
 
     def engine(self, spec: str, stream: Any, cuda_graph: bool = False,
                **options: Any) -> SimEngine:
-        kind, _, preset = spec.partition(":")
-        if kind != "builtin":
+        from gpuwatch.bindings.builtin import engine_name, parse_spec
+
+        if spec.partition(":")[0] != "builtin":
             raise UsageError(
                 f"engine {spec!r} cannot run on a simulated GPU (TensorRT, ONNX and PyTorch "
                 "need a real one); use builtin:small or builtin:large"
             )
-        preset, _, gap = (preset or "small").partition("@")
-        try:
-            host_gap_us = int(gap) if gap else 0
-        except ValueError:
-            raise UsageError(f"bad host gap in {spec!r}: use builtin:small@200") from None
-        if preset not in ENGINE_PRESETS:
-            raise UsageError(
-                f"unknown built-in engine preset {preset!r}; choose one of "
-                + ", ".join(sorted(ENGINE_PRESETS))
-            )
-        return SimEngine(ENGINE_PRESETS[preset], self.gpu, cuda_graph=cuda_graph,
-                         host_gap_us=host_gap_us)
+        real, host_gap_us = parse_spec(spec)  # the same spec as the real built-in engine
+        own = ENGINE_PRESETS[real.name]
+        scale = real.elements / parse_spec(f"builtin:{real.name}")[0].elements
+        preset = own if scale == 1 else dataclasses.replace(own, work_ms=own.work_ms * scale)
+        return SimEngine(preset, self.gpu, cuda_graph=cuda_graph, host_gap_us=host_gap_us,
+                         name=engine_name(real, host_gap_us, cuda_graph))
 
     def versions(self) -> dict[str, str]:
         return {"sim_profile": self.profile.name}

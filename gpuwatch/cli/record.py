@@ -142,6 +142,9 @@ class RecordCommand:
                             "post-processing (device->host copy) as spans")
         p.add_argument("--wait", choices=("sleep", "spin"), default="sleep",
                        help="how to idle during the gap: sleep (as time.sleep) or spin")
+        p.add_argument("--keepalive", type=_positive_float, default=None, metavar="MS",
+                       help="during each gap, give the GPU a trivial piece of work (a 4-byte "
+                            "memset) every MS ms instead of leaving it idle")
         p.add_argument("--sample-hz", type=_sample_hz, default=1000.0,
                        help="telemetry sampling rate (default: 1000)")
         p.add_argument("--sampler", choices=SAMPLER_MODES, default="auto",
@@ -173,7 +176,8 @@ class RecordCommand:
         options = {"command": "record", "conditions": [c.name for c in conditions],
                    "gaps_ms": args.gap or [], "fps": args.fps or [], "iters": args.iters,
                    "warmup": args.warmup, "engine": engine_spec, "cuda_graph": args.cuda_graph,
-                   "pre_post": args.pre_post, "wait": args.wait, "binding": args.binding,
+                   "pre_post": args.pre_post, "wait": args.wait, "keepalive_ms": args.keepalive,
+                   "binding": args.binding,
                    "precision": args.precision if args.onnx else None}
         progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
         try:
@@ -227,9 +231,9 @@ class RecordCommand:
                         next_ns += period_ns
                         late = s.clock.now_ns() - next_ns
                         if late < 0:
-                            s.wait(-late / 1e6, args.wait)
+                            s.wait(-late / 1e6, args.wait, args.keepalive)
                     elif cond.gap_ms:
-                        s.wait(cond.gap_ms, args.wait)
+                        s.wait(cond.gap_ms, args.wait, args.keepalive)
                 progress.done()
         return s
 
