@@ -87,6 +87,27 @@ def test_torch_module_eager_and_graph(tmp_path):
     assert (inf["gpu_ms"] > 0.05).all()
 
 
+def test_torch_pre_post_processing_and_factory_options(tmp_path):
+    pytest.importorskip("torch")
+    spec = "torch:gpuwatch.bindings.torch:convnet,depth=large,size=640x384"
+    with gpuwatch.session("cuda:0", tmp_path / "t.parquet", sampler="thread") as s:
+        for graph in (False, True):
+            e = s.engine(spec, cuda_graph=graph)
+            for _ in range(10):
+                e.preprocess()
+                e.infer()
+                probs = e.postprocess()
+            s.wait(0)
+            import torch
+
+            torch.cuda.synchronize()
+            assert abs(float(probs.sum()) - 1.0) < 1e-3  # the softmax made it to the host
+    inf = s.trace.inferences
+    assert set(inf.loc[inf["kind"] == "span", "name"]) == {"preprocess", "postprocess"}
+    assert (inf["gpu_ms"] > 0).all() and len(inf) == 60
+    assert e.example.shape[-2:] == (384, 640)
+
+
 def test_record_cli_on_the_gpu(tmp_path):
     out = tmp_path / "cli.parquet"
     r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--gap", "0,5", "--iters", "50",
