@@ -17,7 +17,8 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,pstate,power.
     --format=csv > "$R/nvidia_smi_before.csv" 2>&1
 case "$PART" in
 tests)
-  python3 -m pytest -m gpu -q tests/test_gpu.py 2>&1 | tee "$R/gpu_tests.txt" | tail -3
+  python3 -X faulthandler -m pytest -m gpu -q tests/test_gpu.py 2>&1 | tee "$R/gpu_tests.txt" | tail -3
+  [ -n "${SKIP_SIGTERM:-}" ] || {
   # SIGTERM mid-recording on the real GPU: the trace must be complete up to the signal
   python3 -m gpuwatch.record --gap 20 --iters 100000 --quiet --out "$R/sigterm.parquet" &
   pid=$!; sleep 8; kill -TERM $pid; wait $pid; echo "record exit status after SIGTERM: $?" | tee "$R/sigterm.txt"
@@ -31,7 +32,9 @@ print(f"status={t.meta['status']} inferences={len(t.inferences)} samples={len(t.
 PY
   # every GPU sampled by one sampler (this machine has one; the code path is the same)
   python3 -m gpuwatch.record --sample-gpus all --gap 5 --iters 100 --quiet --out "$R/sample_all.parquet"
-  python3 benchmarks/seed_experiments.py 1 --out "$R" 2>&1 | tee "$R/experiment1.log" | tail -3
+  }
+  python3 -X faulthandler benchmarks/seed_experiments.py 1 ${E1_ONLY:+--only $E1_ONLY} --out "$R" 2>&1 \
+      | tee "$R/experiment1.log" | tail -3
   ;;
 e2e3)
   python3 benchmarks/seed_experiments.py 2 --out "$R" 2>&1 | tee "$R/experiment2.log" | tail -3

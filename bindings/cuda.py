@@ -110,6 +110,13 @@ class CudaRuntime:
         self._owned.append(("stream", s))
         return Stream(s, int(s))
 
+    def keep_stream(self, stream: Stream) -> None:
+        """Never destroy `stream`: another library (PyTorch) has wrapped it and may still use
+        it after this runtime closes. Seen on the H100: PyTorch's pinned-memory allocator
+        records an event on every stream that used a buffer when the buffer is freed, and a
+        destroyed stream there aborts the process. One stream per session is the cost."""
+        self._owned = [(k, h) for k, h in self._owned if not (k == "stream" and h is stream.handle)]
+
     def event(self) -> Any:
         e = check(self.driver.cuEventCreate(self._event_flags), "cuEventCreate")
         self._owned.append(("event", e))

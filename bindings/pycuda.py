@@ -29,6 +29,9 @@ def _drv() -> Any:
     return drv
 
 
+_KEPT: list[Any] = []  # streams another library wrapped: alive until the process ends
+
+
 class PycudaRuntime:
     name = "pycuda"
 
@@ -65,6 +68,10 @@ class PycudaRuntime:
         s = self.drv.Stream()
         self._keep.append(s)
         return Stream(s, int(s.handle))
+
+    def keep_stream(self, stream: Stream) -> None:
+        """Never destroy `stream` (see CudaRuntime.keep_stream)."""
+        _KEPT.append(stream.handle)
 
     def event(self) -> Any:
         return self.drv.Event(self._event_flags)

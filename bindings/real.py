@@ -75,6 +75,7 @@ class RealBackend:
 
             target = spec.partition(":")[2]
             model, example = load_factory(target)
+            self.runtime.keep_stream(stream)  # torch may use it after this session ends
             return TorchEngine(model, example, stream.ptr, self.runtime.ordinal,
                                cuda_graph=cuda_graph, name=f"torch:{target}")
         raise UsageError(f"unknown engine {spec!r}; use builtin:small, builtin:large, "
