@@ -301,7 +301,7 @@ class SimBackend:
 
     def engine(self, spec: str, stream: Any, cuda_graph: bool = False,
                **options: Any) -> SimEngine:
-        from gpuwatch.bindings.builtin import engine_name, parse_spec
+        from gpuwatch.bindings.builtin import PRESETS, engine_name, parse_spec
 
         if spec.partition(":")[0] != "builtin":
             raise UsageError(
@@ -310,7 +310,7 @@ class SimBackend:
             )
         real, host_gap_us = parse_spec(spec)  # the same spec as the real built-in engine
         own = ENGINE_PRESETS[real.name]
-        scale = real.elements / parse_spec(f"builtin:{real.name}")[0].elements
+        scale = real.elements / PRESETS[real.name].elements  # another frame size: more work
         preset = own if scale == 1 else dataclasses.replace(own, work_ms=own.work_ms * scale)
         return SimEngine(preset, self.gpu, cuda_graph=cuda_graph, host_gap_us=host_gap_us,
                          name=engine_name(real, host_gap_us, cuda_graph))
