@@ -71,6 +71,7 @@ def main() -> None:
         wall_close = time.monotonic()
     close_s = time.monotonic() - wall_close
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    from gpuwatch.trace import LAST_HELPER_MERGE  # a big recording is merged by a helper process
     tr = gpuwatch.load(trace, columns={"samples": ["sm_clock_mhz"], "inferences": ["gpu_ms"]})
     rss = [r["rss_mb"] for r in rows if r["rss_mb"] is not None]
     tenth = rss[max(1, len(rss) // 10)] if len(rss) > 2 else rss[0]
@@ -83,6 +84,7 @@ def main() -> None:
         "rss_mb_before_close": round(before_close or 0, 1),
         "growth_mb_10pct_to_end": round(rss[-1] - tenth, 1),
         "peak_rss_mb_incl_close": round(peak_mb, 1), "close_s": round(close_s, 1),
+        "merge_helper_peak_rss_mb": LAST_HELPER_MERGE.get("peak_rss_mb"),
         "wall_s": round(time.monotonic() - wall0, 1),
         "sampler_rss_mb_at_end": rows[-1]["sampler_rss_mb"],
         "sampler": tr.meta.get("sampler", {}).get("mode"),

@@ -232,12 +232,60 @@ class TraceWriter:
         self.meta.update(meta_updates or {})
         self._write_meta()
         try:
-            self.meta["rows"] = _merge_chunks(self.partial_dir, self.path, self.meta)
+            rows = _merge_in_helper(self.partial_dir, self.path)
+            if rows is None:
+                rows = _merge_chunks(self.partial_dir, self.path, self.meta)
+            self.meta["rows"] = rows
         finally:
             if self._prev_pool is not None:
                 pa.set_memory_pool(self._prev_pool)
         shutil.rmtree(self.partial_dir, ignore_errors=True)
         return self.path
+
+
+# A recording bigger than this is merged by a short-lived helper process: an hour at 1 kHz is
+# 3.6 M rows, and merging them in the recording process left it ~80 MB bigger for good (Arrow's
+# C++ Parquet code allocates from its own default pool, whatever pyarrow's is). The helper
+# starts with the system allocator and gives everything back when it exits.
+HELPER_MERGE_ROWS = 1_000_000
+
+
+def _merge_in_helper(partial_dir: Path, dest: Path) -> dict[str, int] | None:
+    """Merge in a helper process if the recording is big; None if it was not (or failed, in
+    which case the caller merges in-process: the chunks are still there)."""
+    import subprocess
+    import sys
+
+    n = sum(pq.ParquetFile(f).metadata.num_rows for fs in _chunk_files(partial_dir).values()
+            for f in fs)
+    if n < HELPER_MERGE_ROWS:
+        return None
+    env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"}
+    r = subprocess.run([sys.executable, "-m", "gpuwatch.trace", str(partial_dir), str(dest)],
+                       env=env, capture_output=True, text=True)
+    if r.returncode != 0 or not dest.exists():
+        return None
+    out = json.loads(r.stdout)
+    LAST_HELPER_MERGE.clear()
+    LAST_HELPER_MERGE.update(out)
+    return out["rows"]
+
+
+LAST_HELPER_MERGE: dict[str, Any] = {}  # the last helper merge: rows, its peak RSS (benchmarks)
+
+
+def _helper_main(argv: Sequence[str]) -> None:
+    """`python -m gpuwatch.trace PARTIAL_DIR DEST`: merge a finished recording's chunks."""
+    partial_dir, dest = Path(argv[0]), Path(argv[1])
+    meta = json.loads((partial_dir / "meta.json").read_bytes())
+    rows = _merge_chunks(partial_dir, dest, meta)
+    peak = None
+    try:  # VmHWM: this process's own peak (ru_maxrss would include the parent's, from fork)
+        with open("/proc/self/status") as f:
+            peak = next(int(x.split()[1]) / 1024 for x in f if x.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        pass
+    print(json.dumps({"rows": rows, "peak_rss_mb": peak}))
 
 
 def _chunk_files(partial_dir: Path) -> dict[str, list[Path]]:
@@ -485,3 +533,9 @@ def _load_partial(d: Path, columns: Columns | None = None) -> Trace:
 def default_out(prefix: str = "gpuwatch") -> Path:
     """A fresh trace name in the working directory, e.g. gpuwatch-20261124-101500.parquet."""
     return Path(f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.parquet")
+
+
+if __name__ == "__main__":
+    import sys
+
+    _helper_main(sys.argv[1:])

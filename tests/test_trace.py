@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import gpuwatch
+from conftest import record_sim
 from gpuwatch.trace import META_KEY, SCHEMA, SCHEMA_VERSION, TABLES, table_columns
 
 
@@ -187,3 +188,32 @@ def test_load_splits_row_groups_holding_several_tables(tmp_path, t4_sweep):
     tr = gpuwatch.load(mixed)
     assert len(tr.inferences) == len(t4_sweep.inferences)
     assert len(tr.samples) == len(t4_sweep.samples)
+
+
+def test_big_recordings_are_merged_by_a_helper_process(tmp_path, monkeypatch):
+    """Above HELPER_MERGE_ROWS the final merge runs in a short-lived process (so the recording
+    process does not keep the merge's memory); the file is the same either way."""
+    import gpuwatch.trace as T
+
+    monkeypatch.setattr(T, "HELPER_MERGE_ROWS", 1_000)
+    T.LAST_HELPER_MERGE.clear()
+    small = record_sim(tmp_path / "h.parquet", gaps=(20.0,), iters=100)
+    assert T.LAST_HELPER_MERGE["rows"] == small.meta["rows"]
+    assert T.LAST_HELPER_MERGE["rows"]["samples"] == len(small.samples) > 1_000
+    assert T.LAST_HELPER_MERGE["peak_rss_mb"] > 0
+    assert small.meta["status"] == "complete" and len(small.measured()) == 100
+
+
+def test_a_failed_helper_merge_falls_back_to_merging_here(tmp_path, monkeypatch):
+    import subprocess
+
+    import gpuwatch.trace as T
+
+    monkeypatch.setattr(T, "HELPER_MERGE_ROWS", 1_000)
+
+    def broken(*a, **k):
+        return subprocess.CompletedProcess(a, 1, "", "boom")
+
+    monkeypatch.setattr(subprocess, "run", broken)
+    tr = record_sim(tmp_path / "f.parquet", gaps=(20.0,), iters=100)
+    assert tr.meta["status"] == "complete" and len(tr.samples) > 1_000
