@@ -181,11 +181,10 @@ class ChunkWriter:
 
 
 def use_system_allocator() -> Any:
-    """Make the system allocator Arrow's default while recording; returns the previous pool
-    (None if left alone). Arrow's default (mimalloc) keeps what it frees for reuse: an hour
-    of chunks written through it left the recording ~80 MB bigger, and its final merge peaked
-    at 413 MB instead of 182 (benchmarks/results/long_run). Buffers remember their own pool,
-    so switching is safe; an explicit ARROW_DEFAULT_MEMORY_POOL is respected."""
+    """Make the system allocator pyarrow's default while recording; returns the previous pool
+    (None if left alone). Arrow's default (mimalloc) keeps what it frees for reuse, so chunk
+    writing left the recording process bigger (benchmarks/results/long_run). Buffers remember
+    their own pool, so switching is safe; an explicit ARROW_DEFAULT_MEMORY_POOL is respected."""
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return None
     prev = pa.default_memory_pool()
