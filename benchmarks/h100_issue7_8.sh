@@ -3,6 +3,7 @@
 #   OUT=/some/dir PART=tests  bash benchmarks/h100_issue7_8.sh   # GPU tests, SIGTERM, several-GPU sampling; experiment 1
 #   OUT=/some/dir PART=e2e3   bash benchmarks/h100_issue7_8.sh   # experiment 2; experiment 3's presets
 #   OUT=/some/dir PART=sweep  bash benchmarks/h100_issue7_8.sh   # experiment 3's gap sweep
+#   OUT=/some/dir PART=presets2 bash benchmarks/h100_issue7_8.sh # experiment 3's presets: graphs, spin
 #   OUT=/some/dir PART=long   bash benchmarks/h100_issue7_8.sh   # a 9-minute recording: memory over time
 # Results land in $OUT/PART.tgz (one file). Analysis runs elsewhere (the GPU machine has no
 # ruptures): python benchmarks/seed_report.py DIR
@@ -43,6 +44,10 @@ e2e3)
   ;;
 sweep)
   python3 benchmarks/seed_experiments.py 3 --only _sweep_ --out "$R" 2>&1 | tee "$R/experiment3_sweep.log" | tail -3
+  ;;
+presets2)  # experiment 3's presets as CUDA graphs, and eager with a spin-wait
+  python3 benchmarks/seed_experiments.py 3 --only '^e3_(?!sweep)(.*\+graph_(small|large)|.*_spin$)' \
+      --out "$R" 2>&1 | tee "$R/experiment3_presets2.log" | tail -3
   ;;
 long)
   python3 benchmarks/long_run.py --device cuda:0 --minutes "${MINUTES:-9}" --every-s 30 --out "$R" 2>&1 | tail -30

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import shlex
 import sys
 import time
@@ -63,9 +64,11 @@ def plan(experiment: int) -> list[tuple[str, list[str]]]:
     elif experiment == 3:
         for preset in ("small", "large"):  # every preset at two sizes: b2b and 20 ms gap
             for size in SIZES:
-                for eng in ("builtin", "torch"):
-                    runs.append((f"e3_{eng}_{preset}_{size}", engines(preset, size)[eng] + [
-                        "--gap=0,20", "--iters=400"]))
+                for eng, args in engines(preset, size).items():
+                    runs.append((f"e3_{eng}_{preset}_{size}", args + ["--gap=0,20", "--iters=400"]))
+                for eng in ("builtin", "torch"):  # eager with a spin-wait too
+                    runs.append((f"e3_{eng}_{preset}_{size}_spin", engines(preset, size)[eng] + [
+                        "--gap=0,20", "--iters=400", "--wait=spin"]))
         sweep = [f"--gap={','.join(map(str, SWEEP))}", f"--iters={SWEEP_ITERS}"]
         for eng, args in engines("small", SMALL).items():  # the gap sweep
             for wait in ("sleep", "spin"):
@@ -80,7 +83,7 @@ def run(experiment: int, out: Path, device: str, only: str | None = None) -> Non
     d = out / f"experiment{experiment}"
     d.mkdir(parents=True, exist_ok=True)
     done, log = [], []
-    configs = [(n, a) for n, a in plan(experiment) if only is None or only in n]
+    configs = [(n, a) for n, a in plan(experiment) if only is None or re.search(only, n)]
     if device.startswith("sim:"):
         configs = [(n, a) for n, a in configs if not any(x.startswith("--torch") for x in a)]
     t0 = time.monotonic()
@@ -104,8 +107,8 @@ def main_() -> None:
     ap.add_argument("experiment", type=int, choices=(1, 2, 3))
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--device", default="cuda:0")
-    ap.add_argument("--only", metavar="TEXT",
-                    help="run only the configurations whose name contains TEXT (e.g. _sweep_), "
+    ap.add_argument("--only", metavar="REGEX",
+                    help="run only the configurations whose name matches REGEX (e.g. _sweep_), "
                          "to fit a time limit; the rest can run in a later call")
     a = ap.parse_args()
     run(a.experiment, a.out, a.device, a.only)
