@@ -2,12 +2,8 @@
 # Issue 6's checks on a real GPU. On the GPU machine, from the repository root, with the cupti
 # wheels carried in .whl:  OUT=/some/dir bash benchmarks/h100_issue6.sh
 set -uo pipefail
-export PYTHONUNBUFFERED=1
 R="$OUT/r"; mkdir -p "$R"
-python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null 2>&1 || exit 1
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
-    .whl/cupti_python-*.whl .whl/pyelftools-*.whl || exit 1
-export PYTHONPATH=/tmp/site
+source benchmarks/device_setup.sh
 python3 -m pytest -m gpu -q tests/test_gpu.py 2>&1 | tee "$R/gpu_tests.txt" | tail -5
 # A fed engine and a starved one (host spins 200 us between launches), with kernel tracing
 python3 -m gpuwatch.record --kernels --gap 0,20 --iters 300 --pre-post \

@@ -4,12 +4,8 @@
 # regions: are windows tightened, what does tracing cost, and does the tail of a 20 ms-gap loop
 # stay where it was?   OUT=/some/dir bash benchmarks/h100_issue6_events.sh
 set -uo pipefail
-export PYTHONUNBUFFERED=1
 R="$OUT/r"; mkdir -p "$R"
-python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null 2>&1 || exit 1
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
-    .whl/cupti_python-*.whl .whl/pyelftools-*.whl || exit 1
-export PYTHONPATH=/tmp/site
+source benchmarks/device_setup.sh
 [ -n "${SKIP_PROBE:-}" ] || python3 benchmarks/cuda_event_probe.py 2>&1 | tee "$R/cuda_event_probe.txt"
 python3 -m pytest -m gpu -q tests/test_gpu.py -k cupti 2>&1 | tee "$R/gpu_test_cupti.txt" | tail -3
 python3 -m gpuwatch.record --kernels --gap 0,20 --iters 300 --pre-post \

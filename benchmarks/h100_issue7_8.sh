@@ -8,12 +8,8 @@
 # Results land in $OUT/PART.tgz (one file). Analysis runs elsewhere (the GPU machine has no
 # ruptures): python benchmarks/seed_report.py DIR
 set -uo pipefail
-export PYTHONUNBUFFERED=1
 R="$OUT/$PART"; mkdir -p "$R"
-python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null 2>&1 || exit 1
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
-    .whl/cupti_python-*.whl .whl/pyelftools-*.whl || exit 1
-export PYTHONPATH=/tmp/site
+source benchmarks/device_setup.sh
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,pstate,power.draw,temperature.gpu \
     --format=csv > "$R/nvidia_smi_before.csv" 2>&1
 case "$PART" in
