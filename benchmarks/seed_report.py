@@ -89,6 +89,10 @@ def experiment2(d: Path, out: list[str]) -> None:
                      "layers found": int(lay["n_layers"]),
                      "SM MHz min": float(t.samples["sm_clock_mhz"].min())})
     out.append(md(pd.DataFrame(rows)) + "\n")
+    out.append("Verdicts (each run against its own first 50 iterations, or before its jump):\n")
+    for f in sorted(d.glob("e2_*.parquet")):
+        out.append(f"- `{config(f)}`: {gpuwatch.analyze(f).verdict}")
+    out.append("")
     out.append("Where the time went, kernel-traced runs (medians per block of iterations):\n")
     rows = []
     for f in sorted(d.glob("e2_*_kernels.parquet")):

@@ -92,3 +92,20 @@ def test_h100_kernel_trace_windows_use_the_gpus_event_timestamps(name, idle_ms):
     assert (gap_us > 0).all()
     if name == "small":
         assert np.percentile(gap_us, 99) < 3.0  # 2.05-2.30 us: the GPU's event latency
+
+
+H100_E2 = Path(__file__).parents[1] / "benchmarks" / "results" / "h100_issue8" / "experiment2"
+
+
+def test_a_single_gap_run_is_compared_with_its_own_first_iterations():
+    """The seed's Experiment 2 on the H100: one 20 ms-gap condition, 800 iterations. Eager
+    PyTorch drifts up and the verdict names the host (kernels busy the same, GPU idle inside
+    grows); the GPU-bound built-in engine does not move."""
+    torch_run = gpuwatch.analyze(H100_E2 / "e2_torch_sleep_kernels.parquet")
+    v = torch_run.verdicts.iloc[0]
+    assert torch_run.layers.iloc[0]["reference"] == "its first 50 iterations"
+    assert v["cause"] == "host_launch" and v["extra_ms"] > 0.5
+    assert "GPU idle inside each inference" in v["sentence"]
+    flat = gpuwatch.analyze(H100_E2 / "e2_builtin_sleep.parquet").verdicts.iloc[0]
+    assert flat["cause"] is None or flat["cause"] != flat["cause"]  # no cause: no change
+    assert "no meaningful change" in flat["sentence"]

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
+from ..summary import EARLY_ITERS, LATE_ITERS
 from ..trace import Trace, load
 from .attribution import attribute
 from .layers import Layers, detect
@@ -105,7 +106,8 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
                     rows = rows.sort_values("iteration", kind="stable")
                 lay = detect(rows["gpu_ms"].to_numpy(float), rows["iteration"].to_numpy())
                 details[(ti, name, cond)] = lay
-                ref, tgt, ref_label = _groups(rows, lay, base_rows, cond, base_cond)
+                ref, tgt, ref_label = _groups(rows, lay, base_rows, cond, base_cond,
+                                              only_condition=eng["condition"].nunique() == 1)
                 base_ms = float(ref["gpu_ms"].median()) if ref is not None else lay.baseline_ms
                 gap = rows["gap_ms"].iloc[0]
                 layer_rows.append({
@@ -147,13 +149,20 @@ def _baseline_condition(eng: pd.DataFrame) -> Any:
 
 
 def _groups(rows: pd.DataFrame, lay: Layers, base_rows: pd.DataFrame | None, cond: Any,
-            base_cond: Any) -> tuple[pd.DataFrame | None, pd.DataFrame, str]:
-    """(reference rows, target rows, what the reference is)."""
+            base_cond: Any, only_condition: bool = False
+            ) -> tuple[pd.DataFrame | None, pd.DataFrame, str]:
+    """(reference rows, target rows, what the reference is). A run of one condition with no
+    clean layers is compared with itself: its last LATE_ITERS iterations against its first
+    EARLY_ITERS (the seed's Experiment 2 asks whether a single gap run drifts)."""
     tgt = rows[rows["iteration"] >= lay.stable_iter] if lay.layered else rows
     if base_rows is not None and cond != base_cond:
         return base_rows, tgt, str(base_cond)
     if lay.layered:
         return rows[rows["iteration"] < lay.onset_iter], tgt, "iterations before the jump"
+    if only_condition and len(rows) >= 2 * (EARLY_ITERS + LATE_ITERS):
+        it = rows["iteration"].to_numpy()
+        return (rows[it < it[0] + EARLY_ITERS], rows[it > it[-1] - LATE_ITERS],
+                f"its first {EARLY_ITERS} iterations")
     return None, tgt, "itself"
 
 
