@@ -459,7 +459,7 @@ class Session:
     def _region(self, kind: str, name: str) -> Iterator[None]:
         rt = self._require().runtime
         rid, self._region_seq = self._region_seq, self._region_seq + 1
-        h0 = self.clock.now_ns()
+        h0 = 0  # read just before the start event is enqueued (once: this is the timed path)
         try:
             if self._depth == 0:  # the stream is idle here: refresh a stale anchor, untimed
                 self._timebase.maybe_reanchor()  # type: ignore[union-attr]
@@ -469,7 +469,7 @@ class Session:
             h0 = self.clock.now_ns()
             self._record(ev0, 2 * rid)  # CUPTI: this event record is region rid's start
         except Exception as e:  # the GPU failed before the region began: a row says so
-            self._add_row(self._row(kind, name, h0, rid, e))
+            self._add_row(self._row(kind, name, h0 or self.clock.now_ns(), rid, e))
             raise
         self._depth += 1
         try:

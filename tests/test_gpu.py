@@ -45,10 +45,9 @@ def test_builtin_engine_computes_the_right_values():
         rt.close()
 
 
-@pytest.mark.parametrize("sampler", ["thread", "process"])
-def test_session_on_the_gpu(tmp_path, sampler):
-    out = tmp_path / "real.parquet"
-    with gpuwatch.session("cuda:0", out, sampler=sampler) as s:
+def _pre_infer_post_at_5ms(out, **session_options) -> gpuwatch.Trace:
+    """100 x (preprocess, infer, postprocess, 5 ms gap) with builtin:small on GPU 0."""
+    with gpuwatch.session("cuda:0", out, **session_options) as s:
         e = s.engine("builtin:small")
         s.set_condition("gap=5ms", gap_ms=5)
         for _ in range(100):
@@ -56,7 +55,12 @@ def test_session_on_the_gpu(tmp_path, sampler):
             e.infer()
             e.postprocess()
             s.wait(5)
-    tr = gpuwatch.load(out)
+    return gpuwatch.load(out)
+
+
+@pytest.mark.parametrize("sampler", ["thread", "process"])
+def test_session_on_the_gpu(tmp_path, sampler):
+    tr = _pre_infer_post_at_5ms(tmp_path / "real.parquet", sampler=sampler)
     assert tr.simulated is False and tr.meta["status"] == "complete"
     inf = tr.measured()
     assert len(inf) == 100 and (inf["gpu_ms"] > 0.5).all()
@@ -162,16 +166,7 @@ def test_pycuda_runtime_runs_the_builtin_engine():
 
 @pytest.mark.skipif(not _has("pycuda"), reason="pycuda is not installed")
 def test_session_with_the_pycuda_binding(tmp_path):
-    out = tmp_path / "pycuda.parquet"
-    with gpuwatch.session("cuda:0", out, binding="pycuda") as s:
-        e = s.engine("builtin:small")
-        s.set_condition("gap=5ms", gap_ms=5)
-        for _ in range(100):
-            e.preprocess()
-            e.infer()
-            e.postprocess()
-            s.wait(5)
-    tr = gpuwatch.load(out)
+    tr = _pre_infer_post_at_5ms(tmp_path / "pycuda.parquet", binding="pycuda")
     assert tr.meta["options"]["binding"] == "pycuda" and "pycuda" in tr.meta["versions"]
     inf = tr.measured()
     assert len(inf) == 100 and inf["gpu_ms"].between(3, 10).all()
