@@ -70,12 +70,12 @@ def run_variant(name: str) -> None:
     ev0, ev1 = rt.event(), rt.event()
     for i in range(200):
         cupti.activity_push_external_correlation_id(cupti.ExternalCorrelationKind.CUSTOM0, 2 * i)
-        rt.record(ev0, stream)
+        rt.record(ev0, stream.handle)
         cupti.activity_pop_external_correlation_id(cupti.ExternalCorrelationKind.CUSTOM0)
         eng.infer()
         cupti.activity_push_external_correlation_id(cupti.ExternalCorrelationKind.CUSTOM0,
                                                     2 * i + 1)
-        rt.record(ev1, stream)
+        rt.record(ev1, stream.handle)
         cupti.activity_pop_external_correlation_id(cupti.ExternalCorrelationKind.CUSTOM0)
         rt.synchronize(ev1)
     cupti.activity_flush_all(1)

@@ -65,6 +65,7 @@ def main() -> None:
             if now >= end:
                 break
             e.infer()
+            e.synchronize()
             n += 1
             s.wait(a.gap)
         before_close = rss_mb()

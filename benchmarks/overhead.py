@@ -39,6 +39,7 @@ def run(workload: str, mode: str, out: Path, pairs: int, block: int, hz: float,
         s.warmup = True
         for _ in range(50):
             e.infer()
+            e.synchronize()
         s.warmup = False
         for b in range(2 * pairs):
             on = b % 4 in (1, 2)  # off, on, on, off, ...
@@ -46,6 +47,7 @@ def run(workload: str, mode: str, out: Path, pairs: int, block: int, hz: float,
             s.set_condition(f"block={b} {what}={'on' if on else 'off'}")
             for _ in range(block):
                 e.infer()
+                e.synchronize()  # the program waits for each result (host_end_ns)
         resume()
     inf = gpuwatch.load(trace).measured()
     inf = inf.assign(host_ms=(inf["host_end_ns"] - inf["host_start_ns"]) / 1e6)

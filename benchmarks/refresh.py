@@ -63,6 +63,7 @@ def main() -> None:
             end = s.clock.now_ns() + int(a.busy * 1e9)
             while s.clock.now_ns() < end:
                 e.infer()
+                e.synchronize()
             s.wait(a.idle * 1000)
     tr = gpuwatch.load(path)
     table = field_table(tr)

@@ -35,6 +35,7 @@ def main() -> None:
             end = s.clock.now_ns() + int(a.seconds * 1e9)
             while s.clock.now_ns() < end:
                 e.infer()
+                e.synchronize()
         tr = gpuwatch.load(path)
         t = tr.samples["t_ns"].to_numpy(np.int64)
         iv = np.diff(t) / 1e6

@@ -188,6 +188,10 @@ class BuiltinEngine:
             self._enqueue_layers()
         return x
 
+    def synchronize(self) -> None:
+        """Wait for this engine's stream (what a program does before reading results)."""
+        self.rt.stream_synchronize(self.stream)
+
     def preprocess(self) -> None:
         self.rt.copy_htod(self._frame_dev, self.frame, self.stream)
         prepared, grid = self._norm

@@ -28,6 +28,25 @@ def _modules() -> tuple[Any, Any]:
     return driver, nvrtc
 
 
+def _fast_calls() -> tuple[Any, Any] | None:
+    """cuEventRecord and cuEventQuery straight from libcuda through ctypes, *holding the GIL*:
+    the timed path's calls. Both return in about a microsecond, and releasing the GIL around
+    them (as cuda-python's wrappers and ctypes.CDLL do) lets any other Python thread (the
+    trace writer) take it for up to a switch interval (5 ms) in the middle of the user's
+    launches. None where libcuda cannot be loaded this way (cuda-python is used then)."""
+    try:
+        lib = ctypes.PyDLL("libcuda.so.1")
+        rec, query = lib.cuEventRecord, lib.cuEventQuery
+    except (OSError, AttributeError):
+        return None
+    rec.argtypes, rec.restype = (ctypes.c_void_p, ctypes.c_void_p), ctypes.c_int
+    query.argtypes, query.restype = (ctypes.c_void_p,), ctypes.c_int
+    return rec, query
+
+
+_NOT_READY = 600  # CUDA_ERROR_NOT_READY
+
+
 def check(result: Any, what: str = "CUDA call") -> Any:
     """Unwrap cuda-python's (status, *values) tuples; raise CudaError on failure."""
     driver, nvrtc = _modules()
@@ -89,7 +108,11 @@ class CudaRuntime:
         F = d.CUevent_flags
         self._event_flags = F.CU_EVENT_BLOCKING_SYNC if blocking_sync else F.CU_EVENT_DEFAULT
         self._owned: list[tuple[str, Any]] = []
+        self._events: dict[int, Any] = {}  # events owned, by handle (released one by one)
         self._touch_buf: int | None = None  # for touch() (keep-alives)
+        self._success = d.CUresult.CUDA_SUCCESS
+        fast = _fast_calls()
+        self._rec, self._query = fast if fast is not None else (None, None)
 
     def versions(self) -> dict[str, str]:
         d = self.driver
@@ -117,19 +140,59 @@ class CudaRuntime:
         destroyed stream there aborts the process. One stream per session is the cost."""
         self._owned = [(k, h) for k, h in self._owned if not (k == "stream" and h is stream.handle)]
 
+    def native_stream(self, handle: int) -> Any:
+        """What record() takes for a raw handle (0: the legacy default stream), e.g. torch's:
+        the handle itself."""
+        return handle
+
     def event(self) -> Any:
         e = check(self.driver.cuEventCreate(self._event_flags), "cuEventCreate")
-        self._owned.append(("event", e))
+        self._events[int(e)] = e
         return e
 
-    def record(self, event: Any, stream: Stream) -> None:
-        check(self.driver.cuEventRecord(event, stream.handle), "cuEventRecord")
+    def release_event(self, event: Any) -> None:
+        if self._events.pop(int(event), None) is not None:
+            self.driver.cuEventDestroy(event)
+
+    def record(self, event: Any, stream: Any) -> None:
+        """Record `event` on `stream` (a CUstream, Stream.handle, or a raw handle)."""
+        if self._rec is not None:
+            rc = self._rec(int(event), int(stream))
+            if rc:
+                check((self.driver.CUresult(rc),), "cuEventRecord")
+            return
+        check(self.driver.cuEventRecord(event, stream), "cuEventRecord")
+
+    def query(self, event: Any) -> bool:
+        """Has `event` completed? (never waits; a sticky error raises)"""
+        if self._query is not None:
+            rc = self._query(int(event))
+        else:
+            rc = int(self.driver.cuEventQuery(event)[0])
+        if rc == 0:
+            return True
+        if rc == _NOT_READY:
+            return False
+        check((self.driver.CUresult(rc),), "cuEventQuery")
+        return False
 
     def synchronize(self, event: Any) -> None:
         check(self.driver.cuEventSynchronize(event), "cuEventSynchronize")
 
+    def bind_thread(self) -> None:
+        """Make this runtime's context current in the calling thread (a helper thread that
+        queries events)."""
+        check(self.driver.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
+
+    def synchronize_device(self) -> None:
+        """Wait for all work in this context, on every stream (the stream checks)."""
+        check(self.driver.cuCtxSynchronize(), "cuCtxSynchronize")
+
     def elapsed_ms(self, start: Any, end: Any) -> float:
-        return float(check(self.driver.cuEventElapsedTime(start, end), "cuEventElapsedTime"))
+        status, ms = self.driver.cuEventElapsedTime(start, end)
+        if status != self._success:
+            check((status, ms), "cuEventElapsedTime")
+        return float(ms)
 
     # -- memory and kernels, for the built-in engine -------------------------------------------
     def alloc(self, nbytes: int) -> int:
@@ -212,9 +275,15 @@ class CudaRuntime:
 
     def close(self) -> None:
         d = self.driver
+        for e in self._events.values():
+            try:
+                d.cuEventDestroy(e)
+            except Exception:
+                pass
+        self._events.clear()
         for kind, h in reversed(self._owned):
             try:
-                {"stream": d.cuStreamDestroy, "event": d.cuEventDestroy, "mem": d.cuMemFree,
+                {"stream": d.cuStreamDestroy, "mem": d.cuMemFree,
                  "host": d.cuMemFreeHost, "module": d.cuModuleUnload, "graph": d.cuGraphDestroy,
                  "graph_exec": d.cuGraphExecDestroy}[kind](h)
             except Exception:

@@ -6,15 +6,16 @@ converted and handed to the trace writer. The session asks for them about once a
 timed regions (poll), so converting them never competes with a timed region for the GIL.
 
 With CUDA-event device timestamps on, the GPU's own time of each of gpuwatch's start and end
-events is recorded too. The session tags them by pushing external correlation ids
-(2 * region_id, 2 * region_id + 1). They become `cuda_event` rows of the kernels table, which
-analysis uses in place of the anchor-mapped times ("tightened" windows). That needs CUPTI
-enabled before the CUDA context is made (RealBackend does so when asked for kernels) and
-driver-API records for cuEventRecord, which carry the external ids.
+events is recorded too. The region timer tags them by pushing external correlation ids
+(region.event_tag). They become `cuda_event` rows of the kernels table, with the stream they
+were recorded on and the correlation id of the record call: analysis uses them in place of the
+anchor-mapped times ("tightened" windows) and to find kernels a region launched on other
+streams. That needs CUPTI enabled before the CUDA context is made (RealBackend does so when
+asked for kernels) and driver-API records for cuEventRecord, which carry the external ids.
 
 CUPTI timestamps are nanoseconds on CUPTI's own clock (the Unix epoch on Linux). They are moved
-onto the trace's time base by an offset measured at start: the tightest of several
-(host clock, cupti.get_timestamp()) pairs. The offset and its uncertainty go into the metadata.
+onto the trace's time base by an offset measured at start (timebase.measure_offset). The offset
+and its uncertainty go into the metadata.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any, Callable
 
 from gpuwatch.clock import Clock
 from gpuwatch.errors import DeviceUnavailable
+from gpuwatch.region import region_of_tag
+from gpuwatch.timebase import measure_offset
 
 BUFFER_BYTES = 8 << 20
 FLUSH_NS = 1_000_000_000  # deliver records about once a second
@@ -51,7 +54,8 @@ class CuptiTracer:
         self.dropped = 0
         # CUDA-event device timestamps, joined to gpuwatch's region ids by external correlation
         self.events_enabled: bool | str = False
-        self._event_ts: dict[int, int] = {}  # CUPTI correlation id -> device timestamp
+        # CUPTI correlation id -> (device timestamp, CUPTI stream id)
+        self._event_ts: dict[int, tuple[int, int]] = {}
         self.by_kind: dict[str, int] = {}  # raw records received, per CUPTI activity kind
         self._marked = 0
         self.sample: dict[str, str] = {}  # one raw record of each kind, for diagnosis
@@ -66,15 +70,7 @@ class CuptiTracer:
         self.offset_ns = self.offset_uncertainty_ns = 0
 
     def _calibrate(self, tries: int = 9) -> tuple[int, int]:
-        best = None
-        for _ in range(tries):
-            h0 = self.clock.now_ns()
-            c = self.cupti.get_timestamp()
-            h1 = self.clock.now_ns()
-            if best is None or h1 - h0 < best[1]:
-                best = ((h0 + h1) // 2 - c, h1 - h0)
-        assert best is not None
-        return best[0], best[1] // 2
+        return measure_offset(self.clock.now_ns, self.cupti.get_timestamp, tries)
 
     def enable(self) -> None:
         """Switch CUPTI's recording on. Call it before the CUDA context exists: seen on the H100
@@ -213,7 +209,8 @@ class CuptiTracer:
                 continue  # kept only so that EXTERNAL_CORRELATION records come
             elif kind == K.CUDA_EVENT:
                 if a.device_timestamp:
-                    self._event_ts[a.correlation_id] = a.device_timestamp
+                    self._event_ts[a.correlation_id] = (a.device_timestamp,
+                                                        getattr(a, "stream_id", None))
             elif kind == K.EXTERNAL_CORRELATION:
                 self._external[a.correlation_id] = a.external_id
             elif kind == K.MEMSET:
@@ -223,10 +220,12 @@ class CuptiTracer:
                              "bytes": a.bytes})
         with self._lock:
             for corr in [k for k in self._event_ts if k in self._external]:
-                ts, ext = self._event_ts.pop(corr) + off, self._external.pop(corr)
+                (ts, stream), ext = self._event_ts.pop(corr), self._external.pop(corr)
+                ts += off
                 rows.append({"gpu": gpu, "t_ns": ts, "kind": "cuda_event",
-                             "name": "end" if ext % 2 else "start", "start_ns": ts, "end_ns": ts,
-                             "correlation_id": ext})
+                             "name": "end" if region_of_tag(ext)[1] else "start",
+                             "start_ns": ts, "end_ns": ts, "stream_id": stream,
+                             "correlation_id": ext, "api_correlation_id": corr})
             for d in (self._event_ts, self._external):  # unmatched (anchor events): bounded
                 while len(d) > 100_000:
                     d.pop(next(iter(d)))

@@ -56,6 +56,7 @@ class PycudaRuntime:
         self._event_flags = drv.event_flags.BLOCKING_SYNC if blocking_sync else 0
         self._keep: list[Any] = []  # allocations live as long as the runtime
         self._touch_buf: int | None = None  # for touch() (keep-alives)
+        self._mine: dict[int, Any] = {}  # streams made here, by handle
 
     def versions(self) -> dict[str, str]:
         import pycuda
@@ -65,9 +66,20 @@ class PycudaRuntime:
 
     # -- the Runtime protocol ------------------------------------------------------------------
     def stream(self) -> Stream:
-        s = self.drv.Stream()
+        s = self.drv.Stream(flags=1)  # CU_STREAM_NON_BLOCKING, as CudaRuntime's streams
         self._keep.append(s)
+        self._mine[int(s.handle)] = s
         return Stream(s, int(s.handle))
+
+    def native_stream(self, handle: int) -> Any:
+        """pycuda records events only on its own streams, or the legacy default one (0)."""
+        if handle == 0:
+            return None
+        s = self._mine.get(handle)
+        if s is None:
+            raise UsageError(f"pycuda cannot time work on a stream it did not create "
+                             f"(handle {handle:#x}); use binding='cuda' (cuda-python)")
+        return s
 
     def keep_stream(self, stream: Stream) -> None:
         """Never destroy `stream` (see CudaRuntime.keep_stream)."""
@@ -76,11 +88,24 @@ class PycudaRuntime:
     def event(self) -> Any:
         return self.drv.Event(self._event_flags)
 
-    def record(self, event: Any, stream: Stream) -> None:
-        event.record(stream.handle)
+    def release_event(self, event: Any) -> None:
+        pass  # pycuda frees an event when its object goes
+
+    def record(self, event: Any, stream: Any) -> None:
+        """Record `event` on a pycuda Stream (Stream.handle, native_stream()); None: default."""
+        event.record(stream)
+
+    def query(self, event: Any) -> bool:
+        return bool(event.query())
 
     def synchronize(self, event: Any) -> None:
         event.synchronize()
+
+    def bind_thread(self) -> None:
+        self.context.push()  # pycuda's context stack is per thread
+
+    def synchronize_device(self) -> None:
+        self.drv.Context.synchronize()
 
     def elapsed_ms(self, start: Any, end: Any) -> float:
         return float(end.time_since(start))

@@ -15,7 +15,9 @@ class RealBackend:
     simulated = False
 
     def __init__(self, ordinal: int, sample_gpus: str | Sequence[int] | None = None,
-                 blocking_sync: bool = False, binding: str = "cuda", kernels: bool = False):
+                 blocking_sync: bool = False, binding: str = "cuda", kernels: bool = False,
+                 telemetry: bool = True):
+        """`telemetry=False`: CUDA only, no NVML (an engine made outside a session)."""
         self.clock = HostClock()
         self._tracer: Any = None
         if kernels:  # CUPTI first: CUDA-event records only come if it precedes the context
@@ -31,6 +33,10 @@ class RealBackend:
             self.runtime = PycudaRuntime(ordinal, blocking_sync=blocking_sync)
         else:
             raise UsageError(f"unknown binding {binding!r}; use cuda (cuda-python) or pycuda")
+        self.ordinal = ordinal
+        if not telemetry:
+            self.telemetry, self.telemetry_factory = [], None
+            return
         # CUDA and NVML number GPUs differently (CUDA_VISIBLE_DEVICES, PCI order): match by
         # UUID, or by PCI bus id where the binding cannot tell the UUID (pycuda).
         own = (nvml.index_of_uuid(self.runtime.uuid) if self.runtime.uuid
@@ -43,7 +49,7 @@ class RealBackend:
             listed = [int(i) for i in sample_gpus]  # type: ignore[union-attr]
             indices = [own] + [i for i in listed if i != own]
         self.telemetry = nvml.open_telemetry(indices)  # the inference GPU first
-        self.telemetry_factory = (nvml.open_telemetry, (indices,))
+        self.telemetry_factory = ("gpuwatch.bindings.nvml:open_telemetry", (indices,))
 
     def engine(self, spec: str, stream: Stream, cuda_graph: bool = False,
                **options: Any) -> Any:
@@ -76,7 +82,7 @@ class RealBackend:
             target = spec.partition(":")[2]
             model, example = load_factory(target)
             self.runtime.keep_stream(stream)  # torch may use it after this session ends
-            return TorchEngine(model, example, stream.ptr, self.runtime.ordinal,
+            return TorchEngine(model, example, stream, self.runtime,
                                cuda_graph=cuda_graph, name=f"torch:{target}")
         raise UsageError(f"unknown engine {spec!r}; use builtin:small, builtin:large, "
                          "torch:module:factory, a .plan/.engine file, or onnx:model.onnx")
@@ -97,6 +103,13 @@ class RealBackend:
         except ImportError:
             pass
         return out
+
+    def same_device(self, other: Any) -> bool:
+        """Does `other` (a backend) drive the same GPU, so events and streams mix?"""
+        rt = getattr(other, "runtime", None)
+        return (not getattr(other, "simulated", True) and rt is not None
+                and (getattr(rt, "uuid", None) or getattr(rt, "pci_bus_id", None))
+                == (self.runtime.uuid or getattr(self.runtime, "pci_bus_id", None)))
 
     def close(self) -> None:
         self.runtime.close()

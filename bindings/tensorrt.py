@@ -161,6 +161,10 @@ class TensorRTEngine:
                             f"{' '.join(self._log.messages[-3:])}")
         return None
 
+    def synchronize(self) -> None:
+        """Wait for this engine's stream (before reading postprocess()'s outputs)."""
+        self.rt.stream_synchronize(self.stream)
+
     def postprocess(self) -> dict[str, np.ndarray]:
         """Copy the outputs device -> host (valid once the stream has finished)."""
         for name in self.outputs:

@@ -1,15 +1,20 @@
-"""PyTorch: time a torch.nn.Module (or any callable on CUDA tensors) on gpuwatch's stream.
+"""PyTorch engines: a torch.nn.Module (or any callable on CUDA tensors) on gpuwatch's stream.
 
-The session's stream (a cuda-python stream on the primary context, which PyTorch shares) is
-wrapped as a torch.cuda.ExternalStream and made current around each call, so the session's
-events bracket exactly the model's kernels. With `cuda_graph=True` the call is captured once
-into a torch.cuda.CUDAGraph and each inference is one replay.
+The engine's stream (a cuda-python stream on the primary context, which PyTorch shares) is
+wrapped as a torch.cuda.ExternalStream. `around()` makes it current and enters inference mode;
+the session enters it *before* the start event, so only `enqueue()` (the model's call) runs
+between the events. With `cuda_graph=True` the call is captured once into a
+torch.cuda.CUDAGraph and each inference is one replay.
+
+A user's own model needs none of this: `s.infer(model, x)` or `gpuwatch.timed(model)` time it
+on torch's current stream (see gpuwatch/streams.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from gpuwatch.errors import DeviceUnavailable, UsageError
 
@@ -53,12 +58,14 @@ def load_factory(spec: str) -> tuple[Callable[..., Any], Any]:
 
 
 class TorchEngine:
-    def __init__(self, fn: Callable[..., Any], example: Any, stream_ptr: int, ordinal: int,
+    def __init__(self, fn: Callable[..., Any], example: Any, stream: Any, runtime: Any,
                  cuda_graph: bool = False, name: str = "torch"):
         torch = self._t = _torch()
         self.fn, self.example = fn, example
+        self.stream, self._rt = stream, runtime  # gpuwatch's Stream (handle and ptr)
         self.name = name + ("+graph" if cuda_graph else "")
-        self._stream = torch.cuda.ExternalStream(stream_ptr, device=torch.device("cuda", ordinal))
+        self._stream = torch.cuda.ExternalStream(stream.ptr,
+                                                 device=torch.device("cuda", runtime.ordinal))
         self._graph = None
         self._out: Any = None  # the last inference's output (what postprocess() reads)
         self._frame: Any = None  # pinned host frame for preprocess()
@@ -75,39 +82,58 @@ class TorchEngine:
                 self._static_out = fn(example)
             torch.cuda.synchronize()
 
-    def infer(self, x: Any = None) -> Any:
+    @contextlib.contextmanager
+    def around(self) -> Iterator[None]:
+        """The engine's stream made current, inference mode on: entered outside the events."""
         t = self._t
-        with t.cuda.stream(self._stream):
-            if self._graph is not None:
-                if x is not None:
-                    self.example.copy_(x, non_blocking=True)
-                self._graph.replay()
-                self._out = self._static_out
-                return self._out
-            with t.inference_mode():
-                self._out = self.fn(self.example if x is None else x)
-                return self._out
+        with t.cuda.stream(self._stream), t.inference_mode():
+            yield
+
+    def enqueue(self, x: Any = None) -> Any:
+        """One inference's work and nothing else (call it inside `around()`)."""
+        if self._graph is not None:
+            if x is not None:
+                self.example.copy_(x, non_blocking=True)
+            self._graph.replay()
+            self._out = self._static_out
+        else:
+            self._out = self.fn(self.example if x is None else x)
+        return self._out
+
+    def infer(self, x: Any = None) -> Any:
+        with self.around():
+            return self.enqueue(x)
+
+    def synchronize(self) -> None:
+        self._rt.stream_synchronize(self.stream)
 
     def preprocess(self) -> None:
+        with self.around():
+            self.enqueue_preprocess()
+
+    def postprocess(self) -> Any:
+        with self.around():
+            return self.enqueue_postprocess()
+
+    def enqueue_preprocess(self) -> None:
         """A video frame's way in: a pinned uint8 HxWx3 frame copied host->device, then made
-        the model's input (to NCHW, the model's dtype, scaled), in place."""
+        the model's input (to NCHW, the model's dtype, scaled), in place (inside around())."""
         t, ex = self._t, self.example
         if self._frame is None:
             h, w = ex.shape[-2], ex.shape[-1]
             self._frame = (t.arange(h * w * 3, dtype=t.int32) * 7 % 251).to(t.uint8) \
                 .reshape(h, w, 3).pin_memory()
-        with t.cuda.stream(self._stream), t.inference_mode():
-            dev = self._frame.to(ex.device, non_blocking=True)
-            ex.copy_(dev.permute(2, 0, 1).unsqueeze(0).to(ex.dtype).mul_(1 / 255))
+        dev = self._frame.to(ex.device, non_blocking=True)
+        ex.copy_(dev.permute(2, 0, 1).unsqueeze(0).to(ex.dtype).mul_(1 / 255))
 
-    def postprocess(self) -> Any:
-        """The result's way out: class probabilities copied device->host (pinned)."""
+    def enqueue_postprocess(self) -> Any:
+        """The result's way out: class probabilities copied device->host, pinned (inside
+        around())."""
         t = self._t
-        with t.cuda.stream(self._stream), t.inference_mode():
-            probs = t.softmax(self._out.float(), dim=1)
-            if self._result is None:
-                self._result = t.empty(probs.shape, dtype=probs.dtype, pin_memory=True)
-            self._result.copy_(probs, non_blocking=True)
+        probs = t.softmax(self._out.float(), dim=1)
+        if self._result is None:
+            self._result = t.empty(probs.shape, dtype=probs.dtype, pin_memory=True)
+        self._result.copy_(probs, non_blocking=True)
         return self._result
 
 

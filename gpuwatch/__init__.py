@@ -9,7 +9,8 @@ from ._version import __version__
 from .analysis import Analysis, analyze
 from .errors import GpuwatchError, SessionError, TraceFormatError, UsageError
 from .fields import FIELDS, ClockEventReason
-from .recorder import Session, TensorRTEngine, session
+from .engines import TensorRTEngine, engine, timed
+from .recorder import Session, session
 from .summary import condition_summary
 from .trace import SCHEMA_VERSION, RecoveredTraceWarning, Trace, load
 
@@ -17,6 +18,8 @@ __all__ = [
     "__version__",
     "session",
     "Session",
+    "engine",
+    "timed",
     "TensorRTEngine",
     "load",
     "Trace",

@@ -7,17 +7,19 @@ from typing import Sequence
 from .device import Backend
 from .errors import DeviceUnavailable, UsageError
 
-DEVICE_HELP = ("auto (first NVIDIA GPU), cuda:N, N, or sim:PROFILE[,gpus=N,index=I,fault=...] "
-               "(e.g. sim:t4, sim:flat, sim:t4,gpus=8,index=3)")
+DEVICE_HELP = ("auto (first NVIDIA GPU), cuda:N, N, sim:PROFILE[,gpus=N,index=I,fault=...] "
+               "(e.g. sim:t4, sim:flat, sim:t4,gpus=8,index=3), or standin (no GPU: the real "
+               "code path with a stand-in telemetry source, for tests)")
 
 
 BINDINGS = ("cuda", "pycuda")
 
 
 def open_backend(spec: str, seed: int = 0, sample_gpus: str | Sequence[int] | None = None,
-                 binding: str = "cuda", kernels: bool = False) -> Backend:
+                 binding: str = "cuda", kernels: bool = False, telemetry: bool = True) -> Backend:
     """`binding` picks the CUDA library on a real GPU: cuda (cuda-python) or pycuda.
-    `kernels`: kernel tracing will be asked for (a real GPU then starts CUPTI before CUDA)."""
+    `kernels`: kernel tracing will be asked for (a real GPU then starts CUPTI before CUDA).
+    `telemetry=False`: no NVML on a real GPU (an engine made outside a session)."""
     if binding not in BINDINGS:
         raise UsageError(f"unknown binding {binding!r}; use cuda (cuda-python) or pycuda")
     spec = (spec or "auto").strip()
@@ -26,9 +28,13 @@ def open_backend(spec: str, seed: int = 0, sample_gpus: str | Sequence[int] | No
         from gpuwatch.bindings import sim
 
         return sim.open_backend(rest or "t4", seed=seed, sample_gpus=sample_gpus)
+    if kind == "standin":
+        from gpuwatch.bindings.standin import StandInBackend
+
+        return StandInBackend(rest)
     if spec == "auto" or kind == "cuda" or spec.isdigit():
         index = 0 if spec == "auto" else _index(rest if kind == "cuda" else spec, spec)
-        return _open_real(index, sample_gpus, binding, kernels)
+        return _open_real(index, sample_gpus, binding, kernels, telemetry)
     raise UsageError(f"unknown device {spec!r}; use {DEVICE_HELP}")
 
 
@@ -39,7 +45,7 @@ def _index(text: str, spec: str) -> int:
 
 
 def _open_real(index: int, sample_gpus: str | Sequence[int] | None, binding: str,
-               kernels: bool) -> Backend:
+               kernels: bool, telemetry: bool = True) -> Backend:
     reason = _nvml_probe()
     if reason is not None:
         raise DeviceUnavailable(
@@ -47,7 +53,7 @@ def _open_real(index: int, sample_gpus: str | Sequence[int] | None, binding: str
         )
     from gpuwatch.bindings.real import RealBackend
 
-    return RealBackend(index, sample_gpus, binding=binding, kernels=kernels)
+    return RealBackend(index, sample_gpus, binding=binding, kernels=kernels, telemetry=telemetry)
 
 
 def _nvml_probe() -> str | None:

@@ -8,7 +8,7 @@ runtime that times work on the GPU running inference.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from .clock import Clock
 
@@ -41,7 +41,9 @@ class Telemetry(Protocol):
         ...
 
     def read_buffered(self) -> list[tuple[int, str, float]]:
-        """Values the driver buffered since the last call, as (t_ns, field, value)."""
+        """Values the driver buffered since the last call, as (t_ns, field, value); t_ns is
+        the driver's own timestamp, ns since the epoch on CLOCK_REALTIME (the sampler maps it
+        onto the trace's clock, see timebase.realtime_offset_ns)."""
         ...
 
     def query_costs_us(self) -> Mapping[str, float]:
@@ -50,15 +52,32 @@ class Telemetry(Protocol):
 
 
 class Runtime(Protocol):
-    """Stream/event timing on the GPU that runs inference (CUDA events, or simulated ones)."""
+    """Stream/event timing on the GPU that runs inference (CUDA events, or simulated ones).
 
-    def stream(self) -> Any: ...
+    A stream is the binding's object; `stream()` returns one with `.handle` (that object) and
+    `.ptr` (the raw CUstream handle), and `native_stream(ptr)` gives the object for any raw
+    handle a user has (0: the legacy default stream)."""
+
+    def stream(self) -> Any:
+        """A new non-blocking stream (ordered with nothing but itself)."""
+
+    def native_stream(self, handle: int) -> Any: ...
 
     def event(self) -> Any: ...
 
+    def release_event(self, event: Any) -> None: ...
+
     def record(self, event: Any, stream: Any) -> None: ...
 
+    def query(self, event: Any) -> bool:
+        """Has the event completed? Never waits."""
+
     def synchronize(self, event: Any) -> None: ...
+
+    def synchronize_device(self) -> None:
+        """Wait for all work of this context, on every stream."""
+
+    def stream_synchronize(self, stream: Any) -> None: ...
 
     def elapsed_ms(self, start: Any, end: Any) -> float: ...
 
@@ -81,9 +100,9 @@ class Backend(Protocol):
     telemetry: Sequence[Telemetry]
     runtime: Runtime
     simulated: bool
-    # How a separate sampler process rebuilds `telemetry`: (module-level function, its args);
-    # None where telemetry cannot leave this process (the simulated GPU's virtual clock).
-    telemetry_factory: tuple[Callable[..., Sequence[Telemetry]], tuple[Any, ...]] | None
+    # How the sampler process rebuilds `telemetry`: ("module:function", JSON-able args); None
+    # where telemetry cannot leave this process (the simulated GPU's virtual clock).
+    telemetry_factory: tuple[str, tuple[Any, ...]] | None
 
     def engine(self, spec: str, stream: Any, cuda_graph: bool = False, **options: Any) -> Engine: ...
 

@@ -1,18 +1,20 @@
 """`gpuwatch.session()`: time inferences with GPU events while a sampler logs telemetry.
 
-    with gpuwatch.session(device="sim:t4", out="run.parquet") as s:
-        engine = s.engine("builtin:small")
-        for _ in range(800):
-            engine.infer()        # timed with events on the session's stream
-            s.wait(20)            # an idle gap (a real sleep; virtual time on sim)
+    with gpuwatch.session() as s:
+        y = s.infer(model, x)     # timed on the stream model's work goes on (streams.py)
+        engine.infer(x)           # gpuwatch engines and gpuwatch.timed() objects: timed too
     trace = s.trace               # the written trace, loaded
 
+The session composes the parts and owns the recording's lifecycle: the backend (a GPU, or a
+simulated one), the timed region (region.py: events, lazy resolution, stream checks), the
+sampler (in a process of its own on a real GPU: sampler_process.py) and the writer (trace.py).
 One session at a time per process: a nested or concurrent one fails with SessionError.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import os
 import platform
@@ -20,22 +22,30 @@ import signal
 import socket
 import sys
 import threading
+import types
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
 from . import _version
 from .backends import open_backend
-from .clock import Clock
-from .device import Backend, Engine
+from . import streams
+from .clock import Clock, HostClock
+from .device import Backend
 from .errors import SessionError, Terminated, UsageError
 from .fields import FIELDS
-from .clock import HostClock
-from .sampler import ProcessSampler, Sampler
+from .region import CHECK_EVERY, RegionTimer
+from .sampler import Sampler
+from .sampler_process import ProcessSampler, SamplerStartError
+from .streams import StreamRef
+from .timebase import EventTimebase
 from .trace import SCHEMA_VERSION, Trace, TraceWriter, default_out, load
+
+if TYPE_CHECKING:
+    from .engines import TimedEngine
 
 T = TypeVar("T")
 
@@ -48,111 +58,9 @@ _active_lock = threading.Lock()
 _active: "Session | None" = None
 
 
-class _EventTimebase:
-    """Maps GPU events onto the trace's time base.
-
-    An anchor event is recorded on the idle stream between two host clock reads; it completed
-    somewhere between them, so its host time is their mid-point, within +-half their distance
-    (the anchor uncertainty). Event times are anchor + CUDA-event elapsed time, corrected for
-    skew: the GPU's event clock and the host's monotonic clock run at slightly different rates
-    (~18 ppm measured on an H100), estimated from all anchors so far (host time over GPU time
-    since the first). Every `reanchor_s` a new anchor is taken, which keeps float32 elapsed
-    times precise and measures the mapping's error: the new anchor's mid-point minus where the
-    previous anchor predicted it (the re-anchor drift).
-    """
-
-    def __init__(self, backend: Backend, stream: Any, reanchor_s: float = 1.0, tries: int = 3):
-        self._rt, self._stream, self._clock = backend.runtime, stream, backend.clock
-        self._reanchor_ns = int(reanchor_s * 1e9)
-        self._pool = [self._rt.event() for _ in range(tries)]  # candidates for the next anchor
-        self.uncertainty_ns: list[int] = []
-        self.drift_ns: list[int] = []
-        self.skew = 0.0  # host ns per GPU-event ns, minus 1
-        self._gpu_span_ns = 0.0  # GPU-event time from the first anchor to the current one
-        self._first_host_ns = 0
-        self._mapped = False  # did any event use the current anchor?
-        self._ev: Any = None
-        self.anchor()
-
-    @property
-    def anchors(self) -> int:
-        return len(self.uncertainty_ns)
-
-    def anchor(self) -> None:
-        """Take several anchors back to back and keep the tightest window: a preemption or a
-        late wake-up widens one try, rarely all of them."""
-        clock, rt = self._clock, self._rt
-        windows = []
-        for ev in self._pool:
-            h0 = clock.now_ns()
-            rt.record(ev, self._stream)
-            rt.synchronize(ev)
-            windows.append((clock.now_ns() - h0, h0))
-        i = min(range(len(windows)), key=lambda j: windows[j][0])
-        width, h0 = windows[i]
-        ev, host = self._pool[i], h0 + width // 2
-        if self._ev is None:
-            self._first_host_ns = host
-            self._pool[i] = rt.event()
-        else:
-            # The mapping's error, where it mattered: only intervals that mapped events count.
-            if self._mapped and len(self.drift_ns) < 100_000:
-                self.drift_ns.append(host - self.to_ns(ev))
-            self._gpu_span_ns += rt.elapsed_ms(self._ev, ev) * 1e6
-            if self._gpu_span_ns > 5e8:  # half a second of baseline before trusting a rate
-                self.skew = (host - self._first_host_ns) / self._gpu_span_ns - 1.0
-            self._pool[i] = self._ev  # the old anchor event becomes a candidate again
-        self._ev, self._host_ns, self._mapped = ev, host, False
-        if len(self.uncertainty_ns) < 100_000:
-            self.uncertainty_ns.append(width // 2)
-
-    def to_ns(self, event: Any) -> int:
-        self._mapped = True
-        return self._host_ns + round(self._rt.elapsed_ms(self._ev, event) * 1e6 * (1 + self.skew))
-
-    def span_ns(self, ms: float) -> int:
-        """A GPU-event duration in host nanoseconds."""
-        return round(ms * 1e6 * (1 + self.skew))
-
-    def maybe_reanchor(self) -> None:
-        """Call only when the stream is idle (before an outermost timed region)."""
-        if self._clock.now_ns() - self._host_ns >= self._reanchor_ns:
-            self.anchor()
-
-    def summary(self) -> dict[str, Any]:
-        u = np.abs(np.asarray(self.uncertainty_ns, dtype=np.float64)) / 1e3
-        d = np.abs(np.asarray(self.drift_ns, dtype=np.float64)) / 1e3
-        return {
-            "anchors": self.anchors,
-            "reanchor_s": self._reanchor_ns / 1e9,
-            "anchor_uncertainty_us_p50": float(np.median(u)) if u.size else None,
-            "anchor_uncertainty_us_max": float(u.max()) if u.size else None,
-            "reanchor_drift_us_p50": float(np.median(d)) if d.size else None,
-            "reanchor_drift_us_max": float(d.max()) if d.size else None,
-            "skew_ppm": self.skew * 1e6,
-        }
-
-
-class TimedEngine:
-    """An engine whose every `infer` is timed by the session that made it."""
-
-    def __init__(self, session: "Session", engine: Engine):
-        self._session, self.raw = session, engine
-        self.name = engine.name
-
-    def infer(self, x: Any = None) -> Any:
-        return self._session._timed("inference", self.name, self.raw.infer, (x,), {})
-
-    def preprocess(self) -> Any:
-        """The engine's input step (host->device copy and a small kernel), timed as a span."""
-        return self._session._timed("span", "preprocess", self.raw.preprocess, (), {})
-
-    def postprocess(self) -> Any:
-        """The engine's output step (a small kernel and device->host copy), timed as a span."""
-        return self._session._timed("span", "postprocess", self.raw.postprocess, (), {})
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.raw, name)
+def active() -> "Session | None":
+    """The session recording in this process now, if any."""
+    return _active
 
 
 class Session:
@@ -160,7 +68,7 @@ class Session:
 
     def __init__(
         self,
-        device: str = "auto",
+        device: str | None = None,
         out: str | os.PathLike[str] | None = None,
         *,
         sample_hz: float = 1000.0,
@@ -171,15 +79,24 @@ class Session:
         seed: int = 0,
         options: dict[str, Any] | None = None,
         dataset: str | os.PathLike[str] | None = None,
+        stream: Any = None,
+        check_every: int = CHECK_EVERY,
     ):
         if not 0 < sample_hz <= MAX_SAMPLE_HZ:
             raise UsageError(f"sample rate must be in (0, {MAX_SAMPLE_HZ:g}] Hz, got {sample_hz}")
         if sampler not in SAMPLER_MODES:
             raise UsageError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLER_MODES)}")
+        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 0:
+            raise UsageError(f"check_every takes a whole number >= 0 (0: no stream checks), "
+                             f"got {check_every!r}")
         self.sampler_mode, self.sample_gpus, self.binding = sampler, sample_gpus, binding
         self.kernels = kernels
         self._tracer: Any = None
-        self.device_spec = device
+        # The device: the argument, else $GPUWATCH_DEVICE (e.g. sim:t4 for a program run on a
+        # machine without a GPU), else the first NVIDIA GPU.
+        self.device_spec = device or os.environ.get("GPUWATCH_DEVICE") or "auto"
+        self._stream_ref = streams.resolve(stream, "session")  # None: the current stream
+        self._check_every = check_every
         if out is not None and dataset is not None:
             raise UsageError("give either out (one trace file) or dataset (a directory), not both")
         self.dataset = Path(dataset) if dataset is not None else None
@@ -193,14 +110,13 @@ class Session:
         self.gap_ms: float | None = None
         self.iteration = 0  # index given to the next inference (and to spans before it)
         self.warmup = False  # rows recorded while True are marked warmup
-        self.last_ms: float | None = None  # latency of the last inference (for live displays)
         self._backend: Backend | None = None
         self._writer: TraceWriter | None = None
         self._sampler: Sampler | ProcessSampler | None = None
-        self._events: list[tuple[Any, Any]] = []  # reusable (start, end) event pairs
-        self._timebase: _EventTimebase | None = None
-        self._depth = 0  # timed regions open (spans may nest inside inferences)
-        self._region_seq = 0
+        self._sampler_note: dict[str, Any] = {}
+        self._timebase: EventTimebase | None = None
+        self._timer: RegionTimer | None = None
+        self._ordinal = 0
         self._trace: Trace | None = None
         self._closed = False
         self._closing = False
@@ -251,6 +167,7 @@ class Session:
         self._backend = backend = open_backend(self.device_spec, seed=self.seed,
                                                sample_gpus=self.sample_gpus, binding=self.binding,
                                                kernels=self.kernels)
+        self._ordinal = getattr(backend.runtime, "ordinal", 0)
         clock = backend.clock
         mode = self.sampler_mode
         if mode == "auto":
@@ -263,16 +180,22 @@ class Session:
             self.out = dataset_path(self.dataset, backend.telemetry[0].info.name)
             self.out.parent.mkdir(parents=True, exist_ok=True)
         self._writer = writer = TraceWriter(self.out, self._metadata(backend))
-        self.stream = backend.runtime.stream()
-        self._timebase = _EventTimebase(backend, self.stream)
-        if mode == "thread":
-            self._sampler = Sampler(backend.telemetry, clock, writer.add, hz=self.sample_hz)
-        elif mode == "process":
+        self.stream = backend.runtime.stream()  # for engines made by s.engine()
+        self._timebase = EventTimebase(backend.runtime, clock)
+        if mode == "process":
             assert backend.telemetry_factory is not None and isinstance(clock, HostClock)
             factory, args = backend.telemetry_factory
-            self._sampler = ProcessSampler(factory, args, clock, writer.partial_dir,
-                                           hz=self.sample_hz)
-        if self._sampler is not None:
+            proc = ProcessSampler(factory, args, clock, writer.partial_dir, hz=self.sample_hz)
+            try:
+                proc.start()
+                self._sampler = proc
+            except SamplerStartError as e:  # never crash, never hang: sample from a thread
+                self.sampler_mode = mode = "thread"
+                self._sampler_note = {"requested": "process", "fallback": str(e)}
+                print(f"gpuwatch: warning: sampling from a thread instead of a separate "
+                      f"process ({e})", file=sys.stderr)
+        if mode == "thread":
+            self._sampler = Sampler(backend.telemetry, clock, writer.add, hz=self.sample_hz)
             self._sampler.start()
         if self.kernels:
             make = getattr(backend, "kernel_tracer", None)
@@ -280,26 +203,41 @@ class Session:
                 raise UsageError("kernel tracing is not available on this device")
             self._tracer = make()
             self._tracer.start(writer.add, backend.telemetry[0].info.index)
+        self._timer = RegionTimer(backend.runtime, clock, self._timebase, writer.add_columns,
+                                  self._gpu(), tracer=self._tracer,
+                                  check_every=self._check_every)
+        writer.set_before_flush(self._timer.background_poll)
 
     def close(self, status: str = "complete", error: str | None = None) -> Path:
-        """Stop sampling and write the trace. Safe to call twice; returns the trace path."""
+        """Wait for the outstanding regions, stop sampling and write the trace. Safe to call
+        twice; returns the trace path."""
         if self._closed:
             return self.out
         self._closed = self._closing = True  # a SIGTERM from here on waits for the trace
         meta: dict[str, Any] = {"status": status, "error": error}
+        gpu_error: Exception | None = None
         try:
+            if self._timer is not None:
+                try:
+                    self._timer.drain()
+                except Exception as e:  # a GPU error found only now: recorded, then raised
+                    gpu_error = e
+                    meta["status"] = "failed"
+                    meta["error"] = meta["error"] or f"{type(e).__name__}: {e}"
+                meta["regions"] = self._timer.summary()
             if self._tracer is not None:
                 try:
                     meta["kernel_trace"] = self._tracer.stop()
                 except Exception as e:  # tracing failed: the rest of the trace still counts
                     meta["kernel_trace"] = {"error": f"{type(e).__name__}: {e}"}
-            meta["sampler"] = {"mode": self.sampler_mode}
+            meta["sampler"] = {"mode": self.sampler_mode, **self._sampler_note}
             if self._sampler is not None:
                 try:
                     self._sampler.stop()
-                    meta["sampler"] = {"mode": self.sampler_mode, **self._sampler.summary()}
+                    meta["sampler"] = {"mode": self.sampler_mode, **self._sampler.summary(),
+                                       **self._sampler_note}
                 except RuntimeError as e:
-                    meta["sampler"]["error"] = f"{e}: {e.__cause__!r}"
+                    meta["sampler"]["error"] = f"{e}: {e.__cause__!r}" if e.__cause__ else str(e)
             if self._writer is not None:
                 assert self._backend is not None
                 meta["ended_ns"] = self._backend.clock.now_ns()
@@ -318,6 +256,8 @@ class Session:
                 self._restore_sigterm()
         if self._term_pending:  # SIGTERM came while the trace was being written: exit now
             raise Terminated()
+        if gpu_error is not None and status == "complete":
+            raise gpu_error  # the program must learn that its GPU work failed
         return self.out
 
     def _catch_sigterm(self) -> None:
@@ -369,24 +309,44 @@ class Session:
 
     # -- what user code calls -----------------------------------------------------------------
     def engine(self, spec: str = "builtin:small", cuda_graph: bool = False,
-               **options: Any) -> TimedEngine:
-        """An engine whose infer() this session times: "builtin:small", "builtin:large",
-        "torch:module:factory" (factory() returns (model, example_input)), a TensorRT engine
-        ("model.plan" or "tensorrt:PATH"), or "onnx:model.onnx" built to one first (options
-        precision="fp16", workspace_mb=1024). `cuda_graph` launches each inference as one
-        CUDA graph (builtin and torch)."""
-        return TimedEngine(self, self._require().engine(spec, self.stream, cuda_graph=cuda_graph,
-                                                        **options))
+               **options: Any) -> "TimedEngine":
+        """An engine on this session's GPU whose infer() is timed (by whichever session is
+        active when it is called): "builtin:small", "builtin:large", "torch:module:factory"
+        (factory() returns (model, example_input)), a TensorRT engine ("model.plan" or
+        "tensorrt:PATH"), or "onnx:model.onnx" built to one first (options precision="fp16",
+        workspace_mb=1024). `cuda_graph` launches each inference as one CUDA graph (builtin
+        and torch). It runs on `s.stream`, and lives as long as the session."""
+        from .engines import TimedEngine
 
-    def infer(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(*args, **kwargs)` as one timed inference. `fn` must enqueue its GPU work on
-        `s.stream` (or a stream ordered with it) for the events to bracket it."""
-        name = getattr(fn, "name", None) or getattr(fn, "__qualname__", None) or repr(fn)
-        return self._timed("inference", str(name), fn, args, kwargs)
+        backend = self._require()
+        return TimedEngine(backend.engine(spec, self.stream, cuda_graph=cuda_graph, **options),
+                           backend)
 
-    def span(self, name: str) -> contextlib.AbstractContextManager[None]:
-        """Time any region (pre/post-processing) with events on the session's stream."""
-        return self._region("span", name)
+    def infer(self, fn: Callable[..., T], *args: Any, stream: Any = None, **kwargs: Any) -> T:
+        """Run `fn(*args, **kwargs)` as one timed inference and return what it returns.
+
+        The events go on `stream` if given (any stream object or handle, or "device"), else
+        the session's `stream=`, else the stream the work goes on now: torch's (or CuPy's)
+        current stream, or the legacy default stream. A given `stream` is also passed on to
+        `fn` when `fn` has a parameter of that name. Nothing is synchronised: the region is
+        resolved once its end event has completed."""
+        ref = None
+        if stream is not None:
+            ref = streams.resolve(stream)
+            if _takes_stream(fn):
+                kwargs["stream"] = stream
+        return self._timed("inference", callable_name(fn), fn, args, kwargs, ref)
+
+    def span(self, name: str, stream: Any = None) -> "_Span":
+        """Time any region (pre/post-processing): `with s.span("preprocess"): ...`. Events go
+        on `stream` as for infer()."""
+        return _Span(self, str(name), None if stream is None else streams.resolve(stream))
+
+    def synchronize(self) -> None:
+        """Wait until every timed region so far has finished on the GPU, and record them (the
+        profiler never does this by itself until the session ends)."""
+        timer = self._require_timer()
+        timer.drain()
 
     def set_condition(self, name: str, gap_ms: float | None = None) -> None:
         """Label the rows that follow (e.g. "gap=20ms"); restarts the iteration count."""
@@ -394,6 +354,11 @@ class Session:
         self._require_writer().add(
             "events", [{"gpu": self._gpu(), "t_ns": self.clock.now_ns(), "kind": "condition",
                         "name": name, "message": f"gap_ms={gap_ms}"}])
+
+    @property
+    def last_ms(self) -> float | None:
+        """Latency of the latest inference resolved so far (for live displays)."""
+        return None if self._timer is None else self._timer.last_ms
 
     @property
     def last_sm_clock_mhz(self) -> float | None:
@@ -451,88 +416,40 @@ class Session:
             idle(min(step, left))
 
     # -- the timed region ------------------------------------------------------------------------
-    def _timed(self, kind: str, name: str, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
-        with self._region(kind, name):
-            return fn(*args, **kwargs)
-
-    @contextlib.contextmanager
-    def _region(self, kind: str, name: str) -> Iterator[None]:
-        rt = self._require().runtime
-        rid, self._region_seq = self._region_seq, self._region_seq + 1
-        h0 = 0  # read just before the start event is enqueued (once: this is the timed path)
+    def _timed(self, kind: str, name: str, fn: Callable[..., T], args: Any, kwargs: Any,
+               ref: StreamRef | None = None,
+               around: Callable[[], contextlib.AbstractContextManager[Any]] | None = None) -> T:
+        """`fn(*args, **kwargs)` between two events on `ref` (None: the session's stream or the
+        current one). `around`: an adapter's context (e.g. torch's stream and inference mode),
+        entered before the start event and left after the end event. (The timed path: kept
+        flat, every call here is host time the program pays.)"""
+        timer = self._timer
+        if timer is None or self._closed:
+            self._require_timer()
+        assert timer is not None
+        if around is not None:
+            with around():
+                return self._timed(kind, name, fn, args, kwargs, ref)
+        if ref is None:
+            ref = self._stream_ref or streams.current(self._ordinal)
+        labels = (self.condition, self.gap_ms, self.iteration, self.warmup, None)
         try:
-            if self._depth == 0:  # the stream is idle here: refresh a stale anchor, untimed
-                self._timebase.maybe_reanchor()  # type: ignore[union-attr]
-                if self._tracer is not None:
-                    self._tracer.poll()
-            ev0, ev1 = self._events.pop() if self._events else (rt.event(), rt.event())
-            h0 = self.clock.now_ns()
-            self._record(ev0, 2 * rid)  # CUPTI: this event record is region rid's start
-        except Exception as e:  # the GPU failed before the region began: a row says so
-            self._add_row(self._row(kind, name, h0 or self.clock.now_ns(), rid, e))
-            raise
-        self._depth += 1
-        try:
-            yield
-        except BaseException as e:
-            self._depth -= 1
-            self._finish(kind, name, ev0, ev1, h0, e, rid)
-            raise
-        self._depth -= 1
-        self._finish(kind, name, ev0, ev1, h0, None, rid)
-        self._events.append((ev0, ev1))  # reused only once finished (a failed pair is dropped)
-
-    def _record(self, event: Any, external_id: int) -> None:
-        """Record `event` on the session's stream, tagged for the kernel tracer."""
-        tracer = self._tracer
-        if tracer is None:
-            self._backend.runtime.record(event, self.stream)  # type: ignore[union-attr]
-            return
-        tracer.mark(external_id)
-        try:
-            self._backend.runtime.record(event, self.stream)  # type: ignore[union-attr]
-        finally:
-            tracer.unmark()
-
-    def _row(self, kind: str, name: str, h0: int, rid: int,
-             error: BaseException | None) -> dict[str, Any]:
-        return {
-            "gpu": self._gpu(), "kind": kind, "name": name, "condition": self.condition,
-            "gap_ms": self.gap_ms, "iteration": self.iteration, "warmup": self.warmup,
-            "host_start_ns": h0, "t_ns": h0, "region_id": rid,
-            "error": None if error is None else f"{type(error).__name__}: {error}",
-        }
-
-    def _add_row(self, row: dict[str, Any]) -> None:
-        if row["kind"] == "inference":
-            self.iteration += 1
-        self._require_writer().add("inferences", [row])
-
-    def _finish(self, kind: str, name: str, ev0: Any, ev1: Any, h0: int,
-                error: BaseException | None, rid: int) -> None:
-        rt, clock = self._require().runtime, self.clock
-        row = self._row(kind, name, h0, rid, error)
-        failed: Exception | None = None
-        try:
-            self._record(ev1, 2 * rid + 1)
-            row["host_enqueued_ns"] = clock.now_ns()
-            rt.synchronize(ev1)
-            row["host_end_ns"] = clock.now_ns()
-            row["gpu_ms"] = ms = rt.elapsed_ms(ev0, ev1)
-            tb = self._timebase
-            assert tb is not None
-            row["start_ns"] = start = tb.to_ns(ev0)
-            row["end_ns"] = start + tb.span_ns(ms)
-            row["t_ns"] = start
+            p = timer.begin(kind, name, ref, labels)
+            try:
+                out = fn(*args, **kwargs)
+            except BaseException as e:
+                timer.end(p, e)
+                raise
+            timer.end(p, None)
+        finally:  # after the region: spans inside an inference share its iteration
             if kind == "inference":
-                self.last_ms = ms
-        except Exception as e:  # the GPU work itself failed: keep the row, with what we know
-            if error is None:
-                row["error"] = f"{type(e).__name__}: {e}"
-                failed = e  # (the user's own exception, if any, is already on its way)
-        self._add_row(row)
-        if failed is not None:
-            raise failed  # the caller must learn that its GPU work failed
+                self.iteration += 1
+        return out
+
+    def _synced(self, handle: int) -> None:
+        """A gpuwatch engine synchronised its stream: its regions are done (host_end_ns)."""
+        if self._timer is not None and not self._closed:
+            self._timer.synced(handle, self.clock.now_ns())
 
     # -- helpers -----------------------------------------------------------------------------------
     def _gpu(self) -> int:
@@ -542,6 +459,12 @@ class Session:
         if self._backend is None or self._closed:
             raise SessionError("this gpuwatch session is not recording (use it inside its with-block)")
         return self._backend
+
+    def _require_timer(self) -> RegionTimer:
+        self._require()
+        if self._timer is None:
+            raise SessionError("this gpuwatch session is still starting")
+        return self._timer
 
     def _require_writer(self) -> TraceWriter:
         self._require()
@@ -558,8 +481,9 @@ class Session:
                 "epoch": "unix",
                 "clock": "virtual (simulated)" if clock.virtual
                 else "host monotonic (perf_counter_ns) anchored once to time_ns",
-                "gpu_events": "CUDA-event elapsed times added to an anchor event synchronised "
-                              "with the host clock, re-anchored every second",
+                "gpu_events": "CUDA-event elapsed times added to an anchor event (on a private "
+                              "idle stream, between two host clock reads), re-anchored every "
+                              "second; see gpuwatch/timebase.py",
             },
             "simulated": backend.simulated,
             "devices": [dict(asdict(t.info), facts=dict(t.info.facts)) for t in backend.telemetry],
@@ -568,8 +492,10 @@ class Session:
                        for f in FIELDS],
             "options": {"device": self.device_spec, "sample_hz": self.sample_hz,
                         "sampler": self.sampler_mode, "binding": self.binding,
-                        "kernels": self.kernels,
-                        "seed": self.seed, **self.options},
+                        "kernels": self.kernels, "seed": self.seed,
+                        "stream": None if self._stream_ref is None else
+                        list(self._stream_ref), "check_every": self._check_every,
+                        **self.options},
             "field_query_cost_us": {str(t.info.index): dict(t.query_costs_us())
                                     for t in backend.telemetry},
             "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
@@ -579,18 +505,6 @@ class Session:
             "started_ns": clock.now_ns(),
             "status": "recording",
         }
-
-
-def TensorRTEngine(path: str | os.PathLike[str],  # noqa: N802 - reads as the class it makes
-                   input_shapes: dict[str, tuple[int, ...]] | None = None) -> TimedEngine:
-    """A TensorRT engine (.plan/.engine) on the active session's GPU, stream and CUDA binding;
-    its infer() is timed by that session. Use it inside `with gpuwatch.session() as s:`."""
-    with _active_lock:
-        s = _active
-    if s is None:
-        raise SessionError("gpuwatch.TensorRTEngine runs on a session's GPU: create it inside "
-                           "`with gpuwatch.session() as s:` (or use s.engine('model.plan'))")
-    return s.engine(f"tensorrt:{os.fspath(path)}", input_shapes=input_shapes)
 
 
 def _user() -> str | None:
@@ -609,22 +523,91 @@ def _versions(backend: Backend) -> dict[str, str]:
             "pandas": pandas.__version__, "pyarrow": pyarrow.__version__, **backend.versions()}
 
 
-def session(device: str = "auto", out: str | os.PathLike[str] | None = None, *,
+def session(device: str | None = None, out: str | os.PathLike[str] | None = None, *,
             sample_hz: float = 1000.0, sampler: str = "auto",
             sample_gpus: str | Sequence[int] | None = None, binding: str = "cuda",
             kernels: bool = False, seed: int = 0,
             options: dict[str, Any] | None = None,
-            dataset: str | os.PathLike[str] | None = None) -> Session:
-    """Start recording on `device` ("auto", "cuda:N", "sim:t4"); the trace goes to `out`.
+            dataset: str | os.PathLike[str] | None = None, stream: Any = None,
+            check_every: int = CHECK_EVERY) -> Session:
+    """Start recording on `device` ("auto", "cuda:N", "sim:t4", "standin"; default
+    $GPUWATCH_DEVICE or "auto"); the trace goes to `out`.
     `sampler`: "auto" (a separate process on a real GPU, the virtual clock on sim), "thread",
     "process" or "off". `sample_gpus`: None (the inference GPU), "all", or NVML indices.
     `binding`: the CUDA library on a real GPU, "cuda" (cuda-python) or "pycuda".
     `kernels`: also record every kernel and copy (CUPTI on a real GPU) into the kernels table.
     `dataset`: instead of `out`, write into a hive-partitioned directory of traces,
-    DATASET/host=H/gpu_model=M/run=R/trace.parquet (see README, "Fleets")."""
+    DATASET/host=H/gpu_model=M/run=R/trace.parquet (see README, "Fleets").
+    `stream`: where regions' events go when a call names none (default: the stream the work
+    goes on; "device" brackets the whole device). `check_every`: one region in this many (and
+    the first few) is checked for GPU work outside its stream; 0 turns the checks off."""
     return Session(device, out, sample_hz=sample_hz, sampler=sampler, sample_gpus=sample_gpus,
                    binding=binding, kernels=kernels, seed=seed, options=options,
-                   dataset=dataset)
+                   dataset=dataset, stream=stream, check_every=check_every)
+
+
+class _Span:
+    """`with s.span(name):` - a timed region around a block (a class, not a generator: it is
+    on the timed path)."""
+
+    __slots__ = ("_s", "_name", "_ref", "_p")
+
+    def __init__(self, s: Session, name: str, ref: StreamRef | None):
+        self._s, self._name, self._ref = s, name, ref
+        self._p: Any = None  # the open region
+
+    def __enter__(self) -> None:
+        s = self._s
+        timer = s._require_timer()
+        ref = self._ref or s._stream_ref or streams.current(s._ordinal)
+        self._p = timer.begin("span", self._name, ref,
+                              (s.condition, s.gap_ms, s.iteration, s.warmup, None))
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        p, self._p = self._p, None
+        if p is not None:
+            self._s._require_timer().end(p, exc)
+
+
+def callable_name(fn: Any) -> str:
+    """A region's name for `fn`: its own `name` attribute, a function's qualified name, else
+    its class's name (a torch Module: "Sequential"). Looks only at the instance's __dict__:
+    a torch Module's __getattr__ raises, slowly, for names it lacks."""
+    d = getattr(fn, "__dict__", None)
+    if isinstance(d, dict) and isinstance(d.get("name"), str):
+        return d["name"]
+    if isinstance(fn, functools.partial):
+        return callable_name(fn.func)
+    if isinstance(fn, (types.FunctionType, types.MethodType, types.BuiltinFunctionType,
+                       types.BuiltinMethodType)):
+        return fn.__qualname__
+    return type(fn).__qualname__
+
+
+_TAKES_STREAM: dict[Any, bool] = {}
+
+
+def _takes_stream(fn: Any) -> bool:
+    """Does `fn` have a parameter named `stream` (so s.infer passes a given stream on)?"""
+    key = getattr(fn, "__func__", fn)
+    try:
+        return _TAKES_STREAM[key]
+    except (KeyError, TypeError):
+        pass
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+        got = "stream" in params and params["stream"].kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    except (TypeError, ValueError):
+        got = False
+    try:
+        if len(_TAKES_STREAM) < 1024:
+            _TAKES_STREAM[key] = got
+    except TypeError:
+        pass
+    return got
 
 
 def dataset_path(root: Path, gpu_name: str) -> Path:

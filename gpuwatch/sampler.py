@@ -3,10 +3,9 @@
 Cheap fields (clocks, P-state, reasons, power) are read every poll; at `costly_hz` slots the
 telemetry adds one costly group, each group at most at its tier's rate (fields.TIER_PERIOD_S);
 the driver's own buffered samples (nvmlDeviceGetSamples) are fetched every `driver_every_s`.
-`Sampler` runs in-process on the clock's periodic timer (a thread on a real GPU, the virtual
-timer on sim). `ProcessSampler` runs the same loop in a separate process, which never competes
-with a Python-heavy inference loop for the GIL; it writes its own chunks into the trace's
-`.partial` directory and stops by itself if the recording process dies.
+`Sampler` runs in-process on the clock's periodic timer (a thread, or the virtual timer on sim).
+`sampler_process.ProcessSampler` runs the same loop in a separate process, which never competes
+with a Python-heavy inference loop for the GIL (the default on a real GPU).
 
 A failing read becomes an `events` row and sampling goes on. After `max_consecutive_errors`
 failures in a row a GPU is read only every `retry_s` (timeouts and unknown errors can pass), or
@@ -17,16 +16,14 @@ polling of a value the driver refreshes every 100 ms for 1 kHz data.
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .clock import Clock, HostClock, Timer
+from .clock import Clock, Timer
 from .device import Telemetry
+from .timebase import realtime_offset_ns
 
 _MAX_INTERVALS = 4096  # change intervals kept per field for the refresh estimate
 
@@ -42,9 +39,12 @@ class SamplerStats:
     last_ns: int | None = None
 
     def achieved_hz(self) -> float | None:
-        if self.first_ns is None or self.last_ns is None or self.polls < 2:
+        """Ticks kept per second, paused ones included (pausing is not falling behind)."""
+        ticks = self.polls + self.paused_polls
+        if self.first_ns is None or self.last_ns is None or ticks < 2 or \
+                self.last_ns == self.first_ns:
             return None
-        return (self.polls - 1) / ((self.last_ns - self.first_ns) / 1e9)
+        return (ticks - 1) / ((self.last_ns - self.first_ns) / 1e9)
 
 
 class _RefreshTracker:
@@ -160,6 +160,10 @@ class Sampler:
     def _poll(self) -> None:
         if self._is_paused():
             self.stats.paused_polls += 1
+            t = self._clock.now_ns()
+            if self.stats.first_ns is None:
+                self.stats.first_ns = t
+            self.stats.last_ns = t
             return
         now = self._clock.now_ns
         n = self.stats.polls
@@ -214,7 +218,9 @@ class Sampler:
             self._sink("events", [{"gpu": gpu, "t_ns": t_ns, "kind": "error",
                                    "name": "driver_samples", "message": f"{type(e).__name__}: {e}"}])
             return
-        rows = [{"gpu": gpu, "t_ns": t, "field": f, "value": v} for t, f, v in buffered]
+        # The driver's timestamps are CLOCK_REALTIME: move them onto the trace's clock.
+        off = realtime_offset_ns(self._clock) if buffered and not self._clock.virtual else 0
+        rows = [{"gpu": gpu, "t_ns": t + off, "field": f, "value": v} for t, f, v in buffered]
         if rows:
             self.stats.driver_samples += len(rows)
             self._sink("driver_samples", rows)
@@ -250,94 +256,3 @@ class Sampler:
 def _gpu_lost(e: Exception) -> bool:
     """NVML_ERROR_GPU_IS_LOST (pynvml's NVMLError_GPUIsLost, or its message)."""
     return "GPUIsLost" in type(e).__name__ or "GPU is lost" in str(e)
-
-
-# -- the sampler in its own process ------------------------------------------------------------
-
-TelemetryFactory = Callable[..., Sequence[Telemetry]]
-
-
-class ProcessSampler:
-    """Runs a Sampler in a spawned process. `factory(*factory_args)` must rebuild the telemetry
-    there (NVML handles do not cross processes): a module-level function, so it pickles."""
-
-    def __init__(self, factory: TelemetryFactory, factory_args: tuple[Any, ...], clock: HostClock,
-                 partial_dir: Path, hz: float, costly_hz: float = 100.0,
-                 start_timeout_s: float = 60.0):
-        ctx = mp.get_context("spawn")  # never fork a process that holds a CUDA context
-        self._stop, self._paused = ctx.Event(), ctx.Event()
-        self._sm_clock = ctx.Value("d", float("nan"), lock=False)
-        self._conn, child = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(
-            target=_child_main, name="gpuwatch-sampler", daemon=True,
-            args=(factory, factory_args, (clock.anchor_perf_ns, clock.anchor_epoch_ns),
-                  str(partial_dir), hz, costly_hz, self._stop, self._paused, self._sm_clock,
-                  child, os.getpid()))
-        self.hz, self._timeout, self._summary = hz, start_timeout_s, None
-        self.pid: int | None = None
-
-    def start(self) -> None:
-        self._proc.start()
-        self.pid = self._proc.pid
-        if not self._conn.poll(self._timeout):
-            self._proc.kill()
-            raise RuntimeError("the sampler process did not start in time")
-        kind, payload = self._conn.recv()
-        if kind != "ready":
-            self._proc.join(5)
-            raise RuntimeError(f"the sampler process failed to start: {payload}")
-
-    def pause(self) -> None:
-        self._paused.set()
-
-    def resume(self) -> None:
-        self._paused.clear()
-
-    @property
-    def last_sm_clock_mhz(self) -> float | None:
-        v = self._sm_clock.value
-        return None if v != v else v
-
-    def stop(self) -> None:
-        self._stop.set()
-        got = self._conn.poll(30)
-        kind, payload = self._conn.recv() if got else ("error", "no answer from sampler process")
-        self._proc.join(10)
-        if self._proc.is_alive():
-            self._proc.kill()
-        if kind != "stats":
-            raise RuntimeError(f"the sampler process failed: {payload}")
-        self._summary = payload
-
-    def summary(self) -> dict[str, Any]:
-        return {**(self._summary or {}), "mode": "process", "pid": self.pid}
-
-
-def _child_main(factory: TelemetryFactory, factory_args: tuple[Any, ...], anchor: tuple[int, int],
-                partial_dir: str, hz: float, costly_hz: float, stop: Any, paused: Any,
-                sm_clock: Any, conn: Any, parent_pid: int) -> None:
-    from .trace import ChunkWriter, use_system_allocator
-
-    try:
-        use_system_allocator()  # this process only writes chunks (see trace.py)
-        telemetry = factory(*factory_args)
-        clock = HostClock(anchor=anchor)  # the parent's anchor: one time base for both
-        writer = ChunkWriter(Path(partial_dir), prefix="p")
-        sampler = Sampler(telemetry, clock, writer.add, hz=hz, costly_hz=costly_hz,
-                          is_paused=paused.is_set)
-        sampler.start()
-    except BaseException as e:
-        conn.send(("error", f"{type(e).__name__}: {e}"))
-        return
-    conn.send(("ready", None))
-    try:
-        while not stop.wait(0.1):
-            clk = sampler.last_sm_clock_mhz
-            sm_clock.value = float("nan") if clk is None else float(clk)
-            if os.getppid() != parent_pid:  # the recording process died: keep what we have
-                break
-        sampler.stop()
-        writer.close()
-        conn.send(("stats", sampler.summary()))
-    except BaseException as e:
-        conn.send(("error", f"{type(e).__name__}: {e}"))

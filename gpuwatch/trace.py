@@ -24,7 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -58,9 +58,14 @@ TABLE_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("gpu_ms", pa.float64()),  # CUDA-event elapsed time: the latency gpuwatch reports
         ("host_start_ns", pa.int64()),  # host, just before the start event was enqueued
         ("host_enqueued_ns", pa.int64()),  # host, after the end event was enqueued
-        ("host_end_ns", pa.int64()),  # host, after synchronize returned
+        ("host_end_ns", pa.int64()),  # host, when a gpuwatch engine's synchronize() returned
         ("error", pa.string()),  # exception raised inside the timed region, if any
         ("region_id", pa.int64()),  # the session's sequence number of this region
+        ("stream", pa.int64()),  # the raw CUstream handle the events went on (0: legacy)
+        ("stream_source", pa.string()),  # why that stream (streams.StreamRef.source)
+        # Checked regions only: how long after the end event the whole device went idle (ms):
+        # GPU work the events did not bracket. NA where the region was not checked.
+        ("outside_ms", pa.float64()),
     ],
     "samples": [("poll_ns", pa.int64())]  # how long the telemetry read took
     + [(f.name, f.type) for f in FIELDS],
@@ -75,8 +80,13 @@ TABLE_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("start_ns", pa.int64()),
         ("end_ns", pa.int64()),
         ("stream_id", pa.int64()),
+        # kernels and copies: CUPTI's correlation id of the launching API call; cuda_event
+        # rows: the region's tag (region.event_tag: 2 * region_id, + 1 for the end event)
         ("correlation_id", pa.int64()),
         ("bytes", pa.int64()),
+        # cuda_event rows: CUPTI's correlation id of the event-record call (API calls are
+        # numbered in order, so kernels launched inside a region fall between its two)
+        ("api_correlation_id", pa.int64()),
     ],
     "events": [
         ("kind", pa.string()),  # "error", "warning", "condition", "note"
@@ -97,6 +107,13 @@ def _union_schema() -> pa.Schema:
 
 
 SCHEMA = _union_schema()
+# Each table's own columns (as typed in SCHEMA): what a chunk holds. Readers read chunks with
+# SCHEMA, which fills the other tables' columns with nulls; converting rows against 20 columns
+# instead of 50 halves the writer's time (it holds the recording process's GIL meanwhile).
+TABLE_SCHEMAS = {t: pa.schema([SCHEMA.field(n) for n in ["table"] + table_cols])
+                 for t, table_cols in ((t, [n for n, _ in _COMMON if n != "table"]
+                                        + [n for n, _ in cols])
+                                       for t, cols in TABLE_COLUMNS.items())}
 
 
 STRING_COLUMNS = [f.name for f in SCHEMA if pa.types.is_string(f.type)]
@@ -123,11 +140,17 @@ class ChunkWriter:
         self.directory, self._prefix = Path(directory), prefix
         self._flush_rows, self._flush_interval = flush_rows, flush_interval_s
         self._buffers: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
+        # Column batches (add_columns): cheaper to build and to convert than dict rows.
+        self._columns: dict[str, list[Mapping[str, Sequence[Any]]]] = {t: [] for t in TABLES}
+        self._column_rows = 0
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._seq = 0
         self._closed = False
         self.error: BaseException | None = None
+        # Called in the writer's thread before each flush (the region timer resolves what has
+        # completed, so a crash loses only the last moments); its errors are ignored.
+        self.before_flush: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._flusher, name="gpuwatch-writer", daemon=True)
         self._thread.start()
 
@@ -140,27 +163,64 @@ class ChunkWriter:
             if len(buf) >= self._flush_rows:
                 self._wake.notify()
 
+    def add_columns(self, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
+        """Rows given as equally long columns, by name (columns left out are null)."""
+        n = len(next(iter(columns.values()), ()))
+        if not n:
+            return
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("trace writer is closed")
+            self._columns[table].append(columns)
+            self._column_rows += n
+            if self._column_rows >= self._flush_rows:
+                self._wake.notify()
+
     def _flusher(self) -> None:
         while True:
             with self._lock:
                 if not self._closed:
                     self._wake.wait(self._flush_interval)
+                closed = self._closed
+            hook = self.before_flush
+            if hook is not None and not closed:
+                try:
+                    hook()
+                except Exception:
+                    pass
+            with self._lock:
                 batches = {t: b for t, b in self._buffers.items() if b}
                 self._buffers = {t: [] for t in TABLES}
+                col_batches = {t: b for t, b in self._columns.items() if b}
+                self._columns = {t: [] for t in TABLES}
+                self._column_rows = 0
                 closed = self._closed
             try:
-                for table, rows in batches.items():
-                    self._write_chunk(table, rows)
+                for table in TABLES:
+                    if table in batches or table in col_batches:
+                        self._write_chunk(table, batches.get(table, []),
+                                          col_batches.get(table, []))
             except BaseException as e:  # disk full, permissions: kept for close()
                 self.error = e
                 return
             if closed:
                 return
 
-    def _write_chunk(self, table: str, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            row["table"] = table
-        tbl = pa.Table.from_pylist(rows, schema=SCHEMA)
+    def _write_chunk(self, table: str, rows: list[dict[str, Any]],
+                     col_batches: Sequence[Mapping[str, Sequence[Any]]] = ()) -> None:
+        schema = TABLE_SCHEMAS[table]
+        parts = []
+        if rows:
+            for row in rows:
+                row["table"] = table
+            parts.append(pa.Table.from_pylist(rows, schema=schema))
+        for cols in col_batches:
+            n = len(next(iter(cols.values())))
+            parts.append(pa.Table.from_arrays(
+                [_table_column(table, n, f.type) if f.name == "table" else
+                 pa.array(cols[f.name], type=f.type) if f.name in cols else
+                 pa.nulls(n, f.type) for f in schema], schema=schema))
+        tbl = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
         self._seq += 1
         name = self.directory / f"{self._prefix}{self._seq:07d}-{table}.parquet"
         tmp = name.with_suffix(".tmp")
@@ -178,6 +238,12 @@ class ChunkWriter:
             raise UsageError(
                 f"could not write trace chunks to {self.directory}: {self.error}"
             ) from self.error
+
+
+def _table_column(table: str, n: int, typ: pa.DataType) -> pa.Array:
+    """The `table` column of a chunk: one dictionary value, n times."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int8)),
+                                          pa.array([table], type=typ.value_type))
 
 
 def use_system_allocator() -> Any:
@@ -215,7 +281,12 @@ class TraceWriter:
         self._prev_pool = use_system_allocator()
         self._chunks = ChunkWriter(self.partial_dir, flush_interval_s=flush_interval_s)
         self.add = self._chunks.add
+        self.add_columns = self._chunks.add_columns
         self._closed = False
+
+    def set_before_flush(self, hook: Callable[[], None]) -> None:
+        """Run `hook` in the writer's thread before each flush (see ChunkWriter)."""
+        self._chunks.before_flush = hook
 
     def _write_meta(self) -> None:
         tmp = self.partial_dir / "meta.json.tmp"

@@ -23,9 +23,11 @@ def record_sim(out: Path, profile: str = "t4", gaps=(0.0, 20.0), iters: int = 80
             s.warmup, s.iteration = True, -warmup
             for _ in range(warmup):
                 e.infer()
+                e.synchronize()
             s.warmup = False
             for _ in range(iters):
                 e.infer()
+                e.synchronize()  # the program waits for its result, then idles
                 if gap:
                     s.wait(gap)
     return s.trace

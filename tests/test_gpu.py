@@ -54,6 +54,7 @@ def _pre_infer_post_at_5ms(out, **session_options) -> gpuwatch.Trace:
             e.preprocess()
             e.infer()
             e.postprocess()
+            e.synchronize()
             s.wait(5)
     return gpuwatch.load(out)
 
@@ -204,7 +205,9 @@ def test_cupti_kernel_timeline_and_decomposition(tmp_path):
             fed.preprocess()
             fed.infer()
             fed.postprocess()
+            fed.synchronize()
             starved.infer()
+            starved.synchronize()
     tr = s.trace
     k = tr.kernels
     assert tr.meta["kernel_trace"]["records"] == len(k)
@@ -245,10 +248,11 @@ try:
         e = s.engine("builtin:small")
         for _ in range(20):
             e.infer()
+            e.synchronize()
         rt = s._backend.runtime
         fn = rt.compile(SRC, "bad.cu", ["bad"])["bad"]
         k = rt.prepare(fn, (np.uint64, 0x10))  # an illegal address: a sticky error
-        s.infer(lambda: rt.launch(k, 1, 32, s.stream))
+        s.infer(lambda: rt.launch(k, 1, 32, s.stream), stream=s.stream)
 except CudaError as err:
     print("raised", type(err).__name__, err)
 '''

@@ -10,9 +10,13 @@ from gpuwatch.analysis.merge import merge
 
 def test_kernels_table_holds_every_kernel(kernel_traces):
     tr = kernel_traces["t4"]
-    k = tr.kernels
+    k = tr.kernels[tr.kernels["kind"] == "kernel"]
     assert len(k) == 2 * 320 * 24  # 2 conditions x (20 warm-up + 300) x 24 layers
     assert set(k["name"]) == {"layer"} and (k["end_ns"] > k["start_ns"]).all()
+    # and each region's start and end event, with the GPU's own time and the stream
+    ev = tr.kernels[tr.kernels["kind"] == "cuda_event"]
+    assert len(ev) == 2 * 640 and set(ev["name"]) == {"start", "end"}
+    assert (ev["stream_id"] == k["stream_id"].iloc[0]).all()
     assert tr.meta["kernel_trace"]["source"] == "simulated GPU (exact)"
     assert tr.meta["options"]["kernels"] is True
 
@@ -67,7 +71,9 @@ def test_a_starved_engine_is_decomposed_as_waiting_for_the_host(tmp_path):
         fed, starved = s.engine("builtin:small"), s.engine("builtin:small@300")
         for _ in range(30):
             fed.infer()
+            fed.synchronize()
             starved.infer()
+            starved.synchronize()
     m = merge(s.trace)
     g = m[m["kind"] == "inference"].groupby("name")[["busy_ms", "idle_inside_ms"]].median()
     assert g.loc["builtin:small", "idle_inside_ms"] < 0.1  # the GPU never waits

@@ -326,9 +326,10 @@ def test_cli_tensorrt_flags_on_sim_are_clear_errors(tmp_path, plan):
     assert r.returncode == 2 and "invalid choice: 'opencl'" in r.stderr
 
 
-def test_top_level_factory_needs_a_session_and_a_real_gpu(tmp_path, plan):
-    with pytest.raises(gpuwatch.SessionError, match="inside `with gpuwatch.session"):
-        gpuwatch.TensorRTEngine(plan)
+def test_top_level_factory_needs_a_real_gpu(tmp_path, plan):
+    # made outside a session, it opens the GPU itself: here there is none, and it says so
+    with pytest.raises(gpuwatch.UsageError, match="cannot run on a simulated GPU"):
+        gpuwatch.TensorRTEngine(plan, device="sim:t4")
     with gpuwatch.session("sim:t4", tmp_path / "t.parquet"):
         with pytest.raises(gpuwatch.UsageError, match="cannot run on a simulated GPU"):
             gpuwatch.TensorRTEngine(plan)

@@ -108,8 +108,8 @@ def test_recovers_a_recording_killed_mid_run(tmp_path):
         s.start()
         e = s.engine()
         for _ in range(300):
-            e.infer(); s.wait(10)
-        time.sleep(2.5)   # the writer thread flushes once a second
+            e.infer(); e.synchronize(); s.wait(10)
+        time.sleep(2.5)   # the writer thread resolves and flushes once a second
         os._exit(9)       # no close, no atexit: as kill -9
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

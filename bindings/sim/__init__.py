@@ -100,7 +100,22 @@ class SimEvent:
 
 @dataclass(frozen=True)
 class SimStream:
+    """A simulated CUDA stream. Id 0 is the legacy default stream: it waits for every blocking
+    stream's work, and they for its; a non-blocking stream waits for nothing but its own."""
+
     id: int
+    non_blocking: bool = True
+
+    @property
+    def handle(self) -> "SimStream":  # as bindings.cuda.Stream: the binding's own object...
+        return self
+
+    @property
+    def ptr(self) -> int:  # ...and the raw handle
+        return self.id
+
+
+LEGACY = SimStream(0, non_blocking=False)
 
 
 class SimRuntime:
@@ -108,25 +123,72 @@ class SimRuntime:
 
     def __init__(self, gpu: SimGPU, clock: VirtualClock, faults: "_Faults | None" = None):
         self.gpu, self.clock = gpu, clock
-        self._streams = 0
+        self._streams: dict[int, SimStream] = {0: LEGACY}
         self._faults = faults
+        self.tag: int | None = None  # the kernel tracer's external id for the next record
 
     def _check(self) -> None:
         if self._faults is not None and self._faults.active("cuda_error"):
             raise SimCudaError("CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access was "
                                "encountered (injected sim fault)")
 
-    def stream(self) -> SimStream:
-        self._streams += 1
-        return SimStream(self._streams)
+    def stream(self, non_blocking: bool = True) -> SimStream:
+        """A new stream: non-blocking, as gpuwatch's engines make theirs; blocking as a user's
+        plain cudaStreamCreate would."""
+        s = SimStream(len(self._streams), non_blocking)
+        self._streams[s.id] = s
+        return s
+
+    def native_stream(self, handle: int) -> SimStream:
+        s = self._streams.get(handle)
+        if s is None:
+            raise UsageError(f"the simulated GPU has no stream {handle}")
+        return s
 
     def event(self) -> SimEvent:
         return SimEvent()
 
+    def release_event(self, event: SimEvent) -> None:
+        pass
+
+    def _waits_for(self, stream: SimStream) -> list[int]:
+        if stream.id == 0:  # legacy: after every blocking stream's work
+            return [i for i, s in self._streams.items() if not s.non_blocking]
+        return [stream.id] if stream.non_blocking else [stream.id, 0]
+
     def record(self, event: SimEvent, stream: SimStream) -> None:
         self._check()
         self.clock.advance(1_000)  # cudaEventRecord costs the host ~1 us
-        event.t_ns = self.gpu.stream_position_ns()
+        event.t_ns = t = self.gpu.stream_position_ns(self._waits_for(stream))
+        if self.tag is not None and self.gpu.trace is not None:
+            self.gpu.api_calls += 1
+            self.gpu.event_trace.append((t, self.tag, stream.id, self.gpu.api_calls))
+
+    def query(self, event: SimEvent) -> bool:
+        self._check()
+        self.clock.advance(500)  # cudaEventQuery costs the host ~0.5 us
+        if event.t_ns is None:
+            raise RuntimeError("query on an event that was never recorded")
+        return event.t_ns <= self.clock.now_ns()
+
+    def completed(self, event: SimEvent) -> bool:
+        """As query(), but costs no virtual time (from another thread: the virtual clock
+        moves only in the recording thread)."""
+        return event.t_ns is not None and event.t_ns <= self.clock.now_ns()
+
+    def synchronize_device(self) -> None:
+        self._wait_until(self.gpu.stream_position_ns())
+
+    def stream_synchronize(self, stream: SimStream) -> None:
+        self._wait_until(self.gpu.stream_position_ns(self._waits_for(stream)))
+
+    def _wait_until(self, done_ns: int) -> None:
+        """A blocking synchronisation: sleep until the GPU is done, then wake up."""
+        self._check()
+        if done_ns > self.clock.now_ns():
+            self.clock.advance_to(done_ns + self.gpu.p.sync_wake_ns)
+        else:
+            self.clock.advance(500)
 
     def synchronize(self, event: SimEvent) -> None:
         self._check()
@@ -140,7 +202,7 @@ class SimRuntime:
     def touch(self, stream: SimStream) -> None:
         """A keep-alive: a 2 us kernel."""
         self._check()
-        self.gpu.launch(2_000, 0, name="keepalive")
+        self.gpu.launch(2_000, 0, name="keepalive", stream=stream.id)
 
     def elapsed_ms(self, start: SimEvent, end: SimEvent) -> float:
         self._check()
@@ -153,7 +215,9 @@ class SimEngine:
     """A simulated inference engine: a fixed sequence of kernels of uneven size."""
 
     def __init__(self, preset: EnginePreset, gpu: SimGPU, cuda_graph: bool = False,
-                 host_gap_us: int = 0, name: str | None = None):
+                 host_gap_us: int = 0, name: str | None = None, stream: SimStream = LEGACY,
+                 runtime: "SimRuntime | None" = None):
+        self.stream, self._rt = stream, runtime
         self.name = name or (f"builtin:{preset.name}" + (f"@{host_gap_us}" if host_gap_us else "")
                              + ("+graph" if cuda_graph else ""))
         self.cuda_graph, self.host_gap_ns = cuda_graph, host_gap_us * 1000
@@ -166,17 +230,24 @@ class SimEngine:
     def infer(self, x: Any = None) -> Any:
         launch = self.gpu.launch
         # A CUDA graph is one launch: only its first kernel pays the host's launch cost.
+        sid = self.stream.id
         for i, (c, m) in enumerate(zip(self._compute_ns, self._memory_ns)):
-            launch(c, m, host_cost=not self.cuda_graph or i == 0, name="layer")
+            launch(c, m, host_cost=not self.cuda_graph or i == 0, name="layer", stream=sid)
             if self.host_gap_ns:
                 self.gpu.clock.spin_ns(self.host_gap_ns)
         return x
 
-    def preprocess(self) -> None:
-        self.gpu.launch(150_000, 350_000, name="normalise")  # H2D frame and normalise (~0.5 ms)
+    def preprocess(self) -> None:  # H2D frame and normalise (~0.5 ms)
+        self.gpu.launch(150_000, 350_000, name="normalise", stream=self.stream.id)
 
-    def postprocess(self) -> None:
-        self.gpu.launch(50_000, 150_000, name="reduce_rows")  # reduce and D2H copy (~0.2 ms)
+    def postprocess(self) -> None:  # reduce and D2H copy (~0.2 ms)
+        self.gpu.launch(50_000, 150_000, name="reduce_rows", stream=self.stream.id)
+
+    def synchronize(self) -> None:
+        """Wait for this engine's stream (as the program's own cudaStreamSynchronize)."""
+        if self._rt is None:
+            raise RuntimeError("this simulated engine has no runtime to synchronise with")
+        self._rt.stream_synchronize(self.stream)
 
 
 class SimTelemetry:
@@ -228,20 +299,22 @@ class SimTelemetry:
 
 
 class SimKernelTracer:
-    """Every simulated kernel, exactly (the ground truth CUPTI approximates on a real GPU)."""
+    """Every simulated kernel and tagged event record, exactly (the ground truth CUPTI
+    approximates on a real GPU): kernels with their stream, and each region's start and end
+    events as `cuda_event` rows, as CUPTI's CUDA-event records give them."""
 
-    def __init__(self, gpu: SimGPU):
-        self.gpu = gpu
+    def __init__(self, gpu: SimGPU, runtime: SimRuntime):
+        self.gpu, self.runtime = gpu, runtime
 
     def start(self, sink: Any, gpu_index: int) -> None:
         self._sink, self._gpu_index = sink, gpu_index
-        self.gpu.trace = []
+        self.gpu.trace, self.gpu.event_trace = [], []
 
     def mark(self, external_id: int) -> None:
-        pass  # the simulated GPU's event times are already exact
+        self.runtime.tag = external_id
 
     def unmark(self) -> None:
-        pass
+        self.runtime.tag = None
 
     def pause(self) -> None:
         self.flush()
@@ -258,17 +331,26 @@ class SimKernelTracer:
     def flush(self) -> None:
         if self.gpu.trace is None:
             return
+        from gpuwatch.region import region_of_tag
+
         trace, self.gpu.trace = self.gpu.trace, []
-        if trace:
-            self._sink("kernels", [{"gpu": self._gpu_index, "t_ns": s, "kind": "kernel",
-                                    "name": n, "start_ns": s, "end_ns": e, "stream_id": 1}
-                                   for s, e, n in trace])
+        events, self.gpu.event_trace = self.gpu.event_trace, []
+        g = self._gpu_index
+        rows = [{"gpu": g, "t_ns": s, "kind": "kernel", "name": n, "start_ns": s, "end_ns": e,
+                 "stream_id": sid, "correlation_id": c} for s, e, n, sid, c in trace]
+        rows += [{"gpu": g, "t_ns": t, "kind": "cuda_event",
+                  "name": "end" if region_of_tag(tag)[1] else "start", "start_ns": t,
+                  "end_ns": t, "stream_id": sid, "correlation_id": tag,
+                  "api_correlation_id": c}
+                 for t, tag, sid, c in events]
+        if rows:
+            self._sink("kernels", sorted(rows, key=lambda r: r["t_ns"]))
 
     def stop(self) -> dict[str, Any]:
         if self.gpu.trace is not None:
             self.flush()
         self.gpu.trace = None
-        return {"source": "simulated GPU (exact)"}
+        return {"source": "simulated GPU (exact)", "cuda_event_device_timestamps": True}
 
 
 class SimBackend:
@@ -313,13 +395,15 @@ class SimBackend:
         scale = real.elements / PRESETS[real.name].elements  # another frame size: more work
         preset = own if scale == 1 else dataclasses.replace(own, work_ms=own.work_ms * scale)
         return SimEngine(preset, self.gpu, cuda_graph=cuda_graph, host_gap_us=host_gap_us,
-                         name=engine_name(real, host_gap_us, cuda_graph))
+                         name=engine_name(real, host_gap_us, cuda_graph),
+                         stream=stream if isinstance(stream, SimStream) else LEGACY,
+                         runtime=self.runtime)
 
     def versions(self) -> dict[str, str]:
         return {"sim_profile": self.profile.name}
 
     def kernel_tracer(self) -> "SimKernelTracer":
-        return SimKernelTracer(self.gpu)
+        return SimKernelTracer(self.gpu, self.runtime)
 
     def close(self) -> None:
         pass

@@ -49,6 +49,7 @@ class SimGPU:
         self._next_tick = now + self._tick_ns
         self._busy_by_tick: dict[int, int] = {}  # tick index -> busy ns inside its window
         self.gpu_free_ns = now
+        self.stream_end: dict[int, int] = {}  # stream id -> when its last kernel ends
         self.after_sleep = False
         # Governor state. A GPU at the start of a process sits parked at its idle clock.
         self.parked = profile.governor
@@ -66,13 +67,19 @@ class SimGPU:
         self._snap_times: list[int] = [now]
         self._intervals: deque[tuple[int, int]] = deque()  # recent kernels, for "running at t"
         self.kernels_run = 0
-        self.trace: list[tuple[int, int, str]] | None = None  # (start, end, name) when tracing
+        # When tracing, what CUPTI reports on a real GPU: kernels as (start, end, name, stream,
+        # correlation id) and tagged event records as (GPU time, tag, stream, correlation id).
+        # Correlation ids number the host's API calls in order, as CUPTI's do.
+        self.trace: list[tuple[int, int, str, int, int]] | None = None
+        self.event_trace: list[tuple[int, int, int, int]] = []
+        self.api_calls = 0
 
     # -- kernels ---------------------------------------------------------------------------
     def launch(self, compute_ns: float, memory_ns: float, host_cost: bool = True,
-               name: str = "kernel") -> tuple[int, int]:
-        """Host launches one kernel now; returns its (start, end) on the GPU. Advances host time
-        by the launch's CPU cost (none for the later kernels of a CUDA graph)."""
+               name: str = "kernel", stream: int = 0) -> tuple[int, int]:
+        """Host launches one kernel on `stream` now; returns its (start, end) on the GPU.
+        Advances host time by the launch's CPU cost (none for the later kernels of a CUDA
+        graph). Kernels run one at a time, in launch order, whatever their stream."""
         p = self.p
         idle = 1.0 - min(1.0, max(0.0, self.util_avg))
         if host_cost:
@@ -93,17 +100,21 @@ class SimGPU:
         dur *= 1.0 + p.cold_kernel_penalty * idle
         end = start + max(1, int(dur))
         self._add_busy(start, end)
-        self.gpu_free_ns = end
+        self.gpu_free_ns = self.stream_end[stream] = end
         self._last_active = max(self._last_active, end)
         self._intervals.append((start, end))
         self.kernels_run += 1
         if self.trace is not None:
-            self.trace.append((start, end, name))
+            self.api_calls += 1
+            self.trace.append((start, end, name, stream, self.api_calls))
         return start, end
 
-    def stream_position_ns(self) -> int:
-        """When an event recorded now on the stream will complete on the GPU."""
-        return max(self.clock.now_ns() + self.p.launch_latency_ns, self.gpu_free_ns)
+    def stream_position_ns(self, waits_for: "list[int] | None" = None) -> int:
+        """When an event recorded now will complete on the GPU: once the work of the streams
+        in `waits_for` is done (None: all work, as one stream)."""
+        ends = (self.gpu_free_ns,) if waits_for is None else \
+            [self.stream_end.get(s, 0) for s in waits_for]
+        return max(self.clock.now_ns() + self.p.launch_latency_ns, *ends)
 
     def _add_busy(self, start: int, end: int) -> None:
         tick, o = self._tick_ns, self._origin

@@ -27,6 +27,8 @@ from ..trace import Trace, load
 from .attribution import attribute
 from .layers import Layers, detect
 from .merge import merge
+from .outside import note as outside_note
+from .outside import stream_checks as outside_table
 
 __all__ = ["Analysis", "analyze"]
 
@@ -46,6 +48,9 @@ class Analysis:
     verdicts: pd.DataFrame
     verdict: str
     details: dict[tuple[Any, ...], Layers] = field(default_factory=dict, repr=False)
+    # GPU work the events did not bracket, per trace, engine and condition (analysis.outside)
+    stream_checks: pd.DataFrame = field(default_factory=pd.DataFrame)
+    stream_note: str = ""  # one sentence when there was any, else ""
 
     def seed_tables(self) -> dict[str, pd.DataFrame]:
         """The field report's Experiment 3 tables: engine x condition."""
@@ -75,6 +80,8 @@ class Analysis:
             "layers": records(self.layers),
             "attribution": records(self.attribution),
             "spans": records(self.spans),
+            "stream_checks": records(self.stream_checks),
+            "stream_note": self.stream_note,
         }
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -91,10 +98,12 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
         raise UsageError("give at least one trace to analyse")
     loaded = [_as_trace(t) for t in traces]
     merged_all, layer_rows, att_rows, verdict_rows, span_rows = [], [], [], [], []
+    check_rows = []
     details: dict[tuple[Any, ...], Layers] = {}
     for ti, tr in enumerate(loaded):
         m = merge(tr).assign(trace=ti)
         merged_all.append(m)
+        check_rows.append(outside_table(m, tr.kernels, ti))
         inf = m[(m["kind"] == "inference") & ~m["warmup"].astype(bool)]
         if inf.empty:
             continue
@@ -134,11 +143,14 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
         columns=["trace", "engine", "condition", "factor", "contribution_ms", "ci_low_ms",
                  "ci_high_ms", "share"]))
     verdicts = pd.DataFrame(verdict_rows)
+    checks = pd.concat(check_rows, ignore_index=True) if check_rows else outside_table(
+        pd.DataFrame(), None, 0)
     return Analysis(
         traces=loaded, merged=pd.concat(merged_all, ignore_index=True) if merged_all else
         pd.DataFrame(), layers=layers, attribution=attribution,
         spans=pd.concat(span_rows, ignore_index=True) if span_rows else pd.DataFrame(),
-        verdicts=verdicts, verdict=_overall(verdicts), details=details)
+        verdicts=verdicts, verdict=_overall(verdicts), details=details,
+        stream_checks=checks, stream_note=outside_note(checks))
 
 
 def _baseline_condition(eng: pd.DataFrame) -> Any:

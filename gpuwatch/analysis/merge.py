@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..region import event_tag
 from ..trace import Trace
 
 WINDOW_FIELDS = ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c")
@@ -91,29 +92,37 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> pd.DataFrame:
 
 def _tighten(inf: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
     """Where the kernel trace holds the GPU's own timestamps of a region's start and end events
-    (CUPTI CUDA-event records, tagged with 2*region_id and 2*region_id+1), use them in place of
-    the anchor-mapped times. `aligned_by` says which each row got."""
+    (CUDA-event records, tagged with region.event_tag), use them in place of the anchor-mapped
+    times. `aligned_by` says which each row got. Times stay int64 throughout: epoch
+    nanoseconds do not fit a float64 exactly (256 ns steps)."""
     inf = inf.assign(aligned_by="anchor")
     if not len(kernels) or "region_id" not in inf or inf["region_id"].isna().all():
         return inf
-    ev = kernels[kernels["kind"] == "cuda_event"]
+    ev = kernels[kernels["kind"] == "cuda_event"].dropna(subset=["correlation_id", "start_ns"])
     if ev.empty:
         return inf
-    ts = pd.Series(ev["start_ns"].to_numpy(np.int64), index=ev["correlation_id"].to_numpy(np.int64))
-    ts = ts[~ts.index.duplicated()]
-    rid = inf["region_id"].astype("float64").to_numpy()
+    tags = ev["correlation_id"].to_numpy(np.int64)
+    times = ev["start_ns"].to_numpy(np.int64)
+    tags, first = np.unique(tags, return_index=True)  # sorted; the first record of a tag wins
+    times = times[first]
+    rid = inf["region_id"].to_numpy(dtype="float64", na_value=np.nan)
     ok = ~np.isnan(rid)
     r = rid[ok].astype(np.int64)
-    s = ts.reindex(2 * r).to_numpy(dtype="float64")
-    e = ts.reindex(2 * r + 1).to_numpy(dtype="float64")
-    both = ~np.isnan(s) & ~np.isnan(e) & (e >= s)
+
+    def lookup(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        i = np.clip(np.searchsorted(tags, t), 0, len(tags) - 1)
+        return times[i], tags[i] == t
+
+    s, has_s = lookup(event_tag(r, False))
+    e, has_e = lookup(event_tag(r, True))
+    both = has_s & has_e & (e >= s)
     idx = np.nonzero(ok)[0][both]
     if idx.size == 0:
         return inf
     inf = inf.copy()
     start = inf["start_ns"].to_numpy(np.int64).copy()
     end = inf["end_ns"].to_numpy(np.int64).copy()
-    start[idx], end[idx] = s[both].astype(np.int64), e[both].astype(np.int64)
+    start[idx], end[idx] = s[both], e[both]
     inf["start_ns"], inf["end_ns"] = start, end
     inf["t_ns"] = start
     aligned = inf["aligned_by"].to_numpy(dtype=object)

@@ -209,12 +209,15 @@ class RecordCommand:
                 raise UsageError(f"--pre-post needs an engine with pre/post steps; "
                                  f"{engine.name} has none (use a builtin engine)")
 
-            def step() -> None:
+            def step() -> None:  # each stage waited for, as the field report's program did
                 if args.pre_post:
                     engine.preprocess()
+                    engine.synchronize()
                 engine.infer()
+                engine.synchronize()
                 if args.pre_post:
                     engine.postprocess()
+                    engine.synchronize()
 
             for cond in conditions:
                 s.set_condition(cond.name, gap_ms=cond.gap_ms)

@@ -55,4 +55,6 @@ class TextRenderer(Renderer):
                 out.append(f"   - {r.sentence}")
         out.append("")
         out.append(f"verdict: {analysis.verdict}")
+        if analysis.stream_note:
+            out.append(f"warning: {analysis.stream_note}")
         return "\n".join(out) + "\n"

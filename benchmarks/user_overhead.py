@@ -1,0 +1,196 @@
+"""What gpuwatch costs a user's own PyTorch program: a bare torch-event loop vs the same model
+under `with gpuwatch.session()`, interleaved in one process.
+
+Inside one session, per case, PAIRS pairs of short blocks of BLOCK inferences alternate in ABBA
+order, so that both arms see the same GPU clocks and the same host (a VM's CPU speed was seen
+to drift by 2x between blocks seconds apart):
+- A, bare: the telemetry sampler paused, the model called directly between two torch events
+  on the current stream (one pair, reused; the stream looked up once), then synchronise on the
+  end event (the simplest correct measurement, written carefully);
+- B, gpuwatch: the sampler running (1 kHz, its own process: the default), the model called as
+  `s.infer(model, x)` (events on torch's current stream, resolved lazily), then the program's
+  own synchronise.
+Per iteration: gpu_ms (A: its events; B: the trace) and wall time (perf_counter around the call
+and the synchronise). Per pair: gpuwatch / bare ratio of the block medians. Reported: the
+median ratio and its IQR over pairs. Also: what starting and closing a session costs.
+
+    python benchmarks/user_overhead.py --out DIR [--pairs 60] [--block 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import gpuwatch
+
+
+def make_cases() -> dict[str, tuple[Any, Any, float, bool]]:
+    """name -> (fn, input, gap_ms, on its own torch stream)."""
+    import torch
+
+    from gpuwatch.bindings.torch import convnet
+
+    net, x = convnet()
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.half)
+
+    def gemm(m: Any) -> Any:
+        return m @ m
+
+    return {
+        "convnet fp16 eager, gap 0": (net, x, 0.0, False),
+        "convnet fp16 eager, gap 20 ms": (net, x, 20.0, False),
+        "convnet fp16 eager, own stream, gap 0": (net, x, 0.0, True),
+        "gemm 8192 fp16, gap 0": (gemm, a, 0.0, False),
+    }
+
+
+def bare_block(fn: Any, x: Any, n: int, gap_s: float) -> tuple[list[float], list[float]]:
+    """A careful engineer's loop: one pair of events reused, the stream looked up once."""
+    import torch
+
+    gpu, wall = [], []
+    stream = torch.cuda.current_stream()
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for _ in range(n):
+        h0 = time.perf_counter()
+        e0.record(stream)
+        fn(x)
+        e1.record(stream)
+        e1.synchronize()
+        wall.append((time.perf_counter() - h0) * 1e3)
+        gpu.append(e0.elapsed_time(e1))
+        if gap_s:
+            time.sleep(gap_s)
+    return gpu, wall
+
+
+def gpuwatch_block(s: Any, fn: Any, x: Any, n: int, gap_s: float) -> list[float]:
+    import torch
+
+    wall = []
+    sync = torch.cuda.current_stream().synchronize
+    for _ in range(n):
+        h0 = time.perf_counter()
+        s.infer(fn, x)
+        sync()
+        wall.append((time.perf_counter() - h0) * 1e3)
+        if gap_s:
+            time.sleep(gap_s)
+    return wall
+
+
+def run_case(name: str, fn: Any, x: Any, gap_ms: float, own_stream: bool, pairs: int,
+             block: int, trace: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    import torch
+
+    stream = torch.cuda.Stream() if own_stream else torch.cuda.current_stream()
+    walls: dict[int, list[float]] = {}
+    rows = []
+    with torch.inference_mode(), torch.cuda.stream(stream), \
+            gpuwatch.session(out=trace, sample_hz=1000) as s:
+        s.pause_sampling()
+        bare_block(fn, x, 20, 0)  # warm-up
+        for p in range(pairs):
+            order = ("bare", "gpuwatch") if p % 2 == 0 else ("gpuwatch", "bare")
+            for arm in order:
+                if arm == "bare":
+                    gpu, wall = bare_block(fn, x, block, gap_ms / 1e3)
+                    rows.append({"case": name, "pair": p, "arm": arm,
+                                 "gpu_ms_p50": float(np.median(gpu)),
+                                 "wall_ms_p50": float(np.median(wall))})
+                else:
+                    s.set_condition(f"pair={p}")
+                    s.resume_sampling()
+                    walls[p] = gpuwatch_block(s, fn, x, block, gap_ms / 1e3)
+                    s.pause_sampling()
+    tr = gpuwatch.load(trace)
+    inf = tr.measured()
+    for cond, g in inf.groupby("condition", sort=False):
+        p = int(str(cond).split("=")[1])
+        rows.append({"case": name, "pair": p, "arm": "gpuwatch",
+                     "gpu_ms_p50": float(g["gpu_ms"].median()),
+                     "wall_ms_p50": float(np.median(walls[p]))})
+    info = {"case": name, "regions": len(inf), "checked": int(inf["outside_ms"].notna().sum()),
+            "stream_sources": sorted(set(inf["stream_source"])),
+            "sampler_mode": tr.meta["sampler"]["mode"],
+            "sampler_achieved_hz": tr.meta["sampler"].get("achieved_hz"),
+            "sampler_paused_polls": tr.meta["sampler"].get("paused_polls"),
+            "sampler_polls": tr.meta["sampler"].get("polls"),
+            "regions_meta": tr.meta.get("regions")}
+    return pd.DataFrame(rows), info
+
+
+def session_cost(trace: Path, n: int = 5) -> dict[str, float]:
+    """Seconds to enter and to leave `with gpuwatch.session()` (sampler process start, NVML,
+    anchors; writing the trace), with no regions."""
+    enter, leave = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        s = gpuwatch.session(out=trace)
+        s.start()
+        t1 = time.perf_counter()
+        s.close()
+        enter.append(t1 - t0)
+        leave.append(time.perf_counter() - t1)
+    return {"enter_s_p50": float(np.median(enter)), "close_s_p50": float(np.median(leave))}
+
+
+def summarise(blocks: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for case, g in blocks.groupby("case", sort=False):
+        piv = g.pivot(index="pair", columns="arm", values=["gpu_ms_p50", "wall_ms_p50"])
+        row: dict[str, Any] = {"case": case, "pairs": len(piv)}
+        for col, label in (("gpu_ms_p50", "gpu_ms"), ("wall_ms_p50", "wall")):
+            ratio = (piv[(col, "gpuwatch")] / piv[(col, "bare")]).to_numpy()
+            q1, q2, q3 = np.percentile(ratio, [25, 50, 75])
+            row[f"{label}_bare_ms"] = round(float(piv[(col, "bare")].median()), 4)
+            row[f"{label}_gpuwatch_ms"] = round(float(piv[(col, "gpuwatch")].median()), 4)
+            row[f"{label}_ratio_p50"] = round(float(q2), 4)
+            row[f"{label}_ratio_iqr"] = f"{q1:.4f}..{q3:.4f}"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--pairs", type=int, default=60)
+    ap.add_argument("--block", type=int, default=10)
+    ap.add_argument("--cases", default="", help="comma list of case-name substrings")
+    a = ap.parse_args()
+    import torch
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    cases = make_cases()
+    wanted = [c for c in cases if not a.cases or any(w in c for w in a.cases.split(","))]
+    blocks, infos = [], []
+    for name in wanted:
+        fn, x, gap, own = cases[name]
+        t0 = time.time()
+        pairs = a.pairs if not gap else max(10, a.pairs // 2)
+        df, info = run_case(name, fn, x, gap, own, pairs, a.block, a.out / "case.parquet")
+        blocks.append(df)
+        infos.append(info)
+        print(f"done: {name} ({time.time() - t0:.0f} s)", flush=True)
+    cost = session_cost(a.out / "empty.parquet")
+    df = pd.concat(blocks)
+    df.to_csv(a.out / "user_overhead_blocks.csv", index=False)
+    summary = summarise(df)
+    summary.to_csv(a.out / "user_overhead_summary.csv", index=False)
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(summary.to_string(index=False))
+    print(f"session enter/close: {cost}")
+    (a.out / "user_overhead_info.json").write_text(json.dumps(
+        {"args": vars(a), "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+         "session_cost": cost, "cases": infos}, default=str, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""A stand-in for a real GPU on machines without one (`device="standin"`): for tests and CI.
+
+It runs gpuwatch's real-GPU code path: the host clock, the event pool and lazy resolution of the
+timed region, and telemetry read in the separate sampler process (the default on a real GPU),
+from a stand-in telemetry source instead of NVML. Its "GPU" is infinitely fast: an event
+completes when it is recorded, so a region measures the host time between its two events, as
+CUDA events on an idle stream do. Traces say `simulated: true` and name the device
+"gpuwatch stand-in (no GPU)". For a GPU *model* (clocks, DVFS, a staircase), use `sim:`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from gpuwatch.clock import HostClock
+from gpuwatch.device import DeviceInfo
+from gpuwatch.errors import UsageError
+
+NAME = "gpuwatch stand-in (no GPU)"
+SM_CLOCK_MHZ = 1000
+
+
+@dataclass(frozen=True)
+class StandInStream:
+    ptr: int
+
+    @property
+    def handle(self) -> "StandInStream":
+        return self
+
+
+class _Event:
+    __slots__ = ("t_ns",)
+
+    def __init__(self) -> None:
+        self.t_ns: int | None = None
+
+
+class StandInRuntime:
+    """Streams and events with no GPU behind them: an event completes when recorded."""
+
+    name = "stand-in"
+
+    def __init__(self) -> None:
+        self._next = 0x1000  # stream handles (0 is the legacy default stream)
+        self.uuid = "GPU-STANDIN-0000"
+
+    def stream(self) -> StandInStream:
+        self._next += 0x10
+        return StandInStream(self._next)
+
+    def native_stream(self, handle: int) -> StandInStream:
+        return StandInStream(handle)
+
+    def event(self) -> _Event:
+        return _Event()
+
+    def release_event(self, event: _Event) -> None:
+        pass
+
+    def record(self, event: _Event, stream: Any) -> None:
+        event.t_ns = time.perf_counter_ns()
+
+    def query(self, event: _Event) -> bool:
+        if event.t_ns is None:
+            raise RuntimeError("query on an event that was never recorded")
+        return True
+
+    def synchronize(self, event: _Event) -> None:
+        if event.t_ns is None:
+            raise RuntimeError("synchronize on an event that was never recorded")
+
+    def synchronize_device(self) -> None:
+        pass
+
+    def stream_synchronize(self, stream: Any) -> None:
+        pass
+
+    def elapsed_ms(self, start: _Event, end: _Event) -> float:
+        if start.t_ns is None or end.t_ns is None:
+            raise RuntimeError("elapsed time between events that were never recorded")
+        return (end.t_ns - start.t_ns) / 1e6
+
+    def touch(self, stream: Any) -> None:
+        pass
+
+    def versions(self) -> dict[str, str]:
+        return {"standin": "1"}
+
+    def close(self) -> None:
+        pass
+
+
+class StandInTelemetry:
+    """Constant, plausible readings (SM clock SM_CLOCK_MHZ, P0)."""
+
+    def __init__(self, index: int = 0):
+        self.info = DeviceInfo(index=index, name=NAME, uuid=f"GPU-STANDIN-{index:04d}",
+                               simulated=True, driver_version="stand-in",
+                               facts={"sm_max_mhz": SM_CLOCK_MHZ})
+
+    def unsupported(self) -> dict[str, str]:
+        return {}
+
+    def read(self, costly: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {"sm_clock_mhz": SM_CLOCK_MHZ, "graphics_clock_mhz": SM_CLOCK_MHZ,
+                               "mem_clock_mhz": 2000, "pstate": 0, "clock_event_reasons": 0,
+                               "power_w": 50.0}
+        if costly:
+            out.update(gpu_util_pct=0.0, mem_util_pct=0.0, temperature_c=35.0,
+                       mem_used_mib=0.0)
+        return out
+
+    def read_buffered(self) -> list[tuple[int, str, float]]:
+        return []
+
+    def query_costs_us(self) -> dict[str, float]:
+        return {}
+
+
+def open_telemetry(indices: Sequence[int]) -> list[StandInTelemetry]:
+    """The sampler process's telemetry factory (see sampler_process)."""
+    return [StandInTelemetry(i) for i in indices]
+
+
+class StandInBackend:
+    simulated = True
+
+    def __init__(self, spec: str = ""):
+        if spec:
+            raise UsageError(f"the stand-in device takes no options, got {spec!r}")
+        self.clock = HostClock()
+        self.runtime = StandInRuntime()
+        self.telemetry = open_telemetry([0])
+        self.telemetry_factory = ("gpuwatch.bindings.standin:open_telemetry", ([0],))
+
+    def engine(self, spec: str, stream: Any, cuda_graph: bool = False, **options: Any) -> Any:
+        raise UsageError("the stand-in device runs no engines: time your own code with "
+                         "s.infer(fn) or gpuwatch.timed(fn), or use a simulated GPU (sim:t4)")
+
+    def versions(self) -> dict[str, str]:
+        return self.runtime.versions()
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,201 @@
+"""The timed region on the simulated GPU (exact ground truth): no synchronisation the program
+did not have, lazy resolution, the event pool, stream checks, the whole-device mode, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpuwatch
+from gpuwatch.region import event_tag, region_of_tag
+
+
+class CountingRuntime:
+    """The session's real (simulated) runtime, counting what waits for the GPU."""
+
+    def __init__(self, rt):
+        self._rt = rt
+        self.waits = {"synchronize": 0, "synchronize_device": 0, "stream_synchronize": 0}
+
+    def __getattr__(self, name):
+        attr = getattr(self._rt, name)
+        if name in self.waits:
+            def counted(*a, **k):
+                self.waits[name] += 1
+                return attr(*a, **k)
+            return counted
+        return attr
+
+
+def counting(s):
+    rt = CountingRuntime(s._backend.runtime)
+    s._timer._rt = rt
+    return rt
+
+
+def test_tags_round_trip():
+    assert region_of_tag(event_tag(41, False)) == (41, False)
+    assert region_of_tag(event_tag(41, True)) == (41, True)
+    r, end = region_of_tag(event_tag(np.arange(4), True))
+    assert list(r) == [0, 1, 2, 3] and end.all()
+
+
+def test_the_profiler_adds_no_synchronisation(tmp_path):
+    """A pipelined program (enqueue after enqueue, no waiting) keeps it that way: regions are
+    resolved from event queries, and only the session's end waits for the GPU."""
+    with gpuwatch.session("sim:flat", tmp_path / "t.parquet", check_every=0) as s:
+        e = s.engine()
+        rt = counting(s)
+        for _ in range(200):
+            e.infer()
+        assert rt.waits == {"synchronize": 0, "synchronize_device": 0, "stream_synchronize": 0}
+        assert s._timer.depth == 0 and len(s._timer._pending) > 0  # outstanding, not waited
+    assert rt.waits["synchronize"] >= 1  # close(): drain
+    inf = s.trace.inferences
+    assert len(inf) == 200 and inf["gpu_ms"].notna().all()
+    assert inf["iteration"].tolist() == list(range(200))
+    # back to back on one stream: each region starts where the previous one ended
+    start, end = inf["start_ns"].to_numpy(np.int64), inf["end_ns"].to_numpy(np.int64)
+    assert (start[1:] >= end[:-1] - 10_000).all()
+    assert s.trace.meta["regions"]["event_pairs"] <= 1024  # from the pool
+
+
+def test_a_full_pool_waits_for_the_oldest_region_only(tmp_path):
+    with gpuwatch.session("sim:flat", tmp_path / "t.parquet", check_every=0) as s:
+        e = s.engine()
+        s._timer._max_pending = 8
+        rt = counting(s)
+        for _ in range(40):
+            e.infer()
+        assert 0 < rt.waits["synchronize"] <= 40 and len(s._timer._pending) <= 8
+    assert s.trace.meta["regions"]["forced_waits"] > 0
+    assert len(s.trace.inferences) == 40
+
+
+def test_rows_are_resolved_in_batches_or_when_the_program_synchronises(tmp_path):
+    with gpuwatch.session("sim:flat", tmp_path / "t.parquet", check_every=0) as s:
+        e = s.engine()
+        e.infer()
+        assert s.last_ms is None  # nothing waited for it yet
+        e.synchronize()
+        assert s.last_ms == pytest.approx(4.7, rel=0.1)  # resolved when the program knew
+        written = s._timer.stats["regions"]
+    tr = s.trace
+    assert written == 1 and tr.inferences["host_end_ns"].notna().all()
+    assert (tr.inferences["host_end_ns"] >= tr.inferences["end_ns"]).all()
+
+
+def test_checked_regions_find_work_outside_the_events(tmp_path):
+    with gpuwatch.session("sim:flat", tmp_path / "t.parquet", check_every=2) as s:
+        e = s.engine()
+        s.set_condition("elsewhere")
+        for _ in range(10):  # events on stream 0; the engine runs on its own, non-blocking
+            s.infer(e.raw.infer)
+            e.synchronize()
+        s.set_condition("bracketed")
+        for _ in range(10):
+            s.infer(e.raw.infer, stream=e.stream)
+            e.synchronize()
+    inf = s.trace.inferences.set_index("condition")
+    out = inf.loc["elsewhere", "outside_ms"].dropna()
+    assert len(out) >= 5 and (out > 4.0).all()  # ~4.7 ms of work after the end event
+    assert (inf.loc["elsewhere", "gpu_ms"] < 0.5).all()  # the events saw almost nothing
+    ok = inf.loc["bracketed", "outside_ms"].dropna()
+    assert len(ok) >= 5 and (ok.abs() < 0.05).all()
+    assert set(inf.loc["bracketed", "stream_source"]) == {"argument"}
+    assert s.trace.meta["regions"]["checked"] == len(out) + len(ok)
+
+
+def test_device_mode_brackets_every_stream(tmp_path):
+    with gpuwatch.session("sim:flat", tmp_path / "t.parquet", stream="device") as s:
+        e = s.engine()
+        for _ in range(5):
+            s.infer(e.raw.infer)  # on the engine's stream; no stream named: the session's
+    inf = s.trace.inferences
+    assert set(inf["stream_source"]) == {"device"} and inf["outside_ms"].isna().all()
+    assert inf["gpu_ms"].between(4.5, 5.2).all()  # the whole inference, launch included
+    assert s.trace.meta["options"]["stream"] == [0, "device"]
+
+
+def test_spans_nest_inside_an_inference_without_housekeeping(tmp_path):
+    with gpuwatch.session("sim:flat", tmp_path / "t.parquet") as s:
+        e = s.engine()
+        polls = []
+        real = s._timer.poll
+        s._timer.poll = lambda: (polls.append(s._timer.depth), real())[1]
+
+        def model():
+            with s.span("inner", stream=e.stream):
+                e.raw.infer()
+
+        for _ in range(40):
+            s.infer(model, stream=e.stream)
+            e.synchronize()
+    assert all(d == 0 for d in polls)  # never inside an open region
+    inf = s.trace.inferences
+    outer, inner = inf[inf["kind"] == "inference"], inf[inf["kind"] == "span"]
+    assert len(outer) == len(inner) == 40
+    assert (inner["start_ns"].to_numpy() >= outer["start_ns"].to_numpy()).all()
+    assert (inner["end_ns"].to_numpy() <= outer["end_ns"].to_numpy()).all()
+    assert list(inner["iteration"]) == list(outer["iteration"])
+
+
+def test_an_exception_in_the_call_keeps_the_row_and_the_events_are_reused(tmp_path):
+    with gpuwatch.session("sim:flat", tmp_path / "t.parquet") as s:
+        e = s.engine()
+        for i in range(20):
+            try:
+                s.infer(lambda: (e.raw.infer(), 1 / (i % 2))[1], stream=e.stream)
+            except ZeroDivisionError:
+                pass
+            e.synchronize()
+    inf = s.trace.inferences
+    assert inf["error"].notna().sum() == 10 and inf["gpu_ms"].notna().all()
+    assert s.trace.meta["regions"]["event_pairs"] <= 2
+
+
+def test_the_writer_thread_resolves_regions_while_the_program_is_quiet(tmp_path):
+    import time
+
+    s = gpuwatch.session("sim:flat", tmp_path / "t.parquet")
+    s.start()
+    try:
+        e = s.engine()
+        e.infer()
+        e.infer()
+        s.wait(20)  # (virtual time: the GPU is done)
+        t0 = time.monotonic()
+        while s._timer._pending and time.monotonic() - t0 < 5:
+            time.sleep(0.05)  # the program does nothing gpuwatch sees
+        assert not s._timer._pending and s._timer.stats["background_polls"] >= 1
+    finally:
+        s.close()
+    assert len(s.trace.inferences) == 2
+
+
+def test_a_pipelined_program_keeps_its_throughput(tmp_path):
+    """Inference N+1 is enqueued before the host post-processes N (4 ms of host work, about
+    the engine's GPU time): GPU and host overlap. Timing every inference must not serialise
+    them (the profiler that synchronised each region cost this loop ~45% of its throughput)."""
+    with gpuwatch.session("sim:flat", tmp_path / "t.parquet") as s:
+        e = s.engine()
+        rt = s._backend.runtime
+
+        def loop(infer, n=100):
+            t0, prev = s.clock.now_ns(), None
+            for _ in range(n):
+                infer()
+                done = rt.event()
+                rt.record(done, e.stream)  # the program's own marker for this result
+                if prev is not None:
+                    rt.synchronize(prev)  # wait for result N-1...
+                    s.clock.spin_ns(4_000_000)  # ...and post-process it on the host
+                prev = done
+            rt.synchronize(prev)
+            return n / ((s.clock.now_ns() - t0) / 1e9)
+
+        loop(e.infer, 10)  # the first regions are checked for outside work: a full drain each
+        untimed = loop(e.raw.infer)
+        timed = loop(e.infer)
+    assert timed / untimed > 0.995
+    assert len(s.trace.inferences) == 110
