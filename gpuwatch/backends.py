@@ -49,7 +49,8 @@ def _open_real(index: int, sample_gpus: str | Sequence[int] | None, binding: str
     reason = _nvml_probe()
     if reason is not None:
         raise DeviceUnavailable(
-            f"no NVIDIA GPU is usable here ({reason}); record on a simulated GPU with --device sim:t4"
+            f"no NVIDIA GPU is usable here ({reason}); record on a simulated GPU with --device "
+            "sim:t4 (session(device='sim:t4'), or GPUWATCH_DEVICE=sim:t4)"
         )
     from gpuwatch.bindings.real import RealBackend
 

@@ -63,6 +63,24 @@ def active() -> "Session | None":
     return _active
 
 
+def _after_fork_in_child() -> None:
+    """A process forked while a session records (a multiprocessing worker, say) records
+    nothing, and dies of SIGTERM as it would without gpuwatch: a worker that unwound through
+    Python's exit code instead could hang its pool's shutdown."""
+    global _active, _active_lock
+    s, _active = _active, None
+    _active_lock = threading.Lock()  # (another thread may have held it at the fork)
+    if s is not None and s._prev_sigterm is not None:
+        try:
+            signal.signal(signal.SIGTERM, s._prev_sigterm)
+        except (ValueError, OSError):
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Session:
     """One recording: a backend, a sampler, a writer, and the timed regions reported to it."""
 
@@ -122,6 +140,7 @@ class Session:
         self._closing = False
         self._term_pending = False
         self._prev_sigterm: Any = None
+        self._pid = os.getpid()  # the recording process (SIGTERM handling is its alone)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def __enter__(self) -> "Session":
@@ -193,7 +212,7 @@ class Session:
                 self.sampler_mode = mode = "thread"
                 self._sampler_note = {"requested": "process", "fallback": str(e)}
                 print(f"gpuwatch: warning: sampling from a thread instead of a separate "
-                      f"process ({e})", file=sys.stderr)
+                      f"process: {e}", file=sys.stderr)
         if mode == "thread":
             self._sampler = Sampler(backend.telemetry, clock, writer.add, hz=self.sample_hz)
             self._sampler.start()
@@ -271,10 +290,15 @@ class Session:
             if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
                 return
             self._prev_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._pid = os.getpid()
         except (ValueError, OSError):  # no signals here (embedded interpreter)
             self._prev_sigterm = None
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:  # a forked child (a multiprocessing worker): not ours
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         if self._closing:
             self._term_pending = True  # finish writing the trace first
             return

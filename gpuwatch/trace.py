@@ -551,7 +551,7 @@ def load(path: str | os.PathLike[str], columns: Columns | None = None) -> Trace:
         return _load_partial(p, columns)
     try:
         pf = pq.ParquetFile(p)
-    except (pa.ArrowInvalid, OSError) as e:
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:  # (a damaged column name)
         raise TraceFormatError(f"{p} is not a readable Parquet file ({_one_line(e)}); was the copy "
                                "cut short?") from e
     raw = (pf.schema_arrow.metadata or {}).get(META_KEY)
@@ -566,7 +566,7 @@ def load(path: str | os.PathLike[str], columns: Columns | None = None) -> Trace:
     _check_meta(meta, p)
     try:
         tables = _read_file(pf, columns)
-    except (pa.ArrowInvalid, OSError) as e:
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:
         raise TraceFormatError(f"{p}: corrupt Parquet data ({_one_line(e)})") from e
     return Trace(meta=meta, path=p, **tables)
 

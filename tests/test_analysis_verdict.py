@@ -114,3 +114,17 @@ def test_no_measured_inferences_is_said_plainly(tmp_path):
     assert a.verdict == "No measured inferences in the trace(s)."
     with pytest.raises(gpuwatch.UsageError):
         gpuwatch.analyze()
+
+
+def test_a_program_that_labels_nothing_is_analysed_as_one_condition(tmp_path):
+    """`with gpuwatch.session(): engine.infer()` and no set_condition(): still a verdict."""
+    with gpuwatch.session("sim:t4", tmp_path / "t.parquet") as s:
+        e = s.engine()
+        for i in range(300):
+            e.infer()
+            e.synchronize()
+            s.wait(20)
+    a = gpuwatch.analyze(s.trace)
+    assert list(a.layers["condition"]) == ["all"] and a.layers["layered"].iloc[0]
+    assert a.verdicts["sentence"].iloc[0].startswith("all: ")
+    assert a.verdicts["cause"].iloc[0] == "sm_clock"

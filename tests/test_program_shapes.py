@@ -12,6 +12,7 @@ On the GPU machine, `GPUWATCH_SHAPES_DEVICE=auto` runs the same programs on the 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -177,3 +178,30 @@ def test_the_sampler_falls_back_to_a_thread_when_its_process_cannot_start(tmp_pa
     tr = check(out, r, sampler="thread")
     assert tr.meta["sampler"]["requested"] == "process"
     assert "/nonexistent/python" in tr.meta["sampler"]["fallback"]
+
+
+def test_a_child_forked_during_a_session_is_not_part_of_it(tmp_path):
+    """A forked child (a multiprocessing worker, say) records nothing and dies of SIGTERM as
+    it would without gpuwatch (Pool.terminate() sends it). Unwinding through Python's exit
+    code instead made a fork pool's shutdown hang now and then."""
+    out = tmp_path / "t.parquet"
+    script = tmp_path / "forks.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal, time, gpuwatch
+        print("BODY RAN", flush=True)
+        with gpuwatch.session(out={str(out)!r}, sample_hz=500) as s:
+            for _ in range(20):
+                s.infer(time.sleep, 0.002)
+            pid = os.fork()
+            if pid == 0:
+                ok = gpuwatch.recorder.active() is None
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+                os._exit(3)
+            _, status = os.waitpid(pid, 0)
+            print("child", os.WIFSIGNALED(status) and os.WTERMSIG(status), flush=True)
+            time.sleep(0.3)
+    """))
+    r = run([sys.executable, str(script)], tmp_path)
+    assert f"child {int(signal.SIGTERM)}" in r.stdout, r.stdout + r.stderr
+    check(out, r)

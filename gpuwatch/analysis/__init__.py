@@ -32,6 +32,7 @@ from .outside import stream_checks as outside_table
 
 __all__ = ["Analysis", "analyze"]
 
+NO_CONDITION = "all"  # what rows recorded before (or without) any set_condition() are called
 NOISE_REL = 0.03  # a change under 3% of the baseline (and under 3 noise s.d.) is no change
 # What analysis and its renderers read of `samples` (the rest stays on disk).
 SAMPLE_COLUMNS = ("sm_clock_mhz", "mem_clock_mhz", "pstate", "clock_event_reasons", "power_w",
@@ -102,6 +103,9 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
     details: dict[tuple[Any, ...], Layers] = {}
     for ti, tr in enumerate(loaded):
         m = merge(tr).assign(trace=ti)
+        if "condition" in m and m["condition"].isna().any():  # a program that labelled
+            m["condition"] = m["condition"].astype(object).where(  # nothing: one condition
+                m["condition"].notna(), NO_CONDITION)
         merged_all.append(m)
         check_rows.append(outside_table(m, tr.kernels, ti))
         inf = m[(m["kind"] == "inference") & ~m["warmup"].astype(bool)]

@@ -58,7 +58,8 @@ class PerfettoRenderer(Renderer):
             inf = tr.inferences.dropna(subset=["start_ns", "end_ns"])
             cols = {c: inf[c].to_numpy() for c in ("gpu", "kind", "name", "condition", "iteration",
                                                    "start_ns", "end_ns", "gpu_ms", "warmup",
-                                                   "host_start_ns", "host_end_ns")}
+                                                   "host_start_ns", "host_enqueued_ns",
+                                                   "host_end_ns")}
             for i in range(len(inf)):
                 pid = ti * 1000 + int(cols["gpu"][i])
                 args = {"condition": _py(cols["condition"][i]), "iteration": _py(cols["iteration"][i]),
@@ -68,9 +69,14 @@ class PerfettoRenderer(Renderer):
                        "ts": (int(cols["start_ns"][i]) - t0) / 1e3,
                        "dur": (int(cols["end_ns"][i]) - int(cols["start_ns"][i])) / 1e3,
                        "args": args}
+                # the host's side: enqueue -> done where the program's synchronise told us
+                # when it was done, else just the enqueue
                 hs, he = cols["host_start_ns"][i], cols["host_end_ns"][i]
+                name = "host"
+                if not _ok(he):
+                    he, name = cols["host_enqueued_ns"][i], "host enqueue"
                 if cols["kind"][i] == "inference" and _ok(hs) and _ok(he):
-                    yield {"ph": "X", "name": "host", "pid": pid, "tid": TID["host"],
+                    yield {"ph": "X", "name": name, "pid": pid, "tid": TID["host"],
                            "ts": (int(hs) - t0) / 1e3, "dur": (int(he) - int(hs)) / 1e3}
             s = tr.samples
             for gpu, g in s.groupby("gpu"):
