@@ -95,9 +95,9 @@ class TimedEngine:
             key = id(theirs)
             raw = self._per_session.get(key)
             if raw is None:
-                self._per_session.clear()  # one session at a time: drop the last one's
-                self._refs = {id(self.raw): self._refs[id(self.raw)]} if \
-                    id(self.raw) in self._refs else {}
+                for old in self._per_session.values():  # one session at a time: drop the
+                    self._refs.pop(id(old), None)  # last one's engine (its id may come again)
+                self._per_session.clear()
                 raw = self._per_session[key] = theirs.engine(
                     self._spec, theirs.runtime.stream(), **self._options)
             return raw

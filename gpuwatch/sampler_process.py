@@ -45,8 +45,8 @@ STOP_TIMEOUT_S = 30.0
 
 
 class SamplerStartError(RuntimeError):
-    """The sampler process could not start; the message says why (the session falls back to
-    the thread sampler and records the reason)."""
+    """A helper process (the sampler's, the trace merge's) could not start; the message says
+    why (the session falls back to the thread sampler, the merge to this process)."""
 
 
 def helper_command(module: str, *args: str) -> tuple[list[str], dict[str, str]]:

@@ -324,15 +324,19 @@ def _merge_in_helper(partial_dir: Path, dest: Path) -> dict[str, int] | None:
     """Merge in a helper process if the recording is big; None if it was not (or failed, in
     which case the caller merges in-process: the chunks are still there)."""
     import subprocess
-    import sys
+
+    from .sampler_process import SamplerStartError, helper_command
 
     n = sum(pq.ParquetFile(f).metadata.num_rows for fs in _chunk_files(partial_dir).values()
             for f in fs)
     if n < HELPER_MERGE_ROWS:
         return None
-    env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"}
-    r = subprocess.run([sys.executable, "-m", "gpuwatch.trace", str(partial_dir), str(dest)],
-                       env=env, capture_output=True, text=True)
+    try:
+        argv, env = helper_command("gpuwatch.trace", str(partial_dir), str(dest))
+    except SamplerStartError:  # no interpreter to start: merge here
+        return None
+    env["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)
     if r.returncode != 0 or not dest.exists():
         return None
     out = json.loads(r.stdout)
