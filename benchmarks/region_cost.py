@@ -74,6 +74,25 @@ def main() -> None:
     torch.cuda.synchronize()
     with gpuwatch.session(out=a.out / "noop.parquet") as s:
         host["s.infer(noop) + nothing"] = per_call_us(lambda: s.infer(noop), 20000)
+        # The same region taken apart: the timer alone (no infer(), no stream lookup); its
+        # rows not handed to the writer; not resolved at all (events straight back to the pool)
+        tm, ref = s._timer, streams.current(0)
+        labels = (None, None, 0, False, None)
+
+        def region() -> None:
+            tm.end(tm.begin("inference", "noop", ref, labels), None)
+
+        def unresolved() -> None:
+            p = tm.begin("inference", "noop", ref, labels)
+            tm.end(p, None)
+            tm._pending.pop()
+            tm._free.append((p.ev0, p.ev1))
+
+        host["timer.begin + end"] = per_call_us(region)
+        sink, tm._sink = tm._sink, lambda table, columns: None
+        host["timer.begin + end, rows discarded"] = per_call_us(region)
+        tm._sink = sink
+        host["timer.begin + end, not resolved"] = per_call_us(unresolved)
         prof = cProfile.Profile()
         prof.enable()
         for _ in range(5000):

@@ -1,18 +1,25 @@
 """What gpuwatch costs a user's own PyTorch program: a bare torch-event loop vs the same model
 under `with gpuwatch.session()`, interleaved in one process.
 
-Inside one session, per case, PAIRS pairs of short blocks of BLOCK inferences alternate in ABBA
-order, so that both arms see the same GPU clocks and the same host (a VM's CPU speed was seen
-to drift by 2x between blocks seconds apart):
-- A, bare: the telemetry sampler paused, the model called directly between two torch events
-  on the current stream (one pair, reused; the stream looked up once), then synchronise on the
-  end event (the simplest correct measurement, written carefully);
-- B, gpuwatch: the sampler running (1 kHz, its own process: the default), the model called as
+Inside one session, per case, PAIRS groups of short blocks of BLOCK inferences, one block per
+arm, in an order that rotates and reverses from group to group, so that every arm sees the same
+GPU clocks and the same host (a VM's CPU speed was seen to drift by 2x between blocks seconds
+apart):
+- bare: the telemetry sampler paused, the model called directly between two torch events on
+  the current stream (one pair, reused; the stream looked up once), then the program's own
+  synchronise (the stream, as in the gpuwatch arm) and the events' elapsed time (the simplest
+  correct measurement, written carefully; until 2026-11-25 it synchronised on its end event:
+  overhead_anatomy.py measured no difference, 1.0007 / 1.0004);
+- gpuwatch: the sampler running (1 kHz, its own process: the default), the model called as
   `s.infer(model, x)` (events on torch's current stream, resolved lazily), then the program's
-  own synchronise.
-Per iteration: gpu_ms (A: its events; B: the trace) and wall time (perf_counter around the call
-and the synchronise). Per pair: gpuwatch / bare ratio of the block medians. Reported: the
-median ratio and its IQR over pairs. Also: what starting and closing a session costs.
+  own synchronise;
+- bare, sampler on: the bare loop with the sampler running (what the sampler process alone
+  does to the program).
+Per iteration: gpu_ms (bare: its events; gpuwatch: the trace) and wall time (perf_counter
+around the call and the synchronise). Per group: ratios of the block medians. Reported: the
+median ratio and its IQR over groups, for gpuwatch / bare (the target) and its two parts,
+sampler (bare with / without the sampler) and region (gpuwatch / bare with the sampler). Also:
+what starting and closing a session costs.
 
     python benchmarks/user_overhead.py --out DIR [--pairs 60] [--block 10]
 """
@@ -29,6 +36,11 @@ import numpy as np
 import pandas as pd
 
 import gpuwatch
+
+
+# The arms of one pair, in an order that rotates and reverses (every arm in every position).
+ARMS = ("bare", "gpuwatch", "bare, sampler on")
+ORDERS = [ARMS[i:] + ARMS[:i] for i in range(3)] + [(ARMS[i:] + ARMS[:i])[::-1] for i in range(3)]
 
 
 def make_cases() -> dict[str, tuple[Any, Any, float, bool]]:
@@ -52,20 +64,23 @@ def make_cases() -> dict[str, tuple[Any, Any, float, bool]]:
 
 
 def bare_block(fn: Any, x: Any, n: int, gap_s: float) -> tuple[list[float], list[float]]:
-    """A careful engineer's loop: one pair of events reused, the stream looked up once."""
+    """A careful engineer's loop: one pair of events reused, the stream looked up once; the
+    program's own synchronise is the gpuwatch arm's (the stream), so that only the timing
+    differs between the arms."""
     import torch
 
     gpu, wall = [], []
     stream = torch.cuda.current_stream()
+    sync = stream.synchronize
     e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     for _ in range(n):
         h0 = time.perf_counter()
         e0.record(stream)
         fn(x)
         e1.record(stream)
-        e1.synchronize()
-        wall.append((time.perf_counter() - h0) * 1e3)
+        sync()
         gpu.append(e0.elapsed_time(e1))
+        wall.append((time.perf_counter() - h0) * 1e3)
         if gap_s:
             time.sleep(gap_s)
     return gpu, wall
@@ -98,10 +113,13 @@ def run_case(name: str, fn: Any, x: Any, gap_ms: float, own_stream: bool, pairs:
         s.pause_sampling()
         bare_block(fn, x, 20, 0)  # warm-up
         for p in range(pairs):
-            order = ("bare", "gpuwatch") if p % 2 == 0 else ("gpuwatch", "bare")
-            for arm in order:
-                if arm == "bare":
+            for arm in ORDERS[p % len(ORDERS)]:
+                if arm != "gpuwatch":
+                    if arm == "bare, sampler on":
+                        s.resume_sampling()
                     gpu, wall = bare_block(fn, x, block, gap_ms / 1e3)
+                    if arm == "bare, sampler on":
+                        s.pause_sampling()
                     rows.append({"case": name, "pair": p, "arm": arm,
                                  "gpu_ms_p50": float(np.median(gpu)),
                                  "wall_ms_p50": float(np.median(wall))})
@@ -148,12 +166,19 @@ def summarise(blocks: pd.DataFrame) -> pd.DataFrame:
         piv = g.pivot(index="pair", columns="arm", values=["gpu_ms_p50", "wall_ms_p50"])
         row: dict[str, Any] = {"case": case, "pairs": len(piv)}
         for col, label in (("gpu_ms_p50", "gpu_ms"), ("wall_ms_p50", "wall")):
-            ratio = (piv[(col, "gpuwatch")] / piv[(col, "bare")]).to_numpy()
-            q1, q2, q3 = np.percentile(ratio, [25, 50, 75])
             row[f"{label}_bare_ms"] = round(float(piv[(col, "bare")].median()), 4)
             row[f"{label}_gpuwatch_ms"] = round(float(piv[(col, "gpuwatch")].median()), 4)
-            row[f"{label}_ratio_p50"] = round(float(q2), 4)
-            row[f"{label}_ratio_iqr"] = f"{q1:.4f}..{q3:.4f}"
+            # the target (gpuwatch / bare), and its two parts: the sampler process's effect on
+            # an untimed loop, and the timed region's cost with the sampler on in both
+            for key, num, den in (("ratio", "gpuwatch", "bare"),
+                                  ("sampler_ratio", "bare, sampler on", "bare"),
+                                  ("region_ratio", "gpuwatch", "bare, sampler on")):
+                if (col, num) not in piv or (col, den) not in piv:
+                    continue
+                ratio = (piv[(col, num)] / piv[(col, den)]).to_numpy()
+                q1, q2, q3 = np.percentile(ratio, [25, 50, 75])
+                row[f"{label}_{key}_p50"] = round(float(q2), 4)
+                row[f"{label}_{key}_iqr"] = f"{q1:.4f}..{q3:.4f}"
         out.append(row)
     return pd.DataFrame(out)
 

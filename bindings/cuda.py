@@ -8,8 +8,10 @@ checked; a failure raises CudaError naming the call.
 from __future__ import annotations
 
 import ctypes
+import functools
+import importlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -28,20 +30,59 @@ def _modules() -> tuple[Any, Any]:
     return driver, nvrtc
 
 
-def _fast_calls() -> tuple[Any, Any] | None:
-    """cuEventRecord and cuEventQuery straight from libcuda through ctypes, *holding the GIL*:
-    the timed path's calls. Both return in about a microsecond, and releasing the GIL around
-    them (as cuda-python's wrappers and ctypes.CDLL do) lets any other Python thread (the
-    trace writer) take it for up to a switch interval (5 ms) in the middle of the user's
-    launches. None where libcuda cannot be loaded this way (cuda-python is used then)."""
+def native_module() -> Any:
+    """gpuwatch.bindings._native (bindings/_native.c), or None where it was not built."""
     try:
-        lib = ctypes.PyDLL("libcuda.so.1")
-        rec, query = lib.cuEventRecord, lib.cuEventQuery
+        return importlib.import_module("gpuwatch.bindings._native")
+    except ImportError:
+        return None
+
+
+class _EventCalls:
+    """cuEventRecord, cuEventQuery and cuEventElapsedTime on raw handles (ints), returning the
+    CUresult (elapsed: the float on success): the timed path's calls. Through the C extension
+    (bindings/_native.c: a direct call, ~0.1 us of overhead) where it was built, else libcuda by
+    ctypes (~1-2 us); both hold the GIL: the calls return in about a microsecond, and releasing
+    the GIL around them (as cuda-python's wrappers and ctypes.CDLL do) lets any other Python
+    thread (the trace writer) take it for up to a switch interval (5 ms) in the middle of the
+    user's launches."""
+
+    def __init__(self, lib: Any, use_native: bool = True):
+        addr = {n: ctypes.cast(getattr(lib, n), ctypes.c_void_p).value
+                for n in ("cuEventRecord", "cuEventQuery", "cuEventElapsedTime")}
+        _native = native_module() if use_native else None
+        self.native = _native is not None
+        self.timed_call: Any = None
+        self.record: Callable[..., Any]
+        self.query: Callable[..., Any]
+        self.elapsed: Callable[..., Any]
+        if _native is not None:
+            self.timed_call = functools.partial(_native.timed_call, addr["cuEventRecord"])
+            self.record = functools.partial(_native.status2, addr["cuEventRecord"])
+            self.query = functools.partial(_native.status, addr["cuEventQuery"])
+            self.elapsed = functools.partial(_native.elapsed, addr["cuEventElapsedTime"])
+            return
+        rec, query, el = lib.cuEventRecord, lib.cuEventQuery, lib.cuEventElapsedTime
+        rec.argtypes, rec.restype = (ctypes.c_void_p, ctypes.c_void_p), ctypes.c_int
+        query.argtypes, query.restype = (ctypes.c_void_p,), ctypes.c_int
+        el.argtypes = (ctypes.POINTER(ctypes.c_float), ctypes.c_void_p, ctypes.c_void_p)
+        el.restype = ctypes.c_int
+        ms = ctypes.c_float()
+        ref = ctypes.byref(ms)
+
+        def elapsed(a: int, b: int) -> float | int:
+            rc = el(ref, a, b)
+            return ms.value if rc == 0 else rc
+
+        self.record, self.query, self.elapsed = rec, query, elapsed
+
+
+def _event_calls() -> _EventCalls | None:
+    """None where libcuda cannot be loaded this way (cuda-python's wrappers are used then)."""
+    try:
+        return _EventCalls(ctypes.PyDLL("libcuda.so.1"))
     except (OSError, AttributeError):
         return None
-    rec.argtypes, rec.restype = (ctypes.c_void_p, ctypes.c_void_p), ctypes.c_int
-    query.argtypes, query.restype = (ctypes.c_void_p,), ctypes.c_int
-    return rec, query
 
 
 _NOT_READY = 600  # CUDA_ERROR_NOT_READY
@@ -108,11 +149,15 @@ class CudaRuntime:
         F = d.CUevent_flags
         self._event_flags = F.CU_EVENT_BLOCKING_SYNC if blocking_sync else F.CU_EVENT_DEFAULT
         self._owned: list[tuple[str, Any]] = []
-        self._events: dict[int, Any] = {}  # events owned, by handle (released one by one)
+        # Events are raw handles (ints) to the timed path; the CUevent objects stay here
+        # (released one by one).
+        self._events: dict[int, Any] = {}
         self._touch_buf: int | None = None  # for touch() (keep-alives)
         self._success = d.CUresult.CUDA_SUCCESS
-        fast = _fast_calls()
-        self._rec, self._query = fast if fast is not None else (None, None)
+        self._calls = _event_calls()
+        self.native_calls = self._calls is not None and self._calls.native
+        # the timed region's inside in one C call (RegionTimer.call), where the extension is
+        self.timed_call = None if self._calls is None else self._calls.timed_call
 
     def versions(self) -> dict[str, str]:
         d = self.driver
@@ -145,39 +190,51 @@ class CudaRuntime:
         the handle itself."""
         return handle
 
-    def event(self) -> Any:
+    def event(self) -> int:
+        """A new event, as its raw handle."""
         e = check(self.driver.cuEventCreate(self._event_flags), "cuEventCreate")
-        self._events[int(e)] = e
-        return e
+        h = int(e)
+        self._events[h] = e
+        return h
 
-    def release_event(self, event: Any) -> None:
-        if self._events.pop(int(event), None) is not None:
-            self.driver.cuEventDestroy(event)
+    def release_event(self, event: int) -> None:
+        e = self._events.pop(event, None)
+        if e is not None:
+            self.driver.cuEventDestroy(e)
 
-    def record(self, event: Any, stream: Any) -> None:
-        """Record `event` on `stream` (a CUstream, Stream.handle, or a raw handle)."""
-        if self._rec is not None:
-            rc = self._rec(int(event), int(stream))
+    def record(self, event: int, stream: Any) -> None:
+        """Record `event` on `stream` (a raw handle, a CUstream, or Stream.handle)."""
+        calls = self._calls
+        if calls is not None:
+            rc = calls.record(event, int(stream))
             if rc:
-                check((self.driver.CUresult(rc),), "cuEventRecord")
+                self.fail(rc, "cuEventRecord")
             return
-        check(self.driver.cuEventRecord(event, stream), "cuEventRecord")
+        res = self.driver.cuEventRecord(self._events[event], stream)
+        if res[0] != self._success:
+            check(res, "cuEventRecord")
 
-    def query(self, event: Any) -> bool:
+    def query(self, event: int) -> bool:
         """Has `event` completed? (never waits; a sticky error raises)"""
-        if self._query is not None:
-            rc = self._query(int(event))
+        calls = self._calls
+        if calls is not None:
+            rc = calls.query(event)
         else:
-            rc = int(self.driver.cuEventQuery(event)[0])
+            rc = int(self.driver.cuEventQuery(self._events[event])[0])
         if rc == 0:
             return True
         if rc == _NOT_READY:
             return False
-        check((self.driver.CUresult(rc),), "cuEventQuery")
+        self.fail(rc, "cuEventQuery")
         return False
 
-    def synchronize(self, event: Any) -> None:
-        check(self.driver.cuEventSynchronize(event), "cuEventSynchronize")
+    def fail(self, status: int, what: str) -> None:
+        """Raise CudaError for CUresult `status` of call `what`."""
+        check((self.driver.CUresult(status),), what)
+        raise CudaError(f"{what} failed: CUresult {status}")  # (check raises for any failure)
+
+    def synchronize(self, event: int) -> None:
+        check(self.driver.cuEventSynchronize(self._events[event]), "cuEventSynchronize")
 
     def bind_thread(self) -> None:
         """Make this runtime's context current in the calling thread (a helper thread that
@@ -188,8 +245,15 @@ class CudaRuntime:
         """Wait for all work in this context, on every stream (the stream checks)."""
         check(self.driver.cuCtxSynchronize(), "cuCtxSynchronize")
 
-    def elapsed_ms(self, start: Any, end: Any) -> float:
-        status, ms = self.driver.cuEventElapsedTime(start, end)
+    def elapsed_ms(self, start: int, end: int) -> float:
+        calls = self._calls
+        if calls is not None:
+            ms = calls.elapsed(start, end)
+            if ms.__class__ is float:
+                return ms  # type: ignore[return-value]
+            self.fail(int(ms), "cuEventElapsedTime")
+        ev = self._events
+        status, ms = self.driver.cuEventElapsedTime(ev[start], ev[end])
         if status != self._success:
             check((status, ms), "cuEventElapsedTime")
         return float(ms)

@@ -10,6 +10,8 @@ CUDA events on an idle stream do. Traces say `simulated: true` and name the devi
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -19,6 +21,7 @@ from gpuwatch.device import DeviceInfo
 from gpuwatch.errors import UsageError
 
 NAME = "gpuwatch stand-in (no GPU)"
+_RECORD = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)  # cuEventRecord's
 SM_CLOCK_MHZ = 1000
 
 
@@ -31,46 +34,75 @@ class StandInStream:
         return self
 
 
-class _Event:
-    __slots__ = ("t_ns",)
-
-    def __init__(self) -> None:
-        self.t_ns: int | None = None
-
-
 class StandInRuntime:
-    """Streams and events with no GPU behind them: an event completes when recorded."""
+    """Streams and events with no GPU behind them: an event completes when recorded.
+
+    Events are integer handles, as the CUDA runtime's are, and where gpuwatch's C extension is
+    built the runtime offers its `timed_call` too, with a C-callable stand-in for cuEventRecord:
+    so the timed path that runs on a real GPU runs here. `record_status` makes records fail
+    (a CUresult-like status, for tests)."""
 
     name = "stand-in"
 
     def __init__(self) -> None:
         self._next = 0x1000  # stream handles (0 is the legacy default stream)
         self.uuid = "GPU-STANDIN-0000"
+        self._t: dict[int, int | None] = {}  # event handle -> when recorded (perf_counter_ns)
+        self._next_event = 0x10
+        self.record_status = 0
+        self.timed_call: Any = None
+        self._c_record: Any = None
+        from .cuda import native_module  # (imports no CUDA library)
+
+        _native = native_module()
+        if _native is None:
+            return
+
+        def c_record(event: int | None, stream: int | None) -> int:
+            if self.record_status:
+                return self.record_status
+            self._t[event or 0] = time.perf_counter_ns()
+            return 0
+
+        self._c_record = _RECORD(c_record)  # kept alive as long as the runtime
+        addr = ctypes.cast(self._c_record, ctypes.c_void_p).value
+        self.timed_call = functools.partial(_native.timed_call, addr)
 
     def stream(self) -> StandInStream:
         self._next += 0x10
         return StandInStream(self._next)
 
-    def native_stream(self, handle: int) -> StandInStream:
-        return StandInStream(handle)
+    def native_stream(self, handle: int) -> int:
+        return handle
 
-    def event(self) -> _Event:
-        return _Event()
+    def event(self) -> int:
+        self._next_event += 0x10
+        self._t[self._next_event] = None
+        return self._next_event
 
-    def release_event(self, event: _Event) -> None:
-        pass
+    def release_event(self, event: int) -> None:
+        self._t.pop(event, None)
 
-    def record(self, event: _Event, stream: Any) -> None:
-        event.t_ns = time.perf_counter_ns()
+    def record(self, event: int, stream: Any) -> None:
+        if self.record_status:
+            self.fail(self.record_status, "cuEventRecord")
+        self._t[event] = time.perf_counter_ns()
 
-    def query(self, event: _Event) -> bool:
-        if event.t_ns is None:
-            raise RuntimeError("query on an event that was never recorded")
+    def fail(self, status: int, what: str) -> None:
+        raise RuntimeError(f"{what} failed: stand-in status {status}")
+
+    def _recorded(self, event: int, what: str) -> int:
+        t = self._t.get(event)
+        if t is None:
+            raise RuntimeError(f"{what} on an event that was never recorded")
+        return t
+
+    def query(self, event: int) -> bool:
+        self._recorded(event, "query")
         return True
 
-    def synchronize(self, event: _Event) -> None:
-        if event.t_ns is None:
-            raise RuntimeError("synchronize on an event that was never recorded")
+    def synchronize(self, event: int) -> None:
+        self._recorded(event, "synchronize")
 
     def synchronize_device(self) -> None:
         pass
@@ -78,10 +110,8 @@ class StandInRuntime:
     def stream_synchronize(self, stream: Any) -> None:
         pass
 
-    def elapsed_ms(self, start: _Event, end: _Event) -> float:
-        if start.t_ns is None or end.t_ns is None:
-            raise RuntimeError("elapsed time between events that were never recorded")
-        return (end.t_ns - start.t_ns) / 1e6
+    def elapsed_ms(self, start: int, end: int) -> float:
+        return (self._recorded(end, "elapsed time") - self._recorded(start, "elapsed time")) / 1e6
 
     def touch(self, stream: Any) -> None:
         pass

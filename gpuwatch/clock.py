@@ -56,6 +56,11 @@ class HostClock:
     def now_ns(self) -> int:
         return self.anchor_epoch_ns + (time.perf_counter_ns() - self.anchor_perf_ns)
 
+    def counter(self) -> tuple[Callable[[], int], int]:
+        """The raw counter behind now_ns, and its offset: now_ns() == counter() + offset. (The
+        timed path reads the counter, a builtin, and adds the offset later.)"""
+        return time.perf_counter_ns, self.anchor_epoch_ns - self.anchor_perf_ns
+
     def sleep_ns(self, ns: int) -> None:
         if ns > 0:
             time.sleep(ns / 1e9)

@@ -458,17 +458,10 @@ class Session:
             ref = self._stream_ref or streams.current(self._ordinal)
         labels = (self.condition, self.gap_ms, self.iteration, self.warmup, None)
         try:
-            p = timer.begin(kind, name, ref, labels)
-            try:
-                out = fn(*args, **kwargs)
-            except BaseException as e:
-                timer.end(p, e)
-                raise
-            timer.end(p, None)
+            return timer.call(kind, name, ref, labels, fn, args, kwargs)
         finally:  # after the region: spans inside an inference share its iteration
             if kind == "inference":
                 self.iteration += 1
-        return out
 
     def _synced(self, handle: int) -> None:
         """A gpuwatch engine synchronised its stream: its regions are done (host_end_ns)."""

@@ -19,7 +19,9 @@ correlation ids `event_tag(rid, end)`; `region_of_tag` inverts it (analysis.merg
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from collections import deque
 from typing import Any, Callable
 
@@ -58,29 +60,35 @@ assert list(COLUMNS) == table_columns("inferences"), "region.COLUMNS must follow
 
 
 class _Pending:
-    """One open or outstanding region: what its row will say, and its events."""
+    """One open or outstanding region: what its row will say, and its events. Host times are
+    kept as the clock's fast counter (`RegionTimer._counter`) and put on the trace's base when
+    the row is built."""
 
-    __slots__ = ("kind", "name", "source", "labels", "rid", "ev0", "ev1", "anchor", "handle",
-                 "stream", "h0", "h1", "host_end_ns", "idle_ns")
+    __slots__ = ("kind", "name", "handle", "source", "labels", "rid", "ev0", "ev1", "stream",
+                 "anchor", "h0", "h1", "host_end_ns", "idle_ns", "plain")
 
-    def __init__(self, kind: str, name: str, ref: StreamRef, labels: tuple[Any, ...], rid: int):
-        self.kind, self.name, self.labels, self.rid = kind, name, labels, rid
-        self.handle, self.source = ref  # the raw stream handle, and why that stream
-        self.ev0: Any = None
-        self.ev1: Any = None
-        self.anchor: Anchor | None = None
-        self.stream: Any = None  # the binding's stream object
-        self.h0 = self.h1 = 0  # host: before the start event, after the end event was enqueued
+    def __init__(self, kind: str, name: str, handle: int, source: str,
+                 labels: tuple[Any, ...], rid: int, ev0: Any, ev1: Any, stream: Any,
+                 anchor: Anchor, h0: int):
+        self.kind, self.name, self.handle, self.source = kind, name, handle, source
+        self.labels, self.rid, self.ev0, self.ev1, self.stream = labels, rid, ev0, ev1, stream
+        self.anchor, self.h0, self.h1 = anchor, h0, 0
         self.host_end_ns: int | None = None
         self.idle_ns: int | None = None  # checked regions: when the whole device was idle
+        self.plain = True  # not checked, not "device", no tracer: end() has nothing else to do
 
-    def row(self, gpu: int, error: str | None = None, start: int | None = None,
+    def row(self, gpu: int, epoch: int, error: str | None = None, start: int | None = None,
             end: int | None = None, ms: float | None = None) -> tuple[Any, ...]:
-        """The region's row (COLUMNS order); without GPU times until resolved."""
+        """The region's row (COLUMNS order); without GPU times until resolved. `epoch`: the
+        host counter's offset to the trace's base."""
         condition, gap_ms, iteration, warmup, err = self.labels
-        outside = None if self.idle_ns is None or end is None else (self.idle_ns - end) / 1e6
-        return (gpu, self.h0 if start is None else start, self.kind, self.name, condition,
-                gap_ms, iteration, warmup, start, end, ms, self.h0, self.h1 or None,
+        h0 = self.h0 + epoch
+        h1 = self.h1 + epoch if self.h1 else None
+        outside = None
+        if self.idle_ns is not None and end is not None:
+            outside = (self.idle_ns + epoch - end) / 1e6
+        return (gpu, h0 if start is None else start, self.kind, self.name, condition,
+                gap_ms, iteration, warmup, start, end, ms, h0, h1,
                 self.host_end_ns, err or error, self.rid, self.handle, self.source, outside)
 
 
@@ -95,10 +103,25 @@ class RegionTimer:
         self._rt, self._clock, self._tb, self._sink = runtime, clock, timebase, sink
         self._gpu, self._tracer = gpu, tracer
         self._check_every, self._max_pending = check_every, max_pending
+        # The host clock's raw counter (perf_counter_ns: one builtin call on the timed path)
+        # and its offset to the trace's base (clock.now_ns() == counter() + epoch).
+        counter = getattr(clock, "counter", None)
+        self._counter: Callable[[], int]
+        self._epoch: int
+        self._counter, self._epoch = counter() if counter is not None else (clock.now_ns, 0)
+        self._record = runtime.record
+        # The C timed call (bindings/_native.c), where the runtime has it and stamps its host
+        # times on this clock's counter (CLOCK_MONOTONIC: time.perf_counter_ns on Linux).
+        self._timed_call = getattr(runtime, "timed_call", None)
+        if self._counter is not time.perf_counter_ns or sys.platform != "linux":
+            self._timed_call = None
+        self._stamps: list[Any] = [None] * 4
         self._free: list[tuple[Any, Any]] = []
         self._pending: deque[_Pending] = deque()
         self._streams: dict[int, Any] = {}  # handle -> the binding's stream object
-        self._last_poll_ns = 0
+        self._last_poll = 0  # counter
+        self._due = 0  # counter: housekeeping is due from here (a poll, a re-anchor)
+        self._next_check = 0  # the next region id to check (see _housekeeping)
         self._seq = 0
         self.depth = 0  # regions open (spans may nest inside inferences)
         self.last_ms: float | None = None
@@ -114,42 +137,40 @@ class RegionTimer:
     def begin(self, kind: str, name: str, ref: StreamRef, labels: tuple[Any, ...]) -> _Pending:
         """Everything before the start event, then the start event. Raises (with a row kept)
         if the GPU fails before the region starts. `labels`: (condition, gap_ms, iteration,
-        warmup, error) for its row."""
+        warmup, error) for its row. (Kept flat: every line here is host time the program
+        pays; the rare work is in _housekeeping.)"""
         rid = self._seq
         self._seq = rid + 1
-        p = _Pending(kind, name, ref, labels, rid)
-        now = self._clock.now_ns
-        check = top = self.depth == 0
-        if top:
-            t = now()
-            pending = self._pending  # a GPU error found here is raised with its region's row
-            if pending and (len(pending) >= BATCH or t - self._last_poll_ns >= POLL_NS):
-                self.poll()
-            every = self._check_every
-            check = every > 0 and (rid < CHECK_FIRST or rid % every == 0)
-        device = p.source == DEVICE
+        handle, source = ref
+        p = _Pending(kind, name, handle, source, labels, rid, None, None, None,
+                     self._tb.current, 0)
+        check = False
+        if not self.depth and (self._counter() >= self._due or rid >= self._next_check
+                               or len(self._pending) >= BATCH):
+            check = self._housekeeping(p)  # a GPU error there is raised with its row
+        free = self._free
         try:
-            if top and (t >= self._tb.next_anchor_ns or self._tracer is not None):
-                self._between_regions(t)
-            p.ev0, p.ev1 = self._free.pop() if self._free else self._new_pair()
+            p.ev0, p.ev1 = free.pop() if free else self._new_pair()
+            device = source == DEVICE
             if device:  # events on the private idle stream, the device synchronised around
                 p.stream, p.handle = self._tb.stream.handle, self._tb.stream.ptr
             else:
-                p.stream = self._streams.get(p.handle)
+                p.stream = self._streams.get(handle)
                 if p.stream is None:
-                    p.stream = self._streams[p.handle] = self._rt.native_stream(p.handle)
-            if device or check:
-                self._rt.synchronize_device()
-                p.idle_ns = None if device else -1  # -1: find out at end()
-            p.anchor = self._tb.current
-            p.h0 = now()
-            if self._tracer is None:
-                self._rt.record(p.ev0, p.stream)
-            else:
+                    p.stream = self._streams[handle] = self._rt.native_stream(handle)
+            if device or check or self._tracer is not None:
+                p.plain = False
+                if device or check:
+                    self._rt.synchronize_device()
+                    p.idle_ns = None if device else -1  # -1: find out at end()
+                p.h0 = self._counter()
                 self._record_tagged(p.ev0, event_tag(rid, False), p.stream)
+            else:
+                p.h0 = self._counter()
+                self._record(p.ev0, p.stream)
         except Exception as e:  # the GPU failed before the region began: a row says so
-            p.h0 = p.h0 or now()
-            self._emit([p.row(self._gpu, _text(e))])
+            p.h0 = p.h0 or self._counter()
+            self._emit([p.row(self._gpu, self._epoch, _text(e))])
             raise
         self.depth += 1
         return p
@@ -159,38 +180,143 @@ class RegionTimer:
         the row is kept) unless the call itself raised."""
         self.depth -= 1
         try:
-            if p.source == DEVICE:
-                self._rt.synchronize_device()
-            if self._tracer is None:
-                self._rt.record(p.ev1, p.stream)
+            if p.plain:
+                self._record(p.ev1, p.stream)
+                p.h1 = self._counter()
             else:
-                self._record_tagged(p.ev1, event_tag(p.rid, True), p.stream)
-            p.h1 = self._clock.now_ns()
-            if p.idle_ns is not None:  # checked: when did the whole device go idle?
-                self._rt.synchronize_device()
-                p.idle_ns = self._clock.now_ns()
-                self.stats["checked"] += 1
+                self._end_special(p)
         except Exception as e:
-            self.stats["regions"] += 1
-            # its events are dropped, not reused
-            self._emit([p.row(self._gpu, _text(e if error is None else error))])
-            if error is None:
-                raise
+            self._end_failed(p, e, error)
             return
+        self._ended(p, error)
+
+    def call(self, kind: str, name: str, ref: StreamRef, labels: tuple[Any, ...],
+             fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """begin(), fn(*args, **kwargs), end(): a whole region. Where the runtime offers it
+        (bindings/_native.c) and nothing else is due, the inside (clock, start event, call, end
+        event, clock) is one C call and the bookkeeping one Python frame: the less the host
+        runs per region, the less it disturbs the user's own launches (its caches)."""
+        tc = self._timed_call
+        handle, source = ref
+        stream = self._streams.get(handle)
+        free = self._free
+        if (tc is None or stream is None or not free or self.depth or source == DEVICE
+                or self._tracer is not None or self._counter() >= self._due
+                or self._seq >= self._next_check or len(self._pending) >= BATCH):
+            p = self.begin(kind, name, ref, labels)
+            try:
+                out = fn(*args, **kwargs)
+            except BaseException as e:
+                self.end(p, e)
+                raise
+            self.end(p, None)
+            return out
+        ev0, ev1 = free.pop()
+        rid = self._seq
+        self._seq = rid + 1
+        p = _Pending(kind, name, handle, source, labels, rid, ev0, ev1, stream,
+                     self._tb.current, 0)
+        st = self._stamps
+        self.depth = 1
+        try:
+            out = tc(ev0, ev1, stream, fn, args, kwargs, st)
+        except BaseException as e:
+            self.depth = 0
+            p.h0 = st[0] or self._counter()
+            if st[1]:  # the start event failed: the call never ran; a row says so
+                try:
+                    self._rt.fail(st[1], "cuEventRecord")
+                except Exception as err:
+                    self._emit([p.row(self._gpu, self._epoch, _text(err))])
+                    raise err from None
+            self._stamped(p, st, e)
+            raise
+        self.depth = 0
+        p.h0 = st[0]
+        self._stamped(p, st, None)
+        return out
+
+    def _stamped(self, p: _Pending, st: list[Any], error: BaseException | None) -> None:
+        """end() for a region timed by the C call: its end event's status and time are in
+        `st`."""
+        p.h1 = st[2]
+        if st[3]:
+            try:
+                self._rt.fail(st[3], "cuEventRecord")
+            except Exception as e:
+                self._end_failed(p, e, error)
+                return
+        self._ended(p, error)
+
+    def _end_failed(self, p: _Pending, e: BaseException, error: BaseException | None) -> None:
+        """The end event failed: the region's row says why (the call's own error wins), its
+        events are dropped, not reused. Raises `e` unless the call itself raised."""
+        self.stats["regions"] += 1
+        self._emit([p.row(self._gpu, self._epoch, _text(e if error is None else error))])
+        if error is None:
+            raise e
+
+    def _ended(self, p: _Pending, error: BaseException | None) -> None:
+        """Bookkeeping after a region's end event: it joins the outstanding regions."""
         if error is not None:
             p.labels = p.labels[:4] + (_text(error),)
         self.stats["regions"] += 1
-        self._pending.append(p)
-        if len(self._pending) > self._max_pending:
+        pending = self._pending
+        if not pending:  # the first outstanding region: resolve it within POLL_NS
+            self._due = min(self._due, self._last_poll + POLL_NS)
+        pending.append(p)
+        if len(pending) > self._max_pending:
             self._wait_oldest()
 
-    def _between_regions(self, now_ns: int) -> None:
-        """Housekeeping while no region is open: a stale anchor, the kernel tracer's records."""
-        if self._tb.due(now_ns):
-            with self._lock:
-                self._tb.anchor()
+    def _end_special(self, p: _Pending) -> None:
+        """end() of a checked or whole-device region, or one tagged for the kernel tracer."""
+        if p.source == DEVICE:
+            self._rt.synchronize_device()
+        self._record_tagged(p.ev1, event_tag(p.rid, True), p.stream)
+        p.h1 = self._counter()
+        if p.idle_ns is not None:  # checked: when did the whole device go idle?
+            self._rt.synchronize_device()
+            p.idle_ns = self._counter()
+            self.stats["checked"] += 1
+
+    def _housekeeping(self, p: _Pending) -> bool:
+        """Before region `p` (top level), when due: resolve what has completed (a batch is
+        outstanding, or POLL_NS passed), re-anchor the time base, read the kernel tracer's
+        records. Returns whether `p` is checked for work outside its stream. A GPU error is
+        raised with the row of the region it concerns (an outstanding one, or `p`)."""
+        now = self._counter()
+        if self._pending and (len(self._pending) >= BATCH or now - self._last_poll >= POLL_NS):
+            self.poll()
+        try:
+            if self._tb.due(now + self._epoch):
+                with self._lock:
+                    self._tb.anchor()
+                p.anchor = self._tb.current
+            if self._tracer is not None:
+                self._tracer.poll()
+        except Exception as e:  # the GPU failed before the region began: a row says so
+            p.h0 = self._counter()
+            self._emit([p.row(self._gpu, self._epoch, _text(e))])
+            raise
+        rid, check = p.rid, False
+        if rid >= self._next_check:
+            every = self._check_every
+            check = every > 0 and (rid < CHECK_FIRST or rid % every == 0)
+            self._next_check = (rid + 1 if rid + 1 < CHECK_FIRST else
+                                (rid // every + 1) * every if every > 0 else 1 << 62)
+        self._set_due()
+        return check
+
+    def _set_due(self) -> None:
+        """When the hot path must next call _housekeeping by the clock (a traced session: at
+        every region)."""
         if self._tracer is not None:
-            self._tracer.poll()
+            self._due = 0
+            return
+        due = self._tb.next_anchor_ns - self._epoch
+        if self._pending:
+            due = min(due, self._last_poll + POLL_NS)
+        self._due = due
 
     # -- resolution -----------------------------------------------------------------------------
     def poll(self) -> None:
@@ -220,24 +346,40 @@ class RegionTimer:
             self._lock.release()
 
     def _poll(self, done: Callable[[Any], bool], background: bool) -> None:
-        self._last_poll_ns = self._clock.now_ns()
+        self._last_poll = self._counter()
         pending, rows = self._pending, []
         try:
-            while pending:
-                p = pending[0]
-                if not done(p.ev1):
-                    break
-                row = self._resolve(p)
-                pending.popleft()
-                rows.append(row)
+            if pending:
+                # Events on one stream complete in order: if the newest region's end event has
+                # completed, so has every older one on its stream (one query, not a batch's).
+                newest = pending[-1]
+                same = newest.handle if done(newest.ev1) else None
+                elapsed, gpu, epoch = self._rt.elapsed_ms, self._gpu, self._epoch
+                free, scale = self._free, self._tb.scale()
+                while pending:
+                    p = pending[0]
+                    if p.handle != same and not done(p.ev1):
+                        break
+                    ms = elapsed(p.ev0, p.ev1)
+                    # EventTimebase.to_ns and span_ns, inlined: this loop is the batch's cost
+                    a = p.anchor
+                    start = a.host_ns + round(elapsed(a.event, p.ev0) * 1e6 * scale)
+                    end = start + round(ms * 1e6 * scale)
+                    rows.append(p.row(gpu, epoch, None, start, end, ms))
+                    free.append((p.ev0, p.ev1))  # (only this thread pops: list ops are atomic)
+                    pending.popleft()
+                    if p.kind == "inference":
+                        self.last_ms = ms
         except Exception as e:
             if pending and not background:
                 bad = pending.popleft()
-                rows.append(bad.row(self._gpu, _text(e)))  # (the call's own error wins)
+                # (the call's own error wins)
+                rows.append(bad.row(self._gpu, self._epoch, _text(e)))
             raise
         finally:
             self._emit(rows)
             self._tb.release_before(pending[0].anchor if pending else None)
+            self._set_due()
 
     def drain(self) -> None:
         """Wait for and resolve every outstanding region (the session is ending). If the GPU
@@ -256,7 +398,7 @@ class RegionTimer:
                     left = list(self._pending)
                     self._pending.clear()
                 # their times cannot be read any more: say why
-                self._emit([p.row(self._gpu, _text(e)) for p in left])
+                self._emit([p.row(self._gpu, self._epoch, _text(e)) for p in left])
                 raise
 
     def synced(self, handle: int, host_ns: int) -> None:
@@ -267,16 +409,6 @@ class RegionTimer:
                 if p.handle == handle and p.host_end_ns is None:
                     p.host_end_ns = host_ns
         self.poll()
-
-    def _resolve(self, p: _Pending) -> tuple[Any, ...]:
-        tb = self._tb
-        ms = self._rt.elapsed_ms(p.ev0, p.ev1)
-        start = tb.to_ns(p.anchor, p.ev0)  # type: ignore[arg-type]
-        row = p.row(self._gpu, None, start, start + tb.span_ns(ms), ms)
-        self._free.append((p.ev0, p.ev1))  # (only this thread pops: list ops are atomic)
-        if p.kind == "inference":
-            self.last_ms = ms
-        return row
 
     def _emit(self, rows: list[tuple[Any, ...]]) -> None:
         """Hand rows to the writer, as columns."""
@@ -293,9 +425,12 @@ class RegionTimer:
         return self._rt.event(), self._rt.event()
 
     def _record_tagged(self, event: Any, tag: int, stream: Any) -> None:
-        """Record `event`, tagged for the kernel tracer (CUPTI: this record is region rid's
-        start or end)."""
+        """Record `event`, tagged for the kernel tracer if there is one (CUPTI: this record is
+        region rid's start or end)."""
         tracer = self._tracer
+        if tracer is None:
+            self._record(event, stream)
+            return
         tracer.mark(tag)
         try:
             self._rt.record(event, stream)

@@ -72,14 +72,22 @@ def resolve(stream: Any, source: str = "argument") -> StreamRef | None:
 
 
 _torch_stream: Any = None  # torch's current-stream getter, once torch has started CUDA
+_torch_refs: dict[int, StreamRef] = {}  # handle -> its StreamRef (torch's streams are few)
+_DEFAULT_REF = StreamRef(LEGACY_DEFAULT, "default")
 
 
 def current(ordinal: int) -> StreamRef:
     """Where the user's work goes now on CUDA device `ordinal`, with no stream given. (On the
-    timed path: once torch has started CUDA, one call into torch.)"""
+    timed path: once torch has started CUDA, one call into torch and a dict lookup.)"""
     global _torch_stream
     if _torch_stream is not None:
-        return StreamRef(int(_torch_stream(ordinal)), "torch")
+        h = _torch_stream(ordinal)
+        ref = _torch_refs.get(h)
+        if ref is None:
+            if len(_torch_refs) > 4096:  # a program making streams without end
+                _torch_refs.clear()
+            ref = _torch_refs[h] = StreamRef(int(h), "torch")
+        return ref
     torch = sys.modules.get("torch")
     if torch is not None:
         cuda = getattr(torch, "cuda", None)
@@ -89,11 +97,11 @@ def current(ordinal: int) -> StreamRef:
                 def raw(dev: int) -> int:
                     return cuda.current_stream(dev).cuda_stream
             _torch_stream = raw  # CUDA, once started, stays started in this process
-            return StreamRef(int(raw(ordinal)), "torch")
+            return current(ordinal)
     cupy = sys.modules.get("cupy")
     if cupy is not None:
         try:
             return StreamRef(int(cupy.cuda.get_current_stream().ptr), "cupy")
         except Exception:  # CuPy imported but unusable here: it cannot be running work either
             pass
-    return StreamRef(LEGACY_DEFAULT, "default")
+    return _DEFAULT_REF

@@ -92,7 +92,7 @@ class EventTimebase:
         self._gpu_span_ns = 0.0  # GPU-event time from the first anchor to the current one
         self._first_host_ns = 0
         self._mapped = False  # did any event use the current anchor?
-        self.current: Anchor | None = None
+        self.current: Anchor = None  # type: ignore[assignment]  # anchor(wait=True) sets it
         self._retired: list[Anchor] = []
         self.next_anchor_ns = 0
         self.anchor(wait=True)
@@ -155,6 +155,12 @@ class EventTimebase:
         self._mapped = True
         return anchor.host_ns + round(self._rt.elapsed_ms(anchor.event, event) * 1e6
                                       * (1 + self.skew))
+
+    def scale(self) -> float:
+        """Host ns per GPU-event ns, for a batch of regions about to be mapped with the current
+        anchors: time = anchor.host_ns + round(elapsed_ms(anchor, event) * 1e6 * scale)."""
+        self._mapped = True
+        return 1 + self.skew
 
     def span_ns(self, ms: float) -> int:
         """A GPU-event duration in host nanoseconds."""

@@ -199,3 +199,100 @@ def test_a_pipelined_program_keeps_its_throughput(tmp_path):
         timed = loop(e.infer)
     assert timed / untimed > 0.995
     assert len(s.trace.inferences) == 110
+
+
+# -- the C timed call (bindings/_native.c), on the stand-in device's C-callable event record --
+def c_path(tmp_path):
+    return gpuwatch.session("standin", tmp_path / "t.parquet", check_every=0, sampler="off")
+
+
+def spy(s):
+    """Count the C timed calls of session `s` (skips where the extension was not built)."""
+    if s._timer._timed_call is None:
+        pytest.skip("bindings/_native.c was not built")
+    calls = []
+    real = s._timer._timed_call
+
+    def counted(*a):
+        calls.append(a[:3])
+        return real(*a)
+
+    s._timer._timed_call = counted
+    for _ in range(40):  # fill the event pool (pairs come back as regions resolve)
+        s.infer(lambda: None)
+    calls.clear()
+    return calls
+
+
+def test_the_c_timed_call_times_the_call_and_only_the_call(tmp_path):
+    with c_path(tmp_path) as s:
+        calls = spy(s)
+        for i in range(40):
+            assert s.infer(lambda k: s.clock.spin_ns(200_000) or k * 2, i) == i * 2
+    assert len(calls) >= 36  # all but the regions with housekeeping due (1 in BATCH)
+    inf = s.trace.inferences.iloc[40:]
+    assert len(inf) == 40 and inf["error"].isna().all()
+    assert inf["iteration"].tolist() == list(range(40, 80))
+    assert (inf["gpu_ms"] >= 0.2).all() and (inf["gpu_ms"] < 5).all()
+    # the host stamps bracket the events (stand-in events are host clock reads)
+    assert (inf["host_start_ns"] <= inf["start_ns"] + 50_000).all()
+    assert (inf["host_enqueued_ns"] >= inf["end_ns"] - 50_000).all()
+    assert s.trace.meta["regions"]["event_pairs"] <= 17  # the pool, reused
+
+
+def test_the_c_timed_call_keeps_the_callers_exception_and_the_row(tmp_path):
+    def boom():
+        raise ValueError("boom")
+
+    with c_path(tmp_path) as s:
+        calls = spy(s)
+        with pytest.raises(ValueError, match="boom") as info:
+            s.infer(boom)
+        assert info.traceback[-1].name == "boom"  # the user's own frame, not ours
+        assert len(calls) == 1 and s._timer.depth == 0
+        s.infer(lambda: None)
+    inf = s.trace.inferences
+    assert len(inf) == 42
+    assert inf["error"].iloc[40] == "ValueError: boom" and inf["gpu_ms"].iloc[40] >= 0
+    assert inf["error"].drop(index=40).isna().all()
+
+
+def test_a_failing_start_event_in_the_c_call_writes_a_row_and_never_calls(tmp_path):
+    ran = []
+    with pytest.raises(RuntimeError, match="cuEventRecord failed: stand-in status 700"):
+        with c_path(tmp_path) as s:
+            calls = spy(s)
+            s._backend.runtime.record_status = 700
+            s.infer(lambda: ran.append(1))
+    assert not ran and len(calls) == 1
+    inf = s.trace.inferences
+    assert len(inf) == 41
+    assert inf["error"].iloc[-1] == "RuntimeError: cuEventRecord failed: stand-in status 700"
+    assert inf["gpu_ms"].iloc[-1] != inf["gpu_ms"].iloc[-1]  # NaN: no GPU time
+
+
+def test_a_failing_end_event_in_the_c_call_writes_a_row_and_raises(tmp_path):
+    with pytest.raises(RuntimeError, match="stand-in status 719"):
+        with c_path(tmp_path) as s:
+            rt = s._backend.runtime
+            calls = spy(s)
+            s.infer(lambda: setattr(rt, "record_status", 719))  # the end event fails
+    assert len(calls) == 1
+    inf = s.trace.inferences
+    assert len(inf) == 41 and "status 719" in inf["error"].iloc[-1]
+
+
+def test_spans_inside_a_c_timed_inference_are_timed_too(tmp_path):
+    def model():
+        with s.span("inner"):
+            s.clock.spin_ns(100_000)
+
+    with c_path(tmp_path) as s:
+        calls = spy(s)
+        for _ in range(20):
+            s.infer(model)
+    assert len(calls) >= 18
+    inf = s.trace.inferences.iloc[40:]
+    assert (inf["kind"] == "span").sum() == 20 and (inf["kind"] == "inference").sum() == 20
+    spans, outer = inf[inf["kind"] == "span"], inf[inf["kind"] == "inference"]
+    assert (spans["gpu_ms"].to_numpy() <= outer["gpu_ms"].to_numpy() + 1e-3).all()

@@ -1,0 +1,178 @@
+/* Calls into the CUDA driver for the timed path, with the least host work and the GIL held.
+ *
+ * The timed region records two events per inference and reads them back later. Through ctypes
+ * each call costs ~2 us of host time on an H100 VM, and runs a large generic code path (libffi,
+ * argument converters) whose cache footprint slowed the user's own launches measurably
+ * (benchmarks/overhead_anatomy.py). Here a call is a direct call through a function pointer.
+ *
+ * Nothing here links to CUDA: the caller passes the address of the driver function (looked up
+ * with dlsym by ctypes), so the module builds and is testable anywhere. The GIL stays held: the
+ * calls return in about a microsecond, and releasing it would let another Python thread (the
+ * trace writer) take it for up to a switch interval in the middle of the user's launches.
+ *
+ *   status(fn, a)          int fn(void *a)                      (cuEventQuery)
+ *   status2(fn, a, b)      int fn(void *a, void *b)             (cuEventRecord)
+ *   elapsed(fn, a, b)      int fn(float *ms, void *a, void *b)  (cuEventElapsedTime)
+ *                          -> the float on success, else the int status
+ *   timed_call(...)        the inside of a timed region: event, call, event (see below)
+ * Pointers are Python ints (0 is a null pointer: the legacy default stream).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <time.h>
+
+typedef int (*fn_p)(void *);
+typedef int (*fn_pp)(void *, void *);
+typedef int (*fn_fpp)(float *, void *, void *);
+
+static int
+pointers(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, void **out, const char *name)
+{
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s takes %zd arguments, got %zd", name, want, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < want; i++) {
+        out[i] = PyLong_AsVoidPtr(args[i]);
+        if (out[i] == NULL && PyErr_Occurred())
+            return -1;
+    }
+    if (out[0] == NULL) {
+        PyErr_Format(PyExc_ValueError, "%s: null function pointer", name);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+status(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *p[2];
+    if (pointers(args, nargs, 2, p, "status") < 0)
+        return NULL;
+    return PyLong_FromLong(((fn_p)p[0])(p[1]));
+}
+
+static PyObject *
+status2(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *p[3];
+    if (pointers(args, nargs, 3, p, "status2") < 0)
+        return NULL;
+    return PyLong_FromLong(((fn_pp)p[0])(p[1], p[2]));
+}
+
+static PyObject *
+elapsed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *p[3];
+    float ms = 0.0f;
+    if (pointers(args, nargs, 3, p, "elapsed") < 0)
+        return NULL;
+    int rc = ((fn_fpp)p[0])(&ms, p[1], p[2]);
+    if (rc != 0)
+        return PyLong_FromLong(rc);
+    return PyFloat_FromDouble((double)ms);
+}
+
+static inline long long
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);  /* time.perf_counter_ns's clock on Linux */
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static PyObject *
+now(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromLongLong(now_ns());
+}
+
+/* timed_call(record, ev0, ev1, stream, fn, args, kwargs, stamps) -> fn(*args, **kwargs)
+ *
+ * The timed region's inside: the host clock, cuEventRecord(ev0, stream), the call, then
+ * cuEventRecord(ev1, stream) and the host clock, and nothing else. `stamps`, a list of 4, gets
+ * [host ns before the start event, its status, host ns after the end event, its status]
+ * (None where not reached). If the start event fails, fn is not called and RuntimeError is
+ * raised (stamps[1] has the status); if fn raises, the end event is still recorded and the
+ * exception propagates. */
+static PyObject *
+timed_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *p[4];
+    if (nargs != 8) {
+        PyErr_Format(PyExc_TypeError, "timed_call takes 8 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (pointers(args, 4, 4, p, "timed_call") < 0)
+        return NULL;
+    PyObject *fn = args[4], *fargs = args[5], *kwargs = args[6], *stamps = args[7];
+    if (!PyTuple_Check(fargs) || !PyList_Check(stamps) || PyList_GET_SIZE(stamps) != 4 ||
+        (kwargs != Py_None && !PyDict_Check(kwargs))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "timed_call(record, ev0, ev1, stream, fn, tuple, dict or None, list of 4)");
+        return NULL;
+    }
+    fn_pp record = (fn_pp)p[0];
+    long long h0 = now_ns();
+    int rc0 = record(p[1], p[3]);
+    PyObject *v;
+    if ((v = PyLong_FromLongLong(h0)) == NULL)
+        return NULL;
+    PyList_SetItem(stamps, 0, v);  /* steals v */
+    if ((v = PyLong_FromLong(rc0)) == NULL)
+        return NULL;
+    PyList_SetItem(stamps, 1, v);
+    Py_INCREF(Py_None);
+    PyList_SetItem(stamps, 2, Py_None);
+    Py_INCREF(Py_None);
+    PyList_SetItem(stamps, 3, Py_None);
+    if (rc0 != 0) {
+        PyErr_Format(PyExc_RuntimeError, "cuEventRecord failed with status %d", rc0);
+        return NULL;
+    }
+    PyObject *out = PyObject_Call(fn, fargs, kwargs == Py_None ? NULL : kwargs);
+    /* the exception of fn (if any) is kept aside while the end event and stamps are made */
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    int rc1 = record(p[2], p[3]);
+    long long h1 = now_ns();
+    int ok = (v = PyLong_FromLongLong(h1)) != NULL && PyList_SetItem(stamps, 2, v) == 0 &&
+             (v = PyLong_FromLong(rc1)) != NULL && PyList_SetItem(stamps, 3, v) == 0;
+    if (!ok) {
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        Py_XDECREF(out);
+        return NULL;
+    }
+    PyErr_Restore(et, ev, tb);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"now", now, METH_NOARGS, "now() -> int: CLOCK_MONOTONIC in ns (time.perf_counter_ns)"},
+    {"timed_call", (PyCFunction)(void (*)(void))timed_call, METH_FASTCALL,
+     "timed_call(record, ev0, ev1, stream, fn, args, kwargs, stamps): the timed region's "
+     "inside (see bindings/_native.c)"},
+    {"status", (PyCFunction)(void (*)(void))status, METH_FASTCALL,
+     "status(fn, a) -> int: call int fn(void *a)"},
+    {"status2", (PyCFunction)(void (*)(void))status2, METH_FASTCALL,
+     "status2(fn, a, b) -> int: call int fn(void *a, void *b)"},
+    {"elapsed", (PyCFunction)(void (*)(void))elapsed, METH_FASTCALL,
+     "elapsed(fn, a, b) -> float | int: call int fn(float *ms, void *a, void *b); the float "
+     "on success, else the status"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_native",
+    "Direct calls into CUDA driver functions by address, for the timed path.", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    return PyModule_Create(&module);
+}

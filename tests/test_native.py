@@ -1,0 +1,99 @@
+"""bindings/_native.c and the event calls built on it, against C-callable stand-ins for the CUDA
+driver's functions (ctypes callbacks): the right pointers arrive, the status comes back."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from gpuwatch.bindings.cuda import _EventCalls, native_module
+
+_native = native_module()
+
+P = ctypes.c_void_p
+REC = ctypes.CFUNCTYPE(ctypes.c_int, P, P)
+QUERY = ctypes.CFUNCTYPE(ctypes.c_int, P)
+ELAPSED = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_float), P, P)
+
+
+class FakeDriver:
+    """cuEventRecord/Query/ElapsedTime as C function pointers that log their arguments."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.status = 0
+
+        def rec(ev, stream):
+            self.calls.append(("record", ev, stream))
+            return self.status
+
+        def query(ev):
+            self.calls.append(("query", ev))
+            return self.status
+
+        def elapsed(ms, a, b):
+            self.calls.append(("elapsed", a, b))
+            ms[0] = 1.25
+            return self.status
+
+        self._keep = (REC(rec), QUERY(query), ELAPSED(elapsed))  # alive while in use
+        addr = [ctypes.cast(f, P).value for f in self._keep]
+        # foreign function pointers, as ctypes.PyDLL's attributes are
+        self.cuEventRecord = ctypes.CFUNCTYPE(ctypes.c_int)(addr[0])
+        self.cuEventQuery = ctypes.CFUNCTYPE(ctypes.c_int)(addr[1])
+        self.cuEventElapsedTime = ctypes.CFUNCTYPE(ctypes.c_int)(addr[2])
+        self.addr = addr
+
+
+def test_the_extension_is_built_where_a_c_compiler_is():
+    """CI has a compiler: the C path is the one measured on the GPU, so it must be built."""
+    have_cc = shutil.which(sysconfig.get_config_var("CC").split()[0] or "cc") is not None
+    have_headers = Path(sysconfig.get_paths()["include"], "Python.h").exists()
+    if not (have_cc and have_headers):
+        pytest.skip("no C compiler or Python headers here: ctypes is used")
+    assert _native is not None
+
+
+@pytest.mark.skipif(_native is None, reason="bindings/_native.c was not built")
+def test_native_calls_pass_pointers_and_return_the_status():
+    drv = FakeDriver()
+    rec, query, el = drv.addr
+    assert _native.status2(rec, 0xABC0, 0) == 0
+    assert _native.status(query, 0xABC0) == 0
+    assert _native.elapsed(el, 0x10, 0x20) == pytest.approx(1.25)
+    drv.status = 600  # CUDA_ERROR_NOT_READY
+    assert _native.status(query, 0xABC0) == 600
+    assert _native.elapsed(el, 0x10, 0x20) == 600  # the status, not a float
+    assert drv.calls[:3] == [("record", 0xABC0, None), ("query", 0xABC0),
+                             ("elapsed", 0x10, 0x20)]  # (ctypes gives a null pointer as None)
+
+
+@pytest.mark.skipif(_native is None, reason="bindings/_native.c was not built")
+def test_native_calls_reject_bad_arguments():
+    with pytest.raises(ValueError, match="null function pointer"):
+        _native.status(0, 1)
+    with pytest.raises(TypeError, match="takes 3 arguments"):
+        _native.status2(1, 2)
+    with pytest.raises(TypeError):
+        _native.status(1, "not a pointer")
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_event_calls_through_either_path(use_native):
+    if use_native and _native is None:
+        pytest.skip("bindings/_native.c was not built")
+    drv = FakeDriver()
+    calls = _EventCalls(drv, use_native=use_native)
+    assert calls.native is use_native
+    assert calls.record(0x1000, 0x2000) == 0
+    assert calls.query(0x1000) == 0
+    ms = calls.elapsed(0x1000, 0x3000)
+    assert ms.__class__ is float and ms == pytest.approx(1.25)
+    drv.status = 400  # CUDA_ERROR_INVALID_HANDLE
+    assert calls.record(0x1000, 0) == 400 and calls.elapsed(1, 2) == 400
+    assert drv.calls[:3] == [("record", 0x1000, 0x2000), ("query", 0x1000),
+                             ("elapsed", 0x1000, 0x3000)]
