@@ -99,6 +99,7 @@ class Session:
         dataset: str | os.PathLike[str] | None = None,
         stream: Any = None,
         check_every: int = CHECK_EVERY,
+        probe: bool | None = None,
     ):
         if not 0 < sample_hz <= MAX_SAMPLE_HZ:
             raise UsageError(f"sample rate must be in (0, {MAX_SAMPLE_HZ:g}] Hz, got {sample_hz}")
@@ -107,6 +108,10 @@ class Session:
         if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 0:
             raise UsageError(f"check_every takes a whole number >= 0 (0: no stream checks), "
                              f"got {check_every!r}")
+        if probe is not None and not isinstance(probe, bool):
+            raise UsageError(f"probe takes True, False or None (the device's default), got "
+                             f"{probe!r}")
+        self.probe = probe
         self.sampler_mode, self.sample_gpus, self.binding = sampler, sample_gpus, binding
         self.kernels = kernels
         self._tracer: Any = None
@@ -195,6 +200,11 @@ class Session:
             raise UsageError("the simulated GPU samples on its virtual clock in this process; "
                              "sampler='process' needs a real GPU (use thread or auto)")
         self.sampler_mode = mode
+        if self.probe is None:  # the device's default: on where it costs nothing real (sim)
+            self.probe = bool(getattr(backend, "probe_default", False))
+        elif self.probe and not hasattr(backend.runtime, "read_probe"):
+            raise UsageError("the in-band clock probe is not available on this device yet; "
+                             "record without it (probe=False, --no-probe)")
         if self.dataset is not None:
             self.out = dataset_path(self.dataset, backend.telemetry[0].info.name)
             self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -224,7 +234,7 @@ class Session:
             self._tracer.start(writer.add, backend.telemetry[0].info.index)
         self._timer = RegionTimer(backend.runtime, clock, self._timebase, writer.add_columns,
                                   self._gpu(), tracer=self._tracer,
-                                  check_every=self._check_every)
+                                  check_every=self._check_every, probe=bool(self.probe))
         writer.set_before_flush(self._timer.background_poll)
 
     def close(self, status: str = "complete", error: str | None = None) -> Path:
@@ -512,6 +522,7 @@ class Session:
                         "kernels": self.kernels, "seed": self.seed,
                         "stream": None if self._stream_ref is None else
                         list(self._stream_ref), "check_every": self._check_every,
+                        "probe": self.probe,
                         **self.options},
             "field_query_cost_us": {str(t.info.index): dict(t.query_costs_us())
                                     for t in backend.telemetry},
@@ -546,7 +557,7 @@ def session(device: str | None = None, out: str | os.PathLike[str] | None = None
             kernels: bool = False, seed: int = 0,
             options: dict[str, Any] | None = None,
             dataset: str | os.PathLike[str] | None = None, stream: Any = None,
-            check_every: int = CHECK_EVERY) -> Session:
+            check_every: int = CHECK_EVERY, probe: bool | None = None) -> Session:
     """Start recording on `device` ("auto", "cuda:N", "sim:t4", "standin"; default
     $GPUWATCH_DEVICE or "auto"); the trace goes to `out`.
     `sampler`: "auto" (a separate process on a real GPU, the virtual clock on sim), "thread",
@@ -557,10 +568,12 @@ def session(device: str | None = None, out: str | os.PathLike[str] | None = None
     DATASET/host=H/gpu_model=M/run=R/trace.parquet (see README, "Fleets").
     `stream`: where regions' events go when a call names none (default: the stream the work
     goes on; "device" brackets the whole device). `check_every`: one region in this many (and
-    the first few) is checked for GPU work outside its stream; 0 turns the checks off."""
+    the first few) is checked for GPU work outside its stream; 0 turns the checks off.
+    `probe`: stamp the in-band SM clock around every region (`sm_clock_inband_mhz`); None is
+    the device's default (on for simulated GPUs; real GPUs: not yet available)."""
     return Session(device, out, sample_hz=sample_hz, sampler=sampler, sample_gpus=sample_gpus,
                    binding=binding, kernels=kernels, seed=seed, options=options,
-                   dataset=dataset, stream=stream, check_every=check_every)
+                   dataset=dataset, stream=stream, check_every=check_every, probe=probe)
 
 
 class _Span:

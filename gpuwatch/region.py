@@ -55,7 +55,7 @@ def region_of_tag(tag: Any) -> tuple[Any, Any]:
 # untracked by the garbage collector, handed to the writer as columns).
 COLUMNS = ("gpu", "t_ns", "kind", "name", "condition", "gap_ms", "iteration", "warmup",
            "start_ns", "end_ns", "gpu_ms", "host_start_ns", "host_enqueued_ns", "host_end_ns",
-           "error", "region_id", "stream", "stream_source", "outside_ms")
+           "error", "region_id", "stream", "stream_source", "outside_ms", "sm_clock_inband_mhz")
 assert list(COLUMNS) == table_columns("inferences"), "region.COLUMNS must follow trace.py"
 
 
@@ -65,7 +65,8 @@ class _Pending:
     the row is built."""
 
     __slots__ = ("kind", "name", "handle", "source", "labels", "rid", "ev0", "ev1", "stream",
-                 "anchor", "h0", "h1", "host_end_ns", "idle_ns", "plain")
+                 "anchor", "h0", "h1", "host_end_ns", "idle_ns", "plain", "probe0", "probe1",
+                 "inband_mhz")
 
     def __init__(self, kind: str, name: str, handle: int, source: str,
                  labels: tuple[Any, ...], rid: int, ev0: Any, ev1: Any, stream: Any,
@@ -76,6 +77,9 @@ class _Pending:
         self.host_end_ns: int | None = None
         self.idle_ns: int | None = None  # checked regions: when the whole device was idle
         self.plain = True  # not checked, not "device", no tracer: end() has nothing else to do
+        self.probe0: Any = None  # in-band clock stamps before the start / after the end event
+        self.probe1: Any = None
+        self.inband_mhz: float | None = None  # the mean SM clock between them
 
     def row(self, gpu: int, epoch: int, error: str | None = None, start: int | None = None,
             end: int | None = None, ms: float | None = None) -> tuple[Any, ...]:
@@ -89,7 +93,8 @@ class _Pending:
             outside = (self.idle_ns + epoch - end) / 1e6
         return (gpu, h0 if start is None else start, self.kind, self.name, condition,
                 gap_ms, iteration, warmup, start, end, ms, h0, h1,
-                self.host_end_ns, err or error, self.rid, self.handle, self.source, outside)
+                self.host_end_ns, err or error, self.rid, self.handle, self.source, outside,
+                self.inband_mhz)
 
 
 class RegionTimer:
@@ -98,8 +103,9 @@ class RegionTimer:
     def __init__(self, runtime: Any, clock: Clock, timebase: EventTimebase,
                  sink: Callable[[str, dict[str, list[Any]]], None], gpu: int,
                  tracer: Any = None, check_every: int = CHECK_EVERY,
-                 max_pending: int = MAX_PENDING):
-        """`sink(table, columns)` takes the resolved rows (the writer's add_columns)."""
+                 max_pending: int = MAX_PENDING, probe: bool = False):
+        """`sink(table, columns)` takes the resolved rows (the writer's add_columns). `probe`:
+        stamp the in-band SM clock around every region (the runtime's probe/read_probe)."""
         self._rt, self._clock, self._tb, self._sink = runtime, clock, timebase, sink
         self._gpu, self._tracer = gpu, tracer
         self._check_every, self._max_pending = check_every, max_pending
@@ -116,6 +122,10 @@ class RegionTimer:
         if self._counter is not time.perf_counter_ns or sys.platform != "linux":
             self._timed_call = None
         self._stamps: list[Any] = [None] * 4
+        self._probe = runtime.probe if probe else None
+        self._read_probe = runtime.read_probe if probe else None
+        if probe:
+            self._timed_call = None  # (the C call has no probes yet)
         self._free: list[tuple[Any, Any]] = []
         self._pending: deque[_Pending] = deque()
         self._streams: dict[int, Any] = {}  # handle -> the binding's stream object
@@ -158,11 +168,13 @@ class RegionTimer:
                 p.stream = self._streams.get(handle)
                 if p.stream is None:
                     p.stream = self._streams[handle] = self._rt.native_stream(handle)
-            if device or check or self._tracer is not None:
+            if device or check or self._tracer is not None or self._probe is not None:
                 p.plain = False
                 if device or check:
                     self._rt.synchronize_device()
                     p.idle_ns = None if device else -1  # -1: find out at end()
+                if self._probe is not None:  # before the start event: not in gpu_ms
+                    p.probe0 = self._probe(p.stream)
                 p.h0 = self._counter()
                 self._record_tagged(p.ev0, event_tag(rid, False), p.stream)
             else:
@@ -274,6 +286,8 @@ class RegionTimer:
             self._rt.synchronize_device()
         self._record_tagged(p.ev1, event_tag(p.rid, True), p.stream)
         p.h1 = self._counter()
+        if self._probe is not None:  # after the end event: not in gpu_ms
+            p.probe1 = self._probe(p.stream)
         if p.idle_ns is not None:  # checked: when did the whole device go idle?
             self._rt.synchronize_device()
             p.idle_ns = self._counter()
@@ -360,6 +374,8 @@ class RegionTimer:
                     p = pending[0]
                     if p.handle != same and not done(p.ev1):
                         break
+                    if p.probe1 is not None and not self._clock_of(p):
+                        break  # its end stamp (after the end event) has not run yet
                     ms = elapsed(p.ev0, p.ev1)
                     # EventTimebase.to_ns and span_ns, inlined: this loop is the batch's cost
                     a = p.anchor
@@ -389,9 +405,9 @@ class RegionTimer:
             with self._lock:
                 if not self._pending:
                     return
-                ev = self._pending[0].ev1
+                oldest = self._pending[0]
             try:
-                self._rt.synchronize(ev)
+                self._wait_for(oldest)
                 self.poll()
             except Exception as e:
                 with self._lock:
@@ -417,8 +433,27 @@ class RegionTimer:
 
     def _wait_oldest(self) -> None:
         self.stats["forced_waits"] += 1
-        self._rt.synchronize(self._pending[0].ev1)
+        self._wait_for(self._pending[0])
         self.poll()
+
+    def _wait_for(self, p: _Pending) -> None:
+        """Wait until region `p` can be resolved: its end event, and its end stamp if any."""
+        self._rt.synchronize(p.ev1)
+        if p.probe1 is not None and self._read_probe is not None:
+            self._read_probe(p.probe1, wait=True)
+
+    def _clock_of(self, p: _Pending) -> bool:
+        """Read region `p`'s clock stamps into `p.inband_mhz` (the mean SM clock between
+        them: cycles / ns, in MHz); False while the end stamp has not run."""
+        read = self._read_probe
+        assert read is not None
+        s1 = read(p.probe1)
+        if s1 is None:
+            return False
+        s0 = read(p.probe0) if p.probe0 is not None else None
+        if s0 is not None and s1[0] > s0[0]:
+            p.inband_mhz = (s1[1] - s0[1]) / (s1[0] - s0[0]) * 1e3
+        return True
 
     def _new_pair(self) -> tuple[Any, Any]:
         self.stats["event_pairs"] += 1

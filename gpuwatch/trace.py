@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from .errors import TraceFormatError, UsageError
 from .fields import FIELDS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: inferences.sm_clock_inband_mhz
 META_KEY = b"gpuwatch"
 TABLES = ("inferences", "samples", "driver_samples", "kernels", "events")
 
@@ -66,6 +66,9 @@ TABLE_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         # Checked regions only: how long after the end event the whole device went idle (ms):
         # GPU work the events did not bracket. NA where the region was not checked.
         ("outside_ms", pa.float64()),
+        # The mean SM clock between in-band stamps just before the start event and just after
+        # the end event (SM cycles over GPU-timer ns; schema v2). NA where not probed.
+        ("sm_clock_inband_mhz", pa.float64()),
     ],
     "samples": [("poll_ns", pa.int64())]  # how long the telemetry read took
     + [(f.name, f.type) for f in FIELDS],
@@ -75,7 +78,8 @@ TABLE_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("value", pa.float64()),
     ],
     "kernels": [
-        ("kind", pa.string()),  # "kernel", "memcpy", "memset", "cuda_event"
+        # "kernel", "memcpy", "memset", "cuda_event"; "probe": gpuwatch's own clock stamps
+        ("kind", pa.string()),
         ("name", pa.string()),
         ("start_ns", pa.int64()),
         ("end_ns", pa.int64()),

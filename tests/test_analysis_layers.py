@@ -53,7 +53,9 @@ def test_sim_ground_truth_onset_matches_the_clock_drop(t4_analysis, t4_sweep):
     g = m[(m["condition"] == "gap=20ms") & ~m["warmup"].astype(bool)].sort_values("iteration")
     first_slow = int(g[g["sm_clock_mhz_mean"] < 0.95 * 1590]["iteration"].iloc[0])
     assert abs(lay.loc["gap=20ms", "onset_iter"] - first_slow) <= 10
-    settled = int(g[g["sm_clock_mhz_mean"] <= g["sm_clock_mhz_mean"].iloc[-1]]["iteration"].iloc[0])
+    # (the in-band clock reads the final level to within a thousandth of a MHz: 32 ns timer)
+    final = g["sm_clock_mhz_mean"].iloc[-1] + 0.5
+    settled = int(g[g["sm_clock_mhz_mean"] <= final]["iteration"].iloc[0])
     assert abs(lay.loc["gap=20ms", "stable_iter"] - settled) <= 15
     assert 1.8 < lay.loc["gap=20ms", "ratio_to_baseline"] < 2.2
     assert not lay.loc["gap=0ms", "layered"]

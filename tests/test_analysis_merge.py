@@ -64,7 +64,8 @@ def test_merge_on_sim_matches_the_governor(t4_analysis):
     m = t4_analysis.merged
     g = m[(m["condition"] == "gap=20ms") & ~m["warmup"].astype(bool)]
     late = g[g["iteration"] >= 300]
-    assert late["sm_clock_mhz_mean"].median() == 765
+    assert late["sm_clock_mhz_mean"].median() == pytest.approx(765, abs=0.01)  # in-band
+    assert late["sm_clock_nvml_mhz_mean"].median() == 765
     assert (late["idle_before_ms"] > 20).all()  # 20 ms sleep + oversleep + sync wake
 
 

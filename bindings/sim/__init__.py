@@ -98,6 +98,17 @@ class SimEvent:
     t_ns: int | None = None  # when the GPU reached the event (ground truth)
 
 
+PROBE_KERNEL = "gpuwatch_clock_probe"  # kernels table: kind "probe" (gpuwatch's own)
+
+
+@dataclass
+class SimProbe:
+    """An in-band clock stamp: a tiny kernel on the stream that reads the GPU timer and the SM
+    cycle counter when it runs."""
+
+    t_ns: int  # when the probe kernel ran (ground truth, before the timer's quantisation)
+
+
 @dataclass(frozen=True)
 class SimStream:
     """A simulated CUDA stream. Id 0 is the legacy default stream: it waits for every blocking
@@ -203,6 +214,35 @@ class SimRuntime:
         """A keep-alive: a 2 us kernel."""
         self._check()
         self.gpu.launch(2_000, 0, name="keepalive", stream=stream.id)
+
+    # -- the in-band clock probe (see region.py) ------------------------------------------------
+    def probe(self, stream: SimStream) -> SimProbe:
+        """Enqueue a stamp kernel on `stream`: the host pays a launch; on the GPU it runs ~1 us
+        once the stream's earlier work is done, beside other streams' kernels (one thread per
+        SM: it fits next to them), so it is ordered like an event record."""
+        self._check()
+        gpu = self.gpu
+        self.clock.advance(gpu.p.launch_cpu_ns)
+        t = gpu.stream_position_ns(self._waits_for(stream))
+        gpu.stream_end[stream.id] = max(gpu.stream_end.get(stream.id, 0), t + 1_000)
+        if gpu.trace is not None:
+            gpu.api_calls += 1
+            gpu.trace.append((t, t + 1_000, PROBE_KERNEL, stream.id, gpu.api_calls))
+        return SimProbe(t)
+
+    def read_probe(self, probe: SimProbe, wait: bool = False) -> tuple[int, float] | None:
+        """(GPU timer ns, SM cycles) the stamp read, or None while it has not run (`wait`:
+        wait for it). The timer counts in `timer_ns` ticks, as %globaltimer does."""
+        if probe.t_ns > self.clock.now_ns():
+            if not wait:
+                return None
+            self._wait_until(probe.t_ns)
+        self.gpu._process_ticks(probe.t_ns)
+        cycles = self.gpu.clock_history.cycles_at(probe.t_ns)
+        if cycles is None:
+            return None
+        q = max(1, self.gpu.p.timer_ns)
+        return probe.t_ns // q * q, cycles
 
     def elapsed_ms(self, start: SimEvent, end: SimEvent) -> float:
         self._check()
@@ -336,8 +376,9 @@ class SimKernelTracer:
         trace, self.gpu.trace = self.gpu.trace, []
         events, self.gpu.event_trace = self.gpu.event_trace, []
         g = self._gpu_index
-        rows = [{"gpu": g, "t_ns": s, "kind": "kernel", "name": n, "start_ns": s, "end_ns": e,
-                 "stream_id": sid, "correlation_id": c} for s, e, n, sid, c in trace]
+        rows = [{"gpu": g, "t_ns": s, "kind": "probe" if n == PROBE_KERNEL else "kernel",
+                 "name": n, "start_ns": s, "end_ns": e, "stream_id": sid, "correlation_id": c}
+                for s, e, n, sid, c in trace]
         rows += [{"gpu": g, "t_ns": t, "kind": "cuda_event",
                   "name": "end" if region_of_tag(tag)[1] else "start", "start_ns": t,
                   "end_ns": t, "stream_id": sid, "correlation_id": tag,
@@ -356,6 +397,7 @@ class SimKernelTracer:
 class SimBackend:
     simulated = True
     telemetry_factory = None  # the virtual clock lives in this process
+    probe_default = True  # the in-band clock probe costs a simulated GPU nothing real
 
     def __init__(self, profile: Profile, seed: int, start_ns: int, gpus: int = 1, index: int = 0,
                  faults: Sequence[SimFault] = (), sample_gpus: str | Sequence[int] | None = None):
@@ -422,14 +464,15 @@ def _sampled(index: int, gpus: int, sample_gpus: str | Sequence[int] | None) -> 
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """"t4,gpus=8,index=3,fault=timeout@2+0.5" -> ("t4", {gpus, index, faults})."""
+    """"t4,gpus=8,index=3,fault=timeout@2+0.5" -> ("t4", {gpus, index, faults});
+    nvml_refresh_ms=100 makes NVML's SM clock reading change only that often (an H100's)."""
     profile, *opts = [x.strip() for x in spec.split(",")]
     out: dict[str, Any] = {"gpus": 1, "index": 0, "faults": []}
     for opt in opts:
         key, eq, value = opt.partition("=")
-        if not eq or key not in ("gpus", "index", "fault"):
-            raise UsageError(f"bad sim option {opt!r} in sim:{spec}; use gpus=N, index=I or "
-                             "fault=KIND@START[+DURATION][/GPU]")
+        if not eq or key not in ("gpus", "index", "fault", "nvml_refresh_ms"):
+            raise UsageError(f"bad sim option {opt!r} in sim:{spec}; use gpus=N, index=I, "
+                             "nvml_refresh_ms=MS or fault=KIND@START[+DURATION][/GPU]")
         if key == "fault":
             out["faults"].append(SimFault.parse(value))
             continue
@@ -460,5 +503,8 @@ def open_backend(spec: str, seed: int = 0, start_ns: int | None = None,
         )
     import time
 
-    return SimBackend(PROFILES[profile], seed, time.time_ns() if start_ns is None else start_ns,
+    prof = PROFILES[profile]
+    if "nvml_refresh_ms" in opts:
+        prof = dataclasses.replace(prof, nvml_refresh_ms=float(opts["nvml_refresh_ms"]))
+    return SimBackend(prof, seed, time.time_ns() if start_ns is None else start_ns,
                       opts["gpus"], opts["index"], opts["faults"], sample_gpus)

@@ -22,6 +22,50 @@ from gpuwatch.fields import ClockEventReason
 from .profiles import Profile
 
 
+class ClockHistory:
+    """The SM clock's change points (t_ns, MHz) and the cycles counted up to each: what a
+    probe reading the SM cycle counter against the GPU timer sees. Points may arrive out of
+    time order (a clock change dated at the end of a kernel already scheduled); the running
+    cycle counts are brought up to date lazily."""
+
+    MAX_POINTS = 200_000  # older points are folded into the first (an hour at 50 changes/s)
+
+    def __init__(self, t0: int, mhz: float):
+        self.t, self.f, self.c = [t0], [float(mhz)], [0.0]
+        self._valid = 1  # c[:_valid] are up to date
+
+    def set(self, t: int, mhz: float) -> None:
+        """From `t` on (until the next point), the clock is `mhz`."""
+        i = bisect.bisect_right(self.t, t)
+        if i == 0:
+            return  # before the history starts
+        if self.f[i - 1] == mhz and (i == len(self.t) or self.f[i] == mhz):
+            return
+        self.t.insert(i, t)
+        self.f.insert(i, float(mhz))
+        self.c.insert(i, 0.0)
+        self._valid = min(self._valid, i)
+        if len(self.t) > self.MAX_POINTS:
+            keep = len(self.t) // 2
+            self._fix(len(self.t) - keep)
+            del self.t[:-keep], self.f[:-keep], self.c[:-keep]
+            self._valid = max(1, self._valid - (len(self.t) - keep))
+
+    def cycles_at(self, t: int) -> float | None:
+        """SM cycles counted from the start of the history to `t` (None before it)."""
+        i = bisect.bisect_right(self.t, t) - 1
+        if i < 0:
+            return None
+        self._fix(i)
+        return self.c[i] + self.f[i] * (t - self.t[i]) * 1e-3  # MHz * ns = 1e-3 cycles
+
+    def _fix(self, upto: int) -> None:
+        t, f, c = self.t, self.f, self.c
+        for j in range(self._valid, upto + 1):
+            c[j] = c[j - 1] + f[j - 1] * (t[j] - t[j - 1]) * 1e-3
+        self._valid = max(self._valid, upto + 1)
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     t_ns: int
@@ -66,6 +110,8 @@ class SimGPU:
         self._snaps: list[_Snapshot] = [self._snapshot(now)]
         self._snap_times: list[int] = [now]
         self._intervals: deque[tuple[int, int]] = deque()  # recent kernels, for "running at t"
+        self.clock_history = ClockHistory(now, self.f_sm)
+        self._nvml_clock = (now, self.f_sm)  # (when NVML last refreshed its reading, value)
         self.kernels_run = 0
         # When tracing, what CUPTI reports on a real GPU: kernels as (start, end, name, stream,
         # correlation id) and tagged event records as (GPU time, tag, stream, correlation id).
@@ -89,6 +135,7 @@ class SimGPU:
             self.clock.advance(int(cpu))
         start = max(self.clock.now_ns() + p.launch_latency_ns, self.gpu_free_ns)
         self._process_ticks(start)
+        unparked = self.parked
         if self.parked:  # work arrives: unpark; this first kernel still runs at the idle clock
             self.parked = False
             f_sm, f_mem = self.f_sm, p.mem_idle_mhz
@@ -99,6 +146,9 @@ class SimGPU:
         dur = (compute_ns * p.sm_max_mhz / f_sm + memory_ns * p.mem_max_mhz / f_mem) * jitter
         dur *= 1.0 + p.cold_kernel_penalty * idle
         end = start + max(1, int(dur))
+        if unparked:  # the clock rises once that first kernel is done
+            self.clock_history.set(start, f_sm)
+            self.clock_history.set(end, self.f_sm)
         self._add_busy(start, end)
         self.gpu_free_ns = self.stream_end[stream] = end
         self._last_active = max(self._last_active, end)
@@ -189,6 +239,7 @@ class SimGPU:
         )
 
     def _push_snapshot(self, t: int) -> None:
+        self.clock_history.set(t, self.f_sm)
         self._snaps.append(self._snapshot(t))
         self._snap_times.append(t)
         if len(self._snaps) > 4096:  # nobody read for a while (sampling off): bound the history
@@ -208,9 +259,16 @@ class SimGPU:
         running = bool(self._intervals) and self._intervals[0][0] <= t < self._intervals[0][1]
         reasons = s.reasons | (0 if running else int(ClockEventReason.GPU_IDLE))
         p = self.p
+        clock = s.sm_clock_mhz
+        if p.nvml_refresh_ms > 0:  # NVML's reading changes only every refresh period
+            t_pub, value = self._nvml_clock
+            if t - t_pub >= p.nvml_refresh_ms * 1e6:
+                self._nvml_clock = (t, clock)
+            else:
+                clock = value
         return {
-            "sm_clock_mhz": s.sm_clock_mhz,
-            "graphics_clock_mhz": s.sm_clock_mhz,
+            "sm_clock_mhz": clock,
+            "graphics_clock_mhz": clock,
             "mem_clock_mhz": s.mem_clock_mhz,
             "pstate": s.pstate,
             "clock_event_reasons": reasons,

@@ -55,6 +55,11 @@ class Profile:
     # and host launches slower (CPU power states after sleeping).
     cold_kernel_penalty: float = 0.0
     host_idle_penalty: float = 0.0
+    # In-band clock probe and NVML's refresh: the GPU timer's resolution (%globaltimer ticks:
+    # 32 ns on an H100), and how often NVML's SM clock reading changes (0: it follows the
+    # clock as it changes; ~100 ms on an H100: issue 14's measurement).
+    timer_ns: int = 32
+    nvml_refresh_ms: float = 0.0
     pcie_gen: int = 3
     pcie_width: int = 16
     mem_total_mib: float = 15360.0

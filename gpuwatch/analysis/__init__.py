@@ -25,6 +25,8 @@ from ..errors import UsageError
 from ..summary import EARLY_ITERS, LATE_ITERS
 from ..trace import Trace, load
 from .attribution import attribute
+from .clock import COLUMNS as CLOCK_COLUMNS
+from .clock import compare as compare_clocks
 from .layers import Layers, detect
 from .merge import merge
 from .outside import note as outside_note
@@ -52,6 +54,8 @@ class Analysis:
     # GPU work the events did not bracket, per trace, engine and condition (analysis.outside)
     stream_checks: pd.DataFrame = field(default_factory=pd.DataFrame)
     stream_note: str = ""  # one sentence when there was any, else ""
+    # The in-band SM clock against NVML's, per trace that has it (analysis.clock)
+    clocks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CLOCK_COLUMNS))
 
     def seed_tables(self) -> dict[str, pd.DataFrame]:
         """The field report's Experiment 3 tables: engine x condition."""
@@ -83,6 +87,7 @@ class Analysis:
             "spans": records(self.spans),
             "stream_checks": records(self.stream_checks),
             "stream_note": self.stream_note,
+            "clocks": records(self.clocks),
         }
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -99,7 +104,7 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
         raise UsageError("give at least one trace to analyse")
     loaded = [_as_trace(t) for t in traces]
     merged_all, layer_rows, att_rows, verdict_rows, span_rows = [], [], [], [], []
-    check_rows = []
+    check_rows, clock_rows = [], []
     details: dict[tuple[Any, ...], Layers] = {}
     for ti, tr in enumerate(loaded):
         m = merge(tr).assign(trace=ti)
@@ -108,6 +113,7 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
                 m["condition"].notna(), NO_CONDITION)
         merged_all.append(m)
         check_rows.append(outside_table(m, tr.kernels, ti))
+        clock_rows.append(compare_clocks(m[m["kind"] == "inference"], ti))
         inf = m[(m["kind"] == "inference") & ~m["warmup"].astype(bool)]
         if inf.empty:
             continue
@@ -154,7 +160,9 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
         pd.DataFrame(), layers=layers, attribution=attribution,
         spans=pd.concat(span_rows, ignore_index=True) if span_rows else pd.DataFrame(),
         verdicts=verdicts, verdict=_overall(verdicts), details=details,
-        stream_checks=checks, stream_note=outside_note(checks))
+        stream_checks=checks, stream_note=outside_note(checks),
+        clocks=pd.concat([c for c in clock_rows if not c.empty] or
+                         [pd.DataFrame(columns=CLOCK_COLUMNS)], ignore_index=True))
 
 
 def _baseline_condition(eng: pd.DataFrame) -> Any:

@@ -13,7 +13,10 @@ of it adds at most one ms: 0 <= b3 <= 1. Without the bounds, a regressor that me
 condition (25 us more launch time after each sleep) can soak up a slow-down it cannot cause. A factor's contribution is b_k times the change of its regressor between reference
 and target. What the fit does not explain is the residual. The SM-clock part is further split by
 the share of target inferences during which a power or thermal clock-event reason was active
-(throttling); the rest is the governor's own choice (DVFS). A regressor that did not change contributes exactly 0. 95% intervals come from
+(throttling); the rest is the governor's own choice (DVFS). A regressor that did not change
+(a clock: by no more than CLOCK_RESOLUTION of itself) contributes exactly 0. Where regions carry
+the in-band clock, merge has put it in sm_clock_mhz_mean: the fit uses the clock each region
+ran at, not NVML's reading of up to ~100 ms before. 95% intervals come from
 bootstrap resamples of the rows.
 
 With a kernel timeline (record --kernels), the split is sharper. Each inference's latency is the
@@ -36,6 +39,7 @@ THROTTLE_MASK = int(ClockEventReason.SW_POWER_CAP | ClockEventReason.HW_SLOWDOWN
 REGRESSORS = ("inv_sm", "inv_mem", "enqueue_ms")
 UPPER = {"enqueue_ms": 1.0}  # ms of latency per ms of host enqueue time, at most
 FACTORS = ("sm_clock", "throttling", "mem_clock", "host_launch", "kernels_slower", "unexplained")
+CLOCK_RESOLUTION = 1e-4  # a clock's relative change below this is no change (see _changed)
 BOOTSTRAP = 200
 MAX_ROWS = 3000  # per group, for the bootstrap
 
@@ -99,9 +103,7 @@ def _contributions(fit: _Rows, ref: _Rows, tgt: _Rows) -> dict[str, float]:
         out["delta"] = delta
         return out
     moved = tgt.X.mean(axis=0) - ref.X.mean(axis=0)
-    spread = fit.X.std(axis=0)
-    scale = np.maximum(1.0, np.abs(fit.X.mean(axis=0)))
-    use = np.nonzero((spread > 1e-9 * scale) & (moved != 0))[0]
+    use = _changed(fit.X, moved)
     out = {f: 0.0 for f in FACTORS}
     if use.size:
         upper = np.array([UPPER.get(REGRESSORS[j], np.inf) for j in use])
@@ -124,13 +126,25 @@ def _contributions(fit: _Rows, ref: _Rows, tgt: _Rows) -> dict[str, float]:
     return out
 
 
+def _changed(X: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """Indices of the regressors (columns of X, in REGRESSORS order) that varied and moved
+    between reference and target by more than they can be measured: a clock's mean must move by
+    more than CLOCK_RESOLUTION of itself (the in-band clock reads a steady clock to ~1e-5 over
+    a millisecond region; NVML reports whole MHz, 6e-4 of 1590)."""
+    mean = np.abs(X.mean(axis=0))
+    spread = X.std(axis=0)
+    res = np.array([CLOCK_RESOLUTION if c in ("inv_sm", "inv_mem") else 0.0
+                    for c in REGRESSORS[:X.shape[1]]])
+    return np.nonzero((spread > 1e-9 * np.maximum(1.0, mean)) & (moved != 0)
+                      & (np.abs(moved) > res * mean))[0]
+
+
 def _clock_split(X: np.ndarray, y: np.ndarray, ref_X: np.ndarray, tgt: _Rows,
                  delta: float) -> dict[str, float]:
     """Of `delta` (a change in kernel busy time), the parts the SM and memory clocks explain."""
     out = {f: 0.0 for f in FACTORS}
     moved = tgt.X[:, :2].mean(axis=0) - ref_X.mean(axis=0)
-    spread = X.std(axis=0)
-    use = np.nonzero((spread > 1e-9 * np.maximum(1.0, np.abs(X.mean(axis=0)))) & (moved != 0))[0]
+    use = _changed(X, moved)
     if use.size:
         beta = _bounded_fit(X[:, use], y, np.full(use.size, np.inf))
         for b, j in zip(beta[1:], use):

@@ -3,7 +3,8 @@
 For each timed row and each telemetry field: the value in force at its start (the last reading at
 or before it), and min/mean/max over the readings inside its window. If the window holds no
 reading (an inference shorter than the sampling period), min/mean/max fall back to the value at
-the start. Also: the clock-event reasons seen during the window (OR of the bitmasks, including
+the start. `sm_clock_mhz_mean` is the in-band clock where the region was probed
+(`sm_clock_source` says which; NVML's mean stays in `sm_clock_nvml_mhz_mean`). Also: the clock-event reasons seen during the window (OR of the bitmasks, including
 the one in force at the start), the real idle time since the previous region on the GPU, and the
 host-side timings. Vectorised (searchsorted, prefix sums, ufunc.reduceat): O((N + M) log M) for
 N regions and M samples.
@@ -49,7 +50,7 @@ def _derived_columns() -> list[str]:
     for f in WINDOW_FIELDS:
         cols += [f"{f}_start", f"{f}_min", f"{f}_mean", f"{f}_max"]
     cols += [f"{f}_start" for f in START_FIELDS]
-    return cols + ["reasons_any", "idle_before_ms", "enqueue_ms", "launch_ms", "wake_ms",
+    return cols + ["sm_clock_nvml_mhz_mean", "sm_clock_source", "reasons_any", "idle_before_ms", "enqueue_ms", "launch_ms", "wake_ms",
                    "kernel_count", "busy_ms", "idle_inside_ms", "first_kernel_delay_ms"]
 
 
@@ -78,6 +79,18 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> pd.DataFrame:
         cols[f"{f}_mean"] = np.where(has, mean, v_start)
         cols[f"{f}_min"] = np.where(has, vmin, v_start)
         cols[f"{f}_max"] = np.where(has, vmax, v_start)
+    # The SM clock over each region: the in-band stamps' mean where the region has them (the
+    # clock itself, over exactly the region), else NVML's readings in its window (a value the
+    # driver refreshes every ~100 ms on an H100). NVML's is kept beside it.
+    cols["sm_clock_nvml_mhz_mean"] = nvml = cols["sm_clock_mhz_mean"]
+    inband = (rows["sm_clock_inband_mhz"].to_numpy(dtype="float64", na_value=np.nan)
+              if "sm_clock_inband_mhz" in rows else np.full(len(rows), np.nan))
+    has_inband = ~np.isnan(inband)
+    cols["sm_clock_mhz_mean"] = np.where(has_inband, inband, nvml)
+    source = np.full(len(rows), None, dtype=object)
+    source[~np.isnan(nvml)] = "nvml"
+    source[has_inband] = "in-band"
+    cols["sm_clock_source"] = source
     cols["reasons_any"] = _reasons(smp, start, end)
     prev_end = np.concatenate([[np.iinfo(np.int64).min], np.maximum.accumulate(end)[:-1]])
     idle = (start - prev_end) / 1e6
@@ -137,11 +150,12 @@ def _decompose(rows: pd.DataFrame, kernels: pd.DataFrame) -> dict[str, np.ndarra
     launch), and the delay from the host's enqueue to the first kernel. NA without kernel data.
     Records of one GPU are taken not to overlap (one stream, as gpuwatch's engines run)."""
     n = len(rows)
-    if kernels is None or len(kernels) == 0 or (kernels["kind"] != "cuda_event").sum() == 0:
+    own = ("cuda_event", "probe")  # records of gpuwatch's own, not the program's work
+    if kernels is None or len(kernels) == 0 or (~kernels["kind"].isin(own)).sum() == 0:
         nan = np.full(n, np.nan)
         return {"kernel_count": nan, "busy_ms": nan, "idle_inside_ms": nan,
                 "first_kernel_delay_ms": nan}
-    k = kernels[kernels["kind"] != "cuda_event"].dropna(subset=["start_ns", "end_ns"])
+    k = kernels[~kernels["kind"].isin(own)].dropna(subset=["start_ns", "end_ns"])
     k = k.sort_values("start_ns")
     ks = k["start_ns"].to_numpy(np.int64)
     ke = np.maximum.accumulate(k["end_ns"].to_numpy(np.int64))

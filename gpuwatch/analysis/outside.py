@@ -54,7 +54,7 @@ def kernels_outside(m: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
     c0 = starts.loc[both, "api_correlation_id"].to_numpy(np.int64)
     c1 = ends.loc[both, "api_correlation_id"].to_numpy(np.int64)
     stream = starts.loc[both, "stream_id"].to_numpy(np.int64)
-    work = kernels[kernels["kind"] != "cuda_event"].dropna(
+    work = kernels[~kernels["kind"].isin(("cuda_event", "probe"))].dropna(
         subset=["correlation_id", "stream_id", "start_ns", "end_ns"])
     work = work.sort_values("correlation_id")
     corr = work["correlation_id"].to_numpy(np.int64)

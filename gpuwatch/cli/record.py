@@ -137,6 +137,10 @@ class RecordCommand:
         p.add_argument("--kernels", action="store_true",
                        help="also record every kernel and copy (CUPTI; the cupti extra) and "
                             "split each inference into kernel time and GPU idle time")
+        p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=None,
+                       help="stamp the in-band SM clock around every inference "
+                            "(sm_clock_inband_mhz); default: the device's (on for sim:, not "
+                            "yet available on real GPUs)")
         p.add_argument("--pre-post", action="store_true",
                        help="also time the engine's pre-processing (host->device copy) and "
                             "post-processing (device->host copy) as spans")
@@ -201,7 +205,8 @@ class RecordCommand:
         with Session(args.device, None if args.dataset else out, dataset=args.dataset,
                      sample_hz=args.sample_hz, sampler=args.sampler,
                      sample_gpus=_sample_gpus(args.sample_gpus), binding=args.binding,
-                     kernels=args.kernels, seed=args.seed, options=options) as s:
+                     kernels=args.kernels, seed=args.seed, options=options,
+                     probe=args.probe) as s:
             self._out = s.out
             engine = s.engine(engine_spec, cuda_graph=args.cuda_graph,
                               precision=args.precision, workspace_mb=args.workspace_mb)

@@ -5,6 +5,7 @@ import math
 import pandas as pd
 
 from ..analysis import Analysis
+from ..analysis.clock import sentence as clock_sentence
 from .base import Renderer
 
 
@@ -50,6 +51,9 @@ class TextRenderer(Renderer):
             for r in sp.itertuples():
                 out.append(f"   span {r.span} ({r.condition}): p50 {r.p50_ms:.3f} ms, p99 "
                            f"{r.p99_ms:.3f}, max {r.max_ms:.3f}, {r.spikes} spikes")
+            clk = analysis.clocks[analysis.clocks["trace"] == ti]
+            for r in clk.itertuples():
+                out.append(f"   {clock_sentence(r)}")
             ver = analysis.verdicts[analysis.verdicts["trace"] == ti]
             for r in ver.itertuples():
                 out.append(f"   - {r.sentence}")

@@ -1,0 +1,124 @@
+"""The in-band SM clock (issue 14): stamps around every region on the simulated GPU, the trace
+column, merge's preference for it, and the report's comparison with NVML."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import gpuwatch
+from gpuwatch.analysis.merge import merge
+from gpuwatch.errors import UsageError
+from tests.conftest import record_sim
+
+V1_TRACE = "benchmarks/results/h100_issue13/convnet_alternating_gc_off.parquet"
+
+
+@pytest.fixture(scope="module")
+def staircase(tmp_path_factory):
+    """The T4 staircase (gaps 0 and 20 ms), NVML following the clock (refresh 0) and NVML
+    refreshing every 100 ms as an H100's does."""
+    d = tmp_path_factory.mktemp("probe")
+    return {r: record_sim(d / f"r{r}.parquet", profile=f"t4,nvml_refresh_ms={r}" if r else "t4",
+                          iters=300)
+            for r in (0, 100)}
+
+
+def test_every_region_gets_the_clock_it_ran_at(staircase):
+    tr = staircase[0]
+    assert tr.meta["options"]["probe"] is True and tr.meta["schema_version"] == 2
+    inf = tr.measured()
+    assert inf["sm_clock_inband_mhz"].notna().all()
+    # Where NVML's 1 kHz readings (refresh 0: the clock as it is) hold one value from 1 ms
+    # before a region to 1 ms after it, the in-band clock is that value.
+    smp = tr.samples.dropna(subset=["sm_clock_mhz"])
+    t, f = smp["t_ns"].to_numpy(np.int64), smp["sm_clock_mhz"].to_numpy(float)
+    lo = np.searchsorted(t, inf["start_ns"].to_numpy(np.int64) - 1_000_000)
+    hi = np.searchsorted(t, inf["end_ns"].to_numpy(np.int64) + 1_000_000)
+    steady = [(f[a:b].min(), i) for i, (a, b) in enumerate(zip(lo, hi))
+              if b > a and f[a:b].min() == f[a:b].max()]
+    assert len(steady) > 400
+    want = np.array([v for v, _ in steady])
+    got = inf["sm_clock_inband_mhz"].to_numpy(float)[[i for _, i in steady]]
+    np.testing.assert_allclose(got, want, rtol=1e-3)
+    # the staircase itself: full clock back to back, the governor's low clock at 20 ms gaps
+    med = inf.groupby("condition")["sm_clock_inband_mhz"].median()
+    assert med["gap=0ms"] == pytest.approx(1590, rel=1e-3)
+    assert med["gap=20ms"] == pytest.approx(765, rel=2e-3)
+
+
+def test_the_in_band_clock_beats_a_slow_nvml_reading(staircase):
+    """With NVML refreshing every 100 ms, NVML's window mean misses clock changes that the
+    in-band clock sees region by region."""
+    diff = {}
+    for r, tr in staircase.items():
+        m = merge(tr)
+        m = m[(m["kind"] == "inference") & ~m["warmup"].astype(bool)]
+        diff[r] = np.abs(m["sm_clock_nvml_mhz_mean"] - m["sm_clock_inband_mhz"]).to_numpy(float)
+    off = {r: float((d > 1.0).mean()) for r, d in diff.items()}
+    assert off[100] > 2 * off[0] and off[100] > 0.05, off
+    # the same GPU, the same clocks: in-band agrees between the two recordings
+    a = staircase[0].measured().groupby("condition")["sm_clock_inband_mhz"].median()
+    b = staircase[100].measured().groupby("condition")["sm_clock_inband_mhz"].median()
+    pd.testing.assert_series_equal(a, b, rtol=1e-3)
+
+
+def test_the_probe_is_outside_the_events(tmp_path):
+    """gpu_ms is the same with and without the stamps; their kernels are gpuwatch's own."""
+    on = record_sim(tmp_path / "on.parquet", profile="flat", gaps=(0.0,), iters=200,
+                    kernels=True)
+    with gpuwatch.session("sim:flat", tmp_path / "off.parquet", probe=False, kernels=True) as s:
+        e = s.engine()
+        for _ in range(220):
+            e.infer()
+            e.synchronize()
+    off = s.trace
+    assert off.inferences["sm_clock_inband_mhz"].isna().all()
+    assert on.measured()["gpu_ms"].median() == pytest.approx(
+        off.measured()["gpu_ms"].median(), rel=0.005)
+    k = on.kernels
+    probes = k[k["kind"] == "probe"]
+    assert len(probes) == 2 * len(on.inferences) and set(probes["name"]) == {
+        "gpuwatch_clock_probe"}
+    # each region's stamps: one ends by its start event, one starts at or after its end event
+    # (the events' GPU times from the kernel trace: merge aligns regions on them)
+    inf = merge(on)
+    assert set(inf["aligned_by"]) == {"cuda_event"}
+    ps = probes.sort_values("start_ns")["start_ns"].to_numpy(np.int64)
+    before = np.searchsorted(ps, inf["start_ns"].to_numpy(np.int64), side="right") - 1
+    after = np.searchsorted(ps, inf["end_ns"].to_numpy(np.int64), side="left")
+    assert (before >= 0).all() and (after < len(ps)).all() and (after - before == 1).all()
+    # and the decomposition does not count them as the program's kernels
+    assert (inf.loc[inf["kind"] == "inference", "kernel_count"] == 24).all()
+
+
+def test_merge_prefers_the_in_band_clock_and_keeps_nvml_beside_it(staircase):
+    m = merge(staircase[100])
+    assert set(m["sm_clock_source"]) == {"in-band"}
+    np.testing.assert_array_equal(m["sm_clock_mhz_mean"], m["sm_clock_inband_mhz"])
+    old = merge(gpuwatch.load(V1_TRACE))  # schema v1: no in-band column in the file
+    assert old["sm_clock_inband_mhz"].isna().all() and set(old["sm_clock_source"]) == {"nvml"}
+    np.testing.assert_array_equal(old["sm_clock_mhz_mean"], old["sm_clock_nvml_mhz_mean"])
+
+
+def test_the_report_compares_the_two_clocks(staircase):
+    a = gpuwatch.analyze(staircase[100], staircase[0])
+    assert list(a.clocks["trace"]) == [0, 1]
+    slow = a.clocks.iloc[0]
+    assert slow["regions"] == 600 and slow["abs_diff_mhz_max"] > 100
+    assert slow["inband_mhz_p50"] == pytest.approx(a.clocks.iloc[1]["inband_mhz_p50"], rel=1e-3)
+    from gpuwatch.renderers.text import TextRenderer
+
+    text = TextRenderer().render(a)
+    assert text.count("SM clock, in-band (measured over each region)") == 2
+    assert "clocks" in a.to_dict()
+    assert gpuwatch.analyze(V1_TRACE).clocks.empty  # no in-band clock: no line
+
+
+def test_probe_option_is_checked(tmp_path):
+    with pytest.raises(UsageError, match="probe takes True, False or None"):
+        gpuwatch.session("sim:t4", tmp_path / "a.parquet", probe="yes")
+    with pytest.raises(UsageError, match="not available on this device yet"):
+        with gpuwatch.session("standin", tmp_path / "b.parquet", probe=True):
+            pass
