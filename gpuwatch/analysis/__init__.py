@@ -224,25 +224,34 @@ def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame
     parts = []
     for f in supported:
         row = a.loc[f]
-        parts.append(f"{FACTOR_TEXT[f]} explains {row['share']:.0%} "
-                     f"({row['ci_low_ms'] / delta:.0%}..{row['ci_high_ms'] / delta:.0%})"
-                     + ctx.get(f, ""))
+        lo, hi = sorted((row["ci_low_ms"] / delta, row["ci_high_ms"] / delta))
+        parts.append(f"{FACTOR_TEXT[f]} explains {share_text(row['share'])} "
+                     f"({share_text(lo)}..{share_text(hi)})" + ctx.get(f, ""))
     un = a.loc["unexplained"]
     if supported:
         text = f"{head}; " + "; ".join(parts)
         if clock_share < 0.2:
             text += "; not explained by clocks"
         if un["share"] >= 0.25:
-            text += f"; {un['share']:.0%} is not explained by anything measured"
+            text += f"; {share_text(un['share'])} is not explained by anything measured"
         cause = supported[0]
     else:
         kernels = "busy_ms" in tgt and tgt["busy_ms"].notna().all()
         hint = ("" if kernels else " (candidates it cannot see yet: cold caches, slower kernels "
                 "at the same clock; record --kernels would split it)")
-        text = (f"{head}; not explained by clocks ({clock_share:.0%}), throttling or host launch "
-                f"delay: {un['share']:.0%} is not explained by anything gpuwatch measured{hint}")
+        text = (f"{head}; not explained by clocks ({share_text(clock_share)}), throttling or "
+                f"host launch delay: {share_text(un['share'])} is not explained by anything "
+                f"gpuwatch measured{hint}")
         cause = "unexplained"
     return {"cause": cause, "extra_ms": delta, "sentence": text + "."}
+
+
+def share_text(share: float) -> str:
+    """A share of the extra latency as a sentence says it: within 0..100% (a factor can
+    exceed the change only where another one offsets it; the tables keep the signed values)."""
+    if share is None or not np.isfinite(share):
+        return "-"
+    return f"{min(max(float(share), 0.0), 1.0):.0%}"
 
 
 def _excludes_zero(row: pd.Series, delta: float) -> bool:

@@ -19,6 +19,13 @@ the in-band clock, merge has put it in sm_clock_mhz_mean: the fit uses the clock
 ran at, not NVML's reading of up to ~100 ms before. 95% intervals come from
 bootstrap resamples of the rows.
 
+Physics bounds every clock share: a clock change from f_ref to f explains at most
+busy * (f_ref / f - 1) of the extra time (busy: the reference's kernel time where kernels were
+traced, else its gpu_ms, an upper bound), and nothing of the opposite sign; what the fit gives
+beyond that is unexplained. Without a kernel timeline, an unexplained part that the bound allows
+in full goes to the SM clock: the fit's slope is biased towards 0 when the clock reading lags
+the clock (NVML's refreshes every ~100 ms on an H100), and nothing else measured can take it.
+
 With a kernel timeline (record --kernels), the split is sharper. Each inference's latency is the
 time its kernels kept the GPU busy plus the time the GPU sat idle inside it, waiting for the
 host. So the change in idle time is host launch starvation, measured directly. The change in
@@ -126,6 +133,51 @@ def _contributions(fit: _Rows, ref: _Rows, tgt: _Rows) -> dict[str, float]:
     return out
 
 
+def _clock_bounds(ref: _Rows, tgt: _Rows) -> dict[str, float]:
+    """The most a clock change can explain, per clock (sm, mem), in ms, signed: work that takes
+    `busy` ms at f_ref takes busy * f_ref / f at f, so a clock change explains at most
+    busy_ref * (f_ref / f - 1) (Wang & Chu, arXiv 1701.05308: only the clock-sensitive part of
+    the time scales; this is the bound for all of it). `busy` is the kernel time where kernels
+    were traced, else gpu_ms, an upper bound of it. The regressors are 1000 / clock, so
+    f_ref / f = mean(x_tgt) / mean(x_ref)."""
+    out = {}
+    use_busy = ref.has_kernels and tgt.has_kernels
+    busy = float(ref.busy.mean()) if use_busy else float(ref.y.mean())
+    for name, j in (("sm", 0), ("mem", 1)):
+        xr, xt = float(ref.X[:, j].mean()), float(tgt.X[:, j].mean())
+        out[name] = busy * (xt / xr - 1.0) if xr > 0 and np.isfinite(xt) else 0.0
+    return out
+
+
+def _bounded(out: dict[str, float], ref: _Rows, tgt: _Rows, fill: bool) -> dict[str, float]:
+    """Clip the clocks' contributions to what the clock changes can physically explain (and to
+    their sign); what is clipped off is unexplained. `fill`: where the bound allows the whole
+    of an unexplained part of the same sign, give it to the SM clock (the regression's slope is
+    biased towards 0 by a clock reading that lags the clock, as NVML's does)."""
+    b = _clock_bounds(ref, tgt)
+    delta = out["delta"]
+    lo, hi = sorted((0.0, b["sm"]))
+    clock = out["sm_clock"] + out["throttling"]
+    clipped = min(max(clock, lo), hi)
+    share = out["throttling"] / clock if clock else float(tgt.thr.mean())
+    if fill and b["sm"] != 0.0:
+        rest = delta - sum(v for k, v in out.items()
+                           if k not in ("sm_clock", "throttling", "unexplained", "delta"))
+        if np.sign(rest) == np.sign(b["sm"]) and abs(rest) <= abs(b["sm"]) and \
+                abs(rest) > abs(clipped):
+            clipped = rest
+    out["sm_clock"], out["throttling"] = clipped * (1 - share), clipped * share
+    lo, hi = sorted((0.0, b["mem"]))
+    mem = min(max(out["mem_clock"], lo), hi)
+    removed = (clock - clipped) + (out["mem_clock"] - mem)
+    out["mem_clock"] = mem
+    if not fill:  # with a kernel timeline, busy time the clocks cannot explain is the kernels'
+        out["kernels_slower"] += removed
+    out["unexplained"] = delta - sum(v for k, v in out.items()
+                                     if k not in ("unexplained", "delta"))
+    return out
+
+
 def _changed(X: np.ndarray, moved: np.ndarray) -> np.ndarray:
     """Indices of the regressors (columns of X, in REGRESSORS order) that varied and moved
     between reference and target by more than they can be measured: a clock's mean must move by
@@ -164,13 +216,17 @@ def attribute(fit_rows: pd.DataFrame, ref_rows: pd.DataFrame, tgt_rows: pd.DataF
     if len(ref) < 3 or len(tgt) < 3:
         return pd.DataFrame(columns=["factor", "contribution_ms", "ci_low_ms", "ci_high_ms",
                                      "share"])
-    point = _contributions(fit, ref, tgt)
+    fill = not (fit.has_kernels and ref.has_kernels and tgt.has_kernels)
+    point = _bounded(_contributions(fit, ref, tgt), ref, tgt, fill)
     rng = np.random.default_rng(seed)
 
     def sample(d: _Rows) -> _Rows:
         return d.take(rng.integers(0, len(d), min(len(d), MAX_ROWS)))
 
-    boots = [_contributions(sample(fit), sample(ref), sample(tgt)) for _ in range(BOOTSTRAP)]
+    boots = []
+    for _ in range(BOOTSTRAP):
+        r, t = sample(ref), sample(tgt)
+        boots.append(_bounded(_contributions(sample(fit), r, t), r, t, fill))
     rows = []
     delta = point["delta"]
     # A share of nothing is meaningless: below 0.1% of the reference latency, shares are NA.

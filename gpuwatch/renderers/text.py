@@ -4,7 +4,7 @@ import math
 
 import pandas as pd
 
-from ..analysis import Analysis
+from ..analysis import Analysis, share_text
 from ..analysis.clock import sentence as clock_sentence
 from .base import Renderer
 
@@ -38,11 +38,15 @@ class TextRenderer(Renderer):
                            f"{r.ratio_to_baseline:>6.2f}x{r.n_layers:>8}")
             att = analysis.attribution
             att = att[att["trace"] == ti] if not att.empty else att
+            ver = analysis.verdicts[analysis.verdicts["trace"] == ti]
+            changed = {(r.engine, r.condition) for r in ver.itertuples() if r.cause is not None}
+            att = att[[(e, c) in changed for e, c in zip(att["engine"], att["condition"])]] \
+                if not att.empty else att  # a change within noise has no shares to give
             if not att.empty:
                 out.append("   extra latency explained by (ms, 95% interval, share):")
                 for (eng, cond), g in att.groupby(["engine", "condition"], sort=False):
                     cells = [f"{r.factor} {r.contribution_ms:+.3f} [{r.ci_low_ms:+.3f},"
-                             f"{r.ci_high_ms:+.3f}] {_num(r.share, '{:.0%}')}"
+                             f"{r.ci_high_ms:+.3f}] {share_text(r.share)}"
                              for r in g.itertuples() if r.factor in ("sm_clock", "unexplained")
                              or abs(r.contribution_ms) > 1e-9]
                     out.append(f"     {cond}: " + "; ".join(cells))

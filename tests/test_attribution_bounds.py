@@ -1,0 +1,83 @@
+"""Physically bounded attribution (issue 15): a clock change explains at most what it can,
+a share the bound allows in full is given in full, and no sentence says more than 100% or less
+than 0."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import gpuwatch
+from gpuwatch.analysis import share_text
+from gpuwatch.analysis.attribution import attribute
+
+
+def rows(n, gpu_ms, sm_mhz, enqueue_ms=0.05, rng=None, sm_noise=0.0, reasons=0):
+    rng = rng or np.random.default_rng(0)
+    return pd.DataFrame({
+        "gpu_ms": gpu_ms + 0.002 * rng.standard_normal(n),
+        "sm_clock_mhz_mean": sm_mhz + sm_noise * rng.standard_normal(n),
+        "mem_clock_mhz_mean": np.full(n, 2619.0),
+        "enqueue_ms": np.full(n, enqueue_ms) + 0.001 * rng.standard_normal(n),
+        "reasons_any": np.full(n, reasons, dtype=np.int64),
+    })
+
+
+def table(ref, tgt):
+    return attribute(pd.concat([ref, tgt]), ref, tgt).set_index("factor")
+
+
+def test_a_small_clock_drop_cannot_explain_a_large_slowdown():
+    """The clock fell 10% (1000 -> 909 MHz) and latency rose 50% (1.0 -> 1.5 ms), with nothing
+    else measured moving: the fit alone would give the clock all of it. At most 1.0 x (1000/909
+    - 1) = 0.10 ms is the clock's; the rest is unexplained."""
+    t = table(rows(400, 1.0, 1000.0), rows(400, 1.5, 909.0, rng=np.random.default_rng(1)))
+    clock = t.loc["sm_clock", "contribution_ms"] + t.loc["throttling", "contribution_ms"]
+    assert clock == pytest.approx(1.0 * (1000 / 909 - 1), rel=0.02)
+    assert t.loc["unexplained", "share"] == pytest.approx(0.8, abs=0.02)
+    assert t.loc["sm_clock", "ci_high_ms"] <= 0.101 + 1e-9  # the bound holds in every resample
+
+
+def test_a_power_capped_slowdown_the_clock_allows_in_full_is_the_clocks():
+    """Compute-bound work, clock 1980 -> 1470 MHz under the power cap: latency x1980/1470. The
+    clock reading lags the clock (a coarse NVML reading: large noise on each region's value),
+    which biases the fit's slope towards 0; the bound allows the whole change, so the clock
+    gets it, as throttling (the power-cap reason is active)."""
+    rng = np.random.default_rng(2)
+    ref = rows(600, 1.0, 1980.0, rng=rng, sm_noise=60.0)
+    tgt = rows(600, 1980 / 1470, 1470.0, rng=rng, sm_noise=250.0, reasons=0x4)
+    t = table(ref, tgt)
+    assert t.loc["throttling", "share"] == pytest.approx(1.0, abs=0.03)
+    assert abs(t.loc["unexplained", "share"]) < 0.03
+
+
+def test_a_clock_that_rose_cannot_explain_a_slowdown():
+    t = table(rows(300, 1.0, 1500.0), rows(300, 1.3, 1600.0, rng=np.random.default_rng(3)))
+    assert t.loc["sm_clock", "contribution_ms"] == 0 and t.loc["throttling", "contribution_ms"] == 0
+    assert t.loc["unexplained", "share"] == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("share,text", [(1.32, "100%"), (-0.07, "0%"), (0.456, "46%"),
+                                        (float("nan"), "-")])
+def test_share_text_stays_within_0_and_100(share, text):
+    assert share_text(share) == text
+
+
+REAL = ["benchmarks/results/h100_issue8/experiment3/e3_torch_large_1280x720.parquet",
+        "benchmarks/results/h100_issue8/experiment3/e3_sweep_torch+graph_spin.parquet",
+        "benchmarks/results/h100_issue8/experiment1/e1_torch_spin_steps.parquet",
+        "benchmarks/results/h100_issue6/events/h100_kernels_starved.parquet",
+        "benchmarks/results/h100_issue13/convnet_alternating_gc_off.parquet"]
+
+
+@pytest.mark.parametrize("path", REAL)
+def test_no_sentence_on_a_real_trace_says_more_than_100_or_less_than_0(path):
+    a = gpuwatch.analyze(path)
+    from gpuwatch.renderers.text import TextRenderer
+
+    text = TextRenderer().render(a) + "\n".join(a.verdicts["sentence"])
+    shares = [int(x) for x in re.findall(r"(-?\d+)%", text)]
+    assert shares and all(0 <= x <= 100 for x in shares), shares
