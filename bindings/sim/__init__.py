@@ -33,7 +33,10 @@ from .profiles import ENGINE_PRESETS, PROFILES, EnginePreset, Profile
 __all__ = ["PROFILES", "ENGINE_PRESETS", "FAULT_KINDS", "SimBackend", "SimFault", "open_backend"]
 
 
-FAULT_KINDS = ("gpu_lost", "timeout", "unknown", "not_supported", "cuda_error")
+# "cotenant": another process shares the GPU (COTENANT_SHARE of its time, as time-slicing
+# gives it): this program's kernels run that much slower, and NVML's utilisation counts both.
+FAULT_KINDS = ("gpu_lost", "timeout", "unknown", "not_supported", "cuda_error", "cotenant")
+COTENANT_SHARE = 0.6
 _NVML_MESSAGES = {"gpu_lost": "GPU is lost", "timeout": "Timeout", "unknown": "Unknown Error"}
 
 
@@ -74,6 +77,16 @@ class SimFault:
         if f.start_s < 0 or not f.duration_s > 0 or (f.gpu is not None and f.gpu < 0):
             raise UsageError(f"bad sim fault {text!r}: times must be >= 0 and the duration > 0")
         return f
+
+
+def _cotenant_share(faults: "_Faults") -> Any:
+    """The share of the GPU another process takes at GPU time t (ns), from cotenant faults."""
+    spans = [(f.start_s, f.start_s + f.duration_s) for f in faults.faults if f.kind == "cotenant"]
+
+    def share(t_ns: int) -> float:
+        t = (t_ns - faults._origin) / 1e9
+        return COTENANT_SHARE if any(a <= t < b for a, b in spans) else 0.0
+    return share
 
 
 class _Faults:
@@ -416,6 +429,9 @@ class SimBackend:
                           for i in _sampled(index, gpus, sample_gpus)]
         self.runtime = SimRuntime(self.gpu, self.clock, faults_of[index])
         self.faults = list(faults)
+        for i, g in enumerate(self.gpus):
+            if any(f.kind == "cotenant" for f in faults_of[i].faults):
+                g.cotenant = _cotenant_share(faults_of[i])
 
     def _oversleep(self, ns: int) -> int:
         # time.sleep wakes late; the next launch then pays for a cold CPU (see Profile).

@@ -13,6 +13,7 @@ import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -86,6 +87,8 @@ class SimGPU:
 
     def __init__(self, profile: Profile, clock: VirtualClock, rng: np.random.Generator):
         self.p, self.clock, self.rng = profile, clock, rng
+        # Another process's share of the GPU at time t (a "cotenant" fault), or None
+        self.cotenant: Callable[[int], float] | None = None
         self._tick_ns = int(profile.tick_ms * 1e6)
         now = clock.now_ns()
         # Ticks count from the GPU's own start, so results do not depend on the wall clock.
@@ -145,6 +148,8 @@ class SimGPU:
         jitter = 1.0 + p.kernel_jitter * float(self.rng.standard_normal())
         dur = (compute_ns * p.sm_max_mhz / f_sm + memory_ns * p.mem_max_mhz / f_mem) * jitter
         dur *= 1.0 + p.cold_kernel_penalty * idle
+        if self.cotenant is not None:  # time-sliced with another process's kernels
+            dur /= 1.0 - self.cotenant(start)
         end = start + max(1, int(dur))
         if unparked:  # the clock rises once that first kernel is done
             self.clock_history.set(start, f_sm)
@@ -230,7 +235,7 @@ class SimGPU:
             mem_clock_mhz=p.mem_idle_mhz if self.parked else p.mem_max_mhz,
             pstate=8 if self.parked else 0,
             reasons=int(ClockEventReason.SW_POWER_CAP) if self._capped else 0,
-            gpu_util_pct=util,
+            gpu_util_pct=min(100.0, util + (100.0 * self.cotenant(t) if self.cotenant else 0.0)),
             power_busy_w=p.power_idle_w + p.power_dynamic_w * rel**3,
             power_idle_w=p.power_idle_w * (0.6 if self.parked else 1.0),
             power_avg_w=self._power_avg,

@@ -196,6 +196,7 @@ FACTOR_TEXT = {
     "mem_clock": "the memory clock",
     "host_launch": "host launch delay",
     "kernels_slower": "kernels running slower at the same clocks (e.g. cold caches)",
+    "other_process": "another process on the GPU",
     "unexplained": "nothing gpuwatch measured",
 }
 
@@ -239,9 +240,19 @@ def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame
         kernels = "busy_ms" in tgt and tgt["busy_ms"].notna().all()
         hint = ("" if kernels else " (candidates it cannot see yet: cold caches, slower kernels "
                 "at the same clock; record --kernels would split it)")
-        text = (f"{head}; not explained by clocks ({share_text(clock_share)}), throttling or "
-                f"host launch delay: {share_text(un['share'])} is not explained by anything "
-                f"gpuwatch measured{hint}")
+        shares = a.drop(index="unexplained")["share"]
+        top = shares.idxmax() if shares.notna().any() else None
+        if un["share"] < 0.25 and top is not None and shares[top] >= 0.25:
+            # the measured causes account for it, but none beyond doubt: say so, not "0%"
+            row = a.loc[top]
+            lo, hi = sorted((row["ci_low_ms"] / delta, row["ci_high_ms"] / delta))
+            text = (f"{head}; cannot tell which cause: {FACTOR_TEXT[top]} would explain "
+                    f"{share_text(row['share'])}, but its 95% interval "
+                    f"({row['ci_low_ms']:+.3f}..{row['ci_high_ms']:+.3f} ms) includes no change")
+        else:
+            text = (f"{head}; not explained by clocks ({share_text(clock_share)}), throttling "
+                    f"or host launch delay: {share_text(un['share'])} is not explained by "
+                    f"anything gpuwatch measured{hint}")
         cause = "unexplained"
     return {"cause": cause, "extra_ms": delta, "sentence": text + "."}
 
@@ -275,8 +286,14 @@ def _context(ref: pd.DataFrame, tgt: pd.DataFrame) -> dict[str, str]:
                 f"{ref['idle_inside_ms'].median():.3f} -> {tgt['idle_inside_ms'].median():.3f} ms)")
         busy = (f" (kernel time {ref['busy_ms'].median():.3f} -> {tgt['busy_ms'].median():.3f} ms"
                 f" at SM {tgt['sm_clock_mhz_mean'].median():.0f} MHz)")
+    other = ""
+    if "util_excess_pct" in tgt and tgt["gpu_util_pct_start"].notna().any():
+        other = (f" (GPU {tgt['gpu_util_pct_start'].median():.0f}% busy by NVML while this "
+                 f"program's own work kept it {tgt['own_duty_pct'].median():.0f}% busy; before: "
+                 f"{ref['gpu_util_pct_start'].median():.0f}% and "
+                 f"{ref['own_duty_pct'].median():.0f}%)")
     return {"sm_clock": sm, "throttling": sm + thr, "mem_clock": mem, "host_launch": host,
-            "kernels_slower": busy}
+            "kernels_slower": busy, "other_process": other}
 
 
 def _overall(verdicts: pd.DataFrame) -> str:

@@ -45,7 +45,12 @@ THROTTLE_MASK = int(ClockEventReason.SW_POWER_CAP | ClockEventReason.HW_SLOWDOWN
                     | ClockEventReason.HW_POWER_BRAKE_SLOWDOWN)
 REGRESSORS = ("inv_sm", "inv_mem", "enqueue_ms")
 UPPER = {"enqueue_ms": 1.0}  # ms of latency per ms of host enqueue time, at most
-FACTORS = ("sm_clock", "throttling", "mem_clock", "host_launch", "kernels_slower", "unexplained")
+FACTORS = ("sm_clock", "throttling", "mem_clock", "host_launch", "kernels_slower",
+           "other_process", "unexplained")
+# Another process is on the GPU where NVML's utilisation exceeds this program's own duty cycle
+# by this many points in the target rows, and by less than REF_EXCESS_PCT in the reference.
+OTHER_EXCESS_PCT = 30.0
+REF_EXCESS_PCT = 15.0
 CLOCK_RESOLUTION = 1e-4  # a clock's relative change below this is no change (see _changed)
 BOOTSTRAP = 200
 MAX_ROWS = 3000  # per group, for the bootstrap
@@ -64,9 +69,11 @@ class _Rows:
                 else np.full(len(df), np.nan))
         idle = (df["idle_inside_ms"].to_numpy(float) if "idle_inside_ms" in df
                 else np.full(len(df), np.nan))
+        excess = (df["util_excess_pct"].to_numpy(dtype="float64", na_value=np.nan)
+                  if "util_excess_pct" in df else np.full(len(df), np.nan))
         ok = np.isfinite(y) & np.isfinite(X).all(axis=1)
         self.y, self.X, self.thr = y[ok], X[ok], thr[ok]
-        self.busy, self.idle = busy[ok], idle[ok]
+        self.busy, self.idle, self.excess = busy[ok], idle[ok], excess[ok]
 
     @property
     def has_kernels(self) -> bool:
@@ -78,7 +85,7 @@ class _Rows:
     def take(self, idx: np.ndarray) -> "_Rows":
         r = object.__new__(_Rows)
         r.y, r.X, r.thr = self.y[idx], self.X[idx], self.thr[idx]
-        r.busy, r.idle = self.busy[idx], self.idle[idx]
+        r.busy, r.idle, r.excess = self.busy[idx], self.idle[idx], self.excess[idx]
         return r
 
 
@@ -175,7 +182,17 @@ def _bounded(out: dict[str, float], ref: _Rows, tgt: _Rows, fill: bool) -> dict[
         out["kernels_slower"] += removed
     out["unexplained"] = delta - sum(v for k, v in out.items()
                                      if k not in ("unexplained", "delta"))
+    if other_process(ref, tgt) and out["unexplained"] > 0:  # what is left is the other's
+        out["other_process"], out["unexplained"] = out["unexplained"], 0.0
     return out
+
+
+def other_process(ref: _Rows, tgt: _Rows) -> bool:
+    """Did another process share the GPU in the target rows but not in the reference? NVML's
+    utilisation far above this program's own duty cycle says so (merge.util_excess_pct)."""
+    t, r = tgt.excess[np.isfinite(tgt.excess)], ref.excess[np.isfinite(ref.excess)]
+    return bool(t.size and r.size and np.median(t) >= OTHER_EXCESS_PCT
+                and np.median(r) < REF_EXCESS_PCT)
 
 
 def _changed(X: np.ndarray, moved: np.ndarray) -> np.ndarray:

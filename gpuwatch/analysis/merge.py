@@ -50,7 +50,8 @@ def _derived_columns() -> list[str]:
     for f in WINDOW_FIELDS:
         cols += [f"{f}_start", f"{f}_min", f"{f}_mean", f"{f}_max"]
     cols += [f"{f}_start" for f in START_FIELDS]
-    return cols + ["sm_clock_nvml_mhz_mean", "sm_clock_source", "reasons_any", "idle_before_ms", "enqueue_ms", "launch_ms", "wake_ms",
+    return cols + ["sm_clock_nvml_mhz_mean", "sm_clock_source", "own_duty_pct",
+                   "util_excess_pct", "reasons_any", "idle_before_ms", "enqueue_ms", "launch_ms", "wake_ms",
                    "kernel_count", "busy_ms", "idle_inside_ms", "first_kernel_delay_ms"]
 
 
@@ -91,6 +92,8 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> pd.DataFrame:
     source[~np.isnan(nvml)] = "nvml"
     source[has_inband] = "in-band"
     cols["sm_clock_source"] = source
+    cols["own_duty_pct"] = _own_duty(start, end)
+    cols["util_excess_pct"] = cols["gpu_util_pct_start"] - cols["own_duty_pct"]
     cols["reasons_any"] = _reasons(smp, start, end)
     prev_end = np.concatenate([[np.iinfo(np.int64).min], np.maximum.accumulate(end)[:-1]])
     idle = (start - prev_end) / 1e6
@@ -101,6 +104,27 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> pd.DataFrame:
     cols["launch_ms"] = (start - host_start) / 1e6
     cols["wake_ms"] = (rows["host_end_ns"].to_numpy(dtype="float64", na_value=np.nan) - end) / 1e6
     return rows.reset_index(drop=True).assign(**cols)
+
+
+DUTY_WINDOW_NS = 1_000_000_000  # NVML's utilisation window is 1/6 s to 1 s
+
+
+def _own_duty(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """This program's own duty cycle before each region (%): the GPU time of its regions over
+    the last second (or since its first region), as NVML's utilisation would count them if the
+    program were alone on the GPU. Regions' times include any wait for another process's work,
+    so this overstates the program's own use: an excess of NVML's figure over it is a floor."""
+    n = start.size
+    if n == 0:
+        return np.zeros(0)
+    order = np.argsort(start, kind="stable")
+    s, e = start[order], end[order]
+    cum = np.concatenate([[0], np.cumsum(np.maximum(e - s, 0))])
+    j = np.searchsorted(s, s - DUTY_WINDOW_NS, side="left")
+    span = np.minimum(DUTY_WINDOW_NS, np.maximum(e - s[0], 1))
+    duty = np.empty(n)
+    duty[order] = np.minimum(100.0, 100.0 * (cum[np.arange(1, n + 1)] - cum[j]) / span)
+    return duty
 
 
 def _tighten(inf: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
