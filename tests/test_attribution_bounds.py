@@ -121,3 +121,38 @@ def test_without_idle_time_another_process_cannot_be_told_from_nvml_utilisation(
     assert v["extra_ms"] > 5  # the slow-down is there...
     assert v["cause"] == "unexplained" and "another process" not in v["sentence"]  # ...unnamed
     assert "not explained by anything gpuwatch measured" in v["sentence"]
+
+
+# -- episodes: a departure that comes back ---------------------------------------------------
+def test_an_episode_that_comes_and_goes_is_found_and_explained(tmp_path):
+    """Another process for 4 s in the middle of a 20 ms-gap run: the end of the run looks like
+    its start, so the stable tail says nothing; the episode must be found, bounded and named."""
+    with gpuwatch.session("sim:flat,fault=cotenant@4+4", tmp_path / "ep.parquet") as s:
+        e = s.engine()
+        s.set_condition("gap=20ms", 20)
+        for _ in range(600):
+            e.infer()
+            e.synchronize()
+            s.wait(20)
+    a = gpuwatch.analyze(s.trace)
+    inf = s.trace.measured()
+    slow = inf.loc[inf["gpu_ms"] > 1.5 * inf["gpu_ms"].median(), "iteration"]  # ground truth
+    v = a.verdicts
+    cond, ep = v[v["episode"].isna()].iloc[0], v[v["episode"].notna()]
+    assert "no meaningful change, but 1 episode(s) came and went" in cond["sentence"]
+    assert len(ep) == 1
+    ep = ep.iloc[0]
+    n = slow.max() - slow.min()
+    assert abs(ep["first_iter"] - slow.min()) <= 0.1 * n
+    assert abs(ep["last_iter"] - slow.max()) <= 0.1 * n
+    assert ep["cause"] == "other_process"
+    t = a.attribution[a.attribution["episode"] == ep["episode"]].set_index("factor")
+    assert t.loc["other_process", "share"] == pytest.approx(1.0, abs=0.1)
+    assert "episodes that came and went" in a.verdict and "another process" in a.verdict
+
+
+def test_a_steady_run_has_no_episodes(flat_trace):
+    a = gpuwatch.analyze(flat_trace)
+    assert a.verdicts["episode"].isna().all()
+    assert a.verdict.startswith("No condition is slower or faster than its baseline beyond "
+                                "noise, and no episode came and went")

@@ -141,17 +141,24 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
                 att = (attribute(pd.concat([ref, rows]), ref, tgt, seed=seed)
                        if ref is not None else None)
                 if att is not None and not att.empty:
-                    att_rows.append(att.assign(trace=ti, engine=name, condition=cond))
-                verdict_rows.append({
-                    "trace": ti, "engine": name, "condition": cond,
-                    **_verdict(cond, lay, ref, tgt, att, ref_label)})
+                    att_rows.append(att.assign(trace=ti, engine=name, condition=cond,
+                                               episode=None))
+                v = _verdict(cond, lay, ref, tgt, att, ref_label)
+                ep_verdicts, ep_atts = _episodes(rows, lay, cond, base_rows, base_cond, seed)
+                if v["cause"] is None and ep_verdicts:
+                    v["sentence"] = (v["sentence"].rstrip(".") + f", but {len(ep_verdicts)} "
+                                     f"episode(s) came and went (below).")
+                key = {"trace": ti, "engine": name, "condition": cond}
+                verdict_rows.append({**key, "episode": None, "first_iter": None,
+                                     "last_iter": None, **v})
+                verdict_rows += [{**key, **ev} for ev in ep_verdicts]
+                att_rows += [ea.assign(**key) for ea in ep_atts]
         span_rows.append(_span_table(m, ti))
     layers = pd.DataFrame(layer_rows)
-    attribution = (pd.concat(att_rows, ignore_index=True)[
-        ["trace", "engine", "condition", "factor", "contribution_ms", "ci_low_ms", "ci_high_ms",
-         "share"]] if att_rows else pd.DataFrame(
-        columns=["trace", "engine", "condition", "factor", "contribution_ms", "ci_low_ms",
-                 "ci_high_ms", "share"]))
+    att_cols = ["trace", "engine", "condition", "episode", "factor", "contribution_ms",
+                "ci_low_ms", "ci_high_ms", "share"]
+    attribution = (pd.concat(att_rows, ignore_index=True)[att_cols] if att_rows
+                   else pd.DataFrame(columns=att_cols))
     verdicts = pd.DataFrame(verdict_rows)
     checks = pd.concat(check_rows, ignore_index=True) if check_rows else outside_table(
         pd.DataFrame(), None, 0)
@@ -163,6 +170,40 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
         stream_checks=checks, stream_note=outside_note(checks),
         clocks=pd.concat([c for c in clock_rows if not c.empty] or
                          [pd.DataFrame(columns=CLOCK_COLUMNS)], ignore_index=True))
+
+
+def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFrame | None,
+              base_cond: Any, seed: int) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
+    """Verdicts and attributions of a condition's episodes (layers.Layers.episodes): each
+    against the reference condition, or the condition's own rows outside its episodes (and
+    before a final plateau). Only episodes that differ meaningfully from it are kept."""
+    if not lay.episodes:
+        return [], []
+    it = rows["iteration"].to_numpy()
+    inside = np.zeros(len(rows), dtype=bool)
+    for a, b, _ in lay.episodes:
+        inside |= (it >= a) & (it <= b)
+    calm = ~inside & ((it < lay.onset_iter) if lay.layered else True)
+    if base_rows is not None and cond != base_cond:
+        ref, ref_label = base_rows, str(base_cond)
+    else:
+        ref, ref_label = rows[calm], "the rest of the condition"
+    verdicts, atts = [], []
+    for a, b, _ in lay.episodes:
+        tgt = rows[(it >= a) & (it <= b)]
+        if len(ref) < 3 or len(tgt) < 3:
+            continue
+        att = attribute(pd.concat([ref, tgt]), ref, tgt, seed=seed)
+        label = f"iterations {a}-{b}"
+        ep_lay = Layers(len(tgt), lay.baseline_ms, float(tgt["gpu_ms"].median()), False, None,
+                        None, None, 1, lay.noise_ms)
+        v = _verdict(f"{cond}, episode at {label}", ep_lay, ref, tgt, att, ref_label)
+        if v["cause"] is None:
+            continue
+        verdicts.append({"episode": label, "first_iter": a, "last_iter": b, **v})
+        if not att.empty:
+            atts.append(att.assign(episode=label))
+    return verdicts, atts
 
 
 def _baseline_condition(eng: pd.DataFrame) -> Any:
@@ -302,16 +343,22 @@ def _overall(verdicts: pd.DataFrame) -> str:
         return "No measured inferences in the trace(s)."
     v = verdicts.assign(abs_extra=verdicts["extra_ms"].abs())
     changed = v[v["cause"].notna()].sort_values("abs_extra", ascending=False)
+    key = ["trace", "engine", "condition"]
+    n_conditions = len(v.drop_duplicates(key))
     if changed.empty:
-        return "No condition is slower or faster than its baseline beyond noise."
+        return ("No condition is slower or faster than its baseline beyond noise, and no "
+                "episode came and went.")
     worst = changed.iloc[0]
+    n_changed = len(changed.drop_duplicates(key))
+    episodes = int(changed["episode"].notna().sum()) if "episode" in changed else 0
     causes = changed["cause"].value_counts()
     main = causes.index[0]
     how = "in all of them" if causes.iloc[0] == len(changed) else \
         f"in {causes.iloc[0]} of {len(changed)}"
     prefix = f"{worst['engine']}, " if v["engine"].nunique() > 1 else ""
-    return (f"{len(changed)} of {len(v)} conditions differ from their baseline; main cause "
-            f"{how}: {FACTOR_TEXT[main]}. Largest: {prefix}{worst['sentence']}")
+    eps = f" ({episodes} of them episodes that came and went)" if episodes else ""
+    return (f"{n_changed} of {n_conditions} conditions differ from their baseline{eps}; main "
+            f"cause {how}: {FACTOR_TEXT[main]}. Largest: {prefix}{worst['sentence']}")
 
 
 def _span_table(m: pd.DataFrame, ti: int) -> pd.DataFrame:

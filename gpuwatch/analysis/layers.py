@@ -12,6 +12,8 @@ remains is read as:
 - onset (the jump): where the first segment clearly above the baseline starts.
 - stable: where the last segment starts, if it is clearly above the baseline.
 - stable latency: the median of that last segment.
+- episodes: runs of segments clearly off the baseline that end before the run does (a busy
+  host for a while, another process for a while), MIN_LEVEL iterations or longer.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class Layers:
     noise_ms: float
     change_points: list[int] = field(default_factory=list)  # iterations where a segment starts
     levels_ms: list[float] = field(default_factory=list)  # median of each merged segment
+    # Departures from the baseline that come back (not the final plateau): (first iteration,
+    # last iteration, median latency), each at least MIN_LEVEL iterations long
+    episodes: list[tuple[int, int, float]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -97,8 +102,23 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
         if not counted or abs(lv - counted[-1]) > counted[-1] * REL_THRESHOLD + 3 * sigma:
             counted.append(lv)
     n_layers = len(counted)
+    # Episodes: runs of consecutive segments clearly off the baseline (above or below), other
+    # than a final plateau the layers already report, MIN_LEVEL iterations or longer.
+    lo_thresh = baseline * (1 - REL_THRESHOLD) - 3 * sigma
+    # An episode comes back: a run that reaches the end of the series (a ramp into the final
+    # plateau included) is the layering, not an episode.
+    episodes = []
+    run: list[int] | None = None  # [start index, end index) into x
+    for i, (a, b, lv) in enumerate(merged):
+        if i > 0 and (lv > thresh or lv < lo_thresh):
+            run = [int(a), int(b)] if run is None else [run[0], int(b)]
+            continue
+        if run is not None and run[1] - run[0] >= MIN_LEVEL:
+            episodes.append((int(it[run[0]]), int(it[run[1] - 1]),
+                             float(np.median(x[run[0]:run[1]]))))
+        run = None
     return Layers(
         n=n, baseline_ms=baseline, final_ms=final, layered=layered, onset_iter=onset,
         stable_iter=stable, stable_ms=final if layered else None, n_layers=max(1, n_layers),
         noise_ms=sigma, change_points=[int(it[int(a)]) for a, _, _ in merged[1:]],
-        levels_ms=[lv for _, _, lv in merged])
+        levels_ms=[lv for _, _, lv in merged], episodes=episodes)

@@ -15,6 +15,11 @@ def _num(v: object, fmt: str = "{:.2f}") -> str:
     return fmt.format(v)
 
 
+def _ep(episode: object) -> str:
+    """An episode label, or "" for a whole condition (None/NaN in the tables)."""
+    return episode if isinstance(episode, str) else ""
+
+
 class TextRenderer(Renderer):
     """The terminal summary: per trace, the layers table, the attribution, the verdicts."""
 
@@ -39,12 +44,17 @@ class TextRenderer(Renderer):
             att = analysis.attribution
             att = att[att["trace"] == ti] if not att.empty else att
             ver = analysis.verdicts[analysis.verdicts["trace"] == ti]
-            changed = {(r.engine, r.condition) for r in ver.itertuples() if r.cause is not None}
-            att = att[[(e, c) in changed for e, c in zip(att["engine"], att["condition"])]] \
+            changed = {(r.engine, r.condition, _ep(r.episode)) for r in ver.itertuples()
+                       if isinstance(r.cause, str)}
+            att = att[[(e, c, _ep(x)) in changed for e, c, x in
+                       zip(att["engine"], att["condition"], att["episode"])]] \
                 if not att.empty else att  # a change within noise has no shares to give
             if not att.empty:
                 out.append("   extra latency explained by (ms, 95% interval, share):")
-                for (eng, cond), g in att.groupby(["engine", "condition"], sort=False):
+                for (eng, cond, ep), g in att.groupby(["engine", "condition", "episode"],
+                                                     sort=False, dropna=False):
+                    if _ep(ep):
+                        cond = f"{cond}, {ep}"
                     cells = [f"{r.factor} {r.contribution_ms:+.3f} [{r.ci_low_ms:+.3f},"
                              f"{r.ci_high_ms:+.3f}] {share_text(r.share)}"
                              for r in g.itertuples() if r.factor in ("sm_clock", "unexplained")
