@@ -75,6 +75,10 @@ def test_power_cap_is_reported_as_throttling(tmp_path):
     v = verdict(a, "gap=0ms")
     assert v["cause"] == "throttling" and "sw_power_cap" in v["sentence"]
     assert t["throttling"] > 0
+    # the structured verdict: the fixed vocabulary, the share, the clocks compared
+    assert v["cause_code"] == "power_cap" and 0 < v["share"] <= 1.0
+    assert v["sm_clock_mhz"] < v["sm_clock_ref_mhz"] and v["latency_ms"] > v["reference_ms"]
+    assert set(a.verdicts["cause_code"].dropna()) <= set(gpuwatch.analysis.CAUSE_CODES)
 
 
 def test_real_h100_trace_no_layers_and_no_clock_blame():

@@ -242,8 +242,46 @@ FACTOR_TEXT = {
 }
 
 
+# The verdict's fixed vocabulary (`cause_code`), from the attribution's factors
+CAUSE_CODES = ("idle_clock_downscale", "power_cap", "thermal", "other_process",
+               "host_cpu_contention", "host_launch_delay", "kernel_slowdown_same_clock",
+               "unexplained")
+THERMAL_MASK = 0x20 | 0x40  # ClockEventReason.SW_THERMAL_SLOWDOWN | HW_THERMAL_SLOWDOWN
+
+
 def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
              att: pd.DataFrame | None, ref_label: str) -> dict[str, Any]:
+    """The verdict row: the sentence, and the same as fields (cause_code from CAUSE_CODES,
+    share and interval of the main cause, the latencies and SM clocks compared)."""
+    v = _verdict_text(cond, lay, ref, tgt, att, ref_label)
+    cause = v["cause"]
+    reasons = int(np.bitwise_or.reduce(tgt["reasons_any"].to_numpy(np.int64))) \
+        if "reasons_any" in tgt and len(tgt) else 0
+    code = {"sm_clock": "idle_clock_downscale", "mem_clock": "idle_clock_downscale",
+            "throttling": "thermal" if reasons & THERMAL_MASK else "power_cap",
+            "host_launch": "host_launch_delay", "kernels_slower": "kernel_slowdown_same_clock",
+            "other_process": "other_process", "unexplained": "unexplained"}.get(cause)
+    row = att.set_index("factor").loc[cause] if (att is not None and not att.empty
+                                                  and cause in set(att["factor"])) else None
+    v.update({
+        "cause_code": code,
+        "share": None if row is None else float(row["share"]),
+        "ci_low_ms": None if row is None else float(row["ci_low_ms"]),
+        "ci_high_ms": None if row is None else float(row["ci_high_ms"]),
+        "reference_ms": None if ref is None else float(ref["gpu_ms"].mean()),
+        "latency_ms": float(tgt["gpu_ms"].mean()),
+        "sm_clock_ref_mhz": None if ref is None else float(ref["sm_clock_mhz_mean"].median()),
+        "sm_clock_mhz": float(tgt["sm_clock_mhz_mean"].median()),
+    })
+    if code == "power_cap" and v["extra_ms"] < 0:  # faster than the (back-to-back) reference
+        v["sentence"] = (v["sentence"].rstrip(".") + ": sustained load is slower because the "
+                         f"power cap lowered the clock ({v['sm_clock_ref_mhz']:.0f} MHz back to "
+                         f"back, {v['sm_clock_mhz']:.0f} MHz here).")
+    return v
+
+
+def _verdict_text(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
+                  att: pd.DataFrame | None, ref_label: str) -> dict[str, Any]:
     t_ms = float(tgt["gpu_ms"].mean())
     if ref is None or att is None or att.empty:
         role = "the baseline" if ref_label == "itself" else "no reference to compare with"
