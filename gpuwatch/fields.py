@@ -82,14 +82,22 @@ FIELDS: tuple[Field, ...] = (
           "cumulative time below application clocks (any cause)", "slow"),
     Field("violation_base_clocks_ns", pa.int64(), "ns",
           "cumulative time below base clocks (any cause)", "slow"),
+    # The host, not the GPU: the recording thread's cumulative time on a CPU and waiting in a
+    # run queue for one (/proc/<pid>/task/<tid>/schedstat; gpuwatch/hoststat.py). Real GPUs
+    # and the stand-in only; on the inference GPU's rows.
+    Field("host_run_ns", pa.int64(), "ns", "recording thread: cumulative time on a CPU"),
+    Field("host_wait_ns", pa.int64(), "ns",
+          "recording thread: cumulative time runnable but waiting for a CPU"),
 )
+HOST_FIELDS = ("host_run_ns", "host_wait_ns")  # read by the sampler, not by GPU telemetry
 
 # How often each tier is read. Cheap fields (~3 us each on an H100) are read every poll; the
 # others one group per "costly slot" (Sampler.costly_hz), each group no more often than this,
 # so a 2.4 ms energy-counter read never stalls the 1 kHz grid for more than one poll.
 TIER_PERIOD_S: dict[str, float] = {"cheap": 0.0, "costly": 0.1, "slow": 1.0}
 
-CHEAP_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.cost == "cheap")
+CHEAP_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS
+                                      if f.cost == "cheap" and f.name not in HOST_FIELDS)
 COSTLY_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.cost != "cheap")
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)

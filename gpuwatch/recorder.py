@@ -42,6 +42,7 @@ from .sampler import Sampler
 from .sampler_process import ProcessSampler, SamplerStartError
 from .streams import StreamRef
 from .timebase import EventTimebase
+from .hoststat import ThreadSchedStat
 from .trace import SCHEMA_VERSION, Trace, TraceWriter, default_out, load
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class Session:
         self.sampler_mode, self.sample_gpus, self.binding = sampler, sample_gpus, binding
         self.kernels = kernels
         self._tracer: Any = None
+        self._hoststat: ThreadSchedStat | None = None  # the thread sampler's, if any
         # The device: the argument, else $GPUWATCH_DEVICE (e.g. sim:t4 for a program run on a
         # machine without a GPU), else the first NVIDIA GPU.
         self.device_spec = device or os.environ.get("GPUWATCH_DEVICE") or "auto"
@@ -214,7 +216,8 @@ class Session:
         if mode == "process":
             assert backend.telemetry_factory is not None and isinstance(clock, HostClock)
             factory, args = backend.telemetry_factory
-            proc = ProcessSampler(factory, args, clock, writer.partial_dir, hz=self.sample_hz)
+            proc = ProcessSampler(factory, args, clock, writer.partial_dir, hz=self.sample_hz,
+                                  host_thread=(os.getpid(), threading.get_native_id()))
             try:
                 proc.start()
                 self._sampler = proc
@@ -224,7 +227,12 @@ class Session:
                 print(f"gpuwatch: warning: sampling from a thread instead of a separate "
                       f"process: {e}", file=sys.stderr)
         if mode == "thread":
-            self._sampler = Sampler(backend.telemetry, clock, writer.add, hz=self.sample_hz)
+            host = None
+            if not clock.virtual:  # (a simulated GPU's timeline is not the host's)
+                self._hoststat = stat = ThreadSchedStat(os.getpid(), threading.get_native_id())
+                host = stat.read if stat.available else None
+            self._sampler = Sampler(backend.telemetry, clock, writer.add, hz=self.sample_hz,
+                                    host=host)
             self._sampler.start()
         if self.kernels:
             make = getattr(backend, "kernel_tracer", None)
@@ -267,6 +275,8 @@ class Session:
                                        **self._sampler_note}
                 except RuntimeError as e:
                     meta["sampler"]["error"] = f"{e}: {e.__cause__!r}" if e.__cause__ else str(e)
+            if self._hoststat is not None:
+                self._hoststat.close()
             if self._writer is not None:
                 assert self._backend is not None
                 meta["ended_ns"] = self._backend.clock.now_ns()

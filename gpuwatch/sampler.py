@@ -108,7 +108,9 @@ class Sampler:
         max_consecutive_errors: int = 100,
         retry_s: float = 1.0,
         is_paused: Callable[[], bool] | None = None,
+        host: Callable[[], dict[str, Any]] | None = None,
     ):
+        """`host`: host readings added to the inference GPU's rows (hoststat.ThreadSchedStat)."""
         if not hz > 0:
             raise ValueError("sample rate must be positive")
         self._devices = list(telemetry)
@@ -124,6 +126,7 @@ class Sampler:
         self._timer: Timer | None = None
         self._paused = False
         self._is_paused = is_paused or (lambda: self._paused)
+        self._host = host
         self._refresh = _RefreshTracker()
         self.stats = SamplerStats()
         self.last_sm_clock_mhz: float | None = None
@@ -192,6 +195,8 @@ class Sampler:
                                        "name": "telemetry", "message": m} for m in changed])
             if i == 0:
                 self.last_sm_clock_mhz = values.get("sm_clock_mhz")
+                if self._host is not None:
+                    values.update(self._host())
             values["gpu"], values["t_ns"], values["poll_ns"] = gpu, t, t1 - t0
             self._buf.append(values)
             self.stats.samples += 1

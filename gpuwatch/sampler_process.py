@@ -71,11 +71,14 @@ class ProcessSampler:
 
     def __init__(self, factory: str, factory_args: Sequence[Any], clock: HostClock,
                  partial_dir: Path, hz: float, costly_hz: float = 100.0,
-                 start_timeout_s: float = START_TIMEOUT_S):
+                 start_timeout_s: float = START_TIMEOUT_S,
+                 host_thread: tuple[int, int] | None = None):
+        """`host_thread`: (pid, native thread id) whose run-queue wait to record."""
         self._config = {"factory": factory, "args": list(factory_args),
                         "anchor": [clock.anchor_perf_ns, clock.anchor_epoch_ns],
                         "partial_dir": str(partial_dir), "hz": hz, "costly_hz": costly_hz,
-                        "parent_pid": os.getpid()}
+                        "parent_pid": os.getpid(),
+                        "host_thread": list(host_thread) if host_thread else None}
         self._dir = Path(partial_dir)
         self.hz, self._timeout = hz, start_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
@@ -251,8 +254,14 @@ def _open(cfg: dict[str, Any]) -> tuple[Any, Any, mmap.mmap]:
     with open(partial / CTL_NAME, "r+b") as f:
         ctl = mmap.mmap(f.fileno(), _CTL_BYTES)
     writer = ChunkWriter(partial, prefix="p")
+    host = None
+    if cfg.get("host_thread"):  # the recording thread's run-queue wait (hoststat)
+        from .hoststat import ThreadSchedStat
+
+        stat = ThreadSchedStat(*cfg["host_thread"])
+        host = stat.read if stat.available else None
     sampler = Sampler(telemetry, clock, writer.add, hz=cfg["hz"], costly_hz=cfg["costly_hz"],
-                      is_paused=lambda: ctl[0] == 1)
+                      is_paused=lambda: ctl[0] == 1, host=host)
     sampler.start()
     return sampler, writer, ctl
 

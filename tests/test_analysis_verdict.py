@@ -108,7 +108,7 @@ def test_json_round_trips(t4_analysis):
     d = json.loads(t4_analysis.to_json())
     assert d["verdict"] == t4_analysis.verdict and d["traces"][0]["simulated"] is True
     assert {r["condition"] for r in d["layers"]} == {"gap=0ms", "gap=20ms", "gap=50ms"}
-    assert pd.DataFrame(d["attribution"])["factor"].nunique() == 7  # attribution.FACTORS
+    assert pd.DataFrame(d["attribution"])["factor"].nunique() == 8  # attribution.FACTORS
 
 
 def test_no_measured_inferences_is_said_plainly(tmp_path):

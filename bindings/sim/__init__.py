@@ -328,7 +328,7 @@ class SimTelemetry:
 
     def unsupported(self) -> dict[str, str]:
         return {f: "not modelled by the simulated GPU" for f in FIELD_NAMES
-                if f.startswith("violation_")}
+                if f.startswith(("violation_", "host_"))}
 
     def read(self, costly: bool = True) -> dict[str, Any]:
         """As NVML: cheap fields every time, costly ones by tier (see fields.GroupSchedule)."""

@@ -235,6 +235,7 @@ FACTOR_TEXT = {
     "sm_clock": "the SM clock (DVFS: no power/thermal reason active)",
     "throttling": "power/thermal throttling of the SM clock",
     "mem_clock": "the memory clock",
+    "host_cpu": "the host's CPUs being oversubscribed (the inference thread waited for a CPU)",
     "host_launch": "host launch delay",
     "kernels_slower": "kernels running slower at the same clocks (e.g. cold caches)",
     "other_process": "another process on the GPU",
@@ -259,7 +260,8 @@ def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame
         if "reasons_any" in tgt and len(tgt) else 0
     code = {"sm_clock": "idle_clock_downscale", "mem_clock": "idle_clock_downscale",
             "throttling": "thermal" if reasons & THERMAL_MASK else "power_cap",
-            "host_launch": "host_launch_delay", "kernels_slower": "kernel_slowdown_same_clock",
+            "host_launch": "host_launch_delay", "host_cpu": "host_cpu_contention",
+            "kernels_slower": "kernel_slowdown_same_clock",
             "other_process": "other_process", "unexplained": "unexplained"}.get(cause)
     row = att.set_index("factor").loc[cause] if (att is not None and not att.empty
                                                   and cause in set(att["factor"])) else None
@@ -371,8 +373,12 @@ def _context(ref: pd.DataFrame, tgt: pd.DataFrame) -> dict[str, str]:
                  f"program's own work kept it {tgt['own_duty_pct'].median():.0f}% busy; before: "
                  f"{ref['gpu_util_pct_start'].median():.0f}% and "
                  f"{ref['own_duty_pct'].median():.0f}%)")
+    cpu = ""
+    if "host_wait_ms" in tgt and tgt["host_wait_ms"].notna().any():
+        cpu = (f" (the inference thread waited for a CPU while launching, mean per iteration: "
+               f"{ref['host_wait_ms'].mean():.3f} -> {tgt['host_wait_ms'].mean():.3f} ms)")
     return {"sm_clock": sm, "throttling": sm + thr, "mem_clock": mem, "host_launch": host,
-            "kernels_slower": busy, "other_process": other}
+            "kernels_slower": busy, "other_process": other, "host_cpu": cpu}
 
 
 def _overall(verdicts: pd.DataFrame) -> str:

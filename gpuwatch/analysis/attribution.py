@@ -45,7 +45,7 @@ THROTTLE_MASK = int(ClockEventReason.SW_POWER_CAP | ClockEventReason.HW_SLOWDOWN
                     | ClockEventReason.HW_POWER_BRAKE_SLOWDOWN)
 REGRESSORS = ("inv_sm", "inv_mem", "enqueue_ms")
 UPPER = {"enqueue_ms": 1.0}  # ms of latency per ms of host enqueue time, at most
-FACTORS = ("sm_clock", "throttling", "mem_clock", "host_launch", "kernels_slower",
+FACTORS = ("sm_clock", "throttling", "mem_clock", "host_cpu", "host_launch", "kernels_slower",
            "other_process", "unexplained")
 # Another process is on the GPU where NVML's utilisation exceeds this program's own duty cycle
 # by this many points in the target rows, and by less than REF_EXCESS_PCT in the reference.
@@ -71,9 +71,11 @@ class _Rows:
                 else np.full(len(df), np.nan))
         excess = (df["util_excess_pct"].to_numpy(dtype="float64", na_value=np.nan)
                   if "util_excess_pct" in df else np.full(len(df), np.nan))
+        wait = (df["host_wait_ms"].to_numpy(dtype="float64", na_value=np.nan)
+                if "host_wait_ms" in df else np.full(len(df), np.nan))
         ok = np.isfinite(y) & np.isfinite(X).all(axis=1)
         self.y, self.X, self.thr = y[ok], X[ok], thr[ok]
-        self.busy, self.idle, self.excess = busy[ok], idle[ok], excess[ok]
+        self.busy, self.idle, self.excess, self.wait = busy[ok], idle[ok], excess[ok], wait[ok]
 
     @property
     def has_kernels(self) -> bool:
@@ -86,6 +88,7 @@ class _Rows:
         r = object.__new__(_Rows)
         r.y, r.X, r.thr = self.y[idx], self.X[idx], self.thr[idx]
         r.busy, r.idle, r.excess = self.busy[idx], self.idle[idx], self.excess[idx]
+        r.wait = self.wait[idx]
         return r
 
 
@@ -184,6 +187,14 @@ def _bounded(out: dict[str, float], ref: _Rows, tgt: _Rows, fill: bool) -> dict[
                                      if k not in ("unexplained", "delta"))
     if other_process(ref, tgt) and out["unexplained"] > 0:  # what is left is the other's
         out["other_process"], out["unexplained"] = out["unexplained"], 0.0
+    # Of the host's launch delay, the part the recording thread spent waiting for a CPU (the
+    # host was oversubscribed) is the CPU's: at most the change in that wait, per region.
+    w_ref, w_tgt = ref.wait[np.isfinite(ref.wait)], tgt.wait[np.isfinite(tgt.wait)]
+    if w_ref.size and w_tgt.size and out["host_launch"] != 0:
+        d_wait = float(w_tgt.mean() - w_ref.mean())
+        if np.sign(d_wait) == np.sign(out["host_launch"]):
+            cpu = d_wait if abs(d_wait) < abs(out["host_launch"]) else out["host_launch"]
+            out["host_cpu"], out["host_launch"] = cpu, out["host_launch"] - cpu
     return out
 
 

@@ -50,7 +50,7 @@ def _derived_columns() -> list[str]:
     for f in WINDOW_FIELDS:
         cols += [f"{f}_start", f"{f}_min", f"{f}_mean", f"{f}_max"]
     cols += [f"{f}_start" for f in START_FIELDS]
-    return cols + ["sm_clock_nvml_mhz_mean", "sm_clock_source", "own_duty_pct",
+    return cols + ["sm_clock_nvml_mhz_mean", "sm_clock_source", "host_wait_ms", "own_duty_pct",
                    "util_excess_pct", "reasons_any", "idle_before_ms", "enqueue_ms", "launch_ms", "wake_ms",
                    "kernel_count", "busy_ms", "idle_inside_ms", "first_kernel_delay_ms"]
 
@@ -92,6 +92,7 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> pd.DataFrame:
     source[~np.isnan(nvml)] = "nvml"
     source[has_inband] = "in-band"
     cols["sm_clock_source"] = source
+    cols["host_wait_ms"] = _host_wait(smp, rows)
     cols["own_duty_pct"] = _own_duty(start, end)
     cols["util_excess_pct"] = cols["gpu_util_pct_start"] - cols["own_duty_pct"]
     cols["reasons_any"] = _reasons(smp, start, end)
@@ -104,6 +105,25 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> pd.DataFrame:
     cols["launch_ms"] = (start - host_start) / 1e6
     cols["wake_ms"] = (rows["host_end_ns"].to_numpy(dtype="float64", na_value=np.nan) - end) / 1e6
     return rows.reset_index(drop=True).assign(**cols)
+
+
+def _host_wait(smp: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
+    """How long the recording thread waited in a CPU run queue while it launched each region
+    (host_start_ns to host_enqueued_ns), from the sampler's cumulative readings (linear between
+    readings). NA without them."""
+    n = len(rows)
+    if "host_wait_ns" not in smp:
+        return np.full(n, np.nan)
+    w = smp[["t_ns", "host_wait_ns"]].dropna()
+    if len(w) < 2:
+        return np.full(n, np.nan)
+    t = w["t_ns"].to_numpy(np.int64)
+    v = w["host_wait_ns"].to_numpy(np.float64)
+    a = rows["host_start_ns"].to_numpy(dtype="float64", na_value=np.nan)
+    b = rows["host_enqueued_ns"].to_numpy(dtype="float64", na_value=np.nan)
+    out = (np.interp(b, t, v) - np.interp(a, t, v)) / 1e6
+    covered = (a >= t[0]) & (b <= t[-1])
+    return np.where(covered & np.isfinite(a) & np.isfinite(b), np.maximum(out, 0.0), np.nan)
 
 
 DUTY_WINDOW_NS = 1_000_000_000  # NVML's utilisation window is 1/6 s to 1 s

@@ -1,0 +1,101 @@
+"""The recording thread's run-queue wait (gpuwatch/hoststat.py): read from /proc, carried by the
+sampler, turned into a per-region wait by merge, and split out of host launch delay."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import gpuwatch
+from gpuwatch.analysis.attribution import attribute
+from gpuwatch.analysis.merge import _host_wait
+from gpuwatch.hoststat import ThreadSchedStat
+
+linux = pytest.mark.skipif(not os.path.exists("/proc/self/schedstat"),
+                           reason="no /proc/<pid>/task/<tid>/schedstat here")
+
+
+def work(n=300_000):
+    x = 0
+    for i in range(n):
+        x += i
+    return x
+
+
+@linux
+def test_a_thread_that_shares_its_cpu_waits_in_the_run_queue():
+    """Two busy processes pinned to this thread's CPU: it waits, and schedstat says how long."""
+    got = {}
+
+    def pinned():
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        stat = ThreadSchedStat(os.getpid(), threading.get_native_id())
+        before = stat.read()
+        cpu = min(os.sched_getaffinity(0))
+        hogs = [subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, "
+                                  f"{{{cpu}}})\nwhile True: pass"]) for _ in range(2)]
+        try:
+            time.sleep(0.3)
+            t0 = time.perf_counter()
+            work(3_000_000)
+            got["wall"] = time.perf_counter() - t0
+            got["after"] = stat.read()
+        finally:
+            for h in hogs:
+                h.kill()
+                h.wait()
+        got["before"] = before
+        stat.close()
+
+    th = threading.Thread(target=pinned)
+    th.start()
+    th.join()
+    waited = (got["after"]["host_wait_ns"] - got["before"]["host_wait_ns"]) / 1e9
+    ran = (got["after"]["host_run_ns"] - got["before"]["host_run_ns"]) / 1e9
+    assert waited > 0.3 * got["wall"] and ran > 0  # sharing a CPU with two: ~2/3 waiting
+
+
+def test_a_thread_that_is_gone_reads_nothing():
+    assert ThreadSchedStat(os.getpid(), 2**30).read() == {}
+
+
+@linux
+def test_the_sampler_process_records_the_recording_threads_wait(tmp_path):
+    with gpuwatch.session("standin", tmp_path / "t.parquet") as s:
+        for _ in range(100):
+            s.infer(work, 20_000)
+    smp = s.trace.samples.dropna(subset=["host_wait_ns"])
+    assert len(smp) > 20 and smp["host_run_ns"].is_monotonic_increasing
+    assert "host_wait_ms" in gpuwatch.analyze(s.trace).merged
+
+
+def test_each_regions_wait_is_the_counters_change_over_its_launch():
+    smp = pd.DataFrame({"t_ns": [0, 1_000_000, 2_000_000, 3_000_000],
+                        "host_wait_ns": [0, 0, 800_000, 800_000]})
+    rows = pd.DataFrame({"host_start_ns": [0, 1_000_000, 2_500_000, 5_000_000],
+                         "host_enqueued_ns": [900_000, 2_000_000, 3_000_000, 6_000_000]})
+    np.testing.assert_allclose(_host_wait(smp, rows)[:3], [0.0, 0.8, 0.0])
+    assert np.isnan(_host_wait(smp, rows)[3])  # outside the readings: unknown, not 0
+
+
+def test_host_launch_delay_splits_out_the_wait_for_a_cpu():
+    rng = np.random.default_rng(0)
+
+    def rows(n, enqueue, wait):
+        e = enqueue + 0.01 * rng.standard_normal(n)
+        return pd.DataFrame({"gpu_ms": 0.2 + e, "sm_clock_mhz_mean": np.full(n, 1980.0),
+                             "mem_clock_mhz_mean": np.full(n, 2619.0), "enqueue_ms": e,
+                             "reasons_any": np.zeros(n, dtype=np.int64),
+                             "host_wait_ms": np.full(n, wait)})
+
+    ref, tgt = rows(300, 1.0, 0.0), rows(300, 2.3, 0.9)  # +1.3 ms, 0.9 of it waiting
+    t = attribute(pd.concat([ref, tgt]), ref, tgt).set_index("factor")
+    assert t.loc["host_cpu", "contribution_ms"] == pytest.approx(0.9, abs=0.05)
+    assert t.loc["host_launch", "contribution_ms"] == pytest.approx(0.4, abs=0.05)
