@@ -175,9 +175,29 @@ class NvmlTelemetry:
             if stype is not None and _call(n.nvmlDeviceGetSamples, h, stype, 0) is not NA:
                 self._buffered.append((stype, field, scale))
         self._last_buffered_us = {stype: int(time.time() * 1e6) for stype, _, _ in self._buffered}
+        self._last_process_us = int(time.time() * 1e6)  # process utilisation samples after this
 
     def unsupported(self) -> dict[str, str]:
         return dict(self._unsupported)
+
+    def processes(self) -> list[dict[str, Any]]:
+        """The GPU's compute processes (pid, memory) with, where the driver keeps them, their
+        SM and memory utilisation since the last call (nvmlDeviceGetProcessUtilization; its
+        "not found" means no new samples). A pid from another container is kept as NVML gives
+        it: it may not name a process here, but it counts."""
+        n, h = nvml(), self.handle
+        out: dict[int, dict[str, Any]] = {}
+        procs = _call(n.nvmlDeviceGetComputeRunningProcesses, h)
+        for p in ([] if procs is NA else procs):
+            mem = getattr(p, "usedGpuMemory", None)
+            out[int(p.pid)] = {"pid": int(p.pid), "sm_util_pct": None, "mem_util_pct": None,
+                               "used_mib": None if mem is None or mem >= 2**63 else mem / 2**20}
+        util = _call(n.nvmlDeviceGetProcessUtilization, h, self._last_process_us)
+        for u in ([] if util is NA else util):
+            self._last_process_us = max(self._last_process_us, int(u.timeStamp))
+            d = out.setdefault(int(u.pid), {"pid": int(u.pid), "used_mib": None})
+            d["sm_util_pct"], d["mem_util_pct"] = float(u.smUtil), float(u.memUtil)
+        return list(out.values())
 
     def query_costs_us(self) -> dict[str, float]:
         return dict(self._costs)

@@ -50,6 +50,10 @@ class Telemetry(Protocol):
         """Measured cost of reading each field once (median, microseconds)."""
         ...
 
+    # Optional: processes() -> list of {"pid", "used_mib", "sm_util_pct", "mem_util_pct"} (NA
+    # as None): the GPU's running processes; read about once a second by the sampler (process
+    # queries take milliseconds and hold a driver lock: never in the 1 kHz loop).
+
 
 class Runtime(Protocol):
     """Stream/event timing on the GPU that runs inference (CUDA events, or simulated ones).

@@ -232,7 +232,7 @@ class Session:
                 self._hoststat = stat = ThreadSchedStat(os.getpid(), threading.get_native_id())
                 host = stat.read if stat.available else None
             self._sampler = Sampler(backend.telemetry, clock, writer.add, hz=self.sample_hz,
-                                    host=host)
+                                    host=host, own_pid=os.getpid())
             self._sampler.start()
         if self.kernels:
             make = getattr(backend, "kernel_tracer", None)

@@ -109,6 +109,8 @@ class Sampler:
         retry_s: float = 1.0,
         is_paused: Callable[[], bool] | None = None,
         host: Callable[[], dict[str, Any]] | None = None,
+        own_pid: int | None = None,
+        processes_every_s: float = 1.0,
     ):
         """`host`: host readings added to the inference GPU's rows (hoststat.ThreadSchedStat)."""
         if not hz > 0:
@@ -127,6 +129,9 @@ class Sampler:
         self._paused = False
         self._is_paused = is_paused or (lambda: self._paused)
         self._host = host
+        # the GPU's running processes, every processes_every_s (own_pid: the recording process)
+        self._own_pid = own_pid
+        self._processes_every = max(1, round(hz * processes_every_s))
         self._refresh = _RefreshTracker()
         self.stats = SamplerStats()
         self.last_sm_clock_mhz: float | None = None
@@ -188,6 +193,8 @@ class Sampler:
                 self._recovered(i, gpu, t0)
             if n % self._driver_every == 0:
                 self._driver(gpu, dev, t1)
+            if n % self._processes_every == 0 and hasattr(dev, "processes"):
+                self._processes(gpu, dev, t1)
             t = (t0 + t1) // 2  # mid-point of the read: the best estimate of when
             changed = self._refresh.update(gpu, t, values)
             if changed:
@@ -229,6 +236,21 @@ class Sampler:
         if rows:
             self.stats.driver_samples += len(rows)
             self._sink("driver_samples", rows)
+
+    def _processes(self, gpu: int, dev: Telemetry, t_ns: int) -> None:
+        try:
+            procs = dev.processes()  # type: ignore[attr-defined]
+        except Exception as e:  # (process queries are optional: note it once a while, go on)
+            self.stats.errors += 1
+            self._sink("events", [{"gpu": gpu, "t_ns": t_ns, "kind": "error",
+                                   "name": "processes", "message": f"{type(e).__name__}: {e}"}])
+            return
+        rows = [{"gpu": gpu, "t_ns": t_ns, "pid": p["pid"],
+                 "own": self._own_pid is not None and p["pid"] == self._own_pid,
+                 "used_mib": p.get("used_mib"), "sm_util_pct": p.get("sm_util_pct"),
+                 "mem_util_pct": p.get("mem_util_pct")} for p in procs]
+        if rows:
+            self._sink("processes", rows)
 
     def _error(self, i: int, t_ns: int, e: Exception) -> None:
         self.stats.errors += 1

@@ -261,7 +261,7 @@ def _open(cfg: dict[str, Any]) -> tuple[Any, Any, mmap.mmap]:
         stat = ThreadSchedStat(*cfg["host_thread"])
         host = stat.read if stat.available else None
     sampler = Sampler(telemetry, clock, writer.add, hz=cfg["hz"], costly_hz=cfg["costly_hz"],
-                      is_paused=lambda: ctl[0] == 1, host=host)
+                      is_paused=lambda: ctl[0] == 1, host=host, own_pid=cfg["parent_pid"])
     sampler.start()
     return sampler, writer, ctl
 

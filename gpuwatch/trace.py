@@ -1,7 +1,8 @@
 """Trace format v1: one Parquet file per run, several tables in it, one time base.
 
 Layout (documented in the README, "Trace format"):
-- Every row has `table` ("inferences", "samples", "driver_samples", "kernels" or "events"),
+- Every row has `table` ("inferences", "samples", "driver_samples", "kernels", "events" or
+  "processes"),
   `gpu` and `t_ns`.
 - Each table has its own further columns (TABLE_COLUMNS); the file's schema is their union, and
   each row group holds rows of one table only, so a reader that filters on `table` skips the rest.
@@ -37,7 +38,7 @@ from .fields import FIELDS
 
 SCHEMA_VERSION = 2  # v2: inferences.sm_clock_inband_mhz
 META_KEY = b"gpuwatch"
-TABLES = ("inferences", "samples", "driver_samples", "kernels", "events")
+TABLES = ("inferences", "samples", "driver_samples", "kernels", "events", "processes")
 
 _COMMON: list[tuple[str, pa.DataType]] = [
     ("table", pa.dictionary(pa.int8(), pa.string())),
@@ -91,6 +92,15 @@ TABLE_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         # cuda_event rows: CUPTI's correlation id of the event-record call (API calls are
         # numbered in order, so kernels launched inside a region fall between its two)
         ("api_correlation_id", pa.int64()),
+    ],
+    # The GPU's running processes, about once a second (schema v2): this one (`own`) and any
+    # other, with NVML's per-process SM and memory utilisation where the driver gives it.
+    "processes": [
+        ("pid", pa.int64()),
+        ("own", pa.bool_()),  # the recording process itself
+        ("used_mib", pa.float64()),
+        ("sm_util_pct", pa.float64()),
+        ("mem_util_pct", pa.float64()),
     ],
     "events": [
         ("kind", pa.string()),  # "error", "warning", "condition", "note"
@@ -428,6 +438,7 @@ class Trace:
     driver_samples: pd.DataFrame
     kernels: pd.DataFrame
     events: pd.DataFrame
+    processes: pd.DataFrame = field(default_factory=pd.DataFrame)  # empty before schema v2
     path: Path | None = None
     recovered: bool = False
     tables: Sequence[str] = field(default=TABLES)

@@ -4,6 +4,7 @@ than 0."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -106,6 +107,14 @@ def test_another_process_on_the_gpu_is_named_with_its_evidence(tmp_path):
     assert t.loc["sm_clock", "contribution_ms"] == 0 and t.loc["throttling", "contribution_ms"] == 0
     assert v["extra_ms"] == pytest.approx(4.7 * (1 / 0.4 - 1), rel=0.1)
     assert "another process on the GPU explains" in v["sentence"]
+    assert "the GPU's process list: pid 4242, about 60% SM" in v["sentence"]
+    # without the process list (traces before schema v2), NVML's utilisation against the
+    # program's own duty cycle tells the same
+    import dataclasses
+
+    old = gpuwatch.analyze(dataclasses.replace(a.traces[0], processes=pd.DataFrame()))
+    v = old.verdicts.iloc[0]
+    assert v["cause_code"] == "other_process"
     assert re.search(r"GPU \d+% busy by NVML while this program's own work kept it \d+% busy",
                      v["sentence"])
     m = a.merged
@@ -113,13 +122,21 @@ def test_another_process_on_the_gpu_is_named_with_its_evidence(tmp_path):
     assert late["util_excess_pct"].median() > 40 and late["own_duty_pct"].median() < 50
 
 
-def test_without_idle_time_another_process_cannot_be_told_from_nvml_utilisation(tmp_path):
+def test_back_to_back_only_the_process_list_can_tell(tmp_path):
     """Back to back, this program alone keeps the GPU 100% busy: NVML's utilisation cannot show
-    a second process, and the verdict must not invent one (it says what it cannot see)."""
+    a second process. The GPU's process list can; without it (a trace from before schema v2),
+    the verdict must not invent one."""
+    import dataclasses
+
     a = cotenant_run(tmp_path, 0, "b2b", iters=1000, at_s=2)
     v = a.verdicts.iloc[0]
-    assert v["extra_ms"] > 5  # the slow-down is there...
-    assert v["cause"] == "unexplained" and "another process" not in v["sentence"]  # ...unnamed
+    assert v["extra_ms"] > 5 and v["cause_code"] == "other_process"
+    assert "the GPU's process list: pid 4242, about 60% SM" in v["sentence"]
+    procs = a.traces[0].processes
+    assert set(procs.loc[procs["own"].astype(bool), "pid"]) == {os.getpid()}
+    old = dataclasses.replace(a.traces[0], processes=pd.DataFrame())
+    v = gpuwatch.analyze(old).verdicts.iloc[0]
+    assert v["cause"] == "unexplained" and "another process" not in v["sentence"]
     assert "not explained by anything gpuwatch measured" in v["sentence"]
 
 

@@ -17,6 +17,7 @@ Spec: `sim:PROFILE[,gpus=N][,index=I][,fault=KIND@START[+DURATION][/GPU]]...`
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -37,6 +38,7 @@ __all__ = ["PROFILES", "ENGINE_PRESETS", "FAULT_KINDS", "SimBackend", "SimFault"
 # gives it): this program's kernels run that much slower, and NVML's utilisation counts both.
 FAULT_KINDS = ("gpu_lost", "timeout", "unknown", "not_supported", "cuda_error", "cotenant")
 COTENANT_SHARE = 0.6
+COTENANT_PID = 4242
 _NVML_MESSAGES = {"gpu_lost": "GPU is lost", "timeout": "Timeout", "unknown": "Unknown Error"}
 
 
@@ -343,6 +345,20 @@ class SimTelemetry:
             if FIELDS_BY_NAME[name].cost != due:
                 values.pop(name, None)
         return values
+
+    def processes(self) -> list[dict[str, Any]]:
+        """This process, and the other one while a `cotenant` fault is active (pid
+        COTENANT_PID, COTENANT_SHARE of the SM time)."""
+        gpu = self.gpu
+        t = gpu.clock.now_ns()
+        other = gpu.cotenant(t) if gpu.cotenant is not None else 0.0
+        own = max(0.0, gpu.read()["gpu_util_pct"] - 100.0 * other)
+        out = [{"pid": os.getpid(), "used_mib": 1250.0, "sm_util_pct": own,
+                "mem_util_pct": 0.4 * own}]
+        if other:
+            out.append({"pid": COTENANT_PID, "used_mib": 2048.0, "sm_util_pct": 100.0 * other,
+                        "mem_util_pct": 20.0})
+        return out
 
     def read_buffered(self) -> list[tuple[int, str, float]]:
         return []

@@ -368,7 +368,13 @@ def _context(ref: pd.DataFrame, tgt: pd.DataFrame) -> dict[str, str]:
         busy = (f" (kernel time {ref['busy_ms'].median():.3f} -> {tgt['busy_ms'].median():.3f} ms"
                 f" at SM {tgt['sm_clock_mhz_mean'].median():.0f} MHz)")
     other = ""
-    if "util_excess_pct" in tgt and tgt["gpu_util_pct_start"].notna().any():
+    if "other_processes" in tgt and (tgt["other_processes"] > 0).any():
+        pid = tgt["other_pid"].mode()
+        their_sm = tgt["other_sm_pct"].median()
+        other = (f" (the GPU's process list: pid {int(pid.iloc[0])}" if len(pid) else " (") + (
+            f", about {their_sm:.0f}% SM" if pd.notna(their_sm) else "") + (
+            f"; {int(tgt['other_processes'].max())} other process(es) at most)")
+    elif "util_excess_pct" in tgt and tgt["gpu_util_pct_start"].notna().any():
         other = (f" (GPU {tgt['gpu_util_pct_start'].median():.0f}% busy by NVML while this "
                  f"program's own work kept it {tgt['own_duty_pct'].median():.0f}% busy; before: "
                  f"{ref['gpu_util_pct_start'].median():.0f}% and "

@@ -73,9 +73,12 @@ class _Rows:
                   if "util_excess_pct" in df else np.full(len(df), np.nan))
         wait = (df["host_wait_ms"].to_numpy(dtype="float64", na_value=np.nan)
                 if "host_wait_ms" in df else np.full(len(df), np.nan))
+        others = (df["other_processes"].to_numpy(dtype="float64", na_value=np.nan)
+                  if "other_processes" in df else np.full(len(df), np.nan))
         ok = np.isfinite(y) & np.isfinite(X).all(axis=1)
         self.y, self.X, self.thr = y[ok], X[ok], thr[ok]
         self.busy, self.idle, self.excess, self.wait = busy[ok], idle[ok], excess[ok], wait[ok]
+        self.others = others[ok]
 
     @property
     def has_kernels(self) -> bool:
@@ -88,7 +91,7 @@ class _Rows:
         r = object.__new__(_Rows)
         r.y, r.X, r.thr = self.y[idx], self.X[idx], self.thr[idx]
         r.busy, r.idle, r.excess = self.busy[idx], self.idle[idx], self.excess[idx]
-        r.wait = self.wait[idx]
+        r.wait, r.others = self.wait[idx], self.others[idx]
         return r
 
 
@@ -199,8 +202,13 @@ def _bounded(out: dict[str, float], ref: _Rows, tgt: _Rows, fill: bool) -> dict[
 
 
 def other_process(ref: _Rows, tgt: _Rows) -> bool:
-    """Did another process share the GPU in the target rows but not in the reference? NVML's
-    utilisation far above this program's own duty cycle says so (merge.util_excess_pct)."""
+    """Did another process share the GPU in the target rows but not in the reference? The
+    GPU's process list says so (another process in most target rows, in few reference rows),
+    or, for traces without one, NVML's utilisation far above this program's own duty cycle
+    (merge.util_excess_pct)."""
+    t, r = tgt.others[np.isfinite(tgt.others)], ref.others[np.isfinite(ref.others)]
+    if t.size and r.size:
+        return bool(np.mean(t > 0) >= 0.5 and np.mean(r > 0) < 0.2)
     t, r = tgt.excess[np.isfinite(tgt.excess)], ref.excess[np.isfinite(ref.excess)]
     return bool(t.size and r.size and np.median(t) >= OTHER_EXCESS_PCT
                 and np.median(r) < REF_EXCESS_PCT)

@@ -28,11 +28,13 @@ def merge(trace: Trace) -> pd.DataFrame:
     out = []
     one_gpu = inf["gpu"].nunique() <= 1 and trace.samples["gpu"].nunique() <= 1
     kern = trace.kernels
+    procs = trace.processes
     for gpu, rows in inf.groupby("gpu", sort=True):
         smp = trace.samples if one_gpu else trace.samples[trace.samples["gpu"] == gpu]
         m = _merge_gpu(_sorted(rows, "start_ns"), _sorted(smp, "t_ns"))
         k = kern[kern["gpu"] == gpu] if len(kern) else kern
-        out.append(m.assign(**_decompose(m, k)))
+        pr = procs[procs["gpu"] == gpu] if len(procs) else procs
+        out.append(m.assign(**_decompose(m, k), **_others(m, pr)))
     if not out:
         return inf.assign(**{c: pd.Series(dtype="float64") for c in _derived_columns()})
     if len(out) == 1:
@@ -50,7 +52,8 @@ def _derived_columns() -> list[str]:
     for f in WINDOW_FIELDS:
         cols += [f"{f}_start", f"{f}_min", f"{f}_mean", f"{f}_max"]
     cols += [f"{f}_start" for f in START_FIELDS]
-    return cols + ["sm_clock_nvml_mhz_mean", "sm_clock_source", "host_wait_ms", "own_duty_pct",
+    return cols + ["sm_clock_nvml_mhz_mean", "sm_clock_source", "host_wait_ms", "other_processes",
+                   "other_pid", "other_sm_pct", "own_duty_pct",
                    "util_excess_pct", "reasons_any", "idle_before_ms", "enqueue_ms", "launch_ms", "wake_ms",
                    "kernel_count", "busy_ms", "idle_inside_ms", "first_kernel_delay_ms"]
 
@@ -124,6 +127,33 @@ def _host_wait(smp: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
     out = (np.interp(b, t, v) - np.interp(a, t, v)) / 1e6
     covered = (a >= t[0]) & (b <= t[-1])
     return np.where(covered & np.isfinite(a) & np.isfinite(b), np.maximum(out, 0.0), np.nan)
+
+
+PROCESS_STALE_NS = 3_000_000_000  # a process reading older than this says nothing
+
+
+def _others(rows: pd.DataFrame, procs: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Other processes on the GPU at each region's start, from the latest process reading
+    (at most PROCESS_STALE_NS old): how many, the busiest one's pid, and their summed SM
+    utilisation (NA where NVML gave none). NA everywhere without process readings."""
+    n = len(rows)
+    nan = np.full(n, np.nan)
+    if procs is None or not len(procs) or "own" not in procs:
+        return {"other_processes": nan, "other_pid": nan, "other_sm_pct": nan}
+    p = procs.sort_values("t_ns")
+    times = np.unique(p["t_ns"].to_numpy(np.int64))
+    others = p[~p["own"].astype(bool)]
+    count = others.groupby("t_ns").size().reindex(times, fill_value=0).to_numpy(float)
+    sm = others.groupby("t_ns")["sm_util_pct"].sum(min_count=1).reindex(times).to_numpy(float)
+    top = (others.sort_values("sm_util_pct", ascending=False, na_position="last")
+           .groupby("t_ns")["pid"].first().reindex(times).to_numpy(float))
+    start = rows["start_ns"].to_numpy(np.int64)
+    i = np.searchsorted(times, start, side="right") - 1
+    ok = (i >= 0) & (start - times[np.clip(i, 0, None)] <= PROCESS_STALE_NS)
+    j = np.clip(i, 0, None)
+    return {"other_processes": np.where(ok, count[j], np.nan),
+            "other_pid": np.where(ok, top[j], np.nan),
+            "other_sm_pct": np.where(ok, sm[j], np.nan)}
 
 
 DUTY_WINDOW_NS = 1_000_000_000  # NVML's utilisation window is 1/6 s to 1 s
