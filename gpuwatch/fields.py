@@ -88,8 +88,16 @@ FIELDS: tuple[Field, ...] = (
     Field("host_run_ns", pa.int64(), "ns", "recording thread: cumulative time on a CPU"),
     Field("host_wait_ns", pa.int64(), "ns",
           "recording thread: cumulative time runnable but waiting for a CPU"),
+    # ...and about once a second, the machine and the container
+    Field("host_cpu_pressure_us", pa.int64(), "us",
+          "machine: cumulative time some task waited for a CPU (/proc/pressure/cpu)"),
+    Field("host_cpu_throttled_us", pa.int64(), "us",
+          "this cgroup: cumulative time throttled by its CPU quota (cpu.stat)"),
+    Field("host_load1_tasks", pa.float64(), "tasks", "machine: 1-minute load average"),
 )
-HOST_FIELDS = ("host_run_ns", "host_wait_ns")  # read by the sampler, not by GPU telemetry
+# read by the sampler (hoststat), not by GPU telemetry
+HOST_FIELDS = ("host_run_ns", "host_wait_ns", "host_cpu_pressure_us", "host_cpu_throttled_us",
+               "host_load1_tasks")
 
 # How often each tier is read. Cheap fields (~3 us each on an H100) are read every poll; the
 # others one group per "costly slot" (Sampler.costly_hz), each group no more often than this,

@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["ThreadSchedStat", "FIELDS"]
+__all__ = ["HostStat", "ThreadSchedStat", "FIELDS"]
 
-FIELDS = ("host_run_ns", "host_wait_ns")  # cumulative; see fields.py
+FIELDS = ("host_run_ns", "host_wait_ns", "host_cpu_pressure_us", "host_cpu_throttled_us",
+          "host_load1_tasks")  # see fields.py
 
 
 class ThreadSchedStat:
@@ -46,3 +47,72 @@ class ThreadSchedStat:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _psi_some_total_us(path: str = "/proc/pressure/cpu") -> int | None:
+    """Cumulative time (us) some runnable task waited for a CPU, machine-wide (PSI)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("some "):
+                    return int(line.rsplit("total=", 1)[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_throttled_us() -> int | None:
+    """Cumulative time (us) this process's cgroup was throttled by its CPU quota (cgroup v2
+    cpu.stat `throttled_usec`; v1 cpu.stat `throttled_time`, ns)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            entries = [line.strip().split(":", 2) for line in f]
+    except OSError:
+        return None
+    for hid, ctrls, path in entries:
+        base = ("/sys/fs/cgroup" + path) if hid == "0" else (
+            f"/sys/fs/cgroup/{ctrls}{path}" if "cpu" in ctrls.split(",") else None)
+        if base is None:
+            continue
+        try:
+            with open(base.rstrip("/") + "/cpu.stat") as f:
+                stat = dict(line.split() for line in f if len(line.split()) == 2)
+        except OSError:
+            continue
+        if "throttled_usec" in stat:
+            return int(stat["throttled_usec"])
+        if "throttled_time" in stat:
+            return int(stat["throttled_time"]) // 1000
+    return None
+
+
+class HostStat:
+    """The sampler's host readings: the recording thread's schedstat at every call, and the
+    machine's CPU pressure (PSI), the cgroup's CPU throttling and the 1-minute load every
+    `slow_every` calls (about once a second at 1 kHz). Each reading only where available."""
+
+    def __init__(self, pid: int, tid: int, slow_every: int = 1000):
+        self.thread = ThreadSchedStat(pid, tid)
+        self._slow_every, self._n = max(1, slow_every), 0
+
+    @property
+    def available(self) -> bool:
+        return True
+
+    def read(self) -> dict[str, Any]:
+        out = self.thread.read()
+        if self._n % self._slow_every == 0:
+            psi, thr = _psi_some_total_us(), _cgroup_throttled_us()
+            if psi is not None:
+                out["host_cpu_pressure_us"] = psi
+            if thr is not None:
+                out["host_cpu_throttled_us"] = thr
+            try:
+                out["host_load1_tasks"] = os.getloadavg()[0]
+            except OSError:
+                pass
+        self._n += 1
+        return out
+
+    def close(self) -> None:
+        self.thread.close()

@@ -42,7 +42,7 @@ from .sampler import Sampler
 from .sampler_process import ProcessSampler, SamplerStartError
 from .streams import StreamRef
 from .timebase import EventTimebase
-from .hoststat import ThreadSchedStat
+from .hoststat import HostStat
 from .trace import SCHEMA_VERSION, Trace, TraceWriter, default_out, load
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class Session:
         self.sampler_mode, self.sample_gpus, self.binding = sampler, sample_gpus, binding
         self.kernels = kernels
         self._tracer: Any = None
-        self._hoststat: ThreadSchedStat | None = None  # the thread sampler's, if any
+        self._hoststat: HostStat | None = None  # the thread sampler's, if any
         # The device: the argument, else $GPUWATCH_DEVICE (e.g. sim:t4 for a program run on a
         # machine without a GPU), else the first NVIDIA GPU.
         self.device_spec = device or os.environ.get("GPUWATCH_DEVICE") or "auto"
@@ -229,8 +229,9 @@ class Session:
         if mode == "thread":
             host = None
             if not clock.virtual:  # (a simulated GPU's timeline is not the host's)
-                self._hoststat = stat = ThreadSchedStat(os.getpid(), threading.get_native_id())
-                host = stat.read if stat.available else None
+                self._hoststat = stat = HostStat(os.getpid(), threading.get_native_id(),
+                                                 slow_every=max(1, round(self.sample_hz)))
+                host = stat.read
             self._sampler = Sampler(backend.telemetry, clock, writer.add, hz=self.sample_hz,
                                     host=host, own_pid=os.getpid())
             self._sampler.start()

@@ -256,10 +256,9 @@ def _open(cfg: dict[str, Any]) -> tuple[Any, Any, mmap.mmap]:
     writer = ChunkWriter(partial, prefix="p")
     host = None
     if cfg.get("host_thread"):  # the recording thread's run-queue wait (hoststat)
-        from .hoststat import ThreadSchedStat
+        from .hoststat import HostStat
 
-        stat = ThreadSchedStat(*cfg["host_thread"])
-        host = stat.read if stat.available else None
+        host = HostStat(*cfg["host_thread"], slow_every=max(1, round(cfg["hz"]))).read
     sampler = Sampler(telemetry, clock, writer.add, hz=cfg["hz"], costly_hz=cfg["costly_hz"],
                       is_paused=lambda: ctl[0] == 1, host=host, own_pid=cfg["parent_pid"])
     sampler.start()

@@ -99,3 +99,27 @@ def test_host_launch_delay_splits_out_the_wait_for_a_cpu():
     t = attribute(pd.concat([ref, tgt]), ref, tgt).set_index("factor")
     assert t.loc["host_cpu", "contribution_ms"] == pytest.approx(0.9, abs=0.05)
     assert t.loc["host_launch", "contribution_ms"] == pytest.approx(0.4, abs=0.05)
+
+
+def test_the_machines_cpu_pressure_is_read_from_psi(tmp_path):
+    from gpuwatch.hoststat import _psi_some_total_us
+
+    f = tmp_path / "cpu"
+    f.write_text("some avg10=1.50 avg60=0.62 avg300=0.81 total=277027481\n"
+                 "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    assert _psi_some_total_us(str(f)) == 277027481
+    assert _psi_some_total_us(str(tmp_path / "missing")) is None
+
+
+@linux
+def test_host_readings_come_at_their_own_rates():
+    from gpuwatch.hoststat import HostStat
+
+    h = HostStat(os.getpid(), threading.get_native_id(), slow_every=3)
+    rows = [h.read() for _ in range(6)]
+    h.close()
+    assert all("host_wait_ns" in r for r in rows)
+    slow = [i for i, r in enumerate(rows) if "host_load1_tasks" in r]
+    assert slow == [0, 3]  # once every slow_every calls
+    if os.path.exists("/proc/pressure/cpu"):
+        assert rows[0]["host_cpu_pressure_us"] <= rows[3]["host_cpu_pressure_us"]
