@@ -54,19 +54,10 @@ def test_slow_host_is_named(cause_traces):
 
 
 def test_power_cap_is_reported_as_throttling(tmp_path):
-    from dataclasses import replace
+    from conftest import record_sim
 
-    from gpuwatch.bindings import sim
-
-    sim.PROFILES["capped"] = replace(sim.PROFILES["flat"], name="capped", governor=True,
-                                     sm_min_mhz=300, power_cap_w=30.0, util_low=0.0)
-    try:
-        from conftest import record_sim
-
-        tr = record_sim(tmp_path / "cap.parquet", profile="capped", gaps=(0.0, 5.0), iters=300,
-                        engine="builtin:large")
-    finally:
-        del sim.PROFILES["capped"]
+    tr = record_sim(tmp_path / "cap.parquet", profile="capped", gaps=(0.0, 5.0), iters=300,
+                    engine="builtin:large")
     a = gpuwatch.analyze(tr)
     t = a.attribution.groupby("factor")["contribution_ms"].sum()
     # Back-to-back work exceeds the 30 W cap: the clock drop is throttling, not DVFS.

@@ -173,3 +173,32 @@ def test_a_steady_run_has_no_episodes(flat_trace):
     assert a.verdicts["episode"].isna().all()
     assert a.verdict.startswith("No condition is slower or faster than its baseline beyond "
                                 "noise, and no episode came and went")
+
+
+# -- thermal slowdown and the power cap, on their simulated profiles -------------------------
+def test_a_thermal_slowdown_is_named_thermal(tmp_path):
+    with gpuwatch.session("sim:flat,fault=thermal@3+3", tmp_path / "hot.parquet") as s:
+        e = s.engine()
+        s.set_condition("gap=20ms", 20)
+        for _ in range(500):
+            e.infer()
+            e.synchronize()
+            s.wait(20)
+    v = gpuwatch.analyze(s.trace).verdicts
+    ep = v[v["episode"].notna()]
+    assert len(ep) == 1 and ep.iloc[0]["cause_code"] == "thermal"
+    assert ep.iloc[0]["share"] == pytest.approx(1.0, abs=0.1)  # clock x0.6: all of it
+    assert ep.iloc[0]["sm_clock_mhz"] == pytest.approx(0.6 * 1590, rel=0.01)
+    assert "sw_thermal_slowdown" in ep.iloc[0]["sentence"]
+
+
+def test_gapped_work_faster_than_power_capped_work_says_why(tmp_path):
+    from tests.conftest import record_sim
+
+    tr = record_sim(tmp_path / "cap.parquet", profile="capped", gaps=(0.0, 20.0), iters=300,
+                    engine="builtin:large")
+    v = gpuwatch.analyze(tr).verdicts.set_index("condition")
+    g = v.loc["gap=20ms"]
+    assert g["extra_ms"] < 0 and g["cause_code"] == "power_cap"
+    assert "sustained load is slower because the power cap lowered the clock" in g["sentence"]
+    assert g["sm_clock_ref_mhz"] < g["sm_clock_mhz"]

@@ -36,7 +36,8 @@ __all__ = ["PROFILES", "ENGINE_PRESETS", "FAULT_KINDS", "SimBackend", "SimFault"
 
 # "cotenant": another process shares the GPU (COTENANT_SHARE of its time, as time-slicing
 # gives it): this program's kernels run that much slower, and NVML's utilisation counts both.
-FAULT_KINDS = ("gpu_lost", "timeout", "unknown", "not_supported", "cuda_error", "cotenant")
+FAULT_KINDS = ("gpu_lost", "timeout", "unknown", "not_supported", "cuda_error", "cotenant",
+               "thermal")
 COTENANT_SHARE = 0.6
 COTENANT_PID = 4242
 _NVML_MESSAGES = {"gpu_lost": "GPU is lost", "timeout": "Timeout", "unknown": "Unknown Error"}
@@ -89,6 +90,16 @@ def _cotenant_share(faults: "_Faults") -> Any:
         t = (t_ns - faults._origin) / 1e9
         return COTENANT_SHARE if any(a <= t < b for a, b in spans) else 0.0
     return share
+
+
+def _fault_window(faults: "_Faults", kind: str) -> Any:
+    """Is a fault of `kind` active at GPU time t (ns)?"""
+    spans = [(f.start_s, f.start_s + f.duration_s) for f in faults.faults if f.kind == kind]
+
+    def active(t_ns: int) -> bool:
+        t = (t_ns - faults._origin) / 1e9
+        return any(a <= t < b for a, b in spans)
+    return active
 
 
 class _Faults:
@@ -448,6 +459,8 @@ class SimBackend:
         for i, g in enumerate(self.gpus):
             if any(f.kind == "cotenant" for f in faults_of[i].faults):
                 g.cotenant = _cotenant_share(faults_of[i])
+            if any(f.kind == "thermal" for f in faults_of[i].faults):
+                g.thermal = _fault_window(faults_of[i], "thermal")
 
     def _oversleep(self, ns: int) -> int:
         # time.sleep wakes late; the next launch then pays for a cold CPU (see Profile).

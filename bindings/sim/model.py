@@ -23,6 +23,9 @@ from gpuwatch.fields import ClockEventReason
 from .profiles import Profile
 
 
+THERMAL_FRACTION = 0.6  # a "thermal" fault holds the SM clock at this fraction of its maximum
+
+
 class ClockHistory:
     """The SM clock's change points (t_ns, MHz) and the cycles counted up to each: what a
     probe reading the SM cycle counter against the GPU timer sees. Points may arrive out of
@@ -87,8 +90,11 @@ class SimGPU:
 
     def __init__(self, profile: Profile, clock: VirtualClock, rng: np.random.Generator):
         self.p, self.clock, self.rng = profile, clock, rng
-        # Another process's share of the GPU at time t (a "cotenant" fault), or None
+        # Another process's share of the GPU at time t (a "cotenant" fault), or None; whether
+        # the GPU is too hot at time t (a "thermal" fault: the clock held at THERMAL_FRACTION)
         self.cotenant: Callable[[int], float] | None = None
+        self.thermal: Callable[[int], bool] | None = None
+        self._hot = False
         self._tick_ns = int(profile.tick_ms * 1e6)
         now = clock.now_ns()
         # Ticks count from the GPU's own start, so results do not depend on the wall clock.
@@ -197,7 +203,13 @@ class SimGPU:
             self._temp += (p.temp_ambient_c + p.thermal_c_per_w * power - self._temp) * (
                 1.0 - math.exp(-p.tick_ms / (p.thermal_tau_s * 1000.0))
             )
-            if p.governor:
+            hot = self.thermal is not None and self.thermal(t)
+            if hot:  # thermal slowdown overrides the governor
+                self.f_sm = min(self.f_sm, int(p.sm_max_mhz * THERMAL_FRACTION))
+            elif self._hot and not p.governor:
+                self.f_sm = p.sm_max_mhz  # locked clocks come back when it cools
+            self._hot = hot
+            if p.governor and not hot:
                 self._govern(t, frac)
             self._push_snapshot(t)
             self._next_tick += tick
@@ -234,7 +246,8 @@ class SimGPU:
             sm_clock_mhz=self.f_sm,
             mem_clock_mhz=p.mem_idle_mhz if self.parked else p.mem_max_mhz,
             pstate=8 if self.parked else 0,
-            reasons=int(ClockEventReason.SW_POWER_CAP) if self._capped else 0,
+            reasons=(int(ClockEventReason.SW_POWER_CAP) if self._capped else 0)
+            | (int(ClockEventReason.SW_THERMAL_SLOWDOWN) if self._hot else 0),
             gpu_util_pct=min(100.0, util + (100.0 * self.cotenant(t) if self.cotenant else 0.0)),
             power_busy_w=p.power_idle_w + p.power_dynamic_w * rel**3,
             power_idle_w=p.power_idle_w * (0.6 if self.parked else 1.0),

@@ -87,6 +87,14 @@ PROFILES: dict[str, Profile] = {
         mem_idle_mhz=5001,
         governor=False,
     ),
+    "capped": Profile(
+        name="capped",
+        gpu_name="Simulated GPU (power-capped)",
+        description="clocks at maximum unless power exceeds a low 30 W cap: back-to-back work "
+                    "is throttled (reason sw_power_cap), gapped work is not",
+        sm_max_mhz=1590, sm_min_mhz=300, sm_idle_mhz=1590, mem_max_mhz=5001,
+        mem_idle_mhz=5001, power_cap_w=30.0, util_low=0.0,
+    ),
     "cold": Profile(
         name="cold",
         gpu_name="Simulated GPU (locked clocks, cold kernels)",

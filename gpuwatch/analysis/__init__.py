@@ -256,8 +256,10 @@ def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame
     share and interval of the main cause, the latencies and SM clocks compared)."""
     v = _verdict_text(cond, lay, ref, tgt, att, ref_label)
     cause = v["cause"]
-    reasons = int(np.bitwise_or.reduce(tgt["reasons_any"].to_numpy(np.int64))) \
-        if "reasons_any" in tgt and len(tgt) else 0
+    # the reasons of the slower-clocked side (the reference's when the target is faster)
+    slow_side = tgt if ref is None or v["extra_ms"] >= 0 else ref
+    reasons = int(np.bitwise_or.reduce(slow_side["reasons_any"].to_numpy(np.int64))) \
+        if "reasons_any" in slow_side and len(slow_side) else 0
     code = {"sm_clock": "idle_clock_downscale", "mem_clock": "idle_clock_downscale",
             "throttling": "thermal" if reasons & THERMAL_MASK else "power_cap",
             "host_launch": "host_launch_delay", "host_cpu": "host_cpu_contention",

@@ -116,7 +116,7 @@ def _contributions(fit: _Rows, ref: _Rows, tgt: _Rows) -> dict[str, float]:
     if kernels:  # latency = busy + idle inside: split the two, then busy by the clocks
         d_busy = float(tgt.busy.mean() - ref.busy.mean())
         d_idle = float(tgt.idle.mean() - ref.idle.mean())
-        out = _clock_split(fit.X[:, :2], fit.busy, ref.X[:, :2], tgt, d_busy)
+        out = _clock_split(fit.X[:, :2], fit.busy, ref.X[:, :2], tgt, d_busy, ref)
         out["host_launch"] = d_idle
         out["kernels_slower"] = d_busy - out["sm_clock"] - out["throttling"] - out["mem_clock"]
         out["unexplained"] = delta - d_busy - d_idle  # event vs kernel edges: ~0
@@ -132,9 +132,7 @@ def _contributions(fit: _Rows, ref: _Rows, tgt: _Rows) -> dict[str, float]:
             contrib = float(b * moved[j])
             c = REGRESSORS[j]
             if c == "inv_sm":
-                # What held the clock where it was in the target rows: the share of them with
-                # a power/thermal reason active (whatever the reference had).
-                share = float(tgt.thr.mean())
+                share = _throttled_share(ref, tgt)
                 out["throttling"] = contrib * share
                 out["sm_clock"] = contrib * (1 - share)
             elif c == "inv_mem":
@@ -144,6 +142,14 @@ def _contributions(fit: _Rows, ref: _Rows, tgt: _Rows) -> dict[str, float]:
     out["unexplained"] = delta - sum(v for k, v in out.items() if k != "unexplained")
     out["delta"] = delta
     return out
+
+
+def _throttled_share(ref: _Rows, tgt: _Rows) -> float:
+    """Of an SM-clock difference, the share a power/thermal reason held down: the share of the
+    slower-clocked side's rows with such a reason active (the target's when its clock fell,
+    the reference's when the target's rose: back to back power-capped, gapped not)."""
+    slower = tgt if float(tgt.X[:, 0].mean()) >= float(ref.X[:, 0].mean()) else ref
+    return float(slower.thr.mean()) if slower.thr.size else 0.0
 
 
 def _clock_bounds(ref: _Rows, tgt: _Rows) -> dict[str, float]:
@@ -172,7 +178,7 @@ def _bounded(out: dict[str, float], ref: _Rows, tgt: _Rows, fill: bool) -> dict[
     lo, hi = sorted((0.0, b["sm"]))
     clock = out["sm_clock"] + out["throttling"]
     clipped = min(max(clock, lo), hi)
-    share = out["throttling"] / clock if clock else float(tgt.thr.mean())
+    share = out["throttling"] / clock if clock else _throttled_share(ref, tgt)
     if fill and b["sm"] != 0.0:
         rest = delta - sum(v for k, v in out.items()
                            if k not in ("sm_clock", "throttling", "unexplained", "delta"))
@@ -228,7 +234,7 @@ def _changed(X: np.ndarray, moved: np.ndarray) -> np.ndarray:
 
 
 def _clock_split(X: np.ndarray, y: np.ndarray, ref_X: np.ndarray, tgt: _Rows,
-                 delta: float) -> dict[str, float]:
+                 delta: float, ref_rows: "_Rows") -> dict[str, float]:
     """Of `delta` (a change in kernel busy time), the parts the SM and memory clocks explain."""
     out = {f: 0.0 for f in FACTORS}
     moved = tgt.X[:, :2].mean(axis=0) - ref_X.mean(axis=0)
@@ -238,7 +244,7 @@ def _clock_split(X: np.ndarray, y: np.ndarray, ref_X: np.ndarray, tgt: _Rows,
         for b, j in zip(beta[1:], use):
             contrib = float(b * moved[j])
             if j == 0:
-                share = float(tgt.thr.mean())
+                share = _throttled_share(ref_rows, tgt)
                 out["throttling"], out["sm_clock"] = contrib * share, contrib * (1 - share)
             else:
                 out["mem_clock"] = contrib
