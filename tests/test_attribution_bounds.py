@@ -85,16 +85,22 @@ def test_no_sentence_on_a_real_trace_says_more_than_100_or_less_than_0(path):
 
 
 # -- another process on the GPU ---------------------------------------------------------------
-def cotenant_run(tmp_path, gap_ms, name, iters=500, at_s=6):
-    """sim:flat (clocks never move), another process taking 60% of the GPU from `at_s` on."""
-    with gpuwatch.session(f"sim:flat,fault=cotenant@{at_s}", tmp_path / f"{name}.parquet") as s:
+def gap_run(path, device, gap_ms=20, iters=500):
+    """The built-in engine on `device`, one condition at `gap_ms`; returns the trace."""
+    with gpuwatch.session(device, path) as s:
         e = s.engine()
         s.set_condition(f"gap={gap_ms}ms", gap_ms)
         for _ in range(iters):
             e.infer()
             e.synchronize()
             s.wait(gap_ms)
-    return gpuwatch.analyze(s.trace)
+    return s.trace
+
+
+def cotenant_run(tmp_path, gap_ms, name, iters=500, at_s=6):
+    """sim:flat (clocks never move), another process taking 60% of the GPU from `at_s` on."""
+    return gpuwatch.analyze(gap_run(tmp_path / f"{name}.parquet",
+                                    f"sim:flat,fault=cotenant@{at_s}", gap_ms, iters))
 
 
 def test_another_process_on_the_gpu_is_named_with_its_evidence(tmp_path):
@@ -144,15 +150,9 @@ def test_back_to_back_only_the_process_list_can_tell(tmp_path):
 def test_an_episode_that_comes_and_goes_is_found_and_explained(tmp_path):
     """Another process for 4 s in the middle of a 20 ms-gap run: the end of the run looks like
     its start, so the stable tail says nothing; the episode must be found, bounded and named."""
-    with gpuwatch.session("sim:flat,fault=cotenant@4+4", tmp_path / "ep.parquet") as s:
-        e = s.engine()
-        s.set_condition("gap=20ms", 20)
-        for _ in range(600):
-            e.infer()
-            e.synchronize()
-            s.wait(20)
-    a = gpuwatch.analyze(s.trace)
-    inf = s.trace.measured()
+    tr = gap_run(tmp_path / "ep.parquet", "sim:flat,fault=cotenant@4+4", iters=600)
+    a = gpuwatch.analyze(tr)
+    inf = tr.measured()
     slow = inf.loc[inf["gpu_ms"] > 1.5 * inf["gpu_ms"].median(), "iteration"]  # ground truth
     v = a.verdicts
     cond, ep = v[v["episode"].isna()].iloc[0], v[v["episode"].notna()]
@@ -177,14 +177,7 @@ def test_a_steady_run_has_no_episodes(flat_trace):
 
 # -- thermal slowdown and the power cap, on their simulated profiles -------------------------
 def test_a_thermal_slowdown_is_named_thermal(tmp_path):
-    with gpuwatch.session("sim:flat,fault=thermal@3+3", tmp_path / "hot.parquet") as s:
-        e = s.engine()
-        s.set_condition("gap=20ms", 20)
-        for _ in range(500):
-            e.infer()
-            e.synchronize()
-            s.wait(20)
-    v = gpuwatch.analyze(s.trace).verdicts
+    v = gpuwatch.analyze(gap_run(tmp_path / "hot.parquet", "sim:flat,fault=thermal@3+3")).verdicts
     ep = v[v["episode"].notna()]
     assert len(ep) == 1 and ep.iloc[0]["cause_code"] == "thermal"
     assert ep.iloc[0]["share"] == pytest.approx(1.0, abs=0.1)  # clock x0.6: all of it
