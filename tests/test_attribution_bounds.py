@@ -166,6 +166,12 @@ def test_an_episode_that_comes_and_goes_is_found_and_explained(tmp_path):
     t = a.attribution[a.attribution["episode"] == ep["episode"]].set_index("factor")
     assert t.loc["other_process", "share"] == pytest.approx(1.0, abs=0.1)
     assert "episodes that came and went" in a.verdict and "another process" in a.verdict
+    pytest.importorskip("matplotlib")
+    from gpuwatch.analysis.plots import latency_vs_iteration
+
+    ax = latency_vs_iteration(a).axes[0]  # the episode is shaded on the latency plot
+    spans = [p for p in ax.patches if p.get_label() == "episode: other_process"]
+    assert len(spans) == 1
 
 
 def test_a_steady_run_has_no_episodes(flat_trace):

@@ -43,6 +43,8 @@ def latency_vs_iteration(a: Analysis, ti: int = 0) -> Any:
                              layout="constrained")
     clk = m["sm_clock_mhz_mean"].to_numpy(float)
     vmin, vmax = (np.nanmin(clk), np.nanmax(clk)) if np.isfinite(clk).any() else (0, 1)
+    if vmax - vmin < 10:  # a steady clock (the in-band one reads it to a thousandth of a MHz)
+        vmin, vmax = (vmin + vmax) / 2 - 5, (vmin + vmax) / 2 + 5
     sc = None
     for ax, ((name, cond), g) in zip(axes.flat, groups):
         g = g.sort_values("iteration")
@@ -52,7 +54,14 @@ def latency_vs_iteration(a: Analysis, ti: int = 0) -> Any:
         if lay is not None and lay.layered:
             ax.axvline(lay.onset_iter, color="tab:red", lw=0.8, ls="--", label="jump")
             ax.axvline(lay.stable_iter, color="tab:orange", lw=0.8, ls="--", label="stable")
-            ax.legend(fontsize=7, loc="upper left")
+        v = a.verdicts
+        eps = v[(v["trace"] == ti) & (v["engine"] == name) & (v["condition"] == cond)
+                & v["episode"].notna()] if "episode" in v else v.iloc[0:0]
+        for k, e in enumerate(eps.itertuples()):  # the episodes verdicts report
+            ax.axvspan(e.first_iter, e.last_iter, color="tab:red", alpha=0.12,
+                       label=f"episode: {e.cause_code}" if k == 0 else None)
+        if (lay is not None and lay.layered) or len(eps):
+            ax.legend(fontsize=7, loc="best")
         ax.set_title(f"{name} {cond}", fontsize=9)
         ax.set_xlabel("iteration")
         ax.set_ylabel("latency (ms, GPU events)")
