@@ -201,3 +201,27 @@ def test_gapped_work_faster_than_power_capped_work_says_why(tmp_path):
     assert g["extra_ms"] < 0 and g["cause_code"] == "power_cap"
     assert "sustained load is slower because the power cap lowered the clock" in g["sentence"]
     assert g["sm_clock_ref_mhz"] < g["sm_clock_mhz"]
+
+
+# -- no telemetry: a change, said plainly, without a cause it cannot know ---------------------
+@pytest.mark.parametrize("probe", [False, True])
+def test_without_telemetry_the_change_is_reported_and_the_cause_only_if_measured(tmp_path, probe):
+    """The sampler off: with no clock at all the verdict reports the change and says it cannot
+    tell why (never "no change", never "not explained by clocks"); with the in-band clock
+    (simulated GPUs) the clock is still measured, and named."""
+    with gpuwatch.session("sim:t4", tmp_path / "t.parquet", sampler="off", probe=probe) as s:
+        e = s.engine()
+        for gap in (0.0, 20.0):
+            s.set_condition(f"gap={gap:g}ms", gap_ms=gap)
+            for _ in range(300):
+                e.infer()
+                e.synchronize()
+                s.wait(gap)
+    a = gpuwatch.analyze(s.trace)
+    v = a.verdicts.set_index("condition").loc["gap=20ms"]
+    assert v["extra_ms"] > 4 and not a.verdict.startswith("No condition")
+    if probe:
+        assert v["cause_code"] == "idle_clock_downscale" and v["share"] > 0.9
+    else:
+        assert v["cause"] == "unexplained" and "cannot tell why" in v["sentence"]
+        assert "not explained by clocks" not in v["sentence"]

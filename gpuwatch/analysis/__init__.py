@@ -287,11 +287,20 @@ def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame
 def _verdict_text(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
                   att: pd.DataFrame | None, ref_label: str) -> dict[str, Any]:
     t_ms = float(tgt["gpu_ms"].mean())
-    if ref is None or att is None or att.empty:
+    if ref is None:
         role = "the baseline" if ref_label == "itself" else "no reference to compare with"
         return {"cause": None, "extra_ms": 0.0, "sentence":
                 f"{cond}: {t_ms:.2f} ms, no latency layers ({role})."}
     r_ms = float(ref["gpu_ms"].mean())
+    if att is None or att.empty:  # the change is known, its cause cannot be
+        delta = t_ms - r_ms
+        head = (f"{cond}: {t_ms:.2f} ms vs {r_ms:.2f} ms ({ref_label}), {delta:+.2f} ms "
+                f"({t_ms / r_ms:.2f}x)")
+        if abs(delta) < max(NOISE_REL * r_ms, 3 * lay.noise_ms):
+            return {"cause": None, "extra_ms": delta, "sentence": f"{head}: no meaningful change."}
+        return {"cause": "unexplained", "extra_ms": delta, "sentence":
+                f"{head}; cannot tell why: the trace has too little telemetry for these rows "
+                f"(sampler off, or its readings lost) to split the change by cause."}
     delta = t_ms - r_ms
     where = (f" from iteration {lay.stable_iter} (jump at {lay.onset_iter})"
              if lay.layered else "")
@@ -312,9 +321,15 @@ def _verdict_text(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.Data
         parts.append(f"{FACTOR_TEXT[f]} explains {share_text(row['share'])} "
                      f"({share_text(lo)}..{share_text(hi)})" + ctx.get(f, ""))
     un = a.loc["unexplained"]
+    clocks_known = bool(ref["sm_clock_mhz_mean"].notna().any()
+                        and tgt["sm_clock_mhz_mean"].notna().any())
+    no_clock = ("the SM clock was not recorded (no telemetry for these rows), so clocks "
+                "cannot be ruled out")
     if supported:
         text = f"{head}; " + "; ".join(parts)
-        if clock_share < 0.2:
+        if not clocks_known:
+            text += f"; {no_clock}"
+        elif clock_share < 0.2:
             text += "; not explained by clocks"
         if un["share"] >= 0.25:
             text += f"; {share_text(un['share'])} is not explained by anything measured"
@@ -332,6 +347,9 @@ def _verdict_text(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.Data
             text = (f"{head}; cannot tell which cause: {FACTOR_TEXT[top]} would explain "
                     f"{share_text(row['share'])}, but its 95% interval "
                     f"({row['ci_low_ms']:+.3f}..{row['ci_high_ms']:+.3f} ms) includes no change")
+        elif not clocks_known:
+            text = (f"{head}; cannot tell why: {no_clock}; {share_text(un['share'])} is not "
+                    f"explained by what was recorded")
         else:
             text = (f"{head}; not explained by clocks ({share_text(clock_share)}), throttling "
                     f"or host launch delay: {share_text(un['share'])} is not explained by "

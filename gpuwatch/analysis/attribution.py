@@ -75,6 +75,10 @@ class _Rows:
                 if "host_wait_ms" in df else np.full(len(df), np.nan))
         others = (df["other_processes"].to_numpy(dtype="float64", na_value=np.nan)
                   if "other_processes" in df else np.full(len(df), np.nan))
+        # A regressor with no value at all in these rows (no telemetry: sampler off or lost)
+        # is missing, not a reason to drop every row: it takes no part in the fit.
+        self.missing = ~np.isfinite(X).any(axis=0)
+        X[:, self.missing] = 0.0
         ok = np.isfinite(y) & np.isfinite(X).all(axis=1)
         self.y, self.X, self.thr = y[ok], X[ok], thr[ok]
         self.busy, self.idle, self.excess, self.wait = busy[ok], idle[ok], excess[ok], wait[ok]
@@ -91,7 +95,7 @@ class _Rows:
         r = object.__new__(_Rows)
         r.y, r.X, r.thr = self.y[idx], self.X[idx], self.thr[idx]
         r.busy, r.idle, r.excess = self.busy[idx], self.idle[idx], self.excess[idx]
-        r.wait, r.others = self.wait[idx], self.others[idx]
+        r.wait, r.others, r.missing = self.wait[idx], self.others[idx], self.missing
         return r
 
 
@@ -123,7 +127,7 @@ def _contributions(fit: _Rows, ref: _Rows, tgt: _Rows) -> dict[str, float]:
         out["delta"] = delta
         return out
     moved = tgt.X.mean(axis=0) - ref.X.mean(axis=0)
-    use = _changed(fit.X, moved)
+    use = _changed(fit.X, moved, fit.missing | ref.missing | tgt.missing)
     out = {f: 0.0 for f in FACTORS}
     if use.size:
         upper = np.array([UPPER.get(REGRESSORS[j], np.inf) for j in use])
@@ -164,7 +168,8 @@ def _clock_bounds(ref: _Rows, tgt: _Rows) -> dict[str, float]:
     busy = float(ref.busy.mean()) if use_busy else float(ref.y.mean())
     for name, j in (("sm", 0), ("mem", 1)):
         xr, xt = float(ref.X[:, j].mean()), float(tgt.X[:, j].mean())
-        out[name] = busy * (xt / xr - 1.0) if xr > 0 and np.isfinite(xt) else 0.0
+        known = not (ref.missing[j] or tgt.missing[j])
+        out[name] = busy * (xt / xr - 1.0) if known and xr > 0 and np.isfinite(xt) else 0.0
     return out
 
 
@@ -220,7 +225,7 @@ def other_process(ref: _Rows, tgt: _Rows) -> bool:
                 and np.median(r) < REF_EXCESS_PCT)
 
 
-def _changed(X: np.ndarray, moved: np.ndarray) -> np.ndarray:
+def _changed(X: np.ndarray, moved: np.ndarray, missing: np.ndarray) -> np.ndarray:
     """Indices of the regressors (columns of X, in REGRESSORS order) that varied and moved
     between reference and target by more than they can be measured: a clock's mean must move by
     more than CLOCK_RESOLUTION of itself (the in-band clock reads a steady clock to ~1e-5 over
@@ -230,7 +235,7 @@ def _changed(X: np.ndarray, moved: np.ndarray) -> np.ndarray:
     res = np.array([CLOCK_RESOLUTION if c in ("inv_sm", "inv_mem") else 0.0
                     for c in REGRESSORS[:X.shape[1]]])
     return np.nonzero((spread > 1e-9 * np.maximum(1.0, mean)) & (moved != 0)
-                      & (np.abs(moved) > res * mean))[0]
+                      & (np.abs(moved) > res * mean) & ~missing[:X.shape[1]])[0]
 
 
 def _clock_split(X: np.ndarray, y: np.ndarray, ref_X: np.ndarray, tgt: _Rows,
@@ -238,7 +243,7 @@ def _clock_split(X: np.ndarray, y: np.ndarray, ref_X: np.ndarray, tgt: _Rows,
     """Of `delta` (a change in kernel busy time), the parts the SM and memory clocks explain."""
     out = {f: 0.0 for f in FACTORS}
     moved = tgt.X[:, :2].mean(axis=0) - ref_X.mean(axis=0)
-    use = _changed(X, moved)
+    use = _changed(X, moved, (ref_rows.missing | tgt.missing)[:2])
     if use.size:
         beta = _bounded_fit(X[:, use], y, np.full(use.size, np.inf))
         for b, j in zip(beta[1:], use):
