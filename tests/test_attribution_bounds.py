@@ -225,3 +225,21 @@ def test_without_telemetry_the_change_is_reported_and_the_cause_only_if_measured
     else:
         assert v["cause"] == "unexplained" and "cannot tell why" in v["sentence"]
         assert "not explained by clocks" not in v["sentence"]
+
+
+def test_impossible_latencies_and_failed_calls_are_left_out_and_said(t4_sweep):
+    import dataclasses
+
+    inf = t4_sweep.inferences.copy()
+    measured = inf.index[(inf["kind"] == "inference") & ~inf["warmup"].astype(bool)]
+    for i, v in ((50, np.nan), (60, np.inf), (70, -8.7), (75, 0.0)):
+        inf.loc[measured[i], "gpu_ms"] = v
+    inf.loc[measured[80], "error"] = "ValueError: boom"
+    a = gpuwatch.analyze(dataclasses.replace(t4_sweep, inferences=inf))  # no crash
+    assert a.data_notes == ["trace 0: 4 with no valid latency (missing, infinite or <= 0) and "
+                            "1 whose call raised of 2400 measured inferences were left out of "
+                            "the analysis"]
+    assert (a.layers["baseline_ms"] > 0).all() and a.verdicts["cause"].notna().any()
+    from gpuwatch.renderers.text import TextRenderer
+
+    assert "note: trace 0: 4 with no valid latency" in TextRenderer().render(a)

@@ -54,6 +54,8 @@ class Analysis:
     # GPU work the events did not bracket, per trace, engine and condition (analysis.outside)
     stream_checks: pd.DataFrame = field(default_factory=pd.DataFrame)
     stream_note: str = ""  # one sentence when there was any, else ""
+    # Rows left out of the analysis, and why (impossible latencies, calls that raised)
+    data_notes: list[str] = field(default_factory=list)
     # The in-band SM clock against NVML's, per trace that has it (analysis.clock)
     clocks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CLOCK_COLUMNS))
 
@@ -88,6 +90,7 @@ class Analysis:
             "stream_checks": records(self.stream_checks),
             "stream_note": self.stream_note,
             "clocks": records(self.clocks),
+            "data_notes": list(self.data_notes),
         }
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -105,6 +108,7 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
     loaded = [_as_trace(t) for t in traces]
     merged_all, layer_rows, att_rows, verdict_rows, span_rows = [], [], [], [], []
     check_rows, clock_rows = [], []
+    data_notes: list[str] = []
     details: dict[tuple[Any, ...], Layers] = {}
     for ti, tr in enumerate(loaded):
         m = merge(tr).assign(trace=ti)
@@ -115,6 +119,9 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
         check_rows.append(outside_table(m, tr.kernels, ti))
         clock_rows.append(compare_clocks(m[m["kind"] == "inference"], ti))
         inf = m[(m["kind"] == "inference") & ~m["warmup"].astype(bool)]
+        inf, note = _usable(inf, ti)
+        if note:
+            data_notes.append(note)
         if inf.empty:
             continue
         for name, eng in inf.groupby("name", sort=False):
@@ -167,9 +174,27 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
         pd.DataFrame(), layers=layers, attribution=attribution,
         spans=pd.concat(span_rows, ignore_index=True) if span_rows else pd.DataFrame(),
         verdicts=verdicts, verdict=_overall(verdicts), details=details,
-        stream_checks=checks, stream_note=outside_note(checks),
+        stream_checks=checks, stream_note=outside_note(checks), data_notes=data_notes,
         clocks=pd.concat([c for c in clock_rows if not c.empty] or
                          [pd.DataFrame(columns=CLOCK_COLUMNS)], ignore_index=True))
+
+
+def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str]:
+    """The measured rows analysis can use, and a sentence on those it cannot: a latency that
+    is missing, infinite or not positive is no measurement; a call that raised is no
+    inference."""
+    ms = inf["gpu_ms"].to_numpy(dtype="float64", na_value=np.nan)
+    bad = ~np.isfinite(ms) | (ms <= 0)
+    raised = inf["error"].notna().to_numpy() if "error" in inf else np.zeros(len(inf), bool)
+    if not (bad | raised).any():
+        return inf, ""
+    parts = []
+    if bad.any():
+        parts.append(f"{int(bad.sum())} with no valid latency (missing, infinite or <= 0)")
+    if (raised & ~bad).any():
+        parts.append(f"{int((raised & ~bad).sum())} whose call raised")
+    return inf[~(bad | raised)], (f"trace {ti}: {' and '.join(parts)} of {len(inf)} measured "
+                                  f"inferences were left out of the analysis")
 
 
 def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFrame | None,

@@ -75,4 +75,6 @@ class TextRenderer(Renderer):
         out.append(f"verdict: {analysis.verdict}")
         if analysis.stream_note:
             out.append(f"warning: {analysis.stream_note}")
+        for note in analysis.data_notes:
+            out.append(f"note: {note}")
         return "\n".join(out) + "\n"
