@@ -12,10 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["HostStat", "ThreadSchedStat", "FIELDS"]
-
-FIELDS = ("host_run_ns", "host_wait_ns", "host_cpu_pressure_us", "host_cpu_throttled_us",
-          "host_load1_tasks")  # see fields.py
+__all__ = ["HostStat", "ThreadSchedStat"]  # the fields they fill: fields.HOST_FIELDS
 
 
 class ThreadSchedStat:
@@ -28,10 +25,6 @@ class ThreadSchedStat:
             self._fd: int | None = os.open(self.path, os.O_RDONLY)
         except OSError:
             self._fd = None
-
-    @property
-    def available(self) -> bool:
-        return self._fd is not None
 
     def read(self) -> dict[str, Any]:
         if self._fd is None:
@@ -94,10 +87,6 @@ class HostStat:
     def __init__(self, pid: int, tid: int, slow_every: int = 1000):
         self.thread = ThreadSchedStat(pid, tid)
         self._slow_every, self._n = max(1, slow_every), 0
-
-    @property
-    def available(self) -> bool:
-        return True
 
     def read(self) -> dict[str, Any]:
         out = self.thread.read()

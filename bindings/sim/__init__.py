@@ -84,12 +84,8 @@ class SimFault:
 
 def _cotenant_share(faults: "_Faults") -> Any:
     """The share of the GPU another process takes at GPU time t (ns), from cotenant faults."""
-    spans = [(f.start_s, f.start_s + f.duration_s) for f in faults.faults if f.kind == "cotenant"]
-
-    def share(t_ns: int) -> float:
-        t = (t_ns - faults._origin) / 1e9
-        return COTENANT_SHARE if any(a <= t < b for a, b in spans) else 0.0
-    return share
+    active = _fault_window(faults, "cotenant")
+    return lambda t_ns: COTENANT_SHARE if active(t_ns) else 0.0
 
 
 def _fault_window(faults: "_Faults", kind: str) -> Any:
