@@ -21,7 +21,9 @@ median ratio and its IQR over groups, for gpuwatch / bare (the target) and its t
 sampler (bare with / without the sampler) and region (gpuwatch / bare with the sampler). Also:
 what starting and closing a session costs.
 
-    python benchmarks/user_overhead.py --out DIR [--pairs 60] [--block 10]
+With --probe, the gpuwatch arm also stamps the in-band SM clock around every region (issue 14).
+
+    python benchmarks/user_overhead.py --out DIR [--pairs 60] [--block 10] [--probe]
 """
 
 from __future__ import annotations
@@ -102,14 +104,14 @@ def gpuwatch_block(s: Any, fn: Any, x: Any, n: int, gap_s: float) -> list[float]
 
 
 def run_case(name: str, fn: Any, x: Any, gap_ms: float, own_stream: bool, pairs: int,
-             block: int, trace: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+             block: int, trace: Path, probe: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
     import torch
 
     stream = torch.cuda.Stream() if own_stream else torch.cuda.current_stream()
     walls: dict[int, list[float]] = {}
     rows = []
     with torch.inference_mode(), torch.cuda.stream(stream), \
-            gpuwatch.session(out=trace, sample_hz=1000) as s:
+            gpuwatch.session(out=trace, sample_hz=1000, probe=probe) as s:
         s.pause_sampling()
         bare_block(fn, x, 20, 0)  # warm-up
         for p in range(pairs):
@@ -141,7 +143,9 @@ def run_case(name: str, fn: Any, x: Any, gap_ms: float, own_stream: bool, pairs:
             "sampler_achieved_hz": tr.meta["sampler"].get("achieved_hz"),
             "sampler_paused_polls": tr.meta["sampler"].get("paused_polls"),
             "sampler_polls": tr.meta["sampler"].get("polls"),
-            "regions_meta": tr.meta.get("regions")}
+            "regions_meta": tr.meta.get("regions"), "probe": probe,
+            "inband_mhz_p50": (float(inf["sm_clock_inband_mhz"].median())
+                               if inf["sm_clock_inband_mhz"].notna().any() else None)}
     return pd.DataFrame(rows), info
 
 
@@ -188,19 +192,21 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--pairs", type=int, default=60)
     ap.add_argument("--block", type=int, default=10)
-    ap.add_argument("--cases", default="", help="comma list of case-name substrings")
+    ap.add_argument("--cases", default="", help="case-name substrings separated by |")
+    ap.add_argument("--probe", action="store_true", help="the in-band clock probe on")
     a = ap.parse_args()
     import torch
 
     a.out.mkdir(parents=True, exist_ok=True)
     cases = make_cases()
-    wanted = [c for c in cases if not a.cases or any(w in c for w in a.cases.split(","))]
+    wanted = [c for c in cases if not a.cases or any(w in c for w in a.cases.split("|"))]
     blocks, infos = [], []
     for name in wanted:
         fn, x, gap, own = cases[name]
         t0 = time.time()
         pairs = a.pairs if not gap else max(10, a.pairs // 2)
-        df, info = run_case(name, fn, x, gap, own, pairs, a.block, a.out / "case.parquet")
+        df, info = run_case(name, fn, x, gap, own, pairs, a.block, a.out / "case.parquet",
+                            probe=a.probe)
         blocks.append(df)
         infos.append(info)
         print(f"done: {name} ({time.time() - t0:.0f} s)", flush=True)

@@ -15,6 +15,7 @@
  *   elapsed(fn, a, b)      int fn(float *ms, void *a, void *b)  (cuEventElapsedTime)
  *                          -> the float on success, else the int status
  *   timed_call(...)        the inside of a timed region: event, call, event (see below)
+ *   stamp(launch, f, grid, stream, out, ctl)   the in-band clock probe's launch (see below)
  * Pointers are Python ints (0 is a null pointer: the legacy default stream).
  */
 #define PY_SSIZE_T_CLEAN
@@ -151,7 +152,41 @@ timed_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* stamp(launch, f, grid, stream, out, ctl) -> int
+ *
+ * Launch the clock-probe kernel `f` (bindings/probe.py) as `grid` one-thread blocks on `stream`
+ * with its two pointer arguments (`out`: the slot in mapped host memory it writes, `ctl`: the
+ * slot's device counters), through cuLaunchKernel at address `launch`. Returns the CUresult. */
+typedef int (*fn_launch)(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                         unsigned, void *, void **, void **);
+
+static PyObject *
+stamp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *p[6];
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "stamp takes 6 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (pointers(args, 2, 2, p, "stamp") < 0)
+        return NULL;
+    unsigned long grid = PyLong_AsUnsignedLong(args[2]);
+    if (grid == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    for (int i = 3; i < 6; i++) {
+        p[i] = PyLong_AsVoidPtr(args[i]);
+        if (p[i] == NULL && PyErr_Occurred())
+            return NULL;
+    }
+    void *params[2] = {&p[4], &p[5]};
+    int rc = ((fn_launch)p[0])(p[1], (unsigned)grid, 1, 1, 1, 1, 1, 0, p[3], params, NULL);
+    return PyLong_FromLong(rc);
+}
+
 static PyMethodDef methods[] = {
+    {"stamp", (PyCFunction)(void (*)(void))stamp, METH_FASTCALL,
+     "stamp(launch, f, grid, stream, out, ctl) -> int: launch the clock probe (see "
+     "bindings/_native.c)"},
     {"now", now, METH_NOARGS, "now() -> int: CLOCK_MONOTONIC in ns (time.perf_counter_ns)"},
     {"timed_call", (PyCFunction)(void (*)(void))timed_call, METH_FASTCALL,
      "timed_call(record, ev0, ev1, stream, fn, args, kwargs, stamps): the timed region's "

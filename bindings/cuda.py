@@ -77,11 +77,20 @@ class _EventCalls:
         self.record, self.query, self.elapsed = rec, query, elapsed
 
 
-def _event_calls() -> _EventCalls | None:
-    """None where libcuda cannot be loaded this way (cuda-python's wrappers are used then)."""
+def libcuda() -> Any:
+    """The driver library by ctypes (PyDLL: calls hold the GIL), or None where it cannot be
+    loaded this way."""
     try:
-        return _EventCalls(ctypes.PyDLL("libcuda.so.1"))
-    except (OSError, AttributeError):
+        return ctypes.PyDLL("libcuda.so.1")
+    except OSError:
+        return None
+
+
+def _event_calls(lib: Any) -> _EventCalls | None:
+    """None without libcuda by ctypes (cuda-python's wrappers are used then)."""
+    try:
+        return None if lib is None else _EventCalls(lib)
+    except AttributeError:
         return None
 
 
@@ -154,7 +163,9 @@ class CudaRuntime:
         self._events: dict[int, Any] = {}
         self._touch_buf: int | None = None  # for touch() (keep-alives)
         self._success = d.CUresult.CUDA_SUCCESS
-        self._calls = _event_calls()
+        self._lib = libcuda()
+        self._calls = _event_calls(self._lib)
+        self._clock_probe: Any = None  # bindings.probe.ClockProbe, once start_probe() ran
         self.native_calls = self._calls is not None and self._calls.native
         # the timed region's inside in one C call (RegionTimer.call), where the extension is
         self.timed_call = None if self._calls is None else self._calls.timed_call
@@ -227,6 +238,24 @@ class CudaRuntime:
             return False
         self.fail(rc, "cuEventQuery")
         return False
+
+    # -- the in-band clock probe (bindings/probe.py; region.py calls these) ---------------------
+    def start_probe(self) -> None:
+        """Set up the clock probe in this runtime's context; raises ProbeError if it cannot."""
+        if self._clock_probe is None:
+            from .probe import ClockProbe, ProbeError
+
+            if self._lib is None:
+                raise ProbeError("libcuda.so.1 cannot be loaded by ctypes")
+            check(self.driver.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
+            self._clock_probe = ClockProbe(self._lib, self.cc, self.sm_count)
+
+    def probe(self, stream: Any) -> int:
+        """Enqueue a clock stamp on `stream` (a raw handle or CUstream); its slot."""
+        return self._clock_probe.probe(int(stream or 0))
+
+    def read_probe(self, slot: int, wait: bool = False) -> tuple[int, float] | None:
+        return self._clock_probe.read(slot, wait)
 
     def fail(self, status: int, what: str) -> None:
         """Raise CudaError for CUresult `status` of call `what`."""
@@ -339,6 +368,9 @@ class CudaRuntime:
 
     def close(self) -> None:
         d = self.driver
+        if self._clock_probe is not None:
+            self._clock_probe.close()
+            self._clock_probe = None
         for e in self._events.values():
             try:
                 d.cuEventDestroy(e)

@@ -110,6 +110,24 @@ class PycudaRuntime:
     def elapsed_ms(self, start: Any, end: Any) -> float:
         return float(end.time_since(start))
 
+    # -- the in-band clock probe (bindings/probe.py: driver calls in the primary context) ------
+    def start_probe(self) -> None:
+        if getattr(self, "_clock_probe", None) is None:
+            from .cuda import libcuda
+            from .probe import ClockProbe, ProbeError
+
+            lib = libcuda()
+            if lib is None:
+                raise ProbeError("libcuda.so.1 cannot be loaded by ctypes")
+            self._clock_probe = ClockProbe(lib, self.cc, self.sm_count)
+
+    def probe(self, stream: Any) -> int:
+        """A clock stamp on a pycuda Stream (None: the legacy default stream); its slot."""
+        return self._clock_probe.probe(0 if stream is None else int(stream.handle))
+
+    def read_probe(self, slot: int, wait: bool = False) -> tuple[int, float] | None:
+        return self._clock_probe.read(slot, wait)
+
     # -- memory and kernels -----------------------------------------------------------------------
     def alloc(self, nbytes: int) -> int:
         a = self.drv.mem_alloc(nbytes)
@@ -157,6 +175,10 @@ class PycudaRuntime:
         raise UsageError("pycuda cannot launch CUDA graphs; use --binding cuda")
 
     def close(self) -> None:
+        probe = getattr(self, "_clock_probe", None)
+        if probe is not None:
+            probe.close()
+            self._clock_probe = None
         self._keep.clear()
         try:
             self.context.pop()

@@ -22,6 +22,8 @@ from gpuwatch.errors import UsageError
 
 NAME = "gpuwatch stand-in (no GPU)"
 _RECORD = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)  # cuEventRecord's
+_LAUNCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, *([ctypes.c_uint] * 7), ctypes.c_void_p,
+                           ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)  # cuLaunchKernel's
 SM_CLOCK_MHZ = 1000
 
 
@@ -119,8 +121,99 @@ class StandInRuntime:
     def versions(self) -> dict[str, str]:
         return {"standin": "1"}
 
+    # -- the in-band clock probe: bindings/probe.py's ClockProbe on a stand-in driver -----------
+    def start_probe(self) -> None:
+        """The real ClockProbe over _StandInDriver: its "kernel" runs at launch, on an SM 0
+        that counts SM_CLOCK_MHZ cycles per us of perf_counter_ns. `probe_sm0 = False`: no block
+        ran on SM 0; `probe_status`: launches fail with it; `probe_deferred`: stamps run only
+        at run_stamps() (a GPU still busy)."""
+        from .probe import ClockProbe
+
+        self.probe_sm0, self.probe_status, self.probe_deferred = True, 0, False
+        self._queued: list[tuple[int, int]] = []
+        self._driver = _StandInDriver()
+
+        def launch(f: Any, gx: int, gy: int, gz: int, bx: int, by: int, bz: int, shmem: int,
+                   stream: Any, params: Any, extra: Any) -> int:
+            if self.probe_status:
+                return self.probe_status
+            out = ctypes.cast(params[0], ctypes.POINTER(ctypes.c_uint64))[0]
+            self._queued.append((out, int(gx)))
+            if not self.probe_deferred:
+                self.run_stamps()
+            return 0
+
+        self._c_launch = _LAUNCH(launch)
+        self._clock_probe = ClockProbe(self._driver, (9, 0), 4, cubin=b"\0",
+                                       launch=ctypes.cast(self._c_launch, ctypes.c_void_p).value)
+
+    def run_stamps(self) -> None:
+        """Run the queued stamp kernels (what the kernel writes: timer, cycles, marker)."""
+        for out, _ in self._queued:
+            slot = (ctypes.c_uint64 * 3).from_address(out)
+            if self.probe_sm0:
+                t = time.perf_counter_ns()
+                slot[0], slot[1], slot[2] = t, t * SM_CLOCK_MHZ // 1000, 1
+            else:
+                slot[2] = 2
+        self._queued.clear()
+
+    def probe(self, stream: Any) -> int:
+        return self._clock_probe.probe(int(getattr(stream, "ptr", stream) or 0))
+
+    def read_probe(self, slot: int, wait: bool = False) -> tuple[int, float] | None:
+        return self._clock_probe.read(slot, wait)
+
     def close(self) -> None:
-        pass
+        probe = getattr(self, "_clock_probe", None)
+        if probe is not None:
+            probe.close()
+            self._clock_probe = None
+
+
+class _StandInDriver:
+    """The driver calls ClockProbe makes, on host memory (the stand-in's device memory)."""
+
+    def __init__(self) -> None:
+        self._mem: dict[int, Any] = {}
+
+    def _alloc(self, out: Any, size: Any) -> int:
+        buf = ctypes.create_string_buffer(int(getattr(size, "value", size)))
+        addr = ctypes.addressof(buf)
+        self._mem[addr] = buf
+        out._obj.value = addr  # (out: ctypes.byref(a c_void_p or c_uint64))
+        return 0
+
+    def cuMemHostAlloc(self, out: Any, size: Any, flags: Any) -> int:
+        return self._alloc(out, size)
+
+    def cuMemAlloc_v2(self, out: Any, size: Any) -> int:
+        return self._alloc(out, size)
+
+    def cuMemHostGetDevicePointer_v2(self, out: Any, host: Any, flags: Any) -> int:
+        out._obj.value = host.value  # unified addressing: the same address
+        return 0
+
+    def cuMemsetD8_v2(self, ptr: Any, value: Any, size: Any) -> int:
+        ctypes.memset(ptr.value, value.value, size.value)
+        return 0
+
+    def cuModuleLoadData(self, out: Any, image: Any) -> int:
+        out._obj.value = 0x100
+        return 0
+
+    def cuModuleGetFunction(self, out: Any, module: Any, name: bytes) -> int:
+        out._obj.value = 0x200
+        return 0
+
+    def cuModuleUnload(self, module: Any) -> int:
+        return 0
+
+    def cuMemFree_v2(self, ptr: Any) -> int:
+        return 0 if self._mem.pop(ptr.value, None) is not None else 1
+
+    def cuMemFreeHost(self, ptr: Any) -> int:
+        return 0 if self._mem.pop(ptr.value, None) is not None else 1
 
 
 class StandInTelemetry:

@@ -451,7 +451,7 @@ class RegionTimer:
         if s1 is None:
             return False
         s0 = read(p.probe0) if p.probe0 is not None else None
-        if s0 is not None and s1[0] > s0[0]:
+        if s0 is not None and s0[0] > 0 and s1[0] > s0[0]:  # (timer 0: no reading)
             p.inband_mhz = (s1[1] - s0[1]) / (s1[0] - s0[0]) * 1e3
         return True
 

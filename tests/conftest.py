@@ -78,3 +78,12 @@ def kernel_traces(tmp_path_factory):
     return {p: record_sim(d / f"{p}.parquet", profile=p, gaps=(0.0, 20.0), iters=300,
                           kernels=True)
             for p in ("t4", "cold", "hostbound")}
+
+
+@pytest.fixture(scope="module")
+def torch():
+    """PyTorch with a CUDA GPU (the GPU tests), or the test is skipped."""
+    t = pytest.importorskip("torch")
+    if not t.cuda.is_available():
+        pytest.skip("PyTorch sees no GPU")
+    return t

@@ -20,13 +20,6 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(_nvml_probe() is not None, reason="no NVIDIA GPU here")]
 
 
-@pytest.fixture(scope="module")
-def torch():
-    t = pytest.importorskip("torch")
-    if not t.cuda.is_available():
-        pytest.skip("PyTorch sees no GPU")
-    return t
-
 
 @pytest.fixture(scope="module")
 def models(torch):

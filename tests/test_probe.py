@@ -3,13 +3,17 @@ column, merge's preference for it, and the report's comparison with NVML."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import gpuwatch
+import gpuwatch.bindings.cuda
 from gpuwatch.analysis.merge import merge
 from gpuwatch.errors import UsageError
+from gpuwatch.bindings import standin
 from tests.conftest import record_sim
 
 V1_TRACE = "benchmarks/results/h100_issue13/convnet_alternating_gc_off.parquet"
@@ -119,6 +123,70 @@ def test_the_report_compares_the_two_clocks(staircase):
 def test_probe_option_is_checked(tmp_path):
     with pytest.raises(UsageError, match="probe takes True, False or None"):
         gpuwatch.session("sim:t4", tmp_path / "a.parquet", probe="yes")
-    with pytest.raises(UsageError, match="not available on this device yet"):
-        with gpuwatch.session("standin", tmp_path / "b.parquet", probe=True):
-            pass
+    with gpuwatch.session("standin", tmp_path / "b.parquet") as s:  # off by default there
+        s.infer(lambda: None)
+    assert gpuwatch.load(tmp_path / "b.parquet").meta["options"]["probe"] is False
+
+
+# -- the real-GPU probe (bindings/probe.py) on the stand-in driver: the C launch, the mapped
+# slots, the markers, on CPU. Its stamp "kernel" runs at launch and counts 1000 cycles per us.
+
+def _standin_session(tmp_path, name="p.parquet", **setup):
+    s = gpuwatch.session("standin", tmp_path / name, probe=True, sampler="off")
+    rt = s.__enter__()._backend.runtime
+    for k, v in setup.items():
+        setattr(rt, k, v)
+    return s, rt
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_real_probe_path_reads_the_stand_in_clock(tmp_path, monkeypatch, native):
+    if not native:  # cuLaunchKernel by ctypes instead of bindings/_native.c
+        monkeypatch.setattr("gpuwatch.bindings.cuda.native_module", lambda: None)
+    elif gpuwatch.bindings.cuda.native_module() is None:
+        pytest.skip("the C extension was not built here")
+    with gpuwatch.session("standin", tmp_path / "p.parquet", probe=True) as s:
+        for _ in range(50):
+            s.infer(time.sleep, 0.0003)
+    inf = gpuwatch.load(tmp_path / "p.parquet").measured()
+    assert len(inf) == 50 and (inf["sm_clock_inband_mhz"] == standin.SM_CLOCK_MHZ).all()
+    # the stamps bracket the events: >= the 0.3 ms the call slept, and the event time within
+    assert (inf["gpu_ms"] >= 0.3).all()
+
+
+def test_no_block_on_sm0_gives_na_not_another_sms_clock(tmp_path):
+    s, rt = _standin_session(tmp_path, probe_sm0=False)
+    for _ in range(20):
+        s.infer(lambda: None)
+    s.__exit__(None, None, None)
+    inf = gpuwatch.load(tmp_path / "p.parquet").measured()
+    assert len(inf) == 20 and inf["sm_clock_inband_mhz"].isna().all()
+    assert inf["gpu_ms"].notna().all()
+
+
+def test_a_stamp_not_yet_run_is_waited_for_not_guessed(tmp_path, monkeypatch):
+    from gpuwatch.bindings import probe as probe_mod
+
+    s, rt = _standin_session(tmp_path, probe_deferred=True)
+    slot = rt.probe(0)
+    assert rt.read_probe(slot) is None  # not run: resolution leaves the region outstanding
+    monkeypatch.setattr(probe_mod, "WAIT_S", 0.05)
+    with pytest.raises(probe_mod.ProbeError, match="did not run within"):
+        rt.read_probe(slot, wait=True)
+    rt.run_stamps()
+    t, cycles = rt.read_probe(slot)
+    assert cycles == t * standin.SM_CLOCK_MHZ // 1000
+    rt.probe_deferred = False
+    s.__exit__(None, None, None)
+
+
+def test_a_failed_probe_launch_keeps_the_row_and_says_why(tmp_path):
+    s, rt = _standin_session(tmp_path)
+    s.infer(lambda: None)
+    rt.probe_status = 700  # CUDA_ERROR_ILLEGAL_ADDRESS
+    with pytest.raises(Exception, match="CUresult 700"):
+        s.infer(lambda: None)
+    rt.probe_status = 0
+    s.__exit__(None, None, None)
+    inf = gpuwatch.load(tmp_path / "p.parquet").inferences
+    assert len(inf) == 2 and inf["error"].iloc[1].startswith("ProbeError")
