@@ -168,3 +168,24 @@ def convnet(size: str = "768x448", depth: str = "small", dtype: str = "fp16") ->
     model = nn.Sequential(*layers).cuda().to(dt).eval()
     x = torch.randn(1, 3, int(h), int(w), device="cuda", dtype=dt)
     return model, x
+
+
+def gemm(n: str = "8192", count: str = "1", dtype: str = "fp16") -> tuple[Any, Any]:
+    """`count` chained n x n matmuls per inference: a GPU-bound, power-hungry workload (8192^2
+    fp16 reaches the H100's power cap within seconds back-to-back).
+    `--torch gpuwatch.bindings.torch:gemm[,n=8192][,count=1][,dtype=fp16|bf16|fp32]`."""
+    torch = _torch()
+    if not (n.isdigit() and 16 <= int(n) <= 32768 and count.isdigit() and 1 <= int(count) <= 64
+            and dtype in DTYPES):
+        raise UsageError(f"gemm takes n=16..32768, count=1..64, dtype one of {', '.join(DTYPES)}; "
+                         f"got n={n!r} count={count!r} dtype={dtype!r}")
+    dt = getattr(torch, DTYPES[dtype])
+    size, reps = int(n), int(count)
+    w = torch.randn(size, size, device="cuda", dtype=dt) / size ** 0.5
+
+    def model(x: Any) -> Any:
+        for _ in range(reps):
+            x = x @ w
+        return x
+
+    return model, torch.randn(size, size, device="cuda", dtype=dt)

@@ -28,7 +28,7 @@ from .attribution import attribute
 from .clock import COLUMNS as CLOCK_COLUMNS
 from .clock import compare as compare_clocks
 from .layers import Layers, detect
-from .merge import merge
+from .merge import SAMPLE_FIELDS, merge
 from .outside import note as outside_note
 from .outside import stream_checks as outside_table
 
@@ -37,8 +37,8 @@ __all__ = ["Analysis", "analyze"]
 NO_CONDITION = "all"  # what rows recorded before (or without) any set_condition() are called
 NOISE_REL = 0.03  # a change under 3% of the baseline (and under 3 noise s.d.) is no change
 # What analysis and its renderers read of `samples` (the rest stays on disk).
-SAMPLE_COLUMNS = ("sm_clock_mhz", "mem_clock_mhz", "pstate", "clock_event_reasons", "power_w",
-                  "temperature_c", "gpu_util_pct")
+MAIN_SHARE, MINOR_SHARE = 0.25, 0.10  # a verdict's main cause, and the least share it names
+SAMPLE_COLUMNS = SAMPLE_FIELDS  # what analysis reads of the samples table: what merge uses
 
 
 @dataclass
@@ -294,11 +294,13 @@ def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame
                                                   and cause in set(att["factor"])) else None
     v.update({
         "cause_code": code,
-        "share": None if row is None else float(row["share"]),
+        # (the attribution table keeps the raw share; a verdict's is what its sentence says)
+        "share": None if row is None else float(np.clip(row["share"], 0.0, 1.0)),
         "ci_low_ms": None if row is None else float(row["ci_low_ms"]),
         "ci_high_ms": None if row is None else float(row["ci_high_ms"]),
         "reference_ms": None if ref is None else float(ref["gpu_ms"].mean()),
         "latency_ms": float(tgt["gpu_ms"].mean()),
+        "iterations": len(tgt),
         "sm_clock_ref_mhz": None if ref is None else float(ref["sm_clock_mhz_mean"].median()),
         "sm_clock_mhz": float(tgt["sm_clock_mhz_mean"].median()),
     })
@@ -334,9 +336,13 @@ def _verdict_text(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.Data
     if abs(delta) < max(NOISE_REL * r_ms, 3 * lay.noise_ms):
         return {"cause": None, "extra_ms": delta, "sentence": f"{head}: no meaningful change."}
     a = att.set_index("factor")
+    # every cause measured beyond doubt with at least MINOR_SHARE is named, the main one
+    # (at least MAIN_SHARE) first
     supported = [f for f in a.index if f != "unexplained"
-                 and a.loc[f, "share"] >= 0.25 and _excludes_zero(a.loc[f], delta)]
+                 and a.loc[f, "share"] >= MINOR_SHARE and _excludes_zero(a.loc[f], delta)]
     supported.sort(key=lambda f: -a.loc[f, "share"])
+    if supported and a.loc[supported[0], "share"] < MAIN_SHARE:
+        supported = []
     clock_share = float(a.loc["sm_clock", "share"] + a.loc["throttling", "share"])
     ctx = _context(ref, tgt)
     parts = []
@@ -354,7 +360,7 @@ def _verdict_text(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.Data
         text = f"{head}; " + "; ".join(parts)
         if not clocks_known:
             text += f"; {no_clock}"
-        elif clock_share < 0.2:
+        elif clock_share < MINOR_SHARE / 2:
             text += "; not explained by clocks"
         if un["share"] >= 0.25:
             text += f"; {share_text(un['share'])} is not explained by anything measured"
@@ -436,7 +442,10 @@ def _overall(verdicts: pd.DataFrame) -> str:
     """One sentence for everything: how many conditions changed, and what explains them."""
     if verdicts.empty:
         return "No measured inferences in the trace(s)."
-    v = verdicts.assign(abs_extra=verdicts["extra_ms"].abs())
+    # each verdict weighs what it cost in all: |extra ms| x the iterations it concerns (a
+    # 1,000-iteration episode of +1.8 ms outweighs a 70-iteration one of +3 ms)
+    n_iter = verdicts["iterations"] if "iterations" in verdicts else 1
+    v = verdicts.assign(abs_extra=verdicts["extra_ms"].abs() * n_iter)
     changed = v[v["cause"].notna()].sort_values("abs_extra", ascending=False)
     key = ["trace", "engine", "condition"]
     n_conditions = len(v.drop_duplicates(key))
@@ -446,10 +455,11 @@ def _overall(verdicts: pd.DataFrame) -> str:
     worst = changed.iloc[0]
     n_changed = len(changed.drop_duplicates(key))
     episodes = int(changed["episode"].notna().sum()) if "episode" in changed else 0
-    causes = changed["cause"].value_counts()
-    main = causes.index[0]
-    how = "in all of them" if causes.iloc[0] == len(changed) else \
-        f"in {causes.iloc[0]} of {len(changed)}"
+    weight = changed.groupby("cause")["abs_extra"].sum().sort_values(ascending=False)
+    main = weight.index[0]
+    count = int((changed["cause"] == main).sum())
+    how = "in all of them" if count == len(changed) else \
+        f"in {count} of {len(changed)}, {weight.iloc[0] / weight.sum():.0%} of the extra time"
     prefix = f"{worst['engine']}, " if v["engine"].nunique() > 1 else ""
     eps = f" ({episodes} of them episodes that came and went)" if episodes else ""
     return (f"{n_changed} of {n_conditions} conditions differ from their baseline{eps}; main "

@@ -10,21 +10,28 @@ remains is read as:
 - a *level* (layer): a segment at least MIN_LEVEL iterations long. Shorter segments are steps of
   a ramp between levels, like the seed's "linear slow-down".
 - onset (the jump): where the first segment clearly above the baseline starts.
-- stable: where the last segment starts, if it is clearly above the baseline.
-- stable latency: the median of that last segment.
+- stable: where the final plateau starts, if it is clearly above the baseline: the last
+  segment and those before it whose levels lie in the band the series' end spans.
+- stable latency: the median of the final plateau.
 - episodes: runs of segments clearly off the baseline that end before the run does (a busy
-  host for a while, another process for a while), MIN_LEVEL iterations or longer.
+  host for a while, another process for a while), MIN_LEVEL iterations or longer. Medians miss
+  an episode that lengthens only some iterations (a busy host preempts one launch in ten, for
+  seconds: the median stays, the mean triples), so episodes are also looked for in means over
+  blocks of TAIL_BLOCK iterations (_tail_episodes), at least TAIL_MIN_BLOCKS blocks long.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
 MAX_POINTS = 2000
 MIN_LEVEL = 20  # iterations
 REL_THRESHOLD = 0.05  # "clearly above": 5% over the baseline and 3 noise s.d.
+TAIL_BLOCK = 10  # iterations per block mean (_tail_episodes)
+TAIL_MIN_BLOCKS = 5  # blocks: a mean episode is at least 50 iterations long
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,18 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
     onset = stable = None
     if layered:
         onset = next(int(it[int(a)]) for a, _, lv in merged if lv > thresh)
-        stable = int(it[int(merged[-1][0])])
+        # The plateau: back from the last segment while a segment's level lies in the band the
+        # series' last stretch spans (its 5th..95th percentile, widened by REL_THRESHOLD of
+        # its median): a plateau that oscillates, as two processes sharing a GPU make it, is
+        # one plateau, not its last wiggle; the steps of a ramp below it are not.
+        w = max(2 * MIN_LEVEL, n // 20)
+        p5, mid, p95 = np.percentile(x[n - w:], [5, 50, 95])
+        tol = max(3 * sigma, REL_THRESHOLD * float(mid))
+        k = len(merged) - 1
+        while k > 1 and p5 - tol <= merged[k - 1][2] <= p95 + tol:
+            k -= 1
+        stable = int(it[int(merged[k][0])])
+        final = float(np.median(x[int(merged[k][0]):]))
     # Layers: distinct levels. The first and last segments count whatever their length; those
     # between only if long (short ones are the steps of a ramp); a level counts only if clearly
     # apart from the previous one counted.
@@ -117,8 +135,63 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
             episodes.append((int(it[run[0]]), int(it[run[1] - 1]),
                              float(np.median(x[run[0]:run[1]]))))
         run = None
+    tail = _tail_episodes(x, it)
+    if layered:  # the ramp into the final plateau is the layering, not an episode
+        tail = [e for e in tail if e[1] < (onset or 0)]
+    episodes = _union(episodes, tail)
     return Layers(
         n=n, baseline_ms=baseline, final_ms=final, layered=layered, onset_iter=onset,
         stable_iter=stable, stable_ms=final if layered else None, n_layers=max(1, n_layers),
         noise_ms=sigma, change_points=[int(it[int(a)]) for a, _, _ in merged[1:]],
         levels_ms=[lv for _, _, lv in merged], episodes=episodes)
+
+
+def _tail_episodes(x: np.ndarray, it: np.ndarray) -> list[tuple[int, int, float]]:
+    """Episodes in the mean: change points in block means (TAIL_BLOCK iterations each, more
+    for long series), segments at least TAIL_MIN_BLOCKS blocks; an episode is a run of segments
+    whose mean is clearly off the typical block mean (the median block mean: robust while
+    episodes cover less than half the run) that ends before the series does. Isolated slow
+    iterations move a block mean but not a segment of TAIL_MIN_BLOCKS, nor (the margin) a
+    stretch no longer or larger than a heavy-tailed series makes by chance."""
+    import ruptures as rpt
+
+    n = x.size
+    block = max(TAIL_BLOCK, int(np.ceil(n / MAX_POINTS)))
+    m = n // block
+    if m < 3 * TAIL_MIN_BLOCKS:
+        return []
+    z = x[: m * block].reshape(m, block).mean(axis=1)
+    typical = float(np.median(z))
+    sigma = max(noise(z), 1e-6 * abs(typical) + 1e-12)
+    bkps = rpt.KernelCPD(kernel="linear", min_size=TAIL_MIN_BLOCKS).fit(z.reshape(-1, 1)).predict(
+        pen=20.0 * sigma**2 * np.log(m))
+    bounds = [0] + [int(b) for b in bkps]
+    # Off the typical block mean by 5% and 3 robust s.d., and by 4 standard errors of a mean of
+    # its length with the blocks' plain s.d. (heavy tails make short stretches of slow
+    # iterations common; only a long or a large one is an episode)
+    spread = float(z.std())
+    base_margin = REL_THRESHOLD * abs(typical) + 3 * sigma
+    out, run = [], None
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if abs(float(z[a:b].mean()) - typical) > base_margin:
+            run = [a, b] if run is None else [run[0], b]
+            continue
+        if run is not None and run[0] > 0 and abs(float(z[run[0]:run[1]].mean()) - typical) > \
+                4 * spread / np.sqrt(run[1] - run[0]):  # (a leading run is the baseline itself)
+            s, e = run[0] * block, run[1] * block
+            out.append((int(it[s]), int(it[e - 1]), float(np.median(x[s:e]))))
+        run = None
+    return out
+
+
+def _union(a: list[tuple[int, int, float]], b: list[tuple[int, int, float]]
+           ) -> list[tuple[int, int, float]]:
+    """Episodes of both lists, overlapping ones and those less than MIN_LEVEL iterations apart
+    joined (the wider span; the first's median): one episode, not its fragments."""
+    out: list[list[Any]] = []
+    for s, e, v in sorted(a + b):
+        if out and s <= out[-1][1] + MIN_LEVEL:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e, v])
+    return [(int(s), int(e), float(v)) for s, e, v in out]

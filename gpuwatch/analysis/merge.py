@@ -20,6 +20,8 @@ from ..trace import Trace
 
 WINDOW_FIELDS = ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c")
 START_FIELDS = ("pstate", "gpu_util_pct")
+# every samples column merge reads (analysis loads only these)
+SAMPLE_FIELDS = WINDOW_FIELDS + START_FIELDS + ("clock_event_reasons", "host_wait_ns")
 
 
 def merge(trace: Trace) -> pd.DataFrame:
