@@ -222,7 +222,8 @@ def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFram
         label = f"iterations {a}-{b}"
         ep_lay = Layers(len(tgt), lay.baseline_ms, float(tgt["gpu_ms"].median()), False, None,
                         None, None, 1, lay.noise_ms)
-        v = _verdict(f"{cond}, episode at {label}", ep_lay, ref, tgt, att, ref_label)
+        v = _verdict(f"{cond}, episode at {label}", ep_lay, ref, tgt, att, ref_label,
+                     episode=True)
         if v["cause"] is None:
             continue
         verdicts.append({"episode": label, "first_iter": a, "last_iter": b, **v})
@@ -276,7 +277,7 @@ THERMAL_MASK = 0x20 | 0x40  # ClockEventReason.SW_THERMAL_SLOWDOWN | HW_THERMAL_
 
 
 def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
-             att: pd.DataFrame | None, ref_label: str) -> dict[str, Any]:
+             att: pd.DataFrame | None, ref_label: str, episode: bool = False) -> dict[str, Any]:
     """The verdict row: the sentence, and the same as fields (cause_code from CAUSE_CODES,
     share and interval of the main cause, the latencies and SM clocks compared)."""
     v = _verdict_text(cond, lay, ref, tgt, att, ref_label)
@@ -304,7 +305,7 @@ def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame
         "sm_clock_ref_mhz": None if ref is None else float(ref["sm_clock_mhz_mean"].median()),
         "sm_clock_mhz": float(tgt["sm_clock_mhz_mean"].median()),
     })
-    if code == "power_cap" and v["extra_ms"] < 0:  # faster than the (back-to-back) reference
+    if code == "power_cap" and v["extra_ms"] < 0 and not episode:  # faster than back to back
         v["sentence"] = (v["sentence"].rstrip(".") + ": sustained load is slower because the "
                          f"power cap lowered the clock ({v['sm_clock_ref_mhz']:.0f} MHz back to "
                          f"back, {v['sm_clock_mhz']:.0f} MHz here).")
