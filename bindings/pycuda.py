@@ -7,7 +7,9 @@ no stream-capture API, so CUDA graphs need the cuda-python binding.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -101,8 +103,17 @@ class PycudaRuntime:
     def synchronize(self, event: Any) -> None:
         event.synchronize()
 
-    def bind_thread(self) -> None:
-        self.context.push()  # pycuda's context stack is per thread
+    @contextlib.contextmanager
+    def thread_context(self) -> Iterator[None]:
+        """This runtime's context current in the calling thread for a while (the writer
+        thread's background polls). Pushed and popped each time: pycuda's context stack is
+        per thread, and a thread that ends with a context still pushed aborts the process
+        ("The context stack was not empty upon module cleanup", seen on the H100)."""
+        self.context.push()
+        try:
+            yield
+        finally:
+            self.drv.Context.pop()
 
     def synchronize_device(self) -> None:
         self.drv.Context.synchronize()

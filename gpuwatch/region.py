@@ -347,13 +347,18 @@ class RegionTimer:
         if not self._pending or not self._lock.acquire(blocking=False):
             return
         try:
-            if not getattr(self._bound, "done", False):
+            ctx = getattr(self._rt, "thread_context", None)  # (pycuda: push, poll, pop)
+            if ctx is None and not getattr(self._bound, "done", False):
                 bind = getattr(self._rt, "bind_thread", None)
                 if bind is not None:
                     bind()
                 self._bound.done = True
             self.stats["background_polls"] += 1
-            self._poll(self._completed, background=True)
+            if ctx is not None:
+                with ctx():
+                    self._poll(self._completed, background=True)
+            else:
+                self._poll(self._completed, background=True)
         except Exception:
             pass  # the program's thread meets it at its next region or at close
         finally:

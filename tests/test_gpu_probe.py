@@ -75,6 +75,28 @@ def test_the_probe_is_outside_the_events(torch, tmp_path):
     assert abs(ratio - 1) < 0.01, meds
 
 
+@pytest.mark.parametrize("binding", ["cuda", "pycuda"])
+def test_probe_with_either_binding(tmp_path, binding):
+    """The builtin engine through cuda-python or pycuda (each its own stream and events): the
+    same stamps, the application clock within 1% (GPU-bound regions)."""
+    if binding == "pycuda":
+        pytest.importorskip("pycuda")
+    from gpuwatch.analysis.merge import merge
+
+    out = tmp_path / f"{binding}.parquet"
+    with gpuwatch.session(out=out, binding=binding, probe=True, sampler="thread") as s:
+        e = s.engine("builtin:small")
+        for _ in range(100):
+            e.infer()
+        e.synchronize()
+    tr = gpuwatch.load(out)
+    assert tr.meta["options"]["binding"] == binding
+    m = merge(tr)
+    f = m.loc[~m["warmup"].astype(bool), "sm_clock_inband_mhz"].to_numpy(float)
+    assert len(f) == 100 and np.isfinite(f).all()
+    assert abs(np.median(f) / _app_clock_mhz() - 1) < 0.01
+
+
 def test_record_cli_with_the_probe(tmp_path):
     """The builtin engine (GPU-bound, ~5 ms, far below the power cap) at the application clock:
     the in-band clock reads it within 1% (issue 14's criterion (a))."""
