@@ -165,7 +165,7 @@ def test_an_episode_that_comes_and_goes_is_found_and_explained(tmp_path):
     assert ep["cause"] == "other_process"
     t = a.attribution[a.attribution["episode"] == ep["episode"]].set_index("factor")
     assert t.loc["other_process", "share"] == pytest.approx(1.0, abs=0.1)
-    assert "episodes that came and went" in a.verdict and "another process" in a.verdict
+    assert "1 episode(s) came and went" in a.verdict and "another process" in a.verdict
     pytest.importorskip("matplotlib")
     from gpuwatch.analysis.plots import latency_vs_iteration
 
@@ -243,3 +243,28 @@ def test_impossible_latencies_and_failed_calls_are_left_out_and_said(t4_sweep):
     from gpuwatch.renderers.text import TextRenderer
 
     assert "note: trace 0: 4 with no valid latency" in TextRenderer().render(a)
+
+
+def test_cannot_tell_gives_the_candidate_not_a_share():
+    """Measured causes account for the change but none beyond doubt: the sentence says "cannot
+    tell which cause", and the structured verdict gives the likeliest cause as a candidate with
+    no share (not "unexplained, 0%")."""
+    from gpuwatch.analysis import _verdict
+    from gpuwatch.analysis.attribution import FACTORS
+    from gpuwatch.analysis.layers import Layers
+
+    def rows(ms: float, clock: float) -> pd.DataFrame:
+        n = 50
+        return pd.DataFrame({"gpu_ms": np.full(n, ms), "sm_clock_mhz_mean": np.full(n, clock),
+                             "mem_clock_mhz_mean": np.full(n, 2619.0),
+                             "reasons_any": np.full(n, 0x4), "enqueue_ms": np.full(n, 0.5)})
+
+    ref, tgt = rows(6.5, 1330.0), rows(6.8, 1300.0)
+    share = {f: 0.0 for f in FACTORS} | {"throttling": 0.95, "unexplained": 0.05}
+    att = pd.DataFrame([{"factor": f, "contribution_ms": 0.3 * s, "ci_low_ms": -0.05 if s > 0.5
+                         else 0.0, "ci_high_ms": 0.6 * s, "share": s} for f, s in share.items()])
+    lay = Layers(50, 6.5, 6.8, False, None, None, None, 1, 0.01)
+    v = _verdict("gap=0ms", lay, ref, tgt, att, "its first 50 iterations")
+    assert "cannot tell which cause" in v["sentence"]
+    assert v["cause_code"] == "unexplained" and v["share"] is None
+    assert v["candidate_code"] == "power_cap"

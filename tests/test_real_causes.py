@@ -142,3 +142,17 @@ def test_the_in_band_clock_sees_what_nvml_does_not(analysed):
     assert gapped["sm_clock_mhz_mean"].median() < 1700 < gapped["sm_clock_nvml_mhz_mean"].median()
     c = a.clocks.iloc[0]
     assert c["abs_diff_mhz_p50"] > 100
+
+
+def test_the_in_band_clock_explains_the_power_caps_dips_in_full(analysed):
+    """Back to back at the power cap, latency dips and recovers with the clock. With the
+    in-band clock every such episode is the clock's in full; with NVML's 100 ms readings (the
+    same workload, recorded without the probe) some keep half of it or more unexplained."""
+    eps = analysed("power_cap").verdicts
+    eps = eps[eps["episode"].notna() & (eps["condition"] == "gap=0ms")]
+    assert len(eps) >= 2
+    assert (eps["cause_code"] == "power_cap").all() and (eps["share"] >= 0.75).all()
+    nv = analysed("power_cap_nvml_only").verdicts
+    nv = nv[nv["episode"].notna() & (nv["condition"] == "gap=0ms")]
+    assert len(nv) >= 1 and (nv["share"] <= 0.6).any()
+    assert nv["share"].mean() < eps["share"].mean()

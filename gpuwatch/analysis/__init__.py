@@ -282,19 +282,19 @@ def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame
     share and interval of the main cause, the latencies and SM clocks compared)."""
     v = _verdict_text(cond, lay, ref, tgt, att, ref_label)
     cause = v["cause"]
+    candidate = v.pop("candidate", None)  # "cannot tell which cause": the likeliest one
     # the reasons of the slower-clocked side (the reference's when the target is faster)
     slow_side = tgt if ref is None or v["extra_ms"] >= 0 else ref
     reasons = int(np.bitwise_or.reduce(slow_side["reasons_any"].to_numpy(np.int64))) \
         if "reasons_any" in slow_side and len(slow_side) else 0
-    code = {"sm_clock": "idle_clock_downscale", "mem_clock": "idle_clock_downscale",
-            "throttling": "thermal" if reasons & THERMAL_MASK else "power_cap",
-            "host_launch": "host_launch_delay", "host_cpu": "host_cpu_contention",
-            "kernels_slower": "kernel_slowdown_same_clock",
-            "other_process": "other_process", "unexplained": "unexplained"}.get(cause)
+    code = _code(cause, reasons)
     row = att.set_index("factor").loc[cause] if (att is not None and not att.empty
-                                                  and cause in set(att["factor"])) else None
+                                                  and cause in set(att["factor"])
+                                                  and candidate is None) else None
     v.update({
         "cause_code": code,
+        # where no cause is beyond doubt: the likeliest (its share is in the attribution table)
+        "candidate_code": None if candidate is None else _code(candidate, reasons),
         # (the attribution table keeps the raw share; a verdict's is what its sentence says)
         "share": None if row is None else float(np.clip(row["share"], 0.0, 1.0)),
         "ci_low_ms": None if row is None else float(row["ci_low_ms"]),
@@ -312,13 +312,23 @@ def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame
     return v
 
 
+def _code(factor: str | None, reasons: int) -> str | None:
+    """The fixed vocabulary (CAUSE_CODES) for an attribution factor; throttling is thermal
+    where a thermal clock-event reason was active on the slower side, else the power cap."""
+    return {"sm_clock": "idle_clock_downscale", "mem_clock": "idle_clock_downscale",
+            "throttling": "thermal" if reasons & THERMAL_MASK else "power_cap",
+            "host_launch": "host_launch_delay", "host_cpu": "host_cpu_contention",
+            "kernels_slower": "kernel_slowdown_same_clock",
+            "other_process": "other_process", "unexplained": "unexplained"}.get(factor or "")
+
+
 def _verdict_text(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
                   att: pd.DataFrame | None, ref_label: str) -> dict[str, Any]:
     t_ms = float(tgt["gpu_ms"].mean())
     if ref is None:
-        role = "the baseline" if ref_label == "itself" else "no reference to compare with"
-        return {"cause": None, "extra_ms": 0.0, "sentence":
-                f"{cond}: {t_ms:.2f} ms, no latency layers ({role})."}
+        role = ("the baseline the other conditions are compared with" if ref_label == "itself"
+                else "no reference to compare with")
+        return {"cause": None, "extra_ms": 0.0, "sentence": f"{cond}: {t_ms:.2f} ms, {role}."}
     r_ms = float(ref["gpu_ms"].mean())
     if att is None or att.empty:  # the change is known, its cause cannot be
         delta = t_ms - r_ms
@@ -379,6 +389,8 @@ def _verdict_text(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.Data
             text = (f"{head}; cannot tell which cause: {FACTOR_TEXT[top]} would explain "
                     f"{share_text(row['share'])}, but its 95% interval "
                     f"({row['ci_low_ms']:+.3f}..{row['ci_high_ms']:+.3f} ms) includes no change")
+            return {"cause": "unexplained", "candidate": top, "extra_ms": delta,
+                    "sentence": text + "."}
         elif not clocks_known:
             text = (f"{head}; cannot tell why: {no_clock}; {share_text(un['share'])} is not "
                     f"explained by what was recorded")
@@ -411,13 +423,14 @@ def _context(ref: pd.DataFrame, tgt: pd.DataFrame) -> dict[str, str]:
     bits = int(np.bitwise_or.reduce(tgt["reasons_any"].to_numpy(np.int64))) if len(tgt) else 0
     names = [n for n in ClockEventReason.names(bits) if n != "gpu_idle"]
     thr = f" (reasons: {', '.join(names)})" if names else ""
-    host = (f" (host enqueue {ref['enqueue_ms'].median():.3f} -> "
-            f"{tgt['enqueue_ms'].median():.3f} ms)")
+    # (means, as the shares are: a few very slow iterations move a mean, not a median)
+    host = (f" (host enqueue, mean {ref['enqueue_ms'].mean():.3f} -> "
+            f"{tgt['enqueue_ms'].mean():.3f} ms)")
     busy = ""
     if "busy_ms" in tgt and tgt["busy_ms"].notna().all() and ref["busy_ms"].notna().all():
-        host = (f" (GPU idle inside each inference, waiting for the host: "
-                f"{ref['idle_inside_ms'].median():.3f} -> {tgt['idle_inside_ms'].median():.3f} ms)")
-        busy = (f" (kernel time {ref['busy_ms'].median():.3f} -> {tgt['busy_ms'].median():.3f} ms"
+        host = (f" (GPU idle inside each inference, waiting for the host, mean: "
+                f"{ref['idle_inside_ms'].mean():.3f} -> {tgt['idle_inside_ms'].mean():.3f} ms)")
+        busy = (f" (kernel time, mean {ref['busy_ms'].mean():.3f} -> {tgt['busy_ms'].mean():.3f} ms"
                 f" at SM {tgt['sm_clock_mhz_mean'].median():.0f} MHz)")
     other = ""
     if "other_processes" in tgt and (tgt["other_processes"] > 0).any():
@@ -454,17 +467,25 @@ def _overall(verdicts: pd.DataFrame) -> str:
         return ("No condition is slower or faster than its baseline beyond noise, and no "
                 "episode came and went.")
     worst = changed.iloc[0]
-    n_changed = len(changed.drop_duplicates(key))
-    episodes = int(changed["episode"].notna().sum()) if "episode" in changed else 0
+    episodic = changed["episode"].notna() if "episode" in changed else \
+        pd.Series(False, index=changed.index)
+    n_lasting = len(changed[~episodic].drop_duplicates(key))
+    episodes = int(episodic.sum())
     weight = changed.groupby("cause")["abs_extra"].sum().sort_values(ascending=False)
     main = weight.index[0]
     count = int((changed["cause"] == main).sum())
-    how = "in all of them" if count == len(changed) else \
-        f"in {count} of {len(changed)}, {weight.iloc[0] / weight.sum():.0%} of the extra time"
+    how = ("in all of them" if count == len(changed) else
+           f"in {count} of {len(changed)} verdicts, which hold {weight.iloc[0] / weight.sum():.0%} "
+           f"of all the extra time (extra ms x iterations)")
     prefix = f"{worst['engine']}, " if v["engine"].nunique() > 1 else ""
-    eps = f" ({episodes} of them episodes that came and went)" if episodes else ""
-    return (f"{n_changed} of {n_conditions} conditions differ from their baseline{eps}; main "
-            f"cause {how}: {FACTOR_TEXT[main]}. Largest: {prefix}{worst['sentence']}")
+    came = f"{episodes} episode(s) came and went"
+    if n_lasting:
+        head = f"{n_lasting} of {n_conditions} conditions differ from their baseline" + (
+            f", and {came}" if episodes else "")
+    else:
+        head = f"No condition differs from its baseline as a whole, but {came}"
+    return (f"{head}; main cause {how}: {FACTOR_TEXT[main]}. Largest: {prefix}"
+            f"{worst['sentence']}")
 
 
 def _span_table(m: pd.DataFrame, ti: int) -> pd.DataFrame:

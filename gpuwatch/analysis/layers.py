@@ -91,6 +91,12 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
             merged[-1][2] = float(np.median(x[int(merged[-1][0]):b]))
         else:
             merged.append([a, b, lv])
+    # A first segment shorter than MIN_LEVEL is no baseline (a few iterations before the power
+    # cap bit, say): it joins the next.
+    while len(merged) > 1 and merged[0][1] - merged[0][0] < MIN_LEVEL:
+        merged[1] = [merged[0][0], merged[1][1],
+                     float(np.median(x[int(merged[0][0]):int(merged[1][1])]))]
+        merged.pop(0)
     baseline = merged[0][2]
     thresh = baseline * (1 + REL_THRESHOLD) + 3 * sigma
     final = merged[-1][2]
