@@ -94,10 +94,12 @@ FIELDS: tuple[Field, ...] = (
     Field("host_cpu_throttled_us", pa.int64(), "us",
           "this cgroup: cumulative time throttled by its CPU quota (cpu.stat)"),
     Field("host_load1_tasks", pa.float64(), "tasks", "machine: 1-minute load average"),
+    Field("host_involuntary_switches", pa.int64(), "switches",
+          "recording thread: cumulative involuntary context switches (preempted while runnable)"),
 )
 # read by the sampler (hoststat), not by GPU telemetry
 HOST_FIELDS = ("host_run_ns", "host_wait_ns", "host_cpu_pressure_us", "host_cpu_throttled_us",
-               "host_load1_tasks")
+               "host_load1_tasks", "host_involuntary_switches")
 
 # How often each tier is read. Cheap fields (~3 us each on an H100) are read every poll; the
 # others one group per "costly slot" (Sampler.costly_hz), each group no more often than this,

@@ -42,6 +42,19 @@ class ThreadSchedStat:
             self._fd = None
 
 
+def _nonvoluntary_switches(path: str) -> int | None:
+    """A thread's cumulative involuntary context switches (/proc/<pid>/task/<tid>/status: the
+    scheduler took the CPU away while it could still run)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("nonvoluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _psi_some_total_us(path: str = "/proc/pressure/cpu") -> int | None:
     """Cumulative time (us) some runnable task waited for a CPU, machine-wide (PSI)."""
     try:
@@ -81,11 +94,13 @@ def _cgroup_throttled_us() -> int | None:
 
 class HostStat:
     """The sampler's host readings: the recording thread's schedstat at every call, and the
-    machine's CPU pressure (PSI), the cgroup's CPU throttling and the 1-minute load every
-    `slow_every` calls (about once a second at 1 kHz). Each reading only where available."""
+    machine's CPU pressure (PSI), the cgroup's CPU throttling, the 1-minute load and the
+    thread's involuntary context switches every `slow_every` calls (about once a second).
+    Each reading only where available."""
 
     def __init__(self, pid: int, tid: int, slow_every: int = 1000):
         self.thread = ThreadSchedStat(pid, tid)
+        self._status = f"/proc/{pid}/task/{tid}/status"
         self._slow_every, self._n = max(1, slow_every), 0
 
     def read(self) -> dict[str, Any]:
@@ -100,6 +115,9 @@ class HostStat:
                 out["host_load1_tasks"] = os.getloadavg()[0]
             except OSError:
                 pass
+            nivcsw = _nonvoluntary_switches(self._status)
+            if nivcsw is not None:
+                out["host_involuntary_switches"] = nivcsw
         self._n += 1
         return out
 

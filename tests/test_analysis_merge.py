@@ -87,3 +87,21 @@ def test_cuda_event_device_timestamps_tighten_the_windows():
     assert list(m["start_ns"]) == [1010, 9000] and list(m["end_ns"]) == [4990, 9500]
     assert list(m["kernel_count"]) == [1, 0]  # event rows are not kernels
     assert m["busy_ms"].iloc[0] == pytest.approx(0.0038)
+
+
+def test_process_pids_from_another_namespace_are_counted_not_named():
+    """In a container NVML lists host PIDs: this program's own pid is never on the list. One
+    listed process per reading is then taken as its own; the others are counted, not named."""
+    from gpuwatch.analysis.merge import _others
+
+    rows = pd.DataFrame({"start_ns": [1_500, 2_500, 3_500]})
+    t = [1_000, 1_000, 2_000, 2_000, 2_000, 3_000]
+    procs = pd.DataFrame({"t_ns": t, "pid": [901, 902, 901, 902, 903, 901], "own": False,
+                          "sm_util_pct": [20.0, 60.0, 20.0, 50.0, 10.0, 20.0]})
+    o = _others(rows, procs)
+    assert list(o["other_processes"]) == [1, 2, 0]
+    assert np.isnan(o["other_pid"]).all() and np.isnan(o["other_sm_pct"]).all()
+    procs["own"] = procs["pid"] == 901  # the same list where PIDs match: named, with SM shares
+    o = _others(rows, procs)
+    assert list(o["other_processes"]) == [1, 2, 0] and list(o["other_pid"][:2]) == [902, 902]
+    assert list(o["other_sm_pct"][:2]) == [60.0, 60.0]

@@ -121,5 +121,34 @@ def test_host_readings_come_at_their_own_rates():
     assert all("host_wait_ns" in r for r in rows)
     slow = [i for i, r in enumerate(rows) if "host_load1_tasks" in r]
     assert slow == [0, 3]  # once every slow_every calls
+    assert [i for i, r in enumerate(rows) if "host_involuntary_switches" in r] == [0, 3]
+    assert 0 <= rows[0]["host_involuntary_switches"] <= rows[3]["host_involuntary_switches"]
     if os.path.exists("/proc/pressure/cpu"):
         assert rows[0]["host_cpu_pressure_us"] <= rows[3]["host_cpu_pressure_us"]
+
+
+@linux
+def test_involuntary_switches_count_preemption(tmp_path):
+    """A thread that spins while busy processes share its one CPU is preempted: its
+    nonvoluntary_ctxt_switches grow (what host_involuntary_switches records)."""
+    from gpuwatch.hoststat import _nonvoluntary_switches
+
+    path = f"/proc/{os.getpid()}/task/{threading.get_native_id()}/status"
+    before = _nonvoluntary_switches(path)
+    assert before is not None
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    old = os.sched_getaffinity(0)
+    hogs = [subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\n"
+                              "while True: pass"]) for _ in range(2)]
+    try:
+        os.sched_setaffinity(0, {cpu})
+        t = time.monotonic()
+        while time.monotonic() - t < 0.5:
+            pass
+    finally:
+        os.sched_setaffinity(0, old)
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert _nonvoluntary_switches(path) > before
+    assert _nonvoluntary_switches(str(tmp_path / "missing")) is None

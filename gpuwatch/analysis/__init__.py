@@ -436,9 +436,15 @@ def _context(ref: pd.DataFrame, tgt: pd.DataFrame) -> dict[str, str]:
     if "other_processes" in tgt and (tgt["other_processes"] > 0).any():
         pid = tgt["other_pid"].mode()
         their_sm = tgt["other_sm_pct"].median()
-        other = (f" (the GPU's process list: pid {int(pid.iloc[0])}" if len(pid) else " (") + (
-            f", about {their_sm:.0f}% SM" if pd.notna(their_sm) else "") + (
-            f"; {int(tgt['other_processes'].max())} other process(es) at most)")
+        most = int(tgt["other_processes"].max())
+        if len(pid):
+            other = (f" (the GPU's process list: pid {int(pid.iloc[0])}" + (
+                f", about {their_sm:.0f}% SM" if pd.notna(their_sm) else "") +
+                f"; {most} other process(es) at most)")
+        else:  # merge._others: PIDs from another namespace
+            other = (f" (the GPU's process list: up to {most} process(es) besides this one; their "
+                     f"PIDs are from another PID namespace (a container), so they cannot be "
+                     f"named)")
     elif "util_excess_pct" in tgt and tgt["gpu_util_pct_start"].notna().any():
         other = (f" (GPU {tgt['gpu_util_pct_start'].median():.0f}% busy by NVML while this "
                  f"program's own work kept it {tgt['own_duty_pct'].median():.0f}% busy; before: "

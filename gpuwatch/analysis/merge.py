@@ -144,11 +144,21 @@ def _others(rows: pd.DataFrame, procs: pd.DataFrame) -> dict[str, np.ndarray]:
         return {"other_processes": nan, "other_pid": nan, "other_sm_pct": nan}
     p = procs.sort_values("t_ns")
     times = np.unique(p["t_ns"].to_numpy(np.int64))
-    others = p[~p["own"].astype(bool)]
-    count = others.groupby("t_ns").size().reindex(times, fill_value=0).to_numpy(float)
-    sm = others.groupby("t_ns")["sm_util_pct"].sum(min_count=1).reindex(times).to_numpy(float)
-    top = (others.sort_values("sm_util_pct", ascending=False, na_position="last")
-           .groupby("t_ns")["pid"].first().reindex(times).to_numpy(float))
+    own = p["own"].astype(bool)
+    if own.any():
+        others = p[~own]
+        count = others.groupby("t_ns").size().reindex(times, fill_value=0).to_numpy(float)
+        sm = others.groupby("t_ns")["sm_util_pct"].sum(min_count=1).reindex(times).to_numpy(float)
+        top = (others.sort_values("sm_util_pct", ascending=False, na_position="last")
+               .groupby("t_ns")["pid"].first().reindex(times).to_numpy(float))
+    else:
+        # The recording process, which had a context on this GPU, is never on NVML's list:
+        # NVML gives PIDs of another PID namespace (a container without the host's). Which
+        # listed process is this program cannot be told, so one per reading is taken as its
+        # own: the count of others is the list's length less one; their pids and SM share NA.
+        count = np.maximum(p.groupby("t_ns").size().reindex(times, fill_value=0)
+                           .to_numpy(float) - 1, 0)
+        sm = top = np.full(times.size, np.nan)
     start = rows["start_ns"].to_numpy(np.int64)
     i = np.searchsorted(times, start, side="right") - 1
     ok = (i >= 0) & (start - times[np.clip(i, 0, None)] <= PROCESS_STALE_NS)
