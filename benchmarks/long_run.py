@@ -44,7 +44,7 @@ def main() -> None:
     trace = d / "long_run.parquet"
     rows = []
     wall0 = time.monotonic()
-    with gpuwatch.session(a.device, trace, sample_hz=a.sample_hz) as s:
+    with gpuwatch.session(a.device, trace, sample_hz=a.sample_hz, overwrite=True) as s:
         e = s.engine(a.engine)
         s.set_condition(f"gap={a.gap:g}ms", gap_ms=a.gap)
         t0 = s.clock.now_ns()

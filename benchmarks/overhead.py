@@ -32,7 +32,8 @@ def run(workload: str, mode: str, out: Path, pairs: int, block: int, hz: float,
     spec, graph = WORKLOADS[workload]
     trace = out / f"overhead_{what}_{mode}_{workload.split()[0].replace(':', '_')}.parquet"
     kernels = what == "kernels"
-    with gpuwatch.session(device, trace, sampler=mode, sample_hz=hz, kernels=kernels) as s:
+    with gpuwatch.session(device, trace, sampler=mode, sample_hz=hz, kernels=kernels,
+                          overwrite=True) as s:
         pause, resume = ((s.pause_kernel_tracing, s.resume_kernel_tracing) if kernels
                          else (s.pause_sampling, s.resume_sampling))
         e = s.engine(spec, cuda_graph=graph)

@@ -78,7 +78,8 @@ def main() -> None:
             return gpu, wall
         return run
 
-    with torch.inference_mode(), gpuwatch.session(out=a.out / "anatomy.parquet") as s:
+    with torch.inference_mode(), \
+            gpuwatch.session(out=a.out / "anatomy.parquet", overwrite=True) as s:
         tm = s._timer
         sink = tm._sink
         kept: list[dict[str, list[Any]]] = []  # rows resolved while the writer is bypassed

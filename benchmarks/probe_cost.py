@@ -77,7 +77,8 @@ def regions(out: Path) -> list[dict[str, Any]]:
         "convnet graph": g.replay,
     }
     rows = []
-    with torch.inference_mode(), gpuwatch.session(out=out, probe=True, sample_hz=200) as s:
+    with torch.inference_mode(), gpuwatch.session(out=out, probe=True, sample_hz=200,
+                                                  overwrite=True) as s:
         for _ in range(3):  # interleaved rounds
             for name, fn in kinds.items():
                 s.set_condition(name)

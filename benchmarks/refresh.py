@@ -54,7 +54,7 @@ def main() -> None:
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / f"refresh_{a.sampler}.parquet"
-    with gpuwatch.session(a.device, path, sample_hz=a.hz, sampler=a.sampler) as s:
+    with gpuwatch.session(a.device, path, sample_hz=a.hz, sampler=a.sampler, overwrite=True) as s:
         e = s.engine("builtin:small")
         s.set_condition("prologue")
         s.wait(a.prologue * 1000)

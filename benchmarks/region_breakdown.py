@@ -40,7 +40,7 @@ def main() -> None:
     def noop() -> None:
         pass
 
-    with gpuwatch.session(out=a.out / "breakdown.parquet") as s:
+    with gpuwatch.session(out=a.out / "breakdown.parquet", overwrite=True) as s:
         tm, ref = s._timer, streams.current(0)
         rt, tb = tm._rt, tm._tb
         labels = (None, None, 0, False, None)
@@ -114,7 +114,7 @@ def main() -> None:
     # The same Python on the stand-in device (no CUDA calls: its events are host reads):
     # gpuwatch's own Python cost on this host, to compare with the machine it was written on.
     standin = []
-    with gpuwatch.session("standin", out=a.out / "standin.parquet") as s:
+    with gpuwatch.session("standin", out=a.out / "standin.parquet", overwrite=True) as s:
         for r in range(a.rounds):
             t0 = time.perf_counter()
             for _ in range(a.block):

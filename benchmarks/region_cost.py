@@ -72,7 +72,7 @@ def main() -> None:
         "perf_counter_ns": per_call_us(time.perf_counter_ns),
     }
     torch.cuda.synchronize()
-    with gpuwatch.session(out=a.out / "noop.parquet") as s:
+    with gpuwatch.session(out=a.out / "noop.parquet", overwrite=True) as s:
         host["s.infer(noop) + nothing"] = per_call_us(lambda: s.infer(noop), 20000)
         # The same region taken apart: the timer alone (no infer(), no stream lookup); its
         # rows not handed to the writer; not resolved at all (events straight back to the pool)
@@ -122,7 +122,7 @@ def main() -> None:
             out.append(rt.elapsed_ms(ev0, ev1) * 1e3)
         return out
 
-    with gpuwatch.session(out=a.out / "empty.parquet") as s:
+    with gpuwatch.session(out=a.out / "empty.parquet", overwrite=True) as s:
         for _ in range(2000):
             s.infer(noop)
             cur.synchronize()
@@ -135,7 +135,8 @@ def main() -> None:
     def alternate(label: str, n: int = 1500, paused: bool = False, no_gc: bool = False,
                   ) -> dict[str, float]:
         gpu_b, wall_b, wall_g = [], [], []
-        with torch.inference_mode(), gpuwatch.session(out=a.out / "alt.parquet") as s:
+        with torch.inference_mode(), \
+                gpuwatch.session(out=a.out / "alt.parquet", overwrite=True) as s:
             if paused:
                 s.pause_sampling()
             if no_gc:

@@ -30,7 +30,7 @@ def main() -> None:
     rows = []
     for hz in [float(r) for r in a.rates.split(",")]:
         path = a.out / f"rate_{a.sampler}_{hz:g}.parquet"
-        with gpuwatch.session(a.device, path, sample_hz=hz, sampler=a.sampler) as s:
+        with gpuwatch.session(a.device, path, sample_hz=hz, sampler=a.sampler, overwrite=True) as s:
             e = s.engine("builtin:small")
             end = s.clock.now_ns() + int(a.seconds * 1e9)
             while s.clock.now_ns() < end:

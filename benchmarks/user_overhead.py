@@ -111,7 +111,7 @@ def run_case(name: str, fn: Any, x: Any, gap_ms: float, own_stream: bool, pairs:
     walls: dict[int, list[float]] = {}
     rows = []
     with torch.inference_mode(), torch.cuda.stream(stream), \
-            gpuwatch.session(out=trace, sample_hz=1000, probe=probe) as s:
+            gpuwatch.session(out=trace, sample_hz=1000, probe=probe, overwrite=True) as s:
         s.pause_sampling()
         bare_block(fn, x, 20, 0)  # warm-up
         for p in range(pairs):
@@ -155,7 +155,7 @@ def session_cost(trace: Path, n: int = 5) -> dict[str, float]:
     enter, leave = [], []
     for _ in range(n):
         t0 = time.perf_counter()
-        s = gpuwatch.session(out=trace)
+        s = gpuwatch.session(out=trace, overwrite=True)
         s.start()
         t1 = time.perf_counter()
         s.close()

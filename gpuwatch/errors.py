@@ -23,6 +23,11 @@ class TraceFormatError(UsageError):
     """A file is not a gpuwatch trace, is corrupt, or was written by a newer schema."""
 
 
+class TraceWriteError(GpuwatchError):
+    """The trace could not be written (disk full, I/O error, quota): recording stopped; what was
+    written before is kept. CLI exit status 1."""
+
+
 class SessionError(GpuwatchError):
     """The session API was used in a way it does not support (e.g. nested sessions)."""
 

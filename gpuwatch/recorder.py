@@ -26,7 +26,7 @@ import types
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -43,7 +43,7 @@ from .sampler_process import ProcessSampler, SamplerStartError
 from .streams import StreamRef
 from .timebase import EventTimebase
 from .hoststat import HostStat
-from .trace import SCHEMA_VERSION, Trace, TraceWriter, default_out, load
+from .trace import SCHEMA_VERSION, Trace, TraceWriter, check_output, default_out, load
 
 if TYPE_CHECKING:
     from .engines import TimedEngine
@@ -101,6 +101,7 @@ class Session:
         stream: Any = None,
         check_every: int = CHECK_EVERY,
         probe: bool | None = None,
+        overwrite: bool = False,
     ):
         if not 0 < sample_hz <= MAX_SAMPLE_HZ:
             raise UsageError(f"sample rate must be in (0, {MAX_SAMPLE_HZ:g}] Hz, got {sample_hz}")
@@ -113,6 +114,7 @@ class Session:
             raise UsageError(f"probe takes True, False or None (the device's default), got "
                              f"{probe!r}")
         self.probe = probe
+        self.overwrite = bool(overwrite)
         self.sampler_mode, self.sample_gpus, self.binding = sampler, sample_gpus, binding
         self.kernels = kernels
         self._tracer: Any = None
@@ -190,6 +192,8 @@ class Session:
             raise
 
     def _start(self) -> None:
+        if self.dataset is None:  # before the GPU is opened: a bad --out fails at once
+            check_output(self.out, self.overwrite)
         self._backend = backend = open_backend(self.device_spec, seed=self.seed,
                                                sample_gpus=self.sample_gpus, binding=self.binding,
                                                kernels=self.kernels)
@@ -216,7 +220,8 @@ class Session:
         if self.dataset is not None:
             self.out = dataset_path(self.dataset, backend.telemetry[0].info.name)
             self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = writer = TraceWriter(self.out, self._metadata(backend))
+        self._writer = writer = TraceWriter(self.out, self._metadata(backend),
+                                            overwrite=self.overwrite)
         self.stream = backend.runtime.stream()  # for engines made by s.engine()
         self._timebase = EventTimebase(backend.runtime, clock)
         if mode == "process":
@@ -289,7 +294,8 @@ class Session:
                 meta["ended_ns"] = self._backend.clock.now_ns()
                 if self._timebase is not None:
                     meta["timebase"] = self._timebase.summary()
-                self._writer.close(meta)
+                with _patient_sigint(self._writer):
+                    self._writer.close(meta)
         finally:
             try:
                 if self._backend is not None:
@@ -405,6 +411,13 @@ class Session:
         self._require_writer().add(
             "events", [{"gpu": self._gpu(), "t_ns": self.clock.now_ns(), "kind": "condition",
                         "name": name, "message": f"gap_ms={gap_ms}"}])
+
+    @property
+    def write_error(self) -> str | None:
+        """Why the trace could not be written (disk full, I/O error): recording has stopped,
+        and the program runs on untimed; None while all is well."""
+        e = None if self._writer is None else self._writer.error
+        return None if e is None else f"{type(e).__name__}: {e}"
 
     @property
     def last_ms(self) -> float | None:
@@ -574,7 +587,8 @@ def session(device: str | None = None, out: str | os.PathLike[str] | None = None
             kernels: bool = False, seed: int = 0,
             options: dict[str, Any] | None = None,
             dataset: str | os.PathLike[str] | None = None, stream: Any = None,
-            check_every: int = CHECK_EVERY, probe: bool | None = None) -> Session:
+            check_every: int = CHECK_EVERY, probe: bool | None = None,
+            overwrite: bool = False) -> Session:
     """Start recording on `device` ("auto", "cuda:N", "sim:t4", "standin"; default
     $GPUWATCH_DEVICE or "auto"); the trace goes to `out`.
     `sampler`: "auto" (a separate process on a real GPU, the virtual clock on sim), "thread",
@@ -588,10 +602,12 @@ def session(device: str | None = None, out: str | os.PathLike[str] | None = None
     the first few) is checked for GPU work outside its stream; 0 turns the checks off.
     `probe`: stamp the in-band SM clock around every region (`sm_clock_inband_mhz`, a tiny
     kernel before and after it: bindings/probe.py); None is the device's default (on for
-    simulated GPUs, off on real ones, where it costs ~8 us of host time per region)."""
+    simulated GPUs, off on real ones, where it costs ~8 us of host time per region).
+    `overwrite`: replace an existing trace at `out` (by default that is refused)."""
     return Session(device, out, sample_hz=sample_hz, sampler=sampler, sample_gpus=sample_gpus,
                    binding=binding, kernels=kernels, seed=seed, options=options,
-                   dataset=dataset, stream=stream, check_every=check_every, probe=probe)
+                   dataset=dataset, stream=stream, check_every=check_every, probe=probe,
+                   overwrite=overwrite)
 
 
 class _Span:
@@ -615,6 +631,46 @@ class _Span:
         p, self._p = self._p, None
         if p is not None:
             self._s._require_timer().end(p, exc)
+
+
+@contextlib.contextmanager
+def _patient_sigint(writer: TraceWriter) -> Iterator[None]:
+    """While the final trace is written (seconds for a long recording), a first Ctrl-C says
+    what is happening and lets it finish; a second one stops, and says truthfully where the
+    recording is (its .partial directory: nothing was lost, the final file was not made)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    presses = [0]
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        presses[0] += 1
+        if presses[0] == 1:
+            print(f"gpuwatch: finishing the trace {writer.path}; Ctrl-C again to stop now and "
+                  f"keep the recording in {writer.partial_dir}", file=sys.stderr, flush=True)
+            return
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except (ValueError, OSError):  # not the main interpreter, or no signals here
+        yield
+        return
+    try:
+        yield
+    except KeyboardInterrupt:
+        writer.abandon()
+        if writer.finished:
+            print(f"gpuwatch: interrupted after the trace was written: {writer.path} is complete",
+                  file=sys.stderr, flush=True)
+        else:
+            print(f"gpuwatch: stopped before the trace was finished: {writer.path} was not "
+                  f"written; the recording is kept in {writer.partial_dir} (python -m "
+                  f"gpuwatch.trace {writer.partial_dir} {writer.path} finishes it)",
+                  file=sys.stderr, flush=True)
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def callable_name(fn: Any) -> str:

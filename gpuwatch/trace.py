@@ -20,6 +20,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import stat
+import sys
 import threading
 import time
 import warnings
@@ -33,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import TraceFormatError, UsageError
+from .errors import TraceFormatError, TraceWriteError, UsageError
 from .fields import FIELDS
 
 SCHEMA_VERSION = 2  # v2: inferences.sm_clock_inband_mhz
@@ -172,6 +175,8 @@ class ChunkWriter:
         with self._lock:
             if self._closed:
                 raise RuntimeError("trace writer is closed")
+            if self.error is not None:  # writing failed: recording has stopped (never buffer)
+                return
             buf = self._buffers[table]
             buf.extend(rows)
             if len(buf) >= self._flush_rows:
@@ -185,6 +190,8 @@ class ChunkWriter:
         with self._lock:
             if self._closed:
                 raise RuntimeError("trace writer is closed")
+            if self.error is not None:
+                return
             self._columns[table].append(columns)
             self._column_rows += n
             if self._column_rows >= self._flush_rows:
@@ -214,8 +221,16 @@ class ChunkWriter:
                     if table in batches or table in col_batches:
                         self._write_chunk(table, batches.get(table, []),
                                           col_batches.get(table, []))
-            except BaseException as e:  # disk full, permissions: kept for close()
-                self.error = e
+            except BaseException as e:  # disk full, I/O error, quota: recording stops here
+                with self._lock:
+                    self.error = e
+                    self._buffers = {t: [] for t in TABLES}
+                    self._columns = {t: [] for t in TABLES}
+                    self._column_rows = 0
+                why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                print(f"gpuwatch: cannot write the trace to {self.directory}: {why}; recording "
+                      f"stops here (what was written before is kept)", file=sys.stderr,
+                      flush=True)
                 return
             if closed:
                 return
@@ -249,9 +264,10 @@ class ChunkWriter:
         if not already:
             self._thread.join()
         if self.error is not None:
-            raise UsageError(
-                f"could not write trace chunks to {self.directory}: {self.error}"
-            ) from self.error
+            e = self.error
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise TraceWriteError(f"could not write the trace to {self.directory}: {why}; "
+                                  f"recording stopped there") from e
 
 
 def _table_column(table: str, n: int, typ: pa.DataType) -> pa.Array:
@@ -276,24 +292,17 @@ class TraceWriter:
     """The trace being recorded: chunks plus metadata in `<out>.partial/`, merged on close."""
 
     def __init__(self, path: str | os.PathLike[str], meta: Mapping[str, Any],
-                 flush_interval_s: float = 1.0):
+                 flush_interval_s: float = 1.0, overwrite: bool = False):
         self.path = Path(path)
-        if self.path.is_dir():
-            raise UsageError(f"output {self.path} is a directory; give a file name like run.parquet")
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        if not parent.is_dir():
-            raise UsageError(f"output directory {parent} does not exist; create it or pick another --out")
-        if not os.access(parent, os.W_OK):
-            raise UsageError(f"output directory {parent} is not writable; pick another --out")
-        self.partial_dir = self.path.with_name(self.path.name + ".partial")
-        if self.partial_dir.exists():
-            shutil.rmtree(self.partial_dir)
-        self.partial_dir.mkdir()
+        check_output(self.path, overwrite)
+        self.partial_dir = partial_path(self.path)
+        self._lock_fd = _claim_partial(self.partial_dir, self.path)
         self.meta: dict[str, Any] = dict(meta)
         self.meta.setdefault("schema_version", SCHEMA_VERSION)
         self._write_meta()
         self._prev_pool = use_system_allocator()
         self._chunks = ChunkWriter(self.partial_dir, flush_interval_s=flush_interval_s)
+        self.finished = False  # close() has put the final file in place
         self.add = self._chunks.add
         self.add_columns = self._chunks.add_columns
         self._closed = False
@@ -312,19 +321,165 @@ class TraceWriter:
         if self._closed:
             return self.path
         self._closed = True
-        self._chunks.close()
+        stopped: TraceWriteError | None = None
+        try:
+            self._chunks.close()
+        except TraceWriteError as e:  # the trace keeps what was written, and says why
+            stopped = e
         self.meta.update(meta_updates or {})
-        self._write_meta()
+        if stopped is not None:
+            self.meta["status"], self.meta["error"] = "failed", str(stopped)
+        try:
+            self._write_meta()
+        except OSError:  # (a full disk may not take it either; the chunks load without it)
+            pass
         try:
             rows = _merge_in_helper(self.partial_dir, self.path)
             if rows is None:
                 rows = _merge_chunks(self.partial_dir, self.path, self.meta)
             self.meta["rows"] = rows
+            self.finished = True  # the final file is in place
+        except OSError as e:
+            _release(self._lock_fd)
+            self._lock_fd = None
+            why = e.strerror or str(e)
+            raise TraceWriteError(
+                f"the trace could not be finished ({why}): what was recorded is kept in "
+                f"{self.partial_dir}; analyse it there (python -m gpuwatch.analyze "
+                f"{self.partial_dir}), or finish it once there is room (python -m gpuwatch.trace "
+                f"{self.partial_dir} {self.path})") from e
         finally:
             if self._prev_pool is not None:
                 pa.set_memory_pool(self._prev_pool)
+        _release(self._lock_fd)
+        self._lock_fd = None
         shutil.rmtree(self.partial_dir, ignore_errors=True)
+        if stopped is not None:
+            raise TraceWriteError(f"{stopped}; {self.path} holds what was written before")
         return self.path
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why writing failed (recording has stopped), or None."""
+        return self._chunks.error
+
+    def abandon(self) -> None:
+        """Stop without (finishing) the final file: the chunks stay in `.partial`, unlocked."""
+        self._closed = True
+        try:
+            self._chunks.close()
+        except Exception:
+            pass
+        _release(self._lock_fd)
+        self._lock_fd = None
+
+
+def partial_path(path: Path) -> Path:
+    """Where a recording to `path` keeps its chunks until it is finished."""
+    return path.with_name(path.name + ".partial")
+
+
+def check_output(path: Path, overwrite: bool = False) -> None:
+    """Refuse, with one line saying what to do, an output gpuwatch must not write: a directory
+    or any other non-regular file (a device such as /dev/null: the final rename would replace
+    it), an existing trace unless `overwrite`, a place that cannot be written, or one where an
+    unfinished recording is (see _claim_partial)."""
+    if len(path.name.encode()) + len(".partial") > 255:
+        raise UsageError(f"output file name is too long ({len(path.name)} characters): the "
+                         f"recording needs room for a '.partial' suffix; pick a shorter --out")
+    if path.is_dir():
+        raise UsageError(f"output {path} is a directory; give a file name like run.parquet")
+    if os.path.lexists(path):
+        try:
+            regular = stat.S_ISREG(os.stat(path).st_mode)
+        except OSError:  # a dangling link: it would be replaced, not followed
+            regular = False
+        if not regular:
+            raise UsageError(f"output {path} exists and is not a regular file (a device, pipe, "
+                             f"socket or broken link); give a trace file name like run.parquet")
+        if not overwrite:
+            raise UsageError(f"output {path} already exists; pick another --out, or replace it "
+                             f"with --force (session(..., overwrite=True))")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"output directory {parent} does not exist; create it or pick another --out")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"output directory {parent} is not writable; pick another --out")
+    partial = partial_path(path)
+    if partial.exists():
+        _refuse_partial(partial, path)
+
+
+def _refuse_partial(partial: Path, path: Path) -> None:
+    """An unfinished recording to `path` is in `partial`: another process writing it now
+    (its lock is held), or one that crashed. Never deleted here: say what to do."""
+    owner = _lock_owner(partial)
+    if owner is not None:
+        raise UsageError(f"another gpuwatch process ({owner}) is recording to {path} now; "
+                         f"pick another --out, or wait for it to finish")
+    raise UsageError(f"{partial} holds an unfinished recording (a crash?), which gpuwatch will "
+                     f"not delete: analyse it as it is (python -m gpuwatch.analyze {partial}), "
+                     f"finish it into a trace (python -m gpuwatch.trace {partial} {path}), or "
+                     f"remove it, then record again")
+
+
+LOCK_NAME = "lock"  # in .partial: held (flock) by the recording process, names it
+
+
+def _lock_owner(partial: Path) -> str | None:
+    """'pid N on HOST' if a live process holds `partial`'s lock, else None (no lock file, or
+    a stale one: its process is gone, as the kernel drops a dead process's flock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: a lock cannot be tested; treat the directory as stale
+        return None
+    try:
+        fd = os.open(partial / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:  # held by a live process
+        try:
+            who = os.pread(fd, 200, 0).decode(errors="replace").split()
+        except OSError:
+            who = []
+        return f"pid {who[0]} on {who[1]}" if len(who) >= 2 else "another process"
+    finally:
+        os.close(fd)
+    return None
+
+
+def _claim_partial(partial: Path, path: Path) -> int | None:
+    """Create `partial` and hold its lock for this recording (released by close()/abandon()).
+    Returns the lock's file descriptor (None where flock does not exist)."""
+    try:
+        partial.mkdir()
+    except FileExistsError:  # another recording started between the check and now
+        _refuse_partial(partial, path)
+    except OSError as e:
+        raise UsageError(f"cannot create {partial} for the recording: {e.strerror}; pick "
+                         f"another --out") from e
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    fd = os.open(partial / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:  # cannot happen unless another process raced us into the directory
+        os.close(fd)
+        raise UsageError(f"another process is recording to {path} now; pick another --out") from e
+    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    return fd
+
+
+def _release(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)  # (closing the descriptor drops the flock)
+        except OSError:
+            pass
 
 
 # A recording bigger than this is merged by a short-lived helper process: an hour at 1 kHz is
@@ -379,8 +534,8 @@ def _helper_main(argv: Sequence[str]) -> None:
 def _chunk_files(partial_dir: Path) -> dict[str, list[Path]]:
     out: dict[str, list[Path]] = {t: [] for t in TABLES}
     for f in sorted(partial_dir.glob("*.parquet")):
-        table = f.stem.split("-", 1)[1]
-        if table in out:
+        _, sep, table = f.stem.partition("-")  # chunks are PREFIXnnnnnnn-TABLE.parquet
+        if sep and table in out:  # (anything else in the directory is not ours: left alone)
             out[table].append(f)
     return out
 

@@ -159,7 +159,10 @@ class RecordCommand:
                        help="GPUs to sample besides the one running inference: all, or NVML "
                             "indices")
         p.add_argument("--out", default=None,
-                       help="trace file to write (default: gpuwatch-DATE-TIME.parquet)")
+                       help="trace file to write (default: gpuwatch-DATE-TIME.parquet); an "
+                            "existing one is not replaced unless --force")
+        p.add_argument("--force", action="store_true",
+                       help="replace the --out trace if it exists")
         p.add_argument("--dataset", metavar="DIR", default=None,
                        help="write into a hive-partitioned fleet dataset instead: "
                             "DIR/host=H/gpu_model=M/run=R/trace.parquet")
@@ -207,7 +210,7 @@ class RecordCommand:
                      sample_hz=args.sample_hz, sampler=args.sampler,
                      sample_gpus=_sample_gpus(args.sample_gpus), binding=args.binding,
                      kernels=args.kernels, seed=args.seed, options=options,
-                     probe=args.probe) as s:
+                     probe=args.probe, overwrite=args.force) as s:
             self._out = s.out
             engine = s.engine(engine_spec, cuda_graph=args.cuda_graph,
                               precision=args.precision, workspace_mb=args.workspace_mb)
@@ -236,6 +239,9 @@ class RecordCommand:
                 for i in range(args.iters):
                     step()
                     progress.update(s, i + 1, args.iters)
+                    if s.write_error is not None:  # the trace cannot grow: stop now
+                        progress.done()
+                        return s
                     if period_ns:  # hold the frame rate: wait for the next frame's arrival
                         next_ns += period_ns
                         late = s.clock.now_ns() - next_ns

@@ -1,0 +1,158 @@
+"""Where a trace may be written (issue 16): never over an existing trace unless asked, never
+onto a device or other special file, never deleting an unfinished recording, never two writers
+on one path. Each refusal is one line naming the problem and the fix (exit 2 on the CLI)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import gpuwatch
+from gpuwatch.errors import UsageError
+from gpuwatch.trace import LOCK_NAME, partial_path
+
+RECORD = [sys.executable, "-m", "gpuwatch.record", "--device", "sim:flat", "--gap", "0",
+          "--iters", "30", "--warmup", "2", "--quiet"]
+
+
+def _digest(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _record(tmp_path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(RECORD + ["--out", str(out), *extra], capture_output=True, text=True,
+                          cwd=tmp_path)
+
+
+def test_an_existing_trace_is_kept_unless_force(tmp_path):
+    out = tmp_path / "t.parquet"
+    assert _record(tmp_path, out).returncode == 0
+    before = _digest(out)
+    r = _record(tmp_path, out)
+    assert r.returncode == 2 and "already exists" in r.stderr and "--force" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and _digest(out) == before
+    with pytest.raises(UsageError, match="overwrite=True"):
+        gpuwatch.session("sim:flat", out).start()
+    assert _digest(out) == before
+    r = _record(tmp_path, out, "--force", "--seed", "7")
+    assert r.returncode == 0 and _digest(out) != before
+    assert gpuwatch.load(out).meta["options"]["seed"] == 7
+
+
+def test_a_run_that_fails_at_start_leaves_an_existing_trace_alone(tmp_path):
+    """(A new user's report: a failing record replaced their trace with an empty one.)"""
+    out = tmp_path / "keep.parquet"
+    assert _record(tmp_path, out).returncode == 0
+    before = _digest(out)
+    r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device", "standin",
+                        "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and _digest(out) == before
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "dangling link"])
+def test_special_files_are_never_written(tmp_path, kind):
+    if kind == "device":
+        target = Path(os.devnull)
+    elif kind == "fifo":
+        target = tmp_path / "pipe.parquet"
+        os.mkfifo(target)
+    else:
+        target = tmp_path / "link.parquet"
+        target.symlink_to(tmp_path / "nowhere" / "x.parquet")
+    r = _record(tmp_path, target, "--force")
+    assert r.returncode == 2 and "not a regular file" in r.stderr
+    if kind == "device":
+        assert Path(os.devnull).is_char_device()
+
+
+def test_an_unfinished_recording_is_never_deleted(tmp_path):
+    """A crash left t.parquet.partial: a new recording to t.parquet refuses, and says how to
+    analyse, finish or remove it; the chunks are still there."""
+    out = tmp_path / "t.parquet"
+    partial = partial_path(out)
+    code = textwrap.dedent(f"""
+        import os, gpuwatch
+        s = gpuwatch.session("sim:flat", {str(out)!r}, sample_hz=200)
+        s.start()
+        for _ in range(50):
+            s.infer(lambda: None)
+        s._writer._chunks.close()  # what was buffered reaches the disk, then: a crash
+        os._exit(9)
+    """)
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 9
+    chunks = sorted(p.name for p in partial.iterdir())
+    assert any(c.endswith("-inferences.parquet") for c in chunks)
+    r = _record(tmp_path, out, "--force")
+    assert r.returncode == 2 and "unfinished recording" in r.stderr
+    assert "gpuwatch.analyze" in r.stderr and "gpuwatch.trace" in r.stderr
+    assert sorted(p.name for p in partial.iterdir()) == chunks  # nothing deleted
+    # what the message offers works: analyse it as it is, or finish it into a trace (a crash
+    # loses at most the regions not yet resolved)
+    with pytest.warns(UserWarning, match="unfinished recording"):
+        kept = len(gpuwatch.load(partial).measured())
+    assert 45 <= kept <= 50
+    fin = subprocess.run([sys.executable, "-m", "gpuwatch.trace", str(partial), str(out)],
+                         capture_output=True, text=True)
+    assert fin.returncode == 0 and len(gpuwatch.load(out).measured()) == kept
+
+
+def test_a_second_writer_to_the_same_path_fails_at_its_start(tmp_path):
+    """One process is recording to t.parquet; another starting on it fails at once, naming the
+    first, and the first's recording is whole."""
+    out = tmp_path / "t.parquet"
+    s = gpuwatch.session("sim:flat", out, sample_hz=200)
+    s.start()
+    try:
+        for _ in range(20):
+            s.infer(lambda: None)
+        r = _record(tmp_path, out, "--force")
+        assert r.returncode == 2 and f"pid {os.getpid()}" in r.stderr
+        assert "recording to" in r.stderr
+        for _ in range(20):
+            s.infer(lambda: None)
+    finally:
+        s.close()
+    assert len(gpuwatch.load(out).measured()) == 40
+    assert not partial_path(out).exists()
+
+
+def test_a_lock_left_by_a_dead_process_is_stale_not_busy(tmp_path):
+    out = tmp_path / "t.parquet"
+    partial = partial_path(out)
+    partial.mkdir()
+    (partial / LOCK_NAME).write_text("999999 somehost\n")  # no process holds it
+    with pytest.raises(UsageError, match="unfinished recording"):
+        gpuwatch.session("sim:flat", out).start()
+
+
+def test_stray_files_in_a_partial_directory_are_ignored(tmp_path):
+    out = tmp_path / "t.parquet"
+    with gpuwatch.session("sim:flat", out, sample_hz=200) as s:
+        for _ in range(10):
+            s.infer(lambda: None)
+        (s._writer.partial_dir / "junk.parquet").write_bytes(b"not ours")
+        (s._writer.partial_dir / "notes.txt").write_text("hello")
+    assert len(gpuwatch.load(out).measured()) == 10
+
+
+def test_an_output_name_too_long_for_its_partial_directory(tmp_path):
+    r = _record(tmp_path, tmp_path / ("x" * 250 + ".parquet"))
+    assert r.returncode == 2 and "too long" in r.stderr
+
+
+def test_a_finished_recording_releases_its_path(tmp_path):
+    """After a session closes, its .partial (and lock) are gone: the same path can be recorded
+    again (with overwrite=True, as the trace now exists)."""
+    out = tmp_path / "t.parquet"
+    with gpuwatch.session("sim:flat", out, sample_hz=200) as s:
+        s.infer(time.sleep, 0)
+    assert not partial_path(out).exists()
+    with gpuwatch.session("sim:flat", out, sample_hz=200, overwrite=True) as s:
+        s.infer(time.sleep, 0)
