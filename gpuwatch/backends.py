@@ -23,10 +23,12 @@ def open_backend(spec: str, seed: int = 0, sample_gpus: str | Sequence[int] | No
     if binding not in BINDINGS:
         raise UsageError(f"unknown binding {binding!r}; use cuda (cuda-python) or pycuda")
     spec = (spec or "auto").strip()
-    kind, _, rest = spec.partition(":")
+    kind, colon, rest = spec.partition(":")
     if kind == "sim":
         from gpuwatch.bindings import sim
 
+        if colon and not rest.strip():  # "sim:" is a spec cut short; plain "sim" means sim:t4
+            raise UsageError("sim: names no profile; use sim:PROFILE (e.g. sim:t4), or sim")
         return sim.open_backend(rest or "t4", seed=seed, sample_gpus=sample_gpus)
     if kind == "standin":
         from gpuwatch.bindings.standin import StandInBackend

@@ -52,6 +52,7 @@ T = TypeVar("T")
 
 SAMPLER_MODES = ("auto", "thread", "process", "off")
 MAX_SAMPLE_HZ = 20_000.0  # NVML answers in ~1 us, but clocks refresh far slower (README)
+MIN_SAMPLE_HZ = 1.0  # slower says nothing about a clock that moves within a second
 # What "auto" means on a real GPU; chosen by the overhead benchmark (benchmarks/results/).
 DEFAULT_REAL_SAMPLER = "process"
 
@@ -103,13 +104,22 @@ class Session:
         probe: bool | None = None,
         overwrite: bool = False,
     ):
-        if not 0 < sample_hz <= MAX_SAMPLE_HZ:
-            raise UsageError(f"sample rate must be in (0, {MAX_SAMPLE_HZ:g}] Hz, got {sample_hz}")
+        if isinstance(sample_hz, bool) or not isinstance(sample_hz, (int, float)) or \
+                not MIN_SAMPLE_HZ <= sample_hz <= MAX_SAMPLE_HZ:  # (NaN fails it too)
+            raise UsageError(f"sample rate must be {MIN_SAMPLE_HZ:g}..{MAX_SAMPLE_HZ:g} Hz (the "
+                             f"clock changes faster than once a second), got {sample_hz!r}")
         if sampler not in SAMPLER_MODES:
             raise UsageError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLER_MODES)}")
         if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 0:
             raise UsageError(f"check_every takes a whole number >= 0 (0: no stream checks), "
                              f"got {check_every!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise UsageError(f"seed takes a whole number >= 0, got {seed!r}")
+        if out is not None and not isinstance(out, (str, os.PathLike)):
+            raise UsageError(f"out takes a file path (str or os.PathLike), got "
+                             f"{type(out).__name__} {out!r}")
+        if out is not None and not str(out).strip():
+            raise UsageError("out is empty; give a trace file name like run.parquet")
         if probe is not None and not isinstance(probe, bool):
             raise UsageError(f"probe takes True, False or None (the device's default), got "
                              f"{probe!r}")
@@ -157,13 +167,15 @@ class Session:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is None:
-            status = "complete"
-        elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        if exc is None or (isinstance(exc, SystemExit) and not isinstance(exc, Terminated)
+                           and exc.code in (None, 0)):
+            status = "complete"  # (sys.exit(0) inside the with-block ends it normally)
+        elif isinstance(exc, (KeyboardInterrupt, Terminated)):
             status = "interrupted"
         else:
-            status = "failed"
-        self.close(status=status, error=None if exc is None else f"{type(exc).__name__}: {exc}")
+            status = "failed"  # an exception, or sys.exit(N) with N != 0
+        self.close(status=status, error=None if status == "complete" else
+                   f"{type(exc).__name__}: {exc}")
 
     def start(self) -> None:
         global _active
@@ -407,6 +419,9 @@ class Session:
 
     def set_condition(self, name: str, gap_ms: float | None = None) -> None:
         """Label the rows that follow (e.g. "gap=20ms"); restarts the iteration count."""
+        if gap_ms is not None and (isinstance(gap_ms, bool) or not isinstance(gap_ms, (int, float))
+                                   or not 0 <= gap_ms < float("inf")):
+            raise UsageError(f"gap_ms takes milliseconds >= 0 (or None), got {gap_ms!r}")
         self.condition, self.gap_ms, self.iteration = name, gap_ms, 0
         self._require_writer().add(
             "events", [{"gpu": self._gpu(), "t_ns": self.clock.now_ns(), "kind": "condition",

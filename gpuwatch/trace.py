@@ -700,8 +700,9 @@ def _check_meta(meta: Any, path: Path) -> None:
     if not isinstance(meta, dict):
         raise TraceFormatError(f"{path}: gpuwatch metadata is not a JSON object; not a gpuwatch trace")
     version = meta.get("schema_version")
-    if not isinstance(version, int):
-        raise TraceFormatError(f"{path}: metadata has no schema_version; not a gpuwatch trace")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise TraceFormatError(f"{path}: metadata has no valid schema_version (got "
+                               f"{version!r}); not a gpuwatch trace")
     if version > SCHEMA_VERSION:
         raise TraceFormatError(
             f"{path} uses trace schema v{version}, this gpuwatch reads up to v{SCHEMA_VERSION}; "

@@ -77,7 +77,8 @@ class SimFault:
         except ValueError:
             raise UsageError(f"bad sim fault {text!r}: START and DURATION are seconds, GPU an "
                              "index, e.g. fault=gpu_lost@5/1") from None
-        if f.start_s < 0 or not f.duration_s > 0 or (f.gpu is not None and f.gpu < 0):
+        if not (0 <= f.start_s < float("inf")) or not f.duration_s > 0 or \
+                (f.gpu is not None and f.gpu < 0):  # (NaN fails both comparisons)
             raise UsageError(f"bad sim fault {text!r}: times must be >= 0 and the duration > 0")
         return f
 
@@ -508,6 +509,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """"t4,gpus=8,index=3,fault=timeout@2+0.5" -> ("t4", {gpus, index, faults});
     nvml_refresh_ms=100 makes NVML's SM clock reading change only that often (an H100's)."""
     profile, *opts = [x.strip() for x in spec.split(",")]
+    if not profile:
+        raise UsageError(f"sim:{spec} names no profile; use sim:PROFILE, e.g. sim:t4")
     out: dict[str, Any] = {"gpus": 1, "index": 0, "faults": []}
     for opt in opts:
         key, eq, value = opt.partition("=")
@@ -528,7 +531,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     for f in out["faults"]:
         if f.gpu is not None and f.gpu >= out["gpus"]:
             raise UsageError(f"sim fault on GPU {f.gpu}, but there are only {out['gpus']}")
-    return profile or "t4", out
+    return profile, out
 
 
 def open_backend(spec: str, seed: int = 0, start_ns: int | None = None,

@@ -98,13 +98,22 @@ class Analysis:
 
 
 def _as_trace(t: Trace | str | os.PathLike[str]) -> Trace:
-    return t if isinstance(t, Trace) else load(t, columns={"samples": SAMPLE_COLUMNS})
+    if isinstance(t, Trace):
+        return t
+    if not isinstance(t, (str, os.PathLike)):
+        raise UsageError(f"analyze takes traces: file paths or gpuwatch.Trace objects, got "
+                         f"{type(t).__name__} {t!r}")
+    if not str(t).strip():
+        raise UsageError("an empty path was given as a trace; give a .parquet file")
+    return load(t, columns={"samples": SAMPLE_COLUMNS})
 
 
 def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
     """Analyse one or more traces (objects or paths) into layers, attribution and verdicts."""
     if not traces:
         raise UsageError("give at least one trace to analyse")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"seed takes a whole number >= 0, got {seed!r}")
     loaded = [_as_trace(t) for t in traces]
     merged_all, layer_rows, att_rows, verdict_rows, span_rows = [], [], [], [], []
     check_rows, clock_rows = [], []

@@ -31,25 +31,40 @@ class AnalyzeCommand:
     def run(self, args: argparse.Namespace) -> int:
         from ..renderers import HtmlRenderer, JsonRenderer, PerfettoRenderer, TextRenderer
 
-        for out in (args.html, args.perfetto):
+        if args.seed < 0:
+            raise UsageError(f"--seed takes a whole number >= 0, got {args.seed}")
+        for flag, out in (("--html", args.html), ("--perfetto", args.perfetto)):
             if out is not None:
                 parent = Path(out).parent
+                if not str(out).strip() or Path(out).is_dir():
+                    example = "report.html" if flag == "--html" else "trace.json"
+                    raise UsageError(f"{flag} takes a file name (e.g. {example}), not {out!r}, "
+                                     f"which is a directory or empty")
                 if not parent.is_dir():
                     raise UsageError(f"cannot write {out}: directory {parent} does not exist")
+        if args.png is not None and Path(args.png).exists() and not Path(args.png).is_dir():
+            raise UsageError(f"--png takes a directory for the PNG files; {args.png} is a file")
+        if any(not t.strip() for t in args.traces):
+            raise UsageError("an empty path was given as a trace; give a .parquet file or a "
+                             "directory of traces")
         dirs = [t for t in args.traces if Path(t).is_dir() and not t.rstrip("/").endswith(".partial")]
         if dirs:
             return self._fleet(args, dirs)
         a = analyze(*args.traces, seed=args.seed)
-        if args.html:
-            HtmlRenderer().write(a, args.html)
-        if args.png:
-            from ..analysis.plots import save_pngs
+        try:
+            if args.html:
+                HtmlRenderer().write(a, args.html)
+            if args.png:
+                from ..analysis.plots import save_pngs
 
-            save_pngs(a, args.png)
-        if args.perfetto:
-            with open(args.perfetto, "w", encoding="utf-8") as f:
-                for chunk in PerfettoRenderer().chunks(a):
-                    f.write(chunk)
+                save_pngs(a, args.png)
+            if args.perfetto:
+                with open(args.perfetto, "w", encoding="utf-8") as f:
+                    for chunk in PerfettoRenderer().chunks(a):
+                        f.write(chunk)
+        except OSError as e:  # read-only filesystem, full disk, permissions
+            raise UsageError(f"cannot write the report to {e.filename or 'its file'}: "
+                             f"{e.strerror or e}; pick another place") from e
         sys.stdout.write((JsonRenderer() if args.json else TextRenderer()).render(a))
         if not args.json:
             for what, path in (("html", args.html), ("png", args.png),

@@ -29,9 +29,13 @@ def _gaps(text: str) -> list[float]:
         ) from None
     if not gaps:
         raise argparse.ArgumentTypeError("--gap needs at least one value, e.g. --gap 20")
-    if any(not 0 <= g <= MAX_GAP_MS for g in gaps):
+    if any(not 0 <= g <= MAX_GAP_MS for g in gaps):  # (NaN fails this too)
         raise argparse.ArgumentTypeError(
             f"--gap values must be 0..{MAX_GAP_MS:.0f} ms (an hour), got {text!r}")
+    if len(set(gaps)) != len(gaps):
+        raise argparse.ArgumentTypeError(
+            f"--gap lists a value twice ({text!r}): each gap is one condition; for more "
+            f"iterations use --iters")
     return gaps
 
 
@@ -170,6 +174,9 @@ class RecordCommand:
         p.add_argument("--quiet", action="store_true", help="print no progress or summary")
 
     def run(self, args: argparse.Namespace) -> int:
+        if args.out is not None and not args.out.strip():
+            raise UsageError("--out is empty; give a trace file name like run.parquet (or leave "
+                             "--out out for gpuwatch-DATE-TIME.parquet)")
         if args.out and args.dataset:
             raise UsageError("give either --out or --dataset, not both")
         out = args.out or str(default_out())
