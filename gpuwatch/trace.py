@@ -664,12 +664,20 @@ def _split(tbl: pa.Table, columns: Columns | None = None) -> dict[str, pd.DataFr
     return {name: _to_frame(name, tbl.filter(pc.equal(col, name)), columns) for name in TABLES}
 
 
+CORE_COLUMNS = ("gpu", "t_ns", "kind", "name", "condition", "iteration", "gpu_ms", "start_ns",
+                "end_ns", "sm_clock_mhz")
+
+
 def _read_file(pf: pq.ParquetFile, columns: Columns | None) -> dict[str, pd.DataFrame]:
     """Each table from its own row groups with only its own columns, so an 11-million-row trace
     never materialises the union schema's null columns. Row-group statistics say which table a
     group holds (gpuwatch writes one table per group); a mixed group is read whole and split."""
     if "table" not in pf.schema_arrow.names:
         raise TraceFormatError("trace has no 'table' column; it was not written by gpuwatch")
+    lacking = [c for c in CORE_COLUMNS if c not in pf.schema_arrow.names]
+    if lacking:  # (columns added later read as NA; these every gpuwatch trace has had)
+        raise TraceFormatError(f"trace lacks the column(s) {', '.join(lacking)} every gpuwatch "
+                               f"trace has: it is damaged, or was not written by gpuwatch")
     idx = pf.schema_arrow.get_field_index("table")
     groups: dict[str, list[int]] = {t: [] for t in TABLES}
     mixed: list[int] = []

@@ -37,6 +37,7 @@ __all__ = ["Analysis", "analyze"]
 NO_CONDITION = "all"  # what rows recorded before (or without) any set_condition() are called
 NOISE_REL = 0.03  # a change under 3% of the baseline (and under 3 noise s.d.) is no change
 # What analysis and its renderers read of `samples` (the rest stays on disk).
+OUTLIER_RATIO = 1000.0  # a latency this many times its condition's median is set apart
 MAIN_SHARE, MINOR_SHARE = 0.25, 0.10  # a verdict's main cause, and the least share it names
 SAMPLE_COLUMNS = SAMPLE_FIELDS  # what analysis reads of the samples table: what merge uses
 
@@ -131,6 +132,16 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
         inf, note = _usable(inf, ti)
         if note:
             data_notes.append(note)
+        if m.attrs.get("impossible_readings"):
+            data_notes.append(f"trace {ti}: {m.attrs['impossible_readings']} telemetry readings "
+                              f"outside what a GPU can report (clock <= 0 or over 10 GHz, "
+                              f"negative power, ...) were read as missing")
+        dup = inf.duplicated(["name", "condition", "iteration"])
+        if dup.any():  # iterations must count: order rows by their GPU start time instead
+            data_notes.append(f"trace {ti}: {int(dup.sum())} inferences repeat an iteration "
+                              f"number of their condition; they were ordered by start time")
+            inf = inf.sort_values("start_ns", kind="stable")
+            inf = inf.assign(iteration=inf.groupby(["name", "condition"]).cumcount())
         if inf.empty:
             continue
         for name, eng in inf.groupby("name", sort=False):
@@ -195,15 +206,27 @@ def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str]:
     ms = inf["gpu_ms"].to_numpy(dtype="float64", na_value=np.nan)
     bad = ~np.isfinite(ms) | (ms <= 0)
     raised = inf["error"].notna().to_numpy() if "error" in inf else np.zeros(len(inf), bool)
-    if not (bad | raised).any():
+    # A row OUTLIER_RATIO times its engine and condition's median is not the same inference
+    # running slower (a heavy tail stays far below it: a busy host's slowest were ~40x): a
+    # stall or broken data, reported apart so that a handful cannot flip a verdict.
+    ok = ~(bad | raised)
+    med = pd.Series(np.where(ok, ms, np.nan), index=inf.index).groupby(
+        [inf["name"], inf["condition"]], dropna=False).transform("median").to_numpy(float)
+    outlier = ok & (ms > OUTLIER_RATIO * med)
+    if not (bad | raised | outlier).any():
         return inf, ""
     parts = []
     if bad.any():
         parts.append(f"{int(bad.sum())} with no valid latency (missing, infinite or <= 0)")
     if (raised & ~bad).any():
         parts.append(f"{int((raised & ~bad).sum())} whose call raised")
-    return inf[~(bad | raised)], (f"trace {ti}: {' and '.join(parts)} of {len(inf)} measured "
-                                  f"inferences were left out of the analysis")
+    if outlier.any():
+        parts.append(f"{int(outlier.sum())} over {OUTLIER_RATIO:g}x their condition's median "
+                     f"latency (up to {np.max(ms[outlier]):.6g} ms: stalls or broken data, "
+                     f"not the same work running slower)")
+    return inf[~(bad | raised | outlier)], (
+        f"trace {ti}: {' and '.join(parts)} of {len(inf)} measured inferences were left out of "
+        f"the analysis")
 
 
 def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFrame | None,

@@ -24,24 +24,59 @@ START_FIELDS = ("pstate", "gpu_util_pct")
 SAMPLE_FIELDS = WINDOW_FIELDS + START_FIELDS + ("clock_event_reasons", "host_wait_ns")
 
 
+# What a reading can physically be; anything outside is a broken reading, read as NA (and
+# counted: merged.attrs["impossible_readings"]). Clocks in MHz, power in W, temperature in C.
+BOUNDS = {"sm_clock_mhz": (1.0, 10_000.0), "mem_clock_mhz": (1.0, 50_000.0),
+          "power_w": (0.0, 10_000.0), "temperature_c": (-50.0, 200.0),
+          "gpu_util_pct": (0.0, 100.0), "pstate": (0.0, 32.0)}
+INBAND_BOUNDS = (1.0, 10_000.0)  # sm_clock_inband_mhz
+SAMPLE_STALE_NS = 3_000_000_000  # the latest reading before a region counts if this recent
+
+
+def _sane(smp: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """`smp` with readings outside BOUNDS set to NA, and how many there were."""
+    bad_total, cols = 0, {}
+    for f, (lo, hi) in BOUNDS.items():
+        if f not in smp:
+            continue
+        v = smp[f].to_numpy(dtype="float64", na_value=np.nan)
+        bad = ~np.isnan(v) & ~((v >= lo) & (v <= hi))
+        if bad.any():
+            bad_total += int(bad.sum())
+            cols[f] = np.where(bad, np.nan, v)
+    return (smp.assign(**cols) if cols else smp), bad_total
+
+
 def merge(trace: Trace) -> pd.DataFrame:
-    """The inferences table plus telemetry columns; sorted by GPU start time."""
+    """The inferences table plus telemetry columns; sorted by GPU start time. Readings that
+    cannot be real (BOUNDS) are NA; `attrs["impossible_readings"]` counts them."""
     inf = _tighten(trace.inferences.dropna(subset=["start_ns", "end_ns"]), trace.kernels)
+    samples, impossible = _sane(trace.samples)
+    if "sm_clock_inband_mhz" in inf:
+        v = inf["sm_clock_inband_mhz"].to_numpy(dtype="float64", na_value=np.nan)
+        bad = ~np.isnan(v) & ~((v >= INBAND_BOUNDS[0]) & (v <= INBAND_BOUNDS[1]))
+        if bad.any():
+            impossible += int(bad.sum())
+            inf = inf.assign(sm_clock_inband_mhz=np.where(bad, np.nan, v))
     out = []
-    one_gpu = inf["gpu"].nunique() <= 1 and trace.samples["gpu"].nunique() <= 1
+    one_gpu = inf["gpu"].nunique() <= 1 and samples["gpu"].nunique() <= 1
     kern = trace.kernels
     procs = trace.processes
     for gpu, rows in inf.groupby("gpu", sort=True):
-        smp = trace.samples if one_gpu else trace.samples[trace.samples["gpu"] == gpu]
+        smp = samples if one_gpu else samples[samples["gpu"] == gpu]
         m = _merge_gpu(_sorted(rows, "start_ns"), _sorted(smp, "t_ns"))
         k = kern[kern["gpu"] == gpu] if len(kern) else kern
         pr = procs[procs["gpu"] == gpu] if len(procs) else procs
         out.append(m.assign(**_decompose(m, k), **_others(m, pr)))
     if not out:
-        return inf.assign(**{c: pd.Series(dtype="float64") for c in _derived_columns()})
-    if len(out) == 1:
-        return out[0]
-    return pd.concat(out, ignore_index=True).sort_values(["start_ns", "gpu"], ignore_index=True)
+        merged = inf.assign(**{c: pd.Series(dtype="float64") for c in _derived_columns()})
+    elif len(out) == 1:
+        merged = out[0]
+    else:
+        merged = pd.concat(out, ignore_index=True).sort_values(["start_ns", "gpu"],
+                                                                ignore_index=True)
+    merged.attrs["impossible_readings"] = impossible
+    return merged
 
 
 def _sorted(df: pd.DataFrame, col: str) -> pd.DataFrame:
@@ -70,7 +105,9 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> pd.DataFrame:
         ok = ~np.isnan(v_all)
         t, v = t_all[ok], v_all[ok]
         at = np.searchsorted(t, start, side="right") - 1
-        v_start = np.where(at >= 0, v[np.clip(at, 0, None)] if v.size else np.nan, np.nan)
+        fresh = (at >= 0) & (start - t[np.clip(at, 0, None)] <= SAMPLE_STALE_NS) if t.size \
+            else np.zeros(start.size, bool)  # (a reading older than that says nothing now)
+        v_start = np.where(fresh, v[np.clip(at, 0, None)] if v.size else np.nan, np.nan)
         cols[f"{f}_start"] = v_start
         if f in START_FIELDS:
             continue
