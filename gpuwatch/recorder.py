@@ -231,7 +231,12 @@ class Session:
                                  f"without it (probe=False, --no-probe)") from e
         if self.dataset is not None:
             self.out = dataset_path(self.dataset, backend.telemetry[0].info.name)
-            self.out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.out.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # read-only, full, not a real filesystem (/proc)
+                raise UsageError(f"cannot create {self.out.parent} in the dataset "
+                                 f"{self.dataset}: {e.strerror or e}; pick another --dataset") \
+                    from e
         self._writer = writer = TraceWriter(self.out, self._metadata(backend),
                                             overwrite=self.overwrite)
         self.stream = backend.runtime.stream()  # for engines made by s.engine()

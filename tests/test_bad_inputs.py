@@ -31,6 +31,7 @@ def _run(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     (["--device", "sim:"], "names no profile"),
     (["--device", "sim:flat,fault=timeout@nan"], "bad sim fault"),
     (["--device", "sim:flat", "--out", "/proc/x.parquet"], "pick another --out"),
+    (["--device", "sim:flat", "--dataset", "/proc"], "pick another --dataset"),
 ])
 def test_record_rejects_with_one_line_and_exit_2(tmp_path, args, says):
     r = _run(tmp_path, *REC, *args)

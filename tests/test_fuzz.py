@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,6 +20,8 @@ from gpuwatch.cli import main
 from gpuwatch.cli.analyze import AnalyzeCommand
 from gpuwatch.cli.record import RecordCommand
 from gpuwatch.errors import TraceFormatError
+
+REAL_TRACE = Path(__file__).parent / "data" / "h100_causes" / "cotenant_copy.parquet"
 
 # Values per flag: valid ones (kept small, so a run takes milliseconds on sim) and bad ones.
 RECORD_FLAGS: dict[str, list[str | None]] = {
@@ -121,9 +124,12 @@ def _load_or_clear_error(path: Path) -> None:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)),
-                                           max_size=8))
-def test_truncated_or_corrupted_traces_load_or_fail_in_one_line(cut, flips):
-    data = bytearray(small_trace())
+                                           max_size=8),
+       real=st.booleans())
+def test_truncated_or_corrupted_traces_load_or_fail_in_one_line(cut, flips, real):
+    """A small sim trace, or a real one recorded on the H100 (tests/data), cut short and with
+    bytes flipped."""
+    data = bytearray(REAL_TRACE.read_bytes() if real else small_trace())
     for where, byte in flips:
         data[int(where * (len(data) - 1))] = byte
     data = data[: max(1, int(cut * len(data)))] if cut < 0.999 else data
@@ -177,3 +183,81 @@ def test_damaged_partial_recordings_load_or_fail_in_one_line(damage):
         code, err = run_cli(AnalyzeCommand(), [str(partial)])
         assert_clean(code, err)
         shutil.rmtree(partial, ignore_errors=True)
+
+
+# -- property-based analysis: generated values in a valid trace --------------------------------
+
+_VALUE_TRACE: list[Path] = []
+MUTABLE = {  # column -> the table its rows belong to
+    "gpu_ms": "inferences", "iteration": "inferences", "start_ns": "inferences",
+    "sm_clock_inband_mhz": "inferences", "condition": "inferences",
+    "sm_clock_mhz": "samples", "power_w": "samples", "clock_event_reasons": "samples",
+    "gpu_util_pct": "samples", "t_ns": "samples"}
+ODD = [0.0, -1.0, -5.0, 1e-12, 1e12, float("nan"), float("inf"), float("-inf"), 7.0, 1590.0,
+       None]
+
+
+def value_trace() -> Path:
+    """A two-condition trace on the simulated T4 (the clock drops with the gap), made once."""
+    if not _VALUE_TRACE:
+        d = Path(tempfile.mkdtemp())
+        out = d / "values.parquet"
+        with gpuwatch.session("sim:t4", out, sample_hz=500) as s:
+            e = s.engine()
+            for gap in (0.0, 20.0):
+                s.set_condition(f"gap={gap:g}ms", gap_ms=gap)
+                for _ in range(80):
+                    e.infer()
+                    e.synchronize()
+                    s.wait(gap)
+        _VALUE_TRACE.append(out)
+    return _VALUE_TRACE[0]
+
+
+@settings(max_examples=int(os.environ.get("GPUWATCH_FUZZ_EXAMPLES", "40")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(edits=st.lists(st.tuples(st.sampled_from(sorted(MUTABLE)), st.floats(0, 1),
+                                st.floats(0, 1), st.sampled_from(ODD)), max_size=12))
+def test_analysis_of_any_values_is_a_result_or_one_line(edits):
+    """Odd values written into a valid trace (a share of a column's rows, from a point, set to
+    0, negative, tiny, huge, NaN, inf or null): analysis gives a result whose shares are within
+    0..100% in every sentence and 0..1 in every verdict row, or one clear error line."""
+    import re
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(value_trace())
+    table = np.array(t.column("table").to_pylist())
+    for col, start, share, value in edits:
+        rows = np.nonzero(table == MUTABLE[col])[0]
+        lo = int(start * len(rows))
+        hit = rows[lo: lo + max(1, int(share * len(rows) / 4))]
+        typ = t.schema.field(col).type
+        vals = t.column(col).to_pylist()
+        for i in hit:
+            v = value
+            if v is not None and (pa.types.is_integer(typ) or pa.types.is_string(typ)):
+                if not np.isfinite(v) or abs(v) > 2**31 - 1:
+                    v = None
+                else:
+                    v = str(int(v)) if pa.types.is_string(typ) else int(v)
+            vals[i] = v
+        t = t.set_column(t.schema.get_field_index(col), col, pa.array(vals, type=typ))
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "v.parquet"
+        pq.write_table(t, p)
+        try:
+            a = gpuwatch.analyze(p)
+        except gpuwatch.GpuwatchError as e:
+            assert "\n" not in str(e)
+            return
+        for text in list(a.verdicts.get("sentence", [])) + [a.verdict]:
+            shares = [float(x) for x in re.findall(r"(-?\d+(?:\.\d+)?)%", text)]
+            assert all(0 <= x <= 100 for x in shares), text
+        if "share" in a.verdicts:
+            s = a.verdicts["share"].dropna()
+            assert ((s >= 0) & (s <= 1)).all()
+        code, err = run_cli(AnalyzeCommand(), [str(p), "--json"])
+        assert_clean(code, err)

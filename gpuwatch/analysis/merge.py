@@ -52,6 +52,9 @@ def merge(trace: Trace) -> pd.DataFrame:
     cannot be real (BOUNDS) are NA; `attrs["impossible_readings"]` counts them."""
     inf = _tighten(trace.inferences.dropna(subset=["start_ns", "end_ns"]), trace.kernels)
     samples, impossible = _sane(trace.samples)
+    if samples["t_ns"].isna().any():  # a reading with no time is no reading
+        impossible += int(samples["t_ns"].isna().sum())
+        samples = samples.dropna(subset=["t_ns"])
     if "sm_clock_inband_mhz" in inf:
         v = inf["sm_clock_inband_mhz"].to_numpy(dtype="float64", na_value=np.nan)
         bad = ~np.isnan(v) & ~((v >= INBAND_BOUNDS[0]) & (v <= INBAND_BOUNDS[1]))
