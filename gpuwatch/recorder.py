@@ -311,8 +311,16 @@ class Session:
                 meta["ended_ns"] = self._backend.clock.now_ns()
                 if self._timebase is not None:
                     meta["timebase"] = self._timebase.summary()
-                with _patient_sigint(self._writer):
-                    self._writer.close(meta)
+                regions = self._timer.stats["regions"] if self._timer is not None else 0
+                if meta["status"] != "complete" and not regions and self._writer.replacing:
+                    # failed before timing anything, over a trace it was asked to replace:
+                    # an empty trace is not worth the one that is there
+                    self._writer.abandon(discard=True)
+                    print(f"gpuwatch: nothing was timed before the failure; {self.out} was left "
+                          f"as it was", file=sys.stderr, flush=True)
+                else:
+                    with _patient_sigint(self._writer):
+                        self._writer.close(meta)
         finally:
             try:
                 if self._backend is not None:
@@ -686,7 +694,7 @@ def _patient_sigint(writer: TraceWriter) -> Iterator[None]:
         else:
             print(f"gpuwatch: stopped before the trace was finished: {writer.path} was not "
                   f"written; the recording is kept in {writer.partial_dir} (python -m "
-                  f"gpuwatch.trace {writer.partial_dir} {writer.path} finishes it)",
+                  f"gpuwatch.finish {writer.partial_dir} finishes it)",
                   file=sys.stderr, flush=True)
         raise
     finally:

@@ -144,6 +144,9 @@ def table_columns(table: str) -> list[str]:
     return [n for n, _ in _COMMON if n != "table"] + [n for n, _ in TABLE_COLUMNS[table]]
 
 
+MAX_PENDING_ROWS = 20_000  # rows waiting for the writer before producers wait for it
+
+
 class ChunkWriter:
     """Streams rows into self-contained Parquet chunk files in a directory.
 
@@ -162,6 +165,7 @@ class ChunkWriter:
         self._column_rows = 0
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
+        self._drained = threading.Condition(self._lock)  # the writer took the buffers
         self._seq = 0
         self._closed = False
         self.error: BaseException | None = None
@@ -181,6 +185,7 @@ class ChunkWriter:
             buf.extend(rows)
             if len(buf) >= self._flush_rows:
                 self._wake.notify()
+            self._hold_back()
 
     def add_columns(self, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
         """Rows given as equally long columns, by name (columns left out are null)."""
@@ -196,6 +201,16 @@ class ChunkWriter:
             self._column_rows += n
             if self._column_rows >= self._flush_rows:
                 self._wake.notify()
+            self._hold_back()
+
+    def _hold_back(self) -> None:
+        """(Lock held.) If rows pile up faster than they are written (a simulated GPU runs
+        faster than real time; a slow disk), wait for the writer: memory stays bounded, and a
+        crash loses at most MAX_PENDING_ROWS rows. At a real GPU's rates it never waits."""
+        while (self._column_rows + sum(map(len, self._buffers.values())) > MAX_PENDING_ROWS
+               and self.error is None and not self._closed and self._thread.is_alive()):
+            self._wake.notify()
+            self._drained.wait(0.5)
 
     def _flusher(self) -> None:
         while True:
@@ -216,6 +231,7 @@ class ChunkWriter:
                 self._columns = {t: [] for t in TABLES}
                 self._column_rows = 0
                 closed = self._closed
+                self._drained.notify_all()
             try:
                 for table in TABLES:
                     if table in batches or table in col_batches:
@@ -299,7 +315,15 @@ class TraceWriter:
         self._lock_fd = _claim_partial(self.partial_dir, self.path)
         self.meta: dict[str, Any] = dict(meta)
         self.meta.setdefault("schema_version", SCHEMA_VERSION)
-        self._write_meta()
+        self.replacing = os.path.lexists(self.path)  # (overwrite=True over an existing trace)
+        try:
+            self._write_meta()
+        except OSError as e:  # a full disk or quota from the start: nothing to keep
+            _release(self._lock_fd)
+            shutil.rmtree(self.partial_dir, ignore_errors=True)
+            raise TraceWriteError(f"cannot write the trace to {self.partial_dir}: "
+                                  f"{e.strerror or e}; free some space or pick another --out") \
+                from e
         self._prev_pool = use_system_allocator()
         self._chunks = ChunkWriter(self.partial_dir, flush_interval_s=flush_interval_s)
         self.finished = False  # close() has put the final file in place
@@ -346,8 +370,8 @@ class TraceWriter:
             raise TraceWriteError(
                 f"the trace could not be finished ({why}): what was recorded is kept in "
                 f"{self.partial_dir}; analyse it there (python -m gpuwatch.analyze "
-                f"{self.partial_dir}), or finish it once there is room (python -m gpuwatch.trace "
-                f"{self.partial_dir} {self.path})") from e
+                f"{self.partial_dir}), or finish it once there is room (python -m gpuwatch.finish "
+                f"{self.partial_dir})") from e
         finally:
             if self._prev_pool is not None:
                 pa.set_memory_pool(self._prev_pool)
@@ -363,8 +387,9 @@ class TraceWriter:
         """Why writing failed (recording has stopped), or None."""
         return self._chunks.error
 
-    def abandon(self) -> None:
-        """Stop without (finishing) the final file: the chunks stay in `.partial`, unlocked."""
+    def abandon(self, discard: bool = False) -> None:
+        """Stop without (finishing) the final file: the chunks stay in `.partial`, unlocked
+        (`discard`: removed too). A merge cut short leaves no temporary file behind."""
         self._closed = True
         try:
             self._chunks.close()
@@ -372,6 +397,10 @@ class TraceWriter:
             pass
         _release(self._lock_fd)
         self._lock_fd = None
+        for tmp in self.path.parent.glob(f"{self.path.name}.tmp-*"):
+            tmp.unlink(missing_ok=True)
+        if discard:
+            shutil.rmtree(self.partial_dir, ignore_errors=True)
 
 
 def partial_path(path: Path) -> Path:
@@ -379,7 +408,7 @@ def partial_path(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 
 
-def check_output(path: Path, overwrite: bool = False) -> None:
+def check_output(path: Path, overwrite: bool = False, check_partial: bool = True) -> None:
     """Refuse, with one line saying what to do, an output gpuwatch must not write: a directory
     or any other non-regular file (a device such as /dev/null: the final rename would replace
     it), an existing trace unless `overwrite`, a place that cannot be written, or one where an
@@ -406,7 +435,7 @@ def check_output(path: Path, overwrite: bool = False) -> None:
     if not os.access(parent, os.W_OK):
         raise UsageError(f"output directory {parent} is not writable; pick another --out")
     partial = partial_path(path)
-    if partial.exists():
+    if check_partial and partial.exists():
         _refuse_partial(partial, path)
 
 
@@ -417,13 +446,17 @@ def _refuse_partial(partial: Path, path: Path) -> None:
     if owner is not None:
         raise UsageError(f"another gpuwatch process ({owner}) is recording to {path} now; "
                          f"pick another --out, or wait for it to finish")
+    if not any(partial.glob("*.parquet")):  # it recorded nothing (it failed at its start)
+        shutil.rmtree(partial, ignore_errors=True)
+        if not partial.exists():
+            return
     raise UsageError(f"{partial} holds an unfinished recording (a crash?), which gpuwatch will "
                      f"not delete: analyse it as it is (python -m gpuwatch.analyze {partial}), "
-                     f"finish it into a trace (python -m gpuwatch.trace {partial} {path}), or "
+                     f"finish it into a trace (python -m gpuwatch.finish {partial}), or "
                      f"remove it, then record again")
 
 
-LOCK_NAME = "lock"  # in .partial: held (flock) by the recording process, names it
+LOCK_NAME = "lock"  # in .partial: locked (lockf) by the recording process, names it
 
 
 def _lock_owner(partial: Path) -> str | None:
@@ -438,7 +471,7 @@ def _lock_owner(partial: Path) -> str | None:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1)
     except OSError:  # held by a live process
         try:
             who = os.pread(fd, 200, 0).decode(errors="replace").split()
@@ -464,9 +497,12 @@ def _claim_partial(partial: Path, path: Path) -> int | None:
         import fcntl
     except ImportError:
         return None
-    fd = os.open(partial / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(partial / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # A POSIX record lock (lockf): held by this process alone, not by a child it forks (a
+        # DataLoader worker must not keep the path locked after this process is gone), and
+        # dropped by the kernel when the process dies.
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1)
     except OSError as e:  # cannot happen unless another process raced us into the directory
         os.close(fd)
         raise UsageError(f"another process is recording to {path} now; pick another --out") from e
@@ -517,8 +553,22 @@ def _merge_in_helper(partial_dir: Path, dest: Path) -> dict[str, int] | None:
 LAST_HELPER_MERGE: dict[str, Any] = {}  # the last helper merge: rows, its peak RSS (benchmarks)
 
 
+def finish_partial(partial: Path, dest: Path) -> dict[str, int]:
+    """The trace of an unfinished recording: its chunks merged into `dest` (atomically), its
+    status "interrupted" unless it had one, then the .partial removed. Returns rows per table."""
+    meta = json.loads((partial / "meta.json").read_bytes())
+    if meta.get("status") in (None, "recording"):
+        meta["status"] = "interrupted"
+        meta["error"] = meta.get("error") or ("the recording stopped before it was finished; "
+                                              "finished from its .partial afterwards")
+    rows = _merge_chunks(partial, dest, meta)
+    shutil.rmtree(partial, ignore_errors=True)
+    return rows
+
+
 def _helper_main(argv: Sequence[str]) -> None:
-    """`python -m gpuwatch.trace PARTIAL_DIR DEST`: merge a finished recording's chunks."""
+    """`python -m gpuwatch.trace PARTIAL_DIR DEST`: merge a finished recording's chunks (the
+    helper process of TraceWriter.close; users finish a recording with gpuwatch.finish)."""
     partial_dir, dest = Path(argv[0]), Path(argv[1])
     meta = json.loads((partial_dir / "meta.json").read_bytes())
     rows = _merge_chunks(partial_dir, dest, meta)
@@ -784,8 +834,12 @@ def _load_partial(d: Path, columns: Columns | None = None) -> Trace:
 
 
 def default_out(prefix: str = "gpuwatch") -> Path:
-    """A fresh trace name in the working directory, e.g. gpuwatch-20261124-101500.parquet."""
-    return Path(f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.parquet")
+    """A fresh trace name in the working directory, e.g. gpuwatch-20261124-101500.parquet;
+    where that is taken (two runs in one second), with this process's id added."""
+    p = Path(f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.parquet")
+    if os.path.lexists(p) or os.path.lexists(partial_path(p)):
+        p = p.with_name(f"{p.stem}-{os.getpid()}.parquet")
+    return p
 
 
 if __name__ == "__main__":

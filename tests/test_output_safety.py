@@ -51,9 +51,14 @@ def test_a_run_that_fails_at_start_leaves_an_existing_trace_alone(tmp_path):
     out = tmp_path / "keep.parquet"
     assert _record(tmp_path, out).returncode == 0
     before = _digest(out)
-    r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device", "standin",
-                        "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 2 and _digest(out) == before
+    for force in ([], ["--force"]):  # even when asked to replace it
+        r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device", "standin",
+                            "--out", str(out), *force], capture_output=True, text=True,
+                           cwd=tmp_path)
+        assert r.returncode == 2 and _digest(out) == before
+        r = _record(tmp_path, out, "--engine", "builtin:smal", *force)
+        assert r.returncode == 2 and _digest(out) == before
+        assert not partial_path(out).exists()
 
 
 @pytest.mark.parametrize("kind", ["device", "fifo", "dangling link"])
@@ -91,16 +96,26 @@ def test_an_unfinished_recording_is_never_deleted(tmp_path):
     assert any(c.endswith("-inferences.parquet") for c in chunks)
     r = _record(tmp_path, out, "--force")
     assert r.returncode == 2 and "unfinished recording" in r.stderr
-    assert "gpuwatch.analyze" in r.stderr and "gpuwatch.trace" in r.stderr
+    assert "gpuwatch.analyze" in r.stderr and "gpuwatch.finish" in r.stderr
     assert sorted(p.name for p in partial.iterdir()) == chunks  # nothing deleted
     # what the message offers works: analyse it as it is, or finish it into a trace (a crash
     # loses at most the regions not yet resolved)
     with pytest.warns(UserWarning, match="unfinished recording"):
         kept = len(gpuwatch.load(partial).measured())
     assert 45 <= kept <= 50
-    fin = subprocess.run([sys.executable, "-m", "gpuwatch.trace", str(partial), str(out)],
+    bad = subprocess.run([sys.executable, "-m", "gpuwatch.finish", str(partial), os.devnull],
                          capture_output=True, text=True)
-    assert fin.returncode == 0 and len(gpuwatch.load(out).measured()) == kept
+    assert bad.returncode == 2 and "not a regular file" in bad.stderr
+    assert Path(os.devnull).is_char_device()
+    fin = subprocess.run([sys.executable, "-m", "gpuwatch.finish", str(partial)],
+                         capture_output=True, text=True)
+    assert fin.returncode == 0 and "RuntimeWarning" not in fin.stderr, fin.stderr
+    tr = gpuwatch.load(out)
+    assert len(tr.measured()) == kept and tr.meta["status"] == "interrupted"
+    assert not partial.exists()
+    again = subprocess.run([sys.executable, "-m", "gpuwatch.finish", str(partial)],
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "not an unfinished gpuwatch recording" in again.stderr
 
 
 def test_a_second_writer_to_the_same_path_fails_at_its_start(tmp_path):
@@ -128,8 +143,44 @@ def test_a_lock_left_by_a_dead_process_is_stale_not_busy(tmp_path):
     partial = partial_path(out)
     partial.mkdir()
     (partial / LOCK_NAME).write_text("999999 somehost\n")  # no process holds it
+    (partial / "c0000001-inferences.parquet").write_bytes(b"rows")
     with pytest.raises(UsageError, match="unfinished recording"):
         gpuwatch.session("sim:flat", out).start()
+
+
+def test_a_partial_that_recorded_nothing_is_cleared(tmp_path):
+    """A run that failed at its start (a full disk, say) leaves a .partial with no chunks:
+    nothing to keep, so the next recording clears it instead of refusing."""
+    out = tmp_path / "t.parquet"
+    partial = partial_path(out)
+    partial.mkdir()
+    (partial / LOCK_NAME).write_text("999999 somehost\n")
+    (partial / "meta.json.tmp").write_text("{")
+    with gpuwatch.session("sim:flat", out) as s:
+        s.infer(lambda: None)
+    assert len(gpuwatch.load(out).measured()) == 1
+
+
+def test_a_forked_child_does_not_hold_the_path(tmp_path):
+    """A child forked during a session (a DataLoader worker) outlives its parent: the path is
+    free once the parent is gone (POSIX record locks are the process's own)."""
+    out = tmp_path / "t.parquet"
+    code = textwrap.dedent(f"""
+        import os, time, gpuwatch
+        s = gpuwatch.session("sim:flat", {str(out)!r}, sample_hz=200)
+        s.start()
+        for _ in range(20):
+            s.infer(lambda: None)
+        s._writer._chunks.close()
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        os._exit(9)  # the parent dies; the child lives on
+    """)
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 9
+    r = _record(tmp_path, out, "--force")
+    assert r.returncode == 2 and "unfinished recording" in r.stderr  # not "another process"
+    subprocess.run(["pkill", "-f", "time.sleep(30)"], check=False)
 
 
 def test_stray_files_in_a_partial_directory_are_ignored(tmp_path):

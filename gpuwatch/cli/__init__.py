@@ -50,9 +50,11 @@ def main(command: Command, argv: Sequence[str] | None = None, prog: str | None =
 def entry(argv: Sequence[str] | None = None) -> int:
     """`gpuwatch COMMAND ...` / `python -m gpuwatch COMMAND ...`."""
     from .analyze import AnalyzeCommand
+    from .finish import FinishCommand
     from .record import RecordCommand
 
-    commands: dict[str, Command] = {c.name: c for c in (RecordCommand(), AnalyzeCommand())}
+    commands: dict[str, Command] = {c.name: c for c in (RecordCommand(), AnalyzeCommand(),
+                                                        FinishCommand())}
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in commands:
         names = ", ".join(commands)

@@ -13,7 +13,7 @@ from ..backends import BINDINGS, DEVICE_HELP
 from ..errors import Terminated, UsageError
 from ..recorder import MAX_SAMPLE_HZ, SAMPLER_MODES, Session
 from ..summary import condition_summary, format_summary
-from ..trace import default_out, load
+from ..trace import default_out, load, partial_path
 from ..bindings.tensorrt import PRECISIONS  # imports no TensorRT until an engine is made
 
 
@@ -200,7 +200,12 @@ class RecordCommand:
         except (KeyboardInterrupt, Terminated) as e:
             progress.done()
             what = "terminated" if isinstance(e, Terminated) else "interrupted"
-            print(f"{what}: what was recorded is in {self._out or out}", file=sys.stderr)
+            path = Path(self._out or out)
+            partial = partial_path(path)
+            if partial.exists():  # the final file was not finished (a second Ctrl-C)
+                print(f"{what}: the recording is in {partial} (not finished)", file=sys.stderr)
+            elif path.exists():
+                print(f"{what}: what was recorded is in {path}", file=sys.stderr)
             raise
         if not args.quiet:
             # only what the summary needs: an hour at 1 kHz is millions of sample rows
