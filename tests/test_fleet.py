@@ -136,3 +136,18 @@ def _nothing():
     import contextlib
 
     return contextlib.nullcontext()
+
+
+def test_an_unfinished_run_in_a_dataset_is_named_not_skipped_silently(tmp_path):
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    with gpuwatch.session("sim:flat", dataset=ds, sample_hz=200) as s:
+        for _ in range(30):
+            s.infer(lambda: None)
+    run = next(ds.rglob("trace.parquet")).parent
+    crashed = run.with_name(run.name + "-crashed")
+    crashed.mkdir()
+    (crashed / "trace.parquet.partial").mkdir()
+    with pytest.warns(UserWarning, match="1 unfinished recording"):
+        f = fleet(ds)
+    assert f.files == 1

@@ -103,6 +103,11 @@ def fleet(root: str | os.PathLike[str],
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory of traces")
     files = trace_files(root)
+    unfinished = sorted(str(p) for p in root.rglob("*.partial") if p.is_dir())
+    if unfinished:  # (a crash or a full disk mid-run): not analysed, but not silently
+        warnings.warn(f"left out {len(unfinished)} unfinished recording(s) (.partial), e.g. "
+                      f"{unfinished[0]}: finish each with python -m gpuwatch.finish to include "
+                      f"it", stacklevel=2)
     if not files:
         raise UsageError(f"no traces (*.parquet) under {root}")
     dataset = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(root))
