@@ -14,7 +14,6 @@ One session at a time per process: a nested or concurrent one fails with Session
 from __future__ import annotations
 
 import contextlib
-import functools
 import getpass
 import os
 import platform
@@ -22,7 +21,6 @@ import signal
 import socket
 import sys
 import threading
-import types
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -37,7 +35,7 @@ from .clock import Clock, HostClock
 from .device import Backend
 from .errors import GpuwatchError, SessionError, Terminated, UsageError
 from .fields import FIELDS
-from .region import CHECK_EVERY, RegionTimer
+from .region import CHECK_EVERY, RegionTimer, callable_name
 from .sampler import Sampler
 from .sampler_process import ProcessSampler, SamplerStartError
 from .streams import StreamRef
@@ -412,12 +410,20 @@ class Session:
         current stream, or the legacy default stream. A given `stream` is also passed on to
         `fn` when `fn` has a parameter of that name. Nothing is synchronised: the region is
         resolved once its end event has completed."""
+        timer = self._timer
+        if stream is None and timer is not None and not self._closed:  # the common case, flat
+            ref = self._stream_ref or streams.current(self._ordinal)
+            try:  # (the region's name is made from fn when its row is: not on the timed path)
+                return timer.call("inference", fn, ref, (self.condition, self.gap_ms,
+                                  self.iteration, self.warmup, None), fn, args, kwargs)
+            finally:
+                self.iteration += 1
         ref = None
         if stream is not None:
             ref = streams.resolve(stream)
             if _takes_stream(fn):
                 kwargs["stream"] = stream
-        return self._timed("inference", callable_name(fn), fn, args, kwargs, ref)
+        return self._timed("inference", fn, fn, args, kwargs, ref)
 
     def span(self, name: str, stream: Any = None) -> "_Span":
         """Time any region (pre/post-processing): `with s.span("preprocess"): ...`. Events go
@@ -699,21 +705,6 @@ def _patient_sigint(writer: TraceWriter) -> Iterator[None]:
         raise
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def callable_name(fn: Any) -> str:
-    """A region's name for `fn`: its own `name` attribute, a function's qualified name, else
-    its class's name (a torch Module: "Sequential"). Looks only at the instance's __dict__:
-    a torch Module's __getattr__ raises, slowly, for names it lacks."""
-    d = getattr(fn, "__dict__", None)
-    if isinstance(d, dict) and isinstance(d.get("name"), str):
-        return d["name"]
-    if isinstance(fn, functools.partial):
-        return callable_name(fn.func)
-    if isinstance(fn, (types.FunctionType, types.MethodType, types.BuiltinFunctionType,
-                       types.BuiltinMethodType)):
-        return fn.__qualname__
-    return type(fn).__qualname__
 
 
 _TAKES_STREAM: dict[Any, bool] = {}

@@ -19,9 +19,11 @@ correlation ids `event_tag(rid, end)`; `region_of_tag` inverts it (analysis.merg
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
+import types
 from collections import deque
 from typing import Any, Callable
 
@@ -59,6 +61,21 @@ COLUMNS = ("gpu", "t_ns", "kind", "name", "condition", "gap_ms", "iteration", "w
 assert list(COLUMNS) == table_columns("inferences"), "region.COLUMNS must follow trace.py"
 
 
+def callable_name(fn: Any) -> str:
+    """A region's name for `fn`: its own `name` attribute, a function's qualified name, else
+    its class's name (a torch Module: "Sequential"). Looks only at the instance's __dict__:
+    a torch Module's __getattr__ raises, slowly, for names it lacks."""
+    d = getattr(fn, "__dict__", None)
+    if isinstance(d, dict) and isinstance(d.get("name"), str):
+        return d["name"]
+    if isinstance(fn, functools.partial):
+        return callable_name(fn.func)
+    if isinstance(fn, (types.FunctionType, types.MethodType, types.BuiltinFunctionType,
+                       types.BuiltinMethodType)):
+        return fn.__qualname__
+    return type(fn).__qualname__
+
+
 class _Pending:
     """One open or outstanding region: what its row will say, and its events. Host times are
     kept as the clock's fast counter (`RegionTimer._counter`) and put on the trace's base when
@@ -68,7 +85,7 @@ class _Pending:
                  "anchor", "h0", "h1", "host_end_ns", "idle_ns", "plain", "probe0", "probe1",
                  "inband_mhz")
 
-    def __init__(self, kind: str, name: str, handle: int, source: str,
+    def __init__(self, kind: str, name: Any, handle: int, source: str,
                  labels: tuple[Any, ...], rid: int, ev0: Any, ev1: Any, stream: Any,
                  anchor: Anchor, h0: int):
         self.kind, self.name, self.handle, self.source = kind, name, handle, source
@@ -86,12 +103,13 @@ class _Pending:
         """The region's row (COLUMNS order); without GPU times until resolved. `epoch`: the
         host counter's offset to the trace's base."""
         condition, gap_ms, iteration, warmup, err = self.labels
+        name = self.name if self.name.__class__ is str else callable_name(self.name)
         h0 = self.h0 + epoch
         h1 = self.h1 + epoch if self.h1 else None
         outside = None
         if self.idle_ns is not None and end is not None:
             outside = (self.idle_ns + epoch - end) / 1e6
-        return (gpu, h0 if start is None else start, self.kind, self.name, condition,
+        return (gpu, h0 if start is None else start, self.kind, name, condition,
                 gap_ms, iteration, warmup, start, end, ms, h0, h1,
                 self.host_end_ns, err or error, self.rid, self.handle, self.source, outside,
                 self.inband_mhz)
@@ -226,14 +244,14 @@ class RegionTimer:
         ev0, ev1 = free.pop()
         rid = self._seq
         self._seq = rid + 1
-        p = _Pending(kind, name, handle, source, labels, rid, ev0, ev1, stream,
-                     self._tb.current, 0)
         st = self._stamps
         self.depth = 1
         try:
             out = tc(ev0, ev1, stream, fn, args, kwargs, st)
         except BaseException as e:
             self.depth = 0
+            p = _Pending(kind, name, handle, source, labels, rid, ev0, ev1, stream,
+                         self._tb.current, 0)
             p.h0 = st[0] or self._counter()
             if st[1]:  # the start event failed: the call never ran; a row says so
                 try:
@@ -244,7 +262,10 @@ class RegionTimer:
             self._stamped(p, st, e)
             raise
         self.depth = 0
-        p.h0 = st[0]
+        # (built after the call: the less runs before the start event, the better; the anchor
+        # cannot change in between, only _housekeeping re-anchors)
+        p = _Pending(kind, name, handle, source, labels, rid, ev0, ev1, stream,
+                     self._tb.current, st[0])
         self._stamped(p, st, None)
         return out
 
