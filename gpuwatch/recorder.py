@@ -693,13 +693,14 @@ def _patient_sigint(writer: TraceWriter) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        writer.abandon()
-        if writer.finished:
+        done = writer.written()
+        writer.abandon(discard=done)
+        if done:
             print(f"gpuwatch: interrupted after the trace was written: {writer.path} is complete",
                   file=sys.stderr, flush=True)
         else:
             print(f"gpuwatch: stopped before the trace was finished: {writer.path} was not "
-                  f"written; the recording is kept in {writer.partial_dir} (python -m "
+                  f"written; what reached the disk is kept in {writer.partial_dir} (python -m "
                   f"gpuwatch.finish {writer.partial_dir} finishes it)",
                   file=sys.stderr, flush=True)
         raise

@@ -327,6 +327,7 @@ class TraceWriter:
         self._prev_pool = use_system_allocator()
         self._chunks = ChunkWriter(self.partial_dir, flush_interval_s=flush_interval_s)
         self.finished = False  # close() has put the final file in place
+        self.started_ns = time.time_ns()
         self.add = self._chunks.add
         self.add_columns = self._chunks.add_columns
         self._closed = False
@@ -381,6 +382,16 @@ class TraceWriter:
         if stopped is not None:
             raise TraceWriteError(f"{stopped}; {self.path} holds what was written before")
         return self.path
+
+    def written(self) -> bool:
+        """Is the final file in place (put there by close(), or by its merge helper process
+        even if close() was interrupted after)?"""
+        if self.finished:
+            return True
+        try:
+            return self.path.stat().st_mtime_ns >= self.started_ns
+        except OSError:
+            return False
 
     @property
     def error(self) -> BaseException | None:

@@ -146,3 +146,31 @@ def test_ctrl_c_while_the_trace_is_finished(tmp_path, monkeypatch, capsys, press
         with pytest.warns(UserWarning, match="unfinished recording"):
             assert len(gpuwatch.load(partial_path(out)).measured()) == 50
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_after_the_final_file_is_in_place_says_it_is_complete(tmp_path, monkeypatch,
+                                                                     capsys):
+    """(The merge helper process may finish the file while the recording process is being
+    interrupted: then the trace is complete, and nothing claims otherwise.)"""
+    import os
+    import signal
+
+    out = tmp_path / "t.parquet"
+    real = trace_mod._merge_chunks
+
+    def merge_then_interrupted(*a, **k):
+        rows = real(*a, **k)
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        return rows
+
+    monkeypatch.setattr(trace_mod, "_merge_chunks", merge_then_interrupted)
+    s = gpuwatch.session("sim:flat", out, sample_hz=200)
+    s.start()
+    for _ in range(30):
+        s.infer(lambda: None)
+    with pytest.raises(KeyboardInterrupt):
+        s.close()
+    assert "is complete" in capsys.readouterr().err
+    assert len(gpuwatch.load(out).measured()) == 30 and not partial_path(out).exists()
