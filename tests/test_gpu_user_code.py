@@ -142,17 +142,23 @@ def test_work_outside_the_timed_stream_is_detected_and_device_mode_times_it(torc
         with torch.cuda.stream(side):
             return fn(m)
 
-    bare = np.median(bare_ms(torch, elsewhere, a, 10, stream=side))
+    # The bare loop alternates with the timed calls: sustained 8192^2 GEMMs move the clock
+    # (the power management: 1.42 ms early, up to 1.65 ms later, seen on the H100), so only
+    # measurements taken side by side compare.
+    bares = []
     with torch.inference_mode(), gpuwatch.session(out=tmp_path / "o.parquet",
                                                   check_every=2) as s:
         s.set_condition("current stream")
         for _ in range(20):
+            bares += bare_ms(torch, elsewhere, a, 1, stream=side)
             s.infer(elsewhere, a)  # events on stream 0; the work on `side`
             torch.cuda.synchronize()
         s.set_condition("device")
         for _ in range(20):
+            bares += bare_ms(torch, elsewhere, a, 1, stream=side)
             s.infer(elsewhere, a, stream="device")
             torch.cuda.synchronize()
+    bare = np.median(bares)
     inf = s.trace.measured()
     cur = inf[inf["condition"] == "current stream"]
     assert cur["gpu_ms"].median() < 0.2 * bare  # the events bracket (almost) nothing...
@@ -198,7 +204,8 @@ def test_a_pipelined_program_keeps_its_overlap(torch, models, tmp_path):
     ratios = []
     with torch.inference_mode():
         pipeline(20)
-        for i in range(4):
+        for i in range(8):  # (one pair's ratio spreads 0.93-0.99 under the GPU's power
+            # management; the median of eight is the claim)
             with gpuwatch.session(out=tmp_path / f"p{i}.parquet") as s:
                 with_s = pipeline(100, s)
             without = pipeline(100)
