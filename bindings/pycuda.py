@@ -189,7 +189,7 @@ class PycudaRuntime:
         probe = getattr(self, "_clock_probe", None)
         if probe is not None:
             probe.close()
-            self._clock_probe = None
+            del self._clock_probe
         self._keep.clear()
         try:
             self.context.pop()

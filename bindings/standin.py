@@ -168,7 +168,7 @@ class StandInRuntime:
         probe = getattr(self, "_clock_probe", None)
         if probe is not None:
             probe.close()
-            self._clock_probe = None
+            del self._clock_probe
 
 
 class _StandInDriver:

@@ -418,12 +418,12 @@ class Session:
                                   self.iteration, self.warmup, None), fn, args, kwargs)
             finally:
                 self.iteration += 1
-        ref = None
+        given: StreamRef | None = None
         if stream is not None:
-            ref = streams.resolve(stream)
+            given = streams.resolve(stream)
             if _takes_stream(fn):
                 kwargs["stream"] = stream
-        return self._timed("inference", fn, fn, args, kwargs, ref)
+        return self._timed("inference", fn, fn, args, kwargs, given)
 
     def span(self, name: str, stream: Any = None) -> "_Span":
         """Time any region (pre/post-processing): `with s.span("preprocess"): ...`. Events go
@@ -514,7 +514,7 @@ class Session:
             idle(min(step, left))
 
     # -- the timed region ------------------------------------------------------------------------
-    def _timed(self, kind: str, name: str, fn: Callable[..., T], args: Any, kwargs: Any,
+    def _timed(self, kind: str, name: Any, fn: Callable[..., T], args: Any, kwargs: Any,
                ref: StreamRef | None = None,
                around: Callable[[], contextlib.AbstractContextManager[Any]] | None = None) -> T:
         """`fn(*args, **kwargs)` between two events on `ref` (None: the session's stream or the

@@ -162,7 +162,7 @@ class RegionTimer:
         self._bound = threading.local()
 
     # -- the hot path ---------------------------------------------------------------------------
-    def begin(self, kind: str, name: str, ref: StreamRef, labels: tuple[Any, ...]) -> _Pending:
+    def begin(self, kind: str, name: Any, ref: StreamRef, labels: tuple[Any, ...]) -> _Pending:
         """Everything before the start event, then the start event. Raises (with a row kept)
         if the GPU fails before the region starts. `labels`: (condition, gap_ms, iteration,
         warmup, error) for its row. (Kept flat: every line here is host time the program
@@ -220,12 +220,13 @@ class RegionTimer:
             return
         self._ended(p, error)
 
-    def call(self, kind: str, name: str, ref: StreamRef, labels: tuple[Any, ...],
+    def call(self, kind: str, name: Any, ref: StreamRef, labels: tuple[Any, ...],
              fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """begin(), fn(*args, **kwargs), end(): a whole region. Where the runtime offers it
         (bindings/_native.c) and nothing else is due, the inside (clock, start event, call, end
         event, clock) is one C call and the bookkeeping one Python frame: the less the host
-        runs per region, the less it disturbs the user's own launches (its caches)."""
+        runs per region, the less it disturbs the user's own launches (its caches). `name`: the
+        region's name, or the callable to name it after when its row is made."""
         tc = self._timed_call
         handle, source = ref
         stream = self._streams.get(handle)
