@@ -163,6 +163,7 @@ class ChunkWriter:
         # Column batches (add_columns): cheaper to build and to convert than dict rows.
         self._columns: dict[str, list[Mapping[str, Sequence[Any]]]] = {t: [] for t in TABLES}
         self._column_rows = 0
+        self._pending = 0  # rows buffered, of both kinds (what _hold_back bounds)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._drained = threading.Condition(self._lock)  # the writer took the buffers
@@ -182,10 +183,13 @@ class ChunkWriter:
             if self.error is not None:  # writing failed: recording has stopped (never buffer)
                 return
             buf = self._buffers[table]
+            before = len(buf)
             buf.extend(rows)
+            self._pending += len(buf) - before
             if len(buf) >= self._flush_rows:
                 self._wake.notify()
-            self._hold_back()
+            if self._pending > MAX_PENDING_ROWS:
+                self._hold_back()
 
     def add_columns(self, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
         """Rows given as equally long columns, by name (columns left out are null)."""
@@ -199,18 +203,30 @@ class ChunkWriter:
                 return
             self._columns[table].append(columns)
             self._column_rows += n
+            self._pending += n
             if self._column_rows >= self._flush_rows:
                 self._wake.notify()
-            self._hold_back()
+            if self._pending > MAX_PENDING_ROWS:
+                self._hold_back()
 
     def _hold_back(self) -> None:
         """(Lock held.) If rows pile up faster than they are written (a simulated GPU runs
         faster than real time; a slow disk), wait for the writer: memory stays bounded, and a
         crash loses at most MAX_PENDING_ROWS rows. At a real GPU's rates it never waits."""
-        while (self._column_rows + sum(map(len, self._buffers.values())) > MAX_PENDING_ROWS
-               and self.error is None and not self._closed and self._thread.is_alive()):
+        while (self._pending > MAX_PENDING_ROWS and self.error is None and not self._closed
+               and self._thread.is_alive()):
             self._wake.notify()
             self._drained.wait(0.5)
+
+    def _take(self) -> tuple[dict[str, list[dict[str, Any]]],
+                             dict[str, list[Mapping[str, Sequence[Any]]]]]:
+        """(Lock held.) Everything buffered, by table, and the buffers emptied."""
+        batches = {t: b for t, b in self._buffers.items() if b}
+        col_batches = {t: b for t, b in self._columns.items() if b}
+        self._buffers = {t: [] for t in TABLES}
+        self._columns = {t: [] for t in TABLES}
+        self._column_rows = self._pending = 0
+        return batches, col_batches
 
     def _flusher(self) -> None:
         while True:
@@ -225,11 +241,7 @@ class ChunkWriter:
                 except Exception:
                     pass
             with self._lock:
-                batches = {t: b for t, b in self._buffers.items() if b}
-                self._buffers = {t: [] for t in TABLES}
-                col_batches = {t: b for t, b in self._columns.items() if b}
-                self._columns = {t: [] for t in TABLES}
-                self._column_rows = 0
+                batches, col_batches = self._take()
                 closed = self._closed
                 self._drained.notify_all()
             try:
@@ -240,9 +252,7 @@ class ChunkWriter:
             except BaseException as e:  # disk full, I/O error, quota: recording stops here
                 with self._lock:
                     self.error = e
-                    self._buffers = {t: [] for t in TABLES}
-                    self._columns = {t: [] for t in TABLES}
-                    self._column_rows = 0
+                    self._take()  # dropped: nothing more is buffered
                 why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
                 print(f"gpuwatch: cannot write the trace to {self.directory}: {why}; recording "
                       f"stops here (what was written before is kept)", file=sys.stderr,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -87,3 +88,8 @@ def torch():
     if not t.cuda.is_available():
         pytest.skip("PyTorch sees no GPU")
     return t
+
+
+def sentence_shares(text: str) -> list[float]:
+    """Every percentage a verdict sentence states (each must lie within 0..100)."""
+    return [float(v) for v in re.findall(r"(-?\d+(?:\.\d+)?)%", text)]

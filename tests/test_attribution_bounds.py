@@ -14,6 +14,7 @@ import pytest
 import gpuwatch
 from gpuwatch.analysis import share_text
 from gpuwatch.analysis.attribution import attribute
+from tests.conftest import sentence_shares
 
 
 def rows(n, gpu_ms, sm_mhz, enqueue_ms=0.05, rng=None, sm_noise=0.0, reasons=0):
@@ -80,7 +81,7 @@ def test_no_sentence_on_a_real_trace_says_more_than_100_or_less_than_0(path):
     from gpuwatch.renderers.text import TextRenderer
 
     text = TextRenderer().render(a) + "\n".join(a.verdicts["sentence"])
-    shares = [int(x) for x in re.findall(r"(-?\d+)%", text)]
+    shares = sentence_shares(text)
     assert shares and all(0 <= x <= 100 for x in shares), shares
 
 

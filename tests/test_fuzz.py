@@ -20,6 +20,7 @@ from gpuwatch.cli import main
 from gpuwatch.cli.analyze import AnalyzeCommand
 from gpuwatch.cli.record import RecordCommand
 from gpuwatch.errors import TraceFormatError
+from tests.conftest import sentence_shares
 
 REAL_TRACE = Path(__file__).parent / "data" / "h100_causes" / "cotenant_copy.parquet"
 
@@ -222,8 +223,6 @@ def test_analysis_of_any_values_is_a_result_or_one_line(edits):
     """Odd values written into a valid trace (a share of a column's rows, from a point, set to
     0, negative, tiny, huge, NaN, inf or null): analysis gives a result whose shares are within
     0..100% in every sentence and 0..1 in every verdict row, or one clear error line."""
-    import re
-
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -254,8 +253,7 @@ def test_analysis_of_any_values_is_a_result_or_one_line(edits):
             assert "\n" not in str(e)
             return
         for text in list(a.verdicts.get("sentence", [])) + [a.verdict]:
-            shares = [float(x) for x in re.findall(r"(-?\d+(?:\.\d+)?)%", text)]
-            assert all(0 <= x <= 100 for x in shares), text
+            assert all(0 <= x <= 100 for x in sentence_shares(text)), text
         if "share" in a.verdicts:
             s = a.verdicts["share"].dropna()
             assert ((s >= 0) & (s <= 1)).all()

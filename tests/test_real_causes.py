@@ -6,12 +6,12 @@ analysis output, they come from how each cause was made."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 import gpuwatch
+from tests.conftest import sentence_shares
 
 DATA = Path(__file__).parent / "data" / "h100_causes"
 TRUTH = json.loads((DATA / "truth.json").read_text())
@@ -29,17 +29,13 @@ def analysed():
     return get
 
 
-def _shares_in(text: str) -> list[float]:
-    return [float(v) for v in re.findall(r"(-?\d+(?:\.\d+)?)%", text)]
-
-
 @pytest.mark.parametrize("name", ["idle_ramp", "steady", "cotenant_gemm", "cotenant_copy",
                                   "busy_host", "busy_host_gap2", "power_cap",
                                   "power_cap_nvml_only"])
 def test_every_sentence_is_physically_possible(analysed, name):
     a = analysed(name)
     for text in list(a.verdicts["sentence"]) + [a.verdict]:
-        assert all(0 <= s <= 100 for s in _shares_in(text)), text
+        assert all(0 <= s <= 100 for s in sentence_shares(text)), text
     s = a.verdicts["share"].dropna()
     assert ((s >= -0.01) & (s <= 1.01)).all()
 
