@@ -2,6 +2,7 @@
 # Issue 13 on the lent H100: timing the user's own code. One device call per PART:
 #   OUT=/some/dir PART=tests  bash benchmarks/h100_issue13.sh  # GPU tests (new and old), program shapes
 #   OUT=/some/dir PART=bench  bash benchmarks/h100_issue13.sh  # overhead: anatomy, then A/B vs a bare loop
+#     (PAIRS, GAP_PAIRS: pairs of blocks for the cases without and with gaps; ROUNDS: anatomy)
 #   OUT=/some/dir PART=all    bash benchmarks/h100_issue13.sh  # tests, bench and cost, time-boxed
 #   OUT=/some/dir PART=cost   bash benchmarks/h100_issue13.sh  # where a region's cost goes
 # Results land in $OUT/PART.tgz (and the main logs beside it).
@@ -33,7 +34,7 @@ cost)
 bench)
   python3 benchmarks/overhead_anatomy.py --out "$R" --rounds "${ROUNDS:-300}" \
       2>&1 | tee "$R/overhead_anatomy.txt" | tail -3
-  python3 benchmarks/user_overhead.py --out "$R" --pairs "${PAIRS:-200}" --block "${BLOCK:-10}" \
+  python3 benchmarks/user_overhead.py --out "$R" --pairs "${PAIRS:-200}" --gap-pairs "${GAP_PAIRS:-0}" --block "${BLOCK:-10}" \
       2>&1 | tee "$R/user_overhead.txt" | tail -12
   ;;
 esac

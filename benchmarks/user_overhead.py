@@ -45,8 +45,8 @@ ARMS = ("bare", "gpuwatch", "bare, sampler on")
 ORDERS = [ARMS[i:] + ARMS[:i] for i in range(3)] + [(ARMS[i:] + ARMS[:i])[::-1] for i in range(3)]
 
 
-def make_cases() -> dict[str, tuple[Any, Any, float, bool]]:
-    """name -> (fn, input, gap_ms, on its own torch stream)."""
+def make_cases() -> dict[str, tuple[Any, Any, float, bool, bool]]:
+    """name -> (fn, input, gap_ms, on its own torch stream, the stream given to the session)."""
     import torch
 
     from gpuwatch.bindings.torch import convnet
@@ -58,10 +58,12 @@ def make_cases() -> dict[str, tuple[Any, Any, float, bool]]:
         return m @ m
 
     return {
-        "convnet fp16 eager, gap 0": (net, x, 0.0, False),
-        "convnet fp16 eager, gap 20 ms": (net, x, 20.0, False),
-        "convnet fp16 eager, own stream, gap 0": (net, x, 0.0, True),
-        "gemm 8192 fp16, gap 0": (gemm, a, 0.0, False),
+        "convnet fp16 eager, gap 0": (net, x, 0.0, False, False),
+        "convnet fp16 eager, gap 20 ms": (net, x, 20.0, False, False),
+        # session(stream=...): no per-region question to torch about its current stream
+        "convnet fp16 eager, gap 20 ms, session(stream=)": (net, x, 20.0, False, True),
+        "convnet fp16 eager, own stream, gap 0": (net, x, 0.0, True, False),
+        "gemm 8192 fp16, gap 0": (gemm, a, 0.0, False, False),
     }
 
 
@@ -103,15 +105,17 @@ def gpuwatch_block(s: Any, fn: Any, x: Any, n: int, gap_s: float) -> list[float]
     return wall
 
 
-def run_case(name: str, fn: Any, x: Any, gap_ms: float, own_stream: bool, pairs: int,
-             block: int, trace: Path, probe: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+def run_case(name: str, fn: Any, x: Any, gap_ms: float, own_stream: bool, given: bool,
+             pairs: int, block: int, trace: Path,
+             probe: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
     import torch
 
     stream = torch.cuda.Stream() if own_stream else torch.cuda.current_stream()
     walls: dict[int, list[float]] = {}
     rows = []
     with torch.inference_mode(), torch.cuda.stream(stream), \
-            gpuwatch.session(out=trace, sample_hz=1000, probe=probe, overwrite=True) as s:
+            gpuwatch.session(out=trace, sample_hz=1000, probe=probe, overwrite=True,
+                             stream=stream if given else None) as s:
         s.pause_sampling()
         bare_block(fn, x, 20, 0)  # warm-up
         for p in range(pairs):
@@ -164,6 +168,18 @@ def session_cost(trace: Path, n: int = 5) -> dict[str, float]:
     return {"enter_s_p50": float(np.median(enter)), "close_s_p50": float(np.median(leave))}
 
 
+def median_ci(x: np.ndarray, n: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """A percentile-bootstrap 95% interval of the median of `x` (resampled all at once)."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    meds = np.median(x[rng.integers(0, len(x), size=(n, len(x)))], axis=1)
+    lo, hi = np.percentile(meds, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def summarise(blocks: pd.DataFrame) -> pd.DataFrame:
     out = []
     for case, g in blocks.groupby("case", sort=False):
@@ -183,6 +199,9 @@ def summarise(blocks: pd.DataFrame) -> pd.DataFrame:
                 q1, q2, q3 = np.percentile(ratio, [25, 50, 75])
                 row[f"{label}_{key}_p50"] = round(float(q2), 4)
                 row[f"{label}_{key}_iqr"] = f"{q1:.4f}..{q3:.4f}"
+                if key == "ratio":  # how well the median is known: a bootstrap 95% interval
+                    lo, hi = median_ci(ratio)
+                    row[f"{label}_{key}_p50_ci95"] = f"{lo:.4f}..{hi:.4f}"
         out.append(row)
     return pd.DataFrame(out)
 
@@ -191,6 +210,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--pairs", type=int, default=60)
+    ap.add_argument("--gap-pairs", type=int, default=0,
+                    help="pairs for the cases with gaps (default: half of --pairs)")
     ap.add_argument("--block", type=int, default=10)
     ap.add_argument("--cases", default="", help="case-name substrings separated by |")
     ap.add_argument("--probe", action="store_true", help="the in-band clock probe on")
@@ -202,10 +223,10 @@ def main() -> None:
     wanted = [c for c in cases if not a.cases or any(w in c for w in a.cases.split("|"))]
     blocks, infos = [], []
     for name in wanted:
-        fn, x, gap, own = cases[name]
+        fn, x, gap, own, given = cases[name]
         t0 = time.time()
-        pairs = a.pairs if not gap else max(10, a.pairs // 2)
-        df, info = run_case(name, fn, x, gap, own, pairs, a.block, a.out / "case.parquet",
+        pairs = a.pairs if not gap else (a.gap_pairs or max(10, a.pairs // 2))
+        df, info = run_case(name, fn, x, gap, own, given, pairs, a.block, a.out / "case.parquet",
                             probe=a.probe)
         blocks.append(df)
         infos.append(info)
