@@ -28,7 +28,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -705,7 +705,8 @@ def _wanted(name: str, columns: Columns | None) -> list[str]:
     return cols
 
 
-def _to_frame(name: str, part: pa.Table, columns: Columns | None) -> pd.DataFrame:
+def _to_frame(name: str, part: pa.Table, columns: Columns | None,
+              numpy_dtypes: Collection[str] = ()) -> pd.DataFrame:
     wanted = _wanted(name, columns)
     # A v1 file written before a column was added lacks it: the column reads as NA.
     for c in wanted:
@@ -716,30 +717,83 @@ def _to_frame(name: str, part: pa.Table, columns: Columns | None) -> pd.DataFram
     ordered = t is not None and part["t_ns"].null_count == 0 and bool(np.all(t[1:] >= t[:-1]))
     del t
     # self_destruct frees each Arrow column as it is converted: peak memory ~1x, not 2x.
-    df = part.select(cols).to_pandas(types_mapper=_types_mapper, self_destruct=True,
-                                     split_blocks=True)
-    del part
-    if ordered:
-        return df  # already in time order (gpuwatch writes it so): skip a 10M-row sort
+    tbl = part.select(cols)
+    del part  # (tbl alone holds the buffers now, so that self_destruct can free them)
+    df = tbl.to_pandas(types_mapper=None if name in numpy_dtypes else _types_mapper,
+                       self_destruct=True, split_blocks=True)
+    del tbl
+    return df if ordered else _ordered(name, df, known=False)
+
+
+def _ordered(name: str, df: pd.DataFrame, known: bool | None = None) -> pd.DataFrame:
+    """`df` in time order (gpuwatch writes it so: then no 10M-row sort is paid); `known`:
+    whether it is already known to be (None: look)."""
+    if known is None:
+        t = df["t_ns"]
+        known = not t.isna().any() and t.is_monotonic_increasing
+    if known:
+        return df
     sort = ["t_ns", "gpu"] if name in ("samples", "driver_samples") else ["t_ns"]
     return df.sort_values(sort, kind="stable").reset_index(drop=True)
 
 
-def _split(tbl: pa.Table, columns: Columns | None = None) -> dict[str, pd.DataFrame]:
+def _numpy_frame(pf: pq.ParquetFile, groups: list[int], name: str,
+                 cols: list[str]) -> pd.DataFrame | None:
+    """Table `name` read one row group at a time into preallocated numpy columns: peak memory
+    about the frame plus one group (reading all groups first holds the compressed file, the
+    Arrow table and the frame at once). An integer column that may hold nulls (its row-group
+    statistics say so, or have no count) becomes float64 with NaN. None where a column is not
+    a number (the generic path reads it)."""
+    schema, md = pf.schema_arrow, pf.metadata
+    n = sum(md.row_group(g).num_rows for g in groups)
+    dtypes: dict[str, np.dtype[Any]] = {}
+    for c in cols:
+        if c not in schema.names:  # (a column added after this file was written: NA)
+            dtypes[c] = np.dtype("float64")
+            continue
+        t, j = schema.field(c).type, schema.get_field_index(c)
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+            return None
+        nulls = False
+        for g in groups:
+            st = md.row_group(g).column(j).statistics
+            if st is None or not st.has_null_count or st.null_count > 0:
+                nulls = True
+                break
+        dtypes[c] = (np.dtype("float64") if pa.types.is_integer(t) and nulls
+                     else np.dtype(t.to_pandas_dtype()))
+    out = {c: np.full(n, np.nan) if c not in schema.names else np.empty(n, dtypes[c])
+           for c in cols}
+    read = [c for c in cols if c in schema.names]
+    at = 0
+    for g in groups:
+        rg = pf.read_row_group(g, columns=read)
+        k = rg.num_rows
+        for c in read:
+            out[c][at:at + k] = rg.column(c).to_numpy()  # (ints with nulls: float64, NaN)
+        at += k
+        del rg
+    return pd.DataFrame(out, copy=False)
+
+
+def _split(tbl: pa.Table, columns: Columns | None = None,
+           numpy_dtypes: Collection[str] = ()) -> dict[str, pd.DataFrame]:
     """Rows of every table from one Arrow table holding several (recovered chunks)."""
     if "table" not in tbl.column_names:
         raise TraceFormatError("trace has no 'table' column; it was not written by gpuwatch")
     col = tbl["table"]
     if pa.types.is_dictionary(col.type):
         col = col.cast(pa.string())
-    return {name: _to_frame(name, tbl.filter(pc.equal(col, name)), columns) for name in TABLES}
+    return {name: _to_frame(name, tbl.filter(pc.equal(col, name)), columns, numpy_dtypes)
+            for name in TABLES}
 
 
 CORE_COLUMNS = ("gpu", "t_ns", "kind", "name", "condition", "iteration", "gpu_ms", "start_ns",
                 "end_ns", "sm_clock_mhz")
 
 
-def _read_file(pf: pq.ParquetFile, columns: Columns | None) -> dict[str, pd.DataFrame]:
+def _read_file(pf: pq.ParquetFile, columns: Columns | None,
+               numpy_dtypes: Collection[str] = ()) -> dict[str, pd.DataFrame]:
     """Each table from its own row groups with only its own columns, so an 11-million-row trace
     never materialises the union schema's null columns. Row-group statistics say which table a
     group holds (gpuwatch writes one table per group); a mixed group is read whole and split."""
@@ -765,11 +819,17 @@ def _read_file(pf: pq.ParquetFile, columns: Columns | None) -> dict[str, pd.Data
     out = {}
     for name in TABLES:
         cols = _wanted(name, columns)
-        part = pf.read_row_groups(groups[name], columns=cols) if groups[name] else \
-            SCHEMA.empty_table().select(cols)
-        out[name] = _to_frame(name, part, columns)
+        frame = (_numpy_frame(pf, groups[name], name, cols)
+                 if name in numpy_dtypes and groups[name] else None)
+        if frame is not None:
+            out[name] = _ordered(name, frame)
+            continue
+        # (no name here holds the Arrow table: _to_frame frees each column as it converts it)
+        out[name] = _to_frame(name, pf.read_row_groups(groups[name], columns=cols)
+                              if groups[name] else SCHEMA.empty_table().select(cols),
+                              columns, numpy_dtypes)
     if mixed:
-        extra = _split(pf.read_row_groups(mixed), columns)
+        extra = _split(pf.read_row_groups(mixed), columns, numpy_dtypes)
         out = {n: pd.concat([out[n], extra[n]], ignore_index=True) if len(extra[n]) else out[n]
                for n in TABLES}
     return out
@@ -789,11 +849,15 @@ def _check_meta(meta: Any, path: Path) -> None:
         )
 
 
-def load(path: str | os.PathLike[str], columns: Columns | None = None) -> Trace:
+def load(path: str | os.PathLike[str], columns: Columns | None = None,
+         numpy_dtypes: Collection[str] = ()) -> Trace:
     """Load a trace file, or recover the `.partial` directory of a recording that died.
 
     `columns` limits what is read per table, e.g. {"samples": ["sm_clock_mhz"]} (gpu and t_ns
-    always come along); tables not named are read whole."""
+    always come along); tables not named are read whole. Integer and boolean columns load as
+    pandas' nullable dtypes (NA stays NA), except in the tables named in `numpy_dtypes`: plain
+    numpy there (an integer column with gaps becomes float64 with NaN), which converts 10
+    million samples several times faster (analysis loads "samples" so)."""
     p = Path(path)
     if not p.exists():
         partial = p.with_name(p.name + ".partial")
@@ -802,7 +866,7 @@ def load(path: str | os.PathLike[str], columns: Columns | None = None) -> Trace:
         else:
             raise TraceFormatError(f"no trace at {p}; check the path")
     if p.is_dir():
-        return _load_partial(p, columns)
+        return _load_partial(p, columns, numpy_dtypes)
     try:
         pf = pq.ParquetFile(p)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:  # (a damaged column name)
@@ -819,13 +883,14 @@ def load(path: str | os.PathLike[str], columns: Columns | None = None) -> Trace:
         raise TraceFormatError(f"{p}: gpuwatch metadata is not valid JSON ({_one_line(e)})") from e
     _check_meta(meta, p)
     try:
-        tables = _read_file(pf, columns)
+        tables = _read_file(pf, columns, numpy_dtypes)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:
         raise TraceFormatError(f"{p}: corrupt Parquet data ({_one_line(e)})") from e
     return Trace(meta=meta, path=p, **tables)
 
 
-def _load_partial(d: Path, columns: Columns | None = None) -> Trace:
+def _load_partial(d: Path, columns: Columns | None = None,
+                  numpy_dtypes: Collection[str] = ()) -> Trace:
     meta_file = d / "meta.json"
     if not meta_file.exists():
         raise TraceFormatError(f"{d} is a directory but not a gpuwatch trace (no meta.json)")
@@ -851,7 +916,7 @@ def _load_partial(d: Path, columns: Columns | None = None) -> Trace:
     )
     tbl = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
     meta.setdefault("status", "recovered")
-    return Trace(meta=meta, path=d, recovered=True, **_split(tbl, columns))
+    return Trace(meta=meta, path=d, recovered=True, **_split(tbl, columns, numpy_dtypes))
 
 
 def default_out(prefix: str = "gpuwatch") -> Path:

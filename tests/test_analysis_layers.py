@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from gpuwatch.analysis.layers import detect
+from gpuwatch.analysis.layers import change_points, detect
 
 
 def test_flat_series_has_one_layer():
@@ -60,3 +60,46 @@ def test_sim_ground_truth_onset_matches_the_clock_drop(t4_analysis, t4_sweep):
     assert 1.8 < lay.loc["gap=20ms", "ratio_to_baseline"] < 2.2
     assert not lay.loc["gap=0ms", "layered"]
     assert lay.loc["gap=50ms", "onset_iter"] < lay.loc["gap=20ms", "onset_iter"]
+
+
+def _series(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    steps = rng.integers(30, 400, size=6)
+    return np.concatenate([rng.normal(lv, 0.3, k) for lv, k in zip(rng.uniform(1, 5, 6), steps)])
+
+
+def test_change_points_are_ruptures_kernelcpd_without_importing_ruptures():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from gpuwatch.analysis.layers import change_points; "
+            "print(change_points(np.r_[np.zeros(50), np.ones(50)], 1.0, 2)); "
+            "print('ruptures' in sys.modules, 'scipy.stats' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[50, 100]", "False False"]
+    import ruptures as rpt
+
+    for seed in range(6):
+        y = _series(seed)
+        for pen, min_size in ((0.5, 2), (5.0, 5), (50.0, 3)):
+            want = rpt.KernelCPD(kernel="linear", min_size=min_size).fit(
+                y.reshape(-1, 1)).predict(pen=pen)
+            assert change_points(y, pen, min_size) == [int(b) for b in want]
+
+
+def test_change_points_fall_back_to_ruptures_public_api(monkeypatch):
+    import importlib.util
+
+    from gpuwatch.analysis import layers
+
+    monkeypatch.setattr(layers, "_PELT", None)
+    monkeypatch.delitem(__import__("sys").modules, "ruptures.detection._detection.ekcpd",
+                        raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # "another layout"
+    y = _series(7)
+    got = change_points(y, 2.0, 4)
+    monkeypatch.setattr(layers, "_PELT", None)  # (the next test loads the C search again)
+    import ruptures as rpt
+
+    assert got == [int(b) for b in rpt.KernelCPD(kernel="linear", min_size=4).fit(
+        y.reshape(-1, 1)).predict(pen=2.0)]

@@ -269,3 +269,31 @@ def test_cannot_tell_gives_the_candidate_not_a_share():
     assert "cannot tell which cause" in v["sentence"]
     assert v["cause_code"] == "unexplained" and v["share"] is None
     assert v["candidate_code"] == "power_cap"
+
+
+def test_the_bounded_fit_is_scipys_bounded_least_squares():
+    """_bounded_fit solves the box-constrained problem exactly, as lsq_linear (BVLS) does, on
+    problems whose plain fit breaks a bound and on ones whose does not."""
+    from scipy.optimize import lsq_linear
+
+    from gpuwatch.analysis.attribution import _bounded_fit
+
+    rng = np.random.default_rng(11)
+    broke = 0
+    for trial in range(60):
+        n, k = int(rng.integers(20, 400)), int(rng.integers(1, 4))
+        X = rng.normal(size=(n, k)) * rng.uniform(0.1, 3, k) + rng.normal(size=k)
+        true = rng.normal(0, 1.5, k)
+        y = 0.3 + X @ true + rng.normal(0, 0.5, n)
+        upper = np.where(rng.random(k) < 0.5, rng.uniform(0.2, 1.5, k), np.inf)
+        got = _bounded_fit(X, y, upper)
+        A = np.column_stack([np.ones(n), X])
+        want = lsq_linear(A, y, bounds=(np.r_[-np.inf, np.zeros(k)], np.r_[np.inf, upper]),
+                          method="bvls").x
+        plain = np.linalg.lstsq(A, y, rcond=None)[0][1:]
+        broke += bool(np.any(plain < 0) or np.any(plain > upper))
+        assert np.all(got[1:] >= 0) and np.all(got[1:] <= upper)
+        cost = lambda b: float(np.sum((A @ b - y) ** 2))  # noqa: E731
+        assert cost(got) <= cost(want) * (1 + 1e-9) + 1e-12
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert broke >= 20  # (the bounds were really in play)

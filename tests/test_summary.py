@@ -15,3 +15,28 @@ def test_summary_per_condition_in_recording_order(t4_sweep):
     assert g20["p50_ms"] <= g20["p90_ms"] <= g20["p99_ms"]
     text = format_summary(df)
     assert "gap=20ms" in text and "late/early" in text
+
+
+def test_two_things_timed_per_iteration_are_two_rows_and_no_name_is_cut(tmp_path):
+    """The README's own API example times a callable and an engine in each iteration: the
+    summary keeps them apart (it mixed them: p50 from a 0.001 ms callable and a 9 ms engine)."""
+    import gpuwatch
+
+    with gpuwatch.session("sim:t4", tmp_path / "t.parquet", sampler="off") as s:
+        eng = s.engine("builtin:small")
+        for cond in ("gap=1000.5ms-long-label", "gap=0ms"):
+            s.set_condition(cond)
+            for _ in range(60):
+                s.infer(lambda: None)
+                eng.infer()
+    df = condition_summary(s.trace)
+    lam = df["engine"].iloc[0]
+    assert lam.endswith("<locals>.<lambda>")  # (a function's qualified name)
+    assert list(zip(df["engine"], df["condition"])) == [
+        (lam, "gap=1000.5ms-long-label"), ("builtin:small", "gap=1000.5ms-long-label"),
+        (lam, "gap=0ms"), ("builtin:small", "gap=0ms")]
+    fast, slow = df.iloc[0], df.iloc[1]
+    assert slow["p50_ms"] > 50 * fast["p50_ms"]
+    text = format_summary(df)
+    assert "gap=1000.5ms-long-label" in text and "builtin:small" in text
+    assert text.splitlines()[0].startswith("engine")

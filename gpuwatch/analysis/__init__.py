@@ -106,7 +106,7 @@ def _as_trace(t: Trace | str | os.PathLike[str]) -> Trace:
                          f"{type(t).__name__} {t!r}")
     if not str(t).strip():
         raise UsageError("an empty path was given as a trace; give a .parquet file")
-    return load(t, columns={"samples": SAMPLE_COLUMNS})
+    return load(t, columns={"samples": SAMPLE_COLUMNS}, numpy_dtypes=("samples",))
 
 
 def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
@@ -121,7 +121,8 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
     data_notes: list[str] = []
     details: dict[tuple[Any, ...], Layers] = {}
     for ti, tr in enumerate(loaded):
-        m = merge(tr).assign(trace=ti)
+        m = merge(tr)
+        m["trace"] = ti
         if "condition" in m and m["condition"].isna().any():  # a program that labelled
             m["condition"] = m["condition"].astype(object).where(  # nothing: one condition
                 m["condition"].notna(), NO_CONDITION)
@@ -517,11 +518,14 @@ def _overall(verdicts: pd.DataFrame) -> str:
            f"of all the extra time (extra ms x iterations)")
     prefix = f"{worst['engine']}, " if v["engine"].nunique() > 1 else ""
     came = f"{episodes} episode(s) came and went"
+    # (two engines timed in one condition are two series: say so, not "2 conditions")
+    series = "conditions" if v["engine"].nunique() <= 1 else "engine/condition series"
     if n_lasting:
-        head = f"{n_lasting} of {n_conditions} conditions differ from their baseline" + (
+        head = f"{n_lasting} of {n_conditions} {series} differ from their baseline" + (
             f", and {came}" if episodes else "")
     else:
-        head = f"No condition differs from its baseline as a whole, but {came}"
+        head = (f"No {'condition' if series == 'conditions' else 'series'} differs from its "
+                f"baseline as a whole, but {came}")
     return (f"{head}; main cause {how}: {FACTOR_TEXT[main]}. Largest: {prefix}"
             f"{worst['sentence']}")
 

@@ -130,7 +130,7 @@ def fleet(root: str | os.PathLike[str],
                                "gpuwatch trace")
     dataset = ds.dataset(good, format="parquet", partitioning="hive", partition_base_dir=str(root))
     keys = [k for k in PARTITIONS if k in dataset.schema.names]
-    cols = keys + ["__filename", "condition", "gap_ms", "iteration", "gpu_ms"]
+    cols = keys + ["__filename", "name", "condition", "gap_ms", "iteration", "gpu_ms"]
     where = ((pc.field("table") == "inferences") & (pc.field("kind") == "inference")
              & ~pc.field("warmup") & pc.field("gpu_ms").is_valid() & pc.field("error").is_null())
     accs: dict[tuple[Any, ...], _Acc] = {}
@@ -140,7 +140,10 @@ def fleet(root: str | os.PathLike[str],
             continue
         df = batch.to_pandas()
         df["condition"] = df["condition"].fillna("")
-        for key, g in df.groupby(keys + ["__filename", "condition"], sort=False, dropna=False):
+        df["name"] = df["name"].fillna("")
+        # (per engine as well as condition: two things timed per iteration are two runs)
+        for key, g in df.groupby(keys + ["__filename", "name", "condition"], sort=False,
+                                 dropna=False):
             acc = accs.get(key)
             if acc is None:
                 acc = accs[key] = _Acc(gap_ms=float(g["gap_ms"].iloc[0]))
@@ -156,22 +159,23 @@ def fleet(root: str | os.PathLike[str],
 def _runs_table(accs: dict[tuple[Any, ...], _Acc], keys: list[str]) -> pd.DataFrame:
     rows = []
     for key, a in accs.items():
-        *part, filename, cond = key
+        *part, filename, engine, cond = key
         early = float(np.median(a.early[:, 1])) if len(a.early) else np.nan
         late = float(np.median(a.late[:, 1])) if len(a.late) else np.nan
-        rows.append({**dict(zip(keys, part)), "file": filename, "condition": cond,
+        rows.append({**dict(zip(keys, part)), "file": filename, "engine": engine,
+                     "condition": cond,
                      "gap_ms": a.gap_ms, "n": a.n, "p50_ms": a.quantile(0.5),
                      "p99_ms": a.quantile(0.99), "early_p50_ms": early, "late_p50_ms": late,
                      "late_over_early": late / early if early else np.nan})
-    cols = [*keys, "file", "condition", "gap_ms", "n", "p50_ms", "p99_ms", "early_p50_ms",
+    cols = [*keys, "file", "engine", "condition", "gap_ms", "n", "p50_ms", "p99_ms", "early_p50_ms",
             "late_p50_ms", "late_over_early"]
     out = pd.DataFrame(rows, columns=cols)
-    return out.sort_values([*keys, "file", "gap_ms"], ignore_index=True)
+    return out.sort_values([*keys, "file", "engine", "gap_ms"], ignore_index=True)
 
 
 def _by_model_gap(runs: pd.DataFrame) -> pd.DataFrame:
     model = "gpu_model" if "gpu_model" in runs else None
-    by = ([model] if model else []) + ["gap_ms"]
+    by = ([model] if model else []) + ["engine", "gap_ms"]
     if runs.empty:
         return pd.DataFrame(columns=[*by, "runs", "stable_ms", "stable_ms_min", "stable_ms_max",
                                      "late_over_early_p50", "late_over_early_max"])
@@ -188,12 +192,15 @@ def format_fleet(f: Fleet) -> str:
     t = f.by_model_gap
     model = "gpu_model" in t
     w = max([len("GPU model")] + [len(str(m)) for m in t.get("gpu_model", [])]) + 2
-    head = (f"{'GPU model':<{w}}" if model else "") + \
+    engines = "engine" in t and t["engine"].nunique() > 1
+    we = max([len("engine")] + [len(str(e)) for e in t.get("engine", [])]) + 2
+    head = (f"{'GPU model':<{w}}" if model else "") + (f"{'engine':<{we}}" if engines else "") + \
         f"{'gap ms':>8}{'runs':>6}{'stable ms':>11}{'(min-max)':>18}{'late/early':>12}{'(max)':>8}"
     lines = [f"{f.files} traces" + (f", {len(f.skipped)} other files skipped" if f.skipped else ""),
              head]
     for r in t.itertuples():
         lines.append((f"{str(r.gpu_model):<{w}}" if model else "")
+                     + (f"{str(r.engine):<{we}}" if engines else "")
                      + f"{r.gap_ms:>8g}{r.runs:>6}{r.stable_ms:>11.3f}"
                      + f"{f'({r.stable_ms_min:.3f}-{r.stable_ms_max:.3f})':>18}"
                      + f"{r.late_over_early_p50:>11.2f}x{r.late_over_early_max:>7.2f}x")

@@ -1,7 +1,7 @@
 """Latency layers: levels and change points per condition (the seed's Experiment 3 table).
 
-Change points come from ruptures' KernelCPD with a linear kernel: the least-squares
-piecewise-constant fit, solved in C, with a penalty scaled to the series' own noise. Long series
+Change points come from ruptures' KernelCPD with a linear kernel (its C search, `change_points`):
+the least-squares piecewise-constant fit, with a penalty scaled to the series' own noise. Long series
 are reduced to block medians first (at most MAX_POINTS), so a million inferences take as long
 as two thousand. Adjacent segments whose levels differ by less than the noise are merged. What
 remains is read as:
@@ -23,6 +23,7 @@ remains is read as:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+import sys
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,68 @@ class Layers:
         return asdict(self)
 
 
+_PELT: Any = None  # ruptures' C PELT for the linear kernel, once loaded
+
+
+def _pelt_l2() -> Any:
+    """ruptures' compiled PELT search for the linear kernel: the function behind
+    `KernelCPD(kernel="linear").predict(pen=...)`, loaded from its extension module without
+    executing `import ruptures`, whose package imports scipy.stats, scipy.spatial and
+    scipy.signal for other detectors (0.6 s, ten times the search itself on a 1M-inference
+    trace). Where ruptures' layout differs, the public API does the same search."""
+    global _PELT
+    if _PELT is not None:
+        return _PELT
+    import importlib.machinery
+    import importlib.util
+    import os
+
+    name = "ruptures.detection._detection.ekcpd"
+    try:
+        mod = sys.modules.get(name)
+        if mod is None:
+            spec = importlib.util.find_spec("ruptures")  # (finds it; runs nothing)
+            if spec is None or spec.origin is None:
+                raise ImportError("ruptures is not installed")
+            where = os.path.join(os.path.dirname(spec.origin), "detection", "_detection")
+            so = next(os.path.join(where, f) for f in sorted(os.listdir(where))
+                      if f.startswith("ekcpd.")
+                      and f.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)))
+            loader = importlib.machinery.ExtensionFileLoader(name, so)
+            ext = importlib.util.spec_from_file_location(name, so, loader=loader)
+            assert ext is not None
+            mod = importlib.util.module_from_spec(ext)
+            loader.exec_module(mod)
+            sys.modules.setdefault(name, mod)  # (one copy, should ruptures be imported later)
+        fn = mod.ekcpd_pelt_L2
+    except Exception:  # another ruptures: its public API
+        import ruptures as rpt
+
+        def fn(signal: np.ndarray, pen: float, min_size: int) -> list[int]:
+            bkps = rpt.KernelCPD(kernel="linear", min_size=min_size).fit(signal).predict(pen=pen)
+            path = [0] * (signal.shape[0] + 1)
+            prev = 0
+            for b in bkps:
+                path[int(b)] = prev
+                prev = int(b)
+            return path
+    _PELT = fn
+    return fn
+
+
+def change_points(y: np.ndarray, pen: float, min_size: int) -> list[int]:
+    """End indices of the segments of the least-squares piecewise-constant fit of `y` with
+    penalty `pen` per change and segments at least `min_size` long (the last is len(y)):
+    ruptures' KernelCPD(kernel="linear", min_size).fit(y).predict(pen)."""
+    path = _pelt_l2()(np.ascontiguousarray(y, dtype=np.float64).reshape(-1, 1), float(pen),
+                      int(min_size))
+    out, i = [], int(y.shape[0])
+    while i > 0:
+        out.append(i)
+        i = int(path[i])
+    return out[::-1]
+
+
 def noise(x: np.ndarray) -> float:
     """Robust s.d. of point-to-point noise (MAD of first differences / sqrt 2)."""
     if x.size < 3:
@@ -64,8 +127,6 @@ def noise(x: np.ndarray) -> float:
 
 def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Layers:
     """Layers of one condition's latency series, in iteration order."""
-    import ruptures as rpt
-
     x = np.asarray(latency_ms, dtype=np.float64)
     it = np.arange(x.size) if iterations is None else np.asarray(iterations)
     n = x.size
@@ -77,8 +138,7 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
     y = np.median(x[: m * block].reshape(m, block), axis=1)  # block medians (block=1: x itself)
     sigma = max(noise(y), 1e-6 * float(np.median(np.abs(y))) + 1e-12)
     min_size = max(2, 5 // block)
-    bkps = rpt.KernelCPD(kernel="linear", min_size=min_size).fit(y.reshape(-1, 1)).predict(
-        pen=20.0 * sigma**2 * np.log(m))
+    bkps = change_points(y, 20.0 * sigma**2 * np.log(m), min_size)
     bounds = [0] + [int(b) for b in bkps]
     segs = [(bounds[i] * block, bounds[i + 1] * block) for i in range(len(bounds) - 1)]
     segs[-1] = (segs[-1][0], n)
@@ -159,8 +219,6 @@ def _tail_episodes(x: np.ndarray, it: np.ndarray) -> list[tuple[int, int, float]
     episodes cover less than half the run) that ends before the series does. Isolated slow
     iterations move a block mean but not a segment of TAIL_MIN_BLOCKS, nor (the margin) a
     stretch no longer or larger than a heavy-tailed series makes by chance."""
-    import ruptures as rpt
-
     n = x.size
     block = max(TAIL_BLOCK, int(np.ceil(n / MAX_POINTS)))
     m = n // block
@@ -169,8 +227,7 @@ def _tail_episodes(x: np.ndarray, it: np.ndarray) -> list[tuple[int, int, float]
     z = x[: m * block].reshape(m, block).mean(axis=1)
     typical = float(np.median(z))
     sigma = max(noise(z), 1e-6 * abs(typical) + 1e-12)
-    bkps = rpt.KernelCPD(kernel="linear", min_size=TAIL_MIN_BLOCKS).fit(z.reshape(-1, 1)).predict(
-        pen=20.0 * sigma**2 * np.log(m))
+    bkps = change_points(z, 20.0 * sigma**2 * np.log(m), TAIL_MIN_BLOCKS)
     bounds = [0] + [int(b) for b in bkps]
     # Off the typical block mean by 5% and 3 robust s.d., and by 4 standard errors of a mean of
     # its length with the blocks' plain s.d. (heavy tails make short stretches of slow

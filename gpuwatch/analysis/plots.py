@@ -77,8 +77,10 @@ def latency_vs_clock(a: Analysis, ti: int = 0) -> Any:
     plt = _plt()
     m = _measured(a, ti)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for cond, g in m.groupby("condition", sort=False):
-        ax.scatter(g["sm_clock_mhz_mean"], g["gpu_ms"], s=6, label=str(cond), alpha=0.7)
+    several = m["name"].nunique() > 1
+    for (name, cond), g in m.groupby(["name", "condition"], sort=False):
+        ax.scatter(g["sm_clock_mhz_mean"], g["gpu_ms"], s=6, alpha=0.7,
+                   label=f"{name}, {cond}" if several else str(cond))
     ax.set_xlabel("SM clock during the inference (MHz)")
     ax.set_ylabel("latency (ms)")
     ax.set_title("Latency against SM clock")
