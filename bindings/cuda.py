@@ -279,7 +279,7 @@ class CudaRuntime:
         if calls is not None:
             ms = calls.elapsed(start, end)
             if ms.__class__ is float:
-                return ms  # type: ignore[return-value]
+                return float(ms)
             self.fail(int(ms), "cuEventElapsedTime")
         ev = self._events
         status, ms = self.driver.cuEventElapsedTime(ev[start], ev[end])

@@ -55,7 +55,7 @@ class CuptiTracer:
         # CUDA-event device timestamps, joined to gpuwatch's region ids by external correlation
         self.events_enabled: bool | str = False
         # CUPTI correlation id -> (device timestamp, CUPTI stream id)
-        self._event_ts: dict[int, tuple[int, int]] = {}
+        self._event_ts: dict[int, tuple[int, int | None]] = {}  # corr -> (GPU ns, stream id)
         self.by_kind: dict[str, int] = {}  # raw records received, per CUPTI activity kind
         self._marked = 0
         self.sample: dict[str, str] = {}  # one raw record of each kind, for diagnosis

@@ -39,7 +39,10 @@ def nvml() -> Any:
 _pynvml: Any = None
 
 
-def _call(fn: Callable[..., Any], *args: Any) -> Any:
+def _call(fn: Callable[..., Any] | None, *args: Any) -> Any:
+    """fn(*args), NA (None) where NVML says unsupported (or pynvml lacks the function)."""
+    if fn is None:
+        return None
     n = nvml()
     try:
         return fn(*args)
@@ -244,8 +247,9 @@ def _device_info(index: int, h: Any) -> DeviceInfo:
 
     limit = _call(n.nvmlDeviceGetEnforcedPowerLimit, h)
     persist = _call(n.nvmlDeviceGetPersistenceMode, h)
-    supported = _call(getattr(n, "nvmlDeviceGetSupportedClocksEventReasons",
-                              getattr(n, "nvmlDeviceGetSupportedClocksThrottleReasons", None)), h)
+    get_supported = getattr(n, "nvmlDeviceGetSupportedClocksEventReasons",
+                            getattr(n, "nvmlDeviceGetSupportedClocksThrottleReasons", None))
+    supported = _call(get_supported, h) if get_supported is not None else None
     cuda = _call(n.nvmlSystemGetCudaDriverVersion)
     facts = {
         "nvml_index": index,
@@ -257,7 +261,8 @@ def _device_info(index: int, h: Any) -> DeviceInfo:
         "sm_default_app_mhz": clock(n.nvmlDeviceGetDefaultApplicationsClock, n.NVML_CLOCK_SM),
         "power_limit_w": None if limit is NA else limit / 1000.0,
         "persistence_mode": None if persist is NA else bool(persist),
-        "supported_clock_event_reasons": None if supported is NA else int(supported),
+        "supported_clock_event_reasons": (None if supported is NA or supported is None
+                                          else int(supported)),
     }
     return DeviceInfo(
         index=index,

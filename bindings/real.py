@@ -46,7 +46,7 @@ class RealBackend:
         elif sample_gpus == "all":
             indices = [own] + [i for i in range(nvml.device_count()) if i != own]
         else:
-            listed = [int(i) for i in sample_gpus]  # type: ignore[union-attr]
+            listed = [int(i) for i in sample_gpus]
             indices = [own] + [i for i in listed if i != own]
         self.telemetry = nvml.open_telemetry(indices)  # the inference GPU first
         self.telemetry_factory = ("gpuwatch.bindings.nvml:open_telemetry", (indices,))

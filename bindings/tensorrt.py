@@ -36,7 +36,7 @@ def _trt() -> Any:
 def _logger(trt: Any) -> Any:
     """A TensorRT logger that keeps the messages, so a failure can say what TensorRT said."""
 
-    class Log(trt.ILogger):  # type: ignore[misc, name-defined]
+    class Log(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.messages: list[str] = []

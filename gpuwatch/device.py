@@ -100,13 +100,23 @@ class Engine(Protocol):
 class Backend(Protocol):
     """Everything one recording needs from a device: clock, telemetry, timing, engines."""
 
-    clock: Clock
-    telemetry: Sequence[Telemetry]
-    runtime: Runtime
-    simulated: bool
+    # (read-only members: a backend's own clock or runtime class satisfies them)
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def telemetry(self) -> Sequence[Telemetry]: ...
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    @property
+    def simulated(self) -> bool: ...
+
     # How the sampler process rebuilds `telemetry`: ("module:function", JSON-able args); None
     # where telemetry cannot leave this process (the simulated GPU's virtual clock).
-    telemetry_factory: tuple[str, tuple[Any, ...]] | None
+    @property
+    def telemetry_factory(self) -> tuple[str, tuple[Any, ...]] | None: ...
 
     def engine(self, spec: str, stream: Any, cuda_graph: bool = False, **options: Any) -> Engine: ...
 

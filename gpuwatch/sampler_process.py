@@ -258,7 +258,8 @@ def _open(cfg: dict[str, Any]) -> tuple[Any, Any, mmap.mmap]:
     if cfg.get("host_thread"):  # the recording thread's run-queue wait (hoststat)
         from .hoststat import HostStat
 
-        host = HostStat(*cfg["host_thread"], slow_every=max(1, round(cfg["hz"]))).read
+        pid, tid = cfg["host_thread"]
+        host = HostStat(int(pid), int(tid), slow_every=max(1, round(cfg["hz"]))).read
     sampler = Sampler(telemetry, clock, writer.add, hz=cfg["hz"], costly_hz=cfg["costly_hz"],
                       is_paused=lambda: ctl[0] == 1, host=host, own_pid=cfg["parent_pid"])
     sampler.start()

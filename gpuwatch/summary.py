@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .analysis.columns import floats
 from .trace import Trace
 
 EARLY_ITERS = 50  # the seed's layering starts after ~50-60 iterations
@@ -33,8 +34,8 @@ def condition_summary(trace: Trace) -> pd.DataFrame:
     rows = []
     for (name, cond), g in merged.groupby(["name", "condition"], sort=False):
         g = g.sort_values("iteration")
-        lat = g["gpu_ms"].to_numpy(dtype=float)
-        clk = g["sm_clock_mhz"].dropna().to_numpy(dtype=float)
+        lat = g["gpu_ms"].pipe(floats)
+        clk = g["sm_clock_mhz"].dropna().pipe(floats)
         early = float(np.median(lat[:EARLY_ITERS]))
         late = float(np.median(lat[-LATE_ITERS:]))
         p50, p90, p99 = np.percentile(lat, [50, 90, 99])

@@ -46,10 +46,19 @@ def flat_trace(tmp_path_factory: pytest.TempPathFactory) -> gpuwatch.Trace:
                       gaps=(0.0, 20.0))
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(autouse=True)
 def no_leftover_recording():
-    """Fail any test that leaves a session open or a sampler thread running."""
+    """Fail any test that leaves a session open or a sampler thread running, or that writes a
+    trace under its default name into the repository (run such a command in tmp_path)."""
+    before = set(ROOT.glob("gpuwatch-*.parquet*"))
     yield
+    stray = set(ROOT.glob("gpuwatch-*.parquet*")) - before
+    for p in stray:
+        p.unlink() if p.is_file() else None
+    assert not stray, f"test wrote {sorted(p.name for p in stray)} into the repository"
     leftover = session_mod._active
     threads = [t.name for t in threading.enumerate()
                if t.name.startswith("gpuwatch-") and t.is_alive()]

@@ -85,7 +85,12 @@ def assert_clean(code: int, err: str) -> None:
 def test_record_command_lines(argv):
     with tempfile.TemporaryDirectory() as d:
         argv = [x.replace("OUT", f"{d}/t.parquet").replace("DIR", d) for x in argv]
-        code, err = run_cli(RecordCommand(), argv)
+        here = os.getcwd()
+        os.chdir(d)  # (a command line without --out writes its default name here, not in the repo)
+        try:
+            code, err = run_cli(RecordCommand(), argv)
+        finally:
+            os.chdir(here)
         assert_clean(code, err)
         if code == 0:
             out = argv[len(argv) - 1 - argv[::-1].index("--out") + 1] if "--out" in argv \

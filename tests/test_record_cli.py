@@ -161,3 +161,37 @@ def test_keepalive_work_runs_in_the_gaps_only(tmp_path):
     starts = ka["start_ns"].to_numpy()
     for a, b in zip(inside["start_ns"], inside["end_ns"]):
         assert not ((starts > a) & (starts < b)).any()
+
+
+def test_version_short_flags_and_json_summary(tmp_path):
+    """--version on every command, -o/-q/-f as the long flags, record --json for scripts,
+    analyze -q for the one-line verdict."""
+    import json
+    import subprocess
+    import sys
+
+    import gpuwatch
+
+    def run(*argv):
+        return subprocess.run([sys.executable, *argv], capture_output=True, text=True,
+                              cwd=tmp_path)
+
+    for argv in (["-m", "gpuwatch.record", "--version"], ["-m", "gpuwatch.analyze", "-V"],
+                 ["-m", "gpuwatch", "--version"]):
+        r = run(*argv)
+        assert r.returncode == 0 and r.stdout.strip() == f"gpuwatch {gpuwatch.__version__}"
+    out = tmp_path / "r.parquet"
+    r = run("-m", "gpuwatch.record", "--device", "sim:t4", "--gap", "0,20", "--iters", "80",
+            "-o", str(out), "-q", "--json")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    assert j["trace"] == str(out) and j["simulated"] and j["status"] == "complete"
+    assert [(s["engine"], s["condition"], s["n"]) for s in j["summary"]] == [
+        ("builtin:small", "gap=0ms", 80), ("builtin:small", "gap=20ms", 80)]
+    r = run("-m", "gpuwatch.record", "--device", "sim:t4", "--iters", "5", "-o", str(out), "-q")
+    assert r.returncode == 2 and "--force" in r.stderr  # (refuses to overwrite)
+    r = run("-m", "gpuwatch.record", "--device", "sim:t4", "--iters", "5", "-o", str(out), "-q",
+            "-f")
+    assert r.returncode == 0 and r.stdout == ""
+    r = run("-m", "gpuwatch.analyze", "-q", str(out))
+    assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 1

@@ -316,13 +316,16 @@ def test_without_tensorrt_installed_the_error_names_the_package(tmp_path):
 
 def test_cli_tensorrt_flags_on_sim_are_clear_errors(tmp_path, plan):
     r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device", "sim:t4",
-                        "--engine", str(plan), "--iters", "3"], capture_output=True, text=True)
+                        "--engine", str(plan), "--iters", "3"], capture_output=True, text=True,
+                       cwd=tmp_path)
     assert r.returncode == 2 and "cannot run on a simulated GPU" in r.stderr
     r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device", "sim:t4", "--onnx",
-                        "m.onnx", "--precision", "fp8"], capture_output=True, text=True)
+                        "m.onnx", "--precision", "fp8"], capture_output=True, text=True,
+                       cwd=tmp_path)
     assert r.returncode == 2 and "invalid choice: 'fp8'" in r.stderr
     r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device", "sim:t4",
-                        "--binding", "opencl"], capture_output=True, text=True)
+                        "--binding", "opencl"], capture_output=True, text=True,
+                       cwd=tmp_path)
     assert r.returncode == 2 and "invalid choice: 'opencl'" in r.stderr
 
 

@@ -360,7 +360,8 @@ class SimTelemetry:
         gpu = self.gpu
         t = gpu.clock.now_ns()
         other = gpu.cotenant(t) if gpu.cotenant is not None else 0.0
-        own = max(0.0, gpu.read()["gpu_util_pct"] - 100.0 * other)
+        util: Any = gpu.read()["gpu_util_pct"]
+        own = max(0.0, float(util) - 100.0 * other)
         out = [{"pid": os.getpid(), "used_mib": 1250.0, "sm_util_pct": own,
                 "mem_util_pct": 0.4 * own}]
         if other:
@@ -497,7 +498,7 @@ def _sampled(index: int, gpus: int, sample_gpus: str | Sequence[int] | None) -> 
     """The GPUs to sample, the inference GPU first (as RealBackend orders them)."""
     if sample_gpus in (None, "", "self"):
         return [index]
-    listed = range(gpus) if sample_gpus == "all" else [int(i) for i in sample_gpus]  # type: ignore[union-attr]
+    listed = range(gpus) if sample_gpus == "all" else [int(i) for i in sample_gpus]
     bad = [i for i in listed if not 0 <= i < gpus]
     if bad:
         raise UsageError(f"there is no GPU {bad[0]}: this simulated machine has {gpus} "

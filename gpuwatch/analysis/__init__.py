@@ -25,6 +25,7 @@ from ..errors import UsageError
 from ..summary import EARLY_ITERS, LATE_ITERS
 from ..trace import Trace, load
 from .attribution import attribute
+from .columns import floats
 from .clock import COLUMNS as CLOCK_COLUMNS
 from .clock import compare as compare_clocks
 from .layers import Layers, detect
@@ -151,7 +152,7 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
             for cond, rows in eng.groupby("condition", sort=False):
                 if not rows["iteration"].is_monotonic_increasing:
                     rows = rows.sort_values("iteration", kind="stable")
-                lay = detect(rows["gpu_ms"].to_numpy(float), rows["iteration"].to_numpy())
+                lay = detect(rows["gpu_ms"].pipe(floats), rows["iteration"].to_numpy())
                 details[(ti, name, cond)] = lay
                 ref, tgt, ref_label = _groups(rows, lay, base_rows, cond, base_cond,
                                               only_condition=eng["condition"].nunique() == 1)
@@ -204,7 +205,7 @@ def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str]:
     """The measured rows analysis can use, and a sentence on those it cannot: a latency that
     is missing, infinite or not positive is no measurement; a call that raised is no
     inference."""
-    ms = inf["gpu_ms"].to_numpy(dtype="float64", na_value=np.nan)
+    ms = inf["gpu_ms"].pipe(floats)
     bad = ~np.isfinite(ms) | (ms <= 0)
     raised = inf["error"].notna().to_numpy() if "error" in inf else np.zeros(len(inf), bool)
     # A row OUTLIER_RATIO times its engine and condition's median is not the same inference
@@ -212,7 +213,7 @@ def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str]:
     # stall or broken data, reported apart so that a handful cannot flip a verdict.
     ok = ~(bad | raised)
     med = pd.Series(np.where(ok, ms, np.nan), index=inf.index).groupby(
-        [inf["name"], inf["condition"]], dropna=False).transform("median").to_numpy(float)
+        [inf["name"], inf["condition"]], dropna=False).transform("median").pipe(floats)
     outlier = ok & (ms > OUTLIER_RATIO * med)
     if not (bad | raised | outlier).any():
         return inf, ""
@@ -535,7 +536,7 @@ def _span_table(m: pd.DataFrame, ti: int) -> pd.DataFrame:
     sp = m[(m["kind"] == "span") & ~m["warmup"].astype(bool)]
     rows = []
     for (name, cond), g in sp.groupby(["name", "condition"], sort=False, dropna=False):
-        x = g["gpu_ms"].to_numpy(float)
+        x = g["gpu_ms"].pipe(floats)
         med = float(np.median(x))
         mad = float(1.4826 * np.median(np.abs(x - med)))
         spikes = int((x > med + max(10 * mad, 0.5 * med)).sum())

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ..fields import ClockEventReason
+from .columns import floats
 
 THROTTLE_MASK = int(ClockEventReason.SW_POWER_CAP | ClockEventReason.HW_SLOWDOWN
                     | ClockEventReason.SW_THERMAL_SLOWDOWN | ClockEventReason.HW_THERMAL_SLOWDOWN
@@ -63,20 +64,20 @@ class _Rows:
     """One group's regressors as arrays: y, X (columns REGRESSORS), throttled flags."""
 
     def __init__(self, df: pd.DataFrame):
-        y = df["gpu_ms"].to_numpy(float)
-        X = np.column_stack([1000.0 / df["sm_clock_mhz_mean"].to_numpy(float),
-                             1000.0 / df["mem_clock_mhz_mean"].to_numpy(float),
-                             df["enqueue_ms"].to_numpy(float)])
+        y = df["gpu_ms"].pipe(floats)
+        X = np.column_stack([1000.0 / df["sm_clock_mhz_mean"].pipe(floats),
+                             1000.0 / df["mem_clock_mhz_mean"].pipe(floats),
+                             df["enqueue_ms"].pipe(floats)])
         thr = (df["reasons_any"].to_numpy(np.int64) & THROTTLE_MASK) != 0
-        busy = (df["busy_ms"].to_numpy(float) if "busy_ms" in df
+        busy = (df["busy_ms"].pipe(floats) if "busy_ms" in df
                 else np.full(len(df), np.nan))
-        idle = (df["idle_inside_ms"].to_numpy(float) if "idle_inside_ms" in df
+        idle = (df["idle_inside_ms"].pipe(floats) if "idle_inside_ms" in df
                 else np.full(len(df), np.nan))
-        excess = (df["util_excess_pct"].to_numpy(dtype="float64", na_value=np.nan)
+        excess = (df["util_excess_pct"].pipe(floats)
                   if "util_excess_pct" in df else np.full(len(df), np.nan))
-        wait = (df["host_wait_ms"].to_numpy(dtype="float64", na_value=np.nan)
+        wait = (df["host_wait_ms"].pipe(floats)
                 if "host_wait_ms" in df else np.full(len(df), np.nan))
-        others = (df["other_processes"].to_numpy(dtype="float64", na_value=np.nan)
+        others = (df["other_processes"].pipe(floats)
                   if "other_processes" in df else np.full(len(df), np.nan))
         # A regressor with no value at all in these rows (no telemetry: sampler off or lost)
         # is missing, not a reason to drop every row: it takes no part in the fit.

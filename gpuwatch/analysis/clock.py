@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .columns import floats
+
 COLUMNS = ["trace", "regions", "inband_mhz_p50", "nvml_mhz_p50", "abs_diff_mhz_p50",
            "abs_diff_mhz_p90", "abs_diff_mhz_max", "abs_diff_pct_p90"]
 
@@ -17,8 +19,8 @@ def compare(merged: pd.DataFrame, trace: int) -> pd.DataFrame:
     if merged.empty or "sm_clock_inband_mhz" not in merged:
         return pd.DataFrame(columns=COLUMNS)
     m = merged[~merged["warmup"].astype(bool)]
-    inband = m["sm_clock_inband_mhz"].to_numpy(dtype="float64", na_value=np.nan)
-    nvml = m["sm_clock_nvml_mhz_mean"].to_numpy(dtype="float64", na_value=np.nan)
+    inband = m["sm_clock_inband_mhz"].pipe(floats)
+    nvml = m["sm_clock_nvml_mhz_mean"].pipe(floats)
     both = ~np.isnan(inband) & ~np.isnan(nvml)
     if not both.any():
         return pd.DataFrame(columns=COLUMNS)

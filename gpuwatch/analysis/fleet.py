@@ -30,6 +30,7 @@ import pyarrow.dataset as ds
 from ..errors import TraceFormatError, UsageError
 from ..summary import EARLY_ITERS, LATE_ITERS
 from ..trace import META_KEY, SCHEMA_VERSION
+from .columns import floats
 
 PARTITIONS = ("host", "gpu_model", "run")
 _BINS_PER_DECADE = 200
@@ -147,7 +148,7 @@ def fleet(root: str | os.PathLike[str],
             acc = accs.get(key)
             if acc is None:
                 acc = accs[key] = _Acc(gap_ms=float(g["gap_ms"].iloc[0]))
-            acc.add(g["iteration"].to_numpy(np.float64), g["gpu_ms"].to_numpy(np.float64))
+            acc.add(g["iteration"].pipe(floats), g["gpu_ms"].pipe(floats))
         if progress is not None:
             seen.update(df["__filename"].unique())
             progress(len(seen), len(good))

@@ -180,8 +180,8 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
     # between only if long (short ones are the steps of a ramp); a level counts only if clearly
     # apart from the previous one counted.
     counted: list[float] = []
-    for i, (a, b, lv) in enumerate(merged):
-        if 0 < i < len(merged) - 1 and b - a < MIN_LEVEL:
+    for i, (s0, s1, lv) in enumerate(merged):
+        if 0 < i < len(merged) - 1 and s1 - s0 < MIN_LEVEL:
             continue
         if not counted or abs(lv - counted[-1]) > counted[-1] * REL_THRESHOLD + 3 * sigma:
             counted.append(lv)
@@ -193,9 +193,9 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
     # plateau included) is the layering, not an episode.
     episodes = []
     run: list[int] | None = None  # [start index, end index) into x
-    for i, (a, b, lv) in enumerate(merged):
+    for i, (s0, s1, lv) in enumerate(merged):
         if i > 0 and (lv > thresh or lv < lo_thresh):
-            run = [int(a), int(b)] if run is None else [run[0], int(b)]
+            run = [int(s0), int(s1)] if run is None else [run[0], int(s1)]
             continue
         if run is not None and run[1] - run[0] >= MIN_LEVEL:
             episodes.append((int(it[run[0]]), int(it[run[1] - 1]),

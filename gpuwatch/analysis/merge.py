@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..region import event_tag
 from ..trace import Trace
+from .columns import floats
 
 WINDOW_FIELDS = ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c")
 START_FIELDS = ("pstate", "gpu_util_pct")
@@ -62,7 +63,7 @@ def merge(trace: Trace) -> pd.DataFrame:
         impossible += int(samples["t_ns"].isna().sum())
         samples = samples.dropna(subset=["t_ns"])
     if "sm_clock_inband_mhz" in inf:
-        v = inf["sm_clock_inband_mhz"].to_numpy(dtype="float64", na_value=np.nan)
+        v = inf["sm_clock_inband_mhz"].pipe(floats)
         bad = ~np.isnan(v) & ~((v >= INBAND_BOUNDS[0]) & (v <= INBAND_BOUNDS[1]))
         if bad.any():
             impossible += int(bad.sum())
@@ -161,7 +162,7 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> tuple[dict[str, np.ndar
     # clock itself, over exactly the region), else NVML's readings in its window (a value the
     # driver refreshes every ~100 ms on an H100). NVML's is kept beside it.
     cols["sm_clock_nvml_mhz_mean"] = nvml = cols["sm_clock_mhz_mean"]
-    inband = (rows["sm_clock_inband_mhz"].to_numpy(dtype="float64", na_value=np.nan)
+    inband = (rows["sm_clock_inband_mhz"].pipe(floats)
               if "sm_clock_inband_mhz" in rows else np.full(len(rows), np.nan))
     has_inband = ~np.isnan(inband)
     cols["sm_clock_mhz_mean"] = np.where(has_inband, inband, nvml)
@@ -176,11 +177,11 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> tuple[dict[str, np.ndar
     prev_end = np.concatenate([[np.iinfo(np.int64).min], np.maximum.accumulate(end)[:-1]])
     idle = (start - prev_end) / 1e6
     cols["idle_before_ms"] = np.where(prev_end == np.iinfo(np.int64).min, np.nan, np.maximum(idle, 0.0))
-    host_start = rows["host_start_ns"].to_numpy(dtype="float64", na_value=np.nan)
-    cols["enqueue_ms"] = (rows["host_enqueued_ns"].to_numpy(dtype="float64", na_value=np.nan)
+    host_start = rows["host_start_ns"].pipe(floats)
+    cols["enqueue_ms"] = (rows["host_enqueued_ns"].pipe(floats)
                           - host_start) / 1e6
     cols["launch_ms"] = (start - host_start) / 1e6
-    cols["wake_ms"] = (rows["host_end_ns"].to_numpy(dtype="float64", na_value=np.nan) - end) / 1e6
+    cols["wake_ms"] = (rows["host_end_ns"].pipe(floats) - end) / 1e6
     return cols, impossible
 
 
@@ -195,9 +196,9 @@ def _host_wait(smp: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
     if len(w) < 2:
         return np.full(n, np.nan)
     t = w["t_ns"].to_numpy(np.int64)
-    v = w["host_wait_ns"].to_numpy(np.float64)
-    a = rows["host_start_ns"].to_numpy(dtype="float64", na_value=np.nan)
-    b = rows["host_enqueued_ns"].to_numpy(dtype="float64", na_value=np.nan)
+    v = w["host_wait_ns"].pipe(floats)
+    a = rows["host_start_ns"].pipe(floats)
+    b = rows["host_enqueued_ns"].pipe(floats)
     out = (np.interp(b, t, v) - np.interp(a, t, v)) / 1e6
     covered = (a >= t[0]) & (b <= t[-1])
     return np.where(covered & np.isfinite(a) & np.isfinite(b), np.maximum(out, 0.0), np.nan)
@@ -219,17 +220,17 @@ def _others(rows: pd.DataFrame, procs: pd.DataFrame) -> dict[str, np.ndarray]:
     own = p["own"].astype(bool)
     if own.any():
         others = p[~own]
-        count = others.groupby("t_ns").size().reindex(times, fill_value=0).to_numpy(float)
-        sm = others.groupby("t_ns")["sm_util_pct"].sum(min_count=1).reindex(times).to_numpy(float)
+        count = others.groupby("t_ns").size().reindex(times, fill_value=0).pipe(floats)
+        sm = others.groupby("t_ns")["sm_util_pct"].sum(min_count=1).reindex(times).pipe(floats)
         top = (others.sort_values("sm_util_pct", ascending=False, na_position="last")
-               .groupby("t_ns")["pid"].first().reindex(times).to_numpy(float))
+               .groupby("t_ns")["pid"].first().reindex(times).pipe(floats))
     else:
         # The recording process, which had a context on this GPU, is never on NVML's list:
         # NVML gives PIDs of another PID namespace (a container without the host's). Which
         # listed process is this program cannot be told, so one per reading is taken as its
         # own: the count of others is the list's length less one; their pids and SM share NA.
         count = np.maximum(p.groupby("t_ns").size().reindex(times, fill_value=0)
-                           .to_numpy(float) - 1, 0)
+                           .pipe(floats) - 1, 0)
         sm = top = np.full(times.size, np.nan)
     start = rows["start_ns"].to_numpy(np.int64)
     i = np.searchsorted(times, start, side="right") - 1
@@ -276,7 +277,7 @@ def _tighten(inf: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
     times = ev["start_ns"].to_numpy(np.int64)
     tags, first = np.unique(tags, return_index=True)  # sorted; the first record of a tag wins
     times = times[first]
-    rid = inf["region_id"].to_numpy(dtype="float64", na_value=np.nan)
+    rid = inf["region_id"].pipe(floats)
     ok = ~np.isnan(rid)
     r = rid[ok].astype(np.int64)
 
@@ -328,7 +329,7 @@ def _decompose(rows: pd.DataFrame, kernels: pd.DataFrame) -> dict[str, np.ndarra
     busy = np.where(has, dur[np.maximum(i1, i0)] - dur[i0]
                     - np.maximum(0, a - ks[j0]) - np.maximum(0, ke[j1] - b), 0)
     window = (b - a).astype(float)
-    host = rows["host_start_ns"].to_numpy(dtype="float64", na_value=np.nan)
+    host = rows["host_start_ns"].pipe(floats)
     return {
         "kernel_count": count.astype(float),
         "busy_ms": busy / 1e6,

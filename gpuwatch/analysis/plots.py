@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import UsageError
 from . import Analysis
+from .columns import floats
 
 
 def _plt() -> Any:
@@ -41,7 +42,7 @@ def latency_vs_iteration(a: Analysis, ti: int = 0) -> Any:
     rows = int(np.ceil(len(groups) / cols)) or 1
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), squeeze=False,
                              layout="constrained")
-    clk = m["sm_clock_mhz_mean"].to_numpy(float)
+    clk = m["sm_clock_mhz_mean"].pipe(floats)
     vmin, vmax = (np.nanmin(clk), np.nanmax(clk)) if np.isfinite(clk).any() else (0, 1)
     if vmax - vmin < 10:  # a steady clock (the in-band one reads it to a thousandth of a MHz)
         vmin, vmax = (vmin + vmax) / 2 - 5, (vmin + vmax) / 2 + 5
@@ -115,7 +116,8 @@ def telemetry_timeline(a: Analysis, ti: int = 0) -> Any | None:
         m = m[(m["name"] == row["engine"]) & (m["condition"] == row["condition"])]
     lay = a.details.get((ti, m["name"].iloc[0], m["condition"].iloc[0]))
     m = m.sort_values("iteration")
-    center = lay.onset_iter if lay is not None and lay.layered else int(m["iteration"].median())
+    center = (lay.onset_iter if lay is not None and lay.layered and lay.onset_iter is not None
+              else int(m["iteration"].median()))
     win = m[(m["iteration"] >= center - 60) & (m["iteration"] <= center + 120)]
     t0, t1 = int(win["start_ns"].min()), int(win["end_ns"].max())
     tr = a.traces[ti]
@@ -123,13 +125,13 @@ def telemetry_timeline(a: Analysis, ti: int = 0) -> Any | None:
     plt = _plt()
     fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(9, 6), sharex=True, layout="constrained")
     ts = (s["t_ns"].to_numpy(np.int64) - t0) / 1e9
-    ax1.step(ts, s["sm_clock_mhz"].to_numpy(float), where="post", label="SM")
+    ax1.step(ts, s["sm_clock_mhz"].pipe(floats), where="post", label="SM")
     ax1.set_ylabel("clock (MHz)")
     p = s.dropna(subset=["power_w"])
-    ax2.plot((p["t_ns"].to_numpy(np.int64) - t0) / 1e9, p["power_w"].to_numpy(float), lw=0.8)
+    ax2.plot((p["t_ns"].to_numpy(np.int64) - t0) / 1e9, p["power_w"].pipe(floats), lw=0.8)
     ax2.set_ylabel("power (W)")
     starts = (win["start_ns"].to_numpy(np.int64) - t0) / 1e9
-    ax3.vlines(starts, 0, win["gpu_ms"].to_numpy(float), lw=1.2)
+    ax3.vlines(starts, 0, win["gpu_ms"].pipe(floats), lw=1.2)
     ax3.set_ylabel("latency (ms)")
     ax3.set_xlabel("time (s)")
     fig.suptitle(f"Telemetry around iteration {center} of {m['condition'].iloc[0]}")

@@ -26,8 +26,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def make_parser(command: Command, prog: str | None = None) -> argparse.ArgumentParser:
+    from .._version import __version__
+
     parser = _Parser(prog=prog or f"python -m gpuwatch.{command.name}",
                      description=command.description)
+    parser.add_argument("-V", "--version", action="version", version=f"gpuwatch {__version__}")
     command.prepare_parser(parser)
     return parser
 
@@ -56,6 +59,11 @@ def entry(argv: Sequence[str] | None = None) -> int:
     commands: dict[str, Command] = {c.name: c for c in (RecordCommand(), AnalyzeCommand(),
                                                         FinishCommand())}
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-V"], ["--version"]):
+        from .._version import __version__
+
+        print(f"gpuwatch {__version__}")
+        return 0
     if not argv or argv[0] not in commands:
         names = ", ".join(commands)
         if argv and argv[0] in ("-h", "--help"):

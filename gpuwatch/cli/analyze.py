@@ -22,6 +22,8 @@ class AnalyzeCommand:
                             "or one directory of traces (a fleet dataset): streamed, answered "
                             "per GPU model and gap")
         p.add_argument("--json", action="store_true", help="print JSON instead of the summary")
+        p.add_argument("-q", "--quiet", action="store_true",
+                       help="print the overall verdict only (one line)")
         p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
         p.add_argument("--png", metavar="DIR", help="write the plots as PNG files into DIR")
         p.add_argument("--perfetto", metavar="FILE",
@@ -65,6 +67,9 @@ class AnalyzeCommand:
         except OSError as e:  # read-only filesystem, full disk, permissions
             raise UsageError(f"cannot write the report to {e.filename or 'its file'}: "
                              f"{e.strerror or e}; pick another place") from e
+        if args.quiet and not args.json:
+            print(a.verdict)
+            return 0
         sys.stdout.write((JsonRenderer() if args.json else TextRenderer()).render(a))
         if not args.json:
             for what, path in (("html", args.html), ("png", args.png),

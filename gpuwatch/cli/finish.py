@@ -21,7 +21,7 @@ class FinishCommand:
         p.add_argument("partial", metavar="OUT.partial", help="the unfinished recording")
         p.add_argument("out", nargs="?", metavar="OUT",
                        help="trace file to write (default: the name without .partial)")
-        p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+        p.add_argument("-f", "--force", action="store_true", help="replace OUT if it exists")
 
     def run(self, args: argparse.Namespace) -> int:
         partial = Path(args.partial)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -162,16 +163,19 @@ class RecordCommand:
         p.add_argument("--sample-gpus", default=None, metavar="all|I,J",
                        help="GPUs to sample besides the one running inference: all, or NVML "
                             "indices")
-        p.add_argument("--out", default=None,
+        p.add_argument("-o", "--out", default=None,
                        help="trace file to write (default: gpuwatch-DATE-TIME.parquet); an "
                             "existing one is not replaced unless --force")
-        p.add_argument("--force", action="store_true",
+        p.add_argument("-f", "--force", action="store_true",
                        help="replace the --out trace if it exists")
         p.add_argument("--dataset", metavar="DIR", default=None,
                        help="write into a hive-partitioned fleet dataset instead: "
                             "DIR/host=H/gpu_model=M/run=R/trace.parquet")
         p.add_argument("--seed", type=int, default=0, help="random seed (simulated GPUs)")
-        p.add_argument("--quiet", action="store_true", help="print no progress or summary")
+        p.add_argument("-q", "--quiet", action="store_true", help="print no progress or summary")
+        p.add_argument("--json", action="store_true",
+                       help="print the summary as JSON (trace path, one record per engine and "
+                            "condition) instead of the table")
 
     def run(self, args: argparse.Namespace) -> int:
         if args.out is not None and not args.out.strip():
@@ -207,13 +211,20 @@ class RecordCommand:
             elif path.exists():
                 print(f"{what}: what was recorded is in {path}", file=sys.stderr)
             raise
-        if not args.quiet:
+        if args.json or not args.quiet:
             # only what the summary needs: an hour at 1 kHz is millions of sample rows
             tr = load(s.out, columns={"samples": ["sm_clock_mhz"], "kernels": [],
                                       "driver_samples": [], "events": []})
-            print(format_summary(condition_summary(tr)))
-            sim = " (simulated GPU)" if tr.simulated else ""
-            print(f"trace: {s.out}{sim}")
+            summary = condition_summary(tr)
+            if args.json:
+                print(json.dumps({"trace": str(s.out), "simulated": tr.simulated,
+                                  "status": tr.meta.get("status"),
+                                  "summary": json.loads(summary.to_json(orient="records"))},
+                                 indent=1))
+            else:
+                print(format_summary(summary))
+                sim = " (simulated GPU)" if tr.simulated else ""
+                print(f"trace: {s.out}{sim}")
         return 0
 
     def _record(self, args: argparse.Namespace, out: str, conditions: list[Condition],
