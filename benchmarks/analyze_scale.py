@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gpuwatch.trace import META_KEY, ROW_GROUP_ROWS, SCHEMA, SCHEMA_VERSION
+from gpuwatch.trace import (KIND, META_KEY, ROW_GROUP_ROWS, SCHEMA, SCHEMA_VERSION, STRING_COLUMNS,
+                            TIME_COLUMNS)
 
 GAPS = (0.0, 5.0, 10.0, 20.0, 50.0)
 
@@ -31,7 +32,7 @@ GAPS = (0.0, 5.0, 10.0, 20.0, 50.0)
 def _table(name: str, cols: dict[str, np.ndarray | list], n: int) -> pa.Table:
     arrays = []
     for f in SCHEMA:
-        if f.name == "table":
+        if f.name == KIND:
             arrays.append(pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)),
                                                          pa.array([name])))
         elif f.name in cols:
@@ -79,8 +80,10 @@ def make(path: Path, n_inf: int, n_smp: int, seed: int = 0) -> None:
     meta = {"format": "gpuwatch-trace", "schema_version": SCHEMA_VERSION, "simulated": True,
             "status": "complete", "devices": [{"index": 0, "name": "synthetic", "simulated": True}],
             "options": {"synthetic": True, "inferences": n_inf, "samples": n_smp}}
+    # (as gpuwatch writes a trace: trace._merge_chunks)
     with pq.ParquetWriter(path, SCHEMA.with_metadata({META_KEY: json.dumps(meta)}),
-                          compression="zstd") as w:
+                          compression="zstd", use_dictionary=[KIND, *STRING_COLUMNS],
+                          column_encoding={c: "DELTA_BINARY_PACKED" for c in TIME_COLUMNS}) as w:
         w.write_table(inf, row_group_size=ROW_GROUP_ROWS)
         w.write_table(smp, row_group_size=ROW_GROUP_ROWS)
 

@@ -32,8 +32,8 @@ import sys, duckdb
 p = sys.argv[1]
 con = duckdb.connect()
 print(con.sql(f'''
-WITH inf AS (SELECT t_ns, condition, gpu_ms FROM read_parquet('{p}') WHERE "table" = 'inferences'),
-     smp AS (SELECT t_ns, sm_clock_mhz FROM read_parquet('{p}') WHERE "table" = 'samples')
+WITH inf AS (SELECT t_ns, condition, gpu_ms FROM read_parquet('{p}') WHERE table_name = 'inferences'),
+     smp AS (SELECT t_ns, sm_clock_mhz FROM read_parquet('{p}') WHERE table_name = 'samples')
 SELECT condition, median(gpu_ms) AS gpu_ms_p50, median(sm_clock_mhz) AS sm_clock_p50, count(*) AS n
 FROM inf ASOF JOIN smp ON inf.t_ns >= smp.t_ns GROUP BY condition ORDER BY condition
 ''').fetchall())
@@ -41,8 +41,8 @@ FROM inf ASOF JOIN smp ON inf.t_ns >= smp.t_ns GROUP BY condition ORDER BY condi
 
 PANDAS = """
 import sys, pandas as pd, pyarrow.parquet as pq, pyarrow.compute as pc
-t = pq.read_table(sys.argv[1], columns=["table", "t_ns", "condition", "gpu_ms", "sm_clock_mhz"])
-kind = t["table"].cast("string")
+t = pq.read_table(sys.argv[1], columns=["table_name", "t_ns", "condition", "gpu_ms", "sm_clock_mhz"])
+kind = t["table_name"].cast("string")
 inf = t.filter(pc.equal(kind, "inferences")).select(["t_ns", "condition", "gpu_ms"]).to_pandas()
 smp = t.filter(pc.equal(kind, "samples")).select(["t_ns", "sm_clock_mhz"]).to_pandas()
 del t

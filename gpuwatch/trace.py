@@ -39,12 +39,17 @@ import pyarrow.parquet as pq
 from .errors import TraceFormatError, TraceWriteError, UsageError
 from .fields import FIELDS
 
-SCHEMA_VERSION = 2  # v2: inferences.sm_clock_inband_mhz
+# v2: inferences.sm_clock_inband_mhz. v3: the discriminator column is `table_name` (was `table`,
+# a word SQL reserves), every column's unit is in its Arrow field metadata, and time columns are
+# delta-encoded. Every older trace keeps loading.
+SCHEMA_VERSION = 3
 META_KEY = b"gpuwatch"
 TABLES = ("inferences", "samples", "driver_samples", "kernels", "events", "processes")
 
+KIND = "table_name"  # which table a row belongs to
+LEGACY_KIND = "table"  # its name in schema v1-v2 traces and chunks
 _COMMON: list[tuple[str, pa.DataType]] = [
-    ("table", pa.dictionary(pa.int8(), pa.string())),
+    (KIND, pa.dictionary(pa.int8(), pa.string())),
     ("gpu", pa.int16()),  # device index within the run (metadata `devices`)
     ("t_ns", pa.int64()),  # the row's time: inference/kernel start, sample reading time
 ]
@@ -113,6 +118,31 @@ TABLE_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
 }
 
 
+# Units by name suffix (the telemetry fields carry their own, fields.FIELDS); in each field's
+# metadata as b"unit" (schema v3), so tools need not parse names.
+_SUFFIX_UNITS = (("_ns", "ns"), ("_ms", "ms"), ("_mhz", "MHz"), ("_w", "W"), ("_pct", "%"),
+                 ("_mib", "MiB"), ("_c", "degC"), ("_mj", "mJ"))
+# Times on the trace's time base: ns since the Unix epoch (see the metadata's `time_base`)
+TIME_COLUMNS = ("t_ns", "start_ns", "end_ns", "host_start_ns", "host_enqueued_ns", "host_end_ns")
+
+
+def _field(name: str, typ: pa.DataType) -> pa.Field:
+    units = {f.name: (f.unit, f.description) for f in FIELDS}
+    meta: dict[bytes, bytes] = {}
+    if name in units:
+        unit, what = units[name]
+        meta[b"description"] = what.encode()
+    else:
+        unit = next((u for suffix, u in _SUFFIX_UNITS if name.endswith(suffix)), "")
+    if name == "bytes":
+        unit = "bytes"
+    if unit:
+        meta[b"unit"] = unit.encode()
+    if name in TIME_COLUMNS:
+        meta[b"time_base"] = b"ns since the Unix epoch (UTC)"
+    return pa.field(name, typ, metadata=meta or None)
+
+
 def _union_schema() -> pa.Schema:
     cols: dict[str, pa.DataType] = dict(_COMMON)
     for table_cols in TABLE_COLUMNS.values():
@@ -120,15 +150,15 @@ def _union_schema() -> pa.Schema:
             if name in cols and cols[name] != typ:
                 raise AssertionError(f"column {name} has two types in the trace schema")
             cols.setdefault(name, typ)
-    return pa.schema(list(cols.items()))
+    return pa.schema([_field(n, t) for n, t in cols.items()])
 
 
 SCHEMA = _union_schema()
 # Each table's own columns (as typed in SCHEMA): what a chunk holds. Readers read chunks with
 # SCHEMA, which fills the other tables' columns with nulls; converting rows against 20 columns
 # instead of 50 halves the writer's time (it holds the recording process's GIL meanwhile).
-TABLE_SCHEMAS = {t: pa.schema([SCHEMA.field(n) for n in ["table"] + table_cols])
-                 for t, table_cols in ((t, [n for n, _ in _COMMON if n != "table"]
+TABLE_SCHEMAS = {t: pa.schema([SCHEMA.field(n) for n in [KIND] + table_cols])
+                 for t, table_cols in ((t, [n for n, _ in _COMMON if n != KIND]
                                         + [n for n, _ in cols])
                                        for t, cols in TABLE_COLUMNS.items())}
 
@@ -141,7 +171,7 @@ ROW_GROUP_ROWS = 65_536
 
 def table_columns(table: str) -> list[str]:
     """Column names of one table, common columns first."""
-    return [n for n, _ in _COMMON if n != "table"] + [n for n, _ in TABLE_COLUMNS[table]]
+    return [n for n, _ in _COMMON if n != KIND] + [n for n, _ in TABLE_COLUMNS[table]]
 
 
 MAX_PENDING_ROWS = 20_000  # rows waiting for the writer before producers wait for it
@@ -267,12 +297,12 @@ class ChunkWriter:
         parts = []
         if rows:
             for row in rows:
-                row["table"] = table
+                row[KIND] = table
             parts.append(pa.Table.from_pylist(rows, schema=schema))
         for cols in col_batches:
             n = len(next(iter(cols.values())))
             parts.append(pa.Table.from_arrays(
-                [_table_column(table, n, f.type) if f.name == "table" else
+                [_table_column(table, n, f.type) if f.name == KIND else
                  pa.array(cols[f.name], type=f.type) if f.name in cols else
                  pa.nulls(n, f.type) for f in schema], schema=schema))
         tbl = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
@@ -297,7 +327,7 @@ class ChunkWriter:
 
 
 def _table_column(table: str, n: int, typ: pa.DataType) -> pa.Array:
-    """The `table` column of a chunk: one dictionary value, n times."""
+    """The `table_name` column of a chunk: one dictionary value, n times."""
     return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int8)),
                                           pa.array([table], type=typ.value_type))
 
@@ -618,17 +648,22 @@ def _merge_chunks(partial_dir: Path, dest: Path, meta: dict[str, Any],
     files = _chunk_files(partial_dir)
     meta["rows"] = rows = {t: sum(pq.ParquetFile(f).metadata.num_rows for f in fs)
                            for t, fs in files.items()}
+    meta["schema_version"] = SCHEMA_VERSION  # (the file is written in this layout, whatever
+    # gpuwatch wrote the chunks: read_chunk brings older ones to it)
     schema = SCHEMA.with_metadata({META_KEY: json.dumps(meta, default=str).encode()})
     tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
     try:
         # Dictionary-encode only the string columns: the numeric ones gain nothing from it
         # but cost memory while a row group is built, and the file came out twice as big.
-        with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=STRING_COLUMNS) as w:
+        # Time columns delta-encoded: nearly a regular grid, they cost ~1 byte a row, not 8.
+        with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=STRING_COLUMNS,
+                              column_encoding={c: "DELTA_BINARY_PACKED"
+                                               for c in TIME_COLUMNS}) as w:
             for table, table_files in files.items():
                 pending: list[pa.Table] = []
                 n = 0
                 for f in table_files:
-                    t = pq.read_table(f, schema=SCHEMA)
+                    t = read_chunk(f)
                     pending.append(t)
                     n += t.num_rows
                     if n >= group_rows:
@@ -643,6 +678,25 @@ def _merge_chunks(partial_dir: Path, dest: Path, meta: dict[str, Any],
         if tmp.exists():
             tmp.unlink()
     return rows
+
+
+def read_chunk(path: Path) -> pa.Table:
+    """One chunk of a recording, as SCHEMA (columns it lacks read as nulls); a chunk written by
+    a gpuwatch before schema v3 has its `table` column renamed."""
+    names = pq.read_schema(path).names
+    if KIND in names or LEGACY_KIND not in names:
+        return pq.read_table(path, schema=SCHEMA)
+    return conform(pq.read_table(path))
+
+
+def conform(tbl: pa.Table) -> pa.Table:
+    """An Arrow table of trace rows in any schema version, as SCHEMA: the v1-v2 `table` column
+    renamed, missing columns as nulls, types as SCHEMA's."""
+    if LEGACY_KIND in tbl.column_names and KIND not in tbl.column_names:
+        tbl = tbl.rename_columns([KIND if c == LEGACY_KIND else c for c in tbl.column_names])
+    cols = [tbl[f.name].cast(f.type) if f.name in tbl.column_names
+            else pa.nulls(tbl.num_rows, f.type) for f in SCHEMA]
+    return pa.Table.from_arrays(cols, schema=SCHEMA)
 
 
 def _one_line(e: BaseException) -> str:
@@ -779,13 +833,21 @@ def _numpy_frame(pf: pq.ParquetFile, groups: list[int], name: str,
 def _split(tbl: pa.Table, columns: Columns | None = None,
            numpy_dtypes: Collection[str] = ()) -> dict[str, pd.DataFrame]:
     """Rows of every table from one Arrow table holding several (recovered chunks)."""
-    if "table" not in tbl.column_names:
-        raise TraceFormatError("trace has no 'table' column; it was not written by gpuwatch")
-    col = tbl["table"]
+    kind = _kind_column(tbl.column_names)
+    col = tbl[kind]
     if pa.types.is_dictionary(col.type):
         col = col.cast(pa.string())
     return {name: _to_frame(name, tbl.filter(pc.equal(col, name)), columns, numpy_dtypes)
             for name in TABLES}
+
+
+def _kind_column(names: Sequence[str]) -> str:
+    """The discriminator column's name: `table_name`, or `table` in a trace before v3."""
+    for kind in (KIND, LEGACY_KIND):
+        if kind in names:
+            return kind
+    raise TraceFormatError("trace has no 'table_name' (or 'table') column; it was not written "
+                           "by gpuwatch")
 
 
 CORE_COLUMNS = ("gpu", "t_ns", "kind", "name", "condition", "iteration", "gpu_ms", "start_ns",
@@ -797,13 +859,12 @@ def _read_file(pf: pq.ParquetFile, columns: Columns | None,
     """Each table from its own row groups with only its own columns, so an 11-million-row trace
     never materialises the union schema's null columns. Row-group statistics say which table a
     group holds (gpuwatch writes one table per group); a mixed group is read whole and split."""
-    if "table" not in pf.schema_arrow.names:
-        raise TraceFormatError("trace has no 'table' column; it was not written by gpuwatch")
+    kind = _kind_column(pf.schema_arrow.names)
     lacking = [c for c in CORE_COLUMNS if c not in pf.schema_arrow.names]
     if lacking:  # (columns added later read as NA; these every gpuwatch trace has had)
         raise TraceFormatError(f"trace lacks the column(s) {', '.join(lacking)} every gpuwatch "
                                f"trace has: it is damaged, or was not written by gpuwatch")
-    idx = pf.schema_arrow.get_field_index("table")
+    idx = pf.schema_arrow.get_field_index(kind)
     groups: dict[str, list[int]] = {t: [] for t in TABLES}
     mixed: list[int] = []
     for i in range(pf.num_row_groups):
@@ -904,7 +965,7 @@ def _load_partial(d: Path, columns: Columns | None = None,
     for files in _chunk_files(d).values():
         for f in files:
             try:
-                tables.append(pq.read_table(f, schema=SCHEMA))
+                tables.append(read_chunk(f))
             except (pa.ArrowInvalid, OSError):
                 skipped += 1
     warnings.warn(

@@ -42,7 +42,7 @@ def test_html_png_and_perfetto(t4_sweep, tmp_path):
     r = analyze(FIXTURE, "--html", html, "--png", png, "--perfetto", pf)
     assert r.returncode == 0, r.stderr
     page = html.read_text()
-    assert page.count("data:image/png;base64,") >= 3
+    assert "id='gw-plots'" in page and "uPlot" in page  # interactive, embedded
     assert "http://" not in page and "https://" not in page  # opens offline
     assert "no meaningful change" in page and "preprocess" in page
     assert {p.name for p in png.glob("*.png")} >= {"latency_vs_iteration_0.png",

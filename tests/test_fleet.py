@@ -72,7 +72,7 @@ def test_duckdb_and_dask_answer_the_same_fleet_question(fleet_root):
         sys.path.remove(str(FLEET_DIR))
     con = duckdb.connect()
     con.execute(f"SET file_search_path = '{fleet_root.parent}'")
-    ours = fleet(fleet_root).by_model_gap[["gpu_model", "gap_ms", "runs", "stable_ms"]]
+    ours = fleet(fleet_root).by_model_gap[["gpu_model", "engine", "gap_ms", "runs", "stable_ms"]]
     sql = con.sql((FLEET_DIR / "stable_latency.sql").read_text()).df()
     dask = stable_latency(str(fleet_root))
     for other in (sql, dask):

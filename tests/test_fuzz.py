@@ -233,7 +233,7 @@ def test_analysis_of_any_values_is_a_result_or_one_line(edits):
     import pyarrow.parquet as pq
 
     t = pq.read_table(value_trace())
-    table = np.array(t.column("table").to_pylist())
+    table = np.array(t.column("table_name").to_pylist())
     for col, start, share, value in edits:
         rows = np.nonzero(table == MUTABLE[col])[0]
         lo = int(start * len(rows))

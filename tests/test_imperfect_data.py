@@ -44,7 +44,7 @@ def _set(t: pa.Table, col: str, mask: np.ndarray, value) -> pa.Table:
 
 
 def _rows(t: pa.Table, table: str) -> np.ndarray:
-    return np.array([x == table for x in t.column("table").to_pylist()])
+    return np.array([x == table for x in t.column("table_name").to_pylist()])
 
 
 def _gap20(a):

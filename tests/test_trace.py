@@ -19,7 +19,7 @@ from gpuwatch.trace import META_KEY, SCHEMA, SCHEMA_VERSION, TABLES, table_colum
 
 def test_metadata_says_what_the_run_was(t4_sweep):
     m = t4_sweep.meta
-    assert m["schema_version"] == SCHEMA_VERSION == 2
+    assert m["schema_version"] == SCHEMA_VERSION == 3
     assert m["simulated"] is True and t4_sweep.simulated
     assert m["status"] == "complete"
     assert m["time_base"]["unit"] == "ns" and m["time_base"]["epoch"] == "unix"
@@ -71,9 +71,9 @@ def test_row_groups_hold_one_table_each_and_plain_readers_can_filter(t4_sweep):
         assert f.type.value_type == want.type.value_type if pa.types.is_dictionary(want.type) \
             else f.type == want.type, f.name
     for i in range(pf.num_row_groups):
-        kinds = pf.read_row_group(i, columns=["table"])["table"].cast(pa.string()).unique()
+        kinds = pf.read_row_group(i, columns=["table_name"])["table_name"].cast(pa.string()).unique()
         assert len(kinds) == 1
-    df = pd.read_parquet(t4_sweep.path, filters=[("table", "==", "inferences")])
+    df = pd.read_parquet(t4_sweep.path, filters=[("table_name", "==", "inferences")])
     assert len(df) == len(t4_sweep.inferences)
 
 

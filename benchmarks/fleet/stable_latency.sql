@@ -1,21 +1,22 @@
--- Stable latency by GPU model and gap, over a fleet dataset written by `record --dataset fleet`.
--- A run's stable latency is the median of its last 100 iterations per condition (what
+-- Stable latency by GPU model, engine and gap, over a fleet dataset written by
+-- `record --dataset fleet`. A run's stable latency is the median of its last 100 iterations per
+-- engine and condition (what
 -- `gpuwatch analyze fleet` reports as late_p50_ms); the answer is their median over runs.
 --   duckdb -c ".read benchmarks/fleet/stable_latency.sql"     (run from the directory holding fleet/)
 WITH inf AS (
-    SELECT gpu_model, host, run, condition, gap_ms, iteration, gpu_ms
+    SELECT gpu_model, host, run, name AS engine, condition, gap_ms, iteration, gpu_ms
     FROM read_parquet('fleet/*/*/*/trace.parquet', hive_partitioning = true)
-    WHERE "table" = 'inferences' AND kind = 'inference' AND NOT warmup
+    WHERE table_name = 'inferences' AND kind = 'inference' AND NOT warmup
       AND gpu_ms IS NOT NULL AND error IS NULL
 ), ranked AS (
-    SELECT *, row_number() OVER (PARTITION BY host, run, condition ORDER BY iteration DESC) AS k
+    SELECT *, row_number() OVER (PARTITION BY host, run, engine, condition ORDER BY iteration DESC) AS k
     FROM inf
 ), per_run AS (
-    SELECT gpu_model, gap_ms, host, run, condition, median(gpu_ms) AS late_p50_ms
+    SELECT gpu_model, engine, gap_ms, host, run, condition, median(gpu_ms) AS late_p50_ms
     FROM ranked WHERE k <= 100
     GROUP BY ALL
 )
-SELECT gpu_model, gap_ms, count(*) AS runs, median(late_p50_ms) AS stable_ms
+SELECT gpu_model, engine, gap_ms, count(*) AS runs, median(late_p50_ms) AS stable_ms
 FROM per_run
 GROUP BY ALL
-ORDER BY gpu_model, gap_ms;
+ORDER BY gpu_model, engine, gap_ms;

@@ -20,7 +20,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ import pyarrow.dataset as ds
 
 from ..errors import TraceFormatError, UsageError
 from ..summary import EARLY_ITERS, LATE_ITERS
-from ..trace import META_KEY, SCHEMA_VERSION
+from ..trace import KIND, LEGACY_KIND, META_KEY, SCHEMA_VERSION
 from .columns import floats
 
 PARTITIONS = ("host", "gpu_model", "run")
@@ -113,9 +113,12 @@ def fleet(root: str | os.PathLike[str],
         raise UsageError(f"no traces (*.parquet) under {root}")
     dataset = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(root))
     good, skipped = [], []
+    by_kind: dict[str, list[str]] = {KIND: [], LEGACY_KIND: []}  # (v3 traces; older ones)
     for frag in dataset.get_fragments():
         meta = (frag.physical_schema.metadata or {}).get(META_KEY)
-        if meta is None or "table" not in frag.physical_schema.names:
+        names = frag.physical_schema.names
+        kind = KIND if KIND in names else LEGACY_KIND if LEGACY_KIND in names else None
+        if meta is None or kind is None:
             skipped.append(frag.path)
             continue
         version = json.loads(meta).get("schema_version")
@@ -123,20 +126,19 @@ def fleet(root: str | os.PathLike[str],
             raise TraceFormatError(f"{frag.path} uses trace schema v{version}, this gpuwatch reads "
                                    f"up to v{SCHEMA_VERSION}; upgrade gpuwatch")
         good.append(frag.path)
+        by_kind[kind].append(frag.path)
     if skipped:
         warnings.warn(f"skipped {len(skipped)} Parquet files that are not gpuwatch traces "
                       f"(first: {skipped[0]})", stacklevel=2)
     if not good:
         raise TraceFormatError(f"none of the {len(files)} Parquet files under {root} is a "
                                "gpuwatch trace")
-    dataset = ds.dataset(good, format="parquet", partitioning="hive", partition_base_dir=str(root))
-    keys = [k for k in PARTITIONS if k in dataset.schema.names]
-    cols = keys + ["__filename", "name", "condition", "gap_ms", "iteration", "gpu_ms"]
-    where = ((pc.field("table") == "inferences") & (pc.field("kind") == "inference")
-             & ~pc.field("warmup") & pc.field("gpu_ms").is_valid() & pc.field("error").is_null())
+    names = ds.dataset(good, format="parquet", partitioning="hive",
+                       partition_base_dir=str(root)).schema.names
+    keys = [k for k in PARTITIONS if k in names]
     accs: dict[tuple[Any, ...], _Acc] = {}
     seen: set[str] = set()
-    for batch in dataset.to_batches(columns=cols, filter=where, batch_size=262_144):
+    for batch in _batches(root, by_kind, keys):
         if batch.num_rows == 0:
             continue
         df = batch.to_pandas()
@@ -155,6 +157,22 @@ def fleet(root: str | os.PathLike[str],
     runs = _runs_table(accs, keys)
     return Fleet(runs=runs, by_model_gap=_by_model_gap(runs), files=len(good),
                  skipped=tuple(skipped))
+
+
+def _batches(root: Path, by_kind: dict[str, list[str]], keys: list[str]) -> Iterator[Any]:
+    """The measured inferences of every trace, in batches: one dataset per discriminator
+    column name (schema v3 traces and older ones mix in a fleet)."""
+    for kind, paths in by_kind.items():
+        if not paths:
+            continue
+        dataset = ds.dataset(paths, format="parquet", partitioning="hive",
+                             partition_base_dir=str(root))
+        cols = keys + ["__filename", "name", "condition", "gap_ms", "iteration", "gpu_ms"]
+        where = ((pc.field(kind) == "inferences") & (pc.field("kind") == "inference")
+                 & ~pc.field("warmup") & pc.field("gpu_ms").is_valid()
+                 & pc.field("error").is_null())
+        for batch in dataset.to_batches(columns=cols, filter=where, batch_size=262_144):
+            yield batch
 
 
 def _runs_table(accs: dict[tuple[Any, ...], _Acc], keys: list[str]) -> pd.DataFrame:

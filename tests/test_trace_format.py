@@ -1,0 +1,103 @@
+"""Trace schema v3: an SQL-friendly discriminator, units in the schema, compact times, the
+readers people use; and every older trace (and unfinished recording) still loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import gpuwatch
+from gpuwatch.trace import KIND, LEGACY_KIND, SCHEMA, SCHEMA_VERSION, TIME_COLUMNS, finish_partial
+
+ROOT = Path(__file__).resolve().parents[1]
+V2_TRACE = ROOT / "tests" / "data" / "h100_small_gap0_20_fixture.parquet"
+
+
+def test_units_and_time_base_are_in_each_fields_metadata(t4_sweep):
+    schema = pq.read_schema(t4_sweep.path)
+    assert KIND in schema.names and LEGACY_KIND not in schema.names
+    unit = {f.name: (f.metadata or {}).get(b"unit", b"").decode() for f in schema}
+    assert unit["sm_clock_mhz"] == "MHz" and unit["power_w"] == "W" and unit["gpu_ms"] == "ms"
+    assert unit["temperature_c"] == "degC"
+    assert unit["gpu_util_pct"] == "%" and unit["bytes"] == "bytes" and unit["t_ns"] == "ns"
+    for c in TIME_COLUMNS:
+        assert schema.field(c).metadata[b"time_base"].startswith(b"ns since the Unix epoch")
+    described = [f.name for f in schema if f.metadata and b"description" in f.metadata]
+    assert "clock_event_reasons" in described
+    assert json.loads(schema.metadata[b"gpuwatch"])["schema_version"] == SCHEMA_VERSION == 3
+
+
+def test_time_columns_are_delta_encoded(t4_sweep):
+    pf = pq.ParquetFile(t4_sweep.path)
+    for c in TIME_COLUMNS:
+        i = pf.schema_arrow.get_field_index(c)
+        assert "DELTA_BINARY_PACKED" in pf.metadata.row_group(0).column(i).encodings, c
+    # the samples' t_ns, nearly a regular grid, costs about nothing
+    i = pf.schema_arrow.get_field_index("t_ns")
+    smp = [g for g in range(pf.num_row_groups) if pf.read_row_group(g, columns=[KIND])[KIND]
+           .cast(pa.string())[0].as_py() == "samples"]
+    rows = sum(pf.metadata.row_group(g).num_rows for g in smp)
+    size = sum(pf.metadata.row_group(g).column(i).total_compressed_size for g in smp)
+    assert size / rows < 1.0  # bytes per sample (8 raw)
+
+
+def test_a_trace_from_before_v3_still_loads_and_analyses():
+    assert LEGACY_KIND in pq.read_schema(V2_TRACE).names
+    tr = gpuwatch.load(V2_TRACE)
+    assert tr.schema_version in (1, 2) and len(tr.measured()) > 0 and len(tr.samples) > 0
+    assert gpuwatch.analyze(V2_TRACE).verdict
+
+
+def test_an_unfinished_recording_written_before_v3_is_finished_as_v3(tmp_path, t4_sweep):
+    """Chunks named their discriminator `table` before v3: a crash's .partial from then
+    still loads, and `finish` writes a v3 trace of it."""
+    partial = tmp_path / "old.parquet.partial"
+    partial.mkdir()
+    full = pq.read_table(t4_sweep.path)
+    kinds = full[KIND].cast(pa.string())
+    for n, table in enumerate(("inferences", "samples", "events")):
+        part = full.filter(pa.compute.equal(kinds, table))
+        part = part.rename_columns([LEGACY_KIND if c == KIND else c for c in part.column_names])
+        pq.write_table(part, partial / f"p{n:07d}-{table}.parquet")
+    meta = dict(t4_sweep.meta, status="recording", schema_version=2)
+    (partial / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(gpuwatch.RecoveredTraceWarning):
+        rec = gpuwatch.load(partial)
+    assert len(rec.inferences) == len(t4_sweep.inferences)
+    assert len(rec.samples) == len(t4_sweep.samples)
+    dest = tmp_path / "old.parquet"
+    finish_partial(partial, dest)
+    done = gpuwatch.load(dest)
+    assert done.schema_version == 3 and KIND in pq.read_schema(dest).names
+    assert len(done.inferences) == len(t4_sweep.inferences)
+
+
+def _readme_readers() -> str:
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"<!-- readers: run as tests/test_trace_format.py -->\s*```python\n(.*?)```",
+                  text, re.S)
+    assert m, "README lost its block of one-line readers"
+    return m.group(1)
+
+
+def test_the_readmes_duckdb_polars_and_pandas_lines_run(tmp_path, t4_sweep, monkeypatch):
+    pytest.importorskip("duckdb")
+    pytest.importorskip("polars")
+    shutil.copy(t4_sweep.path, tmp_path / "run.parquet")
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, object] = {}
+    exec(compile(_readme_readers(), "README.md", "exec"), scope)  # noqa: S102
+    n = len(t4_sweep.samples)
+    duck, pol, pan = scope["duck"], scope["pol"], scope["pan"]
+    assert len(duck) == len(pol) == len(pan) == n  # type: ignore[arg-type]
+    assert str(pan["t"].dtype).startswith("datetime64[ns")  # type: ignore[index]
+    assert str(pol.schema["t"]).startswith("Datetime")  # type: ignore[attr-defined]
+    assert str(duck["t"].dtype).startswith("datetime64")  # type: ignore[index]
+    assert os.path.exists("run.parquet")
