@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..summary import EARLY_ITERS, LATE_ITERS
+from ..summary import EARLY_ITERS, LATE_ITERS, ms_text
 from ..trace import Trace, load
 from .attribution import attribute
 from .columns import floats
@@ -288,7 +288,9 @@ def _groups(rows: pd.DataFrame, lay: Layers, base_rows: pd.DataFrame | None, con
         it = rows["iteration"].to_numpy()
         return (rows[it < it[0] + EARLY_ITERS], rows[it > it[-1] - LATE_ITERS],
                 f"its first {EARLY_ITERS} iterations")
-    return None, tgt, "itself"
+    # (compared with nothing: the baseline itself, or a condition with no baseline to compare
+    # with, as when no condition has a gap_ms)
+    return None, tgt, "itself" if cond == base_cond else "nothing"
 
 
 FACTOR_TEXT = {
@@ -361,8 +363,10 @@ def _verdict_text(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.Data
     t_ms = float(tgt["gpu_ms"].mean())
     if ref is None:
         role = ("the baseline the other conditions are compared with" if ref_label == "itself"
-                else "no reference to compare with")
-        return {"cause": None, "extra_ms": 0.0, "sentence": f"{cond}: {t_ms:.2f} ms, {role}."}
+                else "no reference to compare with (no condition with a gap_ms to serve as the "
+                     "baseline, and no layers within it)")
+        return {"cause": None, "extra_ms": 0.0,
+                "sentence": f"{cond}: {ms_text(t_ms)} ms, {role}."}
     r_ms = float(ref["gpu_ms"].mean())
     if att is None or att.empty:  # the change is known, its cause cannot be
         delta = t_ms - r_ms

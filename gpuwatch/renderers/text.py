@@ -6,6 +6,7 @@ import pandas as pd
 
 from ..analysis import Analysis, share_text
 from ..analysis.clock import sentence as clock_sentence
+from ..summary import ms_text
 from .base import Renderer
 
 
@@ -34,12 +35,15 @@ class TextRenderer(Renderer):
             if lay.empty:
                 out.append("   no measured inferences")
                 continue
-            out.append(f"   {'engine':<16}{'condition':<12}{'n':>6}{'base ms':>9}{'jump':>6}"
+            # (columns as wide as their widest value: no engine or condition name is cut)
+            we = max([len("engine")] + [len(str(e)) for e in lay["engine"]]) + 2
+            wc = max([len("condition")] + [len(str(c)) for c in lay["condition"]]) + 2
+            out.append(f"   {'engine':<{we}}{'condition':<{wc}}{'n':>6}{'base ms':>9}{'jump':>6}"
                        f"{'stable':>8}{'stable ms':>11}{'ratio':>7}{'layers':>8}")
             for r in lay.itertuples():
-                out.append(f"   {str(r.engine)[:15]:<16}{str(r.condition)[:11]:<12}{r.n:>6}"
-                           f"{r.baseline_ms:>9.2f}{_num(r.onset_iter, '{:.0f}'):>6}"
-                           f"{_num(r.stable_iter, '{:.0f}'):>8}{r.final_ms:>11.2f}"
+                out.append(f"   {str(r.engine):<{we}}{str(r.condition):<{wc}}{r.n:>6}"
+                           f"{ms_text(r.baseline_ms):>9}{_num(r.onset_iter, '{:.0f}'):>6}"
+                           f"{_num(r.stable_iter, '{:.0f}'):>8}{ms_text(r.final_ms):>11}"
                            f"{r.ratio_to_baseline:>6.2f}x{r.n_layers:>8}")
             att = analysis.attribution
             att = att[att["trace"] == ti] if not att.empty else att
@@ -69,8 +73,9 @@ class TextRenderer(Renderer):
             for r in clk.itertuples():
                 out.append(f"   {clock_sentence(r)}")
             ver = analysis.verdicts[analysis.verdicts["trace"] == ti]
+            several = ver["engine"].nunique() > 1  # (then each sentence says whose it is)
             for r in ver.itertuples():
-                out.append(f"   - {r.sentence}")
+                out.append(f"   - {r.engine}, {r.sentence}" if several else f"   - {r.sentence}")
         out.append("")
         out.append(f"verdict: {analysis.verdict}")
         if analysis.stream_note:
