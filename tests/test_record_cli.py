@@ -195,3 +195,19 @@ def test_version_short_flags_and_json_summary(tmp_path):
     assert r.returncode == 0 and r.stdout == ""
     r = run("-m", "gpuwatch.analyze", "-q", str(out))
     assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 1
+
+
+def test_record_takes_its_device_from_gpuwatch_device(tmp_path):
+    """The no-GPU error suggests GPUWATCH_DEVICE=sim:t4: record honours it (--device wins)."""
+    import os
+    import subprocess
+    import sys
+
+    import gpuwatch
+
+    env = dict(os.environ, GPUWATCH_DEVICE="sim:t4")
+    r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--gap", "20", "--iters", "30",
+                        "-o", str(tmp_path / "e.parquet"), "-q"], capture_output=True,
+                       text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert gpuwatch.load(tmp_path / "e.parquet").simulated

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -121,7 +122,8 @@ class RecordCommand:
                        help="measured iterations per condition (default: 800)")
         p.add_argument("--warmup", type=_non_negative_int, default=20,
                        help="back-to-back warm-up iterations before each condition (default: 20)")
-        p.add_argument("--device", default="auto", help=f"GPU to use: {DEVICE_HELP}")
+        p.add_argument("--device", default=os.environ.get("GPUWATCH_DEVICE") or "auto",
+                       help=f"GPU to use: {DEVICE_HELP} (default: $GPUWATCH_DEVICE, else auto)")
         p.add_argument("--engine", default="builtin:small",
                        help="what to run: builtin:small, builtin:large, or a TensorRT engine "
                             "file (.plan/.engine) (default: builtin:small)")

@@ -55,10 +55,13 @@ class TextRenderer(Renderer):
                 if not att.empty else att  # a change within noise has no shares to give
             if not att.empty:
                 out.append("   extra latency explained by (ms, 95% interval, share):")
+                several = att["engine"].nunique() > 1
                 for (eng, cond, ep), g in att.groupby(["engine", "condition", "episode"],
                                                      sort=False, dropna=False):
                     if _ep(ep):
                         cond = f"{cond}, {ep}"
+                    if several:
+                        cond = f"{eng}, {cond}"
                     cells = [f"{r.factor} {r.contribution_ms:+.3f} [{r.ci_low_ms:+.3f},"
                              f"{r.ci_high_ms:+.3f}] {share_text(r.share)}"
                              for r in g.itertuples() if r.factor in ("sm_clock", "unexplained")
