@@ -141,6 +141,7 @@ class Session:
         self.out = Path(out) if out is not None else default_out()
         self.sample_hz, self.seed = float(sample_hz), seed
         self.options = dict(options or {})
+        self._close_meta: dict[str, Any] = {}  # annotate(): written into the metadata at close
         self.condition: str | None = None
         self.gap_ms: float | None = None
         self.iteration = 0  # index given to the next inference (and to spans before it)
@@ -174,6 +175,11 @@ class Session:
             status = "failed"  # an exception, or sys.exit(N) with N != 0
         self.close(status=status, error=None if status == "complete" else
                    f"{type(exc).__name__}: {exc}")
+
+    def annotate(self, **items: Any) -> None:
+        """Add JSON-able items to the trace's metadata (written when the session closes), e.g.
+        what a tool built on the session found."""
+        self._close_meta.update(items)
 
     def start(self) -> None:
         global _active
@@ -278,7 +284,7 @@ class Session:
         if self._closed:
             return self.out
         self._closed = self._closing = True  # a SIGTERM from here on waits for the trace
-        meta: dict[str, Any] = {"status": status, "error": error}
+        meta: dict[str, Any] = {**self._close_meta, "status": status, "error": error}
         gpu_error: Exception | None = None
         try:
             if self._timer is not None:

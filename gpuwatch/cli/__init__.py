@@ -55,9 +55,10 @@ def entry(argv: Sequence[str] | None = None) -> int:
     from .analyze import AnalyzeCommand
     from .finish import FinishCommand
     from .record import RecordCommand
+    from .run import RunCommand
 
     commands: dict[str, Command] = {c.name: c for c in (RecordCommand(), AnalyzeCommand(),
-                                                        FinishCommand())}
+                                                        FinishCommand(), RunCommand())}
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (["-V"], ["--version"]):
         from .._version import __version__

@@ -1,0 +1,158 @@
+"""`gpuwatch run [options] app.py [args...]` / `gpuwatch run [options] -m pkg.mod [args...]`:
+an unmodified program, recorded and explained.
+
+The program runs in this process as `python app.py` would run it (sys.argv, `__main__`,
+`__file__`, sys.path[0]; its exit status and exceptions passed through, its stdout left to it),
+inside a session whose sampler runs in its own process. Inferences are found by
+gpuwatch.autoregions. The trace is kept whatever the program does (an exception, sys.exit,
+Ctrl-C, SIGTERM); gpuwatch's report goes to stderr, the program's output stays on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ..autoregions import AutoRegions
+from ..backends import DEVICE_HELP
+from ..errors import Terminated, UsageError
+from ..recorder import Session
+from ..trace import default_out
+
+SOURCES = {"auto": ("nvtx", "call"), "nvtx": ("nvtx",), "calls": ("call",)}
+
+
+class RunCommand:
+    name = "run"
+    description = ("Run a Python program unmodified, time the inferences it runs (NVTX ranges "
+                   "it marks, else its top-level torch module calls) with the GPU's telemetry "
+                   "beside them, and explain its latency.")
+
+    def prepare_parser(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("-m", dest="module", metavar="MODULE", default=None,
+                       help="run a module as `python -m MODULE` does")
+        p.add_argument("--device", default=os.environ.get("GPUWATCH_DEVICE") or "auto",
+                       help=f"GPU to record: {DEVICE_HELP} (default: $GPUWATCH_DEVICE, else auto)")
+        p.add_argument("--regions", choices=("auto", "nvtx", "calls"), default="auto",
+                       help="where inferences come from: NVTX ranges, top-level torch module "
+                            "calls, or both (auto: the outermost of either)")
+        p.add_argument("-o", "--out", default=None, help="the trace (default: "
+                       "gpuwatch-DATE-TIME.parquet)")
+        p.add_argument("-f", "--force", action="store_true", help="replace --out if it exists")
+        p.add_argument("--sample-hz", type=float, default=1000.0, help="telemetry rate")
+        p.add_argument("-q", "--quiet", action="store_true", help="no report at the end")
+        p.add_argument("--json", action="store_true", help="the report as JSON (on stderr)")
+        p.add_argument("--html", metavar="FILE", help="also write the HTML report")
+        p.add_argument("program", nargs=argparse.REMAINDER,
+                       help="the script and its arguments (or, with -m, the module's arguments)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        argv = list(args.program)
+        if argv[:1] == ["--"]:
+            argv = argv[1:]
+        if args.module is None:
+            if not argv:
+                raise UsageError("give the program to run: gpuwatch run app.py [args...] (or "
+                                 "-m package.module)")
+            script = Path(argv[0])
+            if not script.is_file():
+                raise UsageError(f"no program at {script}; give a Python file (or -m MODULE)")
+        if args.html is not None and (not str(args.html).strip() or Path(args.html).is_dir()):
+            raise UsageError(f"--html takes a file name (e.g. report.html), not {args.html!r}")
+        out = args.out or str(default_out())
+        options = {"command": "run", "program": (["-m", args.module] if args.module else [])
+                   + argv, "regions": args.regions}
+        session = Session(args.device, out, sample_hz=args.sample_hz, options=options,
+                          overwrite=args.force)
+        regions = AutoRegions(session, SOURCES[args.regions])
+        status, code = "complete", 0
+        session.start()
+        regions.install()
+        try:
+            code = _run_program(args.module, argv)
+        except (KeyboardInterrupt, Terminated) as e:  # Ctrl-C, SIGTERM: the trace is kept
+            status, code = "interrupted", 143 if isinstance(e, Terminated) else 130
+        finally:
+            regions.uninstall()
+            regions.end()  # a region the program left open (it raised inside it)
+            session.annotate(regions_found=dict(regions.counts), region_hooks=regions.installed)
+            path = session.close(status=status)
+        found = sum(regions.counts.values())
+        if not args.quiet:
+            try:
+                self._report(path, found, regions, args)
+            except Exception as e:  # the program's status stands; the trace is on disk
+                print(f"gpuwatch: could not analyse {path} ({type(e).__name__}: {e}); try "
+                      f"python -m gpuwatch.analyze {path}", file=sys.stderr)
+        return code
+
+    def _report(self, path: Path, found: int, regions: AutoRegions,
+                args: argparse.Namespace) -> None:
+        err = sys.stderr
+        print(f"\ngpuwatch: {found} inference(s) found "
+              f"({', '.join(f'{k}: {v}' for k, v in regions.counts.items())}); trace: {path}",
+              file=err)
+        if not found:
+            print("gpuwatch: nothing to analyse: the program marked no NVTX range and called no "
+                  "torch module (see README, 'Profile a program you did not write for "
+                  "gpuwatch')", file=err)
+            return
+        from ..analysis import analyze
+        from ..renderers import HtmlRenderer, JsonRenderer, TextRenderer
+
+        a = analyze(path)
+        if args.html:
+            HtmlRenderer().write(a, args.html)
+        err.write((JsonRenderer() if args.json else TextRenderer()).render(a))
+
+
+def _run_program(module: str | None, argv: list[str]) -> int:
+    """The program, as `python [-m module] argv...` would run it; its exit status."""
+    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
+    try:
+        if module is not None:
+            sys.argv = [module, *argv]
+            sys.path[0:0] = [os.getcwd()]  # (python -m puts the working directory first)
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            script = os.path.abspath(argv[0])
+            sys.argv = [argv[0], *argv[1:]]
+            sys.path[0:0] = [os.path.dirname(script)]  # (as python app.py does)
+            runpy.run_path(script, run_name="__main__")
+        return 0
+    except (KeyboardInterrupt, Terminated):
+        raise
+    except SystemExit as e:
+        return _exit_code(e.code)
+    except BaseException:
+        # as the interpreter would: the traceback, status 1 (without gpuwatch's frames)
+        etype, value, tb = sys.exc_info()
+        while tb is not None and _ours(tb.tb_frame.f_code.co_filename):
+            tb = tb.tb_next
+        traceback.print_exception(etype, value, tb, file=sys.stderr)
+        return 1
+    finally:
+        sys.argv = saved_argv
+        if saved_path0 is not None and sys.path and sys.path[0] != saved_path0:
+            sys.path.pop(0)
+
+
+def _ours(filename: str) -> bool:
+    return "runpy" in filename or filename == __file__
+
+
+def _exit_code(code: Any) -> int:
+    """sys.exit's argument as the exit status: None 0, an int itself, anything else printed
+    and 1 (as the interpreter does)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+

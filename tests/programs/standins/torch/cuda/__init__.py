@@ -1,0 +1,5 @@
+from . import nvtx  # noqa: F401
+
+
+def is_initialized():
+    return False

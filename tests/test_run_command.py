@@ -1,0 +1,103 @@
+"""`gpuwatch run`: unmodified programs (tests/programs/) recorded on a simulated GPU, as
+subprocesses, with stand-ins for the nvtx package and PyTorch's module and NVTX API
+(tests/programs/standins/: this machine has neither; the H100 run uses the real ones)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gpuwatch
+
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+
+
+def run(tmp_path: Path, *argv: str, out: str = "t.parquet") -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(PROGRAMS / "standins"), GPUWATCH_DEVICE="sim:t4")
+    return subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-o", str(tmp_path / out),
+                           *argv], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=120)
+
+
+def test_nvtx_ranges_are_the_inferences_and_gaps_become_conditions(tmp_path):
+    r = run(tmp_path, str(PROGRAMS / "nvtx_marks.py"), "x", "--y")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "nvtx done ['x', '--y']\n"  # the program's output, untouched
+    tr = gpuwatch.load(tmp_path / "t.parquet")
+    inf = tr.inferences
+    assert sorted(set(inf["name"])) == ["nvtx:infer", "nvtx:post"]
+    assert len(inf) == 80 and inf["warmup"].sum() == 1  # the first region is warm-up
+    infer = inf[(inf["name"] == "nvtx:infer") & ~inf["warmup"].astype(bool)]
+    # the gap before an inference is the idle time since the previous region ("post")
+    assert set(infer["condition"]) == {"gap 1-5 ms", "gap 5-50 ms"}
+    slow = infer[infer["condition"] == "gap 5-50 ms"]["gap_ms"]
+    assert len(slow) == 19 and slow.between(19, 45).all()  # (after each odd iteration but the last)
+    assert tr.meta["regions_found"] == {"nvtx": 80, "call": 0}
+    assert "gpuwatch: 80 inference(s) found" in r.stderr and "verdict:" in r.stderr
+
+
+def test_the_outermost_torch_module_call_is_the_inference(tmp_path):
+    r = run(tmp_path, str(PROGRAMS / "torch_loop.py"))
+    assert r.returncode == 0, r.stderr
+    tr = gpuwatch.load(tmp_path / "t.parquet")
+    names = tr.inferences["name"].tolist()
+    assert names.count("call:Net") == 30  # not Sequential or Conv: nested calls
+    assert names[-1] == "nvtx:marked" and len(names) == 31  # the range wins over the call
+    assert tr.meta["regions_found"] == {"nvtx": 1, "call": 30}
+    conds = tr.measured()["condition"].value_counts().to_dict()
+    # iterations 1-15 come 10 ms after the previous, 16-29 and the marked call 60 ms after
+    assert conds == {"gap 5-50 ms": 15, "gap 50-500 ms": 15}
+
+
+def test_regions_flag_chooses_the_source(tmp_path):
+    r = run(tmp_path, "--regions", "calls", str(PROGRAMS / "torch_loop.py"))
+    assert r.returncode == 0, r.stderr
+    names = gpuwatch.load(tmp_path / "t.parquet").inferences["name"].tolist()
+    assert names == ["call:Net"] * 31  # the NVTX range is not a source now
+    r = run(tmp_path, "--regions", "nvtx", "-f", str(PROGRAMS / "torch_loop.py"))
+    assert gpuwatch.load(tmp_path / "t.parquet").inferences["name"].tolist() == ["nvtx:marked"]
+
+
+def test_a_program_that_raises_keeps_its_traceback_status_and_trace(tmp_path):
+    r = run(tmp_path, str(PROGRAMS / "raises.py"))
+    assert r.returncode == 1
+    assert "ValueError: the program's own error" in r.stderr and "in deep" in r.stderr
+    assert "runpy" not in r.stderr  # the traceback is the program's, not gpuwatch's
+    tr = gpuwatch.load(tmp_path / "t.parquet")
+    assert len(tr.inferences) == 3 and tr.meta["status"] == "complete"
+
+
+def test_exit_status_argv_and_main_pass_through(tmp_path):
+    r = run(tmp_path, str(PROGRAMS / "exits3.py"))
+    assert r.returncode == 3 and len(gpuwatch.load(tmp_path / "t.parquet").inferences) == 1
+    r = run(tmp_path, str(PROGRAMS / "reads_argv.py"), "a", "-b", "--c=1", out="u.parquet")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ("argv: ['" + str(PROGRAMS / "reads_argv.py")
+                                + "', 'a', '-b', '--c=1'] name: __main__ file: reads_argv.py")
+    assert "nothing to analyse" in r.stderr
+
+
+def test_a_module_runs_as_python_m_does(tmp_path):
+    env_path = str(PROGRAMS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROGRAMS / "standins"), env_path]),
+               GPUWATCH_DEVICE="sim:t4")
+    r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-q", "-o",
+                        str(tmp_path / "m.parquet"), "-m", "apppkg", "p", "q"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "module argv: ['p', 'q'] __main__" and r.stderr == ""
+    assert gpuwatch.load(tmp_path / "m.parquet").inferences["name"].tolist() == ["nvtx:step"] * 3
+
+
+@pytest.mark.parametrize("argv, says", [
+    ((), "give the program to run"),
+    (("missing.py",), "no program at missing.py"),
+    (("--regions", "kernels", "x.py"), "invalid choice"),
+])
+def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, argv, says):
+    r = run(tmp_path, *argv)
+    assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1
