@@ -5,7 +5,8 @@ own: the outermost wins, so an NVTX range around a model call is one region):
 - "nvtx": ranges the program marks: torch.cuda.nvtx.range_push/pop (and its `range` context)
   and the `nvtx` package's push_range/pop_range and annotate;
 - "call": the outermost torch.nn.Module call (the top-level model's forward, not each
-  submodule), through torch's global module hooks.
+  submodule), through torch's global module hooks; and TensorRT execution contexts'
+  execute_async_v3 (events on the stream it is given) and execute_v2.
 Each region's name says its source ("nvtx:NAME", "call:ClassName"). Hooks are installed when
 the program imports the library, never before: nothing is imported on the program's behalf.
 
@@ -25,7 +26,15 @@ from typing import Any, Callable, Sequence
 
 from . import streams
 
-__all__ = ["AutoRegions", "GAP_EDGES_MS", "gap_condition"]
+__all__ = ["AutoRegions", "GAP_EDGES_MS", "gap_condition", "active"]
+
+_active: "AutoRegions | None" = None  # the installed instance (gpuwatch run's)
+
+
+def active() -> "AutoRegions | None":
+    """The AutoRegions `gpuwatch run` installed, if any (its `enabled` switch is for the
+    overhead benchmark, benchmarks/run_overhead.py)."""
+    return _active
 
 GAP_EDGES_MS = (0.0, 1.0, 5.0, 50.0, 500.0, 5000.0)  # bucket lower edges
 
@@ -51,16 +60,19 @@ class AutoRegions:
         self._last_end_ns: int | None = None  # perf_counter_ns: host time, real even on sim
         self._iterations: dict[str, int] = {}
         self.counts = {s: 0 for s in self.sources}
+        self.enabled = True  # False: hooks run, nothing is timed (a bare arm, for benchmarks)
         self.installed: list[str] = []
         self._finders: list[_AfterImport] = []
 
     # -- regions ------------------------------------------------------------------------------
-    def begin(self, name: str, source: str) -> bool:
+    def begin(self, name: str, source: str, stream: Any = None) -> bool:
         """Open a region unless one is open (then it is nested: not timed on its own, only
         counted, so that every begin() is matched by an end()). Returns whether this call
         opened one."""
         if self._depth:
             self._depth += 1
+            return False
+        if not self.enabled:
             return False
         s = self._s
         timer = s._timer
@@ -71,7 +83,8 @@ class AutoRegions:
         cond = gap_condition(gap)
         it = self._iterations.get(cond, 0)
         self._iterations[cond] = it + 1
-        ref = s._stream_ref or streams.current(s._ordinal)
+        ref = (streams.resolve(stream) if stream is not None else None) or s._stream_ref \
+            or streams.current(s._ordinal)
         # (the first region is warm-up: it pays for the program's first launches, CUDA's
         # lazy start included, and has no gap to be compared by)
         self._open = timer.begin("inference", f"{source}:{name}", ref,
@@ -95,11 +108,13 @@ class AutoRegions:
     # -- sources --------------------------------------------------------------------------------
     def install(self) -> None:
         """Hook each source's library now if the program has imported it, else when it does."""
+        global _active
+        _active = self
         wanted = []
         if "nvtx" in self.sources:
             wanted += [("torch", self._hook_torch_nvtx), ("nvtx", self._hook_nvtx)]
         if "call" in self.sources:
-            wanted += [("torch", self._hook_torch_modules)]
+            wanted += [("torch", self._hook_torch_modules), ("tensorrt", self._hook_tensorrt)]
         later: dict[str, list[Callable[[Any], None]]] = {}
         for module, hook in wanted:
             if module in sys.modules:
@@ -112,6 +127,9 @@ class AutoRegions:
             sys.meta_path.insert(0, finder)
 
     def uninstall(self) -> None:
+        global _active
+        if _active is self:
+            _active = None
         for f in self._finders:
             if f in sys.meta_path:
                 sys.meta_path.remove(f)
@@ -136,6 +154,36 @@ class AutoRegions:
         except TypeError:  # an older torch
             post(after)
         self.installed.append("torch modules")
+
+    def _hook_tensorrt(self, trt: Any) -> None:
+        ctx = getattr(trt, "IExecutionContext", None)
+        if ctx is None:
+            return
+        regions = self
+        for method in ("execute_async_v3", "execute_v2"):
+            orig = getattr(ctx, method, None)
+            if orig is None:
+                continue
+
+            def timed(context: Any, *args: Any, _orig: Any = orig, _method: str = method,
+                      **kwargs: Any) -> Any:
+                # execute_async_v3(stream_handle): the work goes on that stream; execute_v2
+                # is synchronous (the current, legacy default, stream brackets it)
+                stream = (args[0] if args else kwargs.get("stream_handle")) \
+                    if _method == "execute_async_v3" else None
+                engine = getattr(context, "engine", None)
+                name = str(getattr(engine, "name", "") or "tensorrt")
+                regions.begin(name, "call", stream)
+                try:
+                    out = _orig(context, *args, **kwargs)
+                except BaseException as e:
+                    regions.end(e)
+                    raise
+                regions.end()
+                return out
+
+            setattr(ctx, method, timed)
+        self.installed.append("tensorrt")
 
     def _hook_torch_nvtx(self, torch: Any) -> None:
         nvtx = getattr(getattr(torch, "cuda", None), "nvtx", None)

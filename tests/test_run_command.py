@@ -101,3 +101,36 @@ def test_a_module_runs_as_python_m_does(tmp_path):
 def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, argv, says):
     r = run(tmp_path, *argv)
     assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("sig, status", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_stopped_program_keeps_its_trace(tmp_path, sig, status):
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(PROGRAMS / "standins"), GPUWATCH_DEVICE="sim:t4")
+    p = subprocess.Popen([sys.executable, "-m", "gpuwatch", "run", "-q", "-o",
+                          str(tmp_path / "s.parquet"), str(PROGRAMS / "long_loop.py")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                         env=env)
+    assert p.stdout is not None and p.stdout.readline().strip() == "started"
+    time.sleep(1.0)
+    p.send_signal(getattr(signal, sig))
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == status, err
+    tr = gpuwatch.load(tmp_path / "s.parquet")
+    assert tr.meta["status"] == "interrupted" and len(tr.inferences) > 20
+
+
+def test_tensorrt_execution_calls_are_the_inferences_on_their_stream(tmp_path):
+    """execute_async_v3(stream) and execute_v2, against a stand-in with TensorRT 10's call
+    shape (the standin device takes any stream handle)."""
+    env = dict(os.environ, PYTHONPATH=str(PROGRAMS / "standins"), GPUWATCH_DEVICE="standin")
+    r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-q", "-o",
+                        str(tmp_path / "t.parquet"), str(PROGRAMS / "trt_pipeline.py")],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    inf = gpuwatch.load(tmp_path / "t.parquet").inferences
+    assert inf["name"].tolist() == ["call:detector.plan"] * 26
+    assert (inf["stream"].iloc[:25] == 0x7000).all() and inf["stream"].iloc[25] != 0x7000
+    assert (inf["gpu_ms"] > 0.2).all()  # (the stand-in's events are host clock reads)
