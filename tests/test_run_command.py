@@ -134,3 +134,13 @@ def test_tensorrt_execution_calls_are_the_inferences_on_their_stream(tmp_path):
     assert inf["name"].tolist() == ["call:detector.plan"] * 26
     assert (inf["stream"].iloc[:25] == 0x7000).all() and inf["stream"].iloc[25] != 0x7000
     assert (inf["gpu_ms"] > 0.2).all()  # (the stand-in's events are host clock reads)
+
+
+def test_a_run_can_join_a_fleet_dataset(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(PROGRAMS / "standins"), GPUWATCH_DEVICE="sim:t4")
+    r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-q", "--dataset",
+                        str(tmp_path / "fleet"), str(PROGRAMS / "exits3.py")],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert r.returncode == 3, r.stderr
+    (trace,) = (tmp_path / "fleet").rglob("trace.parquet")
+    assert "gpu_model=" in str(trace) and len(gpuwatch.load(trace).inferences) == 1

@@ -44,6 +44,9 @@ class RunCommand:
         p.add_argument("-o", "--out", default=None, help="the trace (default: "
                        "gpuwatch-DATE-TIME.parquet)")
         p.add_argument("-f", "--force", action="store_true", help="replace --out if it exists")
+        p.add_argument("--dataset", metavar="DIR", default=None,
+                       help="write into a fleet dataset instead: "
+                            "DIR/host=H/gpu_model=M/run=R/trace.parquet")
         p.add_argument("--sample-hz", type=float, default=1000.0, help="telemetry rate")
         p.add_argument("-q", "--quiet", action="store_true", help="no report at the end")
         p.add_argument("--json", action="store_true", help="the report as JSON (on stderr)")
@@ -64,11 +67,13 @@ class RunCommand:
                 raise UsageError(f"no program at {script}; give a Python file (or -m MODULE)")
         if args.html is not None and (not str(args.html).strip() or Path(args.html).is_dir()):
             raise UsageError(f"--html takes a file name (e.g. report.html), not {args.html!r}")
-        out = args.out or str(default_out())
+        if args.out and args.dataset:
+            raise UsageError("give either --out or --dataset, not both")
+        out = None if args.dataset else (args.out or str(default_out()))
         options = {"command": "run", "program": (["-m", args.module] if args.module else [])
                    + argv, "regions": args.regions}
-        session = Session(args.device, out, sample_hz=args.sample_hz, options=options,
-                          overwrite=args.force)
+        session = Session(args.device, out, dataset=args.dataset, sample_hz=args.sample_hz,
+                          options=options, overwrite=args.force)
         regions = AutoRegions(session, SOURCES[args.regions])
         status, code = "complete", 0
         session.start()
