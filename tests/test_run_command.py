@@ -138,6 +138,7 @@ def test_tensorrt_execution_calls_are_the_inferences_on_their_stream(tmp_path):
 
 def test_a_run_can_join_a_fleet_dataset(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(PROGRAMS / "standins"), GPUWATCH_DEVICE="sim:t4")
+    (tmp_path / "fleet").mkdir()  # (as for record: the dataset's directory must exist)
     r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-q", "--dataset",
                         str(tmp_path / "fleet"), str(PROGRAMS / "exits3.py")],
                        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
