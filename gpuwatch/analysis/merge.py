@@ -43,7 +43,7 @@ def _sane_values(smp: pd.DataFrame, f: str) -> tuple[np.ndarray, int]:
         if v.dtype.kind not in "iuf":
             v = v.astype(np.float64)
     else:  # pandas' nullable dtypes: NA made NaN
-        v = col.to_numpy(dtype="float64", na_value=np.nan)
+        v = floats(col)
     bounds = BOUNDS.get(f)
     if bounds is None:
         return v, 0
@@ -347,18 +347,26 @@ def _window_reduce(v: np.ndarray, lo: np.ndarray, hi: np.ndarray,
         nan = np.full(lo.shape, np.nan)
         return nan, nan, nan
     last = v.size - 1
-    idx = np.empty(2 * lo.size, dtype=np.int64)
-    idx[0::2] = np.minimum(lo, last)
-    idx[1::2] = np.minimum(hi, last)
+    idx, tail = _window_index(lo, hi, last)
     total = np.add.reduceat(v, idx, dtype=np.float64)[0::2]  # (integers summed as floats)
     vmin = np.minimum.reduceat(v, idx)[0::2].astype(np.float64, copy=False)
     vmax = np.maximum.reduceat(v, idx)[0::2].astype(np.float64, copy=False)
-    tail = (hi > last) & (lo < last)  # v[lo:last] was reduced: v[last] is still to come
     if tail.any():
         total[tail] += float(v[last])
         vmin[tail] = np.minimum(vmin[tail], v[last])
         vmax[tail] = np.maximum(vmax[tail], v[last])
     return total, vmin, vmax
+
+
+def _window_index(lo: np.ndarray, hi: np.ndarray, last: int) -> tuple[np.ndarray, np.ndarray]:
+    """reduceat indices for the windows [lo, hi) of an array whose last index is `last`:
+    (lo, hi) pairs interleaved (the even results are the windows), clipped to `last` so that
+    no padded copy is needed; and the windows that run past `last`, whose reduction still
+    lacks element `last`."""
+    idx = np.empty(2 * lo.size, dtype=np.int64)
+    idx[0::2] = np.minimum(lo, last)
+    idx[1::2] = np.minimum(hi, last)
+    return idx, (hi > last) & (lo < last)
 
 
 def _reasons(smp: pd.DataFrame, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -379,10 +387,8 @@ def _reasons(smp: pd.DataFrame, start: np.ndarray, end: np.ndarray) -> np.ndarra
     has = hi > lo
     if has.any():
         last = v.size - 1
-        idx = np.empty(2 * lo.size, dtype=np.int64)
-        idx[0::2], idx[1::2] = np.minimum(lo, last), np.minimum(hi, last)
+        idx, tail = _window_index(lo, hi, last)
         window = np.bitwise_or.reduceat(v, idx)[0::2]
-        tail = (hi > last) & (lo < last)  # (as in _window_reduce)
         window[tail] |= v[last]
         out = np.where(has, out | window, out)
     return out.astype(np.int64)
