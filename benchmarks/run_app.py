@@ -6,6 +6,7 @@ field report's program did. `make()` builds the same model for `record --torch`.
     python benchmarks/run_app.py                         # the program itself
     python -m gpuwatch run benchmarks/run_app.py         # profiled, unmodified
     python -m gpuwatch.record --torch benchmarks.run_app:make --gap 0,20 --iters 300
+    python benchmarks/run_app.py 300 0.02 nvtx           # each inference an NVTX range
 """
 
 import sys
@@ -25,15 +26,20 @@ def make():
     return net, x
 
 
-def main(n: int = 300, gap_s: float = 0.02) -> None:
+def main(n: int = 300, gap_s: float = 0.02, marks: str = "") -> None:
     net, x = make()
+    mark = torch.cuda.nvtx.range if marks == "nvtx" else None
     with torch.inference_mode():
         for _ in range(20):  # warm-up
             net(x)
         torch.cuda.synchronize()
         for gap in (0.0, gap_s):
             for _ in range(n):
-                net(x)
+                if mark is not None:
+                    with mark("infer"):
+                        net(x)
+                else:
+                    net(x)
                 torch.cuda.synchronize()
                 if gap:
                     time.sleep(gap)
@@ -41,4 +47,5 @@ def main(n: int = 300, gap_s: float = 0.02) -> None:
 
 
 if __name__ == "__main__":
-    main(*(int(a) if i == 0 else float(a) for i, a in enumerate(sys.argv[1:])))
+    a = sys.argv[1:]
+    main(int(a[0]) if a else 300, float(a[1]) if len(a) > 1 else 0.02, a[2] if len(a) > 2 else "")

@@ -16,10 +16,13 @@
  *                          -> the float on success, else the int status
  *   timed_call(...)        the inside of a timed region: event, call, event (see below)
  *   stamp(launch, f, grid, stream, out, ctl)   the in-band clock probe's launch (see below)
+ *   NestedCall(orig, outer)  gpuwatch run's torch.nn.Module.__call__ (see below)
  * Pointers are Python ints (0 is a null pointer: the legacy default stream).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#include <stddef.h>
 #include <time.h>
 
 typedef int (*fn_p)(void *);
@@ -183,6 +186,138 @@ stamp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromLong(rc);
 }
 
+/* NestedCall(orig, outer): a callable to put in a class's __call__ (gpuwatch run puts it in
+ * torch.nn.Module's). While `depth` is 0, a call `obj(*args, **kwargs)` becomes
+ * `outer(orig, (obj, *args), kwargs)` (Python: the call becomes a timed region, in one frame);
+ * while a region is open (depth > 0) it goes straight to `orig`, torch's own
+ * __call__, with no Python frame of gpuwatch's: a model's submodule calls, inside the region's
+ * events, cost one vectorcall more each, not a Python function call. It binds as a method
+ * (Py_TPFLAGS_METHOD_DESCRIPTOR: instance calls pass `self` first, unbound, as a function's). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *orig;
+    PyObject *outer;
+    int depth;
+    vectorcallfunc vectorcall;
+} NestedCall;
+
+static PyObject *
+nested_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    NestedCall *h = (NestedCall *)self;
+    if (h->depth > 0)
+        return PyObject_Vectorcall(h->orig, args, nargsf, kwnames);
+    /* outer(orig, args, kwargs): the call as data, so that outer is the one Python frame */
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    PyObject *tuple = PyTuple_New(n);
+    if (tuple == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_INCREF(args[i]);
+        PyTuple_SET_ITEM(tuple, i, args[i]);
+    }
+    PyObject *kw = PyDict_New();
+    if (kw == NULL) {
+        Py_DECREF(tuple);
+        return NULL;
+    }
+    Py_ssize_t nk = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < nk; i++) {
+        if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, i), args[n + i]) < 0) {
+            Py_DECREF(tuple);
+            Py_DECREF(kw);
+            return NULL;
+        }
+    }
+    PyObject *call[3] = {h->orig, tuple, kw};
+    PyObject *out = PyObject_Vectorcall(h->outer, call, 3, NULL);
+    Py_DECREF(tuple);
+    Py_DECREF(kw);
+    return out;
+}
+
+static PyObject *
+nested_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *orig, *outer;
+    if (!PyArg_ParseTuple(args, "OO:NestedCall", &orig, &outer))
+        return NULL;
+    if (!PyCallable_Check(orig) || !PyCallable_Check(outer)) {
+        PyErr_SetString(PyExc_TypeError, "NestedCall(orig, outer) takes two callables");
+        return NULL;
+    }
+    NestedCall *h = (NestedCall *)type->tp_alloc(type, 0);
+    if (h == NULL)
+        return NULL;
+    Py_INCREF(orig);
+    Py_INCREF(outer);
+    h->orig = orig;
+    h->outer = outer;
+    h->depth = 0;
+    h->vectorcall = nested_vectorcall;
+    return (PyObject *)h;
+}
+
+static PyObject *
+nested_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (obj == NULL || obj == Py_None) {
+        Py_INCREF(self);
+        return self;
+    }
+    return PyMethod_New(self, obj);
+}
+
+static int
+nested_traverse(NestedCall *h, visitproc visit, void *arg)
+{
+    Py_VISIT(h->orig);
+    Py_VISIT(h->outer);
+    return 0;
+}
+
+static int
+nested_clear(NestedCall *h)
+{
+    Py_CLEAR(h->orig);
+    Py_CLEAR(h->outer);
+    return 0;
+}
+
+static void
+nested_dealloc(NestedCall *h)
+{
+    PyObject_GC_UnTrack(h);
+    nested_clear(h);
+    Py_TYPE(h)->tp_free((PyObject *)h);
+}
+
+static PyMemberDef nested_members[] = {
+    {"depth", T_INT, offsetof(NestedCall, depth), 0,
+     "regions open: 0 sends calls to outer, more to orig"},
+    {"orig", T_OBJECT, offsetof(NestedCall, orig), READONLY, "the __call__ it stands in for"},
+    {"outer", T_OBJECT, offsetof(NestedCall, outer), READONLY, "called when depth is 0"},
+    {NULL},
+};
+
+static PyTypeObject NestedCallType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gpuwatch.bindings._native.NestedCall",
+    .tp_basicsize = sizeof(NestedCall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL
+                | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "NestedCall(orig, outer): obj(*a, **k) is outer(orig, (obj, *a), k) while depth "
+              "is 0, else orig(obj, *a, **k) (see bindings/_native.c)",
+    .tp_new = nested_new,
+    .tp_dealloc = (destructor)nested_dealloc,
+    .tp_traverse = (traverseproc)nested_traverse,
+    .tp_clear = (inquiry)nested_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(NestedCall, vectorcall),
+    .tp_descr_get = nested_get,
+    .tp_members = nested_members,
+};
+
 static PyMethodDef methods[] = {
     {"stamp", (PyCFunction)(void (*)(void))stamp, METH_FASTCALL,
      "stamp(launch, f, grid, stream, out, ctl) -> int: launch the clock probe (see "
@@ -209,5 +344,16 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__native(void)
 {
-    return PyModule_Create(&module);
+    if (PyType_Ready(&NestedCallType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&NestedCallType);
+    if (PyModule_AddObject(m, "NestedCall", (PyObject *)&NestedCallType) < 0) {
+        Py_DECREF(&NestedCallType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

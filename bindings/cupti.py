@@ -21,6 +21,7 @@ and its uncertainty go into the metadata.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 from gpuwatch.clock import Clock
@@ -30,6 +31,9 @@ from gpuwatch.timebase import measure_offset
 
 BUFFER_BYTES = 8 << 20
 FLUSH_NS = 1_000_000_000  # deliver records about once a second
+# (Converting records in chunks with the GIL handed back in between, flushing every 50-200 ms,
+# and flushing through ctypes without the GIL were each tried on the H100 with gpuwatch run's
+# kernel bursts: none made the program's GPU idle gaps fewer; benchmarks/results/h100_issue18.)
 # gpuwatch's own event records: the only driver-API records kept (for external correlation)
 EVENT_RECORD_CBIDS = ("cuEventRecord", "cuEventRecord_ptsz", "cuEventRecordWithFlags",
                       "cuEventRecordWithFlags_ptsz")
@@ -57,6 +61,8 @@ class CuptiTracer:
         # CUPTI correlation id -> (device timestamp, CUPTI stream id)
         self._event_ts: dict[int, tuple[int, int | None]] = {}  # corr -> (GPU ns, stream id)
         self.by_kind: dict[str, int] = {}  # raw records received, per CUPTI activity kind
+        self._kind_names: dict[int, str] = {}
+        self._sync_names: dict[int, str] = {}
         self._marked = 0
         self.sample: dict[str, str] = {}  # one raw record of each kind, for diagnosis
         self._external: dict[int, int] = {}  # CUPTI correlation id -> gpuwatch external id
@@ -68,6 +74,9 @@ class CuptiTracer:
         self._early: list[dict[str, Any]] = []  # records delivered before start() (rare)
         self._gpu = 0
         self.offset_ns = self.offset_uncertainty_ns = 0
+        # what tracing costs this process's threads (host ns; in the metadata at stop)
+        self.cost = {"callbacks": 0, "convert_ns": 0, "convert_max_ns": 0, "flushes": 0,
+                     "flush_ns": 0, "flush_max_ns": 0}
 
     def _calibrate(self, tries: int = 9) -> tuple[int, int]:
         return measure_offset(self.clock.now_ns, self.cupti.get_timestamp, tries)
@@ -84,6 +93,11 @@ class CuptiTracer:
         c.activity_register_callbacks(self._requested, self._completed)
         for kind in self._kinds:
             c.activity_enable(kind)
+        try:  # the program's waits for the GPU (gpuwatch run's kernel bursts end at them)
+            c.activity_enable(c.ActivityKind.SYNCHRONIZATION)
+            self._kinds.append(c.ActivityKind.SYNCHRONIZATION)
+        except Exception:
+            pass
         try:
             c.activity_enable_cuda_event_device_timestamps(1)
             for kind in (c.ActivityKind.CUDA_EVENT, c.ActivityKind.EXTERNAL_CORRELATION,
@@ -135,8 +149,14 @@ class CuptiTracer:
 
     def _flush(self) -> None:
         with self._flush_lock:  # poll() and the fallback thread
+            t0 = time.perf_counter_ns()
             self._last_flush_ns = self.clock.now_ns()
             self.cupti.activity_flush_all(0)
+            dt = time.perf_counter_ns() - t0  # (the conversion it triggered included)
+            c = self.cost
+            c["flushes"] += 1
+            c["flush_ns"] += dt
+            c["flush_max_ns"] = max(c["flush_max_ns"], dt)
             # Enabling CUDA-event device timestamps can succeed while no CUDA_EVENT records come
             # (seen on the H100 when CUPTI was enabled after the CUDA context). Then stop
             # tagging regions, which would only cost time inside them, and say why.
@@ -184,13 +204,17 @@ class CuptiTracer:
         return BUFFER_BYTES, 0
 
     def _completed(self, activities: list[Any]) -> None:
+        t0 = time.perf_counter_ns()
         c, off, gpu = self.cupti, self.offset_ns, self._gpu
         K = c.ActivityKind
         rows = []
+        names, by_kind = self._kind_names, self.by_kind
         for a in activities:
             kind = a.kind
-            kname = K(kind).name
-            self.by_kind[kname] = self.by_kind.get(kname, 0) + 1
+            kname = names.get(kind)
+            if kname is None:  # (an enum lookup per record costs more than the rest)
+                kname = names[kind] = K(kind).name
+            by_kind[kname] = by_kind.get(kname, 0) + 1
             if kname not in self.sample and kname in ("CUDA_EVENT", "EXTERNAL_CORRELATION"):
                 self.sample[kname] = repr({f: getattr(a, f, None) for f in (
                     "correlation_id", "external_id", "device_timestamp", "event_id",
@@ -207,6 +231,15 @@ class CuptiTracer:
                              "bytes": a.bytes})
             elif kind == K.DRIVER:
                 continue  # kept only so that EXTERNAL_CORRELATION records come
+            elif kind == K.SYNCHRONIZATION:
+                what = self._sync_names.get(a.type)
+                if what is None:
+                    what = self._sync_names[a.type] = \
+                        c.ActivitySynchronizationType(a.type).name.lower()
+                if what != "stream_wait_event":  # (a GPU-side wait, not the host's)
+                    rows.append({"gpu": gpu, "t_ns": a.start + off, "kind": "sync",
+                                 "name": what, "start_ns": a.start + off, "end_ns": a.end + off,
+                                 "stream_id": a.stream_id, "correlation_id": a.correlation_id})
             elif kind == K.CUDA_EVENT:
                 if a.device_timestamp:
                     self._event_ts[a.correlation_id] = (a.device_timestamp,
@@ -237,6 +270,11 @@ class CuptiTracer:
             if self._early:
                 rows, self._early = self._early + rows, []
             self._sink("kernels", rows)
+        dt = time.perf_counter_ns() - t0
+        cost = self.cost
+        cost["callbacks"] += 1
+        cost["convert_ns"] += dt
+        cost["convert_max_ns"] = max(cost["convert_max_ns"], dt)
 
     def stop(self) -> dict[str, Any]:
         c = self.cupti
@@ -255,5 +293,11 @@ class CuptiTracer:
                 "cuda_event_device_timestamps": self.events_enabled,
                 "records_by_kind": dict(self.by_kind), "record_samples": dict(self.sample),
                 "dropped_records": self.dropped if self.dropped >= 0 else None,
+                "host_cost": {"callbacks": self.cost["callbacks"],
+                              "convert_s": self.cost["convert_ns"] / 1e9,
+                              "convert_max_ms": self.cost["convert_max_ns"] / 1e6,
+                              "flushes": self.cost["flushes"],
+                              "flush_s": self.cost["flush_ns"] / 1e9,
+                              "flush_max_ms": self.cost["flush_max_ns"] / 1e6},
                 "timestamp_offset_ns": self.offset_ns,
                 "timestamp_offset_uncertainty_ns": self.offset_uncertainty_ns}

@@ -5,19 +5,27 @@ own: the outermost wins, so an NVTX range around a model call is one region):
 - "nvtx": ranges the program marks: torch.cuda.nvtx.range_push/pop (and its `range` context)
   and the `nvtx` package's push_range/pop_range and annotate;
 - "call": the outermost torch.nn.Module call (the top-level model's forward, not each
-  submodule), through torch's global module hooks; and TensorRT execution contexts'
-  execute_async_v3 (events on the stream it is given) and execute_v2.
+  submodule), through `torch.nn.Module.__call__`; and TensorRT execution contexts'
+  execute_async_v3 (events on the stream it is given) and execute_v2. A call region is timed
+  the way `s.infer` times one (RegionTimer.call: its C fast path where there is one). Inside
+  it, a submodule call goes through bindings/_native.c's NestedCall straight to torch's own
+  __call__ (~10 ns more; a Python wrapper where the C module was not built: ~0.2 us). (torch's
+  global module hooks are not used: with one registered, every submodule call leaves torch's
+  fast path.)
+- "kernels" (gpuwatch.kernelregions): bursts of kernels separated by idle GPU time, made
+  after the run from the kernel trace.
 Each region's name says its source ("nvtx:NAME", "call:ClassName"). Hooks are installed when
 the program imports the library, never before: nothing is imported on the program's behalf.
 
 Conditions are derived, not labelled: the idle time since the previous region ended (host
-time) is the region's `gap_ms`, and its condition is the gap's bucket (GAP_EDGES_MS), so the
-analysis compares inferences after short gaps with those after long ones. The first region has
-no gap: it is warm-up.
+time) is the region's `gap_ms`, and its condition is the gap's bucket (GAP_EDGES_MS); the
+analysis regroups them by the gaps it finds (analysis.gaps). The first region has no gap: it
+is warm-up.
 """
 
 from __future__ import annotations
 
+import bisect
 import importlib.abc
 import importlib.machinery
 import sys
@@ -36,6 +44,7 @@ def active() -> "AutoRegions | None":
     overhead benchmark, benchmarks/run_overhead.py)."""
     return _active
 
+
 GAP_EDGES_MS = (0.0, 1.0, 5.0, 50.0, 500.0, 5000.0)  # bucket lower edges
 
 
@@ -43,10 +52,13 @@ def gap_condition(gap_ms: float | None) -> str:
     """The condition of a region after an idle gap of `gap_ms` (None: the first region)."""
     if gap_ms is None:
         return "first"
-    lo = max(e for e in GAP_EDGES_MS if gap_ms >= e) if gap_ms >= 0 else 0.0
-    i = GAP_EDGES_MS.index(lo)
+    i = max(0, bisect.bisect_right(GAP_EDGES_MS, gap_ms) - 1)
+    lo = GAP_EDGES_MS[i]
     hi = GAP_EDGES_MS[i + 1] if i + 1 < len(GAP_EDGES_MS) else None
     return f"gap {lo:g}-{hi:g} ms" if hi is not None else f"gap >= {lo:g} ms"
+
+
+_LABELS = tuple(gap_condition(e) for e in GAP_EDGES_MS)  # (made once: not per region)
 
 
 class AutoRegions:
@@ -55,48 +67,121 @@ class AutoRegions:
     def __init__(self, session: Any, sources: Sequence[str]):
         self._s = session
         self.sources = tuple(sources)
-        self._depth = 0
-        self._open: Any = None  # the outermost region's pending record
+        self._depth = 0  # regions open: the outermost is timed, the others only counted
+        self._open: Any = None  # the outermost begin()'s pending record
         self._last_end_ns: int | None = None  # perf_counter_ns: host time, real even on sim
         self._iterations: dict[str, int] = {}
+        self._names: dict[type, str] = {}  # a module class -> its region name
+        self._hook: Any = None  # the NestedCall in Module.__call__: its `depth` is _depth
         self.counts = {s: 0 for s in self.sources}
-        self.enabled = True  # False: hooks run, nothing is timed (a bare arm, for benchmarks)
+        self._enabled = True
+        # (owner, attribute, original, replacement): what install() patched
+        self._patches: list[tuple[Any, str, Any, Any]] = []
         self.installed: list[str] = []
         self._finders: list[_AfterImport] = []
 
+    @property
+    def enabled(self) -> bool:
+        """False: nothing is timed and the patched library functions are the originals again
+        (the bare arm of benchmarks/run_overhead.py)."""
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self._enabled = bool(on)
+        for owner, attr, orig, new in self._patches:
+            setattr(owner, attr, new if on else orig)
+
     # -- regions ------------------------------------------------------------------------------
+    def _labels(self) -> tuple[str, float | None, int]:
+        """The next region's (condition, gap_ms, iteration within the condition)."""
+        last = self._last_end_ns
+        if last is None:
+            gap, cond = None, "first"
+        else:
+            gap = (time.perf_counter_ns() - last) / 1e6
+            cond = _LABELS[max(0, bisect.bisect_right(GAP_EDGES_MS, gap) - 1)]
+        it = self._iterations.get(cond, 0)
+        self._iterations[cond] = it + 1
+        return cond, gap, it
+
+    def _ref(self, stream: Any) -> Any:
+        s = self._s
+        return (streams.resolve(stream) if stream is not None else None) or s._stream_ref \
+            or streams.current(s._ordinal)
+
+    def call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+             name: str | None = None, source: str = "call", stream: Any = None) -> Any:
+        """fn(*args, **kwargs) as one region (unless one is open: then only run), timed as
+        `s.infer` times one: the events on `stream` (None: where the program's work goes).
+        `name` None: "call:" and the class of args[0] (a torch module). (One Python frame,
+        _labels and _ref inlined, like s.infer's: after an idle gap every frame costs the
+        program several microseconds of a cold host.)"""
+        s = self._s
+        timer = s._timer
+        if self._depth or not self._enabled or timer is None or s._closed:
+            return fn(*args, **kwargs)
+        if name is None:
+            cls = type(args[0])
+            name = self._names.get(cls)
+            if name is None:  # (a class made inside a function: "Net", not "f.<locals>.Net")
+                name = self._names[cls] = \
+                    "call:" + cls.__qualname__.rsplit("<locals>.", 1)[-1]
+        last = self._last_end_ns
+        if last is None:
+            gap, cond = None, "first"
+        else:
+            gap = (time.perf_counter_ns() - last) / 1e6
+            cond = _LABELS[max(0, bisect.bisect_right(GAP_EDGES_MS, gap) - 1)]
+        it = self._iterations.get(cond, 0)
+        self._iterations[cond] = it + 1
+        ref = (streams.resolve(stream) if stream is not None else None) or s._stream_ref \
+            or streams.current(s._ordinal)
+        hook = self._hook
+        self._depth = 1
+        if hook is not None:
+            hook.depth = 1
+        self.counts[source] += 1
+        try:
+            # (the first region is warm-up: it pays for the program's first launches, CUDA's
+            # lazy start included, and has no gap to be compared by)
+            return timer.call("inference", name, ref, (cond, gap, it, gap is None, None),
+                              fn, args, kwargs)
+        finally:
+            self._depth = 0
+            if hook is not None:
+                hook.depth = 0
+            self._last_end_ns = time.perf_counter_ns()
+
+    def _set_depth(self, depth: int) -> None:
+        self._depth = depth
+        if self._hook is not None:
+            self._hook.depth = depth
+
     def begin(self, name: str, source: str, stream: Any = None) -> bool:
         """Open a region unless one is open (then it is nested: not timed on its own, only
-        counted, so that every begin() is matched by an end()). Returns whether this call
-        opened one."""
+        counted, so that every begin() is matched by an end()). For sources that mark a start
+        and an end separately (NVTX push/pop). Returns whether this call opened one."""
         if self._depth:
-            self._depth += 1
+            self._set_depth(self._depth + 1)
             return False
-        if not self.enabled:
+        if not self._enabled:
             return False
         s = self._s
         timer = s._timer
         if timer is None or s._closed:
             return False
-        now = time.perf_counter_ns()
-        gap = None if self._last_end_ns is None else (now - self._last_end_ns) / 1e6
-        cond = gap_condition(gap)
-        it = self._iterations.get(cond, 0)
-        self._iterations[cond] = it + 1
-        ref = (streams.resolve(stream) if stream is not None else None) or s._stream_ref \
-            or streams.current(s._ordinal)
-        # (the first region is warm-up: it pays for the program's first launches, CUDA's
-        # lazy start included, and has no gap to be compared by)
-        self._open = timer.begin("inference", f"{source}:{name}", ref,
+        cond, gap, it = self._labels()
+        self._open = timer.begin("inference", f"{source}:{name}", self._ref(stream),
                                  (cond, gap, it, gap is None, None))
-        self._depth = 1
+        self._set_depth(1)
         self.counts[source] += 1
         return True
 
     def end(self, error: BaseException | None = None) -> None:
         if not self._depth:
             return
-        self._depth -= 1
+        self._set_depth(self._depth - 1)
         if self._depth:
             return
         p, self._open = self._open, None
@@ -127,6 +212,7 @@ class AutoRegions:
             sys.meta_path.insert(0, finder)
 
     def uninstall(self) -> None:
+        """Stop finding regions: the finders go and the libraries get their functions back."""
         global _active
         if _active is self:
             _active = None
@@ -134,25 +220,36 @@ class AutoRegions:
             if f in sys.meta_path:
                 sys.meta_path.remove(f)
         self._finders.clear()
+        for owner, attr, orig, new in reversed(self._patches):
+            if getattr(owner, attr, None) is new:  # (unless the program replaced it since)
+                setattr(owner, attr, orig)
+        self._patches.clear()
+        self._hook = None
+
+    def _patch(self, owner: Any, attr: str, new: Any) -> None:
+        orig = owner.__dict__[attr] if isinstance(owner, type) and attr in owner.__dict__ \
+            else getattr(owner, attr)
+        setattr(owner, attr, new)
+        self._patches.append((owner, attr, orig, new))
 
     def _hook_torch_modules(self, torch: Any) -> None:
-        hooks = getattr(getattr(getattr(torch, "nn", None), "modules", None), "module", None)
-        pre = getattr(hooks, "register_module_forward_pre_hook", None)
-        post = getattr(hooks, "register_module_forward_hook", None)
-        if pre is None or post is None:
+        module_cls = getattr(getattr(torch, "nn", None), "Module", None)
+        if not isinstance(module_cls, type) or "__call__" not in module_cls.__dict__:
             return
+        orig = module_cls.__dict__["__call__"]
+        regions = self
 
-        def before(module: Any, args: Any) -> None:
-            self.begin(type(module).__qualname__, "call")
+        def outer(module: Any, *args: Any, **kwargs: Any) -> Any:  # (no C module)
+            if regions._depth:  # a submodule (or a model inside an NVTX range): not a region
+                return orig(module, *args, **kwargs)
+            return regions.call(orig, (module, *args), kwargs)
 
-        def after(module: Any, args: Any, output: Any) -> None:
-            self.end()
-
-        pre(before)
-        try:
-            post(after, always_call=True)  # (closes the region when forward raises, too)
-        except TypeError:  # an older torch
-            post(after)
+        hook: Any = outer
+        nested = _nested_call()
+        if nested is not None:  # a region: call(orig, (module, *args), kwargs); nested: orig
+            hook = self._hook = nested(orig, self.call)
+            hook.depth = self._depth
+        self._patch(module_cls, "__call__", hook)
         self.installed.append("torch modules")
 
     def _hook_tensorrt(self, trt: Any) -> None:
@@ -167,22 +264,18 @@ class AutoRegions:
 
             def timed(context: Any, *args: Any, _orig: Any = orig, _method: str = method,
                       **kwargs: Any) -> Any:
+                if regions._depth:
+                    return _orig(context, *args, **kwargs)
                 # execute_async_v3(stream_handle): the work goes on that stream; execute_v2
                 # is synchronous (the current, legacy default, stream brackets it)
                 stream = (args[0] if args else kwargs.get("stream_handle")) \
                     if _method == "execute_async_v3" else None
                 engine = getattr(context, "engine", None)
                 name = str(getattr(engine, "name", "") or "tensorrt")
-                regions.begin(name, "call", stream)
-                try:
-                    out = _orig(context, *args, **kwargs)
-                except BaseException as e:
-                    regions.end(e)
-                    raise
-                regions.end()
-                return out
+                return regions.call(_orig, (context, *args), kwargs, f"call:{name}", "call",
+                                    stream)
 
-            setattr(ctx, method, timed)
+            self._patch(ctx, method, timed)
         self.installed.append("tensorrt")
 
     def _hook_torch_nvtx(self, torch: Any) -> None:
@@ -201,34 +294,45 @@ class AutoRegions:
             regions = self
 
             def __enter__(a: Any) -> Any:
+                out = enter(a)
                 regions.begin(str(getattr(a, "message", None) or "range"), "nvtx")
-                return enter(a)
-
-            def __exit__(a: Any, *exc: Any) -> Any:
-                out = leave(a, *exc)
-                regions.end(exc[1] if len(exc) > 1 else None)
                 return out
 
-            setattr(annotate, "__enter__", __enter__)
-            setattr(annotate, "__exit__", __exit__)
+            def __exit__(a: Any, *exc: Any) -> Any:
+                regions.end(exc[1] if len(exc) > 1 else None)
+                return leave(a, *exc)
+
+            self._patch(annotate, "__enter__", __enter__)
+            self._patch(annotate, "__exit__", __exit__)
         self.installed.append("nvtx")
 
     def _wrap_push_pop(self, mod: Any, push_name: str, pop_name: str) -> None:
         push, pop = getattr(mod, push_name), getattr(mod, pop_name)
         regions = self
 
+        # (the push before the start event and the pop after the end event: only the
+        # program's work between the events)
         def pushed(*args: Any, **kwargs: Any) -> Any:
             msg = args[0] if args else kwargs.get("message", kwargs.get("msg", "range"))
+            out = push(*args, **kwargs)
             regions.begin(str(msg), "nvtx")
-            return push(*args, **kwargs)
-
-        def popped(*args: Any, **kwargs: Any) -> Any:
-            out = pop(*args, **kwargs)
-            regions.end()
             return out
 
-        setattr(mod, push_name, pushed)
-        setattr(mod, pop_name, popped)
+        def popped(*args: Any, **kwargs: Any) -> Any:
+            regions.end()
+            return pop(*args, **kwargs)
+
+        self._patch(mod, push_name, pushed)
+        self._patch(mod, pop_name, popped)
+
+
+def _nested_call() -> Any:
+    """bindings/_native.c's NestedCall type, or None where the C module was not built."""
+    try:
+        from .bindings._native import NestedCall  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    return NestedCall
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):

@@ -126,6 +126,10 @@ class Session:
         self.sampler_mode, self.sample_gpus, self.binding = sampler, sample_gpus, binding
         self.kernels = kernels
         self._tracer: Any = None
+        # gpuwatch run's kernel bursts: a wrapper of the kernel tracer's sink, and what runs
+        # at close once every kernel record is in (it adds rows, returns metadata)
+        self._kernel_tap: Callable[[Any], Any] | None = None
+        self._on_close: list[Callable[[Callable[..., None], int], dict[str, Any]]] = []
         self._hoststat: HostStat | None = None  # the thread sampler's, if any
         # The device: the argument, else $GPUWATCH_DEVICE (e.g. sim:t4 for a program run on a
         # machine without a GPU), else the first NVIDIA GPU.
@@ -272,7 +276,8 @@ class Session:
             if make is None:
                 raise UsageError("kernel tracing is not available on this device")
             self._tracer = make()
-            self._tracer.start(writer.add, backend.telemetry[0].info.index)
+            sink = writer.add if self._kernel_tap is None else self._kernel_tap(writer.add)
+            self._tracer.start(sink, backend.telemetry[0].info.index)
         self._timer = RegionTimer(backend.runtime, clock, self._timebase, writer.add_columns,
                                   self._gpu(), tracer=self._tracer,
                                   check_every=self._check_every, probe=bool(self.probe))
@@ -311,6 +316,12 @@ class Session:
             if self._hoststat is not None:
                 self._hoststat.close()
             if self._writer is not None:
+                for finish in self._on_close:  # every record is in: rows made from them
+                    try:
+                        meta.update(finish(self._writer.add_columns,
+                                           self._timer._seq if self._timer is not None else 0))
+                    except Exception as e:
+                        print(f"gpuwatch: warning: {type(e).__name__}: {e}", file=sys.stderr)
                 assert self._backend is not None
                 meta["ended_ns"] = self._backend.clock.now_ns()
                 if self._timebase is not None:

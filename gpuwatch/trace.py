@@ -45,6 +45,9 @@ from .fields import FIELDS
 SCHEMA_VERSION = 3
 META_KEY = b"gpuwatch"
 TABLES = ("inferences", "samples", "driver_samples", "kernels", "events", "processes")
+# kinds of kernels-table rows that are not the program's GPU work: gpuwatch's own records, and
+# the program's waits for the GPU
+NOT_WORK_KINDS = ("cuda_event", "probe", "sync")
 
 KIND = "table_name"  # which table a row belongs to
 LEGACY_KIND = "table"  # its name in schema v1-v2 traces and chunks
@@ -87,7 +90,9 @@ TABLE_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("value", pa.float64()),
     ],
     "kernels": [
-        # "kernel", "memcpy", "memset", "cuda_event"; "probe": gpuwatch's own clock stamps
+        # "kernel", "memcpy", "memset", "cuda_event"; "probe": gpuwatch's own clock stamps;
+        # "sync": the program waited for the GPU (start/end: the host call; name: what it
+        # waited for, e.g. "context_synchronize")
         ("kind", pa.string()),
         ("name", pa.string()),
         ("start_ns", pa.int64()),

@@ -97,3 +97,44 @@ def test_event_calls_through_either_path(use_native):
     assert calls.record(0x1000, 0) == 400 and calls.elapsed(1, 2) == 400
     assert drv.calls[:3] == [("record", 0x1000, 0x2000), ("query", 0x1000),
                              ("elapsed", 0x1000, 0x3000)]
+
+
+def test_nested_call_sends_calls_to_outer_until_a_region_is_open():
+    native = pytest.importorskip("gpuwatch.bindings._native")
+
+    class Module:
+        def orig(self, *args, **kwargs):
+            return ("orig", self, args, kwargs)
+
+    def outer(fn, args, kwargs):  # the call as data: the function, (self, *args), kwargs
+        return ("outer", fn, args, kwargs)
+
+    hook = native.NestedCall(Module.orig, outer)
+    Module.__call__ = hook
+    m = Module()
+    assert m(1, x=2) == ("outer", Module.orig, (m, 1), {"x": 2})
+    assert m() == ("outer", Module.orig, (m,), {})
+    hook.depth = 1
+    assert m(1, x=2) == ("orig", m, (1,), {"x": 2})
+    assert m.__call__(3) == ("orig", m, (3,), {})  # bound through attribute access too
+    assert Module.__call__ is hook and hook.orig is Module.orig and hook.outer is outer
+    with pytest.raises(TypeError):
+        native.NestedCall(1, outer)
+    with pytest.raises(TypeError):
+        native.NestedCall(Module.orig)
+
+
+def test_nested_call_errors_pass_through():
+    native = pytest.importorskip("gpuwatch.bindings._native")
+
+    def boom(*args, **kwargs):
+        raise KeyError("inside")
+
+    class Module:
+        __call__ = native.NestedCall(boom, boom)
+
+    with pytest.raises(KeyError, match="inside"):
+        Module()()
+    Module.__call__.depth = 1
+    with pytest.raises(KeyError, match="inside"):
+        Module()(1, k=2)

@@ -51,6 +51,13 @@ def test_the_outermost_torch_module_call_is_the_inference(tmp_path):
     conds = tr.measured()["condition"].value_counts().to_dict()
     # iterations 1-15 come 10 ms after the previous, 16-29 and the marked call 60 ms after
     assert conds == {"gap 5-50 ms": 15, "gap 50-500 ms": 15}
+    # the analysis groups them by the gaps it finds (analysis.gaps), not the fixed buckets
+    lay = gpuwatch.analyze(tmp_path / "t.parquet").layers
+    net = lay[lay["engine"] == "call:Net"].sort_values("gap_ms")
+    assert net["n"].tolist() == [15, 14]  # (the first is warm-up)
+    short, long = net["gap_ms"].tolist()
+    assert 9.9 < short < 20 and 59.9 < long < 80
+    assert net["condition"].iloc[1].startswith("gap 6")  # named after the gaps: "gap 60 ms"
 
 
 def test_regions_flag_chooses_the_source(tmp_path):
@@ -96,7 +103,8 @@ def test_a_module_runs_as_python_m_does(tmp_path):
 @pytest.mark.parametrize("argv, says", [
     ((), "give the program to run"),
     (("missing.py",), "no program at missing.py"),
-    (("--regions", "kernels", "x.py"), "invalid choice"),
+    (("--regions", "cupti", "x.py"), "invalid choice"),
+    (("--burst-gap-ms", "0", "x.py"), "--burst-gap-ms takes a time > 0"),
 ])
 def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, argv, says):
     r = run(tmp_path, *argv)
@@ -145,3 +153,58 @@ def test_a_run_can_join_a_fleet_dataset(tmp_path):
     assert r.returncode == 3, r.stderr
     (trace,) = (tmp_path / "fleet").rglob("trace.parquet")
     assert "gpu_model=" in str(trace) and len(gpuwatch.load(trace).inferences) == 1
+
+
+def test_kernel_bursts_are_the_inferences_when_nothing_marks_them(tmp_path):
+    r = run(tmp_path, "--regions", "kernels", str(PROGRAMS / "kernel_bursts.py"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "bursts done\n"
+    tr = gpuwatch.load(tmp_path / "t.parquet")
+    inf = tr.inferences.sort_values("start_ns")
+    assert len(inf) == 40 and set(inf["name"]) == {"kernels:layer"}
+    assert set(inf["stream_source"]) == {"kernels"} and inf["host_start_ns"].isna().all()
+    assert inf["warmup"].tolist() == [True] + [False] * 39
+    k = tr.kernels[tr.kernels["kind"] == "kernel"]
+    assert len(k) == 40 * 24  # builtin:small: 24 kernels a burst
+    # each burst runs from its first kernel's start to its last kernel's end
+    assert inf["start_ns"].iloc[0] == k["start_ns"].min()
+    assert inf["end_ns"].iloc[-1] == k["end_ns"].max()
+    assert (inf["gpu_ms"] - (inf["end_ns"] - inf["start_ns"]) / 1e6).abs().max() < 1e-9
+    # the GPU idle before a burst is its gap: 2 ms after odd iterations, 30 ms after even ones
+    gaps = inf["gap_ms"].iloc[1:].to_numpy()
+    assert ((gaps > 1.9) & (gaps < 3)).sum() == 19 and ((gaps > 29.9) & (gaps < 31)).sum() == 20
+    assert set(inf["condition"].iloc[1:]) == {"gap 1-5 ms", "gap 5-50 ms"}
+    assert tr.meta["regions_found"] == {"kernels": 40}  # (the only source asked for)
+    assert tr.meta["kernel_bursts"]["bursts"] == 40
+    # it waits for each result: the waits end the bursts, and idle alone must last 10 ms
+    assert tr.meta["kernel_bursts"]["syncs"] == 40
+    assert tr.meta["kernel_bursts"]["burst_gap_ms"] == 10.0
+    assert (tr.kernels["kind"] == "sync").sum() == 40
+    assert "gpuwatch: 40 inference(s) found" in r.stderr and "verdict:" in r.stderr
+
+
+def test_kernel_bursts_of_a_program_that_never_waits_split_at_idle_time(tmp_path):
+    # no synchronize calls: only GPU idle ends a burst (1 ms by default). builtin:small is
+    # ~5 ms of GPU work: during a 2 ms sleep the GPU is still busy with the queued inference
+    # (no idle: one burst), after a 30 ms sleep it idles ~25 ms. So: the first inference on
+    # its own, then 19 pairs, then the last: 21 bursts
+    r = run(tmp_path, "--regions", "kernels", str(PROGRAMS / "kernel_bursts.py"), "nosync")
+    assert r.returncode == 0, r.stderr
+    tr = gpuwatch.load(tmp_path / "t.parquet")
+    inf = tr.inferences.sort_values("start_ns")
+    assert len(inf) == 21 and (inf["gap_ms"].iloc[1:] > 20).all()
+    assert tr.meta["kernel_bursts"]["syncs"] == 0
+    assert tr.meta["kernel_bursts"]["burst_gap_ms"] == 1.0
+    # idle must now last 40 ms to end a burst: none does
+    r = run(tmp_path, "--regions", "kernels", "--burst-gap-ms", "40", "-f",
+            str(PROGRAMS / "kernel_bursts.py"), "nosync")
+    assert r.returncode == 0, r.stderr
+    assert len(gpuwatch.load(tmp_path / "t.parquet").inferences) == 1
+
+
+def test_auto_regions_with_kernels_prefer_the_calls(tmp_path):
+    r = run(tmp_path, "--kernels", str(PROGRAMS / "torch_loop.py"))
+    assert r.returncode == 0, r.stderr
+    tr = gpuwatch.load(tmp_path / "t.parquet")
+    assert not tr.inferences["name"].str.startswith("kernels:").any()
+    assert tr.meta["kernel_bursts"]["why_none"] == "other sources found the inferences"

@@ -211,18 +211,24 @@ class SimRuntime:
         return event.t_ns is not None and event.t_ns <= self.clock.now_ns()
 
     def synchronize_device(self) -> None:
-        self._wait_until(self.gpu.stream_position_ns())
+        self._wait_until(self.gpu.stream_position_ns(), "context_synchronize", -1)
 
     def stream_synchronize(self, stream: SimStream) -> None:
-        self._wait_until(self.gpu.stream_position_ns(self._waits_for(stream)))
+        self._wait_until(self.gpu.stream_position_ns(self._waits_for(stream)),
+                         "stream_synchronize", stream.id)
 
-    def _wait_until(self, done_ns: int) -> None:
-        """A blocking synchronisation: sleep until the GPU is done, then wake up."""
+    def _wait_until(self, done_ns: int, what: str | None = None, stream: int = -1) -> None:
+        """A blocking synchronisation: sleep until the GPU is done, then wake up (a stream or
+        device synchronize, `what`, is kept in the kernel tracer's sync_trace, as CUPTI's
+        SYNCHRONIZATION records keep it)."""
         self._check()
-        if done_ns > self.clock.now_ns():
+        t0 = self.clock.now_ns()
+        if done_ns > t0:
             self.clock.advance_to(done_ns + self.gpu.p.sync_wake_ns)
         else:
             self.clock.advance(500)
+        if self.gpu.trace is not None and what is not None:
+            self.gpu.sync_trace.append((t0, self.clock.now_ns(), what, stream))
 
     def synchronize(self, event: SimEvent) -> None:
         self._check()
@@ -386,7 +392,7 @@ class SimKernelTracer:
 
     def start(self, sink: Any, gpu_index: int) -> None:
         self._sink, self._gpu_index = sink, gpu_index
-        self.gpu.trace, self.gpu.event_trace = [], []
+        self.gpu.trace, self.gpu.event_trace, self.gpu.sync_trace = [], [], []
 
     def mark(self, external_id: int) -> None:
         self.runtime.tag = external_id
@@ -417,6 +423,9 @@ class SimKernelTracer:
         rows = [{"gpu": g, "t_ns": s, "kind": "probe" if n == PROBE_KERNEL else "kernel",
                  "name": n, "start_ns": s, "end_ns": e, "stream_id": sid, "correlation_id": c}
                 for s, e, n, sid, c in trace]
+        syncs, self.gpu.sync_trace = self.gpu.sync_trace, []
+        rows += [{"gpu": g, "t_ns": s, "kind": "sync", "name": what, "start_ns": s, "end_ns": e,
+                  "stream_id": sid} for s, e, what, sid in syncs]
         rows += [{"gpu": g, "t_ns": t, "kind": "cuda_event",
                   "name": "end" if region_of_tag(tag)[1] else "start", "start_ns": t,
                   "end_ns": t, "stream_id": sid, "correlation_id": tag,

@@ -127,6 +127,8 @@ class SimGPU:
         # Correlation ids number the host's API calls in order, as CUPTI's do.
         self.trace: list[tuple[int, int, str, int, int]] | None = None
         self.event_trace: list[tuple[int, int, int, int]] = []
+        # the host's waits for the GPU while tracing: (start, end, what, stream)
+        self.sync_trace: list[tuple[int, int, str, int]] = []
         self.api_calls = 0
 
     # -- kernels ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from .attribution import attribute
 from .columns import floats
 from .clock import COLUMNS as CLOCK_COLUMNS
 from .clock import compare as compare_clocks
+from .gaps import observed_gaps, regroup_by_gap
 from .layers import Layers, detect
 from .merge import SAMPLE_FIELDS, merge
 from .outside import note as outside_note
@@ -124,6 +125,8 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
     for ti, tr in enumerate(loaded):
         m = merge(tr)
         m["trace"] = ti
+        if observed_gaps(tr.meta):  # a program's own gaps: grouped as found (analysis.gaps)
+            m = regroup_by_gap(m)
         if "condition" in m and m["condition"].isna().any():  # a program that labelled
             m["condition"] = m["condition"].astype(object).where(  # nothing: one condition
                 m["condition"].notna(), NO_CONDITION)
@@ -157,7 +160,7 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
                 ref, tgt, ref_label = _groups(rows, lay, base_rows, cond, base_cond,
                                               only_condition=eng["condition"].nunique() == 1)
                 base_ms = float(ref["gpu_ms"].median()) if ref is not None else lay.baseline_ms
-                gap = rows["gap_ms"].iloc[0]
+                gap = rows["gap_ms"].median()  # (observed gaps vary within a condition)
                 layer_rows.append({
                     "trace": ti, "engine": name, "condition": cond,
                     "gap_ms": None if pd.isna(gap) else float(gap), "n": lay.n,
@@ -267,7 +270,7 @@ def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFram
 
 
 def _baseline_condition(eng: pd.DataFrame) -> Any:
-    gaps = eng.dropna(subset=["gap_ms"]).groupby("condition", sort=False)["gap_ms"].first()
+    gaps = eng.dropna(subset=["gap_ms"]).groupby("condition", sort=False)["gap_ms"].median()
     if gaps.empty:
         return None
     return gaps.idxmin()

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..region import event_tag
-from ..trace import Trace
+from ..trace import NOT_WORK_KINDS, Trace
 from .columns import floats
 
 WINDOW_FIELDS = ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c")
@@ -309,7 +309,7 @@ def _decompose(rows: pd.DataFrame, kernels: pd.DataFrame) -> dict[str, np.ndarra
     launch), and the delay from the host's enqueue to the first kernel. NA without kernel data.
     Records of one GPU are taken not to overlap (one stream, as gpuwatch's engines run)."""
     n = len(rows)
-    own = ("cuda_event", "probe")  # records of gpuwatch's own, not the program's work
+    own = NOT_WORK_KINDS  # gpuwatch's own records and the program's waits: not its GPU work
     if kernels is None or len(kernels) == 0 or (~kernels["kind"].isin(own)).sum() == 0:
         nan = np.full(n, np.nan)
         return {"kernel_count": nan, "busy_ms": nan, "idle_inside_ms": nan,

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..region import region_of_tag
+from ..trace import NOT_WORK_KINDS
 
 OUTSIDE_MIN_MS = 0.1
 OUTSIDE_REL = 0.1
@@ -54,7 +55,7 @@ def kernels_outside(m: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
     c0 = starts.loc[both, "api_correlation_id"].to_numpy(np.int64)
     c1 = ends.loc[both, "api_correlation_id"].to_numpy(np.int64)
     stream = starts.loc[both, "stream_id"].to_numpy(np.int64)
-    work = kernels[~kernels["kind"].isin(("cuda_event", "probe"))].dropna(
+    work = kernels[~kernels["kind"].isin(NOT_WORK_KINDS)].dropna(
         subset=["correlation_id", "stream_id", "start_ns", "end_ns"])
     work = work.sort_values("correlation_id")
     corr = work["correlation_id"].to_numpy(np.int64)

@@ -21,26 +21,37 @@ from typing import Any
 from ..autoregions import AutoRegions
 from ..backends import DEVICE_HELP
 from ..errors import Terminated, UsageError
+from ..kernelregions import BURST_GAP_MS, SYNC_GAP_MS, KernelBursts
 from ..recorder import Session
 from ..trace import default_out
 
-SOURCES = {"auto": ("nvtx", "call"), "nvtx": ("nvtx",), "calls": ("call",)}
+SOURCES = {"auto": ("nvtx", "call"), "nvtx": ("nvtx",), "calls": ("call",), "kernels": ()}
 
 
 class RunCommand:
     name = "run"
     description = ("Run a Python program unmodified, time the inferences it runs (NVTX ranges "
-                   "it marks, else its top-level torch module calls) with the GPU's telemetry "
-                   "beside them, and explain its latency.")
+                   "it marks, else its top-level torch module and TensorRT calls, else, with "
+                   "--kernels, bursts of its kernels) with the GPU's telemetry beside them, and "
+                   "explain its latency.")
 
     def prepare_parser(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("-m", dest="module", metavar="MODULE", default=None,
                        help="run a module as `python -m MODULE` does")
         p.add_argument("--device", default=os.environ.get("GPUWATCH_DEVICE") or "auto",
                        help=f"GPU to record: {DEVICE_HELP} (default: $GPUWATCH_DEVICE, else auto)")
-        p.add_argument("--regions", choices=("auto", "nvtx", "calls"), default="auto",
+        p.add_argument("--regions", choices=("auto", "nvtx", "calls", "kernels"),
+                       default="auto",
                        help="where inferences come from: NVTX ranges, top-level torch module "
-                            "calls, or both (auto: the outermost of either)")
+                            "and TensorRT calls, bursts of kernels (implies --kernels), or auto: "
+                            "the outermost NVTX range or call, else (with --kernels) bursts")
+        p.add_argument("--kernels", action="store_true",
+                       help="also record every kernel and copy (CUPTI; pip install "
+                            "'gpuwatch[cupti]')")
+        p.add_argument("--burst-gap-ms", type=float, default=None, metavar="MS",
+                       help="kernel bursts end where the program waits for the GPU, or where "
+                            "the GPU sits idle longer than this (default "
+                            f"{BURST_GAP_MS:g}; {SYNC_GAP_MS:g} when the program synchronises)")
         p.add_argument("-o", "--out", default=None, help="the trace (default: "
                        "gpuwatch-DATE-TIME.parquet)")
         p.add_argument("-f", "--force", action="store_true", help="replace --out if it exists")
@@ -58,6 +69,8 @@ class RunCommand:
         argv = list(args.program)
         if argv[:1] == ["--"]:
             argv = argv[1:]
+        if args.burst_gap_ms is not None and not args.burst_gap_ms > 0:
+            raise UsageError(f"--burst-gap-ms takes a time > 0 in ms, got {args.burst_gap_ms:g}")
         if args.module is None:
             if not argv:
                 raise UsageError("give the program to run: gpuwatch run app.py [args...] (or "
@@ -69,12 +82,17 @@ class RunCommand:
             raise UsageError(f"--html takes a file name (e.g. report.html), not {args.html!r}")
         if args.out and args.dataset:
             raise UsageError("give either --out or --dataset, not both")
+        kernels = args.kernels or args.regions == "kernels"
         out = None if args.dataset else (args.out or str(default_out()))
         options = {"command": "run", "program": (["-m", args.module] if args.module else [])
-                   + argv, "regions": args.regions}
+                   + argv, "regions": args.regions, "kernels": kernels,
+                   "conditions": "observed gaps"}
         session = Session(args.device, out, dataset=args.dataset, sample_hz=args.sample_hz,
-                          options=options, overwrite=args.force)
+                          options=options, overwrite=args.force, kernels=kernels)
         regions = AutoRegions(session, SOURCES[args.regions])
+        if kernels:
+            _find_bursts(session, regions, args.burst_gap_ms,
+                         only_if_nothing_else=args.regions == "auto")
         status, code = "complete", 0
         session.start()
         regions.install()
@@ -103,9 +121,11 @@ class RunCommand:
               f"({', '.join(f'{k}: {v}' for k, v in regions.counts.items())}); trace: {path}",
               file=err)
         if not found:
-            print("gpuwatch: nothing to analyse: the program marked no NVTX range and called no "
-                  "torch module (see README, 'Profile a program you did not write for "
-                  "gpuwatch')", file=err)
+            hint = "" if regions.counts.get("kernels") is not None else \
+                "; with --kernels, bursts of its kernels would be"
+            print(f"gpuwatch: nothing to analyse: the program marked no NVTX range and called no "
+                  f"torch module or TensorRT context{hint} (see README, 'Profile a program you "
+                  f"did not write for gpuwatch')", file=err)
             return
         from ..analysis import analyze
         from ..renderers import HtmlRenderer, JsonRenderer, TextRenderer
@@ -114,6 +134,27 @@ class RunCommand:
         if args.html:
             HtmlRenderer().write(a, args.html)
         err.write((JsonRenderer() if args.json else TextRenderer()).render(a))
+
+
+def _find_bursts(session: Session, regions: AutoRegions, gap_ms: float | None,
+                 only_if_nothing_else: bool) -> None:
+    """Keep the kernel records' intervals as they arrive; at close, make the bursts into
+    regions (under --regions auto, only if no other source found any)."""
+    found = KernelBursts(gap_ms)
+    session._kernel_tap = found.tap
+    regions.counts["kernels"] = 0
+
+    def finish(add: Any, first_region_id: int) -> dict[str, Any]:
+        if only_if_nothing_else and any(v for k, v in regions.counts.items() if k != "kernels"):
+            return {"kernel_bursts": {"records": len(found), "bursts": None,
+                                      "why_none": "other sources found the inferences"}}
+        cols = found.rows(first_region_id)
+        if cols:
+            add("inferences", cols)
+        regions.counts["kernels"] = len(cols.get("t_ns", ()))
+        return {"kernel_bursts": found.summary(cols), "regions_found": dict(regions.counts)}
+
+    session._on_close.append(finish)
 
 
 def _run_program(module: str | None, argv: list[str]) -> int:

@@ -371,7 +371,7 @@ def _kernel_columns(k: pd.DataFrame) -> dict[str, Any] | None:
         return None
     start, s_ok = _ints(k["start_ns"])
     end, e_ok = _ints(k["end_ns"])
-    keep = s_ok & e_ok & (end >= start)
+    keep = s_ok & e_ok & (end >= start) & (k["kind"] != "sync").to_numpy()  # (host waits)
     if not keep.any():
         return None
     start, end = start[keep], end[keep]

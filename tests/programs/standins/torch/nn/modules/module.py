@@ -1,5 +1,7 @@
-"""torch.nn.Module's call with the global hooks, as torch runs them (pre-hooks, forward,
-then forward hooks; always_call hooks also when forward raises)."""
+"""torch.nn.Module's call as torch lays it out: the class's `__call__` is
+`_wrapped_call_impl`, which runs `_call_impl`: the global hooks (pre-hooks, forward, then
+forward hooks; always_call hooks also when forward raises), then forward. (`gpuwatch run`
+replaces Module.__call__; the global hooks are here because programs may register them.)"""
 _pre, _post = [], []
 
 
@@ -12,11 +14,11 @@ def register_module_forward_hook(hook, *, with_kwargs=False, always_call=False):
 
 
 class Module:
-    def __call__(self, *args):
+    def _call_impl(self, *args, **kwargs):
         for h in _pre:
             h(self, args)
         try:
-            out = self.forward(*args)
+            out = self.forward(*args, **kwargs)
         except BaseException:
             for h, always in _post:
                 if always:
@@ -25,3 +27,8 @@ class Module:
         for h, _ in _post:
             h(self, args, out)
         return out
+
+    def _wrapped_call_impl(self, *args, **kwargs):
+        return self._call_impl(*args, **kwargs)
+
+    __call__ = _wrapped_call_impl
