@@ -3,7 +3,7 @@
 # GPU, and what regions found from calls, NVTX and CUPTI cost, interleaved against bare torch
 # events (benchmarks/run_overhead.py). From the repository root, with the cupti-python wheels
 # carried in .whl:
-#   OUT=/some/dir PART=tests|overhead|kernels [PAIRS=400 GAP_PAIRS=300] \
+#   OUT=/some/dir PART=tests|overhead|nvtx|kernels [PAIRS=400 GAP_PAIRS=300] \
 #       bash benchmarks/h100_issue18_regions.sh
 set -uo pipefail
 source benchmarks/device_setup.sh
@@ -28,6 +28,8 @@ case "${PART:-tests}" in
         benchmarks/run_app.py 300 0.02 ;;
   overhead)
     overhead calls
+    overhead nvtx --regions nvtx ;;
+  nvtx)
     overhead nvtx --regions nvtx ;;
   kernels)
     overhead kernels --regions kernels ;;

@@ -172,23 +172,31 @@ class AutoRegions:
         if timer is None or s._closed:
             return False
         cond, gap, it = self._labels()
-        self._open = timer.begin("inference", f"{source}:{name}", self._ref(stream),
-                                 (cond, gap, it, gap is None, None))
+        ref = self._ref(stream)
         self._set_depth(1)
         self.counts[source] += 1
+        try:  # (the start event last: only the program's work after it)
+            self._open = timer.begin("inference", f"{source}:{name}", ref,
+                                     (cond, gap, it, gap is None, None))
+        except BaseException:
+            self._set_depth(0)
+            raise
         return True
 
     def end(self, error: BaseException | None = None) -> None:
-        if not self._depth:
-            return
-        self._set_depth(self._depth - 1)
-        if self._depth:
+        depth = self._depth
+        if depth > 1:
+            self._set_depth(depth - 1)
+        if depth != 1:
             return
         p, self._open = self._open, None
         timer = self._s._timer
-        if p is not None and timer is not None:
-            timer.end(p, error)
-        self._last_end_ns = time.perf_counter_ns()
+        try:  # (the end event first: only the program's work before it)
+            if p is not None and timer is not None:
+                timer.end(p, error)
+        finally:
+            self._set_depth(0)
+            self._last_end_ns = time.perf_counter_ns()
 
     # -- sources --------------------------------------------------------------------------------
     def install(self) -> None:

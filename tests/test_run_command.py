@@ -33,8 +33,11 @@ def test_nvtx_ranges_are_the_inferences_and_gaps_become_conditions(tmp_path):
     assert len(inf) == 80 and inf["warmup"].sum() == 1  # the first region is warm-up
     infer = inf[(inf["name"] == "nvtx:infer") & ~inf["warmup"].astype(bool)]
     # the gap before an inference is the idle time since the previous region ("post")
+    # (a loaded machine may oversleep a 2 ms sleep past 5 ms: the buckets go by the gap seen)
     assert set(infer["condition"]) == {"gap 1-5 ms", "gap 5-50 ms"}
-    slow = infer[infer["condition"] == "gap 5-50 ms"]["gap_ms"]
+    assert (infer["condition"] == "gap 5-50 ms").to_numpy().tolist() == \
+        (infer["gap_ms"] >= 5).to_numpy().tolist()
+    slow = infer[infer["gap_ms"] > 12]["gap_ms"]
     assert len(slow) == 19 and slow.between(19, 45).all()  # (after each odd iteration but the last)
     assert tr.meta["regions_found"] == {"nvtx": 80, "call": 0}
     assert "gpuwatch: 80 inference(s) found" in r.stderr and "verdict:" in r.stderr
