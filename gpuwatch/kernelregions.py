@@ -39,12 +39,40 @@ WORK_KINDS = ("kernel", "memcpy", "memset")  # the program's own work (not cuda_
 
 def short_kernel_name(name: Any) -> str:
     """A kernel's name without its return type, template arguments or parameters:
-    "void at::native::vectorized_elementwise_kernel<4, ...>(int, ...)" ->
+    "void at::native::vectorized_elementwise_kernel<4, ...>(int, ...)" and its mangled form
+    "_ZN2at6native29vectorized_elementwise_kernelILi4E..." both give
     "at::native::vectorized_elementwise_kernel"."""
     s = str(name or "?").strip()
+    plain = _mangled_name(s)
+    if plain is not None:
+        return plain[:80]
     s = re.sub(r"^(void|static)\s+", "", s)
     cut = min((i for i in (s.find("<"), s.find("(")) if i > 0), default=len(s))
     return s[:cut].strip()[:80] or "?"
+
+
+def _mangled_name(s: str) -> str | None:
+    """The qualified name at the start of an Itanium-mangled symbol ("_Z" then a
+    length-prefixed name, or "N" and several, up to the first template or parameter); None if
+    `s` is not one. (Not a demangler: just the name, which is what a series is called by.)"""
+    if not s.startswith("_Z"):
+        return None
+    i, parts = 2, []
+    nested = s[i:i + 1] == "N"
+    if nested:
+        i += 1
+        while i < len(s) and s[i] in "rVK":  # (cv-qualifiers of a member function)
+            i += 1
+    while i < len(s) and s[i].isdigit():
+        j = i
+        while j < len(s) and s[j].isdigit():
+            j += 1
+        n = int(s[i:j])
+        parts.append(s[j:j + n])
+        i = j + n
+        if not nested:
+            break
+    return "::".join(parts) if parts and all(parts) else None
 
 
 def bursts(start_ns: np.ndarray, end_ns: np.ndarray, gap_ns: int,

@@ -74,6 +74,12 @@ def test_rows_from_tapped_records():
      "at::native::vectorized_elementwise_kernel"),
     ("sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_tilesize128x256x64",
      "sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_tilesize128x256x64"),
+    ("_Z23implicit_convolve_sgemmI6__halfS0_Li1024ELi5ELi5E", "implicit_convolve_sgemm"),
+    ("_ZN5cudnn19engines_precompiled16nchwToNhwcKernelI6__halfS2_fLb0E",
+     "cudnn::engines_precompiled::nchwToNhwcKernel"),
+    ("_ZN2at6native29vectorized_elementwise_kernelILi8EZZZNS0_49_GLOBAL",
+     "at::native::vectorized_elementwise_kernel"),
+    ("_Z5", "_Z5"),  # cut short: not a name to trust
     ("", "?"), (None, "?"),
 ])
 def test_short_kernel_names(raw, short):
