@@ -247,7 +247,11 @@ class ChunkWriter:
     def _hold_back(self) -> None:
         """(Lock held.) If rows pile up faster than they are written (a simulated GPU runs
         faster than real time; a slow disk), wait for the writer: memory stays bounded, and a
-        crash loses at most MAX_PENDING_ROWS rows. At a real GPU's rates it never waits."""
+        crash loses at most MAX_PENDING_ROWS rows. At a real GPU's rates it never waits. The
+        writer's own thread (rows added by its before_flush hook) never waits: only it could
+        end the wait."""
+        if threading.current_thread() is self._thread:
+            return
         while (self._pending > MAX_PENDING_ROWS and self.error is None and not self._closed
                and self._thread.is_alive()):
             self._wake.notify()

@@ -123,3 +123,32 @@ def test_a_program_that_labels_nothing_is_analysed_as_one_condition(tmp_path):
     assert list(a.layers["condition"]) == ["all"] and a.layers["layered"].iloc[0]
     assert a.verdicts["sentence"].iloc[0].startswith("all: ")
     assert a.verdicts["cause"].iloc[0] == "sm_clock"
+
+
+def test_a_call_that_waits_for_its_own_gpu_work_is_flagged_as_ambiguous(tmp_path):
+    # the timed call synchronises inside: its host time is its GPU time. After 60 ms gaps the
+    # simulated T4's clock falls (1590 -> 300 MHz), the real cause; the timestamps look like a
+    # launch-bound host's, so the analysis must say it cannot tell
+    out = tmp_path / "t.parquet"
+    with gpuwatch.session(device="sim:t4", out=out) as s:
+        e = s.engine("builtin:small")
+        for g in (10, 60):
+            s.set_condition(f"gap={g}ms", gap_ms=g)
+            for _ in range(150):
+                s.infer(lambda: (e.raw.infer(), e.raw.synchronize()), stream=s.stream)
+                s.wait(g)
+    a = gpuwatch.analyze(out)
+    assert any("the timestamps cannot tell" in n for n in a.data_notes)
+    # a launch-bound program whose clock holds: no such note
+    out2 = tmp_path / "hb.parquet"
+    with gpuwatch.session(device="sim:hostbound", out=out2) as s:
+        e = s.engine("builtin:small")
+        for g in (0, 20):
+            s.set_condition(f"gap={g}ms", gap_ms=g)
+            for _ in range(100):
+                e.infer()
+                e.synchronize()
+                s.wait(g)
+    a2 = gpuwatch.analyze(out2)
+    assert not any("the timestamps cannot tell" in n for n in a2.data_notes)
+    assert "host launch delay" in a2.verdicts.set_index("condition").loc["gap=20ms", "sentence"]

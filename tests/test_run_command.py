@@ -4,6 +4,7 @@ subprocesses, with stand-ins for the nvtx package and PyTorch's module and NVTX 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -78,7 +79,7 @@ def test_a_program_that_raises_keeps_its_traceback_status_and_trace(tmp_path):
     assert "ValueError: the program's own error" in r.stderr and "in deep" in r.stderr
     assert "runpy" not in r.stderr  # the traceback is the program's, not gpuwatch's
     tr = gpuwatch.load(tmp_path / "t.parquet")
-    assert len(tr.inferences) == 3 and tr.meta["status"] == "complete"
+    assert len(tr.inferences) == 3 and tr.meta["status"] == "failed"  # (as a block that raises)
 
 
 def test_exit_status_argv_and_main_pass_through(tmp_path):
@@ -107,7 +108,10 @@ def test_a_module_runs_as_python_m_does(tmp_path):
     ((), "give the program to run"),
     (("missing.py",), "no program at missing.py"),
     (("--regions", "cupti", "x.py"), "invalid choice"),
-    (("--burst-gap-ms", "0", "x.py"), "--burst-gap-ms takes a time > 0"),
+    (("--burst-gap-ms", "0", "x.py"), "--burst-gap-ms takes a time in ms, > 0"),
+    (("--burst-gap-ms", "inf", "x.py"), "> 0 and finite"),
+    (("-m", "no_such_pkg.mod"), "no module no_such_pkg.mod to run"),
+    (("--html", "/no/such/folder/r.html", "x.py"), "no folder /no/such/folder"),
 ])
 def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, argv, says):
     r = run(tmp_path, *argv)
@@ -211,3 +215,30 @@ def test_auto_regions_with_kernels_prefer_the_calls(tmp_path):
     tr = gpuwatch.load(tmp_path / "t.parquet")
     assert not tr.inferences["name"].str.startswith("kernels:").any()
     assert tr.meta["kernel_bursts"]["why_none"] == "other sources found the inferences"
+
+
+def test_the_programs_own_options_pass_through_with_m_and_a_script(tmp_path):
+    # python -m pkg.mod --x 1 passes --x 1 on: so does gpuwatch run -m pkg.mod --x 1, even
+    # where an option is also one of gpuwatch's (-q, -o)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROGRAMS / "standins"),
+                                                        str(PROGRAMS)]), GPUWATCH_DEVICE="sim:t4")
+    r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-o", str(tmp_path / "m.parquet"),
+                        "-m", "apppkg", "--x", "1", "-q"], capture_output=True, text=True,
+                       cwd=tmp_path, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "module argv: ['--x', '1', '-q']" in r.stdout
+    r = run(tmp_path, "-f", str(PROGRAMS / "reads_argv.py"), "-o", "mine", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "reads_argv.py', '-o', 'mine', '--json']" in r.stdout
+
+
+def test_a_program_that_raises_is_a_failed_recording_and_json_is_all_of_stderr(tmp_path):
+    r = run(tmp_path, str(PROGRAMS / "raises.py"))
+    meta = gpuwatch.load(tmp_path / "t.parquet").meta
+    assert meta["status"] == "failed" and meta["error"].startswith("ValueError")
+    assert meta["program_exit_status"] == 1
+    r = run(tmp_path, "--json", "-f", str(PROGRAMS / "nvtx_marks.py"))
+    assert r.returncode == 0
+    assert json.loads(r.stderr)["traces"]  # nothing else on stderr: the JSON parses
+    r = run(tmp_path, "-q", "-f", "--html", str(tmp_path / "r.html"), str(PROGRAMS / "nvtx_marks.py"))
+    assert r.returncode == 0 and r.stderr == "" and (tmp_path / "r.html").stat().st_size > 1000

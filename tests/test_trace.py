@@ -221,3 +221,26 @@ def test_a_failed_helper_merge_falls_back_to_merging_here(tmp_path, monkeypatch)
     monkeypatch.setattr(subprocess, "run", broken)
     tr = record_sim(tmp_path / "f.parquet", gaps=(20.0,), iters=100)
     assert tr.meta["status"] == "complete" and len(tr.samples) > 1_000
+
+
+def test_rows_added_from_the_writers_own_thread_never_wait_for_it(tmp_path, monkeypatch):
+    # the before-flush hook (the region timer resolving what completed) adds rows in the
+    # writer's thread; with more than MAX_PENDING_ROWS waiting it must not wait for itself
+    import threading
+
+    from gpuwatch import trace as tr_mod
+
+    monkeypatch.setattr(tr_mod, "MAX_PENDING_ROWS", 10)
+    w = tr_mod.ChunkWriter(tmp_path, flush_interval_s=0.01)
+    done = threading.Event()
+
+    def hook():
+        w.add_columns("events", {"gpu": [0] * 50, "t_ns": list(range(50)), "kind": ["note"] * 50})
+        done.set()
+
+    w.before_flush = hook
+    assert done.wait(5), "the hook never ran"
+    closer = threading.Thread(target=w.close)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive(), "the writer deadlocked on its own rows"

@@ -137,6 +137,9 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
         inf, note = _usable(inf, ti)
         if note:
             data_notes.append(note)
+        waits = _waits_inside(inf, ti)
+        if waits:
+            data_notes.append(waits)
         if m.attrs.get("impossible_readings"):
             data_notes.append(f"trace {ti}: {m.attrs['impossible_readings']} telemetry readings "
                               f"outside what a GPU can report (clock <= 0 or over 10 GHz, "
@@ -267,6 +270,43 @@ def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFram
         if not att.empty:
             atts.append(att.assign(episode=label))
     return verdicts, atts
+
+
+SYNC_SHARE = 0.95  # host enqueue >= this share of gpu_ms...
+SYNC_END_NS = 30_000  # ...and the end event ran within this of being enqueued
+CLOCK_SPREAD = 1.1  # ...while the SM clock differed by this factor between conditions
+
+
+def _waits_inside(inf: pd.DataFrame, ti: int) -> str | None:
+    """A note where host launch delay cannot be told from a slower GPU. When the host left the
+    timed call only as the GPU finished it (host enqueue >= SYNC_SHARE of gpu_ms, the end
+    event run within SYNC_END_NS of being enqueued), either the GPU waited for a slow host
+    (launch-bound: the host is the cause) or the call waited for its own GPU work (a
+    synchronize inside it: the host's time is the GPU's). The timestamps are the same (seen on
+    the H100: a busy host's launch-bound conv net, 1.006x and 1.2 us); the attribution credits
+    the host. Only where the SM clock also changed between conditions could the clock be the
+    cause instead: then say so. A kernel timeline (busy vs idle inside) tells them apart."""
+    need = {"enqueue_ms", "gpu_ms", "end_ns", "host_enqueued_ns", "sm_clock_mhz_mean"}
+    if not need <= set(inf.columns) or len(inf) < 10:
+        return None
+    if "busy_ms" in inf and np.isfinite(inf["busy_ms"].pipe(floats)).any():
+        return None  # (the kernel timeline tells them apart)
+    enq, ms = inf["enqueue_ms"].pipe(floats), inf["gpu_ms"].pipe(floats)
+    after = inf["end_ns"].pipe(floats) - inf["host_enqueued_ns"].pipe(floats)
+    ok = np.isfinite(enq) & np.isfinite(ms) & (ms > 0) & np.isfinite(after)
+    if ok.sum() < 10:
+        return None
+    share = float(np.mean((enq[ok] >= SYNC_SHARE * ms[ok]) & (after[ok] <= SYNC_END_NS)))
+    clocks = inf.assign(_c=inf["sm_clock_mhz_mean"].pipe(floats)).groupby(
+        ["name", "condition"], sort=False)["_c"].median().dropna()
+    if share < 0.5 or clocks.empty or not clocks.max() > CLOCK_SPREAD * clocks.min():
+        return None
+    return (f"trace {ti}: in {share:.0%} of inferences the host left the timed call only as the "
+            f"GPU finished it, and the SM clock differed between conditions ({clocks.min():.0f}"
+            f"-{clocks.max():.0f} MHz): either the GPU waited for a slow host (host launch "
+            f"delay, as the attribution says) or the call waits for its own GPU work (a "
+            f"synchronize inside it) and the clock is the cause; the timestamps cannot tell. "
+            f"Record with --kernels (gpuwatch run --kernels) to split them")
 
 
 def _baseline_condition(eng: pd.DataFrame) -> Any:

@@ -149,7 +149,8 @@ def fleet(root: str | os.PathLike[str],
                                  dropna=False):
             acc = accs.get(key)
             if acc is None:
-                acc = accs[key] = _Acc(gap_ms=float(g["gap_ms"].iloc[0]))
+                # (the median: a `gpuwatch run` trace's gaps vary within a condition)
+                acc = accs[key] = _Acc(gap_ms=float(g["gap_ms"].median()))
             acc.add(g["iteration"].pipe(floats), g["gpu_ms"].pipe(floats))
         if progress is not None:
             seen.update(df["__filename"].unique())

@@ -38,7 +38,9 @@ def make_parser(command: Command, prog: str | None = None) -> argparse.ArgumentP
 def main(command: Command, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Parse, run, and turn gpuwatch errors into one line on stderr plus their exit status."""
     parser = make_parser(command, prog)
-    args = parser.parse_args(argv)
+    split = getattr(command, "split_argv", None)  # (gpuwatch run: the program's own options)
+    args = parser.parse_args(split(list(argv if argv is not None else sys.argv[1:]))
+                             if split is not None else argv)
     try:
         return command.run(args)
     except GpuwatchError as e:

@@ -65,12 +65,40 @@ class RunCommand:
         p.add_argument("program", nargs=argparse.REMAINDER,
                        help="the script and its arguments (or, with -m, the module's arguments)")
 
+    @staticmethod
+    def split_argv(argv: list[str]) -> list[str]:
+        """gpuwatch's options, then `--` and the program's own: everything after the module
+        of `-m MODULE` (as `python -m MODULE --x 1` passes `--x 1` on), or after the script."""
+        with_value = {"--device", "--regions", "-o", "--out", "--dataset", "--sample-hz",
+                      "--burst-gap-ms", "--html"}
+        i = 0
+        while i < len(argv):
+            a = argv[i]
+            if a == "--":
+                return argv
+            if a == "-m":
+                return argv[:i + 2] + ["--"] + argv[i + 2:] if i + 2 < len(argv) else argv
+            if a.startswith("-m") and len(a) > 2:  # -mpkg.mod
+                return argv[:i + 1] + ["--"] + argv[i + 1:] if i + 1 < len(argv) else argv
+            if not a.startswith("-"):  # the script: the rest is its own
+                return argv[:i] + ["--"] + argv[i:]
+            i += 2 if a in with_value else 1
+        return argv
+
     def run(self, args: argparse.Namespace) -> int:
         argv = list(args.program)
         if argv[:1] == ["--"]:
             argv = argv[1:]
-        if args.burst_gap_ms is not None and not args.burst_gap_ms > 0:
-            raise UsageError(f"--burst-gap-ms takes a time > 0 in ms, got {args.burst_gap_ms:g}")
+        if args.burst_gap_ms is not None and not 0 < args.burst_gap_ms < 1e6:
+            raise UsageError(f"--burst-gap-ms takes a time in ms, > 0 and finite, got "
+                             f"{args.burst_gap_ms:g}")
+        if args.html is not None and (not str(args.html).strip() or Path(args.html).is_dir()):
+            raise UsageError(f"--html takes a file name (e.g. report.html), not {args.html!r}")
+        if args.html is not None and not Path(args.html).resolve().parent.is_dir():
+            raise UsageError(f"cannot write --html {args.html}: no folder "
+                             f"{Path(args.html).resolve().parent}; create it or pick another")
+        if args.module is not None:
+            _check_module(args.module)
         if args.module is None:
             if not argv:
                 raise UsageError("give the program to run: gpuwatch run app.py [args...] (or "
@@ -78,8 +106,6 @@ class RunCommand:
             script = Path(argv[0])
             if not script.is_file():
                 raise UsageError(f"no program at {script}; give a Python file (or -m MODULE)")
-        if args.html is not None and (not str(args.html).strip() or Path(args.html).is_dir()):
-            raise UsageError(f"--html takes a file name (e.g. report.html), not {args.html!r}")
         if args.out and args.dataset:
             raise UsageError("give either --out or --dataset, not both")
         kernels = args.kernels or args.regions == "kernels"
@@ -93,19 +119,31 @@ class RunCommand:
         if kernels:
             _find_bursts(session, regions, args.burst_gap_ms,
                          only_if_nothing_else=args.regions == "auto")
-        status, code = "complete", 0
+        status, code, error = "complete", 0, None
         session.start()
         regions.install()
         try:
-            code = _run_program(args.module, argv)
+            code, error = _run_program(args.module, argv)
+            if error is not None:  # the program raised: recorded as a failed block is
+                status = "failed"
         except (KeyboardInterrupt, Terminated) as e:  # Ctrl-C, SIGTERM: the trace is kept
             status, code = "interrupted", 143 if isinstance(e, Terminated) else 130
         finally:
             regions.uninstall()
             regions.end()  # a region the program left open (it raised inside it)
-            session.annotate(regions_found=dict(regions.counts), region_hooks=regions.installed)
-            path = session.close(status=status)
+            session.annotate(regions_found=dict(regions.counts), region_hooks=regions.installed,
+                             program_exit_status=code)
+            path = session.close(status=status, error=error)
         found = sum(regions.counts.values())
+        if args.quiet and args.html and found:  # (asked for: written even when quiet)
+            try:
+                from ..analysis import analyze
+                from ..renderers import HtmlRenderer
+
+                HtmlRenderer().write(analyze(path), args.html)
+            except Exception as e:
+                print(f"gpuwatch: could not write {args.html} ({type(e).__name__}: {e})",
+                      file=sys.stderr)
         if not args.quiet:
             try:
                 self._report(path, found, regions, args)
@@ -117,15 +155,18 @@ class RunCommand:
     def _report(self, path: Path, found: int, regions: AutoRegions,
                 args: argparse.Namespace) -> None:
         err = sys.stderr
-        print(f"\ngpuwatch: {found} inference(s) found "
-              f"({', '.join(f'{k}: {v}' for k, v in regions.counts.items())}); trace: {path}",
-              file=err)
+        if not args.json:  # (--json: stderr holds the JSON alone)
+            print(f"\ngpuwatch: {found} inference(s) found "
+                  f"({', '.join(f'{k}: {v}' for k, v in regions.counts.items())}); trace: {path}",
+                  file=err)
         if not found:
-            hint = "" if regions.counts.get("kernels") is not None else \
+            looked = {"nvtx": "marked no NVTX range", "call": "called no torch module or "
+                      "TensorRT context", "kernels": "ran no kernels (or none were traced)"}
+            said = " and ".join(looked[k] for k in regions.counts)
+            hint = "" if "kernels" in regions.counts else \
                 "; with --kernels, bursts of its kernels would be"
-            print(f"gpuwatch: nothing to analyse: the program marked no NVTX range and called no "
-                  f"torch module or TensorRT context{hint} (see README, 'Profile a program you "
-                  f"did not write for gpuwatch')", file=err)
+            print(f"gpuwatch: nothing to analyse: the program {said}{hint} (see README, "
+                  f"'Profile a program you did not write for gpuwatch')", file=err)
             return
         from ..analysis import analyze
         from ..renderers import HtmlRenderer, JsonRenderer, TextRenderer
@@ -157,8 +198,25 @@ def _find_bursts(session: Session, regions: AutoRegions, gap_ms: float | None,
     session._on_close.append(finish)
 
 
-def _run_program(module: str | None, argv: list[str]) -> int:
-    """The program, as `python [-m module] argv...` would run it; its exit status."""
+def _check_module(module: str) -> None:
+    """A usage error, before anything starts, if `python -m module` could not find it."""
+    import importlib.util
+
+    sys.path.insert(0, os.getcwd())
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as e:
+        raise UsageError(f"no module {module} to run ({type(e).__name__}: {e})") from None
+    finally:
+        sys.path.pop(0)
+    if spec is None:
+        raise UsageError(f"no module named {module} (from {os.getcwd()}); give an importable "
+                         f"module, as python -m takes")
+
+
+def _run_program(module: str | None, argv: list[str]) -> tuple[int, str | None]:
+    """The program, as `python [-m module] argv...` would run it: its exit status, and the
+    exception it raised, if any."""
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     try:
         if module is not None:
@@ -170,18 +228,18 @@ def _run_program(module: str | None, argv: list[str]) -> int:
             sys.argv = [argv[0], *argv[1:]]
             sys.path[0:0] = [os.path.dirname(script)]  # (as python app.py does)
             runpy.run_path(script, run_name="__main__")
-        return 0
+        return 0, None
     except (KeyboardInterrupt, Terminated):
         raise
     except SystemExit as e:
-        return _exit_code(e.code)
+        return _exit_code(e.code), None
     except BaseException:
         # as the interpreter would: the traceback, status 1 (without gpuwatch's frames)
         etype, value, tb = sys.exc_info()
         while tb is not None and _ours(tb.tb_frame.f_code.co_filename):
             tb = tb.tb_next
         traceback.print_exception(etype, value, tb, file=sys.stderr)
-        return 1
+        return 1, f"{getattr(etype, '__name__', etype)}: {value}"
     finally:
         sys.argv = saved_argv
         if saved_path0 is not None and sys.path and sys.path[0] != saved_path0:
