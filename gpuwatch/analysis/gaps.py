@@ -118,12 +118,11 @@ def regroup_by_gap(inf: pd.DataFrame) -> pd.DataFrame:
             name = label(gap[rows][which == k])
             names.append(name if name not in names else f"{name} ({k + 1})")
         cond[rows] = np.array(names, dtype=object)[which]
-        order = np.argsort(inf["start_ns"].to_numpy()[rows], kind="stable")
-        counts: dict[Any, int] = {}
-        for r in rows[order]:
-            c = cond[r]
-            it[r] = counts.get(c, 0)
-            counts[c] = it[r] + 1
+    # iterations counted again within each (series, group), in GPU start order
+    rows = np.nonzero(use)[0]
+    rows = rows[np.argsort(inf["start_ns"].to_numpy()[rows], kind="stable")]
+    it[rows] = pd.DataFrame({"n": inf["name"].to_numpy()[rows], "c": cond[rows]}).groupby(
+        ["n", "c"], sort=False, dropna=False).cumcount().to_numpy()
     inf["condition"] = cond
     inf["iteration"] = it
     return inf

@@ -135,16 +135,7 @@ class RunCommand:
                              program_exit_status=code)
             path = session.close(status=status, error=error)
         found = sum(regions.counts.values())
-        if args.quiet and args.html and found:  # (asked for: written even when quiet)
-            try:
-                from ..analysis import analyze
-                from ..renderers import HtmlRenderer
-
-                HtmlRenderer().write(analyze(path), args.html)
-            except Exception as e:
-                print(f"gpuwatch: could not write {args.html} ({type(e).__name__}: {e})",
-                      file=sys.stderr)
-        if not args.quiet:
+        if not args.quiet or args.html:  # (-q: no report, but an --html asked for is written)
             try:
                 self._report(path, found, regions, args)
             except Exception as e:  # the program's status stands; the trace is on disk
@@ -154,12 +145,14 @@ class RunCommand:
 
     def _report(self, path: Path, found: int, regions: AutoRegions,
                 args: argparse.Namespace) -> None:
-        err = sys.stderr
-        if not args.json:  # (--json: stderr holds the JSON alone)
+        err, talk = sys.stderr, not args.quiet
+        if talk and not args.json:  # (--json: stderr holds the JSON alone)
             print(f"\ngpuwatch: {found} inference(s) found "
                   f"({', '.join(f'{k}: {v}' for k, v in regions.counts.items())}); trace: {path}",
                   file=err)
         if not found:
+            if not talk:
+                return
             looked = {"nvtx": "marked no NVTX range", "call": "called no torch module or "
                       "TensorRT context", "kernels": "ran no kernels (or none were traced)"}
             said = " and ".join(looked[k] for k in regions.counts)
@@ -174,7 +167,8 @@ class RunCommand:
         a = analyze(path)
         if args.html:
             HtmlRenderer().write(a, args.html)
-        err.write((JsonRenderer() if args.json else TextRenderer()).render(a))
+        if talk:
+            err.write((JsonRenderer() if args.json else TextRenderer()).render(a))
 
 
 def _find_bursts(session: Session, regions: AutoRegions, gap_ms: float | None,
