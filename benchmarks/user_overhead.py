@@ -22,8 +22,11 @@ sampler (bare with / without the sampler) and region (gpuwatch / bare with the s
 what starting and closing a session costs.
 
 With --probe, the gpuwatch arm also stamps the in-band SM clock around every region (issue 14).
+With --getter-arm, a fourth arm, "gpuwatch, torch getter": the gpuwatch arm with the C timed
+path reading torch's current stream through torch's own getter (a pybind11 call) instead of
+c10 directly (bindings/torch.py), toggled in the same session.
 
-    python benchmarks/user_overhead.py --out DIR [--pairs 60] [--block 10] [--probe]
+    python benchmarks/user_overhead.py --out DIR [--pairs 60] [--block 10] [--probe] [--getter-arm]
 """
 
 from __future__ import annotations
@@ -42,7 +45,29 @@ import gpuwatch
 
 # The arms of one pair, in an order that rotates and reverses (every arm in every position).
 ARMS = ("bare", "gpuwatch", "bare, sampler on")
-ORDERS = [ARMS[i:] + ARMS[:i] for i in range(3)] + [(ARMS[i:] + ARMS[:i])[::-1] for i in range(3)]
+GETTER = "gpuwatch, torch getter"
+
+
+def orders(arms: tuple[str, ...]) -> list[tuple[str, ...]]:
+    n = len(arms)
+    return [arms[i:] + arms[:i] for i in range(n)] + [(arms[i:] + arms[:i])[::-1] for i in range(n)]
+
+
+def torch_read(s: Any, getter: bool) -> None:
+    """Point session `s`'s C timed path at torch's getter (True) or back at c10 (False)."""
+    import torch
+
+    from gpuwatch.bindings.torch import c10_stream_addresses
+
+    fs = s._timer._fs
+    if getter:
+        fs.use_c10(0, 0, 0)
+        fs.getter, fs.device = torch._C._cuda_getCurrentRawStream, 0
+    else:
+        addrs = c10_stream_addresses()
+        assert addrs is not None
+        fs.use_c10(addrs[0], addrs[1], 0)
+        fs.getter = None
 
 
 def make_cases() -> dict[str, tuple[Any, Any, float, bool, bool]]:
@@ -106,21 +131,32 @@ def gpuwatch_block(s: Any, fn: Any, x: Any, n: int, gap_s: float) -> list[float]
 
 
 def run_case(name: str, fn: Any, x: Any, gap_ms: float, own_stream: bool, given: bool,
-             pairs: int, block: int, trace: Path,
-             probe: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+             pairs: int, block: int, trace: Path, probe: bool = False,
+             getter_arm: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
     import torch
 
     stream = torch.cuda.Stream() if own_stream else torch.cuda.current_stream()
-    walls: dict[int, list[float]] = {}
+    walls: dict[tuple[str, int], list[float]] = {}
     rows = []
     with torch.inference_mode(), torch.cuda.stream(stream), \
             gpuwatch.session(out=trace, sample_hz=1000, probe=probe, overwrite=True,
                              stream=stream if given else None) as s:
         s.pause_sampling()
         bare_block(fn, x, 20, 0)  # warm-up
+        gpuwatch_block(s, fn, x, 20, 0)  # (the C path learns how to read torch's stream)
+        path = s._timer._torch_path
+        getter_arm = getter_arm and path == "c10"
+        arms = ARMS + (GETTER,) if getter_arm else ARMS
         for p in range(pairs):
-            for arm in ORDERS[p % len(ORDERS)]:
-                if arm != "gpuwatch":
+            for arm in orders(arms)[p % (2 * len(arms))]:
+                if arm.startswith("gpuwatch"):
+                    if getter_arm:
+                        torch_read(s, arm == GETTER)
+                    s.set_condition(f"{arm}|{p}")
+                    s.resume_sampling()
+                    walls[(arm, p)] = gpuwatch_block(s, fn, x, block, gap_ms / 1e3)
+                    s.pause_sampling()
+                else:
                     if arm == "bare, sampler on":
                         s.resume_sampling()
                     gpu, wall = bare_block(fn, x, block, gap_ms / 1e3)
@@ -129,25 +165,24 @@ def run_case(name: str, fn: Any, x: Any, gap_ms: float, own_stream: bool, given:
                     rows.append({"case": name, "pair": p, "arm": arm,
                                  "gpu_ms_p50": float(np.median(gpu)),
                                  "wall_ms_p50": float(np.median(wall))})
-                else:
-                    s.set_condition(f"pair={p}")
-                    s.resume_sampling()
-                    walls[p] = gpuwatch_block(s, fn, x, block, gap_ms / 1e3)
-                    s.pause_sampling()
+        if getter_arm:
+            torch_read(s, False)
     tr = gpuwatch.load(trace)
     inf = tr.measured()
     for cond, g in inf.groupby("condition", sort=False):
-        p = int(str(cond).split("=")[1])
-        rows.append({"case": name, "pair": p, "arm": "gpuwatch",
+        if "|" not in str(cond):
+            continue  # the warm-up
+        arm, p = str(cond).split("|")
+        rows.append({"case": name, "pair": int(p), "arm": arm,
                      "gpu_ms_p50": float(g["gpu_ms"].median()),
-                     "wall_ms_p50": float(np.median(walls[p]))})
+                     "wall_ms_p50": float(np.median(walls[(arm, int(p))]))})
     info = {"case": name, "regions": len(inf), "checked": int(inf["outside_ms"].notna().sum()),
             "stream_sources": sorted(set(inf["stream_source"])),
             "sampler_mode": tr.meta["sampler"]["mode"],
             "sampler_achieved_hz": tr.meta["sampler"].get("achieved_hz"),
             "sampler_paused_polls": tr.meta["sampler"].get("paused_polls"),
             "sampler_polls": tr.meta["sampler"].get("polls"),
-            "regions_meta": tr.meta.get("regions"), "probe": probe,
+            "regions_meta": tr.meta.get("regions"), "probe": probe, "torch_stream_read": path,
             "inband_mhz_p50": (float(inf["sm_clock_inband_mhz"].median())
                                if inf["sm_clock_inband_mhz"].notna().any() else None)}
     return pd.DataFrame(rows), info
@@ -192,14 +227,15 @@ def summarise(blocks: pd.DataFrame) -> pd.DataFrame:
             # an untimed loop, and the timed region's cost with the sampler on in both
             for key, num, den in (("ratio", "gpuwatch", "bare"),
                                   ("sampler_ratio", "bare, sampler on", "bare"),
-                                  ("region_ratio", "gpuwatch", "bare, sampler on")):
+                                  ("region_ratio", "gpuwatch", "bare, sampler on"),
+                                  ("getter_ratio", GETTER, "bare")):
                 if (col, num) not in piv or (col, den) not in piv:
                     continue
                 ratio = (piv[(col, num)] / piv[(col, den)]).to_numpy()
                 q1, q2, q3 = np.percentile(ratio, [25, 50, 75])
                 row[f"{label}_{key}_p50"] = round(float(q2), 4)
                 row[f"{label}_{key}_iqr"] = f"{q1:.4f}..{q3:.4f}"
-                if key == "ratio":  # how well the median is known: a bootstrap 95% interval
+                if key in ("ratio", "getter_ratio"):  # how well the median is known: a bootstrap 95% interval
                     lo, hi = median_ci(ratio)
                     row[f"{label}_{key}_p50_ci95"] = f"{lo:.4f}..{hi:.4f}"
         out.append(row)
@@ -215,6 +251,8 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=10)
     ap.add_argument("--cases", default="", help="case-name substrings separated by |")
     ap.add_argument("--probe", action="store_true", help="the in-band clock probe on")
+    ap.add_argument("--getter-arm", action="store_true",
+                    help="a fourth arm: torch's current stream read through torch's getter")
     a = ap.parse_args()
     import torch
 
@@ -227,7 +265,7 @@ def main() -> None:
         t0 = time.time()
         pairs = a.pairs if not gap else (a.gap_pairs or max(10, a.pairs // 2))
         df, info = run_case(name, fn, x, gap, own, given, pairs, a.block, a.out / "case.parquet",
-                            probe=a.probe)
+                            probe=a.probe, getter_arm=a.getter_arm)
         blocks.append(df)
         infos.append(info)
         print(f"done: {name} ({time.time() - t0:.0f} s)", flush=True)

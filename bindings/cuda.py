@@ -52,12 +52,12 @@ class _EventCalls:
                 for n in ("cuEventRecord", "cuEventQuery", "cuEventElapsedTime")}
         _native = native_module() if use_native else None
         self.native = _native is not None
-        self.timed_call: Any = None
+        self.record_addr: int | None = None
         self.record: Callable[..., Any]
         self.query: Callable[..., Any]
         self.elapsed: Callable[..., Any]
         if _native is not None:
-            self.timed_call = functools.partial(_native.timed_call, addr["cuEventRecord"])
+            self.record_addr = addr["cuEventRecord"]
             self.record = functools.partial(_native.status2, addr["cuEventRecord"])
             self.query = functools.partial(_native.status, addr["cuEventQuery"])
             self.elapsed = functools.partial(_native.elapsed, addr["cuEventElapsedTime"])
@@ -167,8 +167,9 @@ class CudaRuntime:
         self._calls = _event_calls(self._lib)
         self._clock_probe: Any = None  # bindings.probe.ClockProbe, once start_probe() ran
         self.native_calls = self._calls is not None and self._calls.native
-        # the timed region's inside in one C call (RegionTimer.call), where the extension is
-        self.timed_call = None if self._calls is None else self._calls.timed_call
+        # cuEventRecord for the C timed path (region.py: a whole region in one C call), where
+        # the extension is built; this runtime's streams are their raw handles, as it needs
+        self.record_addr = None if self._calls is None else self._calls.record_addr
 
     def versions(self) -> dict[str, str]:
         d = self.driver

@@ -107,14 +107,18 @@ class CuptiTracer:
             self._driver_api_only(EVENT_RECORD_CBIDS)
             self.events_enabled = True
         except Exception as e:  # older CUPTI: windows stay anchor-mapped
+            self._events_off()  # (whatever of it was switched on: DRIVER records every call)
             self.events_enabled = f"{type(e).__name__}: {e}"
 
     def _driver_api_only(self, names: tuple[str, ...]) -> None:
         """Keep driver-API records for these calls only: each record costs host time."""
         c = self.cupti
-        keep = {getattr(c.DriverApiTraceCbid, n) for n in names
-                if hasattr(c.DriverApiTraceCbid, n)}
-        for cbid in c.DriverApiTraceCbid:
+        # (cupti-python 13.0 names the enum driver_api_trace_cbid; keep both spellings)
+        cbids = getattr(c, "DriverApiTraceCbid", None) or getattr(c, "driver_api_trace_cbid")
+        keep = {getattr(cbids, n) for n in names if hasattr(cbids, n)}
+        if not keep:
+            raise RuntimeError("CUPTI names none of the event-record driver calls")
+        for cbid in cbids:
             if cbid.name in ("INVALID", "SIZE", "FORCE_INT"):
                 continue
             try:
@@ -189,12 +193,19 @@ class CuptiTracer:
         self.events_enabled = ("enabled, but CUPTI delivered no CUDA_EVENT records (CUPTI was "
                                "enabled after the CUDA context): switched off, windows stay "
                                "anchor-mapped")
+        self._events_off()
+
+    def _events_off(self) -> None:
+        """Switch CUDA_EVENT, EXTERNAL_CORRELATION and DRIVER collection off again."""
         c = self.cupti
         for kind in (c.ActivityKind.CUDA_EVENT, c.ActivityKind.EXTERNAL_CORRELATION,
                      c.ActivityKind.DRIVER):
             if kind in self._kinds:
                 self._kinds.remove(kind)
-                c.activity_disable(kind)
+                try:
+                    c.activity_disable(kind)
+                except Exception:
+                    pass
         try:
             c.activity_enable_cuda_event_device_timestamps(0)
         except Exception:

@@ -40,7 +40,7 @@ class StandInRuntime:
     """Streams and events with no GPU behind them: an event completes when recorded.
 
     Events are integer handles, as the CUDA runtime's are, and where gpuwatch's C extension is
-    built the runtime offers its `timed_call` too, with a C-callable stand-in for cuEventRecord:
+    built the runtime offers `record_addr` too, a C-callable stand-in for cuEventRecord:
     so the timed path that runs on a real GPU runs here. `record_status` makes records fail
     (a CUresult-like status, for tests)."""
 
@@ -52,7 +52,7 @@ class StandInRuntime:
         self._t: dict[int, int | None] = {}  # event handle -> when recorded (perf_counter_ns)
         self._next_event = 0x10
         self.record_status = 0
-        self.timed_call: Any = None
+        self.record_addr: int | None = None  # for the C timed path (region.py)
         self._c_record: Any = None
         from .cuda import native_module  # (imports no CUDA library)
 
@@ -67,8 +67,7 @@ class StandInRuntime:
             return 0
 
         self._c_record = _RECORD(c_record)  # kept alive as long as the runtime
-        addr = ctypes.cast(self._c_record, ctypes.c_void_p).value
-        self.timed_call = functools.partial(_native.timed_call, addr)
+        self.record_addr = ctypes.cast(self._c_record, ctypes.c_void_p).value
 
     def stream(self) -> StandInStream:
         self._next += 0x10

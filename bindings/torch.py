@@ -189,3 +189,61 @@ def gemm(n: str = "8192", count: str = "1", dtype: str = "fp16") -> tuple[Any, A
         return x
 
     return model, torch.randn(size, size, device="cuda", dtype=dt)
+
+
+# torch's current stream read through c10 directly, for the timed path (bindings/_native.c's
+# FastRegion): one C call instead of a pybind11 one (~13 us after a 20 ms idle gap on the H100
+# VM, benchmarks/results/h100_issue13/gap20_2026-11-26/cold_path).
+C10_CURRENT = "_ZN3c104cuda20getCurrentCUDAStreamEa"  # c10::cuda::getCurrentCUDAStream(int8)
+C10_HANDLE = "_ZNK3c104cuda10CUDAStream6streamEv"  # c10::cuda::CUDAStream::stream() const
+
+
+def c10_stream_addresses() -> tuple[int, int] | None:
+    """The addresses of c10's current-stream getter and of CUDAStream::stream() in the
+    libc10_cuda.so that the imported torch loaded, or None (no torch, another layout, or
+    GPUWATCH_TORCH_STREAM=python). The caller checks them against torch's own getter before
+    use (`torch_stream_source`)."""
+    import ctypes
+    import os
+    import sys
+
+    where = getattr(sys.modules.get("torch"), "__file__", None)
+    if not where or os.environ.get("GPUWATCH_TORCH_STREAM") == "python" \
+            or not sys.platform.startswith("linux"):
+        return None
+    path = os.path.join(os.path.dirname(where), "lib", "libc10_cuda.so")
+    try:  # RTLD_NOLOAD: only the library torch itself loaded
+        lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        addrs = tuple(ctypes.cast(getattr(lib, n), ctypes.c_void_p).value
+                      for n in (C10_CURRENT, C10_HANDLE))
+    except (OSError, AttributeError):
+        return None
+    if not all(addrs):
+        return None
+    return addrs[0], addrs[1]  # type: ignore[return-value]
+
+
+def torch_stream_source(fast: Any, getter: Callable[[int], int], device: int) -> str:
+    """Point the C timed path `fast` (a FastRegion) at torch's current stream on CUDA device
+    `device`: through c10 where its answers match `getter` (torch's own current-stream
+    getter) on the current stream and inside `torch.cuda.stream(another)`, else through
+    `getter`. Returns which ("c10" or "getter")."""
+    addrs = c10_stream_addresses()
+    if addrs is not None:
+        import torch
+
+        fast.use_c10(addrs[0], addrs[1], device)
+        try:
+            ok = fast.c10_stream() == getter(device)
+            other = torch.cuda.Stream(device)
+            with torch.cuda.stream(other):
+                ok = ok and fast.c10_stream() == getter(device) == other.cuda_stream
+            ok = ok and fast.c10_stream() == getter(device)
+        except Exception:
+            ok = False
+        if ok:
+            fast.getter = None
+            return "c10"
+        fast.use_c10(0, 0, 0)
+    fast.getter, fast.device = getter, device
+    return "getter"

@@ -33,6 +33,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from . import streams
+from .region import C_OPEN
 
 __all__ = ["AutoRegions", "GAP_EDGES_MS", "gap_condition", "active"]
 
@@ -93,29 +94,12 @@ class AutoRegions:
             setattr(owner, attr, new if on else orig)
 
     # -- regions ------------------------------------------------------------------------------
-    def _labels(self) -> tuple[str, float | None, int]:
-        """The next region's (condition, gap_ms, iteration within the condition)."""
-        last = self._last_end_ns
-        if last is None:
-            gap, cond = None, "first"
-        else:
-            gap = (time.perf_counter_ns() - last) / 1e6
-            cond = _LABELS[max(0, bisect.bisect_right(GAP_EDGES_MS, gap) - 1)]
-        it = self._iterations.get(cond, 0)
-        self._iterations[cond] = it + 1
-        return cond, gap, it
-
-    def _ref(self, stream: Any) -> Any:
-        s = self._s
-        return (streams.resolve(stream) if stream is not None else None) or s._stream_ref \
-            or streams.current(s._ordinal)
-
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
              name: str | None = None, source: str = "call", stream: Any = None) -> Any:
         """fn(*args, **kwargs) as one region (unless one is open: then only run), timed as
         `s.infer` times one: the events on `stream` (None: where the program's work goes).
         `name` None: "call:" and the class of args[0] (a torch module). (One Python frame,
-        _labels and _ref inlined, like s.infer's: after an idle gap every frame costs the
+        its helpers inlined, like begin()'s: after an idle gap every frame costs the
         program several microseconds of a cold host.)"""
         s = self._s
         timer = s._timer
@@ -135,8 +119,7 @@ class AutoRegions:
             cond = _LABELS[max(0, bisect.bisect_right(GAP_EDGES_MS, gap) - 1)]
         it = self._iterations.get(cond, 0)
         self._iterations[cond] = it + 1
-        ref = (streams.resolve(stream) if stream is not None else None) or s._stream_ref \
-            or streams.current(s._ordinal)
+        ref = streams.resolve(stream) if stream is not None else None
         hook = self._hook
         self._depth = 1
         if hook is not None:
@@ -145,8 +128,10 @@ class AutoRegions:
         try:
             # (the first region is warm-up: it pays for the program's first launches, CUDA's
             # lazy start included, and has no gap to be compared by)
-            return timer.call("inference", name, ref, (cond, gap, it, gap is None, None),
-                              fn, args, kwargs)
+            labels = (cond, gap, it, gap is None, None)
+            if ref is None:  # the session's stream, or where the work goes now
+                return timer.fast("inference", name, labels, fn, args, kwargs, None, None)
+            return timer.call("inference", name, ref, labels, fn, args, kwargs)
         finally:
             self._depth = 0
             if hook is not None:
@@ -171,13 +156,21 @@ class AutoRegions:
         timer = s._timer
         if timer is None or s._closed:
             return False
-        cond, gap, it = self._labels()
-        ref = self._ref(stream)
+        last = self._last_end_ns  # (inlined as in call(): one frame fewer, see there)
+        if last is None:
+            gap, cond = None, "first"
+        else:
+            gap = (time.perf_counter_ns() - last) / 1e6
+            cond = _LABELS[max(0, bisect.bisect_right(GAP_EDGES_MS, gap) - 1)]
+        it = self._iterations.get(cond, 0)
+        self._iterations[cond] = it + 1
+        ref = streams.resolve(stream) if stream is not None else None
         self._set_depth(1)
         self.counts[source] += 1
         try:  # (the start event last: only the program's work after it)
-            self._open = timer.begin("inference", f"{source}:{name}", ref,
-                                     (cond, gap, it, gap is None, None))
+            self._open = timer.open("inference", f"{source}:{name}",
+                                    (cond, gap, it, gap is None, None),
+                                    *((None, None) if ref is None else ref))
         except BaseException:
             self._set_depth(0)
             raise
@@ -192,8 +185,10 @@ class AutoRegions:
         p, self._open = self._open, None
         timer = self._s._timer
         try:  # (the end event first: only the program's work before it)
-            if p is not None and timer is not None:
-                timer.end(p, error)
+            if p is C_OPEN:  # (RegionTimer.close, inlined: a frame fewer before the event)
+                timer._fs.end(error)
+            elif p is not None and timer is not None:
+                timer.close(p, error)
         finally:
             self._set_depth(0)
             self._last_end_ns = time.perf_counter_ns()

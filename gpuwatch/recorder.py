@@ -280,7 +280,8 @@ class Session:
             self._tracer.start(sink, backend.telemetry[0].info.index)
         self._timer = RegionTimer(backend.runtime, clock, self._timebase, writer.add_columns,
                                   self._gpu(), tracer=self._tracer,
-                                  check_every=self._check_every, probe=bool(self.probe))
+                                  check_every=self._check_every, probe=bool(self.probe),
+                                  stream=self._stream_ref, ordinal=self._ordinal)
         writer.set_before_flush(self._timer.background_poll)
 
     def close(self, status: str = "complete", error: str | None = None) -> Path:
@@ -319,7 +320,7 @@ class Session:
                 for finish in self._on_close:  # every record is in: rows made from them
                     try:
                         meta.update(finish(self._writer.add_columns,
-                                           self._timer._seq if self._timer is not None else 0))
+                                           self._timer.seq if self._timer is not None else 0))
                     except Exception as e:
                         print(f"gpuwatch: warning: {type(e).__name__}: {e}", file=sys.stderr)
                 assert self._backend is not None
@@ -428,11 +429,11 @@ class Session:
         `fn` when `fn` has a parameter of that name. Nothing is synchronised: the region is
         resolved once its end event has completed."""
         timer = self._timer
-        if stream is None and timer is not None and not self._closed:  # the common case, flat
-            ref = self._stream_ref or streams.current(self._ordinal)
+        if stream is None and timer is not None and not self._closed:  # the common case
             try:  # (the region's name is made from fn when its row is: not on the timed path)
-                return timer.call("inference", fn, ref, (self.condition, self.gap_ms,
-                                  self.iteration, self.warmup, None), fn, args, kwargs)
+                return timer.fast("inference", fn, (self.condition, self.gap_ms,
+                                  self.iteration, self.warmup, None), fn, args, kwargs,
+                                  None, None)
             finally:
                 self.iteration += 1
         given: StreamRef | None = None
@@ -545,10 +546,10 @@ class Session:
         if around is not None:
             with around():
                 return self._timed(kind, name, fn, args, kwargs, ref)
-        if ref is None:
-            ref = self._stream_ref or streams.current(self._ordinal)
         labels = (self.condition, self.gap_ms, self.iteration, self.warmup, None)
         try:
+            if ref is None:  # the session's stream, or where the work goes now
+                return timer.fast(kind, name, labels, fn, args, kwargs, None, None)
             return timer.call(kind, name, ref, labels, fn, args, kwargs)
         finally:  # after the region: spans inside an inference share its iteration
             if kind == "inference":

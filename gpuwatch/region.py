@@ -27,12 +27,14 @@ import types
 from collections import deque
 from typing import Any, Callable
 
+from . import streams
+from .bindings.cuda import native_module
 from .clock import Clock
 from .streams import DEVICE, StreamRef
 from .timebase import Anchor, EventTimebase
 from .trace import table_columns
 
-__all__ = ["RegionTimer", "event_tag", "region_of_tag"]
+__all__ = ["C_OPEN", "RegionTimer", "event_tag", "region_of_tag"]
 
 BATCH = 16  # resolve once this many regions are outstanding...
 POLL_NS = 100_000_000  # ...or this long after the last resolution (live displays stay fresh)
@@ -121,12 +123,16 @@ class RegionTimer:
     def __init__(self, runtime: Any, clock: Clock, timebase: EventTimebase,
                  sink: Callable[[str, dict[str, list[Any]]], None], gpu: int,
                  tracer: Any = None, check_every: int = CHECK_EVERY,
-                 max_pending: int = MAX_PENDING, probe: bool = False):
+                 max_pending: int = MAX_PENDING, probe: bool = False,
+                 stream: StreamRef | None = None, ordinal: int = 0):
         """`sink(table, columns)` takes the resolved rows (the writer's add_columns). `probe`:
-        stamp the in-band SM clock around every region (the runtime's probe/read_probe)."""
+        stamp the in-band SM clock around every region (the runtime's probe/read_probe).
+        `stream`: where regions go when none is given (None: where the work goes now, on CUDA
+        device `ordinal`; see streams.py)."""
         self._rt, self._clock, self._tb, self._sink = runtime, clock, timebase, sink
         self._gpu, self._tracer = gpu, tracer
         self._check_every, self._max_pending = check_every, max_pending
+        self._stream, self._ordinal = stream, ordinal
         # The host clock's raw counter (perf_counter_ns: one builtin call on the timed path)
         # and its offset to the trace's base (clock.now_ns() == counter() + epoch).
         counter = getattr(clock, "counter", None)
@@ -134,24 +140,37 @@ class RegionTimer:
         self._epoch: int
         self._counter, self._epoch = counter() if counter is not None else (clock.now_ns, 0)
         self._record = runtime.record
-        # The C timed call (bindings/_native.c), where the runtime has it and stamps its host
-        # times on this clock's counter (CLOCK_MONOTONIC: time.perf_counter_ns on Linux).
-        self._timed_call = getattr(runtime, "timed_call", None)
-        if self._counter is not time.perf_counter_ns or sys.platform != "linux":
-            self._timed_call = None
-        self._stamps: list[Any] = [None] * 4
         self._probe = runtime.probe if probe else None
         self._read_probe = runtime.read_probe if probe else None
-        if probe:
-            self._timed_call = None  # (the C call has no probes yet)
-        self._free: list[tuple[Any, Any]] = []
-        self._pending: deque[_Pending] = deque()
+        self._free: list[tuple[Any, Any]] = []  # event pairs to reuse
+        self._out: list[Any] = []  # regions ended, oldest first, not yet in _pending (below)
+        self._pending: deque[_Pending] = deque()  # regions ended, not yet resolved
         self._streams: dict[int, Any] = {}  # handle -> the binding's stream object
-        self._last_poll = 0  # counter
-        self._due = 0  # counter: housekeeping is due from here (a poll, a re-anchor)
-        self._next_check = 0  # the next region id to check (see _housekeeping)
-        self._seq = 0
-        self.depth = 0  # regions open (spans may nest inside inferences)
+        # The hot path's state. Where the C extension is built and the runtime offers a
+        # C-callable cuEventRecord (`record_addr`; its streams are their raw handles) and the
+        # clock is CLOCK_MONOTONIC, a whole region is one C call (bindings/_native.c's
+        # FastRegion, which keeps this state); else the same fields in Python.
+        record_addr = getattr(runtime, "record_addr", None)
+        native = native_module() if record_addr and self._counter is time.perf_counter_ns \
+            and sys.platform == "linux" else None
+        fs: Any
+        if native is not None:
+            fs = native.FastRegion(record_addr, self._slow_call, self._fast_failed, self._free,
+                                   self._out, _WATCH)
+            self.fast: Callable[..., Any] = fs
+        else:
+            fs = _State(self._free, self._out)
+            self.fast = self._slow_call
+        self._fs = fs
+        self._c_path = native is not None
+        fs.batch, fs.poll_ns, fs.anchor = BATCH, POLL_NS, timebase.current
+        # every region takes the slow path: tagged for the kernel tracer, clock probes,
+        # the whole device bracketed
+        fs.hold = int(tracer is not None or probe or (stream is not None
+                                                      and stream.source == DEVICE))
+        if stream is not None and stream.source != DEVICE:
+            fs.fixed_handle, fs.fixed_source = stream.handle, stream.source
+        self._torch_path: str | None = None  # how the C path reads torch's current stream
         self.last_ms: float | None = None
         self.stats = {"regions": 0, "checked": 0, "forced_waits": 0, "event_pairs": 0,
                       "background_polls": 0}
@@ -161,20 +180,35 @@ class RegionTimer:
         self._completed = getattr(runtime, "completed", runtime.query)  # costs no host time
         self._bound = threading.local()
 
+    @property
+    def depth(self) -> int:
+        """Regions open (spans may nest inside inferences)."""
+        return int(self._fs.depth)
+
+    def outstanding(self) -> int:
+        """Regions ended and not yet resolved."""
+        return len(self._pending) + len(self._out)
+
+    @property
+    def seq(self) -> int:
+        """Regions begun: the next region's id."""
+        return int(self._fs.seq)
+
     # -- the hot path ---------------------------------------------------------------------------
     def begin(self, kind: str, name: Any, ref: StreamRef, labels: tuple[Any, ...]) -> _Pending:
         """Everything before the start event, then the start event. Raises (with a row kept)
         if the GPU fails before the region starts. `labels`: (condition, gap_ms, iteration,
         warmup, error) for its row. (Kept flat: every line here is host time the program
         pays; the rare work is in _housekeeping.)"""
-        rid = self._seq
-        self._seq = rid + 1
+        fs = self._fs
+        rid = fs.seq
+        fs.seq = rid + 1
         handle, source = ref
         p = _Pending(kind, name, handle, source, labels, rid, None, None, None,
                      self._tb.current, 0)
         check = False
-        if not self.depth and (self._counter() >= self._due or rid >= self._next_check
-                               or len(self._pending) >= BATCH):
+        if not fs.depth and (self._counter() >= fs.due_ns or rid >= fs.next_check
+                             or len(self._pending) + len(self._out) >= BATCH):
             check = self._housekeeping(p)  # a GPU error there is raised with its row
         free = self._free
         try:
@@ -202,13 +236,13 @@ class RegionTimer:
             p.h0 = p.h0 or self._counter()
             self._emit([p.row(self._gpu, self._epoch, _text(e))])
             raise
-        self.depth += 1
+        fs.depth += 1
         return p
 
     def end(self, p: _Pending, error: BaseException | None) -> None:
         """The end event first, then bookkeeping. Raises a GPU failure of the end event (after
         the row is kept) unless the call itself raised."""
-        self.depth -= 1
+        self._fs.depth -= 1
         try:
             if p.plain:
                 self._record(p.ev1, p.stream)
@@ -222,61 +256,82 @@ class RegionTimer:
 
     def call(self, kind: str, name: Any, ref: StreamRef, labels: tuple[Any, ...],
              fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """begin(), fn(*args, **kwargs), end(): a whole region. Where the runtime offers it
-        (bindings/_native.c) and nothing else is due, the inside (clock, start event, call, end
-        event, clock) is one C call and the bookkeeping one Python frame: the less the host
-        runs per region, the less it disturbs the user's own launches (its caches). `name`: the
-        region's name, or the callable to name it after when its row is made."""
-        tc = self._timed_call
-        handle, source = ref
-        stream = self._streams.get(handle)
-        free = self._free
-        if (tc is None or stream is None or not free or self.depth or source == DEVICE
-                or self._tracer is not None or self._counter() >= self._due
-                or self._seq >= self._next_check or len(self._pending) >= BATCH):
-            p = self.begin(kind, name, ref, labels)
-            try:
-                out = fn(*args, **kwargs)
-            except BaseException as e:
-                self.end(p, e)
-                raise
-            self.end(p, None)
-            return out
-        ev0, ev1 = free.pop()
-        rid = self._seq
-        self._seq = rid + 1
-        st = self._stamps
-        self.depth = 1
+        """begin(), fn(*args, **kwargs), end(): a whole region on `ref`. `name`: the region's
+        name, or the callable to name it after when its row is made. (The common case, no
+        stream given, calls `fast` directly: see Session.infer.)"""
+        if ref.source == DEVICE:
+            return self._slow_call(kind, name, labels, fn, args, kwargs, ref.handle, DEVICE)
+        return self.fast(kind, name, labels, fn, args, kwargs, ref.handle, ref.source)
+
+    def open(self, kind: str, name: Any, labels: tuple[Any, ...], handle: int | None = None,
+             source: str | None = None) -> Any:
+        """begin() for a region whose end is a separate call (NVTX push/pop), on stream
+        `handle` (None: as for `fast`): through the C path when nothing is due. Returns what
+        close() takes."""
+        fs = self._fs
+        if self._c_path and source != DEVICE and fs.begin(kind, name, labels, handle, source):
+            return C_OPEN
+        if handle is None:
+            ref = self._stream or self._current()
+        else:
+            ref = StreamRef(handle, source or "argument")
+        return self.begin(kind, name, ref, labels)
+
+    def close(self, p: Any, error: BaseException | None = None) -> None:
+        """end() for a region open() opened."""
+        if p is C_OPEN:
+            self._fs.end(error)
+        else:
+            self.end(p, error)
+
+    def _slow_call(self, kind: str, name: Any, labels: tuple[Any, ...], fn: Callable[..., Any],
+                   args: tuple[Any, ...], kwargs: dict[str, Any] | None, handle: int | None,
+                   source: str | None) -> Any:
+        """`fast`'s signature, in Python: a region with housekeeping due, nested, checked,
+        tagged, or on a stream the C path cannot find by itself. `handle` None: the timer's
+        stream, else where the work goes now."""
+        if handle is None:
+            ref = self._stream or self._current()
+        else:
+            ref = StreamRef(handle, source or "argument")
+        p = self.begin(kind, name, ref, labels)
         try:
-            out = tc(ev0, ev1, stream, fn, args, kwargs, st)
+            out = fn(*args, **(kwargs or {}))
         except BaseException as e:
-            self.depth = 0
-            p = _Pending(kind, name, handle, source, labels, rid, ev0, ev1, stream,
-                         self._tb.current, 0)
-            p.h0 = st[0] or self._counter()
-            if st[1]:  # the start event failed: the call never ran; a row says so
-                try:
-                    self._rt.fail(st[1], "cuEventRecord")
-                except Exception as err:
-                    self._emit([p.row(self._gpu, self._epoch, _text(err))])
-                    raise err from None
-            self._stamped(p, st, e)
+            self.end(p, e)
             raise
-        self.depth = 0
-        # (built after the call: the less runs before the start event, the better; the anchor
-        # cannot change in between, only _housekeeping re-anchors)
-        p = _Pending(kind, name, handle, source, labels, rid, ev0, ev1, stream,
-                     self._tb.current, st[0])
-        self._stamped(p, st, None)
+        self.end(p, None)
         return out
 
-    def _stamped(self, p: _Pending, st: list[Any], error: BaseException | None) -> None:
-        """end() for a region timed by the C call: its end event's status and time are in
-        `st`."""
-        p.h1 = st[2]
-        if st[3]:
+    def _current(self) -> StreamRef:
+        """streams.current, and once torch has started CUDA, the C path told how to read
+        torch's current stream itself."""
+        ref = streams.current(self._ordinal)
+        if ref.source == "torch" and self._torch_path is None and self._c_path:
+            from .bindings.torch import torch_stream_source
+
+            self._torch_path = torch_stream_source(self._fs, streams.torch_getter(),
+                                                   self._ordinal)
+        return ref
+
+    def _fast_failed(self, kind: str, name: Any, labels: tuple[Any, ...], rid: int,
+                     pair: tuple[Any, Any], handle: int, source: str, anchor: Anchor, h0: int,
+                     h1: int, rc0: int, rc1: int, error: BaseException | None) -> None:
+        """The C path's region that failed: its start event (rc0; the call never ran), the
+        call (`error`) or its end event (rc1). Keeps the row, then raises the event's error
+        unless the call's own error is to propagate (the C path raises it on return)."""
+        p = _Pending(kind, name, handle, source, labels, rid, pair[0], pair[1], handle,
+                     anchor, h0)
+        if rc0:  # the start event failed: the call never ran; a row says so
             try:
-                self._rt.fail(st[3], "cuEventRecord")
+                self._rt.fail(rc0, "cuEventRecord")
+            except Exception as err:
+                self._emit([p.row(self._gpu, self._epoch, _text(err))])
+                raise err from None
+        p.h1 = h1
+        if rc1:
+            try:
+                self._rt.fail(rc1, "cuEventRecord")
             except Exception as e:
                 self._end_failed(p, e, error)
                 return
@@ -295,12 +350,35 @@ class RegionTimer:
         if error is not None:
             p.labels = p.labels[:4] + (_text(error),)
         self.stats["regions"] += 1
-        pending = self._pending
-        if not pending:  # the first outstanding region: resolve it within POLL_NS
-            self._due = min(self._due, self._last_poll + POLL_NS)
-        pending.append(p)
-        if len(pending) > self._max_pending:
+        fs, out = self._fs, self._out
+        if not self._pending and not out:  # the first outstanding region: resolve it soon
+            fs.due_ns = min(fs.due_ns, fs.last_poll_ns + POLL_NS)
+        out.append(p)  # (after any of the C path's, in order)
+        if len(self._pending) + len(out) > self._max_pending:
             self._wait_oldest()
+
+    def _absorb(self) -> None:
+        """Move the regions ended since (`_out`: the C path's tuples, _ended's _Pending) into
+        `_pending`, in order. Under the lock, from either thread: the C path only appends."""
+        out = self._out
+        n = len(out)
+        if not n:
+            return
+        items = out[:n]
+        del out[:n]
+        pending, fast = self._pending, 0
+        for r in items:
+            if r.__class__ is tuple:
+                kind, name, handle, source, labels, rid, (ev0, ev1), anchor, h0, h1 = r
+                p = _Pending(kind, name, handle, source, labels, rid, ev0, ev1, handle,
+                             anchor, h0)
+                p.h1 = h1
+                fast += 1
+                pending.append(p)
+            else:
+                pending.append(r)
+        self.stats["regions"] += fast
+        self._fs.outstanding = len(pending)
 
     def _end_special(self, p: _Pending) -> None:
         """end() of a checked or whole-device region, or one tagged for the kernel tracer."""
@@ -320,14 +398,17 @@ class RegionTimer:
         outstanding, or POLL_NS passed), re-anchor the time base, read the kernel tracer's
         records. Returns whether `p` is checked for work outside its stream. A GPU error is
         raised with the row of the region it concerns (an outstanding one, or `p`)."""
-        now = self._counter()
-        if self._pending and (len(self._pending) >= BATCH or now - self._last_poll >= POLL_NS):
+        now, fs = self._counter(), self._fs
+        if self._out:
+            with self._lock:
+                self._absorb()
+        if self._pending and (len(self._pending) >= BATCH or now - fs.last_poll_ns >= POLL_NS):
             self.poll()
         try:
             if self._tb.due(now + self._epoch):
                 with self._lock:
                     self._tb.anchor()
-                p.anchor = self._tb.current
+                p.anchor = fs.anchor = self._tb.current
             if self._tracer is not None:
                 self._tracer.poll()
         except Exception as e:  # the GPU failed before the region began: a row says so
@@ -335,24 +416,25 @@ class RegionTimer:
             self._emit([p.row(self._gpu, self._epoch, _text(e))])
             raise
         rid, check = p.rid, False
-        if rid >= self._next_check:
+        if rid >= fs.next_check:
             every = self._check_every
             check = every > 0 and (rid < CHECK_FIRST or rid % every == 0)
-            self._next_check = (rid + 1 if rid + 1 < CHECK_FIRST else
-                                (rid // every + 1) * every if every > 0 else 1 << 62)
+            fs.next_check = (rid + 1 if rid + 1 < CHECK_FIRST else
+                             (rid // every + 1) * every if every > 0 else 1 << 62)
         self._set_due()
         return check
 
     def _set_due(self) -> None:
         """When the hot path must next call _housekeeping by the clock (a traced session: at
         every region)."""
+        fs = self._fs
         if self._tracer is not None:
-            self._due = 0
+            fs.due_ns = 0
             return
         due = self._tb.next_anchor_ns - self._epoch
-        if self._pending:
-            due = min(due, self._last_poll + POLL_NS)
-        self._due = due
+        if self._pending or self._out:
+            due = min(due, fs.last_poll_ns + POLL_NS)
+        fs.due_ns = due
 
     # -- resolution -----------------------------------------------------------------------------
     def poll(self) -> None:
@@ -366,7 +448,7 @@ class RegionTimer:
         """From another thread (the trace writer's, about once a second): resolve what has
         completed, so that a crash loses only the last moments even when the program has
         stopped timing regions. Leaves GPU errors for the program's own thread to find."""
-        if not self._pending or not self._lock.acquire(blocking=False):
+        if not (self._pending or self._out) or not self._lock.acquire(blocking=False):
             return
         try:
             ctx = getattr(self._rt, "thread_context", None)  # (pycuda: push, poll, pop)
@@ -387,7 +469,8 @@ class RegionTimer:
             self._lock.release()
 
     def _poll(self, done: Callable[[Any], bool], background: bool) -> None:
-        self._last_poll = self._counter()
+        self._absorb()
+        self._fs.last_poll_ns = self._counter()
         pending, rows = self._pending, []
         try:
             if pending:
@@ -422,6 +505,7 @@ class RegionTimer:
         finally:
             self._emit(rows)
             self._tb.release_before(pending[0].anchor if pending else None)
+            self._fs.outstanding = len(pending)
             self._set_due()
 
     def drain(self) -> None:
@@ -430,6 +514,7 @@ class RegionTimer:
         still written, with the error, and the error is raised."""
         while True:
             with self._lock:
+                self._absorb()
                 if not self._pending:
                     return
                 oldest = self._pending[0]
@@ -438,8 +523,10 @@ class RegionTimer:
                 self.poll()
             except Exception as e:
                 with self._lock:
+                    self._absorb()
                     left = list(self._pending)
                     self._pending.clear()
+                    self._fs.outstanding = 0
                 # their times cannot be read any more: say why
                 self._emit([p.row(self._gpu, self._epoch, _text(e)) for p in left])
                 raise
@@ -448,6 +535,7 @@ class RegionTimer:
         """The program synchronised stream `handle` (a gpuwatch engine's synchronize()): its
         regions are complete, and `host_ns` is when the host learnt it (host_end_ns)."""
         with self._lock:
+            self._absorb()
             for p in self._pending:
                 if p.handle == handle and p.host_end_ns is None:
                     p.host_end_ns = host_ns
@@ -459,6 +547,8 @@ class RegionTimer:
             self._sink("inferences", dict(zip(COLUMNS, map(list, zip(*rows)))))
 
     def _wait_oldest(self) -> None:
+        with self._lock:
+            self._absorb()
         self.stats["forced_waits"] += 1
         self._wait_for(self._pending[0])
         self.poll()
@@ -500,8 +590,34 @@ class RegionTimer:
             tracer.unmark()
 
     def summary(self) -> dict[str, Any]:
+        fast = getattr(self._fs, "fast_regions", None)  # (None: no C path)
         return {**self.stats, "pending_max": self._max_pending, "check_every": self._check_every,
-                "check_first": CHECK_FIRST}
+                "check_first": CHECK_FIRST, "c_path_regions": fast,
+                "torch_stream_read": self._torch_path}
+
+
+C_OPEN = object()  # open()'s answer when the C path holds the open region
+
+# Frameworks with a current stream of their own: while one is imported and the C path has not
+# been told how to read its stream, regions with no stream given take the slow path.
+_WATCH = ("torch", "cupy")
+
+
+class _State:
+    """The hot path's state where the C path is not available: the fields of
+    _native.FastRegion that RegionTimer keeps."""
+
+    __slots__ = ("free", "out", "due_ns", "last_poll_ns", "poll_ns", "seq", "next_check",
+                 "outstanding", "batch", "depth", "hold", "anchor", "fixed_handle",
+                 "fixed_source")
+
+    def __init__(self, free: list[Any], out: list[Any]):
+        self.free, self.out = free, out
+        self.due_ns = self.last_poll_ns = self.poll_ns = self.seq = self.next_check = 0
+        self.outstanding = self.batch = self.depth = self.hold = 0
+        self.anchor: Any = None
+        self.fixed_handle: Any = None
+        self.fixed_source: Any = None
 
 
 def _text(e: BaseException) -> str:

@@ -76,9 +76,15 @@ _torch_refs: dict[int, StreamRef] = {}  # handle -> its StreamRef (torch's strea
 _DEFAULT_REF = StreamRef(LEGACY_DEFAULT, "default")
 
 
+def torch_getter() -> Any:
+    """torch's current-stream getter (device -> raw handle), once current() has seen torch
+    start CUDA; else None."""
+    return _torch_stream
+
+
 def current(ordinal: int) -> StreamRef:
-    """Where the user's work goes now on CUDA device `ordinal`, with no stream given. (On the
-    timed path: once torch has started CUDA, one call into torch and a dict lookup.)"""
+    """Where the user's work goes now on CUDA device `ordinal`, with no stream given. (The
+    Python path's answer; the C timed path (region.py) follows the same rules by itself.)"""
     global _torch_stream
     if _torch_stream is not None:
         h = _torch_stream(ordinal)

@@ -71,3 +71,59 @@ def test_gap_conditions():
     assert gap_condition(0.2) == "gap 0-1 ms" and gap_condition(1.0) == "gap 1-5 ms"
     assert gap_condition(20) == "gap 5-50 ms" and gap_condition(9999) == "gap >= 5000 ms"
     assert gap_condition(-0.1) == "gap 0-1 ms"  # (clock noise: never a gap below zero)
+
+
+def fake_nvtx() -> types.ModuleType:
+    mod = types.ModuleType("nvtx")
+    mod.stack = []  # type: ignore[attr-defined]
+    mod.push_range = lambda message="range", **k: mod.stack.append(message)  # type: ignore
+    mod.pop_range = lambda: mod.stack.pop()  # type: ignore[attr-defined]
+    return mod
+
+
+def test_nvtx_ranges_and_module_calls_on_the_c_path(tmp_path, monkeypatch):
+    """On the stand-in device (the C timed path, bindings/_native.c): NVTX ranges open and close
+    in C (begin/end), module calls are one C call; nesting, a range around a call, an error
+    inside a range, and the slow path's regions in between keep their order and names."""
+    import sys
+
+    from gpuwatch import streams
+
+    for name in ("torch", "cupy"):  # (a real torch with CUDA started: its stream, not 0)
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(streams, "_torch_stream", None)
+    torch, nvtx = fake_torch(), fake_nvtx()
+    net = torch.Net()
+    with gpuwatch.session("standin", tmp_path / "t.parquet", check_every=0,
+                          sampler="off") as s:
+        fast = s._timer.fast
+        if not hasattr(fast, "begin"):
+            import pytest
+
+            pytest.skip("bindings/_native.c was not built")
+        regions = AutoRegions(s, ("nvtx", "call"))
+        regions._hook_nvtx(nvtx)
+        regions._hook_torch_modules(torch)
+        in_c = []
+        for i in range(60):
+            nvtx.push_range("step")
+            in_c.append(fast.is_open is not None)  # (not while the pool fills, nor when due)
+            nvtx.push_range("inner")  # nested: counted, not timed on its own
+            assert net(i) == i + 2  # inside a range: not a region of its own
+            nvtx.pop_range()
+            nvtx.pop_range()
+            assert fast.is_open is None and fast.depth == 0
+        for i in range(60):
+            net(i)
+        n_fast = fast.fast_regions
+        nvtx.push_range("broken")
+        regions.end(ValueError("inside"))  # what annotate's __exit__ passes on an error
+        nvtx.stack.pop()
+        regions.uninstall()
+    assert sum(in_c[20:]) >= 35 and n_fast >= 90 and nvtx.stack == []
+    inf = s.trace.inferences
+    assert inf["name"].tolist() == ["nvtx:step"] * 60 + ["call:Net"] * 60 + ["nvtx:broken"]
+    assert inf["region_id"].tolist() == list(range(121))
+    assert inf["error"].iloc[:120].isna().all() and inf["error"].iloc[120] == "ValueError: inside"
+    assert (inf["gpu_ms"] >= 0).all() and set(inf["stream_source"]) == {"default"}
+    assert regions.counts == {"nvtx": 61, "call": 60}

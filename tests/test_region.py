@@ -49,7 +49,7 @@ def test_the_profiler_adds_no_synchronisation(tmp_path):
         for _ in range(200):
             e.infer()
         assert rt.waits == {"synchronize": 0, "synchronize_device": 0, "stream_synchronize": 0}
-        assert s._timer.depth == 0 and len(s._timer._pending) > 0  # outstanding, not waited
+        assert s._timer.depth == 0 and s._timer.outstanding() > 0  # outstanding, not waited
     assert rt.waits["synchronize"] >= 1  # close(): drain
     inf = s.trace.inferences
     assert len(inf) == 200 and inf["gpu_ms"].notna().all()
@@ -67,7 +67,7 @@ def test_a_full_pool_waits_for_the_oldest_region_only(tmp_path):
         rt = counting(s)
         for _ in range(40):
             e.infer()
-        assert 0 < rt.waits["synchronize"] <= 40 and len(s._timer._pending) <= 8
+        assert 0 < rt.waits["synchronize"] <= 40 and s._timer.outstanding() <= 8
     assert s.trace.meta["regions"]["forced_waits"] > 0
     assert len(s.trace.inferences) == 40
 
@@ -165,9 +165,9 @@ def test_the_writer_thread_resolves_regions_while_the_program_is_quiet(tmp_path)
         e.infer()
         s.wait(20)  # (virtual time: the GPU is done)
         t0 = time.monotonic()
-        while s._timer._pending and time.monotonic() - t0 < 5:
+        while s._timer.outstanding() and time.monotonic() - t0 < 5:
             time.sleep(0.05)  # the program does nothing gpuwatch sees
-        assert not s._timer._pending and s._timer.stats["background_polls"] >= 1
+        assert not s._timer.outstanding() and s._timer.stats["background_polls"] >= 1
     finally:
         s.close()
     assert len(s.trace.inferences) == 2
@@ -206,22 +206,20 @@ def c_path(tmp_path):
     return gpuwatch.session("standin", tmp_path / "t.parquet", check_every=0, sampler="off")
 
 
-def spy(s):
-    """Count the C timed calls of session `s` (skips where the extension was not built)."""
-    if s._timer._timed_call is None:
-        pytest.skip("bindings/_native.c was not built")
-    calls = []
-    real = s._timer._timed_call
+class spy:
+    """Counts the regions session `s` times by the C path (skips where the extension was not
+    built), after filling the event pool (pairs come back as regions resolve)."""
 
-    def counted(*a):
-        calls.append(a[:3])
-        return real(*a)
+    def __init__(self, s):
+        self.fast = s._timer.fast
+        if not hasattr(self.fast, "fast_regions"):
+            pytest.skip("bindings/_native.c was not built")
+        for _ in range(40):
+            s.infer(lambda: None)
+        self.n0 = self.fast.fast_regions
 
-    s._timer._timed_call = counted
-    for _ in range(40):  # fill the event pool (pairs come back as regions resolve)
-        s.infer(lambda: None)
-    calls.clear()
-    return calls
+    def __len__(self):
+        return self.fast.fast_regions - self.n0
 
 
 def test_the_c_timed_call_times_the_call_and_only_the_call(tmp_path):
@@ -296,3 +294,146 @@ def test_spans_inside_a_c_timed_inference_are_timed_too(tmp_path):
     assert (inf["kind"] == "span").sum() == 20 and (inf["kind"] == "inference").sum() == 20
     spans, outer = inf[inf["kind"] == "span"], inf[inf["kind"] == "inference"]
     assert (spans["gpu_ms"].to_numpy() <= outer["gpu_ms"].to_numpy() + 1e-3).all()
+
+
+# -- where the C path puts the events when no stream is given (streams.py's contract) --------
+def fake_torch(raw_stream):
+    """What streams.current() reads of a torch that has started CUDA (no library file behind
+    it: the C path reads its stream through the getter, not c10)."""
+    import types
+
+    t = types.ModuleType("torch")
+    t.cuda = types.SimpleNamespace(is_initialized=lambda: True)
+    asked = []
+    t._C = types.SimpleNamespace(
+        _cuda_getCurrentRawStream=lambda dev: asked.append(dev) or raw_stream[0])
+    t.asked = asked
+    return t
+
+
+@pytest.fixture
+def no_framework(monkeypatch):
+    import sys
+
+    from gpuwatch import streams
+
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.setattr(streams, "_torch_stream", None)
+    return monkeypatch
+
+
+def test_the_c_path_follows_torchs_current_stream_through_its_getter(tmp_path, no_framework):
+    import sys
+
+    raw = [0x99]
+    t = fake_torch(raw)
+    with c_path(tmp_path) as s:
+        calls = spy(s)  # (no framework yet: the legacy default stream, in C)
+        no_framework.setitem(sys.modules, "torch", t)
+        for i in range(40):
+            if i == 20:
+                raw[0] = 0x123  # the program switched torch's current stream
+            s.infer(lambda: None)
+    assert len(calls) >= 36 and s._timer._torch_path == "getter"
+    inf = s.trace.inferences
+    assert (inf["stream_source"].iloc[:40] == "default").all()
+    assert (inf["stream"].iloc[:40] == 0).all()
+    assert (inf["stream_source"].iloc[40:] == "torch").all()
+    assert inf["stream"].iloc[40:60].tolist() == [0x99] * 20
+    assert inf["stream"].iloc[60:].tolist() == [0x123] * 20
+    assert len(t.asked) >= 40 and set(t.asked) == {0}  # every region asked, for the device
+    meta = s.trace.meta["regions"]
+    assert meta["torch_stream_read"] == "getter" and meta["c_path_regions"] >= 36 + 10
+
+
+def test_the_c_path_leaves_a_framework_it_cannot_read_to_python(tmp_path, no_framework):
+    """CuPy imported: its current stream is asked in Python (streams.current), every region."""
+    import sys
+    import types
+
+    from tests.test_streams import CupyStream
+
+    cp = types.ModuleType("cupy")
+    cp.cuda = types.SimpleNamespace(get_current_stream=lambda: CupyStream(0x77))
+    with c_path(tmp_path) as s:
+        calls = spy(s)
+        no_framework.setitem(sys.modules, "cupy", cp)
+        for _ in range(10):
+            s.infer(lambda: None)
+    assert len(calls) == 0
+    inf = s.trace.inferences.iloc[40:]
+    assert set(inf["stream_source"]) == {"cupy"} and set(inf["stream"]) == {0x77}
+
+
+@pytest.mark.parametrize("given", [0x2000, "device"])
+def test_the_c_path_and_a_session_stream(tmp_path, no_framework, given):
+    with gpuwatch.session("standin", tmp_path / "t.parquet", check_every=0, sampler="off",
+                          stream=given) as s:
+        if not hasattr(s._timer.fast, "fast_regions"):
+            pytest.skip("bindings/_native.c was not built")
+        for _ in range(80):
+            s.infer(lambda: None)
+        s.infer(lambda: None, stream=0x3000)  # given per call: that one
+    inf = s.trace.inferences
+    if given == "device":  # the whole device, synchronised around: never the C path
+        assert s._timer.fast.fast_regions == 0
+        assert set(inf["stream_source"].iloc[:80]) == {"device"}
+        assert inf["stream_source"].iloc[80] == "argument"
+        return
+    assert s._timer.fast.fast_regions >= 50  # (the first take new event pairs: Python)
+    assert (inf["stream"].iloc[:80] == 0x2000).all()
+    assert set(inf["stream_source"].iloc[:80]) == {"session"}
+    assert inf["stream"].iloc[80] == 0x3000 and inf["stream_source"].iloc[80] == "argument"
+
+
+def test_the_c_path_keeps_regions_in_order_with_the_writer_thread_resolving(tmp_path):
+    """The writer's thread resolves (background_poll) while the program's C path appends."""
+    import threading
+
+    with c_path(tmp_path) as s:
+        spy(s)
+        stop = threading.Event()
+
+        def resolver():
+            while not stop.is_set():
+                s._timer.background_poll()
+
+        th = threading.Thread(target=resolver)
+        th.start()
+        try:
+            for _ in range(3000):
+                s.infer(lambda: None)
+        finally:
+            stop.set()
+            th.join()
+    inf = s.trace.inferences
+    assert len(inf) == 3040 and inf["region_id"].is_monotonic_increasing
+    assert inf["region_id"].tolist() == list(range(3040)) and inf["error"].isna().all()
+    assert s.trace.meta["regions"]["event_pairs"] <= 1100
+
+
+def test_open_and_close_on_the_c_path_keep_a_row_when_an_event_fails(tmp_path):
+    """RegionTimer.open/close (NVTX push/pop) in C: a failing start event raises with a row,
+    nothing is left open; a failing end event raises with a row; an error passed to close()
+    is the row's."""
+    labels = ("c", None, 0, False, None)
+    with pytest.raises(RuntimeError, match="status 719"):
+        with c_path(tmp_path) as s:
+            calls, t, rt = spy(s), s._timer, s._backend.runtime
+            for _ in range(5):
+                t.close(t.open("inference", "ok", labels))
+            t.close(t.open("inference", "err", labels), ValueError("bad"))
+            rt.record_status = 700
+            with pytest.raises(RuntimeError, match="status 700"):
+                t.open("inference", "start fails", labels)
+            assert t.fast.is_open is None and t.depth == 0
+            rt.record_status = 0
+            p = t.open("inference", "end fails", labels)
+            rt.record_status = 719
+            t.close(p)
+    assert len(calls) == 8  # all on the C path
+    inf = s.trace.inferences.iloc[40:]
+    assert inf["name"].tolist() == ["ok"] * 5 + ["err", "start fails", "end fails"]
+    assert inf["error"].iloc[:5].isna().all() and inf["error"].iloc[5] == "ValueError: bad"
+    assert "status 700" in inf["error"].iloc[6] and "status 719" in inf["error"].iloc[7]
