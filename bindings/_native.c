@@ -355,9 +355,9 @@ fast_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *
     long long h1 = 0;
     int rc1 = 0;
     if (rc0 == 0) {
-        f->depth = 1;
+        f->depth++;  /* (counted, not set: another thread may open regions meanwhile) */
         out = PyObject_Call(args[3], fargs, kwargs == Py_None ? NULL : kwargs);
-        f->depth = 0;
+        f->depth--;
         /* the exception of fn (if any) is kept aside while the end event is recorded */
         PyErr_Fetch(&et, &ev, &tb);
         rc1 = f->record(ev1, stream);
@@ -462,7 +462,7 @@ fast_begin(FastRegion *f, PyObject *const *args, Py_ssize_t nargs)
     f->open_h0 = h0;
     f->open_stream = stream;
     f->open_ev1 = ev1;
-    f->depth = 1;
+    f->depth++;
     Py_RETURN_TRUE;
 }
 
@@ -480,7 +480,7 @@ fast_end(FastRegion *f, PyObject *error)
     long long h1 = now_ns();
     PyObject *o = f->open;
     f->open = NULL;
-    f->depth = 0;
+    f->depth--;
     PyObject *kind = PyTuple_GET_ITEM(o, 0), *name = PyTuple_GET_ITEM(o, 1),
              *labels = PyTuple_GET_ITEM(o, 2), *handle = PyTuple_GET_ITEM(o, 3),
              *source = PyTuple_GET_ITEM(o, 4), *pair = PyTuple_GET_ITEM(o, 5),

@@ -437,3 +437,35 @@ def test_open_and_close_on_the_c_path_keep_a_row_when_an_event_fails(tmp_path):
     assert inf["name"].tolist() == ["ok"] * 5 + ["err", "start fails", "end fails"]
     assert inf["error"].iloc[:5].isna().all() and inf["error"].iloc[5] == "ValueError: bad"
     assert "status 700" in inf["error"].iloc[6] and "status 719" in inf["error"].iloc[7]
+
+
+def test_two_threads_timing_at_once_leave_the_timer_consistent(tmp_path):
+    """Two program threads in s.infer at once (an inference server's workers): every region is
+    kept, with its own name, and the open-region count returns to zero (the C path counts it
+    up and down; it does not set it)."""
+    import threading
+    import time
+
+    with c_path(tmp_path) as s:
+        spy(s)
+        depths = []
+
+        def worker(name):
+            def model():
+                time.sleep(0.0002)  # (releases the GIL: the other thread enters meanwhile)
+                depths.append(s._timer.depth)
+            model.__qualname__ = name
+            for _ in range(300):
+                s.infer(model)
+
+        threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert s._timer.depth == 0
+    assert min(depths) >= 1 and max(depths) == 2  # (2: both threads were inside at once)
+    inf = s.trace.inferences.iloc[40:]
+    assert len(inf) == 600 and inf["error"].isna().all()
+    assert inf["name"].value_counts().to_dict() == {"w0": 300, "w1": 300}
+    assert inf["region_id"].is_unique
