@@ -11,7 +11,7 @@ CUDA events on an idle stream do. Traces say `simulated: true` and name the devi
 from __future__ import annotations
 
 import ctypes
-import functools
+import _thread
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -61,10 +61,15 @@ class StandInRuntime:
             return
 
         def c_record(event: int | None, stream: int | None) -> int:
-            if self.record_status:
-                return self.record_status
-            self._t[event or 0] = time.perf_counter_ns()
-            return 0
+            try:
+                if self.record_status:
+                    return self.record_status
+                self._t[event or 0] = time.perf_counter_ns()
+                return 0
+            except KeyboardInterrupt:  # (a Ctrl-C in a ctypes callback would be swallowed,
+                self._t[event or 0] = time.perf_counter_ns()  # and the status garbage: record,
+                _thread.interrupt_main()  # and raise it again once back in the program)
+                return 0
 
         self._c_record = _RECORD(c_record)  # kept alive as long as the runtime
         self.record_addr = ctypes.cast(self._c_record, ctypes.c_void_p).value

@@ -166,14 +166,16 @@ class AutoRegions:
         self._iterations[cond] = it + 1
         ref = streams.resolve(stream) if stream is not None else None
         self._set_depth(1)
-        self.counts[source] += 1
         try:  # (the start event last: only the program's work after it)
             self._open = timer.open("inference", f"{source}:{name}",
                                     (cond, gap, it, gap is None, None),
                                     *((None, None) if ref is None else ref))
-        except BaseException:
+        except BaseException as e:
             self._set_depth(0)
+            if isinstance(e, Exception):  # a failed start event: its row says so (a Ctrl-C
+                self.counts[source] += 1  # or SIGTERM before the region began leaves none)
             raise
+        self.counts[source] += 1
         return True
 
     def end(self, error: BaseException | None = None) -> None:
@@ -192,6 +194,13 @@ class AutoRegions:
         finally:
             self._set_depth(0)
             self._last_end_ns = time.perf_counter_ns()
+
+    def close_open(self, error: BaseException | None = None) -> None:
+        """End the region left open, however deeply nested (the program ended, raised or was
+        stopped inside it), with `error` on its row."""
+        if self._depth > 1:
+            self._set_depth(1)
+        self.end(error)
 
     # -- sources --------------------------------------------------------------------------------
     def install(self) -> None:

@@ -70,11 +70,13 @@ def _after_fork_in_child() -> None:
     global _active, _active_lock
     s, _active = _active, None
     _active_lock = threading.Lock()  # (another thread may have held it at the fork)
-    if s is not None and s._prev_sigterm is not None:
-        try:
-            signal.signal(signal.SIGTERM, s._prev_sigterm)
-        except (ValueError, OSError):
-            pass
+    if s is not None:
+        for signum, prev in ((signal.SIGTERM, s._prev_sigterm), (signal.SIGINT, s._prev_sigint)):
+            if prev is not None:
+                try:
+                    signal.signal(signum, prev)
+                except (ValueError, OSError):
+                    pass
 
 
 if hasattr(os, "register_at_fork"):
@@ -162,6 +164,7 @@ class Session:
         self._closing = False
         self._term_pending = False
         self._prev_sigterm: Any = None
+        self._prev_sigint: Any = None
         self._pid = os.getpid()  # the recording process (SIGTERM handling is its alone)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -195,6 +198,7 @@ class Session:
                 )
             _active = self
         self._catch_sigterm()
+        self._catch_sigint()
         try:
             self._start()
         except BaseException as e:
@@ -207,6 +211,7 @@ class Session:
                 self._closed = True
                 self._release()
                 self._restore_sigterm()
+                self._restore_sigint()
                 if self._backend is not None:
                     self._backend.close()
             raise
@@ -347,6 +352,7 @@ class Session:
             finally:
                 self._release()
                 self._restore_sigterm()
+                self._restore_sigint()
         if self._term_pending:  # SIGTERM came while the trace was being written: exit now
             raise Terminated()
         if gpu_error is not None and status == "complete":
@@ -377,6 +383,37 @@ class Session:
             self._term_pending = True  # finish writing the trace first
             return
         raise Terminated()
+
+    def _catch_sigint(self) -> None:
+        """A Ctrl-C while the program's thread moves finished regions to the writer (a few
+        microseconds at a time) would lose them: Python raises KeyboardInterrupt between any
+        two bytecodes. While recording, in the main thread, with Python's own SIGINT handler
+        in place, a Ctrl-C that lands there is raised right after the move instead
+        (RegionTimer.critical); anywhere else, at once, as Python would."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+                return
+            self._prev_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+        except (ValueError, OSError):  # no signals here (embedded interpreter)
+            self._prev_sigint = None
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        timer = self._timer
+        if timer is not None and timer.critical and os.getpid() == self._pid:
+            timer.interrupt_held = True
+            return
+        raise KeyboardInterrupt
+
+    def _restore_sigint(self) -> None:
+        if self._prev_sigint is not None:
+            prev, self._prev_sigint = self._prev_sigint, None
+            try:
+                if signal.getsignal(signal.SIGINT) == self._on_sigint:  # (not the program's)
+                    signal.signal(signal.SIGINT, prev)
+            except (ValueError, OSError):
+                pass
 
     def _restore_sigterm(self) -> None:
         if self._prev_sigterm is not None:

@@ -171,6 +171,11 @@ class RegionTimer:
         if stream is not None and stream.source != DEVICE:
             fs.fixed_handle, fs.fixed_source = stream.handle, stream.source
         self._torch_path: str | None = None  # how the C path reads torch's current stream
+        # While the program's thread moves regions between lists (and rows to the writer), a
+        # Ctrl-C waits: the session's SIGINT handler sees `critical` and sets
+        # `interrupt_held`, raised once the move is done (see _hold/_release).
+        self.critical = 0
+        self.interrupt_held = False
         self.last_ms: float | None = None
         self.stats = {"regions": 0, "checked": 0, "forced_waits": 0, "event_pairs": 0,
                       "background_polls": 0}
@@ -359,26 +364,43 @@ class RegionTimer:
 
     def _absorb(self) -> None:
         """Move the regions ended since (`_out`: the C path's tuples, _ended's _Pending) into
-        `_pending`, in order. Under the lock, from either thread: the C path only appends."""
-        out = self._out
-        n = len(out)
-        if not n:
-            return
-        items = out[:n]
-        del out[:n]
-        pending, fast = self._pending, 0
-        for r in items:
+        `_pending`, in order. Under the lock, from either thread: the C path only appends.
+        One at a time, each left in `_out` until it is in `_pending`: a region is never lost
+        and, if the move was cut short, never added twice."""
+        out, pending = self._out, self._pending
+        while out:
+            r = out[0]
             if r.__class__ is tuple:
-                kind, name, handle, source, labels, rid, (ev0, ev1), anchor, h0, h1 = r
-                p = _Pending(kind, name, handle, source, labels, rid, ev0, ev1, handle,
-                             anchor, h0)
-                p.h1 = h1
-                fast += 1
-                pending.append(p)
-            else:
+                if not pending or pending[-1].rid != r[5]:
+                    kind, name, handle, source, labels, rid, (ev0, ev1), anchor, h0, h1 = r
+                    p = _Pending(kind, name, handle, source, labels, rid, ev0, ev1, handle,
+                                 anchor, h0)
+                    p.h1 = h1
+                    self.stats["regions"] += 1
+                    pending.append(p)
+            elif not pending or pending[-1] is not r:
                 pending.append(r)
-        self.stats["regions"] += fast
+            del out[0]
         self._fs.outstanding = len(pending)
+
+    def _absorb_held(self) -> None:
+        """_absorb from the program's thread: under the lock, a Ctrl-C held until it is done."""
+        self._hold()
+        try:
+            with self._lock:
+                self._absorb()
+        finally:
+            self._release()
+
+    def _hold(self) -> None:
+        """The program's thread starts moving regions: a Ctrl-C now waits for _release."""
+        self.critical += 1
+
+    def _release(self) -> None:
+        self.critical -= 1
+        if not self.critical and self.interrupt_held:
+            self.interrupt_held = False
+            raise KeyboardInterrupt
 
     def _end_special(self, p: _Pending) -> None:
         """end() of a checked or whole-device region, or one tagged for the kernel tracer."""
@@ -400,8 +422,7 @@ class RegionTimer:
         raised with the row of the region it concerns (an outstanding one, or `p`)."""
         now, fs = self._counter(), self._fs
         if self._out:
-            with self._lock:
-                self._absorb()
+            self._absorb_held()
         if self._pending and (len(self._pending) >= BATCH or now - fs.last_poll_ns >= POLL_NS):
             self.poll()
         try:
@@ -441,8 +462,12 @@ class RegionTimer:
         """Resolve every region whose end event has completed, oldest first; stop at the first
         that has not (rows stay in order). Raises a GPU error found on the way, after the rows
         before it (and its own, with the error) are kept."""
-        with self._lock:
-            self._poll(self._rt.query, background=False)
+        self._hold()
+        try:
+            with self._lock:
+                self._poll(self._rt.query, background=False)
+        finally:
+            self._release()
 
     def background_poll(self) -> None:
         """From another thread (the trace writer's, about once a second): resolve what has
@@ -513,11 +538,15 @@ class RegionTimer:
         fails (a sticky error: no event can be read any more), every outstanding region is
         still written, with the error, and the error is raised."""
         while True:
-            with self._lock:
-                self._absorb()
-                if not self._pending:
-                    return
-                oldest = self._pending[0]
+            self._hold()
+            try:
+                with self._lock:
+                    self._absorb()
+                    if not self._pending:
+                        return
+                    oldest = self._pending[0]
+            finally:
+                self._release()
             try:
                 self._wait_for(oldest)
                 self.poll()
@@ -534,8 +563,8 @@ class RegionTimer:
     def synced(self, handle: int, host_ns: int) -> None:
         """The program synchronised stream `handle` (a gpuwatch engine's synchronize()): its
         regions are complete, and `host_ns` is when the host learnt it (host_end_ns)."""
+        self._absorb_held()
         with self._lock:
-            self._absorb()
             for p in self._pending:
                 if p.handle == handle and p.host_end_ns is None:
                     p.host_end_ns = host_ns
@@ -547,8 +576,7 @@ class RegionTimer:
             self._sink("inferences", dict(zip(COLUMNS, map(list, zip(*rows)))))
 
     def _wait_oldest(self) -> None:
-        with self._lock:
-            self._absorb()
+        self._absorb_held()
         self.stats["forced_waits"] += 1
         self._wait_for(self._pending[0])
         self.poll()

@@ -163,6 +163,8 @@ def test_damaged_partial_recordings_load_or_fail_in_one_line(damage):
         s._writer._chunks.close()  # chunks on disk, never merged: as after kill -9
         s._backend.close()
         s._release()
+        s._restore_sigint()  # (the process lives on: its signal handlers go back, as a
+        s._restore_sigterm()  # dead process's would not need to)
         partial = Path(str(out) + ".partial")
         meta = partial / "meta.json"
         chunks = sorted(partial.glob("*.parquet"))

@@ -469,3 +469,33 @@ def test_two_threads_timing_at_once_leave_the_timer_consistent(tmp_path):
     assert len(inf) == 600 and inf["error"].isna().all()
     assert inf["name"].value_counts().to_dict() == {"w0": 300, "w1": 300}
     assert inf["region_id"].is_unique
+
+
+def test_a_ctrl_c_while_rows_move_to_the_writer_waits_until_they_have(tmp_path):
+    """Ctrl-C lands while the program's thread hands resolved rows to the writer: the session
+    holds it until the move is done, then raises it; no row is lost."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT is not Python's default handler here")
+    done = 0
+    with pytest.raises(KeyboardInterrupt):
+        with c_path(tmp_path) as s:
+            spy(s)
+            sink, fired = s._timer._sink, []
+
+            def interrupted_sink(table, columns):
+                if not fired:
+                    fired.append(1)
+                    signal.raise_signal(signal.SIGINT)  # lands before the next line runs
+                sink(table, columns)
+
+            s._timer._sink = interrupted_sink
+            for _ in range(200):
+                s.infer(lambda: None)
+                done += 1
+    assert fired and 0 < done < 200
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+    inf = s.trace.inferences
+    assert len(inf) == 40 + done and inf["region_id"].is_unique
+    assert s.trace.meta["status"] == "interrupted"

@@ -242,3 +242,21 @@ def test_a_program_that_raises_is_a_failed_recording_and_json_is_all_of_stderr(t
     assert json.loads(r.stderr)["traces"]  # nothing else on stderr: the JSON parses
     r = run(tmp_path, "-q", "-f", "--html", str(tmp_path / "r.html"), str(PROGRAMS / "nvtx_marks.py"))
     assert r.returncode == 0 and r.stderr == "" and (tmp_path / "r.html").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("how", ["exit", "raise"])
+def test_ranges_left_open_get_their_row(tmp_path, how):
+    """The program ends (or raises) inside two nested push/pop ranges: the outer one is still a
+    region, with the program's error on its row if it raised."""
+    r = run(tmp_path, "-q", str(PROGRAMS / "left_open.py"), how)
+    assert r.returncode == (1 if how == "raise" else 0), r.stderr
+    tr = gpuwatch.load(tmp_path / "t.parquet")
+    inf = tr.inferences
+    assert inf["name"].tolist() == ["nvtx:step"] * 5 + ["nvtx:outer"]
+    assert tr.meta["regions_found"]["nvtx"] == 6
+    last = inf["error"].iloc[-1]
+    assert (last == "RuntimeError: inside a range") if how == "raise" else pd_isna(last)
+
+
+def pd_isna(v):
+    return v is None or v != v

@@ -120,17 +120,21 @@ class RunCommand:
             _find_bursts(session, regions, args.burst_gap_ms,
                          only_if_nothing_else=args.regions == "auto")
         status, code, error = "complete", 0, None
+        raised: BaseException | None = None
         session.start()
         regions.install()
         try:
-            code, error = _run_program(args.module, argv)
+            code, error, raised = _run_program(args.module, argv)
             if error is not None:  # the program raised: recorded as a failed block is
                 status = "failed"
         except (KeyboardInterrupt, Terminated) as e:  # Ctrl-C, SIGTERM: the trace is kept
             status, code = "interrupted", 143 if isinstance(e, Terminated) else 130
+            raised = e
         finally:
             regions.uninstall()
-            regions.end()  # a region the program left open (it raised inside it)
+            # a region the program left open (it ended, raised or was stopped inside it),
+            # however deeply nested: its row says why
+            regions.close_open(raised)
             session.annotate(regions_found=dict(regions.counts), region_hooks=regions.installed,
                              program_exit_status=code)
             path = session.close(status=status, error=error)
@@ -208,9 +212,10 @@ def _check_module(module: str) -> None:
                          f"module, as python -m takes")
 
 
-def _run_program(module: str | None, argv: list[str]) -> tuple[int, str | None]:
+def _run_program(module: str | None,
+                 argv: list[str]) -> tuple[int, str | None, BaseException | None]:
     """The program, as `python [-m module] argv...` would run it: its exit status, and the
-    exception it raised, if any."""
+    exception it raised, if any (as text, and itself)."""
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     try:
         if module is not None:
@@ -222,18 +227,18 @@ def _run_program(module: str | None, argv: list[str]) -> tuple[int, str | None]:
             sys.argv = [argv[0], *argv[1:]]
             sys.path[0:0] = [os.path.dirname(script)]  # (as python app.py does)
             runpy.run_path(script, run_name="__main__")
-        return 0, None
+        return 0, None, None
     except (KeyboardInterrupt, Terminated):
         raise
     except SystemExit as e:
-        return _exit_code(e.code), None
+        return _exit_code(e.code), None, None
     except BaseException:
         # as the interpreter would: the traceback, status 1 (without gpuwatch's frames)
         etype, value, tb = sys.exc_info()
         while tb is not None and _ours(tb.tb_frame.f_code.co_filename):
             tb = tb.tb_next
         traceback.print_exception(etype, value, tb, file=sys.stderr)
-        return 1, f"{getattr(etype, '__name__', etype)}: {value}"
+        return 1, f"{getattr(etype, '__name__', etype)}: {value}", value
     finally:
         sys.argv = saved_argv
         if saved_path0 is not None and sys.path and sys.path[0] != saved_path0:
