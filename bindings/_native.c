@@ -118,7 +118,8 @@ now(PyObject *module, PyObject *unused)
  * The stream, when `handle` is None: `fixed_handle`/`fixed_source` if set (a session stream);
  * else torch's current stream, read through c10 directly (use_c10, validated by the caller
  * against torch's own getter) or through `getter(device)`; else, while none of the modules
- * named in `watch` is imported, the legacy default stream (handle 0, "default"); else slow. */
+ * named in `watch` is imported (torch counts as not, while `torch_cuda` says CUDA has not
+ * started in it), the legacy default stream (handle 0, "default"); else slow. */
 typedef struct {
     int8_t type;  /* c10::Device: DeviceType (int8) and DeviceIndex (int8) */
     int8_t index;
@@ -135,7 +136,7 @@ typedef struct {
     fn_c10_handle c10_handle;
     int8_t c10_device;
     PyObject *slow, *failed, *free, *out, *watch;
-    PyObject *anchor, *fixed_handle, *fixed_source, *getter, *device;
+    PyObject *anchor, *fixed_handle, *fixed_source, *getter, *device, *torch_cuda;
     long long due_ns, last_poll_ns, poll_ns, seq, next_check, fast_regions;
     int outstanding, batch, depth, hold;
     /* the region open between begin() and end() (NVTX push/pop): (kind, name, labels,
@@ -199,11 +200,22 @@ fast_stream(FastRegion *f, PyObject *hobj, PyObject *sobj, void **stream, PyObje
     PyObject *modules = PyImport_GetModuleDict();  /* borrowed */
     Py_ssize_t n = PyTuple_GET_SIZE(f->watch);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *m = PyDict_GetItemWithError(modules, PyTuple_GET_ITEM(f->watch, i));
-        if (m != NULL)
-            return 0;  /* a framework with its own current stream: Python asks it */
-        if (PyErr_Occurred())
-            return -1;
+        PyObject *name = PyTuple_GET_ITEM(f->watch, i);
+        PyObject *m = PyDict_GetItemWithError(modules, name);
+        if (m == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+            continue;
+        }
+        /* torch imported, CUDA not started in it (torch.cuda's module global `_initialized`
+         * False): nothing of torch's runs on a stream yet, the default stream stands */
+        if (f->torch_cuda != NULL && PyDict_Check(f->torch_cuda) &&
+            PyUnicode_CompareWithASCIIString(name, "torch") == 0) {
+            PyObject *init = PyDict_GetItemString(f->torch_cuda, "_initialized");
+            if (init == Py_False)
+                continue;
+        }
+        return 0;  /* a framework with its own current stream: Python asks it */
     }
     *stream = NULL;
     Py_INCREF(ZERO);
@@ -594,6 +606,7 @@ fast_traverse(FastRegion *f, visitproc visit, void *arg)
     Py_VISIT(f->fixed_source);
     Py_VISIT(f->getter);
     Py_VISIT(f->device);
+    Py_VISIT(f->torch_cuda);
     Py_VISIT(f->open);
     return 0;
 }
@@ -611,6 +624,7 @@ fast_clear(FastRegion *f)
     Py_CLEAR(f->fixed_source);
     Py_CLEAR(f->getter);
     Py_CLEAR(f->device);
+    Py_CLEAR(f->torch_cuda);
     Py_CLEAR(f->open);
     f->record = NULL;  /* cleared: every call goes... nowhere; calls fail cleanly */
     return 0;
@@ -650,6 +664,9 @@ static PyMemberDef fast_members[] = {
     {"getter", T_OBJECT, offsetof(FastRegion, getter), 0,
      "getter(device) -> torch's current stream handle (None: not in use)"},
     {"device", T_OBJECT, offsetof(FastRegion, device), 0, "the getter's argument"},
+    {"torch_cuda", T_OBJECT, offsetof(FastRegion, torch_cuda), 0,
+     "torch.cuda's module dict: while its `_initialized` is False, torch imported is no reason "
+     "for the slow path"},
     {"free", T_OBJECT, offsetof(FastRegion, free), READONLY, "free (ev0, ev1) pairs"},
     {"out", T_OBJECT, offsetof(FastRegion, out), READONLY, "regions ended, not yet taken"},
     {NULL},

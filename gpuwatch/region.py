@@ -312,11 +312,19 @@ class RegionTimer:
         """streams.current, and once torch has started CUDA, the C path told how to read
         torch's current stream itself."""
         ref = streams.current(self._ordinal)
-        if ref.source == "torch" and self._torch_path is None and self._c_path:
+        if not self._c_path:
+            return ref
+        if ref.source == "torch" and self._torch_path is None:
             from .bindings.torch import torch_stream_source
 
             self._torch_path = torch_stream_source(self._fs, streams.torch_getter(),
                                                    self._ordinal)
+        elif ref.source == "default" and self._fs.torch_cuda is None:
+            # torch imported, CUDA not started in it (a TensorRT program with torch for its
+            # tensors on the CPU): the C path may stay on the default stream until it starts
+            cuda = getattr(sys.modules.get("torch"), "cuda", None)
+            if getattr(cuda, "_initialized", None) is False:
+                self._fs.torch_cuda = cuda.__dict__
         return ref
 
     def _fast_failed(self, kind: str, name: Any, labels: tuple[Any, ...], rid: int,

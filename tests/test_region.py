@@ -499,3 +499,32 @@ def test_a_ctrl_c_while_rows_move_to_the_writer_waits_until_they_have(tmp_path):
     inf = s.trace.inferences
     assert len(inf) == 40 + done and inf["region_id"].is_unique
     assert s.trace.meta["status"] == "interrupted"
+
+
+def test_torch_imported_without_cuda_keeps_the_c_path_on_the_default_stream(tmp_path,
+                                                                           no_framework):
+    """A program that imports torch but runs its GPU work elsewhere (TensorRT, with torch on
+    the CPU): the C path stays on the legacy default stream while torch.cuda has not started,
+    and follows torch's stream once it has."""
+    import sys
+    import types
+
+    t = types.ModuleType("torch")
+    cuda = types.ModuleType("torch.cuda")
+    cuda._initialized = False
+    cuda.is_initialized = lambda: cuda._initialized
+    t.cuda = cuda
+    t._C = types.SimpleNamespace(_cuda_getCurrentRawStream=lambda dev: 0x55)
+    no_framework.setitem(sys.modules, "torch", t)
+    with c_path(tmp_path) as s:
+        calls = spy(s)
+        for _ in range(40):
+            s.infer(lambda: None)
+        before = len(calls)
+        cuda._initialized = True  # the program starts CUDA in torch
+        for _ in range(40):
+            s.infer(lambda: None)
+    assert before >= 36 and len(calls) >= before + 30
+    inf = s.trace.inferences
+    assert set(inf["stream_source"].iloc[:80]) == {"default"}
+    assert set(inf["stream_source"].iloc[80:]) == {"torch"} and set(inf["stream"].iloc[80:]) == {0x55}
