@@ -7,6 +7,12 @@ The profiler adds no synchronisation: regions are resolved lazily, by querying t
 events between regions (`poll`), and synchronised only when the event pool wraps
 (`MAX_PENDING` regions outstanding) or the session ends (`drain`).
 
+Where the C extension is built, a region with nothing due is one C call (`fast`: bindings/
+_native.c's FastRegion, which also keeps the hot path's counters): stream, start event, call,
+end event, and a tuple appended to `_out`. Everything else (housekeeping, nesting, checked or
+traced regions) takes the Python path (`_slow_call`, begin/end). Ended regions wait in `_out`
+until `_absorb` moves them to `_pending` for resolution.
+
 Two regions of every `check_every` are *checked* (the first few too): the device is synchronised
 before and after the region, and the host time at which the whole device went idle is kept. If
 that is well after the region's end event, the region launched GPU work on a stream its events
