@@ -94,6 +94,28 @@ now(PyObject *module, PyObject *unused)
     return PyLong_FromLongLong(now_ns());
 }
 
+/* The stand-in device's cuEventRecord (bindings/standin.py), in C so that the C timed path
+ * runs no Python on it (a Ctrl-C inside a ctypes callback is swallowed and its status is
+ * garbage). `event` is the address of the event's slot, {int64 recorded_ns, int64 status}:
+ * with status 0 the host clock is stamped in, else the status is returned. */
+static int
+standin_record(void *event, void *stream)
+{
+    int64_t *slot = (int64_t *)event;
+    if (slot == NULL)
+        return 400;  /* CUDA_ERROR_INVALID_HANDLE */
+    if (slot[1] != 0)
+        return (int)slot[1];
+    slot[0] = (int64_t)now_ns();
+    return 0;
+}
+
+static PyObject *
+standin_record_addr(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromVoidPtr((void *)standin_record);
+}
+
 /* FastRegion: a whole timed region in one C call, for the common case (gpuwatch/region.py).
  *
  *   f = FastRegion(record, slow, failed, free, out, watch)
@@ -868,6 +890,8 @@ static PyMethodDef methods[] = {
     {"stamp", (PyCFunction)(void (*)(void))stamp, METH_FASTCALL,
      "stamp(launch, f, grid, stream, out, ctl) -> int: launch the clock probe (see "
      "bindings/_native.c)"},
+    {"standin_record_addr", standin_record_addr, METH_NOARGS,
+     "the address of the stand-in device's C cuEventRecord (see bindings/_native.c)"},
     {"now", now, METH_NOARGS, "now() -> int: CLOCK_MONOTONIC in ns (time.perf_counter_ns)"},
     {"status", (PyCFunction)(void (*)(void))status, METH_FASTCALL,
      "status(fn, a) -> int: call int fn(void *a)"},

@@ -11,7 +11,6 @@ CUDA events on an idle stream do. Traces say `simulated: true` and name the devi
 from __future__ import annotations
 
 import ctypes
-import _thread
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -21,7 +20,6 @@ from gpuwatch.device import DeviceInfo
 from gpuwatch.errors import UsageError
 
 NAME = "gpuwatch stand-in (no GPU)"
-_RECORD = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)  # cuEventRecord's
 _LAUNCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, *([ctypes.c_uint] * 7), ctypes.c_void_p,
                            ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)  # cuLaunchKernel's
 SM_CLOCK_MHZ = 1000
@@ -39,40 +37,36 @@ class StandInStream:
 class StandInRuntime:
     """Streams and events with no GPU behind them: an event completes when recorded.
 
-    Events are integer handles, as the CUDA runtime's are, and where gpuwatch's C extension is
-    built the runtime offers `record_addr` too, a C-callable stand-in for cuEventRecord:
-    so the timed path that runs on a real GPU runs here. `record_status` makes records fail
-    (a CUresult-like status, for tests)."""
+    Events are integer handles, as the CUDA runtime's are: each the address of a slot of two
+    int64, {recorded at (perf_counter_ns, 0: never), status}. Where gpuwatch's C extension is
+    built the runtime offers `record_addr` too, its C cuEventRecord on those slots: so the timed
+    path that runs on a real GPU runs here, with no Python inside it. `record_status` makes
+    records fail (a CUresult-like status, for tests)."""
 
     name = "stand-in"
 
     def __init__(self) -> None:
         self._next = 0x1000  # stream handles (0 is the legacy default stream)
         self.uuid = "GPU-STANDIN-0000"
-        self._t: dict[int, int | None] = {}  # event handle -> when recorded (perf_counter_ns)
-        self._next_event = 0x10
-        self.record_status = 0
+        self._slots: dict[int, Any] = {}  # event handle (its slot's address) -> the slot
+        self._status = 0
         self.record_addr: int | None = None  # for the C timed path (region.py)
-        self._c_record: Any = None
         from .cuda import native_module  # (imports no CUDA library)
 
         _native = native_module()
-        if _native is None:
-            return
+        if _native is not None:
+            self.record_addr = _native.standin_record_addr()
 
-        def c_record(event: int | None, stream: int | None) -> int:
-            try:
-                if self.record_status:
-                    return self.record_status
-                self._t[event or 0] = time.perf_counter_ns()
-                return 0
-            except KeyboardInterrupt:  # (a Ctrl-C in a ctypes callback would be swallowed,
-                self._t[event or 0] = time.perf_counter_ns()  # and the status garbage: record,
-                _thread.interrupt_main()  # and raise it again once back in the program)
-                return 0
+    @property
+    def record_status(self) -> int:
+        return self._status
 
-        self._c_record = _RECORD(c_record)  # kept alive as long as the runtime
-        self.record_addr = ctypes.cast(self._c_record, ctypes.c_void_p).value
+    @record_status.setter
+    def record_status(self, status: int) -> None:
+        """Every record fails with `status` from now (0: none does)."""
+        self._status = int(status)
+        for slot in self._slots.values():
+            slot[1] = self._status
 
     def stream(self) -> StandInStream:
         self._next += 0x10
@@ -82,26 +76,27 @@ class StandInRuntime:
         return handle
 
     def event(self) -> int:
-        self._next_event += 0x10
-        self._t[self._next_event] = None
-        return self._next_event
+        slot = (ctypes.c_int64 * 2)(0, self._status)
+        handle = ctypes.addressof(slot)
+        self._slots[handle] = slot
+        return handle
 
     def release_event(self, event: int) -> None:
-        self._t.pop(event, None)
+        self._slots.pop(event, None)
 
     def record(self, event: int, stream: Any) -> None:
-        if self.record_status:
-            self.fail(self.record_status, "cuEventRecord")
-        self._t[event] = time.perf_counter_ns()
+        if self._status:
+            self.fail(self._status, "cuEventRecord")
+        self._slots[event][0] = time.perf_counter_ns()
 
     def fail(self, status: int, what: str) -> None:
         raise RuntimeError(f"{what} failed: stand-in status {status}")
 
     def _recorded(self, event: int, what: str) -> int:
-        t = self._t.get(event)
-        if t is None:
+        slot = self._slots.get(event)
+        if slot is None or not slot[0]:
             raise RuntimeError(f"{what} on an event that was never recorded")
-        return t
+        return int(slot[0])
 
     def query(self, event: int) -> bool:
         self._recorded(event, "query")
