@@ -203,8 +203,10 @@ class Session:
             self._start()
         except BaseException as e:
             if self._writer is not None:  # it failed part-way: write what there is, say why
+                stopped = isinstance(e, (KeyboardInterrupt, Terminated))  # (Ctrl-C, SIGTERM)
                 try:
-                    self.close(status="failed", error=f"{type(e).__name__}: {e}")
+                    self.close(status="interrupted" if stopped else "failed",
+                               error=f"{type(e).__name__}: {e}")
                 except Exception:
                     pass
             else:

@@ -127,3 +127,20 @@ def test_the_timebase_is_reanchored_on_long_runs(tmp_path):
     # launch latency); polling it (0.5 us a query) sees that at once: +-3.5 us
     assert tb["anchor_uncertainty_us_p50"] == pytest.approx(3.5, abs=0.5)
     assert tb["reanchor_drift_us_max"] < 5 and tb["failed_tries"] == 0
+
+
+def test_a_ctrl_c_while_the_session_starts_is_an_interrupted_recording(tmp_path, monkeypatch):
+    """Ctrl-C lands while the session starts (after the trace was opened): the trace says
+    interrupted, not failed."""
+    import pytest
+
+    from gpuwatch import recorder
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recorder, "RegionTimer", interrupted)  # (the last step of start)
+    s = gpuwatch.session("sim:t4", tmp_path / "t.parquet")
+    with pytest.raises(KeyboardInterrupt):
+        s.start()
+    assert gpuwatch.load(tmp_path / "t.parquet").meta["status"] == "interrupted"
