@@ -366,15 +366,9 @@ class Session:
         rows and the final file. While recording, turn it into an exception in the main thread
         (where Python runs signal handlers), so the with-block closes the trace. A handler the
         program installed itself is left alone."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        try:
-            if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-                return
-            self._prev_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._prev_sigterm = _take_signal(signal.SIGTERM, signal.SIG_DFL, self._on_sigterm)
+        if self._prev_sigterm is not None:
             self._pid = os.getpid()
-        except (ValueError, OSError):  # no signals here (embedded interpreter)
-            self._prev_sigterm = None
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if os.getpid() != self._pid:  # a forked child (a multiprocessing worker): not ours
@@ -392,14 +386,8 @@ class Session:
         two bytecodes. While recording, in the main thread, with Python's own SIGINT handler
         in place, a Ctrl-C that lands there is raised right after the move instead
         (RegionTimer.critical); anywhere else, at once, as Python would."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        try:
-            if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-                return
-            self._prev_sigint = signal.signal(signal.SIGINT, self._on_sigint)
-        except (ValueError, OSError):  # no signals here (embedded interpreter)
-            self._prev_sigint = None
+        self._prev_sigint = _take_signal(signal.SIGINT, signal.default_int_handler,
+                                         self._on_sigint)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         timer = self._timer
@@ -409,21 +397,12 @@ class Session:
         raise KeyboardInterrupt
 
     def _restore_sigint(self) -> None:
-        if self._prev_sigint is not None:
-            prev, self._prev_sigint = self._prev_sigint, None
-            try:
-                if signal.getsignal(signal.SIGINT) == self._on_sigint:  # (not the program's)
-                    signal.signal(signal.SIGINT, prev)
-            except (ValueError, OSError):
-                pass
+        prev, self._prev_sigint = self._prev_sigint, None
+        _give_back_signal(signal.SIGINT, prev, ours=self._on_sigint)  # (not the program's)
 
     def _restore_sigterm(self) -> None:
-        if self._prev_sigterm is not None:
-            prev, self._prev_sigterm = self._prev_sigterm, None
-            try:
-                signal.signal(signal.SIGTERM, prev)
-            except (ValueError, OSError):
-                pass
+        prev, self._prev_sigterm = self._prev_sigterm, None
+        _give_back_signal(signal.SIGTERM, prev)
 
     def _release(self) -> None:
         global _active
@@ -722,6 +701,31 @@ class _Span:
         p, self._p = self._p, None
         if p is not None:
             self._s._require_timer().end(p, exc)
+
+
+def _take_signal(signum: int, default: Any, handler: Callable[[int, Any], None]) -> Any:
+    """Install `handler` for `signum` if the current handler is `default` and this is the main
+    thread (where Python runs signal handlers); returns the previous handler, else None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        if signal.getsignal(signum) is not default:
+            return None  # the program's own handler: left alone
+        return signal.signal(signum, handler)
+    except (ValueError, OSError):  # no signals here (embedded interpreter)
+        return None
+
+
+def _give_back_signal(signum: int, prev: Any, ours: Any = None) -> None:
+    """Put `prev` back as `signum`'s handler (nothing if None); with `ours`, only while the
+    handler is still ours."""
+    if prev is None:
+        return
+    try:
+        if ours is None or signal.getsignal(signum) == ours:
+            signal.signal(signum, prev)
+    except (ValueError, OSError):
+        pass
 
 
 @contextlib.contextmanager
