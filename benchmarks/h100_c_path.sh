@@ -33,13 +33,7 @@ case "$PART" in
   run)
     PAIRS=${PAIRS:-300} GAP_PAIRS=${GAP_PAIRS:-200}
     for mode in ${MODES:-calls nvtx kernels}; do
-      d="$R/ovh_$mode"; mkdir -p "$d"
-      opt=(); [ "$mode" = calls ] || opt=(--regions "$mode")
-      timeout 280 python3 -m gpuwatch run -q "${opt[@]}" -o "$d/run.parquet" benchmarks/run_overhead.py \
-          "$d" "$PAIRS" "$mode" "$GAP_PAIRS" 2> "$d/run_stderr.txt"
-      python3 benchmarks/run_overhead.py --summarise "$d" > "$d/summary.json" 2>&1
-      python3 -c "import gpuwatch, json; t = gpuwatch.load('$d/run.parquet'); print(json.dumps({k: t.meta.get(k) for k in ('regions', 'kernel_trace')}, default=str))" > "$d/meta.json" 2>&1
-      rm -f "$d/run.parquet"
+      run_overhead "$R/ovh_$mode" "$mode" "$PAIRS" "$GAP_PAIRS" 280
     done ;;
 esac
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,pstate,power.draw,temperature.gpu \

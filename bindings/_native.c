@@ -16,15 +16,11 @@
  *                          -> the float on success, else the int status
  *   FastRegion(...)        a whole timed region in one call (see below)
  *   stamp(launch, f, grid, stream, out, ctl)   the in-band clock probe's launch (see below)
- *   NestedCall(orig, outer)  gpuwatch run's torch.nn.Module.__call__ (see below)
+ * and, in bindings/_autoregions.c, `gpuwatch run`'s hooks: NestedCall (torch.nn.Module.__call__),
+ * GapRegions (the found regions' gap labels and nesting) and RangeHook (NVTX push/pop).
  * Pointers are Python ints (0 is a null pointer: the legacy default stream).
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <structmember.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <time.h>
+#include "_native.h"
 
 typedef int (*fn_p)(void *);
 typedef int (*fn_pp)(void *, void *);
@@ -78,14 +74,6 @@ elapsed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (rc != 0)
         return PyLong_FromLong(rc);
     return PyFloat_FromDouble((double)ms);
-}
-
-static inline long long
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);  /* time.perf_counter_ns's clock on Linux */
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 static PyObject *
@@ -441,55 +429,52 @@ fast_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *
 /* begin(kind, name, labels, handle, source) -> bool: the first half of a region whose end is
  * a separate call (NVTX push/pop): when nothing is due (as for a call), the start event on
  * the stream, the region kept open until end(). False: nothing was done, take the slow path. */
-static PyObject *
-fast_begin(FastRegion *f, PyObject *const *args, Py_ssize_t nargs)
+int
+fast_begin_impl(PyObject *self, PyObject *kind, PyObject *name, PyObject *labels,
+                PyObject *hobj, PyObject *sobj)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "begin(kind, name, labels, handle, source)");
-        return NULL;
-    }
+    /* -> 1: opened, 0: nothing was done (take the slow path), -1: error (a failed start
+     * event: its row kept by failed()) */
+    FastRegion *f = (FastRegion *)self;
     if (f->free == NULL || f->out == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "FastRegion: cleared");
-        return NULL;
+        return -1;
     }
     Py_ssize_t nfree = PyList_GET_SIZE(f->free);
     if (!fast_ready(f, nfree))
-        Py_RETURN_FALSE;
+        return 0;
     void *stream, *ev0, *ev1;
     PyObject *handle, *source, *pair;
-    int got = fast_stream(f, args[3], args[4], &stream, &handle, &source);
-    if (got < 0)
-        return NULL;
-    if (got == 0)
-        Py_RETURN_FALSE;
+    int got = fast_stream(f, hobj, sobj, &stream, &handle, &source);
+    if (got <= 0)
+        return got;
     if (fast_pair(f, nfree, &pair, &ev0, &ev1) < 0) {
         Py_DECREF(handle);
         Py_DECREF(source);
-        return NULL;
+        return -1;
     }
     PyObject *anchor = f->anchor != NULL ? f->anchor : Py_None;
-    PyObject *open = PyTuple_Pack(7, args[0], args[1], args[2], handle, source, pair, anchor);
+    PyObject *open = PyTuple_Pack(7, kind, name, labels, handle, source, pair, anchor);
     Py_DECREF(handle);
     Py_DECREF(source);
     Py_DECREF(pair);
     if (open == NULL)
-        return NULL;
+        return -1;
     long long rid = f->seq;
     f->seq = rid + 1;
     f->fast_regions++;
     long long h0 = now_ns();
     int rc0 = f->record(ev0, stream);  /* last: only the program's work after it */
     if (rc0 != 0) {
-        PyObject *res = fast_failed(f, args[0], args[1], args[2], rid,
-                                    PyTuple_GET_ITEM(open, 5), PyTuple_GET_ITEM(open, 3),
-                                    PyTuple_GET_ITEM(open, 4), PyTuple_GET_ITEM(open, 6), h0, 0,
-                                    rc0, 0, Py_None);
+        PyObject *res = fast_failed(f, kind, name, labels, rid, PyTuple_GET_ITEM(open, 5),
+                                    PyTuple_GET_ITEM(open, 3), PyTuple_GET_ITEM(open, 4),
+                                    PyTuple_GET_ITEM(open, 6), h0, 0, rc0, 0, Py_None);
         Py_DECREF(open);
         if (res != NULL) {
             Py_DECREF(res);
             PyErr_Format(PyExc_RuntimeError, "cuEventRecord failed with status %d", rc0);
         }
-        return NULL;
+        return -1;
     }
     f->open = open;
     f->open_rid = rid;
@@ -497,15 +482,29 @@ fast_begin(FastRegion *f, PyObject *const *args, Py_ssize_t nargs)
     f->open_stream = stream;
     f->open_ev1 = ev1;
     f->depth++;
-    Py_RETURN_TRUE;
+    return 1;
+}
+
+static PyObject *
+fast_begin(FastRegion *f, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "begin(kind, name, labels, handle, source)");
+        return NULL;
+    }
+    int rc = fast_begin_impl((PyObject *)f, args[0], args[1], args[2], args[3], args[4]);
+    if (rc < 0)
+        return NULL;
+    return PyBool_FromLong(rc);
 }
 
 /* end(error) -> None: the end event of the region begin() opened (first: only the program's
  * work before it), then its row tuple to `out`; `error` (or a failing end event) goes through
  * failed(), which raises only for the event's failure with no error of the program's. */
-static PyObject *
-fast_end(FastRegion *f, PyObject *error)
+PyObject *
+fast_end(PyObject *self, PyObject *error)
 {
+    FastRegion *f = (FastRegion *)self;
     if (f->open == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "FastRegion.end() without begin()");
         return NULL;
@@ -706,7 +705,7 @@ static PyMethodDef fast_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject FastRegionType = {
+PyTypeObject FastRegionType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "gpuwatch.bindings._native.FastRegion",
     .tp_basicsize = sizeof(FastRegion),
@@ -754,138 +753,6 @@ stamp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromLong(rc);
 }
 
-/* NestedCall(orig, outer): a callable to put in a class's __call__ (gpuwatch run puts it in
- * torch.nn.Module's). While `depth` is 0, a call `obj(*args, **kwargs)` becomes
- * `outer(orig, (obj, *args), kwargs)` (Python: the call becomes a timed region, in one frame);
- * while a region is open (depth > 0) it goes straight to `orig`, torch's own
- * __call__, with no Python frame of gpuwatch's: a model's submodule calls, inside the region's
- * events, cost one vectorcall more each, not a Python function call. It binds as a method
- * (Py_TPFLAGS_METHOD_DESCRIPTOR: instance calls pass `self` first, unbound, as a function's). */
-typedef struct {
-    PyObject_HEAD
-    PyObject *orig;
-    PyObject *outer;
-    int depth;
-    vectorcallfunc vectorcall;
-} NestedCall;
-
-static PyObject *
-nested_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    NestedCall *h = (NestedCall *)self;
-    if (h->depth > 0)
-        return PyObject_Vectorcall(h->orig, args, nargsf, kwnames);
-    /* outer(orig, args, kwargs): the call as data, so that outer is the one Python frame */
-    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
-    PyObject *tuple = PyTuple_New(n);
-    if (tuple == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_INCREF(args[i]);
-        PyTuple_SET_ITEM(tuple, i, args[i]);
-    }
-    PyObject *kw = PyDict_New();
-    if (kw == NULL) {
-        Py_DECREF(tuple);
-        return NULL;
-    }
-    Py_ssize_t nk = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    for (Py_ssize_t i = 0; i < nk; i++) {
-        if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, i), args[n + i]) < 0) {
-            Py_DECREF(tuple);
-            Py_DECREF(kw);
-            return NULL;
-        }
-    }
-    PyObject *call[3] = {h->orig, tuple, kw};
-    PyObject *out = PyObject_Vectorcall(h->outer, call, 3, NULL);
-    Py_DECREF(tuple);
-    Py_DECREF(kw);
-    return out;
-}
-
-static PyObject *
-nested_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
-{
-    PyObject *orig, *outer;
-    if (!PyArg_ParseTuple(args, "OO:NestedCall", &orig, &outer))
-        return NULL;
-    if (!PyCallable_Check(orig) || !PyCallable_Check(outer)) {
-        PyErr_SetString(PyExc_TypeError, "NestedCall(orig, outer) takes two callables");
-        return NULL;
-    }
-    NestedCall *h = (NestedCall *)type->tp_alloc(type, 0);
-    if (h == NULL)
-        return NULL;
-    Py_INCREF(orig);
-    Py_INCREF(outer);
-    h->orig = orig;
-    h->outer = outer;
-    h->depth = 0;
-    h->vectorcall = nested_vectorcall;
-    return (PyObject *)h;
-}
-
-static PyObject *
-nested_get(PyObject *self, PyObject *obj, PyObject *type)
-{
-    if (obj == NULL || obj == Py_None) {
-        Py_INCREF(self);
-        return self;
-    }
-    return PyMethod_New(self, obj);
-}
-
-static int
-nested_traverse(NestedCall *h, visitproc visit, void *arg)
-{
-    Py_VISIT(h->orig);
-    Py_VISIT(h->outer);
-    return 0;
-}
-
-static int
-nested_clear(NestedCall *h)
-{
-    Py_CLEAR(h->orig);
-    Py_CLEAR(h->outer);
-    return 0;
-}
-
-static void
-nested_dealloc(NestedCall *h)
-{
-    PyObject_GC_UnTrack(h);
-    nested_clear(h);
-    Py_TYPE(h)->tp_free((PyObject *)h);
-}
-
-static PyMemberDef nested_members[] = {
-    {"depth", T_INT, offsetof(NestedCall, depth), 0,
-     "regions open: 0 sends calls to outer, more to orig"},
-    {"orig", T_OBJECT, offsetof(NestedCall, orig), READONLY, "the __call__ it stands in for"},
-    {"outer", T_OBJECT, offsetof(NestedCall, outer), READONLY, "called when depth is 0"},
-    {NULL},
-};
-
-static PyTypeObject NestedCallType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "gpuwatch.bindings._native.NestedCall",
-    .tp_basicsize = sizeof(NestedCall),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL
-                | Py_TPFLAGS_METHOD_DESCRIPTOR,
-    .tp_doc = "NestedCall(orig, outer): obj(*a, **k) is outer(orig, (obj, *a), k) while depth "
-              "is 0, else orig(obj, *a, **k) (see bindings/_native.c)",
-    .tp_new = nested_new,
-    .tp_dealloc = (destructor)nested_dealloc,
-    .tp_traverse = (traverseproc)nested_traverse,
-    .tp_clear = (inquiry)nested_clear,
-    .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(NestedCall, vectorcall),
-    .tp_descr_get = nested_get,
-    .tp_members = nested_members,
-};
-
 static PyMethodDef methods[] = {
     {"stamp", (PyCFunction)(void (*)(void))stamp, METH_FASTCALL,
      "stamp(launch, f, grid, stream, out, ctl) -> int: launch the clock probe (see "
@@ -911,7 +778,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__native(void)
 {
-    if (PyType_Ready(&NestedCallType) < 0 || PyType_Ready(&FastRegionType) < 0)
+    if (PyType_Ready(&FastRegionType) < 0 || autoregions_ready() < 0)
         return NULL;
     if (S_torch == NULL) {
         S_torch = PyUnicode_InternFromString("torch");
@@ -923,15 +790,13 @@ PyInit__native(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&NestedCallType);
-    if (PyModule_AddObject(m, "NestedCall", (PyObject *)&NestedCallType) < 0) {
-        Py_DECREF(&NestedCallType);
-        Py_DECREF(m);
-        return NULL;
-    }
     Py_INCREF(&FastRegionType);
     if (PyModule_AddObject(m, "FastRegion", (PyObject *)&FastRegionType) < 0) {
         Py_DECREF(&FastRegionType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (autoregions_add(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -8,8 +8,8 @@ own: the outermost wins, so an NVTX range around a model call is one region):
   submodule), through `torch.nn.Module.__call__`; and TensorRT execution contexts'
   execute_async_v3 (events on the stream it is given) and execute_v2. A call region is timed
   the way `s.infer` times one (RegionTimer.call: its C fast path where there is one). Inside
-  it, a submodule call goes through bindings/_native.c's NestedCall straight to torch's own
-  __call__ (~10 ns more; a Python wrapper where the C module was not built: ~0.2 us). (torch's
+  it, a submodule call goes through bindings/_autoregions.c's NestedCall straight to torch's
+  own __call__ (~10 ns more; a Python wrapper where the C module was not built: ~0.2 us). (torch's
   global module hooks are not used: with one registered, every submodule call leaves torch's
   fast path.)
 - "kernels" (gpuwatch.kernelregions): bursts of kernels separated by idle GPU time, made
@@ -33,7 +33,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from . import streams
-from .region import C_OPEN
+from .bindings.cuda import native_module
 
 __all__ = ["AutoRegions", "GAP_EDGES_MS", "gap_condition", "active"]
 
@@ -59,22 +59,30 @@ def gap_condition(gap_ms: float | None) -> str:
     return f"gap {lo:g}-{hi:g} ms" if hi is not None else f"gap >= {lo:g} ms"
 
 
-_LABELS = tuple(gap_condition(e) for e in GAP_EDGES_MS)  # (made once: not per region)
+_LABELS = tuple(gap_condition(e) for e in GAP_EDGES_MS) + ("first",)  # (made once)
 
 
 class AutoRegions:
-    """Opens and closes timed regions for the sources in `sources` ("nvtx", "call")."""
+    """Opens and closes timed regions for the sources in `sources` ("nvtx", "call").
+
+    The regions' state (which is open, how deep, the gap since the last one and the iteration
+    counts) is a GapRegions (bindings/_autoregions.c, `_Gaps` in Python where it was not built),
+    and so are the hooks on the hot path (NestedCall in torch.nn.Module.__call__, RangeHook in
+    the NVTX push/pop functions): after an idle gap every Python frame costs the program
+    several microseconds of a cold host. Python runs only for what C hands back: a class seen
+    the first time, a stream given (TensorRT), housekeeping due."""
 
     def __init__(self, session: Any, sources: Sequence[str]):
         self._s = session
         self.sources = tuple(sources)
-        self._depth = 0  # regions open: the outermost is timed, the others only counted
-        self._open: Any = None  # the outermost begin()'s pending record
-        self._last_end_ns: int | None = None  # perf_counter_ns: host time, real even on sim
-        self._iterations: dict[str, int] = {}
-        self._names: dict[type, str] = {}  # a module class -> its region name
-        self._hook: Any = None  # the NestedCall in Module.__call__: its `depth` is _depth
         self.counts = {s: 0 for s in self.sources}
+        self._names: dict[type, str] = {}  # a module class -> its region name
+        native = _native()
+        make: Any = native.GapRegions if native is not None else _Gaps
+        self._g = make(GAP_EDGES_MS, _LABELS, self.counts, self._names, "inference")
+        self._native = native
+        self._armed = False
+        self._hook: Any = None  # the NestedCall in Module.__call__
         self._enabled = True
         # (owner, attribute, original, replacement): what install() patched
         self._patches: list[tuple[Any, str, Any, Any]] = []
@@ -90,20 +98,35 @@ class AutoRegions:
     @enabled.setter
     def enabled(self, on: bool) -> None:
         self._enabled = bool(on)
+        self._g.live = int(self._enabled and self._armed)
         for owner, attr, orig, new in self._patches:
             setattr(owner, attr, new if on else orig)
+
+    def _arm(self) -> None:
+        """Point the regions at the session's timer, once it runs: timed from now on. (Until
+        uninstall(): gpuwatch run uninstalls before it closes the session.)"""
+        timer = self._s._timer
+        if self._armed or timer is None:
+            return
+        self._g.arm(timer.fast, timer._fs, self._open_slow, timer.end)
+        self._armed = True
+        self._g.live = int(self._enabled)
+
+    def _open_slow(self, kind: str, name: str, labels: tuple[Any, ...]) -> Any:
+        """A range's region where the C path declined (housekeeping due, no C path)."""
+        s = self._s
+        if s._timer is None or s._closed:
+            return None
+        return s._timer.open_slow(kind, name, labels)
 
     # -- regions ------------------------------------------------------------------------------
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
              name: str | None = None, source: str = "call", stream: Any = None) -> Any:
         """fn(*args, **kwargs) as one region (unless one is open: then only run), timed as
         `s.infer` times one: the events on `stream` (None: where the program's work goes).
-        `name` None: "call:" and the class of args[0] (a torch module). (One Python frame,
-        its helpers inlined, like begin()'s: after an idle gap every frame costs the
-        program several microseconds of a cold host.)"""
-        s = self._s
-        timer = s._timer
-        if self._depth or not self._enabled or timer is None or s._closed:
+        `name` None: "call:" and the class of args[0] (a torch module)."""
+        g = self._g
+        if g.depth or not g.live:
             return fn(*args, **kwargs)
         if name is None:
             cls = type(args[0])
@@ -111,102 +134,44 @@ class AutoRegions:
             if name is None:  # (a class made inside a function: "Net", not "f.<locals>.Net")
                 name = self._names[cls] = \
                     "call:" + cls.__qualname__.rsplit("<locals>.", 1)[-1]
-        last = self._last_end_ns
-        if last is None:
-            gap, cond = None, "first"
-        else:
-            gap = (time.perf_counter_ns() - last) / 1e6
-            cond = _LABELS[max(0, bisect.bisect_right(GAP_EDGES_MS, gap) - 1)]
-        it = self._iterations.get(cond, 0)
-        self._iterations[cond] = it + 1
-        ref = streams.resolve(stream) if stream is not None else None
-        hook = self._hook
-        self._depth = 1
-        if hook is not None:
-            hook.depth = 1
+        if stream is None:  # the session's stream, or where the work goes now
+            return g.call(name, source, fn, args, kwargs)
+        timer = self._s._timer
+        if timer is None or self._s._closed:
+            return fn(*args, **kwargs)
+        ref = streams.resolve(stream)
+        labels = g.labels()
+        g.depth = 1
         self.counts[source] += 1
         try:
-            # (the first region is warm-up: it pays for the program's first launches, CUDA's
-            # lazy start included, and has no gap to be compared by)
-            labels = (cond, gap, it, gap is None, None)
-            if ref is None:  # the session's stream, or where the work goes now
-                return timer.fast("inference", name, labels, fn, args, kwargs, None, None)
             return timer.call("inference", name, ref, labels, fn, args, kwargs)
         finally:
-            self._depth = 0
-            if hook is not None:
-                hook.depth = 0
-            self._last_end_ns = time.perf_counter_ns()
+            g.depth = 0
+            g.ended()
 
-    def _set_depth(self, depth: int) -> None:
-        self._depth = depth
-        if self._hook is not None:
-            self._hook.depth = depth
-
-    def begin(self, name: str, source: str, stream: Any = None) -> bool:
+    def begin(self, name: str, source: str) -> bool:
         """Open a region unless one is open (then it is nested: not timed on its own, only
         counted, so that every begin() is matched by an end()). For sources that mark a start
         and an end separately (NVTX push/pop). Returns whether this call opened one."""
-        if self._depth:
-            self._set_depth(self._depth + 1)
-            return False
-        if not self._enabled:
-            return False
-        s = self._s
-        timer = s._timer
-        if timer is None or s._closed:
-            return False
-        last = self._last_end_ns  # (inlined as in call(): one frame fewer, see there)
-        if last is None:
-            gap, cond = None, "first"
-        else:
-            gap = (time.perf_counter_ns() - last) / 1e6
-            cond = _LABELS[max(0, bisect.bisect_right(GAP_EDGES_MS, gap) - 1)]
-        it = self._iterations.get(cond, 0)
-        self._iterations[cond] = it + 1
-        ref = streams.resolve(stream) if stream is not None else None
-        self._set_depth(1)
-        try:  # (the start event last: only the program's work after it)
-            self._open = timer.open("inference", f"{source}:{name}",
-                                    (cond, gap, it, gap is None, None),
-                                    *((None, None) if ref is None else ref))
-        except BaseException as e:
-            self._set_depth(0)
-            if isinstance(e, Exception):  # a failed start event: its row says so (a Ctrl-C
-                self.counts[source] += 1  # or SIGTERM before the region began leaves none)
-            raise
-        self.counts[source] += 1
-        return True
+        return bool(self._g.begin(f"{source}:{name}", source))
 
     def end(self, error: BaseException | None = None) -> None:
-        depth = self._depth
-        if depth > 1:
-            self._set_depth(depth - 1)
-        if depth != 1:
-            return
-        p, self._open = self._open, None
-        timer = self._s._timer
-        try:  # (the end event first: only the program's work before it)
-            if p is C_OPEN:  # (RegionTimer.close, inlined: a frame fewer before the event)
-                timer._fs.end(error)
-            elif p is not None and timer is not None:
-                timer.close(p, error)
-        finally:
-            self._set_depth(0)
-            self._last_end_ns = time.perf_counter_ns()
+        """Close what begin() opened (error: the program's exception inside it)."""
+        self._g.end(error)
 
     def close_open(self, error: BaseException | None = None) -> None:
         """End the region left open, however deeply nested (the program ended, raised or was
         stopped inside it), with `error` on its row."""
-        if self._depth > 1:
-            self._set_depth(1)
-        self.end(error)
+        if self._g.depth > 1:
+            self._g.depth = 1
+        self._g.end(error)
 
     # -- sources --------------------------------------------------------------------------------
     def install(self) -> None:
         """Hook each source's library now if the program has imported it, else when it does."""
         global _active
         _active = self
+        self._arm()
         wanted = []
         if "nvtx" in self.sources:
             wanted += [("torch", self._hook_torch_nvtx), ("nvtx", self._hook_nvtx)]
@@ -237,8 +202,10 @@ class AutoRegions:
                 setattr(owner, attr, orig)
         self._patches.clear()
         self._hook = None
+        self._g.live = 0  # (a program that kept a hooked function: it runs untimed now)
 
     def _patch(self, owner: Any, attr: str, new: Any) -> None:
+        self._arm()  # (a hooked library's calls are timed from now)
         orig = owner.__dict__[attr] if isinstance(owner, type) and attr in owner.__dict__ \
             else getattr(owner, attr)
         setattr(owner, attr, new)
@@ -249,18 +216,16 @@ class AutoRegions:
         if not isinstance(module_cls, type) or "__call__" not in module_cls.__dict__:
             return
         orig = module_cls.__dict__["__call__"]
-        regions = self
+        g, call = self._g, self.call
 
         def outer(module: Any, *args: Any, **kwargs: Any) -> Any:  # (no C module)
-            if regions._depth:  # a submodule (or a model inside an NVTX range): not a region
+            if g.depth:  # a submodule (or a model inside an NVTX range): not a region
                 return orig(module, *args, **kwargs)
-            return regions.call(orig, (module, *args), kwargs)
+            return call(orig, (module, *args), kwargs)
 
         hook: Any = outer
-        nested = _nested_call()
-        if nested is not None:  # a region: call(orig, (module, *args), kwargs); nested: orig
-            hook = self._hook = nested(orig, self.call)
-            hook.depth = self._depth
+        if self._native is not None:  # the class's first call: call(orig, (module, *args),
+            hook = self._hook = self._native.NestedCall(orig, call, g)  # kwargs); then in C
         self._patch(module_cls, "__call__", hook)
         self.installed.append("torch modules")
 
@@ -276,7 +241,7 @@ class AutoRegions:
 
             def timed(context: Any, *args: Any, _orig: Any = orig, _method: str = method,
                       **kwargs: Any) -> Any:
-                if regions._depth:
+                if regions._g.depth:
                     return _orig(context, *args, **kwargs)
                 # execute_async_v3(stream_handle): the work goes on that stream; execute_v2
                 # is synchronous (the current, legacy default, stream brackets it)
@@ -320,31 +285,129 @@ class AutoRegions:
 
     def _wrap_push_pop(self, mod: Any, push_name: str, pop_name: str) -> None:
         push, pop = getattr(mod, push_name), getattr(mod, pop_name)
-        regions = self
+        hook: Any = self._native.RangeHook if self._native is not None else _range_hook
+        self._patch(mod, push_name, hook(self._g, push, "nvtx:", "nvtx"))
+        self._patch(mod, pop_name, hook(self._g, pop, None, None))
 
-        # (the push before the start event and the pop after the end event: only the
-        # program's work between the events)
-        def pushed(*args: Any, **kwargs: Any) -> Any:
-            msg = args[0] if args else kwargs.get("message", kwargs.get("msg", "range"))
-            out = push(*args, **kwargs)
-            regions.begin(str(msg), "nvtx")
-            return out
 
+class _Gaps:
+    """bindings/_autoregions.c's GapRegions in Python, where the C module was not built (see
+    there for what each method does)."""
+
+    def __init__(self, edges_ms: tuple[float, ...], labels: tuple[str, ...],
+                 counts: dict[str, int], names: dict[type, str], kind: str):
+        self._edges, self._labels = edges_ms, labels
+        self._counts, self._kind = counts, kind
+        self._iterations = [0] * len(labels)
+        self.depth = self.live = 0
+        self.last_end_ns = -1  # perf_counter_ns; -1: no region yet
+        self._timed: Any = None
+        self._open_slow: Any = None
+        self._close_slow: Any = None
+        self._open: Any = None  # the open region's pending record
+
+    def arm(self, timed: Callable[..., Any], fs: Any, open_slow: Callable[..., Any],
+            close_slow: Callable[..., Any]) -> None:
+        self._timed, self._open_slow, self._close_slow = timed, open_slow, close_slow
+
+    @property
+    def is_open(self) -> bool:
+        return self._open is not None
+
+    def labels(self) -> tuple[Any, ...]:
+        last = self.last_end_ns
+        if last < 0:
+            gap, i = None, len(self._edges)
+        else:
+            gap = (time.perf_counter_ns() - last) / 1e6
+            i = max(0, bisect.bisect_right(self._edges, gap) - 1)
+        it = self._iterations[i]
+        self._iterations[i] = it + 1
+        return (self._labels[i], gap, it, gap is None, None)
+
+    def ended(self) -> None:
+        self.last_end_ns = time.perf_counter_ns()
+
+    def _count(self, key: str) -> None:
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def begin(self, name: str, key: str) -> bool:
+        if self.depth:
+            self.depth += 1
+            return False
+        if not self.live:
+            return False
+        labels = self.labels()
+        self.depth = 1
+        try:
+            p = self._open_slow(self._kind, name, labels)
+        except BaseException as e:
+            self.depth = 0
+            if isinstance(e, Exception):  # a failed start event: its row says so
+                self._count(key)
+            raise
+        if p is None:  # no session
+            self.depth = 0
+            return False
+        self._open = p
+        self._count(key)
+        return True
+
+    def end(self, error: BaseException | None) -> None:
+        depth = self.depth
+        if depth > 1:
+            self.depth = depth - 1
+        if depth != 1:
+            return
+        p, self._open = self._open, None
+        try:
+            if p is not None:
+                self._close_slow(p, error)
+        finally:
+            self.depth = 0
+            self.ended()
+
+    def call(self, name: str, key: str, fn: Callable[..., Any], args: tuple[Any, ...],
+             kwargs: dict[str, Any] | None) -> Any:
+        if self.depth or not self.live or self._timed is None:
+            return fn(*args, **(kwargs or {}))
+        labels = self.labels()
+        self.depth = 1
+        self._count(key)
+        try:
+            return self._timed(self._kind, name, labels, fn, args, kwargs, None, None)
+        finally:
+            self.depth = 0
+            self.ended()
+
+
+def _range_hook(g: Any, orig: Callable[..., Any], prefix: str | None,
+                key: str | None) -> Callable[..., Any]:
+    """bindings/_autoregions.c's RangeHook in Python: a push (orig, then a region opens; its
+    name is `prefix` and the message) or, with prefix None, a pop (the region closes, then
+    orig). (The push before the start event and the pop after the end event.)"""
+    if prefix is None:
         def popped(*args: Any, **kwargs: Any) -> Any:
-            regions.end()
-            return pop(*args, **kwargs)
+            try:
+                g.end(None)
+            except BaseException:
+                orig(*args, **kwargs)  # the program's pop still runs (its error wins)
+                raise
+            return orig(*args, **kwargs)
+        return popped
 
-        self._patch(mod, push_name, pushed)
-        self._patch(mod, pop_name, popped)
+    def pushed(*args: Any, **kwargs: Any) -> Any:
+        out = orig(*args, **kwargs)
+        msg = args[0] if args else kwargs.get("message", kwargs.get("msg"))
+        g.begin(prefix + ("range" if msg is None else str(msg)), key)
+        return out
+    return pushed
 
 
-def _nested_call() -> Any:
-    """bindings/_native.c's NestedCall type, or None where the C module was not built."""
-    try:
-        from .bindings._native import NestedCall  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    return NestedCall
+def _native() -> Any:
+    """gpuwatch.bindings._native (its GapRegions, RangeHook and NestedCall), or None where
+    the C module was not built."""
+    return native_module()
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):

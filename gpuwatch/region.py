@@ -43,7 +43,11 @@ from .trace import table_columns
 __all__ = ["C_OPEN", "RegionTimer", "event_tag", "region_of_tag"]
 
 BATCH = 16  # resolve once this many regions are outstanding...
-POLL_NS = 100_000_000  # ...or this long after the last resolution (live displays stay fresh)
+# ...or this long after the last resolution. Between, the trace writer's thread resolves what
+# has completed before each flush (background_poll, about once a second), so rows keep coming
+# while the program idles. (At 100 ms, a program with 20 ms gaps paid for a resolution at its
+# inference every 5th region, not every 16th: benchmarks/run_host_cost.py.)
+POLL_NS = 1_000_000_000
 MAX_PENDING = 1024  # regions outstanding before the oldest is waited for (the pool wraps)
 CHECK_FIRST = 3  # the first regions are checked for work outside their stream...
 CHECK_EVERY = 200  # ...and then one in this many (0: never)
@@ -282,6 +286,12 @@ class RegionTimer:
         fs = self._fs
         if self._c_path and source != DEVICE and fs.begin(kind, name, labels, handle, source):
             return C_OPEN
+        return self.open_slow(kind, name, labels, handle, source)
+
+    def open_slow(self, kind: str, name: Any, labels: tuple[Any, ...], handle: int | None = None,
+                  source: str | None = None) -> _Pending:
+        """open() where the C path declined (or was not asked: bindings/_autoregions.c asked
+        it already); close() (or end()) takes what it returns."""
         if handle is None:
             ref = self._stream or self._current()
         else:

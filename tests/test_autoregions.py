@@ -3,10 +3,16 @@ a module shaped like torch.nn (Module.__call__ defined on the class, as torch de
 
 from __future__ import annotations
 
+import math
+import sys
+import time
 import types
 
+import pytest
+
 import gpuwatch
-from gpuwatch.autoregions import AutoRegions, _nested_call, gap_condition
+from gpuwatch import autoregions
+from gpuwatch.autoregions import AutoRegions, gap_condition
 
 
 def fake_torch() -> types.ModuleType:
@@ -43,8 +49,8 @@ def test_outermost_module_calls_are_regions_and_the_hook_comes_off(tmp_path):
         regions = AutoRegions(s, ("call",))
         regions._hook_torch_modules(torch)
         assert torch.nn.Module.__dict__["__call__"] is not original
-        # where the C module was built, submodule calls go through it (bindings/_native.c)
-        assert (regions._hook is not None) == (_nested_call() is not None)
+        # where the C module was built, calls go through it (bindings/_autoregions.c)
+        assert (regions._hook is not None) == (regions._native is not None)
         assert net(1, scale=10) == 30  # arguments and the result pass through
         assert net(2) == 4
         try:
@@ -127,3 +133,129 @@ def test_nvtx_ranges_and_module_calls_on_the_c_path(tmp_path, monkeypatch):
     assert inf["error"].iloc[:120].isna().all() and inf["error"].iloc[120] == "ValueError: inside"
     assert (inf["gpu_ms"] >= 0).all() and set(inf["stream_source"]) == {"default"}
     assert regions.counts == {"nvtx": 61, "call": 60}
+
+
+@pytest.fixture(params=["c", "python"])
+def impl(request, monkeypatch):
+    """Each test below runs on the hooks in C (bindings/_autoregions.c) and on their Python
+    implementation (where the C module was not built)."""
+    if request.param == "c":
+        pytest.importorskip("gpuwatch.bindings._native")
+    else:
+        monkeypatch.setattr(autoregions, "_native", lambda: None)
+    return request.param
+
+
+def torch_nvtx() -> types.SimpleNamespace:
+    """torch.cuda.nvtx's shape: range_push(msg) and range_pop() return the depth."""
+    stack: list[str] = []
+
+    def range_push(msg):
+        stack.append(msg)
+        return len(stack) - 1
+
+    def range_pop():
+        stack.pop()
+        return len(stack)
+
+    nvtx = types.SimpleNamespace(range_push=range_push, range_pop=range_pop, stack=stack)
+    return types.SimpleNamespace(cuda=types.SimpleNamespace(nvtx=nvtx))
+
+
+@pytest.mark.parametrize("device", ["standin", "sim:t4"])
+def test_ranges_are_labelled_by_the_gap_before_them(tmp_path, impl, device, monkeypatch):
+    """Each range's gap is the host time since the last region ended, its condition that
+    gap's bucket, its iteration counted per condition; the library's results pass through,
+    a range inside a range is counted, not timed, and the message may be a keyword or
+    missing. On the stand-in device the C timed path opens the ranges; on sim, Python."""
+    for name in ("torch", "cupy"):  # (a real torch with CUDA started: its stream, not 0)
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    torch = torch_nvtx()
+    nvtx = torch.cuda.nvtx
+    sleeps = [0, 0.002, 0.012, 0, 0.002, 0.012, 0.060]
+    with gpuwatch.session(device, tmp_path / "t.parquet", check_every=0,
+                          sampler="off") as s:
+        regions = AutoRegions(s, ("nvtx",))
+        regions._hook_torch_nvtx(torch)
+        assert regions._g.__class__.__name__ == ("GapRegions" if impl == "c" else "_Gaps")
+        for i, pause in enumerate(sleeps):
+            time.sleep(pause)
+            assert nvtx.range_push("step") == 0
+            assert nvtx.range_push(msg=f"inner {i}") == 1  # nested: counted, not timed
+            assert nvtx.range_pop() == 1
+            assert nvtx.range_pop() == 0
+        nvtx.range_push(msg=None)  # no message: "range"
+        nvtx.range_pop()
+        kept = nvtx.range_push, nvtx.range_pop  # (as `from torch.cuda.nvtx import ...`)
+        regions.uninstall()
+        assert nvtx.range_push is not kept[0]
+        assert kept[0]("after") == 0  # a hook the program kept: untimed once uninstalled
+        assert kept[1]() == 0
+    assert nvtx.stack == []
+    inf = s.trace.inferences.sort_values("region_id")
+    assert inf["name"].tolist() == ["nvtx:step"] * 7 + ["nvtx:range"]
+    gaps = inf["gap_ms"].tolist()
+    assert math.isnan(gaps[0]) and inf["condition"].iloc[0] == "first"
+    assert inf["warmup"].tolist() == [True] + [False] * 7
+    for pause, gap in zip(sleeps[1:], gaps[1:]):
+        assert pause * 1e3 <= gap < pause * 1e3 + 50  # (a busy CI host: generous above)
+    assert inf["condition"].tolist()[1:] == [gap_condition(g) for g in gaps[1:]]
+    by_cond: dict[str, int] = {}
+    for cond, it in zip(inf["condition"], inf["iteration"]):
+        assert it == by_cond.get(cond, 0)
+        by_cond[cond] = it + 1
+    assert regions.counts == {"nvtx": 8}
+
+
+def test_a_failing_end_event_keeps_the_row_and_still_pops(tmp_path, impl, monkeypatch):
+    """The range's end event fails (a sticky GPU error): the row says why, the error reaches
+    the program at its pop, and the library's pop still ran (the NVTX stack stays balanced)."""
+    for name in ("torch", "cupy"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    torch = torch_nvtx()
+    nvtx = torch.cuda.nvtx
+    with gpuwatch.session("standin", tmp_path / "t.parquet", check_every=0,
+                          sampler="off") as s:
+        regions = AutoRegions(s, ("nvtx",))
+        regions._hook_torch_nvtx(torch)
+        for _ in range(3):
+            nvtx.range_push("ok")
+            nvtx.range_pop()
+        nvtx.range_push("broken")
+        s._backend.runtime.record_status = 719
+        with pytest.raises(RuntimeError, match="719"):
+            nvtx.range_pop()
+        assert nvtx.stack == [] and regions._g.depth == 0
+        s._backend.runtime.record_status = 0
+        regions.uninstall()
+    inf = gpuwatch.load(tmp_path / "t.parquet").inferences.sort_values("region_id")
+    assert inf["name"].tolist() == ["nvtx:ok"] * 3 + ["nvtx:broken"]
+    assert "719" in inf["error"].iloc[3] and inf["error"].iloc[:3].isna().all()
+
+
+def test_module_calls_go_through_c_after_the_first(tmp_path, impl, monkeypatch):
+    """A model class's first call names it (Python); later calls are regions in C (with
+    GapRegions): arguments, keywords, results and exceptions pass through, submodules and a
+    model called inside another are not regions of their own."""
+    for name in ("torch", "cupy"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    torch = fake_torch()
+    net = torch.Net()
+    with gpuwatch.session("standin", tmp_path / "t.parquet", check_every=0,
+                          sampler="off") as s:
+        regions = AutoRegions(s, ("call",))
+        regions._hook_torch_modules(torch)
+        outer = torch.Net()
+        outer.forward = lambda x: net(x) * 2  # a model calling another: one region
+        for i in range(40):
+            assert net(i, scale=3) == (i + 2) * 3
+        assert outer(1) == 6
+        with pytest.raises(ValueError, match="negative"):
+            net(-1)
+        regions.uninstall()
+    inf = s.trace.inferences.sort_values("region_id")
+    assert inf["name"].tolist() == ["call:Net"] * 42
+    assert inf["error"].iloc[:41].isna().all() and "negative" in inf["error"].iloc[41]
+    assert regions.counts == {"call": 42} and regions._g.depth == 0
+    if impl == "c":  # (not the first: the event pool fills on the slow path)
+        assert s.trace.meta["regions"]["c_path_regions"] >= 15

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import shutil
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,83 @@ def test_nested_call_errors_pass_through():
     Module.__call__.depth = 1
     with pytest.raises(KeyError, match="inside"):
         Module()(1, k=2)
+
+
+def _gaps(native, counts=None, names=None):
+    from gpuwatch.autoregions import _LABELS, GAP_EDGES_MS
+
+    return native.GapRegions(GAP_EDGES_MS, _LABELS, {} if counts is None else counts,
+                             {} if names is None else names, "inference")
+
+
+def test_gap_regions_label_a_region_by_the_gap_before_it():
+    """GapRegions.labels(): the gap since `last_end_ns` (the host clock, CLOCK_MONOTONIC, as
+    perf_counter_ns), its bucket as gap_condition names it, and an iteration per bucket."""
+    native = pytest.importorskip("gpuwatch.bindings._native")
+    from gpuwatch.autoregions import gap_condition
+
+    g = _gaps(native)
+    assert g.labels() == ("first", None, 0, True, None)
+    for gap_ms, it in ((3.0, 0), (3.0, 1), (20.0, 0), (0.2, 0), (700.0, 0), (3.0, 2)):
+        g.last_end_ns = time.perf_counter_ns() - int(gap_ms * 1e6)
+        cond, gap, iteration, warmup, err = g.labels()
+        assert gap_ms <= gap < gap_ms + 5 and not warmup and err is None
+        assert cond == gap_condition(gap) == gap_condition(gap_ms) and iteration == it
+    g.ended()
+    assert 0 <= time.perf_counter_ns() - g.last_end_ns < 1e9
+
+
+def test_gap_regions_refuse_bad_arguments():
+    native = pytest.importorskip("gpuwatch.bindings._native")
+    with pytest.raises(ValueError, match="one label more"):
+        native.GapRegions((0.0, 1.0), ("a", "b"), {}, {}, "inference")
+    with pytest.raises(TypeError):
+        native.GapRegions((0.0,), ("a", 2), {}, {}, "inference")
+    g = _gaps(native)
+    g.live = 1
+    with pytest.raises(RuntimeError, match="before arm"):
+        g.begin("nvtx:x", "nvtx")
+    with pytest.raises(TypeError, match="pop"):
+        native.RangeHook(g, print, "nvtx:", None)
+    with pytest.raises(TypeError):
+        native.RangeHook(object(), print, None, None)
+
+
+def test_gap_regions_time_ranges_and_calls_through_the_timer_it_is_given():
+    """With no FastRegion, begin/end go to open_slow/close_slow and call() to `timed`, with the
+    labels; nested ranges only count depth; the counts dict is the caller's."""
+    native = pytest.importorskip("gpuwatch.bindings._native")
+    log = []
+    counts, names = {"nvtx": 0}, {}
+    g = _gaps(native, counts, names)
+
+    def timed(kind, name, labels, fn, args, kwargs, handle, source):
+        log.append(("timed", name, labels[0], kwargs, handle, source))
+        return fn(*args, **(kwargs or {}))
+
+    g.arm(timed, None, lambda kind, name, labels: ("p", name, labels[2]),
+          lambda p, error: log.append(("close", p, error)))
+    assert g.begin("nvtx:a", "nvtx") is False  # not live yet
+    g.live = 1
+    assert g.begin("nvtx:a", "nvtx") is True and g.is_open and g.depth == 1
+    assert g.begin("nvtx:b", "nvtx") is False and g.depth == 2  # nested
+    g.end(None)
+    g.end(None)
+    assert not g.is_open and g.depth == 0 and log == [("close", ("p", "nvtx:a", 0), None)]
+    assert g.call("call:M", "call", lambda x, k=0: x + k, (1,), {"k": 2}) == 3
+    assert log[-1] == ("timed", "call:M", "gap 0-1 ms", {"k": 2}, None, None)
+    assert counts == {"nvtx": 1, "call": 1}
+
+    class M:
+        def orig(self, x):
+            return ("orig", x)
+
+    hook = native.NestedCall(M.orig, lambda fn, args, kwargs: ("outer", args[1:]), g)
+    M.__call__ = hook
+    assert M()(5) == ("outer", (5,))  # a class not named yet: Python names it
+    names[M] = "call:M"
+    assert M()(6) == ("orig", 6) and log[-1][:3] == ("timed", "call:M", "gap 0-1 ms")
+    g.depth = 1  # one depth: GapRegions'
+    assert hook.depth == 1 and M()(7) == ("orig", 7) and len(log) == 3
+    hook.depth = 0
+    assert g.depth == 0 and counts["call"] == 2

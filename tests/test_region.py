@@ -569,7 +569,12 @@ def test_ctrl_c_on_a_tight_loop_keeps_every_completed_region(tmp_path, wait_s):
     tr = gpuwatch.load(out)
     assert tr.meta["status"] == "interrupted"
     inf = tr.inferences
-    # (every completed region; one more if the interrupt landed as s.infer returned: its work
-    # ran, the program's count did not see it)
+    # (every completed region; one more if the interrupt landed inside a region, on the slow
+    # path between its events (its row says so), or as s.infer returned: its work ran, the
+    # program's count did not see it)
     assert done <= len(inf) <= done + 1
-    assert inf["region_id"].tolist() == list(range(len(inf))) and inf["error"].isna().all()
+    assert inf["region_id"].tolist() == list(range(len(inf)))
+    errors = inf["error"].tolist()
+    assert inf["error"].iloc[:-1].isna().all(), [e for e in errors if isinstance(e, str)][:3]
+    if isinstance(errors[-1], str):  # (seen on the H100 host, 1 run in 3)
+        assert errors[-1].startswith("KeyboardInterrupt") and len(inf) == done + 1
