@@ -27,7 +27,8 @@
  *     g.call(name, key, fn, args, kwargs) -> fn(*args, **kwargs), as one region unless nested
  *
  *   RangeHook(g, orig, prefix, key)   a push: orig(*a, **k), then g.begin(prefix + message, key)
- *   RangeHook(g, orig, None, None)    a pop: g.end(None), then orig(*a, **k)
+ *   RangeHook(g, orig, None, None)    a pop: g.end(error), then orig(*a, **k); error: the
+ *                                     exception being handled, if any (a pop in a `finally`)
  * (The push before the start event and the pop after the end event: only the program's work
  * between the events.) The message is the first argument, or message= or msg=; "range" when
  * there is none or it is None.
@@ -35,12 +36,16 @@
  *   NestedCall(orig, outer[, g])      torch.nn.Module.__call__ (see below)
  */
 #include "_native.h"
+#include <pythread.h>
 
 #define GAP_MAX_EDGES 15
 
 typedef struct {
     PyObject_HEAD
     int depth, live, open_in_c, n_edges;
+    unsigned long owner;                      /* the thread whose region is open */
+    long long concurrent;                     /* ranges and calls of other threads meanwhile */
+    PyObject *foreign;                        /* {thread: ranges it pushed meanwhile, open} */
     long long last_end_ns;
     double edges_ms[GAP_MAX_EDGES];
     long long iterations[GAP_MAX_EDGES + 1];  /* per condition; [n_edges]: "first" */
@@ -101,11 +106,43 @@ gaps_count(GapRegions *g, PyObject *key)
     return rc;
 }
 
-/* 1: opened, 0: not (nested, not live, no session), -1: error */
+/* Another thread's range while a region is open (NVTX ranges are per thread): its pushes and
+ * pops are counted apart, never in the open region's depth. delta +1 / -1; returns the count
+ * before (-1: error). */
+static long
+gaps_foreign(GapRegions *g, unsigned long me, int delta)
+{
+    PyObject *k = PyLong_FromUnsignedLong(me);
+    if (k == NULL)
+        return -1;
+    PyObject *v = PyDict_GetItemWithError(g->foreign, k);  /* borrowed */
+    long n = v == NULL ? 0 : PyLong_AsLong(v);
+    if ((v == NULL && PyErr_Occurred()) || (n == -1 && PyErr_Occurred())) {
+        Py_DECREF(k);
+        return -1;
+    }
+    int rc;
+    if (n + delta <= 0)
+        rc = v == NULL ? 0 : PyDict_DelItem(g->foreign, k);
+    else {
+        PyObject *nv = PyLong_FromLong(n + delta);
+        rc = nv == NULL ? -1 : PyDict_SetItem(g->foreign, k, nv);
+        Py_XDECREF(nv);
+    }
+    Py_DECREF(k);
+    return rc < 0 ? -1 : n;
+}
+
+/* 1: opened, 0: not (nested, another thread's region open, not live, no session), -1: error */
 static int
 gaps_begin(GapRegions *g, PyObject *name, PyObject *key)
 {
     if (g->depth) {
+        unsigned long me = PyThread_get_thread_ident();
+        if (me != g->owner) {  /* not timed: one region at a time */
+            g->concurrent++;
+            return gaps_foreign(g, me, 1) < 0 ? -1 : 0;
+        }
         g->depth++;
         return 0;
     }
@@ -118,6 +155,7 @@ gaps_begin(GapRegions *g, PyObject *name, PyObject *key)
     int rc = 0;
     if (g->fs != NULL)
         rc = fast_begin_impl(g->fs, g->kind, name, labels, Py_None, Py_None);
+    g->owner = PyThread_get_thread_ident();
     if (rc == 1)
         g->open_in_c = 1;
     else if (rc == 0) {
@@ -158,6 +196,14 @@ static PyObject *
 gaps_end(GapRegions *g, PyObject *error)
 {
     int depth = g->depth;
+    if (PyDict_GET_SIZE(g->foreign) > 0 || (depth && PyThread_get_thread_ident() != g->owner)) {
+        unsigned long me = PyThread_get_thread_ident();
+        long n = gaps_foreign(g, me, -1);  /* this thread's own range, pushed meanwhile */
+        if (n < 0)
+            return NULL;
+        if (n > 0 || (depth && me != g->owner))
+            Py_RETURN_NONE;
+    }
     if (depth > 1)
         g->depth = depth - 1;
     if (depth != 1)
@@ -188,12 +234,15 @@ static PyObject *
 gaps_call(GapRegions *g, PyObject *name, PyObject *key, PyObject *fn, PyObject *args,
           PyObject *kwargs)
 {
+    if (g->depth && g->live && PyThread_get_thread_ident() != g->owner)
+        g->concurrent++;  /* another thread's region is open: not timed */
     if (g->depth || !g->live || g->timed == NULL)
         return PyObject_Call(fn, args, kwargs);
     PyObject *labels = gaps_labels(g);
     if (labels == NULL)
         return NULL;
     g->depth = 1;
+    g->owner = PyThread_get_thread_ident();
     if (gaps_count(g, key) < 0) {
         g->depth = 0;
         Py_DECREF(labels);
@@ -232,6 +281,10 @@ gaps_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     g->n_edges = (int)n;
     g->last_end_ns = -1;
+    if ((g->foreign = PyDict_New()) == NULL) {
+        Py_DECREF(g);
+        return NULL;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         g->edges_ms[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(edges, i));
         if (g->edges_ms[i] == -1.0 && PyErr_Occurred()) {
@@ -345,6 +398,7 @@ gaps_traverse(GapRegions *g, visitproc visit, void *arg)
     Py_VISIT(g->open_slow);
     Py_VISIT(g->close_slow);
     Py_VISIT(g->open);
+    Py_VISIT(g->foreign);
     return 0;
 }
 
@@ -370,6 +424,7 @@ gaps_dealloc(GapRegions *g)
     gaps_clear(g);
     Py_CLEAR(g->labels);
     Py_CLEAR(g->kind);
+    Py_CLEAR(g->foreign);
     Py_TYPE(g)->tp_free((PyObject *)g);
 }
 
@@ -377,6 +432,10 @@ static PyMemberDef gaps_members[] = {
     {"depth", T_INT, offsetof(GapRegions, depth), 0,
      "regions open (the outermost is timed, the others only counted)"},
     {"live", T_INT, offsetof(GapRegions, live), 0, "0: every call passes through untimed"},
+    {"owner", T_ULONG, offsetof(GapRegions, owner), 0,
+     "the thread (threading.get_ident()) whose region is open"},
+    {"concurrent", T_LONGLONG, offsetof(GapRegions, concurrent), READONLY,
+     "ranges and calls of other threads while a region was open: not timed"},
     {"last_end_ns", T_LONGLONG, offsetof(GapRegions, last_end_ns), 0,
      "when the last region ended (CLOCK_MONOTONIC ns; -1: none yet)"},
     {NULL},
@@ -469,8 +528,15 @@ range_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
         return NULL;
     }
     if (h->prefix == NULL) {  /* pop: the end event first, then the program's pop */
-        PyObject *res = gaps_end(g, Py_None);
-        PyObject *et = NULL, *ev = NULL, *tb = NULL;
+        /* an exception being handled is the region's error: a pop in a `finally` as the
+         * exception passes (torch.cuda.nvtx.range's), or in an `except` */
+        PyObject *et, *ev, *tb;
+        PyErr_GetExcInfo(&et, &ev, &tb);
+        PyObject *res = gaps_end(g, ev != NULL ? ev : Py_None);
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        et = ev = tb = NULL;
         if (res == NULL)
             PyErr_Fetch(&et, &ev, &tb);  /* (the row is kept; the pop still runs) */
         else
@@ -492,7 +558,7 @@ range_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
     PyObject *out = PyObject_Vectorcall(h->orig, args, nargsf, kwnames);
     if (out == NULL)
         return NULL;
-    if (g->depth) {  /* nested: counted, not timed */
+    if (g->depth && g->owner == PyThread_get_thread_ident()) {  /* nested: counted only */
         g->depth++;
         return out;
     }

@@ -26,9 +26,11 @@ is warm-up.
 from __future__ import annotations
 
 import bisect
+import functools
 import importlib.abc
 import importlib.machinery
 import sys
+import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -90,6 +92,12 @@ class AutoRegions:
         self._finders: list[_AfterImport] = []
 
     @property
+    def concurrent(self) -> int:
+        """Ranges and calls another thread made while a region was open: not timed (one
+        region at a time)."""
+        return int(self._g.concurrent)
+
+    @property
     def enabled(self) -> bool:
         """False: nothing is timed and the patched library functions are the originals again
         (the bare arm of benchmarks/run_overhead.py)."""
@@ -142,6 +150,7 @@ class AutoRegions:
         ref = streams.resolve(stream)
         labels = g.labels()
         g.depth = 1
+        g.owner = threading.get_ident()
         self.counts[source] += 1
         try:
             return timer.call("inference", name, ref, labels, fn, args, kwargs)
@@ -164,6 +173,7 @@ class AutoRegions:
         stopped inside it), with `error` on its row."""
         if self._g.depth > 1:
             self._g.depth = 1
+        self._g.owner = threading.get_ident()  # (whichever thread opened it)
         self._g.end(error)
 
     # -- sources --------------------------------------------------------------------------------
@@ -266,22 +276,62 @@ class AutoRegions:
         if hasattr(nvtx, "push_range"):
             self._wrap_push_pop(nvtx, "push_range", "pop_range")
         annotate: Any = getattr(nvtx, "annotate", None)
-        if isinstance(annotate, type):  # (a context manager and decorator: both enter it)
-            enter, leave = getattr(annotate, "__enter__"), getattr(annotate, "__exit__")
-            regions = self
-
-            def __enter__(a: Any) -> Any:
-                out = enter(a)
-                regions.begin(str(getattr(a, "message", None) or "range"), "nvtx")
-                return out
-
-            def __exit__(a: Any, *exc: Any) -> Any:
-                regions.end(exc[1] if len(exc) > 1 else None)
-                return leave(a, *exc)
-
-            self._patch(annotate, "__enter__", __enter__)
-            self._patch(annotate, "__exit__", __exit__)
+        if isinstance(annotate, type):  # (a context manager and decorator)
+            self._hook_annotate(annotate)
         self.installed.append("nvtx")
+
+    def _hook_annotate(self, annotate: Any) -> None:
+        """nvtx.annotate: `with annotate(msg)` is a range, and so is each call of a function
+        it decorates. The message is taken at __init__: the real class keeps none where NVTX
+        is off (a contextlib.nullcontext whose decorator returns the function as it is) and,
+        where on, its decorator pushes through the C library, not __enter__."""
+        init, enter, leave = annotate.__init__, annotate.__enter__, annotate.__exit__
+        decorate = annotate.__dict__.get("__call__")
+        begin, end = self.begin, self.end
+
+        def name_of(a: Any) -> str:
+            msg = getattr(a, "_gpuwatch_message", None) or getattr(a, "message", None)
+            return "range" if msg is None else str(msg)
+
+        def __init__(a: Any, *args: Any, **kwargs: Any) -> None:
+            init(a, *args, **kwargs)
+            msg = args[0] if args else kwargs.get("message")
+            try:
+                a._gpuwatch_message = msg
+            except AttributeError:  # (__slots__)
+                pass
+
+        def __enter__(a: Any) -> Any:
+            out = enter(a)
+            begin(name_of(a), "nvtx")
+            return out
+
+        def __exit__(a: Any, *exc: Any) -> Any:
+            end(exc[1] if len(exc) > 1 else None)
+            return leave(a, *exc)
+
+        def __call__(a: Any, func: Any) -> Any:
+            inner = decorate(a, func) if decorate is not None else func
+            msg = getattr(a, "_gpuwatch_message", None)
+            name = str(msg) if msg is not None else getattr(func, "__name__", "range")
+
+            @functools.wraps(func)
+            def timed(*args: Any, **kwargs: Any) -> Any:
+                begin(name, "nvtx")
+                try:
+                    out = inner(*args, **kwargs)
+                except BaseException as e:
+                    end(e)
+                    raise
+                end(None)
+                return out
+            return timed
+
+        self._patch(annotate, "__init__", __init__)
+        self._patch(annotate, "__enter__", __enter__)
+        self._patch(annotate, "__exit__", __exit__)
+        if decorate is not None:
+            self._patch(annotate, "__call__", __call__)
 
     def _wrap_push_pop(self, mod: Any, push_name: str, pop_name: str) -> None:
         push, pop = getattr(mod, push_name), getattr(mod, pop_name)
@@ -300,6 +350,9 @@ class _Gaps:
         self._counts, self._kind = counts, kind
         self._iterations = [0] * len(labels)
         self.depth = self.live = 0
+        self.owner = 0  # the thread whose region is open
+        self.concurrent = 0  # ranges and calls of other threads meanwhile: not timed
+        self._foreign: dict[int, int] = {}  # thread -> its ranges pushed meanwhile, open
         self.last_end_ns = -1  # perf_counter_ns; -1: no region yet
         self._timed: Any = None
         self._open_slow: Any = None
@@ -333,12 +386,18 @@ class _Gaps:
 
     def begin(self, name: str, key: str) -> bool:
         if self.depth:
+            me = threading.get_ident()
+            if me != self.owner:
+                self.concurrent += 1
+                self._foreign[me] = self._foreign.get(me, 0) + 1
+                return False
             self.depth += 1
             return False
         if not self.live:
             return False
         labels = self.labels()
         self.depth = 1
+        self.owner = threading.get_ident()
         try:
             p = self._open_slow(self._kind, name, labels)
         except BaseException as e:
@@ -355,6 +414,13 @@ class _Gaps:
 
     def end(self, error: BaseException | None) -> None:
         depth = self.depth
+        if self._foreign or (depth and threading.get_ident() != self.owner):
+            me = threading.get_ident()
+            n = self._foreign.pop(me, 0)
+            if n > 1:
+                self._foreign[me] = n - 1
+            if n or (depth and me != self.owner):
+                return
         if depth > 1:
             self.depth = depth - 1
         if depth != 1:
@@ -369,10 +435,13 @@ class _Gaps:
 
     def call(self, name: str, key: str, fn: Callable[..., Any], args: tuple[Any, ...],
              kwargs: dict[str, Any] | None) -> Any:
+        if self.depth and self.live and threading.get_ident() != self.owner:
+            self.concurrent += 1  # another thread's region is open: not timed
         if self.depth or not self.live or self._timed is None:
             return fn(*args, **(kwargs or {}))
         labels = self.labels()
         self.depth = 1
+        self.owner = threading.get_ident()
         self._count(key)
         try:
             return self._timed(self._kind, name, labels, fn, args, kwargs, None, None)
@@ -389,7 +458,7 @@ def _range_hook(g: Any, orig: Callable[..., Any], prefix: str | None,
     if prefix is None:
         def popped(*args: Any, **kwargs: Any) -> Any:
             try:
-                g.end(None)
+                g.end(sys.exc_info()[1])  # (an exception being handled: the region's error)
             except BaseException:
                 orig(*args, **kwargs)  # the program's pop still runs (its error wins)
                 raise

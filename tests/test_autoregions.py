@@ -8,6 +8,7 @@ import sys
 import time
 import types
 
+import pandas as pd
 import pytest
 
 import gpuwatch
@@ -259,3 +260,163 @@ def test_module_calls_go_through_c_after_the_first(tmp_path, impl, monkeypatch):
     assert regions.counts == {"call": 42} and regions._g.depth == 0
     if impl == "c":  # (not the first: the event pool fills on the slow path)
         assert s.trace.meta["regions"]["c_path_regions"] >= 15
+
+
+def real_nvtx_shape(enabled: bool) -> types.ModuleType:
+    """The nvtx package's annotate as it really is (nvtx 0.2.x): with NVTX off, a
+    contextlib.nullcontext that keeps no message and whose decorator returns the function as it
+    is; with NVTX on, the message in `attributes`, and a decorator that pushes through the C
+    library, not through __enter__."""
+    import contextlib
+
+    mod = types.ModuleType("nvtx")
+    pushed: list[str] = []
+    if not enabled:
+        class annotate(contextlib.nullcontext):  # type: ignore[type-arg]
+            def __init__(self, *args, **kwargs):
+                super().__init__()
+
+            def __call__(self, func):
+                return func
+    else:
+        class annotate:  # type: ignore[no-redef]
+            def __init__(self, message=None, color=None, domain=None):
+                self.attributes = types.SimpleNamespace(message=message)
+
+            def __enter__(self):
+                pushed.append(self.attributes.message)
+                return self
+
+            def __exit__(self, *exc):
+                pushed.pop()
+                return False
+
+            def __call__(self, func):
+                if self.attributes.message is None:
+                    self.attributes.message = func.__name__
+
+                def inner(*args, **kwargs):
+                    pushed.append(self.attributes.message)  # (the C library, not __enter__)
+                    try:
+                        return func(*args, **kwargs)
+                    finally:
+                        pushed.pop()
+                return inner
+    mod.annotate, mod.pushed = annotate, pushed  # type: ignore[attr-defined]
+    mod.push_range = lambda message=None, **k: None  # type: ignore[attr-defined]
+    mod.pop_range = lambda domain=None: None  # type: ignore[attr-defined]
+    return mod
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_the_nvtx_packages_annotate_names_its_ranges_and_decorated_calls(tmp_path, impl,
+                                                                         enabled):
+    """`with nvtx.annotate("a")`, annotate(message=...), and each call of a function decorated
+    with @annotate("d") or @annotate() is a range named after its message (or the function),
+    whether NVTX is on or off in the program."""
+    nvtx = real_nvtx_shape(enabled)
+    with gpuwatch.session("sim:t4", tmp_path / "t.parquet", sampler="off") as s:
+        regions = AutoRegions(s, ("nvtx",))
+        regions._hook_nvtx(nvtx)
+
+        @nvtx.annotate("decorated")
+        def work(x):
+            return x * 2
+
+        @nvtx.annotate()
+        def plain(x):
+            if x < 0:
+                raise ValueError("negative")
+            return x
+
+        for i in range(3):
+            with nvtx.annotate("ctx"):
+                pass
+            with nvtx.annotate(message="kw"):
+                pass
+            assert work(i) == 2 * i and plain(i) == i
+        with pytest.raises(ValueError):
+            plain(-1)
+        regions.uninstall()
+    names = s.trace.inferences.sort_values("region_id")["name"].tolist()
+    assert names == ["nvtx:ctx", "nvtx:kw", "nvtx:decorated", "nvtx:plain"] * 3 + ["nvtx:plain"]
+    assert s.trace.inferences["error"].notna().sum() == 1 and nvtx.pushed == []
+    assert regions.counts == {"nvtx": 13}
+
+
+def test_an_error_in_torchs_nvtx_range_context_is_on_its_row(tmp_path, impl):
+    """torch.cuda.nvtx.range pops in a `finally`: the exception passing through is the
+    region's error; a range around a handled error elsewhere is not."""
+    import contextlib
+
+    torch = torch_nvtx()
+    nvtx = torch.cuda.nvtx
+
+    @contextlib.contextmanager
+    def nvtx_range(msg):  # torch's shape: push, yield, pop in a finally
+        nvtx.range_push(msg)
+        try:
+            yield
+        finally:
+            nvtx.range_pop()
+
+    with gpuwatch.session("sim:t4", tmp_path / "t.parquet", sampler="off") as s:
+        regions = AutoRegions(s, ("nvtx",))
+        regions._hook_torch_nvtx(torch)
+        with pytest.raises(KeyError):
+            with nvtx_range("boom"):
+                raise KeyError("inside")
+        with nvtx_range("fine"):
+            pass
+        regions.uninstall()
+    inf = s.trace.inferences.sort_values("region_id")
+    assert inf["name"].tolist() == ["nvtx:boom", "nvtx:fine"]
+    assert inf["error"].iloc[0].startswith("KeyError") and pd.isna(inf["error"].iloc[1])
+
+
+def test_another_threads_range_neither_closes_nor_nests_in_the_open_one(tmp_path, impl,
+                                                                         monkeypatch):
+    """NVTX ranges belong to a thread, and one region is open at a time: while thread A's is
+    open, thread B's push and pop are not timed (counted in `concurrent`) and leave A's
+    region open until A's own pop."""
+    import threading
+
+    for name in ("torch", "cupy"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    torch = torch_nvtx()
+    nvtx = torch.cuda.nvtx
+    a_open, b_done = threading.Event(), threading.Event()
+
+    def a():
+        nvtx.range_push("A")
+        a_open.set()
+        b_done.wait(5)
+        time.sleep(0.02)
+        nvtx.range_pop()
+
+    def b():
+        a_open.wait(5)
+        nvtx.range_push("B")
+        nvtx.range_push("B inner")
+        nvtx.range_pop()
+        nvtx.range_pop()  # (not A's)
+        b_done.set()
+
+    with gpuwatch.session("standin", tmp_path / "t.parquet", sampler="off") as s:
+        regions = AutoRegions(s, ("nvtx",))  # (the stand-in: host times are real)
+        regions._hook_torch_nvtx(torch)
+        threads = [threading.Thread(target=a), threading.Thread(target=b)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed_ms = (time.perf_counter() - t0) * 1e3
+        nvtx.range_push("after")  # B's thread is done: any thread opens the next one
+        nvtx.range_pop()
+        regions.uninstall()
+    inf = s.trace.inferences.sort_values("region_id")
+    assert inf["name"].tolist() == ["nvtx:A", "nvtx:after"]
+    a_ms = (inf["host_enqueued_ns"].iloc[0] - inf["host_start_ns"].iloc[0]) / 1e6
+    assert 20 <= a_ms <= elapsed_ms  # closed by A's pop, after B's
+    assert regions.concurrent == 2 and regions._g.depth == 0 and nvtx.stack == []

@@ -260,3 +260,63 @@ def test_ranges_left_open_get_their_row(tmp_path, how):
 
 def pd_isna(v):
     return v is None or v != v
+
+
+SHOW = """import os, sys
+try:
+    import helper_in_cwd  # python sub/show.py cannot import it: sys.path[0] is sub/
+    found = True
+except ImportError:
+    found = False
+print(sys.argv, os.path.isabs(__file__), __file__.endswith("show.py"), __name__,
+      sys.path[0] == os.path.dirname(os.path.abspath(__file__)), found,
+      type(sys.modules["__main__"]).__name__, sys.modules["__main__"].__dict__ is globals())
+"""
+
+
+def test_a_script_sees_what_python_script_would_show_it(tmp_path):
+    """sys.argv as typed, __file__ absolute, sys.path[0] the script's directory (and nothing of
+    gpuwatch's before it), __main__ in sys.modules: the same lines as plain python prints."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "show.py").write_text(SHOW)
+    (tmp_path / "helper_in_cwd.py").write_text("")
+    plain = subprocess.run([sys.executable, "sub/show.py", "a", "-b"], capture_output=True,
+                           text=True, cwd=tmp_path, timeout=60)
+    r = run(tmp_path, "-q", "sub/show.py", "a", "-b")
+    assert r.returncode == 0 and plain.returncode == 0, r.stderr + plain.stderr
+    assert r.stdout == plain.stdout
+    assert plain.stdout.startswith("['sub/show.py', 'a', '-b'] True True __main__ True False")
+
+
+def test_sys_exit_inside_a_range_is_on_its_row(tmp_path):
+    (tmp_path / "exit_inside.py").write_text(
+        "import sys\nimport torch\ntorch.cuda.nvtx.range_push('step')\nsys.exit(3)\n")
+    r = run(tmp_path, "-q", "exit_inside.py")
+    assert r.returncode == 3, r.stderr
+    tr = gpuwatch.load(tmp_path / "t.parquet")
+    assert tr.inferences["error"].tolist() == ["SystemExit: 3"]
+    assert tr.meta["program_exit_status"] == 3 and tr.meta["status"] == "complete"
+
+
+def test_json_comes_after_the_programs_stderr_and_says_how_the_run_went(tmp_path):
+    """--json (with or without -q): the program's own stderr first, then one JSON document with
+    the run's facts (`run`) and the analysis; a program that never ran says so."""
+    (tmp_path / "noisy.py").write_text(
+        "import sys, torch\nprint('log line', file=sys.stderr)\n"
+        "for i in range(12):\n    torch.cuda.nvtx.range_push('s')\n"
+        "    torch.cuda.nvtx.range_pop()\nsys.exit(4)\n")
+    for quiet in ([], ["-q"]):
+        r = run(tmp_path, "-f", "--json", *quiet, "noisy.py")
+        assert r.returncode == 4
+        assert r.stderr.startswith("log line\n")
+        doc = json.loads(r.stderr[len("log line\n"):])
+        assert doc["run"]["program_exit_status"] == 4 and doc["run"]["status"] == "complete"
+        assert doc["run"]["regions_found"] == {"nvtx": 12, "call": 0} and doc["traces"]
+    (tmp_path / "broken.py").write_text("def f(:\n")
+    r = run(tmp_path, "-f", "--html", "r.html", "broken.py")
+    assert r.returncode == 1 and "SyntaxError" in r.stderr
+    assert "the program raised (SyntaxError" in r.stderr and "no HTML written" in r.stderr
+    assert not (tmp_path / "r.html").exists()
+    r = run(tmp_path, "-f", "--json", "broken.py")
+    doc = json.loads(r.stderr[r.stderr.index("{"):])
+    assert doc["nothing_to_analyse"].startswith("the program raised (SyntaxError")

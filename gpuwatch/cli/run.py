@@ -59,8 +59,10 @@ class RunCommand:
                        help="write into a fleet dataset instead: "
                             "DIR/host=H/gpu_model=M/run=R/trace.parquet")
         p.add_argument("--sample-hz", type=float, default=1000.0, help="telemetry rate")
-        p.add_argument("-q", "--quiet", action="store_true", help="no report at the end")
-        p.add_argument("--json", action="store_true", help="the report as JSON (on stderr)")
+        p.add_argument("-q", "--quiet", action="store_true",
+                       help="no report at the end (--json and --html are still written)")
+        p.add_argument("--json", action="store_true",
+                       help="the report as JSON, on stderr after the program's own stderr")
         p.add_argument("--html", metavar="FILE", help="also write the HTML report")
         p.add_argument("program", nargs=argparse.REMAINDER,
                        help="the script and its arguments (or, with -m, the module's arguments)")
@@ -104,8 +106,9 @@ class RunCommand:
                 raise UsageError("give the program to run: gpuwatch run app.py [args...] (or "
                                  "-m package.module)")
             script = Path(argv[0])
-            if not script.is_file():
-                raise UsageError(f"no program at {script}; give a Python file (or -m MODULE)")
+            if not (script.is_file() or (script / "__main__.py").is_file()):
+                raise UsageError(f"no program at {script}; give a Python file, a directory "
+                                 f"with a __main__.py (or -m MODULE)")
         if args.out and args.dataset:
             raise UsageError("give either --out or --dataset, not both")
         kernels = args.kernels or args.regions == "kernels"
@@ -136,34 +139,54 @@ class RunCommand:
             # however deeply nested: its row says why
             regions.close_open(raised)
             session.annotate(regions_found=dict(regions.counts), region_hooks=regions.installed,
+                             regions_not_timed_other_thread=regions.concurrent,
                              program_exit_status=code)
             path = session.close(status=status, error=error)
         found = sum(regions.counts.values())
-        if not args.quiet or args.html:  # (-q: no report, but an --html asked for is written)
+        if not args.quiet or args.html or args.json:  # (-q: no text report)
             try:
-                self._report(path, found, regions, args)
+                self._report(path, found, regions, args,
+                             {"trace": str(path), "status": status,
+                              "program_exit_status": code, "program_error": error,
+                              "regions_found": dict(regions.counts),
+                              "regions_not_timed_other_thread": regions.concurrent})
             except Exception as e:  # the program's status stands; the trace is on disk
                 print(f"gpuwatch: could not analyse {path} ({type(e).__name__}: {e}); try "
                       f"python -m gpuwatch.analyze {path}", file=sys.stderr)
         return code
 
     def _report(self, path: Path, found: int, regions: AutoRegions,
-                args: argparse.Namespace) -> None:
-        err, talk = sys.stderr, not args.quiet
-        if talk and not args.json:  # (--json: stderr holds the JSON alone)
+                args: argparse.Namespace, run: dict[str, Any]) -> None:
+        """The report on stderr (text, or with --json the analysis and `run`: the run's own
+        facts) and the --html file."""
+        import json
+
+        err, text = sys.stderr, not args.quiet and not args.json
+        if text:
             print(f"\ngpuwatch: {found} inference(s) found "
                   f"({', '.join(f'{k}: {v}' for k, v in regions.counts.items())}); trace: {path}",
                   file=err)
+            if regions.concurrent:
+                print(f"gpuwatch: {regions.concurrent} range(s) or call(s) of another thread "
+                      f"ran while a region was open: not timed (one region at a time)",
+                      file=err)
         if not found:
-            if not talk:
-                return
             looked = {"nvtx": "marked no NVTX range", "call": "called no torch module or "
                       "TensorRT context", "kernels": "ran no kernels (or none were traced)"}
-            said = " and ".join(looked[k] for k in regions.counts)
-            hint = "" if "kernels" in regions.counts else \
-                "; with --kernels, bursts of its kernels would be"
-            print(f"gpuwatch: nothing to analyse: the program {said}{hint} (see README, "
-                  f"'Profile a program you did not write for gpuwatch')", file=err)
+            if run["program_error"] is not None:
+                why = f"the program raised ({run['program_error']}) before any inference"
+            else:
+                why = "the program " + " and ".join(looked[k] for k in regions.counts)
+                if args.regions != "auto":
+                    why += "; --regions auto looks for NVTX ranges and calls"
+                elif "kernels" not in regions.counts:
+                    why += "; with --kernels, bursts of its kernels would be"
+            line = f"nothing to analyse: {why}"
+            if args.json:
+                err.write(json.dumps({"run": run, "nothing_to_analyse": why}, indent=1) + "\n")
+            elif text or args.html:
+                print(f"gpuwatch: {line}{'; no HTML written' if args.html else ''} (see "
+                      f"README, 'Profile a program you did not write for gpuwatch')", file=err)
             return
         from ..analysis import analyze
         from ..renderers import HtmlRenderer, JsonRenderer, TextRenderer
@@ -171,8 +194,11 @@ class RunCommand:
         a = analyze(path)
         if args.html:
             HtmlRenderer().write(a, args.html)
-        if talk:
-            err.write((JsonRenderer() if args.json else TextRenderer()).render(a))
+        if args.json:
+            report = json.loads(JsonRenderer().render(a))
+            err.write(json.dumps({"run": run, **report}, indent=1, default=str) + "\n")
+        elif text:
+            err.write(TextRenderer().render(a))
 
 
 def _find_bursts(session: Session, regions: AutoRegions, gap_ms: float | None,
@@ -215,23 +241,32 @@ def _check_module(module: str) -> None:
 def _run_program(module: str | None,
                  argv: list[str]) -> tuple[int, str | None, BaseException | None]:
     """The program, as `python [-m module] argv...` would run it: its exit status, and the
-    exception it raised, if any (as text, and itself)."""
-    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
+    exception it raised, if any (as text, and itself; a SystemExit with a nonzero status is
+    returned too, as no error text: a region left open says it was stopped by it)."""
+    saved_argv = sys.argv[:]
+    # sys.path[0] is the program's, as python sets it: the working directory for -m, the
+    # script's directory for a script (not in addition to gpuwatch's own first entry)
+    path0 = os.getcwd() if module is not None else os.path.dirname(os.path.abspath(argv[0]))
+    saved_path0 = sys.path[0] if sys.path else None
+    if sys.path:
+        sys.path[0] = path0
+    else:
+        sys.path.append(path0)
     try:
         if module is not None:
             sys.argv = [module, *argv]
-            sys.path[0:0] = [os.getcwd()]  # (python -m puts the working directory first)
             runpy.run_module(module, run_name="__main__", alter_sys=True)
-        else:
-            script = os.path.abspath(argv[0])
+        elif os.path.isdir(argv[0]):  # a directory with a __main__.py: runpy, as python does
             sys.argv = [argv[0], *argv[1:]]
-            sys.path[0:0] = [os.path.dirname(script)]  # (as python app.py does)
-            runpy.run_path(script, run_name="__main__")
+            runpy.run_path(argv[0], run_name="__main__")
+        else:
+            _run_script(argv)
         return 0, None, None
     except (KeyboardInterrupt, Terminated):
         raise
     except SystemExit as e:
-        return _exit_code(e.code), None, None
+        code = _exit_code(e.code)
+        return code, None, (e if code else None)
     except BaseException:
         # as the interpreter would: the traceback, status 1 (without gpuwatch's frames)
         etype, value, tb = sys.exc_info()
@@ -241,12 +276,41 @@ def _run_program(module: str | None,
         return 1, f"{getattr(etype, '__name__', etype)}: {value}", value
     finally:
         sys.argv = saved_argv
-        if saved_path0 is not None and sys.path and sys.path[0] != saved_path0:
-            sys.path.pop(0)
+        if sys.path and sys.path[0] == path0:
+            if saved_path0 is None:
+                sys.path.pop(0)
+            else:
+                sys.path[0] = saved_path0
+
+
+def _run_script(argv: list[str]) -> None:
+    """Run the script argv[0] as `python argv[0]` sets up its main module: sys.argv as typed,
+    __file__ absolute (Python 3.9+), a module `__main__` in sys.modules while it runs (what
+    pickling and multiprocessing's spawn look up). (runpy.run_path would make argv[0] the
+    absolute path.)"""
+    import importlib.machinery
+    import io
+    import types
+
+    path = os.path.abspath(argv[0])
+    with io.open_code(path) as f:
+        code = compile(f.read(), path, "exec", dont_inherit=True)
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
+    setattr(main, "__cached__", None)
+    saved_main = sys.modules.get("__main__")
+    sys.modules["__main__"] = main
+    sys.argv = [argv[0], *argv[1:]]
+    try:
+        exec(code, main.__dict__)
+    finally:
+        if saved_main is not None:
+            sys.modules["__main__"] = saved_main
 
 
 def _ours(filename: str) -> bool:
-    return "runpy" in filename or filename == __file__
+    return "runpy" in filename or filename == __file__ or filename == "<frozen runpy>"
 
 
 def _exit_code(code: Any) -> int:
