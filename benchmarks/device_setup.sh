@@ -11,7 +11,7 @@ export PYTHONPATH=/tmp/site
 run_overhead() {
     local d=$1 mode=$2 opt=()
     mkdir -p "$d"
-    [ "$mode" = calls ] || opt=(--regions "$mode")
+    case "$mode" in nvtx|kernels) opt=(--regions "$mode") ;; esac  # (calls, aa: the default)
     timeout "$5" python3 -m gpuwatch run -q "${opt[@]}" -o "$d/run.parquet" \
         benchmarks/run_overhead.py "$d" "$3" "$mode" "$4" 2> "$d/run_stderr.txt"
     python3 benchmarks/run_overhead.py --summarise "$d" > "$d/summary.json" 2>&1

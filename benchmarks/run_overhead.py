@@ -10,6 +10,8 @@ convnet, launch-bound):
            are the regions (run with --regions nvtx).
 - kernels: CUPTI kernel tracing (run with --regions kernels), on in one arm and paused in the
            other; both arms timed by torch events (what tracing costs the program's own work).
+- aa:      the control: both arms bare (the hooks off, torch events), labelled as the others
+           are: how far from 1 a run's ratio strays when nothing differs between the arms.
 
 Step 1, the program (under gpuwatch run): blocks of BLOCK inferences, the arms alternating,
     python -m gpuwatch run -q [--regions nvtx|kernels] -o DIR/run.parquet \\
@@ -31,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 BLOCK = 10
-MODES = ("calls", "nvtx", "kernels")
+MODES = ("calls", "nvtx", "kernels", "aa")
 REGION_NAME = {"calls": "call:Sequential", "nvtx": "nvtx:infer"}
 
 
@@ -57,7 +59,7 @@ def program(out: Path, pairs: int, mode: str, gap_pairs: int) -> None:
             (session.resume_kernel_tracing if arm == "gpuwatch"
              else session.pause_kernel_tracing)()
         else:
-            regions.enabled = arm == "gpuwatch"
+            regions.enabled = arm == "gpuwatch" and mode != "aa"
 
     with torch.inference_mode():
         switch("bare")
@@ -68,7 +70,7 @@ def program(out: Path, pairs: int, mode: str, gap_pairs: int) -> None:
             for p in range(pairs if gap_ms == 0 else gap_pairs):
                 for arm in (("bare", "gpuwatch") if p % 2 == 0 else ("gpuwatch", "bare")):
                     switch(arm)
-                    events = arm == "bare" or mode == "kernels"
+                    events = arm == "bare" or mode in ("kernels", "aa")
                     wall, gpu = [], []
                     for _ in range(BLOCK):
                         t0 = time.perf_counter()
