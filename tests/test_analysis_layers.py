@@ -103,3 +103,18 @@ def test_change_points_fall_back_to_ruptures_public_api(monkeypatch):
 
     assert got == [int(b) for b in rpt.KernelCPD(kernel="linear", min_size=4).fit(
         y.reshape(-1, 1)).predict(pen=2.0)]
+
+
+def test_steps_below_what_events_resolve_are_no_layer_nor_episode():
+    """An empty region measures about a microsecond; a step of 0.6 us there is 50% but below
+    what CUDA events resolve (about 0.5 us) a few times over: no layer, no episode. The same
+    step on a 1 ms inference is no layer either; 8% of it is."""
+    rng = np.random.default_rng(0)
+    x = 0.0012 + rng.normal(0, 0.00003, 400)
+    x[150:250] += 0.0006  # an episode of +0.6 us
+    x[330:] += 0.0006  # and a final plateau
+    lay = detect(x)
+    assert not lay.layered and lay.episodes == [] and lay.n_layers == 1
+    y = 1.0 + rng.normal(0, 0.002, 400)
+    y[200:] += 0.08
+    assert detect(y).layered

@@ -135,6 +135,9 @@ def test_a_stopped_program_keeps_its_trace(tmp_path, sig, status):
     assert p.returncode == status, err
     tr = gpuwatch.load(tmp_path / "s.parquet")
     assert tr.meta["status"] == "interrupted" and len(tr.inferences) > 20
+    # as python prints it: the program's traceback on Ctrl-C, nothing on SIGTERM
+    assert ("KeyboardInterrupt" in err and "long_loop.py" in err and "cli/run.py" not in err) \
+        == (sig == "SIGINT")
 
 
 def test_tensorrt_execution_calls_are_the_inferences_on_their_stream(tmp_path):
@@ -320,3 +323,12 @@ def test_json_comes_after_the_programs_stderr_and_says_how_the_run_went(tmp_path
     r = run(tmp_path, "-f", "--json", "broken.py")
     doc = json.loads(r.stderr[r.stderr.index("{"):])
     assert doc["nothing_to_analyse"].startswith("the program raised (SyntaxError")
+
+
+def test_a_name_that_changes_every_iteration_is_pointed_out(tmp_path):
+    (tmp_path / "frames.py").write_text(
+        "import torch\nfor i in range(40):\n    torch.cuda.nvtx.range_push(f'frame {i}')\n"
+        "    torch.cuda.nvtx.range_pop()\n")
+    r = run(tmp_path, "frames.py")
+    assert r.returncode == 0, r.stderr
+    assert "40 region names, most seen once or twice" in r.stderr

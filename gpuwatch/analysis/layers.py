@@ -31,6 +31,9 @@ import numpy as np
 MAX_POINTS = 2000
 MIN_LEVEL = 20  # iterations
 REL_THRESHOLD = 0.05  # "clearly above": 5% over the baseline and 3 noise s.d.
+# ...and at least this much (ms): CUDA events resolve about 0.5 us, so a step of an empty
+# region's ~1 us latency by a fraction of a microsecond is no layer and no episode
+RESOLUTION_MS = 0.002
 TAIL_BLOCK = 10  # iterations per block mean (_tail_episodes)
 TAIL_MIN_BLOCKS = 5  # blocks: a mean episode is at least 50 iterations long
 
@@ -146,7 +149,8 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
     # Merge neighbours closer than the noise (and 2% of the level).
     merged: list[list[float]] = []
     for (a, b), lv in zip(segs, levels):
-        if merged and abs(lv - merged[-1][2]) < max(3 * sigma, 0.02 * merged[-1][2]):
+        if merged and abs(lv - merged[-1][2]) < max(3 * sigma, 0.02 * merged[-1][2],
+                                                     RESOLUTION_MS):
             merged[-1][1] = b
             merged[-1][2] = float(np.median(x[int(merged[-1][0]):b]))
         else:
@@ -158,7 +162,8 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
                      float(np.median(x[int(merged[0][0]):int(merged[1][1])]))]
         merged.pop(0)
     baseline = merged[0][2]
-    thresh = baseline * (1 + REL_THRESHOLD) + 3 * sigma
+    margin = max(3 * sigma, RESOLUTION_MS)
+    thresh = baseline * (1 + REL_THRESHOLD) + margin
     final = merged[-1][2]
     layered = final > thresh and len(merged) > 1
     onset = stable = None
@@ -183,12 +188,12 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
     for i, (s0, s1, lv) in enumerate(merged):
         if 0 < i < len(merged) - 1 and s1 - s0 < MIN_LEVEL:
             continue
-        if not counted or abs(lv - counted[-1]) > counted[-1] * REL_THRESHOLD + 3 * sigma:
+        if not counted or abs(lv - counted[-1]) > counted[-1] * REL_THRESHOLD + margin:
             counted.append(lv)
     n_layers = len(counted)
     # Episodes: runs of consecutive segments clearly off the baseline (above or below), other
     # than a final plateau the layers already report, MIN_LEVEL iterations or longer.
-    lo_thresh = baseline * (1 - REL_THRESHOLD) - 3 * sigma
+    lo_thresh = baseline * (1 - REL_THRESHOLD) - margin
     # An episode comes back: a run that reaches the end of the series (a ramp into the final
     # plateau included) is the layering, not an episode.
     episodes = []
@@ -233,7 +238,7 @@ def _tail_episodes(x: np.ndarray, it: np.ndarray) -> list[tuple[int, int, float]
     # its length with the blocks' plain s.d. (heavy tails make short stretches of slow
     # iterations common; only a long or a large one is an episode)
     spread = float(z.std())
-    base_margin = REL_THRESHOLD * abs(typical) + 3 * sigma
+    base_margin = REL_THRESHOLD * abs(typical) + max(3 * sigma, RESOLUTION_MS)
     out, run = [], None
     for a, b in zip(bounds[:-1], bounds[1:]):
         if abs(float(z[a:b].mean()) - typical) > base_margin:

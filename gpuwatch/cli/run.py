@@ -133,6 +133,8 @@ class RunCommand:
         except (KeyboardInterrupt, Terminated) as e:  # Ctrl-C, SIGTERM: the trace is kept
             status, code = "interrupted", 143 if isinstance(e, Terminated) else 130
             raised = e
+            if isinstance(e, KeyboardInterrupt):  # (as python prints it; SIGTERM: silent)
+                _print_program_traceback(e)
         finally:
             regions.uninstall()
             # a region the program left open (it ended, raised or was stopped inside it),
@@ -192,6 +194,12 @@ class RunCommand:
         from ..renderers import HtmlRenderer, JsonRenderer, TextRenderer
 
         a = analyze(path)
+        per_name = a.traces[0].inferences["name"].value_counts() if a.traces else None
+        if text and per_name is not None and len(per_name) > 20 and per_name.median() < 3:
+            print(f"gpuwatch: {len(per_name)} region names, most seen once or twice (e.g. "
+                  f"{per_name.index[-1]!r}): a name that changes every iteration (an f-string "
+                  f"with a counter) makes a series of each; mark the work with one name",
+                  file=err)
         if args.html:
             HtmlRenderer().write(a, args.html)
         if args.json:
@@ -267,13 +275,9 @@ def _run_program(module: str | None,
     except SystemExit as e:
         code = _exit_code(e.code)
         return code, None, (e if code else None)
-    except BaseException:
-        # as the interpreter would: the traceback, status 1 (without gpuwatch's frames)
-        etype, value, tb = sys.exc_info()
-        while tb is not None and _ours(tb.tb_frame.f_code.co_filename):
-            tb = tb.tb_next
-        traceback.print_exception(etype, value, tb, file=sys.stderr)
-        return 1, f"{getattr(etype, '__name__', etype)}: {value}", value
+    except BaseException as e:  # as the interpreter would: the traceback, status 1
+        _print_program_traceback(e)
+        return 1, f"{type(e).__name__}: {e}", e
     finally:
         sys.argv = saved_argv
         if sys.path and sys.path[0] == path0:
@@ -307,6 +311,14 @@ def _run_script(argv: list[str]) -> None:
     finally:
         if saved_main is not None:
             sys.modules["__main__"] = saved_main
+
+
+def _print_program_traceback(e: BaseException) -> None:
+    """The traceback of the program's exception, without gpuwatch's frames before its own."""
+    tb = e.__traceback__
+    while tb is not None and _ours(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    traceback.print_exception(type(e), e, tb, file=sys.stderr)
 
 
 def _ours(filename: str) -> bool:
