@@ -16,7 +16,8 @@ convnet, launch-bound):
 Step 1, the program (under gpuwatch run): blocks of BLOCK inferences, the arms alternating,
     python -m gpuwatch run -q [--regions nvtx|kernels] -o DIR/run.parquet \\
         benchmarks/run_overhead.py DIR [PAIRS [MODE [GAP_PAIRS]]]
-writes DIR/blocks.json (per block: arm, gap, wall ms per inference; bare gpu ms).
+writes DIR/blocks.json (per block: arm, gap, wall ms per inference; bare gpu ms; step 2 adds
+    the gpuwatch arm's gpu ms from the trace).
 Step 2, the summary (the gpuwatch arm's gpu_ms from the trace, in region order):
     python benchmarks/run_overhead.py --summarise DIR
 Reported: per gap, the median and IQR over block pairs of gpuwatch / bare for gpu_ms and wall,
@@ -106,7 +107,7 @@ def summarise(out: Path) -> dict:
 
     saved = json.loads((out / "blocks.json").read_text())
     mode, blocks = saved["mode"], saved["blocks"]
-    if mode in REGION_NAME:
+    if mode in REGION_NAME and (out / "run.parquet").exists():  # (else kept from before)
         inf = gpuwatch.load(out / "run.parquet").inferences.sort_values("region_id")
         gpu_ms = inf[inf["name"] == REGION_NAME[mode]]["gpu_ms"].to_numpy(float)
         at = 0
@@ -115,6 +116,8 @@ def summarise(out: Path) -> dict:
                 b["gpu"] = gpu_ms[at:at + BLOCK].tolist()
                 at += BLOCK
         assert at == len(gpu_ms), (at, len(gpu_ms))
+        # (kept with the blocks: the trace may go, and runs can be pooled later)
+        (out / "blocks.json").write_text(json.dumps({"mode": mode, "blocks": blocks}))
     res: dict = {"mode": mode}
     for gap in sorted({b["gap_ms"] for b in blocks}):
         rows: dict[int, dict[str, dict]] = {}
