@@ -106,9 +106,10 @@ gaps_count(GapRegions *g, PyObject *key)
     return rc;
 }
 
-/* Another thread's range while a region is open (NVTX ranges are per thread): its pushes and
- * pops are counted apart, never in the open region's depth. delta +1 / -1; returns the count
- * before (-1: error). */
+/* Another thread's work while a region is open (NVTX ranges are per thread, and one region is
+ * open at a time): its pushes and pops, and its model calls, are counted apart, never in the
+ * open region's depth, and run untimed. delta +1, -1 or 0; returns the count before (-1:
+ * error). */
 static long
 gaps_foreign(GapRegions *g, unsigned long me, int delta)
 {
@@ -120,6 +121,10 @@ gaps_foreign(GapRegions *g, unsigned long me, int delta)
     if ((v == NULL && PyErr_Occurred()) || (n == -1 && PyErr_Occurred())) {
         Py_DECREF(k);
         return -1;
+    }
+    if (delta == 0) {
+        Py_DECREF(k);
+        return n;
     }
     int rc;
     if (n + delta <= 0)
@@ -133,18 +138,65 @@ gaps_foreign(GapRegions *g, unsigned long me, int delta)
     return rc < 0 ? -1 : n;
 }
 
+/* For thread `me` (with a region open, or another thread's untimed work going on): 1 nested in
+ * its own region, 2 inside its own untimed work, 3 another thread's region is open (this is a
+ * new piece of untimed work), 0 free to open a region, -1 error. */
+static int
+gaps_where(GapRegions *g, unsigned long me)
+{
+    if (g->depth && me == g->owner)
+        return 1;
+    long n = PyDict_GET_SIZE(g->foreign) ? gaps_foreign(g, me, 0) : 0;
+    if (n < 0)
+        return -1;
+    if (n > 0)
+        return 2;
+    return g->depth ? 3 : 0;
+}
+
+/* fn(*args, **kwargs) as this thread's untimed work while another thread's region is open
+ * (counted once, in `concurrent`) */
+static PyObject *
+gaps_untimed(GapRegions *g, unsigned long me, PyObject *fn, PyObject *const *args,
+             size_t nargsf, PyObject *kwnames)
+{
+    g->concurrent++;
+    if (gaps_foreign(g, me, 1) < 0)
+        return NULL;
+    PyObject *out = PyObject_Vectorcall(fn, args, nargsf, kwnames);
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (gaps_foreign(g, me, -1) < 0) {
+        Py_XDECREF(out);
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        return NULL;
+    }
+    PyErr_Restore(et, ev, tb);
+    return out;
+}
+
 /* 1: opened, 0: not (nested, another thread's region open, not live, no session), -1: error */
 static int
 gaps_begin(GapRegions *g, PyObject *name, PyObject *key)
 {
-    if (g->depth) {
+    if (!g->live && !g->depth)
+        return 0;
+    if (g->depth || PyDict_GET_SIZE(g->foreign)) {
         unsigned long me = PyThread_get_thread_ident();
-        if (me != g->owner) {  /* not timed: one region at a time */
+        switch (gaps_where(g, me)) {
+        case -1:
+            return -1;
+        case 1:  /* nested in its own region: counted in its depth */
+            g->depth++;
+            return 0;
+        case 3:  /* another thread's region is open: not timed (one region at a time) */
             g->concurrent++;
+            /* fall through */
+        case 2:
             return gaps_foreign(g, me, 1) < 0 ? -1 : 0;
         }
-        g->depth++;
-        return 0;
     }
     if (!g->live)
         return 0;
@@ -234,10 +286,31 @@ static PyObject *
 gaps_call(GapRegions *g, PyObject *name, PyObject *key, PyObject *fn, PyObject *args,
           PyObject *kwargs)
 {
-    if (g->depth && g->live && PyThread_get_thread_ident() != g->owner)
-        g->concurrent++;  /* another thread's region is open: not timed */
-    if (g->depth || !g->live || g->timed == NULL)
+    if (!g->live || g->timed == NULL)
         return PyObject_Call(fn, args, kwargs);
+    if (g->depth || PyDict_GET_SIZE(g->foreign)) {
+        unsigned long me = PyThread_get_thread_ident();
+        int where = gaps_where(g, me);
+        if (where < 0)
+            return NULL;
+        if (where == 3) {  /* another thread's region is open: untimed, counted */
+            g->concurrent++;
+            if (gaps_foreign(g, me, 1) < 0)
+                return NULL;
+            PyObject *out = PyObject_Call(fn, args, kwargs);
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb);
+            long rc = gaps_foreign(g, me, -1);
+            PyErr_Restore(et, ev, tb);
+            if (rc < 0 && out != NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            return out;
+        }
+        if (where > 0)
+            return PyObject_Call(fn, args, kwargs);
+    }
     PyObject *labels = gaps_labels(g);
     if (labels == NULL)
         return NULL;
@@ -381,6 +454,16 @@ gaps_call_m(GapRegions *g, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
+gaps_busy_m(GapRegions *g, PyObject *unused)
+{
+    /* may this thread not open a region now (nested, or inside untimed work)? */
+    if (!g->depth && !PyDict_GET_SIZE(g->foreign))
+        Py_RETURN_FALSE;
+    int where = gaps_where(g, PyThread_get_thread_ident());
+    return where < 0 ? NULL : PyBool_FromLong(where > 0);
+}
+
+static PyObject *
 gaps_is_open(GapRegions *g, void *unused)
 {
     return PyBool_FromLong(g->open_in_c || g->open != NULL);
@@ -452,6 +535,9 @@ static PyMethodDef gaps_methods[] = {
     {"labels", (PyCFunction)gaps_labels_m, METH_NOARGS,
      "labels() -> (condition, gap_ms, iteration, warmup, None) of a region starting now"},
     {"ended", (PyCFunction)gaps_ended_m, METH_NOARGS, "ended(): the outermost region ended now"},
+    {"busy", (PyCFunction)gaps_busy_m, METH_NOARGS,
+     "busy() -> bool: this thread may not open a region now (one is open, or its own untimed "
+     "work while another thread's was)"},
     {"begin", (PyCFunction)(void (*)(void))gaps_begin_m, METH_FASTCALL,
      "begin(name, key) -> bool: open a region unless one is open"},
     {"end", (PyCFunction)gaps_end_m, METH_O, "end(error): close the region begin() opened"},
@@ -518,6 +604,26 @@ range_name(RangeHook *h, PyObject *const *args, Py_ssize_t n, PyObject *kwnames)
     return name;
 }
 
+/* Is the exception being handled as a range pops an error of the region's? Not a generator
+ * closed (GeneratorExit), nor sys.exit(0) or sys.exit(). */
+static int
+range_error(PyObject *ev)
+{
+    if (PyErr_GivenExceptionMatches(ev, PyExc_GeneratorExit))
+        return 0;
+    if (PyErr_GivenExceptionMatches(ev, PyExc_SystemExit)) {
+        PyObject *code = PyObject_GetAttrString(ev, "code");
+        if (code == NULL) {
+            PyErr_Clear();
+            return 1;
+        }
+        int ok = code == Py_None || (PyLong_Check(code) && PyLong_AsLong(code) == 0);
+        Py_DECREF(code);
+        return !ok;
+    }
+    return 1;
+}
+
 static PyObject *
 range_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -532,7 +638,7 @@ range_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
          * exception passes (torch.cuda.nvtx.range's), or in an `except` */
         PyObject *et, *ev, *tb;
         PyErr_GetExcInfo(&et, &ev, &tb);
-        PyObject *res = gaps_end(g, ev != NULL ? ev : Py_None);
+        PyObject *res = gaps_end(g, ev != NULL && range_error(ev) ? ev : Py_None);
         Py_XDECREF(et);
         Py_XDECREF(ev);
         Py_XDECREF(tb);
@@ -679,8 +785,22 @@ nested_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject
         PyErr_SetString(PyExc_RuntimeError, "NestedCall: cleared");
         return NULL;
     }
-    if ((g != NULL ? g->depth : h->depth) > 0)
-        return PyObject_Vectorcall(h->orig, args, nargsf, kwnames);
+    if (g == NULL) {
+        if (h->depth > 0)
+            return PyObject_Vectorcall(h->orig, args, nargsf, kwnames);
+    }
+    else if (g->depth > 0 || (g->live && PyDict_GET_SIZE(g->foreign))) {
+        unsigned long me = PyThread_get_thread_ident();
+        if (g->depth > 0 && me == g->owner)  /* a submodule: straight to torch's own */
+            return PyObject_Vectorcall(h->orig, args, nargsf, kwnames);
+        int where = g->live ? gaps_where(g, me) : 1;
+        if (where < 0)
+            return NULL;
+        if (where == 3)  /* another thread's model call while a region is open */
+            return gaps_untimed(g, me, h->orig, args, nargsf, kwnames);
+        if (where > 0)
+            return PyObject_Vectorcall(h->orig, args, nargsf, kwnames);
+    }
     /* the call as data: (obj, *args) and kwargs */
     Py_ssize_t n = PyVectorcall_NARGS(nargsf);
     PyObject *tuple = PyTuple_New(n);

@@ -134,15 +134,15 @@ class AutoRegions:
         `s.infer` times one: the events on `stream` (None: where the program's work goes).
         `name` None: "call:" and the class of args[0] (a torch module)."""
         g = self._g
-        if g.depth or not g.live:
-            return fn(*args, **kwargs)
+        if not g.live or (g.depth and g.owner == threading.get_ident()):
+            return fn(*args, **kwargs)  # (nested in this thread's region)
         if name is None:
             cls = type(args[0])
             name = self._names.get(cls)
             if name is None:  # (a class made inside a function: "Net", not "f.<locals>.Net")
                 name = self._names[cls] = \
                     "call:" + cls.__qualname__.rsplit("<locals>.", 1)[-1]
-        if stream is None:  # the session's stream, or where the work goes now
+        if stream is None or g.busy():  # (busy: g.call runs it untimed, counted)
             return g.call(name, source, fn, args, kwargs)
         timer = self._s._timer
         if timer is None or self._s._closed:
@@ -229,8 +229,8 @@ class AutoRegions:
         g, call = self._g, self.call
 
         def outer(module: Any, *args: Any, **kwargs: Any) -> Any:  # (no C module)
-            if g.depth:  # a submodule (or a model inside an NVTX range): not a region
-                return orig(module, *args, **kwargs)
+            if g.depth and g.owner == threading.get_ident():  # a submodule (or a model in
+                return orig(module, *args, **kwargs)  # an NVTX range): not a region
             return call(orig, (module, *args), kwargs)
 
         hook: Any = outer
@@ -251,7 +251,7 @@ class AutoRegions:
 
             def timed(context: Any, *args: Any, _orig: Any = orig, _method: str = method,
                       **kwargs: Any) -> Any:
-                if regions._g.depth:
+                if regions._g.depth and regions._g.owner == threading.get_ident():
                     return _orig(context, *args, **kwargs)
                 # execute_async_v3(stream_handle): the work goes on that stream; execute_v2
                 # is synchronous (the current, legacy default, stream brackets it)
@@ -384,14 +384,29 @@ class _Gaps:
     def _count(self, key: str) -> None:
         self._counts[key] = self._counts.get(key, 0) + 1
 
+    def _where(self, me: int) -> int:
+        """1 nested in its own region, 2 inside its own untimed work, 3 another thread's region
+        is open, 0 free to open one."""
+        if self.depth and me == self.owner:
+            return 1
+        if self._foreign.get(me, 0):
+            return 2
+        return 3 if self.depth else 0
+
+    def busy(self) -> bool:
+        return self._where(threading.get_ident()) > 0
+
     def begin(self, name: str, key: str) -> bool:
-        if self.depth:
-            me = threading.get_ident()
-            if me != self.owner:
-                self.concurrent += 1
-                self._foreign[me] = self._foreign.get(me, 0) + 1
-                return False
+        if not self.live and not self.depth:
+            return False
+        me = threading.get_ident()
+        where = self._where(me)
+        if where == 1:
             self.depth += 1
+            return False
+        if where:
+            self.concurrent += where == 3
+            self._foreign[me] = self._foreign.get(me, 0) + 1
             return False
         if not self.live:
             return False
@@ -435,9 +450,20 @@ class _Gaps:
 
     def call(self, name: str, key: str, fn: Callable[..., Any], args: tuple[Any, ...],
              kwargs: dict[str, Any] | None) -> Any:
-        if self.depth and self.live and threading.get_ident() != self.owner:
-            self.concurrent += 1  # another thread's region is open: not timed
-        if self.depth or not self.live or self._timed is None:
+        if not self.live or self._timed is None:
+            return fn(*args, **(kwargs or {}))
+        me = threading.get_ident()
+        where = self._where(me)
+        if where == 3:  # another thread's region is open: untimed, counted
+            self.concurrent += 1
+            self._foreign[me] = self._foreign.get(me, 0) + 1
+            try:
+                return fn(*args, **(kwargs or {}))
+            finally:
+                n = self._foreign.pop(me, 1) - 1
+                if n:
+                    self._foreign[me] = n
+        if where:
             return fn(*args, **(kwargs or {}))
         labels = self.labels()
         self.depth = 1
@@ -458,7 +484,7 @@ def _range_hook(g: Any, orig: Callable[..., Any], prefix: str | None,
     if prefix is None:
         def popped(*args: Any, **kwargs: Any) -> Any:
             try:
-                g.end(sys.exc_info()[1])  # (an exception being handled: the region's error)
+                g.end(_range_error(sys.exc_info()[1]))  # (being handled: the region's)
             except BaseException:
                 orig(*args, **kwargs)  # the program's pop still runs (its error wins)
                 raise
@@ -471,6 +497,14 @@ def _range_hook(g: Any, orig: Callable[..., Any], prefix: str | None,
         g.begin(prefix + ("range" if msg is None else str(msg)), key)
         return out
     return pushed
+
+
+def _range_error(e: BaseException | None) -> BaseException | None:
+    """The exception being handled as a range pops, if it is an error of the region's: not a
+    generator closed (GeneratorExit), nor sys.exit(0) or sys.exit() (RangeHook's range_error)."""
+    if isinstance(e, GeneratorExit) or (isinstance(e, SystemExit) and e.code in (None, 0)):
+        return None
+    return e
 
 
 def _native() -> Any:

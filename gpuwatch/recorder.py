@@ -140,11 +140,12 @@ class Session:
         self._check_every = check_every
         if out is not None and dataset is not None:
             raise UsageError("give either out (one trace file) or dataset (a directory), not both")
-        self.dataset = Path(dataset) if dataset is not None else None
+        self.dataset = Path(dataset).absolute() if dataset is not None else None
         if self.dataset is not None and not self.dataset.is_dir():
             raise UsageError(f"dataset directory {self.dataset} does not exist; create it first")
         # With a dataset, the file's place depends on the GPU: known once the backend is open.
-        self.out = Path(out) if out is not None else default_out()
+        # (absolute: a program that changes directory while recording writes where it began)
+        self.out = (Path(out) if out is not None else default_out()).absolute()
         self.sample_hz, self.seed = float(sample_hz), seed
         self.options = dict(options or {})
         self._close_meta: dict[str, Any] = {}  # annotate(): written into the metadata at close
@@ -166,6 +167,7 @@ class Session:
         self._prev_sigterm: Any = None
         self._prev_sigint: Any = None
         self._pid = os.getpid()  # the recording process (SIGTERM handling is its alone)
+        self.left_previous = False  # close() kept the trace at `out` it was to replace
 
     # -- lifecycle -----------------------------------------------------------------------------
     def __enter__(self) -> "Session":
@@ -296,6 +298,9 @@ class Session:
         twice; returns the trace path."""
         if self._closed:
             return self.out
+        if os.getpid() != self._pid:  # a forked child ran to its end: the trace is the parent's
+            self._closed = True
+            return self.out
         self._closed = self._closing = True  # a SIGTERM from here on waits for the trace
         meta: dict[str, Any] = {**self._close_meta, "status": status, "error": error}
         gpu_error: Exception | None = None
@@ -339,6 +344,7 @@ class Session:
                     # failed before timing anything, over a trace it was asked to replace:
                     # an empty trace is not worth the one that is there
                     self._writer.abandon(discard=True)
+                    self.left_previous = True
                     print(f"gpuwatch: nothing was timed before the failure; {self.out} was left "
                           f"as it was", file=sys.stderr, flush=True)
                 else:

@@ -673,4 +673,6 @@ class _State:
 
 
 def _text(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"
+    """An error as a row says it: "ValueError: bad", or the name alone ("KeyboardInterrupt")."""
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

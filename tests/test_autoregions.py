@@ -419,4 +419,88 @@ def test_another_threads_range_neither_closes_nor_nests_in_the_open_one(tmp_path
     assert inf["name"].tolist() == ["nvtx:A", "nvtx:after"]
     a_ms = (inf["host_enqueued_ns"].iloc[0] - inf["host_start_ns"].iloc[0]) / 1e6
     assert 20 <= a_ms <= elapsed_ms  # closed by A's pop, after B's
-    assert regions.concurrent == 2 and regions._g.depth == 0 and nvtx.stack == []
+    # (B's inner range is inside B's own untimed one: one piece of untimed work)
+    assert regions.concurrent == 1 and regions._g.depth == 0 and nvtx.stack == []
+
+
+def test_another_threads_model_calls_are_counted_once_each_not_timed(tmp_path, impl,
+                                                                     monkeypatch):
+    """While thread A's range is open, thread B's model calls run untimed (torch's own
+    __call__), each counted once, not each submodule; once A's range is closed, B's calls
+    are regions again."""
+    import threading
+
+    for name in ("torch", "cupy"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    tn, torch = torch_nvtx(), fake_torch()
+    nvtx = tn.cuda.nvtx
+    net = torch.Net()
+    a_open, b_done = threading.Event(), threading.Event()
+
+    def a():
+        nvtx.range_push("A")
+        a_open.set()
+        b_done.wait(5)
+        nvtx.range_pop()
+
+    def b():
+        a_open.wait(5)
+        for i in range(5):
+            assert net(i) == i + 2
+        b_done.set()
+
+    with gpuwatch.session("standin", tmp_path / "t.parquet", sampler="off") as s:
+        regions = AutoRegions(s, ("nvtx", "call"))
+        regions._hook_torch_nvtx(tn)
+        regions._hook_torch_modules(torch)
+        net(0)  # (names the class: later calls may go through C)
+        threads = [threading.Thread(target=a), threading.Thread(target=b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert regions.concurrent == 5 and not regions._g.busy()
+        t = threading.Thread(target=net, args=(1,))  # A's range closed: a region again
+        t.start()
+        t.join()
+        regions.uninstall()
+    assert s.trace.inferences.sort_values("region_id")["name"].tolist() == \
+        ["call:Net", "nvtx:A", "call:Net"]
+
+
+def test_a_generator_closed_or_sys_exit_0_inside_a_range_is_no_error(tmp_path, impl):
+    """A pop in a `finally` as a generator is closed (GeneratorExit), or as sys.exit(0) passes,
+    leaves no error on the row; sys.exit(2) does."""
+    import contextlib
+
+    torch = torch_nvtx()
+    nvtx = torch.cuda.nvtx
+
+    @contextlib.contextmanager
+    def nvtx_range(msg):
+        nvtx.range_push(msg)
+        try:
+            yield
+        finally:
+            nvtx.range_pop()
+
+    def frames():
+        with nvtx_range("gen"):
+            yield 1
+            yield 2
+
+    with gpuwatch.session("sim:t4", tmp_path / "t.parquet", sampler="off") as s:
+        regions = AutoRegions(s, ("nvtx",))
+        regions._hook_torch_nvtx(torch)
+        g = frames()
+        next(g)
+        g.close()  # abandoned inside the range
+        for code in (0, None, 2):
+            with pytest.raises(SystemExit):
+                with nvtx_range(f"exit {code}"):
+                    sys.exit(code)
+        regions.uninstall()
+    inf = s.trace.inferences.sort_values("region_id")
+    assert inf["name"].tolist() == ["nvtx:gen", "nvtx:exit 0", "nvtx:exit None", "nvtx:exit 2"]
+    assert inf["error"].isna().tolist() == [True, True, True, False]
+    assert inf["error"].iloc[3] == "SystemExit: 2"

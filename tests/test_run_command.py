@@ -136,8 +136,8 @@ def test_a_stopped_program_keeps_its_trace(tmp_path, sig, status):
     tr = gpuwatch.load(tmp_path / "s.parquet")
     assert tr.meta["status"] == "interrupted" and len(tr.inferences) > 20
     # as python prints it: the program's traceback on Ctrl-C, nothing on SIGTERM
-    assert ("KeyboardInterrupt" in err and "long_loop.py" in err and "cli/run.py" not in err) \
-        == (sig == "SIGINT")
+    assert ("KeyboardInterrupt" in err and "long_loop.py" in err and "gpuwatch/" not in err) \
+        == (sig == "SIGINT"), err
 
 
 def test_tensorrt_execution_calls_are_the_inferences_on_their_stream(tmp_path):
@@ -312,7 +312,7 @@ def test_json_comes_after_the_programs_stderr_and_says_how_the_run_went(tmp_path
         r = run(tmp_path, "-f", "--json", *quiet, "noisy.py")
         assert r.returncode == 4
         assert r.stderr.startswith("log line\n")
-        doc = json.loads(r.stderr[len("log line\n"):])
+        doc = json.loads(r.stderr.splitlines()[-1])  # (the last line)
         assert doc["run"]["program_exit_status"] == 4 and doc["run"]["status"] == "complete"
         assert doc["run"]["regions_found"] == {"nvtx": 12, "call": 0} and doc["traces"]
     (tmp_path / "broken.py").write_text("def f(:\n")
@@ -321,7 +321,7 @@ def test_json_comes_after_the_programs_stderr_and_says_how_the_run_went(tmp_path
     assert "the program raised (SyntaxError" in r.stderr and "no HTML written" in r.stderr
     assert not (tmp_path / "r.html").exists()
     r = run(tmp_path, "-f", "--json", "broken.py")
-    doc = json.loads(r.stderr[r.stderr.index("{"):])
+    doc = json.loads(r.stderr.splitlines()[-1])
     assert doc["nothing_to_analyse"].startswith("the program raised (SyntaxError")
 
 
@@ -332,3 +332,54 @@ def test_a_name_that_changes_every_iteration_is_pointed_out(tmp_path):
     r = run(tmp_path, "frames.py")
     assert r.returncode == 0, r.stderr
     assert "40 region names, most seen once or twice" in r.stderr
+
+
+def test_a_program_that_changes_directory_or_forks_keeps_its_trace(tmp_path):
+    """The trace goes where `-o` pointed when the run began, whatever directory the program
+    moves to; a child it forks that runs to its end leaves the parent's trace alone."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "moves.py").write_text(
+        "import os, sys, torch\nos.chdir(sys.argv[1])\nfor i in range(30):\n"
+        "    torch.cuda.nvtx.range_push('s')\n    torch.cuda.nvtx.range_pop()\n"
+        "if os.fork() == 0:\n    torch.cuda.nvtx.range_push('child')\n"
+        "    torch.cuda.nvtx.range_pop()\n    sys.exit(0)\nos.wait()\n"
+        "for i in range(10):\n    torch.cuda.nvtx.range_push('after')\n"
+        "    torch.cuda.nvtx.range_pop()\n")
+    env = dict(os.environ, PYTHONPATH=str(PROGRAMS / "standins"), GPUWATCH_DEVICE="sim:t4")
+    r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-o", "rel.parquet",
+                        "moves.py", str(tmp_path / "elsewhere")], capture_output=True,
+                       text=True, cwd=tmp_path, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    tr = gpuwatch.load(tmp_path / "rel.parquet")
+    assert tr.meta["status"] == "complete"
+    assert tr.inferences["name"].value_counts().to_dict() == {"nvtx:s": 30, "nvtx:after": 10}
+    assert not list((tmp_path / "elsewhere").iterdir())
+    assert r.stderr.count("inference(s) found") == 1  # (one report: the parent's)
+
+
+def test_a_directory_with_main_runs_as_python_runs_it(tmp_path):
+    """sys.path[0] is the directory (absolute), and nothing of gpuwatch's follows it: a module
+    in the working directory is as unimportable as under python."""
+    (tmp_path / "appdir").mkdir()
+    (tmp_path / "appdir" / "__main__.py").write_text(
+        "import os, sys\ntry:\n    import only_in_cwd\n    found = True\n"
+        "except ImportError:\n    found = False\nprint(sys.path[0], found)\n")
+    (tmp_path / "only_in_cwd.py").write_text("")
+    plain = subprocess.run([sys.executable, "appdir"], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=60)
+    r = run(tmp_path, "-q", "appdir")
+    assert r.returncode == 0 and plain.returncode == 0, r.stderr + plain.stderr
+    assert r.stdout == plain.stdout == f"{tmp_path / 'appdir'} False\n"
+
+
+def test_a_run_that_wrote_nothing_does_not_pass_off_the_old_trace(tmp_path):
+    (tmp_path / "ok.py").write_text(
+        "import torch\nfor i in range(5):\n    torch.cuda.nvtx.range_push('s')\n"
+        "    torch.cuda.nvtx.range_pop()\n")
+    (tmp_path / "broken.py").write_text("def f(:\n")
+    assert run(tmp_path, "-q", "ok.py").returncode == 0
+    r = run(tmp_path, "-f", "broken.py")
+    assert r.returncode == 1 and "trace: none written" in r.stderr
+    assert len(gpuwatch.load(tmp_path / "t.parquet").inferences) == 5  # the old one, kept
+    r = run(tmp_path, "-f", "--json", "broken.py")
+    assert json.loads(r.stderr.splitlines()[-1])["run"]["trace"] is None

@@ -144,11 +144,14 @@ class RunCommand:
                              regions_not_timed_other_thread=regions.concurrent,
                              program_exit_status=code)
             path = session.close(status=status, error=error)
+        if os.getpid() != session._pid:  # a child the program forked ran to its end: the
+            return code  # trace and the report are the parent's
         found = sum(regions.counts.values())
         if not args.quiet or args.html or args.json:  # (-q: no text report)
             try:
                 self._report(path, found, regions, args,
-                             {"trace": str(path), "status": status,
+                             {"trace": None if session.left_previous else str(path),
+                              "status": status,
                               "program_exit_status": code, "program_error": error,
                               "regions_found": dict(regions.counts),
                               "regions_not_timed_other_thread": regions.concurrent})
@@ -165,8 +168,10 @@ class RunCommand:
 
         err, text = sys.stderr, not args.quiet and not args.json
         if text:
+            where = path if run["trace"] is not None else f"none written ({path} is the one " \
+                f"that was there)"
             print(f"\ngpuwatch: {found} inference(s) found "
-                  f"({', '.join(f'{k}: {v}' for k, v in regions.counts.items())}); trace: {path}",
+                  f"({', '.join(f'{k}: {v}' for k, v in regions.counts.items())}); trace: {where}",
                   file=err)
             if regions.concurrent:
                 print(f"gpuwatch: {regions.concurrent} range(s) or call(s) of another thread "
@@ -185,7 +190,7 @@ class RunCommand:
                     why += "; with --kernels, bursts of its kernels would be"
             line = f"nothing to analyse: {why}"
             if args.json:
-                err.write(json.dumps({"run": run, "nothing_to_analyse": why}, indent=1) + "\n")
+                _write_json(err, {"run": run, "nothing_to_analyse": why})
             elif text or args.html:
                 print(f"gpuwatch: {line}{'; no HTML written' if args.html else ''} (see "
                       f"README, 'Profile a program you did not write for gpuwatch')", file=err)
@@ -195,18 +200,30 @@ class RunCommand:
 
         a = analyze(path)
         per_name = a.traces[0].inferences["name"].value_counts() if a.traces else None
-        if text and per_name is not None and len(per_name) > 20 and per_name.median() < 3:
-            print(f"gpuwatch: {len(per_name)} region names, most seen once or twice (e.g. "
-                  f"{per_name.index[-1]!r}): a name that changes every iteration (an f-string "
-                  f"with a counter) makes a series of each; mark the work with one name",
-                  file=err)
+        notes = []
+        if per_name is not None and len(per_name) > 20 and per_name.median() < 3:
+            notes.append(f"{len(per_name)} region names, most seen once or twice (e.g. "
+                         f"{per_name.index[-1]!r}): a name that changes every iteration (an "
+                         f"f-string with a counter) makes a series of each; mark the work with "
+                         f"one name")
+        if text:
+            for note in notes:
+                print(f"gpuwatch: {note}", file=err)
         if args.html:
             HtmlRenderer().write(a, args.html)
         if args.json:
-            report = json.loads(JsonRenderer().render(a))
-            err.write(json.dumps({"run": run, **report}, indent=1, default=str) + "\n")
+            _write_json(err, {"run": {**run, "notes": notes},
+                              **json.loads(JsonRenderer().render(a))})
         elif text:
             err.write(TextRenderer().render(a))
+
+
+def _write_json(err: Any, doc: dict[str, Any]) -> None:
+    """--json: the report as one line, the last of stderr (after a newline: the program's own
+    stderr may not end with one)."""
+    import json
+
+    err.write("\n" + json.dumps(doc, default=str) + "\n")
 
 
 def _find_bursts(session: Session, regions: AutoRegions, gap_ms: float | None,
@@ -255,6 +272,8 @@ def _run_program(module: str | None,
     # sys.path[0] is the program's, as python sets it: the working directory for -m, the
     # script's directory for a script (not in addition to gpuwatch's own first entry)
     path0 = os.getcwd() if module is not None else os.path.dirname(os.path.abspath(argv[0]))
+    if module is None and os.path.isdir(argv[0]):  # (runpy puts the directory first itself)
+        path0 = os.path.abspath(argv[0])
     saved_path0 = sys.path[0] if sys.path else None
     if sys.path:
         sys.path[0] = path0
@@ -266,7 +285,11 @@ def _run_program(module: str | None,
             runpy.run_module(module, run_name="__main__", alter_sys=True)
         elif os.path.isdir(argv[0]):  # a directory with a __main__.py: runpy, as python does
             sys.argv = [argv[0], *argv[1:]]
-            runpy.run_path(argv[0], run_name="__main__")
+            del sys.path[0]  # (run_path inserts the directory, absolute, as python does;
+            try:  # sys.argv[0] is then that path too)
+                runpy.run_path(path0, run_name="__main__")
+            finally:
+                sys.path.insert(0, path0)  # (for the restore below: run_path took it out)
         else:
             _run_script(argv)
         return 0, None, None
@@ -314,11 +337,22 @@ def _run_script(argv: list[str]) -> None:
 
 
 def _print_program_traceback(e: BaseException) -> None:
-    """The traceback of the program's exception, without gpuwatch's frames before its own."""
+    """The traceback of the program's exception, without gpuwatch's frames before its own;
+    for a Ctrl-C, without gpuwatch's after them either (its SIGINT handler raised it, where
+    python raises it from C: no frame)."""
     tb = e.__traceback__
     while tb is not None and _ours(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
-    traceback.print_exception(type(e), e, tb, file=sys.stderr)
+    if not isinstance(e, KeyboardInterrupt):
+        traceback.print_exception(type(e), e, tb, file=sys.stderr)
+        return
+    frames = traceback.extract_tb(tb)
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    while frames and frames[-1].filename.startswith(package):
+        frames.pop()
+    lines = (["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+             if frames else [])
+    sys.stderr.write("".join(lines + traceback.format_exception_only(type(e), e)))
 
 
 def _ours(filename: str) -> bool:
