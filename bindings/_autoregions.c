@@ -154,16 +154,19 @@ gaps_where(GapRegions *g, unsigned long me)
     return g->depth ? 3 : 0;
 }
 
-/* fn(*args, **kwargs) as this thread's untimed work while another thread's region is open
- * (counted once, in `concurrent`) */
-static PyObject *
-gaps_untimed(GapRegions *g, unsigned long me, PyObject *fn, PyObject *const *args,
-             size_t nargsf, PyObject *kwnames)
+/* This thread's untimed work while another thread's region is open (counted once, in
+ * `concurrent`): gaps_untimed_begin, the call, then gaps_untimed_end with its result, which
+ * it returns (NULL with the call's error kept, or an error of its own). */
+static int
+gaps_untimed_begin(GapRegions *g, unsigned long me)
 {
     g->concurrent++;
-    if (gaps_foreign(g, me, 1) < 0)
-        return NULL;
-    PyObject *out = PyObject_Vectorcall(fn, args, nargsf, kwnames);
+    return gaps_foreign(g, me, 1) < 0 ? -1 : 0;
+}
+
+static PyObject *
+gaps_untimed_end(GapRegions *g, unsigned long me, PyObject *out)
+{
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
     if (gaps_foreign(g, me, -1) < 0) {
@@ -294,19 +297,9 @@ gaps_call(GapRegions *g, PyObject *name, PyObject *key, PyObject *fn, PyObject *
         if (where < 0)
             return NULL;
         if (where == 3) {  /* another thread's region is open: untimed, counted */
-            g->concurrent++;
-            if (gaps_foreign(g, me, 1) < 0)
+            if (gaps_untimed_begin(g, me) < 0)
                 return NULL;
-            PyObject *out = PyObject_Call(fn, args, kwargs);
-            PyObject *et, *ev, *tb;
-            PyErr_Fetch(&et, &ev, &tb);
-            long rc = gaps_foreign(g, me, -1);
-            PyErr_Restore(et, ev, tb);
-            if (rc < 0 && out != NULL) {
-                Py_DECREF(out);
-                return NULL;
-            }
-            return out;
+            return gaps_untimed_end(g, me, PyObject_Call(fn, args, kwargs));
         }
         if (where > 0)
             return PyObject_Call(fn, args, kwargs);
@@ -797,7 +790,8 @@ nested_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject
         if (where < 0)
             return NULL;
         if (where == 3)  /* another thread's model call while a region is open */
-            return gaps_untimed(g, me, h->orig, args, nargsf, kwnames);
+            return gaps_untimed_begin(g, me) < 0 ? NULL : gaps_untimed_end(
+                g, me, PyObject_Vectorcall(h->orig, args, nargsf, kwnames));
         if (where > 0)
             return PyObject_Vectorcall(h->orig, args, nargsf, kwnames);
     }
