@@ -96,10 +96,25 @@ FIELDS: tuple[Field, ...] = (
     Field("host_load1_tasks", pa.float64(), "tasks", "machine: 1-minute load average"),
     Field("host_involuntary_switches", pa.int64(), "switches",
           "recording thread: cumulative involuntary context switches (preempted while runnable)"),
+    # ...and about every 10 ms (schema v4): what else in the process ran, what the hypervisor
+    # took, and the recording thread's page faults and voluntary sleeps (the involuntary
+    # switches above come at this rate too from v4)
+    Field("host_others_run_ns", pa.int64(), "ns",
+          "recording process: cumulative CPU time of all its other threads (schedstat; "
+          "threads that exited keep their last value)"),
+    Field("host_steal_ns", pa.int64(), "ns",
+          "machine: cumulative steal time, CPU time the hypervisor gave to others (/proc/stat)"),
+    Field("host_minflt", pa.int64(), "faults",
+          "recording thread: cumulative minor page faults (no disk I/O)"),
+    Field("host_majflt", pa.int64(), "faults",
+          "recording thread: cumulative major page faults (waited for disk I/O)"),
+    Field("host_voluntary_switches", pa.int64(), "switches",
+          "recording thread: cumulative voluntary context switches (it blocked or slept)"),
 )
 # read by the sampler (hoststat), not by GPU telemetry
 HOST_FIELDS = ("host_run_ns", "host_wait_ns", "host_cpu_pressure_us", "host_cpu_throttled_us",
-               "host_load1_tasks", "host_involuntary_switches")
+               "host_load1_tasks", "host_involuntary_switches", "host_others_run_ns",
+               "host_steal_ns", "host_minflt", "host_majflt", "host_voluntary_switches")
 
 # How often each tier is read. Cheap fields (~3 us each on an H100) are read every poll; the
 # others one group per "costly slot" (Sampler.costly_hz), each group no more often than this,

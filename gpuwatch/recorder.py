@@ -40,6 +40,7 @@ from .sampler import Sampler
 from .sampler_process import ProcessSampler, SamplerStartError
 from .streams import StreamRef
 from .timebase import EventTimebase
+from .hostevents import THREAD_NAMES_FILE, GcRecorder, ThreadNames, python_thread_names
 from .hoststat import HostStat
 from .trace import SCHEMA_VERSION, Trace, TraceWriter, check_output, default_out, load
 
@@ -71,6 +72,8 @@ def _after_fork_in_child() -> None:
     s, _active = _active, None
     _active_lock = threading.Lock()  # (another thread may have held it at the fork)
     if s is not None:
+        if s._gc is not None:  # (its rows would pile up with no writer to take them)
+            s._gc.remove()
         for signum, prev in ((signal.SIGTERM, s._prev_sigterm), (signal.SIGINT, s._prev_sigint)):
             if prev is not None:
                 try:
@@ -133,6 +136,8 @@ class Session:
         self._kernel_tap: Callable[[Any], Any] | None = None
         self._on_close: list[Callable[[Callable[..., None], int], dict[str, Any]]] = []
         self._hoststat: HostStat | None = None  # the thread sampler's, if any
+        self._gc: GcRecorder | None = None  # this process's garbage collections (host_events)
+        self._thread_names: ThreadNames | None = None  # for the sampler process (hostevents)
         # The device: the argument, else $GPUWATCH_DEVICE (e.g. sim:t4 for a program run on a
         # machine without a GPU), else the first NVIDIA GPU.
         self.device_spec = device or os.environ.get("GPUWATCH_DEVICE") or "auto"
@@ -258,7 +263,15 @@ class Session:
                                             overwrite=self.overwrite)
         self.stream = backend.runtime.stream()  # for engines made by s.engine()
         self._timebase = EventTimebase(backend.runtime, clock)
+        if isinstance(clock, HostClock):  # (a simulated GPU's timeline is not the host's)
+            self._gc = GcRecorder(*clock.counter())
+            self._gc.install()
         if mode == "process":
+            self._thread_names = ThreadNames(writer.partial_dir / THREAD_NAMES_FILE)
+            try:
+                self._thread_names.publish()  # (before the sampler's first thread rows)
+            except OSError:
+                pass
             assert backend.telemetry_factory is not None and isinstance(clock, HostClock)
             factory, args = backend.telemetry_factory
             proc = ProcessSampler(factory, args, clock, writer.partial_dir, hz=self.sample_hz,
@@ -268,17 +281,22 @@ class Session:
                 self._sampler = proc
             except SamplerStartError as e:  # never crash, never hang: sample from a thread
                 self.sampler_mode = mode = "thread"
+                self._thread_names = None  # (the thread sampler knows the names itself)
                 self._sampler_note = {"requested": "process", "fallback": str(e)}
                 print(f"gpuwatch: warning: sampling from a thread instead of a separate "
                       f"process: {e}", file=sys.stderr)
         if mode == "thread":
             host = None
+            host_events = host_final = None
             if not clock.virtual:  # (a simulated GPU's timeline is not the host's)
                 self._hoststat = stat = HostStat(os.getpid(), threading.get_native_id(),
-                                                 slow_every=max(1, round(self.sample_hz)))
-                host = stat.read
+                                                 slow_every=max(1, round(self.sample_hz)),
+                                                 mid_every=max(1, round(self.sample_hz / 100)),
+                                                 names=python_thread_names)
+                host, host_events, host_final = stat.read, stat.take_events, stat.final_events
             self._sampler = Sampler(backend.telemetry, clock, writer.add, hz=self.sample_hz,
-                                    host=host, own_pid=os.getpid())
+                                    host=host, own_pid=os.getpid(), host_events=host_events,
+                                    host_final=host_final)
             self._sampler.start()
         if self.kernels:
             make = getattr(backend, "kernel_tracer", None)
@@ -291,7 +309,35 @@ class Session:
                                   self._gpu(), tracer=self._tracer,
                                   check_every=self._check_every, probe=bool(self.probe),
                                   stream=self._stream_ref, ordinal=self._ordinal)
-        writer.set_before_flush(self._timer.background_poll)
+        writer.set_before_flush(self._housekeeping)
+
+    def _housekeeping(self) -> None:
+        """In the writer's thread before each flush (about once a second; off the timed path):
+        the garbage collections recorded meanwhile go to the trace, the Python thread names to
+        the sampler process (when they changed), and the region timer resolves what has
+        completed."""
+        try:
+            if self._gc is not None and self._writer is not None and self._backend is not None:
+                rows = self._gc.take(self._backend.telemetry[0].info.index)
+                if rows:
+                    self._writer.add("host_events", rows)
+            if self._thread_names is not None:
+                self._thread_names.publish()
+        finally:
+            if self._timer is not None:
+                self._timer.background_poll()
+
+    def _stop_host_events(self) -> dict[str, Any]:
+        """Stop recording garbage collections; the last ones go to the trace. Metadata."""
+        gc_rec = self._gc
+        if gc_rec is None:
+            return {}
+        gc_rec.remove()
+        if self._writer is not None and self._backend is not None:
+            rows = gc_rec.take(self._backend.telemetry[0].info.index)
+            if rows:
+                self._writer.add("host_events", rows)
+        return gc_rec.summary()
 
     def close(self, status: str = "complete", error: str | None = None) -> Path:
         """Wait for the outstanding regions, stop sampling and write the trace. Safe to call
@@ -328,6 +374,9 @@ class Session:
                     meta["sampler"]["error"] = f"{e}: {e.__cause__!r}" if e.__cause__ else str(e)
             if self._hoststat is not None:
                 self._hoststat.close()
+            host_events = self._stop_host_events()
+            if host_events:
+                meta["host_events"] = host_events
             if self._writer is not None:
                 for finish in self._on_close:  # every record is in: rows made from them
                     try:
@@ -351,6 +400,8 @@ class Session:
                     with _patient_sigint(self._writer):
                         self._writer.close(meta)
         finally:
+            if self._gc is not None:  # (whatever failed above: never left installed)
+                self._gc.remove()
             try:
                 if self._backend is not None:
                     self._backend.close()
@@ -634,7 +685,9 @@ class Session:
                                     for t in backend.telemetry},
             "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
                      "python": sys.version.split()[0], "pid": os.getpid(),
-                     "user": _user(), "argv": sys.argv},
+                     "user": _user(), "argv": sys.argv,
+                     # (the CPUs the machine has: /proc/stat's steal is summed over them)
+                     "cpu_count": os.cpu_count()},
             "versions": _versions(backend),
             "started_ns": clock.now_ns(),
             "status": "recording",

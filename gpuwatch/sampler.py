@@ -111,8 +111,13 @@ class Sampler:
         host: Callable[[], dict[str, Any]] | None = None,
         own_pid: int | None = None,
         processes_every_s: float = 1.0,
+        host_events: Callable[[], list[dict[str, Any]]] | None = None,
+        host_final: Callable[[], list[dict[str, Any]]] | None = None,
     ):
-        """`host`: host readings added to the inference GPU's rows (hoststat.ThreadSchedStat)."""
+        """`host`: host readings added to the inference GPU's rows (hoststat.HostStat.read);
+        `host_events`: `host_events` rows made meanwhile (HostStat.take_events), written with
+        the inference GPU and the reading's time; `host_final`: the last ones, at stop
+        (HostStat.final_events: the last second's threads)."""
         if not hz > 0:
             raise ValueError("sample rate must be positive")
         self._devices = list(telemetry)
@@ -128,7 +133,7 @@ class Sampler:
         self._timer: Timer | None = None
         self._paused = False
         self._is_paused = is_paused or (lambda: self._paused)
-        self._host = host
+        self._host, self._host_events, self._host_final = host, host_events, host_final
         # the GPU's running processes, every processes_every_s (own_pid: the recording process)
         self._own_pid = own_pid
         self._processes_every = max(1, round(hz * processes_every_s))
@@ -152,6 +157,16 @@ class Sampler:
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.stop()
+        if self._host_final is not None and self._devices:
+            try:
+                rows = self._host_final()
+            except Exception:  # (the host's last rows are not worth failing the stop for)
+                rows = []
+            if rows:
+                gpu, t = self._devices[0].info.index, self._clock.now_ns()
+                for r in rows:
+                    r["gpu"], r["t_ns"] = gpu, t
+                self._sink("host_events", rows)
         self._flush()
         err = getattr(timer, "error", None)
         if err is not None:
@@ -204,6 +219,12 @@ class Sampler:
                 self.last_sm_clock_mhz = values.get("sm_clock_mhz")
                 if self._host is not None:
                     values.update(self._host())
+                if self._host_events is not None:
+                    rows = self._host_events()
+                    if rows:
+                        for r in rows:
+                            r["gpu"], r["t_ns"] = gpu, t
+                        self._sink("host_events", rows)
             values["gpu"], values["t_ns"], values["poll_ns"] = gpu, t, t1 - t0
             self._buf.append(values)
             self.stats.samples += 1

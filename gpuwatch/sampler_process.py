@@ -73,7 +73,9 @@ class ProcessSampler:
                  partial_dir: Path, hz: float, costly_hz: float = 100.0,
                  start_timeout_s: float = START_TIMEOUT_S,
                  host_thread: tuple[int, int] | None = None):
-        """`host_thread`: (pid, native thread id) whose run-queue wait to record."""
+        """`host_thread`: (pid, native thread id) whose run-queue wait to record, with its
+        process's other threads (hoststat.HostStat; their Python names from the file
+        hostevents.THREAD_NAMES_FILE in `partial_dir`, which the recording process keeps)."""
         self._config = {"factory": factory, "args": list(factory_args),
                         "anchor": [clock.anchor_perf_ns, clock.anchor_epoch_ns],
                         "partial_dir": str(partial_dir), "hz": hz, "costly_hz": costly_hz,
@@ -254,14 +256,20 @@ def _open(cfg: dict[str, Any]) -> tuple[Any, Any, mmap.mmap]:
     with open(partial / CTL_NAME, "r+b") as f:
         ctl = mmap.mmap(f.fileno(), _CTL_BYTES)
     writer = ChunkWriter(partial, prefix="p")
-    host = None
-    if cfg.get("host_thread"):  # the recording thread's run-queue wait (hoststat)
+    stat = None
+    if cfg.get("host_thread"):  # the recording thread's run-queue wait, and more (hoststat)
+        from .hostevents import THREAD_NAMES_FILE, ThreadNames
         from .hoststat import HostStat
 
         pid, tid = cfg["host_thread"]
-        host = HostStat(int(pid), int(tid), slow_every=max(1, round(cfg["hz"]))).read
+        stat = HostStat(int(pid), int(tid), slow_every=max(1, round(cfg["hz"])),
+                        mid_every=max(1, round(cfg["hz"] / 100)),  # ~10 ms
+                        names=ThreadNames(partial / THREAD_NAMES_FILE).read)
     sampler = Sampler(telemetry, clock, writer.add, hz=cfg["hz"], costly_hz=cfg["costly_hz"],
-                      is_paused=lambda: ctl[0] == 1, host=host, own_pid=cfg["parent_pid"])
+                      is_paused=lambda: ctl[0] == 1, host=stat.read if stat else None,
+                      own_pid=cfg["parent_pid"],
+                      host_events=stat.take_events if stat else None,
+                      host_final=stat.final_events if stat else None)
     sampler.start()
     return sampler, writer, ctl
 

@@ -1,9 +1,8 @@
 """Trace format v1: one Parquet file per run, several tables in it, one time base.
 
 Layout (documented in the README, "Trace format"):
-- Every row has `table` ("inferences", "samples", "driver_samples", "kernels", "events" or
-  "processes"),
-  `gpu` and `t_ns`.
+- Every row has `table_name` (`table` before v3: "inferences", "samples", "driver_samples",
+  "kernels", "events", "processes" or "host_events"), `gpu` and `t_ns`.
 - Each table has its own further columns (TABLE_COLUMNS); the file's schema is their union, and
   each row group holds rows of one table only, so a reader that filters on `table` skips the rest.
 - Times are int64 nanoseconds since the Unix epoch (metadata `time_base`).
@@ -41,10 +40,13 @@ from .fields import FIELDS
 
 # v2: inferences.sm_clock_inband_mhz. v3: the discriminator column is `table_name` (was `table`,
 # a word SQL reserves), every column's unit is in its Arrow field metadata, and time columns are
-# delta-encoded. Every older trace keeps loading.
-SCHEMA_VERSION = 3
+# delta-encoded. v4: the host's own causes: samples.host_others_run_ns, host_steal_ns,
+# host_minflt, host_majflt, host_voluntary_switches, and the host_events table (garbage
+# collections, the other threads' CPU time). Every older trace keeps loading.
+SCHEMA_VERSION = 4
 META_KEY = b"gpuwatch"
-TABLES = ("inferences", "samples", "driver_samples", "kernels", "events", "processes")
+TABLES = ("inferences", "samples", "driver_samples", "kernels", "events", "processes",
+          "host_events")
 # kinds of kernels-table rows that are not the program's GPU work: gpuwatch's own records, and
 # the program's waits for the GPU
 NOT_WORK_KINDS = ("cuda_event", "probe", "sync")
@@ -119,6 +121,19 @@ TABLE_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("kind", pa.string()),  # "error", "warning", "condition", "note"
         ("name", pa.string()),  # e.g. the field or subsystem concerned
         ("message", pa.string()),
+    ],
+    # The recording process's own host events (schema v4; real GPUs and the stand-in):
+    # "gc": a garbage collection, t_ns..end_ns, in thread `tid` (`name`: its Python name);
+    # "thread": about once a second, each other thread that ran since its previous row, with
+    # its cumulative CPU time (`name`: its Python name, else the kernel's comm).
+    "host_events": [
+        ("kind", pa.string()),  # "gc" or "thread"
+        ("end_ns", pa.int64()),  # gc: when the collection stopped
+        ("tid", pa.int64()),  # the thread's native id (threading.get_native_id)
+        ("name", pa.string()),
+        ("generation", pa.int64()),  # gc: the generation collected
+        ("collected", pa.int64()),  # gc: objects it freed
+        ("run_ns", pa.int64()),  # thread: cumulative CPU time (schedstat)
     ],
 }
 
@@ -728,6 +743,7 @@ class Trace:
     kernels: pd.DataFrame
     events: pd.DataFrame
     processes: pd.DataFrame = field(default_factory=pd.DataFrame)  # empty before schema v2
+    host_events: pd.DataFrame = field(default_factory=pd.DataFrame)  # empty before schema v4
     path: Path | None = None
     recovered: bool = False
     tables: Sequence[str] = field(default=TABLES)

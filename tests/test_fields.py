@@ -16,7 +16,7 @@ def test_reason_names_decode_a_mask():
 
 def test_every_field_name_carries_its_unit():
     suffixes = ("_mhz", "_w", "_mj", "_pct", "_c", "_mib", "_ns", "_us", "_tasks", "pstate",
-                "reasons", "_gen", "_width", "_switches")
+                "reasons", "_gen", "_width", "_switches", "flt")  # (flt: page faults)
     for f in FIELDS:
         assert f.name.endswith(suffixes), f.name
     assert len(set(FIELD_NAMES)) == len(FIELD_NAMES)

@@ -19,7 +19,7 @@ from gpuwatch.trace import META_KEY, SCHEMA, SCHEMA_VERSION, TABLES, table_colum
 
 def test_metadata_says_what_the_run_was(t4_sweep):
     m = t4_sweep.meta
-    assert m["schema_version"] == SCHEMA_VERSION == 3
+    assert m["schema_version"] == SCHEMA_VERSION == 4
     assert m["simulated"] is True and t4_sweep.simulated
     assert m["status"] == "complete"
     assert m["time_base"]["unit"] == "ns" and m["time_base"]["epoch"] == "unix"

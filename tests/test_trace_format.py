@@ -14,10 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 
 import gpuwatch
-from gpuwatch.trace import KIND, LEGACY_KIND, SCHEMA, SCHEMA_VERSION, TIME_COLUMNS, finish_partial
+from gpuwatch.trace import (KIND, LEGACY_KIND, SCHEMA, SCHEMA_VERSION, TIME_COLUMNS,
+                            finish_partial, table_columns)
 
 ROOT = Path(__file__).resolve().parents[1]
 V1_TRACE = ROOT / "tests" / "data" / "h100_small_gap0_20_fixture.parquet"
+# recorded on the stand-in by gpuwatch at schema v3 (before the host's own causes)
+V3_TRACE = ROOT / "tests" / "data" / "standin_v3.parquet"
+V4_SAMPLES = ("host_others_run_ns", "host_steal_ns", "host_minflt", "host_majflt",
+              "host_voluntary_switches")
 
 
 def test_units_and_time_base_are_in_each_fields_metadata(t4_sweep):
@@ -31,7 +36,7 @@ def test_units_and_time_base_are_in_each_fields_metadata(t4_sweep):
         assert schema.field(c).metadata[b"time_base"].startswith(b"ns since the Unix epoch")
     described = [f.name for f in schema if f.metadata and b"description" in f.metadata]
     assert "clock_event_reasons" in described
-    assert json.loads(schema.metadata[b"gpuwatch"])["schema_version"] == SCHEMA_VERSION == 3
+    assert json.loads(schema.metadata[b"gpuwatch"])["schema_version"] == SCHEMA_VERSION == 4
 
 
 def test_time_columns_are_delta_encoded(t4_sweep):
@@ -76,8 +81,44 @@ def test_an_unfinished_recording_written_before_v3_is_finished_as_v3(tmp_path, t
     dest = tmp_path / "old.parquet"
     finish_partial(partial, dest)
     done = gpuwatch.load(dest)
-    assert done.schema_version == 3 and KIND in pq.read_schema(dest).names
+    assert done.schema_version == SCHEMA_VERSION and KIND in pq.read_schema(dest).names
     assert len(done.inferences) == len(t4_sweep.inferences)
+
+
+def test_a_v3_trace_loads_with_the_host_causes_unknown():
+    """v4 added host columns to samples and the host_events table: a v3 trace has them NA and
+    empty, its own host readings intact."""
+    tr = gpuwatch.load(V3_TRACE)
+    assert tr.schema_version == 3 and len(tr.inferences) == 100 and len(tr.samples) > 20
+    assert tr.samples["host_run_ns"].notna().all()  # (v2's host columns: there)
+    for c in V4_SAMPLES:
+        assert tr.samples[c].isna().all(), c
+    assert len(tr.host_events) == 0
+    assert list(tr.host_events.columns) == table_columns("host_events")
+    limited = gpuwatch.load(V3_TRACE, columns={"samples": ["host_steal_ns"],
+                                               "host_events": ["run_ns"]})
+    assert limited.samples["host_steal_ns"].isna().all() and len(limited.host_events) == 0
+
+
+def test_an_unfinished_v3_recording_loads_and_is_finished_as_v4(tmp_path):
+    partial = tmp_path / "v3.parquet.partial"
+    partial.mkdir()
+    full = pq.read_table(V3_TRACE)
+    kinds = full[KIND].cast(pa.string())
+    for n, table in enumerate(("inferences", "samples")):
+        pq.write_table(full.filter(pa.compute.equal(kinds, table)),
+                       partial / f"c{n:07d}-{table}.parquet")
+    meta = json.loads(pq.read_schema(V3_TRACE).metadata[b"gpuwatch"])
+    (partial / "meta.json").write_text(json.dumps(dict(meta, status="recording")))
+    with pytest.warns(gpuwatch.RecoveredTraceWarning):
+        rec = gpuwatch.load(partial)
+    assert len(rec.inferences) == 100 and len(rec.host_events) == 0
+    assert rec.samples["host_voluntary_switches"].isna().all()
+    dest = tmp_path / "v3.parquet"
+    finish_partial(partial, dest)
+    done = gpuwatch.load(dest)
+    assert done.schema_version == SCHEMA_VERSION == 4 and len(done.host_events) == 0
+    assert done.samples["host_minflt"].isna().all()
 
 
 def _readme_readers() -> str:
