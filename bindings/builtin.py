@@ -83,6 +83,8 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "small": Preset("small", layers=32, height=448, width=768, channels=16, fma_per_element=450),
     "large": Preset("large", layers=48, height=576, width=1024, channels=16, fma_per_element=620),
+    # a small service (an MLP's worth of work): short kernels, launch-bound on most hosts
+    "tiny": Preset("tiny", layers=8, height=112, width=192, channels=16, fma_per_element=100),
 }
 
 _BLOCK = 256

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -99,7 +100,18 @@ def test_json_round_trips(t4_analysis):
     d = json.loads(t4_analysis.to_json())
     assert d["verdict"] == t4_analysis.verdict and d["traces"][0]["simulated"] is True
     assert {r["condition"] for r in d["layers"]} == {"gap=0ms", "gap=20ms", "gap=50ms"}
-    assert pd.DataFrame(d["attribution"])["factor"].nunique() == 8  # attribution.FACTORS
+    factors = set(pd.DataFrame(d["attribution"])["factor"])
+    # attribution.FACTORS, the host's delay split by what the host did (explain.refine_host)
+    assert factors == {"sm_clock", "throttling", "mem_clock", "other_process", "host_cpu", "gc",
+                       "interpreter_lock", "host_blocked", "vm_steal", "host_launch",
+                       "kernels_slower", "unexplained"}
+    assert factors <= set(gpuwatch.analysis.causes.FACTORS)
+    # the latency the user sees: its verdicts and its parts, per condition
+    assert {r["condition"] for r in d["wall_verdicts"]} == {"gap=0ms", "gap=20ms", "gap=50ms"}
+    lat = pd.DataFrame(d["latency"])
+    lat = lat[lat["group"] == "condition"]
+    parts = lat[["queue_own_ms", "queue_other_ms", "gpu_ms", "completion_ms", "residual_ms"]]
+    np.testing.assert_allclose(parts.sum(axis=1), lat["wall_ms"], rtol=1e-9)
 
 
 def test_no_measured_inferences_is_said_plainly(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 
 import gpuwatch
 from gpuwatch.analysis.attribution import attribute
-from gpuwatch.analysis.merge import _host_wait
+from gpuwatch.analysis.hostside import states as host_states
 from gpuwatch.hoststat import ThreadSchedStat
 
 linux = pytest.mark.skipif(not os.path.exists("/proc/self/schedstat"),
@@ -81,8 +81,9 @@ def test_each_regions_wait_is_the_counters_change_over_its_launch():
                         "host_wait_ns": [0, 0, 800_000, 800_000]})
     rows = pd.DataFrame({"host_start_ns": [0, 1_000_000, 2_500_000, 5_000_000],
                          "host_enqueued_ns": [900_000, 2_000_000, 3_000_000, 6_000_000]})
-    np.testing.assert_allclose(_host_wait(smp, rows)[:3], [0.0, 0.8, 0.0])
-    assert np.isnan(_host_wait(smp, rows)[3])  # outside the readings: unknown, not 0
+    wait = host_states(rows, smp, None, None)["host_wait_ms"]
+    np.testing.assert_allclose(wait[:3], [0.0, 0.8, 0.0])
+    assert np.isnan(wait[3])  # outside the readings: unknown, not 0
 
 
 def test_host_launch_delay_splits_out_the_wait_for_a_cpu():
@@ -121,8 +122,11 @@ def test_host_readings_come_at_their_own_rates():
     assert all("host_wait_ns" in r for r in rows)
     slow = [i for i, r in enumerate(rows) if "host_load1_tasks" in r]
     assert slow == [0, 3]  # once every slow_every calls
-    assert [i for i, r in enumerate(rows) if "host_involuntary_switches" in r] == [0, 3]
-    assert 0 <= rows[0]["host_involuntary_switches"] <= rows[3]["host_involuntary_switches"]
+    # ...and the ~10 ms ones every mid_every calls (default 10), and with the slow ones
+    for f in ("host_involuntary_switches", "host_voluntary_switches", "host_steal_ns",
+              "host_minflt", "host_majflt", "host_others_run_ns"):
+        assert [i for i, r in enumerate(rows) if f in r] == [0, 3], f
+        assert 0 <= rows[0][f] <= rows[3][f], f
     if os.path.exists("/proc/pressure/cpu"):
         assert rows[0]["host_cpu_pressure_us"] <= rows[3]["host_cpu_pressure_us"]
 
@@ -152,3 +156,54 @@ def test_involuntary_switches_count_preemption(tmp_path):
             h.wait()
     assert _nonvoluntary_switches(path) > before
     assert _nonvoluntary_switches(str(tmp_path / "missing")) is None
+
+
+@linux
+def test_faults_switches_and_steal_are_the_recording_threads_and_grow(tmp_path):
+    """Touching fresh memory is minor page faults, sleeping is voluntary switches: read every
+    mid_every calls, non-negative, non-decreasing; steal never goes back."""
+    from gpuwatch.hoststat import HostStat
+
+    h = HostStat(os.getpid(), threading.get_native_id(), slow_every=1000, mid_every=1)
+    before = h.read()
+    buf = bytearray(32 << 20)  # 8192 fresh pages, each faulted in by its first write
+    for i in range(0, len(buf), 4096):
+        buf[i] = 1
+    for _ in range(20):
+        time.sleep(0.001)
+    after = h.read()
+    h.close()
+    del buf
+    for f in ("host_minflt", "host_majflt", "host_voluntary_switches",
+              "host_involuntary_switches", "host_steal_ns", "host_others_run_ns"):
+        assert 0 <= before[f] <= after[f], f
+    assert after["host_minflt"] - before["host_minflt"] >= 1000  # (THP may map 2 MiB at once)
+    assert after["host_voluntary_switches"] - before["host_voluntary_switches"] >= 20
+
+
+def test_page_faults_are_read_after_the_last_parenthesis():
+    """A thread's comm may hold spaces and ')': fields are counted after the last ')'."""
+    from gpuwatch.hoststat import _page_faults, _steal_ns
+
+    stat = b"4242 (my ) (x) worker) S 1 2 3 0 -1 4194560 1234 0 56 0 7 8 0 0 20 0 1 0 9 0 0\n"
+    assert _page_faults(stat) == (1234, 56)
+    assert _page_faults(b"4242 (x) S 1") == (None, None)
+    cpu = b"cpu  100 0 50 900 3 0 1 25 0 0\ncpu0 50 0 25 450 1 0 0 12 0 0\n"
+    assert _steal_ns(cpu) == 25 * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    assert _steal_ns(b"intr 1 2\n") is None
+
+
+@linux
+def test_the_session_records_the_host_fields_on_the_standin(tmp_path):
+    with gpuwatch.session("standin", tmp_path / "t.parquet") as s:
+        for _ in range(50):
+            s.infer(work, 20_000)
+            time.sleep(0.002)
+    smp = s.trace.samples
+    for f in ("host_steal_ns", "host_minflt", "host_majflt", "host_voluntary_switches",
+              "host_involuntary_switches", "host_others_run_ns"):
+        v = smp[f].dropna().to_numpy(np.int64)
+        assert len(v) >= 5 and (v >= 0).all() and (np.diff(v) >= 0).all(), f
+        assert len(v) < len(smp)  # (about every 10 ms, not every poll)
+    vol = smp["host_voluntary_switches"].dropna()
+    assert vol.iloc[-1] - vol.iloc[0] >= 20  # (it slept 50 times)

@@ -207,6 +207,14 @@ def test_an_episode_and_the_conditions_are_on_the_timeline(episode_trace):
     ev = validate(doc)
     threads = names(ev)
     slices = [e for e in ev if e["ph"] == "X" and e["cat"] == "episode"]
+    # the events' episode, and each of the latency the user sees (call -> result), on one track
+    wall = [e for e in slices if e["name"].startswith("call -> result episode")]
+    wv = a.wall_verdicts
+    assert len(wall) == int(wv["start_ns"].notna().sum()) if "start_ns" in wv else not wall
+    for e, (_, v) in zip(wall, wv[wv["start_ns"].notna()].iterrows()):
+        assert e["args"]["sentence"] == v["sentence"] and e["args"]["latency"] == "call -> result"
+        assert round(e["dur"] * 1000) == pytest.approx(v["end_ns"] - v["start_ns"], abs=1000)
+    slices = [e for e in slices if e not in wall]
     assert len(slices) == 1
     s = slices[0]
     assert threads[(s["pid"], s["tid"])] == "episodes (analysis)"

@@ -36,9 +36,13 @@ __all__ = ["PROFILES", "ENGINE_PRESETS", "FAULT_KINDS", "SimBackend", "SimFault"
 
 # "cotenant": another process shares the GPU (COTENANT_SHARE of its time, as time-slicing
 # gives it): this program's kernels run that much slower, and NVML's utilisation counts both.
+# "timeslice": a light co-tenant (an inference service under a fifth of the SMs) whose time
+# slices make work that arrives at an idle GPU wait: every TIMESLICE_PERIOD_NS it holds the GPU
+# for TIMESLICE_NS; this program's kernels, once started, run as fast as before.
 FAULT_KINDS = ("gpu_lost", "timeout", "unknown", "not_supported", "cuda_error", "cotenant",
-               "thermal")
+               "thermal", "timeslice")
 COTENANT_SHARE = 0.6
+TIMESLICE_PERIOD_NS, TIMESLICE_NS = 2_000_000, 350_000  # 17.5% of the GPU's time
 COTENANT_PID = 4242
 _NVML_MESSAGES = {"gpu_lost": "GPU is lost", "timeout": "Timeout", "unknown": "Unknown Error"}
 
@@ -87,6 +91,25 @@ def _cotenant_share(faults: "_Faults") -> Any:
     """The share of the GPU another process takes at GPU time t (ns), from cotenant faults."""
     active = _fault_window(faults, "cotenant")
     return lambda t_ns: COTENANT_SHARE if active(t_ns) else 0.0
+
+
+def _fault_window_active(gpu: SimGPU, t_ns: int) -> bool:
+    """Is the light co-tenant's fault window open at t (whether or not it holds a slice)?"""
+    w = getattr(gpu, "timeslice_window", None)
+    return bool(w is not None and w(t_ns))
+
+
+def _timeslice(faults: "_Faults") -> Any:
+    """When the light co-tenant's slice in progress at GPU time t (ns) ends; None outside its
+    slices or its fault window."""
+    active = _fault_window(faults, "timeslice")
+
+    def slice_end(t_ns: int) -> int | None:
+        if not active(t_ns):
+            return None
+        phase = (t_ns - faults._origin) % TIMESLICE_PERIOD_NS
+        return t_ns - phase + TIMESLICE_NS if phase < TIMESLICE_NS else None
+    return slice_end
 
 
 def _fault_window(faults: "_Faults", kind: str) -> Any:
@@ -366,6 +389,7 @@ class SimTelemetry:
         gpu = self.gpu
         t = gpu.clock.now_ns()
         other = gpu.cotenant(t) if gpu.cotenant is not None else 0.0
+        light = gpu.timeslice is not None and _fault_window_active(gpu, t)
         util: Any = gpu.read()["gpu_util_pct"]
         own = max(0.0, float(util) - 100.0 * other)
         out = [{"pid": os.getpid(), "used_mib": 1250.0, "sm_util_pct": own,
@@ -373,6 +397,10 @@ class SimTelemetry:
         if other:
             out.append({"pid": COTENANT_PID, "used_mib": 2048.0, "sm_util_pct": 100.0 * other,
                         "mem_util_pct": 20.0})
+        if light:
+            out.append({"pid": COTENANT_PID + 1, "used_mib": 900.0,
+                        "sm_util_pct": 100.0 * TIMESLICE_NS / TIMESLICE_PERIOD_NS,
+                        "mem_util_pct": 5.0})
         return out
 
     def read_buffered(self) -> list[tuple[int, str, float]]:
@@ -466,6 +494,9 @@ class SimBackend:
         for i, g in enumerate(self.gpus):
             if any(f.kind == "cotenant" for f in faults_of[i].faults):
                 g.cotenant = _cotenant_share(faults_of[i])
+            if any(f.kind == "timeslice" for f in faults_of[i].faults):
+                g.timeslice = _timeslice(faults_of[i])
+                g.timeslice_window = _fault_window(faults_of[i], "timeslice")
             if any(f.kind == "thermal" for f in faults_of[i].faults):
                 g.thermal = _fault_window(faults_of[i], "thermal")
 

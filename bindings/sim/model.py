@@ -93,6 +93,10 @@ class SimGPU:
         # Another process's share of the GPU at time t (a "cotenant" fault), or None; whether
         # the GPU is too hot at time t (a "thermal" fault: the clock held at THERMAL_FRACTION)
         self.cotenant: Callable[[int], float] | None = None
+        # A light co-tenant's time slices (a "timeslice" fault): is another context holding the
+        # GPU at time t? Returns when its slice ends (t where it holds none), else None.
+        self.timeslice: Callable[[int], int | None] | None = None
+        self.timeslice_window: Callable[[int], bool] | None = None
         self.thermal: Callable[[int], bool] | None = None
         self._hot = False
         self._tick_ns = int(profile.tick_ms * 1e6)
@@ -144,7 +148,8 @@ class SimGPU:
             cpu += p.post_sleep_launch_ns if self.after_sleep else 0
             self.after_sleep = False
             self.clock.advance(int(cpu))
-        start = max(self.clock.now_ns() + p.launch_latency_ns, self.gpu_free_ns)
+        start = self._after_slice(max(self.clock.now_ns() + p.launch_latency_ns,
+                                      self.gpu_free_ns))
         self._process_ticks(start)
         unparked = self.parked
         if self.parked:  # work arrives: unpark; this first kernel still runs at the idle clock
@@ -177,7 +182,19 @@ class SimGPU:
         in `waits_for` is done (None: all work, as one stream)."""
         ends = (self.gpu_free_ns,) if waits_for is None else \
             [self.stream_end.get(s, 0) for s in waits_for]
-        return max(self.clock.now_ns() + self.p.launch_latency_ns, *ends)
+        arrive = self.clock.now_ns() + self.p.launch_latency_ns
+        done = max(arrive, *ends)
+        # work arriving at an idle GPU inside another context's time slice waits for its end
+        return self._after_slice(done) if done == arrive else done
+
+    def _after_slice(self, t: int) -> int:
+        """When work that could start at `t` starts: at once, or once another context's time
+        slice in progress at `t` ends (a "timeslice" fault). Work already queued behind ours
+        keeps our slice (the scheduler does not switch between back-to-back kernels)."""
+        if self.timeslice is None or t > self.gpu_free_ns:
+            end = self.timeslice(t) if self.timeslice is not None else None
+            return t if end is None else max(t, end)
+        return t
 
     def _add_busy(self, start: int, end: int) -> None:
         tick, o = self._tick_ns, self._origin

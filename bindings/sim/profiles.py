@@ -128,4 +128,5 @@ class EnginePreset:
 ENGINE_PRESETS: dict[str, EnginePreset] = {
     "small": EnginePreset("small", kernels=24, work_ms=4.7),  # seed: localC INT8 768x448
     "large": EnginePreset("large", kernels=48, work_ms=15.2),  # seed: localL INT8 1024x576
+    "tiny": EnginePreset("tiny", kernels=8, work_ms=0.25),  # a small service (an MLP)
 }

@@ -24,8 +24,14 @@ import pandas as pd
 from ..errors import UsageError
 from ..summary import EARLY_ITERS, LATE_ITERS, ms_text
 from ..trace import Trace, load
+from . import wall
 from .attribution import attribute
+from .causes import CAUSE_CODES, CAUSES, code_of
 from .columns import floats
+from .explain import attribute_span, attribute_wall, refine_host
+from .hostside import busiest_thread
+from .signals import FLOOR_SHARE, SIGNALS
+from .signals import windows as signal_windows
 from .clock import COLUMNS as CLOCK_COLUMNS
 from .clock import compare as compare_clocks
 from .gaps import observed_gaps, regroup_by_gap
@@ -61,6 +67,11 @@ class Analysis:
     data_notes: list[str] = field(default_factory=list)
     # The in-band SM clock against NVML's, per trace that has it (analysis.clock)
     clocks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CLOCK_COLUMNS))
+    # The latency the user sees (call -> result; a span's host time): verdicts, their
+    # attribution, and its decomposition per condition, episode and reference (analysis.wall)
+    wall_verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)
+    wall_attribution: pd.DataFrame = field(default_factory=pd.DataFrame)
+    latency: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def seed_tables(self) -> dict[str, pd.DataFrame]:
         """The field report's Experiment 3 tables: engine x condition."""
@@ -86,6 +97,9 @@ class Analysis:
             "traces": [{"path": str(t.path), "simulated": t.simulated,
                         "devices": [d.get("name") for d in t.meta.get("devices", [])],
                         "schema_version": t.schema_version} for t in self.traces],
+            "wall_verdicts": records(self.wall_verdicts),
+            "latency": records(self.latency),
+            "wall_attribution": records(self.wall_attribution),
             "verdicts": records(self.verdicts),
             "layers": records(self.layers),
             "attribution": records(self.attribution),
@@ -119,12 +133,16 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
         raise UsageError(f"seed takes a whole number >= 0, got {seed!r}")
     loaded = [_as_trace(t) for t in traces]
     merged_all, layer_rows, att_rows, verdict_rows, span_rows = [], [], [], [], []
+    wall_rows: list[dict[str, Any]] = []
+    wall_att_rows: list[pd.DataFrame] = []
+    latency_groups: list[tuple[dict[str, Any], pd.DataFrame]] = []
     check_rows, clock_rows = [], []
     data_notes: list[str] = []
     details: dict[tuple[Any, ...], Layers] = {}
     for ti, tr in enumerate(loaded):
         m = merge(tr)
         m["trace"] = ti
+        host_events = getattr(tr, "host_events", None)
         if observed_gaps(tr.meta):  # a program's own gaps: grouped as found (analysis.gaps)
             m = regroup_by_gap(m)
         if "condition" in m and m["condition"].isna().any():  # a program that labelled
@@ -150,8 +168,6 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
                               f"number of their condition; they were ordered by start time")
             inf = inf.sort_values("start_ns", kind="stable")
             inf = inf.assign(iteration=inf.groupby(["name", "condition"]).cumcount())
-        if inf.empty:
-            continue
         for name, eng in inf.groupby("name", sort=False):
             base_cond = _baseline_condition(eng)
             base_rows = eng[eng["condition"] == base_cond] if base_cond is not None else None
@@ -173,13 +189,14 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
                     "ratio_to_baseline": lay.final_ms / base_ms if base_ms else np.nan,
                     "reference": ref_label, "n_layers": lay.n_layers, "noise_ms": lay.noise_ms,
                 })
-                att = (attribute(pd.concat([ref, rows]), ref, tgt, seed=seed)
-                       if ref is not None else None)
+                att = (refine_host(attribute(pd.concat([ref, rows]), ref, tgt, seed=seed),
+                                   ref, tgt, seed) if ref is not None else None)
                 if att is not None and not att.empty:
                     att_rows.append(att.assign(trace=ti, engine=name, condition=cond,
                                                episode=None))
-                v = _verdict(cond, lay, ref, tgt, att, ref_label)
-                ep_verdicts, ep_atts = _episodes(rows, lay, cond, base_rows, base_cond, seed)
+                v = _verdict(cond, lay, ref, tgt, att, ref_label, events=host_events)
+                ep_verdicts, ep_atts = _episodes(rows, lay, cond, base_rows, base_cond, seed,
+                                                 events=host_events)
                 if v["cause"] is None and ep_verdicts:
                     v["sentence"] = (v["sentence"].rstrip(".") + f", but {len(ep_verdicts)} "
                                      f"episode(s) came and went (below).")
@@ -188,23 +205,63 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
                                      "last_iter": None, **v})
                 verdict_rows += [{**key, **ev} for ev in ep_verdicts]
                 att_rows += [ea.assign(**key) for ea in ep_atts]
+                wv, wa, wg = _wall_series(key, rows, base_rows, base_cond,
+                                          eng["condition"].nunique() == 1, seed, host_events)
+                wall_rows += wv
+                wall_att_rows += wa
+                latency_groups += wg
+        spans = m[(m["kind"] == "span") & ~m["warmup"].astype(bool)]
+        if spans.duplicated(["name", "condition", "iteration"]).any():
+            # (spans share their inference's iteration: a span-only program, or several spans
+            # of a name per inference, counts its spans in time order instead)
+            spans = spans.sort_values("host_start_ns", kind="stable")
+            spans = spans.assign(iteration=spans.groupby(["name", "condition"],
+                                                         dropna=False).cumcount())
+        for sname, sp in spans.groupby("name", sort=False):
+            base_cond = _baseline_condition(sp)
+            base_rows = sp[sp["condition"] == base_cond] if base_cond is not None else None
+            for cond, rows in sp.groupby("condition", sort=False):
+                rows = rows.sort_values("iteration", kind="stable")
+                key = {"trace": ti, "engine": f"span:{sname}", "condition": cond}
+                wv, wa, wg = _wall_series(key, rows, base_rows, base_cond,
+                                          sp["condition"].nunique() == 1, seed, host_events)
+                wall_rows += wv
+                wall_att_rows += wa
+                latency_groups += wg
         span_rows.append(_span_table(m, ti))
     layers = pd.DataFrame(layer_rows)
     att_cols = ["trace", "engine", "condition", "episode", "factor", "contribution_ms",
-                "ci_low_ms", "ci_high_ms", "share"]
+                "ci_low_ms", "ci_high_ms", "share", "offsets"]
     attribution = (pd.concat(att_rows, ignore_index=True)[att_cols] if att_rows
                    else pd.DataFrame(columns=att_cols))
-    verdicts = pd.DataFrame(verdict_rows)
+    wall_attribution = (pd.concat(wall_att_rows, ignore_index=True)[att_cols] if wall_att_rows
+                        else pd.DataFrame(columns=att_cols))
+    # (with their columns even when empty: renderers select on them)
+    wall_verdicts = pd.DataFrame(wall_rows, columns=_columns(wall_rows, VERDICT_COLUMNS))
+    verdicts = pd.DataFrame(verdict_rows, columns=_columns(verdict_rows, VERDICT_COLUMNS))
     checks = pd.concat(check_rows, ignore_index=True) if check_rows else outside_table(
         pd.DataFrame(), None, 0)
     return Analysis(
         traces=loaded, merged=pd.concat(merged_all, ignore_index=True) if merged_all else
         pd.DataFrame(), layers=layers, attribution=attribution,
         spans=pd.concat(span_rows, ignore_index=True) if span_rows else pd.DataFrame(),
-        verdicts=verdicts, verdict=_overall(verdicts), details=details,
+        verdicts=verdicts, verdict=_overall(verdicts, wall_verdicts), details=details,
+        wall_verdicts=wall_verdicts, wall_attribution=wall_attribution,
+        latency=wall.table(latency_groups),
         stream_checks=checks, stream_note=outside_note(checks), data_notes=data_notes,
         clocks=pd.concat([c for c in clock_rows if not c.empty] or
                          [pd.DataFrame(columns=CLOCK_COLUMNS)], ignore_index=True))
+
+
+VERDICT_COLUMNS = ["trace", "engine", "condition", "episode", "first_iter", "last_iter", "cause",
+                   "extra_ms", "sentence", "cause_code", "candidate_code", "share", "ci_low_ms",
+                   "ci_high_ms", "latency", "reference_ms", "latency_ms", "iterations",
+                   "sm_clock_ref_mhz", "sm_clock_mhz"]
+
+
+def _columns(rows: list[dict[str, Any]], base: list[str]) -> list[str]:
+    """`base`, then any other key the rows have, in first-seen order."""
+    return list(dict.fromkeys(base + [k for r in rows for k in r]))
 
 
 def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str]:
@@ -238,7 +295,9 @@ def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str]:
 
 
 def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFrame | None,
-              base_cond: Any, seed: int) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
+              base_cond: Any, seed: int, y: str = "gpu_ms",
+              events: pd.DataFrame | None = None, label: Any = None
+              ) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
     """Verdicts and attributions of a condition's episodes (layers.Layers.episodes): each
     against the reference condition, or the condition's own rows outside its episodes (and
     before a final plateau). Only episodes that differ meaningfully from it are kept."""
@@ -258,16 +317,142 @@ def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFram
         tgt = rows[(it >= a) & (it <= b)]
         if len(ref) < 3 or len(tgt) < 3:
             continue
-        att = attribute(pd.concat([ref, tgt]), ref, tgt, seed=seed)
-        label = f"iterations {a}-{b}"
-        ep_lay = Layers(len(tgt), lay.baseline_ms, float(tgt["gpu_ms"].median()), False, None,
+        att = _explain(ref, tgt, y, seed)
+        where = f"iterations {a}-{b}"
+        ep_lay = Layers(len(tgt), lay.baseline_ms, float(tgt[y].median()), False, None,
                         None, None, 1, lay.noise_ms)
-        v = _verdict(f"{cond}, episode at {label}", ep_lay, ref, tgt, att, ref_label,
-                     episode=True)
+        v = _verdict(f"{cond if label is None else label}, episode at {where}", ep_lay, ref,
+                     tgt, att, ref_label, episode=True, y=y, events=events)
         if v["cause"] is None:
             continue
-        verdicts.append({"episode": label, "first_iter": a, "last_iter": b, **v})
+        verdicts.append({"episode": where, "first_iter": a, "last_iter": b, **v})
         if not att.empty:
+            atts.append(att.assign(episode=where))
+    return verdicts, atts
+
+
+def _explain(ref: pd.DataFrame, tgt: pd.DataFrame, y: str, seed: int,
+             fit: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The attribution of `y`'s change from `ref` to `tgt`: event time by the clocks, host and
+    other processes (host-refined); call -> result by its parts (explain.attribute_wall); a
+    span's host time by the host's states."""
+    if "kind" in tgt and len(tgt) and bool((tgt["kind"] == "span").all()):
+        return attribute_span(ref, tgt, seed)
+    fit = pd.concat([ref, tgt]) if fit is None else fit
+    att = refine_host(attribute(fit, ref, tgt, seed=seed), ref, tgt, seed)
+    return att if y == "gpu_ms" else attribute_wall(ref, tgt, att, seed)
+
+
+def _wall_series(key: dict[str, Any], rows: pd.DataFrame, base_rows: pd.DataFrame | None,
+                 base_cond: Any, only_condition: bool, seed: int,
+                 events: pd.DataFrame | None
+                 ) -> tuple[list[dict[str, Any]], list[pd.DataFrame],
+                            list[tuple[dict[str, Any], pd.DataFrame]]]:
+    """One condition's verdicts on the latency the user sees (call -> result; a span's host
+    time), found on its own layers and episodes: verdict rows, attribution tables, and the
+    groups whose decomposition the `latency` table gives. Nothing where the wall latency is
+    unknown for most rows (asynchronous calls: the program's own synchronize was not seen)."""
+    if not wall.has_wall(rows):
+        return [], [], []
+
+    def known(df: pd.DataFrame) -> pd.DataFrame:
+        w = df["wall_ms"].pipe(floats)
+        return df[np.isfinite(w) & (w > 0)]
+
+    cond = key["condition"]
+    eng = str(key["engine"])
+    label = f"span {eng[5:]}, {cond}" if eng.startswith("span:") else cond  # (what sentences say)
+    w = known(rows)
+    base_w = None if base_rows is None or not wall.has_wall(base_rows) else known(base_rows)
+    if len(w) < 10:
+        return [], [], []
+    lay = detect(w["wall_ms"].pipe(floats), w["iteration"].to_numpy())
+    ref, tgt, ref_label = _groups(w, lay, base_w, cond, base_cond, only_condition)
+    groups = [({**key, "episode": None, "group": "condition"}, w)]
+    att = None
+    if ref is not None:
+        groups.append(({**key, "episode": None, "group": f"reference: {ref_label}"}, ref))
+        if len(ref) >= 3 and len(tgt) >= 3:
+            att = _explain(ref, tgt, "wall_ms", seed, fit=pd.concat([ref, w]))
+    v = _verdict(label, lay, ref, tgt, att, ref_label, y="wall_ms", events=events)
+    ep_v, ep_a = _episodes(w, lay, cond, base_w, base_cond, seed, y="wall_ms", events=events,
+                           label=label)
+    sig_v, sig_a = _signal_episodes(w, label, seed, events)
+    if sig_v:  # a cause's own window is the better one: latency episodes it covers go
+        def covered(ev: dict[str, Any]) -> bool:  # (half of either lies in the other)
+            a, b = ev["first_iter"], ev["last_iter"]
+            return any(min(b, sv["last_iter"]) - max(a, sv["first_iter"]) + 1 > 0.5 * min(
+                b - a + 1, sv["last_iter"] - sv["first_iter"] + 1) for sv in sig_v)
+        ep_v = [ev for ev in ep_v if not covered(ev)]
+        kept = {ev["episode"] for ev in ep_v}
+        ep_a = [ea for ea in ep_a if ea["episode"].iloc[0] in kept] + sig_a
+        ep_v += sig_v
+    if v["cause"] is None and ep_v:
+        v["sentence"] = (v["sentence"].rstrip(".") + f", but {len(ep_v)} episode(s) came and "
+                         f"went (below).")
+    it = w["iteration"].to_numpy()
+    hs = w["host_start_ns"].pipe(floats)
+    done = hs + w["wall_ms"].pipe(floats) * 1e6
+    for ev in ep_v:
+        inside = (it >= ev["first_iter"]) & (it <= ev["last_iter"])
+        groups.append(({**key, "episode": ev["episode"], "group": "episode"}, w[inside]))
+        if inside.any():  # (when, on the trace's time base: from the first call to the last result)
+            ev["start_ns"], ev["end_ns"] = int(hs[inside].min()), int(done[inside].max())
+    verdicts = [{**key, "episode": None, "first_iter": None, "last_iter": None, **v}]
+    verdicts += [{**key, **ev} for ev in ep_v]
+    atts = ([att.assign(**key, episode=None)] if att is not None and not att.empty else [])
+    atts += [ea.assign(**key) for ea in ep_a]
+    return verdicts, atts, groups
+
+
+def _signal_episodes(w: pd.DataFrame, cond: Any, seed: int, events: pd.DataFrame | None
+                     ) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
+    """Episodes found from each cause's own signal (analysis.signals): the calls inside the
+    window against the condition's calls outside every window of that cause. Kept where that
+    cause's part of the change is beyond doubt (its interval excludes 0) and at least
+    signals.FLOOR_SHARE of the reference latency."""
+    order = w.sort_values("host_start_ns", kind="stable") if "host_start_ns" in w else w
+    t0 = float(order["host_start_ns"].pipe(floats).min()) if "host_start_ns" in w else np.nan
+    verdicts, atts = [], []
+    for read, words, factors in SIGNALS.values():
+        found = signal_windows(order, read(order))
+        if not found:
+            continue
+        outside = np.ones(len(order), dtype=bool)
+        for a, b in found:
+            outside[a:b + 1] = False
+        ref = order[outside]
+        if len(ref) < 20:
+            continue
+        for a, b in found:
+            tgt = order.iloc[a:b + 1]
+            att = _explain(ref, tgt, "wall_ms", seed)
+            shown = [f for f in factors if att is not None and f in set(att["factor"])]
+            if not shown:
+                continue
+            factor = shown[0]
+            row = att.set_index("factor").loc[factor]
+            r_ms = float(ref["wall_ms"].mean())
+            if not (_excludes_zero(row, row["contribution_ms"])
+                    and abs(row["contribution_ms"]) >= FLOOR_SHARE * r_ms):
+                continue
+            it = tgt["iteration"].to_numpy()
+            first, last = int(it.min()), int(it.max())
+            hs = tgt["host_start_ns"].pipe(floats)
+            label = (f"iterations {first}-{last}, {(hs.min() - t0) / 1e9:.1f}-"
+                     f"{(hs.max() - t0) / 1e9:.1f} s, found from {words}")
+            ep_lay = Layers(len(tgt), r_ms, float(tgt["wall_ms"].median()), False, None, None,
+                            None, 1, 0.0)
+            v = _verdict(f"{cond}, episode at {label}", ep_lay, ref, tgt, att,
+                         "the rest of the condition", episode=True, y="wall_ms", events=events)
+            if v["cause"] is None:  # the latency held, but the cause was there and cost time
+                ctx = _context(ref, tgt, events, "wall_ms").get(factor, "")
+                v["sentence"] = (v["sentence"].rstrip(".") + f" in all, but {FACTOR_TEXT[factor]}"
+                                 f" cost {row['contribution_ms']:+.3f} ms per call{ctx}, offset "
+                                 f"by other changes.")
+                v.update(cause=factor, cause_code=code_of(factor), share=None)
+            verdicts.append({"episode": label, "first_iter": first, "last_iter": last,
+                             "found_from": factor, **v})
             atts.append(att.assign(episode=label))
     return verdicts, atts
 
@@ -336,50 +521,39 @@ def _groups(rows: pd.DataFrame, lay: Layers, base_rows: pd.DataFrame | None, con
     return None, tgt, "itself" if cond == base_cond else "nothing"
 
 
-FACTOR_TEXT = {
-    "sm_clock": "the SM clock (DVFS: no power/thermal reason active)",
-    "throttling": "power/thermal throttling of the SM clock",
-    "mem_clock": "the memory clock",
-    "host_cpu": "the host's CPUs being oversubscribed (the inference thread waited for a CPU)",
-    "host_launch": "host launch delay",
-    "kernels_slower": "kernels running slower at the same clocks (e.g. cold caches)",
-    "other_process": "another process on the GPU",
-    "unexplained": "nothing gpuwatch measured",
-}
-
-
-# The verdict's fixed vocabulary (`cause_code`), from the attribution's factors
-CAUSE_CODES = ("idle_clock_downscale", "power_cap", "thermal", "other_process",
-               "host_cpu_contention", "host_launch_delay", "kernel_slowdown_same_clock",
-               "unexplained")
-THERMAL_MASK = 0x20 | 0x40  # ClockEventReason.SW_THERMAL_SLOWDOWN | HW_THERMAL_SLOWDOWN
+FACTOR_TEXT = {c.factor: c.text for c in CAUSES}  # (analysis.causes is the one table)
+LATENCY_WORDS = {"gpu_ms": "GPU time (events)", "wall_ms": "call -> result"}
 
 
 def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
-             att: pd.DataFrame | None, ref_label: str, episode: bool = False) -> dict[str, Any]:
+             att: pd.DataFrame | None, ref_label: str, episode: bool = False,
+             y: str = "gpu_ms", events: pd.DataFrame | None = None) -> dict[str, Any]:
     """The verdict row: the sentence, and the same as fields (cause_code from CAUSE_CODES,
-    share and interval of the main cause, the latencies and SM clocks compared)."""
-    v = _verdict_text(cond, lay, ref, tgt, att, ref_label)
+    share and interval of the main cause, the latencies and SM clocks compared). `y` is the
+    latency it is about: "gpu_ms" (the events) or "wall_ms" (call -> result; a span's host
+    time). `events`: the trace's host_events (to name a thread)."""
+    v = _verdict_text(cond, lay, ref, tgt, att, ref_label, y, events)
     cause = v["cause"]
     candidate = v.pop("candidate", None)  # "cannot tell which cause": the likeliest one
     # the reasons of the slower-clocked side (the reference's when the target is faster)
     slow_side = tgt if ref is None or v["extra_ms"] >= 0 else ref
     reasons = int(np.bitwise_or.reduce(slow_side["reasons_any"].to_numpy(np.int64))) \
         if "reasons_any" in slow_side and len(slow_side) else 0
-    code = _code(cause, reasons)
+    code = code_of(cause, reasons)
     row = att.set_index("factor").loc[cause] if (att is not None and not att.empty
                                                   and cause in set(att["factor"])
                                                   and candidate is None) else None
     v.update({
         "cause_code": code,
         # where no cause is beyond doubt: the likeliest (its share is in the attribution table)
-        "candidate_code": None if candidate is None else _code(candidate, reasons),
+        "candidate_code": None if candidate is None else code_of(candidate, reasons),
         # (the attribution table keeps the raw share; a verdict's is what its sentence says)
         "share": None if row is None else float(np.clip(row["share"], 0.0, 1.0)),
         "ci_low_ms": None if row is None else float(row["ci_low_ms"]),
         "ci_high_ms": None if row is None else float(row["ci_high_ms"]),
-        "reference_ms": None if ref is None else float(ref["gpu_ms"].mean()),
-        "latency_ms": float(tgt["gpu_ms"].mean()),
+        "latency": "events" if y == "gpu_ms" else "wall",
+        "reference_ms": None if ref is None else float(ref[y].mean()),
+        "latency_ms": float(tgt[y].mean()),
         "iterations": len(tgt),
         "sm_clock_ref_mhz": None if ref is None else float(ref["sm_clock_mhz_mean"].median()),
         "sm_clock_mhz": float(tgt["sm_clock_mhz_mean"].median()),
@@ -391,29 +565,22 @@ def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame
     return v
 
 
-def _code(factor: str | None, reasons: int) -> str | None:
-    """The fixed vocabulary (CAUSE_CODES) for an attribution factor; throttling is thermal
-    where a thermal clock-event reason was active on the slower side, else the power cap."""
-    return {"sm_clock": "idle_clock_downscale", "mem_clock": "idle_clock_downscale",
-            "throttling": "thermal" if reasons & THERMAL_MASK else "power_cap",
-            "host_launch": "host_launch_delay", "host_cpu": "host_cpu_contention",
-            "kernels_slower": "kernel_slowdown_same_clock",
-            "other_process": "other_process", "unexplained": "unexplained"}.get(factor or "")
-
-
 def _verdict_text(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
-                  att: pd.DataFrame | None, ref_label: str) -> dict[str, Any]:
-    t_ms = float(tgt["gpu_ms"].mean())
+                  att: pd.DataFrame | None, ref_label: str, y: str = "gpu_ms",
+                  events: pd.DataFrame | None = None) -> dict[str, Any]:
+    t_ms = float(tgt[y].mean())
+    span = "kind" in tgt and len(tgt) and bool((tgt["kind"] == "span").all())
+    what = "host time" if span else LATENCY_WORDS[y]
     if ref is None:
         role = ("the baseline the other conditions are compared with" if ref_label == "itself"
                 else "no reference to compare with (no condition with a gap_ms to serve as the "
                      "baseline, and no layers within it)")
         return {"cause": None, "extra_ms": 0.0,
-                "sentence": f"{cond}: {ms_text(t_ms)} ms, {role}."}
-    r_ms = float(ref["gpu_ms"].mean())
+                "sentence": f"{cond}: {what} {ms_text(t_ms)} ms, {role}."}
+    r_ms = float(ref[y].mean())
     if att is None or att.empty:  # the change is known, its cause cannot be
         delta = t_ms - r_ms
-        head = (f"{cond}: {t_ms:.2f} ms vs {r_ms:.2f} ms ({ref_label}), {delta:+.2f} ms "
+        head = (f"{cond}: {what} {t_ms:.2f} ms vs {r_ms:.2f} ms ({ref_label}), {delta:+.2f} ms "
                 f"({t_ms / r_ms:.2f}x)")
         if abs(delta) < max(NOISE_REL * r_ms, 3 * lay.noise_ms):
             return {"cause": None, "extra_ms": delta, "sentence": f"{head}: no meaningful change."}
@@ -423,7 +590,7 @@ def _verdict_text(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.Data
     delta = t_ms - r_ms
     where = (f" from iteration {lay.stable_iter} (jump at {lay.onset_iter})"
              if lay.layered else "")
-    head = (f"{cond}: {t_ms:.2f} ms{where} vs {r_ms:.2f} ms ({ref_label}), "
+    head = (f"{cond}: {what} {t_ms:.2f} ms{where} vs {r_ms:.2f} ms ({ref_label}), "
             f"{delta:+.2f} ms ({t_ms / r_ms:.2f}x)")
     if abs(delta) < max(NOISE_REL * r_ms, 3 * lay.noise_ms):
         return {"cause": None, "extra_ms": delta, "sentence": f"{head}: no meaningful change."}
@@ -435,24 +602,35 @@ def _verdict_text(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.Data
     supported.sort(key=lambda f: -a.loc[f, "share"])
     if supported and a.loc[supported[0], "share"] < MAIN_SHARE:
         supported = []
-    clock_share = float(a.loc["sm_clock", "share"] + a.loc["throttling", "share"])
-    ctx = _context(ref, tgt)
+    clock_share = float(sum(a.loc[f, "share"] for f in ("sm_clock", "throttling") if f in a.index))
+    ctx = _context(ref, tgt, events, y)
     parts = []
     for f in supported:
         row = a.loc[f]
-        lo, hi = sorted((row["ci_low_ms"] / delta, row["ci_high_ms"] / delta))
+        # (the interval on the share's scale: of all that moved the latency this way)
+        scale = row["share"] / row["contribution_ms"] if row["contribution_ms"] else 0.0
+        lo, hi = sorted((row["ci_low_ms"] * scale, row["ci_high_ms"] * scale))
         parts.append(f"{FACTOR_TEXT[f]} explains {share_text(row['share'])} "
                      f"({share_text(lo)}..{share_text(hi)})" + ctx.get(f, ""))
-    un = a.loc["unexplained"]
-    clocks_known = bool(ref["sm_clock_mhz_mean"].notna().any()
-                        and tgt["sm_clock_mhz_mean"].notna().any())
+    # causes that moved it the other way: both sizes, never a share over 100%
+    offsets = [f for f in a.index if f != "unexplained" and bool(a.loc[f].get("offsets", False))
+               and abs(a.loc[f, "contribution_ms"]) >= MINOR_SHARE * abs(delta)]
+    if offsets:
+        parts.append("offset by " + ", ".join(
+            f"{FACTOR_TEXT[f]} ({a.loc[f, 'contribution_ms']:+.3f} ms{ctx.get(f, '')})"
+            for f in offsets))
+    un = a.loc["unexplained"] if "unexplained" in a.index else pd.Series(
+        {"share": 0.0, "contribution_ms": 0.0, "ci_low_ms": 0.0, "ci_high_ms": 0.0,
+         "offsets": False})
+    clocks_known = span or bool(ref["sm_clock_mhz_mean"].notna().any()
+                                and tgt["sm_clock_mhz_mean"].notna().any())
     no_clock = ("the SM clock was not recorded (no telemetry for these rows), so clocks "
                 "cannot be ruled out")
     if supported:
         text = f"{head}; " + "; ".join(parts)
         if not clocks_known:
             text += f"; {no_clock}"
-        elif clock_share < MINOR_SHARE / 2:
+        elif clock_share < MINOR_SHARE / 2 and not span:
             text += "; not explained by clocks"
         if un["share"] >= 0.25:
             text += f"; {share_text(un['share'])} is not explained by anything measured"
@@ -461,12 +639,11 @@ def _verdict_text(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.Data
         kernels = "busy_ms" in tgt and tgt["busy_ms"].notna().all()
         hint = ("" if kernels else " (candidates it cannot see yet: cold caches, slower kernels "
                 "at the same clock; record --kernels would split it)")
-        shares = a.drop(index="unexplained")["share"]
+        shares = a.drop(index=[f for f in ("unexplained",) if f in a.index])["share"]
         top = shares.idxmax() if shares.notna().any() else None
         if un["share"] < 0.25 and top is not None and shares[top] >= 0.25:
             # the measured causes account for it, but none beyond doubt: say so, not "0%"
             row = a.loc[top]
-            lo, hi = sorted((row["ci_low_ms"] / delta, row["ci_high_ms"] / delta))
             text = (f"{head}; cannot tell which cause: {FACTOR_TEXT[top]} would explain "
                     f"{share_text(row['share'])}, but its 95% interval "
                     f"({row['ci_low_ms']:+.3f}..{row['ci_high_ms']:+.3f} ms) includes no change")
@@ -496,7 +673,35 @@ def _excludes_zero(row: pd.Series, delta: float) -> bool:
     return bool(lo > 0 or hi < 0) and np.sign(row["contribution_ms"]) == np.sign(delta)
 
 
-def _context(ref: pd.DataFrame, tgt: pd.DataFrame) -> dict[str, str]:
+def _means(ref: pd.DataFrame, tgt: pd.DataFrame, col: str) -> tuple[float, float]:
+    """The column's mean in the reference and the target rows (NaN where unknown)."""
+    def m(df: pd.DataFrame) -> float:
+        if col not in df:
+            return np.nan
+        v = df[col].pipe(floats)
+        return float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
+    return m(ref), m(tgt)
+
+
+def _moved(ref: pd.DataFrame, tgt: pd.DataFrame, col: str, words: str) -> str:
+    """" (words: a -> b ms)", or "" where the column is unknown."""
+    a, b = _means(ref, tgt, col)
+    return f" ({words}: {a:.3f} -> {b:.3f} ms)" if np.isfinite(a) and np.isfinite(b) else ""
+
+
+def _oncpu(ref: pd.DataFrame, tgt: pd.DataFrame) -> str:
+    """How the thread waited for its result (a spinning or a blocking synchronize)."""
+    a, b = _means(ref, tgt, "wait_oncpu_pct")
+    if not (np.isfinite(a) and np.isfinite(b)):
+        return ""
+    how = (": it slept (a blocking synchronize)" if b < 50 <= a else
+           ": it spun" if a < 50 <= b else "")
+    return f" (on a CPU {a:.0f}% -> {b:.0f}% of the wait{how})"
+
+
+def _context(ref: pd.DataFrame, tgt: pd.DataFrame, events: pd.DataFrame | None = None,
+             y: str = "gpu_ms") -> dict[str, str]:
+    """The evidence each factor's sentence gives, in brackets (means, as the shares are)."""
     from ..fields import ClockEventReason
 
     sm = f" (SM clock {ref['sm_clock_mhz_mean'].median():.0f} -> {tgt['sm_clock_mhz_mean'].median():.0f} MHz)"
@@ -535,12 +740,54 @@ def _context(ref: pd.DataFrame, tgt: pd.DataFrame) -> dict[str, str]:
     if "host_wait_ms" in tgt and tgt["host_wait_ms"].notna().any():
         cpu = (f" (the inference thread waited for a CPU while launching, mean per iteration: "
                f"{ref['host_wait_ms'].mean():.3f} -> {tgt['host_wait_ms'].mean():.3f} ms)")
+    queue = _moved(ref, tgt, "queue_other_ms", "from the call to the GPU starting the work, "
+                   "while this program's stream was idle, mean")
+    lock = _moved(ref, tgt, "host_offcpu_ms", "the timed thread off the CPU and not runnable, "
+                  "mean per call")
+    others = _means(ref, tgt, "others_run_ms")
+    if lock and np.isfinite(others[1]):
+        t0 = float(tgt["host_start_ns"].pipe(floats).min())
+        t1 = float(tgt["host_enqueued_ns"].pipe(floats).max())
+        who = busiest_thread(events, t0, t1)
+        own = who is not None and str(who["name"]).startswith("gpuwatch")
+        name = ("" if who is None else f"; busiest: thread {who['name']!r} (tid {who['tid']}"
+                + (", gpuwatch's own" if own else "") + f"), {who['run_ms']:.0f} ms on a CPU")
+        lock = lock[:-1] + (f", while the process's other threads ran {others[0]:.3f} -> "
+                            f"{others[1]:.3f} ms{name})")
     return {"sm_clock": sm, "throttling": sm + thr, "mem_clock": mem, "host_launch": host,
-            "kernels_slower": busy, "other_process": other, "host_cpu": cpu}
+            "kernels_slower": busy, "host_cpu": cpu,
+            "other_process": other + (queue if y == "wall_ms" else ""),
+            "gpu_queue": queue,
+            "own_backlog": _moved(ref, tgt, "queue_own_ms", "waiting behind this program's "
+                                  "earlier GPU work, mean"),
+            "completion": _moved(ref, tgt, "completion_ms", "from the GPU finishing to the "
+                                 "host having the result, mean") + _oncpu(ref, tgt),
+            "gc": _moved(ref, tgt, "gc_ms", "garbage collection inside, mean per call"),
+            "interpreter_lock": lock,
+            "host_blocked": _moved(ref, tgt, "host_offcpu_ms", "off the CPU and not runnable, "
+                                   "mean per call"),
+            "vm_steal": _moved(ref, tgt, "steal_ms", "steal time per CPU, mean per call"),
+            "host_work": _moved(ref, tgt, "host_run_ms", "on the CPU, mean per call")}
 
 
-def _overall(verdicts: pd.DataFrame) -> str:
-    """One sentence for everything: how many conditions changed, and what explains them."""
+def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None) -> str:
+    """One sentence for everything: how many conditions changed, and what explains them. The
+    latency the user sees comes first: a series with call -> result verdicts is judged on them
+    (and on its event time only where they found no change at all); spans count where they
+    changed."""
+    if wall_verdicts is not None and not wall_verdicts.empty:
+        key = ["trace", "engine", "condition"]
+
+        def keys(df: pd.DataFrame) -> list[tuple[Any, ...]]:
+            return [tuple(k) for k in df[key].to_numpy().tolist()]
+
+        changed_keys = set(keys(wall_verdicts[wall_verdicts["cause"].notna()]))
+        span = wall_verdicts["engine"].astype(str).str.startswith("span:").to_numpy()
+        use_wall = [k in changed_keys or (not sp and k not in set(keys(verdicts)))
+                    for k, sp in zip(keys(wall_verdicts), span)]
+        ev = verdicts[[k not in changed_keys for k in keys(verdicts)]] if len(verdicts) \
+            else verdicts
+        verdicts = pd.concat([wall_verdicts[use_wall], ev], ignore_index=True)
     if verdicts.empty:
         return "No measured inferences in the trace(s)."
     # each verdict weighs what it cost in all: |extra ms| x the iterations it concerns (a

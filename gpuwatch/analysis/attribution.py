@@ -77,8 +77,8 @@ class _Rows:
                   if "util_excess_pct" in df else np.full(len(df), np.nan))
         wait = (df["host_wait_ms"].pipe(floats)
                 if "host_wait_ms" in df else np.full(len(df), np.nan))
-        others = (df["other_processes"].pipe(floats)
-                  if "other_processes" in df else np.full(len(df), np.nan))
+        others = (df["other_active"].pipe(floats)  # (another process at work: merge._others)
+                  if "other_active" in df else np.full(len(df), np.nan))
         # A regressor with no value at all in these rows (no telemetry: sampler off or lost)
         # is missing, not a reason to drop every row: it takes no part in the fit.
         self.missing = ~np.isfinite(X).any(axis=0)

@@ -17,12 +17,14 @@ import pandas as pd
 
 from ..region import event_tag
 from ..trace import NOT_WORK_KINDS, Trace
+from . import hostside, wall
 from .columns import floats
 
 WINDOW_FIELDS = ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c")
 START_FIELDS = ("pstate", "gpu_util_pct")
 # every samples column merge reads (analysis loads only these)
-SAMPLE_FIELDS = WINDOW_FIELDS + START_FIELDS + ("clock_event_reasons", "host_wait_ns")
+SAMPLE_FIELDS = WINDOW_FIELDS + START_FIELDS + ("clock_event_reasons",) + tuple(
+    hostside.SAMPLE_COUNTERS)
 
 
 # What a reading can physically be; anything outside is a broken reading, read as NA (and
@@ -72,6 +74,9 @@ def merge(trace: Trace) -> pd.DataFrame:
     one_gpu = inf["gpu"].nunique() <= 1 and samples["gpu"].nunique() <= 1
     kern = trace.kernels
     procs = trace.processes
+    host_events = getattr(trace, "host_events", None)
+    cpus = (trace.meta.get("host") or {}).get("cpu_count")
+    cpus = int(cpus) if isinstance(cpus, (int, float)) and cpus > 0 else None
     for gpu, rows in inf.groupby("gpu", sort=True):
         smp = samples if one_gpu else samples[samples["gpu"] == gpu]
         rows = _sorted(rows, "start_ns").reset_index(drop=True)
@@ -81,6 +86,11 @@ def merge(trace: Trace) -> pd.DataFrame:
         pr = procs[procs["gpu"] == gpu] if len(procs) else procs
         cols.update(_decompose(rows, k))
         cols.update(_others(rows, pr))
+        cols.update(wall.decompose(rows, rows["start_ns"].to_numpy(np.int64),
+                                   rows["end_ns"].to_numpy(np.int64)))
+        hs = rows["host_start_ns"].pipe(floats)
+        cols.update(hostside.states(rows, smp, host_events, cpus,
+                                    result_ns=hs + cols["wall_ms"] * 1e6))
         # (side by side, not assign(): assign copies every new column, 0.65 s for 1M rows)
         added = pd.DataFrame(cols, index=rows.index, copy=False)
         out.append(pd.concat([rows.drop(columns=[c for c in cols if c in rows]), added],
@@ -106,10 +116,11 @@ def _derived_columns() -> list[str]:
     for f in WINDOW_FIELDS:
         cols += [f"{f}_start", f"{f}_min", f"{f}_mean", f"{f}_max"]
     cols += [f"{f}_start" for f in START_FIELDS]
-    return cols + ["sm_clock_nvml_mhz_mean", "sm_clock_source", "host_wait_ms", "other_processes",
+    return cols + ["sm_clock_nvml_mhz_mean", "sm_clock_source", "other_processes", "other_active",
                    "other_pid", "other_sm_pct", "own_duty_pct",
                    "util_excess_pct", "reasons_any", "idle_before_ms", "enqueue_ms", "launch_ms", "wake_ms",
-                   "kernel_count", "busy_ms", "idle_inside_ms", "first_kernel_delay_ms"]
+                   "kernel_count", "busy_ms", "idle_inside_ms", "first_kernel_delay_ms",
+                   *wall.COLUMNS, *hostside.COLUMNS]
 
 
 def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> tuple[dict[str, np.ndarray], int]:
@@ -170,7 +181,6 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> tuple[dict[str, np.ndar
     source[~np.isnan(nvml)] = "nvml"
     source[has_inband] = "in-band"
     cols["sm_clock_source"] = source
-    cols["host_wait_ms"] = _host_wait(smp, rows)
     cols["own_duty_pct"] = _own_duty(start, end)
     cols["util_excess_pct"] = cols["gpu_util_pct_start"] - cols["own_duty_pct"]
     cols["reasons_any"] = _reasons(smp, start, end)
@@ -185,25 +195,6 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> tuple[dict[str, np.ndar
     return cols, impossible
 
 
-def _host_wait(smp: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
-    """How long the recording thread waited in a CPU run queue while it launched each region
-    (host_start_ns to host_enqueued_ns), from the sampler's cumulative readings (linear between
-    readings). NA without them."""
-    n = len(rows)
-    if "host_wait_ns" not in smp:
-        return np.full(n, np.nan)
-    w = smp[["t_ns", "host_wait_ns"]].dropna()
-    if len(w) < 2:
-        return np.full(n, np.nan)
-    t = w["t_ns"].to_numpy(np.int64)
-    v = w["host_wait_ns"].pipe(floats)
-    a = rows["host_start_ns"].pipe(floats)
-    b = rows["host_enqueued_ns"].pipe(floats)
-    out = (np.interp(b, t, v) - np.interp(a, t, v)) / 1e6
-    covered = (a >= t[0]) & (b <= t[-1])
-    return np.where(covered & np.isfinite(a) & np.isfinite(b), np.maximum(out, 0.0), np.nan)
-
-
 PROCESS_STALE_NS = 3_000_000_000  # a process reading older than this says nothing
 
 
@@ -214,7 +205,8 @@ def _others(rows: pd.DataFrame, procs: pd.DataFrame) -> dict[str, np.ndarray]:
     n = len(rows)
     nan = np.full(n, np.nan)
     if procs is None or not len(procs) or "own" not in procs:
-        return {"other_processes": nan, "other_pid": nan, "other_sm_pct": nan}
+        return {"other_processes": nan, "other_pid": nan, "other_sm_pct": nan,
+                "other_active": nan}
     p = procs.sort_values("t_ns")
     times = np.unique(p["t_ns"].to_numpy(np.int64))
     own = p["own"].astype(bool)
@@ -236,9 +228,17 @@ def _others(rows: pd.DataFrame, procs: pd.DataFrame) -> dict[str, np.ndarray]:
     i = np.searchsorted(times, start, side="right") - 1
     ok = (i >= 0) & (start - times[np.clip(i, 0, None)] <= PROCESS_STALE_NS)
     j = np.clip(i, 0, None)
+    # Working, not only listed: where the driver gives per-process utilisation (for any process
+    # of the trace), another process is active when its SM share is above 0 (no sample of it in
+    # NVML's window: it idled, as a service between requests does); elsewhere, when listed.
+    if np.isfinite(p["sm_util_pct"].pipe(floats)).any() if "sm_util_pct" in p else False:
+        active = np.nan_to_num(sm) > 0
+    else:
+        active = count > 0
     return {"other_processes": np.where(ok, count[j], np.nan),
             "other_pid": np.where(ok, top[j], np.nan),
-            "other_sm_pct": np.where(ok, sm[j], np.nan)}
+            "other_sm_pct": np.where(ok, sm[j], np.nan),
+            "other_active": np.where(ok, active[j].astype(float), np.nan)}
 
 
 DUTY_WINDOW_NS = 1_000_000_000  # NVML's utilisation window is 1/6 s to 1 s

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..analysis import FACTOR_TEXT, Analysis, _usable
+from ..analysis.causes import CAUSES
 from ..analysis.clock import sentence as clock_sentence
 from ..analysis.merge import BOUNDS
 from .base import Renderer
@@ -29,13 +30,8 @@ MAX_POINTS = 4000  # per plotted series: what a browser draws at once, and what 
 GRID = 60  # latency vs clock: one point per cell of a GRID x GRID grid (GRID**2 <= MAX_POINTS)
 DASH = "\u2014"  # a value that does not exist or means nothing (a share of no change)
 
-# Short names of the attribution factors for the table (analysis.FACTOR_TEXT says them in full)
-FACTOR_LABEL = {
-    "sm_clock": "SM clock (DVFS)", "throttling": "power/thermal throttling",
-    "mem_clock": "memory clock", "host_cpu": "host CPUs oversubscribed",
-    "host_launch": "host launch delay", "kernels_slower": "kernels slower, same clock",
-    "other_process": "another process on the GPU", "unexplained": "not explained",
-}
+# Short names of the attribution factors for the tables (analysis.causes: the one table)
+FACTOR_LABEL = {c.factor: c.label for c in CAUSES}
 
 CSS = """*{box-sizing:border-box}
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#222;max-width:1100px;
@@ -48,7 +44,7 @@ border-radius:3px}
 .verdict{font-size:1.12em;background:#eef6ee;border-left:5px solid #3a3;padding:.7em 1em;
 margin:.6em 0}
 ul.sentences{padding-left:1.2em}ul.sentences li{margin:.3em 0}
-li.same{color:#555}li.episode{margin-left:1.4em;list-style:circle}
+li.same{color:#555}li.episode,li.wall-episode{margin-left:1.4em;list-style:circle}
 .warn{background:#fff6e0;border-left:5px solid #e0a000;padding:.5em 1em;margin:.6em 0}
 .note{color:#555;font-size:.9em}
 .scroll{overflow-x:auto;max-width:100%;margin:.3em 0 1em}
@@ -214,11 +210,51 @@ def _attribution_table(a: Analysis) -> str:
                          fmt_ms(r.contribution_ms, signed=True),
                          f"{fmt_ms(r.ci_low_ms, signed=True)} \u2026 "
                          f"{fmt_ms(r.ci_high_ms, signed=True)}",
-                         fmt_pct(r.share) if changed else DASH])
-    return (_table(cols, rows) + "<p class='note'>Contributions are to the mean latency; a "
-            "share is signed and can pass 100% where another factor offsets it. Factors with "
+                         (fmt_pct(r.share) + (" (offsets)" if bool(getattr(r, "offsets", False))
+                                              else "")) if changed else DASH])
+    return (_table(cols, rows) + "<p class='note'>Contributions are to the mean latency, "
+            "signed, and add up to the change; shares lie within 0..100% and add up to 100% "
+            "over the factors that moved the latency the way it went; a factor that moved it "
+            "the other way <i>offsets</i> the change (share 0, its ms kept). Factors with "
             f"nothing measured are left out. SM clock (DVFS) is {_e(FACTOR_TEXT['sm_clock'])}; "
             f"not explained is {_e(FACTOR_TEXT['unexplained'])}.</p>")
+
+
+def _latency_table(a: Analysis) -> str:
+    """The latency the user sees, per condition: its parts (means, which add up) and its tail
+    (the same parts over the slowest tenth of the calls)."""
+    lat = a.latency
+    if lat.empty:
+        return ("<p>No region whose call waited for its result: the latency from the call to "
+                "the result is unknown (asynchronous calls; time with a gpuwatch engine, "
+                "<code>record</code>, or a call that synchronises).</p>")
+    label = _labeller(a)
+    cols: list[Column] = [
+        ("series", "", True), ("n", "", False),
+        ("mean ms", "call -> result (a span: its host time)", False),
+        ("p50", "", False), ("p90", "", False), ("p99", "", False),
+        ("GPU queue, own", "call to the GPU starting the work, behind this program's work", False),
+        ("GPU queue, other", "the same while this program's stream was idle", False),
+        ("GPU (events)", "", False), ("completion", "end event to the host having it", False),
+        ("clock mapping", "what the time base's error leaves", False),
+        ("host launch", "call to the last enqueue (overlaps the parts)", False)]
+    rows: list[Sequence[str] | str] = []
+    for r in lat.to_dict("records"):
+        name = label(r["trace"], r["engine"], r["condition"]) + (
+            f", {r['episode']}" if isinstance(r.get("episode"), str) else "") + (
+            f" ({r['group']})" if r.get("group") not in ("condition", "episode") else "")
+        for prefix, title in (("", name), ("slowest10_", "  slowest 10%")):
+            if prefix and not any(k.startswith(prefix) for k in r):
+                continue
+            rows.append([_e(title), fmt_int(r["n"]) if not prefix else "",
+                         fmt_ms(r["wall_ms"]) if not prefix else "",
+                         fmt_ms(r["wall_p50_ms"]) if not prefix else "",
+                         fmt_ms(r["wall_p90_ms"]) if not prefix else "",
+                         fmt_ms(r["wall_p99_ms"]) if not prefix else ""] + [
+                fmt_ms(r.get(prefix + c)) for c in ("queue_own_ms", "queue_other_ms", "gpu_ms",
+                                                    "completion_ms", "residual_ms",
+                                                    "host_launch_ms")])
+    return _table(cols, rows)
 
 
 def _spans_table(a: Analysis) -> str:
@@ -610,6 +646,12 @@ class HtmlRenderer(Renderer):
                  f"<title>gpuwatch report</title><style>{CSS}"
                  + (f"\n{lib[1]}" if lib else "") + "</style></head><body>",
                  "<h1>gpuwatch report</h1>", self._traces(a), self._verdict(a),
+                 "<h2 id='latency'>The latency the user sees</h2>",
+                 "<p class='note'>From the call to the result, in parts that add up to it "
+                 "(means): the GPU queue (behind this program's own work, or while its stream "
+                 "was idle: another context's time slice), the GPU's time between the events, "
+                 "and completion (the end event to the host having the result).</p>",
+                 _latency_table(a),
                  "<h2 id='layers'>Latency layers</h2>", _layers_table(a),
                  "<h2 id='attribution'>What explains the extra latency</h2>",
                  "<p class='note'>Per condition (and episode) against its reference: how many "
@@ -684,6 +726,17 @@ class HtmlRenderer(Renderer):
                f"<p class='verdict'>{_e(a.verdict)}</p>"]
         if a.stream_note:
             out.append(f"<p class='warn'>Warning: {_e(a.stream_note)}</p>")
+        if not a.wall_verdicts.empty:
+            several = len(a.traces) > 1 or a.wall_verdicts["engine"].nunique() > 1
+            items = []
+            for v in a.wall_verdicts.itertuples():
+                episode = isinstance(getattr(v, "episode", None), str)
+                cls = "wall-episode" if episode else "changed" if isinstance(v.cause, str) \
+                    else "same"
+                prefix = f"{label(v.trace, v.engine, '').rstrip(', ')}: " if several else ""
+                items.append(f"<li class='{cls}'>{_e(prefix + str(v.sentence))}</li>")
+            out.append("<h3>The latency the user sees (call -> result)</h3>"
+                       "<ul class='sentences'>" + "".join(items) + "</ul>")
         if not a.verdicts.empty:
             several = len(a.traces) > 1 or a.verdicts["engine"].nunique() > 1
             items = []
@@ -692,7 +745,8 @@ class HtmlRenderer(Renderer):
                 cls = "episode" if episode else "changed" if isinstance(v.cause, str) else "same"
                 prefix = f"{label(v.trace, v.engine, '').rstrip(', ')}: " if several else ""
                 items.append(f"<li class='{cls}'>{_e(prefix + str(v.sentence))}</li>")
-            out.append("<h3>Per condition</h3><ul class='sentences'>" + "".join(items) + "</ul>")
+            out.append("<h3>GPU time (events), per condition</h3><ul class='sentences'>"
+                       + "".join(items) + "</ul>")
         if a.data_notes:
             out.append(f"<p class='note'>{len(a.data_notes)} data note(s): some rows were "
                        "left out of the analysis (<a href='#notes'>below</a>).</p>")

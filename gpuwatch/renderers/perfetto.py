@@ -214,7 +214,9 @@ def _analysis_events(analysis: Analysis, ti: int, inf: pd.DataFrame, t0_ns: int,
     (and its jump and stable iterations), and each episode the verdicts report, with its
     iterations mapped to time through the inferences' GPU start and end."""
     v = analysis.verdicts
-    if inf.empty or v is None or v.empty or "trace" not in v:
+    wv = analysis.wall_verdicts
+    if inf.empty or ((v is None or v.empty or "trace" not in v)
+                     and (wv is None or wv.empty or "start_ns" not in wv)):
         return
     measured = inf[(inf["kind"] == "inference")]
     groups = {k: g for k, g in measured.groupby(["name", "condition"], sort=False)}
@@ -222,7 +224,21 @@ def _analysis_events(analysis: Analysis, ti: int, inf: pd.DataFrame, t0_ns: int,
     layer_rows = ({(r.engine, r.condition): r for r in lay[lay["trace"] == ti].itertuples()}
                   if lay is not None and not lay.empty and "trace" in lay else {})
     spans: list[tuple[int, int, int, int, str]] = []  # (start ns, end ns, gpu, tid, event)
-    for row in v[v["trace"] == ti].to_dict("records"):
+    if wv is not None and not wv.empty and "start_ns" in wv:
+        # episodes of the latency the user sees (call -> result), from their first call to
+        # their last result
+        gpu0 = int(inf["gpu"].iloc[0])
+        for row in wv[(wv["trace"] == ti) & wv["start_ns"].notna()].to_dict("records"):
+            info = {k: _plain(row.get(k)) for k in ("engine", "condition", "episode",
+                                                      "cause_code", "candidate_code",
+                                                      "extra_ms", "share", "latency_ms",
+                                                      "reference_ms", "sentence")}
+            info["latency"] = "call -> result"
+            name = f"call -> result episode: {row.get('cause_code') or 'change'}"
+            spans.append((int(row["start_ns"]), int(row["end_ns"]), gpu0, TID_EPISODE,
+                          _slice_json(name, "episode", info)))
+    for row in (v[v["trace"] == ti].to_dict("records") if v is not None and not v.empty
+                and "trace" in v else []):
         g = groups.get((row["engine"], row["condition"]))
         if g is None or g.empty:
             continue

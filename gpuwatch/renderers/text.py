@@ -6,6 +6,7 @@ import pandas as pd
 
 from ..analysis import Analysis, share_text
 from ..analysis.clock import sentence as clock_sentence
+from ..analysis.wall import text as wall_text
 from ..summary import ms_text
 from .base import Renderer
 
@@ -32,14 +33,18 @@ class TextRenderer(Renderer):
             out.append(f"== {tr.path}  [{devs}{sim}]")
             lay = analysis.layers[analysis.layers["trace"] == ti] if not analysis.layers.empty \
                 else analysis.layers
-            if lay.empty:
+            wv_all = analysis.wall_verdicts
+            if lay.empty and (wv_all.empty or not (wv_all["trace"] == ti).any()):
                 out.append("   no measured inferences")
                 continue
-            # (columns as wide as their widest value: no engine or condition name is cut)
-            we = max([len("engine")] + [len(str(e)) for e in lay["engine"]]) + 2
-            wc = max([len("condition")] + [len(str(c)) for c in lay["condition"]]) + 2
-            out.append(f"   {'engine':<{we}}{'condition':<{wc}}{'n':>6}{'base ms':>9}{'jump':>6}"
-                       f"{'stable':>8}{'stable ms':>11}{'ratio':>7}{'layers':>8}")
+            if lay.empty:  # (spans only: their verdicts follow)
+                out.append("   no measured inferences; spans only")
+            if not lay.empty:
+                # (columns as wide as their widest value: no engine or condition name is cut)
+                we = max([len("engine")] + [len(str(e)) for e in lay["engine"]]) + 2
+                wc = max([len("condition")] + [len(str(c)) for c in lay["condition"]]) + 2
+                out.append(f"   {'engine':<{we}}{'condition':<{wc}}{'n':>6}{'base ms':>9}"
+                           f"{'jump':>6}{'stable':>8}{'stable ms':>11}{'ratio':>7}{'layers':>8}")
             for r in lay.itertuples():
                 out.append(f"   {str(r.engine):<{we}}{str(r.condition):<{wc}}{r.n:>6}"
                            f"{ms_text(r.baseline_ms):>9}{_num(r.onset_iter, '{:.0f}'):>6}"
@@ -75,9 +80,21 @@ class TextRenderer(Renderer):
             clk = analysis.clocks[analysis.clocks["trace"] == ti]
             for r in clk.itertuples():
                 out.append(f"   {clock_sentence(r)}")
+            lat = analysis.latency
+            lat = lat[(lat["trace"] == ti) & (lat["group"] == "condition")] if not lat.empty \
+                else lat
+            if not lat.empty:  # the latency the user sees first, in parts that add up
+                out.append("   the latency the user sees (means; p50/p90/p99 of call -> result):")
+                for r in lat.to_dict("records"):
+                    out.append(f"     {r['engine']}, {r['condition']}: {wall_text(r)}; "
+                               f"p50 {r['wall_p50_ms']:.3f} / p90 {r['wall_p90_ms']:.3f} / p99 "
+                               f"{r['wall_p99_ms']:.3f} ms")
+            wv = analysis.wall_verdicts
+            wv = wv[wv["trace"] == ti] if not wv.empty else wv
             ver = analysis.verdicts[analysis.verdicts["trace"] == ti]
-            several = ver["engine"].nunique() > 1  # (then each sentence says whose it is)
-            for r in ver.itertuples():
+            several = pd.concat([wv["engine"], ver["engine"]]).nunique() > 1 if len(wv) else \
+                ver["engine"].nunique() > 1  # (then each sentence says whose it is)
+            for r in list(wv.itertuples()) + list(ver.itertuples()):
                 out.append(f"   - {r.engine}, {r.sentence}" if several else f"   - {r.sentence}")
         out.append("")
         out.append(f"verdict: {analysis.verdict}")

@@ -1,0 +1,171 @@
+"""What the host did during each region: the timed thread's states, other threads, GC, steal.
+
+For each row's host window (from the call, `host_start_ns`, to the host leaving it,
+`host_enqueued_ns`: for a span its whole host time, for an inference its launch, or the whole
+call where the call waited for its result), from the sampler's cumulative readings (linear
+between readings) and the recording's `host_events`:
+
+- `host_run_ms`: the timed thread on a CPU; `host_wait_ms`: runnable, waiting for a CPU;
+  `host_offcpu_ms`: the rest of the window, off the CPU and not runnable (a lock, the
+  interpreter lock, I/O, a sleep, or a blocking wait for the GPU);
+- `others_run_ms`: the process's other threads on a CPU, all together;
+- `gc_ms`: Python's cyclic garbage collector running (any thread's collection: it holds the
+  interpreter lock, so it stops every Python thread);
+- `steal_ms`: the machine's steal time per CPU (the hypervisor ran someone else);
+- `wait_oncpu_pct`: of the wait for the result after the call (a synchronize), the share the
+  thread spent on a CPU: spinning (~100) or sleeping (~0, a blocking synchronize).
+
+Each is NA where the trace lacks its signal (older traces, simulated GPUs). The split of a
+host delay among them is `split()`: measured parts first, each at most its own change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .columns import floats
+
+# What analysis reads of the samples for this (cumulative counters, ns)
+SAMPLE_COUNTERS = ("host_run_ns", "host_wait_ns", "host_others_run_ns", "host_steal_ns")
+COLUMNS = ("host_run_ms", "host_wait_ms", "host_offcpu_ms", "others_run_ms", "gc_ms", "steal_ms",
+           "wait_oncpu_pct")
+
+
+def _counter(smp: pd.DataFrame, col: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How much cumulative counter `col` grew over each window [a, b] (ns -> ms), linear
+    between readings; NA where the readings do not cover the window."""
+    n = a.size
+    if col not in smp:
+        return np.full(n, np.nan)
+    v = floats(smp[col])
+    ok = ~np.isnan(v)
+    if ok.sum() < 2:
+        return np.full(n, np.nan)
+    t = smp["t_ns"].to_numpy(np.int64)[ok]
+    v = v[ok]
+    out = (np.interp(b, t, v) - np.interp(a, t, v)) / 1e6
+    covered = (a >= t[0]) & (b <= t[-1]) & np.isfinite(a) & np.isfinite(b)
+    return np.where(covered, np.maximum(out, 0.0), np.nan)
+
+
+def _gc_overlap(events: pd.DataFrame | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Milliseconds of each window [a, b] during which a garbage collection ran. NA where the
+    trace has no gc record at all (a recording before schema v4, or a simulated GPU); 0 where
+    it records collections and none fell in the window."""
+    n = a.size
+    if events is None or not len(events) or "kind" not in events:
+        return np.full(n, np.nan)
+    gc = events[events["kind"] == "gc"]
+    if "end_ns" not in gc:
+        return np.full(n, np.nan)
+    gc = gc.dropna(subset=["t_ns", "end_ns"])
+    if gc.empty:
+        return np.where(np.isfinite(a) & np.isfinite(b), 0.0, np.nan)
+    s = gc["t_ns"].to_numpy(np.int64).astype(np.float64)
+    e = np.maximum(gc["end_ns"].to_numpy(np.int64).astype(np.float64), s)
+    order = np.argsort(s, kind="stable")
+    s, e = s[order], np.maximum.accumulate(e[order])  # (collections do not nest)
+    cum = np.concatenate([[0.0], np.cumsum(e - s)])
+
+    def before(t: np.ndarray) -> np.ndarray:  # GC time before t
+        k = np.searchsorted(s, t, side="right")
+        tail = np.where(k > 0, np.maximum(0.0, e[np.clip(k - 1, 0, None)] - t), 0.0)
+        return cum[k] - tail
+
+    ok = np.isfinite(a) & np.isfinite(b)
+    aa, bb = np.where(ok, a, 0.0), np.where(ok, b, 0.0)
+    return np.where(ok, np.maximum(before(bb) - before(aa), 0.0) / 1e6, np.nan)
+
+
+def states(rows: pd.DataFrame, smp: pd.DataFrame, events: pd.DataFrame | None,
+           cpus: int | None, result_ns: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The COLUMNS for every row of `rows` (one GPU's regions) over its host window; with
+    `result_ns` (when the host had each result: wall.decompose), also `wait_oncpu_pct`: how
+    much of its wait for the result, from leaving the call to having it, the thread spent on
+    a CPU (a spinning synchronize ~100, a blocking one ~0)."""
+    a = rows["host_start_ns"].pipe(floats)
+    b = rows["host_enqueued_ns"].pipe(floats)
+    extra: dict[str, np.ndarray] = {}
+    if result_ns is not None:
+        long_wait = np.isfinite(result_ns) & (result_ns - b >= 20_000)  # (20 us and more)
+        rb = np.where(long_wait, result_ns, np.nan)
+        ran = _counter(smp, "host_run_ns", np.where(long_wait, b, np.nan), rb)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            extra["wait_oncpu_pct"] = np.clip(100.0 * ran / ((rb - b) / 1e6), 0.0, 100.0)
+    window = (b - a) / 1e6
+    run = _counter(smp, "host_run_ns", a, b)
+    wait = _counter(smp, "host_wait_ns", a, b)
+    off = np.maximum(window - np.nan_to_num(run, nan=np.inf) - np.nan_to_num(wait, nan=0.0), 0.0)
+    off = np.where(np.isnan(run), np.nan, off)
+    steal = _counter(smp, "host_steal_ns", a, b)
+    steal = steal / cpus if cpus else np.full(a.size, np.nan)
+    return {"host_run_ms": run, "host_wait_ms": wait, "host_offcpu_ms": off,
+            "others_run_ms": _counter(smp, "host_others_run_ns", a, b),
+            "gc_ms": _gc_overlap(events, a, b), "steal_ms": steal, **extra}
+
+
+def busiest_thread(events: pd.DataFrame | None, t0: float, t1: float) -> dict[str, Any] | None:
+    """The process's thread that ran most between t0 and t1 (epoch ns), from `host_events`
+    thread rows (cumulative on-CPU ns, about once a second): tid, name, run_ms. None
+    without such rows."""
+    if events is None or not len(events) or "kind" not in events or "run_ns" not in events:
+        return None
+    th = events[(events["kind"] == "thread")].dropna(subset=["tid", "run_ns"])
+    if th.empty:
+        return None
+    best: dict[str, Any] | None = None
+    for tid, g in th.groupby("tid", sort=False):
+        t = g["t_ns"].to_numpy(np.int64)
+        v = g["run_ns"].pipe(floats)
+        inside = (t >= t0 - 1_000_000_000) & (t <= t1 + 1_000_000_000)  # (rows ~1 s apart)
+        if inside.sum() < 1:
+            continue
+        vv = v[inside]
+        ran = float(vv.max() - (v[t < t0 - 1_000_000_000].max() if (t < t0 - 1e9).any()
+                                else vv.min()))
+        if best is None or ran > best["run_ms"] * 1e6:
+            names = g["name"].dropna() if "name" in g else pd.Series(dtype=object)
+            best = {"tid": int(tid), "name": str(names.iloc[-1]) if len(names) else None,
+                    "run_ms": ran / 1e6}
+    return best if best is not None and best["run_ms"] > 0 else None
+
+
+def _take(total: float, change: float) -> float:
+    """The part of `total` a measured change can explain: same sign, at most the change, at
+    most what is left."""
+    if not np.isfinite(change) or total == 0 or np.sign(change) != np.sign(total):
+        return 0.0
+    return float(np.sign(total) * min(abs(change), abs(total)))
+
+
+def split(total: float, d: dict[str, float], wait_counted: bool = False) -> dict[str, float]:
+    """Split a host delay `total` (ms, signed: the host's share of a change) among the host
+    causes, by the changes `d` of the per-row means (ms) between reference and target:
+    gc (`gc_ms`), host_cpu (`host_wait_ms`; skipped where `wait_counted`: the attribution
+    already took it), interpreter_lock (off-CPU time while other threads ran: `host_offcpu_ms`
+    up to `others_run_ms`), host_blocked (the rest of off-CPU), vm_steal (`steal_ms`), and
+    host_launch: what is left, on the CPU. Each part at most its own change and what is left,
+    so the parts stay within 0..total and sum to it."""
+    out = {"gc": 0.0, "host_cpu": 0.0, "interpreter_lock": 0.0, "host_blocked": 0.0,
+           "vm_steal": 0.0, "host_launch": 0.0}
+    left = total
+    out["gc"] = _take(left, d.get("gc_ms", np.nan))
+    left -= out["gc"]
+    if not wait_counted:
+        out["host_cpu"] = _take(left, d.get("host_wait_ms", np.nan))
+        left -= out["host_cpu"]
+    off = d.get("host_offcpu_ms", np.nan)
+    others = d.get("others_run_ms", np.nan)
+    # (off the CPU while the other threads ran at least half as long: they held it)
+    if np.isfinite(off) and np.isfinite(others) and off > 0 and others >= 0.5 * off:
+        out["interpreter_lock"] = _take(left, off)
+        left -= out["interpreter_lock"]
+    out["host_blocked"] = _take(left, off - out["interpreter_lock"] if np.isfinite(off) else off)
+    left -= out["host_blocked"]
+    out["vm_steal"] = _take(left, d.get("steal_ms", np.nan))
+    left -= out["vm_steal"]
+    out["host_launch"] = left
+    return out
