@@ -92,7 +92,8 @@ FIELDS: tuple[Field, ...] = (
     Field("host_cpu_pressure_us", pa.int64(), "us",
           "machine: cumulative time some task waited for a CPU (/proc/pressure/cpu)"),
     Field("host_cpu_throttled_us", pa.int64(), "us",
-          "this cgroup: cumulative time throttled by its CPU quota (cpu.stat)"),
+          "the recording process's cgroup: cumulative time throttled by its CPU quota "
+          "(cpu.stat; about every 10 ms from v4)"),
     Field("host_load1_tasks", pa.float64(), "tasks", "machine: 1-minute load average"),
     Field("host_involuntary_switches", pa.int64(), "switches",
           "recording thread: cumulative involuntary context switches (preempted while runnable)"),

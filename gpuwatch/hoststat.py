@@ -141,28 +141,34 @@ def _psi_some_total_us(path: str = "/proc/pressure/cpu") -> int | None:
     return None
 
 
-def _cgroup_throttled_us() -> int | None:
-    """Cumulative time (us) this process's cgroup was throttled by its CPU quota (cgroup v2
-    cpu.stat `throttled_usec`; v1 cpu.stat `throttled_time`, ns)."""
+def _cgroup_cpu_stat(pid: int | str = "self") -> str | None:
+    """The cpu.stat file of the cgroup that limits process `pid`'s CPU (cgroup v2, or v1's cpu
+    controller); None where there is none."""
     try:
-        with open("/proc/self/cgroup") as f:
+        with open(f"/proc/{pid}/cgroup") as f:
             entries = [line.strip().split(":", 2) for line in f]
     except OSError:
         return None
-    for hid, ctrls, path in entries:
+    for hid, ctrls, path in sorted(entries, key=lambda e: e[0] == "0"):  # (v1's cpu first)
         base = ("/sys/fs/cgroup" + path) if hid == "0" else (
             f"/sys/fs/cgroup/{ctrls}{path}" if "cpu" in ctrls.split(",") else None)
-        if base is None:
-            continue
-        try:
-            with open(base.rstrip("/") + "/cpu.stat") as f:
-                stat = dict(line.split() for line in f if len(line.split()) == 2)
-        except OSError:
-            continue
-        if "throttled_usec" in stat:
-            return int(stat["throttled_usec"])
-        if "throttled_time" in stat:
-            return int(stat["throttled_time"]) // 1000
+        if base is not None and os.path.exists(base.rstrip("/") + "/cpu.stat"):
+            return base.rstrip("/") + "/cpu.stat"
+    return None
+
+
+def _throttled_from(stat: bytes | None) -> int | None:
+    """Cumulative time (us) a cgroup was throttled by its CPU quota, from its cpu.stat's text
+    (v2 `throttled_usec`; v1 `throttled_time`, ns)."""
+    if not stat:
+        return None
+    for line in stat.splitlines():
+        key, _, value = line.partition(b" ")
+        if key == b"throttled_usec":
+            return _int([value])
+        if key == b"throttled_time":
+            ns = _int([value])
+            return None if ns is None else ns // 1000
     return None
 
 
@@ -294,9 +300,10 @@ class HostStat:
     - every call: the recording thread's schedstat (host_run_ns, host_wait_ns);
     - every `mid_every` calls (about every 10 ms): the other threads' CPU time, the machine's
       steal time, the recording thread's page faults and context switches (each a pread of a
-      held-open file: ~8-14 us, ~100 us all together with 30 threads, in the sampler process);
+      held-open file: ~8-14 us, ~100 us all together with 30 threads, in the sampler process),
+      and the recording process's cgroup's CPU-quota throttling;
     - every `slow_every` calls (about once a second): the machine's CPU pressure (PSI), the
-      cgroup's CPU throttling, the 1-minute load, and `thread` rows for `take_events()`.
+      1-minute load, and `thread` rows for `take_events()`.
     `names`: the recording process's Python thread names (native id -> name) for those rows."""
 
     def __init__(self, pid: int, tid: int, slow_every: int = 1000, mid_every: int = 10,
@@ -309,6 +316,10 @@ class HostStat:
         # "nothing else ran" where the truth is unknown)
         self._others = OtherThreads(pid, tid) if self.thread._fd is not None else None
         self._names = names
+        self._pid = pid
+        # the recording process's cgroup (it may move: found again about once a second)
+        self._cgroup_stat: str | None = None
+        self._cgroup_file: _ProcFile | None = None
         self._events: list[dict[str, Any]] = []
         self._slow_every, self._mid_every, self._n = max(1, slow_every), max(1, mid_every), 0
 
@@ -318,11 +329,9 @@ class HostStat:
         if slow or self._n % self._mid_every == 0:
             self._read_mid(out)
         if slow:
-            psi, thr = _psi_some_total_us(), _cgroup_throttled_us()
+            psi = _psi_some_total_us()
             if psi is not None:
                 out["host_cpu_pressure_us"] = psi
-            if thr is not None:
-                out["host_cpu_throttled_us"] = thr
             try:
                 out["host_load1_tasks"] = os.getloadavg()[0]
             except OSError:
@@ -339,6 +348,19 @@ class HostStat:
                 out["host_others_run_ns"] = others
             if self._others.found_new:  # (names while they live: a dict, or a file's stat)
                 self._others.learn_names(self._thread_names())
+        # The recording process's cgroup is found again every 10th time (about every 100 ms:
+        # a process moved between cgroups is followed; ~40 us), its cpu.stat read every time
+        # through a held-open file (~10 us).
+        if self._n % (10 * self._mid_every) == 0:
+            path = _cgroup_cpu_stat(self._pid)
+            if path != self._cgroup_stat or self._cgroup_file is None:
+                if self._cgroup_file is not None:
+                    self._cgroup_file.close()
+                self._cgroup_stat = path
+                self._cgroup_file = None if path is None else _ProcFile(path)
+        thr = _throttled_from(self._cgroup_file.read(1024)) if self._cgroup_file else None
+        if thr is not None:
+            out["host_cpu_throttled_us"] = thr
         cpu = self._cpu.read(512)
         steal = _steal_ns(cpu) if cpu else None
         if steal is not None:
@@ -376,7 +398,8 @@ class HostStat:
 
     def close(self) -> None:
         self.thread.close()
-        for f in (self._status, self._stat, self._cpu):
-            f.close()
+        for f in (self._status, self._stat, self._cpu, self._cgroup_file):
+            if f is not None:
+                f.close()
         if self._others is not None:
             self._others.close()

@@ -103,6 +103,7 @@ def test_json_round_trips(t4_analysis):
     factors = set(pd.DataFrame(d["attribution"])["factor"])
     # attribution.FACTORS, the host's delay split by what the host did (explain.refine_host)
     assert factors == {"sm_clock", "throttling", "mem_clock", "other_process", "host_cpu", "gc",
+                       "cpu_quota",
                        "interpreter_lock", "host_blocked", "vm_steal", "host_launch",
                        "kernels_slower", "unexplained"}
     assert factors <= set(gpuwatch.analysis.causes.FACTORS)

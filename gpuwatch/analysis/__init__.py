@@ -50,7 +50,7 @@ MAIN_SHARE, MINOR_SHARE = 0.25, 0.10  # a verdict's main cause, and the least sh
 SAMPLE_COLUMNS = SAMPLE_FIELDS  # what analysis reads of the samples table: what merge uses
 
 
-@dataclass
+@dataclass(repr=False)
 class Analysis:
     traces: list[Trace]
     merged: pd.DataFrame
@@ -72,6 +72,11 @@ class Analysis:
     wall_verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)
     wall_attribution: pd.DataFrame = field(default_factory=pd.DataFrame)
     latency: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def __repr__(self) -> str:  # (a notebook shows this, not every table)
+        return (f"<gpuwatch Analysis of {len(self.traces)} trace(s), {len(self.verdicts)} "
+                f"event-time and {len(self.wall_verdicts)} call -> result verdict(s): "
+                f"{self.verdict}>")
 
     def seed_tables(self) -> dict[str, pd.DataFrame]:
         """The field report's Experiment 3 tables: engine x condition."""
@@ -238,6 +243,10 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
                         else pd.DataFrame(columns=att_cols))
     # (with their columns even when empty: renderers select on them)
     wall_verdicts = pd.DataFrame(wall_rows, columns=_columns(wall_rows, VERDICT_COLUMNS))
+    for c in ("start_ns", "end_ns"):  # (epoch ns: exact integers, never floats)
+        if c in wall_verdicts:
+            wall_verdicts[c] = pd.array([None if v is None or v != v else int(v)
+                                         for v in wall_verdicts[c]], dtype="Int64")
     verdicts = pd.DataFrame(verdict_rows, columns=_columns(verdict_rows, VERDICT_COLUMNS))
     checks = pd.concat(check_rows, ignore_index=True) if check_rows else outside_table(
         pd.DataFrame(), None, 0)
@@ -391,8 +400,8 @@ def _wall_series(key: dict[str, Any], rows: pd.DataFrame, base_rows: pd.DataFram
         v["sentence"] = (v["sentence"].rstrip(".") + f", but {len(ep_v)} episode(s) came and "
                          f"went (below).")
     it = w["iteration"].to_numpy()
-    hs = w["host_start_ns"].pipe(floats)
-    done = hs + w["wall_ms"].pipe(floats) * 1e6
+    hs = w["host_start_ns"].to_numpy(dtype=np.int64)  # (int64: epoch ns do not fit a float)
+    done = hs + np.round(w["wall_ms"].pipe(floats) * 1e6).astype(np.int64)
     for ev in ep_v:
         inside = (it >= ev["first_iter"]) & (it <= ev["last_iter"])
         groups.append(({**key, "episode": ev["episode"], "group": "episode"}, w[inside]))
@@ -454,7 +463,22 @@ def _signal_episodes(w: pd.DataFrame, cond: Any, seed: int, events: pd.DataFrame
             verdicts.append({"episode": label, "first_iter": first, "last_iter": last,
                              "found_from": factor, **v})
             atts.append(att.assign(episode=label))
-    return verdicts, atts
+    # One event leaves several signals (a thread holding the lock also makes the timed one
+    # wait for a CPU): of windows that overlap by half, the one whose main cause is its own
+    # signal's, then the costliest, stays.
+    order_v = sorted(range(len(verdicts)), key=lambda i: (
+        verdicts[i]["cause"] != verdicts[i]["found_from"],
+        -abs(verdicts[i]["extra_ms"]) * verdicts[i]["iterations"]))
+    kept: list[int] = []
+    for i in order_v:
+        a, b = verdicts[i]["first_iter"], verdicts[i]["last_iter"]
+        if not any(min(b, verdicts[k]["last_iter"]) - max(a, verdicts[k]["first_iter"]) + 1
+                   > 0.5 * min(b - a + 1, verdicts[k]["last_iter"] - verdicts[k]["first_iter"]
+                               + 1) for k in kept):
+            kept.append(i)
+    kept.sort()
+    labels = {verdicts[i]["episode"] for i in kept}
+    return [verdicts[i] for i in kept], [x for x in atts if x["episode"].iloc[0] in labels]
 
 
 SYNC_SHARE = 0.95  # host enqueue >= this share of gpu_ms...
@@ -689,6 +713,14 @@ def _moved(ref: pd.DataFrame, tgt: pd.DataFrame, col: str, words: str) -> str:
     return f" ({words}: {a:.3f} -> {b:.3f} ms)" if np.isfinite(a) and np.isfinite(b) else ""
 
 
+def _faults(ref: pd.DataFrame, tgt: pd.DataFrame, col: str, which: str) -> str:
+    """" (a -> b major page faults per call)" where they rose, else ""."""
+    a, b = _means(ref, tgt, col)
+    if not (np.isfinite(a) and np.isfinite(b)) or b <= a + 0.5:
+        return ""
+    return f" ({a:.1f} -> {b:.1f} {which} page faults per call: it waited for memory from disk)"
+
+
 def _oncpu(ref: pd.DataFrame, tgt: pd.DataFrame) -> str:
     """How the thread waited for its result (a spinning or a blocking synchronize)."""
     a, b = _means(ref, tgt, "wait_oncpu_pct")
@@ -738,7 +770,10 @@ def _context(ref: pd.DataFrame, tgt: pd.DataFrame, events: pd.DataFrame | None =
                  f"{ref['own_duty_pct'].median():.0f}%)")
     cpu = ""
     if "host_wait_ms" in tgt and tgt["host_wait_ms"].notna().any():
-        cpu = (f" (the inference thread waited for a CPU while launching, mean per iteration: "
+        span = "kind" in tgt and len(tgt) and bool((tgt["kind"] == "span").all())
+        cpu = (f" (the {'timed' if span else 'inference'} thread waited for a CPU"
+               f"{'' if span else ' while launching'}, mean per "
+               f"{'call' if span else 'iteration'}: "
                f"{ref['host_wait_ms'].mean():.3f} -> {tgt['host_wait_ms'].mean():.3f} ms)")
     queue = _moved(ref, tgt, "queue_other_ms", "from the call to the GPU starting the work, "
                    "while this program's stream was idle, mean")
@@ -765,8 +800,10 @@ def _context(ref: pd.DataFrame, tgt: pd.DataFrame, events: pd.DataFrame | None =
             "gc": _moved(ref, tgt, "gc_ms", "garbage collection inside, mean per call"),
             "interpreter_lock": lock,
             "host_blocked": _moved(ref, tgt, "host_offcpu_ms", "off the CPU and not runnable, "
-                                   "mean per call"),
+                                   "mean per call") + _faults(ref, tgt, "majflt", "major"),
             "vm_steal": _moved(ref, tgt, "steal_ms", "steal time per CPU, mean per call"),
+            "cpu_quota": _moved(ref, tgt, "quota_ms", "held off the CPUs by the cgroup's "
+                                "quota, mean per call"),
             "host_work": _moved(ref, tgt, "host_run_ms", "on the CPU, mean per call")}
 
 
@@ -811,7 +848,9 @@ def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None) 
     how = ("in all of them" if count == len(changed) else
            f"in {count} of {len(changed)} verdicts, which hold {weight.iloc[0] / weight.sum():.0%} "
            f"of all the extra time (extra ms x iterations)")
-    prefix = f"{worst['engine']}, " if v["engine"].nunique() > 1 else ""
+    # (a span's sentence names it already)
+    prefix = (f"{worst['engine']}, " if v["engine"].nunique() > 1
+              and not str(worst["engine"]).startswith("span:") else "")
     came = f"{episodes} episode(s) came and went"
     # (two engines timed in one condition are two series: say so, not "2 conditions")
     series = "conditions" if v["engine"].nunique() <= 1 else "engine/condition series"

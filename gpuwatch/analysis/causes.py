@@ -79,6 +79,13 @@ CAUSES: tuple[Cause, ...] = (
           "wake-up, or a host too busy to notice",
           "the time from the end event to the host's synchronize returning grew (gpuwatch "
           "engines and record; a region whose call waits for its result)", "wall"),
+    Cause("cpu_quota", "cgroup_cpu_quota",
+          "the cgroup's CPU quota (a container's CPU limit) throttling the program",
+          "CPU quota (cgroup)",
+          "the program's cgroup (a container's CPU limit) used up its CPU quota and was held "
+          "off the CPUs until the next period",
+          "the cgroup's throttled time (cpu.stat) over the regions grew; at most the growth of "
+          "the timed thread's wait for a CPU, which counts it", "both"),
     Cause("host_cpu", "host_cpu_contention",
           "the host's CPUs being oversubscribed (the inference thread waited for a CPU)",
           "host CPUs oversubscribed",
@@ -137,7 +144,8 @@ _BY_FACTOR = {c.factor: c for c in CAUSES}
 CAUSE_CODES: tuple[str, ...] = tuple(dict.fromkeys(
     [c.code for c in CAUSES[:2]] + ["thermal"] + [c.code for c in CAUSES[2:]]))
 # Host causes, in the order a host delay is split among them (analysis.hostside.split)
-HOST_FACTORS = ("gc", "host_cpu", "interpreter_lock", "host_blocked", "vm_steal", "host_launch")
+HOST_FACTORS = ("gc", "cpu_quota", "host_cpu", "interpreter_lock", "host_blocked", "vm_steal",
+                "host_launch")
 # The evidence a sentence gives for a factor is analysis._context's; its words are CAUSES'.
 
 

@@ -30,7 +30,8 @@ from .wall import PARTS
 ATT_COLUMNS = ["factor", "contribution_ms", "ci_low_ms", "ci_high_ms", "share", "offsets"]
 BOOTSTRAP = 200
 MAX_ROWS = 3000
-HOST_CHANGE_COLUMNS = ("gc_ms", "host_wait_ms", "host_offcpu_ms", "others_run_ms", "steal_ms")
+HOST_CHANGE_COLUMNS = ("gc_ms", "host_wait_ms", "quota_ms", "host_offcpu_ms", "others_run_ms",
+                       "steal_ms")
 OTHERS_IN_TARGET = 0.5  # as attribution.other_process
 
 
@@ -177,6 +178,9 @@ def attribute_wall(ref: pd.DataFrame, tgt: pd.DataFrame, gpu_att: pd.DataFrame |
     rows["unexplained"] = _row("unexplained", rest, lo if np.isfinite(lo) else rest,
                                hi if np.isfinite(hi) else rest)
     out = _ordered(pd.DataFrame(list(rows.values())))
+    # (as attribution.attribute: a change under 0.1% of the reference has no shares to give)
+    if abs(delta) < 1e-3 * abs(_mean(ref, "wall_ms")):
+        return with_shares(out, 0.0)
     return with_shares(out, delta)
 
 

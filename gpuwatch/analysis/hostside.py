@@ -12,6 +12,14 @@ between readings) and the recording's `host_events`:
 - `gc_ms`: Python's cyclic garbage collector running (any thread's collection: it holds the
   interpreter lock, so it stops every Python thread);
 - `steal_ms`: the machine's steal time per CPU (the hypervisor ran someone else);
+- `quota_ms`: the recording process's cgroup throttled by its CPU quota (a container's CPU
+  limit): cpu.stat's throttled time, which sums each CPU's throttled run queue, per CPU (on
+  the 2-core CPU test machine 316-789 ms per 0.5 s summed, 158-395 ms per CPU, against the
+  thread's 323-407 ms of wait), and at most the window less the time on a CPU. A throttled
+  thread waits in a run queue, and schedstat counts it as waiting for a CPU (0.153 s
+  throttled, 0.153 s of wait, there); a thread waiting for the interpreter lock that a
+  throttled thread holds is off the CPU instead;
+- `majflt`, `minflt`: the timed thread's major and minor page faults (counts);
 - `wait_oncpu_pct`: of the wait for the result after the call (a synchronize), the share the
   thread spent on a CPU: spinning (~100) or sleeping (~0, a blocking synchronize).
 
@@ -29,14 +37,16 @@ import pandas as pd
 from .columns import floats
 
 # What analysis reads of the samples for this (cumulative counters, ns)
-SAMPLE_COUNTERS = ("host_run_ns", "host_wait_ns", "host_others_run_ns", "host_steal_ns")
+SAMPLE_COUNTERS = ("host_run_ns", "host_wait_ns", "host_others_run_ns", "host_steal_ns",
+                   "host_majflt", "host_minflt", "host_cpu_throttled_us")
 COLUMNS = ("host_run_ms", "host_wait_ms", "host_offcpu_ms", "others_run_ms", "gc_ms", "steal_ms",
-           "wait_oncpu_pct")
+           "quota_ms", "majflt", "minflt", "wait_oncpu_pct")
 
 
-def _counter(smp: pd.DataFrame, col: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """How much cumulative counter `col` grew over each window [a, b] (ns -> ms), linear
-    between readings; NA where the readings do not cover the window."""
+def _counter(smp: pd.DataFrame, col: str, a: np.ndarray, b: np.ndarray,
+             scale: float = 1e-6) -> np.ndarray:
+    """How much cumulative counter `col` grew over each window [a, b] (times `scale`: ns ->
+    ms by default), linear between readings; NA where the readings do not cover the window."""
     n = a.size
     if col not in smp:
         return np.full(n, np.nan)
@@ -46,7 +56,7 @@ def _counter(smp: pd.DataFrame, col: str, a: np.ndarray, b: np.ndarray) -> np.nd
         return np.full(n, np.nan)
     t = smp["t_ns"].to_numpy(np.int64)[ok]
     v = v[ok]
-    out = (np.interp(b, t, v) - np.interp(a, t, v)) / 1e6
+    out = (np.interp(b, t, v) - np.interp(a, t, v)) * scale
     covered = (a >= t[0]) & (b <= t[-1]) & np.isfinite(a) & np.isfinite(b)
     return np.where(covered, np.maximum(out, 0.0), np.nan)
 
@@ -96,15 +106,29 @@ def states(rows: pd.DataFrame, smp: pd.DataFrame, events: pd.DataFrame | None,
         with np.errstate(invalid="ignore", divide="ignore"):
             extra["wait_oncpu_pct"] = np.clip(100.0 * ran / ((rb - b) / 1e6), 0.0, 100.0)
     window = (b - a) / 1e6
-    run = _counter(smp, "host_run_ns", a, b)
-    wait = _counter(smp, "host_wait_ns", a, b)
+    # schedstat's times move in scheduler ticks on some kernels (4 ms steps on this project's
+    # machines): interpolated between readings, a sub-tick region can get more run time than
+    # it lasted. Each row's states are bounded by its window, so they add up to it; means over
+    # many rows carry the signal, a single row's split is as coarse as the tick.
+    run = np.minimum(_counter(smp, "host_run_ns", a, b), window)
+    wait = np.minimum(_counter(smp, "host_wait_ns", a, b),
+                      np.maximum(window - np.nan_to_num(run, nan=0.0), 0.0))
     off = np.maximum(window - np.nan_to_num(run, nan=np.inf) - np.nan_to_num(wait, nan=0.0), 0.0)
     off = np.where(np.isnan(run), np.nan, off)
+    # The cgroup's throttled time is summed over the machine's CPUs (each CPU's run queue of
+    # the group is throttled on its own): per CPU, it is what one thread of the group lost;
+    # and at most the window off the CPU. Unknown without the CPU count (traces before v4).
+    throttled = _counter(smp, "host_cpu_throttled_us", a, b, 1e-3)
+    quota = np.minimum(throttled / cpus if cpus else np.full(a.size, np.nan),  # (NaN stays)
+                       np.maximum(window - np.nan_to_num(run, nan=0.0), 0.0))
     steal = _counter(smp, "host_steal_ns", a, b)
     steal = steal / cpus if cpus else np.full(a.size, np.nan)
     return {"host_run_ms": run, "host_wait_ms": wait, "host_offcpu_ms": off,
             "others_run_ms": _counter(smp, "host_others_run_ns", a, b),
-            "gc_ms": _gc_overlap(events, a, b), "steal_ms": steal, **extra}
+            "gc_ms": _gc_overlap(events, a, b), "steal_ms": steal, "quota_ms": quota,
+            # (counts per call, for the sentences' evidence: a major fault waits for I/O)
+            "majflt": _counter(smp, "host_majflt", a, b, 1.0),
+            "minflt": _counter(smp, "host_minflt", a, b, 1.0), **extra}
 
 
 def busiest_thread(events: pd.DataFrame | None, t0: float, t1: float) -> dict[str, Any] | None:
@@ -144,20 +168,33 @@ def _take(total: float, change: float) -> float:
 def split(total: float, d: dict[str, float], wait_counted: bool = False) -> dict[str, float]:
     """Split a host delay `total` (ms, signed: the host's share of a change) among the host
     causes, by the changes `d` of the per-row means (ms) between reference and target:
-    gc (`gc_ms`), host_cpu (`host_wait_ms`; skipped where `wait_counted`: the attribution
-    already took it), interpreter_lock (off-CPU time while other threads ran: `host_offcpu_ms`
-    up to `others_run_ms`), host_blocked (the rest of off-CPU), vm_steal (`steal_ms`), and
+    gc (`gc_ms`); cpu_quota (`quota_ms`: part of the wait for a CPU, or of the time off the CPU
+    where another thread was throttled holding the interpreter lock); host_cpu (the rest of
+    `host_wait_ms`; these two skipped where `wait_counted`: the attribution took the wait);
+    interpreter_lock (off-CPU time while other threads ran: `host_offcpu_ms` up to
+    `others_run_ms`); host_blocked (the rest of off-CPU); vm_steal (`steal_ms`); and
     host_launch: what is left, on the CPU. Each part at most its own change and what is left,
     so the parts stay within 0..total and sum to it."""
-    out = {"gc": 0.0, "host_cpu": 0.0, "interpreter_lock": 0.0, "host_blocked": 0.0,
-           "vm_steal": 0.0, "host_launch": 0.0}
+    out = {"gc": 0.0, "cpu_quota": 0.0, "host_cpu": 0.0, "interpreter_lock": 0.0,
+           "host_blocked": 0.0, "vm_steal": 0.0, "host_launch": 0.0}
     left = total
     out["gc"] = _take(left, d.get("gc_ms", np.nan))
     left -= out["gc"]
-    if not wait_counted:
-        out["host_cpu"] = _take(left, d.get("host_wait_ms", np.nan))
-        left -= out["host_cpu"]
     off = d.get("host_offcpu_ms", np.nan)
+    if not wait_counted:
+        # The cgroup's quota throttling first: the timed thread waits for a CPU meanwhile, or,
+        # where another thread of the process was throttled holding the interpreter lock, off
+        # the CPU (both seen on the CPU test machine). Then the rest of the wait.
+        wait = d.get("host_wait_ms", np.nan)
+        quota = d.get("quota_ms", np.nan)
+        held = np.nansum([wait, off]) if np.isfinite(wait) or np.isfinite(off) else np.nan
+        # (at most what the thread spent held off, in size and sign)
+        out["cpu_quota"] = _take(left, quota if not np.isfinite(held) else _take(held, quota))
+        left -= out["cpu_quota"]
+        in_wait = _take(out["cpu_quota"], wait) if np.isfinite(wait) else 0.0
+        out["host_cpu"] = _take(left, wait - in_wait if np.isfinite(wait) else wait)
+        left -= out["host_cpu"]
+        off = off - (out["cpu_quota"] - in_wait) if np.isfinite(off) else off
     others = d.get("others_run_ms", np.nan)
     # (off the CPU while the other threads ran at least half as long: they held it)
     if np.isfinite(off) and np.isfinite(others) and off > 0 and others >= 0.5 * off:

@@ -125,8 +125,8 @@ class RecordCommand:
         p.add_argument("--device", default=os.environ.get("GPUWATCH_DEVICE") or "auto",
                        help=f"GPU to use: {DEVICE_HELP} (default: $GPUWATCH_DEVICE, else auto)")
         p.add_argument("--engine", default="builtin:small",
-                       help="what to run: builtin:small, builtin:large, or a TensorRT engine "
-                            "file (.plan/.engine) (default: builtin:small)")
+                       help="what to run: builtin:small, builtin:large, builtin:tiny, or a "
+                            "TensorRT engine file (.plan/.engine) (default: builtin:small)")
         p.add_argument("--onnx", metavar="FILE", default=None,
                        help="build a TensorRT engine from this ONNX model (saved beside it, "
                             "with a timing cache) and run that")

@@ -246,7 +246,7 @@ def _latency_table(a: Analysis) -> str:
         for prefix, title in (("", name), ("slowest10_", "  slowest 10%")):
             if prefix and not any(k.startswith(prefix) for k in r):
                 continue
-            rows.append([_e(title), fmt_int(r["n"]) if not prefix else "",
+            rows.append([title, fmt_int(r["n"]) if not prefix else "",
                          fmt_ms(r["wall_ms"]) if not prefix else "",
                          fmt_ms(r["wall_p50_ms"]) if not prefix else "",
                          fmt_ms(r["wall_p90_ms"]) if not prefix else "",

@@ -59,7 +59,8 @@ class TextRenderer(Renderer):
                        zip(att["engine"], att["condition"], att["episode"])]] \
                 if not att.empty else att  # a change within noise has no shares to give
             if not att.empty:
-                out.append("   extra latency explained by (ms, 95% interval, share):")
+                out.append("   GPU time (events): extra latency explained by (ms, 95% interval,"
+                           " share):")
                 several = att["engine"].nunique() > 1
                 for (eng, cond, ep), g in att.groupby(["engine", "condition", "episode"],
                                                      sort=False, dropna=False):
@@ -95,7 +96,9 @@ class TextRenderer(Renderer):
             several = pd.concat([wv["engine"], ver["engine"]]).nunique() > 1 if len(wv) else \
                 ver["engine"].nunique() > 1  # (then each sentence says whose it is)
             for r in list(wv.itertuples()) + list(ver.itertuples()):
-                out.append(f"   - {r.engine}, {r.sentence}" if several else f"   - {r.sentence}")
+                # (a span's sentence names it already)
+                whose = several and not str(r.engine).startswith("span:")
+                out.append(f"   - {r.engine}, {r.sentence}" if whose else f"   - {r.sentence}")
         out.append("")
         out.append(f"verdict: {analysis.verdict}")
         if analysis.stream_note:
