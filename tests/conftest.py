@@ -102,3 +102,13 @@ def torch():
 def sentence_shares(text: str) -> list[float]:
     """Every percentage a verdict sentence states (each must lie within 0..100)."""
     return [float(v) for v in re.findall(r"(-?\d+(?:\.\d+)?)%", text)]
+
+
+def signal_episodes(a: gpuwatch.Analysis, code: str):
+    """The call -> result verdicts found from a cause's own signal (analysis.signals) that name
+    `code`, costliest (extra ms x iterations) first."""
+    w = a.wall_verdicts
+    if "found_from" not in w:
+        return w.iloc[:0]
+    w = w[(w["cause_code"] == code) & w["found_from"].notna()]
+    return w.assign(cost=w["extra_ms"] * w["iterations"]).sort_values("cost", ascending=False)

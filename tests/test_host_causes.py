@@ -11,20 +11,13 @@ import time
 import numpy as np
 
 import gpuwatch
+from tests.conftest import signal_episodes
 
 
 def busy(ms: float) -> None:
     end = time.perf_counter() + ms / 1e3
     while time.perf_counter() < end:
         pass
-
-
-def found(a, code):
-    w = a.wall_verdicts
-    if "found_from" not in w:
-        return w.iloc[:0]
-    w = w[(w["cause_code"] == code) & w["found_from"].notna()]
-    return w.assign(cost=w["extra_ms"] * w["iterations"]).sort_values("cost", ascending=False)
 
 
 def overlap_s(ep, t0, start_s, end_s):
@@ -56,7 +49,7 @@ def test_another_thread_holding_the_interpreter_lock_is_named(tmp_path):
             s.infer(busy, 1.0)
     t.join()
     a = gpuwatch.analyze(s.trace)
-    eps = found(a, "interpreter_lock")
+    eps = signal_episodes(a, "interpreter_lock")
     assert len(eps), a.wall_verdicts["sentence"].tolist()
     ep = eps.iloc[0]
     assert "thread 'logger'" in ep["sentence"], ep["sentence"]
@@ -90,7 +83,7 @@ def test_garbage_collection_in_pre_processing_is_named_on_the_span(tmp_path):
                 busy(0.5)
             s.infer(busy, 0.3)
     a = gpuwatch.analyze(s.trace)
-    eps = found(a, "garbage_collection")
+    eps = signal_episodes(a, "garbage_collection")
     eps = eps[eps["engine"] == "span:preprocess"]
     assert len(eps), a.wall_verdicts["sentence"].tolist()
     ep = eps.iloc[0]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import gpuwatch
-from tests.conftest import sentence_shares
+from tests.conftest import sentence_shares, signal_episodes
 
 DATA = Path(__file__).parent / "data" / "h100_issue27"
 TRUTH = json.loads((DATA / "truth.json").read_text())["cases"]
@@ -32,14 +32,6 @@ def t0(a):
     return float(inf[~inf["warmup"].astype(bool)]["host_start_ns"].min())
 
 
-def found(a, code):
-    """The wall verdicts found from a cause's own signal that name `code`, costliest first."""
-    w = a.wall_verdicts
-    w = w[w["cause_code"] == code]
-    w = w[w["found_from"].notna()] if "found_from" in w else w.iloc[:0]
-    return w.assign(cost=w["extra_ms"] * w["iterations"]).sort_values("cost", ascending=False)
-
-
 @pytest.mark.parametrize("name, code, truth_cause, named", [
     ("python_thread", "interpreter_lock", "python_thread", "'logger'"),
     ("python_thread_duty", "interpreter_lock", "python_thread", "'logger'"),
@@ -54,7 +46,7 @@ def found(a, code):
 ])
 def test_the_cause_and_its_window(analysed, name, code, truth_cause, named):
     a = analysis(analysed, name)
-    eps = found(a, code)
+    eps = signal_episodes(a, code)
     assert len(eps), a.wall_verdicts["sentence"].tolist()
     ep = eps.iloc[0]
     truth = next(w for w in TRUTH[name]["windows"] if w["cause"] == truth_cause)
@@ -69,7 +61,7 @@ def test_the_cause_and_its_window(analysed, name, code, truth_cause, named):
 
 
 def test_the_light_cotenant_is_named_with_its_pid_and_sm_share(analysed):
-    ep = found(analysis(analysed, "cotenant_light"), "other_process").iloc[0]
+    ep = signal_episodes(analysis(analysed, "cotenant_light"), "other_process").iloc[0]
     assert "the GPU's process list: pid" in ep["sentence"] and "% SM" in ep["sentence"]
 
 

@@ -25,6 +25,8 @@ import time
 
 import torch
 
+from userclock import report  # (the benchmark's own clock, beside this file)
+
 import gpuwatch
 
 
@@ -122,20 +124,14 @@ def main() -> None:
         gc.callbacks.remove(on_gc)
         print(f"stopped end_ns={time.time_ns()}", flush=True)
 
-    ms = sorted(v for _, v in log)
     gens = [sum(1 for c in collections if c[2] == g) for g in range(3)]
-    print(f"requests={len(ms)} p50={ms[len(ms) // 2]:.3f} p90={ms[int(len(ms) * 0.9)]:.3f} "
-          f"p99={ms[int(len(ms) * 0.99)]:.3f} ms (call -> result, the user's own clock); "
-          f"collections by generation {gens}, longest "
+    report(log, args.latency_log)
+    print(f"collections by generation {gens}, longest "
           f"{max((c[1] - c[0] for c in collections), default=0) / 1e6:.2f} ms")
     if args.gc_log:
         with open(args.gc_log, "w") as f:
             f.write("start_ns,end_ns,generation,collected\n")
             f.writelines(f"{a},{b},{g},{n}\n" for a, b, g, n in collections)
-    if args.latency_log:
-        with open(args.latency_log, "w") as f:
-            f.write("end_ns,ms\n")
-            f.writelines(f"{t},{v:.4f}\n" for t, v in log)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CAUSES", "Cause", "CAUSE_CODES", "FACTORS", "by_factor", "code_of", "docs_table",
-           "label_of", "text_of"]
+__all__ = ["CAUSES", "Cause", "CAUSE_CODES", "FACTORS", "code_of", "docs_table", "text_of"]
 
 THERMAL_MASK = 0x20 | 0x40  # ClockEventReason.SW_THERMAL_SLOWDOWN | HW_THERMAL_SLOWDOWN
 
@@ -143,23 +142,11 @@ _BY_FACTOR = {c.factor: c for c in CAUSES}
 # The verdict's fixed vocabulary, in the table's order (thermal: throttling with a thermal bit)
 CAUSE_CODES: tuple[str, ...] = tuple(dict.fromkeys(
     [c.code for c in CAUSES[:2]] + ["thermal"] + [c.code for c in CAUSES[2:]]))
-# Host causes, in the order a host delay is split among them (analysis.hostside.split)
-HOST_FACTORS = ("gc", "cpu_quota", "host_cpu", "interpreter_lock", "host_blocked", "vm_steal",
-                "host_launch")
-# The evidence a sentence gives for a factor is analysis._context's; its words are CAUSES'.
-
-
-def by_factor(factor: str) -> Cause:
-    return _BY_FACTOR[factor]
 
 
 def text_of(factor: str) -> str:
+    """How a sentence names an attribution factor."""
     return _BY_FACTOR[factor].text
-
-
-def label_of(factor: str) -> str:
-    c = _BY_FACTOR.get(factor)
-    return c.label if c else str(factor)
 
 
 def code_of(factor: str | None, reasons: int = 0) -> str | None:
