@@ -22,6 +22,11 @@ sampler (bare with / without the sampler) and region (gpuwatch / bare with the s
 what starting and closing a session costs.
 
 With --probe, the gpuwatch arm also stamps the in-band SM clock around every region (issue 14).
+With --probe-arms (issue 28), the session runs with the probe at its default (sampled: a region
+once 5 ms have passed since the last stamped one and ~10 ms of regions' GPU time) and three
+gpuwatch arms share it: "gpuwatch"
+(the default), "gpuwatch, probe off" (no region stamped) and "gpuwatch, every region" (every
+region stamped, issue 14's cost), toggled between blocks in the same session.
 With --getter-arm, a fourth arm, "gpuwatch, torch getter": the gpuwatch arm with the C timed
 path reading torch's current stream through torch's own getter (a pybind11 call) instead of
 c10 directly (bindings/torch.py), toggled in the same session.
@@ -46,6 +51,18 @@ import gpuwatch
 # The arms of one pair, in an order that rotates and reverses (every arm in every position).
 ARMS = ("bare", "gpuwatch", "bare, sampler on")
 GETTER = "gpuwatch, torch getter"
+PROBE_OFF, PROBE_ALL = "gpuwatch, probe off", "gpuwatch, every region"
+
+
+def probe_mode(s: Any, arm: str, every_ns: tuple[int, int]) -> None:
+    """Stamp as the arm says: the session's default period, never, or every region (the
+    region timer's own knobs, set between blocks)."""
+    t = s._timer
+    t._probe_every_ns = 0 if arm == PROBE_ALL else every_ns[0]
+    t._probe_region_ns = 0 if arm == PROBE_ALL else every_ns[1]
+    t._stamp_due_ns = 1 << 62 if arm == PROBE_OFF else 0
+    t._stamp_due_rid = 0
+    t._set_due()
 
 
 def orders(arms: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -89,6 +106,7 @@ def make_cases() -> dict[str, tuple[Any, Any, float, bool, bool]]:
         "convnet fp16 eager, gap 20 ms, session(stream=)": (net, x, 20.0, False, True),
         "convnet fp16 eager, own stream, gap 0": (net, x, 0.0, True, False),
         "gemm 8192 fp16, gap 0": (gemm, a, 0.0, False, False),
+        "gemm 8192 fp16, gap 20 ms": (gemm, a, 20.0, False, False),
     }
 
 
@@ -132,26 +150,32 @@ def gpuwatch_block(s: Any, fn: Any, x: Any, n: int, gap_s: float) -> list[float]
 
 def run_case(name: str, fn: Any, x: Any, gap_ms: float, own_stream: bool, given: bool,
              pairs: int, block: int, trace: Path, probe: bool = False,
-             getter_arm: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+             getter_arm: bool = False, probe_arms: bool = False
+             ) -> tuple[pd.DataFrame, dict[str, Any]]:
     import torch
 
     stream = torch.cuda.Stream() if own_stream else torch.cuda.current_stream()
     walls: dict[tuple[str, int], list[float]] = {}
     rows = []
     with torch.inference_mode(), torch.cuda.stream(stream), \
-            gpuwatch.session(out=trace, sample_hz=1000, probe=probe, overwrite=True,
-                             stream=stream if given else None) as s:
+            gpuwatch.session(out=trace, sample_hz=1000, probe=probe or probe_arms or None,
+                             overwrite=True, stream=stream if given else None) as s:
         s.pause_sampling()
         bare_block(fn, x, 20, 0)  # warm-up
         gpuwatch_block(s, fn, x, 20, 0)  # (the C path learns how to read torch's stream)
         path = s._timer._torch_path
         getter_arm = getter_arm and path == "c10"
         arms = ARMS + (GETTER,) if getter_arm else ARMS
+        every_ns = (s._timer._probe_every_ns, s._timer._probe_region_ns)
+        if probe_arms:
+            arms = arms + (PROBE_OFF, PROBE_ALL)
         for p in range(pairs):
             for arm in orders(arms)[p % (2 * len(arms))]:
                 if arm.startswith("gpuwatch"):
                     if getter_arm:
                         torch_read(s, arm == GETTER)
+                    if probe_arms:
+                        probe_mode(s, arm, every_ns)
                     s.set_condition(f"{arm}|{p}")
                     s.resume_sampling()
                     walls[(arm, p)] = gpuwatch_block(s, fn, x, block, gap_ms / 1e3)
@@ -182,7 +206,12 @@ def run_case(name: str, fn: Any, x: Any, gap_ms: float, own_stream: bool, given:
             "sampler_achieved_hz": tr.meta["sampler"].get("achieved_hz"),
             "sampler_paused_polls": tr.meta["sampler"].get("paused_polls"),
             "sampler_polls": tr.meta["sampler"].get("polls"),
-            "regions_meta": tr.meta.get("regions"), "probe": probe, "torch_stream_read": path,
+            "regions_meta": tr.meta.get("regions"), "probe": tr.meta["options"]["probe"],
+            "probe_every_ms": tr.meta["options"].get("probe_every_ms"),
+            "stamped_share_by_arm": {
+                str(arm): float(g["sm_clock_inband_mhz"].notna().mean())
+                for arm, g in inf.groupby(inf["condition"].astype(str).str.split("|").str[0])},
+            "torch_stream_read": path,
             "inband_mhz_p50": (float(inf["sm_clock_inband_mhz"].median())
                                if inf["sm_clock_inband_mhz"].notna().any() else None)}
     return pd.DataFrame(rows), info
@@ -228,14 +257,17 @@ def summarise(blocks: pd.DataFrame) -> pd.DataFrame:
             for key, num, den in (("ratio", "gpuwatch", "bare"),
                                   ("sampler_ratio", "bare, sampler on", "bare"),
                                   ("region_ratio", "gpuwatch", "bare, sampler on"),
-                                  ("getter_ratio", GETTER, "bare")):
+                                  ("getter_ratio", GETTER, "bare"),
+                                  ("probe_off_ratio", PROBE_OFF, "bare"),
+                                  ("every_region_ratio", PROBE_ALL, "bare"),
+                                  ("default_vs_off", "gpuwatch", PROBE_OFF)):
                 if (col, num) not in piv or (col, den) not in piv:
                     continue
                 ratio = (piv[(col, num)] / piv[(col, den)]).to_numpy()
                 q1, q2, q3 = np.percentile(ratio, [25, 50, 75])
                 row[f"{label}_{key}_p50"] = round(float(q2), 4)
                 row[f"{label}_{key}_iqr"] = f"{q1:.4f}..{q3:.4f}"
-                if key in ("ratio", "getter_ratio"):  # how well the median is known: a bootstrap 95% interval
+                if key in ("ratio", "getter_ratio", "probe_off_ratio", "every_region_ratio"):  # how well the median is known: a bootstrap 95% interval
                     lo, hi = median_ci(ratio)
                     row[f"{label}_{key}_p50_ci95"] = f"{lo:.4f}..{hi:.4f}"
         out.append(row)
@@ -251,6 +283,8 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=10)
     ap.add_argument("--cases", default="", help="case-name substrings separated by |")
     ap.add_argument("--probe", action="store_true", help="the in-band clock probe on")
+    ap.add_argument("--probe-arms", action="store_true",
+                    help="the probe at its default, off and on every region: three arms")
     ap.add_argument("--getter-arm", action="store_true",
                     help="a fourth arm: torch's current stream read through torch's getter")
     a = ap.parse_args()
@@ -258,14 +292,17 @@ def main() -> None:
 
     a.out.mkdir(parents=True, exist_ok=True)
     cases = make_cases()
-    wanted = [c for c in cases if not a.cases or any(w in c for w in a.cases.split("|"))]
+    # (a pattern that names a case exactly picks that case alone)
+    pats = a.cases.split("|") if a.cases else []
+    wanted = [c for c in cases if not pats or any(c == w or (w not in cases and w in c)
+                                                  for w in pats)]
     blocks, infos = [], []
     for name in wanted:
         fn, x, gap, own, given = cases[name]
         t0 = time.time()
         pairs = a.pairs if not gap else (a.gap_pairs or max(10, a.pairs // 2))
         df, info = run_case(name, fn, x, gap, own, given, pairs, a.block, a.out / "case.parquet",
-                            probe=a.probe, getter_arm=a.getter_arm)
+                            probe=a.probe, getter_arm=a.getter_arm, probe_arms=a.probe_arms)
         blocks.append(df)
         infos.append(info)
         print(f"done: {name} ({time.time() - t0:.0f} s)", flush=True)

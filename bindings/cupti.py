@@ -58,6 +58,8 @@ class CuptiTracer:
         self.dropped = 0
         # CUDA-event device timestamps, joined to gpuwatch's region ids by external correlation
         self.events_enabled: bool | str = False
+        # Context-switch records: True where CUPTI gives them, else why not (metadata)
+        self.ctx_switch: bool | str = False
         # CUPTI correlation id -> (device timestamp, CUPTI stream id)
         self._event_ts: dict[int, tuple[int, int | None]] = {}  # corr -> (GPU ns, stream id)
         self.by_kind: dict[str, int] = {}  # raw records received, per CUPTI activity kind
@@ -98,6 +100,21 @@ class CuptiTracer:
             self._kinds.append(c.ActivityKind.SYNCHRONIZATION)
         except Exception:
             pass
+        # This program's context switched in and out of the GPU's compute engine: another
+        # context (another process) had its time slice meanwhile. Not every GPU and driver
+        # gives them: on the lent H100 (driver 580, a Firecracker VM) enabling them fails with
+        # ERROR_NOT_COMPATIBLE (benchmarks/results/h100_issue27/ctx_switch_probe.txt); the
+        # metadata says which.
+        kind = getattr(c.ActivityKind, "COMPUTE_ENGINE_CTX_SWITCH", None)
+        if kind is None:
+            self.ctx_switch = "this CUPTI has no COMPUTE_ENGINE_CTX_SWITCH records"
+        else:
+            try:
+                c.activity_enable(kind)
+                self._kinds.append(kind)
+                self.ctx_switch = True
+            except Exception as e:
+                self.ctx_switch = f"{type(e).__name__}: {e}"
         try:
             c.activity_enable_cuda_event_device_timestamps(1)
             for kind in (c.ActivityKind.CUDA_EVENT, c.ActivityKind.EXTERNAL_CORRELATION,
@@ -257,6 +274,16 @@ class CuptiTracer:
                                                         getattr(a, "stream_id", None))
             elif kind == K.EXTERNAL_CORRELATION:
                 self._external[a.correlation_id] = a.external_id
+            elif kname == "COMPUTE_ENGINE_CTX_SWITCH":
+                op = getattr(c, "ComputeEngineCtxSwitchOperationType", None)
+                try:  # CUPTI's name of the operation: "start" or "end" of a context switch
+                    what = op(a.operation_type).name.lower() if op is not None else None
+                except ValueError:
+                    what = None
+                rows.append({"gpu": gpu, "t_ns": a.timestamp + off, "kind": "ctx_switch",
+                             "name": what or f"operation {int(a.operation_type)}",
+                             "start_ns": a.timestamp + off, "end_ns": a.timestamp + off,
+                             "stream_id": None, "correlation_id": a.context_id})
             elif kind == K.MEMSET:
                 rows.append({"gpu": gpu, "t_ns": a.start + off, "kind": "memset", "name": "memset",
                              "start_ns": a.start + off, "end_ns": a.end + off,
@@ -302,6 +329,7 @@ class CuptiTracer:
             self.dropped = -1  # not answerable here; -1 means unknown
         return {"source": "CUPTI activity API (cupti-python)", "records": self.records,
                 "cuda_event_device_timestamps": self.events_enabled,
+                "context_switches": self.ctx_switch,
                 "records_by_kind": dict(self.by_kind), "record_samples": dict(self.sample),
                 "dropped_records": self.dropped if self.dropped >= 0 else None,
                 "host_cost": {"callbacks": self.cost["callbacks"],

@@ -13,6 +13,9 @@ from .cuda import CudaRuntime, Stream
 
 class RealBackend:
     simulated = False
+    # the in-band clock probe is on by default (sampled: region.PROBE_EVERY_NS); where it
+    # cannot start (no NVRTC), the session records without it and says why
+    probe_default = True
 
     def __init__(self, ordinal: int, sample_gpus: str | Sequence[int] | None = None,
                  blocking_sync: bool = False, binding: str = "cuda", kernels: bool = False,

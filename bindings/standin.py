@@ -249,6 +249,9 @@ def open_telemetry(indices: Sequence[int]) -> list[StandInTelemetry]:
 
 class StandInBackend:
     simulated = True
+    # the in-band clock probe is on by default (sampled: region.PROBE_EVERY_NS); where it
+    # cannot start (no NVRTC), the session records without it and says why
+    probe_default = True
 
     def __init__(self, spec: str = ""):
         if spec:

@@ -111,11 +111,17 @@ FIELDS: tuple[Field, ...] = (
           "recording thread: cumulative major page faults (waited for disk I/O)"),
     Field("host_voluntary_switches", pa.int64(), "switches",
           "recording thread: cumulative voluntary context switches (it blocked or slept)"),
+    # ...and at the same rate, a level, not a counter (added within v4: a v4 trace from before
+    # it loads with it NA, which is what it is where the machine does not expose cpufreq)
+    Field("host_cpu_freq_mhz", pa.float64(), "MHz",
+          "recording thread: current clock of the CPU it last ran on (cpufreq "
+          "scaling_cur_freq); NA where the machine does not expose cpufreq"),
 )
 # read by the sampler (hoststat), not by GPU telemetry
 HOST_FIELDS = ("host_run_ns", "host_wait_ns", "host_cpu_pressure_us", "host_cpu_throttled_us",
                "host_load1_tasks", "host_involuntary_switches", "host_others_run_ns",
-               "host_steal_ns", "host_minflt", "host_majflt", "host_voluntary_switches")
+               "host_steal_ns", "host_minflt", "host_majflt", "host_voluntary_switches",
+               "host_cpu_freq_mhz")
 
 # How often each tier is read. Cheap fields (~3 us each on an H100) are read every poll; the
 # others one group per "costly slot" (Sampler.costly_hz), each group no more often than this,

@@ -35,13 +35,13 @@ from .clock import Clock, HostClock
 from .device import Backend
 from .errors import GpuwatchError, SessionError, Terminated, UsageError
 from .fields import FIELDS
-from .region import CHECK_EVERY, RegionTimer, callable_name
+from .region import CHECK_EVERY, PROBE_EVERY_NS, PROBE_REGION_NS, RegionTimer, callable_name
 from .sampler import Sampler
 from .sampler_process import ProcessSampler, SamplerStartError
 from .streams import StreamRef
 from .timebase import EventTimebase
 from .hostevents import THREAD_NAMES_FILE, GcRecorder, ThreadNames, python_thread_names
-from .hoststat import HostStat
+from .hoststat import HostStat, cpu_max_mhz
 from .trace import SCHEMA_VERSION, Trace, TraceWriter, check_output, default_out, load
 
 if TYPE_CHECKING:
@@ -106,6 +106,7 @@ class Session:
         check_every: int = CHECK_EVERY,
         probe: bool | None = None,
         overwrite: bool = False,
+        probe_every_ms: float | None = None,
     ):
         if isinstance(sample_hz, bool) or not isinstance(sample_hz, (int, float)) or \
                 not MIN_SAMPLE_HZ <= sample_hz <= MAX_SAMPLE_HZ:  # (NaN fails it too)
@@ -126,7 +127,14 @@ class Session:
         if probe is not None and not isinstance(probe, bool):
             raise UsageError(f"probe takes True, False or None (the device's default), got "
                              f"{probe!r}")
+        if probe_every_ms is not None and (
+                isinstance(probe_every_ms, bool) or not isinstance(probe_every_ms, (int, float))
+                or not 0 <= probe_every_ms <= 60_000):  # (NaN fails it too)
+            raise UsageError(f"probe_every_ms takes milliseconds 0..60000 (0: stamp every "
+                             f"region), got {probe_every_ms!r}")
         self.probe = probe
+        self.probe_every_ms = None if probe_every_ms is None else float(probe_every_ms)
+        self.probe_error: str | None = None  # why the default probe is off, where it is
         self.overwrite = bool(overwrite)
         self.sampler_mode, self.sample_gpus, self.binding = sampler, sample_gpus, binding
         self.kernels = kernels
@@ -240,17 +248,27 @@ class Session:
             raise UsageError("the simulated GPU samples on its virtual clock in this process; "
                              "sampler='process' needs a real GPU (use thread or auto)")
         self.sampler_mode = mode
-        if self.probe is None:  # the device's default: on where it costs nothing real (sim)
-            self.probe = bool(getattr(backend, "probe_default", False))
-        elif self.probe and not hasattr(backend.runtime, "read_probe"):
+        asked = self.probe
+        if self.probe_every_ms is None:  # (the simulated GPU stamps every region: it is free)
+            self.probe_every_ms = float(getattr(backend, "probe_every_ms",
+                                                PROBE_EVERY_NS / 1e6))
+        if asked is None:  # the device's default: on wherever it can stamp (sim, real GPUs)
+            self.probe = bool(getattr(backend, "probe_default", False)) and \
+                hasattr(backend.runtime, "read_probe")
+        elif asked and not hasattr(backend.runtime, "read_probe"):
             raise UsageError("the in-band clock probe is not available on this device; "
                              "record without it (probe=False, --no-probe)")
         if self.probe and hasattr(backend.runtime, "start_probe"):
             try:
                 backend.runtime.start_probe()
             except GpuwatchError as e:
-                raise UsageError(f"the in-band clock probe could not start: {e}; record "
-                                 f"without it (probe=False, --no-probe)") from e
+                if asked:
+                    raise UsageError(f"the in-band clock probe could not start: {e}; record "
+                                     f"without it (probe=False, --no-probe)") from e
+                # on by default only: record without it, and say why (metadata, stderr)
+                self.probe, self.probe_error = False, str(e)
+                print(f"gpuwatch: the in-band SM clock probe is off: {e}; clocks come from "
+                      f"NVML only", file=sys.stderr)
         if self.dataset is not None:
             self.out = dataset_path(self.dataset, backend.telemetry[0].info.name)
             try:
@@ -294,6 +312,9 @@ class Session:
                                                  mid_every=max(1, round(self.sample_hz / 100)),
                                                  names=python_thread_names)
                 host, host_events, host_final = stat.read, stat.take_events, stat.final_events
+                simulated_host = getattr(backend, "host_readings", None)  # (sim host faults:
+                if simulated_host is not None:  # the readings as the simulated host has them)
+                    host = simulated_host(host)
             self._sampler = Sampler(backend.telemetry, clock, writer.add, hz=self.sample_hz,
                                     host=host, own_pid=os.getpid(), host_events=host_events,
                                     host_final=host_final)
@@ -308,7 +329,10 @@ class Session:
         self._timer = RegionTimer(backend.runtime, clock, self._timebase, writer.add_columns,
                                   self._gpu(), tracer=self._tracer,
                                   check_every=self._check_every, probe=bool(self.probe),
-                                  stream=self._stream_ref, ordinal=self._ordinal)
+                                  stream=self._stream_ref, ordinal=self._ordinal,
+                                  probe_every_ns=int((self.probe_every_ms or 0) * 1e6),
+                                  # (0 ms: every region; else also ~10 ms of regions between)
+                                  probe_region_ns=PROBE_REGION_NS if self.probe_every_ms else 0)
         writer.set_before_flush(self._housekeeping)
 
     def _housekeeping(self) -> None:
@@ -679,7 +703,8 @@ class Session:
                         "kernels": self.kernels, "seed": self.seed,
                         "stream": None if self._stream_ref is None else
                         list(self._stream_ref), "check_every": self._check_every,
-                        "probe": self.probe,
+                        "probe": self.probe, "probe_every_ms": self.probe_every_ms,
+                        **({"probe_error": self.probe_error} if self.probe_error else {}),
                         **self.options},
             "field_query_cost_us": {str(t.info.index): dict(t.query_costs_us())
                                     for t in backend.telemetry},
@@ -687,7 +712,10 @@ class Session:
                      "python": sys.version.split()[0], "pid": os.getpid(),
                      "user": _user(), "argv": sys.argv,
                      # (the CPUs the machine has: /proc/stat's steal is summed over them)
-                     "cpu_count": os.cpu_count()},
+                     "cpu_count": os.cpu_count(),
+                     # (its nominal maximum CPU clock, MHz: cpu0's cpufreq cpuinfo_max_freq;
+                     # null where cpufreq is not exposed)
+                     "cpu_max_mhz": cpu_max_mhz()},
             "versions": _versions(backend),
             "started_ns": clock.now_ns(),
             "status": "recording",
@@ -717,7 +745,7 @@ def session(device: str | None = None, out: str | os.PathLike[str] | None = None
             options: dict[str, Any] | None = None,
             dataset: str | os.PathLike[str] | None = None, stream: Any = None,
             check_every: int = CHECK_EVERY, probe: bool | None = None,
-            overwrite: bool = False) -> Session:
+            overwrite: bool = False, probe_every_ms: float | None = None) -> Session:
     """Start recording on `device` ("auto", "cuda:N", "sim:t4", "standin"; default
     $GPUWATCH_DEVICE or "auto"); the trace goes to `out`.
     `sampler`: "auto" (a separate process on a real GPU, the virtual clock on sim), "thread",
@@ -729,14 +757,17 @@ def session(device: str | None = None, out: str | os.PathLike[str] | None = None
     `stream`: where regions' events go when a call names none (default: the stream the work
     goes on; "device" brackets the whole device). `check_every`: one region in this many (and
     the first few) is checked for GPU work outside its stream; 0 turns the checks off.
-    `probe`: stamp the in-band SM clock around every region (`sm_clock_inband_mhz`, a tiny
-    kernel before and after it: bindings/probe.py); None is the device's default (on for
-    simulated GPUs, off on real ones, where it costs ~8 us of host time per region).
+    `probe`: stamp the in-band SM clock around regions (`sm_clock_inband_mhz`, a tiny kernel
+    before and after it: bindings/probe.py), a region once `probe_every_ms` (5) have passed
+    since the last stamped one began and the regions since lasted ~10 ms of GPU time (0:
+    every region; None: the device's, 0 on simulated GPUs); `probe` None is the device's
+    default: on wherever the device can stamp (real GPUs with NVRTC, simulated ones), and where
+    it cannot start, off with the reason in the metadata (options.probe_error).
     `overwrite`: replace an existing trace at `out` (by default that is refused)."""
     return Session(device, out, sample_hz=sample_hz, sampler=sampler, sample_gpus=sample_gpus,
                    binding=binding, kernels=kernels, seed=seed, options=options,
                    dataset=dataset, stream=stream, check_every=check_every, probe=probe,
-                   overwrite=overwrite)
+                   overwrite=overwrite, probe_every_ms=probe_every_ms)
 
 
 class _Span:

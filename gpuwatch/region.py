@@ -26,6 +26,7 @@ correlation ids `event_tag(rid, end)`; `region_of_tag` inverts it (analysis.merg
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import threading
 import time
@@ -51,6 +52,17 @@ POLL_NS = 1_000_000_000
 MAX_PENDING = 1024  # regions outstanding before the oldest is waited for (the pool wraps)
 CHECK_FIRST = 3  # the first regions are checked for work outside their stream...
 CHECK_EVERY = 200  # ...and then one in this many (0: never)
+# The in-band clock stamps (bindings/probe.py) go around a region when at least
+# PROBE_EVERY_NS (host ns) have passed since the last stamped one began AND the regions since
+# add up to about PROBE_REGION_NS of GPU time (counted as regions of the latest resolved one's
+# gpu_ms): every region when regions are that long, one in PROBE_REGION_NS / region time when
+# they are short, whatever the gaps between them. A stamped region costs 40 us of
+# call -> result on the H100 back to back (two stamps: ~8 us of host and ~9 us of GPU time,
+# and the slow path's Python) and 45-110 us after a 20 ms idle gap (the host runs cold): at
+# most ~1% of the regions' own time (benchmarks/results/h100_issue28). Unstamped regions carry
+# no reading (NA); analysis.merge may lend them the nearest stamp's, labelled as such.
+PROBE_EVERY_NS = 5_000_000
+PROBE_REGION_NS = 10_000_000
 
 
 def event_tag(rid: Any, end: bool) -> Any:
@@ -134,9 +146,13 @@ class RegionTimer:
                  sink: Callable[[str, dict[str, list[Any]]], None], gpu: int,
                  tracer: Any = None, check_every: int = CHECK_EVERY,
                  max_pending: int = MAX_PENDING, probe: bool = False,
-                 stream: StreamRef | None = None, ordinal: int = 0):
+                 stream: StreamRef | None = None, ordinal: int = 0,
+                 probe_every_ns: int = PROBE_EVERY_NS,
+                 probe_region_ns: int = PROBE_REGION_NS):
         """`sink(table, columns)` takes the resolved rows (the writer's add_columns). `probe`:
-        stamp the in-band SM clock around every region (the runtime's probe/read_probe).
+        stamp the in-band SM clock around regions (the runtime's probe/read_probe), a region
+        when `probe_every_ns` has passed since the last stamped one began and the regions since
+        lasted about `probe_region_ns` of GPU time (both 0: every region).
         `stream`: where regions go when none is given (None: where the work goes now, on CUDA
         device `ordinal`; see streams.py)."""
         self._rt, self._clock, self._tb, self._sink = runtime, clock, timebase, sink
@@ -152,6 +168,11 @@ class RegionTimer:
         self._record = runtime.record
         self._probe = runtime.probe if probe else None
         self._read_probe = runtime.read_probe if probe else None
+        self._probe_every_ns = int(probe_every_ns)
+        self._probe_region_ns = int(probe_region_ns)
+        # the next region is stamped from this host ns (the counter's) and region id on
+        self._stamp_due_ns = self._stamp_due_rid = 0
+        self._check_due_rid = 0  # the next region id checked for work outside its stream
         self._free: list[tuple[Any, Any]] = []  # event pairs to reuse
         self._out: list[Any] = []  # regions ended, oldest first, not yet in _pending (below)
         self._pending: deque[_Pending] = deque()  # regions ended, not yet resolved
@@ -174,10 +195,9 @@ class RegionTimer:
         self._fs = fs
         self._c_path = native is not None
         fs.batch, fs.poll_ns, fs.anchor = BATCH, POLL_NS, timebase.current
-        # every region takes the slow path: tagged for the kernel tracer, clock probes,
-        # the whole device bracketed
-        fs.hold = int(tracer is not None or probe or (stream is not None
-                                                      and stream.source == DEVICE))
+        # every region takes the slow path: tagged for the kernel tracer, the whole device
+        # bracketed (stamped regions take it when due: _set_due)
+        fs.hold = int(tracer is not None or (stream is not None and stream.source == DEVICE))
         if stream is not None and stream.source != DEVICE:
             fs.fixed_handle, fs.fixed_source = stream.handle, stream.source
         self._torch_path: str | None = None  # how the C path reads torch's current stream
@@ -221,7 +241,13 @@ class RegionTimer:
         handle, source = ref
         p = _Pending(kind, name, handle, source, labels, rid, None, None, None,
                      self._tb.current, 0)
-        check = False
+        check = stamp = False
+        if not fs.depth and self._probe is not None and rid >= self._stamp_due_rid:
+            now = self._counter()  # (stamps bracket top-level regions)
+            if now >= self._stamp_due_ns:
+                stamp = True
+                self._stamp_due_ns = now + self._probe_every_ns
+                self._stamp_due_rid = rid + self._stamp_regions()
         if not fs.depth and (self._counter() >= fs.due_ns or rid >= fs.next_check
                              or len(self._pending) + len(self._out) >= BATCH):
             check = self._housekeeping(p)  # a GPU error there is raised with its row
@@ -235,13 +261,13 @@ class RegionTimer:
                 p.stream = self._streams.get(handle)
                 if p.stream is None:
                     p.stream = self._streams[handle] = self._rt.native_stream(handle)
-            if device or check or self._tracer is not None or self._probe is not None:
+            if device or check or self._tracer is not None or stamp:
                 p.plain = False
                 if device or check:
                     self._rt.synchronize_device()
                     p.idle_ns = None if device else -1  # -1: find out at end()
-                if self._probe is not None:  # before the start event: not in gpu_ms
-                    p.probe0 = self._probe(p.stream)
+                if stamp:  # before the start event: not in gpu_ms
+                    p.probe0 = self._probe(p.stream)  # type: ignore[misc]
                 p.h0 = self._counter()
                 self._record_tagged(p.ev0, event_tag(rid, False), p.stream)
             else:
@@ -432,12 +458,20 @@ class RegionTimer:
             self._rt.synchronize_device()
         self._record_tagged(p.ev1, event_tag(p.rid, True), p.stream)
         p.h1 = self._counter()
-        if self._probe is not None:  # after the end event: not in gpu_ms
-            p.probe1 = self._probe(p.stream)
+        if p.probe0 is not None and self._probe is not None:  # after the end event: not in
+            p.probe1 = self._probe(p.stream)  # gpu_ms
         if p.idle_ns is not None:  # checked: when did the whole device go idle?
             self._rt.synchronize_device()
             p.idle_ns = self._counter()
             self.stats["checked"] += 1
+
+    def _stamp_regions(self) -> int:
+        """Regions from one stamped region to the next: about PROBE_REGION_NS of GPU time at
+        the latest resolved region's gpu_ms (1 while none is known)."""
+        ms, every = self.last_ms, self._probe_region_ns
+        if not every or ms is None or not ms > 0:  # (NaN: no)
+            return 1 if every else 0
+        return int(min(max(math.ceil(every / (ms * 1e6)), 1), 10_000))
 
     def _housekeeping(self, p: _Pending) -> bool:
         """Before region `p` (top level), when due: resolve what has completed (a batch is
@@ -461,24 +495,30 @@ class RegionTimer:
             self._emit([p.row(self._gpu, self._epoch, _text(e))])
             raise
         rid, check = p.rid, False
-        if rid >= fs.next_check:
+        if rid >= self._check_due_rid:
             every = self._check_every
             check = every > 0 and (rid < CHECK_FIRST or rid % every == 0)
-            fs.next_check = (rid + 1 if rid + 1 < CHECK_FIRST else
-                             (rid // every + 1) * every if every > 0 else 1 << 62)
+            self._check_due_rid = (rid + 1 if rid + 1 < CHECK_FIRST else
+                                   (rid // every + 1) * every if every > 0 else 1 << 62)
         self._set_due()
         return check
 
     def _set_due(self) -> None:
-        """When the hot path must next call _housekeeping by the clock (a traced session: at
-        every region)."""
+        """When the hot path must next call _housekeeping: by the clock (a traced session: at
+        every region) and by region id (a stream check; a stamp: its region count first, then
+        its time)."""
         fs = self._fs
+        stamp_by_rid = self._probe is not None and fs.seq < self._stamp_due_rid
+        fs.next_check = min(self._check_due_rid, self._stamp_due_rid) if stamp_by_rid \
+            else self._check_due_rid
         if self._tracer is not None:
             fs.due_ns = 0
             return
         due = self._tb.next_anchor_ns - self._epoch
         if self._pending or self._out:
             due = min(due, fs.last_poll_ns + POLL_NS)
+        if self._probe is not None and not stamp_by_rid:  # the next stamped region
+            due = min(due, self._stamp_due_ns)
         fs.due_ns = due
 
     # -- resolution -----------------------------------------------------------------------------
@@ -649,6 +689,8 @@ class RegionTimer:
     def summary(self) -> dict[str, Any]:
         fast = getattr(self._fs, "fast_regions", None)  # (None: no C path)
         return {**self.stats, "pending_max": self._max_pending, "check_every": self._check_every,
+                "probe_every_ms": (self._probe_every_ns / 1e6 if self._probe is not None
+                                   else None),
                 "check_first": CHECK_FIRST, "c_path_regions": fast,
                 "torch_stream_read": self._torch_path}
 

@@ -42,14 +42,16 @@ from .fields import FIELDS
 # a word SQL reserves), every column's unit is in its Arrow field metadata, and time columns are
 # delta-encoded. v4: the host's own causes: samples.host_others_run_ns, host_steal_ns,
 # host_minflt, host_majflt, host_voluntary_switches, and the host_events table (garbage
-# collections, the other threads' CPU time). Every older trace keeps loading.
+# collections, the other threads' CPU time); within v4 later, samples.host_cpu_freq_mhz (NA
+# where unknown: a v4 file from before it lacks the column and loads with it NA, which is all
+# that absence can mean). Every older trace keeps loading.
 SCHEMA_VERSION = 4
 META_KEY = b"gpuwatch"
 TABLES = ("inferences", "samples", "driver_samples", "kernels", "events", "processes",
           "host_events")
 # kinds of kernels-table rows that are not the program's GPU work: gpuwatch's own records, and
 # the program's waits for the GPU
-NOT_WORK_KINDS = ("cuda_event", "probe", "sync")
+NOT_WORK_KINDS = ("cuda_event", "probe", "sync", "ctx_switch")  # (ctx_switch: CUPTI, not work)
 
 KIND = "table_name"  # which table a row belongs to
 LEGACY_KIND = "table"  # its name in schema v1-v2 traces and chunks

@@ -65,3 +65,63 @@ def test_a_cupti_without_the_event_calls_leaves_them_all_off(monkeypatch, enum_n
     t.enable()
     assert isinstance(t.events_enabled, str)  # why, for the trace's metadata
     assert t.cupti.on == {Kind.CONCURRENT_KERNEL, Kind.MEMCPY, Kind.MEMSET, Kind.SYNCHRONIZATION}
+
+
+# a CUPTI that gives context-switch records (13.x): Kind and two more
+KindWithSwitches = enum.IntEnum(  # type: ignore[misc]
+    "KindWithSwitches", [*Kind.__members__, "COMPUTE_ENGINE_CTX_SWITCH", "KERNEL"])
+
+
+@pytest.mark.parametrize("kind,refuse,expect", [
+    (Kind, False, "this CUPTI has no COMPUTE_ENGINE_CTX_SWITCH records"),
+    (KindWithSwitches, True, "RuntimeError: ERROR_NOT_COMPATIBLE (14)"),
+    (KindWithSwitches, False, True),
+])
+def test_context_switch_records_where_cupti_gives_them(monkeypatch, kind, refuse, expect):
+    """Context-switch records are asked for; where CUPTI lacks or refuses them (the lent H100:
+    ERROR_NOT_COMPATIBLE), the metadata says why and nothing else changes."""
+    mod = fake_cupti("DriverApiTraceCbid")
+    c = mod.cupti
+    c.ActivityKind = kind
+    enable = c.activity_enable
+
+    def activity_enable(k):
+        if refuse and k == getattr(kind, "COMPUTE_ENGINE_CTX_SWITCH", None):
+            raise RuntimeError("ERROR_NOT_COMPATIBLE (14)")
+        enable(k)
+    c.activity_enable = activity_enable
+    monkeypatch.setitem(sys.modules, "cupti", mod)
+    from gpuwatch.bindings.cupti import CuptiTracer
+
+    t = CuptiTracer(HostClock())
+    t.enable()
+    assert t.ctx_switch == expect and t.events_enabled is True
+    assert (getattr(kind, "COMPUTE_ENGINE_CTX_SWITCH", None) in c.on) is (expect is True)
+
+
+def test_context_switch_records_become_kernels_table_rows(monkeypatch):
+    """A COMPUTE_ENGINE_CTX_SWITCH record (as cupti-python 13.4 gives it: kind, timestamp,
+    operation_type, context_id) becomes a `ctx_switch` row of the kernels table on the trace's
+    time base, named by CUPTI's operation ("start"/"end")."""
+    mod = fake_cupti("DriverApiTraceCbid")
+    c = mod.cupti
+    c.ActivityKind = KindWithSwitches
+    c.ComputeEngineCtxSwitchOperationType = enum.IntEnum(
+        "Op", ["INVALID", "START", "END"], start=0)
+    monkeypatch.setitem(sys.modules, "cupti", mod)
+    from gpuwatch.bindings.cupti import CuptiTracer
+
+    t = CuptiTracer(HostClock())
+    t.enable()
+    t.offset_ns = 1_000
+    got: list = []
+    t._sink = lambda table, rows: got.append((table, rows))
+    rec = types.SimpleNamespace(kind=int(KindWithSwitches.COMPUTE_ENGINE_CTX_SWITCH),
+                                timestamp=5_000, operation_type=2, context_id=7)
+    t._completed([rec, types.SimpleNamespace(**{**vars(rec), "timestamp": 4_000,
+                                                "operation_type": 1})])
+    (table, rows), = got
+    assert table == "kernels"
+    assert [(r["kind"], r["name"], r["t_ns"], r["correlation_id"]) for r in rows] == [
+        ("ctx_switch", "start", 5_000, 7), ("ctx_switch", "end", 6_000, 7)]
+    assert t.by_kind == {"COMPUTE_ENGINE_CTX_SWITCH": 2}

@@ -29,7 +29,7 @@ def _app_clock_mhz() -> float:
 @pytest.mark.parametrize("where", ["current", "own stream", "graph"])
 def test_in_band_clock_on_every_kind_of_stream(torch, tmp_path, where):
     """A light, launch-bound conv net (far from the power cap): every region gets an in-band
-    clock near the application clock. (Its regions read 0.5-1.6% below it on the H100, where a
+    clock near the application clock (probe_every_ms=0: every region stamped). (Its regions read 0.5-1.6% below it on the H100, where a
     GPU-bound region reads it within 0.01%: test_record_cli_with_the_probe; see
     benchmarks/results/h100_issue14.)"""
     from gpuwatch.bindings.torch import convnet
@@ -47,7 +47,7 @@ def test_in_band_clock_on_every_kind_of_stream(torch, tmp_path, where):
             with torch.cuda.graph(g):
                 net(x)
             fn = g.replay
-        with gpuwatch.session(out=out, probe=True) as s:
+        with gpuwatch.session(out=out, probe=True, probe_every_ms=0) as s:
             for _ in range(200):
                 s.infer(fn) if where == "graph" else s.infer(net, x)
             stream.synchronize()
@@ -66,7 +66,7 @@ def test_the_probe_is_outside_the_events(torch, tmp_path):
     for i in range(6):
         probe = bool(i % 2)
         out = tmp_path / f"{i}.parquet"
-        with gpuwatch.session(out=out, probe=probe, sampler="off") as s:
+        with gpuwatch.session(out=out, probe=probe, sampler="off", probe_every_ms=0) as s:
             for _ in range(100):
                 s.infer(torch.mm, a, a)
             torch.cuda.synchronize()
@@ -84,7 +84,8 @@ def test_probe_with_either_binding(tmp_path, binding):
     from gpuwatch.analysis.merge import merge
 
     out = tmp_path / f"{binding}.parquet"
-    with gpuwatch.session(out=out, binding=binding, probe=True, sampler="thread") as s:
+    with gpuwatch.session(out=out, binding=binding, probe=True, sampler="thread",
+                          probe_every_ms=0) as s:
         e = s.engine("builtin:small")
         for _ in range(100):
             e.infer()
@@ -107,10 +108,36 @@ def test_record_cli_with_the_probe(tmp_path):
 
     out = tmp_path / "r.parquet"
     r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--gap", "0,5", "--iters", "100",
-                        "--probe", "--out", str(out), "--quiet"], capture_output=True, text=True)
+                        "--probe", "--probe-every", "0", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     m = merge(gpuwatch.load(out))
     m = m[~m["warmup"].astype(bool)]
     f = m["sm_clock_inband_mhz"].to_numpy(float)
     assert np.isfinite(f).mean() > 0.95 and (m["sm_clock_source"] == "in-band").mean() > 0.95
     assert abs(np.nanmedian(f) / _app_clock_mhz() - 1) < 0.01
+
+
+def test_the_default_recording_samples_the_clock(torch, tmp_path):
+    """With no probe options (the default on a real GPU: issue 28), a launch-bound net back to
+    back gets a stamp on about one region in (5 ms / region time), the stamped ones read near
+    the application clock, and every region's clock in the merged table is in-band or the
+    nearest stamp's (labelled), not NVML's."""
+    from gpuwatch.analysis.merge import merge
+    from gpuwatch.bindings.torch import convnet
+
+    net, x = convnet()
+    out = tmp_path / "d.parquet"
+    with torch.inference_mode(), gpuwatch.session(out=out) as s:
+        for _ in range(400):
+            s.infer(net, x)
+        torch.cuda.synchronize()
+    tr = gpuwatch.load(out)
+    assert tr.meta["options"]["probe"] is True and tr.meta["options"]["probe_every_ms"] == 5.0
+    inf = tr.measured()
+    f = inf["sm_clock_inband_mhz"].to_numpy(float)
+    assert 0.03 < np.isfinite(f).mean() < 0.7, np.isfinite(f).mean()
+    assert abs(np.nanmedian(f) / _app_clock_mhz() - 1) < 0.025
+    m = merge(tr)
+    m = m[(m["kind"] == "inference") & ~m["warmup"].astype(bool)]
+    assert m["sm_clock_source"].astype(str).str.startswith("in-band").mean() > 0.95

@@ -207,3 +207,160 @@ def test_the_session_records_the_host_fields_on_the_standin(tmp_path):
         assert len(v) < len(smp)  # (about every 10 ms, not every poll)
     vol = smp["host_voluntary_switches"].dropna()
     assert vol.iloc[-1] - vol.iloc[0] >= 20  # (it slept 50 times)
+
+
+# The CPU clock of the CPU the recording thread last ran on (cpufreq, where exposed)
+
+def _fake_cpufreq(root, khz_of_cpu, max_khz=None):
+    """A directory laid out as /sys/devices/system/cpu with cpufreq: cpuN/cpufreq files."""
+    for cpu, khz in khz_of_cpu.items():
+        d = root / f"cpu{cpu}" / "cpufreq"
+        d.mkdir(parents=True)
+        (d / "scaling_cur_freq").write_text(f"{khz}\n")
+        if max_khz is not None:
+            (d / "cpuinfo_max_freq").write_text(f"{max_khz}\n")
+    return str(root)
+
+
+def test_the_threads_cpu_is_field_39_after_the_last_parenthesis():
+    from gpuwatch.hoststat import _page_faults, _processor
+
+    # a comm with ") " in it: counted from the last ')', field 39 is the 37th after it
+    after = " ".join(["S"] + [str(n) for n in range(4, 39)] + ["13", "0", "0"])  # 39: 13
+    stat = b"4242 (my ) (x) worker) " + after.encode() + b"\n"
+    assert _processor(stat) == 13
+    assert _page_faults(stat) == (10, 12)  # (fields 10 and 12 from the same split)
+    assert _processor(b"4242 (x) S 1 2 3") is None  # (a kernel too old for the field)
+    assert _processor(b"") is None
+
+
+@linux
+def test_the_real_stat_files_processor_is_a_cpu_this_thread_may_run_on():
+    from gpuwatch.hoststat import _processor
+
+    old = os.sched_getaffinity(0)
+    cpu = max(old)
+    try:
+        os.sched_setaffinity(0, {cpu})
+        work(50_000)  # (runs there now)
+        with open(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/stat", "rb") as f:
+            assert _processor(f.read()) == cpu
+    finally:
+        os.sched_setaffinity(0, old)
+
+
+@linux
+def test_the_cpu_clock_is_the_clock_of_the_cpu_the_thread_ran_on(tmp_path):
+    """Each CPU a different clock in a cpufreq laid out in tmp_path: the reading follows the
+    thread to the CPU it is pinned on; each CPU's file is held open (re-read, not reopened)."""
+    from gpuwatch.hoststat import HostStat
+
+    cpus = sorted(os.sched_getaffinity(0))
+    root = _fake_cpufreq(tmp_path, {c: 1_000_000 + 100_000 * c + 7 for c in cpus})
+    h = HostStat(os.getpid(), threading.get_native_id(), slow_every=1000, mid_every=2,
+                 cpufreq_root=root)
+    old = set(cpus)
+    try:
+        for cpu in (cpus[-1], cpus[0]):
+            os.sched_setaffinity(0, {cpu})
+            work(50_000)
+            got = [h.read().get("host_cpu_freq_mhz") for _ in range(4)]
+            assert got[0] == got[2] == pytest.approx(1000 + 100 * cpu + 0.007)
+            assert got[1] is None and got[3] is None  # (every mid_every-th reading only)
+        # a changed clock is read through the held file
+        (tmp_path / f"cpu{cpus[0]}" / "cpufreq" / "scaling_cur_freq").write_text("2500000\n")
+        h._n = 0
+        assert h.read()["host_cpu_freq_mhz"] == 2500.0
+    finally:
+        os.sched_setaffinity(0, old)
+        h.close()
+
+
+def test_no_cpufreq_is_na_and_costs_no_second_try(tmp_path, monkeypatch):
+    """Where the machine exposes no cpufreq the clock is absent from the readings (NA in the
+    trace, never 0), and after the first failed open no file is tried again."""
+    from gpuwatch import hoststat
+
+    tried = []
+    real_open = os.open
+
+    def counting_open(path, *a, **k):
+        if "cpufreq" in str(path):
+            tried.append(path)
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(hoststat, "CPUFREQ_ROOT", str(tmp_path))  # (an empty "sysfs")
+    monkeypatch.setattr(hoststat.os, "open", counting_open)
+    f = hoststat.CpuFreq()
+    assert [f.mhz(c) for c in (0, 1, 0, 5)] == [None] * 4
+    assert f.exposed is False and len(tried) == 1
+    if os.path.exists("/proc/self/task"):
+        h = hoststat.HostStat(os.getpid(), threading.get_native_id(), mid_every=1)
+        rows = [h.read() for _ in range(5)]
+        h.close()
+        assert all("host_cpu_freq_mhz" not in r for r in rows)
+        assert all("host_minflt" in r for r in rows)  # (the rest of the reading is there)
+        assert len(tried) == 2  # (the HostStat's one try)
+    assert hoststat.cpu_max_mhz() is None
+
+
+def test_a_cpufreq_file_that_is_not_a_clock_is_na(tmp_path):
+    from gpuwatch.hoststat import CpuFreq, cpu_max_mhz
+
+    root = _fake_cpufreq(tmp_path, {0: 2_450_000, 1: 0, 2: "<unknown>"}, max_khz=3_500_000)
+    f = CpuFreq(root)
+    assert f.mhz(0) == 2450.0 and f.exposed is True
+    assert f.mhz(1) is None and f.mhz(2) is None  # (0 or text: unknown, never 0)
+    assert f.mhz(3) is None and f.exposed is True  # (one CPU without the file: NA for it)
+    f.close()
+    assert cpu_max_mhz(root) == 3500.0
+
+
+@linux
+def test_the_session_records_the_cpu_clock_or_na_where_not_exposed(tmp_path):
+    """The sampler process reads the clock where this machine exposes cpufreq (positive MHz,
+    at the ~10 ms rate); where it does not (many VMs, the CPU test machine), the column is
+    there and all NA, and the metadata's host.cpu_max_mhz is null."""
+    with gpuwatch.session("standin", tmp_path / "t.parquet") as s:
+        for _ in range(50):
+            s.infer(work, 20_000)
+            time.sleep(0.002)
+    tr = gpuwatch.load(tmp_path / "t.parquet")
+    assert "host_cpu_freq_mhz" in tr.samples and "cpu_max_mhz" in tr.meta["host"]
+    freq = tr.samples["host_cpu_freq_mhz"].dropna()
+    exposed = any(os.path.exists(f"/sys/devices/system/cpu/cpu{c}/cpufreq/scaling_cur_freq")
+                  for c in os.sched_getaffinity(0))
+    if exposed:
+        assert len(freq) >= 5 and (freq > 0).all() and len(freq) < len(tr.samples)
+        assert tr.meta["host"]["cpu_max_mhz"] is None or tr.meta["host"]["cpu_max_mhz"] > 0
+    else:
+        assert len(freq) == 0 and len(tr.samples) > 20
+        assert tr.meta["host"]["cpu_max_mhz"] is None
+        assert tr.samples["host_minflt"].notna().sum() >= 5  # (the other host fields came)
+
+
+@linux
+def test_a_recording_carries_the_clock_from_cpufreq_into_trace_and_analysis(tmp_path,
+                                                                            monkeypatch):
+    """With a cpufreq laid out in tmp_path (every CPU at 2345.678 MHz, max 3100 MHz) and the
+    thread sampler (in this process, where the layout is seen): the samples carry the clock at
+    the ~10 ms rate, the metadata the maximum, and each region's mean is that clock."""
+    from gpuwatch import hoststat
+
+    root = _fake_cpufreq(tmp_path / "sys", {c: 2_345_678 for c in range(os.cpu_count() or 1)},
+                         max_khz=3_100_000)
+    monkeypatch.setattr(hoststat, "CPUFREQ_ROOT", root)
+    with gpuwatch.session("standin", tmp_path / "t.parquet", sampler="thread") as s:
+        for _ in range(60):
+            s.infer(work, 20_000)
+            time.sleep(0.002)
+    tr = gpuwatch.load(tmp_path / "t.parquet")
+    assert tr.meta["host"]["cpu_max_mhz"] == 3100.0
+    freq = tr.samples["host_cpu_freq_mhz"]
+    read = int(freq.notna().sum())
+    assert 5 <= read < len(freq)  # (about every 10 ms, not every poll)
+    assert (freq.dropna() == 2345.678).all()
+    merged = gpuwatch.analyze(tr).merged
+    inner = merged["cpu_freq_mhz"].dropna()
+    assert len(inner) >= 0.5 * len(merged)  # (the first regions may precede the first reading)
+    np.testing.assert_allclose(inner, 2345.678)

@@ -123,16 +123,65 @@ def test_the_report_compares_the_two_clocks(staircase):
 def test_probe_option_is_checked(tmp_path):
     with pytest.raises(UsageError, match="probe takes True, False or None"):
         gpuwatch.session("sim:t4", tmp_path / "a.parquet", probe="yes")
-    with gpuwatch.session("standin", tmp_path / "b.parquet") as s:  # off by default there
+    for bad in (-1, "5", True, float("nan"), 1e9):
+        with pytest.raises(UsageError, match="probe_every_ms takes milliseconds"):
+            gpuwatch.session("sim:t4", tmp_path / "a.parquet", probe_every_ms=bad)
+    with gpuwatch.session("standin", tmp_path / "b.parquet") as s:  # on by default, as on a GPU
         s.infer(lambda: None)
-    assert gpuwatch.load(tmp_path / "b.parquet").meta["options"]["probe"] is False
+    opts = gpuwatch.load(tmp_path / "b.parquet").meta["options"]
+    assert opts["probe"] is True and opts["probe_every_ms"] == 5.0 and "probe_error" not in opts
+    with gpuwatch.session("sim:t4", tmp_path / "c.parquet") as s:  # the sim: every region
+        s.infer(lambda: None)
+    assert gpuwatch.load(tmp_path / "c.parquet").meta["options"]["probe_every_ms"] == 0.0
+
+
+def test_a_default_probe_that_cannot_start_is_off_and_says_why(tmp_path, monkeypatch, capsys):
+    """On by default, a probe that cannot start (no NVRTC on a driver-only machine) leaves the
+    recording going without it, with the reason in the metadata and on stderr; asked for
+    explicitly, it is refused with the fix."""
+    from gpuwatch.bindings.probe import ProbeError
+
+    def no_nvrtc(self):
+        raise ProbeError("the clock probe needs NVRTC from cuda-python")
+    monkeypatch.setattr(standin.StandInRuntime, "start_probe", no_nvrtc)
+    with gpuwatch.session("standin", tmp_path / "d.parquet") as s:
+        for _ in range(5):
+            s.infer(lambda: None)
+    tr = gpuwatch.load(tmp_path / "d.parquet")
+    assert tr.meta["options"]["probe"] is False
+    assert "needs NVRTC" in tr.meta["options"]["probe_error"]
+    assert tr.measured()["sm_clock_inband_mhz"].isna().all() and len(tr.measured()) == 5
+    assert "the in-band SM clock probe is off: the clock probe needs NVRTC" in \
+        capsys.readouterr().err
+    with pytest.raises(UsageError, match="could not start.*--no-probe"):
+        gpuwatch.session("standin", tmp_path / "e.parquet", probe=True).__enter__()
+
+
+@pytest.mark.parametrize("sleep_s,every_ms,lo,hi", [
+    (0.0003, 3.0, 0.01, 0.12),  # short regions: about one in 10 ms / 0.3 ms
+    (0.004, 3.0, 0.25, 0.45),  # 4 ms regions: one in three (10 ms of them)
+    (0.0003, 0.0, 1.0, 1.0),  # 0: every region
+])
+def test_stamps_are_sampled_by_time_and_region_time(tmp_path, sleep_s, every_ms, lo, hi):
+    """A region is stamped once probe_every_ms has passed since the last stamped one began and
+    the regions since lasted ~10 ms (region.PROBE_REGION_NS): a share of them, the stamped ones
+    reading the clock, the others NA (never a guess)."""
+    with gpuwatch.session("standin", tmp_path / "s.parquet", probe_every_ms=every_ms,
+                          sampler="off") as s:
+        for _ in range(120):
+            s.infer(time.sleep, sleep_s)
+    inf = gpuwatch.load(tmp_path / "s.parquet").measured()
+    got = inf["sm_clock_inband_mhz"]
+    assert lo <= got.notna().mean() <= hi, got.notna().mean()
+    assert (got.dropna() == standin.SM_CLOCK_MHZ).all()
 
 
 # -- the real-GPU probe (bindings/probe.py) on the stand-in driver: the C launch, the mapped
 # slots, the markers, on CPU. Its stamp "kernel" runs at launch and counts 1000 cycles per us.
 
 def _standin_session(tmp_path, name="p.parquet", **setup):
-    s = gpuwatch.session("standin", tmp_path / name, probe=True, sampler="off")
+    s = gpuwatch.session("standin", tmp_path / name, probe=True, sampler="off",
+                         probe_every_ms=0)
     rt = s.__enter__()._backend.runtime
     for k, v in setup.items():
         setattr(rt, k, v)
@@ -145,7 +194,7 @@ def test_real_probe_path_reads_the_stand_in_clock(tmp_path, monkeypatch, native)
         monkeypatch.setattr("gpuwatch.bindings.cuda.native_module", lambda: None)
     elif gpuwatch.bindings.cuda.native_module() is None:
         pytest.skip("the C extension was not built here")
-    with gpuwatch.session("standin", tmp_path / "p.parquet", probe=True) as s:
+    with gpuwatch.session("standin", tmp_path / "p.parquet", probe=True, probe_every_ms=0) as s:
         for _ in range(50):
             s.infer(time.sleep, 0.0003)
     inf = gpuwatch.load(tmp_path / "p.parquet").measured()
@@ -190,3 +239,44 @@ def test_a_failed_probe_launch_keeps_the_row_and_says_why(tmp_path):
     s.__exit__(None, None, None)
     inf = gpuwatch.load(tmp_path / "p.parquet").inferences
     assert len(inf) == 2 and inf["error"].iloc[1].startswith("ProbeError")
+
+
+def test_unstamped_regions_borrow_the_nearest_stamp_labelled_as_such(tmp_path):
+    """merge lends a region without a stamp the in-band clock of the nearest stamped region
+    within NEAR_STAMP_NS, labelled "in-band, nearest stamp"; the raw column stays NA; beyond
+    that distance the region keeps NVML's clock."""
+    from gpuwatch.analysis.merge import NEAR_STAMP_NS, _nearest_stamp
+
+    with gpuwatch.session("standin", tmp_path / "n.parquet", probe_every_ms=3.0) as s:
+        for _ in range(100):
+            s.infer(time.sleep, 0.0003)
+    m = merge(gpuwatch.load(tmp_path / "n.parquet"))
+    m = m[(m["kind"] == "inference") & ~m["warmup"].astype(bool)]
+    lent = m["sm_clock_source"] == "in-band, nearest stamp"
+    assert lent.sum() > 20 and m.loc[lent, "sm_clock_inband_mhz"].isna().all()
+    assert (m.loc[lent, "sm_clock_mhz_mean"] == standin.SM_CLOCK_MHZ).all()
+    ms = 1_000_000
+    start = np.array([0, 2, 4, 30, 60]) * ms
+    end = start + ms
+    inband = np.array([1500.0, np.nan, 1700.0, np.nan, np.nan])
+    vals, near = _nearest_stamp(start, end, inband)
+    assert list(near) == [False, True, False, True, True]
+    assert vals[1] == 1500.0 and vals[3] == vals[4] == 1700.0  # (equal: the earlier stamp)
+    far = _nearest_stamp(start * 200, end * 200, inband)[1]  # 200 ms and more away: none
+    assert list(far) == [False, False, False, False, False]
+    cond = pd.Series(["a", "a", "a", "b", "b"])  # only within its own condition
+    assert list(_nearest_stamp(start, end, inband, cond)[1]) == [False, True, False, False, False]
+    assert NEAR_STAMP_NS == 100 * ms
+
+
+def test_the_stamp_period_in_regions_follows_the_latest_region_time():
+    from gpuwatch.region import RegionTimer
+
+    t = RegionTimer.__new__(RegionTimer)
+    t._probe_region_ns, t.last_ms = 10_000_000, None
+    assert t._stamp_regions() == 1  # (nothing resolved yet)
+    for ms, n in ((0.7, 15), (3.3, 4), (12.0, 1), (float("nan"), 1), (1e-6, 10_000)):
+        t.last_ms = ms
+        assert t._stamp_regions() == n, ms
+    t._probe_region_ns = 0
+    assert t._stamp_regions() == 0

@@ -203,7 +203,8 @@ def test_a_pipelined_program_keeps_its_throughput(tmp_path):
 
 # -- the C timed call (bindings/_native.c), on the stand-in device's C-callable event record --
 def c_path(tmp_path):
-    return gpuwatch.session("standin", tmp_path / "t.parquet", check_every=0, sampler="off")
+    return gpuwatch.session("standin", tmp_path / "t.parquet", check_every=0, sampler="off",
+                            probe=False)  # (stamped regions take the slow path: test_probe.py)
 
 
 class spy:

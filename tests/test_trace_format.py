@@ -21,8 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 V1_TRACE = ROOT / "tests" / "data" / "h100_small_gap0_20_fixture.parquet"
 # recorded on the stand-in by gpuwatch at schema v3 (before the host's own causes)
 V3_TRACE = ROOT / "tests" / "data" / "standin_v3.parquet"
+# recorded on the H100 at v4 before samples.host_cpu_freq_mhz
+V4_TRACE = ROOT / "tests" / "data" / "h100_issue27" / "busy_host.parquet"
 V4_SAMPLES = ("host_others_run_ns", "host_steal_ns", "host_minflt", "host_majflt",
-              "host_voluntary_switches")
+              "host_voluntary_switches", "host_cpu_freq_mhz")
 
 
 def test_units_and_time_base_are_in_each_fields_metadata(t4_sweep):
@@ -119,6 +121,23 @@ def test_an_unfinished_v3_recording_loads_and_is_finished_as_v4(tmp_path):
     done = gpuwatch.load(dest)
     assert done.schema_version == SCHEMA_VERSION == 4 and len(done.host_events) == 0
     assert done.samples["host_minflt"].isna().all()
+
+
+def test_a_v4_trace_from_before_the_cpu_clock_loads_with_it_unknown():
+    """samples.host_cpu_freq_mhz joined v4 after v4 traces were recorded (the H100 fixtures):
+    they lack the column, and load and analyse with it NA, as a machine without cpufreq
+    records it; their other host readings intact."""
+    pytest.importorskip("ruptures")
+    path = V4_TRACE
+    assert "host_cpu_freq_mhz" not in pq.read_schema(path).names
+    for kw in ({}, {"columns": {"samples": ["host_cpu_freq_mhz"]}, "numpy_dtypes": ["samples"]}):
+        tr = gpuwatch.load(path, **kw)
+        assert tr.schema_version == 4 and len(tr.samples) > 1000
+        assert tr.samples["host_cpu_freq_mhz"].isna().all()
+    assert gpuwatch.load(path).samples["host_steal_ns"].notna().sum() > 100
+    assert "cpu_max_mhz" not in gpuwatch.load(path).meta["host"]
+    merged = gpuwatch.analyze(path).merged
+    assert merged["cpu_freq_mhz"].isna().all() and merged["host_wait_ms"].notna().sum() > 100
 
 
 def _readme_readers() -> str:

@@ -12,6 +12,9 @@ Spec: `sim:PROFILE[,gpus=N][,index=I][,fault=KIND@START[+DURATION][/GPU]]...`
   `gpu_lost` (every NVML read fails, "GPU is lost"), `timeout`, `unknown` (NVML errors),
   `not_supported` (NVML answers "not supported": the fields read as NA), `cuda_error` (a sticky
   CUDA error: every CUDA call on that GPU fails, as after an illegal memory access).
+- host faults (`gil`, `gc`, `steal`; no /GPU): the host's own causes, made for real where they
+  can be (a thread holding the interpreter lock, garbage collection) and injected where they
+  cannot (VM steal); the simulated GPU then runs in real time on the host's clock (host.py).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from gpuwatch.device import DeviceInfo
 from gpuwatch.errors import GpuwatchError, UsageError
 from gpuwatch.fields import COSTLY_FIELDS, FIELD_NAMES, FIELDS_BY_NAME, GroupSchedule
 
+from .host import HOST_FAULT_KINDS, PacedClock, SimClock, SimHost
 from .model import SimGPU
 from .profiles import ENGINE_PRESETS, PROFILES, EnginePreset, Profile
 
@@ -39,8 +43,14 @@ __all__ = ["PROFILES", "ENGINE_PRESETS", "FAULT_KINDS", "SimBackend", "SimFault"
 # "timeslice": a light co-tenant (an inference service under a fifth of the SMs) whose time
 # slices make work that arrives at an idle GPU wait: every TIMESLICE_PERIOD_NS it holds the GPU
 # for TIMESLICE_NS; this program's kernels, once started, run as fast as before.
+# The host's faults (host.py, which has their constants): "gil", a pure-Python thread of the
+# recording process (host.GIL_HOG_NAME) busy-looping, holding the interpreter lock; "gc", the
+# built-in engine's call building objects in reference cycles (host.GC_NODES a call), so that
+# the cyclic collector runs inside the calls; "steal", the hypervisor taking host.STEAL_SHARE of
+# each CPU (injected into the machine's steal time; the engine's host work takes that much
+# longer). With any of them the simulated GPU runs in real time (host.PacedClock).
 FAULT_KINDS = ("gpu_lost", "timeout", "unknown", "not_supported", "cuda_error", "cotenant",
-               "thermal", "timeslice")
+               "thermal", "timeslice") + HOST_FAULT_KINDS
 COTENANT_SHARE = 0.6
 TIMESLICE_PERIOD_NS, TIMESLICE_NS = 2_000_000, 350_000  # 17.5% of the GPU's time
 COTENANT_PID = 4242
@@ -84,6 +94,9 @@ class SimFault:
         if not (0 <= f.start_s < float("inf")) or not f.duration_s > 0 or \
                 (f.gpu is not None and f.gpu < 0):  # (NaN fails both comparisons)
             raise UsageError(f"bad sim fault {text!r}: times must be >= 0 and the duration > 0")
+        if f.kind in HOST_FAULT_KINDS and f.gpu is not None:
+            raise UsageError(f"bad sim fault {text!r}: {f.kind} is the host's, not a GPU's; "
+                             f"give no /GPU, e.g. fault={f.kind}@2+3")
         return f
 
 
@@ -125,7 +138,7 @@ def _fault_window(faults: "_Faults", kind: str) -> Any:
 class _Faults:
     """The faults of one simulated GPU, checked against the virtual clock."""
 
-    def __init__(self, faults: list[SimFault], clock: VirtualClock):
+    def __init__(self, faults: list[SimFault], clock: SimClock):
         self.faults, self.clock = faults, clock
         self._origin = clock.now_ns()
 
@@ -178,7 +191,7 @@ LEGACY = SimStream(0, non_blocking=False)
 class SimRuntime:
     """Streams and events over a SimGPU. Events time-stamp the GPU's progress exactly."""
 
-    def __init__(self, gpu: SimGPU, clock: VirtualClock, faults: "_Faults | None" = None):
+    def __init__(self, gpu: SimGPU, clock: SimClock, faults: "_Faults | None" = None):
         self.gpu, self.clock = gpu, clock
         self._streams: dict[int, SimStream] = {0: LEGACY}
         self._faults = faults
@@ -308,8 +321,9 @@ class SimEngine:
 
     def __init__(self, preset: EnginePreset, gpu: SimGPU, cuda_graph: bool = False,
                  host_gap_us: int = 0, name: str | None = None, stream: SimStream = LEGACY,
-                 runtime: "SimRuntime | None" = None):
+                 runtime: "SimRuntime | None" = None, host: SimHost | None = None):
         self.stream, self._rt = stream, runtime
+        self._host = host  # the host's faults (gc, steal: they act inside the call)
         self.name = name or (f"builtin:{preset.name}" + (f"@{host_gap_us}" if host_gap_us else "")
                              + ("+graph" if cuda_graph else ""))
         self.cuda_graph, self.host_gap_ns = cuda_graph, host_gap_us * 1000
@@ -321,12 +335,22 @@ class SimEngine:
 
     def infer(self, x: Any = None) -> Any:
         launch = self.gpu.launch
+        host = self._host
+        if host is not None and host.has_gc:  # (a gc fault: the call's inputs, in cycles)
+            host.garbage()
+        # In a steal window each host step (a launch, a host gap) takes 1 / (1 - share) as
+        # long: after it, the thread busy-waits the share the hypervisor took.
+        stolen = host.stolen_share() if host is not None and host.has_steal else 0.0
+        now, spin = self.gpu.clock.now_ns, self.gpu.clock.spin_ns
         # A CUDA graph is one launch: only its first kernel pays the host's launch cost.
         sid = self.stream.id
         for i, (c, m) in enumerate(zip(self._compute_ns, self._memory_ns)):
+            t0 = now() if stolen else 0
             launch(c, m, host_cost=not self.cuda_graph or i == 0, name="layer", stream=sid)
             if self.host_gap_ns:
-                self.gpu.clock.spin_ns(self.host_gap_ns)
+                spin(self.host_gap_ns)
+            if stolen:
+                spin(int((now() - t0) * stolen / (1.0 - stolen)))
         return x
 
     def preprocess(self) -> None:  # H2D frame and normalise (~0.5 ms)
@@ -473,13 +497,23 @@ class SimBackend:
     simulated = True
     telemetry_factory = None  # the virtual clock lives in this process
     probe_default = True  # the in-band clock probe costs a simulated GPU nothing real
+    probe_every_ms = 0.0  # ...so it stamps every region
 
     def __init__(self, profile: Profile, seed: int, start_ns: int, gpus: int = 1, index: int = 0,
                  faults: Sequence[SimFault] = (), sample_gpus: str | Sequence[int] | None = None):
         self.profile = profile
         rng = np.random.default_rng(seed)
         self._rng = rng
-        self.clock = VirtualClock(start_ns, sleep_overshoot=self._oversleep)
+        # The host's faults make the host part of the simulation: it then runs in real time
+        host_faults = [f for f in faults if f.kind in HOST_FAULT_KINDS]
+        faults = [f for f in faults if f.kind not in HOST_FAULT_KINDS]
+        self.clock: SimClock
+        self.host: SimHost | None = None
+        if host_faults:
+            self.clock = PacedClock(start_ns, sleep_overshoot=self._oversleep)
+            self.host = SimHost(host_faults, self.clock)
+        else:
+            self.clock = VirtualClock(start_ns, sleep_overshoot=self._oversleep)
         # One model per GPU, each with its own random stream (spawned, so GPU 0 of a many-GPU
         # sim is not the same as a one-GPU sim's; the inference GPU's stream is the seed's own).
         streams = [rng if i == index else np.random.default_rng([seed, i]) for i in range(gpus)]
@@ -490,7 +524,7 @@ class SimBackend:
         self.telemetry = [SimTelemetry(i, self.gpus[i], faults_of[i])
                           for i in _sampled(index, gpus, sample_gpus)]
         self.runtime = SimRuntime(self.gpu, self.clock, faults_of[index])
-        self.faults = list(faults)
+        self.faults = list(faults) + host_faults
         for i, g in enumerate(self.gpus):
             if any(f.kind == "cotenant" for f in faults_of[i].faults):
                 g.cotenant = _cotenant_share(faults_of[i])
@@ -522,7 +556,7 @@ class SimBackend:
         return SimEngine(preset, self.gpu, cuda_graph=cuda_graph, host_gap_us=host_gap_us,
                          name=engine_name(real, host_gap_us, cuda_graph),
                          stream=stream if isinstance(stream, SimStream) else LEGACY,
-                         runtime=self.runtime)
+                         runtime=self.runtime, host=self.host)
 
     def versions(self) -> dict[str, str]:
         return {"sim_profile": self.profile.name}
@@ -530,8 +564,15 @@ class SimBackend:
     def kernel_tracer(self) -> "SimKernelTracer":
         return SimKernelTracer(self.gpu, self.runtime)
 
+    def host_readings(self, read: Any) -> Any:
+        """The sampler's host readings (hoststat.HostStat.read, taken where the clock is the
+        host's: host faults) as this simulated host gives them: with a `steal` fault's steal
+        time added to the machine's own (host.SimHost.host_readings)."""
+        return read if self.host is None else self.host.host_readings(read)
+
     def close(self) -> None:
-        pass
+        if self.host is not None:  # (the gil fault's thread stops here)
+            self.host.close()
 
 
 def _sampled(index: int, gpus: int, sample_gpus: str | Sequence[int] | None) -> list[int]:

@@ -13,14 +13,16 @@ import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from gpuwatch.clock import VirtualClock
 from gpuwatch.fields import ClockEventReason
 
 from .profiles import Profile
+
+if TYPE_CHECKING:
+    from .host import SimClock
 
 
 THERMAL_FRACTION = 0.6  # a "thermal" fault holds the SM clock at this fraction of its maximum
@@ -88,7 +90,7 @@ class _Snapshot:
 class SimGPU:
     """One simulated GPU bound to a virtual clock. Deterministic for a given numpy Generator."""
 
-    def __init__(self, profile: Profile, clock: VirtualClock, rng: np.random.Generator):
+    def __init__(self, profile: Profile, clock: "SimClock", rng: np.random.Generator):
         self.p, self.clock, self.rng = profile, clock, rng
         # Another process's share of the GPU at time t (a "cotenant" fault), or None; whether
         # the GPU is too hot at time t (a "thermal" fault: the clock held at THERMAL_FRACTION)

@@ -27,9 +27,10 @@ from ..trace import Trace, load
 from . import wall
 from .attribution import attribute
 from .causes import CAUSE_CODES, CAUSES, code_of
+from .verdict import NVML_REFRESH_MS, Named, Verdict, fields, share_text
 from .columns import floats
 from .explain import attribute_span, attribute_wall, refine_host
-from .hostside import busiest_thread
+from .evidence import context
 from .signals import FLOOR_SHARE, SIGNALS
 from .signals import windows as signal_windows
 from .clock import COLUMNS as CLOCK_COLUMNS
@@ -95,7 +96,9 @@ class Analysis:
 
     def to_dict(self) -> dict[str, Any]:
         def records(df: pd.DataFrame) -> list[dict[str, Any]]:
-            return json.loads(df.to_json(orient="records"))
+            # (a verdict's Verdict object is given by its fields: outcome, causes, ...)
+            return json.loads(df.drop(columns=["verdict"], errors="ignore").to_json(
+                orient="records"))
 
         return {
             "verdict": self.verdict,
@@ -203,8 +206,7 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
                 ep_verdicts, ep_atts = _episodes(rows, lay, cond, base_rows, base_cond, seed,
                                                  events=host_events)
                 if v["cause"] is None and ep_verdicts:
-                    v["sentence"] = (v["sentence"].rstrip(".") + f", but {len(ep_verdicts)} "
-                                     f"episode(s) came and went (below).")
+                    v = _noted(v, episodes_below=len(ep_verdicts))
                 key = {"trace": ti, "engine": name, "condition": cond}
                 verdict_rows.append({**key, "episode": None, "first_iter": None,
                                      "last_iter": None, **v})
@@ -265,7 +267,8 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
 VERDICT_COLUMNS = ["trace", "engine", "condition", "episode", "first_iter", "last_iter", "cause",
                    "extra_ms", "sentence", "cause_code", "candidate_code", "share", "ci_low_ms",
                    "ci_high_ms", "latency", "reference_ms", "latency_ms", "iterations",
-                   "sm_clock_ref_mhz", "sm_clock_mhz"]
+                   "sm_clock_ref_mhz", "sm_clock_mhz", "outcome", "causes", "offsets",
+                   "unexplained_share", "verdict"]
 
 
 def _columns(rows: list[dict[str, Any]], base: list[str]) -> list[str]:
@@ -397,8 +400,7 @@ def _wall_series(key: dict[str, Any], rows: pd.DataFrame, base_rows: pd.DataFram
         ep_a = [ea for ea in ep_a if ea["episode"].iloc[0] in kept] + sig_a
         ep_v += sig_v
     if v["cause"] is None and ep_v:
-        v["sentence"] = (v["sentence"].rstrip(".") + f", but {len(ep_v)} episode(s) came and "
-                         f"went (below).")
+        v = _noted(v, episodes_below=len(ep_v))
     it = w["iteration"].to_numpy()
     hs = w["host_start_ns"].to_numpy(dtype=np.int64)  # (int64: epoch ns do not fit a float)
     done = hs + np.round(w["wall_ms"].pipe(floats) * 1e6).astype(np.int64)
@@ -439,8 +441,11 @@ def _signal_episodes(w: pd.DataFrame, cond: Any, seed: int, events: pd.DataFrame
             shown = [f for f in factors if att is not None and f in set(att["factor"])]
             if not shown:
                 continue
-            factor = shown[0]
-            row = att.set_index("factor").loc[factor]
+            # (the signal's factor that took its part: the GPU queue is another process's
+            # where NVML lists one, else a wait whose owner is unknown; both are in the table)
+            by = att.set_index("factor")
+            factor = max(shown, key=lambda f: abs(float(by.loc[f, "contribution_ms"])))
+            row = by.loc[factor]
             r_ms = float(ref["wall_ms"].mean())
             if not (_excludes_zero(row, row["contribution_ms"])
                     and abs(row["contribution_ms"]) >= FLOOR_SHARE * r_ms):
@@ -455,11 +460,10 @@ def _signal_episodes(w: pd.DataFrame, cond: Any, seed: int, events: pd.DataFrame
             v = _verdict(f"{cond}, episode at {label}", ep_lay, ref, tgt, att,
                          "the rest of the condition", episode=True, y="wall_ms", events=events)
             if v["cause"] is None:  # the latency held, but the cause was there and cost time
-                ctx = _context(ref, tgt, events, "wall_ms").get(factor, "")
-                v["sentence"] = (v["sentence"].rstrip(".") + f" in all, but {FACTOR_TEXT[factor]}"
-                                 f" cost {row['contribution_ms']:+.3f} ms per call{ctx}, offset "
-                                 f"by other changes.")
-                v.update(cause=factor, cause_code=code_of(factor), share=None)
+                ctx = context(ref, tgt, events, "wall_ms").get(factor, "")
+                v = _noted(v, cost_in_all=Named(
+                    factor, np.nan, np.nan, np.nan, float(row["contribution_ms"]),
+                    float(row["ci_low_ms"]), float(row["ci_high_ms"]), ctx))
             verdicts.append({"episode": label, "first_iter": first, "last_iter": last,
                              "found_from": factor, **v})
             atts.append(att.assign(episode=label))
@@ -546,79 +550,83 @@ def _groups(rows: pd.DataFrame, lay: Layers, base_rows: pd.DataFrame | None, con
 
 
 FACTOR_TEXT = {c.factor: c.text for c in CAUSES}  # (analysis.causes is the one table)
-LATENCY_WORDS = {"gpu_ms": "GPU time (events)", "wall_ms": "call -> result"}
 
 
 def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
              att: pd.DataFrame | None, ref_label: str, episode: bool = False,
              y: str = "gpu_ms", events: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The verdict row: the sentence, and the same as fields (cause_code from CAUSE_CODES,
-    share and interval of the main cause, the latencies and SM clocks compared). `y` is the
-    latency it is about: "gpu_ms" (the events) or "wall_ms" (call -> result; a span's host
-    time). `events`: the trace's host_events (to name a thread)."""
-    v = _verdict_text(cond, lay, ref, tgt, att, ref_label, y, events)
-    cause = v["cause"]
-    candidate = v.pop("candidate", None)  # "cannot tell which cause": the likeliest one
+    """The verdict row: the Verdict (analysis.verdict) under "verdict", its fields (cause_code
+    from CAUSE_CODES, share and interval of the main cause, the sentence...) and the latencies
+    and SM clocks compared. `y` is the latency it is about: "gpu_ms" (the events) or "wall_ms"
+    (call -> result; a span's host time). `events`: the trace's host_events (to name a
+    thread)."""
+    v = _judge(cond, lay, ref, tgt, att, ref_label, y, events)
+    if v.outcome == "explained" and v.causes[0].code(v.reasons) == "power_cap" \
+            and v.extra_ms < 0 and not episode and ref is not None:  # faster than back to back
+        v = v.with_(sustained_mhz=(float(ref["sm_clock_mhz_mean"].median()),
+                                   float(tgt["sm_clock_mhz_mean"].median())))
+    return {**fields(v), "verdict": v,
+            "iterations": len(tgt),
+            "sm_clock_ref_mhz": None if ref is None else float(ref["sm_clock_mhz_mean"].median()),
+            "sm_clock_mhz": float(tgt["sm_clock_mhz_mean"].median())}
+
+
+def _nvml_only(ref: pd.DataFrame, tgt: pd.DataFrame) -> bool:
+    """Are the clocks compared NVML's alone (no in-band stamp, lent or read, in most rows of
+    either side), over regions shorter than NVML's refresh? Then a clock change within the
+    regions could escape it."""
+    def inband(df: pd.DataFrame) -> float:
+        if "sm_clock_source" not in df or not len(df):
+            return 0.0
+        return float(df["sm_clock_source"].astype(str).str.startswith("in-band").mean())
+    short = float(np.nanmedian(tgt["gpu_ms"].pipe(floats))) < NVML_REFRESH_MS \
+        if "gpu_ms" in tgt and len(tgt) else True
+    return bool(short and min(inband(ref), inband(tgt)) < 0.5)
+
+
+def _noted(row: dict[str, Any], **notes: Any) -> dict[str, Any]:
+    """A verdict row with notes that came after its decision (Verdict fields), words again."""
+    v = row["verdict"].with_(**notes)
+    return {**row, **fields(v), "verdict": v}
+
+
+def _judge(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
+           att: pd.DataFrame | None, ref_label: str, y: str = "gpu_ms",
+           events: pd.DataFrame | None = None) -> Verdict:
+    """What changed from `ref` to `tgt`, and which measured causes explain it, as data."""
+    t_ms = float(tgt[y].mean())
+    span = bool("kind" in tgt and len(tgt) and bool((tgt["kind"] == "span").all()))
+    latency = "events" if y == "gpu_ms" else "wall"
+    if ref is None:
+        return Verdict(str(cond), latency, "baseline" if ref_label == "itself" else
+                       "no_reference", t_ms, reference=ref_label, span=span)
+    r_ms = float(ref[y].mean())
+    delta = t_ms - r_ms
     # the reasons of the slower-clocked side (the reference's when the target is faster)
-    slow_side = tgt if ref is None or v["extra_ms"] >= 0 else ref
+    slow_side = tgt if delta >= 0 else ref
     reasons = int(np.bitwise_or.reduce(slow_side["reasons_any"].to_numpy(np.int64))) \
         if "reasons_any" in slow_side and len(slow_side) else 0
-    code = code_of(cause, reasons)
-    row = att.set_index("factor").loc[cause] if (att is not None and not att.empty
-                                                  and cause in set(att["factor"])
-                                                  and candidate is None) else None
-    v.update({
-        "cause_code": code,
-        # where no cause is beyond doubt: the likeliest (its share is in the attribution table)
-        "candidate_code": None if candidate is None else code_of(candidate, reasons),
-        # (the attribution table keeps the raw share; a verdict's is what its sentence says)
-        "share": None if row is None else float(np.clip(row["share"], 0.0, 1.0)),
-        "ci_low_ms": None if row is None else float(row["ci_low_ms"]),
-        "ci_high_ms": None if row is None else float(row["ci_high_ms"]),
-        "latency": "events" if y == "gpu_ms" else "wall",
-        "reference_ms": None if ref is None else float(ref[y].mean()),
-        "latency_ms": float(tgt[y].mean()),
-        "iterations": len(tgt),
-        "sm_clock_ref_mhz": None if ref is None else float(ref["sm_clock_mhz_mean"].median()),
-        "sm_clock_mhz": float(tgt["sm_clock_mhz_mean"].median()),
-    })
-    if code == "power_cap" and v["extra_ms"] < 0 and not episode:  # faster than back to back
-        v["sentence"] = (v["sentence"].rstrip(".") + ": sustained load is slower because the "
-                         f"power cap lowered the clock ({v['sm_clock_ref_mhz']:.0f} MHz back to "
-                         f"back, {v['sm_clock_mhz']:.0f} MHz here).")
-    return v
-
-
-def _verdict_text(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
-                  att: pd.DataFrame | None, ref_label: str, y: str = "gpu_ms",
-                  events: pd.DataFrame | None = None) -> dict[str, Any]:
-    t_ms = float(tgt[y].mean())
-    span = "kind" in tgt and len(tgt) and bool((tgt["kind"] == "span").all())
-    what = "host time" if span else LATENCY_WORDS[y]
-    if ref is None:
-        role = ("the baseline the other conditions are compared with" if ref_label == "itself"
-                else "no reference to compare with (no condition with a gap_ms to serve as the "
-                     "baseline, and no layers within it)")
-        return {"cause": None, "extra_ms": 0.0,
-                "sentence": f"{cond}: {what} {ms_text(t_ms)} ms, {role}."}
-    r_ms = float(ref[y].mean())
+    quiet = abs(delta) < max(NOISE_REL * r_ms, 3 * lay.noise_ms)
     if att is None or att.empty:  # the change is known, its cause cannot be
-        delta = t_ms - r_ms
-        head = (f"{cond}: {what} {t_ms:.2f} ms vs {r_ms:.2f} ms ({ref_label}), {delta:+.2f} ms "
-                f"({t_ms / r_ms:.2f}x)")
-        if abs(delta) < max(NOISE_REL * r_ms, 3 * lay.noise_ms):
-            return {"cause": None, "extra_ms": delta, "sentence": f"{head}: no meaningful change."}
-        return {"cause": "unexplained", "extra_ms": delta, "sentence":
-                f"{head}; cannot tell why: the trace has too little telemetry for these rows "
-                f"(sampler off, or its readings lost) to split the change by cause."}
-    delta = t_ms - r_ms
-    where = (f" from iteration {lay.stable_iter} (jump at {lay.onset_iter})"
-             if lay.layered else "")
-    head = (f"{cond}: {what} {t_ms:.2f} ms{where} vs {r_ms:.2f} ms ({ref_label}), "
-            f"{delta:+.2f} ms ({t_ms / r_ms:.2f}x)")
-    if abs(delta) < max(NOISE_REL * r_ms, 3 * lay.noise_ms):
-        return {"cause": None, "extra_ms": delta, "sentence": f"{head}: no meaningful change."}
+        return Verdict(str(cond), latency, "no_change" if quiet else "no_telemetry", t_ms,
+                       r_ms, ref_label, span, reasons=reasons)
+    layered = (int(lay.stable_iter), int(lay.onset_iter)) \
+        if lay.layered and lay.stable_iter is not None and lay.onset_iter is not None else None
+    if quiet:
+        return Verdict(str(cond), latency, "no_change", t_ms, r_ms, ref_label, span, layered,
+                       reasons=reasons)
     a = att.set_index("factor")
+    ctx = context(ref, tgt, events, y)
+
+    def named(f: str) -> Named:
+        row = a.loc[f]
+        # (the interval on the share's scale: of all that moved the latency this way)
+        scale = row["share"] / row["contribution_ms"] if row["contribution_ms"] else 0.0
+        lo, hi = sorted((row["ci_low_ms"] * scale, row["ci_high_ms"] * scale))
+        return Named(f, float(row["share"]), float(lo), float(hi),
+                     float(row["contribution_ms"]), float(row["ci_low_ms"]),
+                     float(row["ci_high_ms"]), ctx.get(f, ""))
+
     # every cause measured beyond doubt with at least MINOR_SHARE is named, the main one
     # (at least MAIN_SHARE) first
     supported = [f for f in a.index if f != "unexplained"
@@ -626,185 +634,32 @@ def _verdict_text(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.Data
     supported.sort(key=lambda f: -a.loc[f, "share"])
     if supported and a.loc[supported[0], "share"] < MAIN_SHARE:
         supported = []
-    clock_share = float(sum(a.loc[f, "share"] for f in ("sm_clock", "throttling") if f in a.index))
-    ctx = _context(ref, tgt, events, y)
-    parts = []
-    for f in supported:
-        row = a.loc[f]
-        # (the interval on the share's scale: of all that moved the latency this way)
-        scale = row["share"] / row["contribution_ms"] if row["contribution_ms"] else 0.0
-        lo, hi = sorted((row["ci_low_ms"] * scale, row["ci_high_ms"] * scale))
-        parts.append(f"{FACTOR_TEXT[f]} explains {share_text(row['share'])} "
-                     f"({share_text(lo)}..{share_text(hi)})" + ctx.get(f, ""))
     # causes that moved it the other way: both sizes, never a share over 100%
     offsets = [f for f in a.index if f != "unexplained" and bool(a.loc[f].get("offsets", False))
                and abs(a.loc[f, "contribution_ms"]) >= MINOR_SHARE * abs(delta)]
-    if offsets:
-        parts.append("offset by " + ", ".join(
-            f"{FACTOR_TEXT[f]} ({a.loc[f, 'contribution_ms']:+.3f} ms{ctx.get(f, '')})"
-            for f in offsets))
-    un = a.loc["unexplained"] if "unexplained" in a.index else pd.Series(
-        {"share": 0.0, "contribution_ms": 0.0, "ci_low_ms": 0.0, "ci_high_ms": 0.0,
-         "offsets": False})
-    clocks_known = span or bool(ref["sm_clock_mhz_mean"].notna().any()
-                                and tgt["sm_clock_mhz_mean"].notna().any())
-    no_clock = ("the SM clock was not recorded (no telemetry for these rows), so clocks "
-                "cannot be ruled out")
+    un = named("unexplained") if "unexplained" in a.index else None
+    v = Verdict(str(cond), latency, "unexplained", t_ms, r_ms, ref_label, span, layered,
+                offsets=tuple(named(f) for f in offsets), unexplained=un,
+                clock_share=float(sum(a.loc[f, "share"] for f in ("sm_clock", "throttling")
+                                      if f in a.index)),
+                clocks_known=span or bool(ref["sm_clock_mhz_mean"].notna().any()
+                                          and tgt["sm_clock_mhz_mean"].notna().any()),
+        nvml_blind=not span and _nvml_only(ref, tgt),
+                kernels_known=bool("busy_ms" in tgt and tgt["busy_ms"].notna().all()),
+                reasons=reasons)
     if supported:
-        text = f"{head}; " + "; ".join(parts)
-        if not clocks_known:
-            text += f"; {no_clock}"
-        elif clock_share < MINOR_SHARE / 2 and not span:
-            text += "; not explained by clocks"
-        if un["share"] >= 0.25:
-            text += f"; {share_text(un['share'])} is not explained by anything measured"
-        cause = supported[0]
-    else:
-        kernels = "busy_ms" in tgt and tgt["busy_ms"].notna().all()
-        hint = ("" if kernels else " (candidates it cannot see yet: cold caches, slower kernels "
-                "at the same clock; record --kernels would split it)")
-        shares = a.drop(index=[f for f in ("unexplained",) if f in a.index])["share"]
-        top = shares.idxmax() if shares.notna().any() else None
-        if un["share"] < 0.25 and top is not None and shares[top] >= 0.25:
-            # the measured causes account for it, but none beyond doubt: say so, not "0%"
-            row = a.loc[top]
-            text = (f"{head}; cannot tell which cause: {FACTOR_TEXT[top]} would explain "
-                    f"{share_text(row['share'])}, but its 95% interval "
-                    f"({row['ci_low_ms']:+.3f}..{row['ci_high_ms']:+.3f} ms) includes no change")
-            return {"cause": "unexplained", "candidate": top, "extra_ms": delta,
-                    "sentence": text + "."}
-        elif not clocks_known:
-            text = (f"{head}; cannot tell why: {no_clock}; {share_text(un['share'])} is not "
-                    f"explained by what was recorded")
-        else:
-            text = (f"{head}; not explained by clocks ({share_text(clock_share)}), throttling "
-                    f"or host launch delay: {share_text(un['share'])} is not explained by "
-                    f"anything gpuwatch measured{hint}")
-        cause = "unexplained"
-    return {"cause": cause, "extra_ms": delta, "sentence": text + "."}
-
-
-def share_text(share: float) -> str:
-    """A share of the extra latency as a sentence says it: within 0..100% (a factor can
-    exceed the change only where another one offsets it; the tables keep the signed values)."""
-    if share is None or not np.isfinite(share):
-        return "-"
-    return f"{min(max(float(share), 0.0), 1.0):.0%}"
+        return v.with_(outcome="explained", causes=tuple(named(f) for f in supported))
+    shares = a.drop(index=[f for f in ("unexplained",) if f in a.index])["share"]
+    top = shares.idxmax() if shares.notna().any() else None
+    if (un is None or un.share < 0.25) and top is not None and shares[top] >= 0.25:
+        # the measured causes account for it, but none beyond doubt: say so, not "0%"
+        return v.with_(outcome="cannot_tell", candidate=named(str(top)))
+    return v
 
 
 def _excludes_zero(row: pd.Series, delta: float) -> bool:
     lo, hi = row["ci_low_ms"], row["ci_high_ms"]
     return bool(lo > 0 or hi < 0) and np.sign(row["contribution_ms"]) == np.sign(delta)
-
-
-def _means(ref: pd.DataFrame, tgt: pd.DataFrame, col: str) -> tuple[float, float]:
-    """The column's mean in the reference and the target rows (NaN where unknown)."""
-    def m(df: pd.DataFrame) -> float:
-        if col not in df:
-            return np.nan
-        v = df[col].pipe(floats)
-        return float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
-    return m(ref), m(tgt)
-
-
-def _moved(ref: pd.DataFrame, tgt: pd.DataFrame, col: str, words: str) -> str:
-    """" (words: a -> b ms)", or "" where the column is unknown."""
-    a, b = _means(ref, tgt, col)
-    return f" ({words}: {a:.3f} -> {b:.3f} ms)" if np.isfinite(a) and np.isfinite(b) else ""
-
-
-def _faults(ref: pd.DataFrame, tgt: pd.DataFrame, col: str, which: str) -> str:
-    """" (a -> b major page faults per call)" where they rose, else ""."""
-    a, b = _means(ref, tgt, col)
-    if not (np.isfinite(a) and np.isfinite(b)) or b <= a + 0.5:
-        return ""
-    return f" ({a:.1f} -> {b:.1f} {which} page faults per call: it waited for memory from disk)"
-
-
-def _oncpu(ref: pd.DataFrame, tgt: pd.DataFrame) -> str:
-    """How the thread waited for its result (a spinning or a blocking synchronize)."""
-    a, b = _means(ref, tgt, "wait_oncpu_pct")
-    if not (np.isfinite(a) and np.isfinite(b)):
-        return ""
-    how = (": it slept (a blocking synchronize)" if b < 50 <= a else
-           ": it spun" if a < 50 <= b else "")
-    return f" (on a CPU {a:.0f}% -> {b:.0f}% of the wait{how})"
-
-
-def _context(ref: pd.DataFrame, tgt: pd.DataFrame, events: pd.DataFrame | None = None,
-             y: str = "gpu_ms") -> dict[str, str]:
-    """The evidence each factor's sentence gives, in brackets (means, as the shares are)."""
-    from ..fields import ClockEventReason
-
-    sm = f" (SM clock {ref['sm_clock_mhz_mean'].median():.0f} -> {tgt['sm_clock_mhz_mean'].median():.0f} MHz)"
-    mem = f" (memory clock {ref['mem_clock_mhz_mean'].median():.0f} -> {tgt['mem_clock_mhz_mean'].median():.0f} MHz)"
-    bits = int(np.bitwise_or.reduce(tgt["reasons_any"].to_numpy(np.int64))) if len(tgt) else 0
-    names = [n for n in ClockEventReason.names(bits) if n != "gpu_idle"]
-    thr = f" (reasons: {', '.join(names)})" if names else ""
-    # (means, as the shares are: a few very slow iterations move a mean, not a median)
-    host = (f" (host enqueue, mean {ref['enqueue_ms'].mean():.3f} -> "
-            f"{tgt['enqueue_ms'].mean():.3f} ms)")
-    busy = ""
-    if "busy_ms" in tgt and tgt["busy_ms"].notna().all() and ref["busy_ms"].notna().all():
-        host = (f" (GPU idle inside each inference, waiting for the host, mean: "
-                f"{ref['idle_inside_ms'].mean():.3f} -> {tgt['idle_inside_ms'].mean():.3f} ms)")
-        busy = (f" (kernel time, mean {ref['busy_ms'].mean():.3f} -> {tgt['busy_ms'].mean():.3f} ms"
-                f" at SM {tgt['sm_clock_mhz_mean'].median():.0f} MHz)")
-    other = ""
-    if "other_processes" in tgt and (tgt["other_processes"] > 0).any():
-        pid = tgt["other_pid"].mode()
-        their_sm = tgt["other_sm_pct"].median()
-        most = int(tgt["other_processes"].max())
-        if len(pid):
-            other = (f" (the GPU's process list: pid {int(pid.iloc[0])}" + (
-                f", about {their_sm:.0f}% SM" if pd.notna(their_sm) else "") +
-                f"; {most} other process(es) at most)")
-        else:  # merge._others: PIDs from another namespace
-            other = (f" (the GPU's process list: up to {most} process(es) besides this one; their "
-                     f"PIDs are from another PID namespace (a container), so they cannot be "
-                     f"named)")
-    elif "util_excess_pct" in tgt and tgt["gpu_util_pct_start"].notna().any():
-        other = (f" (GPU {tgt['gpu_util_pct_start'].median():.0f}% busy by NVML while this "
-                 f"program's own work kept it {tgt['own_duty_pct'].median():.0f}% busy; before: "
-                 f"{ref['gpu_util_pct_start'].median():.0f}% and "
-                 f"{ref['own_duty_pct'].median():.0f}%)")
-    cpu = ""
-    if "host_wait_ms" in tgt and tgt["host_wait_ms"].notna().any():
-        span = "kind" in tgt and len(tgt) and bool((tgt["kind"] == "span").all())
-        cpu = (f" (the {'timed' if span else 'inference'} thread waited for a CPU"
-               f"{'' if span else ' while launching'}, mean per "
-               f"{'call' if span else 'iteration'}: "
-               f"{ref['host_wait_ms'].mean():.3f} -> {tgt['host_wait_ms'].mean():.3f} ms)")
-    queue = _moved(ref, tgt, "queue_other_ms", "from the call to the GPU starting the work, "
-                   "while this program's stream was idle, mean")
-    lock = _moved(ref, tgt, "host_offcpu_ms", "the timed thread off the CPU and not runnable, "
-                  "mean per call")
-    others = _means(ref, tgt, "others_run_ms")
-    if lock and np.isfinite(others[1]):
-        t0 = float(tgt["host_start_ns"].pipe(floats).min())
-        t1 = float(tgt["host_enqueued_ns"].pipe(floats).max())
-        who = busiest_thread(events, t0, t1)
-        own = who is not None and str(who["name"]).startswith("gpuwatch")
-        name = ("" if who is None else f"; busiest: thread {who['name']!r} (tid {who['tid']}"
-                + (", gpuwatch's own" if own else "") + f"), {who['run_ms']:.0f} ms on a CPU")
-        lock = lock[:-1] + (f", while the process's other threads ran {others[0]:.3f} -> "
-                            f"{others[1]:.3f} ms{name})")
-    return {"sm_clock": sm, "throttling": sm + thr, "mem_clock": mem, "host_launch": host,
-            "kernels_slower": busy, "host_cpu": cpu,
-            "other_process": other + (queue if y == "wall_ms" else ""),
-            "gpu_queue": queue,
-            "own_backlog": _moved(ref, tgt, "queue_own_ms", "waiting behind this program's "
-                                  "earlier GPU work, mean"),
-            "completion": _moved(ref, tgt, "completion_ms", "from the GPU finishing to the "
-                                 "host having the result, mean") + _oncpu(ref, tgt),
-            "gc": _moved(ref, tgt, "gc_ms", "garbage collection inside, mean per call"),
-            "interpreter_lock": lock,
-            "host_blocked": _moved(ref, tgt, "host_offcpu_ms", "off the CPU and not runnable, "
-                                   "mean per call") + _faults(ref, tgt, "majflt", "major"),
-            "vm_steal": _moved(ref, tgt, "steal_ms", "steal time per CPU, mean per call"),
-            "cpu_quota": _moved(ref, tgt, "quota_ms", "held off the CPUs by the cgroup's "
-                                "quota, mean per call"),
-            "host_work": _moved(ref, tgt, "host_run_ms", "on the CPU, mean per call")}
 
 
 def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None) -> str:

@@ -57,7 +57,10 @@ CAUSES: tuple[Cause, ...] = (
           "regions and in under 20% of the reference's (or NVML's utilisation 30+ points above "
           "this program's own duty cycle); it takes what clocks and host leave. For the GPU "
           "queue part: the work started later while this program's stream was idle, and "
-          "another process was at work in at least half the slow regions", "both"),
+          "another process was at work in at least half the slow regions, or (with --kernels, "
+          "where the GPU gives them) CUPTI's context-switch records show this program's "
+          "context switched out in at least half the slow regions and in under 20% of the "
+          "reference's", "both"),
     Cause("gpu_queue", "gpu_queue_wait",
           "the GPU starting the work late while this program's stream was idle",
           "GPU queue wait (stream idle)",

@@ -33,6 +33,8 @@ MAX_ROWS = 3000
 HOST_CHANGE_COLUMNS = ("gc_ms", "host_wait_ms", "quota_ms", "host_offcpu_ms", "others_run_ms",
                        "steal_ms")
 OTHERS_IN_TARGET = 0.5  # as attribution.other_process
+COMPLETION_LOCK_RATIO = 0.9  # (the completion window's interpreter lock: see attribute_wall)
+OTHERS_IN_REFERENCE = 0.2  # (context switches: in under this share of the reference rows)
 
 
 def _mean(df: pd.DataFrame, col: str) -> float:
@@ -119,7 +121,17 @@ def _ordered(att: pd.DataFrame) -> pd.DataFrame:
 def others_listed(ref: pd.DataFrame, tgt: pd.DataFrame) -> bool:
     """Did another process work on the GPU during most target rows (merge's `other_active`)?
     The GPU queue part needs no more: the work waited while this program's stream was idle,
-    and the process list says who was there (whether or not it was there in the reference)."""
+    and the process list says who was there (whether or not it was there in the reference).
+    CUPTI's context-switch records say so too, where the GPU gives them (merge's
+    `ctx_switches`): this program's context switched out during most target rows and during
+    few of the reference's (another context had its time slice; NVML may not list it: another
+    container)."""
+    if "ctx_switches" in tgt and "ctx_switches" in ref:
+        s_t, s_r = tgt["ctx_switches"].pipe(floats), ref["ctx_switches"].pipe(floats)
+        s_t, s_r = s_t[np.isfinite(s_t)], s_r[np.isfinite(s_r)]
+        if s_t.size and s_r.size and np.mean(s_t > 0) >= OTHERS_IN_TARGET \
+                and np.mean(s_r > 0) < OTHERS_IN_REFERENCE:
+            return True
     if "other_active" not in tgt:
         return False
     t = tgt["other_active"].pipe(floats)
@@ -160,7 +172,29 @@ def attribute_wall(ref: pd.DataFrame, tgt: pd.DataFrame, gpu_att: pd.DataFrame |
     other = "other_process" if others_listed(ref, tgt) else "gpu_queue"
     add(other, d["queue_other_ms"], *ci("queue_other_ms"))
     add("own_backlog", d["queue_own_ms"], *ci("queue_own_ms"))
-    add("completion", d["completion_ms"], *ci("completion_ms"))
+    # completion by what the host did meanwhile (hostside's completion_* states): a thread that
+    # could not take the interpreter lock back, a collection, a busy host; the rest (a blocking
+    # synchronize's wake-up, a thread asleep) is completion latency
+    c_lo, c_hi = ci("completion_ms")
+    states = {"gc_ms": "completion_gc_ms", "host_wait_ms": "completion_wait_ms",
+              "host_offcpu_ms": "completion_offcpu_ms",
+              "others_run_ms": "completion_others_run_ms", "steal_ms": "completion_steal_ms"}
+    # (a thread asleep in a blocking synchronize is off the CPU by design, and other threads
+    # run by the way: only where they ran about all the time it was held off is it the lock;
+    # seen on the H100: a blocking wait, others 0.58x its extra time off; a thread holding
+    # the lock on the sim, 1.1x)
+    c_parts = hostside.split(d["completion_ms"], {
+        k: _mean(tgt, col) - _mean(ref, col) for k, col in states.items()},
+        lock_ratio=COMPLETION_LOCK_RATIO) if np.isfinite(d["completion_ms"]) else {}
+    for f, c in c_parts.items():
+        if f in ("host_blocked", "host_launch") or not c:
+            continue
+        frac = c / d["completion_ms"]  # (its interval: the completion's, in proportion)
+        add(f, c, c_lo * frac, c_hi * frac)
+    host_part = sum(c for f, c in c_parts.items() if f not in ("host_blocked", "host_launch"))
+    add("completion", d["completion_ms"] - host_part,
+        *(x * (1 - host_part / d["completion_ms"]) if d["completion_ms"] else x
+          for x in (c_lo, c_hi)))
     if gpu_att is not None and not gpu_att.empty:
         for r in gpu_att.itertuples():
             if r.factor != "unexplained":

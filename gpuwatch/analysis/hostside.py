@@ -22,6 +22,15 @@ between readings) and the recording's `host_events`:
 - `majflt`, `minflt`: the timed thread's major and minor page faults (counts);
 - `wait_oncpu_pct`: of the wait for the result after the call (a synchronize), the share the
   thread spent on a CPU: spinning (~100) or sleeping (~0, a blocking synchronize).
+- `completion_wait_ms`, `completion_offcpu_ms`, `completion_others_run_ms`,
+  `completion_gc_ms`, `completion_steal_ms`: the same states over the completion window, from
+  the end event (GPU done) to the host having the result, where the call waited for it: a
+  thread that cannot take the interpreter lock back after a synchronize, a collection or a busy
+  host there lengthen completion, not the launch.
+- `cpu_freq_mhz`: the mean clock (MHz) of the CPU the timed thread last ran on, over the
+  window: its readings (about every 10 ms, cpufreq) each held until the next, weighted by the
+  time each held inside the window (a window between two readings: the earlier one's value).
+  NA where the machine does not expose cpufreq; `cpu_freq_text` words a change of it.
 
 Each is NA where the trace lacks its signal (older traces, simulated GPUs). The split of a
 host delay among them is `split()`: measured parts first, each at most its own change.
@@ -39,8 +48,15 @@ from .columns import floats
 # What analysis reads of the samples for this (cumulative counters, ns)
 SAMPLE_COUNTERS = ("host_run_ns", "host_wait_ns", "host_others_run_ns", "host_steal_ns",
                    "host_majflt", "host_minflt", "host_cpu_throttled_us")
+# ...and levels, not counters (a reading holds until the next)
+SAMPLE_LEVELS = ("host_cpu_freq_mhz",)
 COLUMNS = ("host_run_ms", "host_wait_ms", "host_offcpu_ms", "others_run_ms", "gc_ms", "steal_ms",
-           "quota_ms", "majflt", "minflt", "wait_oncpu_pct")
+           "quota_ms", "majflt", "minflt", "wait_oncpu_pct", "cpu_freq_mhz",
+           *(f"completion_{c}" for c in ("wait_ms", "offcpu_ms", "others_run_ms", "gc_ms",
+                                         "steal_ms")))
+# A level's reading holds for at most this long (the CPU clock is read about every 10 ms): a
+# window either end of which is later than this after the reading in force there has it NA.
+LEVEL_HOLD_NS = 1_000_000_000
 
 
 def _counter(smp: pd.DataFrame, col: str, a: np.ndarray, b: np.ndarray,
@@ -59,6 +75,52 @@ def _counter(smp: pd.DataFrame, col: str, a: np.ndarray, b: np.ndarray,
     out = (np.interp(b, t, v) - np.interp(a, t, v)) * scale
     covered = (a >= t[0]) & (b <= t[-1]) & np.isfinite(a) & np.isfinite(b)
     return np.where(covered, np.maximum(out, 0.0), np.nan)
+
+
+def _level_mean(smp: pd.DataFrame, col: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The time-weighted mean of level `col` over each window [a, b]: each reading held until
+    the next, clipped to the window (a window of no length: the reading in force). NA where
+    the column has no reading, the window starts before the first, or the reading in force at
+    either end of the window is older than LEVEL_HOLD_NS."""
+    n = a.size
+    if col not in smp:
+        return np.full(n, np.nan)
+    v = floats(smp[col])
+    ok = ~np.isnan(v)
+    if not ok.any():
+        return np.full(n, np.nan)
+    t_ns = smp["t_ns"].to_numpy(np.int64)[ok]
+    t = (t_ns - t_ns[0]).astype(np.float64)  # (from the first reading: ns stay exact)
+    v = v[ok]
+    fin = np.isfinite(a) & np.isfinite(b) & (b >= a)
+    aa = np.where(fin, a - t_ns[0], 0.0)
+    bb = np.where(fin, b - t_ns[0], 0.0)
+    # The integral of the held readings up to each reading's time: between two readings it
+    # grows at the earlier one's value, so np.interp of it is exact from the first reading
+    # on; past the last it grows at the last value.
+    area = np.concatenate([[0.0], np.cumsum(v[:-1] * np.diff(t))])
+
+    def integral(x: np.ndarray) -> np.ndarray:
+        return np.interp(x, t, area) + np.maximum(x - t[-1], 0.0) * v[-1]
+
+    ka = np.clip(np.searchsorted(t, aa, side="right") - 1, 0, None)  # in force at a
+    kb = np.clip(np.searchsorted(t, bb, side="right") - 1, 0, None)  # ...and at b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(bb > aa, (integral(bb) - integral(aa)) / (bb - aa), v[ka])
+    covered = (fin & (aa >= 0.0) & (aa - t[ka] <= LEVEL_HOLD_NS)
+               & (bb - t[kb] <= LEVEL_HOLD_NS))
+    return np.where(covered, mean, np.nan)
+
+
+def cpu_freq_text(ref: float | None, tgt: float | None) -> str:
+    """" (CPU clock a -> b MHz)" where both means (MHz, `cpu_freq_mhz`) are known and differ by
+    at least 5% of the reference's; else "" (a CPU's clock moving with the host's time: the
+    host_launch / host_work sentences say so)."""
+    if ref is None or tgt is None or not (np.isfinite(ref) and np.isfinite(tgt)):
+        return ""
+    if ref <= 0 or tgt <= 0 or 20 * abs(tgt - ref) < ref:
+        return ""
+    return f" (CPU clock {ref:.0f} -> {tgt:.0f} MHz)"
 
 
 def _gc_overlap(events: pd.DataFrame | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -105,6 +167,21 @@ def states(rows: pd.DataFrame, smp: pd.DataFrame, events: pd.DataFrame | None,
         ran = _counter(smp, "host_run_ns", np.where(long_wait, b, np.nan), rb)
         with np.errstate(invalid="ignore", divide="ignore"):
             extra["wait_oncpu_pct"] = np.clip(100.0 * ran / ((rb - b) / 1e6), 0.0, 100.0)
+        # the completion window: from the end event (on the trace's time base) to the result
+        end = rows["end_ns"].pipe(floats) if "end_ns" in rows else np.full(a.size, np.nan)
+        ca = np.maximum(end, b)
+        cb = np.where(np.isfinite(result_ns) & (result_ns >= ca), result_ns, np.nan)
+        cwin = (cb - ca) / 1e6
+        crun = np.minimum(_counter(smp, "host_run_ns", ca, cb), cwin)
+        cwait = np.minimum(_counter(smp, "host_wait_ns", ca, cb),
+                           np.maximum(cwin - np.nan_to_num(crun, nan=0.0), 0.0))
+        coff = np.where(np.isnan(crun), np.nan, np.maximum(
+            cwin - np.nan_to_num(crun, nan=np.inf) - np.nan_to_num(cwait, nan=0.0), 0.0))
+        csteal = _counter(smp, "host_steal_ns", ca, cb)
+        extra.update({"completion_wait_ms": cwait, "completion_offcpu_ms": coff,
+                      "completion_others_run_ms": _counter(smp, "host_others_run_ns", ca, cb),
+                      "completion_gc_ms": _gc_overlap(events, ca, cb),
+                      "completion_steal_ms": csteal / cpus if cpus else np.full(a.size, np.nan)})
     window = (b - a) / 1e6
     # schedstat's times move in scheduler ticks on some kernels (4 ms steps on this project's
     # machines): interpolated between readings, a sub-tick region can get more run time than
@@ -128,7 +205,8 @@ def states(rows: pd.DataFrame, smp: pd.DataFrame, events: pd.DataFrame | None,
             "gc_ms": _gc_overlap(events, a, b), "steal_ms": steal, "quota_ms": quota,
             # (counts per call, for the sentences' evidence: a major fault waits for I/O)
             "majflt": _counter(smp, "host_majflt", a, b, 1.0),
-            "minflt": _counter(smp, "host_minflt", a, b, 1.0), **extra}
+            "minflt": _counter(smp, "host_minflt", a, b, 1.0),
+            "cpu_freq_mhz": _level_mean(smp, "host_cpu_freq_mhz", a, b), **extra}
 
 
 def busiest_thread(events: pd.DataFrame | None, t0: float, t1: float) -> dict[str, Any] | None:
@@ -165,14 +243,16 @@ def _take(total: float, change: float) -> float:
     return float(np.sign(total) * min(abs(change), abs(total)))
 
 
-def split(total: float, d: dict[str, float], wait_counted: bool = False) -> dict[str, float]:
+def split(total: float, d: dict[str, float], wait_counted: bool = False,
+          lock_ratio: float = 0.5) -> dict[str, float]:
     """Split a host delay `total` (ms, signed: the host's share of a change) among the host
     causes, by the changes `d` of the per-row means (ms) between reference and target:
     gc (`gc_ms`); cpu_quota (`quota_ms`: part of the wait for a CPU, or of the time off the CPU
     where another thread was throttled holding the interpreter lock); host_cpu (the rest of
     `host_wait_ms`; these two skipped where `wait_counted`: the attribution took the wait);
     interpreter_lock (off-CPU time while other threads ran: `host_offcpu_ms` up to
-    `others_run_ms`); host_blocked (the rest of off-CPU); vm_steal (`steal_ms`); and
+    `others_run_ms`, where the other threads ran at least `lock_ratio` as long); host_blocked
+    (the rest of off-CPU); vm_steal (`steal_ms`); and
     host_launch: what is left, on the CPU. Each part at most its own change and what is left,
     so the parts stay within 0..total and sum to it."""
     out = {"gc": 0.0, "cpu_quota": 0.0, "host_cpu": 0.0, "interpreter_lock": 0.0,
@@ -197,7 +277,7 @@ def split(total: float, d: dict[str, float], wait_counted: bool = False) -> dict
         off = off - (out["cpu_quota"] - in_wait) if np.isfinite(off) else off
     others = d.get("others_run_ms", np.nan)
     # (off the CPU while the other threads ran at least half as long: they held it)
-    if np.isfinite(off) and np.isfinite(others) and off > 0 and others >= 0.5 * off:
+    if np.isfinite(off) and np.isfinite(others) and off > 0 and others >= lock_ratio * off:
         out["interpreter_lock"] = _take(left, off)
         left -= out["interpreter_lock"]
     out["host_blocked"] = _take(left, off - out["interpreter_lock"] if np.isfinite(off) else off)

@@ -12,6 +12,8 @@ N regions and M samples.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -24,7 +26,7 @@ WINDOW_FIELDS = ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c")
 START_FIELDS = ("pstate", "gpu_util_pct")
 # every samples column merge reads (analysis loads only these)
 SAMPLE_FIELDS = WINDOW_FIELDS + START_FIELDS + ("clock_event_reasons",) + tuple(
-    hostside.SAMPLE_COUNTERS)
+    hostside.SAMPLE_COUNTERS) + tuple(hostside.SAMPLE_LEVELS)
 
 
 # What a reading can physically be; anything outside is a broken reading, read as NA (and
@@ -85,6 +87,7 @@ def merge(trace: Trace) -> pd.DataFrame:
         k = kern[kern["gpu"] == gpu] if len(kern) else kern
         pr = procs[procs["gpu"] == gpu] if len(procs) else procs
         cols.update(_decompose(rows, k))
+        cols["ctx_switches"] = _ctx_switches(rows, k, trace.meta)
         cols.update(_others(rows, pr))
         cols.update(wall.decompose(rows, rows["start_ns"].to_numpy(np.int64),
                                    rows["end_ns"].to_numpy(np.int64)))
@@ -120,7 +123,7 @@ def _derived_columns() -> list[str]:
                    "other_pid", "other_sm_pct", "own_duty_pct",
                    "util_excess_pct", "reasons_any", "idle_before_ms", "enqueue_ms", "launch_ms", "wake_ms",
                    "kernel_count", "busy_ms", "idle_inside_ms", "first_kernel_delay_ms",
-                   *wall.COLUMNS, *hostside.COLUMNS]
+                   "ctx_switches", *wall.COLUMNS, *hostside.COLUMNS]
 
 
 def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> tuple[dict[str, np.ndarray], int]:
@@ -176,9 +179,12 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> tuple[dict[str, np.ndar
     inband = (rows["sm_clock_inband_mhz"].pipe(floats)
               if "sm_clock_inband_mhz" in rows else np.full(len(rows), np.nan))
     has_inband = ~np.isnan(inband)
-    cols["sm_clock_mhz_mean"] = np.where(has_inband, inband, nvml)
+    lent, near = _nearest_stamp(start, end, inband,
+                                rows["condition"] if "condition" in rows else None)
+    cols["sm_clock_mhz_mean"] = np.where(has_inband, inband, np.where(near, lent, nvml))
     source = np.full(len(rows), None, dtype=object)
     source[~np.isnan(nvml)] = "nvml"
+    source[near] = "in-band, nearest stamp"
     source[has_inband] = "in-band"
     cols["sm_clock_source"] = source
     cols["own_duty_pct"] = _own_duty(start, end)
@@ -336,6 +342,62 @@ def _decompose(rows: pd.DataFrame, kernels: pd.DataFrame) -> dict[str, np.ndarra
         "idle_inside_ms": (window - busy) / 1e6,
         "first_kernel_delay_ms": np.where(has, (ks[j0] - host) / 1e6, np.nan),
     }
+
+
+NEAR_STAMP_NS = 100_000_000  # a stamped region of the same condition this close lends its
+# in-band clock: no older than NVML's own reading can be (it refreshes about every 100 ms)
+
+
+def _nearest_stamp(start: np.ndarray, end: np.ndarray, inband: np.ndarray,
+                   condition: pd.Series | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For regions with no in-band reading (the recorder stamps a sample of regions), the
+    reading of the nearest stamped region of the same condition on the GPU, if it lies within
+    NEAR_STAMP_NS (from one's end to the other's start): (values, which rows got one). Rows in
+    GPU start order. A labelled estimate (sm_clock_source "in-band, nearest stamp"), never a
+    reading: sm_clock_inband_mhz stays NA."""
+    if condition is not None and condition.nunique(dropna=False) > 1:
+        codes = pd.factorize(condition.astype(object), use_na_sentinel=False)[0]
+        vals, near = np.full(len(inband), np.nan), np.zeros(len(inband), dtype=bool)
+        for c in np.unique(codes):
+            i = np.flatnonzero(codes == c)
+            vals[i], near[i] = _nearest_stamp(start[i], end[i], inband[i])
+        return vals, near
+    n = len(inband)
+    has = ~np.isnan(inband)
+    if has.all() or not has.any():
+        return np.full(n, np.nan), np.zeros(n, dtype=bool)
+    idx = np.flatnonzero(has)
+    pos = np.searchsorted(idx, np.arange(n))  # the first stamped row at or after each row
+    nxt = idx[np.minimum(pos, len(idx) - 1)]
+    prv = idx[np.maximum(pos - 1, 0)]
+    d_next = np.where(nxt > np.arange(n), start[nxt] - end, np.inf).astype(float)
+    d_prev = np.where(prv < np.arange(n), start - end[prv], np.inf).astype(float)
+    pick = np.where(d_prev <= d_next, prv, nxt)
+    dist = np.minimum(d_prev, d_next)
+    near = ~has & (dist <= NEAR_STAMP_NS)
+    return np.where(near, inband[pick], np.nan), near
+
+
+def _ctx_switches(rows: pd.DataFrame, kernels: pd.DataFrame, meta: dict[str, Any]
+                  ) -> np.ndarray:
+    """Per region, CUPTI's context-switch records of this program's context (kind `ctx_switch`,
+    start or end of a switch) from the call to the end event: another context had the GPU's
+    compute engine meanwhile (time slicing). NA where the trace has none to give: recorded
+    without --kernels, or a GPU or driver that does not give them (the metadata's
+    kernel_trace.context_switches says why)."""
+    n = len(rows)
+    given = ((meta.get("kernel_trace") or {}).get("context_switches") is True)
+    if not given:
+        return np.full(n, np.nan)
+    k = kernels[kernels["kind"] == "ctx_switch"] if len(kernels) else kernels
+    t = np.sort(k["t_ns"].to_numpy(np.int64)) if len(k) else np.zeros(0, np.int64)
+    host = rows["host_start_ns"].pipe(floats)
+    a = np.where(np.isfinite(host), host, rows["start_ns"].pipe(floats))
+    b = rows["end_ns"].pipe(floats)
+    ok = np.isfinite(a) & np.isfinite(b)
+    lo = np.searchsorted(t, np.where(ok, a, 0).astype(np.int64), side="left")
+    hi = np.searchsorted(t, np.where(ok, b, 0).astype(np.int64), side="right")
+    return np.where(ok, np.maximum(hi - lo, 0), np.nan).astype(float)
 
 
 def _window_reduce(v: np.ndarray, lo: np.ndarray, hi: np.ndarray,

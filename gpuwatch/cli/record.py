@@ -145,10 +145,15 @@ class RecordCommand:
                        help="also record every kernel and copy (CUPTI; the cupti extra) and "
                             "split each inference into kernel time and GPU idle time")
         p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=None,
-                       help="stamp the in-band SM clock around every inference "
-                            "(sm_clock_inband_mhz: a tiny kernel before and after it); "
-                            "default: on for sim:, off on real GPUs (it costs ~8 us of host "
-                            "time per inference: see the README)")
+                       help="stamp the in-band SM clock around inferences "
+                            "(sm_clock_inband_mhz: a tiny kernel before and after one); "
+                            "default: on wherever the device can stamp (off, with the reason "
+                            "in the metadata, where it cannot start)")
+        p.add_argument("--probe-every", type=float, default=None, metavar="MS",
+                       help="stamp an inference once MS milliseconds have passed since the "
+                            "last stamped one began and the inferences since lasted ~10 ms of "
+                            "GPU time (0: every inference; default 5 on real GPUs, 0 on sim:); "
+                            "the rest borrow the nearest stamp's clock, labelled as such")
         p.add_argument("--pre-post", action="store_true",
                        help="also time the engine's pre-processing (host->device copy) and "
                             "post-processing (device->host copy) as spans")
@@ -235,7 +240,8 @@ class RecordCommand:
                      sample_hz=args.sample_hz, sampler=args.sampler,
                      sample_gpus=_sample_gpus(args.sample_gpus), binding=args.binding,
                      kernels=args.kernels, seed=args.seed, options=options,
-                     probe=args.probe, overwrite=args.force) as s:
+                     probe=args.probe, overwrite=args.force,
+                     probe_every_ms=args.probe_every) as s:
             self._out = s.out
             engine = s.engine(engine_spec, cuda_graph=args.cuda_graph,
                               precision=args.precision, workspace_mb=args.workspace_mb)

@@ -387,7 +387,8 @@ def _kernel_columns(k: pd.DataFrame) -> dict[str, Any] | None:
         return None
     start, s_ok = _ints(k["start_ns"])
     end, e_ok = _ints(k["end_ns"])
-    keep = s_ok & e_ok & (end >= start) & (k["kind"] != "sync").to_numpy()  # (host waits)
+    keep = s_ok & e_ok & (end >= start) & ~k["kind"].isin(("sync", "ctx_switch")).to_numpy()
+    # (host waits; CUPTI context switches are instants, not GPU work)
     if not keep.any():
         return None
     start, end = start[keep], end[keep]
