@@ -1,4 +1,4 @@
-"""The built-in engine: NVRTC-compiled kernels on one stream that behave like a conv-net engine.
+"""The built-in engine: kernels (shipped as PTX) on one stream that behave like a conv-net engine.
 
 Each "layer" kernel reads a float32 activation tensor, applies k fused multiply-adds per
 element (compute, like a convolution's inner loop) and writes the next tensor (memory traffic,
@@ -28,6 +28,7 @@ import numpy as np
 
 from gpuwatch.errors import UsageError
 
+from . import ptx
 from .cuda import CudaError, Stream
 
 SOURCE = r"""
@@ -142,7 +143,10 @@ class BuiltinEngine:
         self.rt, self.stream, self.preset = rt, stream, preset
         self.host_gap_ns = host_gap_us * 1000
         self.name = engine_name(preset, host_gap_us, cuda_graph)
-        fns = rt.compile(SOURCE, "gpuwatch_builtin.cu", ["layer", "normalise", "reduce_rows"])
+        names = ["layer", "normalise", "reduce_rows"]
+        # (the shipped PTX: no run-time compiler needed; bindings/ptx.py)
+        fns = (rt.load_ptx(ptx.load("builtin", SOURCE), names) if hasattr(rt, "load_ptx")
+               else rt.compile(SOURCE, "gpuwatch_builtin.cu", names))
         n = preset.elements
         self._bufs = [rt.alloc(n * 4), rt.alloc(n * 4)]
         grid = (n + _BLOCK - 1) // _BLOCK

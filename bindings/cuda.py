@@ -17,6 +17,8 @@ import numpy as np
 
 from gpuwatch.errors import DeviceUnavailable, GpuwatchError
 
+from .ptx import MIN_DRIVER_VERSION
+
 
 class CudaError(GpuwatchError):
     """A CUDA driver or NVRTC call failed."""
@@ -138,6 +140,11 @@ class CudaRuntime:
             check(d.cuInit(0), "cuInit")
         except Exception as e:
             raise DeviceUnavailable(f"CUDA could not start ({e}); is the NVIDIA driver loaded?") from e
+        driver = check(d.cuDriverGetVersion(), "cuDriverGetVersion")
+        if driver < MIN_DRIVER_VERSION:  # (gpuwatch's kernels ship as PTX ISA 8.0)
+            raise DeviceUnavailable(
+                f"the NVIDIA driver supports CUDA {driver // 1000}.{driver % 1000 // 10}; "
+                f"gpuwatch needs CUDA 12.0 or newer (driver R525+): update the driver")
         count = check(d.cuDeviceGetCount(), "cuDeviceGetCount")
         if not 0 <= ordinal < count:
             raise DeviceUnavailable(f"there is no CUDA device {ordinal}: CUDA sees {count}")
@@ -318,8 +325,18 @@ class CudaRuntime:
         check(self.driver.cuMemsetD8Async(self._touch_buf, 0, 4, stream.handle),
               "cuMemsetD8Async")
 
+    def load_ptx(self, image: bytes, kernels: list[str]) -> dict[str, Any]:
+        """Load PTX (NUL-terminated; the driver JIT-compiles it for this GPU: bindings/ptx.py);
+        returns {kernel name: CUfunction}."""
+        d = self.driver
+        module = check(d.cuModuleLoadData(image), "cuModuleLoadData (gpuwatch's PTX)")
+        self._owned.append(("module", module))
+        return {k: check(d.cuModuleGetFunction(module, k.encode()), f"cuModuleGetFunction({k})")
+                for k in kernels}
+
     def compile(self, source: str, name: str, kernels: list[str]) -> dict[str, Any]:
-        """NVRTC-compile `source` to a cubin for this GPU; returns {kernel name: CUfunction}."""
+        """NVRTC-compile `source` to a cubin for this GPU; returns {kernel name: CUfunction}.
+        (gpuwatch's own kernels ship as PTX instead: load_ptx; this needs NVRTC.)"""
         nv, d = self.nvrtc, self.driver
         prog = check(nv.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], []),
                      "nvrtcCreateProgram")

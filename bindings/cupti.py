@@ -25,6 +25,7 @@ import time
 from typing import Any, Callable
 
 from gpuwatch.clock import Clock
+from gpuwatch._version import install_hint
 from gpuwatch.errors import DeviceUnavailable
 from gpuwatch.region import region_of_tag
 from gpuwatch.timebase import measure_offset
@@ -44,7 +45,7 @@ def _cupti() -> Any:
         from cupti import cupti
     except ImportError as e:
         raise DeviceUnavailable(
-            "kernel tracing needs cupti-python: pip install 'gpuwatch[cupti]'") from e
+            f"kernel tracing needs cupti-python: {install_hint('cupti')}") from e
     return cupti
 
 

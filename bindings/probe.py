@@ -109,7 +109,8 @@ class ClockProbe:
 
     `lib`: libcuda (ctypes; PyDLL so that the launch holds the GIL, as the timed path's calls
     do). `launch`: a stand-in for cuLaunchKernel's address (tests); `cubin`: the compiled
-    kernel (default: compile_cubin(cc))."""
+    kernel image (default: the shipped PTX, bindings/ptx.py; compile_cubin(cc) makes a cubin
+    with NVRTC instead)."""
 
     def __init__(self, lib: Any, cc: tuple[int, int], sm_count: int,
                  cubin: bytes | None = None, launch: int | None = None):
@@ -131,7 +132,15 @@ class ClockProbe:
         self._ctl = int(ctl.value)
         _cuda(lib, "cuMemsetD8_v2", ctypes.c_uint64(self._ctl), ctypes.c_ubyte(0), c_sz(SLOTS * 8))
         module, fn = c_vp(), c_vp()
-        image = cubin if cubin is not None else compile_cubin(cc)
+        if cubin is not None:
+            image = cubin
+        else:  # the shipped PTX (bindings/ptx.py): the driver JIT-compiles it, no NVRTC
+            from .ptx import PtxError, load
+
+            try:
+                image = load("probe", SOURCE)
+            except PtxError as e:
+                raise ProbeError(str(e)) from e
         _cuda(lib, "cuModuleLoadData", ctypes.byref(module), ctypes.c_char_p(image))
         self._module = module
         _cuda(lib, "cuModuleGetFunction", ctypes.byref(fn), module, PROBE_KERNEL.encode())

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from gpuwatch._version import install_hint
 from gpuwatch.errors import DeviceUnavailable, UsageError
 
 from .cuda import Stream
@@ -26,8 +27,8 @@ def _drv() -> Any:
         import pycuda.driver as drv
     except ImportError as e:
         raise DeviceUnavailable(
-            "pycuda is not installed: pip install 'gpuwatch[pycuda]' (it builds from source and "
-            "needs nvcc), or use --binding cuda") from e
+            f"pycuda is not installed: {install_hint('pycuda')}; it builds from source and "
+            "needs nvcc. Or use --binding cuda") from e
     return drv
 
 
@@ -162,6 +163,12 @@ class PycudaRuntime:
         if self._touch_buf is None:
             self._touch_buf = self.alloc(4)
         self.drv.memset_d8_async(self._touch_buf, 0, 4, stream.handle)
+
+    def load_ptx(self, image: bytes, kernels: list[str]) -> dict[str, Any]:
+        """Load PTX (the driver JIT-compiles it: bindings/ptx.py); {kernel name: function}."""
+        mod = self.drv.module_from_buffer(image)
+        self._keep.append(mod)
+        return {k: mod.get_function(k) for k in kernels}
 
     def compile(self, source: str, name: str, kernels: list[str]) -> dict[str, Any]:
         from pycuda.compiler import SourceModule

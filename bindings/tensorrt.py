@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gpuwatch._version import install_hint
 from gpuwatch.errors import DeviceUnavailable, UsageError
 
 from .cuda import CudaError, Stream
@@ -28,8 +29,8 @@ def _trt() -> Any:
         import tensorrt
     except ImportError as e:
         raise DeviceUnavailable(
-            "TensorRT is not installed: pip install 'gpuwatch[tensorrt]' (NVIDIA's tensorrt "
-            "wheels, from NVIDIA's package index)") from e
+            f"TensorRT is not installed: {install_hint('tensorrt')}; the tensorrt wheels "
+            "are NVIDIA's") from e
     return tensorrt
 
 

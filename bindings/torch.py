@@ -16,6 +16,7 @@ import contextlib
 import importlib
 from typing import Any, Callable, Iterator
 
+from gpuwatch._version import install_hint
 from gpuwatch.errors import DeviceUnavailable, UsageError
 
 
@@ -23,7 +24,7 @@ def _torch() -> Any:
     try:
         import torch
     except ImportError as e:
-        raise DeviceUnavailable("PyTorch is not installed: pip install 'gpuwatch[torch]'") from e
+        raise DeviceUnavailable(f"PyTorch is not installed: {install_hint('torch')}") from e
     if not torch.cuda.is_available():
         raise DeviceUnavailable("PyTorch sees no CUDA GPU (CPU-only build, or no driver)")
     return torch

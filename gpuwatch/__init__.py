@@ -35,3 +35,11 @@ __all__ = [
     "TraceFormatError",
     "RecoveredTraceWarning",
 ]
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """`%load_ext gpuwatch` in IPython or Jupyter: the `%%gpuwatch` cell magic, which records a
+    cell and shows its analysis (docs/notebooks.md). IPython is imported here, not before."""
+    from .notebook import load_ipython_extension as load
+
+    load(ipython)

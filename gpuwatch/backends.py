@@ -7,9 +7,11 @@ from typing import Sequence
 from .device import Backend
 from .errors import DeviceUnavailable, UsageError
 
-DEVICE_HELP = ("auto (first NVIDIA GPU), cuda:N, N, sim:PROFILE[,gpus=N,index=I,fault=...] "
-               "(e.g. sim:t4, sim:flat, sim:t4,gpus=8,index=3), or standin (no GPU: the real "
-               "code path with a stand-in telemetry source, for tests)")
+DEVICE_HELP_ENGINES = ("auto (first NVIDIA GPU), cuda:N, N, or sim:PROFILE[,gpus=N,index=I,"
+                       "fault=...] (e.g. sim:t4, sim:flat, sim:t4,gpus=8,index=3)")
+# (where the program's own code runs, the stand-in device too; it runs no engines: not record)
+DEVICE_HELP = (DEVICE_HELP_ENGINES[:-1].replace(", or sim:", ", sim:") + "), or standin (no "
+               "GPU: the real code path with a stand-in telemetry source, for tests)")
 
 
 BINDINGS = ("cuda", "pycuda")

@@ -35,6 +35,7 @@ from .clock import Clock, HostClock
 from .device import Backend
 from .errors import GpuwatchError, SessionError, Terminated, UsageError
 from .fields import FIELDS
+from .log import logger
 from .region import CHECK_EVERY, PROBE_EVERY_NS, PROBE_REGION_NS, RegionTimer, callable_name
 from .sampler import Sampler
 from .sampler_process import ProcessSampler, SamplerStartError
@@ -130,8 +131,8 @@ class Session:
         if probe_every_ms is not None and (
                 isinstance(probe_every_ms, bool) or not isinstance(probe_every_ms, (int, float))
                 or not 0 <= probe_every_ms <= 60_000):  # (NaN fails it too)
-            raise UsageError(f"probe_every_ms takes milliseconds 0..60000 (0: stamp every "
-                             f"region), got {probe_every_ms!r}")
+            raise UsageError(f"probe_every_ms (--probe-every) takes milliseconds 0..60000 (0: "
+                             f"stamp every region), got {probe_every_ms!r}")
         self.probe = probe
         self.probe_every_ms = None if probe_every_ms is None else float(probe_every_ms)
         self.probe_error: str | None = None  # why the default probe is off, where it is
@@ -154,8 +155,9 @@ class Session:
         if out is not None and dataset is not None:
             raise UsageError("give either out (one trace file) or dataset (a directory), not both")
         self.dataset = Path(dataset).absolute() if dataset is not None else None
-        if self.dataset is not None and not self.dataset.is_dir():
-            raise UsageError(f"dataset directory {self.dataset} does not exist; create it first")
+        if self.dataset is not None and self.dataset.exists() and not self.dataset.is_dir():
+            raise UsageError(f"dataset {self.dataset} is a file, not a directory; give a "
+                             f"directory (it is created if it does not exist)")
         # With a dataset, the file's place depends on the GPU: known once the backend is open.
         # (absolute: a program that changes directory while recording writes where it began)
         self.out = (Path(out) if out is not None else default_out()).absolute()
@@ -181,6 +183,11 @@ class Session:
         self._prev_sigint: Any = None
         self._pid = os.getpid()  # the recording process (SIGTERM handling is its alone)
         self.left_previous = False  # close() kept the trace at `out` it was to replace
+
+    def __repr__(self) -> str:  # (what a notebook shows for the session's name)
+        state = "ended" if self._closed else "recording" if self._writer is not None else \
+            "not started"
+        return f"<gpuwatch Session on {self.device_spec} -> {self.out}: {state}>"
 
     # -- lifecycle -----------------------------------------------------------------------------
     def __enter__(self) -> "Session":
@@ -267,8 +274,8 @@ class Session:
                                      f"without it (probe=False, --no-probe)") from e
                 # on by default only: record without it, and say why (metadata, stderr)
                 self.probe, self.probe_error = False, str(e)
-                print(f"gpuwatch: the in-band SM clock probe is off: {e}; clocks come from "
-                      f"NVML only", file=sys.stderr)
+                logger.warning("the in-band SM clock probe is off: %s; clocks come from NVML "
+                               "only", e)
         if self.dataset is not None:
             self.out = dataset_path(self.dataset, backend.telemetry[0].info.name)
             try:
@@ -301,8 +308,8 @@ class Session:
                 self.sampler_mode = mode = "thread"
                 self._thread_names = None  # (the thread sampler knows the names itself)
                 self._sampler_note = {"requested": "process", "fallback": str(e)}
-                print(f"gpuwatch: warning: sampling from a thread instead of a separate "
-                      f"process: {e}", file=sys.stderr)
+                logger.warning("warning: sampling from a thread instead of a separate process: "
+                               "%s", e)
         if mode == "thread":
             host = None
             host_events = host_final = None
@@ -407,7 +414,7 @@ class Session:
                         meta.update(finish(self._writer.add_columns,
                                            self._timer.seq if self._timer is not None else 0))
                     except Exception as e:
-                        print(f"gpuwatch: warning: {type(e).__name__}: {e}", file=sys.stderr)
+                        logger.warning("warning: %s: %s", type(e).__name__, e)
                 assert self._backend is not None
                 meta["ended_ns"] = self._backend.clock.now_ns()
                 if self._timebase is not None:
@@ -418,8 +425,8 @@ class Session:
                     # an empty trace is not worth the one that is there
                     self._writer.abandon(discard=True)
                     self.left_previous = True
-                    print(f"gpuwatch: nothing was timed before the failure; {self.out} was left "
-                          f"as it was", file=sys.stderr, flush=True)
+                    logger.warning("nothing was timed before the failure; %s was left as it was",
+                                   self.out)
                 else:
                     with _patient_sigint(self._writer):
                         self._writer.close(meta)
@@ -703,7 +710,8 @@ class Session:
                         "kernels": self.kernels, "seed": self.seed,
                         "stream": None if self._stream_ref is None else
                         list(self._stream_ref), "check_every": self._check_every,
-                        "probe": self.probe, "probe_every_ms": self.probe_every_ms,
+                        "probe": self.probe,
+                        "probe_every_ms": self.probe_every_ms if self.probe else None,
                         **({"probe_error": self.probe_error} if self.probe_error else {}),
                         **self.options},
             "field_query_cost_us": {str(t.info.index): dict(t.query_costs_us())
@@ -753,7 +761,7 @@ def session(device: str | None = None, out: str | os.PathLike[str] | None = None
     `binding`: the CUDA library on a real GPU, "cuda" (cuda-python) or "pycuda".
     `kernels`: also record every kernel and copy (CUPTI on a real GPU) into the kernels table.
     `dataset`: instead of `out`, write into a hive-partitioned directory of traces,
-    DATASET/host=H/gpu_model=M/run=R/trace.parquet (see README, "Fleets").
+    DATASET/host=H/gpu_model=M/run=R/trace.parquet (see docs/fleets.md).
     `stream`: where regions' events go when a call names none (default: the stream the work
     goes on; "device" brackets the whole device). `check_every`: one region in this many (and
     the first few) is checked for GPU work outside its stream; 0 turns the checks off.

@@ -1,6 +1,6 @@
 """Trace format v1: one Parquet file per run, several tables in it, one time base.
 
-Layout (documented in the README, "Trace format"):
+Layout (documented in docs/trace-format.md):
 - Every row has `table_name` (`table` before v3: "inferences", "samples", "driver_samples",
   "kernels", "events", "processes" or "host_events"), `gpu` and `t_ns`.
 - Each table has its own further columns (TABLE_COLUMNS); the file's schema is their union, and
@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from .errors import TraceFormatError, TraceWriteError, UsageError
 from .fields import FIELDS
+from .log import logger
 
 # v2: inferences.sm_clock_inband_mhz. v3: the discriminator column is `table_name` (was `table`,
 # a word SQL reserves), every column's unit is in its Arrow field metadata, and time columns are
@@ -310,9 +311,8 @@ class ChunkWriter:
                     self.error = e
                     self._take()  # dropped: nothing more is buffered
                 why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-                print(f"gpuwatch: cannot write the trace to {self.directory}: {why}; recording "
-                      f"stops here (what was written before is kept)", file=sys.stderr,
-                      flush=True)
+                logger.error("cannot write the trace to %s: %s; recording stops here (what was "
+                             "written before is kept)", self.directory, why)
                 return
             if closed:
                 return
@@ -734,7 +734,7 @@ class RecoveredTraceWarning(UserWarning):
     """Loaded a trace that was never finalised (the recording crashed or was killed)."""
 
 
-@dataclass
+@dataclass(repr=False)
 class Trace:
     """A loaded trace: one DataFrame per table and the run metadata."""
 
@@ -757,6 +757,19 @@ class Trace:
     @property
     def schema_version(self) -> int:
         return int(self.meta.get("schema_version", 0))
+
+    def __repr__(self) -> str:  # (a notebook shows this, not every table)
+        devs = ", ".join(str(d.get("name", "?")) for d in self.meta.get("devices", []))
+        rows = f"{len(self.inferences)} regions"
+        if "kind" in self.inferences:
+            kinds = self.inferences["kind"]
+            rows = f"{int((kinds == 'inference').sum())} inferences, " \
+                   f"{int((kinds == 'span').sum())} spans"
+        return (f"<gpuwatch Trace {self.path if self.path is not None else '(not from a file)'}: "
+                f"{devs or 'unknown GPU'}{' (simulated)' if self.simulated else ''}, status "
+                f"{self.meta.get('status', 'unknown')}{', recovered' if self.recovered else ''}; "
+                f"{rows}, {len(self.samples)} samples, {len(self.kernels)} kernels, "
+                f"{len(self.events)} events>")
 
     def measured(self) -> pd.DataFrame:
         """Inference rows outside warm-up (spans excluded)."""
@@ -933,7 +946,7 @@ def _check_meta(meta: Any, path: Path) -> None:
     if version > SCHEMA_VERSION:
         raise TraceFormatError(
             f"{path} uses trace schema v{version}, this gpuwatch reads up to v{SCHEMA_VERSION}; "
-            "upgrade gpuwatch (pip install -U gpuwatch)"
+            "upgrade gpuwatch (in its clone: git pull, then pip install -e .)"
         )
 
 

@@ -30,9 +30,9 @@ def test_json_output(t4_sweep):
     r = analyze(t4_sweep.path, "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert set(d) == {"verdict", "traces", "verdicts", "layers", "attribution", "spans",
-                      "stream_checks", "stream_note", "clocks", "data_notes", "wall_verdicts",
-                      "wall_attribution", "latency"}
+    assert set(d) == {"version", "verdict", "traces", "verdicts", "layers", "attribution",
+                      "spans", "stream_checks", "stream_note", "clocks", "data_notes",
+                      "wall_verdicts", "wall_attribution", "latency"}
     assert d["stream_note"] == ""  # the engine's events bracket all its work
     assert all(r["checked"] >= 3 for r in d["stream_checks"]) and \
         all(r["outside"] == 0 for r in d["stream_checks"])

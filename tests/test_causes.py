@@ -1,14 +1,14 @@
-"""analysis.causes is the one table of causes: the README's table is its docs_table(), and every
-code a verdict gives is in it."""
+"""analysis.causes is the one table of causes: the docs' table (docs/verdicts.md) is its
+docs_table(), and every code a verdict gives is in it."""
 
 from pathlib import Path
 
 from gpuwatch.analysis import causes
 
 
-def test_the_readme_table_of_causes_is_the_code_table():
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert causes.docs_table() in readme
+def test_the_docs_table_of_causes_is_the_code_table():
+    page = (Path(__file__).parent.parent / "docs" / "verdicts.md").read_text()
+    assert causes.docs_table() in page
 
 
 def test_every_factor_has_one_code_and_words():

@@ -122,9 +122,15 @@ def test_empty_or_foreign_directories_are_clear_errors(tmp_path, make, exc, word
 
 
 def test_dataset_usage_errors(tmp_path):
+    # a dataset directory that does not exist yet is created (issue 29); a file is refused
     r = cli("record", "--device", "sim:t4", "--iters", "5", "--dataset", str(tmp_path / "no"),
             cwd=tmp_path)
-    assert r.returncode == 2 and "does not exist" in r.stderr
+    assert r.returncode == 0 and len(list((tmp_path / "no").rglob("trace.parquet"))) == 1, \
+        r.stderr
+    (tmp_path / "f").write_text("")
+    r = cli("record", "--device", "sim:t4", "--iters", "5", "--dataset", str(tmp_path / "f"),
+            cwd=tmp_path)
+    assert r.returncode == 2 and "is a file, not a directory" in r.stderr
     r = cli("record", "--device", "sim:t4", "--iters", "5", "--dataset", str(tmp_path),
             "--out", "x.parquet", cwd=tmp_path)
     assert r.returncode == 2 and "either --out or --dataset" in r.stderr

@@ -223,7 +223,7 @@ def test_without_the_library_the_report_says_what_to_install(t4_analysis, tmp_pa
     monkeypatch.setattr(report, "VENDOR", tmp_path / "missing")
     out = HtmlRenderer().write(t4_analysis, tmp_path / "r.html")
     page = out.read_text(encoding="utf-8")
-    assert "No plots" in page and "pip install --force-reinstall gpuwatch" in page
+    assert "No plots" in page and "in its clone: <code>pip install -e .</code>" in page
     assert "<script" not in page  # nothing to draw with, so no data either
     assert htmllib.escape(t4_analysis.verdict) in page and "<table" in page
 

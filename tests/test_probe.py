@@ -124,7 +124,7 @@ def test_probe_option_is_checked(tmp_path):
     with pytest.raises(UsageError, match="probe takes True, False or None"):
         gpuwatch.session("sim:t4", tmp_path / "a.parquet", probe="yes")
     for bad in (-1, "5", True, float("nan"), 1e9):
-        with pytest.raises(UsageError, match="probe_every_ms takes milliseconds"):
+        with pytest.raises(UsageError, match=r"probe_every_ms \(--probe-every\) takes milliseconds"):
             gpuwatch.session("sim:t4", tmp_path / "a.parquet", probe_every_ms=bad)
     with gpuwatch.session("standin", tmp_path / "b.parquet") as s:  # on by default, as on a GPU
         s.infer(lambda: None)

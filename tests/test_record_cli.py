@@ -211,3 +211,17 @@ def test_record_takes_its_device_from_gpuwatch_device(tmp_path):
                        text=True, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert gpuwatch.load(tmp_path / "e.parquet").simulated
+
+
+def test_record_help_offers_only_devices_record_accepts():
+    """record runs engines, which the stand-in device has none of: its --help does not offer
+    it (gpuwatch run's does; issue 29)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--help"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "sim:PROFILE" in r.stdout and "standin" not in r.stdout
+    r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "--help"], capture_output=True,
+                       text=True)
+    assert "standin" in r.stdout

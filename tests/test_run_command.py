@@ -44,6 +44,18 @@ def test_nvtx_ranges_are_the_inferences_and_gaps_become_conditions(tmp_path):
     assert "gpuwatch: 80 inference(s) found" in r.stderr and "verdict:" in r.stderr
 
 
+def test_a_simulated_gpu_under_run_is_said_to_see_nothing_of_the_program(tmp_path):
+    """`gpuwatch run` on sim: its regions are timed on the simulator's clock: a warning before
+    the program runs, in the trace and in the report (issue 29)."""
+    r = run(tmp_path, str(PROGRAMS / "nvtx_marks.py"))
+    assert r.returncode == 0, r.stderr
+    first = r.stderr.splitlines()[0]
+    assert first.startswith("gpuwatch: warning: a simulated GPU cannot see your program's GPU work")
+    tr = gpuwatch.load(tmp_path / "t.parquet")
+    assert tr.meta["warning"].startswith("a simulated GPU cannot see")
+    assert "   warning: a simulated GPU cannot see" in r.stderr  # (the report's header)
+
+
 def test_the_outermost_torch_module_call_is_the_inference(tmp_path):
     r = run(tmp_path, str(PROGRAMS / "torch_loop.py"))
     assert r.returncode == 0, r.stderr

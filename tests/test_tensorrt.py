@@ -311,7 +311,8 @@ def test_without_tensorrt_installed_the_error_names_the_package(tmp_path):
             "from gpuwatch.bindings.tensorrt import _trt\n"
             "try:\n    _trt()\nexcept Exception as e:\n    print(type(e).__name__, e)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert "DeviceUnavailable" in r.stdout and "gpuwatch[tensorrt]" in r.stdout
+    assert "DeviceUnavailable" in r.stdout and "pip install 'tensorrt>=10'" in r.stdout
+    assert "pip install -e '.[tensorrt]'" in r.stdout  # the extra, from a clone (not PyPI's gpuwatch)
 
 
 def test_cli_tensorrt_flags_on_sim_are_clear_errors(tmp_path, plan):

@@ -141,10 +141,10 @@ def test_a_v4_trace_from_before_the_cpu_clock_loads_with_it_unknown():
 
 
 def _readme_readers() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "trace-format.md").read_text()
     m = re.search(r"<!-- readers: run as tests/test_trace_format.py -->\s*```python\n(.*?)```",
                   text, re.S)
-    assert m, "README lost its block of one-line readers"
+    assert m, "docs/trace-format.md lost its block of one-line readers"
     return m.group(1)
 
 
@@ -154,7 +154,7 @@ def test_the_readmes_duckdb_polars_and_pandas_lines_run(tmp_path, t4_sweep, monk
     shutil.copy(t4_sweep.path, tmp_path / "run.parquet")
     monkeypatch.chdir(tmp_path)
     scope: dict[str, object] = {}
-    exec(compile(_readme_readers(), "README.md", "exec"), scope)  # noqa: S102
+    exec(compile(_readme_readers(), "docs/trace-format.md", "exec"), scope)  # noqa: S102
     n = len(t4_sweep.samples)
     duck, pol, pan = scope["duck"], scope["pol"], scope["pan"]
     assert len(duck) == len(pol) == len(pan) == n  # type: ignore[arg-type]

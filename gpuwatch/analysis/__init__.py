@@ -24,7 +24,8 @@ import pandas as pd
 from ..errors import UsageError
 from ..summary import EARLY_ITERS, LATE_ITERS, ms_text
 from ..trace import Trace, load
-from . import wall
+from . import status, wall
+from .._version import __version__
 from .attribution import attribute
 from .causes import CAUSE_CODES, CAUSES, code_of
 from .verdict import NVML_REFRESH_MS, Named, Verdict, fields, share_text
@@ -73,11 +74,18 @@ class Analysis:
     wall_verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)
     wall_attribution: pd.DataFrame = field(default_factory=pd.DataFrame)
     latency: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # How each trace's recording went (analysis.status): said before any verdict
+    status: list[dict[str, Any]] = field(default_factory=list)
 
     def __repr__(self) -> str:  # (a notebook shows this, not every table)
         return (f"<gpuwatch Analysis of {len(self.traces)} trace(s), {len(self.verdicts)} "
                 f"event-time and {len(self.wall_verdicts)} call -> result verdict(s): "
                 f"{self.verdict}>")
+
+    def _repr_html_(self) -> str:  # (Jupyter shows this: the report inline, without plots)
+        from ..renderers.html import fragment
+
+        return fragment(self)
 
     def seed_tables(self) -> dict[str, pd.DataFrame]:
         """The field report's Experiment 3 tables: engine x condition."""
@@ -100,11 +108,14 @@ class Analysis:
             return json.loads(df.drop(columns=["verdict"], errors="ignore").to_json(
                 orient="records"))
 
+        st = {s["trace"]: s for s in self.status}
         return {
+            "version": __version__,  # (the gpuwatch that analysed; each trace's own: status)
             "verdict": self.verdict,
             "traces": [{"path": str(t.path), "simulated": t.simulated,
                         "devices": [d.get("name") for d in t.meta.get("devices", [])],
-                        "schema_version": t.schema_version} for t in self.traces],
+                        "schema_version": t.schema_version, "status": st.get(i)}
+                       for i, t in enumerate(self.traces)],
             "wall_verdicts": records(self.wall_verdicts),
             "latency": records(self.latency),
             "wall_attribution": records(self.wall_attribution),
@@ -146,6 +157,7 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
     latency_groups: list[tuple[dict[str, Any], pd.DataFrame]] = []
     check_rows, clock_rows = [], []
     data_notes: list[str] = []
+    statuses: list[dict[str, Any]] = []
     details: dict[tuple[Any, ...], Layers] = {}
     for ti, tr in enumerate(loaded):
         m = merge(tr)
@@ -157,6 +169,8 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
             m["condition"] = m["condition"].astype(object).where(  # nothing: one condition
                 m["condition"].notna(), NO_CONDITION)
         merged_all.append(m)
+        statuses.append(status.of(tr, ti, int(((m["kind"] == "inference")
+                                               & ~m["warmup"].astype(bool)).sum())))
         check_rows.append(outside_table(m, tr.kernels, ti))
         clock_rows.append(compare_clocks(m[m["kind"] == "inference"], ti))
         inf = m[(m["kind"] == "inference") & ~m["warmup"].astype(bool)]
@@ -194,7 +208,9 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
                     "baseline_ms": lay.baseline_ms, "layered": lay.layered,
                     "onset_iter": lay.onset_iter, "stable_iter": lay.stable_iter,
                     "stable_ms": lay.stable_ms, "final_ms": lay.final_ms,
-                    "ratio_to_baseline": lay.final_ms / base_ms if base_ms else np.nan,
+                    # (as the verdict says it: the mean of the rows it judges over the
+                    # reference's; 1 for the baseline itself)
+                    "ratio_to_baseline": _ratio(tgt, ref),
                     "reference": ref_label, "n_layers": lay.n_layers, "noise_ms": lay.noise_ms,
                 })
                 att = (refine_host(attribute(pd.concat([ref, rows]), ref, tgt, seed=seed),
@@ -256,7 +272,8 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
         traces=loaded, merged=pd.concat(merged_all, ignore_index=True) if merged_all else
         pd.DataFrame(), layers=layers, attribution=attribution,
         spans=pd.concat(span_rows, ignore_index=True) if span_rows else pd.DataFrame(),
-        verdicts=verdicts, verdict=_overall(verdicts, wall_verdicts), details=details,
+        verdicts=verdicts, verdict=_headlines(statuses) + _overall(verdicts, wall_verdicts),
+        details=details, status=statuses,
         wall_verdicts=wall_verdicts, wall_attribution=wall_attribution,
         latency=wall.table(latency_groups),
         stream_checks=checks, stream_note=outside_note(checks), data_notes=data_notes,
@@ -460,10 +477,19 @@ def _signal_episodes(w: pd.DataFrame, cond: Any, seed: int, events: pd.DataFrame
             v = _verdict(f"{cond}, episode at {label}", ep_lay, ref, tgt, att,
                          "the rest of the condition", episode=True, y="wall_ms", events=events)
             if v["cause"] is None:  # the latency held, but the cause was there and cost time
-                ctx = context(ref, tgt, events, "wall_ms").get(factor, "")
+                ctx_all = context(ref, tgt, events, "wall_ms")
+                c0 = float(row["contribution_ms"])
+                # what moved it the other way, each at least a tenth of the cost, largest first
+                other = by[(np.sign(by["contribution_ms"]) == -np.sign(c0))
+                           & (by["contribution_ms"].abs() >= MINOR_SHARE * abs(c0))]
+                offsets = tuple(Named(str(f), np.nan, np.nan, np.nan,
+                                      float(r["contribution_ms"]), float(r["ci_low_ms"]),
+                                      float(r["ci_high_ms"]), ctx_all.get(str(f), ""))
+                                for f, r in other.sort_values(
+                                    "contribution_ms", key=abs, ascending=False).iterrows())
                 v = _noted(v, cost_in_all=Named(
-                    factor, np.nan, np.nan, np.nan, float(row["contribution_ms"]),
-                    float(row["ci_low_ms"]), float(row["ci_high_ms"]), ctx))
+                    factor, np.nan, np.nan, np.nan, c0, float(row["ci_low_ms"]),
+                    float(row["ci_high_ms"]), ctx_all.get(factor, "")), offsets=offsets)
             verdicts.append({"episode": label, "first_iter": first, "last_iter": last,
                              "found_from": factor, **v})
             atts.append(att.assign(episode=label))
@@ -660,6 +686,20 @@ def _judge(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
 def _excludes_zero(row: pd.Series, delta: float) -> bool:
     lo, hi = row["ci_low_ms"], row["ci_high_ms"]
     return bool(lo > 0 or hi < 0) and np.sign(row["contribution_ms"]) == np.sign(delta)
+
+
+def _ratio(tgt: pd.DataFrame, ref: pd.DataFrame | None, y: str = "gpu_ms") -> float:
+    """The verdict's ratio: the mean latency of `tgt` over `ref`'s (1.0 with no reference)."""
+    if ref is None:
+        return 1.0
+    r = float(ref[y].pipe(floats).mean())
+    return float(tgt[y].pipe(floats).mean()) / r if r > 0 else np.nan
+
+
+def _headlines(statuses: list[dict[str, Any]]) -> str:
+    """What the verdict says first: each recording that did not complete (analysis.status)."""
+    lines = [h for st in statuses if (h := status.headline(st, len(statuses) > 1))]
+    return "".join(f"{h[0].upper()}{h[1:]}. " for h in lines)
 
 
 def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None) -> str:

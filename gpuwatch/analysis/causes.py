@@ -2,8 +2,8 @@
 
 A verdict names causes by *factor* (what the attribution measured a contribution for) and gives
 each a `cause_code` from a fixed vocabulary (what users filter on in JSON). Both, the sentence
-fragment that names it, the short label of tables and the row of the README's table of causes
-live here and nowhere else; `tests/test_causes.py` checks the README's table against
+fragment that names it, the short label of tables and the row of the table of causes in docs/verdicts.md
+live here and nowhere else; `tests/test_causes.py` checks that table against
 `docs_table()`.
 
 `latency` says which latency a cause can move: "events" (the time between the region's two
@@ -163,7 +163,7 @@ def code_of(factor: str | None, reasons: int = 0) -> str | None:
 
 
 def docs_table() -> str:
-    """The README's table of causes (checked against it by a test)."""
+    """The table of causes in docs/verdicts.md (checked against it by a test)."""
     rows = ["| `cause_code` | latency | what it means | evidence it needs |",
             "| --- | --- | --- | --- |"]
     seen = set()

@@ -129,8 +129,10 @@ def context(ref: pd.DataFrame, tgt: pd.DataFrame, events: pd.DataFrame | None = 
     cpu_clock = cpu_freq_text(*_means(ref, tgt, "cpu_freq_mhz"))  # (a slower CPU, where seen)
     return {"sm_clock": sm, "throttling": sm + thr, "mem_clock": mem,
             "host_launch": host + cpu_clock,
-            "kernels_slower": busy, "host_cpu": cpu,
+            "kernels_slower": busy,
             "other_process": other + (queue if y == "wall_ms" else "") + _switches(ref, tgt),
+            "host_cpu": cpu + _moved(ref, tgt, "completion_wait_ms", "after the GPU finished, "
+                                     "waiting for a CPU before the result, mean per call"),
             "gpu_queue": queue + _switches(ref, tgt),
             "own_backlog": _moved(ref, tgt, "queue_own_ms", "waiting behind this program's "
                                   "earlier GPU work, mean"),

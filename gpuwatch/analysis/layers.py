@@ -210,6 +210,8 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
     if layered:  # the ramp into the final plateau is the layering, not an episode
         tail = [e for e in tail if e[1] < (onset or 0)]
     episodes = _union(episodes, tail)
+    if layered and onset is not None and stable is not None and stable < onset:
+        stable = onset  # (the plateau cannot begin before the jump: "from 83 (jump at 94)")
     return Layers(
         n=n, baseline_ms=baseline, final_ms=final, layered=layered, onset_iter=onset,
         stable_iter=stable, stable_ms=final if layered else None, n_layers=max(1, n_layers),

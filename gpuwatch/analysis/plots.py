@@ -25,7 +25,9 @@ def _plt() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise UsageError("plots need matplotlib: pip install 'gpuwatch[plots]'") from e
+        from .._version import install_hint
+
+        raise UsageError(f"plots need matplotlib: {install_hint('plots')}") from e
     return plt
 
 

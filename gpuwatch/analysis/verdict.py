@@ -43,7 +43,7 @@ def share_text(share: float | None) -> str:
     exceed the change only where another one offsets it; the tables keep the signed values)."""
     if share is None or not np.isfinite(share):
         return "-"
-    return f"{min(max(float(share), 0.0), 1.0):.0%}"
+    return f"{min(max(float(share), 0.0), 1.0) + 0.0:.0%}"  # (+ 0.0: never "-0%")
 
 
 @dataclass(frozen=True)
@@ -171,14 +171,20 @@ def words(v: Verdict) -> str:
     return _notes(v, text)
 
 
+def _offset_words(factor: str) -> str:
+    return "changes gpuwatch did not measure" if factor == "unexplained" else text_of(factor)
+
+
 def _notes(v: Verdict, text: str) -> str:
     """`text` with the notes that came after the decision, and its full stop."""
     if v.episodes_below:
         text += f", but {v.episodes_below} episode(s) came and went (below)"
     if v.cost_in_all is not None:
         c = v.cost_in_all
+        by = ("other changes" if not v.offsets else ", ".join(
+            f"{_offset_words(n.factor)} ({n.contribution_ms:+.3f} ms)" for n in v.offsets))
         text += (f" in all, but {text_of(c.factor)} cost {c.contribution_ms:+.3f} ms per call"
-                 f"{c.evidence}, offset by other changes")
+                 f"{c.evidence}, offset by {by}")
     if v.sustained_mhz is not None:
         text += (": sustained load is slower because the power cap lowered the clock "
                  f"({v.sustained_mhz[0]:.0f} MHz back to back, {v.sustained_mhz[1]:.0f} MHz here)")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..backends import BINDINGS, DEVICE_HELP
+from ..backends import BINDINGS, DEVICE_HELP_ENGINES
 from ..errors import Terminated, UsageError
 from ..recorder import MAX_SAMPLE_HZ, SAMPLER_MODES, Session
 from ..summary import condition_summary, format_summary
@@ -123,7 +123,7 @@ class RecordCommand:
         p.add_argument("--warmup", type=_non_negative_int, default=20,
                        help="back-to-back warm-up iterations before each condition (default: 20)")
         p.add_argument("--device", default=os.environ.get("GPUWATCH_DEVICE") or "auto",
-                       help=f"GPU to use: {DEVICE_HELP} (default: $GPUWATCH_DEVICE, else auto)")
+                       help=f"GPU to use: {DEVICE_HELP_ENGINES} (default: $GPUWATCH_DEVICE, else auto)")
         p.add_argument("--engine", default="builtin:small",
                        help="what to run: builtin:small, builtin:large, builtin:tiny, or a "
                             "TensorRT engine file (.plan/.engine) (default: builtin:small)")

@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from .._version import install_hint
 from ..autoregions import AutoRegions
 from ..backends import DEVICE_HELP
 from ..errors import Terminated, UsageError
@@ -26,6 +27,13 @@ from ..recorder import Session
 from ..trace import default_out
 
 SOURCES = {"auto": ("nvtx", "call"), "nvtx": ("nvtx",), "calls": ("call",), "kernels": ()}
+
+
+# A program under `run` does its own GPU work; a simulated GPU cannot see it
+SIM_WARNING = ("a simulated GPU cannot see your program's GPU work: its regions are timed on "
+               "the simulator's clock, so their latencies and verdicts say nothing about the "
+               "program; use a real GPU (--device auto), or the stand-in (--device standin) to "
+               "try the code path")
 
 
 class RunCommand:
@@ -46,8 +54,8 @@ class RunCommand:
                             "and TensorRT calls, bursts of kernels (implies --kernels), or auto: "
                             "the outermost NVTX range or call, else (with --kernels) bursts")
         p.add_argument("--kernels", action="store_true",
-                       help="also record every kernel and copy (CUPTI; pip install "
-                            "'gpuwatch[cupti]')")
+                       help="also record every kernel and copy with CUPTI, which needs "
+                            f"cupti-python: {install_hint('cupti')}")
         p.add_argument("--burst-gap-ms", type=float, default=None, metavar="MS",
                        help="kernel bursts end where the program waits for the GPU, or where "
                             "the GPU sits idle longer than this (default "
@@ -125,6 +133,12 @@ class RunCommand:
         status, code, error = "complete", 0, None
         raised: BaseException | None = None
         session.start()
+        if str(session.device_spec).startswith("sim"):  # (issue 29: say it before, and after;
+            # -q and --json keep the program's stderr its own: the trace, the report's header
+            # and the JSON's status carry it)
+            if not (args.quiet or args.json):
+                print(f"gpuwatch: warning: {SIM_WARNING}", file=sys.stderr)
+            session.annotate(warning=SIM_WARNING)
         regions.install()
         try:
             code, error, raised = _run_program(args.module, argv)
@@ -193,7 +207,7 @@ class RunCommand:
                 _write_json(err, {"run": run, "nothing_to_analyse": why})
             elif text or args.html:
                 print(f"gpuwatch: {line}{'; no HTML written' if args.html else ''} (see "
-                      f"README, 'Profile a program you did not write for gpuwatch')", file=err)
+                      f"docs/guide.md, 'Profile a program you did not write for gpuwatch')", file=err)
             return
         from ..analysis import analyze
         from ..renderers import HtmlRenderer, JsonRenderer, TextRenderer

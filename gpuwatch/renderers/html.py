@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._version import __version__
-from ..analysis import FACTOR_TEXT, Analysis, _usable
+from .._version import __version__, install_hint
+from ..analysis import FACTOR_TEXT, Analysis, _usable, status
 from ..analysis.causes import CAUSES
 from ..analysis.clock import sentence as clock_sentence
 from ..analysis.merge import BOUNDS
@@ -662,10 +662,9 @@ class HtmlRenderer(Renderer):
             parts.append(
                 "<p class='warn'>No plots: the plotting library gpuwatch embeds in this "
                 f"report (uPlot, {UPLOT_JS} in {_e(VENDOR)}) is missing from this "
-                "installation. Reinstall gpuwatch (<code>pip install --force-reinstall "
-                "gpuwatch</code>, or <code>pip install -e .</code> in a checkout) to get it "
-                "back; <code>analyze --png DIR</code> writes static plots with matplotlib "
-                "(<code>pip install 'gpuwatch[plots]'</code>).</p>")
+                "installation. Reinstall gpuwatch (in its clone: <code>pip install -e ."
+                "</code>) to get it back; <code>analyze --png DIR</code> writes static plots "
+                f"with matplotlib (<code>{_e(install_hint('plots'))}</code>).</p>")
         else:
             parts.append("<p class='note'>Drag to zoom (sideways: iterations or time; "
                          "diagonally: a box), double-click to zoom out, hover for values; "
@@ -714,9 +713,18 @@ class HtmlRenderer(Renderer):
                 host.get("hostname") else ""
             sim = " <span class='sim'>SIMULATED GPU</span>" if tr.simulated else ""
             name = f"Trace {ti}: " if len(a.traces) > 1 else "Trace: "
+            st = next((x for x in a.status if x["trace"] == ti), None)
             out.append(f"<p class='meta'>{name}<code>{_e(tr.path)}</code> \u2014 "
-                       f"{_e(devs or 'unknown GPU')}{sim}{_e(when)}{_e(host_s)}, status "
-                       f"{_e(tr.meta.get('status'))}</p>")
+                       f"{_e(devs or 'unknown GPU')}{sim}{_e(when)}{_e(host_s)}; "
+                       + (_e(status.line(st)) if st is not None else
+                          f"status {_e(tr.meta.get('status'))}") + "</p>")
+            head = status.headline(st, len(a.traces) > 1) if st is not None else None
+            if head:
+                out.append(f"<p class='warn'>{_e(head)}.</p>")
+            for line in ((status.warning_text(st), status.telemetry_text(st))
+                         if st is not None else ()):
+                if line:
+                    out.append(f"<p class='note'>{_e(line)}</p>")
         return "\n".join(out)
 
     @staticmethod
@@ -752,3 +760,48 @@ class HtmlRenderer(Renderer):
                        "left out of the analysis (<a href='#notes'>below</a>).</p>")
         out.append("</section>")
         return "\n".join(out)
+
+
+# ---------------------------------------------------------------- inline: a notebook's output
+
+INLINE_CLASS = "gpuwatch-report"  # the fragment's box: its styles apply inside it only
+
+
+def _scoped_css(css: str, scope: str = f".{INLINE_CLASS}") -> str:
+    """The report's CSS for rules inside `scope` only (a notebook page keeps its own look):
+    `body` becomes the box itself, every other selector a descendant of it."""
+    rules = []
+    for rule in css.split("}"):
+        if "{" not in rule:
+            continue
+        selectors, body = rule.split("{", 1)
+        scoped = [scope if s.strip() == "body" else f"{scope} {s.strip()}"
+                  for s in selectors.split(",")]
+        rules.append(",".join(scoped) + "{" + body + "}")
+    return "\n".join(rules)
+
+
+def fragment(analysis: Analysis) -> str:
+    """The report inline, for a notebook (`Analysis._repr_html_`): the traces and their status,
+    the verdict, then the tables folded away; no page, no script and no plots (the full report,
+    `analyze --html`, has them). Its styles apply inside its own box only."""
+    import shlex
+
+    a = analysis
+    paths = [shlex.quote(str(t.path)) for t in a.traces if t.path is not None]
+    cmd = ("python -m gpuwatch.analyze " + " ".join(paths) + " --html report.html"
+           if paths else "gpuwatch.renderers.HtmlRenderer().write(analysis, 'report.html')")
+    parts = [f"<div class='{INLINE_CLASS}'><style>{_scoped_css(CSS)}\n"
+             f".{INLINE_CLASS}{{max-width:none;margin:0;padding:.2em 0 .4em}}</style>",
+             HtmlRenderer._traces(a), HtmlRenderer._verdict(a),
+             "<details><summary>Tables: the latency the user sees, latency layers, what "
+             "explains the extra latency</summary>",
+             "<h3>The latency the user sees</h3>", _latency_table(a),
+             "<h3>Latency layers</h3>", _layers_table(a),
+             "<h3>What explains the extra latency</h3>", _attribution_table(a), "</details>"]
+    if a.data_notes:
+        parts.append("<details><summary id='notes'>Data notes</summary><ul>" + "".join(
+            f"<li>{_e(n)}</li>" for n in a.data_notes) + "</ul></details>")
+    parts.append(f"<p class='note'>Plots, spans and stream checks: the full report, "
+                 f"<code>{_e(cmd)}</code>.</p></div>")
+    return "\n".join(parts)

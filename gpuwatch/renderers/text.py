@@ -4,7 +4,7 @@ import math
 
 import pandas as pd
 
-from ..analysis import Analysis, share_text
+from ..analysis import Analysis, share_text, status
 from ..analysis.clock import sentence as clock_sentence
 from ..analysis.wall import text as wall_text
 from ..summary import ms_text
@@ -31,6 +31,12 @@ class TextRenderer(Renderer):
             devs = ", ".join(d.get("name", "?") for d in tr.meta.get("devices", []))
             sim = " (SIMULATED)" if tr.simulated else ""
             out.append(f"== {tr.path}  [{devs}{sim}]")
+            st = next((x for x in analysis.status if x["trace"] == ti), None)
+            if st is not None:  # (how the recording went, before anything else)
+                out.append(f"   {status.line(st)}")
+                for line in (status.warning_text(st), status.telemetry_text(st)):
+                    if line:
+                        out.append(f"   {line}")
             lay = analysis.layers[analysis.layers["trace"] == ti] if not analysis.layers.empty \
                 else analysis.layers
             wv_all = analysis.wall_verdicts
@@ -43,13 +49,18 @@ class TextRenderer(Renderer):
                 # (columns as wide as their widest value: no engine or condition name is cut)
                 we = max([len("engine")] + [len(str(e)) for e in lay["engine"]]) + 2
                 wc = max([len("condition")] + [len(str(c)) for c in lay["condition"]]) + 2
-                out.append(f"   {'engine':<{we}}{'condition':<{wc}}{'n':>6}{'base ms':>9}"
-                           f"{'jump':>6}{'stable':>8}{'stable ms':>11}{'ratio':>7}{'layers':>8}")
+                # (numbers as wide as the widest too: a 359.92 ms base never meets its ratio)
+                wb = max([9] + [len(ms_text(v)) + 2 for v in lay["baseline_ms"]])
+                wf = max([11] + [len(ms_text(v)) + 2 for v in lay["final_ms"]])
+                wr = max([7] + [len(f"{v:.2f}x") + 1 for v in lay["ratio_to_baseline"]])
+                out.append(f"   {'engine':<{we}}{'condition':<{wc}}{'n':>6}{'base ms':>{wb}}"
+                           f"{'jump':>6}{'stable':>8}{'stable ms':>{wf}}{'ratio':>{wr}}"
+                           f"{'layers':>8}")
             for r in lay.itertuples():
                 out.append(f"   {str(r.engine):<{we}}{str(r.condition):<{wc}}{r.n:>6}"
-                           f"{ms_text(r.baseline_ms):>9}{_num(r.onset_iter, '{:.0f}'):>6}"
-                           f"{_num(r.stable_iter, '{:.0f}'):>8}{ms_text(r.final_ms):>11}"
-                           f"{r.ratio_to_baseline:>6.2f}x{r.n_layers:>8}")
+                           f"{ms_text(r.baseline_ms):>{wb}}{_num(r.onset_iter, '{:.0f}'):>6}"
+                           f"{_num(r.stable_iter, '{:.0f}'):>8}{ms_text(r.final_ms):>{wf}}"
+                           f"{r.ratio_to_baseline:>{wr - 1}.2f}x{r.n_layers:>8}")
             att = analysis.attribution
             att = att[att["trace"] == ti] if not att.empty else att
             ver = analysis.verdicts[analysis.verdicts["trace"] == ti]

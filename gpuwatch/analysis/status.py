@@ -1,0 +1,115 @@
+"""How each trace's recording went, said before any verdict: its status (complete, failed,
+interrupted, recovered from its chunks, never finished), its error, how many inferences were
+planned and kept, the telemetry it lost, its schema and the gpuwatch that wrote it.
+
+A verdict on a recording that failed after 92 of 400 planned inferences is about those 92: the
+report says so first (`headline`), the JSON gives it as a `status` object per trace, the text
+and HTML reports in their first lines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..trace import Trace
+
+__all__ = ["headline", "line", "of", "telemetry_text", "warning_text"]
+
+# what each recording status means, in a sentence ("the recording ...")
+STATUS_WORDS = {
+    "failed": "failed",
+    "interrupted": "was cut short (interrupted: Ctrl-C, a signal, or the process died)",
+    "recovered": "did not finish: the trace was recovered from its chunks",
+    "recording": "never finished (its status is still 'recording')",
+}
+LOW_RATE = 0.5  # a sampler achieving under half the asked rate lost telemetry
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def of(tr: Trace, ti: int, kept: int) -> dict[str, Any]:
+    """The status object of trace `ti`: `kept` is how many measured inferences it holds."""
+    m = tr.meta
+    opts = _dict(m.get("options"))
+    planned = None
+    iters, conds = opts.get("iters"), opts.get("conditions")
+    if opts.get("command") == "record" and isinstance(iters, int) and not isinstance(iters, bool) \
+            and isinstance(conds, list) and conds:
+        planned = iters * len(conds)
+    versions = _dict(m.get("versions"))
+    status = m.get("status")
+    return {"trace": ti, "path": str(tr.path),
+            "status": status if isinstance(status, str) and status else "unknown",
+            "error": m.get("error") if isinstance(m.get("error"), str) else None,
+            "planned": planned, "kept": int(kept),
+            "telemetry": _telemetry(m, tr),
+            # (a warning the recorder left: `gpuwatch run` on a simulated GPU)
+            "warning": m.get("warning") if isinstance(m.get("warning"), str) else None,
+            "schema_version": tr.schema_version,
+            "recorded_by": versions.get("gpuwatch")}
+
+
+def _telemetry(m: dict[str, Any], tr: Trace) -> list[str]:
+    """What the trace lost of its telemetry, in words (empty: nothing known lost)."""
+    out = []
+    smp = _dict(m.get("sampler"))
+    if smp.get("mode") == "off":
+        out.append("no telemetry: the sampler was off")
+    errors = smp.get("errors")
+    if isinstance(errors, int) and errors > 0:
+        out.append(f"{errors} telemetry read(s) failed")
+    if isinstance(smp.get("error"), str):
+        out.append(f"the sampler stopped: {smp['error']}")
+    asked, got = smp.get("requested_hz"), smp.get("achieved_hz")
+    if isinstance(asked, (int, float)) and isinstance(got, (int, float)) and asked > 0 \
+            and got < LOW_RATE * asked:
+        out.append(f"sampled at {got:.0f} Hz of the {asked:.0f} Hz asked")
+    ev = tr.events
+    if ev is not None and len(ev) and "kind" in ev:
+        n = int((ev["kind"] == "error").sum())
+        if n:
+            out.append(f"{n} error event(s) in the trace's events table")
+    kt = m.get("kernel_trace")
+    if isinstance(kt, dict) and isinstance(kt.get("error"), str):
+        out.append(f"the kernel trace failed: {kt['error']}")
+    elif isinstance(kt, dict) and isinstance(kt.get("dropped_records"), int) \
+            and kt["dropped_records"] > 0:
+        out.append(f"CUPTI dropped {kt['dropped_records']} kernel record(s)")
+    return out
+
+
+def headline(st: dict[str, Any], several: bool = True) -> str | None:
+    """The sentence that comes before any verdict where the recording did not complete; None
+    where it did."""
+    if st["status"] == "complete":
+        return None
+    what = STATUS_WORDS.get(st["status"], f"has status {st['status']!r}")
+    who = f"trace {st['trace']}: the recording" if several else "The recording"
+    n = (f" after {st['kept']} of {st['planned']} planned inferences" if st["planned"]
+         else f" with {st['kept']} measured inferences")
+    err = f" ({st['error']})" if st["error"] else ""
+    return (f"{who} {what}{n}{err}; what follows is about the inferences it kept, not the run "
+            f"that was planned")
+
+
+def warning_text(st: dict[str, Any]) -> str | None:
+    """"warning: ..." where the recorder left one; else None."""
+    return f"warning: {st['warning']}" if st.get("warning") else None
+
+
+def telemetry_text(st: dict[str, Any]) -> str | None:
+    """"telemetry: ..." where the trace lost some; None where nothing is known lost."""
+    return ("telemetry: " + "; ".join(st["telemetry"])) if st["telemetry"] else None
+
+
+def line(st: dict[str, Any]) -> str:
+    """One line for a report's header: "recording complete, 800 of 800 planned inferences kept;
+    schema v4, written by gpuwatch 0.1.0"."""
+    n = (f"{st['kept']} of {st['planned']} planned inferences kept" if st["planned"]
+         else f"{st['kept']} measured inferences")
+    by = f", written by gpuwatch {st['recorded_by']}" if st["recorded_by"] else ""
+    err = f" ({st['error']})" if st["error"] and st["status"] != "complete" else ""
+    return f"recording {st['status'].upper() if st['status'] != 'complete' else 'complete'}" \
+        f"{err}, {n}; schema v{st['schema_version']}{by}"

@@ -1,0 +1,74 @@
+"""analysis.status: how each recording went comes before any verdict, in the text and HTML
+reports' first lines and as a `status` object per trace in the JSON (issue 29)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import gpuwatch
+from gpuwatch.renderers.html import HtmlRenderer
+from gpuwatch.renderers.text import TextRenderer
+
+
+def record(tmp_path, name, *args):
+    out = tmp_path / name
+    r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--gap", "0,20", "--iters",
+                        "60", "--out", str(out), "--quiet", *args],
+                       capture_output=True, text=True)
+    return out, r
+
+
+@pytest.fixture(scope="module")
+def failed(tmp_path_factory):
+    out, r = record(tmp_path_factory.mktemp("s"), "f.parquet", "--device",
+                    "sim:t4,fault=cuda_error@0.2")
+    assert r.returncode == 1 and out.exists(), r.stderr
+    return gpuwatch.analyze(out)
+
+
+def test_a_failed_recording_says_so_before_any_verdict(failed):
+    st = failed.status[0]
+    assert st["status"] == "failed" and "CUDA_ERROR_ILLEGAL_ADDRESS" in st["error"]
+    assert st["planned"] == 120 and 0 < st["kept"] < 120
+    assert st["schema_version"] == 4 and st["recorded_by"] == gpuwatch.__version__
+    assert failed.verdict.startswith(f"The recording failed after {st['kept']} of 120 planned "
+                                     f"inferences (SimCudaError")
+    lines = TextRenderer().render(failed).splitlines()
+    assert lines[1].startswith("   recording FAILED (SimCudaError") and \
+        f"{st['kept']} of 120 planned inferences kept; schema v4" in lines[1]
+    assert "The recording failed after" in HtmlRenderer().render(failed)
+    d = json.loads(failed.to_json())
+    assert d["version"] == gpuwatch.__version__
+    assert d["traces"][0]["status"]["status"] == "failed"
+    assert d["traces"][0]["status"]["kept"] == st["kept"]
+
+
+def test_a_complete_recording_is_said_in_one_line_and_no_more(tmp_path):
+    out, r = record(tmp_path, "c.parquet", "--device", "sim:t4", "--sampler", "off")
+    assert r.returncode == 0, r.stderr
+    a = gpuwatch.analyze(out)
+    st = a.status[0]
+    assert (st["status"], st["planned"], st["kept"]) == ("complete", 120, 120)
+    assert not a.verdict.startswith("The recording")
+    text = TextRenderer().render(a).splitlines()
+    assert text[1] == (f"   recording complete, 120 of 120 planned inferences kept; schema v4, "
+                       f"written by gpuwatch {gpuwatch.__version__}")
+    assert text[2] == "   telemetry: no telemetry: the sampler was off"
+
+
+def test_an_interrupted_session_and_several_traces(tmp_path, failed):
+    out = tmp_path / "s.parquet"
+    s = gpuwatch.session("sim:t4", out)
+    s.__enter__()
+    e = s.engine("builtin:small")
+    for _ in range(30):
+        e.infer()
+    s.close(status="interrupted")  # (what a Ctrl-C leaves)
+    a = gpuwatch.analyze(out, failed.traces[0])
+    assert [x["status"] for x in a.status] == ["interrupted", "failed"]
+    assert a.status[0]["planned"] is None and a.status[0]["kept"] == 30
+    assert a.verdict.startswith("Trace 0: the recording was cut short (interrupted: Ctrl-C, a "
+                                "signal, or the process died) with 30 measured inferences; ")
+    assert "Trace 1: the recording failed after" in a.verdict

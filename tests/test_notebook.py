@@ -1,0 +1,125 @@
+"""gpuwatch in a notebook (docs/notebooks.md): `%load_ext gpuwatch`, the `%%gpuwatch` cell magic
+and the analysis shown inline, run in a real Jupyter kernel (nbclient, the python3 kernel of
+this environment); the short reprs and the inline report without one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gpuwatch
+
+# A recording cell: two conditions on the simulated T4, whose clock falls in the 20 ms gaps.
+RECORD = """e = gw.engine("builtin:small")
+for g in (0, 20):
+    gw.set_condition(f"gap={g}ms", gap_ms=g)
+    for _ in range(150):
+        e.infer()
+        e.synchronize()
+        gw.wait(g)
+"""
+
+
+def test_importing_gpuwatch_imports_no_ipython():
+    code = "import sys, gpuwatch; print('IPython' in sys.modules, callable(" \
+           "gpuwatch.load_ipython_extension))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["False", "True"]
+
+
+def test_reprs_are_short_and_the_inline_report_is_a_styled_fragment(tmp_path):
+    with gpuwatch.session("sim:t4", tmp_path / "t.parquet") as s:
+        exec(RECORD, {"gw": s})
+    assert repr(s).startswith("<gpuwatch Session on sim:t4 -> ") and repr(s).endswith("ended>")
+    t = s.trace
+    assert len(repr(t)) < 300 and "300 inferences" in repr(t) and "status complete" in repr(t)
+    a = gpuwatch.analyze(t)
+    assert len(repr(a)) < 1000 and a.verdict in repr(a)
+    h = a._repr_html_()
+    assert len(h) < 20_000, len(h)  # (the full page carries ~120 KB of script and plot data)
+    assert h.startswith("<div class='gpuwatch-report'>") and h.endswith("</div>")
+    assert "<script" not in h and "<html" not in h and "<body" not in h
+    css = h[h.index("<style>") + 7:h.index("</style>")]
+    assert all(rule.lstrip().startswith(".gpuwatch-report") for rule in css.split("}")[:-1])
+    assert "SIMULATED GPU" in h and "gap=20ms" in h and "--html report.html" in h
+
+
+def _texts(cell) -> str:
+    out = []
+    for o in cell.outputs:
+        if o.output_type == "stream":
+            out.append(o.text)
+        elif o.output_type == "error":
+            out.append(f"ERROR {o.ename}: {o.evalue}")
+        else:
+            out.extend(str(v) for v in o.get("data", {}).values())
+    return "\n".join(out)
+
+
+def _html(cell) -> str:
+    return "\n".join(o.data["text/html"] for o in cell.outputs if "text/html" in o.get("data", {}))
+
+
+def test_a_notebook_records_a_cell_and_shows_its_analysis(tmp_path):
+    pytest.importorskip("ipykernel")
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    v4 = nbformat.v4
+
+    def failing(src: str) -> object:  # (nbclient runs on past a cell tagged so)
+        return v4.new_code_cell(src, metadata={"tags": ["raises-exception"]})
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "notebooks.md").read_text()
+    assert "```python\n%%gpuwatch --device sim:t4 --out run.parquet\n" + RECORD + "```" in docs
+    cells = [
+        v4.new_code_cell("%load_ext gpuwatch"),
+        v4.new_code_cell("%%gpuwatch --device sim:t4 --out run.parquet -a report\n" + RECORD),
+        v4.new_code_cell("report"),
+        # run again: the trace named by --out is replaced, not refused
+        v4.new_code_cell("%%gpuwatch --device sim:t4 --out run.parquet\n" + RECORD),
+        # no --out: a new file each run; the cell raises: the trace is kept, and says so
+        failing("%%gpuwatch --device sim:t4\n" + RECORD + "raise ValueError('bad frame')\n"),
+        v4.new_code_cell("gw"),
+        v4.new_code_cell("gw.trace"),
+        failing("%%gpuwatch --device sim:t4 --out run.parquet --no-overwrite\npass"),
+        failing("%%gpuwatch --device nonsense\npass"),
+        v4.new_code_cell("import pathlib\nsorted(p.name for p in pathlib.Path('.').glob("
+                         "'*.parquet*'))"),
+    ]
+    nb = v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    out = [_texts(c) for c in nb.cells]
+
+    assert "ERROR" not in out[0]
+    assert f"trace {tmp_path / 'run.parquet'} (300 inferences, status complete)" in out[1]
+    html = _html(nb.cells[1])  # the cell's result: the analysis, inline
+    assert "class='gpuwatch-report'" in html and "Verdict" in html
+    assert "the SM clock" in html and "gap=20ms" in html, html
+    text = nb.cells[1].outputs[-1].data["text/plain"]
+    assert text.startswith("<gpuwatch Analysis of 1 trace(s)") and "the SM clock" in text
+
+    assert "class='gpuwatch-report'" in _html(nb.cells[2])  # -a: bound to a name
+    assert "ERROR" not in out[3] and "status complete" in out[3]
+
+    kept = out[4]
+    assert "the cell raised ValueError: bad frame; the trace is kept: " in kept, kept
+    assert "(300 inferences, status failed)" in kept and "ERROR ValueError: bad frame" in kept
+    assert "recording failed" in _html(nb.cells[4]).lower()  # the analysis says so first
+    assert "Session on sim:t4" in out[5] and "ended" in out[5]
+    assert "status failed" in out[6] and len(out[6]) < 400
+    # (IPython shows a UsageError as one line on stderr, and the cell as failed)
+    assert "UsageError: gpuwatch: run.parquet already exists" in out[7], out[7]
+    assert "UsageError: gpuwatch: " in out[8] and "nonsense" in out[8], out[8]
+
+    files = out[9]
+    assert "run.parquet" in files and "gpuwatch-" in files and ".partial" not in files
+    failed = gpuwatch.load(next(tmp_path.glob("gpuwatch-*.parquet")))
+    assert failed.meta["status"] == "failed" and "bad frame" in failed.meta["error"]
+    assert gpuwatch.load(tmp_path / "run.parquet").meta["status"] == "complete"
