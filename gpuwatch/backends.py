@@ -53,8 +53,10 @@ def _open_real(index: int, sample_gpus: str | Sequence[int] | None, binding: str
     reason = _nvml_probe()
     if reason is not None:
         raise DeviceUnavailable(
-            f"no NVIDIA GPU is usable here ({reason}); record on a simulated GPU with --device "
-            "sim:t4 (session(device='sim:t4'), or GPUWATCH_DEVICE=sim:t4)"
+            f"no NVIDIA GPU is usable here ({reason}); record gpuwatch's engines on a simulated "
+            "GPU with --device sim:t4 (session(device='sim:t4'), or GPUWATCH_DEVICE=sim:t4), or "
+            "try your own program's code path on the stand-in, --device standin (a simulated GPU "
+            "cannot see your program's own GPU work)"
         )
     from gpuwatch.bindings.real import RealBackend
 
