@@ -232,7 +232,10 @@ def test_the_c_timed_call_times_the_call_and_only_the_call(tmp_path):
     inf = s.trace.inferences.iloc[40:]
     assert len(inf) == 40 and inf["error"].isna().all()
     assert inf["iteration"].tolist() == list(range(40, 80))
-    assert (inf["gpu_ms"] >= 0.2).all() and (inf["gpu_ms"] < 5).all()
+    # the call and only the call: at least its 0.2 ms spin, and within the host's own window
+    # around it (a bound relative to the run, not a wall-clock one another process can break)
+    window_ms = (inf["host_enqueued_ns"] - inf["host_start_ns"]) / 1e6
+    assert (inf["gpu_ms"] >= 0.2).all() and (inf["gpu_ms"] <= window_ms + 0.1).all()
     # the host stamps bracket the events (stand-in events are host clock reads)
     assert (inf["host_start_ns"] <= inf["start_ns"] + 50_000).all()
     assert (inf["host_enqueued_ns"] >= inf["end_ns"] - 50_000).all()

@@ -38,8 +38,10 @@ def test_nvtx_ranges_are_the_inferences_and_gaps_become_conditions(tmp_path):
     assert set(infer["condition"]) == {"gap 1-5 ms", "gap 5-50 ms"}
     assert (infer["condition"] == "gap 5-50 ms").to_numpy().tolist() == \
         (infer["gap_ms"] >= 5).to_numpy().tolist()
-    slow = infer[infer["gap_ms"] > 12]["gap_ms"]
-    assert len(slow) == 19 and slow.between(19, 45).all()  # (after each odd iteration but the last)
+    # 19 sleeps of 20 ms (after each odd iteration but the last): at least that long; the
+    # 2 ms ones mostly short (a loaded machine may oversleep a few: no wall-clock upper bound)
+    gaps = infer["gap_ms"].sort_values(ascending=False)
+    assert (gaps.iloc[:19] >= 19).all() and gaps.iloc[19:].median() < 12
     assert tr.meta["regions_found"] == {"nvtx": 80, "call": 0}
     assert "gpuwatch: 80 inference(s) found" in r.stderr and "verdict:" in r.stderr
 
