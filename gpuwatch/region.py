@@ -242,7 +242,8 @@ class RegionTimer:
         p = _Pending(kind, name, handle, source, labels, rid, None, None, None,
                      self._tb.current, 0)
         check = stamp = False
-        if not fs.depth and self._probe is not None and rid >= self._stamp_due_rid:
+        probe = self._probe
+        if not fs.depth and probe is not None and rid >= self._stamp_due_rid:
             now = self._counter()  # (stamps bracket top-level regions)
             if now >= self._stamp_due_ns:
                 stamp = True
@@ -266,8 +267,8 @@ class RegionTimer:
                 if device or check:
                     self._rt.synchronize_device()
                     p.idle_ns = None if device else -1  # -1: find out at end()
-                if stamp:  # before the start event: not in gpu_ms
-                    p.probe0 = self._probe(p.stream)  # type: ignore[misc]
+                if stamp and probe is not None:  # before the start event: not in gpu_ms
+                    p.probe0 = probe(p.stream)
                 p.h0 = self._counter()
                 self._record_tagged(p.ev0, event_tag(rid, False), p.stream)
             else:
@@ -458,8 +459,8 @@ class RegionTimer:
             self._rt.synchronize_device()
         self._record_tagged(p.ev1, event_tag(p.rid, True), p.stream)
         p.h1 = self._counter()
-        if p.probe0 is not None and self._probe is not None:  # after the end event: not in
-            p.probe1 = self._probe(p.stream)  # gpu_ms
+        if p.probe0 is not None and self._probe is not None:
+            p.probe1 = self._probe(p.stream)  # after the end event: not in gpu_ms
         if p.idle_ns is not None:  # checked: when did the whole device go idle?
             self._rt.synchronize_device()
             p.idle_ns = self._counter()
