@@ -17,9 +17,11 @@ class _CallableModule(types.ModuleType):
 
 
 if __name__ == "__main__":
-    from gpuwatch.cli import main
-    from gpuwatch.cli.analyze import AnalyzeCommand
-
+    try:  # (a Ctrl-C while the command's libraries load: no traceback through them)
+        from gpuwatch.cli import main
+        from gpuwatch.cli.analyze import AnalyzeCommand
+    except KeyboardInterrupt:
+        sys.exit(130)
     raise SystemExit(main(AnalyzeCommand()))
 else:
     sys.modules[__name__].__class__ = _CallableModule

@@ -208,3 +208,45 @@ def _where(backend: Any) -> str:
 def _name_of(target: Any, method: str) -> str:
     base = recorder.callable_name(target)
     return base if method in ("__call__", "infer") else f"{base}.{method}"
+
+
+def check_spec(spec: Any, device: str | None = None) -> None:
+    """Check an engine spec as far as it can be without a GPU (its form, a built-in preset,
+    the file or module it names, a simulated device's limits), so that a mistyped command
+    fails before anything is recorded or written. Raises UsageError naming the problem."""
+    import importlib.util
+    from pathlib import Path
+
+    if not isinstance(spec, str) or not spec:
+        raise UsageError(f"engine takes a spec string (\"builtin:small\", \"model.plan\", "
+                         f"\"torch:module:factory\"), got {type(spec).__name__} {spec!r}")
+    if spec.endswith((".plan", ".engine")) and not spec.startswith("tensorrt:"):
+        spec = f"tensorrt:{spec}"
+    kind, _, rest = spec.partition(":")
+    if kind not in ("builtin", "torch", "tensorrt", "onnx"):
+        raise UsageError(f"unknown engine {spec!r}; use builtin:small, builtin:large, "
+                         "torch:module:factory, a .plan/.engine file, or onnx:model.onnx")
+    if kind == "builtin":
+        from .bindings.builtin import parse_spec
+
+        parse_spec(spec)
+        return
+    where = device or os.environ.get("GPUWATCH_DEVICE") or "auto"
+    if where.startswith("sim"):
+        raise UsageError(f"engine {spec!r} cannot run on a simulated GPU (TensorRT, ONNX and "
+                         f"PyTorch need a real one); use builtin:small or builtin:large")
+    if kind in ("tensorrt", "onnx"):
+        if not Path(rest).is_file():
+            raise UsageError(f"{'--onnx model' if kind == 'onnx' else 'engine file'} {rest!r} "
+                             f"does not exist; check the path")
+        return
+    mod_name, sep, fn_name = rest.split(",")[0].partition(":")
+    if not sep or not mod_name or not fn_name:
+        raise UsageError(f"--torch takes module:factory (e.g. mypkg.models:build), not {rest!r}")
+    try:
+        found = importlib.util.find_spec(mod_name)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise UsageError(f"cannot find module {mod_name!r} for --torch (run from the directory "
+                         f"that holds it, or pip install it)")

@@ -33,11 +33,19 @@ class SessionError(GpuwatchError):
 
 
 class Terminated(SystemExit):
-    """SIGTERM arrived while a session was recording. Raised in the main thread, so the session
-    closes its trace (status "interrupted") on the way out; exits with status 143 (128 + 15)."""
+    """SIGTERM (or SIGHUP: the terminal closed) arrived while a session was recording. Raised
+    in the main thread, so the session closes its trace (status "interrupted") on the way out;
+    exits with status 128 + the signal's number (143 for SIGTERM, 129 for SIGHUP), as the
+    signal's default action would report it to a shell."""
 
-    def __init__(self) -> None:
-        super().__init__(143)
+    def __init__(self, signum: int = 15) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
 
     def __str__(self) -> str:
-        return "SIGTERM"
+        import signal
+
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"

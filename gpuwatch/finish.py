@@ -2,7 +2,11 @@
 recording (see gpuwatch/cli/finish.py)."""
 
 if __name__ == "__main__":
-    from gpuwatch.cli import main
-    from gpuwatch.cli.finish import FinishCommand
+    import sys
 
+    try:  # (a Ctrl-C while the command's libraries load: no traceback through them)
+        from gpuwatch.cli import main
+        from gpuwatch.cli.finish import FinishCommand
+    except KeyboardInterrupt:
+        sys.exit(130)
     raise SystemExit(main(FinishCommand()))

@@ -1,7 +1,11 @@
 """`python -m gpuwatch.record`: run inference with idle gaps and record a trace."""
 
 if __name__ == "__main__":
-    from gpuwatch.cli import main
-    from gpuwatch.cli.record import RecordCommand
+    import sys
 
+    try:  # (a Ctrl-C while the command's libraries load: no traceback through them)
+        from gpuwatch.cli import main
+        from gpuwatch.cli.record import RecordCommand
+    except KeyboardInterrupt:
+        sys.exit(130)
     raise SystemExit(main(RecordCommand()))

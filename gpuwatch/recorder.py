@@ -13,6 +13,7 @@ One session at a time per process: a nested or concurrent one fails with Session
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import getpass
 import os
@@ -58,6 +59,7 @@ DEFAULT_REAL_SAMPLER = "process"
 
 _active_lock = threading.Lock()
 _active: "Session | None" = None
+_SIGHUP: int = getattr(signal, "SIGHUP", 0)  # (0: not on this platform)
 
 
 def active() -> "Session | None":
@@ -75,7 +77,10 @@ def _after_fork_in_child() -> None:
     if s is not None:
         if s._gc is not None:  # (its rows would pile up with no writer to take them)
             s._gc.remove()
-        for signum, prev in ((signal.SIGTERM, s._prev_sigterm), (signal.SIGINT, s._prev_sigint)):
+        for signum, prev in ((signal.SIGTERM, s._prev_sigterm), (signal.SIGINT, s._prev_sigint),
+                             (_SIGHUP, s._prev_sighup)):
+            if not signum:
+                continue
             if prev is not None:
                 try:
                     signal.signal(signum, prev)
@@ -109,6 +114,15 @@ class Session:
         overwrite: bool = False,
         probe_every_ms: float | None = None,
     ):
+        if device is not None and not isinstance(device, str):
+            raise UsageError(f"device takes a device spec string (\"auto\", \"cuda:0\", "
+                             f"\"sim:t4\"), got {type(device).__name__} {device!r}")
+        if not (sample_gpus is None or sample_gpus in ("all", "self", "") or (
+                isinstance(sample_gpus, (list, tuple, range)) and all(
+                    isinstance(i, (int, np.integer)) and not isinstance(i, bool) and i >= 0
+                    for i in sample_gpus))):
+            raise UsageError(f"sample_gpus takes None (the inference GPU), \"all\", or a list "
+                             f"of NVML indices like [0, 1], got {sample_gpus!r}")
         if isinstance(sample_hz, bool) or not isinstance(sample_hz, (int, float)) or \
                 not MIN_SAMPLE_HZ <= sample_hz <= MAX_SAMPLE_HZ:  # (NaN fails it too)
             raise UsageError(f"sample rate must be {MIN_SAMPLE_HZ:g}..{MAX_SAMPLE_HZ:g} Hz (the "
@@ -166,8 +180,8 @@ class Session:
         self._close_meta: dict[str, Any] = {}  # annotate(): written into the metadata at close
         self.condition: str | None = None
         self.gap_ms: float | None = None
-        self.iteration = 0  # index given to the next inference (and to spans before it)
-        self.warmup = False  # rows recorded while True are marked warmup
+        self._iteration = 0  # index given to the next inference (and to spans before it)
+        self._warmup = False  # rows recorded while True are marked warmup
         self._backend: Backend | None = None
         self._writer: TraceWriter | None = None
         self._sampler: Sampler | ProcessSampler | None = None
@@ -178,8 +192,10 @@ class Session:
         self._trace: Trace | None = None
         self._closed = False
         self._closing = False
-        self._term_pending = False
+        self._presses = 0  # Ctrl-C presses since closing began
+        self._term_pending = 0  # a SIGTERM/SIGHUP held while the trace is written: its number
         self._prev_sigterm: Any = None
+        self._prev_sighup: Any = None
         self._prev_sigint: Any = None
         self._pid = os.getpid()  # the recording process (SIGTERM handling is its alone)
         self.left_previous = False  # close() kept the trace at `out` it was to replace
@@ -223,6 +239,7 @@ class Session:
         self._catch_sigint()
         try:
             self._start()
+            self._catch_exit()
         except BaseException as e:
             if self._writer is not None:  # it failed part-way: write what there is, say why
                 stopped = isinstance(e, (KeyboardInterrupt, Terminated))  # (Ctrl-C, SIGTERM)
@@ -379,6 +396,18 @@ class Session:
             self._closed = True
             return self.out
         self._closed = self._closing = True  # a SIGTERM from here on waits for the trace
+        self._restore_exit()
+        # A Ctrl-C from here on (a second press, 10 ms after the one that stopped the
+        # program, lands here) says what is happening and lets the trace be finished; one
+        # more stops, keeping the recording in its .partial, and says so.
+        try:
+            with _patient_sigint(self._writer, self._presses) if self._writer is not None \
+                    else contextlib.nullcontext():
+                return self._close(status, error)
+        finally:  # (after the patient handler is gone: only our own handler is given back)
+            self._restore_sigint()
+
+    def _close(self, status: str, error: str | None) -> Path:
         meta: dict[str, Any] = {**self._close_meta, "status": status, "error": error}
         gpu_error: Exception | None = None
         try:
@@ -428,8 +457,7 @@ class Session:
                     logger.warning("nothing was timed before the failure; %s was left as it was",
                                    self.out)
                 else:
-                    with _patient_sigint(self._writer):
-                        self._writer.close(meta)
+                    self._writer.close(meta)
         finally:
             if self._gc is not None:  # (whatever failed above: never left installed)
                 self._gc.remove()
@@ -442,31 +470,67 @@ class Session:
             finally:
                 self._release()
                 self._restore_sigterm()
-                self._restore_sigint()
         if self._term_pending:  # SIGTERM came while the trace was being written: exit now
-            raise Terminated()
+            raise Terminated(self._term_pending)
         if gpu_error is not None and status == "complete":
             raise gpu_error  # the program must learn that its GPU work failed
         return self.out
 
+    def _catch_exit(self) -> None:
+        """A program that ends without closing the session (no with-block, no close()) or
+        with os._exit() would lose the rows not yet flushed and leave no trace: at
+        interpreter exit the session is closed, and os._exit() (which skips atexit) closes
+        it first, as coverage.py's `patch = _exit` does. Both say so on stderr."""
+        atexit.register(self._at_exit)
+        global _real_os_exit
+        if _real_os_exit is None:
+            _real_os_exit = os._exit
+            os._exit = _os_exit_closing_session  # type: ignore[assignment]
+
+    def _restore_exit(self) -> None:
+        atexit.unregister(self._at_exit)
+        global _real_os_exit
+        if _real_os_exit is not None and os._exit is _os_exit_closing_session:
+            os._exit, _real_os_exit = _real_os_exit, None  # type: ignore[assignment]
+
+    def _at_exit(self, why: str = "the program ended without closing the session",
+                 status: str = "complete") -> None:
+        if self._closed or os.getpid() != self._pid:
+            return
+        try:
+            self.close(status=status, error=None if status == "complete" else why)
+            print(f"gpuwatch: {why}; the trace was closed then: {self.out}", file=sys.stderr,
+                  flush=True)
+        except BaseException as e:  # (at exit: say where the recording is, never raise)
+            where = self._writer.partial_dir if self._writer is not None else self.out
+            try:
+                print(f"gpuwatch: {why}, and closing the trace failed ({type(e).__name__}: "
+                      f"{e}); what was recorded is in {where} (python -m gpuwatch.finish "
+                      f"{where})", file=sys.stderr, flush=True)
+            except Exception:
+                pass
+
     def _catch_sigterm(self) -> None:
-        """SIGTERM's default action kills the process without cleanup, losing the buffered
-        rows and the final file. While recording, turn it into an exception in the main thread
-        (where Python runs signal handlers), so the with-block closes the trace. A handler the
-        program installed itself is left alone."""
+        """SIGTERM's default action (and SIGHUP's, when the terminal goes away) kills the
+        process without cleanup, losing the buffered rows and the final file. While
+        recording, turn them into an exception in the main thread (where Python runs signal
+        handlers), so the with-block closes the trace. A handler the program installed itself
+        is left alone."""
         self._prev_sigterm = _take_signal(signal.SIGTERM, signal.SIG_DFL, self._on_sigterm)
-        if self._prev_sigterm is not None:
+        if _SIGHUP:
+            self._prev_sighup = _take_signal(_SIGHUP, signal.SIG_DFL, self._on_sigterm)
+        if self._prev_sigterm is not None or self._prev_sighup is not None:
             self._pid = os.getpid()
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if os.getpid() != self._pid:  # a forked child (a multiprocessing worker): not ours
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
             return
         if self._closing:
-            self._term_pending = True  # finish writing the trace first
+            self._term_pending = signum  # finish writing the trace first
             return
-        raise Terminated()
+        raise Terminated(signum)
 
     def _catch_sigint(self) -> None:
         """A Ctrl-C while the program's thread moves finished regions to the writer (a few
@@ -482,7 +546,18 @@ class Session:
         if timer is not None and timer.critical and os.getpid() == self._pid:
             timer.interrupt_held = True
             return
+        if self._closing and self._writer is not None and os.getpid() == self._pid:
+            self._presses += 1  # (about to close: a first press waits for the trace)
+            if self._presses == 1:
+                _say_finishing(self._writer)
+                return
         raise KeyboardInterrupt
+
+    def prepare_close(self) -> None:
+        """The program has ended (or was stopped) and close() follows: from now on a Ctrl-C
+        or SIGTERM waits for the trace as during close() (`gpuwatch run` calls this before
+        it tidies up the program's open regions)."""
+        self._closing = True
 
     def _restore_sigint(self) -> None:
         prev, self._prev_sigint = self._prev_sigint, None
@@ -491,6 +566,9 @@ class Session:
     def _restore_sigterm(self) -> None:
         prev, self._prev_sigterm = self._prev_sigterm, None
         _give_back_signal(signal.SIGTERM, prev)
+        if _SIGHUP:
+            prev, self._prev_sighup = self._prev_sighup, None
+            _give_back_signal(_SIGHUP, prev)
 
     def _release(self) -> None:
         global _active
@@ -522,6 +600,9 @@ class Session:
         and torch). It runs on `s.stream`, and lives as long as the session."""
         from .engines import TimedEngine
 
+        if not isinstance(spec, str):
+            raise UsageError(f"engine takes a spec string (\"builtin:small\", \"model.plan\", "
+                             f"\"torch:module:factory\"), got {type(spec).__name__} {spec!r}")
         backend = self._require()
         return TimedEngine(backend.engine(spec, self.stream, cuda_graph=cuda_graph, **options),
                            backend)
@@ -538,10 +619,10 @@ class Session:
         if stream is None and timer is not None and not self._closed:  # the common case
             try:  # (the region's name is made from fn when its row is: not on the timed path)
                 return timer.fast("inference", fn, (self.condition, self.gap_ms,
-                                  self.iteration, self.warmup, None), fn, args, kwargs,
+                                  self._iteration, self._warmup, None), fn, args, kwargs,
                                   None, None)
             finally:
-                self.iteration += 1
+                self._iteration += 1
         given: StreamRef | None = None
         if stream is not None:
             given = streams.resolve(stream)
@@ -560,12 +641,40 @@ class Session:
         timer = self._require_timer()
         timer.drain()
 
+    @property
+    def iteration(self) -> int:
+        """The index the next inference gets (spans before it share it); set it to number
+        your own (negative for warm-up, as `record` does)."""
+        return self._iteration
+
+    @iteration.setter
+    def iteration(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise UsageError(f"s.iteration takes a whole number, got {type(value).__name__} "
+                             f"{value!r}")
+        self._iteration = int(value)
+
+    @property
+    def warmup(self) -> bool:
+        """While True, the rows recorded are marked warm-up (analysis leaves them out)."""
+        return self._warmup
+
+    @warmup.setter
+    def warmup(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise UsageError(f"s.warmup takes True or False, got {type(value).__name__} "
+                             f"{value!r}")
+        self._warmup = bool(value)
+
     def set_condition(self, name: str, gap_ms: float | None = None) -> None:
         """Label the rows that follow (e.g. "gap=20ms"); restarts the iteration count."""
+        if not isinstance(name, str) or not name.strip():
+            raise UsageError(f"set_condition takes a name (a non-empty str, e.g. \"gap=20ms\"), "
+                             f"got {type(name).__name__} {name!r}")
         if gap_ms is not None and (isinstance(gap_ms, bool) or not isinstance(gap_ms, (int, float))
                                    or not 0 <= gap_ms < float("inf")):
             raise UsageError(f"gap_ms takes milliseconds >= 0 (or None), got {gap_ms!r}")
-        self.condition, self.gap_ms, self.iteration = name, gap_ms, 0
+        self.condition, self.gap_ms, self._iteration = name, gap_ms, 0
         self._require_writer().add(
             "events", [{"gpu": self._gpu(), "t_ns": self.clock.now_ns(), "kind": "condition",
                         "name": name, "message": f"gap_ms={gap_ms}"}])
@@ -652,14 +761,14 @@ class Session:
         if around is not None:
             with around():
                 return self._timed(kind, name, fn, args, kwargs, ref)
-        labels = (self.condition, self.gap_ms, self.iteration, self.warmup, None)
+        labels = (self.condition, self.gap_ms, self._iteration, self._warmup, None)
         try:
             if ref is None:  # the session's stream, or where the work goes now
                 return timer.fast(kind, name, labels, fn, args, kwargs, None, None)
             return timer.call(kind, name, ref, labels, fn, args, kwargs)
         finally:  # after the region: spans inside an inference share its iteration
             if kind == "inference":
-                self.iteration += 1
+                self._iteration += 1
 
     def _synced(self, handle: int) -> None:
         """A gpuwatch engine synchronised its stream: its regions are done (host_end_ns)."""
@@ -793,12 +902,24 @@ class _Span:
         timer = s._require_timer()
         ref = self._ref or s._stream_ref or streams.current(s._ordinal)
         self._p = timer.begin("span", self._name, ref,
-                              (s.condition, s.gap_ms, s.iteration, s.warmup, None))
+                              (s.condition, s.gap_ms, s._iteration, s._warmup, None))
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         p, self._p = self._p, None
         if p is not None:
             self._s._require_timer().end(p, exc)
+
+
+_real_os_exit: Callable[[int], Any] | None = None  # os._exit while a session replaces it
+
+
+def _os_exit_closing_session(status: int) -> None:
+    """os._exit while a session records: close the session (its trace written), then exit."""
+    s, real = _active, _real_os_exit
+    if s is not None:
+        s._at_exit(f"os._exit({status}) ended the program while recording",
+                   "complete" if status == 0 else "failed")
+    (real or os._exit)(status)
 
 
 def _take_signal(signum: int, default: Any, handler: Callable[[int, Any], None]) -> Any:
@@ -826,21 +947,28 @@ def _give_back_signal(signum: int, prev: Any, ours: Any = None) -> None:
         pass
 
 
+def _say_finishing(writer: TraceWriter) -> None:
+    print(f"gpuwatch: finishing the trace {writer.path}; Ctrl-C again to stop now and keep "
+          f"the recording in {writer.partial_dir}", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
-def _patient_sigint(writer: TraceWriter) -> Iterator[None]:
+def _patient_sigint(writer: TraceWriter, already: int = 0) -> Iterator[None]:
     """While the final trace is written (seconds for a long recording), a first Ctrl-C says
     what is happening and lets it finish; a second one stops, and says truthfully where the
-    recording is (its .partial directory: nothing was lost, the final file was not made)."""
+    recording is (its .partial directory: nothing was lost, the final file was not made);
+    any more are ignored while that is done. `already`: presses counted before."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    presses = [0]
+    presses = [already]
 
     def on_sigint(signum: int, frame: Any) -> None:
         presses[0] += 1
         if presses[0] == 1:
-            print(f"gpuwatch: finishing the trace {writer.path}; Ctrl-C again to stop now and "
-                  f"keep the recording in {writer.partial_dir}", file=sys.stderr, flush=True)
+            _say_finishing(writer)
+            return
+        if presses[0] > 2:  # (stopping already: let it keep the recording)
             return
         raise KeyboardInterrupt
 

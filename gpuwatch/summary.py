@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 
-from .analysis.columns import floats
-from .trace import Trace
+from .errors import UsageError
+from .trace import Trace, load
 
 EARLY_ITERS = 50  # the seed's layering starts after ~50-60 iterations
 LATE_ITERS = 100  # and is stable over the last few hundred
 
 
-def condition_summary(trace: Trace) -> pd.DataFrame:
+def condition_summary(trace: Trace | str | os.PathLike[str]) -> pd.DataFrame:
     """One row per engine (the inference's name) and condition, in recording order: latency
     p50/p90/p99 (CUDA-event ms) over the measured iterations, the SM clock at the middle of
     each inference (median, min, max), and the median of the last LATE_ITERS over the first
-    EARLY_ITERS (>1 means it got slower). Two things timed per iteration are two rows."""
+    EARLY_ITERS (>1 means it got slower). Two things timed per iteration are two rows.
+    `trace`: a loaded Trace, or a trace's path."""
+    # (here, not at the top: the analysis package imports this module's constants)
+    from .analysis.columns import MAX_LATENCY_MS, floats, stale_after_ns
+
+    if isinstance(trace, (str, os.PathLike)):
+        trace = load(trace)
+    elif not isinstance(trace, Trace):
+        raise UsageError(f"condition_summary takes a Trace (gpuwatch.load(path)) or a trace's "
+                         f"path, got {type(trace).__name__} {trace!r}")
     inf = trace.measured()
     cols = ["engine", "condition", "gap_ms", "n", "p50_ms", "p90_ms", "p99_ms", "sm_clock_p50_mhz",
             "sm_clock_min_mhz", "sm_clock_max_mhz", "early_p50_ms", "late_p50_ms", "late_over_early"]
     inf = inf.dropna(subset=["gpu_ms", "start_ns"])
+    ms = inf["gpu_ms"].pipe(floats)  # (as analyze: a latency <= 0 or absurd is no measurement)
+    inf = inf[np.isfinite(ms) & (ms > 0) & (ms <= MAX_LATENCY_MS)]
     if inf.empty:
         return pd.DataFrame(columns=cols)
     inf = inf.assign(mid_ns=(inf["start_ns"] + (inf["end_ns"] - inf["start_ns"]) // 2).astype("int64"))
@@ -29,8 +42,12 @@ def condition_summary(trace: Trace) -> pd.DataFrame:
     s = trace.samples[["t_ns", "gpu", "sm_clock_mhz"]].dropna()
     s = s.assign(t_ns=s["t_ns"].astype("int64"), gpu=s["gpu"].astype("int64"),
                  sm_clock_mhz=s["sm_clock_mhz"].astype("float64"))
+    # The clock an inference ran at is the latest sample before its middle, if that sample is
+    # recent: after the GPU is lost or the field stops being supported, the last reading is
+    # not the clock of every later inference (it read 1590 MHz where the clock was 765).
     merged = pd.merge_asof(inf.sort_values("mid_ns"), s.sort_values("t_ns"), left_on="mid_ns",
-                           right_on="t_ns", by="gpu", direction="backward")
+                           right_on="t_ns", by="gpu", direction="backward",
+                           tolerance=stale_after_ns(trace.meta))
     rows = []
     for (name, cond), g in merged.groupby(["name", "condition"], sort=False):
         g = g.sort_values("iteration")

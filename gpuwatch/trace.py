@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -381,12 +382,17 @@ class TraceWriter:
         self._lock_fd = _claim_partial(self.partial_dir, self.path)
         self.meta: dict[str, Any] = dict(meta)
         self.meta.setdefault("schema_version", SCHEMA_VERSION)
+        # Who writes this .partial: `finish` refuses it while that process lives, even with
+        # its lock file removed (a pid alone could be a later process's: its start time too).
+        self.meta["writer"] = {"hostname": socket.gethostname(), "pid": os.getpid(),
+                               "pid_start_ticks": _proc_start_ticks(os.getpid())}
         self.replacing = os.path.lexists(self.path)  # (overwrite=True over an existing trace)
+        self._out_at_start = _identity(self.path)  # (the only file close() may replace)
         try:
             self._write_meta()
         except OSError as e:  # a full disk or quota from the start: nothing to keep
             _release(self._lock_fd)
-            shutil.rmtree(self.partial_dir, ignore_errors=True)
+            remove_partial(self.partial_dir)
             raise TraceWriteError(f"cannot write the trace to {self.partial_dir}: "
                                   f"{e.strerror or e}; free some space or pick another --out") \
                 from e
@@ -425,14 +431,26 @@ class TraceWriter:
         except OSError:  # (a full disk may not take it either; the chunks load without it)
             pass
         try:
-            rows = _merge_in_helper(self.partial_dir, self.path)
+            if not self._still_ours():
+                raise _NotOurs()
+            rows = _merge_in_helper(self.partial_dir, self.path, self._out_at_start)
             if rows is None:
-                rows = _merge_chunks(self.partial_dir, self.path, self.meta)
+                rows = _merge_chunks(self.partial_dir, self.path, self.meta,
+                                     may_replace=self._out_at_start)
             self.meta["rows"] = rows
             self.finished = True  # the final file is in place
+        except _NotOurs:
+            raise TraceWriteError(
+                f"{self.partial_dir} was removed or taken over by another process during the "
+                f"recording (its lock file is not this recording's); gpuwatch did not write "
+                f"{self.path}: what was recorded before that is wherever that process put it"
+            ) from None
+        except OutputTakenError as e:
+            raise TraceWriteError(
+                f"{e}; gpuwatch did not replace it: the recording is kept in "
+                f"{self.partial_dir}; finish it under another name (python -m gpuwatch.finish "
+                f"{self.partial_dir} OTHER.parquet)") from e
         except OSError as e:
-            _release(self._lock_fd)
-            self._lock_fd = None
             why = e.strerror or str(e)
             raise TraceWriteError(
                 f"the trace could not be finished ({why}): what was recorded is kept in "
@@ -442,12 +460,23 @@ class TraceWriter:
         finally:
             if self._prev_pool is not None:
                 pa.set_memory_pool(self._prev_pool)
-        _release(self._lock_fd)
-        self._lock_fd = None
-        shutil.rmtree(self.partial_dir, ignore_errors=True)
+            _release(self._lock_fd)  # (finished or not, this process lets the .partial go)
+            self._lock_fd = None
+        remove_partial(self.partial_dir)
         if stopped is not None:
             raise TraceWriteError(f"{stopped}; {self.path} holds what was written before")
         return self.path
+
+    def _still_ours(self) -> bool:
+        """Is the .partial still this recording's: its lock file the one this process locked
+        (not removed, not replaced by another process's)?"""
+        if self._lock_fd is None:  # (no flock on this system: nothing to compare)
+            return self.partial_dir.is_dir()
+        try:
+            mine, there = os.fstat(self._lock_fd), os.stat(self.partial_dir / LOCK_NAME)
+        except OSError:
+            return False
+        return (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
 
     def written(self) -> bool:
         """Is the final file in place (put there by close(), or by its merge helper process
@@ -477,7 +506,7 @@ class TraceWriter:
         for tmp in self.path.parent.glob(f"{self.path.name}.tmp-*"):
             tmp.unlink(missing_ok=True)
         if discard:
-            shutil.rmtree(self.partial_dir, ignore_errors=True)
+            remove_partial(self.partial_dir)
 
 
 def partial_path(path: Path) -> Path:
@@ -524,7 +553,7 @@ def _refuse_partial(partial: Path, path: Path) -> None:
         raise UsageError(f"another gpuwatch process ({owner}) is recording to {path} now; "
                          f"pick another --out, or wait for it to finish")
     if not any(partial.glob("*.parquet")):  # it recorded nothing (it failed at its start)
-        shutil.rmtree(partial, ignore_errors=True)
+        remove_partial(partial)
         if not partial.exists():
             return
     raise UsageError(f"{partial} holds an unfinished recording (a crash?), which gpuwatch will "
@@ -583,8 +612,124 @@ def _claim_partial(partial: Path, path: Path) -> int | None:
     except OSError as e:  # cannot happen unless another process raced us into the directory
         os.close(fd)
         raise UsageError(f"another process is recording to {path} now; pick another --out") from e
-    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    try:
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    except OSError as e:  # a full disk or quota from the start: nothing to keep
+        os.close(fd)
+        remove_partial(partial)
+        raise TraceWriteError(f"cannot write the trace to {partial}: {e.strerror or e}; free "
+                              f"some space or pick another --out") from None
     return fd
+
+
+# What a recording puts in its .partial besides its chunks (PREFIXnnnnnnn-TABLE.parquet):
+# only these are ever removed from it; anything else there is someone else's and stays.
+PARTIAL_FILES = ("meta.json", "meta.json.tmp", LOCK_NAME, "threads.json", "threads.json.tmp",
+                 "sampler.ctl", "sampler.log")
+
+
+_CHUNK_NAME = re.compile(r"[A-Za-z]+\d{7}-(%s)\.(parquet|tmp)" % "|".join(TABLES))
+
+
+def remove_partial(partial: Path) -> list[str]:
+    """Remove what gpuwatch wrote into `partial` (its chunks and PARTIAL_FILES), then the
+    directory if that leaves it empty. Returns the names of what was left (not ours)."""
+    try:
+        entries = list(partial.iterdir())
+    except OSError:
+        return []
+    left = []
+    for f in entries:
+        if _CHUNK_NAME.fullmatch(f.name) or f.name in PARTIAL_FILES:
+            try:
+                f.unlink()
+            except IsADirectoryError:
+                left.append(f.name)
+            except OSError:
+                pass
+        else:
+            left.append(f.name)
+    try:
+        partial.rmdir()
+    except OSError:
+        pass
+    return sorted(left)
+
+
+def _proc_start_ticks(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (/proc/PID/stat field 22); None
+    if it is not running or there is no /proc. With the pid it names one process for good: a
+    pid the kernel hands out again belongs to a process that started later."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+        # (field 2, the command, is in parentheses and may hold spaces or ')': split after it)
+        return int(raw[raw.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def live_writer(meta: Mapping[str, Any]) -> str | None:
+    """'pid N on HOST' if the process that wrote a .partial's metadata is still running on
+    this host (its lock file may have been removed), else None."""
+    w = meta.get("writer")
+    if not isinstance(w, dict) or w.get("hostname") != socket.gethostname():
+        return None
+    pid, ticks = w.get("pid"), w.get("pid_start_ticks")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid == os.getpid():
+        return None
+    now = _proc_start_ticks(pid)
+    if now is None or (isinstance(ticks, int) and ticks != now):
+        return None
+    return f"pid {pid} on {w['hostname']}"
+
+
+Identity = tuple[int, int, int]  # (st_dev, st_ino, st_mtime_ns) of a file
+
+
+def _identity(path: Path) -> Identity | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
+class _NotOurs(Exception):
+    """(close(): the .partial's lock file is no longer the one this recording holds.)"""
+
+
+class OutputTakenError(OSError):
+    """The output path holds a file gpuwatch may not replace (put there after the start)."""
+
+
+def publish(tmp: Path, dest: Path, may_replace: Identity | None | bool = None) -> None:
+    """Put the finished file `tmp` at `dest` atomically, never over a file we may not replace:
+    `may_replace` is the identity of the file that was there when we began (the one
+    --force/overwrite allowed), True for any, None for none. A file found there otherwise
+    raises OutputTakenError and `tmp` is left for the caller to remove."""
+    if may_replace is True:
+        os.replace(tmp, dest)
+        return
+    current = _identity(dest)
+    if current is not None or os.path.lexists(dest):
+        if may_replace is None or current != may_replace:
+            raise OutputTakenError(f"{dest} was created or changed by another process while "
+                                   f"gpuwatch was writing it")
+        os.replace(tmp, dest)  # (the very file --force allowed)
+        return
+    try:  # a hard link fails if dest appeared since: no check-then-replace race
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise OutputTakenError(f"{dest} was created by another process while gpuwatch was "
+                               f"writing it") from None
+    except OSError:  # a file system without hard links: the check above must do
+        if os.path.lexists(dest):
+            raise OutputTakenError(f"{dest} was created by another process while gpuwatch "
+                                   f"was writing it") from None
+        os.replace(tmp, dest)
+        return
+    tmp.unlink()
 
 
 def _release(fd: int | None) -> None:
@@ -602,23 +747,26 @@ def _release(fd: int | None) -> None:
 HELPER_MERGE_ROWS = 1_000_000
 
 
-def _merge_in_helper(partial_dir: Path, dest: Path) -> dict[str, int] | None:
+def _merge_in_helper(partial_dir: Path, dest: Path,
+                     may_replace: Identity | None = None) -> dict[str, int] | None:
     """Merge in a helper process if the recording is big; None if it was not (or failed, in
     which case the caller merges in-process: the chunks are still there)."""
     import subprocess
 
     from .sampler_process import SamplerStartError, helper_command
 
-    n = sum(pq.ParquetFile(f).metadata.num_rows for fs in _chunk_files(partial_dir).values()
-            for f in fs)
+    n = sum(_rows_or_0(f) for fs in _chunk_files(partial_dir).values() for f in fs)
     if n < HELPER_MERGE_ROWS:
         return None
     try:
-        argv, env = helper_command("gpuwatch.trace", str(partial_dir), str(dest))
+        argv, env = helper_command("gpuwatch.trace", str(partial_dir), str(dest),
+                                   json.dumps(may_replace))
     except SamplerStartError:  # no interpreter to start: merge here
         return None
     env["ARROW_DEFAULT_MEMORY_POOL"] = "system"
     r = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if r.returncode == 3:  # (the helper found --out taken: so would the merge here)
+        raise OutputTakenError(r.stderr.strip() or f"{dest} was created by another process")
     if r.returncode != 0 or not dest.exists():
         return None
     out = json.loads(r.stdout)
@@ -630,25 +778,92 @@ def _merge_in_helper(partial_dir: Path, dest: Path) -> dict[str, int] | None:
 LAST_HELPER_MERGE: dict[str, Any] = {}  # the last helper merge: rows, its peak RSS (benchmarks)
 
 
-def finish_partial(partial: Path, dest: Path) -> dict[str, int]:
-    """The trace of an unfinished recording: its chunks merged into `dest` (atomically), its
-    status "interrupted" unless it had one, then the .partial removed. Returns rows per table."""
-    meta = json.loads((partial / "meta.json").read_bytes())
+def _rows_or_0(chunk: Path) -> int:
+    """A chunk's row count from its footer; 0 for one that cannot be read (it is left out
+    of the merge, and named there)."""
+    try:
+        return int(pq.ParquetFile(chunk).metadata.num_rows)
+    except (pa.ArrowInvalid, OSError):
+        return 0
+
+
+def read_partial_meta(partial: Path) -> dict[str, Any]:
+    """The metadata of an unfinished recording, checked: one line naming the problem for a
+    missing, damaged or foreign meta.json, or one written by a newer gpuwatch."""
+    try:
+        raw = (partial / "meta.json").read_bytes()
+    except OSError as e:
+        raise TraceFormatError(f"{partial} is not an unfinished gpuwatch recording ("
+                               f"meta.json: {e.strerror or e})") from e
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise TraceFormatError(f"{partial}/meta.json is damaged ({type(e).__name__}); analyse "
+                               f"the chunks as they are (python -m gpuwatch.analyze {partial})"
+                               ) from e
+    _check_meta(meta, partial)
+    return meta
+
+
+def claim_for_finish(partial: Path) -> int | None:
+    """Lock `partial` for finishing it (a second `finish` of it, or a recording that removed
+    nothing, is refused with one line). Returns the lock's descriptor for _release."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(partial / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise UsageError(f"cannot lock {partial} to finish it: {e.strerror or e}") from e
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1)
+    except OSError:
+        who = os.pread(fd, 200, 0).decode(errors="replace").split()
+        os.close(fd)
+        raise UsageError(f"{partial} is being recorded or finished by "
+                         f"{'pid ' + who[0] if who else 'another process'} now; let it finish"
+                         ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    except OSError:
+        pass
+    return fd
+
+
+def finish_partial(partial: Path, dest: Path, overwrite: bool = False,
+                   meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The trace of an unfinished recording: its chunks merged into `dest` (atomically; never
+    over a file that appeared meanwhile, nor any file unless `overwrite`), its status
+    "interrupted" unless it had one, then what gpuwatch wrote in the .partial removed.
+    Returns rows per table, and the chunks skipped as unreadable and files left (not ours)."""
+    if meta is None:
+        meta = read_partial_meta(partial)
     if meta.get("status") in (None, "recording"):
         meta["status"] = "interrupted"
         meta["error"] = meta.get("error") or ("the recording stopped before it was finished; "
                                               "finished from its .partial afterwards")
-    rows = _merge_chunks(partial, dest, meta)
-    shutil.rmtree(partial, ignore_errors=True)
-    return rows
+    skipped: list[str] = []
+    rows = _merge_chunks(partial, dest, meta, may_replace=True if overwrite else None,
+                         skipped=skipped)
+    left = remove_partial(partial)
+    return {"rows": rows, "skipped_chunks": skipped, "left_in_partial": left}
 
 
 def _helper_main(argv: Sequence[str]) -> None:
-    """`python -m gpuwatch.trace PARTIAL_DIR DEST`: merge a finished recording's chunks (the
-    helper process of TraceWriter.close; users finish a recording with gpuwatch.finish)."""
+    """`python -m gpuwatch.trace PARTIAL_DIR DEST [MAY_REPLACE]`: merge a finished recording's
+    chunks (the helper process of TraceWriter.close; users finish a recording with
+    gpuwatch.finish). Exit status 3: DEST was taken meanwhile (nothing replaced)."""
     partial_dir, dest = Path(argv[0]), Path(argv[1])
+    may = json.loads(argv[2]) if len(argv) > 2 else None
     meta = json.loads((partial_dir / "meta.json").read_bytes())
-    rows = _merge_chunks(partial_dir, dest, meta)
+    try:
+        rows = _merge_chunks(partial_dir, dest, meta,
+                             may_replace=tuple(may) if isinstance(may, list) else None)
+    except OutputTakenError as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(3) from None
     peak = None
     try:  # VmHWM: this process's own peak (ru_maxrss would include the parent's, from fork)
         with open("/proc/self/status") as f:
@@ -668,12 +883,26 @@ def _chunk_files(partial_dir: Path) -> dict[str, list[Path]]:
 
 
 def _merge_chunks(partial_dir: Path, dest: Path, meta: dict[str, Any],
-                  group_rows: int = ROW_GROUP_ROWS) -> dict[str, int]:
-    """Chunks -> one file, one table after another, row groups of up to `group_rows`.
-    Returns the row count per table (also written into the file's metadata as `rows`)."""
+                  group_rows: int = ROW_GROUP_ROWS, may_replace: Identity | None | bool = None,
+                  skipped: list[str] | None = None) -> dict[str, int]:
+    """Chunks -> one file, one table after another, row groups of up to `group_rows`, put at
+    `dest` by publish() (`may_replace`). Returns the row count per table (also written into
+    the file's metadata as `rows`). A chunk that cannot be read (cut by a crash, empty, not
+    Parquet) is left out and named in `skipped` and in the metadata's `skipped_chunks`."""
     files = _chunk_files(partial_dir)
-    meta["rows"] = rows = {t: sum(pq.ParquetFile(f).metadata.num_rows for f in fs)
-                           for t, fs in files.items()}
+    readable: dict[str, list[tuple[Path, int]]] = {t: [] for t in files}
+    bad: list[str] = []
+    for table, fs in files.items():
+        for f in fs:
+            try:
+                readable[table].append((f, pq.ParquetFile(f).metadata.num_rows))
+            except (pa.ArrowInvalid, OSError):
+                bad.append(f.name)
+    meta["rows"] = rows = {t: sum(n for _, n in fs) for t, fs in readable.items()}
+    if bad:
+        meta["skipped_chunks"] = bad
+    if skipped is not None:
+        skipped.extend(bad)
     meta["schema_version"] = SCHEMA_VERSION  # (the file is written in this layout, whatever
     # gpuwatch wrote the chunks: read_chunk brings older ones to it)
     schema = SCHEMA.with_metadata({META_KEY: json.dumps(meta, default=str).encode()})
@@ -685,11 +914,18 @@ def _merge_chunks(partial_dir: Path, dest: Path, meta: dict[str, Any],
         with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=STRING_COLUMNS,
                               column_encoding={c: "DELTA_BINARY_PACKED"
                                                for c in TIME_COLUMNS}) as w:
-            for table, table_files in files.items():
+            for table, table_files in readable.items():
                 pending: list[pa.Table] = []
                 n = 0
-                for f in table_files:
-                    t = read_chunk(f)
+                for f, _ in table_files:
+                    try:
+                        t = read_chunk(f)
+                    except (pa.ArrowInvalid, OSError):  # (its footer read, its data did not)
+                        rows[table] -= pq.ParquetFile(f).metadata.num_rows
+                        bad.append(f.name)
+                        if skipped is not None:
+                            skipped.append(f.name)
+                        continue
                     pending.append(t)
                     n += t.num_rows
                     if n >= group_rows:
@@ -699,7 +935,7 @@ def _merge_chunks(partial_dir: Path, dest: Path, meta: dict[str, Any],
                     w.write_table(pa.concat_tables(pending), row_group_size=group_rows)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, dest)
+        publish(tmp, dest, may_replace)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -816,6 +1052,11 @@ def _to_frame(name: str, part: pa.Table, columns: Columns | None,
     df = tbl.to_pandas(types_mapper=None if name in numpy_dtypes else _types_mapper,
                        self_destruct=True, split_blocks=True)
     del tbl
+    if name == "inferences" and "warmup" in df and df["warmup"].isna().any():
+        n = int(df["warmup"].isna().sum())  # (gpuwatch always writes it: damaged data)
+        warnings.warn(f"{n} inference rows have no warm-up flag (damaged data); they were read "
+                      f"as measured", DamagedTraceWarning, stacklevel=4)
+        df["warmup"] = df["warmup"].fillna(False)
     return df if ordered else _ordered(name, df, known=False)
 
 
@@ -904,6 +1145,7 @@ def _read_file(pf: pq.ParquetFile, columns: Columns | None,
     if lacking:  # (columns added later read as NA; these every gpuwatch trace has had)
         raise TraceFormatError(f"trace lacks the column(s) {', '.join(lacking)} every gpuwatch "
                                f"trace has: it is damaged, or was not written by gpuwatch")
+    _check_types(pf.schema_arrow)
     idx = pf.schema_arrow.get_field_index(kind)
     groups: dict[str, list[int]] = {t: [] for t in TABLES}
     mixed: list[int] = []
@@ -936,6 +1178,65 @@ def _read_file(pf: pq.ParquetFile, columns: Columns | None,
     return out
 
 
+def _kind_of(t: pa.DataType) -> str:
+    """A type's family: what a column may hold and still be read as gpuwatch's."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "number"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "text"
+    if pa.types.is_null(t):
+        return "null"  # (a column of nulls only: fits anything)
+    return str(t)
+
+
+def _check_types(schema: pa.Schema) -> None:
+    """Every column gpuwatch knows holds its kind of value (numbers, text, booleans; widths
+    may differ): a latency stored as text by another tool is refused in one line, not
+    converted, or analysed into a traceback."""
+    for f in schema:
+        if f.name not in SCHEMA.names or f.name in (KIND, LEGACY_KIND):
+            continue
+        have, want = _kind_of(f.type), _kind_of(SCHEMA.field(f.name).type)
+        if have != want and have != "null" and not (have == "bool" and want == "number"):
+            raise TraceFormatError(f"column {f.name!r} holds {f.type} values where gpuwatch "
+                                   f"writes {SCHEMA.field(f.name).type}: the file was changed "
+                                   f"by another tool, or is not a gpuwatch trace")
+
+
+# Metadata entries the analysis reads, and the JSON type each must have: one of another type
+# (a damaged or hand-edited file) is dropped with a warning, never read into a traceback.
+META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "devices": list, "options": dict, "host": dict, "versions": dict, "regions": dict,
+    "sampler": dict, "timebase": dict, "time_base": dict, "unsupported_fields": dict,
+    "fields": list, "field_query_cost_us": dict, "kernel_trace": dict, "rows": dict,
+    "status": str, "error": (str, type(None)), "started_ns": int, "ended_ns": int,
+    "simulated": bool}
+
+
+class DamagedTraceWarning(UserWarning):
+    """A trace had metadata entries of the wrong type (left out) or rows with a flag missing
+    (read as its default); the warning says which."""
+
+
+def _sanitise_meta(meta: dict[str, Any], path: Path) -> None:
+    bad = [k for k, t in META_TYPES.items() if k in meta and (
+        not isinstance(meta[k], t) or (t is int and isinstance(meta[k], bool)))]
+    devices = meta.get("devices")
+    if isinstance(devices, list) and not all(isinstance(d, dict) for d in devices):
+        bad.append("devices")
+    bad = sorted(set(bad))
+    for k in bad:
+        del meta[k]
+    if bad:
+        warnings.warn(f"{path}: metadata entries {', '.join(bad)} have the "
+                      f"wrong type (a damaged or hand-edited file) and were left out",
+                      DamagedTraceWarning, stacklevel=3)
+
+
 def _check_meta(meta: Any, path: Path) -> None:
     if not isinstance(meta, dict):
         raise TraceFormatError(f"{path}: gpuwatch metadata is not a JSON object; not a gpuwatch trace")
@@ -959,6 +1260,9 @@ def load(path: str | os.PathLike[str], columns: Columns | None = None,
     pandas' nullable dtypes (NA stays NA), except in the tables named in `numpy_dtypes`: plain
     numpy there (an integer column with gaps becomes float64 with NaN), which converts 10
     million samples several times faster (analysis loads "samples" so)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f"load takes a trace's path (str or os.PathLike), got "
+                         f"{type(path).__name__} {path!r}")
     p = Path(path)
     if not p.exists():
         partial = p.with_name(p.name + ".partial")
@@ -980,9 +1284,11 @@ def load(path: str | os.PathLike[str], columns: Columns | None = None,
         )
     try:
         meta = json.loads(raw)
-    except ValueError as e:
-        raise TraceFormatError(f"{p}: gpuwatch metadata is not valid JSON ({_one_line(e)})") from e
+    except (ValueError, RecursionError) as e:  # (RecursionError: nested thousands deep)
+        raise TraceFormatError(f"{p}: gpuwatch metadata is not valid JSON "
+                               f"({_one_line(e)[:200]})") from None
     _check_meta(meta, p)
+    _sanitise_meta(meta, p)
     try:
         tables = _read_file(pf, columns, numpy_dtypes)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:
@@ -997,10 +1303,11 @@ def _load_partial(d: Path, columns: Columns | None = None,
         raise TraceFormatError(f"{d} is a directory but not a gpuwatch trace (no meta.json)")
     try:
         meta = json.loads(meta_file.read_bytes())
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise TraceFormatError(f"{d}/meta.json is damaged ({type(e).__name__}); the recording's "
                                "chunks can still be read with pyarrow.dataset") from e
     _check_meta(meta, d)
+    _sanitise_meta(meta, d)
     tables, skipped = [], 0
     for files in _chunk_files(d).values():
         for f in files:

@@ -49,6 +49,12 @@ def flat_trace(tmp_path_factory: pytest.TempPathFactory) -> gpuwatch.Trace:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slow tests first (a stable reorder, the same in every xdist worker): spread over
+    the workers from the start, they do not leave one worker finishing alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def no_leftover_recording():
     """Fail any test that leaves a session open or a sampler thread running, or that writes a

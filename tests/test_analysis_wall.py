@@ -101,6 +101,7 @@ def timeslice(tmp_path_factory):
     return gpuwatch.analyze(out)
 
 
+@pytest.mark.slow
 def test_a_light_cotenants_time_slices_are_named_on_the_latency_the_user_sees(timeslice):
     a = timeslice
     w = a.wall_verdicts
@@ -119,6 +120,7 @@ def test_a_light_cotenants_time_slices_are_named_on_the_latency_the_user_sees(ti
     assert "the GPU's process list: pid 4243" in top["sentence"]
 
 
+@pytest.mark.slow
 def test_every_share_in_json_is_within_0_and_1_on_real_traces():
     for name in ("cotenant_gemm", "busy_host", "power_cap"):
         d = gpuwatch.analyze(DATA / f"{name}.parquet").to_dict()
@@ -133,6 +135,7 @@ def test_every_share_in_json_is_within_0_and_1_on_real_traces():
         np.testing.assert_allclose(parts, lat["wall_ms"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_context_switch_records_name_another_context_nvml_does_not_list():
     """CUPTI's context-switch records (where a GPU gives them; the lent H100 does not, so they
     are added here to a real trace): the light co-tenant's recording with its process table

@@ -37,6 +37,7 @@ def fleet_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_record_writes_a_hive_partitioned_dataset(fleet_root):
     files = sorted(fleet_root.rglob("*.parquet"))
     assert len(files) == 4
@@ -102,7 +103,7 @@ def test_unfinished_recordings_and_foreign_files_are_left_out(tmp_path, fleet_ro
     partial.mkdir(parents=True)
     (partial / "c0000001-samples.parquet").write_bytes(b"junk")
     pd.DataFrame({"a": [1]}).to_parquet(root / "host=x" / "foreign.parquet")
-    with pytest.warns(UserWarning, match="skipped 1 Parquet files that are not gpuwatch traces"):
+    with pytest.warns(UserWarning, match="left out 1 Parquet file.s. that are not readable gpuwatch traces"):
         f = fleet(root)
     assert f.files == 4 and len(f.skipped) == 1
 

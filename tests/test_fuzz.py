@@ -22,6 +22,8 @@ from gpuwatch.cli.record import RecordCommand
 from gpuwatch.errors import TraceFormatError
 from tests.conftest import sentence_shares
 
+pytestmark = pytest.mark.slow  # (seconds a test: run first, in parallel; see docs/install.md)
+
 REAL_TRACE = Path(__file__).parent / "data" / "h100_causes" / "cotenant_copy.parquet"
 
 # Values per flag: valid ones (kept small, so a run takes milliseconds on sim) and bad ones.
@@ -163,8 +165,9 @@ def test_damaged_partial_recordings_load_or_fail_in_one_line(damage):
         s._writer._chunks.close()  # chunks on disk, never merged: as after kill -9
         s._backend.close()
         s._release()
-        s._restore_sigint()  # (the process lives on: its signal handlers go back, as a
-        s._restore_sigterm()  # dead process's would not need to)
+        s._restore_sigint()  # (the process lives on: its signal handlers and exit hooks go
+        s._restore_sigterm()  # back, as a dead process's would not need to)
+        s._restore_exit()
         partial = Path(str(out) + ".partial")
         meta = partial / "meta.json"
         chunks = sorted(partial.glob("*.parquet"))
@@ -222,7 +225,7 @@ def value_trace() -> Path:
     return _VALUE_TRACE[0]
 
 
-@settings(max_examples=int(os.environ.get("GPUWATCH_FUZZ_EXAMPLES", "40")), deadline=None,
+@settings(max_examples=int(os.environ.get("GPUWATCH_FUZZ_EXAMPLES", "20")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(edits=st.lists(st.tuples(st.sampled_from(sorted(MUTABLE)), st.floats(0, 1),
                                 st.floats(0, 1), st.sampled_from(ODD)), max_size=12))

@@ -9,9 +9,12 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 import gpuwatch
 from tests.conftest import signal_episodes
+
+pytestmark = pytest.mark.slow  # (seconds a test: run first, in parallel; see docs/install.md)
 
 
 def busy(ms: float) -> None:

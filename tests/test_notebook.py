@@ -63,6 +63,7 @@ def _html(cell) -> str:
     return "\n".join(o.data["text/html"] for o in cell.outputs if "text/html" in o.get("data", {}))
 
 
+@pytest.mark.slow
 def test_a_notebook_records_a_cell_and_shows_its_analysis(tmp_path):
     pytest.importorskip("ipykernel")
     nbformat = pytest.importorskip("nbformat")

@@ -89,9 +89,9 @@ def test_an_unfinished_recording_is_never_deleted(tmp_path):
         for _ in range(50):
             s.infer(lambda: None)
         s._writer._chunks.close()  # what was buffered reaches the disk, then: a crash
-        os._exit(9)
+        os.kill(os.getpid(), 9)
     """)
-    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 9
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == -9
     chunks = sorted(p.name for p in partial.iterdir())
     assert any(c.endswith("-inferences.parquet") for c in chunks)
     r = _record(tmp_path, out, "--force")
@@ -175,9 +175,9 @@ def test_a_forked_child_does_not_hold_the_path(tmp_path):
         if os.fork() == 0:
             time.sleep(30)
             os._exit(0)
-        os._exit(9)  # the parent dies; the child lives on
+        os.kill(os.getpid(), 9)  # the parent dies (kill -9); the child lives on
     """)
-    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 9
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == -9
     r = _record(tmp_path, out, "--force")
     assert r.returncode == 2 and "unfinished recording" in r.stderr  # not "another process"
     subprocess.run(["pkill", "-f", "time.sleep(30)"], check=False)

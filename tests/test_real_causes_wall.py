@@ -12,6 +12,8 @@ import pytest
 import gpuwatch
 from tests.conftest import sentence_shares, signal_episodes
 
+pytestmark = pytest.mark.slow  # (seconds a test: run first, in parallel; see docs/install.md)
+
 DATA = Path(__file__).parent / "data" / "h100_issue27"
 TRUTH = json.loads((DATA / "truth.json").read_text())["cases"]
 

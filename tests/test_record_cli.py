@@ -163,6 +163,7 @@ def test_keepalive_work_runs_in_the_gaps_only(tmp_path):
         assert not ((starts > a) & (starts < b)).any()
 
 
+@pytest.mark.slow
 def test_version_short_flags_and_json_summary(tmp_path):
     """--version on every command, -o/-q/-f as the long flags, record --json for scripts,
     analyze -q for the one-line verdict."""

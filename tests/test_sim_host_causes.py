@@ -24,6 +24,10 @@ from gpuwatch.bindings.sim.host import GIL_HOG_NAME, PacedClock, SimHost
 from gpuwatch.errors import UsageError
 from tests.conftest import signal_episodes
 
+# Real time: the host causes happen on the wall clock, and a CPU another test keeps busy is a
+# host cause of its own; these run alone, after the parallel tests (see docs/install.md).
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
+
 START_S, AFTER_S = 2.0, 1.5  # the fault starts START_S after the device opened; the run
 # goes on AFTER_S after it ends
 

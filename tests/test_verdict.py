@@ -124,6 +124,7 @@ def test_every_verdict_of_a_real_trace_is_words_of_its_verdict():
     assert explained and all(v["causes"][0]["cause_code"] == v["cause_code"] for v in explained)
 
 
+@pytest.mark.slow
 def test_a_clock_nvml_could_not_see_is_not_ruled_out_plainly():
     """Only NVML's clock, over regions shorter than its ~100 ms refresh: "not explained by
     clocks" says how far NVML can tell; with the in-band clock it is said plainly."""

@@ -29,7 +29,7 @@ from .._version import __version__
 from .attribution import attribute
 from .causes import CAUSE_CODES, CAUSES, code_of
 from .verdict import NVML_REFRESH_MS, Named, Verdict, fields, share_text
-from .columns import floats
+from .columns import MAX_LATENCY_MS, floats
 from .explain import attribute_span, attribute_wall, refine_host
 from .evidence import context
 from .signals import FLOOR_SHARE, SIGNALS
@@ -191,6 +191,8 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
             inf = inf.sort_values("start_ns", kind="stable")
             inf = inf.assign(iteration=inf.groupby(["name", "condition"]).cumcount())
         for name, eng in inf.groupby("name", sort=False):
+            first_cond = eng["condition"].iloc[int(np.argmin(eng["start_ns"].pipe(floats)))] \
+                if eng["start_ns"].notna().any() else None
             base_cond = _baseline_condition(eng)
             base_rows = eng[eng["condition"] == base_cond] if base_cond is not None else None
             for cond, rows in eng.groupby("condition", sort=False):
@@ -198,6 +200,10 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
                     rows = rows.sort_values("iteration", kind="stable")
                 lay = detect(rows["gpu_ms"].pipe(floats), rows["iteration"].to_numpy())
                 details[(ti, name, cond)] = lay
+                if cond == first_cond:
+                    cold = _cold_start(lay, ti, name, cond)
+                    if cold:
+                        data_notes.append(cold)
                 ref, tgt, ref_label = _groups(rows, lay, base_rows, cond, base_cond,
                                               only_condition=eng["condition"].nunique() == 1)
                 base_ms = float(ref["gpu_ms"].median()) if ref is not None else lay.baseline_ms
@@ -293,12 +299,33 @@ def _columns(rows: list[dict[str, Any]], base: list[str]) -> list[str]:
     return list(dict.fromkeys(base + [k for r in rows for k in r]))
 
 
+COLD_RATIO = 1.5  # a first level this many times the rest's, at the recording's start...
+COLD_SHARE = 0.25  # ...over at most this share of its iterations: a cold start
+
+
+def _cold_start(lay: Layers, ti: int, name: Any, cond: Any) -> str:
+    """A sentence if an engine's first condition begins with a level well above the rest
+    (lazy initialisation, cold caches, autotuning: work not marked warm-up), else "". It is
+    not left out, as the program did not mark it, but a baseline that includes it is no
+    steady reference, and the reader is told so, with the fix."""
+    if not lay.change_points or len(lay.levels_ms) < 2 or lay.n < 2:
+        return ""
+    first, rest = lay.levels_ms[0], float(np.median(lay.levels_ms[1:]))
+    k = lay.change_points[0]
+    if not (rest > 0 and first >= COLD_RATIO * rest and k <= COLD_SHARE * lay.n):
+        return ""
+    return (f"trace {ti}: {name}, {cond}: the recording begins with {k} iterations at "
+            f"{first / rest:.1f}x the latency of the rest ({first:.3f} vs {rest:.3f} ms): a "
+            f"cold start not marked as warm-up, which this condition's baseline includes; mark "
+            f"warm-up (s.warmup = True, or record --warmup N) to leave it out")
+
+
 def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str]:
     """The measured rows analysis can use, and a sentence on those it cannot: a latency that
     is missing, infinite or not positive is no measurement; a call that raised is no
     inference."""
     ms = inf["gpu_ms"].pipe(floats)
-    bad = ~np.isfinite(ms) | (ms <= 0)
+    bad = ~np.isfinite(ms) | (ms <= 0) | (ms > MAX_LATENCY_MS)
     raised = inf["error"].notna().to_numpy() if "error" in inf else np.zeros(len(inf), bool)
     # A row OUTLIER_RATIO times its engine and condition's median is not the same inference
     # running slower (a heavy tail stays far below it: a busy host's slowest were ~40x): a
@@ -311,7 +338,8 @@ def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str]:
         return inf, ""
     parts = []
     if bad.any():
-        parts.append(f"{int(bad.sum())} with no valid latency (missing, infinite or <= 0)")
+        parts.append(f"{int(bad.sum())} with no valid latency (missing, infinite, <= 0 or "
+                     f"over {MAX_LATENCY_MS:.0e} ms)")
     if (raised & ~bad).any():
         parts.append(f"{int((raised & ~bad).sum())} whose call raised")
     if outlier.any():

@@ -16,3 +16,25 @@ def floats(col: Any) -> np.ndarray:
         return np.asarray(col, dtype=np.float64)
     out: np.ndarray = col.to_numpy(dtype="float64", na_value=np.nan)
     return out
+
+
+# One inference over this long (about 2.8 hours) is no GPU measurement but broken data (and the
+# change-point penalty, built from the latency's variance, would overflow a float): analyze,
+# fleets and record's summary leave such rows out, as they do NaN and <= 0, and count them.
+MAX_LATENCY_MS = 1e7
+
+
+def stale_after_ns(meta: Any, field: str = "sm_clock_mhz") -> int:
+    """How old the latest reading of a telemetry field may be and still say what the GPU was
+    doing: three of its sampling periods (the sampler reads cheap fields every poll, costly
+    ones every 0.1 s, slow ones every second: fields.TIER_PERIOD_S) and at least 50 ms. Older
+    (the GPU was lost, the field stopped being supported, the sampler stalled), the value is
+    unknown. Record's table, analyze and the renderers use this one rule."""
+    from ..fields import FIELDS, TIER_PERIOD_S
+
+    opts = meta.get("options") if isinstance(meta, dict) else None
+    hz = opts.get("sample_hz") if isinstance(opts, dict) else None
+    poll_s = 1.0 / hz if isinstance(hz, (int, float)) and not isinstance(hz, bool) and \
+        0 < hz < float("inf") else 1e-3
+    cost = next((f.cost for f in FIELDS if f.name == field), "cheap")
+    return int(3e9 * max(poll_s, TIER_PERIOD_S.get(cost, 1.0), 50e-3 / 3))

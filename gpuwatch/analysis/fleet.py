@@ -24,13 +24,15 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from ..errors import TraceFormatError, UsageError
 from ..summary import EARLY_ITERS, LATE_ITERS
-from ..trace import KIND, LEGACY_KIND, META_KEY, SCHEMA_VERSION
-from .columns import floats
+from ..trace import KIND, LEGACY_KIND, META_KEY, SCHEMA_VERSION, _check_meta, _check_types
+from .columns import MAX_LATENCY_MS, floats
 
 PARTITIONS = ("host", "gpu_model", "run")
 _BINS_PER_DECADE = 200
@@ -82,19 +84,52 @@ class Fleet:
     by_model_gap: pd.DataFrame
     files: int
     skipped: tuple[str, ...] = ()
+    invalid_latencies: int = 0  # measured inferences left out: no valid gpu_ms
 
     def to_dict(self) -> dict[str, Any]:
         def records(df: pd.DataFrame) -> list[dict[str, Any]]:
             return json.loads(df.to_json(orient="records"))
 
         return {"files": self.files, "skipped": list(self.skipped),
+                "invalid_latencies": self.invalid_latencies,
                 "by_model_gap": records(self.by_model_gap), "runs": records(self.runs)}
 
 
 def trace_files(root: Path) -> list[str]:
-    """Every finished trace under `root` (unfinished `.partial` recordings left out)."""
+    """Every finished trace under `root` (unfinished `.partial` recordings, and directories
+    that happen to be named *.parquet, left out)."""
     return sorted(str(p) for p in root.rglob("*.parquet")
-                  if not any(part.endswith(".partial") for part in p.relative_to(root).parts))
+                  if not any(part.endswith(".partial") for part in p.relative_to(root).parts)
+                  and p.is_file())
+
+
+def _screen(path: str) -> tuple[str | None, str]:
+    """(the discriminator column of a fleet member, "") if it is a readable gpuwatch trace
+    this gpuwatch reads, else (None, why not). A trace newer than this gpuwatch is an error:
+    upgrading is the fix, not leaving it out."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        return None, f"not a readable Parquet file ({' '.join(str(e).split())[:80]})"
+    raw = (schema.metadata or {}).get(META_KEY)
+    names = schema.names
+    kind = KIND if KIND in names else LEGACY_KIND if LEGACY_KIND in names else None
+    if raw is None or kind is None:
+        return None, "not a gpuwatch trace"
+    try:
+        meta = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None, "its gpuwatch metadata is not valid JSON"
+    try:
+        _check_meta(meta, Path(path))
+        _check_types(schema)
+    except TraceFormatError as e:
+        if isinstance(meta, dict) and isinstance(meta.get("schema_version"), int) and \
+                not isinstance(meta["schema_version"], bool) and \
+                meta["schema_version"] > SCHEMA_VERSION:
+            raise
+        return None, str(e).removeprefix(f"{path}: ")
+    return kind, ""
 
 
 def fleet(root: str | os.PathLike[str],
@@ -111,34 +146,30 @@ def fleet(root: str | os.PathLike[str],
                       f"it", stacklevel=2)
     if not files:
         raise UsageError(f"no traces (*.parquet) under {root}")
-    dataset = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(root))
     good, skipped = [], []
     by_kind: dict[str, list[str]] = {KIND: [], LEGACY_KIND: []}  # (v3 traces; older ones)
-    for frag in dataset.get_fragments():
-        meta = (frag.physical_schema.metadata or {}).get(META_KEY)
-        names = frag.physical_schema.names
-        kind = KIND if KIND in names else LEGACY_KIND if LEGACY_KIND in names else None
-        if meta is None or kind is None:
-            skipped.append(frag.path)
+    reasons: dict[str, str] = {}
+    for path in files:
+        kind, why = _screen(path)
+        if kind is None:
+            skipped.append(path)
+            reasons[path] = why
             continue
-        version = json.loads(meta).get("schema_version")
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
-            raise TraceFormatError(f"{frag.path} uses trace schema v{version}, this gpuwatch reads "
-                                   f"up to v{SCHEMA_VERSION}; upgrade gpuwatch")
-        good.append(frag.path)
-        by_kind[kind].append(frag.path)
+        good.append(path)
+        by_kind[kind].append(path)
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} Parquet files that are not gpuwatch traces "
-                      f"(first: {skipped[0]})", stacklevel=2)
+        warnings.warn(f"left out {len(skipped)} Parquet file(s) that are not readable gpuwatch "
+                      f"traces (first: {skipped[0]}: {reasons[skipped[0]]})", stacklevel=2)
     if not good:
         raise TraceFormatError(f"none of the {len(files)} Parquet files under {root} is a "
-                               "gpuwatch trace")
+                               "readable gpuwatch trace")
     names = ds.dataset(good, format="parquet", partitioning="hive",
                        partition_base_dir=str(root)).schema.names
     keys = [k for k in PARTITIONS if k in names]
     accs: dict[tuple[Any, ...], _Acc] = {}
     seen: set[str] = set()
-    for batch in _batches(root, by_kind, keys):
+    invalid = [0]  # measured inferences with no valid latency (counted, left out)
+    for batch in _batches(root, by_kind, keys, invalid):
         if batch.num_rows == 0:
             continue
         df = batch.to_pandas()
@@ -156,11 +187,15 @@ def fleet(root: str | os.PathLike[str],
             seen.update(df["__filename"].unique())
             progress(len(seen), len(good))
     runs = _runs_table(accs, keys)
+    if invalid[0]:
+        warnings.warn(f"left out {invalid[0]} measured inference(s) with no valid latency "
+                      f"(missing, NaN, <= 0 or over {MAX_LATENCY_MS:.0e} ms)", stacklevel=2)
     return Fleet(runs=runs, by_model_gap=_by_model_gap(runs), files=len(good),
-                 skipped=tuple(skipped))
+                 skipped=tuple(skipped), invalid_latencies=invalid[0])
 
 
-def _batches(root: Path, by_kind: dict[str, list[str]], keys: list[str]) -> Iterator[Any]:
+def _batches(root: Path, by_kind: dict[str, list[str]], keys: list[str],
+             invalid: list[int]) -> Iterator[Any]:
     """The measured inferences of every trace, in batches: one dataset per discriminator
     column name (schema v3 traces and older ones mix in a fleet)."""
     for kind, paths in by_kind.items():
@@ -169,10 +204,13 @@ def _batches(root: Path, by_kind: dict[str, list[str]], keys: list[str]) -> Iter
         dataset = ds.dataset(paths, format="parquet", partitioning="hive",
                              partition_base_dir=str(root))
         cols = keys + ["__filename", "name", "condition", "gap_ms", "iteration", "gpu_ms"]
-        where = ((pc.field(kind) == "inferences") & (pc.field("kind") == "inference")
-                 & ~pc.field("warmup") & pc.field("gpu_ms").is_valid()
-                 & pc.field("error").is_null())
-        for batch in dataset.to_batches(columns=cols, filter=where, batch_size=262_144):
+        measured = ((pc.field(kind) == "inferences") & (pc.field("kind") == "inference")
+                    & ~pc.field("warmup") & pc.field("error").is_null())
+        # (a latency that is missing, NaN, <= 0 or absurd is no measurement: as analyze)
+        valid = (pc.field("gpu_ms") > 0) & (pc.field("gpu_ms") <= MAX_LATENCY_MS)
+        invalid[0] += dataset.count_rows(filter=measured & (~valid | pc.field("gpu_ms").is_null()))
+        for batch in dataset.to_batches(columns=cols, filter=measured & valid,
+                                        batch_size=262_144):
             yield batch
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from ..region import event_tag
 from ..trace import NOT_WORK_KINDS, Trace
 from . import hostside, wall
-from .columns import floats
+from .columns import floats, stale_after_ns
 
 WINDOW_FIELDS = ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c")
 START_FIELDS = ("pstate", "gpu_util_pct")
@@ -35,7 +35,6 @@ BOUNDS = {"sm_clock_mhz": (1.0, 10_000.0), "mem_clock_mhz": (1.0, 50_000.0),
           "power_w": (0.0, 10_000.0), "temperature_c": (-50.0, 200.0),
           "gpu_util_pct": (0.0, 100.0), "pstate": (0.0, 32.0)}
 INBAND_BOUNDS = (1.0, 10_000.0)  # sm_clock_inband_mhz
-SAMPLE_STALE_NS = 3_000_000_000  # the latest reading before a region counts if this recent
 
 
 def _sane_values(smp: pd.DataFrame, f: str) -> tuple[np.ndarray, int]:
@@ -73,7 +72,10 @@ def merge(trace: Trace) -> pd.DataFrame:
             impossible += int(bad.sum())
             inf = inf.assign(sm_clock_inband_mhz=np.where(bad, np.nan, v))
     out = []
-    one_gpu = inf["gpu"].nunique() <= 1 and samples["gpu"].nunique() <= 1
+    # (one GPU's rows and samples: no per-GPU copy of 10M samples; samples of another GPU
+    # than the inferences' are never theirs)
+    one_gpu = inf["gpu"].nunique() <= 1 and samples["gpu"].nunique() <= 1 and (
+        inf.empty or samples.empty or inf["gpu"].iloc[0] == samples["gpu"].iloc[0])
     kern = trace.kernels
     procs = trace.processes
     host_events = getattr(trace, "host_events", None)
@@ -82,7 +84,7 @@ def merge(trace: Trace) -> pd.DataFrame:
     for gpu, rows in inf.groupby("gpu", sort=True):
         smp = samples if one_gpu else samples[samples["gpu"] == gpu]
         rows = _sorted(rows, "start_ns").reset_index(drop=True)
-        cols, bad = _merge_gpu(rows, _sorted(smp, "t_ns"))
+        cols, bad = _merge_gpu(rows, _sorted(smp, "t_ns"), trace.meta)
         impossible += bad
         k = kern[kern["gpu"] == gpu] if len(kern) else kern
         pr = procs[procs["gpu"] == gpu] if len(procs) else procs
@@ -126,7 +128,8 @@ def _derived_columns() -> list[str]:
                    "ctx_switches", *wall.COLUMNS, *hostside.COLUMNS]
 
 
-def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> tuple[dict[str, np.ndarray], int]:
+def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame,
+               meta: Any = None) -> tuple[dict[str, np.ndarray], int]:
     """The telemetry columns of one GPU's regions (`rows`, in start order, indexed 0..n-1);
     and how many readings were impossible.
     The timeline is searched once for all fields (the reading at or before each start, and
@@ -156,10 +159,11 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame) -> tuple[dict[str, np.ndar
             hi = np.searchsorted(valid, hi_all, side="left")
             vv = v[valid]
         j = np.clip(at, 0, None)
-        # (a reading older than SAMPLE_STALE_NS says nothing now)
+        # (a reading older than its field's few sampling periods says nothing now)
         if vv.size:
             when = t[j] if valid is None else t[valid[j]]
-            v_start = np.where((at >= 0) & (start - when <= SAMPLE_STALE_NS), vv[j], np.nan)
+            v_start = np.where((at >= 0) & (start - when <= stale_after_ns(meta, f)), vv[j],
+                               np.nan)
         else:
             v_start = np.full(start.size, np.nan)
         cols[f"{f}_start"] = v_start

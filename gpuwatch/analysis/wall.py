@@ -117,6 +117,12 @@ def table(groups: list[tuple[dict[str, object], pd.DataFrame]]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+
+def _signed(ms: float) -> str:
+    """A signed millisecond figure to 3 places, never "-0.000" (what rounds to 0 is 0)."""
+    return "+0.000" if abs(ms) < 5e-4 else f"{ms:+.3f}"
+
+
 def text(row: pd.Series | dict[str, object]) -> str:
     """One line: the wall latency and its parts, e.g. "call -> result 1.30 ms = GPU queue
     0.01 + GPU 1.20 + completion 0.09 ms (host launch 0.30 ms, beside them)"."""
@@ -135,5 +141,5 @@ def text(row: pd.Series | dict[str, object]) -> str:
     q = f("queue_own_ms") + f("queue_other_ms")
     return (f"call -> result {f('wall_ms'):.3f} ms = GPU queue {q:.3f} (behind own work "
             f"{f('queue_own_ms'):.3f}) + GPU {f('gpu_ms'):.3f} + completion "
-            f"{f('completion_ms'):.3f} ms (clock mapping {f('residual_ms'):+.3f}); host launch "
+            f"{f('completion_ms'):.3f} ms (clock mapping {_signed(f('residual_ms'))}); host launch "
             f"{f('host_launch_ms'):.3f} ms overlaps them")

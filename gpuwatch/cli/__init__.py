@@ -37,10 +37,20 @@ def make_parser(command: Command, prog: str | None = None) -> argparse.ArgumentP
 
 def main(command: Command, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Parse, run, and turn gpuwatch errors into one line on stderr plus their exit status."""
-    parser = make_parser(command, prog)
-    split = getattr(command, "split_argv", None)  # (gpuwatch run: the program's own options)
-    args = parser.parse_args(split(list(argv if argv is not None else sys.argv[1:]))
-                             if split is not None else argv)
+    try:  # (a Ctrl-C this early: nothing started, nothing to say but that)
+        parser = make_parser(command, prog)
+        split = getattr(command, "split_argv", None)  # (gpuwatch run: the program's options)
+        args = parser.parse_args(split(list(argv if argv is not None else sys.argv[1:]))
+                                 if split is not None else argv)
+    except KeyboardInterrupt:
+        return 130
+    if command.name != "run":  # (run's program keeps Python's own streams and warnings)
+        _one_line_warnings(parser.prog)
+        for stream in (sys.stdout, sys.stderr):  # a name a terminal's encoding lacks: escaped
+            try:
+                stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+            except (AttributeError, ValueError):
+                pass
     try:
         return command.run(args)
     except GpuwatchError as e:
@@ -50,14 +60,53 @@ def main(command: Command, argv: Sequence[str] | None = None, prog: str | None =
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # (`| head`, `| true`: the reader left; as other tools, quietly)
+        _silence_stdout()
+        return 141
+    except OSError as e:  # (a full disk under stdout, an I/O error: one line, not a traceback)
+        _silence_stdout()
+        where = f" ({e.filename})" if e.filename else " while writing the output"
+        try:
+            print(f"{parser.prog}: error: {e.strerror or e}{where}", file=sys.stderr)
+        except OSError:
+            pass
+        return 1
+
+
+def _silence_stdout() -> None:
+    """After stdout failed, point it at /dev/null, so the interpreter's own flush at exit
+    does not fail (and print) again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _one_line_warnings(prog: str) -> None:
+    """gpuwatch's own warnings as one line each (`PROG: warning: ...`), not Python's two (the
+    second is a line of gpuwatch's source, of no use to a user)."""
+    import warnings
+
+    def fmt(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+            line: str | None = None) -> str:
+        return f"{prog}: warning: {' '.join(str(message).split())}\n"
+
+    warnings.formatwarning = fmt
 
 
 def entry(argv: Sequence[str] | None = None) -> int:
     """`gpuwatch COMMAND ...` / `python -m gpuwatch COMMAND ...`."""
-    from .analyze import AnalyzeCommand
-    from .finish import FinishCommand
-    from .record import RecordCommand
-    from .run import RunCommand
+    try:  # (a Ctrl-C while the commands' libraries load: no traceback through them)
+        from .analyze import AnalyzeCommand
+        from .finish import FinishCommand
+        from .record import RecordCommand
+        from .run import RunCommand
+    except KeyboardInterrupt:
+        return 130
 
     commands: dict[str, Command] = {c.name: c for c in (RecordCommand(), AnalyzeCommand(),
                                                         FinishCommand(), RunCommand())}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import BINDINGS, DEVICE_HELP_ENGINES
+from ..engines import check_spec
 from ..errors import Terminated, UsageError
 from ..recorder import MAX_SAMPLE_HZ, SAMPLER_MODES, Session
 from ..summary import condition_summary, format_summary
@@ -199,6 +200,7 @@ class RecordCommand:
             raise UsageError("give either --torch or --onnx, not both")
         engine_spec = (f"torch:{args.torch}" if args.torch else
                        f"onnx:{args.onnx}" if args.onnx else args.engine)
+        check_spec(engine_spec, args.device)  # (before anything is recorded or written)
         options = {"command": "record", "conditions": [c.name for c in conditions],
                    "gaps_ms": args.gap or [], "fps": args.fps or [], "iters": args.iters,
                    "warmup": args.warmup, "engine": engine_spec, "cuda_graph": args.cuda_graph,

@@ -139,25 +139,31 @@ class RunCommand:
             if not (args.quiet or args.json):
                 print(f"gpuwatch: warning: {SIM_WARNING}", file=sys.stderr)
             session.annotate(warning=SIM_WARNING)
+        own_stderr = _dup_stderr()  # (the program may close or replace its stderr)
         regions.install()
         try:
             code, error, raised = _run_program(args.module, argv)
             if error is not None:  # the program raised: recorded as a failed block is
                 status = "failed"
         except (KeyboardInterrupt, Terminated) as e:  # Ctrl-C, SIGTERM: the trace is kept
-            status, code = "interrupted", 143 if isinstance(e, Terminated) else 130
+            status, code = "interrupted", 128 + e.signum if isinstance(e, Terminated) else 130
             raised = e
             if isinstance(e, KeyboardInterrupt):  # (as python prints it; SIGTERM: silent)
                 _print_program_traceback(e)
         finally:
-            regions.uninstall()
-            # a region the program left open (it ended, raised or was stopped inside it),
-            # however deeply nested: its row says why
-            regions.close_open(raised)
-            session.annotate(regions_found=dict(regions.counts), region_hooks=regions.installed,
-                             regions_not_timed_other_thread=regions.concurrent,
-                             program_exit_status=code)
-            path = session.close(status=status, error=error)
+            session.prepare_close()  # (a Ctrl-C from here on waits for the trace)
+            _reopen_stderr(own_stderr)
+            try:
+                regions.uninstall()
+                # a region the program left open (it ended, raised or was stopped inside it),
+                # however deeply nested: its row says why
+                regions.close_open(raised)
+                session.annotate(regions_found=dict(regions.counts),
+                                 region_hooks=regions.installed,
+                                 regions_not_timed_other_thread=regions.concurrent,
+                                 program_exit_status=code)
+            finally:  # (whatever stopped the tidying, the trace is closed)
+                path = session.close(status=status, error=error)
         if os.getpid() != session._pid:  # a child the program forked ran to its end: the
             return code  # trace and the report are the parent's
         found = sum(regions.counts.values())
@@ -371,6 +377,32 @@ def _print_program_traceback(e: BaseException) -> None:
 
 def _ours(filename: str) -> bool:
     return "runpy" in filename or filename == __file__ or filename == "<frozen runpy>"
+
+
+def _dup_stderr() -> Any:
+    """A stream of our own on the process's stderr (a duplicate of fd 2), for gpuwatch's
+    report after a program that closed sys.stderr or fd 2, or set sys.stderr to None (print
+    would then write the report into the program's stdout). None if fd 2 is not open."""
+    try:
+        fd = os.dup(2)
+    except OSError:
+        return None
+    enc = getattr(sys.stderr, "encoding", None) or "utf-8"
+    return os.fdopen(fd, "w", buffering=1, encoding=enc, errors="backslashreplace")
+
+
+def _reopen_stderr(own: Any) -> None:
+    """After the program: if it left sys.stderr unusable (None, closed, or its fd closed),
+    gpuwatch's messages go to `own` instead, as they would have gone before."""
+    if own is None:
+        return
+    err = sys.stderr
+    try:
+        usable = err is not None and not err.closed and os.fstat(err.fileno()) is not None
+    except (OSError, ValueError, AttributeError):
+        usable = False
+    if not usable:
+        sys.stderr = own
 
 
 def _exit_code(code: Any) -> int:

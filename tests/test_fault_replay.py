@@ -1,0 +1,704 @@
+"""Issue 30's faults, replayed: each is a way a user can break a recording or an analysis, as
+they would cause it, with what must hold afterwards (nothing lost, nothing made up, one line
+naming the problem). Grouped by the issue's classes; each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import gpuwatch
+from gpuwatch.trace import LOCK_NAME, claim_for_finish, partial_path
+
+FINISH = [sys.executable, "-m", "gpuwatch.finish"]
+
+
+def _finish(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(FINISH + [str(a) for a in args], capture_output=True, text=True)
+
+
+def _crashed(tmp_path: Path, name: str = "t.parquet", n: int = 50) -> Path:
+    """A recording whose process died (as kill -9) after `n` regions reached the disk: its
+    .partial."""
+    out = tmp_path / name
+    code = textwrap.dedent(f"""
+        import os, gpuwatch
+        s = gpuwatch.session("sim:flat", {str(out)!r}, sample_hz=200)
+        s.start()
+        for _ in range({n}):
+            s.infer(lambda: None)
+        s._writer._chunks.close()  # what was buffered reaches the disk, then: kill -9
+        os.kill(os.getpid(), 9)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                       text=True)
+    assert r.returncode == -9, r.stderr
+    return partial_path(out)
+
+
+def _kept(partial: Path) -> int:
+    """How many regions an unfinished recording holds (read as analyze would)."""
+    with pytest.warns(gpuwatch.RecoveredTraceWarning):
+        return len(gpuwatch.load(partial).measured())
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    """A directory's files and contents (but its lock file: it names who holds it)."""
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.name != LOCK_NAME}
+
+
+# -- 1. finish never writes inside, nor deletes what it did not write ---------------------------
+
+def test_finish_refuses_to_write_the_trace_inside_the_recording_it_finishes(tmp_path):
+    partial = _crashed(tmp_path)
+    before, kept = _files(partial), _kept(partial)
+    for inside in (partial / "t.parquet", partial / "sub" / ".." / "t.parquet"):
+        r = _finish(partial, inside)
+        assert r.returncode == 2 and "inside the recording" in _one_line(r.stderr)
+        assert _files(partial) == before
+    r = _finish(partial)
+    assert r.returncode == 0 and not partial.exists()
+    assert len(gpuwatch.load(tmp_path / "t.parquet").measured()) == kept >= 45
+
+
+def test_finish_removes_only_what_gpuwatch_wrote_there(tmp_path):
+    partial = _crashed(tmp_path)
+    kept = _kept(partial)
+    (partial / "notes.txt").write_text("mine")
+    (partial / "plots").mkdir()
+    r = _finish(partial)
+    assert r.returncode == 0, r.stderr
+    assert "did not write" in r.stderr and "notes.txt" in r.stderr
+    assert sorted(p.name for p in partial.iterdir()) == ["notes.txt", "plots"]
+    assert (partial / "notes.txt").read_text() == "mine"
+    assert json.loads(r.stdout)["left_in_partial"] == ["notes.txt", "plots"]
+    assert len(gpuwatch.load(tmp_path / "t.parquet").measured()) == kept
+
+
+# -- 3 and 4. the lock is not the only guard; --out is checked again at close ------------------
+
+RECORDING = """
+import sys, time, gpuwatch
+out, signal_file = sys.argv[1], sys.argv[2]
+with gpuwatch.session("sim:flat", out, sample_hz=200) as s:
+    n = 0
+    while True:
+        s.infer(lambda: time.sleep(0.001)); n += 1
+        if n == 300:
+            open(signal_file, "w").close()  # the test acts now
+        try:
+            open(signal_file + ".go").close(); break  # ... and says when to stop
+        except OSError:
+            pass
+print(n)
+"""
+
+
+def _recording(tmp_path: Path, out: Path) -> tuple[subprocess.Popen[str], Path]:
+    flag = tmp_path / "flag"
+    p = subprocess.Popen([sys.executable, "-c", RECORDING, str(out), str(flag)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not flag.exists():
+        assert p.poll() is None, p.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return p, flag
+
+
+def _stop(p: subprocess.Popen[str], flag: Path) -> tuple[int, str, str]:
+    Path(str(flag) + ".go").touch()
+    out, err = p.communicate(timeout=60)
+    return p.returncode, out, err
+
+
+def test_finish_refuses_a_live_recording_whose_lock_file_was_removed(tmp_path):
+    out = tmp_path / "t.parquet"
+    p, flag = _recording(tmp_path, out)
+    try:
+        (partial_path(out) / LOCK_NAME).unlink()
+        r = _finish(partial_path(out))
+        assert r.returncode == 2 and "still being recorded by pid" in _one_line(r.stderr)
+        assert not out.exists()
+    finally:
+        code, stdout, err = _stop(p, flag)
+    # the recorder sees its lock gone: it does not finalise a directory it cannot vouch for,
+    # and says so; what it recorded is kept where it was
+    assert code != 0 and "taken over by another process" in err
+    assert not out.exists() and partial_path(out).is_dir()
+    assert _finish(partial_path(out)).returncode == 0
+    assert len(gpuwatch.load(out).measured()) == int(stdout or 0) or len(
+        gpuwatch.load(out).measured()) >= 300
+
+
+def test_a_file_put_at_out_during_the_recording_is_not_replaced(tmp_path):
+    out = tmp_path / "t.parquet"
+    p, flag = _recording(tmp_path, out)
+    out.write_text("someone else's")
+    code, stdout, err = _stop(p, flag)
+    assert out.read_text() == "someone else's"
+    assert code != 0 and "did not replace it" in err and "gpuwatch.finish" in err
+    partial = partial_path(out)
+    assert partial.is_dir() and not list(tmp_path.glob("*.tmp-*"))
+    other = tmp_path / "other.parquet"
+    assert _finish(partial, other).returncode == 0
+    assert len(gpuwatch.load(other).measured()) == int(stdout.strip().splitlines()[-1]) \
+        if stdout.strip() else len(gpuwatch.load(other).measured()) >= 300
+
+
+def test_a_trace_replaced_with_force_is_still_replaced(tmp_path):
+    """(The check at close must not refuse the file --force allowed.)"""
+    out = tmp_path / "t.parquet"
+    with gpuwatch.session("sim:flat", out) as s:
+        s.infer(lambda: None)
+    with gpuwatch.session("sim:flat", out, overwrite=True) as s:
+        for _ in range(3):
+            s.infer(lambda: None)
+    assert len(gpuwatch.load(out).measured()) == 3
+
+
+# -- 7. finish as careful as analyze ----------------------------------------------------------
+
+def _chunks(partial: Path) -> list[Path]:
+    return sorted(partial.glob("*-inferences.parquet"))
+
+
+@pytest.mark.parametrize("damage", ["cut", "empty", "junk"])
+def test_finish_leaves_out_an_unreadable_chunk_and_says_so(tmp_path, damage):
+    partial = _crashed(tmp_path)
+    kept = _kept(partial)
+    bad = partial / "c9999999-events.parquet"
+    good = next(partial.glob("*-inferences.parquet")).read_bytes()
+    bad.write_bytes({"cut": good[: len(good) // 2], "empty": b"", "junk": b"PAR1 junk"}[damage])
+    r = _finish(partial)
+    assert r.returncode == 0, r.stderr
+    assert "unreadable chunk" in r.stderr and bad.name in r.stderr
+    tr = gpuwatch.load(tmp_path / "t.parquet")
+    assert len(tr.measured()) == kept and tr.meta["skipped_chunks"] == [bad.name]
+
+
+@pytest.mark.parametrize("meta, words", [
+    (b"{not json", "meta.json is damaged"),
+    (b"[1, 2]", "not a JSON object"),
+    (json.dumps({"schema_version": 99, "status": "recording"}).encode(), "schema v99"),
+    (json.dumps({"schema_version": -3}).encode(), "no valid schema_version"),
+    (json.dumps({"schema_version": True}).encode(), "no valid schema_version"),
+    (b"[" * 100_000 + b"]" * 100_000, "meta.json is damaged"),
+])
+def test_finish_refuses_bad_metadata_in_one_line_and_keeps_the_recording(tmp_path, meta, words):
+    partial = _crashed(tmp_path)
+    (partial / "meta.json").write_bytes(meta)
+    before = _files(partial)
+    r = _finish(partial)
+    assert r.returncode == 2 and words in _one_line(r.stderr)
+    assert _files(partial) == before and not (tmp_path / "t.parquet").exists()
+
+
+def test_finish_on_a_full_disk_is_one_line_and_keeps_the_recording(tmp_path):
+    """RLIMIT_FSIZE makes writes past a size fail as a full disk would (EFBIG, not ENOSPC)."""
+    partial = _crashed(tmp_path, n=400)
+    before = _files(partial)
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000)); "
+            "from gpuwatch.cli import entry; sys.exit(entry(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "finish", str(partial)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "is kept" in _one_line(r.stderr)
+    assert _files(partial) == before
+    assert not (tmp_path / "t.parquet").exists() and not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_a_second_finish_of_the_same_recording_is_refused(tmp_path):
+    partial = _crashed(tmp_path)
+    fd = claim_for_finish(partial)  # (this process is finishing it)
+    try:
+        r = _finish(partial, tmp_path / "other.parquet")
+        assert r.returncode == 2 and "being recorded or finished by pid" in _one_line(r.stderr)
+    finally:
+        os.close(fd) if fd is not None else None
+    assert not (tmp_path / "other.parquet").exists() and _chunks(partial)
+
+
+def test_sigterm_at_any_moment_of_a_finish_leaves_the_trace_or_the_recording(tmp_path):
+    """Whenever SIGTERM lands: either the trace is whole and the .partial gone, or no trace and
+    the .partial as it was; never a temporary file left behind, never neither."""
+    rng = random.Random(30)
+    for k in range(4):
+        d = tmp_path / f"r{k}"
+        d.mkdir()
+        partial = _crashed(d, n=3000)
+        before, kept = _files(partial), _kept(partial)
+        p = subprocess.Popen(FINISH + [str(partial)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.05, 0.6))
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        assert "Traceback" not in err, err
+        assert not list(d.glob("*.tmp-*"))
+        out = d / "t.parquet"
+        if out.exists():
+            assert len(gpuwatch.load(out).measured()) == kept and not partial.exists()
+        else:
+            assert p.returncode in (143, -15) and _files(partial) == before
+            assert p.returncode == -15 or "is kept" in err  # (-15: before Python ran)
+
+
+# -- 8 and 12. attributes and API arguments checked at the call --------------------------------
+
+@pytest.mark.parametrize("attr, value, words", [
+    ("warmup", "no", "s.warmup takes True or False"),
+    ("warmup", 1.0, "s.warmup takes True or False"),
+    ("iteration", "x", "s.iteration takes a whole number"),
+    ("iteration", 2.5, "s.iteration takes a whole number"),
+    ("iteration", True, "s.iteration takes a whole number"),
+])
+def test_a_bad_session_attribute_is_a_usage_error_and_recording_goes_on(tmp_path, attr, value,
+                                                                        words):
+    out = tmp_path / "t.parquet"
+    with gpuwatch.session("sim:flat", out) as s:
+        s.infer(lambda: None)
+        with pytest.raises(gpuwatch.UsageError, match=words):
+            setattr(s, attr, value)
+        s.infer(lambda: None)
+        assert s.write_error is None
+    tr = gpuwatch.load(out)
+    assert tr.meta["status"] == "complete" and len(tr.measured()) == 2
+    assert tr.measured()["iteration"].tolist() == [0, 1]
+
+
+def test_good_session_attributes_still_label_the_rows(tmp_path):
+    import numpy as np
+
+    out = tmp_path / "t.parquet"
+    with gpuwatch.session("sim:flat", out) as s:
+        s.warmup, s.iteration = np.bool_(True), np.int64(-1)
+        s.infer(lambda: None)
+        s.warmup = False
+        s.infer(lambda: None)
+    inf = gpuwatch.load(out).inferences
+    assert inf["iteration"].tolist() == [-1, 0] and inf["warmup"].tolist() == [True, False]
+
+
+@pytest.mark.parametrize("name", [5, None, "", "  "])
+def test_set_condition_takes_a_name(tmp_path, name):
+    with gpuwatch.session("sim:flat", tmp_path / "t.parquet") as s:
+        with pytest.raises(gpuwatch.UsageError, match="set_condition takes a name"):
+            s.set_condition(name)
+        s.set_condition("gap=0ms", gap_ms=0)
+        s.infer(lambda: None)
+    assert gpuwatch.load(tmp_path / "t.parquet").meta["status"] == "complete"
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda d: gpuwatch.session(5, d / "t.parquet"), "device takes a device spec string"),
+    (lambda d: gpuwatch.session(["sim:t4"], d / "t.parquet"), "device takes a device spec"),
+    (lambda d: gpuwatch.session("sim:t4", d / "t.parquet", sample_gpus="some"),
+     "sample_gpus takes None"),
+    (lambda d: gpuwatch.session("sim:t4", d / "t.parquet", sample_gpus=[True]),
+     "sample_gpus takes None"),
+    (lambda d: gpuwatch.load(5), "load takes a trace's path"),
+    (lambda d: gpuwatch.load(None), "load takes a trace's path"),
+    (lambda d: gpuwatch.condition_summary(5), "condition_summary takes a Trace"),
+])
+def test_api_arguments_of_the_wrong_type_are_usage_errors_naming_them(tmp_path, call, words):
+    with pytest.raises(gpuwatch.UsageError, match=words):
+        call(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_engine_spec_of_the_wrong_type_is_a_usage_error(tmp_path):
+    with gpuwatch.session("sim:flat", tmp_path / "t.parquet") as s:
+        with pytest.raises(gpuwatch.UsageError, match="engine takes a spec string"):
+            s.engine(5)
+
+
+def test_condition_summary_takes_a_path_too(flat_trace):
+    assert gpuwatch.condition_summary(flat_trace.path).equals(
+        gpuwatch.condition_summary(flat_trace))
+
+
+# -- 9. usage checked before anything is written -----------------------------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["--engine", "builtin:nope"], "unknown built-in engine preset"),
+    (["--torch", "nope.mod:f"], "cannot run on a simulated GPU"),
+    (["--onnx", "missing.onnx"], "cannot run on a simulated GPU"),
+    (["--engine", "missing.plan"], "cannot run on a simulated GPU"),
+    (["--device", "cuda:0", "--onnx", "missing.onnx"], "does not exist"),
+    (["--device", "cuda:0", "--torch", "no_such_module_here:build"], "cannot find module"),
+    (["--device", "cuda:0", "--torch", "nofactory"], "takes module:factory"),
+    (["--device", "sim:t4,fault=gpu_lost@nan"], "bad sim fault"),
+])
+def test_a_usage_error_leaves_nothing_so_the_corrected_command_runs(tmp_path, args, words):
+    base = [sys.executable, "-m", "gpuwatch.record", "--device", "sim:t4", "--iters", "5",
+            "--warmup", "1", "--gap", "0", "--quiet", "--out", "x.parquet"]
+    r = subprocess.run(base + args, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and words in _one_line(r.stderr)
+    assert list(tmp_path.iterdir()) == []
+    ok = subprocess.run(base, capture_output=True, text=True, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+
+
+# -- 2 and 6. signals at any moment, os._exit, a session never closed --------------------------
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+def _run_long_loop(tmp_path: Path, out: Path, device: str = "standin") -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(PROGRAMS / "standins"), GPUWATCH_DEVICE=device)
+    p = subprocess.Popen([sys.executable, "-m", "gpuwatch", "run", "-q", "-o", str(out),
+                          str(PROGRAMS / "long_loop.py")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    assert p.stdout is not None and p.stdout.readline().strip() == "started"
+    return p
+
+
+def test_two_ctrl_c_close_together_on_the_real_gpu_path_keep_the_trace(tmp_path):
+    """The second press lands while the trace is being closed: it says so and lets it finish."""
+    rng = random.Random(2)
+    for k in range(3):
+        out = tmp_path / f"s{k}.parquet"
+        p = _run_long_loop(tmp_path, out)
+        time.sleep(0.8)
+        p.send_signal(signal.SIGINT)
+        time.sleep(rng.uniform(0.01, 0.1))
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 130, err
+        tr = gpuwatch.load(out)
+        assert tr.meta["status"] == "interrupted" and len(tr.inferences) > 20
+        assert not partial_path(out).exists()
+
+
+def test_ctrl_c_pressed_on_and_on_leaves_a_named_recording(tmp_path):
+    out = tmp_path / "s.parquet"
+    p = _run_long_loop(tmp_path, out)
+    time.sleep(0.8)
+    for _ in range(4):
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.003)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "Traceback (most recent call last)" not in err.split(
+        "KeyboardInterrupt")[-1]
+    if out.exists():  # (the trace was finished before the presses could stop it)
+        assert gpuwatch.load(out).meta["status"] == "interrupted"
+    else:  # the message names the .partial, which holds what was recorded
+        assert str(partial_path(out)) in err and "gpuwatch.finish" in err
+        assert _finish(partial_path(out)).returncode == 0
+        assert len(gpuwatch.load(out).inferences) > 20
+
+
+@pytest.mark.parametrize("how", ["record", "run"])
+def test_sighup_keeps_the_trace_and_exits_as_the_signal_would(tmp_path, how):
+    out = tmp_path / "h.parquet"
+    if how == "run":
+        p = _run_long_loop(tmp_path, out, device="sim:t4")
+    else:
+        p = subprocess.Popen([sys.executable, "-m", "gpuwatch.record", "--device", "sim:t4",
+                              "--gap", "5", "--iters", "100000", "--quiet", "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not list(partial_path(out).glob("*-inferences.parquet")):
+            assert time.monotonic() < deadline and p.poll() is None
+            time.sleep(0.05)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGHUP)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 129, err
+    tr = gpuwatch.load(out)
+    assert tr.meta["status"] == "interrupted" and len(tr.inferences) > 20
+
+
+OS_EXIT = """
+import os, gpuwatch
+s = gpuwatch.session("sim:t4", "t.parquet")
+s.start()
+e = s.engine("builtin:tiny")
+for _ in range(200):
+    e.infer(); e.synchronize()
+{end}
+"""
+
+
+@pytest.mark.parametrize("end, code, status", [
+    ("os._exit(0)", 0, "complete"),
+    ("os._exit(4)", 4, "failed"),
+    ("", 0, "complete"),  # never closed: the program just ends
+])
+def test_a_session_ended_by_os_exit_or_never_closed_still_writes_its_trace(tmp_path, end, code,
+                                                                           status):
+    r = subprocess.run([sys.executable, "-c", OS_EXIT.format(end=end)], capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert r.returncode == code, r.stderr
+    assert "the trace was closed then" in r.stderr
+    tr = gpuwatch.load(tmp_path / "t.parquet")
+    assert len(tr.measured()) == 200 and tr.meta["status"] == status
+
+
+def test_os_exit_under_run_keeps_the_trace_and_the_status(tmp_path):
+    prog = tmp_path / "p.py"
+    prog.write_text("import os, time\nfor _ in range(20):\n    time.sleep(0.001)\nos._exit(3)\n")
+    env = dict(os.environ, GPUWATCH_DEVICE="sim:t4")
+    r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-q", "-o", "r.parquet",
+                        str(prog)], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 3 and "os._exit(3)" in r.stderr
+    assert gpuwatch.load(tmp_path / "r.parquet").meta["status"] == "failed"
+
+
+def test_os_exit_in_a_forked_child_is_the_childs_own(tmp_path):
+    """A multiprocessing worker forked while recording exits with os._exit: it must not
+    close (or touch) the parent's recording."""
+    code = textwrap.dedent("""
+        import os, gpuwatch
+        with gpuwatch.session("sim:t4", "t.parquet") as s:
+            s.infer(lambda: None)
+            pid = os.fork()
+            if pid == 0:
+                os._exit(7)
+            _, st = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(st) == 7
+            s.infer(lambda: None)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert r.returncode == 0 and "closed then" not in r.stderr, r.stderr
+    assert len(gpuwatch.load(tmp_path / "t.parquet").measured()) == 2
+
+
+# -- 11. run leaves the program's exit status and streams as python would ----------------------
+
+@pytest.mark.parametrize("program", [
+    "import sys\nsys.stderr.close()\nprint('out')\n",
+    "import os\nos.close(2)\nprint('out')\n",
+    "import sys\nsys.stderr = None\nprint('out')\n",
+    "import sys\nsys.stderr.close()\nprint('out')\nsys.exit(5)\n",
+])
+def test_a_program_that_closes_or_drops_its_stderr_keeps_its_status_and_stdout(tmp_path,
+                                                                              program):
+    prog = tmp_path / "p.py"
+    prog.write_text(program)
+    bare = subprocess.run([sys.executable, str(prog)], capture_output=True, text=True)
+    env = dict(os.environ, GPUWATCH_DEVICE="sim:t4")
+    r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-o", "r.parquet", str(prog)],
+                       capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert (r.returncode, r.stdout) == (bare.returncode, bare.stdout) == (r.returncode, "out\n")
+    assert "trace:" in r.stderr and "Traceback" not in r.stderr  # (the report: on stderr)
+    assert gpuwatch.load(tmp_path / "r.parquet").meta["status"] in ("complete", "failed")
+
+
+# -- 10. what used to be a traceback: one line, or a result that says what it left out ---------
+
+def _edited(src: Path, dest: Path, column: str | None = None, fn=None, typ=None,
+            meta: dict | bytes | None = None) -> Path:
+    """`src` rewritten with one column's values changed and/or its metadata replaced."""
+    import pyarrow as pa
+
+    t = pq.read_table(src)
+    if column is not None:
+        old = t.schema.field(column)
+        t = t.set_column(t.schema.get_field_index(column), pa.field(column, typ or old.type),
+                         pa.array(fn(t.column(column).to_pylist()), type=typ or old.type))
+    raw = t.schema.metadata[b"gpuwatch"] if meta is None else (
+        meta if isinstance(meta, bytes) else json.dumps(meta).encode())
+    pq.write_table(t.replace_schema_metadata({b"gpuwatch": raw}), dest)
+    return dest
+
+
+def _analyze_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gpuwatch", "analyze", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def small_trace(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("small") / "small.parquet"
+    with gpuwatch.session("sim:t4", out, sample_hz=500) as s:
+        e = s.engine("builtin:tiny")
+        for gap in (0.0, 20.0):
+            s.set_condition(f"gap={gap:g}ms", gap_ms=gap)
+            for _ in range(60):
+                e.infer()
+                e.synchronize()
+                s.wait(gap)
+    return out
+
+
+def _as_text(values: list) -> list:
+    return [None if v is None else str(v) for v in values]
+
+
+@pytest.mark.parametrize("column", ["gpu_ms", "iteration"])
+def test_a_column_of_the_wrong_type_is_refused_in_one_line(tmp_path, small_trace, column):
+    import pyarrow as pa
+
+    p = _edited(small_trace, tmp_path / "t.parquet", column, _as_text, pa.string())
+    r = _analyze_cli(p, "--json")
+    assert r.returncode == 2 and f"column '{column}' holds string" in _one_line(r.stderr)
+    with pytest.raises(gpuwatch.TraceFormatError, match="changed by another tool"):
+        gpuwatch.load(p)
+
+
+def test_absurd_latencies_are_left_out_and_counted(tmp_path, small_trace):
+    p = _edited(small_trace, tmp_path / "t.parquet", "gpu_ms",
+                lambda v: [None if x is None else x * 1e300 for x in v])
+    r = _analyze_cli(p, "--json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert "no valid latency" in json.dumps(json.loads(r.stdout))
+
+
+def test_a_missing_warmup_flag_reads_as_measured_with_a_warning(tmp_path, small_trace):
+    p = _edited(small_trace, tmp_path / "t.parquet", "warmup", lambda v: [None for _ in v])
+    with pytest.warns(gpuwatch.DamagedTraceWarning, match="no warm-up flag"):
+        tr = gpuwatch.load(p)
+    assert not tr.inferences["warmup"].any()
+    r = _analyze_cli(p)
+    assert r.returncode == 0 and "warning: 120 inference rows have no warm-up flag" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("devices", [["a", "b"], {"a": 1}, "gpu", 5])
+def test_metadata_of_the_wrong_shape_is_left_out_with_a_warning(tmp_path, small_trace, devices):
+    meta = json.loads(pq.read_schema(small_trace).metadata[b"gpuwatch"])
+    p = _edited(small_trace, tmp_path / "t.parquet", meta=dict(meta, devices=devices,
+                                                                options=[1]))
+    r = _analyze_cli(p, "--json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "metadata entries devices, options have the wrong type" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_metadata_nested_a_hundred_thousand_deep_is_one_line(tmp_path, small_trace):
+    raw = b'{"schema_version": 4, ' + b'"a": {' * 100_000 + b"}" * 100_001
+    p = _edited(small_trace, tmp_path / "t.parquet", meta=raw)
+    r = _analyze_cli(p)
+    assert r.returncode == 2 and "not valid JSON" in _one_line(r.stderr)
+
+
+def test_a_fleet_leaves_out_members_it_cannot_read_and_says_which(tmp_path, small_trace):
+    import shutil
+
+    meta = json.loads(pq.read_schema(small_trace).metadata[b"gpuwatch"])
+    f = tmp_path / "fleet"
+    f.mkdir()
+    for i in range(2):
+        shutil.copy(small_trace, f / f"m{i}.parquet")
+    (f / "cut.parquet").write_bytes(small_trace.read_bytes()[:3000])
+    (f / "empty.parquet").write_bytes(b"")
+    (f / "dir.parquet").mkdir()
+    _edited(small_trace, f / "nonjson.parquet", meta=b"{nope")
+    _edited(small_trace, f / "neg.parquet", meta=dict(meta, schema_version=-3))
+    _edited(small_trace, f / "bool.parquet", meta=dict(meta, schema_version=True))
+    r = _analyze_cli(f, "--json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    out = json.loads(r.stdout)
+    assert out["files"] == 2 and sorted(Path(p).name for p in out["skipped"]) == [
+        "bool.parquet", "cut.parquet", "empty.parquet", "neg.parquet", "nonjson.parquet"]
+    assert "left out 5 Parquet file(s)" in r.stderr
+    _edited(small_trace, f / "future.parquet", meta=dict(meta, schema_version=99))
+    r = _analyze_cli(f)
+    assert r.returncode == 2 and "upgrade gpuwatch" in _one_line(r.stderr)
+
+
+def test_a_fleet_leaves_out_latencies_that_are_no_measurement(tmp_path, small_trace):
+    f = tmp_path / "fleet"
+    f.mkdir()
+
+    def spoil(v: list) -> list:  # negative, NaN and absurd, among real ones
+        bad = [-9.291, float("nan"), 1e300]
+        return [x if x is None or i % 4 == 3 else bad[i % 4 % 3] for i, x in enumerate(v)]
+
+    _edited(small_trace, f / "spoilt.parquet", "gpu_ms", spoil)
+    r = _analyze_cli(f, "--json")
+    assert r.returncode == 0 and "no valid latency" in r.stderr
+    out = json.loads(r.stdout)
+    assert out["invalid_latencies"] > 0
+    for run in out["runs"]:
+        assert 0.1 < run["p50_ms"] < 1.0  # (the real ones: 0.25-0.28 ms)
+
+
+def test_a_chunk_damaged_during_the_recording_is_left_out_at_close(tmp_path):
+    out = tmp_path / "t.parquet"
+    s = gpuwatch.session("sim:flat", out, sample_hz=200)
+    s.start()
+    for _ in range(50):
+        s.infer(lambda: None)
+    deadline = time.monotonic() + 10  # (the writer flushes once a second)
+    while not list(partial_path(out).glob("*-inferences.parquet")):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    chunk = sorted(partial_path(out).glob("*-inferences.parquet"))[0]
+    chunk.write_bytes(chunk.read_bytes()[:100])  # another process damages it
+    for _ in range(10):
+        s.infer(lambda: None)
+    s.close(status="interrupted")  # (as after a Ctrl-C)
+    tr = gpuwatch.load(out)
+    assert tr.meta["skipped_chunks"] == [chunk.name] and 10 <= len(tr.measured()) < 60
+
+
+def test_stdout_that_fails_is_one_line_and_a_closed_pipe_is_quiet(tmp_path, small_trace):
+    r = subprocess.run(f"{sys.executable} -m gpuwatch analyze {small_trace} | true", shell=True,
+                       capture_output=True, text=True)
+    assert r.stderr == ""
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "gpuwatch", "analyze", str(small_trace)],
+                           stdout=full, stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 1 and "No space left on device" in _one_line(r.stderr)
+
+
+def test_names_the_terminal_cannot_encode_are_escaped(tmp_path):
+    out = tmp_path / "u.parquet"
+    with gpuwatch.session("sim:t4", out) as s:
+        e = s.engine("builtin:tiny")
+        s.set_condition("gäp=0ms ✓", gap_ms=0)
+        for _ in range(60):
+            e.infer()
+            e.synchronize()
+    env = dict(os.environ, PYTHONIOENCODING="ascii")
+    r = subprocess.run([sys.executable, "-m", "gpuwatch", "analyze", str(out)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "g\\xe4p=0ms \\u2713" in r.stdout, r.stderr
+
+
+def test_a_full_disk_at_the_start_is_one_line_and_leaves_nothing(tmp_path):
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0)); "
+            "from gpuwatch.cli import entry; sys.exit(entry(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "record", "--device", "sim:t4", "--iters",
+                        "5", "--gap", "0", "--out", "z.parquet"], capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert r.returncode == 1 and "cannot write the trace" in _one_line(r.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_the_command_starts_is_quiet(tmp_path):
+    """Anywhere in the first second (loading libraries, opening the GPU, the first regions):
+    exit 130 and no traceback; a trace if the recording had begun."""
+    rng = random.Random(3)
+    for k in range(6):
+        out = tmp_path / f"e{k}.parquet"
+        p = subprocess.Popen([sys.executable, "-m", "gpuwatch.record", "--device", "sim:t4",
+                              "--gap", "5", "--iters", "2000", "--quiet", "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.1, 1.0))  # (from 0.1 s: past the interpreter's own start)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode in (130, -2) and "Traceback" not in err, err
+        assert not partial_path(out).exists()
+        if out.exists():
+            assert gpuwatch.load(out).meta["status"] == "interrupted"
