@@ -23,6 +23,12 @@ from gpuwatch.trace import LOCK_NAME, claim_for_finish, partial_path
 FINISH = [sys.executable, "-m", "gpuwatch.finish"]
 
 
+def _sigint_default() -> None:
+    """(preexec_fn) Ctrl-C as a terminal delivers it: a shell that starts a job in the
+    background (`bash .ci/run &`) leaves SIGINT ignored, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _finish(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(FINISH + [str(a) for a in args], capture_output=True, text=True)
 
@@ -364,7 +370,8 @@ def _run_long_loop(tmp_path: Path, out: Path, device: str = "standin") -> subpro
     env = dict(os.environ, PYTHONPATH=str(PROGRAMS / "standins"), GPUWATCH_DEVICE=device)
     p = subprocess.Popen([sys.executable, "-m", "gpuwatch", "run", "-q", "-o", str(out),
                           str(PROGRAMS / "long_loop.py")], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+                         preexec_fn=_sigint_default)
     assert p.stdout is not None and p.stdout.readline().strip() == "started"
     return p
 
@@ -694,7 +701,8 @@ def test_ctrl_c_while_the_command_starts_is_quiet(tmp_path):
         out = tmp_path / f"e{k}.parquet"
         p = subprocess.Popen([sys.executable, "-m", "gpuwatch.record", "--device", "sim:t4",
                               "--gap", "5", "--iters", "2000", "--quiet", "--out", str(out)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=_sigint_default)
         time.sleep(rng.uniform(0.1, 1.0))  # (from 0.1 s: past the interpreter's own start)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=60)

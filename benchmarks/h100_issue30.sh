@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Issue 30 on a lent GPU (H100 or H200): the GPU tests on this commit (the real-GPU path's
+# signal handling, exit hooks and trace publishing changed), and the signal/exit faults made
+# on the real GPU (benchmarks/faults_real_gpu.py). On an H200 (H200=1), also issue 28's H200
+# part: the seed's experiment and the probe validation (h100_issue28.sh, SEED=1).
+#   OUT=/some/dir bash benchmarks/h100_issue30.sh        # about 4 minutes (H200=1: 7)
+set -uo pipefail
+: "${OUT:?set OUT=/some/dir}"
+R="$OUT/issue30"; mkdir -p "$R"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null 2>&1 || { echo "install failed"; exit 1; }
+{ date -u; nproc; git log -1 --format='%H %s'; nvidia-smi --query-gpu=name,driver_version --format=csv; } > "$R/env.txt" 2>&1
+cat "$R/env.txt"
+timeout 240 python3 -X faulthandler -m pytest -q -ra -p no:cacheprovider tests/test_gpu_probe.py tests/test_gpu.py \
+    tests/test_gpu_user_code.py tests/test_gpu_run.py tests/test_native.py > "$R/gpu_tests.txt" 2>&1
+echo "== gpu tests ($SECONDS s)"; tail -n 4 "$R/gpu_tests.txt"
+timeout 180 python3 benchmarks/faults_real_gpu.py --out "$R/faults" > "$R/faults.txt" 2>&1
+echo "== faults ($SECONDS s)"; cut -c1-260 "$R/faults.txt"
+if [ "${H200:-0}" = 1 ]; then
+  TESTS=0 COST=0 PHYSICS=0 SEED=1 OUT="$OUT" bash benchmarks/h100_issue28.sh
+fi
+echo "total $SECONDS s"
