@@ -710,3 +710,51 @@ def test_ctrl_c_while_the_command_starts_is_quiet(tmp_path):
         assert not partial_path(out).exists()
         if out.exists():
             assert gpuwatch.load(out).meta["status"] == "interrupted"
+
+
+def test_a_condition_with_no_valid_latency_is_named_not_dropped_silently(flat_trace):
+    import dataclasses
+
+    inf = flat_trace.inferences.copy()
+    m = inf["condition"] == "gap=20ms"
+    inf.loc[m, "gpu_ms"] = -inf.loc[m, "gpu_ms"]
+    a = gpuwatch.analyze(dataclasses.replace(flat_trace, inferences=inf))
+    assert "nothing is left of builtin:small, gap=20ms" in a.data_notes[0]
+    assert a.verdict.startswith("No condition that could be compared is slower or faster")
+    assert "1 condition(s) had no valid latency at all and were not compared" in a.verdict
+    assert "gap=20ms" not in set(a.layers["condition"])
+
+
+def test_an_unmarked_cold_start_is_noted(flat_trace):
+    import dataclasses
+
+    inf = flat_trace.inferences.copy()
+    first = inf.index[(inf["condition"] == "gap=0ms") & ~inf["warmup"].astype(bool)][:60]
+    inf.loc[first, "gpu_ms"] = inf.loc[first, "gpu_ms"] * 3
+    a = gpuwatch.analyze(dataclasses.replace(flat_trace, inferences=inf))
+    notes = [n for n in a.data_notes if "cold start not marked as warm-up" in n]
+    assert len(notes) == 1 and "builtin:small, gap=0ms" in notes[0]
+    assert "begins with 60 iterations at 3.0x" in notes[0]
+    assert not any("cold start" in n for n in gpuwatch.analyze(flat_trace).data_notes)
+
+
+def test_record_s_table_does_not_lend_a_lost_gpu_s_last_clock(tmp_path):
+    """After the GPU is lost, the table's clock is unknown, not the last reading (1590 MHz
+    where the clock was 765)."""
+    out = tmp_path / "t.parquet"
+    r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device",
+                        "sim:t4,fault=gpu_lost@0.5", "--gap", "0,20", "--iters", "200",
+                        "--warmup", "5", "--json", "--out", str(out)], capture_output=True,
+                       text=True)
+    summary = {row["condition"]: row for row in json.loads(r.stdout)["summary"]}
+    assert summary["gap=20ms"]["sm_clock_p50_mhz"] is None, summary["gap=20ms"]
+    assert 300 < summary["gap=0ms"]["sm_clock_p50_mhz"] < 2000
+
+
+def test_samples_of_another_gpu_are_not_an_inference_s(flat_trace):
+    import dataclasses
+
+    samples = flat_trace.samples.assign(gpu=1)
+    a = gpuwatch.analyze(dataclasses.replace(flat_trace, samples=samples))
+    inf = a.merged[a.merged["kind"] == "inference"]
+    assert inf["sm_clock_nvml_mhz_mean"].isna().all() and inf["power_w_mean"].isna().all()

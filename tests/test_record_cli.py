@@ -127,7 +127,9 @@ def test_a_signal_mid_recording_keeps_the_trace(tmp_path, sig, code, word):
     out = tmp_path / "int.parquet"
     p = subprocess.Popen([sys.executable, "-m", "gpuwatch.record", "--device", "sim:t4",
                           "--gap", "20", "--iters", "10000000", "--out", str(out)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         # (SIGINT as a terminal gives it, also from a background job)
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     partial = tmp_path / "int.parquet.partial"
     deadline = time.monotonic() + 60
     while not list(partial.glob("*inferences.parquet")) and time.monotonic() < deadline:

@@ -141,7 +141,8 @@ def test_a_stopped_program_keeps_its_trace(tmp_path, sig, status):
     p = subprocess.Popen([sys.executable, "-m", "gpuwatch", "run", "-q", "-o",
                           str(tmp_path / "s.parquet"), str(PROGRAMS / "long_loop.py")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                         env=env)
+                         env=env,  # (SIGINT as a terminal gives it, also from a background job)
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert p.stdout is not None and p.stdout.readline().strip() == "started"
     time.sleep(1.0)
     p.send_signal(getattr(signal, sig))

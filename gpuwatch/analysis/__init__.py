@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -157,6 +157,7 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
     latency_groups: list[tuple[dict[str, Any], pd.DataFrame]] = []
     check_rows, clock_rows = [], []
     data_notes: list[str] = []
+    lost: list[str] = []  # conditions with no valid latency at all (not compared)
     statuses: list[dict[str, Any]] = []
     details: dict[tuple[Any, ...], Layers] = {}
     for ti, tr in enumerate(loaded):
@@ -174,7 +175,8 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
         check_rows.append(outside_table(m, tr.kernels, ti))
         clock_rows.append(compare_clocks(m[m["kind"] == "inference"], ti))
         inf = m[(m["kind"] == "inference") & ~m["warmup"].astype(bool)]
-        inf, note = _usable(inf, ti)
+        inf, note, gone = _usable(inf, ti)
+        lost += gone
         if note:
             data_notes.append(note)
         waits = _waits_inside(inf, ti)
@@ -278,7 +280,7 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
         traces=loaded, merged=pd.concat(merged_all, ignore_index=True) if merged_all else
         pd.DataFrame(), layers=layers, attribution=attribution,
         spans=pd.concat(span_rows, ignore_index=True) if span_rows else pd.DataFrame(),
-        verdicts=verdicts, verdict=_headlines(statuses) + _overall(verdicts, wall_verdicts),
+        verdicts=verdicts, verdict=_headlines(statuses) + _overall(verdicts, wall_verdicts, lost),
         details=details, status=statuses,
         wall_verdicts=wall_verdicts, wall_attribution=wall_attribution,
         latency=wall.table(latency_groups),
@@ -320,7 +322,7 @@ def _cold_start(lay: Layers, ti: int, name: Any, cond: Any) -> str:
             f"warm-up (s.warmup = True, or record --warmup N) to leave it out")
 
 
-def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str]:
+def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str, list[str]]:
     """The measured rows analysis can use, and a sentence on those it cannot: a latency that
     is missing, infinite or not positive is no measurement; a call that raised is no
     inference."""
@@ -335,7 +337,7 @@ def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str]:
         [inf["name"], inf["condition"]], dropna=False).transform("median").pipe(floats)
     outlier = ok & (ms > OUTLIER_RATIO * med)
     if not (bad | raised | outlier).any():
-        return inf, ""
+        return inf, "", []
     parts = []
     if bad.any():
         parts.append(f"{int(bad.sum())} with no valid latency (missing, infinite, <= 0 or "
@@ -346,9 +348,15 @@ def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str]:
         parts.append(f"{int(outlier.sum())} over {OUTLIER_RATIO:g}x their condition's median "
                      f"latency (up to {np.max(ms[outlier]):.6g} ms: stalls or broken data, "
                      f"not the same work running slower)")
-    return inf[~(bad | raised | outlier)], (
+    keep = ~(bad | raised | outlier)
+    kept = pd.Series(keep, index=inf.index).groupby(
+        [inf["name"], inf["condition"]], dropna=False, sort=False).sum()
+    gone = [f"{n}, {c}" for (n, c), k in kept.items() if k == 0]  # (a whole condition)
+    whole = (f"; nothing is left of {', '.join(gone[:3])}{' and more' if len(gone) > 3 else ''}"
+             f", which is missing from the tables") if gone else ""
+    return inf[keep], (
         f"trace {ti}: {' and '.join(parts)} of {len(inf)} measured inferences were left out of "
-        f"the analysis")
+        f"the analysis{whole}"), gone
 
 
 def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFrame | None,
@@ -730,7 +738,8 @@ def _headlines(statuses: list[dict[str, Any]]) -> str:
     return "".join(f"{h[0].upper()}{h[1:]}. " for h in lines)
 
 
-def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None) -> str:
+def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None,
+             lost: Sequence[str] = ()) -> str:
     """One sentence for everything: how many conditions changed, and what explains them. The
     latency the user sees comes first: a series with call -> result verdicts is judged on them
     (and on its event time only where they found no change at all); spans count where they
@@ -748,8 +757,11 @@ def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None) 
         ev = verdicts[[k not in changed_keys for k in keys(verdicts)]] if len(verdicts) \
             else verdicts
         verdicts = pd.concat([wall_verdicts[use_wall], ev], ignore_index=True)
+    not_compared = (f" {len(lost)} condition(s) had no valid latency at all and were not "
+                    f"compared ({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''}).") \
+        if lost else ""
     if verdicts.empty:
-        return "No measured inferences in the trace(s)."
+        return "No measured inferences in the trace(s)." + not_compared
     # each verdict weighs what it cost in all: |extra ms| x the iterations it concerns (a
     # 1,000-iteration episode of +1.8 ms outweighs a 70-iteration one of +3 ms)
     n_iter = verdicts["iterations"] if "iterations" in verdicts else 1
@@ -758,6 +770,9 @@ def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None) 
     key = ["trace", "engine", "condition"]
     n_conditions = len(v.drop_duplicates(key))
     if changed.empty:
+        if lost:  # ("no change" only where nothing changed anywhere: these were not seen)
+            return ("No condition that could be compared is slower or faster than its baseline "
+                    "beyond noise." + not_compared)
         return ("No condition is slower or faster than its baseline beyond noise, and no "
                 "episode came and went.")
     worst = changed.iloc[0]
@@ -784,7 +799,7 @@ def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None) 
         head = (f"No {'condition' if series == 'conditions' else 'series'} differs from its "
                 f"baseline as a whole, but {came}")
     return (f"{head}; main cause {how}: {FACTOR_TEXT[main]}. Largest: {prefix}"
-            f"{worst['sentence']}")
+            f"{worst['sentence']}" + not_compared)
 
 
 def _span_table(m: pd.DataFrame, ti: int) -> pd.DataFrame:
