@@ -383,7 +383,7 @@ def _latency_panels(a: Analysis, label: Any) -> tuple[list[dict[str, Any]], list
                 "cause": None if not isinstance(v.cause_code, str) else v.cause_code})
     panels, scatters = [], []
     for ti in range(len(a.traces)):
-        rows, _ = _usable(inf[inf["trace"] == ti], ti)  # what the analysis used
+        rows, _, _ = _usable(inf[inf["trace"] == ti], ti)  # what the analysis used
         groups = dict(iter(rows.groupby(["name", "condition"], sort=False)))
         series = []
         for r in a.layers[a.layers["trace"] == ti].itertuples():
