@@ -14,7 +14,9 @@ import pytest
 import gpuwatch
 from tests.conftest import signal_episodes
 
-pytestmark = pytest.mark.slow  # (seconds a test: run first, in parallel; see docs/install.md)
+# Real time, as tests/test_sim_host_causes.py: another test's busy worker would be a host cause
+# of its own; these run alone, after the parallel tests (see docs/install.md).
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 
 def busy(ms: float) -> None:
