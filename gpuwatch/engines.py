@@ -223,6 +223,11 @@ def check_spec(spec: Any, device: str | None = None) -> None:
     if spec.endswith((".plan", ".engine")) and not spec.startswith("tensorrt:"):
         spec = f"tensorrt:{spec}"
     kind, _, rest = spec.partition(":")
+    where = device or os.environ.get("GPUWATCH_DEVICE") or "auto"
+    if where.split(",")[0] == "standin":
+        raise UsageError("the stand-in device runs no engines: time your own code with "
+                         "gpuwatch run, or record an engine on a GPU (--device auto) or a "
+                         "simulated one (--device sim:t4)")
     if kind not in ("builtin", "torch", "tensorrt", "onnx"):
         raise UsageError(f"unknown engine {spec!r}; use builtin:small, builtin:large, "
                          "torch:module:factory, a .plan/.engine file, or onnx:model.onnx")
@@ -231,7 +236,6 @@ def check_spec(spec: Any, device: str | None = None) -> None:
 
         parse_spec(spec)
         return
-    where = device or os.environ.get("GPUWATCH_DEVICE") or "auto"
     if where.startswith("sim"):
         raise UsageError(f"engine {spec!r} cannot run on a simulated GPU (TensorRT, ONNX and "
                          f"PyTorch need a real one); use builtin:small or builtin:large")

@@ -139,6 +139,13 @@ class Session:
                              f"{type(out).__name__} {out!r}")
         if out is not None and not str(out).strip():
             raise UsageError("out is empty; give a trace file name like run.parquet")
+        for name, flag in (("overwrite", overwrite), ("kernels", kernels)):
+            if not isinstance(flag, (bool, np.bool_)):  # ("no" is true: it would replace)
+                raise UsageError(f"{name} takes True or False, got {type(flag).__name__} "
+                                 f"{flag!r}")
+        if options is not None and not isinstance(options, dict):
+            raise UsageError(f"options takes a dict of JSON-able items, got "
+                             f"{type(options).__name__} {options!r}")
         if probe is not None and not isinstance(probe, bool):
             raise UsageError(f"probe takes True, False or None (the device's default), got "
                              f"{probe!r}")
@@ -152,7 +159,7 @@ class Session:
         self.probe_error: str | None = None  # why the default probe is off, where it is
         self.overwrite = bool(overwrite)
         self.sampler_mode, self.sample_gpus, self.binding = sampler, sample_gpus, binding
-        self.kernels = kernels
+        self.kernels = bool(kernels)
         self._tracer: Any = None
         # gpuwatch run's kernel bursts: a wrapper of the kernel tracer's sink, and what runs
         # at close once every kernel record is in (it adds rows, returns metadata)
@@ -228,6 +235,10 @@ class Session:
 
     def start(self) -> None:
         global _active
+        if self._closed or self._writer is not None:
+            raise SessionError(f"this session (to {self.out}) has already "
+                               f"{'ended' if self._closed else 'started'}; a session records "
+                               f"once: make a new one (gpuwatch.session(...))")
         with _active_lock:
             if _active is not None:
                 raise SessionError(
@@ -649,9 +660,10 @@ class Session:
 
     @iteration.setter
     def iteration(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise UsageError(f"s.iteration takes a whole number, got {type(value).__name__} "
-                             f"{value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or \
+                not -2**62 <= value < 2**62:  # (the trace's column is int64; room to count)
+            raise UsageError(f"s.iteration takes a whole number (within +-2**62), got "
+                             f"{type(value).__name__} {value!r}")
         self._iteration = int(value)
 
     @property

@@ -798,8 +798,9 @@ def read_partial_meta(partial: Path) -> dict[str, Any]:
     try:
         meta = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise TraceFormatError(f"{partial}/meta.json is damaged ({type(e).__name__}); analyse "
-                               f"the chunks as they are (python -m gpuwatch.analyze {partial})"
+        raise TraceFormatError(f"{partial}/meta.json is damaged ({type(e).__name__}): restore "
+                               f"it from a copy to finish or analyse the recording; its chunks "
+                               f"read as they are with pyarrow.dataset.dataset('{partial}')"
                                ) from e
     _check_meta(meta, partial)
     return meta
@@ -1272,6 +1273,9 @@ def load(path: str | os.PathLike[str], columns: Columns | None = None,
             raise TraceFormatError(f"no trace at {p}; check the path")
     if p.is_dir():
         return _load_partial(p, columns, numpy_dtypes)
+    if not p.is_file():  # (a FIFO or a device would block, or be read as garbage)
+        raise TraceFormatError(f"{p} is not a regular file (a pipe, socket or device); give a "
+                               f"trace file")
     try:
         pf = pq.ParquetFile(p)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:  # (a damaged column name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -242,7 +243,7 @@ def test_a_second_finish_of_the_same_recording_is_refused(tmp_path):
 
 
 def test_sigterm_at_any_moment_of_a_finish_leaves_the_trace_or_the_recording(tmp_path):
-    """Whenever SIGTERM lands: either the trace is whole and the .partial gone, or no trace and
+    """Whenever SIGTERM or SIGHUP lands: either the trace is whole and the .partial gone, or no trace and
     the .partial as it was; never a temporary file left behind, never neither."""
     rng = random.Random(30)
     for k in range(4):
@@ -253,7 +254,8 @@ def test_sigterm_at_any_moment_of_a_finish_leaves_the_trace_or_the_recording(tmp
         p = subprocess.Popen(FINISH + [str(partial)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         time.sleep(rng.uniform(0.05, 0.6))
-        p.send_signal(signal.SIGTERM)
+        sig = (signal.SIGTERM, signal.SIGHUP)[k % 2]
+        p.send_signal(sig)
         _, err = p.communicate(timeout=60)
         assert "Traceback" not in err, err
         assert not list(d.glob("*.tmp-*"))
@@ -261,8 +263,8 @@ def test_sigterm_at_any_moment_of_a_finish_leaves_the_trace_or_the_recording(tmp
         if out.exists():
             assert len(gpuwatch.load(out).measured()) == kept and not partial.exists()
         else:
-            assert p.returncode in (143, -15) and _files(partial) == before
-            assert p.returncode == -15 or "is kept" in err  # (-15: before Python ran)
+            assert p.returncode in (128 + sig, -sig) and _files(partial) == before
+            assert p.returncode == -sig or "is kept" in err  # (-sig: before Python ran)
 
 
 # -- 8 and 12. attributes and API arguments checked at the call --------------------------------
@@ -615,11 +617,24 @@ def test_a_fleet_leaves_out_members_it_cannot_read_and_says_which(tmp_path, smal
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     out = json.loads(r.stdout)
     assert out["files"] == 2 and sorted(Path(p).name for p in out["skipped"]) == [
-        "bool.parquet", "cut.parquet", "empty.parquet", "neg.parquet", "nonjson.parquet"]
-    assert "left out 5 Parquet file(s)" in r.stderr
+        "bool.parquet", "cut.parquet", "dir.parquet", "empty.parquet", "neg.parquet",
+        "nonjson.parquet"]
+    assert "left out 6 Parquet file(s)" in r.stderr
+    shutil.rmtree(f / "dir.parquet")
+    for p in ("bool", "cut", "empty", "neg", "nonjson"):
+        (f / f"{p}.parquet").unlink()
     _edited(small_trace, f / "future.parquet", meta=dict(meta, schema_version=99))
-    r = _analyze_cli(f)
-    assert r.returncode == 2 and "upgrade gpuwatch" in _one_line(r.stderr)
+    r = _analyze_cli(f, "--json")  # (one newer trace does not stop the fleet: it is named)
+    assert r.returncode == 0 and json.loads(r.stdout)["files"] == 2
+    assert "future.parquet" in r.stderr and "upgrade gpuwatch" in r.stderr
+
+
+def test_a_fifo_is_not_read_as_a_trace(tmp_path):
+    fifo = tmp_path / "t.parquet"
+    os.mkfifo(fifo)
+    r = subprocess.run([sys.executable, "-m", "gpuwatch", "analyze", str(fifo)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "not a regular file" in _one_line(r.stderr)
 
 
 def test_a_fleet_leaves_out_latencies_that_are_no_measurement(tmp_path, small_trace):
@@ -758,3 +773,50 @@ def test_samples_of_another_gpu_are_not_an_inference_s(flat_trace):
     a = gpuwatch.analyze(dataclasses.replace(flat_trace, samples=samples))
     inf = a.merged[a.merged["kind"] == "inference"]
     assert inf["sm_clock_nvml_mhz_mean"].isna().all() and inf["power_w_mean"].isna().all()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"overwrite": "no"}, "overwrite takes True or False"),
+    ({"kernels": "false"}, "kernels takes True or False"),
+    ({"options": [1, 2]}, "options takes a dict"),
+])
+def test_flags_of_the_wrong_type_are_refused_not_read_as_true(tmp_path, kwargs, words):
+    out = tmp_path / "t.parquet"
+    with gpuwatch.session("sim:flat", out) as s:
+        s.infer(lambda: None)
+    before = out.read_bytes()
+    with pytest.raises(gpuwatch.UsageError, match=words):
+        gpuwatch.session("sim:flat", out, **kwargs)
+    assert out.read_bytes() == before
+
+
+def test_an_iteration_the_trace_cannot_hold_is_refused_and_nothing_is_lost(tmp_path):
+    out = tmp_path / "t.parquet"
+    with gpuwatch.session("sim:flat", out) as s:
+        for _ in range(20):
+            s.infer(lambda: None)
+        for big in (2**63, 2**70, -2**63):
+            with pytest.raises(gpuwatch.UsageError, match="within"):
+                s.iteration = big
+        s.infer(lambda: None)
+    assert len(gpuwatch.load(out).measured()) == 21
+
+
+def test_a_session_records_once(tmp_path):
+    s = gpuwatch.session("sim:flat", tmp_path / "t.parquet")
+    with s:
+        s.infer(lambda: None)
+    with pytest.raises(gpuwatch.SessionError, match="has already ended"):
+        s.start()
+    assert not partial_path(tmp_path / "t.parquet").exists()
+    with gpuwatch.session("sim:flat", tmp_path / "u.parquet") as again:  # (nothing stuck)
+        again.infer(lambda: None)
+    assert len(gpuwatch.load(tmp_path / "u.parquet").measured()) == 1
+
+
+def test_record_on_the_stand_in_is_refused_before_anything_is_written(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device", "standin",
+                        "--iters", "5", "--out", "e.parquet"], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert r.returncode == 2 and "runs no engines" in _one_line(r.stderr)
+    assert list(tmp_path.iterdir()) == []

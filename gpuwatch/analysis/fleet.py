@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from ..errors import TraceFormatError, UsageError
 from ..summary import EARLY_ITERS, LATE_ITERS
-from ..trace import KIND, LEGACY_KIND, META_KEY, SCHEMA_VERSION, _check_meta, _check_types
+from ..trace import KIND, LEGACY_KIND, META_KEY, _check_meta, _check_types
 from .columns import MAX_LATENCY_MS, floats
 
 PARTITIONS = ("host", "gpu_model", "run")
@@ -110,7 +110,8 @@ def _screen(path: str) -> tuple[str | None, str]:
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as e:
-        return None, f"not a readable Parquet file ({' '.join(str(e).split())[:80]})"
+        first = " ".join(str(e).split()).split(". ")[0]  # (pyarrow's first sentence)
+        return None, f"not a readable Parquet file ({first})"
     raw = (schema.metadata or {}).get(META_KEY)
     names = schema.names
     kind = KIND if KIND in names else LEGACY_KIND if LEGACY_KIND in names else None
@@ -123,12 +124,8 @@ def _screen(path: str) -> tuple[str | None, str]:
     try:
         _check_meta(meta, Path(path))
         _check_types(schema)
-    except TraceFormatError as e:
-        if isinstance(meta, dict) and isinstance(meta.get("schema_version"), int) and \
-                not isinstance(meta["schema_version"], bool) and \
-                meta["schema_version"] > SCHEMA_VERSION:
-            raise
-        return None, str(e).removeprefix(f"{path}: ")
+    except TraceFormatError as e:  # (a newer schema among them: left out, the fix named)
+        return None, str(e).removeprefix(f"{path}: ").removeprefix(f"{path} ")
     return kind, ""
 
 
@@ -139,6 +136,8 @@ def fleet(root: str | os.PathLike[str],
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory of traces")
     files = trace_files(root)
+    odd = sorted(str(p) for p in root.rglob("*.parquet") if not p.is_file()
+                 and not any(part.endswith(".partial") for part in p.relative_to(root).parts))
     unfinished = sorted(str(p) for p in root.rglob("*.partial") if p.is_dir())
     if unfinished:  # (a crash or a full disk mid-run): not analysed, but not silently
         warnings.warn(f"left out {len(unfinished)} unfinished recording(s) (.partial), e.g. "
@@ -146,9 +145,9 @@ def fleet(root: str | os.PathLike[str],
                       f"it", stacklevel=2)
     if not files:
         raise UsageError(f"no traces (*.parquet) under {root}")
-    good, skipped = [], []
+    good, skipped = [], list(odd)
     by_kind: dict[str, list[str]] = {KIND: [], LEGACY_KIND: []}  # (v3 traces; older ones)
-    reasons: dict[str, str] = {}
+    reasons: dict[str, str] = {p: "not a regular file" for p in odd}
     for path in files:
         kind, why = _screen(path)
         if kind is None:

@@ -88,7 +88,7 @@ def _catch_termination() -> dict[int, Any]:
     """SIGTERM and SIGHUP during the merge unwind like Ctrl-C (the temporary file is removed,
     the .partial kept), instead of killing the process mid-write."""
     def stop(signum: int, frame: Any) -> None:
-        raise Terminated()
+        raise Terminated(signum)
 
     previous: dict[int, Any] = {}
     for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
