@@ -626,6 +626,9 @@ class Session:
         current stream, or the legacy default stream. A given `stream` is also passed on to
         `fn` when `fn` has a parameter of that name. Nothing is synchronised: the region is
         resolved once its end event has completed."""
+        if not callable(fn):  # (before a region opens: no row for what never ran)
+            raise UsageError(f"s.infer takes the function to time (and its arguments), got "
+                             f"{type(fn).__name__} {fn!r}")
         timer = self._timer
         if stream is None and timer is not None and not self._closed:  # the common case
             try:  # (the region's name is made from fn when its row is: not on the timed path)

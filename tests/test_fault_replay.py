@@ -820,3 +820,22 @@ def test_record_on_the_stand_in_is_refused_before_anything_is_written(tmp_path):
                        cwd=tmp_path)
     assert r.returncode == 2 and "runs no engines" in _one_line(r.stderr)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fn", [None, 42, "model"])
+def test_infer_of_something_not_callable_is_refused_and_records_nothing(tmp_path, fn):
+    out = tmp_path / "t.parquet"
+    with gpuwatch.session("sim:flat", out) as s:
+        with pytest.raises(gpuwatch.UsageError, match="s.infer takes the function to time"):
+            s.infer(fn)
+        s.infer(lambda: None)
+    inf = gpuwatch.load(out).measured()
+    assert len(inf) == 1 and inf["iteration"].tolist() == [0]
+
+
+@pytest.mark.parametrize("flag", ["--onnx=", "--torch="])
+def test_an_empty_model_is_refused_not_replaced_by_the_builtin_engine(tmp_path, flag):
+    r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device", "cuda:0",
+                        "--iters", "5", "--gap", "0", flag, "--out", "o.parquet"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and list(tmp_path.iterdir()) == []

@@ -196,10 +196,10 @@ class RecordCommand:
         conditions += [Condition(fps=f) for f in (args.fps or [])]
         if not conditions:
             conditions = [Condition(gap_ms=20.0)]
-        if args.torch and args.onnx:
+        if args.torch is not None and args.onnx is not None:
             raise UsageError("give either --torch or --onnx, not both")
-        engine_spec = (f"torch:{args.torch}" if args.torch else
-                       f"onnx:{args.onnx}" if args.onnx else args.engine)
+        engine_spec = (f"torch:{args.torch}" if args.torch is not None else  # ('' is an
+                       f"onnx:{args.onnx}" if args.onnx is not None else args.engine)  # error)
         check_spec(engine_spec, args.device)  # (before anything is recorded or written)
         options = {"command": "record", "conditions": [c.name for c in conditions],
                    "gaps_ms": args.gap or [], "fps": args.fps or [], "iters": args.iters,
