@@ -443,8 +443,9 @@ class TraceWriter:
             raise TraceWriteError(
                 f"{self.partial_dir} was removed or taken over by another process during the "
                 f"recording (its lock file is not this recording's); gpuwatch did not write "
-                f"{self.path}: what was recorded before that is wherever that process put it"
-            ) from None
+                f"{self.path}: what was recorded is in {self.partial_dir} if it is still there "
+                f"(python -m gpuwatch.finish {self.partial_dir} once no process writes it), or "
+                f"in whatever that process made of it") from None
         except OutputTakenError as e:
             raise TraceWriteError(
                 f"{e}; gpuwatch did not replace it: the recording is kept in "
