@@ -159,6 +159,9 @@ def _report(s: Session, error: BaseException | None, analyse: bool,
     if s.left_previous:  # (the session said why on stderr)
         print(f"gpuwatch: {raised}; nothing was timed, and {s.out} was left as it was")
         return None
+    if s.discarded:
+        print(f"gpuwatch: {raised}; nothing was timed, so no trace was written")
+        return None
     try:
         trace: Trace = s.trace
     except Exception as e:  # not written (disk full) or unreadable

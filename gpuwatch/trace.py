@@ -28,10 +28,9 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -39,6 +38,9 @@ import pyarrow.parquet as pq
 from .errors import TraceFormatError, TraceWriteError, UsageError
 from .fields import FIELDS
 from .log import logger
+
+if TYPE_CHECKING:  # (pandas is imported by the reader only: recording never needs it)
+    import pandas as pd
 
 # v2: inferences.sm_clock_inband_mhz. v3: the discriminator column is `table_name` (was `table`,
 # a word SQL reserves), every column's unit is in its Arrow field metadata, and time columns are
@@ -378,6 +380,11 @@ class TraceWriter:
                  flush_interval_s: float = 1.0, overwrite: bool = False):
         self.path = Path(path)
         check_output(self.path, overwrite)
+        # pyarrow imports pandas (where installed) on its first pa.array(): now, before there
+        # is a .partial to leave behind (the import takes ~0.3 s: a Ctrl-C may land in it),
+        # and not in the first flush, which may come at interpreter exit (a session never
+        # closed), where pandas' import fails ("can't register atexit after shutdown")
+        pa.array(np.zeros(1, np.int8))
         self.partial_dir = partial_path(self.path)
         self._lock_fd = _claim_partial(self.partial_dir, self.path)
         self.meta: dict[str, Any] = dict(meta)
@@ -982,8 +989,8 @@ class Trace:
     driver_samples: pd.DataFrame
     kernels: pd.DataFrame
     events: pd.DataFrame
-    processes: pd.DataFrame = field(default_factory=pd.DataFrame)  # empty before schema v2
-    host_events: pd.DataFrame = field(default_factory=pd.DataFrame)  # empty before schema v4
+    processes: pd.DataFrame = field(default_factory=lambda: _pd().DataFrame())  # before v2: none
+    host_events: pd.DataFrame = field(default_factory=lambda: _pd().DataFrame())  # before v4
     path: Path | None = None
     recovered: bool = False
     tables: Sequence[str] = field(default=TABLES)
@@ -1015,8 +1022,17 @@ class Trace:
         return df[(df["kind"] == "inference") & ~df["warmup"].astype(bool)]
 
 
+def _pd() -> Any:
+    """pandas, imported on first use: the reader needs it, the writer (and so a program under
+    `gpuwatch run`) does not."""
+    import pandas
+
+    return pandas
+
+
 def _types_mapper(t: pa.DataType) -> Any:
     # Integers and booleans become pandas' nullable dtypes so NA stays NA (never 0 or 0.0).
+    pd = _pd()
     if pa.types.is_integer(t):
         return {8: pd.Int8Dtype(), 16: pd.Int16Dtype(), 32: pd.Int32Dtype(), 64: pd.Int64Dtype()}[
             t.bit_width
@@ -1110,7 +1126,7 @@ def _numpy_frame(pf: pq.ParquetFile, groups: list[int], name: str,
             out[c][at:at + k] = rg.column(c).to_numpy()  # (ints with nulls: float64, NaN)
         at += k
         del rg
-    return pd.DataFrame(out, copy=False)
+    return _pd().DataFrame(out, copy=False)
 
 
 def _split(tbl: pa.Table, columns: Columns | None = None,
@@ -1175,7 +1191,7 @@ def _read_file(pf: pq.ParquetFile, columns: Columns | None,
                               columns, numpy_dtypes)
     if mixed:
         extra = _split(pf.read_row_groups(mixed), columns, numpy_dtypes)
-        out = {n: pd.concat([out[n], extra[n]], ignore_index=True) if len(extra[n]) else out[n]
+        out = {n: _pd().concat([out[n], extra[n]], ignore_index=True) if len(extra[n]) else out[n]
                for n in TABLES}
     return out
 
@@ -1320,9 +1336,12 @@ def _load_partial(d: Path, columns: Columns | None = None,
                 tables.append(read_chunk(f))
             except (pa.ArrowInvalid, OSError):
                 skipped += 1
+    who = live_writer(meta)
     warnings.warn(
-        f"{d} is an unfinished recording (status {meta.get('status', 'unknown')!r}); loaded the "
-        f"{len(tables)} chunks written before it stopped"
+        (f"{d} is being recorded now ({who}); loaded the {len(tables)} chunks written so far"
+         if who else
+         f"{d} is an unfinished recording (status {meta.get('status', 'unknown')!r}); loaded the "
+         f"{len(tables)} chunks written before it stopped")
         + (f", skipped {skipped} unreadable" if skipped else ""),
         RecoveredTraceWarning,
         stacklevel=2,

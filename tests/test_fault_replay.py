@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import gpuwatch
-from gpuwatch.trace import LOCK_NAME, claim_for_finish, partial_path
+from gpuwatch.trace import LOCK_NAME, RecoveredTraceWarning, claim_for_finish, partial_path
 
 FINISH = [sys.executable, "-m", "gpuwatch.finish"]
 
@@ -426,6 +427,12 @@ def test_sighup_keeps_the_trace_and_exits_as_the_signal_would(tmp_path, how):
         while not list(partial_path(out).glob("*-inferences.parquet")):
             assert time.monotonic() < deadline and p.poll() is None
             time.sleep(0.05)
+        # meanwhile, the .partial analysed is a snapshot of a live recording, and says so
+        with pytest.warns(RecoveredTraceWarning, match=r"is being recorded now \(pid"):
+            a = gpuwatch.analyze(partial_path(out))
+        st = a.to_dict()["traces"][0]["status"]
+        assert st["live"] == f"pid {p.pid} on {socket.gethostname()}", st
+        assert "is still in progress" in a.verdict and "never finished" not in a.verdict
     time.sleep(0.5)
     p.send_signal(signal.SIGHUP)
     _, err = p.communicate(timeout=60)
@@ -681,6 +688,14 @@ def test_stdout_that_fails_is_one_line_and_a_closed_pipe_is_quiet(tmp_path, smal
         r = subprocess.run([sys.executable, "-m", "gpuwatch", "analyze", str(small_trace)],
                            stdout=full, stderr=subprocess.PIPE, text=True)
     assert r.returncode == 1 and "No space left on device" in _one_line(r.stderr)
+    # record's summary to a full disk: the trace itself was written, and the line says so
+    out = tmp_path / "f.parquet"
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "gpuwatch", "record", "--device", "sim:t4",
+                            "--gap", "0", "--iters", "20", "--out", str(out)],
+                           stdout=full, stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 1 and _one_line(r.stderr).endswith(f"the trace was written: {out}")
+    assert gpuwatch.load(out).meta["status"] == "complete"
 
 
 def test_names_the_terminal_cannot_encode_are_escaped(tmp_path):
@@ -839,3 +854,52 @@ def test_an_empty_model_is_refused_not_replaced_by_the_builtin_engine(tmp_path, 
                         "--iters", "5", "--gap", "0", flag, "--out", "o.parquet"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and list(tmp_path.iterdir()) == []
+
+
+SLOW_START = """
+import sys, time
+print("started", flush=True)
+time.sleep(30)  # (loading a model: no inference yet)
+"""
+
+
+def test_stopped_before_anything_was_timed_leaves_no_trace_to_block_the_rerun(tmp_path):
+    """SIGTERM to `run` while the program is still starting: nothing was timed, so no empty
+    'interrupted' trace is left at -o (the same command run again would be refused)."""
+    prog = tmp_path / "slow.py"
+    prog.write_text(SLOW_START)
+    out = tmp_path / "r.parquet"
+    env = dict(os.environ, GPUWATCH_DEVICE="sim:t4")
+    p = subprocess.Popen([sys.executable, "-m", "gpuwatch", "run", "-o", str(out), str(prog)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                         env=env)
+    assert p.stdout is not None and p.stdout.readline().strip() == "started"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    assert "stopped before anything was timed: no trace was written" in err
+    assert "trace: none written (nothing was timed)" in err
+    assert not out.exists() and not partial_path(out).exists()
+    prog.write_text("print('started')\n")
+    r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-q", "-o", str(out),
+                        str(prog)], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 0 and "already exists" not in r.stderr, r.stderr
+    assert out.exists()
+
+
+def test_a_session_interrupted_before_its_first_inference_writes_nothing(tmp_path):
+    out = tmp_path / "s.parquet"
+    s = gpuwatch.session("sim:t4", out)
+    s.start()
+    s.engine("builtin:tiny")
+    s.close(status="interrupted")
+    assert s.discarded and not s.left_previous
+    assert not out.exists() and not partial_path(out).exists()
+    # one that timed something keeps its trace, interrupted or not
+    s = gpuwatch.session("sim:t4", out)
+    s.start()
+    e = s.engine("builtin:tiny")
+    e.infer()
+    e.synchronize()
+    s.close(status="interrupted")
+    assert not s.discarded and gpuwatch.load(out).meta["status"] == "interrupted"

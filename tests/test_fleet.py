@@ -92,6 +92,14 @@ def test_analyze_a_directory_streams_the_fleet(fleet_root):
                for x in lines)
     j = cli("analyze", str(fleet_root), "--json", cwd=fleet_root.parent)
     assert j.returncode == 0 and '"by_model_gap"' in j.stdout
+    # -q: one line, the group whose late inferences ran slowest against its early ones
+    q = cli("analyze", str(fleet_root), "-q", cwd=fleet_root.parent)
+    assert q.returncode == 0, q.stderr
+    t = fleet(fleet_root).by_model_gap
+    worst = t.loc[t["late_over_early_max"].idxmax()]
+    assert q.stdout.count("\n") == 1 and q.stdout.startswith("4 traces, ")
+    assert f"{worst['late_over_early_max']:.2f}x ({worst['gpu_model']}" in q.stdout
+    assert f"gap {worst['gap_ms']:g} ms" in q.stdout, q.stdout
 
 
 def test_unfinished_recordings_and_foreign_files_are_left_out(tmp_path, fleet_root):

@@ -68,3 +68,31 @@ def test_the_cpu_clock_is_said_only_where_it_moved_5_percent():
 def test_a_single_reading_holds():
     got = states(windows((1, 4), (0, 0)), samples([0], [2400.0]), None, None)["cpu_freq_mhz"]
     np.testing.assert_allclose(got, [2400.0, 2400.0])
+
+
+def test_split_on_arrays_is_split_on_each_element():
+    """refine_host splits every bootstrap resample at once: arrays in give, element by element,
+    what floats in give; the parts stay within 0..total and sum to it."""
+    from gpuwatch.analysis.hostside import split
+
+    rng = np.random.default_rng(7)
+    cols = ("gc_ms", "host_wait_ms", "quota_ms", "host_offcpu_ms", "others_run_ms", "steal_ms")
+    n = 400
+    for wait_counted in (False, True):
+        for total in (0.8, -0.5, 0.0):
+            d = {c: rng.normal(0.1, 0.4, n) for c in cols}
+            for c in cols:  # unknown measures, and exact zeros
+                d[c][rng.random(n) < 0.2] = np.nan
+                d[c][rng.random(n) < 0.05] = 0.0
+            got = split(total, d, wait_counted=wait_counted)
+            total_parts = np.zeros(n)
+            for i in range(n):
+                one = split(total, {c: float(d[c][i]) for c in cols}, wait_counted=wait_counted)
+                assert all(isinstance(v, float) for v in one.values())
+                for f, v in one.items():
+                    assert got[f][i] == v, (f, i)
+            for f, v in got.items():
+                assert v.shape == (n,)
+                assert np.all(np.sign(v) * np.sign(total) >= 0) or f == "host_launch"
+                total_parts += v
+            np.testing.assert_allclose(total_parts, total, atol=1e-12)

@@ -3,6 +3,7 @@ sampler, turned into a per-region wait by merge, and split out of host launch de
 
 from __future__ import annotations
 
+import mmap
 import os
 import subprocess
 import sys
@@ -166,14 +167,16 @@ def test_faults_switches_and_steal_are_the_recording_threads_and_grow(tmp_path):
 
     h = HostStat(os.getpid(), threading.get_native_id(), slow_every=1000, mid_every=1)
     before = h.read()
-    buf = bytearray(32 << 20)  # 8192 fresh pages, each faulted in by its first write
+    # 8192 fresh pages, each faulted in by its first write: an anonymous map of their own (a
+    # bytearray may be given heap memory this process touched before, and fault nothing)
+    buf = mmap.mmap(-1, 32 << 20)
     for i in range(0, len(buf), 4096):
         buf[i] = 1
     for _ in range(20):
         time.sleep(0.001)
     after = h.read()
     h.close()
-    del buf
+    buf.close()
     for f in ("host_minflt", "host_majflt", "host_voluntary_switches",
               "host_involuntary_switches", "host_steal_ns", "host_others_run_ns"):
         assert 0 <= before[f] <= after[f], f

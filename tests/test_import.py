@@ -33,3 +33,17 @@ def test_importing_the_analyze_command_keeps_gpuwatch_analyze_callable(t4_sweep)
     r = subprocess.run([sys.executable, "-c", code, str(t4_sweep.path)], capture_output=True,
                        text=True, check=True)
     assert r.stdout.split() == ["Analysis", "True"]
+
+
+def test_the_command_line_and_the_recorder_import_no_pandas():
+    """pandas (~0.3 s, ~40 MB) only where a table is read: `--help`, a usage error and the
+    recording modules (imported into a program under `gpuwatch run`) do without it."""
+    code = ("import sys, gpuwatch, gpuwatch.recorder, gpuwatch.engines, gpuwatch.trace\n"
+            "import gpuwatch.cli.record, gpuwatch.cli.run, gpuwatch.cli.analyze, "
+            "gpuwatch.cli.finish\n"
+            "print('pandas' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False", r.stderr
+    h = subprocess.run([sys.executable, "-X", "importtime", "-m", "gpuwatch.analyze", "--help"],
+                       capture_output=True, text=True, check=True)
+    assert "usage:" in h.stdout and "| pandas\n" not in h.stderr

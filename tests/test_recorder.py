@@ -130,8 +130,9 @@ def test_the_timebase_is_reanchored_on_long_runs(tmp_path):
 
 
 def test_a_ctrl_c_while_the_session_starts_is_an_interrupted_recording(tmp_path, monkeypatch):
-    """Ctrl-C lands while the session starts (after the trace was opened): the trace says
-    interrupted, not failed."""
+    """Ctrl-C lands while the session starts (after the trace was opened): it is an
+    interruption, not a failure, and as nothing was timed no trace is left to block the next
+    recording to the same path."""
     import pytest
 
     from gpuwatch import recorder
@@ -143,4 +144,9 @@ def test_a_ctrl_c_while_the_session_starts_is_an_interrupted_recording(tmp_path,
     s = gpuwatch.session("sim:t4", tmp_path / "t.parquet")
     with pytest.raises(KeyboardInterrupt):
         s.start()
-    assert gpuwatch.load(tmp_path / "t.parquet").meta["status"] == "interrupted"
+    assert s.discarded and not (tmp_path / "t.parquet").exists()
+    assert not (tmp_path / "t.parquet.partial").exists()
+    monkeypatch.undo()
+    with gpuwatch.session("sim:t4", tmp_path / "t.parquet") as s:
+        s.infer(lambda: None)
+    assert gpuwatch.load(tmp_path / "t.parquet").meta["status"] == "complete"

@@ -32,6 +32,13 @@ def test_it_samples_pauses_reports_and_stops(tmp_path):
         assert p.pid not in (None, os.getpid())
         time.sleep(0.5)
         assert p.last_sm_clock_mhz == 1000  # the child's latest reading, through shared memory
+        if sys.platform == "linux":  # written chunks, and yet no pandas in the child (40 MB)
+            deadline = time.monotonic() + 10
+            while not sample_rows(tmp_path):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            maps = Path(f"/proc/{p.pid}/maps").read_text()
+            assert "pyarrow" in maps and "/pandas/" not in maps
         p.pause()
         time.sleep(0.3)
         p.resume()

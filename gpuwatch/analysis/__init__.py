@@ -27,6 +27,7 @@ from ..trace import Trace, load
 from . import status, wall
 from .._version import __version__
 from .attribution import attribute
+from .threads import one_blas_thread
 from .causes import CAUSE_CODES, CAUSES, code_of
 from .verdict import NVML_REFRESH_MS, Named, Verdict, fields, share_text
 from .columns import MAX_LATENCY_MS, floats
@@ -146,6 +147,11 @@ def _as_trace(t: Trace | str | os.PathLike[str]) -> Trace:
 
 def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
     """Analyse one or more traces (objects or paths) into layers, attribution and verdicts."""
+    with one_blas_thread():  # (small matrices: BLAS threads would only spin; see threads.py)
+        return _analyze(*traces, seed=seed)
+
+
+def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
     if not traces:
         raise UsageError("give at least one trace to analyse")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

@@ -103,6 +103,130 @@ class _Rows:
         return r
 
 
+class _Draws:
+    """B draws of one group's rows, each as a count per row (W, shape B x rows: how often the
+    draw took the row), reduced to what the attribution reads: per draw (arrays of length B),
+    the means of the regressors, latency, kernel busy and idle time and throttle flags; the
+    finite values' means of the host's run-queue wait; what says another process was there.
+
+    A draw's weighted mean is its resample's mean: the bootstrap as matrix products (W @ the
+    row values), all draws at once, instead of one resample at a time. W = ones (B = 1) is the
+    group itself (the point estimate)."""
+
+    def __init__(self, rows: _Rows, W: np.ndarray, moments: bool = False):
+        self.rows, self.W, self.missing = rows, W, rows.missing
+        ok = {c: np.isfinite(getattr(rows, c)) for c in ("busy", "idle", "wait", "others")}
+        # one matrix product for every per-draw sum: columns y, X (3), thr, then for each
+        # column with NaN in it the count of its finite values and their sum
+        V = np.column_stack([rows.y, rows.X, rows.thr]
+                            + [a for c in ("busy", "idle", "wait")
+                               for a in (ok[c], np.where(ok[c], getattr(rows, c), 0.0))]
+                            + [ok["others"], ok["others"] & (np.nan_to_num(rows.others) > 0)])
+        S = W @ V.astype(float)
+        n = W.sum(axis=1)
+        self.n = n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.y, self.X, self.thr = S[:, 0] / n, S[:, 1:4] / n[:, None], S[:, 4] / n
+            # a draw with any NaN among its rows has no mean (as ndarray.mean gives NaN)
+            self.has_kernels = S[:, 5] == n
+            self.busy = np.where(self.has_kernels, S[:, 6] / n, np.nan)
+            self.idle = np.where(S[:, 7] == n, S[:, 8] / n, np.nan)
+            self.wait_n, self.wait = S[:, 9], S[:, 10] / S[:, 9]
+            self.others_n, self.others_frac = S[:, 11], S[:, 12] / S[:, 11]
+        if moments:
+            self._moments()
+
+    def _moments(self) -> None:
+        """Per draw: the covariance of (inv_sm, inv_mem, enqueue_ms, gpu_ms, busy_ms), for the
+        fits. Values are shifted by the group's mean first, so that a column constant in a
+        draw has exactly 0 variance (no cancellation of large squares)."""
+        r = self.rows
+        Z = np.column_stack([r.X, r.y, np.nan_to_num(r.busy)])
+        Z = Z - Z.mean(axis=0)
+        p = Z.shape[1]
+        m1 = self.W @ Z / self.n[:, None]
+        m2 = (self.W @ (Z[:, :, None] * Z[:, None, :]).reshape(len(Z), p * p)).reshape(
+            -1, p, p) / self.n[:, None, None]
+        self.cov = m2 - m1[:, :, None] * m1[:, None, :]
+        self.spread = np.sqrt(np.maximum(np.diagonal(self.cov, axis1=1, axis2=2)[:, :3], 0.0))
+
+    def excess_median(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per draw: how many finite util_excess_pct values it holds, and their median (as
+        np.median: the mean of the two middle values when their number is even)."""
+        v = self.rows.excess
+        ok = np.isfinite(v)
+        order = np.argsort(v[ok], kind="stable")
+        vals = v[ok][order]
+        Wc = np.cumsum(self.W[:, ok][:, order], axis=1)
+        count = Wc[:, -1] if Wc.shape[1] else np.zeros(len(self.W))
+        med = np.full(len(self.W), np.nan)
+        has = count > 0
+        if has.any():
+            lo = np.argmax(Wc[has] > ((count[has] - 1) // 2)[:, None], axis=1)
+            hi = np.argmax(Wc[has] > (count[has] // 2)[:, None], axis=1)
+            med[has] = (vals[lo] + vals[hi]) / 2
+        return count, med
+
+
+def counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """Row draws (B x m indices into n rows) as count weights (B x n): how often each draw
+    took each row."""
+    B = idx.shape[0]
+    flat = (idx + n * np.arange(B)[:, None]).ravel()
+    return np.bincount(flat, minlength=B * n).reshape(B, n).astype(float)
+
+
+def _lstsq(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Batched minimum-norm least squares (A: B x m x m, b: B x m), as np.linalg.lstsq with
+    rcond=None: singular values up to eps * m * the largest are taken as 0."""
+    u, s, vh = np.linalg.svd(A)
+    cutoff = np.finfo(float).eps * A.shape[-1] * s[:, :1]
+    with np.errstate(divide="ignore"):
+        s_inv = np.where(s > cutoff, 1.0 / s, 0.0)
+    return np.einsum("bji,bj->bi", vh, s_inv * np.einsum("bji,bj->bi", u, b))
+
+
+def _bounded_fit_batch(G: np.ndarray, c: np.ndarray, upper: np.ndarray,
+                       active: np.ndarray) -> np.ndarray:
+    """Per problem b (G: B x k x k, c: B x k, the centred normal equations), the slopes beta
+    minimising beta'G beta - 2 c'beta with 0 <= beta <= upper, and beta = 0 outside
+    active[b]: least squares with the physics as bounds (see `_bounded_fit`), all at once."""
+    B, k = c.shape
+    beta = np.zeros((B, k))
+    for a in np.unique(active, axis=0):
+        if not a.any():
+            continue
+        rows = np.nonzero((active == a).all(axis=1))[0]
+        beta[np.ix_(rows, a)] = _lstsq(G[rows][:, a][:, :, a], c[rows][:, a])
+    todo = np.nonzero(~np.all((beta >= 0) & (beta <= upper), axis=1))[0]
+    if not todo.size:
+        return beta
+    best, best_cost = np.zeros((todo.size, k)), np.full(todo.size, np.inf)
+    for face in itertools.product((0, 1, 2), repeat=k):  # free, at 0, at the upper bound
+        f = np.array(face)
+        if np.any((f == 2) & ~np.isfinite(upper)):
+            continue
+        # a problem's faces are those of its active coefficients: the others stay at 0
+        sel = np.nonzero(np.all(active[todo] | (f == 1), axis=1))[0]
+        if not sel.size:
+            continue
+        Gs, cs = G[todo[sel]], c[todo[sel]]
+        fixed = f != 0
+        at = np.where(f == 2, upper, 0.0)[fixed]
+        b = np.zeros((sel.size, k))
+        b[:, fixed] = at
+        if (~fixed).any():
+            rhs = cs[:, ~fixed] - Gs[:, ~fixed][:, :, fixed] @ at
+            b[:, ~fixed] = _lstsq(Gs[:, ~fixed][:, :, ~fixed], rhs)
+        feasible = np.all((b >= -1e-12) & (b <= upper + 1e-12), axis=1)
+        cost = np.einsum("bi,bij,bj->b", b, Gs, b) - 2 * np.einsum("bi,bi->b", cs, b)
+        better = feasible & (cost < best_cost[sel])
+        best[sel[better]] = np.clip(b[better], 0, upper)
+        best_cost[sel[better]] = cost[better]
+    beta[todo] = best
+    return beta
+
+
 def _bounded_fit(X: np.ndarray, y: np.ndarray, upper: np.ndarray) -> np.ndarray:
     """Least squares with 0 <= beta <= upper (intercept free); returns [intercept, beta...].
 
@@ -111,84 +235,71 @@ def _bounded_fit(X: np.ndarray, y: np.ndarray, upper: np.ndarray) -> np.ndarray:
     (each coefficient free, at 0 or at its upper bound), so the feasible face optimum with
     the least residual is it. At most 3^k small solves where the plain fit breaks a bound
     (k <= 3 here); as scipy's lsq_linear gives, without importing scipy.optimize (0.4 s)."""
-    k = X.shape[1]
     xm, ym = X.mean(axis=0), float(y.mean())
     Xc = X - xm
-    G = Xc.T @ Xc
-    c = Xc.T @ (y - ym)
-
-    def solve(free: np.ndarray, fixed: np.ndarray, at: np.ndarray) -> np.ndarray:
-        beta = np.zeros(k)
-        beta[fixed] = at
-        if free.any():
-            rhs = c[free] - G[np.ix_(free, fixed)] @ at
-            beta[free] = np.linalg.lstsq(G[np.ix_(free, free)], rhs, rcond=None)[0]
-        return beta
-
-    def done(beta: np.ndarray) -> np.ndarray:
-        return np.concatenate([[ym - float(xm @ beta)], beta])
-
-    everything = np.ones(k, bool)
-    beta = solve(everything, ~everything, np.zeros(0))
-    if np.all(beta >= 0) and np.all(beta <= upper):
-        return done(beta)
-    best, best_cost = np.zeros(k), np.inf
-    for face in itertools.product((0, 1, 2), repeat=k):  # free, at 0, at the upper bound
-        f = np.array(face)
-        if np.any((f == 2) & ~np.isfinite(upper)):
-            continue
-        fixed = f != 0
-        b = solve(~fixed, fixed, np.where(f == 2, upper, 0.0)[fixed])
-        if np.all(b >= -1e-12) and np.all(b <= upper + 1e-12):
-            cost = float(b @ G @ b - 2 * c @ b)
-            if cost < best_cost:
-                best, best_cost = np.clip(b, 0, upper), cost
-    return done(best)
+    G, c = Xc.T @ Xc, Xc.T @ (y - ym)
+    beta = _bounded_fit_batch(G[None], c[None], np.asarray(upper, float),
+                              np.ones((1, X.shape[1]), bool))[0]
+    return np.concatenate([[ym - float(xm @ beta)], beta])
 
 
-def _contributions(fit: _Rows, ref: _Rows, tgt: _Rows) -> dict[str, float]:
-    delta = float(tgt.y.mean() - ref.y.mean())
-    kernels = fit.has_kernels and ref.has_kernels and tgt.has_kernels
-    if kernels:  # latency = busy + idle inside: split the two, then busy by the clocks
-        d_busy = float(tgt.busy.mean() - ref.busy.mean())
-        d_idle = float(tgt.idle.mean() - ref.idle.mean())
-        out = _clock_split(fit.X[:, :2], fit.busy, ref.X[:, :2], tgt, d_busy, ref)
-        out["host_launch"] = d_idle
-        out["kernels_slower"] = d_busy - out["sm_clock"] - out["throttling"] - out["mem_clock"]
-        out["unexplained"] = delta - d_busy - d_idle  # event vs kernel edges: ~0
-        out["delta"] = delta
-        return out
-    moved = tgt.X.mean(axis=0) - ref.X.mean(axis=0)
-    use = _changed(fit.X, moved, fit.missing | ref.missing | tgt.missing)
-    out = {f: 0.0 for f in FACTORS}
-    if use.size:
-        upper = np.array([UPPER.get(REGRESSORS[j], np.inf) for j in use])
-        beta = _bounded_fit(fit.X[:, use], fit.y, upper)
-        for b, j in zip(beta[1:], use):
-            contrib = float(b * moved[j])
-            c = REGRESSORS[j]
-            if c == "inv_sm":
-                share = _throttled_share(ref, tgt)
-                out["throttling"] = contrib * share
-                out["sm_clock"] = contrib * (1 - share)
-            elif c == "inv_mem":
-                out["mem_clock"] = contrib
-            else:
-                out["host_launch"] = contrib
-    out["unexplained"] = delta - sum(v for k, v in out.items() if k != "unexplained")
+def _changed(fit: _Draws, moved: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """Per draw, which regressors (columns of moved, in REGRESSORS order) varied in the fit's
+    rows and moved between reference and target by more than they can be measured: a clock's
+    mean must move by more than CLOCK_RESOLUTION of itself (the in-band clock reads a steady
+    clock to ~1e-5 over a millisecond region; NVML reports whole MHz, 6e-4 of 1590)."""
+    k = moved.shape[1]
+    mean = np.abs(fit.X[:, :k])
+    res = np.array([CLOCK_RESOLUTION if c in ("inv_sm", "inv_mem") else 0.0
+                    for c in REGRESSORS[:k]])
+    return ((fit.spread[:, :k] > 1e-9 * np.maximum(1.0, mean)) & (moved != 0)
+            & (np.abs(moved) > res * mean) & ~missing[:k])
+
+
+def _contributions(fit: _Draws, ref: _Draws, tgt: _Draws) -> dict[str, np.ndarray]:
+    """Per draw, each factor's contribution (ms) to the change of mean latency ("delta")."""
+    B = len(ref.y)
+    zero = np.zeros(B)
+    out = {f: zero.copy() for f in FACTORS}
+    delta = tgt.y - ref.y
+    share = _throttled_share(ref, tgt)
+    kernels = fit.has_kernels & ref.has_kernels & tgt.has_kernels
+    if kernels.any():  # latency = busy + idle inside: split the two, then busy by the clocks
+        d_busy, d_idle = tgt.busy - ref.busy, tgt.idle - ref.idle
+        moved = tgt.X[:, :2] - ref.X[:, :2]
+        use = _changed(fit, moved, (ref.missing | tgt.missing)[:2])
+        beta = _bounded_fit_batch(fit.cov[:, :2, :2], fit.cov[:, :2, 4], np.full(2, np.inf),
+                                  use)
+        contrib = beta * moved
+        k = {"throttling": contrib[:, 0] * share, "sm_clock": contrib[:, 0] * (1 - share),
+             "mem_clock": contrib[:, 1], "host_launch": d_idle}
+        k["kernels_slower"] = d_busy - k["sm_clock"] - k["throttling"] - k["mem_clock"]
+        k["unexplained"] = delta - d_busy - d_idle  # event vs kernel edges: ~0
+        for f, v in k.items():
+            out[f] = np.where(kernels, v, out[f])
+    if not kernels.all():
+        moved = tgt.X - ref.X
+        use = _changed(fit, moved, fit.missing | ref.missing | tgt.missing)
+        upper = np.array([UPPER.get(c, np.inf) for c in REGRESSORS])
+        beta = _bounded_fit_batch(fit.cov[:, :3, :3], fit.cov[:, :3, 3], upper, use)
+        contrib = beta * moved
+        p = {"throttling": contrib[:, 0] * share, "sm_clock": contrib[:, 0] * (1 - share),
+             "mem_clock": contrib[:, 1], "host_launch": contrib[:, 2]}
+        p["unexplained"] = delta - sum(p.values())
+        for f, v in p.items():
+            out[f] = np.where(kernels, out[f], v)
     out["delta"] = delta
     return out
 
 
-def _throttled_share(ref: _Rows, tgt: _Rows) -> float:
+def _throttled_share(ref: _Draws, tgt: _Draws) -> np.ndarray:
     """Of an SM-clock difference, the share a power/thermal reason held down: the share of the
     slower-clocked side's rows with such a reason active (the target's when its clock fell,
     the reference's when the target's rose: back to back power-capped, gapped not)."""
-    slower = tgt if float(tgt.X[:, 0].mean()) >= float(ref.X[:, 0].mean()) else ref
-    return float(slower.thr.mean()) if slower.thr.size else 0.0
+    return np.where(tgt.X[:, 0] >= ref.X[:, 0], tgt.thr, ref.thr)
 
 
-def _clock_bounds(ref: _Rows, tgt: _Rows) -> dict[str, float]:
+def _clock_bounds(ref: _Draws, tgt: _Draws) -> dict[str, np.ndarray]:
     """The most a clock change can explain, per clock (sm, mem), in ms, signed: work that takes
     `busy` ms at f_ref takes busy * f_ref / f at f, so a clock change explains at most
     busy_ref * (f_ref / f - 1) (Wang & Chu, arXiv 1701.05308: only the clock-sensitive part of
@@ -196,95 +307,69 @@ def _clock_bounds(ref: _Rows, tgt: _Rows) -> dict[str, float]:
     were traced, else gpu_ms, an upper bound of it. The regressors are 1000 / clock, so
     f_ref / f = mean(x_tgt) / mean(x_ref)."""
     out = {}
-    use_busy = ref.has_kernels and tgt.has_kernels
-    busy = float(ref.busy.mean()) if use_busy else float(ref.y.mean())
+    busy = np.where(ref.has_kernels & tgt.has_kernels, ref.busy, ref.y)
     for name, j in (("sm", 0), ("mem", 1)):
-        xr, xt = float(ref.X[:, j].mean()), float(tgt.X[:, j].mean())
+        xr, xt = ref.X[:, j], tgt.X[:, j]
         known = not (ref.missing[j] or tgt.missing[j])
-        out[name] = busy * (xt / xr - 1.0) if known and xr > 0 and np.isfinite(xt) else 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bound = busy * (xt / xr - 1.0)
+        out[name] = np.where(known & (xr > 0) & np.isfinite(xt), bound, 0.0)
     return out
 
 
-def _bounded(out: dict[str, float], ref: _Rows, tgt: _Rows, fill: bool) -> dict[str, float]:
+def _bounded(out: dict[str, np.ndarray], ref: _Draws, tgt: _Draws,
+             fill: bool) -> dict[str, np.ndarray]:
     """Clip the clocks' contributions to what the clock changes can physically explain (and to
     their sign); what is clipped off is unexplained. `fill`: where the bound allows the whole
     of an unexplained part of the same sign, give it to the SM clock (the regression's slope is
     biased towards 0 by a clock reading that lags the clock, as NVML's does)."""
     b = _clock_bounds(ref, tgt)
     delta = out["delta"]
-    lo, hi = sorted((0.0, b["sm"]))
     clock = out["sm_clock"] + out["throttling"]
-    clipped = min(max(clock, lo), hi)
-    share = out["throttling"] / clock if clock else _throttled_share(ref, tgt)
-    if fill and b["sm"] != 0.0:
+    clipped = np.minimum(np.maximum(clock, np.minimum(0.0, b["sm"])), np.maximum(0.0, b["sm"]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(clock != 0, out["throttling"] / clock, _throttled_share(ref, tgt))
+    if fill:
         rest = delta - sum(v for k, v in out.items()
                            if k not in ("sm_clock", "throttling", "unexplained", "delta"))
-        if np.sign(rest) == np.sign(b["sm"]) and abs(rest) <= abs(b["sm"]) and \
-                abs(rest) > abs(clipped):
-            clipped = rest
+        take = ((b["sm"] != 0.0) & (np.sign(rest) == np.sign(b["sm"]))
+                & (np.abs(rest) <= np.abs(b["sm"])) & (np.abs(rest) > np.abs(clipped)))
+        clipped = np.where(take, rest, clipped)
     out["sm_clock"], out["throttling"] = clipped * (1 - share), clipped * share
-    lo, hi = sorted((0.0, b["mem"]))
-    mem = min(max(out["mem_clock"], lo), hi)
+    mem = np.minimum(np.maximum(out["mem_clock"], np.minimum(0.0, b["mem"])),
+                     np.maximum(0.0, b["mem"]))
     removed = (clock - clipped) + (out["mem_clock"] - mem)
     out["mem_clock"] = mem
     if not fill:  # with a kernel timeline, busy time the clocks cannot explain is the kernels'
-        out["kernels_slower"] += removed
+        out["kernels_slower"] = out["kernels_slower"] + removed
     out["unexplained"] = delta - sum(v for k, v in out.items()
                                      if k not in ("unexplained", "delta"))
-    if other_process(ref, tgt) and out["unexplained"] > 0:  # what is left is the other's
-        out["other_process"], out["unexplained"] = out["unexplained"], 0.0
+    other = other_process(ref, tgt) & (out["unexplained"] > 0)  # what is left is the other's
+    out["other_process"] = np.where(other, out["unexplained"], out["other_process"])
+    out["unexplained"] = np.where(other, 0.0, out["unexplained"])
     # Of the host's launch delay, the part the recording thread spent waiting for a CPU (the
     # host was oversubscribed) is the CPU's: at most the change in that wait, per region.
-    w_ref, w_tgt = ref.wait[np.isfinite(ref.wait)], tgt.wait[np.isfinite(tgt.wait)]
-    if w_ref.size and w_tgt.size and out["host_launch"] != 0:
-        d_wait = float(w_tgt.mean() - w_ref.mean())
-        if np.sign(d_wait) == np.sign(out["host_launch"]):
-            cpu = d_wait if abs(d_wait) < abs(out["host_launch"]) else out["host_launch"]
-            out["host_cpu"], out["host_launch"] = cpu, out["host_launch"] - cpu
+    d_wait = tgt.wait - ref.wait
+    hl = out["host_launch"]
+    split = ((ref.wait_n > 0) & (tgt.wait_n > 0) & (hl != 0)
+             & (np.sign(d_wait) == np.sign(hl)))
+    cpu = np.where(np.abs(d_wait) < np.abs(hl), d_wait, hl)
+    out["host_cpu"] = np.where(split, cpu, out["host_cpu"])
+    out["host_launch"] = np.where(split, hl - cpu, hl)
     return out
 
 
-def other_process(ref: _Rows, tgt: _Rows) -> bool:
-    """Did another process share the GPU in the target rows but not in the reference? The
-    GPU's process list says so (another process in most target rows, in few reference rows),
-    or, for traces without one, NVML's utilisation far above this program's own duty cycle
-    (merge.util_excess_pct)."""
-    t, r = tgt.others[np.isfinite(tgt.others)], ref.others[np.isfinite(ref.others)]
-    if t.size and r.size:
-        return bool(np.mean(t > 0) >= 0.5 and np.mean(r > 0) < 0.2)
-    t, r = tgt.excess[np.isfinite(tgt.excess)], ref.excess[np.isfinite(ref.excess)]
-    return bool(t.size and r.size and np.median(t) >= OTHER_EXCESS_PCT
-                and np.median(r) < REF_EXCESS_PCT)
-
-
-def _changed(X: np.ndarray, moved: np.ndarray, missing: np.ndarray) -> np.ndarray:
-    """Indices of the regressors (columns of X, in REGRESSORS order) that varied and moved
-    between reference and target by more than they can be measured: a clock's mean must move by
-    more than CLOCK_RESOLUTION of itself (the in-band clock reads a steady clock to ~1e-5 over
-    a millisecond region; NVML reports whole MHz, 6e-4 of 1590)."""
-    mean = np.abs(X.mean(axis=0))
-    spread = X.std(axis=0)
-    res = np.array([CLOCK_RESOLUTION if c in ("inv_sm", "inv_mem") else 0.0
-                    for c in REGRESSORS[:X.shape[1]]])
-    return np.nonzero((spread > 1e-9 * np.maximum(1.0, mean)) & (moved != 0)
-                      & (np.abs(moved) > res * mean) & ~missing[:X.shape[1]])[0]
-
-
-def _clock_split(X: np.ndarray, y: np.ndarray, ref_X: np.ndarray, tgt: _Rows,
-                 delta: float, ref_rows: "_Rows") -> dict[str, float]:
-    """Of `delta` (a change in kernel busy time), the parts the SM and memory clocks explain."""
-    out = {f: 0.0 for f in FACTORS}
-    moved = tgt.X[:, :2].mean(axis=0) - ref_X.mean(axis=0)
-    use = _changed(X, moved, (ref_rows.missing | tgt.missing)[:2])
-    if use.size:
-        beta = _bounded_fit(X[:, use], y, np.full(use.size, np.inf))
-        for b, j in zip(beta[1:], use):
-            contrib = float(b * moved[j])
-            if j == 0:
-                share = _throttled_share(ref_rows, tgt)
-                out["throttling"], out["sm_clock"] = contrib * share, contrib * (1 - share)
-            else:
-                out["mem_clock"] = contrib
+def other_process(ref: _Draws, tgt: _Draws) -> np.ndarray:
+    """Per draw: did another process share the GPU in the target rows but not in the
+    reference? The GPU's process list says so (another process in most target rows, in few
+    reference rows), or, for traces without one, NVML's utilisation far above this program's
+    own duty cycle (merge.util_excess_pct)."""
+    listed = (tgt.others_n > 0) & (ref.others_n > 0)
+    out = listed & (tgt.others_frac >= 0.5) & (ref.others_frac < 0.2)
+    if not listed.all():
+        (n_t, med_t), (n_r, med_r) = tgt.excess_median(), ref.excess_median()
+        by_util = (n_t > 0) & (n_r > 0) & (med_t >= OTHER_EXCESS_PCT) & (med_r < REF_EXCESS_PCT)
+        out = np.where(listed, out, by_util)
     return out
 
 
@@ -296,32 +381,37 @@ def attribute(fit_rows: pd.DataFrame, ref_rows: pd.DataFrame, tgt_rows: pd.DataF
         return pd.DataFrame(columns=["factor", "contribution_ms", "ci_low_ms", "ci_high_ms",
                                      "share"])
     fill = not (fit.has_kernels and ref.has_kernels and tgt.has_kernels)
-    point = _bounded(_contributions(fit, ref, tgt), ref, tgt, fill)
-    rng = np.random.default_rng(seed)
 
-    def sample(d: _Rows) -> _Rows:
-        return d.take(rng.integers(0, len(d), min(len(d), MAX_ROWS)))
+    def whole(d: _Rows, moments: bool = False) -> _Draws:
+        return _Draws(d, np.ones((1, len(d))), moments)
+
+    point = {f: float(v[0]) for f, v in _bounded(
+        _contributions(whole(fit, True), whole(ref), whole(tgt)), whole(ref), whole(tgt),
+        fill).items()}
+    rng = np.random.default_rng(seed)
 
     def pool(d: _Rows) -> _Rows:
         # Resamples are drawn from POOL_ROWS rows of a large group, picked once: arrays that
-        # stay in cache (a resample of MAX_ROWS rows from the whole of 200,000 costs a cache
-        # miss per row and array), and the same distribution to draw from.
+        # stay in cache, and the same distribution to draw from.
         if len(d) <= POOL_ROWS:
             return d
         return d.take(np.sort(rng.choice(len(d), POOL_ROWS, replace=False)))
 
     fit_pool, ref_pool, tgt_pool = pool(fit), pool(ref), pool(tgt)
-    boots = []
-    for _ in range(BOOTSTRAP):
-        r, t = sample(ref_pool), sample(tgt_pool)
-        boots.append(_bounded(_contributions(sample(fit_pool), r, t), r, t, fill))
+    pools = (ref_pool, tgt_pool, fit_pool)  # (the order of the draws: see tests/reference)
+    idx = [np.empty((BOOTSTRAP, min(len(p), MAX_ROWS)), np.int64) for p in pools]
+    for i in range(BOOTSTRAP):
+        for p, ix in zip(pools, idx):
+            ix[i] = rng.integers(0, len(p), ix.shape[1])
+    W = [counts(ix, len(p)) for p, ix in zip(pools, idx)]
+    r, t = _Draws(ref_pool, W[0]), _Draws(tgt_pool, W[1])
+    boots = _bounded(_contributions(_Draws(fit_pool, W[2], True), r, t), r, t, fill)
     rows = []
     delta = point["delta"]
     # A share of nothing is meaningless: below 0.1% of the reference latency, shares are NA.
     meaningful = abs(delta) >= 1e-3 * abs(float(ref.y.mean()))
     for f in FACTORS:
-        vals = np.array([b[f] for b in boots])
-        lo, hi = np.percentile(vals, [2.5, 97.5])
+        lo, hi = np.percentile(boots[f], [2.5, 97.5])
         rows.append({"factor": f, "contribution_ms": point[f], "ci_low_ms": float(lo),
                      "ci_high_ms": float(hi),
                      "share": point[f] / delta if meaningful else np.nan})

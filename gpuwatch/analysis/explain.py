@@ -16,7 +16,6 @@ change split into its parts' causes, and shares that physics allows.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -51,10 +50,21 @@ def _changes(ref: pd.DataFrame, tgt: pd.DataFrame, cols: tuple[str, ...]) -> dic
 
 def _boot_changes(ref: pd.DataFrame, tgt: pd.DataFrame, cols: tuple[str, ...],
                   rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """BOOTSTRAP resampled changes of each column's mean (rows resampled, all at once)."""
-    out = {}
+    """BOOTSTRAP resampled changes of each column's mean (rows resampled, all at once; the
+    mean of a resample's finite values, NaN where it has none)."""
     ir = rng.integers(0, len(ref), (BOOTSTRAP, min(len(ref), MAX_ROWS)))
     it = rng.integers(0, len(tgt), (BOOTSTRAP, min(len(tgt), MAX_ROWS)))
+
+    def means(v: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        ok = np.isfinite(v)
+        total = np.where(ok, v, 0.0)[idx].sum(axis=1)
+        if ok.all():
+            return total / idx.shape[1]
+        n = ok[idx].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):  # (a resample of only NaN: NaN)
+            return np.where(n > 0, total / n, np.nan)
+
+    out = {}
     for c in cols:
         if c not in ref or c not in tgt:
             out[c] = np.full(BOOTSTRAP, np.nan)
@@ -63,9 +73,7 @@ def _boot_changes(ref: pd.DataFrame, tgt: pd.DataFrame, cols: tuple[str, ...],
         if not (np.isfinite(r).any() and np.isfinite(t).any()):
             out[c] = np.full(BOOTSTRAP, np.nan)
             continue
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # (a resample of only NaN: NaN)
-            out[c] = np.nanmean(t[it], axis=1) - np.nanmean(r[ir], axis=1)
+        out[c] = means(t, it) - means(r, ir)
     return out
 
 
@@ -87,8 +95,7 @@ def refine_host(att: pd.DataFrame, ref: pd.DataFrame, tgt: pd.DataFrame,
     parts = hostside.split(host, d)
     rng = np.random.default_rng(seed + 1)
     boots = _boot_changes(ref, tgt, HOST_CHANGE_COLUMNS, rng)
-    samples = [hostside.split(host, {c: float(boots[c][i]) for c in HOST_CHANGE_COLUMNS})
-               for i in range(BOOTSTRAP)]
+    samples = hostside.split(host, boots)  # (every resample at once: arrays in, arrays out)
     rows = []
     for f in att["factor"]:
         if f in parts:
@@ -99,7 +106,7 @@ def refine_host(att: pd.DataFrame, ref: pd.DataFrame, tgt: pd.DataFrame,
     lo_hl, hi_hl = float(a.loc["host_launch", "ci_low_ms"]), float(a.loc["host_launch",
                                                                             "ci_high_ms"])
     for f, c in parts.items():
-        vals = np.array([s[f] for s in samples])
+        vals = samples[f]
         if f == "host_launch" and c == float(a.loc["host_launch", "contribution_ms"]):
             lo, hi = lo_hl, hi_hl
         else:

@@ -38,7 +38,7 @@ host delay among them is `split()`: measured parts first, each at most its own c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -235,16 +235,16 @@ def busiest_thread(events: pd.DataFrame | None, t0: float, t1: float) -> dict[st
     return best if best is not None and best["run_ms"] > 0 else None
 
 
-def _take(total: float, change: float) -> float:
+def _take(total: Any, change: Any) -> Any:
     """The part of `total` a measured change can explain: same sign, at most the change, at
-    most what is left."""
-    if not np.isfinite(change) or total == 0 or np.sign(change) != np.sign(total):
-        return 0.0
-    return float(np.sign(total) * min(abs(change), abs(total)))
+    most what is left (element-wise on arrays)."""
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(change) & (total != 0) & (np.sign(change) == np.sign(total))
+        return np.where(ok, np.sign(total) * np.minimum(np.abs(change), np.abs(total)), 0.0)
 
 
-def split(total: float, d: dict[str, float], wait_counted: bool = False,
-          lock_ratio: float = 0.5) -> dict[str, float]:
+def split(total: Any, d: Mapping[str, Any], wait_counted: bool = False,
+          lock_ratio: float = 0.5) -> dict[str, Any]:
     """Split a host delay `total` (ms, signed: the host's share of a change) among the host
     causes, by the changes `d` of the per-row means (ms) between reference and target:
     gc (`gc_ms`); cpu_quota (`quota_ms`: part of the wait for a CPU, or of the time off the CPU
@@ -254,35 +254,51 @@ def split(total: float, d: dict[str, float], wait_counted: bool = False,
     `others_run_ms`, where the other threads ran at least `lock_ratio` as long); host_blocked
     (the rest of off-CPU); vm_steal (`steal_ms`); and
     host_launch: what is left, on the CPU. Each part at most its own change and what is left,
-    so the parts stay within 0..total and sum to it."""
-    out = {"gc": 0.0, "cpu_quota": 0.0, "host_cpu": 0.0, "interpreter_lock": 0.0,
-           "host_blocked": 0.0, "vm_steal": 0.0, "host_launch": 0.0}
+    so the parts stay within 0..total and sum to it.
+
+    Floats in, floats out; arrays (bootstrap resamples of the changes) in, arrays out, element
+    by element."""
+    scalar = np.ndim(total) == 0 and all(np.ndim(v) == 0 for v in d.values())
+    nan = np.nan
+    out: dict[str, Any] = {}
     left = total
-    out["gc"] = _take(left, d.get("gc_ms", np.nan))
-    left -= out["gc"]
-    off = d.get("host_offcpu_ms", np.nan)
+    out["gc"] = _take(left, d.get("gc_ms", nan))
+    left = left - out["gc"]
+    off = np.asarray(d.get("host_offcpu_ms", nan), float)
     if not wait_counted:
         # The cgroup's quota throttling first: the timed thread waits for a CPU meanwhile, or,
         # where another thread of the process was throttled holding the interpreter lock, off
         # the CPU (both seen on the CPU test machine). Then the rest of the wait.
-        wait = d.get("host_wait_ms", np.nan)
-        quota = d.get("quota_ms", np.nan)
-        held = np.nansum([wait, off]) if np.isfinite(wait) or np.isfinite(off) else np.nan
+        wait = np.asarray(d.get("host_wait_ms", nan), float)
+        quota = d.get("quota_ms", nan)
+        has_wait = np.isfinite(wait)
+        held = np.where(has_wait | np.isfinite(off), np.nan_to_num(wait) + np.nan_to_num(off),
+                        nan)
         # (at most what the thread spent held off, in size and sign)
-        out["cpu_quota"] = _take(left, quota if not np.isfinite(held) else _take(held, quota))
-        left -= out["cpu_quota"]
-        in_wait = _take(out["cpu_quota"], wait) if np.isfinite(wait) else 0.0
-        out["host_cpu"] = _take(left, wait - in_wait if np.isfinite(wait) else wait)
-        left -= out["host_cpu"]
-        off = off - (out["cpu_quota"] - in_wait) if np.isfinite(off) else off
-    others = d.get("others_run_ms", np.nan)
+        out["cpu_quota"] = _take(left, np.where(np.isfinite(held), _take(held, quota), quota))
+        left = left - out["cpu_quota"]
+        in_wait = np.where(has_wait, _take(out["cpu_quota"], wait), 0.0)
+        out["host_cpu"] = _take(left, np.where(has_wait, wait - in_wait, wait))
+        left = left - out["host_cpu"]
+        off = np.where(np.isfinite(off), off - (out["cpu_quota"] - in_wait), off)
+    else:
+        out["cpu_quota"] = out["host_cpu"] = np.zeros_like(out["gc"])
+    others = np.asarray(d.get("others_run_ms", nan), float)
     # (off the CPU while the other threads ran at least half as long: they held it)
-    if np.isfinite(off) and np.isfinite(others) and off > 0 and others >= lock_ratio * off:
-        out["interpreter_lock"] = _take(left, off)
-        left -= out["interpreter_lock"]
-    out["host_blocked"] = _take(left, off - out["interpreter_lock"] if np.isfinite(off) else off)
-    left -= out["host_blocked"]
-    out["vm_steal"] = _take(left, d.get("steal_ms", np.nan))
-    left -= out["vm_steal"]
+    with np.errstate(invalid="ignore"):
+        held_lock = (np.isfinite(off) & np.isfinite(others) & (off > 0)
+                     & (others >= lock_ratio * off))
+    out["interpreter_lock"] = np.where(held_lock, _take(left, off), 0.0)
+    left = left - out["interpreter_lock"]
+    out["host_blocked"] = _take(left, np.where(np.isfinite(off), off - out["interpreter_lock"],
+                                               off))
+    left = left - out["host_blocked"]
+    out["vm_steal"] = _take(left, d.get("steal_ms", nan))
+    left = left - out["vm_steal"]
     out["host_launch"] = left
-    return out
+    order = ("gc", "cpu_quota", "host_cpu", "interpreter_lock", "host_blocked", "vm_steal",
+             "host_launch")
+    if scalar:
+        return {k: float(out[k]) for k in order}
+    return {k: np.broadcast_to(out[k], np.broadcast(*out.values()).shape).astype(float)
+            for k in order}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..trace import Trace
+from ..trace import Trace, live_writer
 
 __all__ = ["headline", "line", "of", "telemetry_text", "warning_text"]
 
@@ -40,8 +40,11 @@ def of(tr: Trace, ti: int, kept: int) -> dict[str, Any]:
         planned = iters * len(conds)
     versions = _dict(m.get("versions"))
     status = m.get("status")
+    # (a .partial whose recording process still runs: a snapshot, not a dead recording)
+    live = live_writer(m) if tr.recovered and status == "recording" else None
     return {"trace": ti, "path": str(tr.path),
             "status": status if isinstance(status, str) and status else "unknown",
+            "live": live,
             "error": m.get("error") if isinstance(m.get("error"), str) else None,
             "planned": planned, "kept": int(kept),
             "telemetry": _telemetry(m, tr),
@@ -86,6 +89,8 @@ def headline(st: dict[str, Any], several: bool = True) -> str | None:
     if st["status"] == "complete":
         return None
     what = STATUS_WORDS.get(st["status"], f"has status {st['status']!r}")
+    if st.get("live"):
+        what = f"is still in progress ({st['live']} is writing it): this is a snapshot"
     who = f"trace {st['trace']}: the recording" if several else "The recording"
     n = (f" after {st['kept']} of {st['planned']} planned inferences" if st["planned"]
          else f" with {st['kept']} measured inferences")

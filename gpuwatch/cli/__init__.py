@@ -8,6 +8,10 @@ from typing import NoReturn, Protocol, Sequence
 
 from ..errors import GpuwatchError
 
+# Traces this command has finished writing: a later failure (stdout on a full disk) says they
+# are there, so nobody records again for nothing.
+WRITTEN: list[str] = []
+
 
 class Command(Protocol):
     name: str
@@ -52,12 +56,18 @@ def main(command: Command, argv: Sequence[str] | None = None, prog: str | None =
             except (AttributeError, ValueError):
                 pass
     try:
-        return command.run(args)
+        code = command.run(args)
+        if code == 130:
+            _ignore_sigint()
+        return code
     except GpuwatchError as e:
         msg = " ".join(str(e).split())  # one line, whatever the message held
+        if e.exit_code == 130:
+            _ignore_sigint()
         print(f"{parser.prog}: error: {msg}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
+        _ignore_sigint()
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # (`| head`, `| true`: the reader left; as other tools, quietly)
@@ -66,11 +76,24 @@ def main(command: Command, argv: Sequence[str] | None = None, prog: str | None =
     except OSError as e:  # (a full disk under stdout, an I/O error: one line, not a traceback)
         _silence_stdout()
         where = f" ({e.filename})" if e.filename else " while writing the output"
+        kept = f"; the trace was written: {', '.join(WRITTEN)}" if WRITTEN else ""
         try:
-            print(f"{parser.prog}: error: {e.strerror or e}{where}", file=sys.stderr)
+            print(f"{parser.prog}: error: {e.strerror or e}{where}{kept}", file=sys.stderr)
         except OSError:
             pass
         return 1
+
+
+def _ignore_sigint() -> None:
+    """The command was stopped by Ctrl-C and has said what it kept: more presses (a user
+    pressing on and on) are moot now. Left to the default handler, which the interpreter
+    restores while it exits, one would kill the process by the signal instead of exit 130."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):  # (not the main thread)
+        pass
 
 
 def _silence_stdout() -> None:

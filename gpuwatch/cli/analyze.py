@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..analysis import analyze
 from ..errors import UsageError
 
 
@@ -23,7 +22,8 @@ class AnalyzeCommand:
                             "per GPU model and gap")
         p.add_argument("--json", action="store_true", help="print JSON instead of the summary")
         p.add_argument("-q", "--quiet", action="store_true",
-                       help="print the overall verdict only (one line)")
+                       help="print the overall verdict only (one line; for a directory: the "
+                            "group with the largest late/early ratio)")
         p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
         p.add_argument("--png", metavar="DIR", help="write the plots as PNG files into DIR")
         p.add_argument("--perfetto", metavar="FILE",
@@ -52,6 +52,8 @@ class AnalyzeCommand:
         dirs = [t for t in args.traces if Path(t).is_dir() and not t.rstrip("/").endswith(".partial")]
         if dirs:
             return self._fleet(args, dirs)
+        from ..analysis import analyze  # (pandas and the rest: only once the input is good)
+
         a = analyze(*args.traces, seed=args.seed)
         try:
             if args.html:
@@ -100,6 +102,8 @@ class AnalyzeCommand:
             import json
 
             sys.stdout.write(json.dumps(f.to_dict(), indent=1) + "\n")
+        elif args.quiet:
+            print(f.headline())
         else:
             sys.stdout.write(format_fleet(f))
         return 0

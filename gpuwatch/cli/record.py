@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import WRITTEN
 from ..backends import BINDINGS, DEVICE_HELP_ENGINES
 from ..engines import check_spec
 from ..errors import Terminated, UsageError
 from ..recorder import MAX_SAMPLE_HZ, SAMPLER_MODES, Session
-from ..summary import condition_summary, format_summary
 from ..trace import default_out, load, partial_path
 from ..bindings.tensorrt import PRECISIONS  # imports no TensorRT until an engine is made
 
@@ -23,9 +23,19 @@ from ..bindings.tensorrt import PRECISIONS  # imports no TensorRT until an engin
 MAX_GAP_MS = 3_600_000.0  # an hour: longer gaps are separate recordings
 
 
+def _items(text: str, option: str) -> list[str]:
+    """A comma list's items; an empty one (`1,,2`, a trailing comma) is a typo, not a skip."""
+    items = [x.strip() for x in text.split(",")]
+    if len(items) > 1 and not all(items):
+        raise argparse.ArgumentTypeError(
+            f"{option} has an empty item in {text!r}: separate values with single commas "
+            f"(e.g. 0,5,20)")
+    return [x for x in items if x]
+
+
 def _gaps(text: str) -> list[float]:
     try:
-        gaps = [float(x) for x in text.split(",") if x.strip()]
+        gaps = [float(x) for x in _items(text, "--gap")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--gap takes milliseconds, or a comma list for a sweep (e.g. 0,5,20), not {text!r}"
@@ -81,7 +91,7 @@ def _sample_hz(text: str) -> float:
 
 def _fps(text: str) -> list[float]:
     try:
-        rates = [float(x) for x in text.split(",") if x.strip()]
+        rates = [float(x) for x in _items(text, "--fps")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--fps takes frames per second, or a comma list (e.g. 15,30), not {text!r}") from None
@@ -219,9 +229,14 @@ class RecordCommand:
                 print(f"{what}: the recording is in {partial} (not finished)", file=sys.stderr)
             elif path.exists():
                 print(f"{what}: what was recorded is in {path}", file=sys.stderr)
+            else:  # (stopped before anything was timed: the session wrote nothing)
+                print(f"{what}: nothing was timed; no trace was written", file=sys.stderr)
             raise
+        WRITTEN.append(str(s.out))
         if args.json or not args.quiet:
             # only what the summary needs: an hour at 1 kHz is millions of sample rows
+            from ..summary import condition_summary, format_summary  # (pandas: not before)
+
             tr = load(s.out, columns={"samples": ["sm_clock_mhz"], "kernels": [],
                                       "driver_samples": [], "events": []})
             summary = condition_summary(tr)
@@ -290,7 +305,9 @@ def _sample_gpus(text: str | None) -> str | list[int] | None:
     if text is None or text == "all":
         return text
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        return [int(x) for x in _items(text, "--sample-gpus")]
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(str(e)) from None
     except ValueError:
         raise UsageError(f"--sample-gpus takes all or NVML indices like 0,1, not {text!r}") from None
 

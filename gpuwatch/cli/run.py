@@ -170,7 +170,7 @@ class RunCommand:
         if not args.quiet or args.html or args.json:  # (-q: no text report)
             try:
                 self._report(path, found, regions, args,
-                             {"trace": None if session.left_previous else str(path),
+                             {"trace": None if session.discarded else str(path),
                               "status": status,
                               "program_exit_status": code, "program_error": error,
                               "regions_found": dict(regions.counts),
@@ -188,8 +188,9 @@ class RunCommand:
 
         err, text = sys.stderr, not args.quiet and not args.json
         if text:
-            where = path if run["trace"] is not None else f"none written ({path} is the one " \
-                f"that was there)"
+            where = path if run["trace"] is not None else (
+                f"none written ({path} is the one that was there)" if path.exists()
+                else "none written (nothing was timed)")
             print(f"\ngpuwatch: {found} inference(s) found "
                   f"({', '.join(f'{k}: {v}' for k, v in regions.counts.items())}); trace: {where}",
                   file=err)

@@ -1,0 +1,215 @@
+"""The attribution's bootstrap as matrices (issue 31, part 2): every draw at once, as count
+weights, gives what the one-resample-at-a-time bootstrap gave (tests/reference: the frozen
+module, the same draws from the same seed), to rounding; the batched bounded fit is scipy's
+bounded least squares."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import gpuwatch
+import gpuwatch.analysis as analysis
+from gpuwatch.analysis import attribution
+
+DATA = Path(__file__).parent / "data"
+COLUMNS = ["contribution_ms", "ci_low_ms", "ci_high_ms", "share"]
+
+
+def _reference():
+    spec = importlib.util.spec_from_file_location(
+        "attribution_loop", Path(__file__).parent / "reference" / "attribution_loop.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("attribution_loop", mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+REF = _reference()
+
+
+def _same(fit: pd.DataFrame, ref: pd.DataFrame, tgt: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    got, want = attribution.attribute(fit, ref, tgt, seed), REF.attribute(fit, ref, tgt, seed)
+    assert list(got.columns) == list(want.columns)
+    if want.empty:
+        assert got.empty
+        return got
+    assert list(got["factor"]) == list(want["factor"])
+    scale = max(1e-6, float(np.abs(want["contribution_ms"]).max()))
+    for c in COLUMNS:
+        g, w = got[c].to_numpy(float), want[c].to_numpy(float)
+        assert np.array_equal(np.isnan(g), np.isnan(w)), c
+        ok = np.isfinite(w)
+        tol = 1e-6 if c == "share" else 1e-7 * scale
+        np.testing.assert_allclose(g[ok], w[ok], rtol=0, atol=tol, err_msg=c)
+    return got
+
+
+def _compare_analysis(monkeypatch: pytest.MonkeyPatch, trace) -> int:
+    """Analyse `trace` with every attribution checked against the reference; how many ran."""
+    calls = []
+
+    def both(fit, ref, tgt, seed=0):
+        calls.append(1)
+        return _same(fit, ref, tgt, seed)
+
+    monkeypatch.setattr(analysis, "attribute", both)
+    gpuwatch.analyze(trace)
+    return len(calls)
+
+
+@pytest.mark.slow
+def test_kernel_timeline_attributions_match_the_reference(kernel_traces, monkeypatch):
+    """With a kernel timeline (busy and idle time inside each region) on the sim's clock,
+    cold-start and host-bound profiles."""
+    n = sum(_compare_analysis(monkeypatch, t) for t in kernel_traces.values())
+    assert n >= 3
+
+
+@pytest.mark.parametrize("name", ["h100_causes/power_cap.parquet",
+                                  "h100_causes/cotenant_gemm.parquet",
+                                  "h100_small_gap0_20_fixture.parquet"])
+def test_real_h100_attributions_match_the_reference(name, monkeypatch):
+    """Real traces: a power cap (throttle reasons), another process (the process list) and
+    one without a process list (NVML's utilisation excess, by its median)."""
+    assert _compare_analysis(monkeypatch, DATA / name) >= 1
+
+
+def _frame(rng: np.random.Generator, n: int, sm_mhz: float, slow_ms: float,
+           kernels: str = "all", others: bool = True, clocks: bool = True) -> pd.DataFrame:
+    sm = sm_mhz + rng.normal(0, 15, n).round()
+    enq = rng.gamma(2.0, 0.02, n) + slow_ms * rng.random(n)
+    gpu = 0.4 * 1590 / sm + 0.8 * enq + rng.normal(0, 0.01, n)
+    busy = 0.4 * 1590 / sm + rng.normal(0, 0.005, n)
+    df = pd.DataFrame({
+        "gpu_ms": gpu,
+        "sm_clock_mhz_mean": sm if clocks else np.nan,
+        "mem_clock_mhz_mean": np.full(n, 2619.0) if clocks else np.nan,
+        "enqueue_ms": enq,
+        "reasons_any": np.where(rng.random(n) < 0.3, 4, 0).astype(np.int64),
+        "busy_ms": busy,
+        "idle_inside_ms": np.maximum(gpu - busy, 0),
+        "util_excess_pct": rng.uniform(0, 60, n),
+        "host_wait_ms": np.where(rng.random(n) < 0.2, np.nan, rng.gamma(1.0, 0.01, n)),
+    })
+    if kernels == "none":
+        df = df.drop(columns=["busy_ms", "idle_inside_ms"])
+    elif kernels == "some":  # one region without a kernel timeline: some draws hold it
+        df.loc[int(rng.integers(n)), ["busy_ms", "idle_inside_ms"]] = np.nan
+    if others:
+        df["other_active"] = (rng.random(n) < 0.6).astype(float)
+    return df
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_synthetic_groups_match_the_reference(case):
+    """Groups made to reach every branch: kernel timelines in all, some or none of the rows,
+    clocks missing, the process list absent (the utilisation's median decides), a large
+    group (drawn from a pool), and host enqueue time whose slope meets its bound."""
+    rng = np.random.default_rng(100 + case)
+    kernels = ("all", "some", "none", "none")[case % 4]
+    others = case % 3 != 0
+    clocks = case != 6
+    n_ref, n_tgt = (20_000, 900) if case == 5 else (400, 300)
+    ref = _frame(rng, n_ref, 1980, 0.0, kernels, others, clocks)
+    tgt = _frame(rng, n_tgt, 1590 if case % 2 else 1980, 0.3 * (case % 3), kernels, others,
+                 clocks)
+    if not others:
+        tgt["util_excess_pct"] = rng.uniform(25, 70, n_tgt)
+        ref["util_excess_pct"] = rng.uniform(0, 25, n_ref)
+    fit = pd.concat([ref, tgt], ignore_index=True)
+    got = _same(fit, ref, tgt, seed=case)
+    assert set(got["factor"]) == set(attribution.FACTORS)
+
+
+def test_too_few_rows_give_an_empty_table():
+    rng = np.random.default_rng(0)
+    a, b = _frame(rng, 2, 1980, 0.0), _frame(rng, 50, 1590, 0.0)
+    assert _same(pd.concat([a, b]), a, b).empty
+
+
+def test_counts_are_the_draws():
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, 7, (5, 11))
+    W = attribution.counts(idx, 7)
+    assert W.shape == (5, 7) and np.all(W.sum(axis=1) == 11)
+    for i in range(5):
+        np.testing.assert_array_equal(W[i], np.bincount(idx[i], minlength=7))
+    v = rng.normal(size=7)
+    np.testing.assert_allclose(W @ v / 11, v[idx].mean(axis=1))
+
+
+def test_the_batched_bounded_fit_is_scipys_bounded_least_squares():
+    """Many problems at once, each with its own set of active regressors (the others held at
+    0), against lsq_linear (BVLS) on each alone."""
+    from scipy.optimize import lsq_linear
+
+    rng = np.random.default_rng(5)
+    B, k, n = 80, 3, 200
+    upper = np.array([np.inf, np.inf, 1.0])
+    Xs, ys = [], []
+    G, c = np.empty((B, k, k)), np.empty((B, k))
+    for b in range(B):
+        X = rng.normal(size=(n, k)) * rng.uniform(0.1, 3, k) + rng.normal(size=k)
+        y = 0.3 + X @ rng.normal(0, 1.5, k) + rng.normal(0, 0.5, n)
+        Xc = X - X.mean(axis=0)
+        G[b], c[b] = Xc.T @ Xc, Xc.T @ (y - y.mean())
+        Xs.append(X)
+        ys.append(y)
+    active = rng.random((B, k)) < 0.75
+    beta = attribution._bounded_fit_batch(G, c, upper, active)
+    broke = 0
+    for b in range(B):
+        a = active[b]
+        assert np.all(beta[b, ~a] == 0)
+        if not a.any():
+            continue
+        A = np.column_stack([np.ones(n), Xs[b][:, a]])
+        want = lsq_linear(A, ys[b], bounds=(np.r_[-np.inf, np.zeros(a.sum())],
+                                            np.r_[np.inf, upper[a]]), method="bvls").x[1:]
+        plain = np.linalg.lstsq(A, ys[b], rcond=None)[0][1:]
+        broke += bool(np.any(plain < 0) or np.any(plain > upper[a]))
+        np.testing.assert_allclose(beta[b, a], want, rtol=1e-6, atol=1e-7)
+    assert broke >= 20  # (the bounds were really in play)
+
+
+def test_a_singular_system_gets_lstsqs_minimum_norm_answer():
+    """Two regressors that always move together (the SM and memory clock in one step): the
+    Gram matrix is singular; the answer is lstsq's minimum-norm one, as before."""
+    x = np.linspace(0.5, 0.6, 50)
+    X = np.column_stack([x, 2 * x])
+    y = 3 * x
+    Xc = X - X.mean(axis=0)
+    G, c = Xc.T @ Xc, Xc.T @ (y - y.mean())
+    got = attribution._bounded_fit_batch(G[None], c[None], np.full(2, np.inf),
+                                         np.ones((1, 2), bool))[0]
+    np.testing.assert_allclose(got, np.linalg.lstsq(G, c, rcond=None)[0], rtol=1e-9)
+
+
+def test_the_analysis_runs_blas_on_one_thread_and_gives_the_pool_back(monkeypatch):
+    """Small matrix products: BLAS threads would spin (threads.py). Inside analyze the BLAS
+    pool is one thread; after it, what it was."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads() -> list[int]:
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info()
+                if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen = []
+    real = analysis.attribute
+
+    def spy(*a, **k):
+        seen.append(blas_threads())
+        return real(*a, **k)
+
+    monkeypatch.setattr(analysis, "attribute", spy)
+    gpuwatch.analyze(DATA / "h100_causes" / "steady.parquet")
+    assert seen and all(n == [1] * len(n) for n in seen), seen
+    assert blas_threads() == before
