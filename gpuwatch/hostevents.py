@@ -120,6 +120,7 @@ class ThreadNames:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
+        self._lock = threading.Lock()  # (published from the writer's and the timed thread)
         self._written: dict[int, str] | None = None
         self._seen: tuple[int, int] | None = None  # (mtime_ns, size) of the file last read
         self._names: dict[int, str] = {}
@@ -128,10 +129,11 @@ class ThreadNames:
         names = dict(python_thread_names() if names is None else names)
         if names == self._written:
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({str(k): v for k, v in names.items()}))
-        os.replace(tmp, self.path)
-        self._written = names
+        with self._lock:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps({str(k): v for k, v in names.items()}))
+            os.replace(tmp, self.path)
+            self._written = names
 
     def read(self) -> dict[int, str]:
         try:

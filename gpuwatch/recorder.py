@@ -368,7 +368,9 @@ class Session:
                                   stream=self._stream_ref, ordinal=self._ordinal,
                                   probe_every_ns=int((self.probe_every_ms or 0) * 1e6),
                                   # (0 ms: every region; else also ~10 ms of regions between)
-                                  probe_region_ns=PROBE_REGION_NS if self.probe_every_ms else 0)
+                                  probe_region_ns=PROBE_REGION_NS if self.probe_every_ms else 0,
+                                  hook=(self._thread_names.publish
+                                        if self._thread_names is not None else None))
         writer.set_before_flush(self._housekeeping)
 
     def _housekeeping(self) -> None:

@@ -49,6 +49,7 @@ BATCH = 16  # resolve once this many regions are outstanding...
 # while the program idles. (At 100 ms, a program with 20 ms gaps paid for a resolution at its
 # inference every 5th region, not every 16th: benchmarks/run_host_cost.py.)
 POLL_NS = 1_000_000_000
+HOOK_NS = 250_000_000  # housekeeping's hook, at most this often (see RegionTimer)
 MAX_PENDING = 1024  # regions outstanding before the oldest is waited for (the pool wraps)
 CHECK_FIRST = 3  # the first regions are checked for work outside their stream...
 CHECK_EVERY = 200  # ...and then one in this many (0: never)
@@ -148,14 +149,20 @@ class RegionTimer:
                  max_pending: int = MAX_PENDING, probe: bool = False,
                  stream: StreamRef | None = None, ordinal: int = 0,
                  probe_every_ns: int = PROBE_EVERY_NS,
-                 probe_region_ns: int = PROBE_REGION_NS):
+                 probe_region_ns: int = PROBE_REGION_NS,
+                 hook: Callable[[], None] | None = None):
         """`sink(table, columns)` takes the resolved rows (the writer's add_columns). `probe`:
         stamp the in-band SM clock around regions (the runtime's probe/read_probe), a region
         when `probe_every_ns` has passed since the last stamped one began and the regions since
         lasted about `probe_region_ns` of GPU time (both 0: every region).
         `stream`: where regions go when none is given (None: where the work goes now, on CUDA
-        device `ordinal`; see streams.py)."""
+        device `ordinal`; see streams.py). `hook`: called from housekeeping on the timed
+        thread, at most every HOOK_NS (the session's thread names for the sampler process:
+        a thread holding the interpreter lock can starve every other thread but this one,
+        which the analysis is about)."""
         self._rt, self._clock, self._tb, self._sink = runtime, clock, timebase, sink
+        self._hook = hook
+        self._hook_ns: int | None = None
         self._gpu, self._tracer = gpu, tracer
         self._check_every, self._max_pending = check_every, max_pending
         self._stream, self._ordinal = stream, ordinal
@@ -480,6 +487,12 @@ class RegionTimer:
         records. Returns whether `p` is checked for work outside its stream. A GPU error is
         raised with the row of the region it concerns (an outstanding one, or `p`)."""
         now, fs = self._counter(), self._fs
+        if self._hook is not None and (self._hook_ns is None or now - self._hook_ns >= HOOK_NS):
+            self._hook_ns = now
+            try:
+                self._hook()
+            except Exception:  # (bookkeeping for the sampler: never the region's failure)
+                pass
         if self._out:
             self._absorb_held()
         if self._pending and (len(self._pending) >= BATCH or now - fs.last_poll_ns >= POLL_NS):
