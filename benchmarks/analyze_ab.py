@@ -3,7 +3,7 @@
 Each pair analyses every trace once with checkout A and once with checkout B (in that order or
 the reverse, alternating), each in a fresh child process with the checkout first on its path;
 the child reports the CPU time (process_time) and wall time of `analyze(path).to_dict()`,
-imports excluded. Prints and writes (--out) per trace the medians, and the B/A ratio's median
+imports excluded, and its peak RSS (imports included). Prints and writes (--out) per trace the medians, and the B/A ratio's median
 and IQR over the pairs.
 
     python benchmarks/analyze_ab.py --a /tmp/base --b . --pairs 5 --out ab.json TRACE...
@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 
 CHILD = """
-import json, sys, time, warnings
+import json, resource, sys, time, warnings
 warnings.simplefilter("ignore")
 import gpuwatch, gpuwatch.analysis
 path = sys.argv[1]
 c0, w0 = time.process_time(), time.perf_counter()
 gpuwatch.analyze(path).to_dict()
 print(json.dumps({"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0,
+                  "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                   "module": gpuwatch.analysis.__file__}))
 """
 
@@ -66,10 +67,13 @@ def main() -> None:
             "b_over_a_cpu_median": float(np.median(ratio)), "b_over_a_cpu_iqr": [q1, q3],
             "a_wall_s_median": float(np.median([r["wall_s"] for r in runs["a"]])),
             "b_wall_s_median": float(np.median([r["wall_s"] for r in runs["b"]])),
+            "a_max_rss_gib_median": float(np.median([r["max_rss_gib"] for r in runs["a"]])),
+            "b_max_rss_gib_median": float(np.median([r["max_rss_gib"] for r in runs["b"]])),
         }
         r = results[t]
         print(f"{Path(t).name:40s} A {r['a_cpu_s_median']:6.2f} s  B {r['b_cpu_s_median']:6.2f} s"
-              f"  B/A {r['b_over_a_cpu_median']:.3f} (IQR {q1:.3f}-{q3:.3f})", flush=True)
+              f"  B/A {r['b_over_a_cpu_median']:.3f} (IQR {q1:.3f}-{q3:.3f}); peak "
+              f"{r['a_max_rss_gib_median']:.2f} / {r['b_max_rss_gib_median']:.2f} GiB", flush=True)
     a_sum = sum(r["a_cpu_s_median"] for r in results.values())
     b_sum = sum(r["b_cpu_s_median"] for r in results.values())
     print(f"{'all':40s} A {a_sum:6.2f} s  B {b_sum:6.2f} s  B/A {b_sum / a_sum:.3f}")

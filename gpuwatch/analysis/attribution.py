@@ -95,6 +95,17 @@ class _Rows:
     def __len__(self) -> int:
         return int(self.y.size)
 
+    def sums_matrix(self) -> np.ndarray:
+        """The row values every per-draw sum is a product with (`_Draws`): columns y, X (3),
+        thr, then for busy, idle and wait the count of finite values and their sum, then
+        others: finite, and > 0. (Made per use, not kept: a whole group's is rows x 13.)"""
+        ok = {c: np.isfinite(getattr(self, c)) for c in ("busy", "idle", "wait", "others")}
+        return np.column_stack([self.y, self.X, self.thr]
+                               + [a for c in ("busy", "idle", "wait")
+                                  for a in (ok[c], np.where(ok[c], getattr(self, c), 0.0))]
+                               + [ok["others"], ok["others"] & (np.nan_to_num(self.others) > 0)]
+                               ).astype(float)
+
     def take(self, idx: np.ndarray) -> "_Rows":
         r = object.__new__(_Rows)  # (ndarray.take: 4x faster than fancy indexing of X's rows)
         r.y, r.X, r.thr = self.y.take(idx), self.X.take(idx, axis=0), self.thr.take(idx)
@@ -115,14 +126,7 @@ class _Draws:
 
     def __init__(self, rows: _Rows, W: np.ndarray, moments: bool = False):
         self.rows, self.W, self.missing = rows, W, rows.missing
-        ok = {c: np.isfinite(getattr(rows, c)) for c in ("busy", "idle", "wait", "others")}
-        # one matrix product for every per-draw sum: columns y, X (3), thr, then for each
-        # column with NaN in it the count of its finite values and their sum
-        V = np.column_stack([rows.y, rows.X, rows.thr]
-                            + [a for c in ("busy", "idle", "wait")
-                               for a in (ok[c], np.where(ok[c], getattr(rows, c), 0.0))]
-                            + [ok["others"], ok["others"] & (np.nan_to_num(rows.others) > 0)])
-        S = W @ V.astype(float)
+        S = W @ rows.sums_matrix()
         n = W.sum(axis=1)
         self.n = n
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -145,8 +149,11 @@ class _Draws:
         Z = Z - Z.mean(axis=0)
         p = Z.shape[1]
         m1 = self.W @ Z / self.n[:, None]
-        m2 = (self.W @ (Z[:, :, None] * Z[:, None, :]).reshape(len(Z), p * p)).reshape(
-            -1, p, p) / self.n[:, None, None]
+        if len(self.W) == 1:  # (one draw, maybe the whole group: no rows x p^2 products)
+            m2 = ((Z.T * self.W[0]) @ Z)[None] / self.n[:, None, None]
+        else:
+            m2 = (self.W @ (Z[:, :, None] * Z[:, None, :]).reshape(len(Z), p * p)).reshape(
+                -1, p, p) / self.n[:, None, None]
         self.cov = m2 - m1[:, :, None] * m1[:, None, :]
         self.spread = np.sqrt(np.maximum(np.diagonal(self.cov, axis1=1, axis2=2)[:, :3], 0.0))
 
@@ -382,12 +389,13 @@ def attribute(fit_rows: pd.DataFrame, ref_rows: pd.DataFrame, tgt_rows: pd.DataF
                                      "share"])
     fill = not (fit.has_kernels and ref.has_kernels and tgt.has_kernels)
 
-    def whole(d: _Rows, moments: bool = False) -> _Draws:
+    def whole(d: _Rows, moments: bool = False) -> _Draws:  # (the group itself: one draw)
         return _Draws(d, np.ones((1, len(d))), moments)
 
+    whole_ref, whole_tgt = whole(ref), whole(tgt)
     point = {f: float(v[0]) for f, v in _bounded(
-        _contributions(whole(fit, True), whole(ref), whole(tgt)), whole(ref), whole(tgt),
-        fill).items()}
+        _contributions(whole(fit, True), whole_ref, whole_tgt),
+        whole_ref, whole_tgt, fill).items()}
     rng = np.random.default_rng(seed)
 
     def pool(d: _Rows) -> _Rows:
