@@ -132,15 +132,21 @@ class StandInRuntime:
         self._queued: list[tuple[int, int]] = []
         self._driver = _StandInDriver()
 
+        self._raised: BaseException | None = None
+
         def launch(f: Any, gx: int, gy: int, gz: int, bx: int, by: int, bz: int, shmem: int,
                    stream: Any, params: Any, extra: Any) -> int:
-            if self.probe_status:
-                return self.probe_status
-            out = ctypes.cast(params[0], ctypes.POINTER(ctypes.c_uint64))[0]
-            self._queued.append((out, int(gx)))
-            if not self.probe_deferred:
-                self.run_stamps()
-            return 0
+            try:
+                if self.probe_status:
+                    return self.probe_status
+                out = ctypes.cast(params[0], ctypes.POINTER(ctypes.c_uint64))[0]
+                self._queued.append((out, int(gx)))
+                if not self.probe_deferred:
+                    self.run_stamps()
+                return 0
+            except BaseException as e:  # (a Ctrl-C landing in this Python "driver": ctypes
+                self._raised = e  # would print and drop it; probe() raises it instead)
+                return 999  # (CUDA_ERROR_UNKNOWN)
 
         self._c_launch = _LAUNCH(launch)
         self._clock_probe = ClockProbe(self._driver, (9, 0), 4, cubin=b"\0",
@@ -158,7 +164,13 @@ class StandInRuntime:
         self._queued.clear()
 
     def probe(self, stream: Any) -> int:
-        return self._clock_probe.probe(int(getattr(stream, "ptr", stream) or 0))
+        try:
+            return self._clock_probe.probe(int(getattr(stream, "ptr", stream) or 0))
+        except Exception:
+            raised, self._raised = self._raised, None
+            if raised is not None:  # (what interrupted the launch, not its error code)
+                raise raised from None
+            raise
 
     def read_probe(self, slot: int, wait: bool = False) -> tuple[int, float] | None:
         return self._clock_probe.read(slot, wait)

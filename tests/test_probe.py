@@ -280,3 +280,22 @@ def test_the_stamp_period_in_regions_follows_the_latest_region_time():
         assert t._stamp_regions() == n, ms
     t._probe_region_ns = 0
     assert t._stamp_regions() == 0
+
+
+def test_a_ctrl_c_inside_the_stand_in_launch_is_raised_not_dropped(tmp_path, monkeypatch):
+    """The stand-in's "driver" is Python called through ctypes: a Ctrl-C landing there would be
+    printed and dropped by ctypes, and the launch read as a failed one (CUresult garbage).
+    It comes out of probe() as the KeyboardInterrupt it is (seen once in CI: two presses on
+    `gpuwatch run` exited 1 with a ProbeError instead of 130)."""
+    s, rt = _standin_session(tmp_path)
+    try:
+        def interrupted() -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(rt, "run_stamps", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            rt.probe(0)
+        monkeypatch.undo()
+        assert rt.read_probe(rt.probe(0), wait=True) is not None  # (and it works on after)
+    finally:
+        s.__exit__(None, None, None)
