@@ -5,8 +5,9 @@ if __name__ == "__main__":
     import sys
 
     try:  # (a Ctrl-C while the command's libraries load: no traceback through them)
-        from gpuwatch.cli import main
-        from gpuwatch.cli.finish import FinishCommand
+        from gpuwatch.cli import loading, main
     except KeyboardInterrupt:
         sys.exit(130)
+    with loading():
+        from gpuwatch.cli.finish import FinishCommand
     raise SystemExit(main(FinishCommand()))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import NoReturn, Protocol, Sequence
+from typing import Any, Iterator, NoReturn, Protocol, Sequence
 
 from ..errors import GpuwatchError
 
@@ -121,15 +122,48 @@ def _one_line_warnings(prog: str) -> None:
     warnings.formatwarning = fmt
 
 
+@contextlib.contextmanager
+def loading() -> Iterator[None]:
+    """Around imports of the commands' libraries: a Ctrl-C meanwhile exits 130, with no
+    traceback through them. Python raises the KeyboardInterrupt wherever the import was, and
+    a C extension's may turn it into an ImportError (numpy's: "PyCapsule_Import could not
+    import module 'datetime'"); a press seen during the block makes either an interruption."""
+    import signal
+
+    pressed: list[int] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        pressed.append(signum)
+        raise KeyboardInterrupt
+
+    previous = None
+    try:  # (only over Python's own handler: an ignored SIGINT stays ignored)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous = signal.signal(signal.SIGINT, on_sigint)
+    except (ValueError, OSError):  # (not the main thread)
+        pass
+    try:
+        yield
+    except KeyboardInterrupt:
+        _ignore_sigint()
+        sys.exit(130)
+    except ImportError:
+        if not pressed:
+            raise
+        _ignore_sigint()
+        sys.exit(130)
+    finally:
+        if previous is not None and not pressed:
+            signal.signal(signal.SIGINT, previous)
+
+
 def entry(argv: Sequence[str] | None = None) -> int:
     """`gpuwatch COMMAND ...` / `python -m gpuwatch COMMAND ...`."""
-    try:  # (a Ctrl-C while the commands' libraries load: no traceback through them)
+    with loading():
         from .analyze import AnalyzeCommand
         from .finish import FinishCommand
         from .record import RecordCommand
         from .run import RunCommand
-    except KeyboardInterrupt:
-        return 130
 
     commands: dict[str, Command] = {c.name: c for c in (RecordCommand(), AnalyzeCommand(),
                                                         FinishCommand(), RunCommand())}

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
+from . import loading
 
 
 class AnalyzeCommand:
@@ -52,7 +53,8 @@ class AnalyzeCommand:
         dirs = [t for t in args.traces if Path(t).is_dir() and not t.rstrip("/").endswith(".partial")]
         if dirs:
             return self._fleet(args, dirs)
-        from ..analysis import analyze  # (pandas and the rest: only once the input is good)
+        with loading():  # (pandas and the rest: only once the input is good)
+            from ..analysis import analyze
 
         a = analyze(*args.traces, seed=args.seed)
         try:

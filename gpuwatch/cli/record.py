@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import WRITTEN
+from . import WRITTEN, loading
 from ..backends import BINDINGS, DEVICE_HELP_ENGINES
 from ..engines import check_spec
 from ..errors import Terminated, UsageError
@@ -235,7 +235,8 @@ class RecordCommand:
         WRITTEN.append(str(s.out))
         if args.json or not args.quiet:
             # only what the summary needs: an hour at 1 kHz is millions of sample rows
-            from ..summary import condition_summary, format_summary  # (pandas: not before)
+            with loading():  # (pandas: not before)
+                from ..summary import condition_summary, format_summary
 
             tr = load(s.out, columns={"samples": ["sm_clock_mhz"], "kernels": [],
                                       "driver_samples": [], "events": []})
