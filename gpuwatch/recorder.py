@@ -207,6 +207,9 @@ class Session:
         self._pid = os.getpid()  # the recording process (SIGTERM handling is its alone)
         self.left_previous = False  # close() kept the trace at `out` it was to replace
         self.discarded = False  # close() wrote no trace: nothing was timed (see _close)
+        self._uncaught: BaseException | None = None  # what ended the program (_catch_exit)
+        self._prev_excepthook: Any = None
+        self._excepthook: Any = None
 
     def __repr__(self) -> str:  # (what a notebook shows for the session's name)
         state = "ended" if self._closed else "recording" if self._writer is not None else \
@@ -507,21 +510,41 @@ class Session:
         if _real_os_exit is None:
             _real_os_exit = os._exit
             os._exit = _os_exit_closing_session  # type: ignore[assignment]
+        # What ended the program, if an exception did (Ctrl-C, SIGTERM, an error): the trace
+        # closed at exit says so (interrupted, failed), not "complete".
+        previous = sys.excepthook
+
+        def excepthook(tp: Any, value: Any, tb: Any) -> None:
+            self._uncaught = value
+            previous(tp, value, tb)
+
+        self._prev_excepthook, self._excepthook = previous, excepthook
+        sys.excepthook = excepthook
 
     def _restore_exit(self) -> None:
         atexit.unregister(self._at_exit)
+        if sys.excepthook is self._excepthook:
+            sys.excepthook = self._prev_excepthook
         global _real_os_exit
         if _real_os_exit is not None and os._exit is _os_exit_closing_session:
             os._exit, _real_os_exit = _real_os_exit, None  # type: ignore[assignment]
 
     def _at_exit(self, why: str = "the program ended without closing the session",
-                 status: str = "complete") -> None:
+                 status: str | None = None) -> None:
         if self._closed or os.getpid() != self._pid:
             return
+        ended = self._uncaught
+        if status is None:  # (at interpreter exit: how did the program end?)
+            status = "complete" if ended is None else "interrupted" if isinstance(
+                ended, (KeyboardInterrupt, Terminated)) else "failed"
+            if ended is not None:
+                what = f"{type(ended).__name__}: {ended}" if str(ended) else type(ended).__name__
+                why = f"the program ended with {what}, without closing the session"
         try:
             self.close(status=status, error=None if status == "complete" else why)
-            print(f"gpuwatch: {why}; the trace was closed then: {self.out}", file=sys.stderr,
-                  flush=True)
+            done = "nothing was timed, so no trace was written" if self.discarded and not \
+                self.left_previous else f"the trace was closed then: {self.out}"
+            print(f"gpuwatch: {why}; {done}", file=sys.stderr, flush=True)
         except BaseException as e:  # (at exit: say where the recording is, never raise)
             where = self._writer.partial_dir if self._writer is not None else self.out
             try:

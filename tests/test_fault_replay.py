@@ -433,6 +433,8 @@ def test_sighup_keeps_the_trace_and_exits_as_the_signal_would(tmp_path, how):
         st = a.to_dict()["traces"][0]["status"]
         assert st["live"] == f"pid {p.pid} on {socket.gethostname()}", st
         assert "is still in progress" in a.verdict and "never finished" not in a.verdict
+        from gpuwatch.renderers import TextRenderer
+        assert f"recording IN PROGRESS (pid {p.pid}" in TextRenderer().render(a)
     time.sleep(0.5)
     p.send_signal(signal.SIGHUP)
     _, err = p.communicate(timeout=60)
@@ -456,15 +458,30 @@ for _ in range(200):
     ("os._exit(0)", 0, "complete"),
     ("os._exit(4)", 4, "failed"),
     ("", 0, "complete"),  # never closed: the program just ends
+    ("raise RuntimeError('boom')", 1, "failed"),  # never closed, ended by an error
+    ("raise KeyboardInterrupt", None, "interrupted"),  # never closed, Ctrl-C
 ])
 def test_a_session_ended_by_os_exit_or_never_closed_still_writes_its_trace(tmp_path, end, code,
                                                                            status):
     r = subprocess.run([sys.executable, "-c", OS_EXIT.format(end=end)], capture_output=True,
                        text=True, cwd=tmp_path)
-    assert r.returncode == code, r.stderr
+    assert code is None or r.returncode == code, r.stderr
     assert "the trace was closed then" in r.stderr
     tr = gpuwatch.load(tmp_path / "t.parquet")
     assert len(tr.measured()) == 200 and tr.meta["status"] == status
+    if end.startswith("raise"):  # (what ended it, in the trace and on stderr)
+        assert tr.meta["error"].startswith("the program ended with ")
+        assert "without closing the session" in r.stderr
+
+
+def test_a_never_closed_session_stopped_before_its_first_inference_leaves_nothing(tmp_path):
+    code = ("import gpuwatch\ns = gpuwatch.session('sim:t4', 't.parquet')\ns.start()\n"
+            "raise KeyboardInterrupt\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert "nothing was timed, so no trace was written" in r.stderr, r.stderr
+    assert not (tmp_path / "t.parquet").exists()
+    assert not (tmp_path / "t.parquet.partial").exists()
 
 
 def test_os_exit_under_run_keeps_the_trace_and_the_status(tmp_path):
@@ -696,6 +713,11 @@ def test_stdout_that_fails_is_one_line_and_a_closed_pipe_is_quiet(tmp_path, smal
                            stdout=full, stderr=subprocess.PIPE, text=True)
     assert r.returncode == 1 and _one_line(r.stderr).endswith(f"the trace was written: {out}")
     assert gpuwatch.load(out).meta["status"] == "complete"
+    for flag in ("--help", "--version"):  # the top-level ones too
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([sys.executable, "-m", "gpuwatch", flag], stdout=full,
+                               stderr=subprocess.PIPE, text=True)
+        assert r.returncode == 1 and "No space left on device" in _one_line(r.stderr)
 
 
 def test_names_the_terminal_cannot_encode_are_escaped(tmp_path):
@@ -903,3 +925,42 @@ def test_a_session_interrupted_before_its_first_inference_writes_nothing(tmp_pat
     e.synchronize()
     s.close(status="interrupted")
     assert not s.discarded and gpuwatch.load(out).meta["status"] == "interrupted"
+
+
+def test_a_ctrl_c_turned_into_an_import_error_is_still_an_interruption(monkeypatch, capsys):
+    """numpy's C import turns a Ctrl-C into ImportError("PyCapsule_Import could not import
+    module 'datetime'"): with a press seen while loading, that is exit 130, not a traceback;
+    without one, an ImportError is an ImportError."""
+    import gpuwatch.cli as cli
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT is not Python's default handler here")
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit) as e:
+        with cli.loading():
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            except KeyboardInterrupt:
+                raise ImportError("PyCapsule_Import could not import module 'datetime'")
+    assert e.value.code == 130 and capsys.readouterr().err == ""
+    signal.signal(signal.SIGINT, before)  # (loading() leaves SIGINT ignored when it exits)
+    with pytest.raises(SystemExit) as e:  # dropped where it landed (an importlib callback)
+        with cli.loading():
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+    assert e.value.code == 130
+    signal.signal(signal.SIGINT, before)
+    with pytest.raises(ImportError):
+        with cli.loading():
+            raise ImportError("no module named nope")
+    assert signal.getsignal(signal.SIGINT) is before
+    monkeypatch.setattr(cli, "WRITTEN", ["t.parquet"])  # (record's summary was loading)
+    with pytest.raises(SystemExit):
+        with cli.loading():
+            raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, before)
+    assert capsys.readouterr().err == "interrupted; the trace was written: t.parquet\n"

@@ -166,3 +166,27 @@ def test_an_unfinished_run_in_a_dataset_is_named_not_skipped_silently(tmp_path):
     with pytest.warns(UserWarning, match="1 unfinished recording"):
         f = fleet(ds)
     assert f.files == 1
+
+
+def test_a_recording_still_in_progress_is_not_sent_to_finish(tmp_path, fleet_root):
+    """A .partial whose recording process lives (here: this test's parent, named as its
+    writer) is left out as in progress; `finish` would refuse it."""
+    import json
+    import os
+    import shutil
+    import socket
+
+    from gpuwatch.trace import _proc_start_ticks
+
+    root = tmp_path / "live"
+    shutil.copytree(fleet_root, root)
+    partial = root / "host=x" / "gpu_model=y" / "run=z" / "trace.parquet.partial"
+    partial.mkdir(parents=True)
+    writer = {"hostname": socket.gethostname(), "pid": os.getppid(),
+              "pid_start_ticks": _proc_start_ticks(os.getppid())}
+    (partial / "meta.json").write_text(json.dumps({"schema_version": 4, "status": "recording",
+                                                   "writer": writer}))
+    with pytest.warns(UserWarning, match=r"left out 1 recording\(s\) still in progress") as w:
+        f = fleet(root)
+    assert f.files == 4
+    assert not any("gpuwatch.finish" in str(x.message) for x in w)

@@ -31,7 +31,8 @@ import pyarrow.parquet as pq
 
 from ..errors import TraceFormatError, UsageError
 from ..summary import EARLY_ITERS, LATE_ITERS
-from ..trace import KIND, LEGACY_KIND, META_KEY, _check_meta, _check_types
+from ..trace import (KIND, LEGACY_KIND, META_KEY, _check_meta, _check_types, live_writer,
+                     read_partial_meta)
 from .columns import MAX_LATENCY_MS, floats
 
 PARTITIONS = ("host", "gpu_model", "run")
@@ -153,7 +154,18 @@ def fleet(root: str | os.PathLike[str],
     files = trace_files(root)
     odd = sorted(str(p) for p in root.rglob("*.parquet") if not p.is_file()
                  and not any(part.endswith(".partial") for part in p.relative_to(root).parts))
-    unfinished = sorted(str(p) for p in root.rglob("*.partial") if p.is_dir())
+    unfinished, live = [], []
+    for p in sorted(root.rglob("*.partial")):
+        if p.is_dir():
+            try:  # (one still being recorded is not to be finished: it will be)
+                who = live_writer(read_partial_meta(p))
+            except TraceFormatError:
+                who = None
+            (live.append((str(p), who)) if who else unfinished.append(str(p)))
+    if live:
+        warnings.warn(f"left out {len(live)} recording(s) still in progress, e.g. {live[0][0]} "
+                      f"({live[0][1]} is writing it): analyse the directory again once it "
+                      f"has finished", stacklevel=2)
     if unfinished:  # (a crash or a full disk mid-run): not analysed, but not silently
         warnings.warn(f"left out {len(unfinished)} unfinished recording(s) (.partial), e.g. "
                       f"{unfinished[0]}: finish each with python -m gpuwatch.finish to include "

@@ -116,5 +116,7 @@ def line(st: dict[str, Any]) -> str:
          else f"{st['kept']} measured inferences")
     by = f", written by gpuwatch {st['recorded_by']}" if st["recorded_by"] else ""
     err = f" ({st['error']})" if st["error"] and st["status"] != "complete" else ""
-    return f"recording {st['status'].upper() if st['status'] != 'complete' else 'complete'}" \
-        f"{err}, {n}; schema v{st['schema_version']}{by}"
+    word = ("complete" if st["status"] == "complete"
+            else f"IN PROGRESS ({st['live']})" if st.get("live")
+            else "NOT FINISHED" if st["status"] == "recording" else st["status"].upper())
+    return f"recording {word}{err}, {n}; schema v{st['schema_version']}{by}"

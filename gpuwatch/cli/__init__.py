@@ -145,16 +145,24 @@ def loading() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        _ignore_sigint()
-        sys.exit(130)
+        _interrupted_while_loading()
     except ImportError:
         if not pressed:
             raise
-        _ignore_sigint()
-        sys.exit(130)
+        _interrupted_while_loading()
+    else:  # (a KeyboardInterrupt raised in an importlib callback is printed and dropped)
+        if pressed:
+            _interrupted_while_loading()
     finally:
         if previous is not None and not pressed:
             signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted_while_loading() -> NoReturn:
+    _ignore_sigint()
+    if WRITTEN:  # (record's summary was loading: the trace itself is done)
+        print(f"interrupted; the trace was written: {', '.join(WRITTEN)}", file=sys.stderr)
+    sys.exit(130)
 
 
 def entry(argv: Sequence[str] | None = None) -> int:
@@ -168,17 +176,27 @@ def entry(argv: Sequence[str] | None = None) -> int:
     commands: dict[str, Command] = {c.name: c for c in (RecordCommand(), AnalyzeCommand(),
                                                         FinishCommand(), RunCommand())}
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["-V"], ["--version"]):
-        from .._version import __version__
+    try:
+        if argv[:1] in (["-V"], ["--version"]):
+            from .._version import __version__
 
-        print(f"gpuwatch {__version__}")
-        return 0
-    if not argv or argv[0] not in commands:
-        names = ", ".join(commands)
-        if argv and argv[0] in ("-h", "--help"):
-            print(f"usage: gpuwatch {{{names}}} ...  (gpuwatch COMMAND --help for each)")
+            print(f"gpuwatch {__version__}", flush=True)
             return 0
-        print(f"gpuwatch: error: give a command: {names} (e.g. gpuwatch record --gap 20)",
-              file=sys.stderr)
-        return 2
+        if not argv or argv[0] not in commands:
+            names = ", ".join(commands)
+            if argv and argv[0] in ("-h", "--help"):
+                print(f"usage: gpuwatch {{{names}}} ...  (gpuwatch COMMAND --help for each)",
+                      flush=True)
+                return 0
+            unknown = f"unknown command {argv[0]!r}; " if argv else ""
+            print(f"gpuwatch: error: {unknown}give a command: {names} (e.g. gpuwatch record "
+                  f"--gap 20)", file=sys.stderr)
+            return 2
+    except BrokenPipeError:  # (as main(): quietly)
+        _silence_stdout()
+        return 141
+    except OSError as e:  # (stdout on a full disk: one line)
+        _silence_stdout()
+        print(f"gpuwatch: error: {e.strerror or e} while writing the output", file=sys.stderr)
+        return 1
     return main(commands[argv[0]], argv[1:], prog=f"gpuwatch {argv[0]}")
