@@ -187,10 +187,15 @@ class RunCommand:
         import json
 
         err, text = sys.stderr, not args.quiet and not args.json
+        if run["trace"] is None and run["status"] == "interrupted" and not path.exists():
+            # stopped before anything was timed: the session said so, and there is nothing
+            # to count or analyse (no advice about NVTX ranges the program never reached)
+            if args.json:
+                _write_json(err, {"run": run})
+            return
         if text:
-            where = path if run["trace"] is not None else (
-                f"none written ({path} is the one that was there)" if path.exists()
-                else "none written (nothing was timed)")
+            where = path if run["trace"] is not None else f"none written ({path} is the one " \
+                f"that was there)"
             print(f"\ngpuwatch: {found} inference(s) found "
                   f"({', '.join(f'{k}: {v}' for k, v in regions.counts.items())}); trace: {where}",
                   file=err)
