@@ -270,7 +270,9 @@ class OtherThreads:
         self._gone_ns = 0  # the last run time of every thread that exited
         self._gone: dict[int, int] = {}  # exited since the last thread_rows(): tid -> run ns
         self._reported: dict[int, int] = {}  # tid -> run ns in its latest thread row
+        self._reported_name: dict[int, str | None] = {}  # tid -> the name in that row
         self._names: dict[int, str] = {}  # tid -> its name (Python's, else the kernel's comm)
+        self._unnamed: set[int] = set()  # live threads with no Python name seen yet
         self.found_new = False  # a scan found a thread not seen before (see learn_names)
 
     def scan(self) -> int | None:
@@ -319,43 +321,61 @@ class OtherThreads:
         fd = self._fds.pop(tid)
         if fd >= 0:
             os.close(fd)
+        self._unnamed.discard(tid)
         last = self.run_ns.pop(tid, None)
         if last is not None:
             self._gone_ns += last
             self._gone[tid] = last
 
+    @property
+    def names_wanted(self) -> bool:
+        """A thread is new, or has no Python name yet: call learn_names()."""
+        return self.found_new or bool(self._unnamed)
+
     def learn_names(self, python_names: Mapping[int, str]) -> None:
         """Remember the names of the threads seen now (Python's, else the kernel's comm): a
-        thread that ends before its first row keeps its name."""
+        thread that ends before its first row keeps its name. A thread seen before Python
+        listed it (a scan between its start and its entry in `threading`), or before its
+        name was published to the sampler process, is asked again at each call until it has
+        its Python name (native threads never do: one dict lookup each)."""
+        tids = self.run_ns if self.found_new else list(self._unnamed)
         self.found_new = False
-        for tid in self.run_ns:
+        for tid in tids:
             name = python_names.get(tid)
-            if name is None and tid not in self._names:
-                name = self._comm(tid)  # (~10 us, once a thread)
             if name is not None:
                 self._names[tid] = name
+                self._unnamed.discard(tid)
+            elif tid not in self._names:
+                comm = self._comm(tid)  # (~10 us, once a thread)
+                if comm is not None:
+                    self._names[tid] = comm
+                self._unnamed.add(tid)
 
     def thread_rows(self, python_names: Mapping[int, str]) -> list[dict[str, Any]]:
         """`host_events` rows of kind `thread` (no gpu, t_ns: the sampler adds them): one per
         thread whose run time changed since its previous row (first seen: once it has run),
-        exited ones with their last value. `name`: the thread's Python name in
-        `python_names` (native id -> name) where it is there, else the kernel's comm."""
+        exited ones with their last value, and one (same run time) for a thread whose Python
+        name became known after its latest row carried the kernel's. `name`: the thread's
+        Python name in `python_names` (native id -> name) where it is there, else the kernel's
+        comm (Python before 3.14 does not name the OS thread: "python")."""
         rows = []
         for tid, run in self._gone.items():  # (before the live ones: a reused id comes after)
-            if self._reported.pop(tid, 0) != run:
-                rows.append({"kind": "thread", "tid": tid, "run_ns": run,
-                             "name": python_names.get(tid) or self._names.get(tid)})
+            name = python_names.get(tid) or self._names.get(tid)
+            renamed = tid in self._reported_name and self._reported_name.pop(tid) != name
+            if self._reported.pop(tid, 0) != run or renamed:
+                rows.append({"kind": "thread", "tid": tid, "run_ns": run, "name": name})
             self._names.pop(tid, None)
         self._gone.clear()
         for tid, run in self.run_ns.items():
-            if self._reported.get(tid, 0) == run:
-                continue
-            self._reported[tid] = run
             name = python_names.get(tid)
+            if self._reported.get(tid, 0) == run and (
+                    name is None or self._reported_name.get(tid, name) == name):
+                continue  # (no new time, and no Python name its row lacked)
             if name is None:
                 name = self._names.get(tid) or self._comm(tid)
             if name is not None:
                 self._names[tid] = name
+            self._reported[tid], self._reported_name[tid] = run, name
             rows.append({"kind": "thread", "tid": tid, "run_ns": run, "name": name})
         return rows
 
@@ -429,7 +449,7 @@ class HostStat:
             others = self._others.scan()
             if others is not None:
                 out["host_others_run_ns"] = others
-            if self._others.found_new:  # (names while they live: a dict, or a file's stat)
+            if self._others.names_wanted:  # (names while they live: a dict, or a file's stat)
                 self._others.learn_names(self._thread_names())
         # The recording process's cgroup is found again every 10th time (about every 100 ms:
         # a process moved between cgroups is followed; ~40 us), its cpu.stat read every time

@@ -167,6 +167,77 @@ def test_other_threads_keep_an_exited_threads_time_and_report_it_once():
     others.close()
 
 
+class _ParkedThread:
+    """A thread named `name` that ran a little, then waits (`release()` ends it), and an
+    OtherThreads that has scanned it: its tid in `tid`."""
+
+    def __init__(self, name: str):
+        self.others = OtherThreads(os.getpid(), threading.get_native_id())
+        self.others.scan()
+        done, self._go = threading.Event(), threading.Event()
+        got: dict[str, int] = {}
+
+        def burn() -> None:
+            work(100_000)
+            got["tid"] = threading.get_native_id()
+            done.set()
+            self._go.wait(5)
+
+        self._th = threading.Thread(target=burn, name=name)
+        self._th.start()
+        done.wait(5)
+        self.tid = got["tid"]
+        self.others.scan()
+
+    def rows(self, names: dict[int, str]) -> list[dict]:
+        return [r for r in self.others.thread_rows(names) if r["tid"] == self.tid]
+
+    def release(self) -> None:
+        self._go.set()
+        self._th.join()
+
+    def close(self) -> None:
+        self.release()
+        self.others.close()
+
+
+@linux
+@pytest.mark.parametrize("exits", [False, True])
+def test_a_python_name_learned_after_a_threads_last_row_gets_a_row_of_its_own(exits):
+    """A thread whose only row carried the kernel's name (its Python name not yet published
+    to the sampler) and that runs no more: once the name is known it gets one row more, with
+    the same run time, so its last row names it (CI saw 'python')."""
+    p = _ParkedThread("late-name")
+    first = p.rows({})
+    assert len(first) == 1 and first[0]["name"] != "late-name"  # (the kernel's comm)
+    if exits:
+        p.release()
+    p.others.scan()
+    again = p.rows({p.tid: "late-name"})
+    assert [r["name"] for r in again] == ["late-name"]
+    assert again[0]["run_ns"] >= first[0]["run_ns"]  # (the same, or its exit's few us more)
+    p.others.scan()
+    assert not p.rows({p.tid: "late-name"})  # (once)
+    p.close()
+
+
+@linux
+def test_a_thread_first_seen_before_python_listed_it_keeps_its_python_name_after_it_exits():
+    """A scan that finds a thread before `threading` lists it (or before its name reached the
+    sampler process) learns the kernel's name; it asks again while the thread lives, so the
+    row made after the thread ended carries its Python name (CI saw 'python')."""
+    p = _ParkedThread("named-late")
+    assert p.others.names_wanted
+    p.others.learn_names({})  # (not listed yet: the kernel's name)
+    assert p.others.names_wanted  # (asked again)
+    p.others.learn_names({p.tid: "named-late"})
+    assert p.tid not in p.others._unnamed  # (asked no more: other, native threads may be)
+    p.release()
+    p.others.scan()  # (it is gone: its row comes from what was learned)
+    assert [r["name"] for r in p.rows({})] == ["named-late"]
+    p.close()
+
+
 def test_thread_names_travel_through_their_file(tmp_path):
     f = tmp_path / "threads.json"
     reader, writer = ThreadNames(f), ThreadNames(f)
