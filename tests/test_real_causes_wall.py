@@ -99,3 +99,23 @@ def test_every_share_is_possible_and_the_parts_add_up(analysed, name):
     np.testing.assert_allclose(parts, inf["wall_ms"], rtol=1e-6)
     # the time base's error stays small: a few microseconds
     assert (inf["residual_ms"].abs() < 0.02).all(), inf["residual_ms"].tolist()
+
+
+@pytest.mark.parametrize("name, named", [
+    ("cotenant_light", "another process on the GPU"),
+    ("busy_host_gap2", "oversubscribed"),
+])
+def test_the_headline_ranks_slowdowns_not_episodes_that_were_faster(analysed, name, named):
+    """Episodes faster than the rest of their condition (here a host that sometimes launched
+    sooner) saved time: the headline's main cause and "Largest" come from the rest, where the
+    real cause is (it said "Largest: ... -0.47 ms (0.69x)" on cotenant_light)."""
+    a = analysis(analysed, name)
+    w = a.wall_verdicts
+    changed = w[w["cause"].notna()]
+    faster = changed["episode"].notna() & (changed["extra_ms"] < 0)
+    assert faster.sum() >= 2 and (~faster).any()  # (the case: both kinds)
+    largest = a.verdict.split("Largest: ", 1)[1]
+    top = changed[[s in largest for s in changed["sentence"]]]
+    assert len(top) == 1 and top["extra_ms"].iloc[0] > 0, largest
+    assert named in largest
+    assert f"leaving out {int(faster.sum())} faster episode(s)" in a.verdict

@@ -781,17 +781,31 @@ def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None,
                     "beyond noise." + not_compared)
         return ("No condition is slower or faster than its baseline beyond noise, and no "
                 "episode came and went.")
-    worst = changed.iloc[0]
     episodic = changed["episode"].notna() if "episode" in changed else \
         pd.Series(False, index=changed.index)
     n_lasting = len(changed[~episodic].drop_duplicates(key))
     episodes = int(episodic.sum())
-    weight = changed.groupby("cause")["abs_extra"].sum().sort_values(ascending=False)
+    # The main cause and the largest verdict leave out the episodes that were faster than the
+    # rest of their condition, where anything else changed: the time a faster stretch saved
+    # is not extra time (a few of them would otherwise outweigh a long, slower episode and be
+    # called "largest"). A whole condition faster than its baseline stays in: the baseline
+    # may be the slow one (a sustained load under a power cap).
+    faster_ep = (episodic & (changed["extra_ms"] < 0)).to_numpy()
+    ranked = changed[~faster_ep] if (~faster_ep).any() else changed
+    worst = ranked.iloc[0]
+    weight = ranked.groupby("cause")["abs_extra"].sum().sort_values(ascending=False)
     main = weight.index[0]
-    count = int((changed["cause"] == main).sum())
-    how = ("in all of them" if count == len(changed) else
-           f"in {count} of {len(changed)} verdicts, which hold {weight.iloc[0] / weight.sum():.0%} "
-           f"of all the extra time (extra ms x iterations)")
+    count = int((ranked["cause"] == main).sum())
+    n_fast = len(changed) - len(ranked)
+    if (changed["cause"] == main).all():
+        how = "main cause in all of them"
+    else:
+        how = "main cause" + (f", leaving out {n_fast} faster episode(s)," if n_fast else "") + (
+            " in the one verdict" if len(ranked) == 1 else
+            f" in all {len(ranked)} verdicts" if count == len(ranked) else
+            f" in {count} of {len(ranked)} verdicts, which hold "
+            f"{weight.iloc[0] / weight.sum():.0%} of {'their' if n_fast else 'all the'} extra "
+            f"time (extra ms x iterations)")
     # (a span's sentence names it already)
     prefix = (f"{worst['engine']}, " if v["engine"].nunique() > 1
               and not str(worst["engine"]).startswith("span:") else "")
@@ -804,7 +818,7 @@ def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None,
     else:
         head = (f"No {'condition' if series == 'conditions' else 'series'} differs from its "
                 f"baseline as a whole, but {came}")
-    return (f"{head}; main cause {how}: {FACTOR_TEXT[main]}. Largest: {prefix}"
+    return (f"{head}; {how}: {FACTOR_TEXT[main]}. Largest: {prefix}"
             f"{worst['sentence']}" + not_compared)
 
 
