@@ -153,6 +153,10 @@ def test_a_stopped_program_keeps_its_trace(tmp_path, sig, status):
     # as python prints it: the program's traceback on Ctrl-C, nothing on SIGTERM
     assert ("KeyboardInterrupt" in err and "long_loop.py" in err and "gpuwatch/" not in err) \
         == (sig == "SIGINT"), err
+    # -q prints no report, but says where the trace of a run cut short is (as record -q)
+    what = "terminated" if sig == "SIGTERM" else "interrupted"
+    assert err.strip().splitlines()[-1] == \
+        f"gpuwatch: {what}: what was recorded is in {tmp_path / 's.parquet'}", err
 
 
 def test_tensorrt_execution_calls_are_the_inferences_on_their_stream(tmp_path):

@@ -167,6 +167,11 @@ class RunCommand:
         if os.getpid() != session._pid:  # a child the program forked ran to its end: the
             return code  # trace and the report are the parent's
         found = sum(regions.counts.values())
+        if args.quiet and status == "interrupted" and not session.discarded:
+            # (-q prints no report, but a run cut short says where its trace is, as record
+            # -q does: the program's stderr would otherwise end with no word of it)
+            what = "terminated" if isinstance(raised, Terminated) else "interrupted"
+            print(f"gpuwatch: {what}: what was recorded is in {path}", file=sys.stderr)
         if not args.quiet or args.html or args.json:  # (-q: no text report)
             try:
                 self._report(path, found, regions, args,
