@@ -164,6 +164,7 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
     check_rows, clock_rows = [], []
     data_notes: list[str] = []
     lost: list[str] = []  # conditions with no valid latency at all (not compared)
+    too_few: list[str] = []  # names with too few inferences to compare (_few)
     statuses: list[dict[str, Any]] = []
     details: dict[tuple[Any, ...], Layers] = {}
     for ti, tr in enumerate(loaded):
@@ -198,6 +199,11 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
                               f"number of their condition; they were ordered by start time")
             inf = inf.sort_values("start_ns", kind="stable")
             inf = inf.assign(iteration=inf.groupby(["name", "condition"]).cumcount())
+        few = _few(inf, ti)
+        if few is not None:  # (names seen once or twice: nothing to compare, one at a time)
+            inf, sentence = few
+            data_notes.append(sentence)
+            too_few.append(sentence)
         for name, eng in inf.groupby("name", sort=False):
             first_cond = eng["condition"].iloc[int(np.argmin(eng["start_ns"].pipe(floats)))] \
                 if eng["start_ns"].notna().any() else None
@@ -286,7 +292,8 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
         traces=loaded, merged=pd.concat(merged_all, ignore_index=True) if merged_all else
         pd.DataFrame(), layers=layers, attribution=attribution,
         spans=pd.concat(span_rows, ignore_index=True) if span_rows else pd.DataFrame(),
-        verdicts=verdicts, verdict=_headlines(statuses) + _overall(verdicts, wall_verdicts, lost),
+        verdicts=verdicts, verdict=_headlines(statuses) + _overall(verdicts, wall_verdicts, lost,
+                                                                 too_few),
         details=details, status=statuses,
         wall_verdicts=wall_verdicts, wall_attribution=wall_attribution,
         latency=wall.table(latency_groups),
@@ -744,8 +751,29 @@ def _headlines(statuses: list[dict[str, Any]]) -> str:
     return "".join(f"{h[0].upper()}{h[1:]}. " for h in lines)
 
 
+MIN_SERIES_ROWS = 3  # a name with fewer measured inferences is not compared (_few)
+
+
+def _few(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str] | None:
+    """The rows of the names with at least MIN_SERIES_ROWS measured inferences, and a
+    sentence on the others; None where there are none. A name seen once or twice has no
+    change to find, and a region name that changes every iteration (a frame number in it)
+    would make thousands of one-row series, each analysed on its own (seconds per thousand,
+    and a report thousands of lines long)."""
+    n = inf.groupby("name", sort=False).size()
+    few = n[n < MIN_SERIES_ROWS]
+    if few.empty:
+        return None
+    names = ", ".join(str(x) for x in few.index[:3]) + (", ..." if len(few) > 3 else "")
+    return (inf[~inf["name"].isin(few.index)],
+            f"trace {ti}: {len(few)} name(s) with fewer than {MIN_SERIES_ROWS} inferences "
+            f"each ({int(few.sum())} in all) were not compared ({names})" + (
+                "; a region name that changes every iteration makes each its own series: "
+                "name regions by what they do" if len(few) > 10 else ""))
+
+
 def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None,
-             lost: Sequence[str] = ()) -> str:
+             lost: Sequence[str] = (), too_few: Sequence[str] = ()) -> str:
     """One sentence for everything: how many conditions changed, and what explains them. The
     latency the user sees comes first: a series with call -> result verdicts is judged on them
     (and on its event time only where they found no change at all); spans count where they
@@ -766,8 +794,10 @@ def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None,
     not_compared = (f" {len(lost)} condition(s) had no valid latency at all and were not "
                     f"compared ({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''}).") \
         if lost else ""
+    not_compared += "".join(f" {t[0].upper()}{t[1:]}." for t in too_few)
     if verdicts.empty:
-        return "No measured inferences in the trace(s)." + not_compared
+        return ("No inference series had enough inferences to compare." if too_few else
+                "No measured inferences in the trace(s).") + not_compared
     # each verdict weighs what it cost in all: |extra ms| x the iterations it concerns (a
     # 1,000-iteration episode of +1.8 ms outweighs a 70-iteration one of +3 ms)
     n_iter = verdicts["iterations"] if "iterations" in verdicts else 1
@@ -776,7 +806,8 @@ def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None,
     key = ["trace", "engine", "condition"]
     n_conditions = len(v.drop_duplicates(key))
     if changed.empty:
-        if lost:  # ("no change" only where nothing changed anywhere: these were not seen)
+        if lost or too_few:  # ("no change" only where nothing changed anywhere: these were
+            # not seen)
             return ("No condition that could be compared is slower or faster than its baseline "
                     "beyond noise." + not_compared)
         return ("No condition is slower or faster than its baseline beyond noise, and no "

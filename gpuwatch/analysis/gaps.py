@@ -106,8 +106,13 @@ def regroup_by_gap(inf: pd.DataFrame) -> pd.DataFrame:
         np.zeros(len(inf), bool)
     is_inf = (inf["kind"] == "inference").to_numpy() if "kind" in inf else np.ones(len(inf), bool)
     use = is_inf & ~warm & np.isfinite(gap)
+    used = np.nonzero(use)[0]
     for _, idx in inf[use].groupby("name", sort=False).indices.items():
-        rows = np.nonzero(use)[0][idx]
+        rows = used[idx]
+        if rows.size == 1:  # (a name seen once: its one gap is its group; thousands of
+            # names that change every iteration made this loop take seconds)
+            cond[rows[0]] = f"gap {_fmt(float(gap[rows[0]]))} ms"
+            continue
         groups = gap_groups(gap[rows])
         if not groups:
             continue

@@ -82,21 +82,28 @@ def stream_checks(m: pd.DataFrame, kernels: pd.DataFrame | None, ti: int) -> pd.
         m = m.assign(kernel_outside_ms=np.nan)
     if "stream_source" in m:  # whole-device regions bracket every stream by design
         m.loc[m["stream_source"] == "device", "kernel_outside_ms"] = np.nan
-    rows = []
-    for (name, cond), g in m.groupby(["name", "condition"], sort=False, dropna=False):
-        checked = g["_out"].notna()
-        out = g["_out"].fillna(False).astype(bool)
-        ko = g["kernel_outside_ms"].dropna()
-        kout = ko[ko > OUTSIDE_MIN_MS]
-        rows.append({
-            "trace": ti, "engine": name, "condition": cond, "regions": len(g),
-            "checked": int(checked.sum()), "outside": int(out.sum()),
-            "outside_share": float(out.sum() / checked.sum()) if checked.any() else np.nan,
-            "outside_ms_p50": float(g.loc[out, "outside_ms"].median()) if out.any() else np.nan,
-            "kernel_regions": len(ko), "kernel_outside": len(kout),
-            "kernel_outside_ms_p50": float(kout.median()) if len(kout) else np.nan,
-        })
-    return pd.DataFrame(rows, columns=COLUMNS)
+    # per name and condition, in one grouped pass (a program with thousands of region names
+    # made a loop over the groups take seconds)
+    out = m["_out"].fillna(False).astype(bool)
+    oms = (m["outside_ms"].astype("float64") if "outside_ms" in m
+           else pd.Series(np.nan, index=m.index))
+    ko = m["kernel_outside_ms"].astype("float64")
+    g = pd.DataFrame({"name": m["name"], "condition": m["condition"],
+                      "checked": m["_out"].notna(), "outside": out,
+                      "outside_ms": oms.where(out), "kernel_regions": ko.notna(),
+                      "kernel_outside_ms": ko.where(ko > OUTSIDE_MIN_MS)})
+    t = g.groupby(["name", "condition"], sort=False, dropna=False).agg(
+        regions=("checked", "size"), checked=("checked", "sum"), outside=("outside", "sum"),
+        outside_ms_p50=("outside_ms", "median"), kernel_regions=("kernel_regions", "sum"),
+        kernel_outside=("kernel_outside_ms", "count"),
+        kernel_outside_ms_p50=("kernel_outside_ms", "median")).reset_index()
+    t = t.rename(columns={"name": "engine"}).assign(
+        trace=ti, outside_share=(t["outside"] / t["checked"].where(t["checked"] > 0)))
+    for c in ("regions", "checked", "outside", "kernel_regions", "kernel_outside"):
+        t[c] = t[c].astype(np.int64)
+    for c in ("outside_share", "outside_ms_p50", "kernel_outside_ms_p50"):
+        t[c] = t[c].astype("float64")
+    return t[COLUMNS]
 
 
 def note(table: pd.DataFrame) -> str:

@@ -40,11 +40,14 @@ class TextRenderer(Renderer):
             lay = analysis.layers[analysis.layers["trace"] == ti] if not analysis.layers.empty \
                 else analysis.layers
             wv_all = analysis.wall_verdicts
+            measured = st is not None and st.get("kept", 0)
+            none = ("no inference series with enough inferences to compare (see the notes)"
+                    if measured else "no measured inferences")
             if lay.empty and (wv_all.empty or not (wv_all["trace"] == ti).any()):
-                out.append("   no measured inferences")
+                out.append(f"   {none}")
                 continue
             if lay.empty:  # (spans only: their verdicts follow)
-                out.append("   no measured inferences; spans only")
+                out.append(f"   {none}; spans only")
             if not lay.empty:
                 # (columns as wide as their widest value: no engine or condition name is cut)
                 we = max([len("engine")] + [len(str(e)) for e in lay["engine"]]) + 2
