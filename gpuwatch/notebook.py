@@ -20,7 +20,7 @@ from IPython.display import display
 
 from .analysis import Analysis, analyze
 from .backends import BINDINGS
-from .errors import GpuwatchError, Terminated
+from .errors import GpuwatchError, Terminated, UsageError
 from .recorder import SAMPLER_MODES, Session
 from .region import CHECK_EVERY
 from .trace import Trace, default_out, partial_path
@@ -40,12 +40,12 @@ def fresh_out() -> Path:
 
 
 def _sample_gpus(v: str) -> str | list[int]:
-    if v == "all":
-        return v
+    from .cli.record import sample_gpus  # (the command's own rules and words)
+
     try:
-        return [int(i) for i in v.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'all' or NVML indices like 0,1, not {v!r}") from None
+        return sample_gpus(v) or "all"  # (None only for None: v is a string)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 @magics_class

@@ -123,6 +123,10 @@ class Session:
                     for i in sample_gpus))):
             raise UsageError(f"sample_gpus takes None (the inference GPU), \"all\", or a list "
                              f"of NVML indices like [0, 1], got {sample_gpus!r}")
+        if isinstance(sample_gpus, (list, tuple, range)) and \
+                len(set(map(int, sample_gpus))) != len(sample_gpus):
+            raise UsageError(f"sample_gpus lists a GPU twice ({list(sample_gpus)!r}): name each "
+                             f"once")
         if isinstance(sample_hz, bool) or not isinstance(sample_hz, (int, float)) or \
                 not MIN_SAMPLE_HZ <= sample_hz <= MAX_SAMPLE_HZ:  # (NaN fails it too)
             raise UsageError(f"sample rate must be {MIN_SAMPLE_HZ:g}..{MAX_SAMPLE_HZ:g} Hz (the "

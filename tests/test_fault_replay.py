@@ -321,6 +321,8 @@ def test_set_condition_takes_a_name(tmp_path, name):
      "sample_gpus takes None"),
     (lambda d: gpuwatch.session("sim:t4", d / "t.parquet", sample_gpus=[True]),
      "sample_gpus takes None"),
+    (lambda d: gpuwatch.session("sim:t4", d / "t.parquet", sample_gpus=[1, 1]),
+     r"sample_gpus lists a GPU twice \(\[1, 1\]\)"),
     (lambda d: gpuwatch.load(5), "load takes a trace's path"),
     (lambda d: gpuwatch.load(None), "load takes a trace's path"),
     (lambda d: gpuwatch.condition_summary(5), "condition_summary takes a Trace"),
@@ -937,6 +939,7 @@ def test_a_ctrl_c_turned_into_an_import_error_is_still_an_interruption(monkeypat
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         pytest.skip("SIGINT is not Python's default handler here")
     before = signal.getsignal(signal.SIGINT)
+    cli.WRITTEN.clear()  # (traces an earlier in-process command wrote: not this one's)
     with pytest.raises(SystemExit) as e:
         with cli.loading():
             try:

@@ -124,3 +124,16 @@ def test_a_notebook_records_a_cell_and_shows_its_analysis(tmp_path):
     failed = gpuwatch.load(next(tmp_path.glob("gpuwatch-*.parquet")))
     assert failed.meta["status"] == "failed" and "bad frame" in failed.meta["error"]
     assert gpuwatch.load(tmp_path / "run.parquet").meta["status"] == "complete"
+
+
+def test_the_magics_sample_gpus_follows_the_commands_rules():
+    import argparse
+
+    pytest.importorskip("IPython")
+    from gpuwatch.notebook import _sample_gpus
+
+    assert _sample_gpus("all") == "all" and _sample_gpus("0,2") == [0, 2]
+    for bad, words in (("0,0", "lists GPU 0 twice"), ("-1", "takes all or NVML indices"),
+                       ("0,,1", "an empty item")):
+        with pytest.raises(argparse.ArgumentTypeError, match=words):
+            _sample_gpus(bad)

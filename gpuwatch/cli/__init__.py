@@ -42,6 +42,7 @@ def make_parser(command: Command, prog: str | None = None) -> argparse.ArgumentP
 
 def main(command: Command, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Parse, run, and turn gpuwatch errors into one line on stderr plus their exit status."""
+    WRITTEN.clear()  # (this command's traces only: main() may run many times in a process)
     try:  # (a Ctrl-C this early: nothing started, nothing to say but that)
         parser = make_parser(command, prog)
         split = getattr(command, "split_argv", None)  # (gpuwatch run: the program's options)

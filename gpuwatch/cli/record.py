@@ -23,13 +23,13 @@ from ..bindings.tensorrt import PRECISIONS  # imports no TensorRT until an engin
 MAX_GAP_MS = 3_600_000.0  # an hour: longer gaps are separate recordings
 
 
-def _items(text: str, option: str) -> list[str]:
+def _items(text: str, option: str, example: str = "0,5,20") -> list[str]:
     """A comma list's items; an empty one (`1,,2`, a trailing comma) is a typo, not a skip."""
     items = [x.strip() for x in text.split(",")]
     if len(items) > 1 and not all(items):
         raise argparse.ArgumentTypeError(
             f"{option} has an empty item in {text!r}: separate values with single commas "
-            f"(e.g. 0,5,20)")
+            f"(e.g. {example})")
     return [x for x in items if x]
 
 
@@ -256,7 +256,7 @@ class RecordCommand:
                 engine_spec: str, options: dict[str, Any], progress: "_Progress") -> Session:
         with Session(args.device, None if args.dataset else out, dataset=args.dataset,
                      sample_hz=args.sample_hz, sampler=args.sampler,
-                     sample_gpus=_sample_gpus(args.sample_gpus), binding=args.binding,
+                     sample_gpus=sample_gpus(args.sample_gpus), binding=args.binding,
                      kernels=args.kernels, seed=args.seed, options=options,
                      probe=args.probe, overwrite=args.force,
                      probe_every_ms=args.probe_every) as s:
@@ -302,15 +302,24 @@ class RecordCommand:
         return s
 
 
-def _sample_gpus(text: str | None) -> str | list[int] | None:
+def sample_gpus(text: str | None) -> str | list[int] | None:
+    """--sample-gpus (record's, and the notebook magic's): `all`, or NVML indices, each once."""
     if text is None or text == "all":
         return text
+    bad = UsageError(f"--sample-gpus takes all or NVML indices (0, 1, ...) like 0,1, not "
+                     f"{text!r}")
     try:
-        return [int(x) for x in _items(text, "--sample-gpus")]
+        indices = [int(x) for x in _items(text, "--sample-gpus", example="0,1")]
     except argparse.ArgumentTypeError as e:
         raise UsageError(str(e)) from None
     except ValueError:
-        raise UsageError(f"--sample-gpus takes all or NVML indices like 0,1, not {text!r}") from None
+        raise bad from None
+    if any(i < 0 for i in indices):
+        raise bad
+    twice = sorted({i for i in indices if indices.count(i) > 1})
+    if twice:
+        raise UsageError(f"--sample-gpus lists GPU {twice[0]} twice ({text!r}): name each once")
+    return indices
 
 
 class _Progress:
