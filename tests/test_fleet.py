@@ -58,6 +58,10 @@ def test_fleet_numbers_are_each_runs_own(fleet_root):
             assert r.early_p50_ms == pytest.approx(own.loc[r.condition, "early_p50_ms"], abs=1e-9)
             assert r.p50_ms == pytest.approx(own.loc[r.condition, "p50_ms"], rel=0.006)
             assert r.n == own.loc[r.condition, "n"] == 300
+        # (each run's partition values are its own directory's: host=, gpu_model=, run=)
+        parts = dict(p.split("=", 1) for p in Path(path).relative_to(fleet_root).parts[:-1])
+        for k in ("host", "gpu_model", "run"):
+            assert set(rows[k].astype(str)) == {parts[k]}, (k, path)
     t4 = f.by_model_gap[f.by_model_gap["gpu_model"] == "Simulated_Tesla_T4"].set_index("gap_ms")
     assert list(t4["runs"]) == [3, 3, 3]
     assert t4.loc[20.0, "stable_ms"] > 1.8 * t4.loc[0.0, "stable_ms"]  # the T4 staircase

@@ -33,7 +33,7 @@ from ..errors import TraceFormatError, UsageError
 from ..summary import EARLY_ITERS, LATE_ITERS
 from ..trace import (KIND, LEGACY_KIND, META_KEY, _check_meta, _check_types, live_writer,
                      read_partial_meta)
-from .columns import MAX_LATENCY_MS, floats
+from .columns import MAX_LATENCY_MS
 
 PARTITIONS = ("host", "gpu_model", "run")
 _BINS_PER_DECADE = 200
@@ -193,25 +193,31 @@ def fleet(root: str | os.PathLike[str],
                        partition_base_dir=str(root)).schema.names
     keys = [k for k in PARTITIONS if k in names]
     accs: dict[tuple[Any, ...], _Acc] = {}
-    seen: set[str] = set()
     invalid = [0]  # measured inferences with no valid latency (counted, left out)
-    for batch in _batches(root, by_kind, keys, invalid):
-        if batch.num_rows == 0:
-            continue
-        df = batch.to_pandas()
-        df["condition"] = df["condition"].fillna("")
-        df["name"] = df["name"].fillna("")
+    for done, (part, filename, tbl) in enumerate(_traces(root, by_kind, keys, invalid), 1):
         # (per engine as well as condition: two things timed per iteration are two runs)
-        for key, g in df.groupby(keys + ["__filename", "name", "condition"], sort=False,
-                                 dropna=False):
+        if progress is not None:
+            progress(done, len(good))
+        if tbl.num_rows == 0:
+            continue
+        name, names = _codes(tbl.column("name"))
+        cond, conds = _codes(tbl.column("condition"))
+        n_conds = len(conds)
+        group = name * n_conds + cond
+        order = np.argsort(group, kind="stable")  # (rows of a group in their file's order)
+        starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
+        it, ms = _floats(tbl, "iteration"), _floats(tbl, "gpu_ms")
+        gap = _floats(tbl, "gap_ms")
+        for a, b in zip(starts, np.r_[starts[1:], len(order)]):
+            rows = order[a:b]
+            g = int(group[rows[0]])
+            key = (*part, filename, names[g // n_conds], conds[g % n_conds])
             acc = accs.get(key)
             if acc is None:
                 # (the median: a `gpuwatch run` trace's gaps vary within a condition)
-                acc = accs[key] = _Acc(gap_ms=float(g["gap_ms"].median()))
-            acc.add(g["iteration"].pipe(floats), g["gpu_ms"].pipe(floats))
-        if progress is not None:
-            seen.update(df["__filename"].unique())
-            progress(len(seen), len(good))
+                acc = accs[key] = _Acc(gap_ms=float(np.nanmedian(gap[rows]))
+                                       if np.isfinite(gap[rows]).any() else np.nan)
+            acc.add(it[rows], ms[rows])
     runs = _runs_table(accs, keys)
     if invalid[0]:
         warnings.warn(f"left out {invalid[0]} measured inference(s) with no valid latency "
@@ -220,24 +226,49 @@ def fleet(root: str | os.PathLike[str],
                  skipped=tuple(skipped), invalid_latencies=invalid[0])
 
 
-def _batches(root: Path, by_kind: dict[str, list[str]], keys: list[str],
-             invalid: list[int]) -> Iterator[Any]:
-    """The measured inferences of every trace, in batches: one dataset per discriminator
-    column name (schema v3 traces and older ones mix in a fleet)."""
+def _traces(root: Path, by_kind: dict[str, list[str]], keys: list[str],
+            invalid: list[int]) -> Iterator[tuple[tuple[Any, ...], str, pa.Table]]:
+    """Each trace's measured inferences with a valid latency, one trace at a time (what a
+    trace holds is freed before the next is read: peak memory does not grow with the number
+    of traces, as it did with one scan over them all), with its partition values and path.
+    One dataset per discriminator column name (schema v3 traces and older ones mix in a
+    fleet), for the hive partitioning's types."""
     for kind, paths in by_kind.items():
         if not paths:
             continue
         dataset = ds.dataset(paths, format="parquet", partitioning="hive",
                              partition_base_dir=str(root))
-        cols = keys + ["__filename", "name", "condition", "gap_ms", "iteration", "gpu_ms"]
+        cols = keys + ["name", "condition", "gap_ms", "iteration", "gpu_ms"]
         measured = ((pc.field(kind) == "inferences") & (pc.field("kind") == "inference")
                     & ~pc.field("warmup") & pc.field("error").is_null())
-        # (a latency that is missing, NaN, <= 0 or absurd is no measurement: as analyze)
-        valid = (pc.field("gpu_ms") > 0) & (pc.field("gpu_ms") <= MAX_LATENCY_MS)
-        invalid[0] += dataset.count_rows(filter=measured & (~valid | pc.field("gpu_ms").is_null()))
-        for batch in dataset.to_batches(columns=cols, filter=measured & valid,
-                                        batch_size=262_144):
-            yield batch
+        fmt, hive = ds.ParquetFileFormat(), dataset.partitioning
+        for path in paths:
+            # (a fragment made here and dropped after its read: the dataset's own fragments
+            # keep each file's Parquet metadata once read, and memory grew with the fleet)
+            where = "/" + Path(os.path.relpath(path, root)).as_posix()  # (parse() drops
+            # the last part, the file's name)
+            frag = fmt.make_fragment(path, filesystem=dataset.filesystem,
+                                     partition_expression=hive.parse(where))
+            tbl = frag.to_table(schema=dataset.schema, columns=cols, filter=measured)
+            # (a latency that is missing, NaN, <= 0 or absurd is no measurement: as analyze)
+            ms = _floats(tbl, "gpu_ms")
+            with np.errstate(invalid="ignore"):
+                valid = (ms > 0) & (ms <= MAX_LATENCY_MS)
+            invalid[0] += int((~valid).sum())
+            part = ds.get_partition_keys(frag.partition_expression)
+            yield tuple(part.get(k) for k in keys), path, tbl.filter(pa.array(valid))
+
+
+def _floats(tbl: pa.Table, name: str) -> np.ndarray:
+    """A numeric column as float64, nulls as NaN."""
+    return tbl.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def _codes(col: Any) -> tuple[np.ndarray, list[str]]:
+    """A string column as integer codes (nulls as ""), and the values they number."""
+    enc = pc.dictionary_encode(pc.fill_null(col, "")).combine_chunks()
+    return (enc.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+            enc.dictionary.to_pylist())
 
 
 def _runs_table(accs: dict[tuple[Any, ...], _Acc], keys: list[str]) -> pd.DataFrame:
