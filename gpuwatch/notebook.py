@@ -44,8 +44,8 @@ def _sample_gpus(v: str) -> str | list[int]:
 
     try:
         return sample_gpus(v) or "all"  # (None only for None: v is a string)
-    except UsageError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    except UsageError as e:  # (argparse names the option itself: "argument --sample-gpus:")
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--sample-gpus ")) from None
 
 
 @magics_class

@@ -541,7 +541,10 @@ class Session:
         if status is None:  # (at interpreter exit: how did the program end?)
             status = "complete" if ended is None else "interrupted" if isinstance(
                 ended, (KeyboardInterrupt, Terminated)) else "failed"
-            if ended is not None:
+            if isinstance(ended, Terminated):
+                name = signal.Signals(ended.signum).name
+                why = f"the program was stopped by {name}, without closing the session"
+            elif ended is not None:
                 what = f"{type(ended).__name__}: {ended}" if str(ended) else type(ended).__name__
                 why = f"the program ended with {what}, without closing the session"
         try:
@@ -578,7 +581,11 @@ class Session:
         if self._closing:
             self._term_pending = signum  # finish writing the trace first
             return
-        raise Terminated(signum)
+        e = Terminated(signum)
+        # (a SystemExit: sys.excepthook never sees it, so a session the program never closed
+        # learns here what ended the program, for the trace it closes at exit)
+        self._uncaught = e
+        raise e
 
     def _catch_sigint(self) -> None:
         """A Ctrl-C while the program's thread moves finished regions to the writer (a few

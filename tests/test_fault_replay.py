@@ -463,6 +463,8 @@ for _ in range(200):
     ("raise RuntimeError('boom')", 1, "failed"),  # never closed, ended by an error
     ("raise KeyboardInterrupt", -signal.SIGINT, "interrupted"),  # never closed, Ctrl-C: it
     # dies by SIGINT, as Python does (an import while closing at exit once made it exit 1)
+    ("os.kill(os.getpid(), 15)", 143, "interrupted"),  # never closed, SIGTERM (it said
+    ("os.kill(os.getpid(), 1)", 129, "interrupted"),  # "complete": a SystemExit), SIGHUP
 ])
 def test_a_session_ended_by_os_exit_or_never_closed_still_writes_its_trace(tmp_path, end, code,
                                                                            status):
@@ -475,6 +477,10 @@ def test_a_session_ended_by_os_exit_or_never_closed_still_writes_its_trace(tmp_p
     if end.startswith("raise"):  # (what ended it, in the trace and on stderr)
         assert tr.meta["error"].startswith("the program ended with ")
         assert "without closing the session" in r.stderr
+    if end.startswith("os.kill"):
+        name = "SIGTERM" if code == 143 else "SIGHUP"
+        assert tr.meta["error"] == f"the program was stopped by {name}, without closing the " \
+            f"session" and tr.meta["error"] in r.stderr
 
 
 def test_a_never_closed_session_stopped_before_its_first_inference_leaves_nothing(tmp_path):

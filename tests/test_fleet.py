@@ -194,3 +194,16 @@ def test_a_recording_still_in_progress_is_not_sent_to_finish(tmp_path, fleet_roo
         f = fleet(root)
     assert f.files == 4
     assert not any("gpuwatch.finish" in str(x.message) for x in w)
+
+
+def test_the_headline_counts_in_words_that_agree():
+    from gpuwatch.analysis.fleet import Fleet
+
+    one = pd.DataFrame([{"gpu_model": "T4", "engine": "e", "gap_ms": 20.0, "runs": 1,
+                         "late_over_early_max": 1.5, "late_over_early_p50": 1.5}])
+    f = Fleet(runs=pd.DataFrame(), by_model_gap=one, files=1)
+    assert f.headline() == ("1 trace, 1 group; the largest late/early ratio is 1.50x (T4, "
+                            "engine e, gap 20 ms; its one run)")
+    two = pd.concat([one, one.assign(gap_ms=0.0, runs=3, late_over_early_max=1.0)],
+                    ignore_index=True)
+    assert "2 groups" in Fleet(runs=pd.DataFrame(), by_model_gap=two, files=4).headline()

@@ -179,7 +179,6 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
         merged_all.append(m)
         statuses.append(status.of(tr, ti, int(((m["kind"] == "inference")
                                                & ~m["warmup"].astype(bool)).sum())))
-        check_rows.append(outside_table(m, tr.kernels, ti))
         clock_rows.append(compare_clocks(m[m["kind"] == "inference"], ti))
         inf = m[(m["kind"] == "inference") & ~m["warmup"].astype(bool)]
         inf, note, gone = _usable(inf, ti)
@@ -200,10 +199,14 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
             inf = inf.sort_values("start_ns", kind="stable")
             inf = inf.assign(iteration=inf.groupby(["name", "condition"]).cumcount())
         few = _few(inf, ti)
-        if few is not None:  # (names seen once or twice: nothing to compare, one at a time)
-            inf, sentence = few
+        checked = m
+        if few is not None:  # (names seen once or twice: nothing to compare, one at a time,
+            # nor a stream-check row each)
+            inf, sentence, names = few
             data_notes.append(sentence)
             too_few.append(sentence)
+            checked = m[~(m["name"].isin(names) & (m["kind"] == "inference"))]
+        check_rows.append(outside_table(checked, tr.kernels, ti))
         for name, eng in inf.groupby("name", sort=False):
             first_cond = eng["condition"].iloc[int(np.argmin(eng["start_ns"].pipe(floats)))] \
                 if eng["start_ns"].notna().any() else None
@@ -754,9 +757,9 @@ def _headlines(statuses: list[dict[str, Any]]) -> str:
 MIN_SERIES_ROWS = 3  # a name with fewer measured inferences is not compared (_few)
 
 
-def _few(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str] | None:
-    """The rows of the names with at least MIN_SERIES_ROWS measured inferences, and a
-    sentence on the others; None where there are none. A name seen once or twice has no
+def _few(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str, pd.Index] | None:
+    """The rows of the names with at least MIN_SERIES_ROWS measured inferences, a sentence on
+    the others, and their names; None where there are none. A name seen once or twice has no
     change to find, and a region name that changes every iteration (a frame number in it)
     would make thousands of one-row series, each analysed on its own (seconds per thousand,
     and a report thousands of lines long)."""
@@ -766,10 +769,10 @@ def _few(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str] | None:
         return None
     names = ", ".join(str(x) for x in few.index[:3]) + (", ..." if len(few) > 3 else "")
     return (inf[~inf["name"].isin(few.index)],
-            f"trace {ti}: {len(few)} name(s) with fewer than {MIN_SERIES_ROWS} inferences "
-            f"each ({int(few.sum())} in all) were not compared ({names})" + (
+            f"trace {ti}: {len(few)} name(s) seen fewer than {MIN_SERIES_ROWS} times each "
+            f"({int(few.sum())} measured inferences in all) were not compared ({names})" + (
                 "; a region name that changes every iteration makes each its own series: "
-                "name regions by what they do" if len(few) > 10 else ""))
+                "name regions by what they do" if len(few) > 10 else ""), few.index)
 
 
 def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None,

@@ -91,16 +91,18 @@ class Fleet:
         """One line: how many traces, and the group whose late inferences ran slowest against
         its early ones (the fleet's question: where does latency creep up?)."""
         t = self.by_model_gap
-        head = f"{self.files} traces"
+        head = f"{self.files} trace{'s' if self.files != 1 else ''}"
         if t.empty or not t["late_over_early_max"].notna().any():
             return head + ": no condition with valid latencies"
         r = t.loc[t["late_over_early_max"].idxmax()]
         where = ", ".join(([str(r["gpu_model"])] if "gpu_model" in t else [])
                           + ([f"engine {r['engine']}"] if "engine" in t else [])
                           + [f"gap {r['gap_ms']:g} ms"])
-        return (f"{head}, {len(t)} groups; the largest late/early ratio is "
-                f"{r['late_over_early_max']:.2f}x ({where}; median over its "
-                f"{int(r['runs'])} runs {r['late_over_early_p50']:.2f}x)")
+        runs = int(r["runs"])
+        return (f"{head}, {len(t)} group{'s' if len(t) != 1 else ''}; the largest late/early "
+                f"ratio is {r['late_over_early_max']:.2f}x ({where}; "
+                + (f"median over its {runs} runs {r['late_over_early_p50']:.2f}x)" if runs != 1
+                   else "its one run)"))
 
     def to_dict(self) -> dict[str, Any]:
         def records(df: pd.DataFrame) -> list[dict[str, Any]]:

@@ -314,7 +314,7 @@ def sample_gpus(text: str | None) -> str | list[int] | None:
         raise UsageError(str(e)) from None
     except ValueError:
         raise bad from None
-    if any(i < 0 for i in indices):
+    if not indices or any(i < 0 for i in indices):  # (--sample-gpus= : nothing given)
         raise bad
     twice = sorted({i for i in indices if indices.count(i) > 1})
     if twice:
