@@ -119,3 +119,14 @@ def test_the_headline_ranks_slowdowns_not_episodes_that_were_faster(analysed, na
     assert len(top) == 1 and top["extra_ms"].iloc[0] > 0, largest
     assert named in largest
     assert f"leaving out {int(faster.sum())} faster episode(s)" in a.verdict
+
+
+def test_a_headline_over_verdicts_that_could_not_tell_says_so(analysed):
+    """sync_spin: the verdicts that named no cause had a candidate not beyond doubt ("cannot
+    tell which cause"): the headline's main cause says that, not "nothing gpuwatch measured"."""
+    a = analysis(analysed, "sync_spin")
+    w = a.wall_verdicts
+    unsure = w[w["cause"] == "unexplained"]
+    assert len(unsure) >= 2 and (unsure["outcome"] == "cannot_tell").all()
+    assert ": no cause beyond doubt (cannot tell which). Largest:" in a.verdict, a.verdict
+    assert "nothing gpuwatch measured" not in a.verdict

@@ -852,7 +852,16 @@ def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None,
     else:
         head = (f"No {'condition' if series == 'conditions' else 'series'} differs from its "
                 f"baseline as a whole, but {came}")
-    return (f"{head}; {how}: {FACTOR_TEXT[main]}. Largest: {prefix}"
+    main_text = FACTOR_TEXT[main]
+    if main == "unexplained" and "outcome" in ranked:
+        # ("unexplained" holds the verdicts that named no cause: where a candidate was there
+        # but not beyond doubt, that is "cannot tell", not "nothing measured")
+        unsure = (ranked.loc[ranked["cause"] == main, "outcome"] == "cannot_tell")
+        if unsure.all():
+            main_text = "no cause beyond doubt (cannot tell which)"
+        elif unsure.any():
+            main_text = f"{main_text}, or no cause beyond doubt"
+    return (f"{head}; {how}: {main_text}. Largest: {prefix}"
             f"{worst['sentence']}" + not_compared)
 
 
