@@ -47,6 +47,17 @@ SESSION = textwrap.dedent("""
 """)
 
 
+def status(path: Path) -> str | None:
+    import gpuwatch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return gpuwatch.load(path).meta.get("status")
+        except Exception:
+            return None
+
+
 def rows(path: Path) -> int | None:
     import gpuwatch
 
@@ -84,6 +95,7 @@ def session_end(d: Path, end: str) -> dict:
                        capture_output=True, text=True, timeout=120)
     out = d / "s.parquet"
     return {"exit": r.returncode, "trace": out.exists(), "rows": rows(out) if out.exists() else None,
+            "status": status(out) if out.exists() else None,
             "stderr_last": r.stderr.strip().splitlines()[-1][:200] if r.stderr.strip() else ""}
 
 
@@ -102,6 +114,10 @@ def main() -> None:
     results["os_exit_0"] = session_end(args.out / "exit0", "os._exit(0)")
     results["os_exit_4"] = session_end(args.out / "exit4", "os._exit(4)")
     results["never_closed"] = session_end(args.out / "open", "")
+    # never closed, ended by Ctrl-C (dies by SIGINT: -2) and by SIGTERM (143), both interrupted
+    results["never_closed_ctrl_c"] = session_end(args.out / "open_int", "raise KeyboardInterrupt")
+    results["never_closed_sigterm"] = session_end(args.out / "open_term",
+                                                  "os.kill(os.getpid(), 15)")
     for name, r in results.items():
         print(f"{name:16s} {json.dumps(r)}")
     (args.out / "faults.json").write_text(json.dumps(results, indent=1))
