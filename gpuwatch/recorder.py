@@ -44,7 +44,8 @@ from .streams import StreamRef
 from .timebase import EventTimebase
 from .hostevents import THREAD_NAMES_FILE, GcRecorder, ThreadNames, python_thread_names
 from .hoststat import HostStat, cpu_max_mhz
-from .trace import SCHEMA_VERSION, Trace, TraceWriter, check_output, default_out, load
+from .trace import (SCHEMA_VERSION, Trace, TraceWriter, check_output, default_out, load,
+                    partition_value)
 
 if TYPE_CHECKING:
     from .engines import TimedEngine
@@ -1086,14 +1087,9 @@ def _takes_stream(fn: Any) -> bool:
 
 
 def dataset_path(root: Path, gpu_name: str) -> Path:
-    """Where a run goes in a fleet dataset: hive partitions host / GPU model / run, values
-    kept to [A-Za-z0-9._-] so every engine reads them back the same."""
-    import re
+    """Where a run goes in a fleet dataset: hive partitions host / GPU model / run."""
     import time
 
-    def clean(v: str) -> str:
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", v).strip("_") or "unknown"
-
     run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.time_ns() % 1_000_000:06d}"
-    return (root / f"host={clean(socket.gethostname())}" / f"gpu_model={clean(gpu_name)}"
-            / f"run={run}" / "trace.parquet")
+    return (root / f"host={partition_value(socket.gethostname())}"
+            / f"gpu_model={partition_value(gpu_name)}" / f"run={run}" / "trace.parquet")

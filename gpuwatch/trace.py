@@ -950,6 +950,12 @@ def _merge_chunks(partial_dir: Path, dest: Path, meta: dict[str, Any],
     return rows
 
 
+def partition_value(v: str) -> str:
+    """A fleet dataset's hive partition value (host, GPU model) as `record --dataset` spells
+    it: [A-Za-z0-9._-], so every engine reads it back the same."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", v).strip("_") or "unknown"
+
+
 def read_chunk(path: Path) -> pa.Table:
     """One chunk of a recording, as SCHEMA (columns it lacks read as nulls); a chunk written by
     a gpuwatch before schema v3 has its `table` column renamed."""

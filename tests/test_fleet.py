@@ -207,3 +207,25 @@ def test_the_headline_counts_in_words_that_agree():
     two = pd.concat([one, one.assign(gap_ms=0.0, runs=3, late_over_early_max=1.0)],
                     ignore_index=True)
     assert "2 groups" in Fleet(runs=pd.DataFrame(), by_model_gap=two, files=4).headline()
+
+
+def test_plain_traces_are_grouped_by_the_gpu_in_their_metadata(tmp_path):
+    """A folder of traces written with -o (no host=/gpu_model= directories): each run's host
+    and GPU model come from its metadata, spelled as `record --dataset` would, so two GPU
+    models are two groups (they were one: "stable 7.003 ms (4.730-9.277)")."""
+    import socket
+
+    from gpuwatch.trace import partition_value
+
+    d = tmp_path / "plain"
+    d.mkdir()
+    for dev, name in (("sim:t4", "t4"), ("sim:flat", "flat")):
+        r = cli("record", "--device", dev, "--gap", "20", "--iters", "200", "-q", "-o",
+                str(d / f"{name}.parquet"), cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    f = fleet(d)
+    assert sorted(f.by_model_gap["gpu_model"]) == ["Simulated_GPU_locked_clocks",
+                                                   "Simulated_Tesla_T4"]
+    assert set(f.runs["host"]) == {partition_value(socket.gethostname())}
+    t4 = f.by_model_gap.set_index("gpu_model").loc["Simulated_Tesla_T4"]
+    assert t4["runs"] == 1 and t4["stable_ms"] > 1.8 * f.by_model_gap["stable_ms"].min()

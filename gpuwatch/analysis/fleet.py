@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from ..errors import TraceFormatError, UsageError
 from ..summary import EARLY_ITERS, LATE_ITERS
 from ..trace import (KIND, LEGACY_KIND, META_KEY, _check_meta, _check_types, live_writer,
-                     read_partial_meta)
+                     partition_value, read_partial_meta)
 from .columns import MAX_LATENCY_MS
 
 PARTITIONS = ("host", "gpu_model", "run")
@@ -121,30 +121,46 @@ def trace_files(root: Path) -> list[str]:
                   and p.is_file())
 
 
-def _screen(path: str) -> tuple[str | None, str]:
-    """(the discriminator column of a fleet member, "") if it is a readable gpuwatch trace
-    this gpuwatch reads, else (None, why not). A trace newer than this gpuwatch is an error:
-    upgrading is the fix, not leaving it out."""
+def _screen(path: str) -> tuple[str | None, str, dict[str, str]]:
+    """(the discriminator column of a fleet member, "", its host and GPU model from its
+    metadata) if it is a readable gpuwatch trace this gpuwatch reads, else (None, why not,
+    {}). A trace newer than this gpuwatch is an error: upgrading is the fix, not leaving it
+    out."""
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as e:
         first = " ".join(str(e).split()).split(". ")[0]  # (pyarrow's first sentence)
-        return None, f"not a readable Parquet file ({first})"
+        return None, f"not a readable Parquet file ({first})", {}
     raw = (schema.metadata or {}).get(META_KEY)
     names = schema.names
     kind = KIND if KIND in names else LEGACY_KIND if LEGACY_KIND in names else None
     if raw is None or kind is None:
-        return None, "not a gpuwatch trace"
+        return None, "not a gpuwatch trace", {}
     try:
         meta = json.loads(raw)
     except (ValueError, RecursionError):
-        return None, "its gpuwatch metadata is not valid JSON"
+        return None, "its gpuwatch metadata is not valid JSON", {}
     try:
         _check_meta(meta, Path(path))
         _check_types(schema)
     except TraceFormatError as e:  # (a newer schema among them: left out, the fix named)
-        return None, str(e).removeprefix(f"{path}: ").removeprefix(f"{path} ")
-    return kind, ""
+        return None, str(e).removeprefix(f"{path}: ").removeprefix(f"{path} "), {}
+    return kind, "", _own_partition(meta)
+
+
+def _own_partition(meta: dict[str, Any]) -> dict[str, str]:
+    """A trace's host and GPU model as `record --dataset` names its directories, from its
+    metadata: for a member outside hive directories (a folder of plain traces), whose runs
+    would otherwise mix GPU models in one group."""
+    out = {}
+    host = meta.get("host")
+    if isinstance(host, dict) and isinstance(host.get("hostname"), str):
+        out["host"] = partition_value(host["hostname"])
+    devices = meta.get("devices")
+    if isinstance(devices, list) and devices and isinstance(devices[0], dict) \
+            and isinstance(devices[0].get("name"), str):
+        out["gpu_model"] = partition_value(devices[0]["name"])
+    return out
 
 
 def fleet(root: str | os.PathLike[str],
@@ -177,8 +193,9 @@ def fleet(root: str | os.PathLike[str],
     good, skipped = [], list(odd)
     by_kind: dict[str, list[str]] = {KIND: [], LEGACY_KIND: []}  # (v3 traces; older ones)
     reasons: dict[str, str] = {p: "not a regular file" for p in odd}
+    own: dict[str, dict[str, str]] = {}  # path -> host and GPU model from its metadata
     for path in files:
-        kind, why = _screen(path)
+        kind, why, own[path] = _screen(path)
         if kind is None:
             skipped.append(path)
             reasons[path] = why
@@ -193,10 +210,11 @@ def fleet(root: str | os.PathLike[str],
                                "readable gpuwatch trace")
     names = ds.dataset(good, format="parquet", partitioning="hive",
                        partition_base_dir=str(root)).schema.names
-    keys = [k for k in PARTITIONS if k in names]
+    # (host and GPU model always: from the directories where they say, else the metadata)
+    keys = [k for k in PARTITIONS if k in names or k in ("host", "gpu_model")]
     accs: dict[tuple[Any, ...], _Acc] = {}
     invalid = [0]  # measured inferences with no valid latency (counted, left out)
-    for done, (part, filename, tbl) in enumerate(_traces(root, by_kind, keys, invalid), 1):
+    for done, (part, filename, tbl) in enumerate(_traces(root, by_kind, keys, own, invalid), 1):
         # (per engine as well as condition: two things timed per iteration are two runs)
         if progress is not None:
             progress(done, len(good))
@@ -229,6 +247,7 @@ def fleet(root: str | os.PathLike[str],
 
 
 def _traces(root: Path, by_kind: dict[str, list[str]], keys: list[str],
+            own: dict[str, dict[str, str]],
             invalid: list[int]) -> Iterator[tuple[tuple[Any, ...], str, pa.Table]]:
     """Each trace's measured inferences with a valid latency, one trace at a time (what a
     trace holds is freed before the next is read: peak memory does not grow with the number
@@ -240,7 +259,8 @@ def _traces(root: Path, by_kind: dict[str, list[str]], keys: list[str],
             continue
         dataset = ds.dataset(paths, format="parquet", partitioning="hive",
                              partition_base_dir=str(root))
-        cols = keys + ["name", "condition", "gap_ms", "iteration", "gpu_ms"]
+        cols = [k for k in keys if k in dataset.schema.names] + [
+            "name", "condition", "gap_ms", "iteration", "gpu_ms"]
         measured = ((pc.field(kind) == "inferences") & (pc.field("kind") == "inference")
                     & ~pc.field("warmup") & pc.field("error").is_null())
         fmt, hive = ds.ParquetFileFormat(), dataset.partitioning
@@ -257,7 +277,8 @@ def _traces(root: Path, by_kind: dict[str, list[str]], keys: list[str],
             with np.errstate(invalid="ignore"):
                 valid = (ms > 0) & (ms <= MAX_LATENCY_MS)
             invalid[0] += int((~valid).sum())
-            part = ds.get_partition_keys(frag.partition_expression)
+            part = {**own.get(path, {}), **{k: v for k, v in ds.get_partition_keys(
+                frag.partition_expression).items() if v is not None}}
             yield tuple(part.get(k) for k in keys), path, tbl.filter(pa.array(valid))
 
 
