@@ -47,26 +47,25 @@ SESSION = textwrap.dedent("""
 """)
 
 
-def status(path: Path) -> str | None:
+def _load(path: Path):
     import gpuwatch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return gpuwatch.load(path).meta.get("status")
+            return gpuwatch.load(path)
         except Exception:
             return None
+
+
+def status(path: Path) -> str | None:
+    t = _load(path)
+    return None if t is None else t.meta.get("status")
 
 
 def rows(path: Path) -> int | None:
-    import gpuwatch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return len(gpuwatch.load(path).measured())
-        except Exception:
-            return None
+    t = _load(path)
+    return None if t is None else len(t.measured())
 
 
 def run_and_signal(d: Path, presses: list[tuple[int, float]]) -> dict:

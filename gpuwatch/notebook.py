@@ -43,9 +43,11 @@ def _sample_gpus(v: str) -> str | list[int]:
     from .cli.record import sample_gpus  # (the command's own rules and words)
 
     try:
-        return sample_gpus(v) or "all"  # (None only for None: v is a string)
+        got = sample_gpus(v)
     except UsageError as e:  # (argparse names the option itself: "argument --sample-gpus:")
         raise argparse.ArgumentTypeError(str(e).removeprefix("--sample-gpus ")) from None
+    assert got is not None  # (None only for None: v is a string)
+    return got
 
 
 @magics_class

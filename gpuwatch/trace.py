@@ -959,26 +959,9 @@ def partition_value(v: str) -> str:
 def read_chunk(path: Path) -> pa.Table:
     """One chunk of a recording, as SCHEMA (columns it lacks read as nulls); a chunk written by
     a gpuwatch before schema v3 has its `table` column renamed."""
-    tbl = pq.ParquetFile(path).read()  # (not read_table: see _as_schema)
-    names = tbl.column_names
-    if KIND in names or LEGACY_KIND not in names:
-        return _as_schema(tbl)
-    return conform(tbl)
-
-
-def _as_schema(tbl: pa.Table) -> pa.Table:
-    """`tbl` as SCHEMA: its columns in SCHEMA's order and types, those it lacks as nulls, others
-    left out (as pq.read_table(schema=SCHEMA) reads it, without pyarrow.dataset: importing that
-    while a session is closed at exit after an uncaught Ctrl-C lost the exit status, 130)."""
-    n = tbl.num_rows
-    cols = []
-    for f in SCHEMA:
-        if f.name in tbl.column_names:
-            c = tbl.column(f.name)
-            cols.append(c if c.type == f.type else c.cast(f.type))
-        else:
-            cols.append(pa.nulls(n, f.type))
-    return pa.Table.from_arrays(cols, schema=SCHEMA)
+    # (ParquetFile, not pq.read_table: read_table imports pyarrow.dataset, and an import while
+    # a session is closed at exit after an uncaught Ctrl-C lost the exit status, 130)
+    return conform(pq.ParquetFile(path).read())
 
 
 def conform(tbl: pa.Table) -> pa.Table:
