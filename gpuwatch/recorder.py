@@ -25,7 +25,7 @@ import threading
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -212,6 +212,10 @@ class Session:
         self._pid = os.getpid()  # the recording process (SIGTERM handling is its alone)
         self.left_previous = False  # close() kept the trace at `out` it was to replace
         self.discarded = False  # close() wrote no trace: nothing was timed (see _close)
+        # A recording that timed nothing is kept (an API user may record telemetry alone),
+        # except where its caller says it is worth nothing: `gpuwatch run`, whose next
+        # command (--kernels, another --regions) would be refused by the empty trace
+        self.keep_empty = True
         self._uncaught: BaseException | None = None  # what ended the program (_catch_exit)
         self._prev_excepthook: Any = None
         self._excepthook: Any = None
@@ -460,31 +464,45 @@ class Session:
             if host_events:
                 meta["host_events"] = host_events
             if self._writer is not None:
+                added = 0  # inference rows the callbacks made (gpuwatch run's kernel bursts)
+
+                def add(table: str, cols: Mapping[str, Any]) -> None:
+                    nonlocal added
+                    assert self._writer is not None
+                    self._writer.add_columns(table, cols)
+                    if table == "inferences":
+                        added += len(next(iter(cols.values()), ()))
+
                 for finish in self._on_close:  # every record is in: rows made from them
                     try:
-                        meta.update(finish(self._writer.add_columns,
-                                           self._timer.seq if self._timer is not None else 0))
+                        meta.update(finish(add, self._timer.seq if self._timer is not None
+                                           else 0))
                     except Exception as e:
                         logger.warning("warning: %s: %s", type(e).__name__, e)
                 assert self._backend is not None
                 meta["ended_ns"] = self._backend.clock.now_ns()
                 if self._timebase is not None:
                     meta["timebase"] = self._timebase.summary()
-                regions = self._timer.stats["regions"] if self._timer is not None else 0
-                if meta["status"] != "complete" and not regions and self._writer.replacing:
-                    # failed before timing anything, over a trace it was asked to replace:
-                    # an empty trace is not worth the one that is there
+                regions = added + (self._timer.stats["regions"] if self._timer is not None
+                                   else 0)
+                worthless = not regions and (meta["status"] != "complete" or not self.keep_empty)
+                if worthless and self._writer.replacing:
+                    # failed (or, where an empty trace is worth nothing, ended) before timing
+                    # anything, over a trace it was asked to replace: an empty trace is not
+                    # worth the one that is there
                     self._writer.abandon(discard=True)
                     self.left_previous = self.discarded = True
-                    logger.warning("nothing was timed before the failure; %s was left as it was",
+                    logger.warning("nothing was timed%s; %s was left as it was",
+                                   " before the failure" if meta["status"] == "failed" else "",
                                    self.out)
-                elif meta["status"] == "interrupted" and not regions:
-                    # stopped (Ctrl-C, SIGTERM) before timing anything: an empty trace would
-                    # only block the same command run again
+                elif not regions and (meta["status"] == "interrupted" or not self.keep_empty):
+                    # stopped (Ctrl-C, SIGTERM) before timing anything, or a run that timed
+                    # nothing: an empty trace would only block the same command run again
                     self._writer.abandon(discard=True)
                     self.discarded = True
-                    logger.warning("stopped before anything was timed: no trace was written to "
-                                   "%s", self.out)
+                    logger.warning("%s: no trace was written to %s", "stopped before anything "
+                                   "was timed" if meta["status"] == "interrupted" else
+                                   "nothing was timed", self.out)
                 else:
                     self._writer.close(meta)
         finally:

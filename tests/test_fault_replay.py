@@ -493,10 +493,18 @@ def test_a_never_closed_session_stopped_before_its_first_inference_leaves_nothin
     assert not (tmp_path / "t.parquet.partial").exists()
 
 
+# a program's first line that times one region under `run` (the nvtx stand-in; with
+# PYTHONPATH=standins): a run that times nothing leaves no trace (see below)
+ONE_REGION = "import nvtx\nwith nvtx.annotate('infer'):\n    pass\n"
+STANDINS_ENV = dict(os.environ, PYTHONPATH=str(Path(__file__).parent / "programs" / "standins"),
+                    GPUWATCH_DEVICE="sim:t4")
+
+
 def test_os_exit_under_run_keeps_the_trace_and_the_status(tmp_path):
     prog = tmp_path / "p.py"
-    prog.write_text("import os, time\nfor _ in range(20):\n    time.sleep(0.001)\nos._exit(3)\n")
-    env = dict(os.environ, GPUWATCH_DEVICE="sim:t4")
+    prog.write_text(ONE_REGION + "import os, time\nfor _ in range(20):\n    time.sleep(0.001)\n"
+                    "os._exit(3)\n")
+    env = STANDINS_ENV
     r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-q", "-o", "r.parquet",
                         str(prog)], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 3 and "os._exit(3)" in r.stderr
@@ -534,9 +542,9 @@ def test_os_exit_in_a_forked_child_is_the_childs_own(tmp_path):
 def test_a_program_that_closes_or_drops_its_stderr_keeps_its_status_and_stdout(tmp_path,
                                                                               program):
     prog = tmp_path / "p.py"
-    prog.write_text(program)
-    bare = subprocess.run([sys.executable, str(prog)], capture_output=True, text=True)
-    env = dict(os.environ, GPUWATCH_DEVICE="sim:t4")
+    prog.write_text(ONE_REGION + program)
+    env = STANDINS_ENV
+    bare = subprocess.run([sys.executable, str(prog)], capture_output=True, text=True, env=env)
     r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-o", "r.parquet", str(prog)],
                        capture_output=True, text=True, cwd=tmp_path, env=env)
     assert (r.returncode, r.stdout) == (bare.returncode, bare.stdout) == (r.returncode, "out\n")
@@ -911,11 +919,46 @@ def test_stopped_before_anything_was_timed_leaves_no_trace_to_block_the_rerun(tm
     assert "stopped before anything was timed: no trace was written" in err
     assert "nothing to analyse" not in err and "inference(s) found" not in err
     assert not out.exists() and not partial_path(out).exists()
-    prog.write_text("print('started')\n")
+    prog.write_text(ONE_REGION + "print('started')\n")
     r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-q", "-o", str(out),
-                        str(prog)], capture_output=True, text=True, cwd=tmp_path, env=env)
+                        str(prog)], capture_output=True, text=True, cwd=tmp_path,
+                       env=STANDINS_ENV)
     assert r.returncode == 0 and "already exists" not in r.stderr, r.stderr
     assert out.exists()
+
+
+@pytest.mark.parametrize("program, code, status", [
+    ("print('ran')\n", 0, "complete"),
+    ("import missing_module_of_the_user\n", 1, "failed"),
+])
+def test_a_run_that_timed_nothing_leaves_no_trace_to_block_the_next(tmp_path, program, code,
+                                                                    status):
+    """A program that timed nothing (no NVTX range, no torch call; or one that failed on its
+    first line): no empty trace is left at -o, so the next command (--kernels, the program
+    fixed) is not refused as 'already exists'; the report says no trace was written."""
+    prog = tmp_path / "p.py"
+    prog.write_text(program)
+    out = tmp_path / "r.parquet"
+    argv = [sys.executable, "-m", "gpuwatch", "run", "-o", str(out)]
+    r = subprocess.run(argv + ["--json", str(prog)], capture_output=True, text=True,
+                       cwd=tmp_path, env=STANDINS_ENV)
+    assert r.returncode == code, r.stderr
+    assert "nothing was timed: no trace was written to" in r.stderr
+    doc = json.loads(r.stderr.splitlines()[-1])
+    assert doc["run"]["trace"] is None and doc["run"]["status"] == status
+    assert not out.exists() and not partial_path(out).exists()
+    prog.write_text(ONE_REGION)
+    r = subprocess.run(argv + [str(prog)], capture_output=True, text=True, cwd=tmp_path,
+                       env=STANDINS_ENV)
+    assert r.returncode == 0, r.stderr
+    assert len(gpuwatch.load(out).inferences) == 1
+    # over a trace it was asked to replace (--force), a run that timed nothing keeps that one
+    prog.write_text(program)
+    r = subprocess.run(argv + ["--force", str(prog)], capture_output=True, text=True,
+                       cwd=tmp_path, env=STANDINS_ENV)
+    assert r.returncode == code and "was left as it was" in r.stderr, r.stderr
+    assert "trace: none written (" + str(out) + " is the one that was there)" in r.stderr
+    assert len(gpuwatch.load(out).inferences) == 1
 
 
 def test_a_session_interrupted_before_its_first_inference_writes_nothing(tmp_path):

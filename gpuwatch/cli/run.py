@@ -126,6 +126,7 @@ class RunCommand:
                    "conditions": "observed gaps"}
         session = Session(args.device, out, dataset=args.dataset, sample_hz=args.sample_hz,
                           options=options, overwrite=args.force, kernels=kernels)
+        session.keep_empty = False  # (a run that timed nothing leaves no trace to block the next)
         regions = AutoRegions(session, SOURCES[args.regions])
         if kernels:
             _find_bursts(session, regions, args.burst_gap_ms,
@@ -200,7 +201,7 @@ class RunCommand:
             return
         if text:
             where = path if run["trace"] is not None else f"none written ({path} is the one " \
-                f"that was there)"
+                f"that was there)" if path.exists() else "none written (nothing was timed)"
             print(f"\ngpuwatch: {found} inference(s) found "
                   f"({', '.join(f'{k}: {v}' for k, v in regions.counts.items())}); trace: {where}",
                   file=err)
