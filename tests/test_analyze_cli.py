@@ -1,4 +1,5 @@
-"""`python -m gpuwatch.analyze` and its outputs, as a user runs it."""
+"""`python -m gpuwatch.analyze` and its outputs: the command run in this process
+(tests/helpers.py), and `gpuwatch analyze` as a user runs it, in a subprocess."""
 
 import json
 import re
@@ -8,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import gw_here
+
 FIXTURE = Path(__file__).parent / "data" / "h100_small_gap0_20_fixture.parquet"
 
 
 def analyze(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "gpuwatch.analyze", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+    return gw_here(*args, cwd=cwd, module="gpuwatch.analyze")
 
 
 def test_summary_of_a_sim_sweep_and_a_real_trace(t4_sweep):

@@ -13,12 +13,16 @@ import pytest
 
 import gpuwatch
 from gpuwatch.errors import TraceFormatError, UsageError
+from tests.helpers import gw_here
 
 REC = ["-m", "gpuwatch.record", "--gap", "0", "--iters", "20", "--quiet"]
 
 
 def _run(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=tmp_path)
+    """`python -m gpuwatch.X ARGS` (argv: -m gpuwatch.X ARGS), run in this process: the
+    commands' own checks are the subject (tests/helpers.py)."""
+    assert argv[0] == "-m"
+    return gw_here(*argv[2:], cwd=tmp_path, module=argv[1])
 
 
 @pytest.mark.parametrize("args,says", [

@@ -4,6 +4,7 @@ naming the problem). Grouped by the issue's classes; each test failed before its
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ import pytest
 
 import gpuwatch
 from gpuwatch.trace import LOCK_NAME, RecoveredTraceWarning, claim_for_finish, partial_path
+from tests.helpers import gw_here
 
 FINISH = [sys.executable, "-m", "gpuwatch.finish"]
 
@@ -32,12 +35,29 @@ def _sigint_default() -> None:
 
 
 def _finish(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(FINISH + [str(a) for a in args], capture_output=True, text=True)
+    """`python -m gpuwatch.finish ARGS`, run in this process (tests/helpers.py); a test where
+    another process must be the one finishing runs FINISH itself."""
+    return gw_here(*args, module="gpuwatch.finish")
+
+
+_CRASHED: dict[tuple[str, int], Path] = {}  # (name, n): a crashed recording, made once
 
 
 def _crashed(tmp_path: Path, name: str = "t.parquet", n: int = 50) -> Path:
     """A recording whose process died (as kill -9) after `n` regions reached the disk: its
-    .partial."""
+    .partial, in tmp_path. Made once per (name, n) in this test process, then copied (the
+    copy is what the crash left: its writer's pid is dead, its lock stale)."""
+    key = (name, n)
+    if key not in _CRASHED or not _CRASHED[key].is_dir():
+        where = Path(tempfile.mkdtemp(prefix="gpuwatch-crashed-"))
+        atexit.register(shutil.rmtree, where, True)
+        _CRASHED[key] = _crash(where, name, n)
+    dest = partial_path(tmp_path / name)
+    shutil.copytree(_CRASHED[key], dest)
+    return dest
+
+
+def _crash(tmp_path: Path, name: str, n: int) -> Path:
     out = tmp_path / name
     code = textwrap.dedent(f"""
         import os, gpuwatch
@@ -234,9 +254,10 @@ def test_finish_on_a_full_disk_is_one_line_and_keeps_the_recording(tmp_path):
 
 def test_a_second_finish_of_the_same_recording_is_refused(tmp_path):
     partial = _crashed(tmp_path)
-    fd = claim_for_finish(partial)  # (this process is finishing it)
+    fd = claim_for_finish(partial)  # (this process is finishing it; another one tries)
     try:
-        r = _finish(partial, tmp_path / "other.parquet")
+        r = subprocess.run(FINISH + [str(partial), str(tmp_path / "other.parquet")],
+                           capture_output=True, text=True)
         assert r.returncode == 2 and "being recorded or finished by pid" in _one_line(r.stderr)
     finally:
         os.close(fd) if fd is not None else None
@@ -357,12 +378,12 @@ def test_condition_summary_takes_a_path_too(flat_trace):
     (["--device", "sim:t4,fault=gpu_lost@nan"], "bad sim fault"),
 ])
 def test_a_usage_error_leaves_nothing_so_the_corrected_command_runs(tmp_path, args, words):
-    base = [sys.executable, "-m", "gpuwatch.record", "--device", "sim:t4", "--iters", "5",
-            "--warmup", "1", "--gap", "0", "--quiet", "--out", "x.parquet"]
-    r = subprocess.run(base + args, capture_output=True, text=True, cwd=tmp_path)
+    base = ["--device", "sim:t4", "--iters", "5", "--warmup", "1", "--gap", "0", "--quiet",
+            "--out", "x.parquet"]
+    r = gw_here(*base, *args, cwd=tmp_path, module="gpuwatch.record")
     assert r.returncode == 2 and words in _one_line(r.stderr)
     assert list(tmp_path.iterdir()) == []
-    ok = subprocess.run(base, capture_output=True, text=True, cwd=tmp_path)
+    ok = gw_here(*base, cwd=tmp_path, module="gpuwatch.record")
     assert ok.returncode == 0, ok.stderr
 
 

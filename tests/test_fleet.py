@@ -13,13 +13,14 @@ import pytest
 import gpuwatch
 from gpuwatch.analysis.fleet import fleet
 from gpuwatch.errors import TraceFormatError, UsageError
+from tests.helpers import gw_here
 
 FLEET_DIR = Path(__file__).parents[1] / "benchmarks" / "fleet"
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gpuwatch", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+    """`gpuwatch ARGS`, run in this process (tests/helpers.py)."""
+    return gw_here(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import pytest
 import gpuwatch
 from gpuwatch.renderers import HtmlRenderer
 from gpuwatch.renderers import html as report
+from tests.helpers import gw_here
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "data" / "h100_small_gap0_20_fixture.parquet"
@@ -26,8 +27,7 @@ EPISODES = Path(__file__).parent / "data" / "h100_causes" / "busy_host.parquet"
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "gpuwatch.analyze", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+    return gw_here(*args, module="gpuwatch.analyze")
 
 
 def embedded(page: str) -> dict:

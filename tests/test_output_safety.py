@@ -17,6 +17,7 @@ import pytest
 import gpuwatch
 from gpuwatch.errors import UsageError
 from gpuwatch.trace import LOCK_NAME, partial_path
+from tests.helpers import gw, gw_here
 
 RECORD = [sys.executable, "-m", "gpuwatch.record", "--device", "sim:flat", "--gap", "0",
           "--iters", "30", "--warmup", "2", "--quiet"]
@@ -27,8 +28,9 @@ def _digest(p: Path) -> str:
 
 
 def _record(tmp_path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(RECORD + ["--out", str(out), *extra], capture_output=True, text=True,
-                          cwd=tmp_path)
+    """RECORD in this process (tests/helpers.py)."""
+    return gw_here(*RECORD[3:], "--out", str(out), *extra, cwd=tmp_path,
+                   module="gpuwatch.record")
 
 
 def test_an_existing_trace_is_kept_unless_force(tmp_path):
@@ -103,18 +105,15 @@ def test_an_unfinished_recording_is_never_deleted(tmp_path):
     with pytest.warns(UserWarning, match="unfinished recording"):
         kept = len(gpuwatch.load(partial).measured())
     assert 45 <= kept <= 50
-    bad = subprocess.run([sys.executable, "-m", "gpuwatch.finish", str(partial), os.devnull],
-                         capture_output=True, text=True)
+    bad = gw_here(partial, os.devnull, module="gpuwatch.finish")
     assert bad.returncode == 2 and "not a regular file" in bad.stderr
     assert Path(os.devnull).is_char_device()
-    fin = subprocess.run([sys.executable, "-m", "gpuwatch.finish", str(partial)],
-                         capture_output=True, text=True)
+    fin = gw_here(partial, module="gpuwatch.finish")
     assert fin.returncode == 0 and "RuntimeWarning" not in fin.stderr, fin.stderr
     tr = gpuwatch.load(out)
     assert len(tr.measured()) == kept and tr.meta["status"] == "interrupted"
     assert not partial.exists()
-    again = subprocess.run([sys.executable, "-m", "gpuwatch.finish", str(partial)],
-                           capture_output=True, text=True)
+    again = gw_here(partial, module="gpuwatch.finish")
     assert again.returncode == 2 and "not an unfinished gpuwatch recording" in again.stderr
 
 
@@ -127,7 +126,8 @@ def test_a_second_writer_to_the_same_path_fails_at_its_start(tmp_path):
     try:
         for _ in range(20):
             s.infer(lambda: None)
-        r = _record(tmp_path, out, "--force")
+        r = gw(*RECORD[3:], "--out", str(out), "--force", cwd=tmp_path,  # (another process)
+               module="gpuwatch.record")
         assert r.returncode == 2 and f"pid {os.getpid()}" in r.stderr
         assert "recording to" in r.stderr
         for _ in range(20):

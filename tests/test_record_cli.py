@@ -1,4 +1,6 @@
-"""`python -m gpuwatch.record`: a real subprocess each, as a user would run it."""
+"""`python -m gpuwatch.record`: the command's own logic run in this process (`record`), and
+as a user runs it, in a subprocess, where the process is the subject (the entry points, the
+device from the environment, signals, --help and --version)."""
 
 import subprocess
 import sys
@@ -8,11 +10,11 @@ import pytest
 
 import gpuwatch
 from gpuwatch.backends import _nvml_probe
+from tests.helpers import gw, gw_here
 
 
 def record(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "gpuwatch.record", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=120)
+    return gw_here(*args, cwd=cwd, module="gpuwatch.record")
 
 
 def test_records_a_sweep_on_the_simulated_t4(tmp_path):
@@ -73,7 +75,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, words):
 
 @pytest.mark.skipif(_nvml_probe() is None, reason="this machine has an NVIDIA GPU")
 def test_default_device_without_a_gpu_suggests_the_simulator(tmp_path):
-    r = record("--iters", "5", cwd=tmp_path)
+    r = gw("--iters", "5", cwd=tmp_path, module="gpuwatch.record")
     assert r.returncode == 2
     assert "--device sim:t4" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
