@@ -3,7 +3,7 @@
  * The timed region records two events per inference and reads them back later. Through ctypes
  * each call costs ~2 us of host time on an H100 VM, and runs a large generic code path (libffi,
  * argument converters) whose cache footprint slowed the user's own launches measurably
- * (benchmarks/overhead_anatomy.py). Here a call is a direct call through a function pointer.
+ * (benchmarks/probes/overhead_anatomy.py). Here a call is a direct call through a function pointer.
  *
  * Nothing here links to CUDA: the caller passes the address of the driver function (looked up
  * with dlsym by ctypes), so the module builds and is testable anywhere. The GIL stays held: the

@@ -4,7 +4,7 @@ Each round sleeps `--gap-ms`, then times one piece with two perf_counter_ns read
 turns round by round (every piece sees the same conditions). The telemetry sampler runs
 (1 kHz, its own process), as in a recording. Reported: the median and IQR per piece, in us.
 
-    python benchmarks/cold_path.py --out DIR [--gap-ms 20] [--rounds 150]
+    python benchmarks/probes/cold_path.py --out DIR [--gap-ms 20] [--rounds 150]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ loop (768x448 conv net, 20 ms sleep, 800 iterations) four ways, each in a fresh 
 gpuwatch with its sampler process, gpuwatch with sampling off, and plain PyTorch timed with
 torch.cuda.Event without gpuwatch, with and without Python's garbage collector.
 
-    python benchmarks/stall_probe.py
+    python benchmarks/probes/stall_probe.py
 """
 
 from __future__ import annotations

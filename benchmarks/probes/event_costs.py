@@ -4,7 +4,7 @@ region with such reads, so their cost in context is its cost. (The committed res
 before the runtime's calls went through bindings/_native.c: "cuda-python" there was
 cuda-python's wrapper.)
 
-    python benchmarks/event_costs.py --out DIR
+    python benchmarks/probes/event_costs.py --out DIR
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Issue 13 on the lent H100: timing the user's own code. One device call per PART:
-#   OUT=/some/dir PART=tests  bash benchmarks/h100_issue13.sh  # GPU tests (new and old), program shapes
-#   OUT=/some/dir PART=bench  bash benchmarks/h100_issue13.sh  # overhead: anatomy, then A/B vs a bare loop
+#   OUT=/some/dir PART=tests  bash benchmarks/device/h100_issue13.sh  # GPU tests (new and old), program shapes
+#   OUT=/some/dir PART=bench  bash benchmarks/device/h100_issue13.sh  # overhead: anatomy, then A/B vs a bare loop
 #     (PAIRS, GAP_PAIRS: pairs of blocks for the cases without and with gaps; ROUNDS: anatomy)
-#   OUT=/some/dir PART=all    bash benchmarks/h100_issue13.sh  # tests, bench and cost, time-boxed
-#   OUT=/some/dir PART=cost   bash benchmarks/h100_issue13.sh  # where a region's cost goes
+#   OUT=/some/dir PART=all    bash benchmarks/device/h100_issue13.sh  # tests, bench and cost, time-boxed
+#   OUT=/some/dir PART=cost   bash benchmarks/device/h100_issue13.sh  # where a region's cost goes
 # Results land in $OUT/PART.tgz (and the main logs beside it).
 set -uo pipefail
 R="$OUT/$PART"; mkdir -p "$R"
@@ -29,10 +29,10 @@ tests)
       | tee "$R/program_shapes.txt" | tail -5
   ;;
 cost)
-  python3 benchmarks/region_cost.py --out "$R" 2>&1 | tee "$R/region_cost.txt" | tail -60
+  python3 benchmarks/probes/region_cost.py --out "$R" 2>&1 | tee "$R/region_cost.txt" | tail -60
   ;;
 bench)
-  python3 benchmarks/overhead_anatomy.py --out "$R" --rounds "${ROUNDS:-300}" \
+  python3 benchmarks/probes/overhead_anatomy.py --out "$R" --rounds "${ROUNDS:-300}" \
       2>&1 | tee "$R/overhead_anatomy.txt" | tail -3
   python3 benchmarks/user_overhead.py --out "$R" --pairs "${PAIRS:-200}" --gap-pairs "${GAP_PAIRS:-0}" --block "${BLOCK:-10}" \
       2>&1 | tee "$R/user_overhead.txt" | tail -12

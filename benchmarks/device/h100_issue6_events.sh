@@ -2,11 +2,11 @@
 # Issue 6, second pass on a real GPU: which CUPTI set-up delivers CUDA-event device timestamps;
 # then, with the tracer enabling CUPTI before the CUDA context and flushing between timed
 # regions: are windows tightened, what does tracing cost, and does the tail of a 20 ms-gap loop
-# stay where it was?   OUT=/some/dir bash benchmarks/h100_issue6_events.sh
+# stay where it was?   OUT=/some/dir bash benchmarks/device/h100_issue6_events.sh
 set -uo pipefail
 R="$OUT/r"; mkdir -p "$R"
-source benchmarks/device_setup.sh
-[ -n "${SKIP_PROBE:-}" ] || python3 benchmarks/cuda_event_probe.py 2>&1 | tee "$R/cuda_event_probe.txt"
+source benchmarks/device/device_setup.sh
+[ -n "${SKIP_PROBE:-}" ] || python3 benchmarks/probes/cuda_event_probe.py 2>&1 | tee "$R/cuda_event_probe.txt"
 python3 -m pytest -m gpu -q tests/test_gpu.py -k cupti 2>&1 | tee "$R/gpu_test_cupti.txt" | tail -3
 python3 -m gpuwatch.record --kernels --gap 0,20 --iters 300 --pre-post \
     --out "$R/h100_kernels_small.parquet" 2>&1 | tee "$R/record_kernels_small.txt"

@@ -2,12 +2,12 @@
 # gpuwatch run's hooks in C (bindings/_autoregions.c: NVTX push/pop and module calls open and
 # close regions with no Python frame of gpuwatch's) and the 1 s clock poll (region.py POLL_NS),
 # on the lent H100. From the repository root, one device call:
-#   OUT=/some/dir [NAME=run_hooks] [TESTS=1] bash benchmarks/h100_run_hooks.sh
+#   OUT=/some/dir [NAME=run_hooks] [TESTS=1] bash benchmarks/device/h100_run_hooks.sh
 # 1. the GPU tests; 2. the hooks' host cost on this host (benchmarks/run_host_cost.py, C, then
 # Python hooks); 3. gpuwatch run's overhead against a bare loop (benchmarks/run_overhead.py),
 # MODES (default: nvtx calls), PAIRS block pairs at gap 0 and GAP_PAIRS at 20 ms gaps.
 set -uo pipefail
-source benchmarks/device_setup.sh
+source benchmarks/device/device_setup.sh
 N=${NAME:-run_hooks}; R="$OUT/$N"; mkdir -p "$R"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,pstate,power.draw,temperature.gpu \
     --format=csv > "$R/nvidia_smi_before.csv" 2>&1

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The C timed path (bindings/_native.c FastRegion: a whole region in one C call, torch's current
 # stream read through c10) on the lent H100. From the repository root, one device call per PART:
-#   OUT=/some/dir PART=tests  bash benchmarks/h100_c_path.sh  # GPU tests; gap-0 and GEMM overhead
-#   OUT=/some/dir PART=gap20  bash benchmarks/h100_c_path.sh  # overhead with 20 ms gaps (GAP_PAIRS)
-#   OUT=/some/dir PART=run    bash benchmarks/h100_c_path.sh  # gpuwatch run's overhead (MODES: calls nvtx kernels)
-#   OUT=/some/dir PART=final  bash benchmarks/h100_c_path.sh  # GPU tests, then run's calls and NVTX overhead
+#   OUT=/some/dir PART=tests  bash benchmarks/device/h100_c_path.sh  # GPU tests; gap-0 and GEMM overhead
+#   OUT=/some/dir PART=gap20  bash benchmarks/device/h100_c_path.sh  # overhead with 20 ms gaps (GAP_PAIRS)
+#   OUT=/some/dir PART=run    bash benchmarks/device/h100_c_path.sh  # gpuwatch run's overhead (MODES: calls nvtx kernels)
+#   OUT=/some/dir PART=final  bash benchmarks/device/h100_c_path.sh  # GPU tests, then run's calls and NVTX overhead
 # Every user_overhead run has the fourth arm (torch's stream read through torch's own getter).
 set -uo pipefail
-source benchmarks/device_setup.sh
+source benchmarks/device/device_setup.sh
 R="$OUT/$PART"; mkdir -p "$R"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,pstate,power.draw,temperature.gpu \
     --format=csv > "$R/nvidia_smi_before.csv" 2>&1

@@ -2,7 +2,7 @@
 resolution? Tries each candidate metric alone while the built-in engine runs with idle gaps,
 and prints what came back or why it failed.
 
-    python benchmarks/pm_sampling_probe.py [--interval-ns 100000]
+    python benchmarks/probes/pm_sampling_probe.py [--interval-ns 100000]
 """
 
 from __future__ import annotations

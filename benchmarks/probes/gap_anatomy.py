@@ -9,7 +9,7 @@ Per iteration, host clock reads (perf_counter_ns) split the wall time into
 - sync: the program's own stream synchronise.
 Reported: medians per arm and stage, and the differences (gpuwatch - bare) in microseconds.
 
-    python benchmarks/gap_anatomy.py --out DIR [--gap-ms 20] [--pairs 60] [--block 10]
+    python benchmarks/probes/gap_anatomy.py --out DIR [--gap-ms 20] [--pairs 60] [--block 10]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ fp16 Linear+ReLU at batch 1, each request synchronised, 1 ms pauses) runs alone 
 then beside a light co-tenant service (benchmarks/causes.py light) for as long; CUPTI records
 kernels and context switches throughout. Prints what arrived, per phase, and one raw record.
 
-    python3 benchmarks/ctx_switch_probe.py --seconds 4 > ctx_switch_probe.txt
+    python3 benchmarks/probes/ctx_switch_probe.py --seconds 4 > ctx_switch_probe.txt
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ serve(1.0)  # warm-up
 phases = {}
 phases["alone"] = serve(args.seconds)
 here = os.path.dirname(os.path.abspath(__file__))
-co = subprocess.Popen([sys.executable, os.path.join(here, "causes.py"), "light", "--seconds",
+co = subprocess.Popen([sys.executable, os.path.join(here, "..", "causes.py"), "light", "--seconds",
                        str(args.seconds + 10), "--sleep-ms", "1"], stdout=subprocess.PIPE,
                       text=True)
 ready = co.stdout.readline() if co.stdout else ""  # (the light load prints when it started)

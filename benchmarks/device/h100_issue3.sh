@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 3's checks on a real GPU, in one go (about 4 minutes on an H100). On the GPU machine,
-# from the repository root:  OUT=/some/dir bash benchmarks/h100_issue3.sh
+# from the repository root:  OUT=/some/dir bash benchmarks/device/h100_issue3.sh
 # Everything lands in $OUT/r and $OUT/results.tgz; see benchmarks/results/README.md.
 set -uo pipefail
 export PYTHONUNBUFFERED=1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 15 on the lent H100: record each real cause on purpose, then analyse it.
-#   OUT=/some/dir bash benchmarks/h100_issue15.sh          # all cases (about 3 minutes)
-#   OUT=/some/dir CASES="steady power_cap" bash benchmarks/h100_issue15.sh
+#   OUT=/some/dir bash benchmarks/device/h100_issue15.sh          # all cases (about 3 minutes)
+#   OUT=/some/dir CASES="steady power_cap" bash benchmarks/device/h100_issue15.sh
 # Each case writes $OUT/causes/CASE.parquet, CASE.record.txt (record's output), CASE.cause.txt
 # (when the cause started and stopped, epoch ns), CASE.analyze.txt and CASE.json.
 # The idle ramp must run first, on a GPU no process has used for a while.

@@ -3,7 +3,7 @@
 # signal handling, exit hooks and trace publishing changed), and the signal/exit faults made
 # on the real GPU (benchmarks/faults_real_gpu.py). On an H200 (H200=1), also issue 28's H200
 # part: the seed's experiment and the probe validation (h100_issue28.sh, SEED=1).
-#   OUT=/some/dir bash benchmarks/h100_issue30.sh        # about 4 minutes (H200=1: 7)
+#   OUT=/some/dir bash benchmarks/device/h100_issue30.sh        # about 4 minutes (H200=1: 7)
 # NAME=dir: results under $OUT/dir (default issue30). CHILD=1: also check that the sampler's
 # own process on the real GPU loads no pandas while it writes its chunks (issue 31 part 3).
 set -uo pipefail
@@ -31,6 +31,6 @@ if [ "${CHILD:-0}" = 1 ]; then
   echo "== sampler child ($SECONDS s)"; cat "$R/child.txt"
 fi
 if [ "${H200:-0}" = 1 ]; then
-  TESTS=0 COST=0 PHYSICS=0 SEED=1 OUT="$OUT" bash benchmarks/h100_issue28.sh
+  TESTS=0 COST=0 PHYSICS=0 SEED=1 OUT="$OUT" bash benchmarks/device/h100_issue28.sh
 fi
 echo "total $SECONDS s"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 28 on a lent GPU (H100, or H200 with the same script): the in-band clock probe on by
 # default, sampled (a region whenever 5 ms have passed since the last stamped one began).
-#   OUT=/some/dir bash benchmarks/h100_issue28.sh        # about 6 minutes
+#   OUT=/some/dir bash benchmarks/device/h100_issue28.sh        # about 6 minutes
 # 1. the GPU tests; 2. the cost: user_overhead.py --probe-arms (bare loop, gpuwatch with the
 # default probe, probe off, every region stamped, interleaved blocks in one session) for the
 # launch-bound conv net and an 8192^2 GEMM, back to back and with 20 ms gaps; 3. the physics

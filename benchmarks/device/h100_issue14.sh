@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 14 on the lent H100: the in-band SM clock probe, validated and costed.
-#   OUT=/some/dir bash benchmarks/h100_issue14.sh        (about 5 minutes)
+#   OUT=/some/dir bash benchmarks/device/h100_issue14.sh        (about 5 minutes)
 # (a) a light model at the application clock, (b) a power-capped GEMM: in-band vs NVML over time,
 # (c) launch-bound (conv net) and GPU-bound (GEMM) models, (d) torch's current stream, a user
 # stream and a CUDA graph (tests/test_gpu_probe.py), the builtin engine on cuda-python's stream;

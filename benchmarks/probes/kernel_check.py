@@ -2,7 +2,7 @@
 delay / kernel count, per engine and condition), how the event-timed windows line up with
 CUPTI's kernel timestamps (two independent clocks), and the verdicts.
 
-    python benchmarks/kernel_check.py TRACE [TRACE...]
+    python benchmarks/probes/kernel_check.py TRACE [TRACE...]
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ Arms:
 - bare + empty region: the bare loop, then `s.infer(noop)` after each iteration (gpuwatch's
   code between iterations, not around the model).
 
-    python benchmarks/overhead_anatomy.py --out DIR [--rounds 200] [--block 10]
+    python benchmarks/probes/overhead_anatomy.py --out DIR [--rounds 200] [--block 10]
 """
 
 from __future__ import annotations

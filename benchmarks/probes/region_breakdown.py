@@ -8,7 +8,7 @@ writer, the timer without resolution, and the CUDA calls alone (two records per 
 per 16 regions a query and two elapsed-time reads per region, from an anchor on the private
 stream as the timer does, or on the same stream).
 
-    python benchmarks/region_breakdown.py --out DIR
+    python benchmarks/probes/region_breakdown.py --out DIR
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ path, the GPU-side gap an empty region measures (what gpuwatch puts between its 
 the launch-bound conv net alternated with the bare loop every iteration, under variations
 (sampler paused, garbage collector off) to tell what moves the ratio.
 
-    python benchmarks/region_cost.py --out DIR
+    python benchmarks/probes/region_cost.py --out DIR
 """
 
 from __future__ import annotations

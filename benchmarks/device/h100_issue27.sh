@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Issue 27 on the lent H100: real causes made on purpose, each recorded by a user's own program
 # (benchmarks/issue27/, see its README.md) with the cause present for a known window.
-#   OUT=/some/dir bash benchmarks/h100_issue27.sh                  # all cases (about 4 minutes)
-#   OUT=/some/dir CASES="cotenant_light sync_spin" bash benchmarks/h100_issue27.sh
-#   OUT=/tmp/x DRY=1 bash benchmarks/h100_issue27.sh               # no GPU, no torch: a dry run
+#   OUT=/some/dir bash benchmarks/device/h100_issue27.sh                  # all cases (about 4 minutes)
+#   OUT=/some/dir CASES="cotenant_light sync_spin" bash benchmarks/device/h100_issue27.sh
+#   OUT=/tmp/x DRY=1 bash benchmarks/device/h100_issue27.sh               # no GPU, no torch: a dry run
 #                          # (gpuwatch's stand-in device and benchmarks/issue27/standin's torch)
 # Each case writes $OUT/issue27/CASE.parquet, CASE.stdout.txt (the program's or record's output),
 # CASE.cause.txt (the cause's true window: `cause KIND start_ns=... end_ns=...`, epoch ns, from

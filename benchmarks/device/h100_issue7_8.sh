@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Issues 7 and 8 on the lent H100, in parts that each fit one device call (10 minutes):
-#   OUT=/some/dir PART=tests  bash benchmarks/h100_issue7_8.sh   # GPU tests, SIGTERM, several-GPU sampling; experiment 1
-#   OUT=/some/dir PART=e2e3   bash benchmarks/h100_issue7_8.sh   # experiment 2; experiment 3's presets
-#   OUT=/some/dir PART=sweep  bash benchmarks/h100_issue7_8.sh   # experiment 3's gap sweep
-#   OUT=/some/dir PART=presets2 bash benchmarks/h100_issue7_8.sh # experiment 3's presets: graphs, spin
-#   OUT=/some/dir PART=long   bash benchmarks/h100_issue7_8.sh   # a 9-minute recording: memory over time
+#   OUT=/some/dir PART=tests  bash benchmarks/device/h100_issue7_8.sh   # GPU tests, SIGTERM, several-GPU sampling; experiment 1
+#   OUT=/some/dir PART=e2e3   bash benchmarks/device/h100_issue7_8.sh   # experiment 2; experiment 3's presets
+#   OUT=/some/dir PART=sweep  bash benchmarks/device/h100_issue7_8.sh   # experiment 3's gap sweep
+#   OUT=/some/dir PART=presets2 bash benchmarks/device/h100_issue7_8.sh # experiment 3's presets: graphs, spin
+#   OUT=/some/dir PART=long   bash benchmarks/device/h100_issue7_8.sh   # a 9-minute recording: memory over time
 # Results land in $OUT/PART.tgz (one file). Analysis runs elsewhere (the GPU machine has no
 # ruptures): python benchmarks/seed_report.py DIR
 set -uo pipefail
 R="$OUT/$PART"; mkdir -p "$R"
-source benchmarks/device_setup.sh
+source benchmarks/device/device_setup.sh
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,pstate,power.draw,temperature.gpu \
     --format=csv > "$R/nvidia_smi_before.csv" 2>&1
 case "$PART" in

@@ -3,7 +3,7 @@
 # new host signal on (user_overhead.py: s.infer against a bare torch-event loop; engine_overhead.py:
 # a gpuwatch engine's infer + synchronize against its raw object), the engine path's own
 # call -> result again after synchronize stopped resolving rows (sync_switch), and varied causes.
-#   OUT=/some/dir bash benchmarks/h100_issue27_cost.sh       # about 8 minutes
+#   OUT=/some/dir bash benchmarks/device/h100_issue27_cost.sh       # about 8 minutes
 # Everything lands in ONE archive, $OUT/cost.tar.gz. Never changes clocks, power or modes.
 set -uo pipefail
 : "${OUT:?set OUT=/some/dir}"
@@ -25,7 +25,7 @@ for g in 0 5; do
 done; echo "== engine ($SECONDS s)"; tail -n 2 "$R/engine_overhead.txt"
 rm -f "$R"/*/*.parquet  # (the benchmarks' own traces: not needed, and large)
 OUT="$R" CASES="sync_switch cotenant_heavier python_thread_2000 busy_host_gap2" NO_INSTALL=1 BUDGET_S=480 \
-    timeout 300 bash benchmarks/h100_issue27.sh > "$R/cases.txt" 2>&1; echo "== cases ($SECONDS s)"; grep '^==' "$R/cases.txt"
+    timeout 300 bash benchmarks/device/h100_issue27.sh > "$R/cases.txt" 2>&1; echo "== cases ($SECONDS s)"; grep '^==' "$R/cases.txt"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,pstate,power.draw,temperature.gpu --format=csv > "$R/nvidia_smi_after.csv" 2>&1
 rm -f "$R/issue27.tar.gz"
 tar czf "$OUT/cost.tar.gz" -C "$OUT" cost

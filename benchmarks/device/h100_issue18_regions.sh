@@ -4,9 +4,9 @@
 # events (benchmarks/run_overhead.py). From the repository root, with the cupti-python wheels
 # carried in .whl:
 #   OUT=/some/dir PART=tests|overhead|nvtx|kernels [PAIRS=400 GAP_PAIRS=300] \
-#       bash benchmarks/h100_issue18_regions.sh
+#       bash benchmarks/device/h100_issue18_regions.sh
 set -uo pipefail
-source benchmarks/device_setup.sh
+source benchmarks/device/device_setup.sh
 R="$OUT/r"; mkdir -p "$R"
 PAIRS=${PAIRS:-400}; GAP_PAIRS=${GAP_PAIRS:-300}
 overhead() {  # overhead MODE [run options...]

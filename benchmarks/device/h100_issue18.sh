@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 18 on the lent H100: an unmodified PyTorch program through `gpuwatch run`, against
 # `record --torch` of the same model. Traces land in $OUT (analysed where ruptures is installed).
-#   OUT=/some/dir bash benchmarks/h100_issue18.sh
+#   OUT=/some/dir bash benchmarks/device/h100_issue18.sh
 set -uo pipefail
 mkdir -p "$OUT/ovh"
 export PYTHONUNBUFFERED=1

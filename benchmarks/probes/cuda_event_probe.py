@@ -2,8 +2,8 @@
 EXTERNAL_CORRELATION records on this GPU? Each variant runs in a fresh process, records 200
 tagged event pairs around a built-in engine inference, and prints the records CUPTI delivered.
 
-    python benchmarks/cuda_event_probe.py            # all variants
-    python benchmarks/cuda_event_probe.py --variant driver_api
+    python benchmarks/probes/cuda_event_probe.py            # all variants
+    python benchmarks/probes/cuda_event_probe.py --variant driver_api
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ anchor-mapped CUDA-event times. The first kernel must start after the start even
 event must follow the last kernel, so `first kernel - start` and `end - last kernel` are never
 negative for a correct placement; on a fed engine the end gap is the GPU's own event latency.
 
-    python benchmarks/event_alignment.py TRACE.parquet [...]
+    python benchmarks/probes/event_alignment.py TRACE.parquet [...]
 """
 
 from __future__ import annotations
