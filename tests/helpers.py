@@ -13,8 +13,9 @@ import io
 import os
 import subprocess
 import sys
+import types
 import warnings
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 from gpuwatch.cli import entry, main
 
@@ -85,3 +86,66 @@ def _print_warning(message: Warning | str, category: type[Warning], filename: st
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+
+
+def fake_torch(raw_stream: int | Callable[[], int] = 0,
+               initialized: bool = False) -> types.ModuleType:
+    """The one stand-in for PyTorch in this process's tests: what gpuwatch reads of torch, no
+    more. (Programs run in a subprocess import tests/programs/standins/torch instead.)
+
+    - `cuda.is_initialized()`: `initialized` (a program starting CUDA later: set
+      `cuda._initialized = True`);
+    - `_C._cuda_getCurrentRawStream(device)`: `raw_stream`, or what it returns if callable (a
+      stream that changes); the devices asked, in order, in `asked`;
+    - `cuda.nvtx.range_push(msg)` / `range_pop()`: the depth, as torch returns it (the open
+      ranges in `cuda.nvtx.stack`);
+    - `nn.Module`, its call defined on the class as torch defines it (`_wrapped_call_impl`),
+      and `Net`: two layers (x + 1 each), times `scale`; a negative input raises."""
+
+    class Module:
+        def _wrapped_call_impl(self, *args, **kwargs):
+            return self.forward(*args, **kwargs)
+
+        __call__ = _wrapped_call_impl
+
+    class Layer(Module):
+        def forward(self, x):
+            return x + 1
+
+    class Net(Module):
+        def __init__(self):
+            self.a, self.b = Layer(), Layer()
+
+        def forward(self, x, scale=1):
+            if x < 0:
+                raise ValueError("negative input")
+            return self.b(self.a(x)) * scale
+
+    stack: list[str] = []
+
+    def range_push(msg):
+        stack.append(msg)
+        return len(stack) - 1
+
+    def range_pop():
+        stack.pop()
+        return len(stack)
+
+    asked: list[int] = []
+
+    def raw(device: int) -> int:
+        asked.append(device)
+        return raw_stream() if callable(raw_stream) else raw_stream
+
+    torch = types.ModuleType("torch")
+    cuda = types.ModuleType("torch.cuda")
+    cuda._initialized = initialized  # type: ignore[attr-defined]
+    cuda.is_initialized = lambda: cuda._initialized  # type: ignore[attr-defined]
+    cuda.nvtx = types.SimpleNamespace(range_push=range_push,  # type: ignore[attr-defined]
+                                      range_pop=range_pop, stack=stack)
+    torch.cuda = cuda  # type: ignore[attr-defined]
+    torch._C = types.SimpleNamespace(_cuda_getCurrentRawStream=raw)  # type: ignore[attr-defined]
+    torch.asked = asked  # type: ignore[attr-defined]
+    torch.nn = types.SimpleNamespace(Module=Module)  # type: ignore[attr-defined]
+    torch.Net = Net  # type: ignore[attr-defined]
+    return torch

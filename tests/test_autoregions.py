@@ -14,32 +14,7 @@ import pytest
 import gpuwatch
 from gpuwatch import autoregions
 from gpuwatch.autoregions import AutoRegions, gap_condition
-
-
-def fake_torch() -> types.ModuleType:
-    class Module:
-        def _wrapped_call_impl(self, *args, **kwargs):
-            return self.forward(*args, **kwargs)
-
-        __call__ = _wrapped_call_impl
-
-    class Layer(Module):
-        def forward(self, x):
-            return x + 1
-
-    class Net(Module):
-        def __init__(self):
-            self.a, self.b = Layer(), Layer()
-
-        def forward(self, x, scale=1):
-            if x < 0:
-                raise ValueError("negative input")
-            return self.b(self.a(x)) * scale
-
-    torch = types.ModuleType("torch")
-    torch.nn = types.SimpleNamespace(Module=Module)  # type: ignore[attr-defined]
-    torch.Net = Net  # type: ignore[attr-defined]
-    return torch
+from tests.helpers import fake_torch
 
 
 def test_outermost_module_calls_are_regions_and_the_hook_comes_off(tmp_path):
@@ -147,22 +122,6 @@ def impl(request, monkeypatch):
     return request.param
 
 
-def torch_nvtx() -> types.SimpleNamespace:
-    """torch.cuda.nvtx's shape: range_push(msg) and range_pop() return the depth."""
-    stack: list[str] = []
-
-    def range_push(msg):
-        stack.append(msg)
-        return len(stack) - 1
-
-    def range_pop():
-        stack.pop()
-        return len(stack)
-
-    nvtx = types.SimpleNamespace(range_push=range_push, range_pop=range_pop, stack=stack)
-    return types.SimpleNamespace(cuda=types.SimpleNamespace(nvtx=nvtx))
-
-
 @pytest.mark.parametrize("device", ["standin", "sim:t4"])
 def test_ranges_are_labelled_by_the_gap_before_them(tmp_path, impl, device, monkeypatch):
     """Each range's gap is the host time since the last region ended, its condition that
@@ -171,7 +130,7 @@ def test_ranges_are_labelled_by_the_gap_before_them(tmp_path, impl, device, monk
     missing. On the stand-in device the C timed path opens the ranges; on sim, Python."""
     for name in ("torch", "cupy"):  # (a real torch with CUDA started: its stream, not 0)
         monkeypatch.delitem(sys.modules, name, raising=False)
-    torch = torch_nvtx()
+    torch = fake_torch()
     nvtx = torch.cuda.nvtx
     sleeps = [0, 0.002, 0.012, 0, 0.002, 0.012, 0.060]
     with gpuwatch.session(device, tmp_path / "t.parquet", check_every=0,
@@ -213,7 +172,7 @@ def test_a_failing_end_event_keeps_the_row_and_still_pops(tmp_path, impl, monkey
     the program at its pop, and the library's pop still ran (the NVTX stack stays balanced)."""
     for name in ("torch", "cupy"):
         monkeypatch.delitem(sys.modules, name, raising=False)
-    torch = torch_nvtx()
+    torch = fake_torch()
     nvtx = torch.cuda.nvtx
     with gpuwatch.session("standin", tmp_path / "t.parquet", check_every=0,
                           sampler="off") as s:
@@ -349,7 +308,7 @@ def test_an_error_in_torchs_nvtx_range_context_is_on_its_row(tmp_path, impl):
     region's error; a range around a handled error elsewhere is not."""
     import contextlib
 
-    torch = torch_nvtx()
+    torch = fake_torch()
     nvtx = torch.cuda.nvtx
 
     @contextlib.contextmanager
@@ -383,7 +342,7 @@ def test_another_threads_range_neither_closes_nor_nests_in_the_open_one(tmp_path
 
     for name in ("torch", "cupy"):
         monkeypatch.delitem(sys.modules, name, raising=False)
-    torch = torch_nvtx()
+    torch = fake_torch()
     nvtx = torch.cuda.nvtx
     a_open, b_done = threading.Event(), threading.Event()
 
@@ -432,7 +391,7 @@ def test_another_threads_model_calls_are_counted_once_each_not_timed(tmp_path, i
 
     for name in ("torch", "cupy"):
         monkeypatch.delitem(sys.modules, name, raising=False)
-    tn, torch = torch_nvtx(), fake_torch()
+    tn, torch = fake_torch(), fake_torch()
     nvtx = tn.cuda.nvtx
     net = torch.Net()
     a_open, b_done = threading.Event(), threading.Event()
@@ -473,7 +432,7 @@ def test_a_generator_closed_or_sys_exit_0_inside_a_range_is_no_error(tmp_path, i
     leaves no error on the row; sys.exit(2) does."""
     import contextlib
 
-    torch = torch_nvtx()
+    torch = fake_torch()
     nvtx = torch.cuda.nvtx
 
     @contextlib.contextmanager

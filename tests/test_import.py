@@ -47,3 +47,20 @@ def test_the_command_line_and_the_recorder_import_no_pandas():
     h = subprocess.run([sys.executable, "-X", "importtime", "-m", "gpuwatch.analyze", "--help"],
                        capture_output=True, text=True, check=True)
     assert "usage:" in h.stdout and "| pandas\n" not in h.stderr
+
+
+def test_gpuwatch_help_version_and_a_mistyped_command_import_no_command():
+    """`gpuwatch --help`, `-V` and `gpuwatch frobnicate` answer without importing a command
+    (record's imports numpy and pyarrow: ~0.3 s); `gpuwatch analyze --help` imports only
+    analyze's."""
+    code = ("import sys\nfrom gpuwatch.cli import entry\n"
+            "codes = [entry(a) for a in (['--help'], ['-V'], ['frobnicate'])]\n"
+            "print('A', codes, sorted(m for m in ('numpy', 'pyarrow', 'gpuwatch.cli.record', "
+            "'gpuwatch.cli.run', 'gpuwatch.cli.analyze', 'gpuwatch.cli.finish') "
+            "if m in sys.modules))\n"
+            "try:\n    entry(['analyze', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('B', sorted(m for m in sys.modules if m.startswith('gpuwatch.cli.')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = {ln[0]: ln[2:] for ln in r.stdout.splitlines() if ln[:2] in ("A ", "B ")}
+    assert lines["A"] == "[0, 0, 2] []", r.stdout
+    assert lines["B"] == "['gpuwatch.cli.analyze']", r.stdout

@@ -8,6 +8,7 @@ import pytest
 
 import gpuwatch
 from gpuwatch.region import event_tag, region_of_tag
+from tests.helpers import fake_torch
 
 
 class CountingRuntime:
@@ -301,20 +302,6 @@ def test_spans_inside_a_c_timed_inference_are_timed_too(tmp_path):
 
 
 # -- where the C path puts the events when no stream is given (streams.py's contract) --------
-def fake_torch(raw_stream):
-    """What streams.current() reads of a torch that has started CUDA (no library file behind
-    it: the C path reads its stream through the getter, not c10)."""
-    import types
-
-    t = types.ModuleType("torch")
-    t.cuda = types.SimpleNamespace(is_initialized=lambda: True)
-    asked = []
-    t._C = types.SimpleNamespace(
-        _cuda_getCurrentRawStream=lambda dev: asked.append(dev) or raw_stream[0])
-    t.asked = asked
-    return t
-
-
 @pytest.fixture
 def no_framework(monkeypatch):
     import sys
@@ -331,7 +318,7 @@ def test_the_c_path_follows_torchs_current_stream_through_its_getter(tmp_path, n
     import sys
 
     raw = [0x99]
-    t = fake_torch(raw)
+    t = fake_torch(lambda: raw[0], initialized=True)
     with c_path(tmp_path) as s:
         calls = spy(s)  # (no framework yet: the legacy default stream, in C)
         no_framework.setitem(sys.modules, "torch", t)
@@ -511,14 +498,8 @@ def test_torch_imported_without_cuda_keeps_the_c_path_on_the_default_stream(tmp_
     the CPU): the C path stays on the legacy default stream while torch.cuda has not started,
     and follows torch's stream once it has."""
     import sys
-    import types
-
-    t = types.ModuleType("torch")
-    cuda = types.ModuleType("torch.cuda")
-    cuda._initialized = False
-    cuda.is_initialized = lambda: cuda._initialized
-    t.cuda = cuda
-    t._C = types.SimpleNamespace(_cuda_getCurrentRawStream=lambda dev: 0x55)
+    t = fake_torch(0x55)
+    cuda = t.cuda
     no_framework.setitem(sys.modules, "torch", t)
     with c_path(tmp_path) as s:
         calls = spy(s)

@@ -12,6 +12,7 @@ import pytest
 from gpuwatch import streams
 from gpuwatch.errors import UsageError
 from gpuwatch.streams import DEVICE, StreamRef, current, resolve, stream_handle
+from tests.helpers import fake_torch
 
 
 @pytest.fixture(autouse=True)
@@ -70,22 +71,11 @@ def test_with_no_framework_events_go_on_the_legacy_default_stream(monkeypatch):
     assert current(0) == StreamRef(0, "default")
 
 
-def fake_torch(initialized: bool, raw: int) -> types.ModuleType:
-    """What streams.current() reads of torch: cuda.is_initialized() and the raw current stream
-    of a device (torch._C._cuda_getCurrentRawStream, as torch 2.x has it)."""
-    t = types.ModuleType("torch")
-    t.cuda = types.SimpleNamespace(is_initialized=lambda: initialized)
-    asked = []
-    t._C = types.SimpleNamespace(_cuda_getCurrentRawStream=lambda dev: asked.append(dev) or raw)
-    t.asked = asked
-    return t
-
-
 def test_torchs_current_stream_once_torch_has_started_cuda(monkeypatch):
     monkeypatch.delitem(sys.modules, "cupy", raising=False)
-    monkeypatch.setitem(sys.modules, "torch", fake_torch(False, 0x99))
+    monkeypatch.setitem(sys.modules, "torch", fake_torch(0x99, initialized=False))
     assert current(0).source == "default"  # imported, but no CUDA yet: nothing runs on it
-    t = fake_torch(True, 0x99)
+    t = fake_torch(0x99, initialized=True)
     monkeypatch.setitem(sys.modules, "torch", t)
     assert current(3) == StreamRef(0x99, "torch") and t.asked == [3]  # the session's device
     assert current(3) == StreamRef(0x99, "torch") and t.asked == [3, 3]  # (remembered)
