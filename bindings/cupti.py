@@ -7,7 +7,7 @@ timed regions (poll), so converting them never competes with a timed region for 
 
 With CUDA-event device timestamps on, the GPU's own time of each of gpuwatch's start and end
 events is recorded too. The region timer tags them by pushing external correlation ids
-(region.event_tag). They become `cuda_event` rows of the kernels table, with the stream they
+(labels.event_tag). They become `cuda_event` rows of the kernels table, with the stream they
 were recorded on and the correlation id of the record call: analysis uses them in place of the
 anchor-mapped times ("tightened" windows) and to find kernels a region launched on other
 streams. That needs CUPTI enabled before the CUDA context is made (RealBackend does so when
@@ -27,7 +27,7 @@ from typing import Any, Callable
 from gpuwatch.clock import Clock
 from gpuwatch._version import install_hint
 from gpuwatch.errors import DeviceUnavailable
-from gpuwatch.region import region_of_tag
+from gpuwatch.labels import region_of_tag
 from gpuwatch.timebase import measure_offset
 
 BUFFER_BYTES = 8 << 20

@@ -39,6 +39,25 @@ def nvml() -> Any:
 _pynvml: Any = None
 
 
+def probe() -> str | None:
+    """None if NVML initialises and sees a GPU, else why not (one short phrase). Leaves NVML
+    as it found it (initialised and shut down again: the count of inits is NVML's own)."""
+    try:
+        import pynvml
+    except ImportError:
+        return "nvidia-ml-py is not installed: pip install nvidia-ml-py"
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as e:
+        return f"NVML: {e}"
+    try:
+        if pynvml.nvmlDeviceGetCount() == 0:
+            return "NVML found no GPU"
+    finally:
+        pynvml.nvmlShutdown()
+    return None
+
+
 def _call(fn: Callable[..., Any] | None, *args: Any) -> Any:
     """fn(*args), NA (None) where NVML says unsupported (or pynvml lacks the function)."""
     if fn is None:

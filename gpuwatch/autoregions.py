@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 
 from . import streams
 from .bindings.cuda import native_module
+from .labels import GAP_EDGES_MS, GAP_LABELS, gap_condition
 
 __all__ = ["AutoRegions", "GAP_EDGES_MS", "gap_condition", "active"]
 
@@ -48,20 +49,7 @@ def active() -> "AutoRegions | None":
     return _active
 
 
-GAP_EDGES_MS = (0.0, 1.0, 5.0, 50.0, 500.0, 5000.0)  # bucket lower edges
-
-
-def gap_condition(gap_ms: float | None) -> str:
-    """The condition of a region after an idle gap of `gap_ms` (None: the first region)."""
-    if gap_ms is None:
-        return "first"
-    i = max(0, bisect.bisect_right(GAP_EDGES_MS, gap_ms) - 1)
-    lo = GAP_EDGES_MS[i]
-    hi = GAP_EDGES_MS[i + 1] if i + 1 < len(GAP_EDGES_MS) else None
-    return f"gap {lo:g}-{hi:g} ms" if hi is not None else f"gap >= {lo:g} ms"
-
-
-_LABELS = tuple(gap_condition(e) for e in GAP_EDGES_MS) + ("first",)  # (made once)
+_LABELS = GAP_LABELS  # (the C hooks' labels: labels.py)
 
 
 class AutoRegions:

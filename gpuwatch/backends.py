@@ -65,17 +65,6 @@ def _open_real(index: int, sample_gpus: str | Sequence[int] | None, binding: str
 
 def _nvml_probe() -> str | None:
     """None if NVML initialises and sees a GPU, else why not (one short phrase)."""
-    try:
-        import pynvml
-    except ImportError:
-        return "nvidia-ml-py is not installed: pip install nvidia-ml-py"
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as e:
-        return f"NVML: {e}"
-    try:
-        if pynvml.nvmlDeviceGetCount() == 0:
-            return "NVML found no GPU"
-    finally:
-        pynvml.nvmlShutdown()
-    return None
+    from gpuwatch.bindings.nvml import probe  # (pynvml only inside bindings, when asked)
+
+    return probe()

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .autoregions import gap_condition
+from .labels import gap_condition
 
 __all__ = ["KernelBursts", "BURST_GAP_MS", "bursts"]
 

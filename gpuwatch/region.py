@@ -20,7 +20,8 @@ did not bracket (`outside_ms`). With `stream="device"` every region brackets the
 that way: for programs that spread one inference over many streams (it synchronises).
 
 Region ids: region `rid`'s start and end events are tagged for the kernel tracer with external
-correlation ids `event_tag(rid, end)`; `region_of_tag` inverts it (analysis.merge, cupti).
+correlation ids `event_tag(rid, end)`; `region_of_tag` inverts it (labels.py: analysis.merge,
+cupti).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any, Callable
 from . import streams
 from .bindings.cuda import native_module
 from .clock import Clock
+from .labels import event_tag, region_of_tag
 from .streams import DEVICE, StreamRef
 from .timebase import Anchor, EventTimebase
 from .trace import table_columns
@@ -64,18 +66,6 @@ CHECK_EVERY = 200  # ...and then one in this many (0: never)
 # no reading (NA); analysis.merge may lend them the nearest stamp's, labelled as such.
 PROBE_EVERY_NS = 5_000_000
 PROBE_REGION_NS = 10_000_000
-
-
-def event_tag(rid: Any, end: bool) -> Any:
-    """The external correlation id of region `rid`'s start (or end) event (numpy arrays of
-    region ids too)."""
-    return 2 * rid + int(end)
-
-
-def region_of_tag(tag: Any) -> tuple[Any, Any]:
-    """(region id, is the end event) of an external correlation id made by event_tag; works
-    on numpy arrays of tags too."""
-    return tag // 2, tag % 2 == 1
 
 
 # The inferences table's columns, in the order rows are kept here (as tuples: cheap to make,

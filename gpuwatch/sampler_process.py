@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO, Any, Sequence
 
 from .clock import HostClock
+from .helper_process import SamplerStartError, helper_command
 
 __all__ = ["ProcessSampler", "SamplerStartError", "helper_command"]
 
@@ -43,26 +44,6 @@ CTL_NAME, LOG_NAME = "sampler.ctl", "sampler.log"
 _CTL_BYTES = 16
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
-
-
-class SamplerStartError(RuntimeError):
-    """A helper process (the sampler's, the trace merge's) could not start; the message says
-    why (the session falls back to the thread sampler, the merge to this process)."""
-
-
-def helper_command(module: str, *args: str) -> tuple[list[str], dict[str, str]]:
-    """argv and environment to run `python -m module args...` with this process's Python and
-    this copy of gpuwatch (put first on PYTHONPATH: the program may have found gpuwatch on a
-    path it added itself)."""
-    exe = sys.executable
-    if not exe or not os.path.exists(exe):
-        raise SamplerStartError(f"no Python interpreter to start helpers with "
-                                f"(sys.executable is {exe!r})")
-    root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(
-        os.pathsep) if p and p != root])
-    return [exe, "-m", module, *args], env
 
 
 class ProcessSampler:

@@ -10,18 +10,16 @@ import pandas as pd
 from .errors import UsageError
 from .trace import Trace, load
 
-EARLY_ITERS = 50  # the seed's layering starts after ~50-60 iterations
-LATE_ITERS = 100  # and is stable over the last few hundred
-
-
 def condition_summary(trace: Trace | str | os.PathLike[str]) -> pd.DataFrame:
     """One row per engine (the inference's name) and condition, in recording order: latency
     p50/p90/p99 (CUDA-event ms) over the measured iterations, the SM clock at the middle of
     each inference (median, min, max), and the median of the last LATE_ITERS over the first
     EARLY_ITERS (>1 means it got slower). Two things timed per iteration are two rows.
     `trace`: a loaded Trace, or a trace's path."""
-    # (here, not at the top: the analysis package imports this module's constants)
-    from .analysis.columns import MAX_LATENCY_MS, floats, stale_after_ns
+    # (here, not at the top: `import gpuwatch.summary` stays light; summary sits above the
+    # analysis, whose conventions it shares)
+    from .analysis.columns import (EARLY_ITERS, LATE_ITERS, MAX_LATENCY_MS, floats,
+                                   stale_after_ns)
 
     if isinstance(trace, (str, os.PathLike)):
         trace = load(trace)
@@ -72,17 +70,11 @@ def condition_summary(trace: Trace | str | os.PathLike[str]) -> pd.DataFrame:
     return out.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
 
 
-def ms_text(ms: float) -> str:
-    """Milliseconds to read: two decimals from 1 ms, three significant digits below (a 2 us
-    callable is 0.002, not 0.00)."""
-    if np.isnan(ms):
-        return "NA"
-    return f"{ms:.1f}" if abs(ms) >= 100 else f"{ms:.2f}" if abs(ms) >= 1 else f"{ms:.3g}"
-
-
 def format_summary(df: pd.DataFrame) -> str:
     """The summary as an aligned text table; columns as wide as their widest value (no name is
     cut), the engine column only where there is more than one."""
+    from .analysis.columns import ms_text
+
     def clock(r: object) -> str:
         p50 = getattr(r, "sm_clock_p50_mhz")
         if np.isnan(p50):

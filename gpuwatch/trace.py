@@ -106,7 +106,7 @@ TABLE_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("end_ns", pa.int64()),
         ("stream_id", pa.int64()),
         # kernels and copies: CUPTI's correlation id of the launching API call; cuda_event
-        # rows: the region's tag (region.event_tag: 2 * region_id, + 1 for the end event)
+        # rows: the region's tag (labels.event_tag: 2 * region_id, + 1 for the end event)
         ("correlation_id", pa.int64()),
         ("bytes", pa.int64()),
         # cuda_event rows: CUPTI's correlation id of the event-record call (API calls are
@@ -760,7 +760,7 @@ def _merge_in_helper(partial_dir: Path, dest: Path,
     which case the caller merges in-process: the chunks are still there)."""
     import subprocess
 
-    from .sampler_process import SamplerStartError, helper_command
+    from .helper_process import SamplerStartError, helper_command
 
     n = sum(_rows_or_0(f) for fs in _chunk_files(partial_dir).values() for f in fs)
     if n < HELPER_MERGE_ROWS:

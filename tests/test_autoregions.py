@@ -13,7 +13,8 @@ import pytest
 
 import gpuwatch
 from gpuwatch import autoregions
-from gpuwatch.autoregions import AutoRegions, gap_condition
+from gpuwatch.autoregions import AutoRegions
+from gpuwatch.labels import gap_condition
 from tests.helpers import fake_torch
 
 

@@ -142,7 +142,7 @@ def test_nested_call_errors_pass_through():
 
 
 def _gaps(native, counts=None, names=None):
-    from gpuwatch.autoregions import _LABELS, GAP_EDGES_MS
+    from gpuwatch.labels import GAP_EDGES_MS, GAP_LABELS as _LABELS
 
     return native.GapRegions(GAP_EDGES_MS, _LABELS, {} if counts is None else counts,
                              {} if names is None else names, "inference")
@@ -152,7 +152,7 @@ def test_gap_regions_label_a_region_by_the_gap_before_it():
     """GapRegions.labels(): the gap since `last_end_ns` (the host clock, CLOCK_MONOTONIC, as
     perf_counter_ns), its bucket as gap_condition names it, and an iteration per bucket."""
     native = pytest.importorskip("gpuwatch.bindings._native")
-    from gpuwatch.autoregions import gap_condition
+    from gpuwatch.labels import gap_condition
 
     g = _gaps(native)
     assert g.labels() == ("first", None, 0, True, None)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gpuwatch
-from gpuwatch.region import event_tag, region_of_tag
+from gpuwatch.labels import event_tag, region_of_tag
 from tests.helpers import fake_torch
 
 

@@ -467,7 +467,7 @@ class SimKernelTracer:
     def flush(self) -> None:
         if self.gpu.trace is None:
             return
-        from gpuwatch.region import region_of_tag
+        from gpuwatch.labels import region_of_tag
 
         trace, self.gpu.trace = self.gpu.trace, []
         events, self.gpu.event_trace = self.gpu.event_trace, []

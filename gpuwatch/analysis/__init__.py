@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..summary import EARLY_ITERS, LATE_ITERS, ms_text
 from ..trace import Trace, load
 from . import status, wall
 from .._version import __version__
@@ -30,7 +29,7 @@ from .attribution import attribute
 from .threads import one_blas_thread
 from .causes import CAUSE_CODES, CAUSES, code_of
 from .verdict import NVML_REFRESH_MS, Named, Verdict, fields, share_text
-from .columns import MAX_LATENCY_MS, floats
+from .columns import EARLY_ITERS, LATE_ITERS, MAX_LATENCY_MS, floats, ms_text
 from .explain import attribute_span, attribute_wall, refine_host
 from .evidence import context
 from .signals import FLOOR_SHARE, SIGNALS

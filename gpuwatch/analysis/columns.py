@@ -1,4 +1,6 @@
-"""Columns as numpy arrays for the arithmetic: one place that knows pandas' dtypes."""
+"""Columns as numpy arrays for the arithmetic (one place that knows pandas' dtypes), and the
+conventions every table shares: what is a latency, how old a reading may be, the early and late
+iterations compared, how a time in ms is written (record's summary uses them too)."""
 
 from __future__ import annotations
 
@@ -38,3 +40,15 @@ def stale_after_ns(meta: Any, field: str = "sm_clock_mhz") -> int:
         0 < hz < float("inf") else 1e-3
     cost = next((f.cost for f in FIELDS if f.name == field), "cheap")
     return int(3e9 * max(poll_s, TIER_PERIOD_S.get(cost, 1.0), 50e-3 / 3))
+
+
+EARLY_ITERS = 50  # the seed's layering starts after ~50-60 iterations
+LATE_ITERS = 100  # and is stable over the last few hundred
+
+
+def ms_text(ms: float) -> str:
+    """Milliseconds to read: two decimals from 1 ms, three significant digits below (a 2 us
+    callable is 0.002, not 0.00)."""
+    if np.isnan(ms):
+        return "NA"
+    return f"{ms:.1f}" if abs(ms) >= 100 else f"{ms:.2f}" if abs(ms) >= 1 else f"{ms:.3g}"

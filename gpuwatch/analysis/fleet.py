@@ -30,7 +30,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ..errors import TraceFormatError, UsageError
-from ..summary import EARLY_ITERS, LATE_ITERS
+from .columns import EARLY_ITERS, LATE_ITERS
 from ..trace import (KIND, LEGACY_KIND, META_KEY, _check_meta, _check_types, live_writer,
                      partition_value, read_partial_meta)
 from .columns import MAX_LATENCY_MS

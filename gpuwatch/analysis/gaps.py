@@ -9,7 +9,7 @@ to a GPU's clocks is the order of magnitude), with gaps under FLOOR_MS counted a
   biggest jumps first, keeping every group at least MIN_COUNT regions and MIN_SHARE of them,
   up to MAX_GROUPS groups;
 - no natural break, but gaps spread over more than a factor SPREAD: the recorder's fixed
-  buckets (autoregions.GAP_EDGES_MS), small ones merged into a neighbour;
+  buckets (labels.GAP_EDGES_MS), small ones merged into a neighbour;
 - else one group.
 Each group is named after the range of its middle 90% ("gap 1.9-2.1 ms": a stray long gap
 does not stretch the name).
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..autoregions import GAP_EDGES_MS
+from ..labels import GAP_EDGES_MS
 
 __all__ = ["gap_groups", "regroup_by_gap", "observed_gaps"]
 

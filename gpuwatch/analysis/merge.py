@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..region import event_tag
+from ..labels import event_tag
 from ..trace import NOT_WORK_KINDS, Trace
 from . import hostside, wall
 from .columns import floats, stale_after_ns
@@ -274,7 +274,7 @@ def _own_duty(start: np.ndarray, end: np.ndarray) -> np.ndarray:
 
 def _tighten(inf: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
     """Where the kernel trace holds the GPU's own timestamps of a region's start and end events
-    (CUDA-event records, tagged with region.event_tag), use them in place of the anchor-mapped
+    (CUDA-event records, tagged with labels.event_tag), use them in place of the anchor-mapped
     times. `aligned_by` says which each row got. Times stay int64 throughout: epoch
     nanoseconds do not fit a float64 exactly (256 ns steps)."""
     inf = inf.assign(aligned_by="anchor")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..region import region_of_tag
+from ..labels import region_of_tag
 from ..trace import NOT_WORK_KINDS
 
 OUTSIDE_MIN_MS = 0.1

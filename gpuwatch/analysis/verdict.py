@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..summary import ms_text
+from .columns import ms_text
 from .causes import code_of, text_of
 
 __all__ = ["Named", "OUTCOMES", "Verdict", "fields", "share_text", "words"]

@@ -7,7 +7,7 @@ import pandas as pd
 from ..analysis import Analysis, share_text, status
 from ..analysis.clock import sentence as clock_sentence
 from ..analysis.wall import text as wall_text
-from ..summary import ms_text
+from ..analysis.columns import ms_text
 from .base import Renderer
 
 
