@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import threading
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -34,16 +37,35 @@ def record_sim(out: Path, profile: str = "t4", gaps=(0.0, 20.0), iters: int = 80
     return s.trace
 
 
+def shared(tmp_path_factory: pytest.TempPathFactory, name: str,
+           make: Callable[[Path], object]) -> gpuwatch.Trace:
+    """The trace `make(path)` records, made once per test run: the first xdist worker to ask
+    records it, the others wait for it and load the same file (a session fixture is otherwise
+    made again in every worker: ~10 s of CPU each for the sim sweeps below)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # (each worker's base is popen-gwN/ in the run's own)
+    d = root / "shared"
+    d.mkdir(exist_ok=True)
+    path = d / name
+    with open(d / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (released when the file closes)
+        if not path.exists():
+            make(path)
+    return gpuwatch.load(path)
+
+
 @pytest.fixture(scope="session")
 def t4_sweep(tmp_path_factory: pytest.TempPathFactory) -> gpuwatch.Trace:
     """The seed's setting on the simulated T4: 800 iterations at gaps 0, 20 and 50 ms."""
-    return record_sim(tmp_path_factory.mktemp("t4") / "sweep.parquet", gaps=(0.0, 20.0, 50.0))
+    return shared(tmp_path_factory, "t4_sweep.parquet",
+                  lambda p: record_sim(p, gaps=(0.0, 20.0, 50.0)))
 
 
 @pytest.fixture(scope="session")
 def flat_trace(tmp_path_factory: pytest.TempPathFactory) -> gpuwatch.Trace:
-    return record_sim(tmp_path_factory.mktemp("flat") / "flat.parquet", profile="flat",
-                      gaps=(0.0, 20.0))
+    return shared(tmp_path_factory, "flat.parquet",
+                  lambda p: record_sim(p, profile="flat", gaps=(0.0, 20.0)))
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,17 +104,17 @@ def t4_analysis(t4_sweep):
 @pytest.fixture(scope="session")
 def cause_traces(tmp_path_factory):
     """Sim profiles whose slow-down has a known cause other than clocks (or none)."""
-    d = tmp_path_factory.mktemp("causes")
-    return {p: record_sim(d / f"{p}.parquet", profile=p, gaps=(0.0, 20.0), iters=300)
+    return {p: shared(tmp_path_factory, f"cause_{p}.parquet",
+                      lambda path, p=p: record_sim(path, profile=p, gaps=(0.0, 20.0), iters=300))
             for p in ("flat", "cold", "hostbound")}
 
 
 @pytest.fixture(scope="session")
 def kernel_traces(tmp_path_factory):
     """The same causes, recorded with the kernel timeline."""
-    d = tmp_path_factory.mktemp("kernels")
-    return {p: record_sim(d / f"{p}.parquet", profile=p, gaps=(0.0, 20.0), iters=300,
-                          kernels=True)
+    return {p: shared(tmp_path_factory, f"kernels_{p}.parquet",
+                      lambda path, p=p: record_sim(path, profile=p, gaps=(0.0, 20.0),
+                                                   iters=300, kernels=True))
             for p in ("t4", "cold", "hostbound")}
 
 

@@ -59,8 +59,11 @@ def gw_here(*args: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = 
     try:
         with _environment(env), warnings.catch_warnings(), \
                 contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            warnings.resetwarnings()  # (Python's defaults: pytest's filters and record off)
-            warnings.simplefilter("default")
+            warnings.resetwarnings()  # (Python's own defaults, not pytest's filters)
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning,
+                             ResourceWarning):  # (what a fresh interpreter ignores; a file
+                # another test left unclosed must not speak in this command's stderr)
+                warnings.filterwarnings("ignore", category=category, append=True)
             warnings.showwarning = _print_warning
             if cwd is not None:
                 os.chdir(cwd)
