@@ -152,3 +152,17 @@ def fake_torch(raw_stream: int | Callable[[], int] = 0,
     torch.nn = types.SimpleNamespace(Module=Module)  # type: ignore[attr-defined]
     torch.Net = Net  # type: ignore[attr-defined]
     return torch
+
+
+_ANALYSED: dict[str, object] = {}
+
+
+def analysed(path: str | os.PathLike[str]):  # -> gpuwatch.Analysis
+    """`gpuwatch.analyze(path)` of a committed fixture, once per test process: several test
+    files read the same real trace's analysis (a few seconds each). Read it, never change it."""
+    import gpuwatch
+
+    key = os.path.realpath(path)
+    if key not in _ANALYSED:
+        _ANALYSED[key] = gpuwatch.analyze(path)
+    return _ANALYSED[key]

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import gpuwatch
+from tests import helpers
 from gpuwatch.analysis import explain, hostside, wall
 
 DATA = Path(__file__).parent / "data" / "h100_causes"
@@ -123,7 +124,7 @@ def test_a_light_cotenants_time_slices_are_named_on_the_latency_the_user_sees(ti
 @pytest.mark.slow
 def test_every_share_in_json_is_within_0_and_1_on_real_traces():
     for name in ("cotenant_gemm", "busy_host", "power_cap"):
-        d = gpuwatch.analyze(DATA / f"{name}.parquet").to_dict()
+        d = helpers.analysed(DATA / f"{name}.parquet").to_dict()
         for table in ("attribution", "wall_attribution"):
             shares = [r["share"] for r in d[table] if r["share"] is not None]
             assert shares and all(0.0 <= x <= 1.0 for x in shares), (name, table)

@@ -18,6 +18,10 @@ from tests.conftest import signal_episodes
 # of its own; these run alone, after the parallel tests (see docs/install.md).
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
+# Each run: RUN_S of real time, the cause present from START_S to END_S (2 s of baseline
+# before it, 1.5 s after: the signals' blocks are 250 ms, their running median 5 blocks)
+RUN_S, START_S, END_S = 6.0, 2.0, 4.5
+
 
 def busy(ms: float) -> None:
     end = time.perf_counter() + ms / 1e3
@@ -45,11 +49,11 @@ def test_another_thread_holding_the_interpreter_lock_is_named(tmp_path):
     with gpuwatch.session("standin", tmp_path / "t.parquet", sample_hz=200) as s:
         t0 = time.monotonic()
         started = False
-        while (now := time.monotonic() - t0) < 7.0:
-            if now >= 2.5 and not started:
+        while (now := time.monotonic() - t0) < RUN_S:
+            if now >= START_S and not started:
                 t.start()
                 started = True
-            if now >= 5.0 and not stop.is_set():
+            if now >= END_S and not stop.is_set():
                 stop.set()
             s.infer(busy, 1.0)
     t.join()
@@ -74,9 +78,9 @@ def test_garbage_collection_in_pre_processing_is_named_on_the_span(tmp_path):
     with gpuwatch.session("standin", tmp_path / "t.parquet", sample_hz=200) as s:
         t0 = time.monotonic()
         window = [None, None]
-        while (now := time.monotonic() - t0) < 7.0:
+        while (now := time.monotonic() - t0) < RUN_S:
             with s.span("preprocess"):
-                if 2.5 <= now < 5.0:
+                if START_S <= now < END_S:
                     window[0] = window[0] or time.time_ns()
                     window[1] = time.time_ns()
                     root = Box()
@@ -139,12 +143,12 @@ def test_a_containers_cpu_quota_is_named(tmp_path):
         with gpuwatch.session("standin", tmp_path / "t.parquet", sample_hz=200) as s:
             t0 = time.monotonic()
             inside = False
-            while (now := time.monotonic() - t0) < 7.0:
-                if 2.5 <= now < 5.0 and not inside:  # this process only (not its sampler)
+            while (now := time.monotonic() - t0) < RUN_S:
+                if START_S <= now < END_S and not inside:  # this process only (not its sampler)
                     with open(f"{cg}/cgroup.procs", "w") as f:
                         f.write(str(os.getpid()))
                     inside, window[0] = True, time.time_ns()
-                elif now >= 5.0 and inside:
+                elif now >= END_S and inside:
                     with open(f"{root}/cgroup.procs", "w") as f:
                         f.write(str(os.getpid()))
                     inside, window[1] = False, time.time_ns()

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import gpuwatch
+from tests import helpers
 from gpuwatch.renderers import HtmlRenderer
 from gpuwatch.renderers import html as report
 from tests.helpers import gw_here
@@ -157,7 +158,7 @@ def test_the_embedded_data_parses_and_marks_layers(sweep_page, t4_analysis):
 def test_episodes_are_marked(tmp_path):
     """A real H100 trace (40 busy processes on 16 cores): the episodes the verdicts report are
     in the data the latency plot shades, with their iterations."""
-    a = gpuwatch.analyze(EPISODES)
+    a = helpers.analysed(EPISODES)
     page = HtmlRenderer().render(a)
     v = a.verdicts[a.verdicts["episode"].notna()]
     eps = embedded(page)["latency"][0]["episodes"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import gpuwatch
+from tests import helpers
 from tests.conftest import sentence_shares
 
 pytestmark = pytest.mark.slow  # (seconds a test: run first, in parallel; see docs/install.md)
@@ -21,12 +22,8 @@ TRUTH = json.loads((DATA / "truth.json").read_text())
 
 @pytest.fixture(scope="module")
 def analysed():
-    cache: dict[str, gpuwatch.Analysis] = {}
-
-    def get(name: str) -> gpuwatch.Analysis:
-        if name not in cache:
-            cache[name] = gpuwatch.analyze(DATA / f"{name}.parquet")
-        return cache[name]
+    def get(name: str) -> gpuwatch.Analysis:  # (once per test process: tests.helpers)
+        return helpers.analysed(DATA / f"{name}.parquet")
 
     return get
 

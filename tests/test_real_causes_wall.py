@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import gpuwatch
+from tests import helpers
 from tests.conftest import sentence_shares, signal_episodes
 
 pytestmark = pytest.mark.slow  # (seconds a test: run first, in parallel; see docs/install.md)
@@ -18,15 +19,8 @@ DATA = Path(__file__).parent / "data" / "h100_issue27"
 TRUTH = json.loads((DATA / "truth.json").read_text())["cases"]
 
 
-@pytest.fixture(scope="module")
-def analysed():
-    return {}
-
-
-def analysis(analysed, name):
-    if name not in analysed:
-        analysed[name] = gpuwatch.analyze(DATA / f"{name}.parquet")
-    return analysed[name]
+def analysis(name):
+    return helpers.analysed(DATA / f"{name}.parquet")  # (once per test process)
 
 
 def t0(a):
@@ -46,8 +40,8 @@ def t0(a):
     ("python_thread_2000", "interpreter_lock", "python_thread", "'logger'"),
     ("busy_host_gap2", "host_cpu_contention", "cpu", "waited for a CPU"),
 ])
-def test_the_cause_and_its_window(analysed, name, code, truth_cause, named):
-    a = analysis(analysed, name)
+def test_the_cause_and_its_window(name, code, truth_cause, named):
+    a = analysis(name)
     eps = signal_episodes(a, code)
     assert len(eps), a.wall_verdicts["sentence"].tolist()
     ep = eps.iloc[0]
@@ -62,13 +56,13 @@ def test_the_cause_and_its_window(analysed, name, code, truth_cause, named):
     assert ep["latency"] == "wall"
 
 
-def test_the_light_cotenant_is_named_with_its_pid_and_sm_share(analysed):
-    ep = signal_episodes(analysis(analysed, "cotenant_light"), "other_process").iloc[0]
+def test_the_light_cotenant_is_named_with_its_pid_and_sm_share():
+    ep = signal_episodes(analysis("cotenant_light"), "other_process").iloc[0]
     assert "the GPU's process list: pid" in ep["sentence"] and "% SM" in ep["sentence"]
 
 
-def test_blocking_sync_costs_completion_latency(analysed):
-    a = analysis(analysed, "sync_switch")
+def test_blocking_sync_costs_completion_latency():
+    a = analysis("sync_switch")
     w = a.wall_verdicts
     v = w[(w["condition"] == "blocking gap=0ms") & w["episode"].isna()].iloc[0]
     assert v["cause_code"] == "completion_latency", v["sentence"]
@@ -82,8 +76,8 @@ def test_blocking_sync_costs_completion_latency(analysed):
 
 
 @pytest.mark.parametrize("name", sorted(TRUTH))
-def test_every_share_is_possible_and_the_parts_add_up(analysed, name):
-    a = analysis(analysed, name)
+def test_every_share_is_possible_and_the_parts_add_up(name):
+    a = analysis(name)
     for text in list(a.wall_verdicts.get("sentence", [])) + list(a.verdicts["sentence"]) + [
             a.verdict]:
         assert all(0 <= s <= 100 for s in sentence_shares(text)), text
@@ -105,11 +99,11 @@ def test_every_share_is_possible_and_the_parts_add_up(analysed, name):
     ("cotenant_light", "another process on the GPU"),
     ("busy_host_gap2", "oversubscribed"),
 ])
-def test_the_headline_ranks_slowdowns_not_episodes_that_were_faster(analysed, name, named):
+def test_the_headline_ranks_slowdowns_not_episodes_that_were_faster(name, named):
     """Episodes faster than the rest of their condition (here a host that sometimes launched
     sooner) saved time: the headline's main cause and "Largest" come from the rest, where the
     real cause is (it said "Largest: ... -0.47 ms (0.69x)" on cotenant_light)."""
-    a = analysis(analysed, name)
+    a = analysis(name)
     w = a.wall_verdicts
     changed = w[w["cause"].notna()]
     faster = changed["episode"].notna() & (changed["extra_ms"] < 0)
@@ -121,10 +115,10 @@ def test_the_headline_ranks_slowdowns_not_episodes_that_were_faster(analysed, na
     assert f"leaving out {int(faster.sum())} faster episode(s)" in a.verdict
 
 
-def test_a_headline_over_verdicts_that_could_not_tell_says_so(analysed):
+def test_a_headline_over_verdicts_that_could_not_tell_says_so():
     """sync_spin: the verdicts that named no cause had a candidate not beyond doubt ("cannot
     tell which cause"): the headline's main cause says that, not "nothing gpuwatch measured"."""
-    a = analysis(analysed, "sync_spin")
+    a = analysis("sync_spin")
     w = a.wall_verdicts
     unsure = w[w["cause"] == "unexplained"]
     assert len(unsure) >= 2 and (unsure["outcome"] == "cannot_tell").all()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import gpuwatch
+from tests import helpers
 from gpuwatch.analysis import causes
 from gpuwatch.analysis.verdict import OUTCOMES, Named, Verdict, fields, share_text, words
 
@@ -137,10 +138,10 @@ def test_a_clock_nvml_could_not_see_is_not_ruled_out_plainly():
                    nvml_blind=True))
     assert "not explained by clocks (0% as far as NVML can tell" in u
     # real traces: a busy host recorded without the probe, regions of ~1 ms
-    a = gpuwatch.analyze(DATA / "h100_issue27" / "busy_host.parquet")
+    a = helpers.analysed(DATA / "h100_issue27" / "busy_host.parquet")
     said = [s for s in a.verdicts["sentence"] if "not explained by clocks" in s]
     assert said and all("as far as NVML can tell" in s for s in said)
     assert all(r.verdict.nvml_blind for r in a.verdicts.itertuples()
                if r.verdict.outcome == "explained")
-    probed = gpuwatch.analyze(DATA / "h100_causes" / "power_cap.parquet")  # --probe
+    probed = helpers.analysed(DATA / "h100_causes" / "power_cap.parquet")  # --probe
     assert not any(r.verdict.nvml_blind for r in probed.verdicts.itertuples())
