@@ -96,3 +96,34 @@ def test_split_on_arrays_is_split_on_each_element():
                 assert np.all(np.sign(v) * np.sign(total) >= 0) or f == "host_launch"
                 total_parts += v
             np.testing.assert_allclose(total_parts, total, atol=1e-12)
+
+
+def test_the_busiest_thread_of_a_window_and_its_memo_going_with_the_table():
+    """busiest_thread: the thread that ran most in the window (cumulative run_ns rows about a
+    second apart: the row before the window is its baseline), by its last name; asked once
+    per verdict over one table, its per-thread arrays are made once and dropped with it."""
+    import gc
+
+    from gpuwatch.analysis import hostside
+
+    s = 1_000_000_000
+    ev = pd.DataFrame({
+        "kind": ["thread"] * 6 + ["gc"],
+        "tid": [1, 1, 1, 2, 2, 2, np.nan],
+        "t_ns": [0, 10 * s, 20 * s, 0, 10 * s, 20 * s, 5 * s],
+        "run_ns": [0.0, 1e9, 9e9, 0.0, 4e9, 5e9, np.nan],
+        "name": ["main", None, "main", "logger", "logger", None, None]})
+    # 10..20 s: rows at 10 and 20 s, baselines at 0 s: thread 1 ran 9 s, thread 2 5 s
+    assert hostside.busiest_thread(ev, 10 * s, 20 * s) == {"tid": 1, "name": "main",
+                                                            "run_ms": 9000.0}
+    # 0..10 s (no row before): thread 2 ran 4 s, thread 1 1 s
+    assert hostside.busiest_thread(ev, 0, 10 * s) == {"tid": 2, "name": "logger",
+                                                       "run_ms": 4000.0}
+    assert hostside.busiest_thread(ev, 12 * s, 18 * s) is None  # (no row within a second)
+    assert hostside.busiest_thread(None, 0, 1) is None
+    assert hostside.busiest_thread(ev[ev["kind"] == "gc"], 0, 1) is None
+    key = id(ev)
+    assert key in hostside._THREADS
+    del ev
+    gc.collect()
+    assert key not in hostside._THREADS

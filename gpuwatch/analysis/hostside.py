@@ -38,6 +38,8 @@ host delay among them is `split()`: measured parts first, each at most its own c
 
 from __future__ import annotations
 
+import weakref
+
 from typing import Any, Mapping
 
 import numpy as np
@@ -213,26 +215,43 @@ def busiest_thread(events: pd.DataFrame | None, t0: float, t1: float) -> dict[st
     """The process's thread that ran most between t0 and t1 (epoch ns), from `host_events`
     thread rows (cumulative on-CPU ns, about once a second): tid, name, run_ms. None
     without such rows."""
-    if events is None or not len(events) or "kind" not in events or "run_ns" not in events:
-        return None
-    th = events[(events["kind"] == "thread")].dropna(subset=["tid", "run_ns"])
-    if th.empty:
-        return None
     best: dict[str, Any] | None = None
-    for tid, g in th.groupby("tid", sort=False):
-        t = g["t_ns"].to_numpy(np.int64)
-        v = g["run_ns"].pipe(floats)
+    for tid, t, v, name in _threads(events):
         inside = (t >= t0 - 1_000_000_000) & (t <= t1 + 1_000_000_000)  # (rows ~1 s apart)
-        if inside.sum() < 1:
+        if not inside.any():
             continue
         vv = v[inside]
-        ran = float(vv.max() - (v[t < t0 - 1_000_000_000].max() if (t < t0 - 1e9).any()
-                                else vv.min()))
+        before = t < t0 - 1_000_000_000
+        ran = float(vv.max() - (v[before].max() if before.any() else vv.min()))
         if best is None or ran > best["run_ms"] * 1e6:
-            names = g["name"].dropna() if "name" in g else pd.Series(dtype=object)
-            best = {"tid": int(tid), "name": str(names.iloc[-1]) if len(names) else None,
-                    "run_ms": ran / 1e6}
+            best = {"tid": tid, "name": name, "run_ms": ran / 1e6}
     return best if best is not None and best["run_ms"] > 0 else None
+
+
+# id(events table) -> (the table, weakly; its threads' arrays): every verdict asks for the
+# busiest thread of its own window, over the same table (a DataFrame cannot be a dict key: it
+# is unhashable; the entry goes with the table)
+_Threads = list[tuple[int, np.ndarray, np.ndarray, "str | None"]]
+_THREADS: dict[int, tuple["weakref.ref[pd.DataFrame]", _Threads]] = {}
+
+
+def _threads(events: pd.DataFrame | None) -> _Threads:
+    """Per thread of `events`' thread rows, in order of first appearance: tid, t_ns, run_ns
+    (float), and its last name (None if never named)."""
+    if events is None or not len(events) or "kind" not in events or "run_ns" not in events:
+        return []
+    hit = _THREADS.get(id(events))
+    if hit is not None and hit[0]() is events:
+        return hit[1]
+    th = events[(events["kind"] == "thread")].dropna(subset=["tid", "run_ns"])
+    out = []
+    for tid, g in th.groupby("tid", sort=False):
+        names = g["name"].dropna() if "name" in g else pd.Series(dtype=object)
+        out.append((int(tid), g["t_ns"].to_numpy(np.int64), g["run_ns"].pipe(floats),
+                    str(names.iloc[-1]) if len(names) else None))
+    _THREADS[id(events)] = (weakref.ref(events), out)
+    weakref.finalize(events, _THREADS.pop, id(events), None)
+    return out
 
 
 def _take(total: Any, change: Any) -> Any:
