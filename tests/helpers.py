@@ -1,9 +1,13 @@
-"""The CLI as tests run it: in a subprocess, as a user does (`gw`), or in this process
-(`gw_here`), where the test is about the command's own logic (its usage errors, what it makes
-of a bad file), not about the process (signals, exit paths, streams, the interpreter's exit).
+"""What the tests share (fixtures that record are in conftest.py):
 
-A subprocess costs ~0.5-1 s of CPU before the command runs (an interpreter importing numpy,
-pyarrow and pandas); the suite runs a few hundred of them on 2 cores (docs/install.md)."""
+- the CLI as tests run it: in a subprocess, as a user does (`gw`), or in this process
+  (`gw_here`), where the test is about the command's own logic (its usage errors, what it
+  makes of a bad file), not about the process (signals, exit paths, streams, the interpreter's
+  exit). A subprocess costs ~0.5-1 s of CPU before the command runs (an interpreter importing
+  numpy, pyarrow and pandas); the suite runs a few hundred of them on 2 cores
+  (docs/install.md);
+- `fake_torch`: the one stand-in for PyTorch in this process;
+- `analysed`: a committed fixture's analysis, made once per test process."""
 
 from __future__ import annotations
 
