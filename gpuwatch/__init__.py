@@ -26,7 +26,7 @@ _SUBMODULES = frozenset({"analysis", "backends", "bindings", "cli", "clock", "de
                          "fields", "hostevents", "hoststat", "kernelregions", "log",
                          "notebook", "recorder", "region", "renderers", "sampler",
                          "sampler_process", "streams", "summary", "timebase", "trace",
-                         "autoregions"})
+                         "autoregions", "active", "labels", "helper_process"})
 
 if TYPE_CHECKING:
     from .analysis import Analysis, analyze

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from . import recorder, streams
+from . import active, streams
 from .backends import open_backend
 from .errors import SessionError, UsageError
+from .region import callable_name
 from .streams import StreamRef
+
+if TYPE_CHECKING:
+    from .recorder import Session
 
 __all__ = ["TimedEngine", "Timed", "engine", "timed", "TensorRTEngine"]
 
@@ -54,7 +58,7 @@ class TimedEngine:
     def synchronize(self) -> None:
         """Wait for the engine's stream, as a program does before it reads results; the
         active session learns that its regions on that stream are done (host_end_ns)."""
-        s = recorder.active()
+        s = active.session
         raw = self._raw(s)
         raw.synchronize()
         if s is not None:
@@ -70,7 +74,7 @@ class TimedEngine:
         return getattr(self.raw, name)
 
     def _call(self, kind: str, name: str, inner: str, outer: str, args: tuple[Any, ...]) -> Any:
-        s = recorder.active()
+        s = active.session
         raw = self._raw(s)
         if s is None:
             return getattr(raw, outer)(*args)
@@ -83,7 +87,7 @@ class TimedEngine:
             ref = self._refs[id(raw)] = StreamRef(_ptr(raw.stream), "engine")
         return s._timed(kind, name, fn, args, {}, ref, around)
 
-    def _raw(self, s: "recorder.Session | None") -> Any:
+    def _raw(self, s: "Session | None") -> Any:
         """The engine to run under session `s`: this one, or (simulated GPUs) one built on the
         session's own simulated GPU, which lives in that session."""
         if s is None or s._backend is self._backend or s._backend is None:
@@ -131,7 +135,7 @@ def TensorRTEngine(path: str | os.PathLike[str],  # noqa: N802 - reads as the cl
                    device: str | None = None, binding: str = "cuda") -> TimedEngine:
     """A TensorRT engine (.plan/.engine), made anywhere; its infer() is timed by whichever
     session is active (`with gpuwatch.session(): engine.infer(x)`)."""
-    s = recorder.active()
+    s = active.session
     if s is not None and device is None:  # inside a session: on its GPU, with its binding
         return s.engine(f"tensorrt:{os.fspath(path)}", input_shapes=input_shapes)
     return engine(f"tensorrt:{os.fspath(path)}", device, binding=binding,
@@ -163,7 +167,7 @@ class Timed:
         object.__setattr__(self, "_timed_method", functools.partial(self._run, fn))
 
     def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        s = recorder._active
+        s = active.session
         if s is None:
             return fn(*args, **kwargs)
         return s._timed(self._kind, self.name, fn, args, kwargs, self._ref)
@@ -206,7 +210,7 @@ def _where(backend: Any) -> str:
 
 
 def _name_of(target: Any, method: str) -> str:
-    base = recorder.callable_name(target)
+    base = callable_name(target)
     return base if method in ("__call__", "infer") else f"{base}.{method}"
 
 

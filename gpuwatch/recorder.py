@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, Ty
 import numpy as np
 
 from . import _version
+from . import active as _active
 from .backends import open_backend
 from . import streams
 from .clock import Clock, HostClock
@@ -58,23 +59,20 @@ MIN_SAMPLE_HZ = 1.0  # slower says nothing about a clock that moves within a sec
 # What "auto" means on a real GPU; chosen by the overhead benchmark (benchmarks/results/).
 DEFAULT_REAL_SAMPLER = "process"
 
-_active_lock = threading.Lock()
-_active: "Session | None" = None
 _SIGHUP: int = getattr(signal, "SIGHUP", 0)  # (0: not on this platform)
 
 
 def active() -> "Session | None":
     """The session recording in this process now, if any."""
-    return _active
+    return _active.session
 
 
 def _after_fork_in_child() -> None:
     """A process forked while a session records (a multiprocessing worker, say) records
     nothing, and dies of SIGTERM as it would without gpuwatch: a worker that unwound through
     Python's exit code instead could hang its pool's shutdown."""
-    global _active, _active_lock
-    s, _active = _active, None
-    _active_lock = threading.Lock()  # (another thread may have held it at the fork)
+    s, _active.session = _active.session, None
+    _active.lock = threading.Lock()  # (another thread may have held it at the fork)
     if s is not None:
         if s._gc is not None:  # (its rows would pile up with no writer to take them)
             s._gc.remove()
@@ -247,18 +245,18 @@ class Session:
         self._close_meta.update(items)
 
     def start(self) -> None:
-        global _active
         if self._closed or self._writer is not None:
             raise SessionError(f"this session (to {self.out}) has already "
                                f"{'ended' if self._closed else 'started'}; a session records "
                                f"once: make a new one (gpuwatch.session(...))")
-        with _active_lock:
-            if _active is not None:
+        with _active.lock:
+            if _active.session is not None:
                 raise SessionError(
-                    f"a gpuwatch session is already recording to {_active.out}; nested or concurrent "
-                    "sessions are not supported: end it first, or time more regions with s.span()"
+                    f"a gpuwatch session is already recording to {_active.session.out}; nested or "
+                    "concurrent sessions are not supported: end it first, or time more regions "
+                    "with s.span()"
                 )
-            _active = self
+            _active.session = self
         self._catch_sigterm()
         self._catch_sigint()
         try:
@@ -645,10 +643,9 @@ class Session:
             _give_back_signal(_SIGHUP, prev)
 
     def _release(self) -> None:
-        global _active
-        with _active_lock:
-            if _active is self:
-                _active = None
+        with _active.lock:
+            if _active.session is self:
+                _active.session = None
 
     @property
     def clock(self) -> Clock:
@@ -998,7 +995,7 @@ _real_os_exit: Callable[[int], Any] | None = None  # os._exit while a session re
 
 def _os_exit_closing_session(status: int) -> None:
     """os._exit while a session records: close the session (its trace written), then exit."""
-    s, real = _active, _real_os_exit
+    s, real = _active.session, _real_os_exit
     if s is not None:
         s._at_exit(f"os._exit({status}) ended the program while recording",
                    "complete" if status == 0 else "failed")

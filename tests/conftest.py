@@ -87,7 +87,7 @@ def no_leftover_recording():
     for p in stray:
         p.unlink() if p.is_file() else None
     assert not stray, f"test wrote {sorted(p.name for p in stray)} into the repository"
-    leftover = session_mod._active
+    leftover = session_mod.active()
     threads = [t.name for t in threading.enumerate()
                if t.name.startswith("gpuwatch-") and t.is_alive()]
     if leftover is not None:

@@ -17,8 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # Cycles that are there today, each a debt with its reason; a test fails on any other cycle, and
 # on one of these once it is gone (then remove it here).
 KNOWN_CYCLES = [
-    # Session.engine() makes a TimedEngine; engines' API finds the active session
-    {"gpuwatch.engines", "gpuwatch.recorder"},
     # Analysis._repr_html_ (Jupyter's hook) renders itself; the renderers read analyses
     {"gpuwatch.analysis", "gpuwatch.renderers.base", "gpuwatch.renderers.html",
      "gpuwatch.renderers.text"},

@@ -139,4 +139,4 @@ def test_a_gpu_failing_at_start_still_leaves_a_trace_saying_why(tmp_path):
             pass
     tr = gpuwatch.load(out)
     assert tr.meta["status"] == "failed" and "ILLEGAL_ADDRESS" in tr.meta["error"]
-    assert gpuwatch.recorder._active is None
+    assert gpuwatch.recorder.active() is None

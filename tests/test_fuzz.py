@@ -79,7 +79,7 @@ def assert_clean(code: int, err: str) -> None:
         assert code == 2 or (code == 1 and "CUDA_ERROR" in err), err
         lines = [x for x in err.strip().splitlines() if x]
         assert len(lines) == 1 and "error:" in lines[0], err
-    assert gpuwatch.recorder._active is None  # no session left recording
+    assert gpuwatch.recorder.active() is None  # no session left recording
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
