@@ -285,6 +285,12 @@ class Session:
         self._backend = backend = open_backend(self.device_spec, seed=self.seed,
                                                sample_gpus=self.sample_gpus, binding=self.binding,
                                                kernels=self.kernels)
+        if self.kernels and getattr(backend, "kernel_tracer", None) is None:
+            # (checked before anything is written: a usage error leaves no trace behind)
+            raise UsageError(f"kernel tracing (--kernels, kernels=True) is not available on "
+                             f"the {self.device_spec} device: it needs a real NVIDIA GPU "
+                             f"with cupti-python (pip install cupti-python), or a simulated "
+                             f"one (sim:t4)")
         self._ordinal = getattr(backend.runtime, "ordinal", 0)
         clock = backend.clock
         mode = self.sampler_mode
@@ -366,10 +372,7 @@ class Session:
                                     host_final=host_final)
             self._sampler.start()
         if self.kernels:
-            make = getattr(backend, "kernel_tracer", None)
-            if make is None:
-                raise UsageError("kernel tracing is not available on this device")
-            self._tracer = make()
+            self._tracer = getattr(backend, "kernel_tracer")()  # (checked at the start)
             sink = writer.add if self._kernel_tap is None else self._kernel_tap(writer.add)
             self._tracer.start(sink, backend.telemetry[0].info.index)
         self._timer = RegionTimer(backend.runtime, clock, self._timebase, writer.add_columns,

@@ -51,7 +51,11 @@ def shared(tmp_path_factory: pytest.TempPathFactory, name: str,
     with open(d / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # (released when the file closes)
         if not path.exists():
-            make(path)
+            # made under another name, renamed only when whole: a recording that failed
+            # raises here, and in each worker that asks after it, not a broken trace to share
+            tmp = d / f"making-{os.getpid()}-{name}"
+            make(tmp)
+            os.replace(tmp, path)
     return gpuwatch.load(path)
 
 
@@ -83,15 +87,17 @@ def no_leftover_recording():
     trace under its default name into the repository (run such a command in tmp_path)."""
     before = set(ROOT.glob("gpuwatch-*.parquet*"))
     yield
+    leftover = session_mod.active()
+    if leftover is not None:  # (closed first: a later check failing must not leave it open)
+        leftover.close(status="failed", error="left open by a test")
+    threads = [t.name for t in threading.enumerate()
+               if t.name.startswith("gpuwatch-") and t.is_alive()]
+    # (under xdist, a file another worker's test wrote at the same moment is seen here too:
+    # the message names the file, whoever wrote it)
     stray = set(ROOT.glob("gpuwatch-*.parquet*")) - before
     for p in stray:
         p.unlink() if p.is_file() else None
     assert not stray, f"test wrote {sorted(p.name for p in stray)} into the repository"
-    leftover = session_mod.active()
-    threads = [t.name for t in threading.enumerate()
-               if t.name.startswith("gpuwatch-") and t.is_alive()]
-    if leftover is not None:
-        leftover.close(status="failed", error="left open by a test")
     assert leftover is None, "test left a gpuwatch session recording"
     assert not threads, f"test left gpuwatch threads running: {threads}"
 

@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import io
 import os
+import signal
 import subprocess
 import sys
 import types
@@ -55,11 +56,16 @@ def gw_here(*args: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = 
     """What `gw` gives, from the same command run in this process by the console script's
     own entry points (`gpuwatch.cli.entry`, or gpuwatch.X's `main(XCommand())`). Warnings print
     to its stderr as in a fresh process (not to pytest's record); the working directory, the
-    environment and the warnings machinery are given back."""
+    environment, the warnings machinery and the SIGINT handler are given back. Not for
+    `run`: it runs a program in its process (its sys.argv, __main__, sys.path) and writes its
+    report to a duplicate of fd 2, past any capture; test it with `gw`."""
     argv = [str(a) for a in args]
+    if (argv[:1] == ["run"] and module == "gpuwatch") or module == "gpuwatch.run":
+        raise ValueError("gw_here cannot run `gpuwatch run` (see its docstring): use gw")
     out, err = io.StringIO(), io.StringIO()
     here = os.getcwd()
     formatwarning = warnings.formatwarning
+    sigint = signal.getsignal(signal.SIGINT)  # (a command interrupted ignores SIGINT after)
     try:
         with _environment(env), warnings.catch_warnings(), \
                 contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -79,11 +85,14 @@ def gw_here(*args: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = 
                     cls = getattr(importlib.import_module(f"gpuwatch.cli.{name}"),
                                   f"{name.capitalize()}Command")
                     code = main(cls(), argv)
-            except SystemExit as e:  # (argparse: --help, a usage error)
+            except SystemExit as e:  # (argparse: --help, a usage error; as Python exits)
                 code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+                if not isinstance(e.code, int) and e.code is not None:
+                    print(e.code, file=sys.stderr)  # (Python prints a message it exits with)
     finally:
         os.chdir(here)
         warnings.formatwarning = formatwarning  # (the CLI sets its one-line format)
+        signal.signal(signal.SIGINT, sigint)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
@@ -91,8 +100,6 @@ def _print_warning(message: Warning | str, category: type[Warning], filename: st
                    lineno: int, file: object = None, line: str | None = None) -> None:
     """Python's own showwarning, to the stderr of the moment (the redirected one)."""
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
-
-
 
 
 def fake_torch(raw_stream: int | Callable[[], int] = 0,

@@ -387,6 +387,16 @@ def test_a_usage_error_leaves_nothing_so_the_corrected_command_runs(tmp_path, ar
     assert ok.returncode == 0, ok.stderr
 
 
+def test_kernel_tracing_a_device_cannot_do_is_refused_before_anything_is_written(tmp_path):
+    """(A new user's try: `gpuwatch run --device standin --kernels` said "nothing was timed: no
+    trace was written" and then the usage error: the check came after the recording began.)"""
+    out = tmp_path / "k.parquet"
+    with pytest.raises(gpuwatch.UsageError, match="needs a real NVIDIA GPU with cupti-python"):
+        gpuwatch.session("standin", out, kernels=True).start()
+    assert list(tmp_path.iterdir()) == []
+    assert gpuwatch.recorder.active() is None
+
+
 # -- 2 and 6. signals at any moment, os._exit, a session never closed --------------------------
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -967,6 +977,7 @@ def test_a_run_that_timed_nothing_leaves_no_trace_to_block_the_next(tmp_path, pr
     assert "nothing was timed: no trace was written to" in r.stderr
     doc = json.loads(r.stderr.splitlines()[-1])
     assert doc["run"]["trace"] is None and doc["run"]["status"] == status
+    assert "cannot see your program's GPU work" in doc["run"]["warning"]  # (no trace carries it)
     assert not out.exists() and not partial_path(out).exists()
     prog.write_text(ONE_REGION)
     r = subprocess.run(argv + [str(prog)], capture_output=True, text=True, cwd=tmp_path,

@@ -23,7 +23,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return gw_here(*args, cwd=cwd)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # (not module: slow tests run first, splitting the module)
 def fleet_root(tmp_path_factory) -> Path:
     """Three T4 runs (gaps 0, 5, 20 ms) and one locked-clock run, as `record --dataset` writes."""
     root = tmp_path_factory.mktemp("fl") / "fleet"

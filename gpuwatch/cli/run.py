@@ -180,7 +180,10 @@ class RunCommand:
                               "status": status,
                               "program_exit_status": code, "program_error": error,
                               "regions_found": dict(regions.counts),
-                              "regions_not_timed_other_thread": regions.concurrent})
+                              "regions_not_timed_other_thread": regions.concurrent,
+                              # (also where no trace was kept to carry it)
+                              **({"warning": SIM_WARNING} if str(session.device_spec)
+                                 .startswith("sim") else {})})
             except Exception as e:  # the program's status stands; the trace is on disk
                 print(f"gpuwatch: could not analyse {path} ({type(e).__name__}: {e}); try "
                       f"python -m gpuwatch.analyze {path}", file=sys.stderr)
