@@ -49,9 +49,6 @@ def active() -> "AutoRegions | None":
     return _active
 
 
-_LABELS = GAP_LABELS  # (the C hooks' labels: labels.py)
-
-
 class AutoRegions:
     """Opens and closes timed regions for the sources in `sources` ("nvtx", "call").
 
@@ -69,7 +66,7 @@ class AutoRegions:
         self._names: dict[type, str] = {}  # a module class -> its region name
         native = _native()
         make: Any = native.GapRegions if native is not None else _Gaps
-        self._g = make(GAP_EDGES_MS, _LABELS, self.counts, self._names, "inference")
+        self._g = make(GAP_EDGES_MS, GAP_LABELS, self.counts, self._names, "inference")
         self._native = native
         self._armed = False
         self._hook: Any = None  # the NestedCall in Module.__call__

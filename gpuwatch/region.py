@@ -38,12 +38,12 @@ from typing import Any, Callable
 from . import streams
 from .bindings.cuda import native_module
 from .clock import Clock
-from .labels import event_tag, region_of_tag
+from .labels import event_tag
 from .streams import DEVICE, StreamRef
 from .timebase import Anchor, EventTimebase
 from .trace import table_columns
 
-__all__ = ["C_OPEN", "RegionTimer", "event_tag", "region_of_tag"]
+__all__ = ["C_OPEN", "RegionTimer"]
 
 BATCH = 16  # resolve once this many regions are outstanding...
 # ...or this long after the last resolution. Between, the trace writer's thread resolves what

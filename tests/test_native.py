@@ -142,9 +142,9 @@ def test_nested_call_errors_pass_through():
 
 
 def _gaps(native, counts=None, names=None):
-    from gpuwatch.labels import GAP_EDGES_MS, GAP_LABELS as _LABELS
+    from gpuwatch.labels import GAP_EDGES_MS, GAP_LABELS
 
-    return native.GapRegions(GAP_EDGES_MS, _LABELS, {} if counts is None else counts,
+    return native.GapRegions(GAP_EDGES_MS, GAP_LABELS, {} if counts is None else counts,
                              {} if names is None else names, "inference")
 
 
