@@ -34,6 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import tablecolumns
+from .lazy import Later, Lazy, pending
 from .errors import TraceFormatError, TraceWriteError, UsageError
 from .fields import FIELDS
 from .log import logger
@@ -984,12 +986,14 @@ class RecoveredTraceWarning(UserWarning):
 
 
 @dataclass(repr=False)
-class Trace:
-    """A loaded trace: one DataFrame per table and the run metadata."""
+class Trace(Lazy):
+    """A loaded trace: one DataFrame per table and the run metadata. A table loaded with
+    `load(defer=...)` is read from the file when first used; `columns(name)` reads it one
+    column at a time instead."""
 
     meta: dict[str, Any]
     inferences: pd.DataFrame
-    samples: pd.DataFrame
+    samples: pd.DataFrame  # (a Later where load() deferred it: lazy.Lazy)
     driver_samples: pd.DataFrame
     kernels: pd.DataFrame
     events: pd.DataFrame
@@ -1017,8 +1021,23 @@ class Trace:
         return (f"<gpuwatch Trace {self.path if self.path is not None else '(not from a file)'}: "
                 f"{devs or 'unknown GPU'}{' (simulated)' if self.simulated else ''}, status "
                 f"{self.meta.get('status', 'unknown')}{', recovered' if self.recovered else ''}; "
-                f"{rows}, {len(self.samples)} samples, {len(self.kernels)} kernels, "
+                f"{rows}, {self.rows('samples')} samples, {len(self.kernels)} kernels, "
                 f"{len(self.events)} events>")
+
+    def columns(self, table: str) -> tablecolumns.FileColumns | tablecolumns.FrameColumns:
+        """Table `table`'s columns, each read when asked for where the table was deferred and
+        not read yet; else the loaded table's."""
+        later = pending(self, table)
+        if later is not None and later.source is not None:
+            return later.source
+        return tablecolumns.FrameColumns(getattr(self, table))
+
+    def rows(self, table: str) -> int:
+        """How many rows table `table` has (a deferred table is not read for it)."""
+        later = pending(self, table)
+        if later is not None and later.source is not None:
+            return len(later.source)
+        return len(getattr(self, table))
 
     def measured(self) -> pd.DataFrame:
         """Inference rows outside warm-up (spans excluded)."""
@@ -1101,27 +1120,13 @@ def _numpy_frame(pf: pq.ParquetFile, groups: list[int], name: str,
     Arrow table and the frame at once). An integer column that may hold nulls (its row-group
     statistics say so, or have no count) becomes float64 with NaN. None where a column is not
     a number (the generic path reads it)."""
-    schema, md = pf.schema_arrow, pf.metadata
-    n = sum(md.row_group(g).num_rows for g in groups)
-    dtypes: dict[str, np.dtype[Any]] = {}
-    for c in cols:
-        if c not in schema.names:  # (a column added after this file was written: NA)
-            dtypes[c] = np.dtype("float64")
-            continue
-        t, j = schema.field(c).type, schema.get_field_index(c)
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
-            return None
-        nulls = False
-        for g in groups:
-            st = md.row_group(g).column(j).statistics
-            if st is None or not st.has_null_count or st.null_count > 0:
-                nulls = True
-                break
-        dtypes[c] = (np.dtype("float64") if pa.types.is_integer(t) and nulls
-                     else np.dtype(t.to_pandas_dtype()))
-    out = {c: np.full(n, np.nan) if c not in schema.names else np.empty(n, dtypes[c])
+    dtypes = tablecolumns.numpy_dtypes(pf, groups, cols)
+    if dtypes is None:
+        return None
+    n = sum(pf.metadata.row_group(g).num_rows for g in groups)
+    out = {c: np.full(n, np.nan) if c not in pf.schema_arrow.names else np.empty(n, dtypes[c])
            for c in cols}
-    read = [c for c in cols if c in schema.names]
+    read = [c for c in cols if c in pf.schema_arrow.names]
     at = 0
     for g in groups:
         rg = pf.read_row_group(g, columns=read)
@@ -1131,6 +1136,21 @@ def _numpy_frame(pf: pq.ParquetFile, groups: list[int], name: str,
         at += k
         del rg
     return _pd().DataFrame(out, copy=False)
+
+
+def _deferred(pf: pq.ParquetFile, groups: list[int], cols: list[str],
+              where: str = "trace") -> Later | None:
+    """Table columns `cols` of these row groups, to be read when used (tablecolumns); None
+    where they cannot be: a column that is not a number, or rows not in time order (load
+    sorts those, which needs the whole table)."""
+    dtypes = tablecolumns.numpy_dtypes(pf, groups, cols)
+    if dtypes is None or "t_ns" not in cols:
+        return None
+    src = tablecolumns.FileColumns(pf, groups, cols, dtypes, where)
+    t = src.raw("t_ns")
+    if t.dtype.kind == "f" or (t.size > 1 and bool((t[1:] < t[:-1]).any())):
+        return None  # (a time with a gap is float: _ordered drops and sorts)
+    return Later(src.frame, source=src)
 
 
 def _split(tbl: pa.Table, columns: Columns | None = None,
@@ -1160,7 +1180,8 @@ CORE_COLUMNS = ("gpu", "t_ns", "kind", "name", "condition", "iteration", "gpu_ms
 
 
 def _read_file(pf: pq.ParquetFile, columns: Columns | None,
-               numpy_dtypes: Collection[str] = ()) -> dict[str, pd.DataFrame]:
+               numpy_dtypes: Collection[str] = (),
+               defer: Collection[str] = (), where: str = "trace") -> dict[str, Any]:
     """Each table from its own row groups with only its own columns, so an 11-million-row trace
     never materialises the union schema's null columns. Row-group statistics say which table a
     group holds (gpuwatch writes one table per group); a mixed group is read whole and split."""
@@ -1183,9 +1204,15 @@ def _read_file(pf: pq.ParquetFile, columns: Columns | None,
             groups[lo].append(i)
         else:
             mixed.append(i)
-    out = {}
+    out: dict[str, Any] = {}
     for name in TABLES:
         cols = _wanted(name, columns)
+        later = (_deferred(pf, groups[name], cols, where)
+                 if name in defer and name in numpy_dtypes and groups[name] and not mixed
+                 else None)
+        if later is not None:
+            out[name] = later
+            continue
         frame = (_numpy_frame(pf, groups[name], name, cols)
                  if name in numpy_dtypes and groups[name] else None)
         if frame is not None:
@@ -1199,7 +1226,15 @@ def _read_file(pf: pq.ParquetFile, columns: Columns | None,
         extra = _split(pf.read_row_groups(mixed), columns, numpy_dtypes)
         out = {n: _pd().concat([out[n], extra[n]], ignore_index=True) if len(extra[n]) else out[n]
                for n in TABLES}
+    release_arrow_memory()
     return out
+
+
+def release_arrow_memory() -> None:
+    """Give back to the system what Arrow's allocator (mimalloc or jemalloc) kept of freed
+    decoding buffers: 130 MB of a 1M-inference trace's load, which it would otherwise hold
+    for the process's life."""
+    pa.default_memory_pool().release_unused()
 
 
 def _kind_of(t: pa.DataType) -> str:
@@ -1276,14 +1311,17 @@ def _check_meta(meta: Any, path: Path) -> None:
 
 
 def load(path: str | os.PathLike[str], columns: Columns | None = None,
-         numpy_dtypes: Collection[str] = ()) -> Trace:
+         numpy_dtypes: Collection[str] = (), defer: Collection[str] = ()) -> Trace:
     """Load a trace file, or recover the `.partial` directory of a recording that died.
 
     `columns` limits what is read per table, e.g. {"samples": ["sm_clock_mhz"]} (gpu and t_ns
     always come along); tables not named are read whole. Integer and boolean columns load as
     pandas' nullable dtypes (NA stays NA), except in the tables named in `numpy_dtypes`: plain
     numpy there (an integer column with gaps becomes float64 with NaN), which converts 10
-    million samples several times faster (analysis loads "samples" so)."""
+    million samples several times faster (analysis loads "samples" so). A table named in both
+    `numpy_dtypes` and `defer` is read only when used: `Trace.columns(name)` reads one column
+    at a time (analysis reduces the samples so, never holding them all), the attribute reads
+    the whole table (a file's, not a `.partial`'s: that is read at once)."""
     if not isinstance(path, (str, os.PathLike)):
         raise UsageError(f"load takes a trace's path (str or os.PathLike), got "
                          f"{type(path).__name__} {path!r}")
@@ -1317,7 +1355,7 @@ def load(path: str | os.PathLike[str], columns: Columns | None = None,
     _check_meta(meta, p)
     _sanitise_meta(meta, p)
     try:
-        tables = _read_file(pf, columns, numpy_dtypes)
+        tables = _read_file(pf, columns, numpy_dtypes, defer, str(p))
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:
         raise TraceFormatError(f"{p}: corrupt Parquet data ({_one_line(e)})") from e
     return Trace(meta=meta, path=p, **tables)

@@ -105,3 +105,48 @@ def test_process_pids_from_another_namespace_are_counted_not_named():
     o = _others(rows, procs)
     assert list(o["other_processes"]) == [1, 2, 0] and list(o["other_pid"][:2]) == [902, 902]
     assert list(o["other_sm_pct"][:2]) == [60.0, 60.0]
+
+
+def test_the_verdicts_merge_is_the_full_one_less_the_report_columns():
+    """merge(full=False), what the verdicts read, is merge() without REPORT_ONLY's columns,
+    on a real trace read a column at a time; the impossible readings of the fields it does
+    not read still count (a negative power here)."""
+    from pathlib import Path
+
+    import gpuwatch
+    from gpuwatch.analysis.merge import REPORT_ONLY, SAMPLE_FIELDS
+
+    path = Path(__file__).resolve().parent / "data" / "h100_issue27" / "cotenant_light.parquet"
+    tr = gpuwatch.load(path, columns={"samples": SAMPLE_FIELDS}, numpy_dtypes=("samples",),
+                       defer=("samples",))
+    full, part = merge(tr), merge(tr, full=False)
+    assert set(REPORT_ONLY) <= set(full.columns) and not set(REPORT_ONLY) & set(part.columns)
+    pd.testing.assert_frame_equal(part, full.drop(columns=list(REPORT_ONLY)))
+    hand = make_trace([inf(1000, 5000)], [smp(0, 1500, power=-5.0), smp(2000, 1400)])
+    assert merge(hand).attrs["impossible_readings"] == 1
+    assert merge(hand, full=False).attrs["impossible_readings"] == 1
+
+
+def test_an_analysis_reads_no_whole_table_of_samples_and_merges_fully_when_asked(tmp_path):
+    """analyze() reduces the samples a column at a time: neither the verdicts, nor to_dict,
+    nor the HTML report read them whole; `merged` is made when first read, equal to the full
+    merge, and `regions` (what the renderers read) is it less the report's columns."""
+    from pathlib import Path
+
+    import gpuwatch
+    from gpuwatch.analysis.merge import REPORT_ONLY
+    from gpuwatch.lazy import pending
+    from gpuwatch.renderers.html import HtmlRenderer
+
+    path = Path(__file__).resolve().parent / "data" / "h100_causes" / "power_cap.parquet"
+    a = gpuwatch.analyze(path)
+    a.to_dict()
+    page = HtmlRenderer().render(a)
+    assert "SM clock over time" in page
+    assert pending(a.traces[0], "samples") is not None and pending(a, "merged") is not None
+    full = a.merged
+    assert pending(a, "merged") is None
+    want = merge(a.traces[0])
+    want["trace"] = 0
+    pd.testing.assert_frame_equal(full, want)
+    pd.testing.assert_frame_equal(a.regions, full.drop(columns=list(REPORT_ONLY)))

@@ -34,8 +34,12 @@ def _reference():
 REF = _reference()
 
 
-def _same(fit: pd.DataFrame, ref: pd.DataFrame, tgt: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    got, want = attribution.attribute(fit, ref, tgt, seed), REF.attribute(fit, ref, tgt, seed)
+def _same(fit: pd.DataFrame | list[pd.DataFrame], ref: pd.DataFrame, tgt: pd.DataFrame,
+          seed: int = 0) -> pd.DataFrame:
+    # (the analysis gives the fit's rows as the frames it is made of; the reference takes
+    # them concatenated, as the analysis did before)
+    whole = pd.concat(fit) if isinstance(fit, list) else fit
+    got, want = attribution.attribute(fit, ref, tgt, seed), REF.attribute(whole, ref, tgt, seed)
     assert list(got.columns) == list(want.columns)
     if want.empty:
         assert got.empty
@@ -126,6 +130,17 @@ def test_synthetic_groups_match_the_reference(case):
     fit = pd.concat([ref, tgt], ignore_index=True)
     got = _same(fit, ref, tgt, seed=case)
     assert set(got["factor"]) == set(attribution.FACTORS)
+
+
+@pytest.mark.parametrize("case", [0, 2, 3])
+def test_a_fit_given_as_its_frames_is_their_concatenation(case):
+    """The analysis hands the fit's rows over as the frames they are (reference, target),
+    not concatenated: the same result as the reference's concatenation, also where one frame
+    lacks columns the other has (NaN there, as pd.concat gives)."""
+    rng = np.random.default_rng(200 + case)
+    ref = _frame(rng, 400, 1980, 0.0, ("all", "some", "none", "none")[case], case != 3)
+    tgt = _frame(rng, 300, 1590, 0.2)
+    _same([ref, tgt], ref, tgt, seed=case)
 
 
 def test_too_few_rows_give_an_empty_table():

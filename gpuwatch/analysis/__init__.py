@@ -29,7 +29,8 @@ from .attribution import attribute
 from .threads import one_blas_thread
 from .causes import CAUSE_CODES, CAUSES, code_of
 from .verdict import NVML_REFRESH_MS, Named, Verdict, fields, share_text
-from .columns import EARLY_ITERS, LATE_ITERS, MAX_LATENCY_MS, floats, ms_text
+from .columns import (EARLY_ITERS, LATE_ITERS, MAX_LATENCY_MS, floats, groups_of, ms_text,
+                      rows_where)
 from .explain import attribute_span, attribute_wall, refine_host
 from .evidence import context
 from .signals import FLOOR_SHARE, SIGNALS
@@ -39,6 +40,7 @@ from .clock import compare as compare_clocks
 from .gaps import observed_gaps, regroup_by_gap
 from .layers import Layers, detect
 from .merge import SAMPLE_FIELDS, merge
+from ..lazy import Later, Lazy
 from .outside import note as outside_note
 from .outside import stream_checks as outside_table
 
@@ -53,8 +55,10 @@ SAMPLE_COLUMNS = SAMPLE_FIELDS  # what analysis reads of the samples table: what
 
 
 @dataclass(repr=False)
-class Analysis:
+class Analysis(Lazy):
     traces: list[Trace]
+    # Every region with its telemetry (analysis.merge): made when first read, as the verdicts
+    # need only `regions`, which is this table without merge.REPORT_ONLY's columns
     merged: pd.DataFrame
     layers: pd.DataFrame
     attribution: pd.DataFrame
@@ -76,6 +80,9 @@ class Analysis:
     latency: pd.DataFrame = field(default_factory=pd.DataFrame)
     # How each trace's recording went (analysis.status): said before any verdict
     status: list[dict[str, Any]] = field(default_factory=list)
+    # The per-region table the verdicts were found on: `merged` less its report-only columns
+    # (the renderers read this: it needs no second pass over the samples)
+    regions: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def __repr__(self) -> str:  # (a notebook shows this, not every table)
         return (f"<gpuwatch Analysis of {len(self.traces)} trace(s), {len(self.verdicts)} "
@@ -141,7 +148,9 @@ def _as_trace(t: Trace | str | os.PathLike[str]) -> Trace:
                          f"{type(t).__name__} {t!r}")
     if not str(t).strip():
         raise UsageError("an empty path was given as a trace; give a .parquet file")
-    return load(t, columns={"samples": SAMPLE_COLUMNS}, numpy_dtypes=("samples",))
+    # (the samples are read a column at a time by merge, and whole only if a renderer asks)
+    return load(t, columns={"samples": SAMPLE_COLUMNS}, numpy_dtypes=("samples",),
+                defer=("samples",))
 
 
 def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
@@ -159,7 +168,7 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
     merged_all, layer_rows, att_rows, verdict_rows, span_rows = [], [], [], [], []
     wall_rows: list[dict[str, Any]] = []
     wall_att_rows: list[pd.DataFrame] = []
-    latency_groups: list[tuple[dict[str, Any], pd.DataFrame]] = []
+    latency_rows: list[dict[str, Any] | None] = []  # (wall.summary of each group)
     check_rows, clock_rows = [], []
     data_notes: list[str] = []
     lost: list[str] = []  # conditions with no valid latency at all (not compared)
@@ -167,14 +176,8 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
     statuses: list[dict[str, Any]] = []
     details: dict[tuple[Any, ...], Layers] = {}
     for ti, tr in enumerate(loaded):
-        m = merge(tr)
-        m["trace"] = ti
+        m = _regions(tr, ti, full=False)
         host_events = getattr(tr, "host_events", None)
-        if observed_gaps(tr.meta):  # a program's own gaps: grouped as found (analysis.gaps)
-            m = regroup_by_gap(m)
-        if "condition" in m and m["condition"].isna().any():  # a program that labelled
-            m["condition"] = m["condition"].astype(object).where(  # nothing: one condition
-                m["condition"].notna(), NO_CONDITION)
         merged_all.append(m)
         statuses.append(status.of(tr, ti, int(((m["kind"] == "inference")
                                                & ~m["warmup"].astype(bool)).sum())))
@@ -206,12 +209,13 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
             too_few.append(sentence)
             checked = m[~(m["name"].isin(names) & (m["kind"] == "inference"))]
         check_rows.append(outside_table(checked, tr.kernels, ti))
-        for name, eng in inf.groupby("name", sort=False):
+        for name, eng in groups_of(inf, "name"):
             first_cond = eng["condition"].iloc[int(np.argmin(eng["start_ns"].pipe(floats)))] \
                 if eng["start_ns"].notna().any() else None
             base_cond = _baseline_condition(eng)
-            base_rows = eng[eng["condition"] == base_cond] if base_cond is not None else None
-            for cond, rows in eng.groupby("condition", sort=False):
+            base_rows = rows_where(eng, _is(eng["condition"], base_cond)) \
+                if base_cond is not None else None
+            for cond, rows in groups_of(eng, "condition"):
                 if not rows["iteration"].is_monotonic_increasing:
                     rows = rows.sort_values("iteration", kind="stable")
                 lay = detect(rows["gpu_ms"].pipe(floats), rows["iteration"].to_numpy())
@@ -235,7 +239,7 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
                     "ratio_to_baseline": _ratio(tgt, ref),
                     "reference": ref_label, "n_layers": lay.n_layers, "noise_ms": lay.noise_ms,
                 })
-                att = (refine_host(attribute(pd.concat([ref, rows]), ref, tgt, seed=seed),
+                att = (refine_host(attribute([ref, rows], ref, tgt, seed=seed),
                                    ref, tgt, seed) if ref is not None else None)
                 if att is not None and not att.empty:
                     att_rows.append(att.assign(trace=ti, engine=name, condition=cond,
@@ -254,7 +258,7 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
                                           eng["condition"].nunique() == 1, seed, host_events)
                 wall_rows += wv
                 wall_att_rows += wa
-                latency_groups += wg
+                latency_rows += wg
         spans = m[(m["kind"] == "span") & ~m["warmup"].astype(bool)]
         if spans.duplicated(["name", "condition", "iteration"]).any():
             # (spans share their inference's iteration: a span-only program, or several spans
@@ -264,15 +268,16 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
                                                          dropna=False).cumcount())
         for sname, sp in spans.groupby("name", sort=False):
             base_cond = _baseline_condition(sp)
-            base_rows = sp[sp["condition"] == base_cond] if base_cond is not None else None
-            for cond, rows in sp.groupby("condition", sort=False):
+            base_rows = rows_where(sp, _is(sp["condition"], base_cond)) \
+                if base_cond is not None else None
+            for cond, rows in groups_of(sp, "condition"):
                 rows = rows.sort_values("iteration", kind="stable")
                 key = {"trace": ti, "engine": f"span:{sname}", "condition": cond}
                 wv, wa, wg = _wall_series(key, rows, base_rows, base_cond,
                                           sp["condition"].nunique() == 1, seed, host_events)
                 wall_rows += wv
                 wall_att_rows += wa
-                latency_groups += wg
+                latency_rows += wg
         span_rows.append(_span_table(m, ti))
     layers = pd.DataFrame(layer_rows)
     att_cols = ["trace", "engine", "condition", "episode", "factor", "contribution_ms",
@@ -290,18 +295,40 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
     verdicts = pd.DataFrame(verdict_rows, columns=_columns(verdict_rows, VERDICT_COLUMNS))
     checks = pd.concat(check_rows, ignore_index=True) if check_rows else outside_table(
         pd.DataFrame(), None, 0)
+    regions = pd.concat(merged_all, ignore_index=True) if merged_all else pd.DataFrame()
+    del merged_all
     return Analysis(
-        traces=loaded, merged=pd.concat(merged_all, ignore_index=True) if merged_all else
-        pd.DataFrame(), layers=layers, attribution=attribution,
+        traces=loaded, merged=Later(lambda: _merged(loaded)),
+        regions=regions, layers=layers, attribution=attribution,
         spans=pd.concat(span_rows, ignore_index=True) if span_rows else pd.DataFrame(),
         verdicts=verdicts, verdict=_headlines(statuses) + _overall(verdicts, wall_verdicts, lost,
                                                                  too_few),
         details=details, status=statuses,
         wall_verdicts=wall_verdicts, wall_attribution=wall_attribution,
-        latency=wall.table(latency_groups),
+        latency=wall.table(latency_rows),
         stream_checks=checks, stream_note=outside_note(checks), data_notes=data_notes,
         clocks=pd.concat([c for c in clock_rows if not c.empty] or
                          [pd.DataFrame(columns=CLOCK_COLUMNS)], ignore_index=True))
+
+
+def _regions(tr: Trace, ti: int, full: bool) -> pd.DataFrame:
+    """Trace `ti`'s merged regions as the analysis reads them: tagged with the trace, a
+    program's own gaps grouped (analysis.gaps), rows of no condition in one. full=False:
+    without merge.REPORT_ONLY's columns."""
+    m = merge(tr, full=full)
+    m["trace"] = ti
+    if observed_gaps(tr.meta):  # a program's own gaps: grouped as found (analysis.gaps)
+        m = regroup_by_gap(m)
+    if "condition" in m and m["condition"].isna().any():  # a program that labelled
+        m["condition"] = m["condition"].astype(object).where(  # nothing: one condition
+            m["condition"].notna(), NO_CONDITION)
+    return m
+
+
+def _merged(traces: list[Trace]) -> pd.DataFrame:
+    """Analysis.merged: every trace's regions with every telemetry column."""
+    full = [_regions(tr, ti, full=True) for ti, tr in enumerate(traces)]
+    return pd.concat(full, ignore_index=True) if full else pd.DataFrame()
 
 
 VERDICT_COLUMNS = ["trace", "engine", "condition", "episode", "first_iter", "last_iter", "cause",
@@ -309,6 +336,11 @@ VERDICT_COLUMNS = ["trace", "engine", "condition", "episode", "first_iter", "las
                    "ci_high_ms", "latency", "reference_ms", "latency_ms", "iterations",
                    "sm_clock_ref_mhz", "sm_clock_mhz", "outcome", "causes", "offsets",
                    "unexplained_share", "verdict"]
+
+
+def _is(col: pd.Series, value: Any) -> np.ndarray:
+    """col == value as a plain boolean mask (a missing value is not equal)."""
+    return (col == value).to_numpy(dtype=bool, na_value=False)
 
 
 def _columns(rows: list[dict[str, Any]], base: list[str]) -> list[str]:
@@ -391,10 +423,10 @@ def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFram
     if base_rows is not None and cond != base_cond:
         ref, ref_label = base_rows, str(base_cond)
     else:
-        ref, ref_label = rows[calm], "the rest of the condition"
+        ref, ref_label = rows_where(rows, calm), "the rest of the condition"
     verdicts, atts = [], []
     for a, b, _ in lay.episodes:
-        tgt = rows[(it >= a) & (it <= b)]
+        tgt = rows_where(rows, (it >= a) & (it <= b))
         if len(ref) < 3 or len(tgt) < 3:
             continue
         att = _explain(ref, tgt, y, seed)
@@ -412,13 +444,13 @@ def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFram
 
 
 def _explain(ref: pd.DataFrame, tgt: pd.DataFrame, y: str, seed: int,
-             fit: pd.DataFrame | None = None) -> pd.DataFrame:
+             fit: list[pd.DataFrame] | None = None) -> pd.DataFrame:
     """The attribution of `y`'s change from `ref` to `tgt`: event time by the clocks, host and
     other processes (host-refined); call -> result by its parts (explain.attribute_wall); a
     span's host time by the host's states."""
     if "kind" in tgt and len(tgt) and bool((tgt["kind"] == "span").all()):
         return attribute_span(ref, tgt, seed)
-    fit = pd.concat([ref, tgt]) if fit is None else fit
+    fit = [ref, tgt] if fit is None else fit  # (the fit's rows: attribute takes them in order)
     att = refine_host(attribute(fit, ref, tgt, seed=seed), ref, tgt, seed)
     return att if y == "gpu_ms" else attribute_wall(ref, tgt, att, seed)
 
@@ -427,17 +459,18 @@ def _wall_series(key: dict[str, Any], rows: pd.DataFrame, base_rows: pd.DataFram
                  base_cond: Any, only_condition: bool, seed: int,
                  events: pd.DataFrame | None
                  ) -> tuple[list[dict[str, Any]], list[pd.DataFrame],
-                            list[tuple[dict[str, Any], pd.DataFrame]]]:
+                            list[dict[str, Any] | None]]:
     """One condition's verdicts on the latency the user sees (call -> result; a span's host
     time), found on its own layers and episodes: verdict rows, attribution tables, and the
-    groups whose decomposition the `latency` table gives. Nothing where the wall latency is
+    rows of the `latency` table (wall.summary of each group: the condition, its reference,
+    its episodes). Nothing where the wall latency is
     unknown for most rows (asynchronous calls: the program's own synchronize was not seen)."""
     if not wall.has_wall(rows):
         return [], [], []
 
     def known(df: pd.DataFrame) -> pd.DataFrame:
         w = df["wall_ms"].pipe(floats)
-        return df[np.isfinite(w) & (w > 0)]
+        return rows_where(df, np.isfinite(w) & (w > 0))
 
     cond = key["condition"]
     eng = str(key["engine"])
@@ -448,12 +481,13 @@ def _wall_series(key: dict[str, Any], rows: pd.DataFrame, base_rows: pd.DataFram
         return [], [], []
     lay = detect(w["wall_ms"].pipe(floats), w["iteration"].to_numpy())
     ref, tgt, ref_label = _groups(w, lay, base_w, cond, base_cond, only_condition)
-    groups = [({**key, "episode": None, "group": "condition"}, w)]
+    groups = [wall.summary({**key, "episode": None, "group": "condition"}, w)]
     att = None
     if ref is not None:
-        groups.append(({**key, "episode": None, "group": f"reference: {ref_label}"}, ref))
+        groups.append(wall.summary({**key, "episode": None, "group": f"reference: {ref_label}"},
+                                   ref))
         if len(ref) >= 3 and len(tgt) >= 3:
-            att = _explain(ref, tgt, "wall_ms", seed, fit=pd.concat([ref, w]))
+            att = _explain(ref, tgt, "wall_ms", seed, fit=[ref, w])
     v = _verdict(label, lay, ref, tgt, att, ref_label, y="wall_ms", events=events)
     ep_v, ep_a = _episodes(w, lay, cond, base_w, base_cond, seed, y="wall_ms", events=events,
                            label=label)
@@ -474,7 +508,8 @@ def _wall_series(key: dict[str, Any], rows: pd.DataFrame, base_rows: pd.DataFram
     done = hs + np.round(w["wall_ms"].pipe(floats) * 1e6).astype(np.int64)
     for ev in ep_v:
         inside = (it >= ev["first_iter"]) & (it <= ev["last_iter"])
-        groups.append(({**key, "episode": ev["episode"], "group": "episode"}, w[inside]))
+        groups.append(wall.summary({**key, "episode": ev["episode"], "group": "episode"},
+                                   rows_where(w, inside)))
         if inside.any():  # (when, on the trace's time base: from the first call to the last result)
             ev["start_ns"], ev["end_ns"] = int(hs[inside].min()), int(done[inside].max())
     verdicts = [{**key, "episode": None, "first_iter": None, "last_iter": None, **v}]
@@ -490,7 +525,9 @@ def _signal_episodes(w: pd.DataFrame, cond: Any, seed: int, events: pd.DataFrame
     window against the condition's calls outside every window of that cause. Kept where that
     cause's part of the change is beyond doubt (its interval excludes 0) and at least
     signals.FLOOR_SHARE of the reference latency."""
-    order = w.sort_values("host_start_ns", kind="stable") if "host_start_ns" in w else w
+    order = (w.sort_values("host_start_ns", kind="stable")  # (a copy of every column: only
+             if "host_start_ns" in w and not w["host_start_ns"].is_monotonic_increasing
+             else w)  # where the calls are not in order already, as they usually are)
     t0 = float(order["host_start_ns"].pipe(floats).min()) if "host_start_ns" in w else np.nan
     verdicts, atts = [], []
     for read, words, factors in SIGNALS.values():
@@ -612,14 +649,15 @@ def _groups(rows: pd.DataFrame, lay: Layers, base_rows: pd.DataFrame | None, con
     """(reference rows, target rows, what the reference is). A run of one condition with no
     clean layers is compared with itself: its last LATE_ITERS iterations against its first
     EARLY_ITERS (the seed's Experiment 2 asks whether a single gap run drifts)."""
-    tgt = rows[rows["iteration"] >= lay.stable_iter] if lay.layered else rows
+    it = rows["iteration"].to_numpy()
+    tgt = rows_where(rows, it >= lay.stable_iter) if lay.layered else rows
     if base_rows is not None and cond != base_cond:
         return base_rows, tgt, str(base_cond)
     if lay.layered:
-        return rows[rows["iteration"] < lay.onset_iter], tgt, "iterations before the jump"
+        return rows_where(rows, it < lay.onset_iter), tgt, "iterations before the jump"
     if only_condition and len(rows) >= 2 * (EARLY_ITERS + LATE_ITERS):
-        it = rows["iteration"].to_numpy()
-        return (rows[it < it[0] + EARLY_ITERS], rows[it > it[-1] - LATE_ITERS],
+        return (rows_where(rows, it < it[0] + EARLY_ITERS),
+                rows_where(rows, it > it[-1] - LATE_ITERS),
                 f"its first {EARLY_ITERS} iterations")
     # (compared with nothing: the baseline itself, or a condition with no baseline to compare
     # with, as when no condition has a gap_ms)

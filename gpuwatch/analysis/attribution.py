@@ -36,6 +36,7 @@ slower at the same clocks* (cold caches, contention), a measured cause and no lo
 from __future__ import annotations
 
 import itertools
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -61,24 +62,30 @@ POOL_ROWS = 4 * MAX_ROWS  # rows of a larger group the bootstrap draws from
 
 
 class _Rows:
-    """One group's regressors as arrays: y, X (columns REGRESSORS), throttled flags."""
+    """One group's regressors as arrays: y, X (columns REGRESSORS), throttled flags. The group
+    may be given as several frames (a fit's reference and target rows): their rows in order,
+    as pd.concat would give them, without copying the frames' other columns."""
 
-    def __init__(self, df: pd.DataFrame):
-        y = df["gpu_ms"].pipe(floats)
-        X = np.column_stack([1000.0 / df["sm_clock_mhz_mean"].pipe(floats),
-                             1000.0 / df["mem_clock_mhz_mean"].pipe(floats),
-                             df["enqueue_ms"].pipe(floats)])
-        thr = (df["reasons_any"].to_numpy(np.int64) & THROTTLE_MASK) != 0
-        busy = (df["busy_ms"].pipe(floats) if "busy_ms" in df
-                else np.full(len(df), np.nan))
-        idle = (df["idle_inside_ms"].pipe(floats) if "idle_inside_ms" in df
-                else np.full(len(df), np.nan))
-        excess = (df["util_excess_pct"].pipe(floats)
-                  if "util_excess_pct" in df else np.full(len(df), np.nan))
-        wait = (df["host_wait_ms"].pipe(floats)
-                if "host_wait_ms" in df else np.full(len(df), np.nan))
-        others = (df["other_active"].pipe(floats)  # (another process at work: merge._others)
-                  if "other_active" in df else np.full(len(df), np.nan))
+    def __init__(self, df: pd.DataFrame | Sequence[pd.DataFrame]):
+        parts = [df] if isinstance(df, pd.DataFrame) else list(df)
+
+        def col(c: str) -> np.ndarray:  # (NaN in a part without the column, as concat does)
+            got = [floats(p[c]) if c in p else np.full(len(p), np.nan) for p in parts]
+            return got[0] if len(got) == 1 else np.concatenate(got)
+
+        def opt(c: str) -> np.ndarray:
+            return col(c) if any(c in p for p in parts) else np.full(n, np.nan)
+
+        n = sum(len(p) for p in parts)
+        y = col("gpu_ms")
+        X = np.column_stack([1000.0 / col("sm_clock_mhz_mean"),
+                             1000.0 / col("mem_clock_mhz_mean"),
+                             col("enqueue_ms")])
+        thr = (np.concatenate([p["reasons_any"].to_numpy(np.int64) for p in parts])
+               & THROTTLE_MASK) != 0
+        busy, idle, excess = opt("busy_ms"), opt("idle_inside_ms"), opt("util_excess_pct")
+        wait = opt("host_wait_ms")
+        others = opt("other_active")  # (another process at work: merge._others)
         # A regressor with no value at all in these rows (no telemetry: sampler off or lost)
         # is missing, not a reason to drop every row: it takes no part in the fit.
         self.missing = ~np.isfinite(X).any(axis=0)
@@ -380,9 +387,10 @@ def other_process(ref: _Draws, tgt: _Draws) -> np.ndarray:
     return out
 
 
-def attribute(fit_rows: pd.DataFrame, ref_rows: pd.DataFrame, tgt_rows: pd.DataFrame,
+def attribute(fit_rows: pd.DataFrame | Sequence[pd.DataFrame], ref_rows: pd.DataFrame, tgt_rows: pd.DataFrame,
               seed: int = 0) -> pd.DataFrame:
-    """Tidy table: factor, contribution_ms, ci_low_ms, ci_high_ms, share (of the extra latency)."""
+    """Tidy table: factor, contribution_ms, ci_low_ms, ci_high_ms, share (of the extra latency).
+    `fit_rows`, the rows the clocks' model is fitted on, may be several frames (taken in order)."""
     fit, ref, tgt = _Rows(fit_rows), _Rows(ref_rows), _Rows(tgt_rows)
     if len(ref) < 3 or len(tgt) < 3:
         return pd.DataFrame(columns=["factor", "contribution_ms", "ci_low_ms", "ci_high_ms",

@@ -52,3 +52,28 @@ def ms_text(ms: float) -> str:
     if np.isnan(ms):
         return "NA"
     return f"{ms:.1f}" if abs(ms) >= 100 else f"{ms:.2f}" if abs(ms) >= 1 else f"{ms:.3g}"
+
+
+def rows_where(df: Any, mask: Any) -> Any:
+    """`df[mask]` (a boolean mask over its rows), as a slice where the rows kept are one
+    contiguous run: a condition of a sweep, the iterations after a jump, an episode. A slice
+    shares the frame's columns instead of copying them (pandas' copy-on-write keeps it safe);
+    a 1M-inference analysis holds several such selections of 60 columns at once."""
+    m = np.asarray(mask, dtype=bool)
+    idx = np.flatnonzero(m)
+    if idx.size == len(m):
+        return df.iloc[:]
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size:
+        return df.iloc[int(idx[0]):int(idx[-1]) + 1]
+    return df.iloc[idx]
+
+
+def groups_of(df: Any, by: str) -> Any:
+    """(value, rows) for each value of column `by`, in order of first appearance, as
+    `df.groupby(by, sort=False)` gives them (NaN left out), each a slice where its rows are
+    contiguous (rows_where)."""
+    for key, idx in df.groupby(by, sort=False).indices.items():
+        if idx.size and idx[-1] - idx[0] + 1 == idx.size:
+            yield key, df.iloc[int(idx[0]):int(idx[-1]) + 1]
+        else:
+            yield key, df.iloc[idx]

@@ -45,7 +45,10 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from ..tablecolumns import FileColumns, FrameColumns
 from .columns import floats
+
+Samples = FileColumns | FrameColumns  # the samples table's columns (Trace.columns)
 
 # What analysis reads of the samples for this (cumulative counters, ns)
 SAMPLE_COUNTERS = ("host_run_ns", "host_wait_ns", "host_others_run_ns", "host_steal_ns",
@@ -61,7 +64,7 @@ COLUMNS = ("host_run_ms", "host_wait_ms", "host_offcpu_ms", "others_run_ms", "gc
 LEVEL_HOLD_NS = 1_000_000_000
 
 
-def _counter(smp: pd.DataFrame, col: str, a: np.ndarray, b: np.ndarray,
+def _counter(smp: Samples, col: str, a: np.ndarray, b: np.ndarray,
              scale: float = 1e-6) -> np.ndarray:
     """How much cumulative counter `col` grew over each window [a, b] (times `scale`: ns ->
     ms by default), linear between readings; NA where the readings do not cover the window."""
@@ -79,7 +82,7 @@ def _counter(smp: pd.DataFrame, col: str, a: np.ndarray, b: np.ndarray,
     return np.where(covered, np.maximum(out, 0.0), np.nan)
 
 
-def _level_mean(smp: pd.DataFrame, col: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _level_mean(smp: Samples, col: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The time-weighted mean of level `col` over each window [a, b]: each reading held until
     the next, clipped to the window (a window of no length: the reading in force). NA where
     the column has no reading, the window starts before the first, or the reading in force at
@@ -154,7 +157,7 @@ def _gc_overlap(events: pd.DataFrame | None, a: np.ndarray, b: np.ndarray) -> np
     return np.where(ok, np.maximum(before(bb) - before(aa), 0.0) / 1e6, np.nan)
 
 
-def states(rows: pd.DataFrame, smp: pd.DataFrame, events: pd.DataFrame | None,
+def states(rows: pd.DataFrame, smp: Samples, events: pd.DataFrame | None,
            cpus: int | None, result_ns: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The COLUMNS for every row of `rows` (one GPU's regions) over its host window; with
     `result_ns` (when the host had each result: wall.decompose), also `wait_oncpu_pct`: how

@@ -18,9 +18,12 @@ import numpy as np
 import pandas as pd
 
 from ..labels import event_tag
+from ..tablecolumns import FileColumns, FrameColumns
 from ..trace import NOT_WORK_KINDS, Trace
 from . import hostside, wall
 from .columns import floats, stale_after_ns
+
+Samples = FileColumns | FrameColumns  # the samples table's columns (Trace.columns)
 
 WINDOW_FIELDS = ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c")
 START_FIELDS = ("pstate", "gpu_util_pct")
@@ -28,6 +31,14 @@ START_FIELDS = ("pstate", "gpu_util_pct")
 SAMPLE_FIELDS = WINDOW_FIELDS + START_FIELDS + ("clock_event_reasons",) + tuple(
     hostside.SAMPLE_COUNTERS) + tuple(hostside.SAMPLE_LEVELS)
 
+
+# Columns no verdict reads (the report's and the user's: Analysis.merged has them): a merge for
+# the verdicts alone (merge(full=False)) leaves them out, and so never reads power, temperature
+# or P-state from the samples, nor reduces any window to its min and max.
+REPORT_ONLY = (*(f"{f}_{s}" for f in WINDOW_FIELDS for s in ("start", "min", "max")),
+               "power_w_mean", "temperature_c_mean", "pstate_start", "launch_ms", "wake_ms",
+               "idle_before_ms", "kernel_count", "first_kernel_delay_ms")
+VERDICT_FIELDS = ("sm_clock_mhz", "mem_clock_mhz", "gpu_util_pct")  # what the rest read
 
 # What a reading can physically be; anything outside is a broken reading, read as NA (and
 # counted: merged.attrs["impossible_readings"]). Clocks in MHz, power in W, temperature in C.
@@ -37,7 +48,7 @@ BOUNDS = {"sm_clock_mhz": (1.0, 10_000.0), "mem_clock_mhz": (1.0, 50_000.0),
 INBAND_BOUNDS = (1.0, 10_000.0)  # sm_clock_inband_mhz
 
 
-def _sane_values(smp: pd.DataFrame, f: str) -> tuple[np.ndarray, int]:
+def _sane_values(smp: Samples, f: str) -> tuple[np.ndarray, int]:
     """Column `f` of `smp` as float64 (NaN for missing), readings outside BOUNDS made NaN,
     and how many there were."""
     col = smp[f]
@@ -57,14 +68,18 @@ def _sane_values(smp: pd.DataFrame, f: str) -> tuple[np.ndarray, int]:
     return np.where(bad, np.nan, v), int(bad.sum())  # (a new float array: v may be the frame's)
 
 
-def merge(trace: Trace) -> pd.DataFrame:
+def merge(trace: Trace, full: bool = True) -> pd.DataFrame:
     """The inferences table plus telemetry columns; sorted by GPU start time. Readings that
-    cannot be real (BOUNDS) are NA; `attrs["impossible_readings"]` counts them."""
+    cannot be real (BOUNDS) are NA; `attrs["impossible_readings"]` counts them (those of the
+    fields read). The samples are read a column at a time where the trace was loaded so
+    (Trace.columns): each column is reduced onto the regions, then dropped. `full=False`:
+    without the REPORT_ONLY columns."""
     inf = _tighten(trace.inferences.dropna(subset=["start_ns", "end_ns"]), trace.kernels)
-    samples, impossible = trace.samples, 0
-    if samples["t_ns"].isna().any():  # a reading with no time is no reading
-        impossible += int(samples["t_ns"].isna().sum())
-        samples = samples.dropna(subset=["t_ns"])
+    samples, impossible = trace.columns("samples"), 0
+    no_time = samples["t_ns"].isna().to_numpy()
+    if no_time.any():  # a reading with no time is no reading
+        impossible += int(no_time.sum())
+        samples = samples.take(np.flatnonzero(~no_time))
     if "sm_clock_inband_mhz" in inf:
         v = inf["sm_clock_inband_mhz"].pipe(floats)
         bad = ~np.isnan(v) & ~((v >= INBAND_BOUNDS[0]) & (v <= INBAND_BOUNDS[1]))
@@ -74,21 +89,23 @@ def merge(trace: Trace) -> pd.DataFrame:
     out = []
     # (one GPU's rows and samples: no per-GPU copy of 10M samples; samples of another GPU
     # than the inferences' are never theirs)
-    one_gpu = inf["gpu"].nunique() <= 1 and samples["gpu"].nunique() <= 1 and (
-        inf.empty or samples.empty or inf["gpu"].iloc[0] == samples["gpu"].iloc[0])
+    smp_gpu = samples["gpu"]
+    one_gpu = inf["gpu"].nunique() <= 1 and smp_gpu.nunique() <= 1 and (
+        inf.empty or len(samples) == 0 or inf["gpu"].iloc[0] == smp_gpu.iloc[0])
     kern = trace.kernels
     procs = trace.processes
     host_events = getattr(trace, "host_events", None)
     cpus = (trace.meta.get("host") or {}).get("cpu_count")
     cpus = int(cpus) if isinstance(cpus, (int, float)) and cpus > 0 else None
     for gpu, rows in inf.groupby("gpu", sort=True):
-        smp = samples if one_gpu else samples[samples["gpu"] == gpu]
+        smp = samples if one_gpu else samples.take(
+            np.flatnonzero((smp_gpu == gpu).to_numpy(dtype=bool, na_value=False)))
         rows = _sorted(rows, "start_ns").reset_index(drop=True)
-        cols, bad = _merge_gpu(rows, _sorted(smp, "t_ns"), trace.meta)
+        cols, bad = _merge_gpu(rows, _sorted_columns(smp), trace.meta, full)
         impossible += bad
         k = kern[kern["gpu"] == gpu] if len(kern) else kern
         pr = procs[procs["gpu"] == gpu] if len(procs) else procs
-        cols.update(_decompose(rows, k))
+        cols.update(_decompose(rows, k, full))
         cols["ctx_switches"] = _ctx_switches(rows, k, trace.meta)
         cols.update(_others(rows, pr))
         cols.update(wall.decompose(rows, rows["start_ns"].to_numpy(np.int64),
@@ -101,19 +118,29 @@ def merge(trace: Trace) -> pd.DataFrame:
         out.append(pd.concat([rows.drop(columns=[c for c in cols if c in rows]), added],
                              axis=1))
     if not out:
-        merged = inf.assign(**{c: pd.Series(dtype="float64") for c in _derived_columns()})
+        merged = inf.assign(**{c: pd.Series(dtype="float64") for c in _derived_columns()
+                               if full or c not in REPORT_ONLY})
     elif len(out) == 1:
         merged = out[0]
     else:
         merged = pd.concat(out, ignore_index=True).sort_values(["start_ns", "gpu"],
                                                                 ignore_index=True)
     merged.attrs["impossible_readings"] = impossible
+    samples.forget()  # (the times and GPUs kept for the windows: 80 MB per 10M samples)
     return merged
 
 
 def _sorted(df: pd.DataFrame, col: str) -> pd.DataFrame:
     """Sorted by `col`, without paying for a sort when it already is (the usual case)."""
     return df if df[col].is_monotonic_increasing else df.sort_values(col, kind="stable")
+
+
+def _sorted_columns(smp: Samples) -> Samples:
+    """The samples in time order (a stable sort, as _sorted), without a sort when they are."""
+    t = smp["t_ns"]
+    if t.is_monotonic_increasing:
+        return smp
+    return smp.take(np.argsort(t.to_numpy(np.int64), kind="stable"))
 
 
 def _derived_columns() -> list[str]:
@@ -128,8 +155,8 @@ def _derived_columns() -> list[str]:
                    "ctx_switches", *wall.COLUMNS, *hostside.COLUMNS]
 
 
-def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame,
-               meta: Any = None) -> tuple[dict[str, np.ndarray], int]:
+def _merge_gpu(rows: pd.DataFrame, smp: Samples, meta: Any = None,
+               full: bool = True) -> tuple[dict[str, np.ndarray], int]:
     """The telemetry columns of one GPU's regions (`rows`, in start order, indexed 0..n-1);
     and how many readings were impossible.
     The timeline is searched once for all fields (the reading at or before each start, and
@@ -144,6 +171,10 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame,
     cols: dict[str, np.ndarray] = {}
     impossible = 0
     for f in WINDOW_FIELDS + START_FIELDS:
+        if not full and f not in VERDICT_FIELDS:  # (its impossible readings still count)
+            if f in smp and not smp.within(f, *BOUNDS.get(f, (-np.inf, np.inf))):
+                impossible += _sane_values(smp, f)[1]
+            continue
         v, bad = _sane_values(smp, f)
         impossible += bad
         if v.dtype.kind == "f":
@@ -166,16 +197,18 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame,
                                np.nan)
         else:
             v_start = np.full(start.size, np.nan)
-        cols[f"{f}_start"] = v_start
+        if full or f"{f}_start" not in REPORT_ONLY:
+            cols[f"{f}_start"] = v_start
         if f in START_FIELDS:
             continue
         n = hi - lo
         has = n > 0
-        total, vmin, vmax = _window_reduce(vv, lo, hi, has)
+        total, vmin, vmax = _window_reduce(vv, lo, hi, has, minmax=full)
         with np.errstate(invalid="ignore", divide="ignore"):
             cols[f"{f}_mean"] = np.where(has, total / n, v_start)
-        cols[f"{f}_min"] = np.where(has, vmin, v_start)
-        cols[f"{f}_max"] = np.where(has, vmax, v_start)
+        if full:
+            cols[f"{f}_min"] = np.where(has, vmin, v_start)
+            cols[f"{f}_max"] = np.where(has, vmax, v_start)
     # The SM clock over each region: the in-band stamps' mean where the region has them (the
     # clock itself, over exactly the region), else NVML's readings in its window (a value the
     # driver refreshes every ~100 ms on an H100). NVML's is kept beside it.
@@ -194,14 +227,17 @@ def _merge_gpu(rows: pd.DataFrame, smp: pd.DataFrame,
     cols["own_duty_pct"] = _own_duty(start, end)
     cols["util_excess_pct"] = cols["gpu_util_pct_start"] - cols["own_duty_pct"]
     cols["reasons_any"] = _reasons(smp, start, end)
-    prev_end = np.concatenate([[np.iinfo(np.int64).min], np.maximum.accumulate(end)[:-1]])
-    idle = (start - prev_end) / 1e6
-    cols["idle_before_ms"] = np.where(prev_end == np.iinfo(np.int64).min, np.nan, np.maximum(idle, 0.0))
+    if full:
+        prev_end = np.concatenate([[np.iinfo(np.int64).min], np.maximum.accumulate(end)[:-1]])
+        idle = (start - prev_end) / 1e6
+        cols["idle_before_ms"] = np.where(prev_end == np.iinfo(np.int64).min, np.nan,
+                                          np.maximum(idle, 0.0))
     host_start = rows["host_start_ns"].pipe(floats)
     cols["enqueue_ms"] = (rows["host_enqueued_ns"].pipe(floats)
                           - host_start) / 1e6
-    cols["launch_ms"] = (start - host_start) / 1e6
-    cols["wake_ms"] = (rows["host_end_ns"].pipe(floats) - end) / 1e6
+    if full:
+        cols["launch_ms"] = (start - host_start) / 1e6
+        cols["wake_ms"] = (rows["host_end_ns"].pipe(floats) - end) / 1e6
     return cols, impossible
 
 
@@ -313,7 +349,8 @@ def _tighten(inf: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
     return inf
 
 
-def _decompose(rows: pd.DataFrame, kernels: pd.DataFrame) -> dict[str, np.ndarray]:
+def _decompose(rows: pd.DataFrame, kernels: pd.DataFrame,
+               full: bool = True) -> dict[str, np.ndarray]:
     """Each region split by the kernels (and copies) that ran inside it: how many, the time
     they kept the GPU busy, the time it sat idle inside the region (waiting for the host to
     launch), and the delay from the host's enqueue to the first kernel. NA without kernel data.
@@ -322,8 +359,9 @@ def _decompose(rows: pd.DataFrame, kernels: pd.DataFrame) -> dict[str, np.ndarra
     own = NOT_WORK_KINDS  # gpuwatch's own records and the program's waits: not its GPU work
     if kernels is None or len(kernels) == 0 or (~kernels["kind"].isin(own)).sum() == 0:
         nan = np.full(n, np.nan)
-        return {"kernel_count": nan, "busy_ms": nan, "idle_inside_ms": nan,
-                "first_kernel_delay_ms": nan}
+        out = {"kernel_count": nan, "busy_ms": nan, "idle_inside_ms": nan,
+               "first_kernel_delay_ms": nan}
+        return out if full else {k: v for k, v in out.items() if k not in REPORT_ONLY}
     k = kernels[~kernels["kind"].isin(own)].dropna(subset=["start_ns", "end_ns"])
     k = k.sort_values("start_ns")
     ks = k["start_ns"].to_numpy(np.int64)
@@ -340,12 +378,13 @@ def _decompose(rows: pd.DataFrame, kernels: pd.DataFrame) -> dict[str, np.ndarra
                     - np.maximum(0, a - ks[j0]) - np.maximum(0, ke[j1] - b), 0)
     window = (b - a).astype(float)
     host = rows["host_start_ns"].pipe(floats)
-    return {
+    out = {
         "kernel_count": count.astype(float),
         "busy_ms": busy / 1e6,
         "idle_inside_ms": (window - busy) / 1e6,
         "first_kernel_delay_ms": np.where(has, (ks[j0] - host) / 1e6, np.nan),
     }
+    return out if full else {k: v for k, v in out.items() if k not in REPORT_ONLY}
 
 
 NEAR_STAMP_NS = 100_000_000  # a stamped region of the same condition this close lends its
@@ -404,21 +443,26 @@ def _ctx_switches(rows: pd.DataFrame, kernels: pd.DataFrame, meta: dict[str, Any
     return np.where(ok, np.maximum(hi - lo, 0), np.nan).astype(float)
 
 
-def _window_reduce(v: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                   has: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _window_reduce(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, has: np.ndarray,
+                   minmax: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sum, min and max of v[lo:hi] for every window (garbage where the window is empty), `v`
     without NaN. One reduceat pass each over `v` itself (no padded copy: a window that runs to
-    the end of `v` gets its last element added separately)."""
+    the end of `v` gets its last element added separately). minmax=False: the sum alone (min
+    and max NaN)."""
     if not has.any() or v.size == 0:
         nan = np.full(lo.shape, np.nan)
         return nan, nan, nan
     last = v.size - 1
     idx, tail = _window_index(lo, hi, last)
     total = np.add.reduceat(v, idx, dtype=np.float64)[0::2]  # (integers summed as floats)
+    if tail.any():
+        total[tail] += float(v[last])
+    if not minmax:
+        nan = np.full(lo.shape, np.nan)
+        return total, nan, nan
     vmin = np.minimum.reduceat(v, idx)[0::2].astype(np.float64, copy=False)
     vmax = np.maximum.reduceat(v, idx)[0::2].astype(np.float64, copy=False)
     if tail.any():
-        total[tail] += float(v[last])
         vmin[tail] = np.minimum(vmin[tail], v[last])
         vmax[tail] = np.maximum(vmax[tail], v[last])
     return total, vmin, vmax
@@ -435,7 +479,7 @@ def _window_index(lo: np.ndarray, hi: np.ndarray, last: int) -> tuple[np.ndarray
     return idx, (hi > last) & (lo < last)
 
 
-def _reasons(smp: pd.DataFrame, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+def _reasons(smp: Samples, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     """The clock-event reasons of each region: the reading in force at its start, ORed with
     those inside its window."""
     r = smp["clock_event_reasons"]

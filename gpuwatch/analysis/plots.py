@@ -32,7 +32,7 @@ def _plt() -> Any:
 
 
 def _measured(a: Analysis, ti: int) -> Any:
-    m = a.merged
+    m = a.regions
     return m[(m["trace"] == ti) & (m["kind"] == "inference") & ~m["warmup"].astype(bool)]
 
 

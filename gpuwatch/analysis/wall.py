@@ -87,35 +87,38 @@ def has_wall(rows: pd.DataFrame, at_least: float = 0.5) -> bool:
     return bool(np.mean(np.isfinite(w) & (w > 0)) >= at_least)
 
 
-def table(groups: list[tuple[dict[str, object], pd.DataFrame]]) -> pd.DataFrame:
-    """The decomposition per group (a condition, an episode, a reference): means of the parts
-    (means add up; medians do not), the wall latency's median and tail, and the same parts over
-    the slowest tenth of the calls (what the tail is made of)."""
-    out = []
-    for key, g in groups:
-        w = g["wall_ms"].pipe(floats)
-        ok = np.isfinite(w)
-        if not ok.any():
-            continue
-        g = g[ok]
-        w = w[ok]
-        p90 = float(np.percentile(w, 90))
-        slow = g[w >= p90]
-        row: dict[str, object] = {**key, "n": int(ok.sum()), "wall_ms": float(w.mean()),
-                                  "wall_p50_ms": float(np.median(w)), "wall_p90_ms": p90,
-                                  "wall_p99_ms": float(np.percentile(w, 99))}
-        span = "kind" in g and (g["kind"] == "span").all()
-        cols = (("host_run_ms", "host_wait_ms", "host_offcpu_ms", "gc_ms") if span else
-                PARTS + ("host_launch_ms",))
-        for c in cols:
-            if c in g:
-                v = g[c].pipe(floats)
-                row[c] = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
-                vs = slow[c].pipe(floats)
-                row[f"slowest10_{c}"] = float(np.nanmean(vs)) if np.isfinite(vs).any() else np.nan
-        out.append(row)
-    return pd.DataFrame(out)
+def summary(key: dict[str, object], g: pd.DataFrame) -> dict[str, object] | None:
+    """One group's row of the decomposition table (a condition, an episode, a reference):
+    means of the parts (means add up; medians do not), the wall latency's median and tail,
+    and the same parts over the slowest tenth of the calls (what the tail is made of). None
+    where no call of the group has a wall latency. Made as each group is found, so that the
+    groups' rows are not kept until the table is."""
+    w = g["wall_ms"].pipe(floats)
+    ok = np.isfinite(w)
+    if not ok.any():
+        return None
+    g = g[ok]
+    w = w[ok]
+    p90 = float(np.percentile(w, 90))
+    slow = g[w >= p90]
+    row: dict[str, object] = {**key, "n": int(ok.sum()), "wall_ms": float(w.mean()),
+                              "wall_p50_ms": float(np.median(w)), "wall_p90_ms": p90,
+                              "wall_p99_ms": float(np.percentile(w, 99))}
+    span = "kind" in g and (g["kind"] == "span").all()
+    cols = (("host_run_ms", "host_wait_ms", "host_offcpu_ms", "gc_ms") if span else
+            PARTS + ("host_launch_ms",))
+    for c in cols:
+        if c in g:
+            v = g[c].pipe(floats)
+            row[c] = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
+            vs = slow[c].pipe(floats)
+            row[f"slowest10_{c}"] = float(np.nanmean(vs)) if np.isfinite(vs).any() else np.nan
+    return row
 
+
+def table(rows: list[dict[str, object] | None]) -> pd.DataFrame:
+    """The decomposition table from the groups' summary() rows (None rows left out)."""
+    return pd.DataFrame([r for r in rows if r is not None])
 
 
 def _signed(ms: float) -> str:

@@ -371,7 +371,7 @@ def _values(v: np.ndarray, sig: int = 5) -> list[float | None]:
 def _latency_panels(a: Analysis, label: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Latency by iteration per trace, engine and condition (with the SM clock, the jump, the
     stable iteration and the episodes), and latency against the SM clock per trace."""
-    m = a.merged
+    m = a.regions
     if m.empty or a.layers.empty:
         return [], []
     inf = m[(m["kind"] == "inference") & ~m["warmup"].fillna(False).astype(bool)]
@@ -420,16 +420,18 @@ def _latency_panels(a: Analysis, label: Any) -> tuple[list[dict[str, Any]], list
 def _clock_panels(a: Analysis) -> list[dict[str, Any]]:
     """The SM clock (and power) over time on each inference GPU, with the conditions' spans."""
     out = []
-    m = a.merged
+    m = a.regions
     for ti, tr in enumerate(a.traces):
-        s = tr.samples
-        if s is None or s.empty or "sm_clock_mhz" not in s or m.empty:
+        s = tr.columns("samples")  # (the three columns read, not the whole table)
+        if len(s) == 0 or "sm_clock_mhz" not in s or m.empty:
             continue
         inf = m[(m["trace"] == ti) & (m["kind"] == "inference")]
         if inf.empty:
             continue
         gpus = sorted({int(g) for g in inf["gpu"].dropna().unique()}) if "gpu" in inf else []
-        sg = _ints(s["gpu"]) if "gpu" in s else np.zeros(len(s), np.int64)
+        one = s.constant("gpu") if "gpu" in s else 0  # (one GPU's samples: none read)
+        sg = (np.broadcast_to(np.int64(one), (len(s),)) if one is not None
+              else _ints(s["gpu"]) if "gpu" in s else np.zeros(len(s), np.int64))
         t_all = _ints(s["t_ns"])
         start, end = _ints(inf["start_ns"]), _ints(inf["end_ns"])
         t0 = int(min(t_all.min(), start.min())) if len(t_all) else int(start.min())
@@ -452,7 +454,7 @@ def _clock_panels(a: Analysis) -> list[dict[str, Any]]:
                 continue
             if "power_w" in cols and not np.isfinite(cols["power_w"]).any():
                 del cols["power_w"]
-            if len(t) > 1 and (np.diff(t) < 0).any():
+            if len(t) > 1 and bool(np.any(t[1:] < t[:-1])):
                 order = np.argsort(t, kind="stable")
                 t, cols = t[order], {k: v[order] for k, v in cols.items()}
             idx = pick(list(cols.values()))
@@ -464,6 +466,7 @@ def _clock_panels(a: Analysis) -> list[dict[str, Any]]:
                 "clock": _values(cols["sm_clock_mhz"][idx]),
                 "power": _values(cols["power_w"][idx]) if "power_w" in cols else None,
                 "conditions": conds})
+        s.forget()  # (the times and GPUs read for the plot: 100 MB per 10M samples)
     return out
 
 

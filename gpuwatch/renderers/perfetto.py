@@ -369,7 +369,7 @@ def _inferences(analysis: Analysis, ti: int) -> pd.DataFrame:
     """Trace `ti`'s inferences and spans with a GPU start and end: the analysis's merged table
     (start/end tightened to the regions' CUDA events where the kernel timeline has them,
     conditions named as the verdicts name them), else the trace's own rows."""
-    m = analysis.merged
+    m = analysis.regions
     if m is not None and not m.empty and "trace" in m:
         return m[m["trace"] == ti]
     inf = analysis.traces[ti].inferences.dropna(subset=["start_ns", "end_ns"])
