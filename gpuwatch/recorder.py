@@ -601,6 +601,9 @@ class Session:
         if self._closing:
             self._term_pending = signum  # finish writing the trace first
             return
+        if _importing(frame):
+            _deliver_later(signum)
+            return
         e = Terminated(signum)
         # (a SystemExit: sys.excepthook never sees it, so a session the program never closed
         # learns here what ended the program, for the trace it closes at exit)
@@ -626,6 +629,9 @@ class Session:
             if self._presses == 1:
                 _say_finishing(self._writer)
                 return
+        if _importing(frame):
+            _deliver_later(signum)
+            return
         raise KeyboardInterrupt
 
     def prepare_close(self) -> None:
@@ -1003,6 +1009,32 @@ def _os_exit_closing_session(status: int) -> None:
         s._at_exit(f"os._exit({status}) ended the program while recording",
                    "complete" if status == 0 else "failed")
     (real or os._exit)(status)
+
+
+_IMPORT_FRAMES = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
+REDELIVER_S = 0.05  # a signal that landed in an import comes again this much later
+
+
+def _importing(frame: Any) -> bool:
+    """Is the main thread inside an import (`frame`: where a signal handler found it)? An
+    exception raised there can be lost: importlib's module-lock callback prints and drops it,
+    and a C extension's import may turn it into an ImportError that a library's fallback
+    catches. A Ctrl-C that landed in pandas' import during a recording was lost so: the
+    recording ran on and exited 0 (tests/test_fault_replay.py)."""
+    while frame is not None:
+        if frame.f_code.co_filename in _IMPORT_FRAMES:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _deliver_later(signum: int) -> None:
+    """Send `signum` to this process again after REDELIVER_S: the import it landed in is over
+    by then, or it comes again (an import takes milliseconds; a press is never lost)."""
+    pid = os.getpid()
+    t = threading.Timer(REDELIVER_S, lambda: os.kill(pid, signum) if os.getpid() == pid else None)
+    t.daemon = True
+    t.start()
 
 
 def _take_signal(signum: int, default: Any, handler: Callable[[int, Any], None]) -> Any:

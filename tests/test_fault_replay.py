@@ -514,6 +514,47 @@ def test_a_session_ended_by_os_exit_or_never_closed_still_writes_its_trace(tmp_p
             f"session" and tr.meta["error"] in r.stderr
 
 
+IMPORT_PRESS = """
+import os, signal, sys, gpuwatch
+sys.path.insert(0, os.getcwd())
+with gpuwatch.session("sim:t4", "t.parquet") as s:
+    e = s.engine("builtin:tiny")
+    for i in range(100):
+        e.infer(); e.synchronize()
+    import pressed  # (a Ctrl-C lands while it is imported)
+    print("import done", pressed.DONE, flush=True)
+    for i in range(100_000):
+        e.infer(); e.synchronize()
+print("not interrupted")
+"""
+PRESSED = """
+import os, signal, time
+os.kill(os.getpid(), signal.SIGINT)
+t = time.perf_counter()
+while time.perf_counter() - t < 0.02:  # (the handler runs here, inside the import)
+    pass
+DONE = True
+"""
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_that_lands_inside_an_import_while_recording_is_not_lost(tmp_path, signum,
+                                                                          code):
+    """An exception raised inside an import can be dropped (importlib's module-lock callback
+    prints and drops it; a C extension may turn it into an ImportError a library catches): a
+    Ctrl-C that landed in pandas' import let a recording run on and exit 0. The session's
+    handler delivers such a signal again once the import is over: the import completes, then
+    the program stops as the signal says, with the trace."""
+    (tmp_path / "pressed.py").write_text(PRESSED.replace("SIGINT", signum.name))
+    r = subprocess.run([sys.executable, "-c", IMPORT_PRESS], capture_output=True, text=True,
+                       cwd=tmp_path, preexec_fn=_sigint_default)
+    assert r.returncode in (code, -signum), r.stderr
+    assert "import done True" in r.stdout and "not interrupted" not in r.stdout, r.stdout
+    assert "Exception ignored" not in r.stderr and "pressed.py" not in r.stderr, r.stderr
+    tr = gpuwatch.load(tmp_path / "t.parquet")
+    assert tr.meta["status"] == "interrupted" and 100 <= len(tr.measured()) < 50_000
+
+
 def test_a_never_closed_session_stopped_before_its_first_inference_leaves_nothing(tmp_path):
     code = ("import gpuwatch\ns = gpuwatch.session('sim:t4', 't.parquet')\ns.start()\n"
             "raise KeyboardInterrupt\n")
