@@ -514,45 +514,34 @@ def test_a_session_ended_by_os_exit_or_never_closed_still_writes_its_trace(tmp_p
             f"session" and tr.meta["error"] in r.stderr
 
 
-IMPORT_PRESS = """
-import os, signal, sys, gpuwatch
-sys.path.insert(0, os.getcwd())
-with gpuwatch.session("sim:t4", "t.parquet") as s:
-    e = s.engine("builtin:tiny")
-    for i in range(100):
-        e.infer(); e.synchronize()
-    import pressed  # (a Ctrl-C lands while it is imported)
-    print("import done", pressed.DONE, flush=True)
-    for i in range(100_000):
-        e.infer(); e.synchronize()
-print("not interrupted")
-"""
-PRESSED = """
-import os, signal, time
-os.kill(os.getpid(), signal.SIGINT)
-t = time.perf_counter()
-while time.perf_counter() - t < 0.02:  # (the handler runs here, inside the import)
-    pass
-DONE = True
-"""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_that_lands_in_the_import_machinery_while_recording_comes_again(signum):
+    """An exception raised in importlib's own frames can be dropped (its module-lock callback
+    prints and drops it): a Ctrl-C that landed there, in pandas' lazy import, let a recording
+    run on and exit 0 (the start-up test below, about 1 in 100 under load). The session's
+    handler sends such a signal again 50 ms later instead of raising it there; anywhere else
+    (a module's own code included) it raises at once, as Python does."""
+    import types
 
+    import gpuwatch.recorder as recorder
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_that_lands_inside_an_import_while_recording_is_not_lost(tmp_path, signum,
-                                                                          code):
-    """An exception raised inside an import can be dropped (importlib's module-lock callback
-    prints and drops it; a C extension may turn it into an ImportError a library catches): a
-    Ctrl-C that landed in pandas' import let a recording run on and exit 0. The session's
-    handler delivers such a signal again once the import is over: the import completes, then
-    the program stops as the signal says, with the trace."""
-    (tmp_path / "pressed.py").write_text(PRESSED.replace("SIGINT", signum.name))
-    r = subprocess.run([sys.executable, "-c", IMPORT_PRESS], capture_output=True, text=True,
-                       cwd=tmp_path, preexec_fn=_sigint_default)
-    assert r.returncode in (code, -signum), r.stderr
-    assert "import done True" in r.stdout and "not interrupted" not in r.stdout, r.stdout
-    assert "Exception ignored" not in r.stderr and "pressed.py" not in r.stderr, r.stderr
-    tr = gpuwatch.load(tmp_path / "t.parquet")
-    assert tr.meta["status"] == "interrupted" and 100 <= len(tr.measured()) < 50_000
+    s = gpuwatch.session("sim:t4", out=None)
+    s._pid, s._closing = os.getpid(), False
+    handler = s._on_sigint if signum == signal.SIGINT else s._on_sigterm
+    machinery = types.SimpleNamespace(
+        f_code=types.SimpleNamespace(co_filename="<frozen importlib._bootstrap>"), f_back=None)
+    got: list[int] = []
+    prev = signal.signal(signum, lambda n, f: got.append(n))
+    try:
+        handler(signum, machinery)  # (no exception: sent again instead)
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got == [signum]
+        with pytest.raises(KeyboardInterrupt if signum == signal.SIGINT else recorder.Terminated):
+            handler(signum, sys._getframe())  # (a module's or the program's own code)
+    finally:
+        signal.signal(signum, prev)
 
 
 def test_a_never_closed_session_stopped_before_its_first_inference_leaves_nothing(tmp_path):
