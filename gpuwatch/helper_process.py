@@ -1,5 +1,5 @@
 """Starting gpuwatch's own helper processes (the sampler's, the trace merge's): the command
-line and environment, and the error when none can be started. Shared by trace.py and
+line and environment, and the error when none can be started. Shared by trace.finish and
 sampler_process.py, so that neither imports the other."""
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ class KernelBursts:
         return SYNC_GAP_MS if self._sync_end else BURST_GAP_MS
 
     def rows(self, first_region_id: int = 0) -> dict[str, Sequence[Any]]:
-        """The burst regions as `inferences` columns (trace.py's names), in time order; the
+        """The burst regions as `inferences` columns (trace.schema's names), in time order; the
         first burst is warm-up (it has no gap before it)."""
         start, end, first, order = bursts(np.asarray(self._start, np.int64),
                                           np.asarray(self._end, np.int64),

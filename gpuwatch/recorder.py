@@ -7,7 +7,7 @@
 
 The session composes the parts and owns the recording's lifecycle: the backend (a GPU, or a
 simulated one), the timed region (region.py: events, lazy resolution, stream checks), the
-sampler (in a process of its own on a real GPU: sampler_process.py) and the writer (trace.py).
+sampler (in a process of its own on a real GPU: sampler_process.py) and the writer (trace.writer).
 One session at a time per process: a nested or concurrent one fails with SessionError.
 """
 

@@ -73,7 +73,7 @@ PROBE_REGION_NS = 10_000_000
 COLUMNS = ("gpu", "t_ns", "kind", "name", "condition", "gap_ms", "iteration", "warmup",
            "start_ns", "end_ns", "gpu_ms", "host_start_ns", "host_enqueued_ns", "host_end_ns",
            "error", "region_id", "stream", "stream_source", "outside_ms", "sm_clock_inband_mhz")
-assert list(COLUMNS) == table_columns("inferences"), "region.COLUMNS must follow trace.py"
+assert list(COLUMNS) == table_columns("inferences"), "region.COLUMNS must follow trace.schema"
 
 
 def callable_name(fn: Any) -> str:

@@ -243,7 +243,7 @@ def _open(cfg: dict[str, Any]) -> tuple[Any, Any, mmap.mmap]:
     from .sampler import Sampler
     from .trace import ChunkWriter, use_system_allocator
 
-    use_system_allocator()  # this process only writes chunks (see trace.py)
+    use_system_allocator()  # this process only writes chunks (see trace.writer)
     mod, _, fn = cfg["factory"].partition(":")
     telemetry = getattr(importlib.import_module(mod), fn)(*cfg["args"])
     clock = HostClock(anchor=tuple(cfg["anchor"]))  # the parent's anchor: one time base

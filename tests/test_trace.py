@@ -198,8 +198,9 @@ def test_big_recordings_are_merged_by_a_helper_process(tmp_path, monkeypatch):
     """Above HELPER_MERGE_ROWS the final merge runs in a short-lived process (so the recording
     process does not keep the merge's memory); the file is the same either way."""
     import gpuwatch.trace as T
+    import gpuwatch.trace.finish as F
 
-    monkeypatch.setattr(T, "HELPER_MERGE_ROWS", 1_000)
+    monkeypatch.setattr(F, "HELPER_MERGE_ROWS", 1_000)
     T.LAST_HELPER_MERGE.clear()
     small = record_sim(tmp_path / "h.parquet", gaps=(20.0,), iters=100)
     assert T.LAST_HELPER_MERGE["rows"] == small.meta["rows"]
@@ -211,9 +212,9 @@ def test_big_recordings_are_merged_by_a_helper_process(tmp_path, monkeypatch):
 def test_a_failed_helper_merge_falls_back_to_merging_here(tmp_path, monkeypatch):
     import subprocess
 
-    import gpuwatch.trace as T
+    import gpuwatch.trace.finish as F
 
-    monkeypatch.setattr(T, "HELPER_MERGE_ROWS", 1_000)
+    monkeypatch.setattr(F, "HELPER_MERGE_ROWS", 1_000)
 
     def broken(*a, **k):
         return subprocess.CompletedProcess(a, 1, "", "boom")
@@ -228,7 +229,7 @@ def test_rows_added_from_the_writers_own_thread_never_wait_for_it(tmp_path, monk
     # writer's thread; with more than MAX_PENDING_ROWS waiting it must not wait for itself
     import threading
 
-    from gpuwatch import trace as tr_mod
+    from gpuwatch.trace import writer as tr_mod
 
     monkeypatch.setattr(tr_mod, "MAX_PENDING_ROWS", 10)
     w = tr_mod.ChunkWriter(tmp_path, flush_interval_s=0.01)

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import gpuwatch
-import gpuwatch.trace as trace_mod
+import gpuwatch.trace.finish as trace_mod  # (the merge: the writer calls it through here)
 from gpuwatch.cli import main
 from gpuwatch.cli.record import RecordCommand
 from gpuwatch.errors import TraceWriteError

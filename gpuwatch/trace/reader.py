@@ -1,0 +1,426 @@
+"""Reading a trace: `load()` of a finished file or a `.partial` left by a crash, into a
+`Trace` (one DataFrame per table; a table may be deferred and read a column at a time)."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Collection, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import tablecolumns
+from ..errors import TraceFormatError, UsageError
+from ..lazy import Later, Lazy, pending
+from .finish import _chunk_files, read_chunk
+from .paths import live_writer
+from .schema import (
+    KIND, LEGACY_KIND, META_KEY, SCHEMA, TABLES, _check_meta, _one_line, table_columns)
+
+if TYPE_CHECKING:  # (pandas is imported by the reader only: recording never needs it)
+    import pandas as pd
+
+
+class RecoveredTraceWarning(UserWarning):
+    """Loaded a trace that was never finalised (the recording crashed or was killed)."""
+
+
+@dataclass(repr=False)
+class Trace(Lazy):
+    """A loaded trace: one DataFrame per table and the run metadata. A table loaded with
+    `load(defer=...)` is read from the file when first used; `columns(name)` reads it one
+    column at a time instead."""
+
+    meta: dict[str, Any]
+    inferences: pd.DataFrame
+    samples: pd.DataFrame  # (a Later where load() deferred it: lazy.Lazy)
+    driver_samples: pd.DataFrame
+    kernels: pd.DataFrame
+    events: pd.DataFrame
+    processes: pd.DataFrame = field(default_factory=lambda: _pd().DataFrame())  # before v2: none
+    host_events: pd.DataFrame = field(default_factory=lambda: _pd().DataFrame())  # before v4
+    path: Path | None = None
+    recovered: bool = False
+    tables: Sequence[str] = field(default=TABLES)
+
+    @property
+    def simulated(self) -> bool:
+        return bool(self.meta.get("simulated"))
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.meta.get("schema_version", 0))
+
+    def __repr__(self) -> str:  # (a notebook shows this, not every table)
+        devs = ", ".join(str(d.get("name", "?")) for d in self.meta.get("devices", []))
+        rows = f"{len(self.inferences)} regions"
+        if "kind" in self.inferences:
+            kinds = self.inferences["kind"]
+            rows = f"{int((kinds == 'inference').sum())} inferences, " \
+                   f"{int((kinds == 'span').sum())} spans"
+        return (f"<gpuwatch Trace {self.path if self.path is not None else '(not from a file)'}: "
+                f"{devs or 'unknown GPU'}{' (simulated)' if self.simulated else ''}, status "
+                f"{self.meta.get('status', 'unknown')}{', recovered' if self.recovered else ''}; "
+                f"{rows}, {self.rows('samples')} samples, {len(self.kernels)} kernels, "
+                f"{len(self.events)} events>")
+
+    def columns(self, table: str) -> tablecolumns.FileColumns | tablecolumns.FrameColumns:
+        """Table `table`'s columns, each read when asked for where the table was deferred and
+        not read yet; else the loaded table's."""
+        later = pending(self, table)
+        if later is not None and later.source is not None:
+            return later.source
+        return tablecolumns.FrameColumns(getattr(self, table))
+
+    def rows(self, table: str) -> int:
+        """How many rows table `table` has (a deferred table is not read for it)."""
+        later = pending(self, table)
+        if later is not None and later.source is not None:
+            return len(later.source)
+        return len(getattr(self, table))
+
+    def measured(self) -> pd.DataFrame:
+        """Inference rows outside warm-up (spans excluded)."""
+        df = self.inferences
+        return df[(df["kind"] == "inference") & ~df["warmup"].astype(bool)]
+
+
+def _pd() -> Any:
+    """pandas, imported on first use: the reader needs it, the writer (and so a program under
+    `gpuwatch run`) does not."""
+    import pandas
+
+    return pandas
+
+
+def _types_mapper(t: pa.DataType) -> Any:
+    # Integers and booleans become pandas' nullable dtypes so NA stays NA (never 0 or 0.0).
+    pd = _pd()
+    if pa.types.is_integer(t):
+        return {8: pd.Int8Dtype(), 16: pd.Int16Dtype(), 32: pd.Int32Dtype(), 64: pd.Int64Dtype()}[
+            t.bit_width
+        ]
+    if pa.types.is_boolean(t):
+        return pd.BooleanDtype()
+    return None
+
+
+Columns = Mapping[str, Sequence[str]]
+
+
+def _wanted(name: str, columns: Columns | None) -> list[str]:
+    cols = table_columns(name)
+    if columns is not None and name in columns:
+        keep = set(columns[name]) | {"gpu", "t_ns"}
+        cols = [c for c in cols if c in keep]
+    return cols
+
+
+def _to_frame(name: str, part: pa.Table, columns: Columns | None,
+              numpy_dtypes: Collection[str] = ()) -> pd.DataFrame:
+    wanted = _wanted(name, columns)
+    # A v1 file written before a column was added lacks it: the column reads as NA.
+    for c in wanted:
+        if c not in part.column_names:
+            part = part.append_column(SCHEMA.field(c), pa.nulls(part.num_rows, SCHEMA.field(c).type))
+    cols = wanted
+    t = part["t_ns"].to_numpy() if "t_ns" in part.column_names and part.num_rows else None
+    ordered = t is not None and part["t_ns"].null_count == 0 and bool(np.all(t[1:] >= t[:-1]))
+    del t
+    # self_destruct frees each Arrow column as it is converted: peak memory ~1x, not 2x.
+    tbl = part.select(cols)
+    del part  # (tbl alone holds the buffers now, so that self_destruct can free them)
+    df = tbl.to_pandas(types_mapper=None if name in numpy_dtypes else _types_mapper,
+                       self_destruct=True, split_blocks=True)
+    del tbl
+    if name == "inferences" and "warmup" in df and df["warmup"].isna().any():
+        n = int(df["warmup"].isna().sum())  # (gpuwatch always writes it: damaged data)
+        warnings.warn(f"{n} inference rows have no warm-up flag (damaged data); they were read "
+                      f"as measured", DamagedTraceWarning, stacklevel=4)
+        df["warmup"] = df["warmup"].fillna(False)
+    return df if ordered else _ordered(name, df, known=False)
+
+
+def _ordered(name: str, df: pd.DataFrame, known: bool | None = None) -> pd.DataFrame:
+    """`df` in time order (gpuwatch writes it so: then no 10M-row sort is paid); `known`:
+    whether it is already known to be (None: look)."""
+    if known is None:
+        t = df["t_ns"]
+        known = not t.isna().any() and t.is_monotonic_increasing
+    if known:
+        return df
+    sort = ["t_ns", "gpu"] if name in ("samples", "driver_samples") else ["t_ns"]
+    return df.sort_values(sort, kind="stable").reset_index(drop=True)
+
+
+def _numpy_frame(pf: pq.ParquetFile, groups: list[int], name: str,
+                 cols: list[str]) -> pd.DataFrame | None:
+    """Table `name` read one row group at a time into preallocated numpy columns: peak memory
+    about the frame plus one group (reading all groups first holds the compressed file, the
+    Arrow table and the frame at once). An integer column that may hold nulls (its row-group
+    statistics say so, or have no count) becomes float64 with NaN. None where a column is not
+    a number (the generic path reads it)."""
+    dtypes = tablecolumns.numpy_dtypes(pf, groups, cols)
+    if dtypes is None:
+        return None
+    n = sum(pf.metadata.row_group(g).num_rows for g in groups)
+    out = {c: np.full(n, np.nan) if c not in pf.schema_arrow.names else np.empty(n, dtypes[c])
+           for c in cols}
+    read = [c for c in cols if c in pf.schema_arrow.names]
+    at = 0
+    for g in groups:
+        rg = pf.read_row_group(g, columns=read)
+        k = rg.num_rows
+        for c in read:
+            out[c][at:at + k] = rg.column(c).to_numpy()  # (ints with nulls: float64, NaN)
+        at += k
+        del rg
+    return _pd().DataFrame(out, copy=False)
+
+
+def _deferred(pf: pq.ParquetFile, groups: list[int], cols: list[str],
+              where: str = "trace") -> Later | None:
+    """Table columns `cols` of these row groups, to be read when used (tablecolumns); None
+    where they cannot be: a column that is not a number, or rows not in time order (load
+    sorts those, which needs the whole table)."""
+    dtypes = tablecolumns.numpy_dtypes(pf, groups, cols)
+    if dtypes is None or "t_ns" not in cols:
+        return None
+    src = tablecolumns.FileColumns(pf, groups, cols, dtypes, where)
+    t = src.raw("t_ns")
+    if t.dtype.kind == "f" or (t.size > 1 and bool((t[1:] < t[:-1]).any())):
+        return None  # (a time with a gap is float: _ordered drops and sorts)
+    return Later(src.frame, source=src)
+
+
+def _split(tbl: pa.Table, columns: Columns | None = None,
+           numpy_dtypes: Collection[str] = ()) -> dict[str, pd.DataFrame]:
+    """Rows of every table from one Arrow table holding several (recovered chunks)."""
+    kind = _kind_column(tbl.column_names)
+    col = tbl[kind]
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(pa.string())
+    import pyarrow.compute as pc  # (here: ~40 ms of every command's start otherwise)
+
+    return {name: _to_frame(name, tbl.filter(pc.equal(col, name)), columns, numpy_dtypes)
+            for name in TABLES}
+
+
+def _kind_column(names: Sequence[str]) -> str:
+    """The discriminator column's name: `table_name`, or `table` in a trace before v3."""
+    for kind in (KIND, LEGACY_KIND):
+        if kind in names:
+            return kind
+    raise TraceFormatError("trace has no 'table_name' (or 'table') column; it was not written "
+                           "by gpuwatch")
+
+
+CORE_COLUMNS = ("gpu", "t_ns", "kind", "name", "condition", "iteration", "gpu_ms", "start_ns",
+                "end_ns", "sm_clock_mhz")
+
+
+def _read_file(pf: pq.ParquetFile, columns: Columns | None,
+               numpy_dtypes: Collection[str] = (),
+               defer: Collection[str] = (), where: str = "trace") -> dict[str, Any]:
+    """Each table from its own row groups with only its own columns, so an 11-million-row trace
+    never materialises the union schema's null columns. Row-group statistics say which table a
+    group holds (gpuwatch writes one table per group); a mixed group is read whole and split."""
+    kind = _kind_column(pf.schema_arrow.names)
+    lacking = [c for c in CORE_COLUMNS if c not in pf.schema_arrow.names]
+    if lacking:  # (columns added later read as NA; these every gpuwatch trace has had)
+        raise TraceFormatError(f"trace lacks the column(s) {', '.join(lacking)} every gpuwatch "
+                               f"trace has: it is damaged, or was not written by gpuwatch")
+    _check_types(pf.schema_arrow)
+    idx = pf.schema_arrow.get_field_index(kind)
+    groups: dict[str, list[int]] = {t: [] for t in TABLES}
+    mixed: list[int] = []
+    for i in range(pf.num_row_groups):
+        st = pf.metadata.row_group(i).column(idx).statistics
+        lo = hi = None
+        if st is not None and st.has_min_max:
+            lo, hi = st.min, st.max
+            lo, hi = (v.decode() if isinstance(v, bytes) else v for v in (lo, hi))
+        if lo is not None and lo == hi and lo in groups:
+            groups[lo].append(i)
+        else:
+            mixed.append(i)
+    out: dict[str, Any] = {}
+    for name in TABLES:
+        cols = _wanted(name, columns)
+        later = (_deferred(pf, groups[name], cols, where)
+                 if name in defer and name in numpy_dtypes and groups[name] and not mixed
+                 else None)
+        if later is not None:
+            out[name] = later
+            continue
+        frame = (_numpy_frame(pf, groups[name], name, cols)
+                 if name in numpy_dtypes and groups[name] else None)
+        if frame is not None:
+            out[name] = _ordered(name, frame)
+            continue
+        # (no name here holds the Arrow table: _to_frame frees each column as it converts it)
+        out[name] = _to_frame(name, pf.read_row_groups(groups[name], columns=cols)
+                              if groups[name] else SCHEMA.empty_table().select(cols),
+                              columns, numpy_dtypes)
+    if mixed:
+        extra = _split(pf.read_row_groups(mixed), columns, numpy_dtypes)
+        out = {n: _pd().concat([out[n], extra[n]], ignore_index=True) if len(extra[n]) else out[n]
+               for n in TABLES}
+    release_arrow_memory()
+    return out
+
+
+def release_arrow_memory() -> None:
+    """Give back to the system what Arrow's allocator (mimalloc or jemalloc) kept of freed
+    decoding buffers: 130 MB of a 1M-inference trace's load, which it would otherwise hold
+    for the process's life."""
+    pa.default_memory_pool().release_unused()
+
+
+def _kind_of(t: pa.DataType) -> str:
+    """A type's family: what a column may hold and still be read as gpuwatch's."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "number"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "text"
+    if pa.types.is_null(t):
+        return "null"  # (a column of nulls only: fits anything)
+    return str(t)
+
+
+def _check_types(schema: pa.Schema) -> None:
+    """Every column gpuwatch knows holds its kind of value (numbers, text, booleans; widths
+    may differ): a latency stored as text by another tool is refused in one line, not
+    converted, or analysed into a traceback."""
+    for f in schema:
+        if f.name not in SCHEMA.names or f.name in (KIND, LEGACY_KIND):
+            continue
+        have, want = _kind_of(f.type), _kind_of(SCHEMA.field(f.name).type)
+        if have != want and have != "null" and not (have == "bool" and want == "number"):
+            raise TraceFormatError(f"column {f.name!r} holds {f.type} values where gpuwatch "
+                                   f"writes {SCHEMA.field(f.name).type}: the file was changed "
+                                   f"by another tool, or is not a gpuwatch trace")
+
+
+# Metadata entries the analysis reads, and the JSON type each must have: one of another type
+# (a damaged or hand-edited file) is dropped with a warning, never read into a traceback.
+META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "devices": list, "options": dict, "host": dict, "versions": dict, "regions": dict,
+    "sampler": dict, "timebase": dict, "time_base": dict, "unsupported_fields": dict,
+    "fields": list, "field_query_cost_us": dict, "kernel_trace": dict, "rows": dict,
+    "status": str, "error": (str, type(None)), "started_ns": int, "ended_ns": int,
+    "simulated": bool}
+
+
+class DamagedTraceWarning(UserWarning):
+    """A trace had metadata entries of the wrong type (left out) or rows with a flag missing
+    (read as its default); the warning says which."""
+
+
+def _sanitise_meta(meta: dict[str, Any], path: Path) -> None:
+    bad = [k for k, t in META_TYPES.items() if k in meta and (
+        not isinstance(meta[k], t) or (t is int and isinstance(meta[k], bool)))]
+    devices = meta.get("devices")
+    if isinstance(devices, list) and not all(isinstance(d, dict) for d in devices):
+        bad.append("devices")
+    bad = sorted(set(bad))
+    for k in bad:
+        del meta[k]
+    if bad:
+        warnings.warn(f"{path}: metadata entries {', '.join(bad)} have the "
+                      f"wrong type (a damaged or hand-edited file) and were left out",
+                      DamagedTraceWarning, stacklevel=3)
+
+
+def load(path: str | os.PathLike[str], columns: Columns | None = None,
+         numpy_dtypes: Collection[str] = (), defer: Collection[str] = ()) -> Trace:
+    """Load a trace file, or recover the `.partial` directory of a recording that died.
+
+    `columns` limits what is read per table, e.g. {"samples": ["sm_clock_mhz"]} (gpu and t_ns
+    always come along); tables not named are read whole. Integer and boolean columns load as
+    pandas' nullable dtypes (NA stays NA), except in the tables named in `numpy_dtypes`: plain
+    numpy there (an integer column with gaps becomes float64 with NaN), which converts 10
+    million samples several times faster (analysis loads "samples" so). A table named in both
+    `numpy_dtypes` and `defer` is read only when used: `Trace.columns(name)` reads one column
+    at a time (analysis reduces the samples so, never holding them all), the attribute reads
+    the whole table (a file's, not a `.partial`'s: that is read at once)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f"load takes a trace's path (str or os.PathLike), got "
+                         f"{type(path).__name__} {path!r}")
+    p = Path(path)
+    if not p.exists():
+        partial = p.with_name(p.name + ".partial")
+        if partial.is_dir():
+            p = partial
+        else:
+            raise TraceFormatError(f"no trace at {p}; check the path")
+    if p.is_dir():
+        return _load_partial(p, columns, numpy_dtypes)
+    if not p.is_file():  # (a FIFO or a device would block, or be read as garbage)
+        raise TraceFormatError(f"{p} is not a regular file (a pipe, socket or device); give a "
+                               f"trace file")
+    try:
+        pf = pq.ParquetFile(p)
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:  # (a damaged column name)
+        raise TraceFormatError(f"{p} is not a readable Parquet file ({_one_line(e)}); was the copy "
+                               "cut short?") from e
+    raw = (pf.schema_arrow.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise TraceFormatError(
+            f"{p} is a Parquet file but not a gpuwatch trace (no '{META_KEY.decode()}' metadata)"
+        )
+    try:
+        meta = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # (RecursionError: nested thousands deep)
+        raise TraceFormatError(f"{p}: gpuwatch metadata is not valid JSON "
+                               f"({_one_line(e)[:200]})") from None
+    _check_meta(meta, p)
+    _sanitise_meta(meta, p)
+    try:
+        tables = _read_file(pf, columns, numpy_dtypes, defer, str(p))
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:
+        raise TraceFormatError(f"{p}: corrupt Parquet data ({_one_line(e)})") from e
+    return Trace(meta=meta, path=p, **tables)
+
+
+def _load_partial(d: Path, columns: Columns | None = None,
+                  numpy_dtypes: Collection[str] = ()) -> Trace:
+    meta_file = d / "meta.json"
+    if not meta_file.exists():
+        raise TraceFormatError(f"{d} is a directory but not a gpuwatch trace (no meta.json)")
+    try:
+        meta = json.loads(meta_file.read_bytes())
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise TraceFormatError(f"{d}/meta.json is damaged ({type(e).__name__}); the recording's "
+                               "chunks can still be read with pyarrow.dataset") from e
+    _check_meta(meta, d)
+    _sanitise_meta(meta, d)
+    tables, skipped = [], 0
+    for files in _chunk_files(d).values():
+        for f in files:
+            try:
+                tables.append(read_chunk(f))
+            except (pa.ArrowInvalid, OSError):
+                skipped += 1
+    who = live_writer(meta)
+    warnings.warn(
+        (f"{d} is being recorded now ({who}); loaded the {len(tables)} chunks written so far"
+         if who else
+         f"{d} is an unfinished recording (status {meta.get('status', 'unknown')!r}); loaded the "
+         f"{len(tables)} chunks written before it stopped")
+        + (f", skipped {skipped} unreadable" if skipped else ""),
+        RecoveredTraceWarning,
+        stacklevel=2,
+    )
+    tbl = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    meta.setdefault("status", "recovered")
+    return Trace(meta=meta, path=d, recovered=True, **_split(tbl, columns, numpy_dtypes))
