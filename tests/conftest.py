@@ -13,28 +13,7 @@ import pytest
 
 import gpuwatch
 import gpuwatch.recorder as session_mod
-
-
-def record_sim(out: Path, profile: str = "t4", gaps=(0.0, 20.0), iters: int = 800,
-               warmup: int = 20, seed: int = 0, engine: str = "builtin:small",
-               sample_hz: float = 1000.0, kernels: bool = False) -> gpuwatch.Trace:
-    """What `python -m gpuwatch.record` does, through the public API."""
-    with gpuwatch.session(f"sim:{profile}", out, seed=seed, sample_hz=sample_hz,
-                          kernels=kernels) as s:
-        e = s.engine(engine)
-        for gap in gaps:
-            s.set_condition(f"gap={gap:g}ms", gap_ms=gap)
-            s.warmup, s.iteration = True, -warmup
-            for _ in range(warmup):
-                e.infer()
-                e.synchronize()
-            s.warmup = False
-            for _ in range(iters):
-                e.infer()
-                e.synchronize()  # the program waits for its result, then idles
-                if gap:
-                    s.wait(gap)
-    return s.trace
+from tests.helpers import record_sim
 
 
 def shared(tmp_path_factory: pytest.TempPathFactory, name: str,

@@ -7,7 +7,8 @@
   numpy, pyarrow and pandas); the suite runs a few hundred of them on 2 cores
   (docs/install.md);
 - `fake_torch`: the one stand-in for PyTorch in this process;
-- `analysed`: a committed fixture's analysis, made once per test process."""
+- `analysed`: a committed fixture's analysis, made once per test process;
+- `record_sim`: the one loop that records a gap sweep on a simulated GPU."""
 
 from __future__ import annotations
 
@@ -177,3 +178,31 @@ def analysed(path: str | os.PathLike[str]):  # -> gpuwatch.Analysis
     if key not in _ANALYSED:
         _ANALYSED[key] = gpuwatch.analyze(path)
     return _ANALYSED[key]
+
+
+def record_sim(out: str | os.PathLike[str], profile: str = "t4",
+               gaps: tuple[float, ...] = (0.0, 20.0), iters: int = 800, warmup: int = 20,
+               seed: int = 0, engine: str = "builtin:small", sample_hz: float = 1000.0,
+               **options: object):  # -> gpuwatch.Trace
+    """What `python -m gpuwatch.record` does, through the public API: on a simulated GPU, per
+    gap a condition of `warmup` marked iterations then `iters` measured ones, each followed
+    by the gap. `options`: the session's other arguments (kernels, probe, sampler...). The
+    tests' one recording loop."""
+    import gpuwatch
+
+    with gpuwatch.session(f"sim:{profile}", out, seed=seed, sample_hz=sample_hz,
+                          **options) as s:  # type: ignore[arg-type]
+        e = s.engine(engine)
+        for gap in gaps:
+            s.set_condition(f"gap={gap:g}ms", gap_ms=gap)
+            s.warmup, s.iteration = True, -warmup
+            for _ in range(warmup):
+                e.infer()
+                e.synchronize()
+            s.warmup = False
+            for _ in range(iters):
+                e.infer()
+                e.synchronize()  # the program waits for its result, then idles
+                if gap:
+                    s.wait(gap)
+    return s.trace

@@ -55,7 +55,7 @@ def test_slow_host_is_named(cause_traces):
 
 
 def test_power_cap_is_reported_as_throttling(tmp_path):
-    from conftest import record_sim
+    from tests.helpers import record_sim
 
     tr = record_sim(tmp_path / "cap.parquet", profile="capped", gaps=(0.0, 5.0), iters=300,
                     engine="builtin:large")

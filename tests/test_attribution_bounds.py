@@ -15,6 +15,7 @@ import gpuwatch
 from gpuwatch.analysis import share_text
 from gpuwatch.analysis.attribution import attribute
 from tests.conftest import sentence_shares
+from tests.helpers import record_sim
 
 
 def rows(n, gpu_ms, sm_mhz, enqueue_ms=0.05, rng=None, sm_noise=0.0, reasons=0):
@@ -193,8 +194,6 @@ def test_a_thermal_slowdown_is_named_thermal(tmp_path):
 
 
 def test_gapped_work_faster_than_power_capped_work_says_why(tmp_path):
-    from tests.conftest import record_sim
-
     tr = record_sim(tmp_path / "cap.parquet", profile="capped", gaps=(0.0, 20.0), iters=300,
                     engine="builtin:large")
     v = gpuwatch.analyze(tr).verdicts.set_index("condition")
@@ -210,15 +209,9 @@ def test_without_telemetry_the_change_is_reported_and_the_cause_only_if_measured
     """The sampler off: with no clock at all the verdict reports the change and says it cannot
     tell why (never "no change", never "not explained by clocks"); with the in-band clock
     (simulated GPUs) the clock is still measured, and named."""
-    with gpuwatch.session("sim:t4", tmp_path / "t.parquet", sampler="off", probe=probe) as s:
-        e = s.engine()
-        for gap in (0.0, 20.0):
-            s.set_condition(f"gap={gap:g}ms", gap_ms=gap)
-            for _ in range(300):
-                e.infer()
-                e.synchronize()
-                s.wait(gap)
-    a = gpuwatch.analyze(s.trace)
+    trace = record_sim(tmp_path / "t.parquet", iters=300, warmup=0,
+                       sampler="off", probe=probe)
+    a = gpuwatch.analyze(trace)
     v = a.verdicts.set_index("condition").loc["gap=20ms"]
     assert v["extra_ms"] > 4 and not a.verdict.startswith("No condition")
     if probe:

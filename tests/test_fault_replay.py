@@ -23,7 +23,7 @@ import pytest
 
 import gpuwatch
 from gpuwatch.trace import LOCK_NAME, RecoveredTraceWarning, claim_for_finish, partial_path
-from tests.helpers import gw_here
+from tests.helpers import gw_here, record_sim
 
 FINISH = [sys.executable, "-m", "gpuwatch.finish"]
 
@@ -639,14 +639,7 @@ def _analyze_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def small_trace(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("small") / "small.parquet"
-    with gpuwatch.session("sim:t4", out, sample_hz=500) as s:
-        e = s.engine("builtin:tiny")
-        for gap in (0.0, 20.0):
-            s.set_condition(f"gap={gap:g}ms", gap_ms=gap)
-            for _ in range(60):
-                e.infer()
-                e.synchronize()
-                s.wait(gap)
+    record_sim(out, engine="builtin:tiny", iters=60, warmup=0, sample_hz=500)
     return out
 
 

@@ -21,6 +21,7 @@ from gpuwatch.cli.analyze import AnalyzeCommand
 from gpuwatch.cli.record import RecordCommand
 from gpuwatch.errors import TraceFormatError
 from tests.conftest import sentence_shares
+from tests.helpers import record_sim
 
 pytestmark = pytest.mark.slow  # (seconds a test: run first, in parallel; see docs/install.md)
 
@@ -213,14 +214,7 @@ def value_trace() -> Path:
     if not _VALUE_TRACE:
         d = Path(tempfile.mkdtemp())
         out = d / "values.parquet"
-        with gpuwatch.session("sim:t4", out, sample_hz=500) as s:
-            e = s.engine()
-            for gap in (0.0, 20.0):
-                s.set_condition(f"gap={gap:g}ms", gap_ms=gap)
-                for _ in range(80):
-                    e.infer()
-                    e.synchronize()
-                    s.wait(gap)
+        record_sim(out, iters=80, warmup=0, sample_hz=500)
         _VALUE_TRACE.append(out)
     return _VALUE_TRACE[0]
 

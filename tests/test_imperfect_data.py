@@ -11,6 +11,7 @@ import pytest
 
 import gpuwatch
 from gpuwatch.errors import TraceFormatError
+from tests.helpers import record_sim
 
 
 @pytest.fixture(scope="module")
@@ -18,15 +19,7 @@ def t4(tmp_path_factory):
     """The simulated T4's staircase at gaps 0 and 20 ms, NVML's clock only (no probe): the
     verdict is "the SM clock explains ~100%"."""
     out = tmp_path_factory.mktemp("imperfect") / "t4.parquet"
-    with gpuwatch.session("sim:t4", out, probe=False) as s:
-        e = s.engine("builtin:small")
-        for gap in (0.0, 20.0):
-            s.set_condition(f"gap={gap:g}ms", gap_ms=gap)
-            for _ in range(400):
-                e.infer()
-                e.synchronize()
-                if gap:
-                    s.wait(gap)
+    record_sim(out, iters=400, warmup=0, probe=False)
     return out
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import gpuwatch
 from gpuwatch.renderers.text import TextRenderer
-from tests.conftest import record_sim
+from tests.helpers import record_sim
 
 
 @pytest.fixture(scope="module")

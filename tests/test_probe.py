@@ -14,7 +14,7 @@ import gpuwatch.bindings.cuda
 from gpuwatch.analysis.merge import merge
 from gpuwatch.errors import UsageError
 from gpuwatch.bindings import standin
-from tests.conftest import record_sim
+from tests.helpers import record_sim
 
 V1_TRACE = "benchmarks/results/h100_issue13/convnet_alternating_gc_off.parquet"
 

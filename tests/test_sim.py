@@ -5,7 +5,7 @@ import numpy as np
 import gpuwatch
 import pytest
 
-from conftest import record_sim
+from tests.helpers import record_sim
 from gpuwatch.bindings.sim import PROFILES, open_backend
 from gpuwatch.errors import UsageError
 

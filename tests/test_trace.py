@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import gpuwatch
-from conftest import record_sim
+from tests.helpers import record_sim
 from gpuwatch.trace import META_KEY, SCHEMA, SCHEMA_VERSION, TABLES, table_columns
 
 
