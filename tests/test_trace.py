@@ -245,3 +245,15 @@ def test_rows_added_from_the_writers_own_thread_never_wait_for_it(tmp_path, monk
     closer.start()
     closer.join(10)
     assert not closer.is_alive(), "the writer deadlocked on its own rows"
+
+
+def test_the_merge_helper_run_by_hand_says_what_it_is():
+    """`python -m gpuwatch.trace` is the recording's own helper (a big trace's merge): run by
+    hand without its arguments, one line naming the command a user wants, exit 2."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "gpuwatch.trace"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "python -m gpuwatch.finish OUT.partial" in r.stderr

@@ -6,4 +6,9 @@ import sys
 from .finish import _helper_main
 
 if __name__ == "__main__":
+    if len(sys.argv) < 3:  # (someone who found it by hand: it is not a command)
+        print("python -m gpuwatch.trace is gpuwatch's own merge helper, started by a recording; "
+              "to finish a recording left behind, run: python -m gpuwatch.finish OUT.partial",
+              file=sys.stderr)
+        raise SystemExit(2)
     _helper_main(sys.argv[1:])
