@@ -238,3 +238,19 @@ def test_record_help_offers_only_devices_record_accepts():
     r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "--help"], capture_output=True,
                        text=True)
     assert "standin" in r.stdout
+
+
+def test_a_repeated_gap_or_fps_adds_conditions_and_a_value_twice_is_refused(tmp_path):
+    """`--gap 0 --gap 20` is the sweep `--gap 0,20` (it kept the last value alone, silently);
+    a value given twice, across repeats too, is refused before anything is written."""
+    out = tmp_path / "r.parquet"
+    r = record("--gap", "0", "--gap", "20", "--iters", "40", "--quiet", "--device", "sim:t4",
+               "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert set(gpuwatch.load(out).measured()["condition"]) == {"gap=0ms", "gap=20ms"}
+    again = tmp_path / "again.parquet"
+    r = record("--gap", "20", "--gap", "0,20", "--device", "sim:t4", "--out", str(again))
+    assert r.returncode == 2 and "--gap gives a value twice (20, 0, 20)" in r.stderr
+    assert not again.exists() and not (tmp_path / "again.parquet.partial").exists()
+    r = record("--fps", "30", "--fps", "30", "--device", "sim:t4", "--out", str(again))
+    assert r.returncode == 2 and "--fps gives a value twice" in r.stderr

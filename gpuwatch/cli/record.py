@@ -123,10 +123,11 @@ class RecordCommand:
     _out: Path | None = None  # where the running recording goes (known once it started)
 
     def prepare_parser(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("--gap", type=_gaps, default=None, metavar="MS[,MS...]",
-                       help="idle gap between inferences in ms; a comma list runs a sweep "
+        p.add_argument("--gap", type=_gaps, action="extend", default=None, metavar="MS[,MS...]",
+                       help="idle gap between inferences in ms; a comma list (or the option "
+                            "repeated) runs a sweep "
                             "(default: 20, unless --fps is given)")
-        p.add_argument("--fps", type=_fps, default=None, metavar="N[,N...]",
+        p.add_argument("--fps", type=_fps, action="extend", default=None, metavar="N[,N...]",
                        help="hold a frame rate instead (start an iteration every 1/N s, as a "
                             "video stream does); a comma list runs one condition each")
         p.add_argument("--iters", type=_positive_int, default=800,
@@ -202,6 +203,11 @@ class RecordCommand:
         if args.out and args.dataset:
             raise UsageError("give either --out or --dataset, not both")
         out = args.out or str(default_out())
+        for option, values in (("--gap", args.gap), ("--fps", args.fps)):
+            if values and len(set(values)) != len(values):  # (--gap 20 --gap 0,20)
+                given = ", ".join(f"{v:g}" for v in values)
+                raise UsageError(f"{option} gives a value twice ({given}): each value is one "
+                                 f"condition; for more iterations use --iters")
         conditions = [Condition(gap_ms=g) for g in (args.gap or [])]
         conditions += [Condition(fps=f) for f in (args.fps or [])]
         if not conditions:
