@@ -108,19 +108,22 @@ class FileColumns:
     def raw(self, col: str) -> np.ndarray:
         """Column `col` for every row of the table, in file order (the kept ones are shared:
         do not write into them)."""
-        if col not in self.names:
-            raise KeyError(col)
         got = self._kept.get(col)
         if got is None:
-            try:
-                got = read_column(self._pf, self._groups, col, self._dtypes[col], self._schema)
-            except (pa.ArrowInvalid, OSError) as e:  # (damaged after its footer was read)
-                raise TraceFormatError(f"{self._where}: corrupt Parquet data in column {col!r} "
-                                       f"({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-                                       ) from e
+            got = self._read(col)
             if col in KEPT:
                 self._kept[col] = got
         return got
+
+    def _read(self, col: str) -> np.ndarray:
+        if col not in self.names:
+            raise KeyError(col)
+        try:
+            return read_column(self._pf, self._groups, col, self._dtypes[col], self._schema)
+        except (pa.ArrowInvalid, OSError) as e:  # (damaged after its footer was read)
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise TraceFormatError(f"{self._where}: corrupt Parquet data in column {col!r} "
+                                   f"({why})") from e
 
     def array(self, col: str) -> np.ndarray:
         v = self.raw(col)
@@ -179,10 +182,20 @@ class FileColumns:
         return out
 
     def frame(self) -> pd.DataFrame:
-        """Every column at once, as load() gives the table."""
+        """Every column at once, as load() gives the table (each a writable array of its own:
+        a column of NaN too, which `raw` gives as a read-only view)."""
         import pandas as pd
 
-        return pd.DataFrame({c: self.array(c) for c in self.names}, copy=False)
+        cols = {}
+        for c in self.names:
+            if self._rows is not None:
+                v = self.array(c)  # (a selection: a new array)
+            elif c in self._kept:
+                v = self._kept[c].copy()  # (the kept one stays the reader's)
+            else:
+                v = self._read(c)  # (not kept: the frame's own)
+            cols[c] = v if v.flags.writeable else np.array(v)  # (a NaN column's view)
+        return pd.DataFrame(cols, copy=False)
 
 
 class FrameColumns:

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import gpuwatch
+from gpuwatch.analysis.columns import floats
 from gpuwatch.analysis.merge import SAMPLE_FIELDS
 from gpuwatch.errors import TraceFormatError
 from gpuwatch.lazy import pending
@@ -41,6 +42,10 @@ def test_columns_read_one_at_a_time_equal_the_loaded_table():
         got, want = src[c], eager.samples[c]
         assert got.dtype == want.dtype, c
         np.testing.assert_array_equal(got.to_numpy(), want.to_numpy(), err_msg=c)
+    # and as the generic Arrow -> pandas path reads them (nullable dtypes: NA as NaN here)
+    generic = gpuwatch.load(REAL).samples
+    for c in eager.samples.columns:
+        np.testing.assert_array_equal(floats(src[c]), floats(generic[c]), err_msg=c)
     # the kinds of column this trace has, read as load reads them
     assert src["host_cpu_throttled_us"].isna().all()  # recorded NA throughout
     assert src["host_cpu_freq_mhz"].isna().all()  # not in the file
@@ -53,12 +58,18 @@ def test_columns_read_one_at_a_time_equal_the_loaded_table():
 
 def test_the_attribute_reads_the_whole_table_once_as_load_does():
     eager, lazy = _both()
+    src = lazy.columns("samples")
+    t0 = src.raw("t_ns").copy()
     pd.testing.assert_frame_equal(lazy.samples, eager.samples)
     assert pending(lazy, "samples") is None  # made, and kept
     assert lazy.samples is lazy.samples
     assert isinstance(lazy.columns("samples"), FrameColumns)  # (now from memory)
     again = dataclasses.replace(lazy)
     pd.testing.assert_frame_equal(again.samples, eager.samples)
+    # the table is the user's: every column writable (a NaN column too), none shared with
+    # the reader's kept times
+    lazy.samples.loc[0, ["t_ns", "host_cpu_throttled_us", "host_cpu_freq_mhz"]] = [-1, 1.0, 2.0]
+    assert lazy.samples.loc[0, "t_ns"] == -1 and (src.raw("t_ns") == t0).all()
 
 
 def test_take_selects_rows_and_within_reads_the_statistics():

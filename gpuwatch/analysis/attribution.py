@@ -387,8 +387,8 @@ def other_process(ref: _Draws, tgt: _Draws) -> np.ndarray:
     return out
 
 
-def attribute(fit_rows: pd.DataFrame | Sequence[pd.DataFrame], ref_rows: pd.DataFrame, tgt_rows: pd.DataFrame,
-              seed: int = 0) -> pd.DataFrame:
+def attribute(fit_rows: pd.DataFrame | Sequence[pd.DataFrame], ref_rows: pd.DataFrame,
+              tgt_rows: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Tidy table: factor, contribution_ms, ci_low_ms, ci_high_ms, share (of the extra latency).
     `fit_rows`, the rows the clocks' model is fitted on, may be several frames (taken in order)."""
     fit, ref, tgt = _Rows(fit_rows), _Rows(ref_rows), _Rows(tgt_rows)

@@ -60,12 +60,7 @@ def rows_where(df: Any, mask: Any) -> Any:
     shares the frame's columns instead of copying them (pandas' copy-on-write keeps it safe);
     a 1M-inference analysis holds several such selections of 60 columns at once."""
     m = np.asarray(mask, dtype=bool)
-    idx = np.flatnonzero(m)
-    if idx.size == len(m):
-        return df.iloc[:]
-    if idx.size and idx[-1] - idx[0] + 1 == idx.size:
-        return df.iloc[int(idx[0]):int(idx[-1]) + 1]
-    return df.iloc[idx]
+    return df.iloc[:] if m.all() else _rows_at(df, np.flatnonzero(m))
 
 
 def groups_of(df: Any, by: str) -> Any:
@@ -73,7 +68,11 @@ def groups_of(df: Any, by: str) -> Any:
     `df.groupby(by, sort=False)` gives them (NaN left out), each a slice where its rows are
     contiguous (rows_where)."""
     for key, idx in df.groupby(by, sort=False).indices.items():
-        if idx.size and idx[-1] - idx[0] + 1 == idx.size:
-            yield key, df.iloc[int(idx[0]):int(idx[-1]) + 1]
-        else:
-            yield key, df.iloc[idx]
+        yield key, _rows_at(df, idx)
+
+
+def _rows_at(df: Any, idx: np.ndarray) -> Any:
+    """The rows at positions `idx` (ascending): a slice where they are one run, else a copy."""
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size:
+        return df.iloc[int(idx[0]):int(idx[-1]) + 1]
+    return df.iloc[idx]

@@ -159,28 +159,15 @@ def _ordered(name: str, df: pd.DataFrame, known: bool | None = None) -> pd.DataF
 
 
 def _numpy_frame(pf: pq.ParquetFile, groups: list[int], name: str,
-                 cols: list[str]) -> pd.DataFrame | None:
-    """Table `name` read one row group at a time into preallocated numpy columns: peak memory
-    about the frame plus one group (reading all groups first holds the compressed file, the
-    Arrow table and the frame at once). An integer column that may hold nulls (its row-group
-    statistics say so, or have no count) becomes float64 with NaN. None where a column is not
-    a number (the generic path reads it)."""
+                 cols: list[str], where: str = "trace") -> pd.DataFrame | None:
+    """Table `name` as plain numpy columns, read a column at a time (tablecolumns): peak memory
+    about the frame plus a few row groups of one column. An integer column that may hold nulls
+    (its row-group statistics say so, or have no count) becomes float64 with NaN. None where a
+    column is not a number (the generic path reads it)."""
     dtypes = tablecolumns.numpy_dtypes(pf, groups, cols)
     if dtypes is None:
         return None
-    n = sum(pf.metadata.row_group(g).num_rows for g in groups)
-    out = {c: np.full(n, np.nan) if c not in pf.schema_arrow.names else np.empty(n, dtypes[c])
-           for c in cols}
-    read = [c for c in cols if c in pf.schema_arrow.names]
-    at = 0
-    for g in groups:
-        rg = pf.read_row_group(g, columns=read)
-        k = rg.num_rows
-        for c in read:
-            out[c][at:at + k] = rg.column(c).to_numpy()  # (ints with nulls: float64, NaN)
-        at += k
-        del rg
-    return _pd().DataFrame(out, copy=False)
+    return tablecolumns.FileColumns(pf, groups, cols, dtypes, where).frame()
 
 
 def _deferred(pf: pq.ParquetFile, groups: list[int], cols: list[str],
@@ -258,7 +245,7 @@ def _read_file(pf: pq.ParquetFile, columns: Columns | None,
         if later is not None:
             out[name] = later
             continue
-        frame = (_numpy_frame(pf, groups[name], name, cols)
+        frame = (_numpy_frame(pf, groups[name], name, cols, where)
                  if name in numpy_dtypes and groups[name] else None)
         if frame is not None:
             out[name] = _ordered(name, frame)
