@@ -18,9 +18,9 @@ from tests.conftest import signal_episodes
 # of its own; these run alone, after the parallel tests (see docs/install.md).
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
-# Each run: RUN_S of real time, the cause present from START_S to END_S (2 s of baseline
-# before it, 1.5 s after: the signals' blocks are 250 ms, their running median 5 blocks)
-RUN_S, START_S, END_S = 6.0, 2.0, 4.5
+# Each run: RUN_S of real time, the cause present from START_S to END_S (1.5 s of baseline
+# before it, 1 s after: the signals' blocks are 250 ms, their running median 5 blocks)
+RUN_S, START_S, END_S = 5.0, 1.5, 4.0
 
 
 def busy(ms: float) -> None:

@@ -429,6 +429,9 @@ def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFram
         tgt = rows_where(rows, (it >= a) & (it <= b))
         if len(ref) < 3 or len(tgt) < 3:
             continue
+        if _quiet(float(tgt[y].mean()), float(ref[y].mean()), lay.noise_ms):
+            continue  # (its verdict is "no change", with or without an attribution: the
+            # bootstrap, ~40 ms an episode, would be thrown away)
         att = _explain(ref, tgt, y, seed)
         where = f"iterations {a}-{b}"
         ep_lay = Layers(len(tgt), lay.baseline_ms, float(tgt[y].median()), False, None,
@@ -721,7 +724,7 @@ def _judge(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
     slow_side = tgt if delta >= 0 else ref
     reasons = int(np.bitwise_or.reduce(slow_side["reasons_any"].to_numpy(np.int64))) \
         if "reasons_any" in slow_side and len(slow_side) else 0
-    quiet = abs(delta) < max(NOISE_REL * r_ms, 3 * lay.noise_ms)
+    quiet = _quiet(t_ms, r_ms, lay.noise_ms)
     if att is None or att.empty:  # the change is known, its cause cannot be
         return Verdict(str(cond), latency, "no_change" if quiet else "no_telemetry", t_ms,
                        r_ms, ref_label, span, reasons=reasons)
@@ -770,6 +773,12 @@ def _judge(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
         # the measured causes account for it, but none beyond doubt: say so, not "0%"
         return v.with_(outcome="cannot_tell", candidate=named(str(top)))
     return v
+
+
+def _quiet(t_ms: float, r_ms: float, noise_ms: float) -> bool:
+    """Is the change from a reference mean `r_ms` to `t_ms` no change: under NOISE_REL of the
+    reference and under 3 noise s.d.?"""
+    return abs(t_ms - r_ms) < max(NOISE_REL * r_ms, 3 * noise_ms)
 
 
 def _excludes_zero(row: pd.Series, delta: float) -> bool:
