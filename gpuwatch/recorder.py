@@ -1016,12 +1016,25 @@ REDELIVER_S = 0.05  # a signal that landed in an import comes again this much la
 
 
 def _importing(frame: Any) -> bool:
-    """Is the main thread in the import machinery itself (`frame`: where a signal handler
-    found it)? An exception raised there can be lost: importlib's module-lock callback prints
-    and drops it. A Ctrl-C that landed there, in pandas' import during a recording, was lost
-    so: the recording ran on and exited 0. (Inside a module's own code, as in a long `import
-    torch`, an exception leaves the import as Python's would: it is raised at once.)"""
-    return frame is not None and frame.f_code.co_filename in _IMPORT_FRAMES
+    """Would an exception raised where a signal handler found the main thread (`frame`) be
+    lost by an import? Where it is in the import machinery itself: importlib's module-lock
+    callback prints and drops it (a Ctrl-C in pandas' lazy import during a recording was lost
+    so: the recording ran on and exited 0). Where it is in code that an extension module's
+    initialisation called (Python frames whose caller is importlib, with C in between): the
+    extension may turn it into an ImportError, or drop it (a Ctrl-C in numpy.random's, in
+    `<frozen abc>` register, was lost so). In a module's own body, as in a long `import
+    torch` or a script's top level, it leaves the import as Python's would: not here."""
+    f = frame
+    if f is not None and f.f_code.co_filename in _IMPORT_FRAMES:
+        return True
+    while f is not None:
+        back = f.f_back
+        if back is not None and back.f_code.co_filename in _IMPORT_FRAMES:
+            # `f` was called by the import machinery: a module's body (exec'd Python), or
+            # whatever an extension's init (C, no frame of its own) called
+            return f.f_code.co_name != "<module>"
+        f = back
+    return False
 
 
 def _deliver_later(signum: int) -> None:

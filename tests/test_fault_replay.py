@@ -519,8 +519,9 @@ def test_a_signal_that_lands_in_the_import_machinery_while_recording_comes_again
     """An exception raised in importlib's own frames can be dropped (its module-lock callback
     prints and drops it): a Ctrl-C that landed there, in pandas' lazy import, let a recording
     run on and exit 0 (the start-up test below, about 1 in 100 under load). The session's
-    handler sends such a signal again 50 ms later instead of raising it there; anywhere else
-    (a module's own code included) it raises at once, as Python does."""
+    handler sends such a signal again 50 ms later instead of raising it there, and in code an
+    extension module's initialisation called; anywhere else (a module's own code included)
+    it raises at once, as Python does."""
     import types
 
     import gpuwatch.recorder as recorder
@@ -528,20 +529,34 @@ def test_a_signal_that_lands_in_the_import_machinery_while_recording_comes_again
     s = gpuwatch.session("sim:t4", out=None)
     s._pid, s._closing = os.getpid(), False
     handler = s._on_sigint if signum == signal.SIGINT else s._on_sigterm
-    machinery = types.SimpleNamespace(
-        f_code=types.SimpleNamespace(co_filename="<frozen importlib._bootstrap>"), f_back=None)
-    got: list[int] = []
-    prev = signal.signal(signum, lambda n, f: got.append(n))
-    try:
-        handler(signum, machinery)  # (no exception: sent again instead)
-        deadline = time.monotonic() + 5
-        while not got and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert got == [signum]
+    def frame(filename: str, name: str, back: object = None) -> object:
+        return types.SimpleNamespace(f_code=types.SimpleNamespace(co_filename=filename,
+                                                                  co_name=name), f_back=back)
+
+    machinery = frame("<frozen importlib._bootstrap>", "_find_and_load", sys._getframe())
+    # numpy.random's extension module, initialising, registers a class with an ABC: a Ctrl-C
+    # in that Python frame (called by the extension's C, called by importlib) was lost too
+    in_extension = frame("<frozen abc>", "register",
+                         frame("<frozen importlib._bootstrap>", "_call_with_frames_removed",
+                               machinery))
+    body = frame("/site-packages/torch/__init__.py", "<module>",
+                 frame("<frozen importlib._bootstrap>", "_call_with_frames_removed", machinery))
+    in_body = frame("/site-packages/torch/_ops.py", "load", body)  # (called by the body)
+    for where in (machinery, in_extension):
+        got: list[int] = []
+        prev = signal.signal(signum, lambda n, f: got.append(n))
+        try:
+            handler(signum, where)  # (no exception: sent again instead)
+            deadline = time.monotonic() + 5
+            while not got and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert got == [signum]
+        finally:
+            signal.signal(signum, prev)
+    # a module's own code, and the program's: raised at once, as Python does
+    for where in (body, in_body, sys._getframe()):
         with pytest.raises(KeyboardInterrupt if signum == signal.SIGINT else recorder.Terminated):
-            handler(signum, sys._getframe())  # (a module's or the program's own code)
-    finally:
-        signal.signal(signum, prev)
+            handler(signum, where)
 
 
 def test_a_never_closed_session_stopped_before_its_first_inference_leaves_nothing(tmp_path):

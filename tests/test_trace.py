@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -257,3 +258,87 @@ def test_the_merge_helper_run_by_hand_says_what_it_is():
                        text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "python -m gpuwatch.finish OUT.partial" in r.stderr
+
+
+H100_FIXTURE = Path(__file__).parent / "data" / "h100_small_gap0_20_fixture.parquet"
+
+
+def _kinds(tbl: pa.Table) -> pa.ChunkedArray:
+    """Each row's table name (the fixture is a schema v2 trace: its column is `table`)."""
+    from gpuwatch.trace import KIND, LEGACY_KIND
+
+    return tbl[KIND if KIND in tbl.column_names else LEGACY_KIND].cast(pa.string())
+
+
+def _with_inferences(path, whole: pa.Table, extra: pa.Table) -> None:
+    """The fixture's rows, then `extra` inference rows, in row groups of one table each (as
+    gpuwatch writes them)."""
+    import pyarrow.compute as pc
+
+    from gpuwatch.trace import ROW_GROUP_ROWS
+
+    kinds = _kinds(whole)
+    with pq.ParquetWriter(path, whole.schema) as w:
+        for table in pc.unique(kinds).to_pylist():
+            w.write_table(whole.filter(pc.equal(kinds, table)), row_group_size=ROW_GROUP_ROWS)
+        w.write_table(extra, row_group_size=ROW_GROUP_ROWS)
+
+
+def test_rows_that_repeat_another_row_are_read_once_and_said(tmp_path):
+    """A table holding a row many times over (a tool's copy, a chunk appended twice; a few
+    hundred KB on disk for 200,000 rows) loads with each row once, in bounded memory
+    (benchmarks/degenerate_rows.py); the analysis is the trace's own, and says what it left
+    out. Repeats in a row, two rows in turn, and the whole table written twice all count."""
+    import pyarrow.compute as pc
+
+    whole = pq.read_table(H100_FIXTURE)
+    inf = whole.filter(pc.equal(_kinds(whole), "inferences"))
+    measured = inf.filter(pc.invert(inf["warmup"]))
+    original = gpuwatch.load(H100_FIXTURE)
+    assert original.repeated_rows == {}
+    expect = gpuwatch.analyze(H100_FIXTURE)
+    cases = {"same": measured.take(np.zeros(200_000, dtype=np.int64)),
+             "pairs": measured.take(np.tile([0, 1], 50_000)),
+             "twice": inf}
+    for name, extra in cases.items():
+        path = tmp_path / f"{name}.parquet"
+        _with_inferences(path, whole, extra)
+        tr = gpuwatch.load(path)
+        assert tr.repeated_rows == {"inferences": extra.num_rows}, name
+        pd.testing.assert_frame_equal(tr.inferences, original.inferences)
+        a = gpuwatch.analyze(path)
+        note = [n for n in a.data_notes if "repeated another row exactly" in n]
+        assert note and f"{extra.num_rows:,} row(s) of its inferences table" in note[0], \
+            a.data_notes
+        assert a.status[0]["repeated_rows"] == {"inferences": extra.num_rows}
+        assert a.verdicts["sentence"].tolist() == expect.verdicts["sentence"].tolist(), name
+    # a recording's chunk copied within its .partial: read once there too
+    partial = tmp_path / "copied.parquet.partial"
+    partial.mkdir()
+    meta = {**original.meta, "status": "recording"}
+    meta.pop("writer", None)
+    (partial / "meta.json").write_text(json.dumps(meta))
+    for table in ("inferences", "samples"):
+        rows = whole.filter(pc.equal(_kinds(whole), table))
+        pq.write_table(rows, partial / f"c0000001-{table}.parquet")
+    pq.write_table(inf, partial / "c0000002-inferences.parquet")
+    with pytest.warns(gpuwatch.RecoveredTraceWarning):
+        tr = gpuwatch.load(partial)
+    assert tr.repeated_rows == {"inferences": inf.num_rows}
+    assert len(tr.inferences) == inf.num_rows
+
+
+def test_rows_that_differ_in_one_column_are_both_kept(tmp_path):
+    """Rows that share their time but differ anywhere else are two rows: both kept."""
+    import pyarrow.compute as pc
+
+    whole = pq.read_table(H100_FIXTURE)
+    inf = whole.filter(pc.equal(_kinds(whole), "inferences"))
+    row = inf.filter(pc.invert(inf["warmup"])).slice(0, 1)
+    other = row.set_column(row.schema.get_field_index("gpu_ms"), "gpu_ms",
+                           pa.array([row["gpu_ms"][0].as_py() * 2]))
+    path = tmp_path / "t.parquet"
+    _with_inferences(path, whole, pa.concat_tables([row, other]))
+    tr = gpuwatch.load(path)
+    assert tr.repeated_rows == {"inferences": 1}  # (`row` repeats the fixture's own row)
+    assert len(tr.inferences) == inf.num_rows + 1

@@ -181,6 +181,12 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
         merged_all.append(m)
         statuses.append(status.of(tr, ti, int(((m["kind"] == "inference")
                                                & ~m["warmup"].astype(bool)).sum())))
+        repeated = getattr(tr, "repeated_rows", None) or {}
+        if repeated:
+            data_notes.append(f"trace {ti}: " + " and ".join(
+                f"{n:,} row(s) of its {table} table" for table, n in repeated.items())
+                + " repeated another row exactly (every column the same: damaged or copied "
+                "data, never a second measurement) and were left out")
         clock_rows.append(compare_clocks(m[m["kind"] == "inference"], ti))
         inf = m[(m["kind"] == "inference") & ~m["warmup"].astype(bool)]
         inf, note, gone = _usable(inf, ti)

@@ -51,6 +51,8 @@ def of(tr: Trace, ti: int, kept: int) -> dict[str, Any]:
             # (a warning the recorder left: `gpuwatch run` on a simulated GPU)
             "warning": m.get("warning") if isinstance(m.get("warning"), str) else None,
             "schema_version": tr.schema_version,
+            # (rows that repeated another row exactly, per table: read once; reader)
+            "repeated_rows": dict(getattr(tr, "repeated_rows", None) or {}),
             "recorded_by": versions.get("gpuwatch")}
 
 

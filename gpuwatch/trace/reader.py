@@ -47,6 +47,8 @@ class Trace(Lazy):
     path: Path | None = None
     recovered: bool = False
     tables: Sequence[str] = field(default=TABLES)
+    # rows left out per table because they repeated another row of it exactly (_without_repeats)
+    repeated_rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def simulated(self) -> bool:
@@ -186,16 +188,23 @@ def _deferred(pf: pq.ParquetFile, groups: list[int], cols: list[str],
 
 
 def _split(tbl: pa.Table, columns: Columns | None = None,
-           numpy_dtypes: Collection[str] = ()) -> dict[str, pd.DataFrame]:
-    """Rows of every table from one Arrow table holding several (recovered chunks)."""
+           numpy_dtypes: Collection[str] = (),
+           repeated: dict[str, int] | None = None) -> dict[str, pd.DataFrame]:
+    """Rows of every table from one Arrow table holding several (recovered chunks), without
+    repeated rows (counted into `repeated`, per table)."""
     kind = _kind_column(tbl.column_names)
     col = tbl[kind]
     if pa.types.is_dictionary(col.type):
         col = col.cast(pa.string())
     import pyarrow.compute as pc  # (here: ~40 ms of every command's start otherwise)
 
-    return {name: _to_frame(name, tbl.filter(pc.equal(col, name)), columns, numpy_dtypes)
-            for name in TABLES}
+    out = {}
+    for name in TABLES:
+        part, n = _without_repeats(tbl.filter(pc.equal(col, name)))
+        if n and repeated is not None:
+            repeated[name] = repeated.get(name, 0) + n
+        out[name] = _to_frame(name, part, columns, numpy_dtypes)
+    return out
 
 
 def _kind_column(names: Sequence[str]) -> str:
@@ -237,6 +246,7 @@ def _read_file(pf: pq.ParquetFile, columns: Columns | None,
         else:
             mixed.append(i)
     out: dict[str, Any] = {}
+    repeated: dict[str, int] = {}
     for name in TABLES:
         cols = _wanted(name, columns)
         later = (_deferred(pf, groups[name], cols, where)
@@ -250,16 +260,78 @@ def _read_file(pf: pq.ParquetFile, columns: Columns | None,
         if frame is not None:
             out[name] = _ordered(name, frame)
             continue
+        part, repeats = _read_groups(pf, groups[name], cols)
+        if repeats:
+            repeated[name] = repeats
         # (no name here holds the Arrow table: _to_frame frees each column as it converts it)
-        out[name] = _to_frame(name, pf.read_row_groups(groups[name], columns=cols)
-                              if groups[name] else SCHEMA.empty_table().select(cols),
-                              columns, numpy_dtypes)
+        out[name] = _to_frame(name, part, columns, numpy_dtypes)
+        del part
     if mixed:
-        extra = _split(pf.read_row_groups(mixed), columns, numpy_dtypes)
+        extra = _split(pf.read_row_groups(mixed), columns, numpy_dtypes, repeated)
         out = {n: _pd().concat([out[n], extra[n]], ignore_index=True) if len(extra[n]) else out[n]
                for n in TABLES}
+    out["repeated_rows"] = repeated
     release_arrow_memory()
     return out
+
+
+REPEAT_BATCH_ROWS = 65_536  # rows read at a time where a table may repeat rows (_read_groups)
+
+
+def _read_groups(pf: pq.ParquetFile, groups: list[int], cols: list[str]) -> tuple[pa.Table, int]:
+    """Columns `cols` of row groups `groups`, without the rows that repeat another row exactly
+    (_without_repeats), and how many were left out. Read REPEAT_BATCH_ROWS rows at a time,
+    so that a file of one row written ten million times (a few MB on disk) costs memory for
+    the rows it says, not for those it repeats."""
+    if not groups:
+        return SCHEMA.empty_table().select(cols), 0
+    if "t_ns" in cols and _distinct_in_order(pf.read_row_groups(groups, columns=["t_ns"])["t_ns"]):
+        # (no row can repeat another: read at once, as one Arrow chunk per column that pandas
+        # takes without a copy; batches would cost a copy of every column)
+        return pf.read_row_groups(groups, columns=cols), 0
+    parts, left_out = [], 0
+    for batch in pf.iter_batches(batch_size=REPEAT_BATCH_ROWS, row_groups=groups, columns=cols):
+        part, n = _without_repeats(pa.Table.from_batches([batch]))
+        parts.append(part)
+        left_out += n
+    tbl, n = _without_repeats(pa.concat_tables(parts))  # (repeats across batches)
+    return tbl, left_out + n
+
+
+def _distinct_in_order(t: pa.ChunkedArray) -> bool:
+    """Are the times `t` in order, each its own (as gpuwatch writes a table)? Then no row can
+    repeat another."""
+    if t.null_count:
+        return False
+    v = t.to_numpy()
+    return bool((v[1:] > v[:-1]).all())
+
+
+def _without_repeats(tbl: pa.Table) -> tuple[pa.Table, int]:
+    """`tbl` without the rows that repeat an earlier row exactly (every column equal, NA to
+    NA), in its order, and how many there were. gpuwatch writes each measurement once, with
+    its own times: a repeated row is damage (a chunk appended twice, a tool's copy), never a
+    second measurement. Only rows whose time (t_ns) another row shares are compared, so a
+    trace without repeats costs one count of distinct times."""
+    import pyarrow.compute as pc  # (here: ~40 ms of every command's start otherwise)
+
+    n = tbl.num_rows
+    if n < 2 or "t_ns" not in tbl.column_names:
+        return tbl, 0
+    t = tbl["t_ns"]
+    if _distinct_in_order(t):
+        return tbl, 0
+    if pc.count_distinct(t, mode="all").as_py() == n:
+        return tbl, 0
+    counts = pc.value_counts(t)
+    shared = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+    maybe = pc.indices_nonzero(pc.is_in(t, value_set=shared))
+    same = tbl.take(maybe).to_pandas().duplicated(keep="first").to_numpy()
+    if not same.any():
+        return tbl, 0
+    keep = np.ones(n, dtype=bool)
+    keep[maybe.to_numpy()[same]] = False
+    return tbl.filter(pa.array(keep)), int(same.sum())
 
 
 def release_arrow_memory() -> None:
@@ -410,4 +482,6 @@ def _load_partial(d: Path, columns: Columns | None = None,
     )
     tbl = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
     meta.setdefault("status", "recovered")
-    return Trace(meta=meta, path=d, recovered=True, **_split(tbl, columns, numpy_dtypes))
+    repeated: dict[str, int] = {}
+    frames = _split(tbl, columns, numpy_dtypes, repeated)
+    return Trace(meta=meta, path=d, recovered=True, repeated_rows=repeated, **frames)
