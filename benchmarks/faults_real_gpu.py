@@ -1,7 +1,7 @@
 """Issue 30's signal and exit faults on a real GPU (the sampler in its own process, NVML, CUDA):
 what tests/test_fault_replay.py checks on the stand-in and sim devices, made on the device.
 
-    python benchmarks/faults_real_gpu.py --out DIR       # about a minute
+    python benchmarks/faults_real_gpu.py --out DIR       # about two minutes
 
 Each case runs a small PyTorch program under `gpuwatch run` (or a session), stops it as a user
 would, and records: exit status, whether the trace or a .partial is left, rows kept, stderr's
@@ -98,9 +98,33 @@ def session_end(d: Path, end: str) -> dict:
             "stderr_last": r.stderr.strip().splitlines()[-1][:200] if r.stderr.strip() else ""}
 
 
+def startup_ctrl_c(d: Path, trials: int, rng: random.Random) -> dict:
+    """`record --device auto` given one Ctrl-C at a random moment of its first 2 s (loading
+    CUDA, NVML and the engine; the first regions), `trials` times: every run must exit as
+    Ctrl-C does (130, or -2 before Python's handler), with no traceback. A press an import
+    swallows lets the recording run on and exit 0."""
+    d.mkdir(parents=True, exist_ok=True)
+    exits: dict[str, int] = {}
+    bad = []
+    for k in range(trials):
+        out = d / f"s{k}.parquet"
+        p = subprocess.Popen([sys.executable, "-m", "gpuwatch.record", "--device", "auto",
+                              "--gap", "5", "--iters", "3000", "--quiet", "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        at = rng.uniform(0.1, 2.0)
+        time.sleep(at)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+        exits[str(p.returncode)] = exits.get(str(p.returncode), 0) + 1
+        if p.returncode not in (130, -2) or "Traceback" in err:
+            bad.append({"at_s": round(at, 3), "exit": p.returncode, "stderr": err[-300:]})
+    return {"trials": trials, "exits": exits, "bad": bad}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--startup", type=int, default=20, help="start-up Ctrl-C trials")
     args = ap.parse_args()
     rng = random.Random(30)
     results = {}
@@ -117,6 +141,7 @@ def main() -> None:
     results["never_closed_ctrl_c"] = session_end(args.out / "open_int", "raise KeyboardInterrupt")
     results["never_closed_sigterm"] = session_end(args.out / "open_term",
                                                   "os.kill(os.getpid(), 15)")
+    results["startup_ctrl_c"] = startup_ctrl_c(args.out / "startup", args.startup, rng)
     for name, r in results.items():
         print(f"{name:16s} {json.dumps(r)}")
     (args.out / "faults.json").write_text(json.dumps(results, indent=1))

@@ -3,7 +3,7 @@
 # signal handling, exit hooks and trace publishing changed), and the signal/exit faults made
 # on the real GPU (benchmarks/faults_real_gpu.py). On an H200 (H200=1), also issue 28's H200
 # part: the seed's experiment and the probe validation (h100_issue28.sh, SEED=1).
-#   OUT=/some/dir bash benchmarks/device/h100_issue30.sh        # about 4 minutes (H200=1: 7)
+#   OUT=/some/dir bash benchmarks/device/h100_issue30.sh        # about 5 minutes (H200=1: 8)
 # NAME=dir: results under $OUT/dir (default issue30). CHILD=1: also check that the sampler's
 # own process on the real GPU loads no pandas while it writes its chunks (issue 31 part 3).
 set -uo pipefail
@@ -16,7 +16,7 @@ cat "$R/env.txt"
 timeout 240 python3 -X faulthandler -m pytest -q -ra -p no:cacheprovider tests/test_gpu_probe.py tests/test_gpu.py \
     tests/test_gpu_user_code.py tests/test_gpu_run.py tests/test_native.py > "$R/gpu_tests.txt" 2>&1
 echo "== gpu tests ($SECONDS s)"; tail -n 4 "$R/gpu_tests.txt"
-timeout 180 python3 benchmarks/faults_real_gpu.py --out "$R/faults" > "$R/faults.txt" 2>&1
+timeout 300 python3 benchmarks/faults_real_gpu.py --out "$R/faults" > "$R/faults.txt" 2>&1
 echo "== faults ($SECONDS s)"; cut -c1-260 "$R/faults.txt"
 if [ "${CHILD:-0}" = 1 ]; then
   python3 -m gpuwatch record --device auto --gap 0 --iters 20000 --quiet --out "$R/child.parquet" &
