@@ -22,6 +22,12 @@
  */
 #include "_native.h"
 
+#include <errno.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 typedef int (*fn_p)(void *);
 typedef int (*fn_pp)(void *, void *);
 typedef int (*fn_fpp)(float *, void *, void *);
@@ -157,6 +163,10 @@ typedef struct {
 } FastRegion;
 
 static PyObject *S_torch, *S_default, *ZERO;
+
+/* Housekeeping (resolving finished regions, re-anchoring the time base) is due at least this
+ * often while regions run: gpuwatch.region.POLL_NS, the module's POLL_NS. */
+#define POLL_NS 1000000000LL
 
 static int
 fast_stream(FastRegion *f, PyObject *hobj, PyObject *sobj, void **stream, PyObject **handle,
@@ -297,11 +307,20 @@ fast_failed(FastRegion *f, PyObject *kind, PyObject *name, PyObject *labels, lon
     return res;
 }
 
-/* The free event pair at the end of the free list, taken off it: 0 (ev0, ev1 set, *pair a
- * new reference) or -1 (error). */
+/* The free event pair at the end of the free list, taken off it: 1 (ev0, ev1 set, *pair a
+ * new reference), 0 (none left: take the slow path) or -1 (error). The list's size is read
+ * here, not before: the stream lookup may have run Python (the getter), and another thread
+ * may have taken pairs meanwhile. */
 static int
-fast_pair(FastRegion *f, Py_ssize_t nfree, PyObject **pair, void **ev0, void **ev1)
+fast_pair(FastRegion *f, PyObject **pair, void **ev0, void **ev1)
 {
+    if (f->free == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FastRegion: cleared");
+        return -1;
+    }
+    Py_ssize_t nfree = PyList_GET_SIZE(f->free);
+    if (nfree == 0)
+        return 0;
     PyObject *p = PyList_GET_ITEM(f->free, nfree - 1);
     Py_INCREF(p);
     if (PyList_SetSlice(f->free, nfree - 1, nfree, NULL) < 0)
@@ -317,7 +336,7 @@ fast_pair(FastRegion *f, Py_ssize_t nfree, PyObject **pair, void **ev0, void **e
     if (*ev1 == NULL && PyErr_Occurred())
         goto error;
     *pair = p;
-    return 0;
+    return 1;
 error:
     Py_DECREF(p);
     return -1;
@@ -361,10 +380,11 @@ fast_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *
         return NULL;
     if (got == 0)
         return PyObject_Vectorcall(f->slow, args, 8, NULL);
-    if (fast_pair(f, nfree, &pair, &ev0, &ev1) < 0) {
+    int paired = fast_pair(f, &pair, &ev0, &ev1);
+    if (paired <= 0) {
         Py_DECREF(handle);
         Py_DECREF(source);
-        return NULL;
+        return paired < 0 ? NULL : PyObject_Vectorcall(f->slow, args, 8, NULL);
     }
     PyObject *anchor = f->anchor != NULL ? f->anchor : Py_None;
     Py_INCREF(anchor);  /* the region's anchor, even if the field changes during fn */
@@ -448,10 +468,11 @@ fast_begin_impl(PyObject *self, PyObject *kind, PyObject *name, PyObject *labels
     int got = fast_stream(f, hobj, sobj, &stream, &handle, &source);
     if (got <= 0)
         return got;
-    if (fast_pair(f, nfree, &pair, &ev0, &ev1) < 0) {
+    int paired = fast_pair(f, &pair, &ev0, &ev1);
+    if (paired <= 0) {
         Py_DECREF(handle);
         Py_DECREF(source);
-        return -1;
+        return paired;
     }
     PyObject *anchor = f->anchor != NULL ? f->anchor : Py_None;
     PyObject *open = PyTuple_Pack(7, kind, name, labels, handle, source, pair, anchor);
@@ -572,7 +593,7 @@ fast_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     f->out = out;
     f->watch = watch;
     f->batch = 16;
-    f->poll_ns = 100000000LL;
+    f->poll_ns = POLL_NS;  /* (gpuwatch.region sets its own, POLL_NS too: a test keeps them one) */
     return (PyObject *)f;
 }
 
@@ -612,6 +633,43 @@ fast_c10_stream(FastRegion *f, PyObject *unused)
         Py_RETURN_NONE;
     c10_stream s = f->c10_current(f->c10_device);
     return PyLong_FromVoidPtr(f->c10_handle(&s));
+}
+
+static PyObject *
+fast_c10_probe(FastRegion *f, PyObject *expected)
+{
+    /* c10_probe(handle) -> bool: does the c10 path, called in a forked child, give `handle`
+     * (torch's own answer)? The functions are found by name, but their calling convention is
+     * assumed (a 16-byte CUDAStream returned in registers): were it another torch's, the call
+     * could crash. The child makes the first call, and runs nothing else (no Python, no
+     * allocation: fork copies only this thread), so a wrong guess ends the child, never the
+     * program. False also where fork fails. */
+    if (f->c10_current == NULL)
+        Py_RETURN_FALSE;
+    void *want = PyLong_AsVoidPtr(expected);
+    if (want == NULL && PyErr_Occurred())
+        return NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* (a crash here is the answer: no faulthandler dump, no core file) */
+        int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+        for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
+            signal(fatal[i], SIG_DFL);
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        c10_stream s = f->c10_current(f->c10_device);
+        _exit(f->c10_handle(&s) == want ? 0 : 1);
+    }
+    if (pid < 0)
+        Py_RETURN_FALSE;
+    int status = 0;
+    pid_t got;
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        got = waitpid(pid, &status, 0);
+    } while (got < 0 && errno == EINTR);
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(got == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 static int
@@ -701,7 +759,9 @@ static PyMethodDef fast_methods[] = {
     {"use_c10", (PyCFunction)(void (*)(void))fast_use_c10, METH_FASTCALL,
      "use_c10(current_addr, handle_addr, device): read torch's current stream through c10"},
     {"c10_stream", (PyCFunction)fast_c10_stream, METH_NOARGS,
-     "the current stream as the c10 path reads it, or None"},
+     "the current stream as the c10 path reads it, or None (call c10_probe first)"},
+    {"c10_probe", (PyCFunction)fast_c10_probe, METH_O,
+     "c10_probe(handle) -> bool: the c10 path, tried in a forked child, gives handle"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -790,6 +850,18 @@ PyInit__native(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+#ifdef Py_GIL_DISABLED
+    /* The timed path keeps its state in FastRegion objects and module globals that only the
+     * GIL guards: a free-threaded Python must keep the GIL on for this module. */
+    PyUnstable_Module_SetGIL(m, Py_MOD_GIL_USED);
+#endif
+    PyObject *poll = PyLong_FromLongLong(POLL_NS);
+    if (poll == NULL || PyModule_AddObjectRef(m, "POLL_NS", poll) < 0) {
+        Py_XDECREF(poll);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_DECREF(poll);
     Py_INCREF(&FastRegionType);
     if (PyModule_AddObject(m, "FastRegion", (PyObject *)&FastRegionType) < 0) {
         Py_DECREF(&FastRegionType);

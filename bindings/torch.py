@@ -228,14 +228,18 @@ def torch_stream_source(fast: Any, getter: Callable[[int], int], device: int) ->
     """Point the C timed path `fast` (a FastRegion) at torch's current stream on CUDA device
     `device`: through c10 where its answers match `getter` (torch's own current-stream
     getter) on the current stream and inside `torch.cuda.stream(another)`, else through
-    `getter`. Returns which ("c10" or "getter")."""
+    `getter`. Returns which ("c10" or "getter"). The first c10 call is made in a forked child
+    (FastRegion.c10_probe), so that a calling convention guessed wrong cannot crash the
+    program."""
     addrs = c10_stream_addresses()
     if addrs is not None:
         import torch
 
         fast.use_c10(addrs[0], addrs[1], device)
         try:
-            ok = fast.c10_stream() == getter(device)
+            # (first in a forked child: a torch whose CUDAStream is returned otherwise than
+            # assumed would crash the call, and only the child ends so)
+            ok = bool(fast.c10_probe(getter(device))) and fast.c10_stream() == getter(device)
             other = torch.cuda.Stream(device)
             with torch.cuda.stream(other):
                 ok = ok and fast.c10_stream() == getter(device) == other.cuda_stream

@@ -219,3 +219,90 @@ def test_gap_regions_time_ranges_and_calls_through_the_timer_it_is_given():
     assert hook.depth == 1 and M()(7) == ("orig", 7) and len(log) == 3
     hook.depth = 0
     assert g.depth == 0 and counts["call"] == 2
+
+
+def _fast_region(native, free, slow, record):
+    """A FastRegion ready to take its C path (nothing due, pairs free), with `slow` as its
+    slow path and `record` (a REC callback) as cuEventRecord."""
+    addr = ctypes.cast(record, P).value
+    fs = native.FastRegion(addr, slow, lambda *a: None, free, [], ("torch", "cupy"))
+    fs.batch, fs.next_check, fs.due_ns = 16, 10**9, 2**62
+    return fs
+
+
+def test_one_poll_period_for_the_c_path_and_its_python_twin():
+    """gpuwatch.region.POLL_NS is the C path's own default too (it was 100 ms in C, 1 s in
+    Python, which always set its own)."""
+    native = pytest.importorskip("gpuwatch.bindings._native")
+    from gpuwatch.region import POLL_NS
+
+    rec = REC(lambda ev, stream: 0)
+    assert native.POLL_NS == POLL_NS
+    assert _fast_region(native, [], lambda *a: None, rec).poll_ns == POLL_NS
+
+
+def test_a_free_list_emptied_while_the_stream_is_looked_up_takes_the_slow_path():
+    """The stream getter is Python: it may run anything, another thread included, and take the
+    free event pairs. The C path reads the free list after it (it read the size before, then
+    took an item past the end: a crash, or a pair that was not free)."""
+    native = pytest.importorskip("gpuwatch.bindings._native")
+    free = [(1, 2)]
+    slow_calls = []
+    recorded = []
+    rec = REC(lambda ev, stream: recorded.append((ev, stream)) or 0)
+
+    def slow(*args):
+        slow_calls.append(args[1])
+        return "slow"
+
+    fs = _fast_region(native, free, slow, rec)
+
+    def getter(device):
+        free.clear()  # (as a thread that took the last pair would)
+        return 7
+
+    fs.getter, fs.device = getter, 0
+    assert fs("inference", "x", None, lambda: "fast", (), None, None, None) == "slow"
+    assert slow_calls == ["x"] and not recorded
+    free.append((1, 2))  # with a pair left, the C path records both events on the stream
+    fs.getter = lambda device: 7
+    assert fs("inference", "y", None, lambda: "fast", (), None, None, None) == "fast"
+    assert recorded == [(1, 7), (2, 7)] and slow_calls == ["x"]
+
+
+FAKE_C10 = r"""
+#include <stdint.h>
+typedef struct { int8_t type; int8_t index; int64_t id; } stream_t;  /* c10::cuda::CUDAStream */
+stream_t good_current(int8_t device) { stream_t s = {1, device, 42}; return s; }
+void *good_handle(const stream_t *s) { return (void *)(intptr_t)(s->id * 1000 + s->index); }
+stream_t crash_current(int8_t device) { volatile int *p = 0; *p = device; stream_t s = {0}; return s; }
+"""
+
+
+def test_the_c10_stream_path_is_first_tried_in_a_child_that_may_crash():
+    """torch's current stream read through c10 calls functions found by name with an assumed
+    calling convention: c10_probe makes the first call in a forked child, so that a wrong guess
+    (here a function that crashes) ends the child, and the program takes torch's getter."""
+    native = pytest.importorskip("gpuwatch.bindings._native")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        src, lib = Path(d) / "c10.c", Path(d) / "libfakec10.so"
+        src.write_text(FAKE_C10)
+        subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(lib), str(src)], check=True)
+        c10 = ctypes.CDLL(str(lib))
+        addr = {n: ctypes.cast(getattr(c10, n), P).value
+                for n in ("good_current", "good_handle", "crash_current")}
+        rec = REC(lambda ev, stream: 0)
+        fs = _fast_region(native, [], lambda *a: None, rec)
+        assert fs.c10_probe(42003) is False  # (not in use: nothing to try)
+        fs.use_c10(addr["good_current"], addr["good_handle"], 3)
+        assert fs.c10_probe(42003) is True and fs.c10_stream() == 42003
+        assert fs.c10_probe(42004) is False  # (another stream than torch's: not used)
+        fs.use_c10(addr["crash_current"], addr["good_handle"], 3)
+        assert fs.c10_probe(42003) is False  # the child crashed; this process goes on
+        fs.use_c10(0, 0, 0)
