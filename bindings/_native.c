@@ -167,6 +167,8 @@ static PyObject *S_torch, *S_default, *ZERO;
 /* Housekeeping (resolving finished regions, re-anchoring the time base) is due at least this
  * often while regions run: gpuwatch.region.POLL_NS, the module's POLL_NS. */
 #define POLL_NS 1000000000LL
+/* FastRegion.c10_probe's child answers within this (it makes two calls), or is killed */
+#define C10_PROBE_NS 2000000000LL
 
 static int
 fast_stream(FastRegion *f, PyObject *hobj, PyObject *sobj, void **stream, PyObject **handle,
@@ -662,12 +664,23 @@ fast_c10_probe(FastRegion *f, PyObject *expected)
     }
     if (pid < 0)
         Py_RETURN_FALSE;
+    /* (a child that does not answer within C10_PROBE_NS, stuck on a lock another thread held
+     * at the fork, is killed: the answer is no) */
     int status = 0;
-    pid_t got;
+    pid_t got = 0;
+    long long deadline = now_ns() + C10_PROBE_NS;
     Py_BEGIN_ALLOW_THREADS
-    do {
-        got = waitpid(pid, &status, 0);
-    } while (got < 0 && errno == EINTR);
+    struct timespec ms = {0, 1000000};
+    while ((got = waitpid(pid, &status, WNOHANG)) == 0 || (got < 0 && errno == EINTR)) {
+        if (now_ns() > deadline) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
+            got = -1;
+            break;
+        }
+        nanosleep(&ms, NULL);
+    }
     Py_END_ALLOW_THREADS
     return PyBool_FromLong(got == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }

@@ -276,6 +276,7 @@ typedef struct { int8_t type; int8_t index; int64_t id; } stream_t;  /* c10::cud
 stream_t good_current(int8_t device) { stream_t s = {1, device, 42}; return s; }
 void *good_handle(const stream_t *s) { return (void *)(intptr_t)(s->id * 1000 + s->index); }
 stream_t crash_current(int8_t device) { volatile int *p = 0; *p = device; stream_t s = {0}; return s; }
+stream_t stuck_current(int8_t device) { for (;;) ; }
 """
 
 
@@ -296,7 +297,7 @@ def test_the_c10_stream_path_is_first_tried_in_a_child_that_may_crash():
         subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(lib), str(src)], check=True)
         c10 = ctypes.CDLL(str(lib))
         addr = {n: ctypes.cast(getattr(c10, n), P).value
-                for n in ("good_current", "good_handle", "crash_current")}
+                for n in ("good_current", "good_handle", "crash_current", "stuck_current")}
         rec = REC(lambda ev, stream: 0)
         fs = _fast_region(native, [], lambda *a: None, rec)
         assert fs.c10_probe(42003) is False  # (not in use: nothing to try)
@@ -305,4 +306,8 @@ def test_the_c10_stream_path_is_first_tried_in_a_child_that_may_crash():
         assert fs.c10_probe(42004) is False  # (another stream than torch's: not used)
         fs.use_c10(addr["crash_current"], addr["good_handle"], 3)
         assert fs.c10_probe(42003) is False  # the child crashed; this process goes on
+        fs.use_c10(addr["stuck_current"], addr["good_handle"], 3)
+        t0 = time.monotonic()
+        assert fs.c10_probe(42003) is False  # a child that never answers is killed at 2 s
+        assert 1.5 < time.monotonic() - t0 < 10
         fs.use_c10(0, 0, 0)
