@@ -224,6 +224,9 @@ def c10_stream_addresses() -> tuple[int, int] | None:
     return addrs[0], addrs[1]  # type: ignore[return-value]
 
 
+_C10_PROBED: dict[tuple[tuple[int, int], int], bool] = {}  # (addresses, device) -> child's answer
+
+
 def torch_stream_source(fast: Any, getter: Callable[[int], int], device: int) -> str:
     """Point the C timed path `fast` (a FastRegion) at torch's current stream on CUDA device
     `device`: through c10 where its answers match `getter` (torch's own current-stream
@@ -239,7 +242,10 @@ def torch_stream_source(fast: Any, getter: Callable[[int], int], device: int) ->
         try:
             # (first in a forked child: a torch whose CUDAStream is returned otherwise than
             # assumed would crash the call, and only the child ends so)
-            ok = bool(fast.c10_probe(getter(device))) and fast.c10_stream() == getter(device)
+            key = (addrs, device)
+            if key not in _C10_PROBED:  # (once per process: a fork costs ~ms per GB mapped)
+                _C10_PROBED[key] = bool(fast.c10_probe(getter(device)))
+            ok = _C10_PROBED[key] and fast.c10_stream() == getter(device)
             other = torch.cuda.Stream(device)
             with torch.cuda.stream(other):
                 ok = ok and fast.c10_stream() == getter(device) == other.cuda_stream

@@ -38,6 +38,8 @@ from .device import Backend
 from .errors import GpuwatchError, SessionError, Terminated, UsageError
 from .fields import FIELDS
 from .log import logger
+from .interrupts import deliver_later as _deliver_later
+from .interrupts import importing as _importing
 from .region import CHECK_EVERY, PROBE_EVERY_NS, PROBE_REGION_NS, RegionTimer, callable_name
 from .sampler import Sampler
 from .sampler_process import ProcessSampler, SamplerStartError
@@ -204,6 +206,7 @@ class Session:
         self._closing = False
         self._presses = 0  # Ctrl-C presses since closing began
         self._term_pending = 0  # a SIGTERM/SIGHUP held while the trace is written: its number
+        self._opening = False  # the writer is opening the trace (signals come again after)
         self._prev_sigterm: Any = None
         self._prev_sighup: Any = None
         self._prev_sigint: Any = None
@@ -329,8 +332,14 @@ class Session:
                 raise UsageError(f"cannot create {self.out.parent} in the dataset "
                                  f"{self.dataset}: {e.strerror or e}; pick another --dataset") \
                     from e
-        self._writer = writer = TraceWriter(self.out, self._metadata(backend),
-                                            overwrite=self.overwrite)
+        # (a Ctrl-C or SIGTERM while the writer opens the trace comes again once it has: it
+        # landed where the .partial existed but was not yet the session's to close)
+        self._opening = True
+        try:
+            self._writer = writer = TraceWriter(self.out, self._metadata(backend),
+                                                overwrite=self.overwrite)
+        finally:
+            self._opening = False
         self.stream = backend.runtime.stream()  # for engines made by s.engine()
         self._timebase = EventTimebase(backend.runtime, clock)
         if isinstance(clock, HostClock):  # (a simulated GPU's timeline is not the host's)
@@ -601,7 +610,7 @@ class Session:
         if self._closing:
             self._term_pending = signum  # finish writing the trace first
             return
-        if _importing(frame):
+        if _importing(frame) or self._opening:
             _deliver_later(signum)
             return
         e = Terminated(signum)
@@ -629,7 +638,7 @@ class Session:
             if self._presses == 1:
                 _say_finishing(self._writer)
                 return
-        if _importing(frame):
+        if _importing(frame) or (self._opening and os.getpid() == self._pid):
             _deliver_later(signum)
             return
         raise KeyboardInterrupt
@@ -1009,41 +1018,6 @@ def _os_exit_closing_session(status: int) -> None:
         s._at_exit(f"os._exit({status}) ended the program while recording",
                    "complete" if status == 0 else "failed")
     (real or os._exit)(status)
-
-
-_IMPORT_FRAMES = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
-REDELIVER_S = 0.05  # a signal that landed in an import comes again this much later
-
-
-def _importing(frame: Any) -> bool:
-    """Would an exception raised where a signal handler found the main thread (`frame`) be
-    lost by an import? Where it is in the import machinery itself: importlib's module-lock
-    callback prints and drops it (a Ctrl-C in pandas' lazy import during a recording was lost
-    so: the recording ran on and exited 0). Where it is in code that an extension module's
-    initialisation called (Python frames whose caller is importlib, with C in between): the
-    extension may turn it into an ImportError, or drop it (a Ctrl-C in numpy.random's, in
-    `<frozen abc>` register, was lost so). In a module's own body, as in a long `import
-    torch` or a script's top level, it leaves the import as Python's would: not here."""
-    f = frame
-    if f is not None and f.f_code.co_filename in _IMPORT_FRAMES:
-        return True
-    while f is not None:
-        back = f.f_back
-        if back is not None and back.f_code.co_filename in _IMPORT_FRAMES:
-            # `f` was called by the import machinery: a module's body (exec'd Python), or
-            # whatever an extension's init (C, no frame of its own) called
-            return f.f_code.co_name != "<module>"
-        f = back
-    return False
-
-
-def _deliver_later(signum: int) -> None:
-    """Send `signum` to this process again after REDELIVER_S: the import it landed in is over
-    by then, or it comes again (an import takes milliseconds; a press is never lost)."""
-    pid = os.getpid()
-    t = threading.Timer(REDELIVER_S, lambda: os.kill(pid, signum) if os.getpid() == pid else None)
-    t.daemon = True
-    t.start()
 
 
 def _take_signal(signum: int, default: Any, handler: Callable[[int, Any], None]) -> Any:

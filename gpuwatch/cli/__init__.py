@@ -131,9 +131,14 @@ def loading() -> Iterator[None]:
     import module 'datetime'"); a press seen during the block makes either an interruption."""
     import signal
 
+    from ..interrupts import deliver_later, importing
+
     pressed: list[int] = []
 
     def on_sigint(signum: int, frame: Any) -> None:
+        if importing(frame):  # (raised there, it is printed as "Exception ignored" and
+            deliver_later(signum)  # dropped: it comes again a moment later)
+            return
         pressed.append(signum)
         raise KeyboardInterrupt
 

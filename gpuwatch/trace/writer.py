@@ -36,7 +36,7 @@ class ChunkWriter:
     """
 
     def __init__(self, directory: Path, prefix: str = "c", flush_rows: int = 5_000,
-                 flush_interval_s: float = 1.0):
+                 flush_interval_s: float = 1.0, start: bool = True):
         self.directory, self._prefix = Path(directory), prefix
         self._flush_rows, self._flush_interval = flush_rows, flush_interval_s
         self._buffers: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
@@ -54,6 +54,12 @@ class ChunkWriter:
         # completed, so a crash loses only the last moments); its errors are ignored.
         self.before_flush: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._flusher, name="gpuwatch-writer", daemon=True)
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the writer's thread (the constructor does, unless given start=False: then
+        whoever keeps the writer can close it even if the start is interrupted)."""
         self._thread.start()
 
     def add(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
@@ -170,8 +176,11 @@ class ChunkWriter:
         with self._lock:
             already, self._closed = self._closed, True
             self._wake.notify()
-        if not already:
-            self._thread.join()
+        if not already and self._thread.ident is not None:  # (a thread never started: none)
+            try:
+                self._thread.join()
+            except RuntimeError:  # (its start was interrupted before it ran: it sees
+                pass  # _closed when it does, and ends)
         if self.error is not None:
             e = self.error
             why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
@@ -211,6 +220,26 @@ class TraceWriter:
         pa.array(np.zeros(1, np.int8))
         self.partial_dir = partial_path(self.path)
         self._lock_fd = _claim_partial(self.partial_dir, self.path)
+        try:
+            self._open(meta, flush_interval_s)
+        except BaseException:
+            # (a Ctrl-C, SIGTERM or error before the recording began: the .partial holds no
+            # row yet; none is left behind to block the next run, nor a writer thread)
+            chunks: ChunkWriter | None = getattr(self, "_chunks", None)
+            if chunks is not None:
+                try:
+                    chunks.close()
+                except Exception:
+                    pass
+            prev = getattr(self, "_prev_pool", None)
+            if prev is not None:
+                pa.set_memory_pool(prev)
+            _release(self._lock_fd)
+            remove_partial(self.partial_dir)
+            raise
+
+    def _open(self, meta: Mapping[str, Any], flush_interval_s: float) -> None:
+        """(__init__, the .partial claimed) The metadata written, the chunk writer started."""
         self.meta: dict[str, Any] = dict(meta)
         self.meta.setdefault("schema_version", SCHEMA_VERSION)
         # Who writes this .partial: `finish` refuses it while that process lives, even with
@@ -222,13 +251,13 @@ class TraceWriter:
         try:
             self._write_meta()
         except OSError as e:  # a full disk or quota from the start: nothing to keep
-            _release(self._lock_fd)
-            remove_partial(self.partial_dir)
             raise TraceWriteError(f"cannot write the trace to {self.partial_dir}: "
                                   f"{e.strerror or e}; free some space or pick another --out") \
                 from e
         self._prev_pool = use_system_allocator()
-        self._chunks = ChunkWriter(self.partial_dir, flush_interval_s=flush_interval_s)
+        self._chunks = ChunkWriter(self.partial_dir, flush_interval_s=flush_interval_s,
+                                   start=False)
+        self._chunks.start()
         self.finished = False  # close() has put the final file in place
         self.started_ns = time.time_ns()
         self.add = self._chunks.add
