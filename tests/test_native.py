@@ -311,3 +311,24 @@ def test_the_c10_stream_path_is_first_tried_in_a_child_that_may_crash():
         assert fs.c10_probe(42003) is False  # a child that never answers is killed at 2 s
         assert 1.5 < time.monotonic() - t0 < 10
         fs.use_c10(0, 0, 0)
+
+
+@pytest.mark.slow
+def test_the_stub_is_the_built_module(tmp_path):
+    """bindings/_native.pyi against the built extension (mypy's stubtest, on a copy laid out as
+    installed, as .ci/typecheck does): every name, member and signature in both."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("gpuwatch.bindings._native")
+    pytest.importorskip("mypy.stubtest")
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "gpuwatch", tmp_path / "gpuwatch",
+                    ignore=shutil.ignore_patterns("__pycache__", "bindings"))
+    shutil.copytree(root / "bindings", tmp_path / "gpuwatch" / "bindings",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    r = subprocess.run([sys.executable, "-m", "mypy.stubtest", "--ignore-disjoint-bases",
+                        "gpuwatch.bindings._native"], cwd=tmp_path, capture_output=True,
+                       text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 0, r.stdout + r.stderr
