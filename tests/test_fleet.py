@@ -230,3 +230,33 @@ def test_plain_traces_are_grouped_by_the_gpu_in_their_metadata(tmp_path):
     assert set(f.runs["host"]) == {partition_value(socket.gethostname())}
     t4 = f.by_model_gap.set_index("gpu_model").loc["Simulated_Tesla_T4"]
     assert t4["runs"] == 1 and t4["stable_ms"] > 1.8 * f.by_model_gap["stable_ms"].min()
+
+
+def test_a_member_that_repeats_its_rows_counts_each_once(tmp_path):
+    """A fleet member holding one inference row 200,000 times over (a tool's copy) reads as
+    the trace it copies: each run's numbers the same as its original's, the repeats counted
+    (`repeated_rows`) and said in a warning, read a batch at a time."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tests.test_trace import H100_FIXTURE, _kinds, _with_inferences
+
+    whole = pq.read_table(H100_FIXTURE)
+    inf = whole.filter(pc.equal(_kinds(whole), "inferences"))
+    measured = inf.filter(pc.and_(pc.invert(inf["warmup"]), pc.equal(inf["kind"], "inference")))
+    for run, extra in (("1", None), ("2", measured.take(np.zeros(200_000, dtype=np.int64)))):
+        d = tmp_path / "host=a" / "gpu_model=g" / f"run={run}"
+        d.mkdir(parents=True)
+        if extra is None:
+            (d / "trace.parquet").write_bytes(H100_FIXTURE.read_bytes())
+        else:
+            _with_inferences(d / "trace.parquet", whole, extra)
+    with pytest.warns(UserWarning, match="200,000 inference row"):
+        f = fleet(tmp_path)
+    assert f.repeated_rows == 200_000 and f.to_dict()["repeated_rows"] == 200_000
+    runs = f.runs.drop(columns=[c for c in ("run", "file") if c in f.runs])
+    one, two = (runs[f.runs["run"].astype(str) == r].reset_index(drop=True) for r in ("1", "2"))
+    assert len(one) and len(one) == len(two)
+    pd.testing.assert_frame_equal(one, two)

@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 
 from ..errors import TraceFormatError, UsageError
 from .columns import EARLY_ITERS, LATE_ITERS
-from ..trace import (KIND, LEGACY_KIND, META_KEY, _check_meta, _check_types, live_writer,
-                     partition_value, read_partial_meta)
+from ..trace import (KIND, LEGACY_KIND, META_KEY, REPEAT_BATCH_ROWS, _check_meta, _check_types,
+                     live_writer, partition_value, read_partial_meta, without_repeats)
 from .columns import MAX_LATENCY_MS
 
 PARTITIONS = ("host", "gpu_model", "run")
@@ -86,6 +86,7 @@ class Fleet:
     files: int
     skipped: tuple[str, ...] = ()
     invalid_latencies: int = 0  # measured inferences left out: no valid gpu_ms
+    repeated_rows: int = 0  # inference rows left out: each repeated another (trace.reader)
 
     def headline(self) -> str:
         """One line: how many traces, and the group whose late inferences ran slowest against
@@ -109,7 +110,7 @@ class Fleet:
             return json.loads(df.to_json(orient="records"))
 
         return {"files": self.files, "skipped": list(self.skipped),
-                "invalid_latencies": self.invalid_latencies,
+                "invalid_latencies": self.invalid_latencies, "repeated_rows": self.repeated_rows,
                 "by_model_gap": records(self.by_model_gap), "runs": records(self.runs)}
 
 
@@ -214,7 +215,9 @@ def fleet(root: str | os.PathLike[str],
     keys = [k for k in PARTITIONS if k in names or k in ("host", "gpu_model")]
     accs: dict[tuple[Any, ...], _Acc] = {}
     invalid = [0]  # measured inferences with no valid latency (counted, left out)
-    for done, (part, filename, tbl) in enumerate(_traces(root, by_kind, keys, own, invalid), 1):
+    repeated = [0]  # rows that repeated another exactly (counted, left out)
+    for done, (part, filename, tbl) in enumerate(_traces(root, by_kind, keys, own, invalid,
+                                                         repeated), 1):
         # (per engine as well as condition: two things timed per iteration are two runs)
         if progress is not None:
             progress(done, len(good))
@@ -242,13 +245,17 @@ def fleet(root: str | os.PathLike[str],
     if invalid[0]:
         warnings.warn(f"left out {invalid[0]} measured inference(s) with no valid latency "
                       f"(missing, NaN, <= 0 or over {MAX_LATENCY_MS:.0e} ms)", stacklevel=2)
+    if repeated[0]:
+        warnings.warn(f"left out {repeated[0]:,} inference row(s) that repeated another row "
+                      f"exactly (damaged or copied data, never a second measurement)",
+                      stacklevel=2)
     return Fleet(runs=runs, by_model_gap=_by_model_gap(runs), files=len(good),
-                 skipped=tuple(skipped), invalid_latencies=invalid[0])
+                 skipped=tuple(skipped), invalid_latencies=invalid[0], repeated_rows=repeated[0])
 
 
 def _traces(root: Path, by_kind: dict[str, list[str]], keys: list[str],
-            own: dict[str, dict[str, str]],
-            invalid: list[int]) -> Iterator[tuple[tuple[Any, ...], str, pa.Table]]:
+            own: dict[str, dict[str, str]], invalid: list[int],
+            repeated: list[int]) -> Iterator[tuple[tuple[Any, ...], str, pa.Table]]:
     """Each trace's measured inferences with a valid latency, one trace at a time (what a
     trace holds is freed before the next is read: peak memory does not grow with the number
     of traces, as it did with one scan over them all), with its partition values and path.
@@ -259,8 +266,11 @@ def _traces(root: Path, by_kind: dict[str, list[str]], keys: list[str],
             continue
         dataset = ds.dataset(paths, format="parquet", partitioning="hive",
                              partition_base_dir=str(root))
+        # (the times and region id too: a row that repeats another in all of them is a copy,
+        # left out as load() does, read a batch at a time so that ten million cost no more)
         cols = [k for k in keys if k in dataset.schema.names] + [
-            "name", "condition", "gap_ms", "iteration", "gpu_ms"]
+            "name", "condition", "gap_ms", "iteration", "gpu_ms"] + [
+            c for c in ("t_ns", "start_ns", "end_ns", "region_id") if c in dataset.schema.names]
         measured = ((pc.field(kind) == "inferences") & (pc.field("kind") == "inference")
                     & ~pc.field("warmup") & pc.field("error").is_null())
         fmt, hive = ds.ParquetFileFormat(), dataset.partitioning
@@ -271,7 +281,15 @@ def _traces(root: Path, by_kind: dict[str, list[str]], keys: list[str],
             # the last part, the file's name)
             frag = fmt.make_fragment(path, filesystem=dataset.filesystem,
                                      partition_expression=hive.parse(where))
-            tbl = frag.to_table(schema=dataset.schema, columns=cols, filter=measured)
+            parts = []
+            for batch in frag.to_batches(schema=dataset.schema, columns=cols, filter=measured,
+                                         batch_size=REPEAT_BATCH_ROWS):
+                kept, n = without_repeats(pa.Table.from_batches([batch]))
+                parts.append(kept)
+                repeated[0] += n
+            tbl, n = without_repeats(pa.concat_tables(parts) if parts else
+                                     dataset.schema.empty_table().select(cols))
+            repeated[0] += n
             # (a latency that is missing, NaN, <= 0 or absurd is no measurement: as analyze)
             ms = _floats(tbl, "gpu_ms")
             with np.errstate(invalid="ignore"):

@@ -47,7 +47,7 @@ class Trace(Lazy):
     path: Path | None = None
     recovered: bool = False
     tables: Sequence[str] = field(default=TABLES)
-    # rows left out per table because they repeated another row of it exactly (_without_repeats)
+    # rows left out per table because they repeated another row of it exactly (without_repeats)
     repeated_rows: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -200,7 +200,7 @@ def _split(tbl: pa.Table, columns: Columns | None = None,
 
     out = {}
     for name in TABLES:
-        part, n = _without_repeats(tbl.filter(pc.equal(col, name)))
+        part, n = without_repeats(tbl.filter(pc.equal(col, name)))
         if n and repeated is not None:
             repeated[name] = repeated.get(name, 0) + n
         out[name] = _to_frame(name, part, columns, numpy_dtypes)
@@ -280,7 +280,7 @@ REPEAT_BATCH_ROWS = 65_536  # rows read at a time where a table may repeat rows 
 
 def _read_groups(pf: pq.ParquetFile, groups: list[int], cols: list[str]) -> tuple[pa.Table, int]:
     """Columns `cols` of row groups `groups`, without the rows that repeat another row exactly
-    (_without_repeats), and how many were left out. Read REPEAT_BATCH_ROWS rows at a time,
+    (without_repeats), and how many were left out. Read REPEAT_BATCH_ROWS rows at a time,
     so that a file of one row written ten million times (a few MB on disk) costs memory for
     the rows it says, not for those it repeats."""
     if not groups:
@@ -291,10 +291,10 @@ def _read_groups(pf: pq.ParquetFile, groups: list[int], cols: list[str]) -> tupl
         return pf.read_row_groups(groups, columns=cols), 0
     parts, left_out = [], 0
     for batch in pf.iter_batches(batch_size=REPEAT_BATCH_ROWS, row_groups=groups, columns=cols):
-        part, n = _without_repeats(pa.Table.from_batches([batch]))
+        part, n = without_repeats(pa.Table.from_batches([batch]))
         parts.append(part)
         left_out += n
-    tbl, n = _without_repeats(pa.concat_tables(parts))  # (repeats across batches)
+    tbl, n = without_repeats(pa.concat_tables(parts))  # (repeats across batches)
     return tbl, left_out + n
 
 
@@ -307,7 +307,7 @@ def _distinct_in_order(t: pa.ChunkedArray) -> bool:
     return bool((v[1:] > v[:-1]).all())
 
 
-def _without_repeats(tbl: pa.Table) -> tuple[pa.Table, int]:
+def without_repeats(tbl: pa.Table) -> tuple[pa.Table, int]:
     """`tbl` without the rows that repeat an earlier row exactly (every column equal, NA to
     NA), in its order, and how many there were. gpuwatch writes each measurement once, with
     its own times: a repeated row is damage (a chunk appended twice, a tool's copy), never a
