@@ -21,6 +21,7 @@ import subprocess
 import sys
 import types
 import warnings
+from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 from gpuwatch.cli import entry, main
@@ -206,3 +207,32 @@ def record_sim(out: str | os.PathLike[str], profile: str = "t4",
                 if gap:
                     s.wait(gap)
     return s.trace
+
+
+# A real H100 trace (schema v2), small: the base of the damaged and copied traces tests make
+H100_FIXTURE = Path(__file__).resolve().parent / "data" / "h100_small_gap0_20_fixture.parquet"
+
+
+def table_kinds(tbl):  # (pa.Table) -> pa.ChunkedArray
+    """Each row's table name in a whole trace file read with pyarrow (a schema v2 trace's
+    column is `table`, later ones' `table_name`)."""
+    import pyarrow as pa
+
+    from gpuwatch.trace import KIND, LEGACY_KIND
+
+    return tbl[KIND if KIND in tbl.column_names else LEGACY_KIND].cast(pa.string())
+
+
+def with_inferences(path: str | os.PathLike[str], whole, extra) -> None:
+    """Write the trace `whole` (a pa.Table of a trace file), then `extra` inference rows, in
+    row groups of one table each, as gpuwatch writes them."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from gpuwatch.trace import ROW_GROUP_ROWS
+
+    kinds = table_kinds(whole)
+    with pq.ParquetWriter(path, whole.schema) as w:
+        for table in pc.unique(kinds).to_pylist():
+            w.write_table(whole.filter(pc.equal(kinds, table)), row_group_size=ROW_GROUP_ROWS)
+        w.write_table(extra, row_group_size=ROW_GROUP_ROWS)

@@ -241,10 +241,10 @@ def test_a_member_that_repeats_its_rows_counts_each_once(tmp_path):
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from tests.test_trace import H100_FIXTURE, _kinds, _with_inferences
+    from tests.helpers import H100_FIXTURE, table_kinds, with_inferences
 
     whole = pq.read_table(H100_FIXTURE)
-    inf = whole.filter(pc.equal(_kinds(whole), "inferences"))
+    inf = whole.filter(pc.equal(table_kinds(whole), "inferences"))
     measured = inf.filter(pc.and_(pc.invert(inf["warmup"]), pc.equal(inf["kind"], "inference")))
     for run, extra in (("1", None), ("2", measured.take(np.zeros(200_000, dtype=np.int64)))):
         d = tmp_path / "host=a" / "gpu_model=g" / f"run={run}"
@@ -252,7 +252,7 @@ def test_a_member_that_repeats_its_rows_counts_each_once(tmp_path):
         if extra is None:
             (d / "trace.parquet").write_bytes(H100_FIXTURE.read_bytes())
         else:
-            _with_inferences(d / "trace.parquet", whole, extra)
+            with_inferences(d / "trace.parquet", whole, extra)
     with pytest.warns(UserWarning, match="200,000 inference row"):
         f = fleet(tmp_path)
     assert f.repeated_rows == 200_000 and f.to_dict()["repeated_rows"] == 200_000

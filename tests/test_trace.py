@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import gpuwatch
-from tests.helpers import record_sim
+from tests.helpers import H100_FIXTURE, record_sim, table_kinds, with_inferences
 from gpuwatch.trace import META_KEY, SCHEMA, SCHEMA_VERSION, TABLES, table_columns
 
 
@@ -260,30 +259,6 @@ def test_the_merge_helper_run_by_hand_says_what_it_is():
     assert "python -m gpuwatch.finish OUT.partial" in r.stderr
 
 
-H100_FIXTURE = Path(__file__).parent / "data" / "h100_small_gap0_20_fixture.parquet"
-
-
-def _kinds(tbl: pa.Table) -> pa.ChunkedArray:
-    """Each row's table name (the fixture is a schema v2 trace: its column is `table`)."""
-    from gpuwatch.trace import KIND, LEGACY_KIND
-
-    return tbl[KIND if KIND in tbl.column_names else LEGACY_KIND].cast(pa.string())
-
-
-def _with_inferences(path, whole: pa.Table, extra: pa.Table) -> None:
-    """The fixture's rows, then `extra` inference rows, in row groups of one table each (as
-    gpuwatch writes them)."""
-    import pyarrow.compute as pc
-
-    from gpuwatch.trace import ROW_GROUP_ROWS
-
-    kinds = _kinds(whole)
-    with pq.ParquetWriter(path, whole.schema) as w:
-        for table in pc.unique(kinds).to_pylist():
-            w.write_table(whole.filter(pc.equal(kinds, table)), row_group_size=ROW_GROUP_ROWS)
-        w.write_table(extra, row_group_size=ROW_GROUP_ROWS)
-
-
 def test_rows_that_repeat_another_row_are_read_once_and_said(tmp_path):
     """A table holding a row many times over (a tool's copy, a chunk appended twice; a few
     hundred KB on disk for 200,000 rows) loads with each row once, in bounded memory
@@ -292,7 +267,7 @@ def test_rows_that_repeat_another_row_are_read_once_and_said(tmp_path):
     import pyarrow.compute as pc
 
     whole = pq.read_table(H100_FIXTURE)
-    inf = whole.filter(pc.equal(_kinds(whole), "inferences"))
+    inf = whole.filter(pc.equal(table_kinds(whole), "inferences"))
     measured = inf.filter(pc.invert(inf["warmup"]))
     original = gpuwatch.load(H100_FIXTURE)
     assert original.repeated_rows == {}
@@ -302,7 +277,7 @@ def test_rows_that_repeat_another_row_are_read_once_and_said(tmp_path):
              "twice": inf}
     for name, extra in cases.items():
         path = tmp_path / f"{name}.parquet"
-        _with_inferences(path, whole, extra)
+        with_inferences(path, whole, extra)
         tr = gpuwatch.load(path)
         assert tr.repeated_rows == {"inferences": extra.num_rows}, name
         pd.testing.assert_frame_equal(tr.inferences, original.inferences)
@@ -319,7 +294,7 @@ def test_rows_that_repeat_another_row_are_read_once_and_said(tmp_path):
     meta.pop("writer", None)
     (partial / "meta.json").write_text(json.dumps(meta))
     for table in ("inferences", "samples"):
-        rows = whole.filter(pc.equal(_kinds(whole), table))
+        rows = whole.filter(pc.equal(table_kinds(whole), table))
         pq.write_table(rows, partial / f"c0000001-{table}.parquet")
     pq.write_table(inf, partial / "c0000002-inferences.parquet")
     with pytest.warns(gpuwatch.RecoveredTraceWarning):
@@ -333,12 +308,12 @@ def test_rows_that_differ_in_one_column_are_both_kept(tmp_path):
     import pyarrow.compute as pc
 
     whole = pq.read_table(H100_FIXTURE)
-    inf = whole.filter(pc.equal(_kinds(whole), "inferences"))
+    inf = whole.filter(pc.equal(table_kinds(whole), "inferences"))
     row = inf.filter(pc.invert(inf["warmup"])).slice(0, 1)
     other = row.set_column(row.schema.get_field_index("gpu_ms"), "gpu_ms",
                            pa.array([row["gpu_ms"][0].as_py() * 2]))
     path = tmp_path / "t.parquet"
-    _with_inferences(path, whole, pa.concat_tables([row, other]))
+    with_inferences(path, whole, pa.concat_tables([row, other]))
     tr = gpuwatch.load(path)
     assert tr.repeated_rows == {"inferences": 1}  # (`row` repeats the fixture's own row)
     assert len(tr.inferences) == inf.num_rows + 1

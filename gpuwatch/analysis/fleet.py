@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from ..errors import TraceFormatError, UsageError
 from .columns import EARLY_ITERS, LATE_ITERS
 from ..trace import (KIND, LEGACY_KIND, META_KEY, REPEAT_BATCH_ROWS, _check_meta, _check_types,
-                     live_writer, partition_value, read_partial_meta, without_repeats)
+                     live_writer, partition_value, read_partial_meta, batches_without_repeats)
 from .columns import MAX_LATENCY_MS
 
 PARTITIONS = ("host", "gpu_model", "run")
@@ -281,14 +281,10 @@ def _traces(root: Path, by_kind: dict[str, list[str]], keys: list[str],
             # the last part, the file's name)
             frag = fmt.make_fragment(path, filesystem=dataset.filesystem,
                                      partition_expression=hive.parse(where))
-            parts = []
-            for batch in frag.to_batches(schema=dataset.schema, columns=cols, filter=measured,
-                                         batch_size=REPEAT_BATCH_ROWS):
-                kept, n = without_repeats(pa.Table.from_batches([batch]))
-                parts.append(kept)
-                repeated[0] += n
-            tbl, n = without_repeats(pa.concat_tables(parts) if parts else
-                                     dataset.schema.empty_table().select(cols))
+            tbl, n = batches_without_repeats(
+                frag.to_batches(schema=dataset.schema, columns=cols, filter=measured,
+                                batch_size=REPEAT_BATCH_ROWS),
+                dataset.schema.empty_table().select(cols))
             repeated[0] += n
             # (a latency that is missing, NaN, <= 0 or absurd is no measurement: as analyze)
             ms = _floats(tbl, "gpu_ms")

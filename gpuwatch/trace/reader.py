@@ -8,7 +8,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -289,12 +289,22 @@ def _read_groups(pf: pq.ParquetFile, groups: list[int], cols: list[str]) -> tupl
         # (no row can repeat another: read at once, as one Arrow chunk per column that pandas
         # takes without a copy; batches would cost a copy of every column)
         return pf.read_row_groups(groups, columns=cols), 0
+    return batches_without_repeats(
+        pf.iter_batches(batch_size=REPEAT_BATCH_ROWS, row_groups=groups, columns=cols),
+        SCHEMA.empty_table().select(cols))
+
+
+def batches_without_repeats(batches: Iterable[pa.RecordBatch],
+                            empty: pa.Table) -> tuple[pa.Table, int]:
+    """One table of `batches` without the rows that repeat another (without_repeats), and how
+    many were left out: each batch reduced as it comes, so that memory holds the rows kept,
+    then the repeats across batches. `empty`: the table when there are no batches."""
     parts, left_out = [], 0
-    for batch in pf.iter_batches(batch_size=REPEAT_BATCH_ROWS, row_groups=groups, columns=cols):
+    for batch in batches:
         part, n = without_repeats(pa.Table.from_batches([batch]))
         parts.append(part)
         left_out += n
-    tbl, n = without_repeats(pa.concat_tables(parts))  # (repeats across batches)
+    tbl, n = without_repeats(pa.concat_tables(parts) if parts else empty)
     return tbl, left_out + n
 
 
