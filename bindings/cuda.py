@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -33,7 +34,12 @@ def _modules() -> tuple[Any, Any]:
 
 
 def native_module() -> Any:
-    """gpuwatch.bindings._native (bindings/_native.c), or None where it was not built."""
+    """gpuwatch.bindings._native (bindings/_native.c), or None where it was not built or
+    GPUWATCH_NATIVE=0 turns it off: then every region, hook and event call takes its Python
+    implementation (the reference the C code follows; a way round a fault in the C path).
+    Read when a session opens its device, not at import."""
+    if os.environ.get("GPUWATCH_NATIVE", "").strip() == "0":
+        return None
     try:
         return importlib.import_module("gpuwatch.bindings._native")
     except ImportError:

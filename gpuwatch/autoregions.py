@@ -494,7 +494,7 @@ def _range_error(e: BaseException | None) -> BaseException | None:
 
 def _native() -> Any:
     """gpuwatch.bindings._native (its GapRegions, RangeHook and NestedCall), or None where
-    the C module was not built."""
+    the C module was not built or is turned off (GPUWATCH_NATIVE=0)."""
     return native_module()
 
 

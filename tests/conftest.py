@@ -103,6 +103,19 @@ def kernel_traces(tmp_path_factory):
             for p in ("t4", "cold", "hostbound")}
 
 
+@pytest.fixture(params=["c", "python"])
+def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The region engine a test runs on, each in turn: bindings/_native.c's (skipped where it
+    was not built) and its Python reference (GPUWATCH_NATIVE=0, which a subprocess inherits):
+    the timed call, open/close, the hooks of `gpuwatch run`, the event calls."""
+    if request.param == "c":
+        pytest.importorskip("gpuwatch.bindings._native")
+        monkeypatch.delenv("GPUWATCH_NATIVE", raising=False)
+    else:
+        monkeypatch.setenv("GPUWATCH_NATIVE", "0")
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def torch():
     """PyTorch with a CUDA GPU (the GPU tests), or the test is skipped."""

@@ -3,6 +3,8 @@ did not have, lazy resolution, the event pool, stream checks, the whole-device m
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -202,30 +204,35 @@ def test_a_pipelined_program_keeps_its_throughput(tmp_path):
     assert len(s.trace.inferences) == 110
 
 
-# -- the C timed call (bindings/_native.c), on the stand-in device's C-callable event record --
-def c_path(tmp_path):
+# -- the timed call on the stand-in device (its C-callable event record), on both region
+# engines (the `impl` fixture): bindings/_native.c's FastRegion and its Python reference --
+def standin(tmp_path):
     return gpuwatch.session("standin", tmp_path / "t.parquet", check_every=0, sampler="off",
                             probe=False)  # (stamped regions take the slow path: test_probe.py)
 
 
 class spy:
-    """Counts the regions session `s` times by the C path (skips where the extension was not
-    built), after filling the event pool (pairs come back as regions resolve)."""
+    """Counts the regions session `s` times on the engine's own path (the C call's count; on
+    the Python reference, every region begun), after filling the event pool (pairs come back
+    as regions resolve)."""
 
     def __init__(self, s):
-        self.fast = s._timer.fast
-        if not hasattr(self.fast, "fast_regions"):
-            pytest.skip("bindings/_native.c was not built")
+        self.timer = s._timer
+        assert self.timer._c_path == (os.environ.get("GPUWATCH_NATIVE") != "0")  # (impl's)
         for _ in range(40):
             s.infer(lambda: None)
-        self.n0 = self.fast.fast_regions
+        self.n0 = self._count()
+
+    def _count(self) -> int:
+        fast = self.timer.fast
+        return fast.fast_regions if hasattr(fast, "fast_regions") else self.timer.seq
 
     def __len__(self):
-        return self.fast.fast_regions - self.n0
+        return self._count() - self.n0
 
 
-def test_the_c_timed_call_times_the_call_and_only_the_call(tmp_path):
-    with c_path(tmp_path) as s:
+def test_the_timed_call_times_the_call_and_only_the_call(tmp_path, impl):
+    with standin(tmp_path) as s:
         calls = spy(s)
         for i in range(40):
             assert s.infer(lambda k: s.clock.spin_ns(200_000) or k * 2, i) == i * 2
@@ -243,11 +250,11 @@ def test_the_c_timed_call_times_the_call_and_only_the_call(tmp_path):
     assert s.trace.meta["regions"]["event_pairs"] <= 17  # the pool, reused
 
 
-def test_the_c_timed_call_keeps_the_callers_exception_and_the_row(tmp_path):
+def test_the_timed_call_keeps_the_callers_exception_and_the_row(tmp_path, impl):
     def boom():
         raise ValueError("boom")
 
-    with c_path(tmp_path) as s:
+    with standin(tmp_path) as s:
         calls = spy(s)
         with pytest.raises(ValueError, match="boom") as info:
             s.infer(boom)
@@ -260,10 +267,10 @@ def test_the_c_timed_call_keeps_the_callers_exception_and_the_row(tmp_path):
     assert inf["error"].drop(index=40).isna().all()
 
 
-def test_a_failing_start_event_in_the_c_call_writes_a_row_and_never_calls(tmp_path):
+def test_a_failing_start_event_in_the_timed_call_writes_a_row_and_never_calls(tmp_path, impl):
     ran = []
     with pytest.raises(RuntimeError, match="cuEventRecord failed: stand-in status 700"):
-        with c_path(tmp_path) as s:
+        with standin(tmp_path) as s:
             calls = spy(s)
             s._backend.runtime.record_status = 700
             s.infer(lambda: ran.append(1))
@@ -274,9 +281,9 @@ def test_a_failing_start_event_in_the_c_call_writes_a_row_and_never_calls(tmp_pa
     assert inf["gpu_ms"].iloc[-1] != inf["gpu_ms"].iloc[-1]  # NaN: no GPU time
 
 
-def test_a_failing_end_event_in_the_c_call_writes_a_row_and_raises(tmp_path):
+def test_a_failing_end_event_in_the_timed_call_writes_a_row_and_raises(tmp_path, impl):
     with pytest.raises(RuntimeError, match="stand-in status 719"):
-        with c_path(tmp_path) as s:
+        with standin(tmp_path) as s:
             rt = s._backend.runtime
             calls = spy(s)
             s.infer(lambda: setattr(rt, "record_status", 719))  # the end event fails
@@ -285,12 +292,12 @@ def test_a_failing_end_event_in_the_c_call_writes_a_row_and_raises(tmp_path):
     assert len(inf) == 41 and "status 719" in inf["error"].iloc[-1]
 
 
-def test_spans_inside_a_c_timed_inference_are_timed_too(tmp_path):
+def test_spans_inside_a_timed_inference_are_timed_too(tmp_path, impl):
     def model():
         with s.span("inner"):
             s.clock.spin_ns(100_000)
 
-    with c_path(tmp_path) as s:
+    with standin(tmp_path) as s:
         calls = spy(s)
         for _ in range(20):
             s.infer(model)
@@ -314,19 +321,21 @@ def no_framework(monkeypatch):
     return monkeypatch
 
 
-def test_the_c_path_follows_torchs_current_stream_through_its_getter(tmp_path, no_framework):
+def test_the_timed_call_follows_torchs_current_stream_through_its_getter(tmp_path, impl,
+                                                                         no_framework):
     import sys
 
     raw = [0x99]
     t = fake_torch(lambda: raw[0], initialized=True)
-    with c_path(tmp_path) as s:
+    with standin(tmp_path) as s:
         calls = spy(s)  # (no framework yet: the legacy default stream, in C)
         no_framework.setitem(sys.modules, "torch", t)
         for i in range(40):
             if i == 20:
                 raw[0] = 0x123  # the program switched torch's current stream
             s.infer(lambda: None)
-    assert len(calls) >= 36 and s._timer._torch_path == "getter"
+    assert len(calls) >= 36
+    assert s._timer._torch_path == ("getter" if impl == "c" else None)
     inf = s.trace.inferences
     assert (inf["stream_source"].iloc[:40] == "default").all()
     assert (inf["stream"].iloc[:40] == 0).all()
@@ -335,10 +344,13 @@ def test_the_c_path_follows_torchs_current_stream_through_its_getter(tmp_path, n
     assert inf["stream"].iloc[60:].tolist() == [0x123] * 20
     assert len(t.asked) >= 40 and set(t.asked) == {0}  # every region asked, for the device
     meta = s.trace.meta["regions"]
-    assert meta["torch_stream_read"] == "getter" and meta["c_path_regions"] >= 36 + 10
+    if impl == "c":
+        assert meta["torch_stream_read"] == "getter" and meta["c_path_regions"] >= 36 + 10
+    else:  # (NA: no C path)
+        assert meta["torch_stream_read"] is None and meta["c_path_regions"] is None
 
 
-def test_the_c_path_leaves_a_framework_it_cannot_read_to_python(tmp_path, no_framework):
+def test_a_framework_the_c_path_cannot_read_is_left_to_python(tmp_path, impl, no_framework):
     """CuPy imported: its current stream is asked in Python (streams.current), every region."""
     import sys
     import types
@@ -347,42 +359,44 @@ def test_the_c_path_leaves_a_framework_it_cannot_read_to_python(tmp_path, no_fra
 
     cp = types.ModuleType("cupy")
     cp.cuda = types.SimpleNamespace(get_current_stream=lambda: CupyStream(0x77))
-    with c_path(tmp_path) as s:
+    with standin(tmp_path) as s:
         calls = spy(s)
         no_framework.setitem(sys.modules, "cupy", cp)
         for _ in range(10):
             s.infer(lambda: None)
-    assert len(calls) == 0
+    assert len(calls) == (0 if impl == "c" else 10)
     inf = s.trace.inferences.iloc[40:]
     assert set(inf["stream_source"]) == {"cupy"} and set(inf["stream"]) == {0x77}
 
 
 @pytest.mark.parametrize("given", [0x2000, "device"])
-def test_the_c_path_and_a_session_stream(tmp_path, no_framework, given):
+def test_a_session_stream_on_the_timed_call(tmp_path, impl, no_framework, given):
     with gpuwatch.session("standin", tmp_path / "t.parquet", check_every=0, sampler="off",
                           stream=given) as s:
-        if not hasattr(s._timer.fast, "fast_regions"):
-            pytest.skip("bindings/_native.c was not built")
+        c_regions = getattr(s._timer.fast, "fast_regions", None)
+        assert (c_regions is not None) == (impl == "c")
         for _ in range(80):
             s.infer(lambda: None)
         s.infer(lambda: None, stream=0x3000)  # given per call: that one
     inf = s.trace.inferences
     if given == "device":  # the whole device, synchronised around: never the C path
-        assert s._timer.fast.fast_regions == 0
+        assert impl == "python" or s._timer.fast.fast_regions == 0
         assert set(inf["stream_source"].iloc[:80]) == {"device"}
         assert inf["stream_source"].iloc[80] == "argument"
         return
-    assert s._timer.fast.fast_regions >= 50  # (the first take new event pairs: Python)
+    assert impl == "python" or s._timer.fast.fast_regions >= 50  # (the first take new
+    # event pairs: Python)
     assert (inf["stream"].iloc[:80] == 0x2000).all()
     assert set(inf["stream_source"].iloc[:80]) == {"session"}
     assert inf["stream"].iloc[80] == 0x3000 and inf["stream_source"].iloc[80] == "argument"
 
 
-def test_the_c_path_keeps_regions_in_order_with_the_writer_thread_resolving(tmp_path):
-    """The writer's thread resolves (background_poll) while the program's C path appends."""
+def test_the_timed_call_keeps_regions_in_order_with_the_writer_thread_resolving(tmp_path, impl):
+    """The writer's thread resolves (background_poll) while the program's thread (its C call,
+    or the Python reference) appends."""
     import threading
 
-    with c_path(tmp_path) as s:
+    with standin(tmp_path) as s:
         spy(s)
         stop = threading.Event()
 
@@ -404,13 +418,13 @@ def test_the_c_path_keeps_regions_in_order_with_the_writer_thread_resolving(tmp_
     assert s.trace.meta["regions"]["event_pairs"] <= 1100
 
 
-def test_open_and_close_on_the_c_path_keep_a_row_when_an_event_fails(tmp_path):
+def test_open_and_close_keep_a_row_when_an_event_fails(tmp_path, impl):
     """RegionTimer.open/close (NVTX push/pop) in C: a failing start event raises with a row,
     nothing is left open; a failing end event raises with a row; an error passed to close()
     is the row's."""
     labels = ("c", None, 0, False, None)
     with pytest.raises(RuntimeError, match="status 719"):
-        with c_path(tmp_path) as s:
+        with standin(tmp_path) as s:
             calls, t, rt = spy(s), s._timer, s._backend.runtime
             for _ in range(5):
                 t.close(t.open("inference", "ok", labels))
@@ -418,26 +432,26 @@ def test_open_and_close_on_the_c_path_keep_a_row_when_an_event_fails(tmp_path):
             rt.record_status = 700
             with pytest.raises(RuntimeError, match="status 700"):
                 t.open("inference", "start fails", labels)
-            assert t.fast.is_open is None and t.depth == 0
+            assert getattr(t.fast, "is_open", None) is None and t.depth == 0
             rt.record_status = 0
             p = t.open("inference", "end fails", labels)
             rt.record_status = 719
             t.close(p)
-    assert len(calls) == 8  # all on the C path
+    assert len(calls) == 8  # all on the engine's own path
     inf = s.trace.inferences.iloc[40:]
     assert inf["name"].tolist() == ["ok"] * 5 + ["err", "start fails", "end fails"]
     assert inf["error"].iloc[:5].isna().all() and inf["error"].iloc[5] == "ValueError: bad"
     assert "status 700" in inf["error"].iloc[6] and "status 719" in inf["error"].iloc[7]
 
 
-def test_two_threads_timing_at_once_leave_the_timer_consistent(tmp_path):
+def test_two_threads_timing_at_once_leave_the_timer_consistent(tmp_path, impl):
     """Two program threads in s.infer at once (an inference server's workers): every region is
     kept, with its own name, and the open-region count returns to zero (the C path counts it
     up and down; it does not set it)."""
     import threading
     import time
 
-    with c_path(tmp_path) as s:
+    with standin(tmp_path) as s:
         spy(s)
         depths = []
 
@@ -462,7 +476,7 @@ def test_two_threads_timing_at_once_leave_the_timer_consistent(tmp_path):
     assert inf["region_id"].is_unique
 
 
-def test_a_ctrl_c_while_rows_move_to_the_writer_waits_until_they_have(tmp_path):
+def test_a_ctrl_c_while_rows_move_to_the_writer_waits_until_they_have(tmp_path, impl):
     """Ctrl-C lands while the program's thread hands resolved rows to the writer: the session
     holds it until the move is done, then raises it; no row is lost."""
     import signal
@@ -471,7 +485,7 @@ def test_a_ctrl_c_while_rows_move_to_the_writer_waits_until_they_have(tmp_path):
         pytest.skip("SIGINT is not Python's default handler here")
     done = 0
     with pytest.raises(KeyboardInterrupt):
-        with c_path(tmp_path) as s:
+        with standin(tmp_path) as s:
             spy(s)
             sink, fired = s._timer._sink, []
 
@@ -492,8 +506,7 @@ def test_a_ctrl_c_while_rows_move_to_the_writer_waits_until_they_have(tmp_path):
     assert s.trace.meta["status"] == "interrupted"
 
 
-def test_torch_imported_without_cuda_keeps_the_c_path_on_the_default_stream(tmp_path,
-                                                                           no_framework):
+def test_torch_imported_without_cuda_keeps_the_default_stream(tmp_path, impl, no_framework):
     """A program that imports torch but runs its GPU work elsewhere (TensorRT, with torch on
     the CPU): the C path stays on the legacy default stream while torch.cuda has not started,
     and follows torch's stream once it has."""
@@ -501,7 +514,7 @@ def test_torch_imported_without_cuda_keeps_the_c_path_on_the_default_stream(tmp_
     t = fake_torch(0x55)
     cuda = t.cuda
     no_framework.setitem(sys.modules, "torch", t)
-    with c_path(tmp_path) as s:
+    with standin(tmp_path) as s:
         calls = spy(s)
         for _ in range(40):
             s.infer(lambda: None)
@@ -521,7 +534,7 @@ import gpuwatch
 n = 0
 try:
     with gpuwatch.session("standin", out=sys.argv[1], sampler="off") as s:
-        print("started", flush=True)
+        print("started", s._timer._c_path, flush=True)
         while True:
             s.infer(abs, n)
             n += 1
@@ -531,11 +544,12 @@ except KeyboardInterrupt:
 """
 
 
-@pytest.mark.parametrize("wait_s", [0.2, 0.45, 0.7])
-def test_ctrl_c_on_a_tight_loop_keeps_every_completed_region(tmp_path, wait_s):
+@pytest.mark.parametrize("wait_s", [0.2, 0.6])
+def test_ctrl_c_on_a_tight_loop_keeps_every_completed_region(tmp_path, impl, wait_s):
     """A program timing as fast as it can, stopped by Ctrl-C (SIGINT at its default): it sees
     KeyboardInterrupt, and the trace holds every region it completed (on the stand-in
-    device: the C path with its C event record, no Python inside)."""
+    device: on the C path, its C event record, no Python inside; and on the Python
+    reference, which the child inherits through GPUWATCH_NATIVE)."""
     import signal
     import subprocess
     import sys
@@ -545,7 +559,7 @@ def test_ctrl_c_on_a_tight_loop_keeps_every_completed_region(tmp_path, wait_s):
     p = subprocess.Popen([sys.executable, "-c", CTRL_C_PROGRAM, str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    assert p.stdout is not None and p.stdout.readline().strip() == "started"
+    assert p.stdout is not None and p.stdout.readline().split() == ["started", str(impl == "c")]
     time.sleep(wait_s)
     p.send_signal(signal.SIGINT)
     stdout, err = p.communicate(timeout=60)
