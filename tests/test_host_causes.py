@@ -15,7 +15,8 @@ import gpuwatch
 from tests.conftest import signal_episodes
 
 # Real time, as tests/test_sim_host_causes.py: another test's busy worker would be a host cause
-# of its own; these run alone, after the parallel tests (see docs/install.md).
+# of its own; these run after the parallel tests, one at a time, on a worker of their own
+# (see docs/install.md).
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 # Each run: RUN_S of real time, the cause present from START_S to END_S (1.5 s of baseline

@@ -25,7 +25,9 @@ from gpuwatch.errors import UsageError
 from tests.conftest import signal_episodes
 
 # Real time: the host causes happen on the wall clock, and a CPU another test keeps busy is a
-# host cause of its own; these run alone, after the parallel tests (see docs/install.md).
+# host cause of its own; these run after the parallel tests, one at a time, in order, on a
+# worker of their own (`-n auto --dist loadfile -m serial`: test_host_causes.py's, which each
+# keep one CPU busy, on the other worker, done before the last test here; see docs/install.md).
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 START_S, AFTER_S = 2.0, 1.0  # the fault starts START_S after the device opened; the run
