@@ -45,3 +45,20 @@ def test_the_readme_is_a_front_door():
     assert len(text.splitlines()) <= 250 and len(text) < 15_000
     for page in ("install", "api", "guide", "cli", "verdicts", "trace-format", "design"):
         assert f"docs/{page}.md" in text
+
+
+def test_every_environment_variable_gpuwatch_reads_is_in_the_cli_reference():
+    """The variables gpuwatch's own code reads (not the tests': GPUWATCH_FUZZ_EXAMPLES and the
+    like; not the C header's include guard) each have a row in docs/cli.md's Environment."""
+    read = set()
+    for f in [*(ROOT / "gpuwatch").rglob("*.py"), *(ROOT / "bindings").rglob("*.py"),
+              *(ROOT / "bindings").glob("*.c")]:
+        read |= set(re.findall(r"\b(GPUWATCH_[A-Z_]+|ARROW_DEFAULT_MEMORY_POOL)\b",
+                               f.read_text()))
+    read.discard("GPUWATCH_NATIVE_H")
+    assert {"GPUWATCH_DEVICE", "GPUWATCH_NATIVE", "GPUWATCH_TORCH_STREAM"} <= read
+    text = (ROOT / "docs" / "cli.md").read_text()
+    assert "## Environment" in text
+    section = text.split("## Environment", 1)[1]
+    rows = set(re.findall(r"^\| `([A-Z_]+)` \|", section, re.M))
+    assert read <= rows, read - rows
