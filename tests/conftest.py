@@ -1,4 +1,5 @@
-"""Shared fixtures: recorded sim traces (made once per test run) and a leak check."""
+"""Shared fixtures: recorded sim traces (made once per test run), a leak check, and `impl`,
+the region engine a test runs on (the C code and its Python reference, each in turn)."""
 
 from __future__ import annotations
 

@@ -2,22 +2,19 @@
 reports' first lines and as a `status` object per trace in the JSON (issue 29)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 import gpuwatch
 from gpuwatch.renderers.html import HtmlRenderer
 from gpuwatch.renderers.text import TextRenderer
+from tests.helpers import gw
 
 
 def record(tmp_path, name, *args):
     out = tmp_path / name
-    r = subprocess.run([sys.executable, "-m", "gpuwatch.record", "--gap", "0,20", "--iters",
-                        "60", "--out", str(out), "--quiet", *args],
-                       capture_output=True, text=True)
-    return out, r
+    return out, gw("--gap", "0,20", "--iters", "60", "--out", out, "--quiet", *args,
+                   module="gpuwatch.record")
 
 
 @pytest.fixture(scope="module")

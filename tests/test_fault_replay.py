@@ -23,7 +23,7 @@ import pytest
 
 import gpuwatch
 from gpuwatch.trace import LOCK_NAME, RecoveredTraceWarning, claim_for_finish, partial_path
-from tests.helpers import gw_here, record_sim
+from tests.helpers import gw, gw_here, record_sim
 
 FINISH = [sys.executable, "-m", "gpuwatch.finish"]
 
@@ -647,8 +647,7 @@ def _edited(src: Path, dest: Path, column: str | None = None, fn=None, typ=None,
 
 
 def _analyze_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gpuwatch", "analyze", *map(str, args)],
-                          capture_output=True, text=True)
+    return gw("analyze", *args)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import gpuwatch
+from tests.helpers import gw
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.gpu
@@ -55,8 +56,7 @@ def test_an_unmodified_torch_program_is_found_and_explained_like_record(tmp_path
 
 def _run(tmp_path: Path, *argv: str) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path / f"{len(list(tmp_path.iterdir()))}.parquet"
-    r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-q", "-o", str(out), *argv],
-                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    r = gw("run", "-q", "-o", out, *argv, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return r, out
 

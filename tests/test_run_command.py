@@ -13,15 +13,14 @@ from pathlib import Path
 import pytest
 
 import gpuwatch
+from tests.helpers import gw
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 
 
 def run(tmp_path: Path, *argv: str, out: str = "t.parquet") -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(PROGRAMS / "standins"), GPUWATCH_DEVICE="sim:t4")
-    return subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-o", str(tmp_path / out),
-                           *argv], capture_output=True, text=True, cwd=tmp_path, env=env,
-                          timeout=120)
+    return gw("run", "-o", tmp_path / out, *argv, cwd=tmp_path, env=env)
 
 
 def test_nvtx_ranges_are_the_inferences_and_gaps_become_conditions(tmp_path):
