@@ -1,4 +1,5 @@
-/* `gpuwatch run`'s hooks (gpuwatch/autoregions.py) in C, part of gpuwatch.bindings._native.
+/* `gpuwatch run`'s hooks (gpuwatch/autoregions.py) in C, part of gpuwatch.bindings._native;
+ * their Python reference is gpuwatch/gapregions.py (GapRegions, RangeHook).
  *
  * After an idle gap the host runs every line several times slower (cold caches and branch
  * predictors), and the program pays for each line gpuwatch runs at its inference: measured on

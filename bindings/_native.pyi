@@ -1,6 +1,7 @@
 """gpuwatch.bindings._native: the timed path's C extension (bindings/_native.c, FastRegion and the
 driver calls; bindings/_autoregions.c, `gpuwatch run`'s hooks). Its Python reference is
-gpuwatch/region.py (RegionTimer's slow path and _State) and gpuwatch/autoregions.py; this stub
+gpuwatch/region.py (RegionTimer's slow path and _State), gpuwatch/gapregions.py (GapRegions,
+RangeHook) and gpuwatch/autoregions.py (NestedCall's wrapper); this stub
 is checked against the built module by tests/test_native.py (mypy's stubtest)."""
 
 from typing import Any, Callable, final

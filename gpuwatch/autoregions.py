@@ -25,17 +25,16 @@ is warm-up.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import importlib.abc
 import importlib.machinery
 import sys
 import threading
-import time
 from typing import Any, Callable, Sequence
 
 from . import streams
 from .bindings.cuda import native_module
+from .gapregions import _Gaps, _range_hook
 from .labels import GAP_EDGES_MS, GAP_LABELS, gap_condition
 
 __all__ = ["AutoRegions", "GAP_EDGES_MS", "gap_condition", "active"]
@@ -323,173 +322,6 @@ class AutoRegions:
         hook: Any = self._native.RangeHook if self._native is not None else _range_hook
         self._patch(mod, push_name, hook(self._g, push, "nvtx:", "nvtx"))
         self._patch(mod, pop_name, hook(self._g, pop, None, None))
-
-
-class _Gaps:
-    """bindings/_autoregions.c's GapRegions in Python, where the C module was not built (see
-    there for what each method does)."""
-
-    def __init__(self, edges_ms: tuple[float, ...], labels: tuple[str, ...],
-                 counts: dict[str, int], names: dict[type, str], kind: str):
-        self._edges, self._labels = edges_ms, labels
-        self._counts, self._kind = counts, kind
-        self._iterations = [0] * len(labels)
-        self.depth = self.live = 0
-        self.owner = 0  # the thread whose region is open
-        self.concurrent = 0  # ranges and calls of other threads meanwhile: not timed
-        self._foreign: dict[int, int] = {}  # thread -> its ranges pushed meanwhile, open
-        self.last_end_ns = -1  # perf_counter_ns; -1: no region yet
-        self._timed: Any = None
-        self._open_slow: Any = None
-        self._close_slow: Any = None
-        self._open: Any = None  # the open region's pending record
-
-    def arm(self, timed: Callable[..., Any], fs: Any, open_slow: Callable[..., Any],
-            close_slow: Callable[..., Any]) -> None:
-        self._timed, self._open_slow, self._close_slow = timed, open_slow, close_slow
-
-    @property
-    def is_open(self) -> bool:
-        return self._open is not None
-
-    def labels(self) -> tuple[Any, ...]:
-        last = self.last_end_ns
-        if last < 0:
-            gap, i = None, len(self._edges)
-        else:
-            gap = (time.perf_counter_ns() - last) / 1e6
-            i = max(0, bisect.bisect_right(self._edges, gap) - 1)
-        it = self._iterations[i]
-        self._iterations[i] = it + 1
-        return (self._labels[i], gap, it, gap is None, None)
-
-    def ended(self) -> None:
-        self.last_end_ns = time.perf_counter_ns()
-
-    def _count(self, key: str) -> None:
-        self._counts[key] = self._counts.get(key, 0) + 1
-
-    def _where(self, me: int) -> int:
-        """1 nested in its own region, 2 inside its own untimed work, 3 another thread's region
-        is open, 0 free to open one."""
-        if self.depth and me == self.owner:
-            return 1
-        if self._foreign.get(me, 0):
-            return 2
-        return 3 if self.depth else 0
-
-    def busy(self) -> bool:
-        return self._where(threading.get_ident()) > 0
-
-    def begin(self, name: str, key: str) -> bool:
-        if not self.live and not self.depth:
-            return False
-        me = threading.get_ident()
-        where = self._where(me)
-        if where == 1:
-            self.depth += 1
-            return False
-        if where:
-            self.concurrent += where == 3
-            self._foreign[me] = self._foreign.get(me, 0) + 1
-            return False
-        if not self.live:
-            return False
-        labels = self.labels()
-        self.depth = 1
-        self.owner = threading.get_ident()
-        try:
-            p = self._open_slow(self._kind, name, labels)
-        except BaseException as e:
-            self.depth = 0
-            if isinstance(e, Exception):  # a failed start event: its row says so
-                self._count(key)
-            raise
-        if p is None:  # no session
-            self.depth = 0
-            return False
-        self._open = p
-        self._count(key)
-        return True
-
-    def end(self, error: BaseException | None) -> None:
-        depth = self.depth
-        if self._foreign or (depth and threading.get_ident() != self.owner):
-            me = threading.get_ident()
-            n = self._foreign.pop(me, 0)
-            if n > 1:
-                self._foreign[me] = n - 1
-            if n or (depth and me != self.owner):
-                return
-        if depth > 1:
-            self.depth = depth - 1
-        if depth != 1:
-            return
-        p, self._open = self._open, None
-        try:
-            if p is not None:
-                self._close_slow(p, error)
-        finally:
-            self.depth = 0
-            self.ended()
-
-    def call(self, name: str, key: str, fn: Callable[..., Any], args: tuple[Any, ...],
-             kwargs: dict[str, Any] | None) -> Any:
-        if not self.live or self._timed is None:
-            return fn(*args, **(kwargs or {}))
-        me = threading.get_ident()
-        where = self._where(me)
-        if where == 3:  # another thread's region is open: untimed, counted
-            self.concurrent += 1
-            self._foreign[me] = self._foreign.get(me, 0) + 1
-            try:
-                return fn(*args, **(kwargs or {}))
-            finally:
-                n = self._foreign.pop(me, 1) - 1
-                if n:
-                    self._foreign[me] = n
-        if where:
-            return fn(*args, **(kwargs or {}))
-        labels = self.labels()
-        self.depth = 1
-        self.owner = threading.get_ident()
-        self._count(key)
-        try:
-            return self._timed(self._kind, name, labels, fn, args, kwargs, None, None)
-        finally:
-            self.depth = 0
-            self.ended()
-
-
-def _range_hook(g: Any, orig: Callable[..., Any], prefix: str | None,
-                key: str | None) -> Callable[..., Any]:
-    """bindings/_autoregions.c's RangeHook in Python: a push (orig, then a region opens; its
-    name is `prefix` and the message) or, with prefix None, a pop (the region closes, then
-    orig). (The push before the start event and the pop after the end event.)"""
-    if prefix is None:
-        def popped(*args: Any, **kwargs: Any) -> Any:
-            try:
-                g.end(_range_error(sys.exc_info()[1]))  # (being handled: the region's)
-            except BaseException:
-                orig(*args, **kwargs)  # the program's pop still runs (its error wins)
-                raise
-            return orig(*args, **kwargs)
-        return popped
-
-    def pushed(*args: Any, **kwargs: Any) -> Any:
-        out = orig(*args, **kwargs)
-        msg = args[0] if args else kwargs.get("message", kwargs.get("msg"))
-        g.begin(prefix + ("range" if msg is None else str(msg)), key)
-        return out
-    return pushed
-
-
-def _range_error(e: BaseException | None) -> BaseException | None:
-    """The exception being handled as a range pops, if it is an error of the region's: not a
-    generator closed (GeneratorExit), nor sys.exit(0) or sys.exit() (RangeHook's range_error)."""
-    if isinstance(e, GeneratorExit) or (isinstance(e, SystemExit) and e.code in (None, 0)):
-        return None
-    return e
 
 
 def _native() -> Any:
