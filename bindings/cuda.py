@@ -38,7 +38,7 @@ def native_module() -> Any:
     GPUWATCH_NATIVE=0 turns it off: then every region, hook and event call takes its Python
     implementation (the reference the C code follows; a way round a fault in the C path).
     Read when a session opens its device, not at import."""
-    if os.environ.get("GPUWATCH_NATIVE", "").strip() == "0":
+    if os.environ.get("GPUWATCH_NATIVE", "").strip().lower() in ("0", "false", "off", "no"):
         return None
     try:
         return importlib.import_module("gpuwatch.bindings._native")

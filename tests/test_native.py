@@ -332,3 +332,13 @@ def test_the_stub_is_the_built_module(tmp_path):
                         "gpuwatch.bindings._native"], cwd=tmp_path, capture_output=True,
                        text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("value, off", [("0", True), (" OFF ", True), ("false", True),
+                                        ("no", True), ("1", False), ("", False)])
+def test_gpuwatch_native_turns_the_extension_off(monkeypatch, value, off):
+    """GPUWATCH_NATIVE=0 (or false, off, no; any case) leaves the built extension unused:
+    every caller then takes the Python implementation (docs/cli.md, Environment)."""
+    pytest.importorskip("gpuwatch.bindings._native")
+    monkeypatch.setenv("GPUWATCH_NATIVE", value)
+    assert (native_module() is None) == off
