@@ -3,12 +3,11 @@ did not have, lazy resolution, the event pool, stream checks, the whole-device m
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 import gpuwatch
+from gpuwatch.bindings.cuda import native_module
 from gpuwatch.labels import event_tag, region_of_tag
 from tests.helpers import fake_torch
 
@@ -218,7 +217,7 @@ class spy:
 
     def __init__(self, s):
         self.timer = s._timer
-        assert self.timer._c_path == (os.environ.get("GPUWATCH_NATIVE") != "0")  # (impl's)
+        assert self.timer._c_path == (native_module() is not None)  # (the impl fixture's)
         for _ in range(40):
             s.infer(lambda: None)
         self.n0 = self._count()
