@@ -18,7 +18,7 @@ from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from .analysis import Analysis, analyze
+from .analysis.pipeline import Analysis, analyze
 from .backends import BINDINGS
 from .errors import GpuwatchError, Terminated, UsageError
 from .recorder import SAMPLER_MODES, Session

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # on one of these once it is gone (then remove it here).
 KNOWN_CYCLES = [
     # Analysis._repr_html_ (Jupyter's hook) renders itself; the renderers read analyses
-    {"gpuwatch.analysis", "gpuwatch.renderers.base", "gpuwatch.renderers.html",
+    {"gpuwatch.analysis.pipeline", "gpuwatch.renderers.base", "gpuwatch.renderers.html",
      "gpuwatch.renderers.text"},
     # ptx.py regenerates the shipped PTX from builtin's and probe's sources (development only);
     # cuda.py starts the clock probe, which runs on cuda.py's driver calls

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import gpuwatch
-import gpuwatch.analysis as analysis
+import gpuwatch.analysis.pipeline as analysis  # (where the pipeline looks attribute up)
 from gpuwatch.analysis import attribution
 
 DATA = Path(__file__).parent / "data"

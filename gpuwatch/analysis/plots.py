@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from . import Analysis
+from .pipeline import Analysis
 from .columns import floats
 
 

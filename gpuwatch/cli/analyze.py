@@ -32,8 +32,6 @@ class AnalyzeCommand:
         p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from ..renderers import HtmlRenderer, JsonRenderer, PerfettoRenderer, TextRenderer
-
         if args.seed < 0:
             raise UsageError(f"--seed takes a whole number >= 0, got {args.seed}")
         for flag, out in (("--html", args.html), ("--perfetto", args.perfetto)):
@@ -53,8 +51,10 @@ class AnalyzeCommand:
         dirs = [t for t in args.traces if Path(t).is_dir() and not t.rstrip("/").endswith(".partial")]
         if dirs:
             return self._fleet(args, dirs)
-        with loading():  # (pandas and the rest: only once the input is good)
-            from ..analysis import analyze
+        with loading():  # (pandas and the rest: only once the input is good; a fleet needs
+            # neither the pipeline nor the renderers)
+            from ..analysis.pipeline import analyze
+            from ..renderers import HtmlRenderer, JsonRenderer, PerfettoRenderer, TextRenderer
 
         a = analyze(*args.traces, seed=args.seed)
         try:

@@ -230,7 +230,7 @@ class RunCommand:
                 print(f"gpuwatch: {line}{'; no HTML written' if args.html else ''} (see "
                       f"docs/guide.md, 'Profile a program you did not write for gpuwatch')", file=err)
             return
-        from ..analysis import analyze
+        from ..analysis.pipeline import analyze
         from ..renderers import HtmlRenderer, JsonRenderer, TextRenderer
 
         a = analyze(path)

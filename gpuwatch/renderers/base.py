@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..analysis import Analysis
+from ..analysis.pipeline import Analysis
 
 
 class Renderer:

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__, install_hint
-from ..analysis import FACTOR_TEXT, Analysis, _usable, status
+from ..analysis import status
+from ..analysis.pipeline import FACTOR_TEXT, Analysis, _usable
 from ..analysis.causes import CAUSES
 from ..analysis.clock import sentence as clock_sentence
 from ..analysis.merge import BOUNDS

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ..analysis import Analysis
+from ..analysis.pipeline import Analysis
 from .base import Renderer
 
 

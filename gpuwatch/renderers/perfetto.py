@@ -32,7 +32,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from ..analysis import NO_CONDITION, Analysis
+from ..analysis.pipeline import NO_CONDITION, Analysis
 from ..trace import Trace
 from .base import Renderer
 

@@ -4,7 +4,8 @@ import math
 
 import pandas as pd
 
-from ..analysis import Analysis, share_text, status
+from ..analysis import status
+from ..analysis.pipeline import Analysis, share_text
 from ..analysis.clock import sentence as clock_sentence
 from ..analysis.wall import text as wall_text
 from ..analysis.columns import ms_text
