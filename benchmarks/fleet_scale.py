@@ -9,6 +9,7 @@ the same bytes N times, which is what the memory question needs (does it grow wi
 Targets: 80 traces within 10% of 20 traces' peak RSS; time <= 1.5x DuckDB's.
 
     python benchmarks/fleet_scale.py --out DIR [--sizes 20,80,320] [--iters 3000] [--rounds 3]
+        [--base OTHER_CHECKOUT]   # also that checkout's gpuwatch, interleaved: A/B
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ def build(work: Path, sizes: list[int], iters: int) -> dict[int, Path]:
     return roots
 
 
-def child(argv: list[str], cwd: Path) -> dict[str, float]:
+def child(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict[str, float]:
     t = time.perf_counter()
-    p = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env=env)
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t
     err = p.stderr.read().decode() if p.stderr else ""
@@ -65,6 +67,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="20,80,320")
     ap.add_argument("--iters", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--base", type=Path, help="also time the gpuwatch of this checkout (its "
+                    "root; compiled extension in place), interleaved, as `before`")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -74,10 +78,12 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {}
     for r in range(args.rounds):
         for n in sizes:
-            for tool in ("gpuwatch", "duckdb"):
-                argv = ([sys.executable, "-m", "gpuwatch", "analyze", "--json", "fleet"]
-                        if tool == "gpuwatch" else duck)
-                res = child(argv, roots[n].parent)
+            for tool in ("gpuwatch", "duckdb") + (("before",) if args.base else ()):
+                argv = (duck if tool == "duckdb" else
+                        [sys.executable, "-m", "gpuwatch", "analyze", "--json", "fleet"])
+                env = (dict(os.environ, PYTHONPATH=str(args.base.resolve())) if tool == "before"
+                       else None)
+                res = child(argv, roots[n].parent, env)
                 runs.setdefault(f"{tool}:{n}", []).append(res)
                 print(f"round {r} {tool:8s} {n:4d} traces: {res['wall_s']:6.2f} s wall "
                       f"{res['cpu_s']:6.2f} s CPU {res['max_rss_gib']:.3f} GiB", flush=True)
@@ -91,6 +97,12 @@ def main() -> None:
                       "cpu_ratio_min_max": [min(ratio), max(ratio)],
                       "gpuwatch_max_rss_gib_median": statistics.median(a["max_rss_gib"] for a in g),
                       "duckdb_max_rss_gib_median": statistics.median(b["max_rss_gib"] for b in d)}
+        if args.base:
+            b4 = runs[f"before:{n}"]
+            ab = [a["cpu_s"] / b["cpu_s"] for a, b in zip(g, b4)]
+            summary[n].update(before_cpu_s_median=statistics.median(b["cpu_s"] for b in b4),
+                              cpu_over_before_median=statistics.median(ab),
+                              cpu_over_before_min_max=[min(ab), max(ab)])
     base = summary[sizes[0]]["gpuwatch_max_rss_gib_median"]
     for n in sizes:
         summary[n]["rss_over_smallest"] = summary[n]["gpuwatch_max_rss_gib_median"] / base

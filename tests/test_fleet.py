@@ -1,4 +1,4 @@
-"""Fleet datasets: `record --dataset`, `analyze DIR` streamed with pyarrow.dataset, and the same
+"""Fleet datasets: `record --dataset`, `analyze DIR` streamed trace by trace, and the same
 question answered by DuckDB and Dask from benchmarks/fleet/."""
 
 from __future__ import annotations
@@ -260,3 +260,90 @@ def test_a_member_that_repeats_its_rows_counts_each_once(tmp_path):
     one, two = (runs[f.runs["run"].astype(str) == r].reset_index(drop=True) for r in ("1", "2"))
     assert len(one) and len(one) == len(two)
     pd.testing.assert_frame_equal(one, two)
+
+
+# -- the fleet's command without pandas (issue 31 part 3): each piece against the library it
+# stands in for (pyarrow.dataset's hive partitions, pyarrow's to_numpy, pandas' groupby) --
+
+
+def test_analyze_dir_never_imports_pandas(fleet_root):
+    """`gpuwatch analyze DIR` answers from the fleet's rows; pandas (whose import is ~0.4 s of
+    the command) is not loaded by it, nor by pyarrow on its behalf."""
+    prog = ("import runpy, sys\n"
+            f"sys.argv = ['gpuwatch', 'analyze', '--json', {str(fleet_root)!r}]\n"
+            "try:\n    runpy.run_module('gpuwatch', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('pandas' in sys.modules, file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "False"
+    assert '"by_model_gap"' in r.stdout
+
+
+def test_partition_values_are_typed_as_pyarrow_dataset_types_them(tmp_path):
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from gpuwatch.analysis.fleet import _hive_typed
+
+    for values in (["1", "02", "-3"], ["1", "x"], ["3000000000"], ["1.5"], ["a%20b", "c"],
+                   ["__HIVE_DEFAULT_PARTITION__", "2"], ["+4"]):
+        root = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
+        paths = []
+        for i, v in enumerate(values):
+            d = root / "host=h" / f"run={v}" / f"x{i}"
+            d.mkdir(parents=True)
+            pq.write_table(pa.table({"x": [1]}), d / "t.parquet")
+            paths.append(str(d / "t.parquet"))
+        want = {f.path: ds.get_partition_keys(f.partition_expression) for f in ds.dataset(
+            paths, format="parquet", partitioning="hive", partition_base_dir=str(root)
+        ).get_fragments()}
+        got = _hive_typed(root, paths)
+        assert got == want, values
+
+
+def test_columns_read_from_arrow_buffers_as_to_numpy_reads_them():
+    import numpy as np
+    import pyarrow as pa
+
+    from gpuwatch.analysis.fleet import _array, _codes
+
+    a = pa.chunked_array([pa.array([1.5, None, 3.0, 4.0]), pa.array([None, 6.0])])
+    for col in (a, a.combine_chunks().slice(1, 4), pa.chunked_array([], pa.float64())):
+        want = col.to_numpy(zero_copy_only=False).astype(np.float64)
+        np.testing.assert_array_equal(_array(col, np.float64), want)
+    s = pa.chunked_array([pa.array(["b", None, "", "a", "b"]), pa.array([None, "c"])])
+    codes, values = _codes(s)
+    assert [values[c] for c in codes] == ["b", "", "", "a", "b", "", "c"]
+    assert values == ["b", "", "a", "c"]  # (first seen first; null and "" one value)
+
+
+def test_the_per_model_gap_table_is_pandas_groupby_of_the_runs():
+    """fleet's own grouping (no pandas) against the groupby it replaces: sorted keys, missing
+    ones last, NaN skipped in the medians and extremes, all-NaN groups NaN."""
+    import numpy as np
+
+    from gpuwatch.analysis.fleet import _by_model_gap, _frame
+
+    nan = float("nan")
+    runs = [{"gpu_model": m, "engine": e, "gap_ms": g, "late_p50_ms": late,
+             "late_over_early": r}
+            for m, e, g, late, r in [("T4", "e", 20.0, 2.0, 1.5), ("A", "e", 20.0, 1.0, nan),
+                                     ("T4", "e", 20.0, 4.0, 1.1), ("T4", "e", 0.0, nan, nan),
+                                     (None, "e", 5.0, 3.0, 1.0), ("T4", "f", nan, 1.0, 2.0),
+                                     ("T4", "e", 20.0, 3.0, 1.2)]]
+    cols = ["gpu_model", "engine", "gap_ms", "late_p50_ms", "late_over_early"]
+    rows, out_cols = _by_model_gap(runs, cols)
+    g = _frame(runs, cols).groupby(["gpu_model", "engine", "gap_ms"], sort=True, dropna=False)
+    want = g.agg(runs=("late_p50_ms", "size"), stable_ms=("late_p50_ms", "median"),
+                 stable_ms_min=("late_p50_ms", "min"), stable_ms_max=("late_p50_ms", "max"),
+                 late_over_early_p50=("late_over_early", "median"),
+                 late_over_early_max=("late_over_early", "max")).reset_index()
+    got = _frame(rows, out_cols)
+    assert list(got.columns) == list(want.columns)
+    assert got["gpu_model"].tolist()[:-1] == want["gpu_model"].tolist()[:-1]
+    assert pd.isna(got["gpu_model"].iloc[-1]) and pd.isna(want["gpu_model"].iloc[-1])
+    for c in want.columns[1:]:
+        np.testing.assert_array_equal(got[c].to_numpy(dtype=object if c == "engine" else float),
+                                      want[c].to_numpy(dtype=object if c == "engine" else float))

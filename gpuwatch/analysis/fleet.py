@@ -1,4 +1,6 @@
-"""Fleet questions over a directory of traces, streamed with pyarrow.dataset.
+"""Fleet questions over a directory of traces, streamed one trace at a time with pyarrow.parquet
+(as a pyarrow.dataset would read them, hive partitions included, but without pandas, which
+pyarrow.dataset imports).
 
 A fleet dataset is what `record --dataset DIR` writes, DIR/host=H/gpu_model=M/run=R/trace.parquet,
 but any directory of gpuwatch traces works (runs are then told apart by file). Only the inference
@@ -17,23 +19,27 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import urllib.parse
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ..errors import TraceFormatError, UsageError
+from ..lazy import Lazy, Later, pending
 from .columns import EARLY_ITERS, LATE_ITERS
 from ..trace import (KIND, LEGACY_KIND, META_KEY, REPEAT_BATCH_ROWS, _check_meta, _check_types,
                      live_writer, partition_value, read_partial_meta, batches_without_repeats)
 from .columns import MAX_LATENCY_MS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PARTITIONS = ("host", "gpu_model", "run")
 _BINS_PER_DECADE = 200
@@ -78,8 +84,12 @@ def _keep(rows: np.ndarray, k: int, smallest: bool) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Fleet:
-    """What `fleet()` found: one row per (run, condition), and the per-model/gap answer."""
+class Fleet(Lazy):
+    """What `fleet()` found: one row per (run, condition), and the per-model/gap answer.
+
+    `runs` and `by_model_gap` are pandas DataFrames, made when first read: the command's
+    JSON, text and one line come from the same rows without pandas (~0.4 s of a fleet's
+    start)."""
 
     runs: pd.DataFrame
     by_model_gap: pd.DataFrame
@@ -88,16 +98,27 @@ class Fleet:
     invalid_latencies: int = 0  # measured inferences left out: no valid gpu_ms
     repeated_rows: int = 0  # inference rows left out: each repeated another (trace.reader)
 
+    def rows(self, table: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """Table `table` ("runs" or "by_model_gap") as its rows (dicts, NaN where unknown) and
+        columns: without pandas where the table has not been made."""
+        later = pending(self, table)
+        if later is not None:
+            rows, cols = later.source
+            return rows, cols
+        df = getattr(self, table)
+        return df.to_dict("records"), [str(c) for c in df.columns]
+
     def headline(self) -> str:
         """One line: how many traces, and the group whose late inferences ran slowest against
         its early ones (the fleet's question: where does latency creep up?)."""
-        t = self.by_model_gap
+        t, cols = self.rows("by_model_gap")
         head = f"{self.files} trace{'s' if self.files != 1 else ''}"
-        if t.empty or not t["late_over_early_max"].notna().any():
+        ratios = [_num(r.get("late_over_early_max")) for r in t]
+        if not any(v == v for v in ratios):
             return head + ": no condition with valid latencies"
-        r = t.loc[t["late_over_early_max"].idxmax()]
-        where = ", ".join(([str(r["gpu_model"])] if "gpu_model" in t else [])
-                          + ([f"engine {r['engine']}"] if "engine" in t else [])
+        r = t[max((i for i, v in enumerate(ratios) if v == v), key=lambda i: (ratios[i], -i))]
+        where = ", ".join(([str(r["gpu_model"])] if "gpu_model" in cols else [])
+                          + ([f"engine {r['engine']}"] if "engine" in cols else [])
                           + [f"gap {r['gap_ms']:g} ms"])
         runs = int(r["runs"])
         return (f"{head}, {len(t)} group{'s' if len(t) != 1 else ''}; the largest late/early "
@@ -106,12 +127,33 @@ class Fleet:
                    else "its one run)"))
 
     def to_dict(self) -> dict[str, Any]:
-        def records(df: pd.DataFrame) -> list[dict[str, Any]]:
-            return json.loads(df.to_json(orient="records"))
+        def records(table: str) -> list[dict[str, Any]]:
+            rows, cols = self.rows(table)
+            return [{c: _json_value(r.get(c)) for c in cols} for r in rows]
 
         return {"files": self.files, "skipped": list(self.skipped),
                 "invalid_latencies": self.invalid_latencies, "repeated_rows": self.repeated_rows,
-                "by_model_gap": records(self.by_model_gap), "runs": records(self.runs)}
+                "by_model_gap": records("by_model_gap"), "runs": records("runs")}
+
+
+def _num(v: Any) -> float:
+    """A cell as a float (NaN where it is none)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _json_value(v: Any) -> Any:
+    """A cell as the JSON has always given it (pandas' to_json): NaN and None as null, floats
+    to 10 decimals, numpy scalars as Python's."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    if isinstance(v, float):
+        return round(v, 10)
+    return v
 
 
 def trace_files(root: Path) -> list[str]:
@@ -209,11 +251,11 @@ def fleet(root: str | os.PathLike[str],
     if not good:
         raise TraceFormatError(f"none of the {len(files)} Parquet files under {root} is a "
                                "readable gpuwatch trace")
-    names = ds.dataset(good, format="parquet", partitioning="hive",
-                       partition_base_dir=str(root)).schema.names
+    # (the first trace's columns, and the partition keys of any: as pyarrow.dataset names them)
+    names = pq.read_schema(good[0]).names + sorted({k for p in good for k in _hive(root, p)})
     # (host and GPU model always: from the directories where they say, else the metadata)
     keys = [k for k in PARTITIONS if k in names or k in ("host", "gpu_model")]
-    accs: dict[tuple[Any, ...], _Acc] = {}
+    run_rows: list[dict[str, Any]] = []
     invalid = [0]  # measured inferences with no valid latency (counted, left out)
     repeated = [0]  # rows that repeated another exactly (counted, left out)
     for done, (part, filename, tbl) in enumerate(_traces(root, by_kind, keys, own, invalid,
@@ -223,6 +265,9 @@ def fleet(root: str | os.PathLike[str],
             progress(done, len(good))
         if tbl.num_rows == 0:
             continue
+        # (this trace's summaries, made into its rows once it is read: what the fleet keeps
+        # per trace is its rows, not its histograms)
+        accs: dict[tuple[Any, ...], _Acc] = {}
         name, names = _codes(tbl.column("name"))
         cond, conds = _codes(tbl.column("condition"))
         n_conds = len(conds)
@@ -241,7 +286,9 @@ def fleet(root: str | os.PathLike[str],
                 acc = accs[key] = _Acc(gap_ms=float(np.nanmedian(gap[rows]))
                                        if np.isfinite(gap[rows]).any() else np.nan)
             acc.add(it[rows], ms[rows])
-    runs = _runs_table(accs, keys)
+        run_rows += [_run_row(key, a, keys) for key, a in accs.items()]
+    runs, run_cols = _runs_table(run_rows, keys)
+    groups, group_cols = _by_model_gap(runs, run_cols)
     if invalid[0]:
         warnings.warn(f"left out {invalid[0]} measured inference(s) with no valid latency "
                       f"(missing, NaN, <= 0 or over {MAX_LATENCY_MS:.0e} ms)", stacklevel=2)
@@ -249,7 +296,9 @@ def fleet(root: str | os.PathLike[str],
         warnings.warn(f"left out {repeated[0]:,} inference row(s) that repeated another row "
                       f"exactly (damaged or copied data, never a second measurement)",
                       stacklevel=2)
-    return Fleet(runs=runs, by_model_gap=_by_model_gap(runs), files=len(good),
+    return Fleet(runs=Later(lambda: _frame(runs, run_cols), source=(runs, run_cols)),
+                 by_model_gap=Later(lambda: _frame(groups, group_cols),
+                                    source=(groups, group_cols)), files=len(good),
                  skipped=tuple(skipped), invalid_latencies=invalid[0], repeated_rows=repeated[0])
 
 
@@ -258,104 +307,247 @@ def _traces(root: Path, by_kind: dict[str, list[str]], keys: list[str],
             repeated: list[int]) -> Iterator[tuple[tuple[Any, ...], str, pa.Table]]:
     """Each trace's measured inferences with a valid latency, one trace at a time (what a
     trace holds is freed before the next is read: peak memory does not grow with the number
-    of traces, as it did with one scan over them all), with its partition values and path.
-    One dataset per discriminator column name (schema v3 traces and older ones mix in a
-    fleet), for the hive partitioning's types."""
+    of traces), with its partition values and path. The traces of one discriminator column
+    name (schema v3 and older ones mix in a fleet) share the first one's columns and their
+    partition values' types, as a pyarrow.dataset of them would; read with pyarrow.parquet
+    (pyarrow.dataset imports pandas: ~0.4 s of the command)."""
     for kind, paths in by_kind.items():
         if not paths:
             continue
-        dataset = ds.dataset(paths, format="parquet", partitioning="hive",
-                             partition_base_dir=str(root))
+        schema = pq.read_schema(paths[0])
         # (the times and region id too: a row that repeats another in all of them is a copy,
         # left out as load() does, read a batch at a time so that ten million cost no more)
-        cols = [k for k in keys if k in dataset.schema.names] + [
-            "name", "condition", "gap_ms", "iteration", "gpu_ms"] + [
-            c for c in ("t_ns", "start_ns", "end_ns", "region_id") if c in dataset.schema.names]
-        measured = ((pc.field(kind) == "inferences") & (pc.field("kind") == "inference")
-                    & ~pc.field("warmup") & pc.field("error").is_null())
-        fmt, hive = ds.ParquetFileFormat(), dataset.partitioning
+        cols = ["name", "condition", "gap_ms", "iteration", "gpu_ms"] + [
+            c for c in ("t_ns", "start_ns", "end_ns", "region_id") if c in schema.names]
+        fields = [schema.field(c) if c in schema.names else pa.field(c, pa.null())
+                  for c in cols]
+        values = _hive_typed(root, paths)
         for path in paths:
-            # (a fragment made here and dropped after its read: the dataset's own fragments
-            # keep each file's Parquet metadata once read, and memory grew with the fleet)
-            where = "/" + Path(os.path.relpath(path, root)).as_posix()  # (parse() drops
-            # the last part, the file's name)
-            frag = fmt.make_fragment(path, filesystem=dataset.filesystem,
-                                     partition_expression=hive.parse(where))
-            tbl, n = batches_without_repeats(
-                frag.to_batches(schema=dataset.schema, columns=cols, filter=measured,
-                                batch_size=REPEAT_BATCH_ROWS),
-                dataset.schema.empty_table().select(cols))
+            tbl, n = batches_without_repeats(_measured_batches(path, kind, cols, fields),
+                                             pa.Table.from_batches([], pa.schema(fields)))
             repeated[0] += n
             # (a latency that is missing, NaN, <= 0 or absurd is no measurement: as analyze)
             ms = _floats(tbl, "gpu_ms")
             with np.errstate(invalid="ignore"):
                 valid = (ms > 0) & (ms <= MAX_LATENCY_MS)
             invalid[0] += int((~valid).sum())
-            part = {**own.get(path, {}), **{k: v for k, v in ds.get_partition_keys(
-                frag.partition_expression).items() if v is not None}}
-            yield tuple(part.get(k) for k in keys), path, tbl.filter(pa.array(valid))
+            part = {**own.get(path, {}),
+                    **{k: v for k, v in values[path].items() if v is not None}}
+            yield tuple(part.get(k) for k in keys), path, tbl.filter(_mask(valid))
+
+
+def _measured_batches(path: str, kind: str, cols: list[str],
+                      fields: list[pa.Field]) -> Iterator[pa.RecordBatch]:
+    """Columns `cols` of the file's measured inferences (inference rows, not warm-up, that did
+    not raise: a row whose flags are missing is not one), REPEAT_BATCH_ROWS rows read at a
+    time from the row groups that may hold inferences (the statistics of the discriminator
+    column say which; gpuwatch writes one table per group); a column the file lacks is null."""
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    idx = names.index(kind)
+    groups = []
+    for i in range(pf.num_row_groups):
+        st = pf.metadata.row_group(i).column(idx).statistics
+        if st is not None and st.has_min_max:
+            lo, hi = (v.decode() if isinstance(v, bytes) else v for v in (st.min, st.max))
+            if lo == hi and lo != "inferences":
+                continue
+        groups.append(i)
+    if not groups:
+        return
+    flags = [c for c in (kind, "kind", "warmup", "error") if c in names]
+    read = list(dict.fromkeys([c for c in cols if c in names] + flags))
+    for batch in pf.iter_batches(batch_size=REPEAT_BATCH_ROWS, row_groups=groups, columns=read):
+        def col(c: str) -> pa.Array:
+            a = batch.column(c)
+            return a.dictionary_decode() if pa.types.is_dictionary(a.type) else a
+        if "warmup" not in names or "kind" not in names:  # (a null flag keeps no row)
+            return
+        keep = pc.and_(pc.and_(pc.is_in(col(kind), value_set=_INFERENCES),
+                               pc.is_in(col("kind"), value_set=_INFERENCE)),
+                       pc.invert(col("warmup")))
+        if "error" in names:
+            keep = pc.and_(keep, pc.is_null(col("error")))
+        kept = batch.filter(keep)  # (a null in the mask drops its row)
+        yield pa.RecordBatch.from_arrays(
+            [kept.column(c) if c in names else pa.nulls(kept.num_rows, f.type)
+             for c, f in zip(cols, fields)], schema=pa.schema(fields))
+
+
+def _strings(values: list[str]) -> pa.Array:
+    """Python strings as an Arrow string array, built from its buffers (pa.array imports
+    pandas where it is installed; see _array)."""
+    data = [v.encode() for v in values]
+    offsets = np.zeros(len(data) + 1, np.int32)
+    offsets[1:] = np.cumsum([len(d) for d in data])
+    return pa.Array.from_buffers(pa.string(), len(data),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
+
+
+_INFERENCES, _INFERENCE = _strings(["inferences"]), _strings(["inference"])
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+_INT32 = re.compile(r"-?[0-9]+")
+
+
+def _hive(root: Path, path: str) -> dict[str, str | None]:
+    """The `key=value` directories between `root` and the file (percent-decoded; the hive
+    default partition as None), as pyarrow's hive partitioning reads them."""
+    out: dict[str, str | None] = {}
+    for part in Path(os.path.relpath(path, root)).parts[:-1]:
+        key, eq, value = part.partition("=")
+        if eq and key:
+            value = urllib.parse.unquote(value)
+            out[key] = None if value == _HIVE_NULL else value
+    return out
+
+
+def _hive_typed(root: Path, paths: list[str]) -> dict[str, dict[str, Any]]:
+    """Each file's partition values, a key's values as integers where every value of it among
+    `paths` is one (an int32), else as strings: the types pyarrow.dataset infers."""
+    raw = {p: _hive(root, p) for p in paths}
+    keys = {k for v in raw.values() for k in v}
+    ints = {k for k in keys
+            if all(v is None or (_INT32.fullmatch(v) and -2**31 <= int(v) < 2**31)
+                   for r in raw.values() for kk, v in r.items() if kk == k)}
+    return {p: {k: (int(v) if k in ints and v is not None else v) for k, v in r.items()}
+            for p, r in raw.items()}
 
 
 def _floats(tbl: pa.Table, name: str) -> np.ndarray:
     """A numeric column as float64, nulls as NaN."""
-    return tbl.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+    return _array(pc.cast(tbl.column(name), pa.float64()), np.float64)
+
+
+def _array(col: pa.ChunkedArray | pa.Array, dtype: Any) -> np.ndarray:
+    """A column of fixed-width values as a numpy array of `dtype` (its Arrow type's), nulls
+    as NaN, read from its Arrow buffers. (pyarrow's own to_numpy, pa.array and pa.scalar
+    import pandas where it is installed: ~0.4 s of a fleet's start, in a command that has no
+    other use for it.)"""
+    a = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    dtype = np.dtype(dtype)
+    if not len(a):
+        return np.empty(0, dtype)
+    out = np.frombuffer(a.buffers()[1], dtype=dtype, count=len(a) + a.offset)[a.offset:].copy()
+    if a.null_count:
+        valid = np.unpackbits(np.frombuffer(a.buffers()[0], np.uint8), bitorder="little",
+                              count=len(a) + a.offset)[a.offset:].astype(bool)
+        out[~valid] = np.nan
+    return out
+
+
+def _mask(keep: np.ndarray) -> pa.Array:
+    """A numpy bool array as an Arrow boolean array (filter's mask), without pa.array."""
+    bits = np.packbits(np.asarray(keep, dtype=bool), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(keep), [None, pa.py_buffer(bits)])
 
 
 def _codes(col: Any) -> tuple[np.ndarray, list[str]]:
-    """A string column as integer codes (nulls as ""), and the values they number."""
-    enc = pc.dictionary_encode(pc.fill_null(col, "")).combine_chunks()
-    return (enc.indices.to_numpy(zero_copy_only=False).astype(np.int64),
-            enc.dictionary.to_pylist())
+    """A string column as integer codes (nulls as "", one value with ""), and the values
+    they number."""
+    enc = pc.dictionary_encode(col, null_encoding="encode").combine_chunks()
+    codes = _array(pc.cast(enc.indices, pa.int64()), np.int64)
+    values = ["" if v is None else v for v in enc.dictionary.to_pylist()]
+    first = {v: values.index(v) for v in values}  # (null and "" both present: one code)
+    if len(first) < len(values):
+        remap = np.array([first[v] for v in values], np.int64)
+        codes = remap[codes]
+        keep = sorted(first.values())
+        codes = np.searchsorted(keep, codes)
+        values = [values[i] for i in keep]
+    return codes, values
 
 
-def _runs_table(accs: dict[tuple[Any, ...], _Acc], keys: list[str]) -> pd.DataFrame:
-    rows = []
-    for key, a in accs.items():
-        *part, filename, engine, cond = key
-        early = float(np.median(a.early[:, 1])) if len(a.early) else np.nan
-        late = float(np.median(a.late[:, 1])) if len(a.late) else np.nan
-        rows.append({**dict(zip(keys, part)), "file": filename, "engine": engine,
-                     "condition": cond,
-                     "gap_ms": a.gap_ms, "n": a.n, "p50_ms": a.quantile(0.5),
-                     "p99_ms": a.quantile(0.99), "early_p50_ms": early, "late_p50_ms": late,
-                     "late_over_early": late / early if early else np.nan})
-    cols = [*keys, "file", "engine", "condition", "gap_ms", "n", "p50_ms", "p99_ms", "early_p50_ms",
-            "late_p50_ms", "late_over_early"]
-    out = pd.DataFrame(rows, columns=cols)
-    return out.sort_values([*keys, "file", "engine", "gap_ms"], ignore_index=True)
+RUN_COLUMNS = ("file", "engine", "condition", "gap_ms", "n", "p50_ms", "p99_ms", "early_p50_ms",
+               "late_p50_ms", "late_over_early")  # (after the partition keys)
+GROUP_COLUMNS = ("runs", "stable_ms", "stable_ms_min", "stable_ms_max", "late_over_early_p50",
+                 "late_over_early_max")  # (after the GPU model, engine and gap)
 
 
-def _by_model_gap(runs: pd.DataFrame) -> pd.DataFrame:
-    model = "gpu_model" if "gpu_model" in runs else None
-    by = ([model] if model else []) + ["engine", "gap_ms"]
-    if runs.empty:
-        return pd.DataFrame(columns=[*by, "runs", "stable_ms", "stable_ms_min", "stable_ms_max",
-                                     "late_over_early_p50", "late_over_early_max"])
-    g = runs.groupby(by, sort=True, dropna=False)
-    out = g.agg(runs=("late_p50_ms", "size"), stable_ms=("late_p50_ms", "median"),
-                stable_ms_min=("late_p50_ms", "min"), stable_ms_max=("late_p50_ms", "max"),
-                late_over_early_p50=("late_over_early", "median"),
-                late_over_early_max=("late_over_early", "max"))
-    return out.reset_index()
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def _order(v: Any) -> tuple[bool, Any]:
+    """A sort key as pandas sorts a column: values in order, missing ones (None, NaN) last."""
+    return (True, 0) if _missing(v) else (False, v)
+
+
+def _run_row(key: tuple[Any, ...], a: _Acc, keys: list[str]) -> dict[str, Any]:
+    """One (run, engine, condition)'s row of the runs table, from its summary."""
+    *part, filename, engine, cond = key
+    early = float(np.median(a.early[:, 1])) if len(a.early) else np.nan
+    late = float(np.median(a.late[:, 1])) if len(a.late) else np.nan
+    return {**dict(zip(keys, part)), "file": filename, "engine": engine, "condition": cond,
+            "gap_ms": a.gap_ms, "n": a.n, "p50_ms": a.quantile(0.5),
+            "p99_ms": a.quantile(0.99), "early_p50_ms": early, "late_p50_ms": late,
+            "late_over_early": late / early if early else np.nan}
+
+
+def _runs_table(rows: list[dict[str, Any]], keys: list[str]
+                ) -> tuple[list[dict[str, Any]], list[str]]:
+    """The runs' rows sorted by the partition keys, file, engine and gap (missing last; ties
+    in the order found): as pandas' sort_values would."""
+    by = [*keys, "file", "engine", "gap_ms"]
+    rows.sort(key=lambda r: tuple(_order(r[c]) for c in by))
+    return rows, [*keys, *RUN_COLUMNS]
+
+
+def _by_model_gap(runs: Sequence[dict[str, Any]], run_columns: Sequence[str]
+                  ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per GPU model (where known), engine and gap, in that order (missing last): how many
+    runs, the median, least and largest of their late latency, and the median and largest of
+    their late/early ratio (each over the runs where it is known; NaN where none is), as
+    pandas' groupby(sort=True, dropna=False) would give them."""
+    by = (["gpu_model"] if "gpu_model" in run_columns else []) + ["engine", "gap_ms"]
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in runs:  # (NaN keys are one group: as None)
+        groups.setdefault(tuple(None if _missing(r[c]) else r[c] for c in by), []).append(r)
+
+    def known(rows: list[dict[str, Any]], c: str) -> np.ndarray:
+        v = np.array([_num(r[c]) for r in rows], dtype=np.float64)
+        return v[np.isfinite(v) | np.isinf(v)]
+
+    out = []
+    for key in sorted(groups, key=lambda k: tuple(_order(v) for v in k)):
+        rows = groups[key]
+        late, ratio = known(rows, "late_p50_ms"), known(rows, "late_over_early")
+        out.append({**dict(zip(by, (np.nan if c == "gap_ms" and v is None else v
+                                    for c, v in zip(by, key)))),
+                    "runs": len(rows),
+                    "stable_ms": float(np.median(late)) if late.size else np.nan,
+                    "stable_ms_min": float(late.min()) if late.size else np.nan,
+                    "stable_ms_max": float(late.max()) if late.size else np.nan,
+                    "late_over_early_p50": float(np.median(ratio)) if ratio.size else np.nan,
+                    "late_over_early_max": float(ratio.max()) if ratio.size else np.nan})
+    return out, [*by, *GROUP_COLUMNS]
+
+
+def _frame(rows: list[dict[str, Any]], cols: list[str]) -> pd.DataFrame:
+    """A table's rows as the DataFrame the API gives (pandas imported here, when first asked)."""
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=cols)
 
 
 def format_fleet(f: Fleet) -> str:
     """The per-model/gap answer as an aligned text table."""
-    t = f.by_model_gap
-    model = "gpu_model" in t
-    w = max([len("GPU model")] + [len(str(m)) for m in t.get("gpu_model", [])]) + 2
-    engines = "engine" in t and t["engine"].nunique() > 1
-    we = max([len("engine")] + [len(str(e)) for e in t.get("engine", [])]) + 2
+    t, cols = f.rows("by_model_gap")
+    model = "gpu_model" in cols
+    w = max([len("GPU model")] + [len(str(r["gpu_model"])) for r in t if model]) + 2
+    engines = "engine" in cols and len({r["engine"] for r in t if not _missing(r["engine"])}) > 1
+    we = max([len("engine")] + [len(str(r["engine"])) for r in t if "engine" in cols]) + 2
     head = (f"{'GPU model':<{w}}" if model else "") + (f"{'engine':<{we}}" if engines else "") + \
         f"{'gap ms':>8}{'runs':>6}{'stable ms':>11}{'(min-max)':>18}{'late/early':>12}{'(max)':>8}"
     lines = [f"{f.files} traces" + (f", {len(f.skipped)} other files skipped" if f.skipped else ""),
              head]
-    for r in t.itertuples():
-        lines.append((f"{str(r.gpu_model):<{w}}" if model else "")
-                     + (f"{str(r.engine):<{we}}" if engines else "")
-                     + f"{r.gap_ms:>8g}{r.runs:>6}{r.stable_ms:>11.3f}"
-                     + f"{f'({r.stable_ms_min:.3f}-{r.stable_ms_max:.3f})':>18}"
-                     + f"{r.late_over_early_p50:>11.2f}x{r.late_over_early_max:>7.2f}x")
+    for r in t:
+        spread = f"({_num(r['stable_ms_min']):.3f}-{_num(r['stable_ms_max']):.3f})"
+        lines.append((f"{str(r['gpu_model']):<{w}}" if model else "")
+                     + (f"{str(r['engine']):<{we}}" if engines else "")
+                     + f"{_num(r['gap_ms']):>8g}{r['runs']:>6}{_num(r['stable_ms']):>11.3f}"
+                     + f"{spread:>18}"
+                     + f"{_num(r['late_over_early_p50']):>11.2f}x"
+                     + f"{_num(r['late_over_early_max']):>7.2f}x")
     return "\n".join(lines) + "\n"
 
 

@@ -313,8 +313,12 @@ def _distinct_in_order(t: pa.ChunkedArray) -> bool:
     repeat another."""
     if t.null_count:
         return False
-    v = t.to_numpy()
-    return bool((v[1:] > v[:-1]).all())
+    if len(t) < 2:
+        return True
+    import pyarrow.compute as pc  # (arrow's own compare: to_numpy would import pandas)
+
+    a = t.combine_chunks() if isinstance(t, pa.ChunkedArray) else t
+    return bool(pc.all(pc.greater(a.slice(1), a.slice(0, len(a) - 1))).as_py())
 
 
 def without_repeats(tbl: pa.Table) -> tuple[pa.Table, int]:
