@@ -35,7 +35,8 @@ from ..errors import TraceFormatError, UsageError
 from ..lazy import Lazy, Later, pending
 from .columns import EARLY_ITERS, LATE_ITERS
 from ..trace import (KIND, LEGACY_KIND, META_KEY, REPEAT_BATCH_ROWS, _check_meta, _check_types,
-                     live_writer, partition_value, read_partial_meta, batches_without_repeats)
+                     live_writer, partition_value, read_partial_meta, batches_without_repeats,
+                     table_groups)
 from .columns import MAX_LATENCY_MS
 
 if TYPE_CHECKING:
@@ -344,25 +345,19 @@ def _measured_batches(path: str, kind: str, cols: list[str],
     column say which; gpuwatch writes one table per group); a column the file lacks is null."""
     pf = pq.ParquetFile(path)
     names = pf.schema_arrow.names
-    idx = names.index(kind)
-    groups = []
-    for i in range(pf.num_row_groups):
-        st = pf.metadata.row_group(i).column(idx).statistics
-        if st is not None and st.has_min_max:
-            lo, hi = (v.decode() if isinstance(v, bytes) else v for v in (st.min, st.max))
-            if lo == hi and lo != "inferences":
-                continue
-        groups.append(i)
+    if "warmup" not in names or "kind" not in names:  # (a null flag keeps no row)
+        return
+    by_table, mixed = table_groups(pf, kind)
+    groups = sorted(by_table["inferences"] + mixed)
     if not groups:
         return
     flags = [c for c in (kind, "kind", "warmup", "error") if c in names]
     read = list(dict.fromkeys([c for c in cols if c in names] + flags))
+    schema = pa.schema(fields)
     for batch in pf.iter_batches(batch_size=REPEAT_BATCH_ROWS, row_groups=groups, columns=read):
         def col(c: str) -> pa.Array:
             a = batch.column(c)
             return a.dictionary_decode() if pa.types.is_dictionary(a.type) else a
-        if "warmup" not in names or "kind" not in names:  # (a null flag keeps no row)
-            return
         keep = pc.and_(pc.and_(pc.is_in(col(kind), value_set=_INFERENCES),
                                pc.is_in(col("kind"), value_set=_INFERENCE)),
                        pc.invert(col("warmup")))
@@ -371,7 +366,7 @@ def _measured_batches(path: str, kind: str, cols: list[str],
         kept = batch.filter(keep)  # (a null in the mask drops its row)
         yield pa.RecordBatch.from_arrays(
             [kept.column(c) if c in names else pa.nulls(kept.num_rows, f.type)
-             for c, f in zip(cols, fields)], schema=pa.schema(fields))
+             for c, f in zip(cols, fields)], schema=schema)
 
 
 def _strings(values: list[str]) -> pa.Array:

@@ -30,7 +30,8 @@ from .paths import (
     _release, check_output, default_out, live_writer, partial_path, publish, remove_partial)
 from .reader import (
     CORE_COLUMNS, Columns, DamagedTraceWarning, RecoveredTraceWarning, Trace, _check_types, load,
-    release_arrow_memory, without_repeats, REPEAT_BATCH_ROWS, batches_without_repeats)
+    release_arrow_memory, without_repeats, REPEAT_BATCH_ROWS, batches_without_repeats,
+    table_groups)
 from .schema import (
     KIND, LEGACY_KIND, META_KEY, NOT_WORK_KINDS, ROW_GROUP_ROWS, SCHEMA, SCHEMA_VERSION,
     STRING_COLUMNS, TABLE_COLUMNS, TABLE_SCHEMAS, TABLES, TIME_COLUMNS, _check_meta,
@@ -45,4 +46,5 @@ __all__ = [
     "TIME_COLUMNS", "Trace", "TraceWriter", "check_output", "claim_for_finish", "conform",
     "default_out", "finish_partial", "live_writer", "load", "partial_path", "partition_value",
     "publish", "read_chunk", "read_partial_meta", "release_arrow_memory", "remove_partial",
-    "table_columns", "use_system_allocator", "without_repeats", "REPEAT_BATCH_ROWS", "batches_without_repeats"]
+    "table_columns", "use_system_allocator", "without_repeats", "REPEAT_BATCH_ROWS", "batches_without_repeats",
+    "table_groups"]

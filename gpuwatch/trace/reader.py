@@ -216,6 +216,26 @@ def _kind_column(names: Sequence[str]) -> str:
                            "by gpuwatch")
 
 
+def table_groups(pf: pq.ParquetFile, kind: str) -> tuple[dict[str, list[int]], list[int]]:
+    """The file's row groups by the table they hold, and those that hold several (or whose
+    statistics do not say): the discriminator column `kind`'s min and max, one table per group
+    as gpuwatch writes them."""
+    idx = pf.schema_arrow.get_field_index(kind)
+    groups: dict[str, list[int]] = {t: [] for t in TABLES}
+    mixed: list[int] = []
+    for i in range(pf.num_row_groups):
+        st = pf.metadata.row_group(i).column(idx).statistics
+        lo = hi = None
+        if st is not None and st.has_min_max:
+            lo, hi = st.min, st.max
+            lo, hi = (v.decode() if isinstance(v, bytes) else v for v in (lo, hi))
+        if lo is not None and lo == hi and lo in groups:
+            groups[lo].append(i)
+        else:
+            mixed.append(i)
+    return groups, mixed
+
+
 CORE_COLUMNS = ("gpu", "t_ns", "kind", "name", "condition", "iteration", "gpu_ms", "start_ns",
                 "end_ns", "sm_clock_mhz")
 
@@ -232,19 +252,7 @@ def _read_file(pf: pq.ParquetFile, columns: Columns | None,
         raise TraceFormatError(f"trace lacks the column(s) {', '.join(lacking)} every gpuwatch "
                                f"trace has: it is damaged, or was not written by gpuwatch")
     _check_types(pf.schema_arrow)
-    idx = pf.schema_arrow.get_field_index(kind)
-    groups: dict[str, list[int]] = {t: [] for t in TABLES}
-    mixed: list[int] = []
-    for i in range(pf.num_row_groups):
-        st = pf.metadata.row_group(i).column(idx).statistics
-        lo = hi = None
-        if st is not None and st.has_min_max:
-            lo, hi = st.min, st.max
-            lo, hi = (v.decode() if isinstance(v, bytes) else v for v in (lo, hi))
-        if lo is not None and lo == hi and lo in groups:
-            groups[lo].append(i)
-        else:
-            mixed.append(i)
+    groups, mixed = table_groups(pf, kind)
     out: dict[str, Any] = {}
     repeated: dict[str, int] = {}
     for name in TABLES:
