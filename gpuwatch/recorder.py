@@ -393,6 +393,7 @@ class Session:
                                   probe_region_ns=PROBE_REGION_NS if self.probe_every_ms else 0,
                                   hook=(self._thread_names.publish
                                         if self._thread_names is not None else None))
+        self._timer.learn_streams()
         writer.set_before_flush(self._housekeeping)
 
     def _housekeeping(self) -> None:

@@ -367,6 +367,18 @@ class RegionTimer:
                 self._fs.torch_cuda = cuda.__dict__
         return ref
 
+    def learn_streams(self) -> None:
+        """At the session's start, where torch has started CUDA already: learn how the C path
+        reads torch's current stream now, not in the program's first region, whose call ->
+        result it made 30 ms longer on the H100 (c10's check in a forked child: 19 ms;
+        benchmarks/results/h100_issue31/rerun_d74d17b). A failure here is met again, and
+        reported, at the first region."""
+        if self._stream is None:
+            try:
+                self._current()
+            except Exception:
+                pass
+
     def _fast_failed(self, kind: str, name: Any, labels: tuple[Any, ...], rid: int,
                      pair: tuple[Any, Any], handle: int, source: str, anchor: Anchor, h0: int,
                      h1: int, rc0: int, rc1: int, error: BaseException | None) -> None:

@@ -202,17 +202,27 @@ def test_a_pipelined_program_keeps_its_overlap(torch, models, tmp_path):
         torch.cuda.synchronize()
         return n / (time.perf_counter() - t0)
 
+    # Both arms run inside one session, alternating, after a warm-up: a session's start (0.45 s
+    # of GPU idle, the first regions' one-off costs) made a fresh session per pair 2% slower
+    # than the bare arm at the median on a lent H100, and the process's first one 12-17%; the
+    # steady state is what overlap is about (benchmarks/results/h100_issue31/rerun_d74d17b).
     ratios = []
-    with torch.inference_mode():
+    with torch.inference_mode(), gpuwatch.session(out=tmp_path / "p.parquet") as s:
+        pipeline(20, s)
         pipeline(20)
-        for i in range(8):  # (one pair's ratio spreads 0.93-0.99 under the GPU's power
-            # management; the median of eight is the claim)
-            with gpuwatch.session(out=tmp_path / f"p{i}.parquet") as s:
+        for i in range(8):  # (one pair's ratio spreads 0.95-1.11 under the GPU's power
+            # management; the median of eight is the claim: 0.98-1.01 in 3 runs, 0.996 over
+            # 16 pairs. Serialised regions would give ~0.55)
+            if i % 2:
+                without = pipeline(100)
                 with_s = pipeline(100, s)
-            without = pipeline(100)
+            else:
+                with_s = pipeline(100, s)
+                without = pipeline(100)
             ratios.append(with_s / without)
-            assert len(s.trace.measured()) == 100
-    assert np.median(ratios) > 0.97, ratios
+    assert len(s.trace.measured()) == 20 + 8 * 100
+    print("pipelined with/without:", [round(r, 4) for r in ratios])
+    assert np.median(ratios) > 0.96, ratios
 
 
 _SCRIPT = """

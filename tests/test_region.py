@@ -349,6 +349,26 @@ def test_the_timed_call_follows_torchs_current_stream_through_its_getter(tmp_pat
         assert meta["torch_stream_read"] is None and meta["c_path_regions"] is None
 
 
+def test_torch_started_before_the_session_is_learnt_at_its_start(tmp_path, impl, no_framework):
+    """How the C path reads torch's stream is learnt when the session starts, not in the
+    program's first region (on the H100 that made its call -> result 30 ms longer)."""
+    import sys
+
+    t = fake_torch(0x77, initialized=True)
+    no_framework.setitem(sys.modules, "torch", t)
+    with standin(tmp_path) as s:
+        learnt = s._timer._torch_path
+        asked = len(t.asked)
+        calls = spy(s)
+        for _ in range(20):
+            s.infer(lambda: None)
+    assert learnt == ("getter" if impl == "c" else None)
+    assert asked >= (1 if impl == "c" else 0)
+    assert len(calls) >= 18
+    inf = s.trace.inferences
+    assert (inf["stream_source"] == "torch").all() and (inf["stream"] == 0x77).all()
+
+
 def test_a_framework_the_c_path_cannot_read_is_left_to_python(tmp_path, impl, no_framework):
     """CuPy imported: its current stream is asked in Python (streams.current), every region."""
     import sys
