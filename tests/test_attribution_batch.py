@@ -143,6 +143,40 @@ def test_a_fit_given_as_its_frames_is_their_concatenation(case):
     _same([ref, tgt], ref, tgt, seed=case)
 
 
+def test_a_fit_over_the_reference_and_target_reads_them_once_and_agrees():
+    """attribute([ref, tgt], ref, tgt) reads each frame's columns once for all three groups
+    (`_raw`): the same as the reference where a clock is missing in the reference only (in
+    the fit it is not missing, so the reference's rows drop out of it) and where some
+    latencies are NaN (rows left out)."""
+    rng = np.random.default_rng(7)
+    ref = _frame(rng, 400, 1980, 0.0, clocks=False)
+    tgt = _frame(rng, 300, 1590, 0.2)
+    ref.loc[::37, "gpu_ms"] = np.nan
+    tgt.loc[::29, "enqueue_ms"] = np.nan
+    got = _same([ref, tgt], ref, tgt, seed=7)
+    assert set(got["factor"]) == set(attribution.FACTORS)
+    rows = attribution._Rows(ref)
+    assert rows.missing.tolist() == [True, True, False] and len(rows) == 400 - 11
+
+
+def test_the_whole_group_is_the_all_ones_draw():
+    """The point estimate's draw (W None: column sums, no rows x 13 matrix) is the draw that
+    takes every row once."""
+    rng = np.random.default_rng(11)
+    df = _frame(rng, 500, 1700, 0.1, kernels="some")
+    df.loc[::13, "other_active"] = np.nan
+    df.loc[::17, "util_excess_pct"] = np.nan
+    rows = attribution._Rows(df)
+    a, b = attribution._Draws(rows, None, True), attribution._Draws(rows, np.ones((1, len(rows))),
+                                                                   True)
+    for f in ("n", "y", "X", "thr", "has_kernels", "busy", "idle", "wait_n", "wait",
+              "others_n", "others_frac", "cov", "spread"):
+        np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=1e-12, atol=1e-15,
+                                   err_msg=f)
+    for x, y in zip(a.excess_median(), b.excess_median()):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_too_few_rows_give_an_empty_table():
     rng = np.random.default_rng(0)
     a, b = _frame(rng, 2, 1980, 0.0), _frame(rng, 50, 1590, 0.0)

@@ -61,39 +61,56 @@ MAX_ROWS = 3000  # per group, for the bootstrap
 POOL_ROWS = 4 * MAX_ROWS  # rows of a larger group the bootstrap draws from
 
 
+_RAW = ("y", "sm", "mem", "enqueue", "busy", "idle", "excess", "wait", "others")
+
+
+def _raw(parts: Sequence[pd.DataFrame]) -> dict[str, np.ndarray]:
+    """The columns a group's regressors are made of, as float arrays over the parts' rows in
+    order (NaN in a part without the column, as pd.concat gives), and the reasons as int64."""
+    def col(c: str) -> np.ndarray:
+        got = [floats(p[c]) if c in p else np.full(len(p), np.nan) for p in parts]
+        return got[0] if len(got) == 1 else np.concatenate(got)
+
+    out = {k: col(c) for k, c in zip(_RAW, ("gpu_ms", "sm_clock_mhz_mean", "mem_clock_mhz_mean",
+                                            "enqueue_ms", "busy_ms", "idle_inside_ms",
+                                            "util_excess_pct", "host_wait_ms", "other_active"))}
+    out["reasons"] = np.concatenate([p["reasons_any"].to_numpy(np.int64) for p in parts])
+    return out
+
+
 class _Rows:
     """One group's regressors as arrays: y, X (columns REGRESSORS), throttled flags. The group
     may be given as several frames (a fit's reference and target rows): their rows in order,
-    as pd.concat would give them, without copying the frames' other columns."""
+    as pd.concat would give them, without copying the frames' other columns; or as the raw
+    columns (`_raw`) already read (`from_raw`: a fit over the reference and target rows
+    reads them once for all three groups)."""
 
     def __init__(self, df: pd.DataFrame | Sequence[pd.DataFrame]):
-        parts = [df] if isinstance(df, pd.DataFrame) else list(df)
+        self._set(_raw([df] if isinstance(df, pd.DataFrame) else list(df)))
 
-        def col(c: str) -> np.ndarray:  # (NaN in a part without the column, as concat does)
-            got = [floats(p[c]) if c in p else np.full(len(p), np.nan) for p in parts]
-            return got[0] if len(got) == 1 else np.concatenate(got)
+    @classmethod
+    def from_raw(cls, raw: dict[str, np.ndarray]) -> "_Rows":
+        r = object.__new__(cls)
+        r._set(raw)
+        return r
 
-        def opt(c: str) -> np.ndarray:
-            return col(c) if any(c in p for p in parts) else np.full(n, np.nan)
-
-        n = sum(len(p) for p in parts)
-        y = col("gpu_ms")
-        X = np.column_stack([1000.0 / col("sm_clock_mhz_mean"),
-                             1000.0 / col("mem_clock_mhz_mean"),
-                             col("enqueue_ms")])
-        thr = (np.concatenate([p["reasons_any"].to_numpy(np.int64) for p in parts])
-               & THROTTLE_MASK) != 0
-        busy, idle, excess = opt("busy_ms"), opt("idle_inside_ms"), opt("util_excess_pct")
-        wait = opt("host_wait_ms")
-        others = opt("other_active")  # (another process at work: merge._others)
+    def _set(self, raw: dict[str, np.ndarray]) -> None:
+        y = raw["y"]
+        X = np.column_stack([1000.0 / raw["sm"], 1000.0 / raw["mem"], raw["enqueue"]])
+        thr = (raw["reasons"] & THROTTLE_MASK) != 0
         # A regressor with no value at all in these rows (no telemetry: sampler off or lost)
         # is missing, not a reason to drop every row: it takes no part in the fit.
         self.missing = ~np.isfinite(X).any(axis=0)
         X[:, self.missing] = 0.0
         ok = np.isfinite(y) & np.isfinite(X).all(axis=1)
+        if ok.all():  # (the usual case: no copies)
+            self.y, self.X, self.thr = y, X, thr
+            self.busy, self.idle, self.excess = raw["busy"], raw["idle"], raw["excess"]
+            self.wait, self.others = raw["wait"], raw["others"]
+            return
         self.y, self.X, self.thr = y[ok], X[ok], thr[ok]
-        self.busy, self.idle, self.excess, self.wait = busy[ok], idle[ok], excess[ok], wait[ok]
-        self.others = others[ok]
+        self.busy, self.idle, self.excess = raw["busy"][ok], raw["idle"][ok], raw["excess"][ok]
+        self.wait, self.others = raw["wait"][ok], raw["others"][ok]
 
     @property
     def has_kernels(self) -> bool:
@@ -113,6 +130,17 @@ class _Rows:
                                + [ok["others"], ok["others"] & (np.nan_to_num(self.others) > 0)]
                                ).astype(float)
 
+    def sums(self) -> np.ndarray:
+        """The column sums of `sums_matrix()`, without making it."""
+        out = [self.y.sum(), *self.X.sum(axis=0), np.count_nonzero(self.thr)]
+        for c in ("busy", "idle", "wait"):
+            v = getattr(self, c)
+            ok = np.isfinite(v)
+            out += [np.count_nonzero(ok), v[ok].sum()]
+        ok = np.isfinite(self.others)
+        out += [np.count_nonzero(ok), np.count_nonzero(ok & (np.nan_to_num(self.others) > 0))]
+        return np.array(out, float)
+
     def take(self, idx: np.ndarray) -> "_Rows":
         r = object.__new__(_Rows)  # (ndarray.take: 4x faster than fancy indexing of X's rows)
         r.y, r.X, r.thr = self.y.take(idx), self.X.take(idx, axis=0), self.thr.take(idx)
@@ -128,13 +156,15 @@ class _Draws:
     finite values' means of the host's run-queue wait; what says another process was there.
 
     A draw's weighted mean is its resample's mean: the bootstrap as matrix products (W @ the
-    row values), all draws at once, instead of one resample at a time. W = ones (B = 1) is the
-    group itself (the point estimate)."""
+    row values), all draws at once, instead of one resample at a time. W = None (B = 1) is
+    the group itself (the point estimate): column sums, no rows x 13 matrix."""
 
-    def __init__(self, rows: _Rows, W: np.ndarray, moments: bool = False):
+    def __init__(self, rows: _Rows, W: np.ndarray | None, moments: bool = False):
         self.rows, self.W, self.missing = rows, W, rows.missing
-        S = W @ rows.sums_matrix()
-        n = W.sum(axis=1)
+        if W is None:
+            S, n = rows.sums()[None], np.array([float(len(rows))])
+        else:
+            S, n = W @ rows.sums_matrix(), W.sum(axis=1)
         self.n = n
         with np.errstate(invalid="ignore", divide="ignore"):
             self.y, self.X, self.thr = S[:, 0] / n, S[:, 1:4] / n[:, None], S[:, 4] / n
@@ -155,10 +185,14 @@ class _Draws:
         Z = np.column_stack([r.X, r.y, np.nan_to_num(r.busy)])
         Z = Z - Z.mean(axis=0)
         p = Z.shape[1]
-        m1 = self.W @ Z / self.n[:, None]
-        if len(self.W) == 1:  # (one draw, maybe the whole group: no rows x p^2 products)
+        if self.W is None:  # (the whole group)
+            m1 = Z.sum(axis=0)[None] / self.n[:, None]
+            m2 = (Z.T @ Z)[None] / self.n[:, None, None]
+        elif len(self.W) == 1:  # (one draw: no rows x p^2 products)
+            m1 = self.W @ Z / self.n[:, None]
             m2 = ((Z.T * self.W[0]) @ Z)[None] / self.n[:, None, None]
         else:
+            m1 = self.W @ Z / self.n[:, None]
             m2 = (self.W @ (Z[:, :, None] * Z[:, None, :]).reshape(len(Z), p * p)).reshape(
                 -1, p, p) / self.n[:, None, None]
         self.cov = m2 - m1[:, :, None] * m1[:, None, :]
@@ -169,6 +203,11 @@ class _Draws:
         np.median: the mean of the two middle values when their number is even)."""
         v = self.rows.excess
         ok = np.isfinite(v)
+        if self.W is None:  # (the whole group: as np.median)
+            vals = np.sort(v[ok])
+            c = vals.size
+            med = (vals[(c - 1) // 2] + vals[c // 2]) / 2 if c else np.nan
+            return np.array([float(c)]), np.array([med])
         order = np.argsort(v[ok], kind="stable")
         vals = v[ok][order]
         Wc = np.cumsum(self.W[:, ok][:, order], axis=1)
@@ -391,14 +430,21 @@ def attribute(fit_rows: pd.DataFrame | Sequence[pd.DataFrame], ref_rows: pd.Data
               tgt_rows: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Tidy table: factor, contribution_ms, ci_low_ms, ci_high_ms, share (of the extra latency).
     `fit_rows`, the rows the clocks' model is fitted on, may be several frames (taken in order)."""
-    fit, ref, tgt = _Rows(fit_rows), _Rows(ref_rows), _Rows(tgt_rows)
+    if not isinstance(fit_rows, pd.DataFrame) and len(fit_rows) == 2 \
+            and fit_rows[0] is ref_rows and fit_rows[1] is tgt_rows:  # (the usual fit)
+        raw_ref, raw_tgt = _raw([ref_rows]), _raw([tgt_rows])
+        fit = _Rows.from_raw({k: np.concatenate([raw_ref[k], raw_tgt[k]]) for k in raw_ref})
+        ref, tgt = _Rows.from_raw(raw_ref), _Rows.from_raw(raw_tgt)
+        del raw_ref, raw_tgt
+    else:
+        fit, ref, tgt = _Rows(fit_rows), _Rows(ref_rows), _Rows(tgt_rows)
     if len(ref) < 3 or len(tgt) < 3:
         return pd.DataFrame(columns=["factor", "contribution_ms", "ci_low_ms", "ci_high_ms",
                                      "share"])
     fill = not (fit.has_kernels and ref.has_kernels and tgt.has_kernels)
 
     def whole(d: _Rows, moments: bool = False) -> _Draws:  # (the group itself: one draw)
-        return _Draws(d, np.ones((1, len(d))), moments)
+        return _Draws(d, None, moments)
 
     whole_ref, whole_tgt = whole(ref), whole(tgt)
     point = {f: float(v[0]) for f, v in _bounded(
