@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gpuwatch.analysis.columns import writable
 from gpuwatch.analysis.merge import merge
 from gpuwatch.trace import TABLES, Trace, table_columns
 
@@ -150,3 +151,53 @@ def test_an_analysis_reads_no_whole_table_of_samples_and_merges_fully_when_asked
     want["trace"] = 0
     pd.testing.assert_frame_equal(full, want)
     pd.testing.assert_frame_equal(a.regions, full.drop(columns=list(REPORT_ONLY)))
+
+
+def test_a_signal_the_trace_lacks_costs_no_memory_and_its_column_still_works():
+    """A column with no value at all (no kernel timeline here, no host sampling) is one shared
+    NaN (columns.share_empty), not 8 bytes per region; it reads, selects and takes writes as
+    any column."""
+    tr = make_trace([inf(1000 * i, 1000 * i + 500) for i in range(1, 200)],
+                    [smp(100 * i, 1500) for i in range(2100)])
+    m = merge(tr, shared_empty=True)  # (as the analysis merges)
+    for c in ("busy_ms", "idle_inside_ms", "host_run_ms", "gc_ms", "completion_wait_ms"):
+        assert m[c].isna().all()
+        assert m[c].to_numpy().strides == (0,), c  # (one value, shared)
+    assert m["gpu_ms"].to_numpy().strides == (8,) and m["gpu_ms"].notna().all()
+    sel = m[m["start_ns"] > 50_000]
+    assert 0 < len(sel) < len(m)
+    assert np.isnan(sel["busy_ms"].to_numpy()).all() and sel["busy_ms"].to_numpy().strides == (8,)
+    # what a user is handed takes writes: merge() by default, and the analysis' frames
+    for frame in (merge(tr), writable(m)):
+        assert frame["busy_ms"].to_numpy().strides == (8,)
+        frame.loc[3, "busy_ms"] = 1.5
+        assert frame["busy_ms"].iloc[3] == 1.5 and frame["busy_ms"].isna().sum() == len(m) - 1
+
+
+def test_share_empty_takes_only_float_columns_without_any_value():
+    from gpuwatch.analysis.columns import no_values, share_empty
+
+    cols = {"na": np.full(5, np.nan), "one": np.array([np.nan, 1, np.nan, np.nan, np.nan]),
+            "ints": np.zeros(5, np.int64), "f32": np.full(5, np.nan, np.float32),
+            "empty": np.array([], float)}
+    out = share_empty(cols)
+    assert out is cols and out["na"].strides == (0,) and np.isnan(out["na"]).all()
+    assert out["one"].strides == (8,) and out["ints"].dtype == np.int64
+    assert out["f32"].strides == (4,) and out["empty"].size == 0
+    v = no_values(4)
+    assert v.shape == (4,) and not v.flags.writeable and np.isnan(v).all()
+    assert (v + 1.0).flags.writeable  # (arithmetic gives ordinary arrays)
+
+
+def test_an_analysis_hands_over_frames_that_take_writes():
+    """The verdict path keeps empty columns shared; Analysis.regions and .merged, which the
+    user gets, are ordinary arrays."""
+    from pathlib import Path
+
+    import gpuwatch
+
+    a = gpuwatch.analyze(Path(__file__).parent / "data" / "h100_small_gap0_20_fixture.parquet")
+    for frame in (a.regions, a.merged):
+        assert frame["busy_ms"].isna().all()
+        frame.loc[frame.index[0], "busy_ms"] = 2.0
+        assert frame["busy_ms"].iloc[0] == 2.0 and frame["busy_ms"].notna().sum() == 1

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from ..tablecolumns import FileColumns, FrameColumns
-from .columns import floats
+from .columns import floats, no_values, share_empty
 
 Samples = FileColumns | FrameColumns  # the samples table's columns (Trace.columns)
 
@@ -70,11 +70,11 @@ def _counter(smp: Samples, col: str, a: np.ndarray, b: np.ndarray,
     ms by default), linear between readings; NA where the readings do not cover the window."""
     n = a.size
     if col not in smp:
-        return np.full(n, np.nan)
+        return no_values(n)
     v = floats(smp[col])
     ok = ~np.isnan(v)
     if ok.sum() < 2:
-        return np.full(n, np.nan)
+        return no_values(n)
     t = smp["t_ns"].to_numpy(np.int64)[ok]
     v = v[ok]
     out = (np.interp(b, t, v) - np.interp(a, t, v)) * scale
@@ -89,11 +89,11 @@ def _level_mean(smp: Samples, col: str, a: np.ndarray, b: np.ndarray) -> np.ndar
     either end of the window is older than LEVEL_HOLD_NS."""
     n = a.size
     if col not in smp:
-        return np.full(n, np.nan)
+        return no_values(n)
     v = floats(smp[col])
     ok = ~np.isnan(v)
     if not ok.any():
-        return np.full(n, np.nan)
+        return no_values(n)
     t_ns = smp["t_ns"].to_numpy(np.int64)[ok]
     t = (t_ns - t_ns[0]).astype(np.float64)  # (from the first reading: ns stay exact)
     v = v[ok]
@@ -134,10 +134,10 @@ def _gc_overlap(events: pd.DataFrame | None, a: np.ndarray, b: np.ndarray) -> np
     it records collections and none fell in the window."""
     n = a.size
     if events is None or not len(events) or "kind" not in events:
-        return np.full(n, np.nan)
+        return no_values(n)
     gc = events[events["kind"] == "gc"]
     if "end_ns" not in gc:
-        return np.full(n, np.nan)
+        return no_values(n)
     gc = gc.dropna(subset=["t_ns", "end_ns"])
     if gc.empty:
         return np.where(np.isfinite(a) & np.isfinite(b), 0.0, np.nan)
@@ -173,7 +173,7 @@ def states(rows: pd.DataFrame, smp: Samples, events: pd.DataFrame | None,
         with np.errstate(invalid="ignore", divide="ignore"):
             extra["wait_oncpu_pct"] = np.clip(100.0 * ran / ((rb - b) / 1e6), 0.0, 100.0)
         # the completion window: from the end event (on the trace's time base) to the result
-        end = rows["end_ns"].pipe(floats) if "end_ns" in rows else np.full(a.size, np.nan)
+        end = rows["end_ns"].pipe(floats) if "end_ns" in rows else no_values(a.size)
         ca = np.maximum(end, b)
         cb = np.where(np.isfinite(result_ns) & (result_ns >= ca), result_ns, np.nan)
         cwin = (cb - ca) / 1e6
@@ -186,7 +186,8 @@ def states(rows: pd.DataFrame, smp: Samples, events: pd.DataFrame | None,
         extra.update({"completion_wait_ms": cwait, "completion_offcpu_ms": coff,
                       "completion_others_run_ms": _counter(smp, "host_others_run_ns", ca, cb),
                       "completion_gc_ms": _gc_overlap(events, ca, cb),
-                      "completion_steal_ms": csteal / cpus if cpus else np.full(a.size, np.nan)})
+                      "completion_steal_ms": csteal / cpus if cpus else no_values(a.size)})
+        share_empty(extra)  # (before the host window's columns are made)
     window = (b - a) / 1e6
     # schedstat's times move in scheduler ticks on some kernels (4 ms steps on this project's
     # machines): interpolated between readings, a sub-tick region can get more run time than
@@ -201,10 +202,10 @@ def states(rows: pd.DataFrame, smp: Samples, events: pd.DataFrame | None,
     # the group is throttled on its own): per CPU, it is what one thread of the group lost;
     # and at most the window off the CPU. Unknown without the CPU count (traces before v4).
     throttled = _counter(smp, "host_cpu_throttled_us", a, b, 1e-3)
-    quota = np.minimum(throttled / cpus if cpus else np.full(a.size, np.nan),  # (NaN stays)
+    quota = np.minimum(throttled / cpus if cpus else no_values(a.size),  # (NaN stays)
                        np.maximum(window - np.nan_to_num(run, nan=0.0), 0.0))
     steal = _counter(smp, "host_steal_ns", a, b)
-    steal = steal / cpus if cpus else np.full(a.size, np.nan)
+    steal = steal / cpus if cpus else no_values(a.size)
     return {"host_run_ms": run, "host_wait_ms": wait, "host_offcpu_ms": off,
             "others_run_ms": _counter(smp, "host_others_run_ns", a, b),
             "gc_ms": _gc_overlap(events, a, b), "steal_ms": steal, "quota_ms": quota,

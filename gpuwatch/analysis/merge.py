@@ -21,7 +21,7 @@ from ..labels import event_tag
 from ..tablecolumns import FileColumns, FrameColumns
 from ..trace import NOT_WORK_KINDS, Trace
 from . import hostside, wall
-from .columns import floats, stale_after_ns
+from .columns import floats, share_empty, stale_after_ns, writable
 
 Samples = FileColumns | FrameColumns  # the samples table's columns (Trace.columns)
 
@@ -68,12 +68,14 @@ def _sane_values(smp: Samples, f: str) -> tuple[np.ndarray, int]:
     return np.where(bad, np.nan, v), int(bad.sum())  # (a new float array: v may be the frame's)
 
 
-def merge(trace: Trace, full: bool = True) -> pd.DataFrame:
+def merge(trace: Trace, full: bool = True, shared_empty: bool = False) -> pd.DataFrame:
     """The inferences table plus telemetry columns; sorted by GPU start time. Readings that
     cannot be real (BOUNDS) are NA; `attrs["impossible_readings"]` counts them (those of the
     fields read). The samples are read a column at a time where the trace was loaded so
     (Trace.columns): each column is reduced onto the regions, then dropped. `full=False`:
-    without the REPORT_ONLY columns."""
+    without the REPORT_ONLY columns. `shared_empty`: each column without any value stays one
+    shared read-only NaN (columns.share_empty; the analysis' own use, which never writes into
+    it), else an ordinary array."""
     inf = _tighten(trace.inferences.dropna(subset=["start_ns", "end_ns"]), trace.kernels)
     samples, impossible = trace.columns("samples"), 0
     no_time = samples["t_ns"].isna().to_numpy()
@@ -97,7 +99,10 @@ def merge(trace: Trace, full: bool = True) -> pd.DataFrame:
     host_events = getattr(trace, "host_events", None)
     cpus = (trace.meta.get("host") or {}).get("cpu_count")
     cpus = int(cpus) if isinstance(cpus, (int, float)) and cpus > 0 else None
-    for gpu, rows in inf.groupby("gpu", sort=True):
+    # (one GPU, the usual case: its rows are the table itself, not groupby's copy of it)
+    groups = ([(inf["gpu"].iloc[0], inf)] if one_gpu and len(inf) and inf["gpu"].notna().all()
+              else inf.groupby("gpu", sort=True))
+    for gpu, rows in groups:
         smp = samples if one_gpu else samples.take(
             np.flatnonzero((smp_gpu == gpu).to_numpy(dtype=bool, na_value=False)))
         rows = _sorted(rows, "start_ns").reset_index(drop=True)
@@ -105,14 +110,16 @@ def merge(trace: Trace, full: bool = True) -> pd.DataFrame:
         impossible += bad
         k = kern[kern["gpu"] == gpu] if len(kern) else kern
         pr = procs[procs["gpu"] == gpu] if len(procs) else procs
-        cols.update(_decompose(rows, k, full))
+        # (each part's columns without a value shared as they come: share_empty)
+        cols.update(share_empty(_decompose(rows, k, full)))
         cols["ctx_switches"] = _ctx_switches(rows, k, trace.meta)
-        cols.update(_others(rows, pr))
-        cols.update(wall.decompose(rows, rows["start_ns"].to_numpy(np.int64),
-                                   rows["end_ns"].to_numpy(np.int64)))
+        cols.update(share_empty(_others(rows, pr)))
+        cols.update(share_empty(wall.decompose(rows, rows["start_ns"].to_numpy(np.int64),
+                                                rows["end_ns"].to_numpy(np.int64))))
         hs = rows["host_start_ns"].pipe(floats)
-        cols.update(hostside.states(rows, smp, host_events, cpus,
-                                    result_ns=hs + cols["wall_ms"] * 1e6))
+        cols.update(share_empty(hostside.states(rows, smp, host_events, cpus,
+                                                 result_ns=hs + cols["wall_ms"] * 1e6)))
+        share_empty(cols)
         # (side by side, not assign(): assign copies every new column, 0.65 s for 1M rows)
         added = pd.DataFrame(cols, index=rows.index, copy=False)
         out.append(pd.concat([rows.drop(columns=[c for c in cols if c in rows]), added],
@@ -125,6 +132,8 @@ def merge(trace: Trace, full: bool = True) -> pd.DataFrame:
     else:
         merged = pd.concat(out, ignore_index=True).sort_values(["start_ns", "gpu"],
                                                                 ignore_index=True)
+    if not shared_empty:
+        writable(merged)
     merged.attrs["impossible_readings"] = impossible
     samples.forget()  # (the times and GPUs kept for the windows: 80 MB per 10M samples)
     return merged
@@ -238,7 +247,7 @@ def _merge_gpu(rows: pd.DataFrame, smp: Samples, meta: Any = None,
     if full:
         cols["launch_ms"] = (start - host_start) / 1e6
         cols["wake_ms"] = (rows["host_end_ns"].pipe(floats) - end) / 1e6
-    return cols, impossible
+    return share_empty(cols), impossible
 
 
 PROCESS_STALE_NS = 3_000_000_000  # a process reading older than this says nothing
@@ -490,15 +499,23 @@ def _reasons(smp: Samples, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     v = r.to_numpy(np.int64)
     if v.size == 0:
         return np.zeros(start.shape, dtype=np.int64)
-    at = np.searchsorted(t, start, side="right") - 1
-    out = np.where(at >= 0, v[np.clip(at, 0, None)], 0)
+    # (in place where it can be: at 3M regions each temporary is 24 MB, and this runs at the
+    # analysis' peak of memory)
+    at = np.searchsorted(t, start, side="right")
+    at -= 1
+    out = v[np.clip(at, 0, None)]
+    out[at < 0] = 0
+    del at
     lo = np.searchsorted(t, start, side="left")
     hi = np.searchsorted(t, end, side="right")
     has = hi > lo
     if has.any():
         last = v.size - 1
         idx, tail = _window_index(lo, hi, last)
-        window = np.bitwise_or.reduceat(v, idx)[0::2]
+        del lo, hi
+        reduced = np.bitwise_or.reduceat(v, idx)
+        del idx
+        window = reduced[0::2]
         window[tail] |= v[last]
-        out = np.where(has, out | window, out)
-    return out.astype(np.int64)
+        np.bitwise_or(out, window, out=out, where=has)
+    return out.astype(np.int64, copy=False)

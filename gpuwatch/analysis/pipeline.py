@@ -31,7 +31,7 @@ from .threads import one_blas_thread
 from .causes import CAUSE_CODES, CAUSES, code_of
 from .verdict import NVML_REFRESH_MS, Named, Verdict, fields, share_text
 from .columns import (EARLY_ITERS, LATE_ITERS, MAX_LATENCY_MS, floats, groups_of, ms_text,
-                      rows_where)
+                      rows_where, writable)
 from .explain import attribute_span, attribute_wall, refine_host
 from .evidence import context
 from .signals import FLOOR_SHARE, SIGNALS
@@ -302,7 +302,8 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
     verdicts = pd.DataFrame(verdict_rows, columns=_columns(verdict_rows, VERDICT_COLUMNS))
     checks = pd.concat(check_rows, ignore_index=True) if check_rows else outside_table(
         pd.DataFrame(), None, 0)
-    regions = pd.concat(merged_all, ignore_index=True) if merged_all else pd.DataFrame()
+    regions = writable(pd.concat(merged_all, ignore_index=True)) if merged_all \
+        else pd.DataFrame()
     del merged_all
     return Analysis(
         traces=loaded, merged=Later(lambda: _merged(loaded)),
@@ -322,7 +323,7 @@ def _regions(tr: Trace, ti: int, full: bool) -> pd.DataFrame:
     """Trace `ti`'s merged regions as the analysis reads them: tagged with the trace, a
     program's own gaps grouped (analysis.gaps), rows of no condition in one. full=False:
     without merge.REPORT_ONLY's columns."""
-    m = merge(tr, full=full)
+    m = merge(tr, full=full, shared_empty=True)  # (made writable once through: writable)
     m["trace"] = ti
     if observed_gaps(tr.meta):  # a program's own gaps: grouped as found (analysis.gaps)
         m = regroup_by_gap(m)
@@ -335,7 +336,7 @@ def _regions(tr: Trace, ti: int, full: bool) -> pd.DataFrame:
 def _merged(traces: list[Trace]) -> pd.DataFrame:
     """Analysis.merged: every trace's regions with every telemetry column."""
     full = [_regions(tr, ti, full=True) for ti, tr in enumerate(traces)]
-    return pd.concat(full, ignore_index=True) if full else pd.DataFrame()
+    return writable(pd.concat(full, ignore_index=True)) if full else pd.DataFrame()
 
 
 VERDICT_COLUMNS = ["trace", "engine", "condition", "episode", "first_iter", "last_iter", "cause",
