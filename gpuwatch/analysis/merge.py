@@ -173,6 +173,8 @@ def _merge_gpu(rows: pd.DataFrame, smp: Samples, meta: Any = None,
     timeline, found by a search of the regions' bounds), never as a copy of the timeline."""
     start = rows["start_ns"].to_numpy(np.int64)
     end = rows["end_ns"].to_numpy(np.int64)
+    # (first, while few per-region arrays exist: it reads a whole column of the samples)
+    reasons = _reasons(smp, start, end)
     t = smp["t_ns"].to_numpy(np.int64)
     at_all = np.searchsorted(t, start, side="right") - 1  # the latest reading at or before
     lo_all = np.searchsorted(t, start, side="left")  # the readings inside [start, end]
@@ -235,7 +237,7 @@ def _merge_gpu(rows: pd.DataFrame, smp: Samples, meta: Any = None,
     cols["sm_clock_source"] = source
     cols["own_duty_pct"] = _own_duty(start, end)
     cols["util_excess_pct"] = cols["gpu_util_pct_start"] - cols["own_duty_pct"]
-    cols["reasons_any"] = _reasons(smp, start, end)
+    cols["reasons_any"] = reasons
     if full:
         prev_end = np.concatenate([[np.iinfo(np.int64).min], np.maximum.accumulate(end)[:-1]])
         idle = (start - prev_end) / 1e6
