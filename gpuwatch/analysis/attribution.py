@@ -119,27 +119,25 @@ class _Rows:
     def __len__(self) -> int:
         return int(self.y.size)
 
-    def sums_matrix(self) -> np.ndarray:
-        """The row values every per-draw sum is a product with (`_Draws`): columns y, X (3),
-        thr, then for busy, idle and wait the count of finite values and their sum, then
-        others: finite, and > 0. (Made per use, not kept: a whole group's is rows x 13.)"""
+    def _sum_columns(self) -> list[np.ndarray]:
+        """The row values every per-draw sum is taken of (`_Draws`), in order: y, X (3
+        columns), thr, then for busy, idle and wait the finite flag and the value (0 where
+        not finite), then others: finite, and > 0."""
         ok = {c: np.isfinite(getattr(self, c)) for c in ("busy", "idle", "wait", "others")}
-        return np.column_stack([self.y, self.X, self.thr]
-                               + [a for c in ("busy", "idle", "wait")
-                                  for a in (ok[c], np.where(ok[c], getattr(self, c), 0.0))]
-                               + [ok["others"], ok["others"] & (np.nan_to_num(self.others) > 0)]
-                               ).astype(float)
+        return ([self.y, self.X, self.thr]
+                + [a for c in ("busy", "idle", "wait")
+                   for a in (ok[c], np.where(ok[c], getattr(self, c), 0.0))]
+                + [ok["others"], ok["others"] & (np.nan_to_num(self.others) > 0)])
+
+    def sums_matrix(self) -> np.ndarray:
+        """`_sum_columns` as one rows x 13 matrix, for the draws' products. (Made per use,
+        not kept.)"""
+        return np.column_stack(self._sum_columns()).astype(float)
 
     def sums(self) -> np.ndarray:
-        """The column sums of `sums_matrix()`, without making it."""
-        out = [self.y.sum(), *self.X.sum(axis=0), np.count_nonzero(self.thr)]
-        for c in ("busy", "idle", "wait"):
-            v = getattr(self, c)
-            ok = np.isfinite(v)
-            out += [np.count_nonzero(ok), v[ok].sum()]
-        ok = np.isfinite(self.others)
-        out += [np.count_nonzero(ok), np.count_nonzero(ok & (np.nan_to_num(self.others) > 0))]
-        return np.array(out, float)
+        """The column sums of `sums_matrix()`, without making it (the whole group's draw)."""
+        return np.concatenate([np.atleast_1d(np.sum(c, axis=0, dtype=float))
+                               for c in self._sum_columns()])
 
     def take(self, idx: np.ndarray) -> "_Rows":
         r = object.__new__(_Rows)  # (ndarray.take: 4x faster than fancy indexing of X's rows)

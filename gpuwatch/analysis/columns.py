@@ -46,8 +46,11 @@ def writable(df: Any) -> Any:
     array, and a shared view is read-only). Done once the analysis is through, after its peak
     of memory."""
     for c in df.columns:
-        v = df[c].to_numpy()
-        if v.dtype == np.float64 and v.ndim == 1 and v.size and v.strides == (0,):
+        col = df[c]
+        if col.dtype != np.float64:  # (to_numpy of a string column would build its objects)
+            continue
+        v = col.to_numpy()
+        if v.ndim == 1 and v.size and v.strides == (0,):
             df[c] = np.full(v.size, np.nan)
     return df
 

@@ -112,14 +112,13 @@ def merge(trace: Trace, full: bool = True, shared_empty: bool = False) -> pd.Dat
         pr = procs[procs["gpu"] == gpu] if len(procs) else procs
         # (each part's columns without a value shared as they come: share_empty)
         cols.update(share_empty(_decompose(rows, k, full)))
-        cols["ctx_switches"] = _ctx_switches(rows, k, trace.meta)
+        cols.update(share_empty({"ctx_switches": _ctx_switches(rows, k, trace.meta)}))
         cols.update(share_empty(_others(rows, pr)))
         cols.update(share_empty(wall.decompose(rows, rows["start_ns"].to_numpy(np.int64),
                                                 rows["end_ns"].to_numpy(np.int64))))
         hs = rows["host_start_ns"].pipe(floats)
         cols.update(share_empty(hostside.states(rows, smp, host_events, cpus,
                                                  result_ns=hs + cols["wall_ms"] * 1e6)))
-        share_empty(cols)
         # (side by side, not assign(): assign copies every new column, 0.65 s for 1M rows)
         added = pd.DataFrame(cols, index=rows.index, copy=False)
         out.append(pd.concat([rows.drop(columns=[c for c in cols if c in rows]), added],
