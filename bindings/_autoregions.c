@@ -25,7 +25,12 @@
  *     g.ended()                  the outermost region ended now
  *     g.begin(name, key)         -> bool: open a region (False: nested, or not live)
  *     g.end(error)               close it (error: the program's exception, or None)
- *     g.call(name, key, fn, args, kwargs) -> fn(*args, **kwargs), as one region unless nested
+ *     g.call(name, key, fn, args, kwargs[, handle, source])
+ *                                -> fn(*args, **kwargs), as one region unless nested, on
+ *                                   stream `handle` (None: where the program's work goes)
+ *     g.mine()                   -> bool: a region is open on this thread
+ *     g.close_open(error)        end the region left open, however deeply nested
+ * `depth` and `owner` are read-only: GapRegions alone opens and closes the hooks' regions.
  *
  *   RangeHook(g, orig, prefix, key)   a push: orig(*a, **k), then g.begin(prefix + message, key)
  *   RangeHook(g, orig, None, None)    a pop: g.end(error), then orig(*a, **k); error: the
@@ -285,10 +290,12 @@ gaps_end(GapRegions *g, PyObject *error)
     return res;
 }
 
-/* fn(*args, **kwargs) (args a tuple, kwargs a dict or NULL) as one region, unless nested */
+/* fn(*args, **kwargs) (args a tuple, kwargs a dict or NULL) as one region, unless nested; on
+ * stream `handle` (None: where the program's work goes), which came from `source` (None or a
+ * streams.StreamRef source) */
 static PyObject *
 gaps_call(GapRegions *g, PyObject *name, PyObject *key, PyObject *fn, PyObject *args,
-          PyObject *kwargs)
+          PyObject *kwargs, PyObject *handle, PyObject *source)
 {
     if (!g->live || g->timed == NULL)
         return PyObject_Call(fn, args, kwargs);
@@ -315,8 +322,8 @@ gaps_call(GapRegions *g, PyObject *name, PyObject *key, PyObject *fn, PyObject *
         Py_DECREF(labels);
         return NULL;
     }
-    PyObject *a[8] = {g->kind, name, labels, fn, args, kwargs ? kwargs : Py_None, Py_None,
-                      Py_None};
+    PyObject *a[8] = {g->kind, name, labels, fn, args, kwargs ? kwargs : Py_None, handle,
+                      source};
     PyObject *out = PyObject_Vectorcall(g->timed, a, 8, NULL);
     g->depth = 0;
     g->last_end_ns = now_ns();
@@ -438,13 +445,36 @@ gaps_end_m(GapRegions *g, PyObject *error)
 static PyObject *
 gaps_call_m(GapRegions *g, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5 || !PyTuple_Check(args[3]) || (args[4] != Py_None && !PyDict_Check(args[4]))) {
-        PyErr_SetString(PyExc_TypeError, "call(name, key, fn, args: tuple, kwargs: dict|None)");
+    if ((nargs != 5 && nargs != 7) || !PyTuple_Check(args[3]) ||
+        (args[4] != Py_None && !PyDict_Check(args[4])) ||
+        (nargs == 7 && ((args[5] != Py_None && !PyLong_Check(args[5])) ||
+                        (args[6] != Py_None && !PyUnicode_Check(args[6]))))) {
+        PyErr_SetString(PyExc_TypeError, "call(name, key, fn, args: tuple, kwargs: dict|None"
+                        "[, handle: int|None, source: str|None])");
         return NULL;
     }
     if (!gaps_armed(g))
         return NULL;
-    return gaps_call(g, args[0], args[1], args[2], args[3], args[4] == Py_None ? NULL : args[4]);
+    return gaps_call(g, args[0], args[1], args[2], args[3], args[4] == Py_None ? NULL : args[4],
+                     nargs == 7 ? args[5] : Py_None, nargs == 7 ? args[6] : Py_None);
+}
+
+static PyObject *
+gaps_mine_m(GapRegions *g, PyObject *unused)
+{
+    /* is a region open on this thread (so that a call here is nested in it)? */
+    return PyBool_FromLong(g->depth > 0 && PyThread_get_thread_ident() == g->owner);
+}
+
+static PyObject *
+gaps_close_open_m(GapRegions *g, PyObject *error)
+{
+    /* the program ended, raised or was stopped inside a region: end it, however deeply
+     * nested, from whichever thread (its ranges never popped) */
+    if (g->depth > 1)
+        g->depth = 1;
+    g->owner = PyThread_get_thread_ident();
+    return gaps_end(g, error);
 }
 
 static PyObject *
@@ -506,10 +536,10 @@ gaps_dealloc(GapRegions *g)
 }
 
 static PyMemberDef gaps_members[] = {
-    {"depth", T_INT, offsetof(GapRegions, depth), 0,
+    {"depth", T_INT, offsetof(GapRegions, depth), READONLY,
      "regions open (the outermost is timed, the others only counted)"},
     {"live", T_INT, offsetof(GapRegions, live), 0, "0: every call passes through untimed"},
-    {"owner", T_ULONG, offsetof(GapRegions, owner), 0,
+    {"owner", T_ULONG, offsetof(GapRegions, owner), READONLY,
      "the thread (threading.get_ident()) whose region is open"},
     {"concurrent", T_LONGLONG, offsetof(GapRegions, concurrent), READONLY,
      "ranges and calls of other threads while a region was open: not timed"},
@@ -536,7 +566,12 @@ static PyMethodDef gaps_methods[] = {
      "begin(name, key) -> bool: open a region unless one is open"},
     {"end", (PyCFunction)gaps_end_m, METH_O, "end(error): close the region begin() opened"},
     {"call", (PyCFunction)(void (*)(void))gaps_call_m, METH_FASTCALL,
-     "call(name, key, fn, args, kwargs) -> fn(*args, **kwargs), one region unless nested"},
+     "call(name, key, fn, args, kwargs[, handle, source]) -> fn(*args, **kwargs), one region "
+     "unless nested (on stream handle; None: where the program's work goes)"},
+    {"mine", (PyCFunction)gaps_mine_m, METH_NOARGS,
+     "mine() -> bool: a region is open on this thread"},
+    {"close_open", (PyCFunction)gaps_close_open_m, METH_O,
+     "close_open(error): end the region left open, however deeply nested, from any thread"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -832,7 +867,7 @@ nested_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject
     }
     if (name != NULL) {
         Py_INCREF(name);
-        out = gaps_call(g, name, S_call, h->orig, tuple, kw);
+        out = gaps_call(g, name, S_call, h->orig, tuple, kw, Py_None, Py_None);
         Py_DECREF(name);
     }
     else {
@@ -897,10 +932,11 @@ nested_set_depth(NestedCall *h, PyObject *v, void *unused)
             PyErr_SetString(PyExc_TypeError, "depth is an int");
         return -1;
     }
-    if (h->g != NULL)
-        h->g->depth = (int)d;
-    else
-        h->depth = (int)d;
+    if (h->g != NULL) {  /* (GapRegions alone opens and closes its regions) */
+        PyErr_SetString(PyExc_AttributeError, "depth is its GapRegions': read-only");
+        return -1;
+    }
+    h->depth = (int)d;
     return 0;
 }
 
@@ -938,7 +974,8 @@ static PyMemberDef nested_members[] = {
 
 static PyGetSetDef nested_getset[] = {
     {"depth", (getter)nested_get_depth, (setter)nested_set_depth,
-     "regions open (g's, if given): 0 makes calls regions, more sends them to orig", NULL},
+     "regions open (g's, read-only, if given): 0 makes calls regions, more sends them to "
+     "orig", NULL},
     {NULL},
 };
 

@@ -29,7 +29,6 @@ import functools
 import importlib.abc
 import importlib.machinery
 import sys
-import threading
 from typing import Any, Callable, Sequence
 
 from . import streams
@@ -100,7 +99,7 @@ class AutoRegions:
         timer = self._s._timer
         if self._armed or timer is None:
             return
-        self._g.arm(timer.fast, timer._fs, self._open_slow, timer.end)
+        self._g.arm(timer.fast, timer.c_region, self._open_slow, timer.end)
         self._armed = True
         self._g.live = int(self._enabled)
 
@@ -115,10 +114,11 @@ class AutoRegions:
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
              name: str | None = None, source: str = "call", stream: Any = None) -> Any:
         """fn(*args, **kwargs) as one region (unless one is open: then only run), timed as
-        `s.infer` times one: the events on `stream` (None: where the program's work goes).
+        `s.infer` times one: the events on `stream`, a stream object or handle (None: where the
+        program's work goes).
         `name` None: "call:" and the class of args[0] (a torch module)."""
         g = self._g
-        if not g.live or (g.depth and g.owner == threading.get_ident()):
+        if not g.live or g.mine():
             return fn(*args, **kwargs)  # (nested in this thread's region)
         if name is None:
             cls = type(args[0])
@@ -128,19 +128,8 @@ class AutoRegions:
                     "call:" + cls.__qualname__.rsplit("<locals>.", 1)[-1]
         if stream is None or g.busy():  # (busy: g.call runs it untimed, counted)
             return g.call(name, source, fn, args, kwargs)
-        timer = self._s._timer
-        if timer is None or self._s._closed:
-            return fn(*args, **kwargs)
-        ref = streams.resolve(stream)
-        labels = g.labels()
-        g.depth = 1
-        g.owner = threading.get_ident()
-        self.counts[source] += 1
-        try:
-            return timer.call("inference", name, ref, labels, fn, args, kwargs)
-        finally:
-            g.depth = 0
-            g.ended()
+        # (a stream object or handle, TensorRT's: never "device", which the C path cannot time)
+        return g.call(name, source, fn, args, kwargs, streams.stream_handle(stream), "argument")
 
     def begin(self, name: str, source: str) -> bool:
         """Open a region unless one is open (then it is nested: not timed on its own, only
@@ -155,10 +144,7 @@ class AutoRegions:
     def close_open(self, error: BaseException | None = None) -> None:
         """End the region left open, however deeply nested (the program ended, raised or was
         stopped inside it), with `error` on its row."""
-        if self._g.depth > 1:
-            self._g.depth = 1
-        self._g.owner = threading.get_ident()  # (whichever thread opened it)
-        self._g.end(error)
+        self._g.close_open(error)
 
     # -- sources --------------------------------------------------------------------------------
     def install(self) -> None:
@@ -213,8 +199,8 @@ class AutoRegions:
         g, call = self._g, self.call
 
         def outer(module: Any, *args: Any, **kwargs: Any) -> Any:  # (no C module)
-            if g.depth and g.owner == threading.get_ident():  # a submodule (or a model in
-                return orig(module, *args, **kwargs)  # an NVTX range): not a region
+            if g.mine():  # a submodule (or a model in an NVTX range): not a region
+                return orig(module, *args, **kwargs)
             return call(orig, (module, *args), kwargs)
 
         hook: Any = outer
@@ -235,7 +221,7 @@ class AutoRegions:
 
             def timed(context: Any, *args: Any, _orig: Any = orig, _method: str = method,
                       **kwargs: Any) -> Any:
-                if regions._g.depth and regions._g.owner == threading.get_ident():
+                if regions._g.mine():
                     return _orig(context, *args, **kwargs)
                 # execute_async_v3(stream_handle): the work goes on that stream; execute_v2
                 # is synchronous (the current, legacy default, stream brackets it)

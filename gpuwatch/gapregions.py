@@ -23,8 +23,8 @@ class _Gaps:
         self._edges, self._labels = edges_ms, labels
         self._counts, self._kind = counts, kind
         self._iterations = [0] * len(labels)
-        self.depth = self.live = 0
-        self.owner = 0  # the thread whose region is open
+        self._depth = self.live = 0
+        self._owner = 0  # the thread whose region is open
         self.concurrent = 0  # ranges and calls of other threads meanwhile: not timed
         self._foreign: dict[int, int] = {}  # thread -> its ranges pushed meanwhile, open
         self.last_end_ns = -1  # perf_counter_ns; -1: no region yet
@@ -38,8 +38,27 @@ class _Gaps:
         self._timed, self._open_slow, self._close_slow = timed, open_slow, close_slow
 
     @property
+    def depth(self) -> int:
+        """Regions open (read-only: only these methods open and close them)."""
+        return self._depth
+
+    @property
+    def owner(self) -> int:
+        """The thread whose region is open (read-only)."""
+        return self._owner
+
+    @property
     def is_open(self) -> bool:
         return self._open is not None
+
+    def mine(self) -> bool:
+        return bool(self._depth) and threading.get_ident() == self._owner
+
+    def close_open(self, error: BaseException | None) -> None:
+        if self._depth > 1:
+            self._depth = 1
+        self._owner = threading.get_ident()  # (whichever thread opened it)
+        self.end(error)
 
     def labels(self) -> tuple[Any, ...]:
         last = self.last_end_ns
@@ -61,22 +80,22 @@ class _Gaps:
     def _where(self, me: int) -> int:
         """1 nested in its own region, 2 inside its own untimed work, 3 another thread's region
         is open, 0 free to open one."""
-        if self.depth and me == self.owner:
+        if self._depth and me == self._owner:
             return 1
         if self._foreign.get(me, 0):
             return 2
-        return 3 if self.depth else 0
+        return 3 if self._depth else 0
 
     def busy(self) -> bool:
         return self._where(threading.get_ident()) > 0
 
     def begin(self, name: str, key: str) -> bool:
-        if not self.live and not self.depth:
+        if not self.live and not self._depth:
             return False
         me = threading.get_ident()
         where = self._where(me)
         if where == 1:
-            self.depth += 1
+            self._depth += 1
             return False
         if where:
             self.concurrent += where == 3
@@ -85,33 +104,33 @@ class _Gaps:
         if not self.live:
             return False
         labels = self.labels()
-        self.depth = 1
-        self.owner = threading.get_ident()
+        self._depth = 1
+        self._owner = threading.get_ident()
         try:
             p = self._open_slow(self._kind, name, labels)
         except BaseException as e:
-            self.depth = 0
+            self._depth = 0
             if isinstance(e, Exception):  # a failed start event: its row says so
                 self._count(key)
             raise
         if p is None:  # no session
-            self.depth = 0
+            self._depth = 0
             return False
         self._open = p
         self._count(key)
         return True
 
     def end(self, error: BaseException | None) -> None:
-        depth = self.depth
-        if self._foreign or (depth and threading.get_ident() != self.owner):
+        depth = self._depth
+        if self._foreign or (depth and threading.get_ident() != self._owner):
             me = threading.get_ident()
             n = self._foreign.pop(me, 0)
             if n > 1:
                 self._foreign[me] = n - 1
-            if n or (depth and me != self.owner):
+            if n or (depth and me != self._owner):
                 return
         if depth > 1:
-            self.depth = depth - 1
+            self._depth = depth - 1
         if depth != 1:
             return
         p, self._open = self._open, None
@@ -119,11 +138,12 @@ class _Gaps:
             if p is not None:
                 self._close_slow(p, error)
         finally:
-            self.depth = 0
+            self._depth = 0
             self.ended()
 
     def call(self, name: str, key: str, fn: Callable[..., Any], args: tuple[Any, ...],
-             kwargs: dict[str, Any] | None) -> Any:
+             kwargs: dict[str, Any] | None, handle: int | None = None,
+             source: str | None = None) -> Any:
         if not self.live or self._timed is None:
             return fn(*args, **(kwargs or {}))
         me = threading.get_ident()
@@ -140,13 +160,13 @@ class _Gaps:
         if where:
             return fn(*args, **(kwargs or {}))
         labels = self.labels()
-        self.depth = 1
-        self.owner = threading.get_ident()
+        self._depth = 1
+        self._owner = threading.get_ident()
         self._count(key)
         try:
-            return self._timed(self._kind, name, labels, fn, args, kwargs, None, None)
+            return self._timed(self._kind, name, labels, fn, args, kwargs, handle, source)
         finally:
-            self.depth = 0
+            self._depth = 0
             self.ended()
 
 

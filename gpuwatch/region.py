@@ -226,6 +226,12 @@ class RegionTimer:
         """Regions begun: the next region's id."""
         return int(self._fs.seq)
 
+    @property
+    def c_region(self) -> Any:
+        """The C path's FastRegion (None: no C path), for GapRegions.arm: `gpuwatch run`'s
+        ranges open and close through it in C."""
+        return self._fs if self._c_path else None
+
     # -- the hot path ---------------------------------------------------------------------------
     def begin(self, kind: str, name: Any, ref: StreamRef, labels: tuple[Any, ...]) -> _Pending:
         """Everything before the start event, then the start event. Raises (with a row kept)

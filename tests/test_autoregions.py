@@ -455,3 +455,48 @@ def test_a_generator_closed_or_sys_exit_0_inside_a_range_is_no_error(tmp_path, i
     assert inf["name"].tolist() == ["nvtx:gen", "nvtx:exit 0", "nvtx:exit None", "nvtx:exit 2"]
     assert inf["error"].isna().tolist() == [True, True, True, False]
     assert inf["error"].iloc[3] == "SystemExit: 2"
+
+
+def test_gap_regions_alone_own_the_open_region(tmp_path, impl, monkeypatch):
+    """GapRegions alone opens and closes the hooks' regions: its depth and owner are read-only,
+    mine() is true only on the thread whose region is open, a TensorRT call on its own stream
+    is one region on that stream (nested in a range: not one), and close_open() ends a range
+    left open however deeply, from another thread (the program ended inside it)."""
+    import threading
+    from pathlib import Path
+
+    for name in ("torch", "cupy", "tensorrt"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "programs" / "standins"))
+    import tensorrt as trt  # (the stand-in: TensorRT 10's call shape)
+
+    tn = fake_torch()
+    nvtx = tn.cuda.nvtx
+    ctx = trt.ICudaEngine("detector.plan").create_execution_context()
+    with gpuwatch.session("standin", tmp_path / "t.parquet", sampler="off") as s:
+        regions = AutoRegions(s, ("nvtx", "call"))
+        regions._hook_torch_nvtx(tn)
+        regions._hook_tensorrt(trt)
+        g = regions._g
+        for field in ("depth", "owner"):
+            with pytest.raises(AttributeError):
+                setattr(g, field, 1)
+        assert ctx.execute_async_v3(0x7000) and g.depth == 0 and not g.mine()
+        nvtx.range_push("outer")
+        nvtx.range_push("inner")
+        seen: list[bool] = []
+        t = threading.Thread(target=lambda: seen.append(g.mine()))
+        t.start()
+        t.join()
+        assert g.mine() and seen == [False] and g.depth == 2
+        assert ctx.execute_async_v3(0x7000)  # nested in the range: not a region of its own
+        t = threading.Thread(target=regions.close_open, args=(KeyboardInterrupt(),))
+        t.start()
+        t.join()
+        assert g.depth == 0 and not g.mine() and not g.is_open
+        regions.uninstall()
+    inf = s.trace.inferences.sort_values("region_id")
+    assert inf["name"].tolist() == ["call:detector.plan", "nvtx:outer"]
+    assert inf["stream"].iloc[0] == 0x7000 and inf["stream_source"].iloc[0] == "argument"
+    assert inf["error"].iloc[1] == "KeyboardInterrupt" and pd.isna(inf["error"].iloc[0])
+    assert regions.counts == {"nvtx": 1, "call": 1}

@@ -219,10 +219,17 @@ def test_gap_regions_time_ranges_and_calls_through_the_timer_it_is_given():
     names[M] = "call:M"
     g.last_end_ns = time.perf_counter_ns()
     assert M()(6) == ("orig", 6) and log[-1][:3] == ("timed", "call:M", "gap 0-1 ms")
-    g.depth = 1  # one depth: GapRegions'
-    assert hook.depth == 1 and M()(7) == ("orig", 7) and len(log) == 3
-    hook.depth = 0
-    assert g.depth == 0 and counts["call"] == 2
+    assert g.begin("nvtx:c", "nvtx") is True  # one depth: GapRegions'
+    assert hook.depth == 1 and g.mine() and M()(7) == ("orig", 7) and len(log) == 3
+    with pytest.raises(AttributeError):  # (GapRegions alone opens and closes its regions)
+        hook.depth = 0
+    g.end(None)
+    assert hook.depth == 0 and not g.mine() and counts == {"nvtx": 2, "call": 2}
+    # a stream given (TensorRT's): its handle and where it came from go to the timer
+    assert g.call("call:E", "call", lambda: 4, (), None, 0x1234, "argument") == 4
+    assert log[-1] == ("timed", "call:E", log[-1][2], None, 0x1234, "argument")
+    with pytest.raises(TypeError):
+        g.call("call:E", "call", lambda: 4, (), None, "0x1234", "argument")
 
 
 def _fast_region(native, free, slow, record):
