@@ -177,6 +177,55 @@ def test_the_whole_group_is_the_all_ones_draw():
         np.testing.assert_array_equal(x, y)
 
 
+def test_the_same_rows_are_attributed_once_inside_an_analysis(monkeypatch):
+    """Inside remembered() (an analysis), attribute() of rows in the same memory (frames that
+    share their columns, as the analysis' slices do) with the same seed is made once and gives
+    the same table; other values (a copy with one changed), another seed, or outside it: made
+    again. A caller's edit of the table it got does not reach the next caller."""
+    rng = np.random.default_rng(12)
+    ref, tgt = _frame(rng, 400, 1980, 0.0), _frame(rng, 300, 1590, 0.2)
+    made = []
+    real = attribution._attribute
+    monkeypatch.setattr(attribution, "_attribute", lambda *a: made.append(1) or real(*a))
+    plain = attribution.attribute([ref, tgt], ref, tgt, seed=3)
+    with attribution.remembered():
+        first = attribution.attribute([ref, tgt], ref, tgt, seed=3)
+        r2, t2 = ref.iloc[:], tgt.iloc[:]  # (new frames, the same columns)
+        again = attribution.attribute([r2, t2], r2, t2, seed=3)
+        assert len(made) == 2
+        changed = tgt.copy()
+        changed.loc[5, "gpu_ms"] += 1.0
+        attribution.attribute([ref, changed], ref, changed, seed=3)
+        attribution.attribute([ref, tgt], ref, tgt, seed=4)
+        assert len(made) == 4
+        again.loc[0, "contribution_ms"] = 99.0
+        third = attribution.attribute([ref, tgt], ref, tgt, seed=3)
+        assert len(made) == 4
+    for got in (first, third):
+        pd.testing.assert_frame_equal(got, plain)
+    attribution.attribute([ref, tgt], ref, tgt, seed=3)
+    assert len(made) == 5
+
+
+def test_an_analysis_with_attributions_made_once_says_the_same(monkeypatch):
+    """A trace whose call -> result rows and reference are its event-time ones (a synchronous
+    program): the second attribution is the first's, and the analysis is what it is when each
+    is made anew."""
+    import contextlib
+
+    trace = DATA / "h100_causes" / "idle_ramp.parquet"
+    made = []
+    real = attribution._attribute
+    monkeypatch.setattr(attribution, "_attribute", lambda *a: made.append(1) or real(*a))
+    once = gpuwatch.analyze(trace).to_dict()
+    n_once = len(made)
+    monkeypatch.setattr(analysis, "remembered", contextlib.nullcontext)
+    made.clear()
+    anew = gpuwatch.analyze(trace).to_dict()
+    assert n_once < len(made)
+    assert once == anew
+
+
 def test_too_few_rows_give_an_empty_table():
     rng = np.random.default_rng(0)
     a, b = _frame(rng, 2, 1980, 0.0), _frame(rng, 50, 1590, 0.0)

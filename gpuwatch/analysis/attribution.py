@@ -35,8 +35,10 @@ slower at the same clocks* (cold caches, contention), a measured cause and no lo
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -62,6 +64,8 @@ POOL_ROWS = 4 * MAX_ROWS  # rows of a larger group the bootstrap draws from
 
 
 _RAW = ("y", "sm", "mem", "enqueue", "busy", "idle", "excess", "wait", "others")
+_RAW_COLUMNS = ("gpu_ms", "sm_clock_mhz_mean", "mem_clock_mhz_mean", "enqueue_ms", "busy_ms",
+                "idle_inside_ms", "util_excess_pct", "host_wait_ms", "other_active")
 
 
 def _raw(parts: Sequence[pd.DataFrame]) -> dict[str, np.ndarray]:
@@ -71,11 +75,49 @@ def _raw(parts: Sequence[pd.DataFrame]) -> dict[str, np.ndarray]:
         got = [floats(p[c]) if c in p else np.full(len(p), np.nan) for p in parts]
         return got[0] if len(got) == 1 else np.concatenate(got)
 
-    out = {k: col(c) for k, c in zip(_RAW, ("gpu_ms", "sm_clock_mhz_mean", "mem_clock_mhz_mean",
-                                            "enqueue_ms", "busy_ms", "idle_inside_ms",
-                                            "util_excess_pct", "host_wait_ms", "other_active"))}
+    out = {k: col(c) for k, c in zip(_RAW, _RAW_COLUMNS)}
     out["reasons"] = np.concatenate([p["reasons_any"].to_numpy(np.int64) for p in parts])
     return out
+
+
+# An analysis asks for the same attribution twice where a condition's call -> result rows and
+# reference are its event-time ones (a synchronous program: every region's wall time known, the
+# same layers): `remembered()` keeps each result for the analysis' duration.
+_memo: contextvars.ContextVar[dict[Any, Any] | None] = contextvars.ContextVar(
+    "gpuwatch_attribution_memo", default=None)
+
+
+@contextlib.contextmanager
+def remembered() -> Iterator[None]:
+    """While inside, attribute() of the same rows (the same memory: frames that share their
+    columns) with the same seed is computed once."""
+    token = _memo.set({})
+    try:
+        yield
+    finally:
+        _memo.reset(token)
+
+
+def _memory_of(parts: Sequence[pd.DataFrame], arrays: list[np.ndarray]) -> tuple[Any, ...] | None:
+    """Where the columns `_raw` reads lie in memory (address, length, stride per column), for
+    the memo's key, the arrays appended to `arrays`; None where one is not a plain numpy column
+    (its values would be a copy made for this call). Equal keys, while the arrays are kept
+    alive (the memo keeps them: no new array can take their memory), are the same values: the
+    analysis never writes into a frame's columns."""
+    key: list[Any] = []
+    for p in parts:
+        key.append(len(p))
+        for c in (*_RAW_COLUMNS, "reasons_any"):
+            if c not in p:
+                key.append(None)
+                continue
+            a = p[c].array
+            v = getattr(a, "_ndarray", None)  # (pandas' NumpyExtensionArray: the numpy array)
+            if not isinstance(v, np.ndarray):
+                return None
+            key.append((v.__array_interface__["data"][0], v.size, v.strides, v.dtype.str))
+            arrays.append(v)
+    return tuple(key)
 
 
 class _Rows:
@@ -427,7 +469,25 @@ def other_process(ref: _Draws, tgt: _Draws) -> np.ndarray:
 def attribute(fit_rows: pd.DataFrame | Sequence[pd.DataFrame], ref_rows: pd.DataFrame,
               tgt_rows: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Tidy table: factor, contribution_ms, ci_low_ms, ci_high_ms, share (of the extra latency).
-    `fit_rows`, the rows the clocks' model is fitted on, may be several frames (taken in order)."""
+    `fit_rows`, the rows the clocks' model is fitted on, may be several frames (taken in order).
+    Inside `remembered()`, the same rows' attribution is made once."""
+    memo = _memo.get()
+    if memo is None:
+        return _attribute(fit_rows, ref_rows, tgt_rows, seed)
+    fit = [fit_rows] if isinstance(fit_rows, pd.DataFrame) else list(fit_rows)
+    arrays: list[np.ndarray] = []
+    keys = [_memory_of(fit, arrays), _memory_of([ref_rows], arrays),
+            _memory_of([tgt_rows], arrays)]
+    if any(k is None for k in keys):
+        return _attribute(fit_rows, ref_rows, tgt_rows, seed)
+    key = (seed, *keys)
+    if key not in memo:  # (the arrays kept with it: their memory cannot be reused meanwhile)
+        memo[key] = (_attribute(fit_rows, ref_rows, tgt_rows, seed), arrays)
+    return memo[key][0].copy()
+
+
+def _attribute(fit_rows: pd.DataFrame | Sequence[pd.DataFrame], ref_rows: pd.DataFrame,
+               tgt_rows: pd.DataFrame, seed: int) -> pd.DataFrame:
     if not isinstance(fit_rows, pd.DataFrame) and len(fit_rows) == 2 \
             and fit_rows[0] is ref_rows and fit_rows[1] is tgt_rows:  # (the usual fit)
         raw_ref, raw_tgt = _raw([ref_rows]), _raw([tgt_rows])

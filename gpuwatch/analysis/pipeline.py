@@ -26,7 +26,7 @@ from ..errors import UsageError
 from ..trace import Trace, load
 from . import status, wall
 from .._version import __version__
-from .attribution import attribute
+from .attribution import attribute, remembered
 from .threads import one_blas_thread
 from .causes import CAUSE_CODES, CAUSES, code_of
 from .verdict import NVML_REFRESH_MS, Named, Verdict, fields, share_text
@@ -156,8 +156,9 @@ def _as_trace(t: Trace | str | os.PathLike[str]) -> Trace:
 
 def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
     """Analyse one or more traces (objects or paths) into layers, attribution and verdicts."""
-    with one_blas_thread():  # (small matrices: BLAS threads would only spin; see threads.py)
-        return _analyze(*traces, seed=seed)
+    with one_blas_thread(), remembered():  # (small matrices: BLAS threads would only spin;
+        return _analyze(*traces, seed=seed)  # see threads.py. An attribution asked for twice:
+    # made once, see attribution.remembered)
 
 
 def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
