@@ -6,8 +6,10 @@ although it lasts six seconds. Each measured cause leaves a signal per call, in 
 columns): the GPU queue while this program's stream was idle (`queue_other_ms`), garbage
 collection inside the call (`gc_ms`), waiting for a CPU (`host_wait_ms`), off the CPU while the
 process's other threads ran (the interpreter lock: min(`host_offcpu_ms`, `others_run_ms`)),
-VM steal (`steal_ms`). Its windows are where its mean over BLOCK_NS of wall-clock time stays
-clearly above its typical level (the lower half of the block means' median, plus 3 robust s.d.
+VM steal (`steal_ms`); a host state over call -> result: the launch's window and, where the
+call waited for its result, the completion's (merge's `completion_` columns; for the lock, only
+where the other threads ran nearly all the while: see `_lock`). Its windows are where its
+mean over BLOCK_NS of wall-clock time stays clearly above its typical level (the lower half of the block means' median, plus 3 robust s.d.
 of them, FLOOR_SHARE of the calls' median latency and FLOOR_MS), as the running median of
 SMOOTH blocks says; windows closer than MERGE_NS are one; a window shorter
 than MIN_NS or with fewer than MIN_CALLS calls is none. Time, not iterations: the boundaries are
@@ -30,6 +32,7 @@ MIN_CALLS = 5  # ...and holds at least this many calls
 FLOOR_SHARE = 0.03  # a signal's rise is at least this share of the median latency...
 FLOOR_MS = 0.005  # ...and this many ms
 SMOOTH = 5  # blocks in the running median that says a block is raised
+COMPLETION_LOCK_RATIO = 0.9  # (as explain's: the completion window's interpreter lock)
 
 
 def _running_median(x: np.ndarray, k: int) -> np.ndarray:
@@ -46,20 +49,44 @@ def _col(rows: pd.DataFrame, c: str) -> np.ndarray:
     return rows[c].pipe(floats) if c in rows else np.full(len(rows), np.nan)
 
 
+def _call(rows: pd.DataFrame, c: str) -> np.ndarray:
+    """Host state `c` over the call's host window and, where the call waited for its result,
+    its completion window too (merge's `completion_` column; the end event to the result): the
+    latency these episodes are of is call -> result, and a thread that cannot take the
+    interpreter lock back after a synchronize loses its time there, not in the launch."""
+    v = _col(rows, c)
+    done = f"completion_{c.removeprefix('host_')}"
+    if done not in rows:
+        return v
+    return v + np.nan_to_num(_col(rows, done), nan=0.0)  # (NaN where the launch's is unknown)
+
+
+def _lock(rows: pd.DataFrame) -> np.ndarray:
+    """Off the CPU while the process's other threads ran: over the launch, and over the
+    completion where the other threads ran nearly all the while the timed thread was off the
+    CPU (COMPLETION_LOCK_RATIO, as explain.attribute_wall splits completion). A blocking
+    synchronize sleeps there too, while the other threads mostly do not run: not the lock."""
+    launch = np.minimum(_col(rows, "host_offcpu_ms"), _col(rows, "others_run_ms"))
+    if "completion_offcpu_ms" not in rows:
+        return launch
+    off, others = _col(rows, "completion_offcpu_ms"), _col(rows, "completion_others_run_ms")
+    with np.errstate(invalid="ignore"):
+        held = others >= COMPLETION_LOCK_RATIO * off
+    return launch + np.where(held, np.nan_to_num(np.minimum(off, others), nan=0.0), 0.0)
+
+
 # signal -> (how it is read from merged rows, words for the sentence, the factors it shows as)
 SIGNALS: dict[str, tuple[Callable[[pd.DataFrame], np.ndarray], str, tuple[str, ...]]] = {
     "gpu_queue": (lambda r: _col(r, "queue_other_ms"),
                   "the GPU queue while this program's stream was idle",
                   ("other_process", "gpu_queue")),
-    "gc": (lambda r: _col(r, "gc_ms"), "garbage collection inside the calls", ("gc",)),
+    "gc": (lambda r: _call(r, "gc_ms"), "garbage collection inside the calls", ("gc",)),
     "cpu_quota": (lambda r: _col(r, "quota_ms"), "the cgroup's CPU-quota throttling",
                   ("cpu_quota",)),
-    "host_cpu": (lambda r: _col(r, "host_wait_ms"), "waiting for a CPU", ("host_cpu",)),
-    "interpreter_lock": (lambda r: np.minimum(_col(r, "host_offcpu_ms"),
-                                              _col(r, "others_run_ms")),
-                         "off the CPU while the process's other threads ran",
+    "host_cpu": (lambda r: _call(r, "host_wait_ms"), "waiting for a CPU", ("host_cpu",)),
+    "interpreter_lock": (lambda r: _lock(r), "off the CPU while the process's other threads ran",
                          ("interpreter_lock",)),
-    "vm_steal": (lambda r: _col(r, "steal_ms"), "VM steal time", ("vm_steal",)),
+    "vm_steal": (lambda r: _call(r, "steal_ms"), "VM steal time", ("vm_steal",)),
 }
 
 
