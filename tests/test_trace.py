@@ -247,6 +247,45 @@ def test_rows_added_from_the_writers_own_thread_never_wait_for_it(tmp_path, monk
     assert not closer.is_alive(), "the writer deadlocked on its own rows"
 
 
+def test_column_batches_become_one_chunk_with_every_value(tmp_path):
+    """Rows added as columns in many small batches (the timed path's) are one chunk: every
+    value in order, null where a batch lacked the column, numpy columns as lists."""
+    from gpuwatch.trace import writer as tr_mod
+
+    w = tr_mod.ChunkWriter(tmp_path, flush_interval_s=60)
+    w.add_columns("events", {"gpu": [0, 0], "t_ns": [1, 2], "kind": ["note", "note"],
+                             "name": ["a", "b"]})
+    w.add_columns("events", {"gpu": [1], "t_ns": [3], "kind": ["warning"]})  # (no name)
+    w.add_columns("events", {"gpu": np.array([2, 2]), "t_ns": np.array([4, 5]),
+                             "kind": np.array(["error", "error"]), "name": ["c", None]})
+    w.close()
+    [chunk] = sorted(tmp_path.glob("*-events.parquet"))
+    got = pq.read_table(chunk).to_pandas()
+    assert got["t_ns"].tolist() == [1, 2, 3, 4, 5] and got["gpu"].tolist() == [0, 0, 1, 2, 2]
+    assert got["kind"].tolist() == ["note", "note", "warning", "error", "error"]
+    assert got["name"].tolist()[:2] == ["a", "b"] and got["name"].isna().tolist()[2:] == [
+        True, False, True]
+    assert (got["table_name"] == "events").all()
+
+
+def test_the_writer_gives_the_interpreter_lock_back_between_columns(tmp_path, monkeypatch):
+    """Converting a flush's columns holds the interpreter lock; between columns the writer lets
+    a waiting program thread take it (time.sleep(0)), so that the program waits for one
+    column's conversion, not for the switch interval (5 ms) several times a flush
+    (benchmarks/writer_stall.py)."""
+    from gpuwatch.trace import writer as tr_mod
+    from gpuwatch.trace.schema import TABLE_SCHEMAS
+
+    yields = []
+    real_sleep = tr_mod.time.sleep
+    monkeypatch.setattr(tr_mod.time, "sleep", lambda s: (yields.append(s), real_sleep(s)))
+    w = tr_mod.ChunkWriter(tmp_path, flush_interval_s=60)
+    for i in range(20):
+        w.add_columns("events", {"gpu": [0], "t_ns": [i], "kind": ["note"]})
+    w.close()
+    assert yields.count(0) == len(TABLE_SCHEMAS["events"])
+
+
 def test_the_merge_helper_run_by_hand_says_what_it_is():
     """`python -m gpuwatch.trace` is the recording's own helper (a big trace's merge): run by
     hand without its arguments, one line naming the command a user wants, exit 2."""
