@@ -144,3 +144,24 @@ def test_gpuwatchs_own_writer_holding_the_lock_after_the_gpu_finished_is_found()
         for _, ep in eps.iterrows():
             assert "busiest: thread 'gpuwatch-writer'" in ep["sentence"], ep["sentence"]
             assert "after the GPU finished, before the result" in ep["sentence"]
+
+
+def test_gpuwatchs_own_writer_before_and_after_it_gave_the_lock_back():
+    """tests/data/h100_writer: the same program recorded by the trace writer that kept the
+    interpreter lock through a flush (before) and by the one that gives it back between
+    columns (after). Before: a lock episode of +0.5 ms a call or more, gpuwatch-writer the
+    busiest thread, and means well above medians; after: no lock episode above 0.15 ms."""
+    writer = Path(__file__).parent / "data" / "h100_writer"
+
+    def lock(a):
+        w = a.wall_verdicts
+        return w[w["cause"] == "interpreter_lock"]
+
+    before = helpers.analysed(writer / "writer_before.parquet")
+    big = lock(before)[lock(before)["extra_ms"] >= 0.5]
+    assert len(big) and big["sentence"].str.contains("busiest: thread 'gpuwatch-writer'").all()
+    after = helpers.analysed(writer / "writer_after.parquet")
+    assert (lock(after)["extra_ms"] < 0.15).all()
+    for a, tail in ((before, True), (after, False)):
+        lat = a.latency[a.latency["group"] == "condition"]
+        assert ((lat["wall_ms"] / lat["wall_p50_ms"]).max() > 1.05) == tail
