@@ -2,6 +2,7 @@
 # 1b9bfb9 on the lent GPU: GPU tests; issue 27's sched_flags (spin), recorded with the trace
 # writer before (8a65c16's writer.py) and after 1b9bfb9, alternating, each analysed: the
 # interpreter-lock episodes found from their signal, and the busiest thread named.
+# (scratch/writer_old.py: `git show 8a65c16:gpuwatch/trace/writer.py`; the tree itself is 1b9bfb9.)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 R="$OUT/writer_1b9bfb9"; mkdir -p "$R"
