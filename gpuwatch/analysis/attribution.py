@@ -111,10 +111,10 @@ def _memory_of(parts: Sequence[pd.DataFrame], arrays: list[np.ndarray]) -> tuple
             if c not in p:
                 key.append(None)
                 continue
-            a = p[c].array
-            v = getattr(a, "_ndarray", None)  # (pandas' NumpyExtensionArray: the numpy array)
-            if not isinstance(v, np.ndarray):
+            col = p[c]
+            if not isinstance(col.dtype, np.dtype):  # (nullable or Arrow: floats() copies it)
                 return None
+            v = col.to_numpy()  # (a numpy column: its own memory, no copy)
             key.append((v.__array_interface__["data"][0], v.size, v.strides, v.dtype.str))
             arrays.append(v)
     return tuple(key)
