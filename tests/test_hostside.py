@@ -113,12 +113,13 @@ def test_the_busiest_thread_of_a_window_and_its_memo_going_with_the_table():
         "t_ns": [0, 10 * s, 20 * s, 0, 10 * s, 20 * s, 5 * s],
         "run_ns": [0.0, 1e9, 9e9, 0.0, 4e9, 5e9, np.nan],
         "name": ["main", None, "main", "logger", "logger", None, None]})
-    # 10..20 s: rows at 10 and 20 s, baselines at 0 s: thread 1 ran 9 s, thread 2 5 s
+    # 10..20 s: rows at 10 and 20 s, baselines at 0 s: thread 1 ran 9 s, thread 2 5 s, over
+    # the 20 s between the baseline and the last row (what a sentence says it ran in)
     assert hostside.busiest_thread(ev, 10 * s, 20 * s) == {"tid": 1, "name": "main",
-                                                            "run_ms": 9000.0}
-    # 0..10 s (no row before): thread 2 ran 4 s, thread 1 1 s
+                                                            "run_ms": 9000.0, "over_s": 20.0}
+    # 0..10 s (no row before): thread 2 ran 4 s, thread 1 1 s, from the first row to the last
     assert hostside.busiest_thread(ev, 0, 10 * s) == {"tid": 2, "name": "logger",
-                                                       "run_ms": 4000.0}
+                                                       "run_ms": 4000.0, "over_s": 10.0}
     assert hostside.busiest_thread(ev, 12 * s, 18 * s) is None  # (no row within a second)
     assert hostside.busiest_thread(None, 0, 1) is None
     assert hostside.busiest_thread(ev[ev["kind"] == "gc"], 0, 1) is None

@@ -4,6 +4,7 @@ its README): the verdict on the latency the user sees names the cause, its windo
 10% of the truth, and every share is physically possible."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,9 @@ def test_gpuwatchs_own_writer_holding_the_lock_after_the_gpu_finished_is_found()
         assert len(eps), name
         for _, ep in eps.iterrows():
             assert "busiest: thread 'gpuwatch-writer'" in ep["sentence"], ep["sentence"]
+            # (its CPU time over the readings around the episode, and said so: they come
+            # about once a second, and an episode may last 40 ms)
+            assert re.search(r"ms on a CPU in the \d+\.\d s around it\)", ep["sentence"])
             assert "after the GPU finished, before the result" in ep["sentence"]
 
 

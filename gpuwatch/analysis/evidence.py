@@ -123,7 +123,8 @@ def context(ref: pd.DataFrame, tgt: pd.DataFrame, events: pd.DataFrame | None = 
         who = busiest_thread(events, t0, t1)
         own = who is not None and str(who["name"]).startswith("gpuwatch")
         name = ("" if who is None else f"; busiest: thread {who['name']!r} (tid {who['tid']}"
-                + (", gpuwatch's own" if own else "") + f"), {who['run_ms']:.0f} ms on a CPU")
+                + (", gpuwatch's own" if own else "") + f"), {who['run_ms']:.0f} ms on a CPU in "
+                f"the {who['over_s']:.1f} s around it")
         lock = lock[:-1] + (f", while the process's other threads ran {others[0]:.3f} -> "
                             f"{others[1]:.3f} ms{name})")
     cpu_clock = cpu_freq_text(*_means(ref, tgt, "cpu_freq_mhz"))  # (a slower CPU, where seen)

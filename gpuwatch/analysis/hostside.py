@@ -217,18 +217,26 @@ def states(rows: pd.DataFrame, smp: Samples, events: pd.DataFrame | None,
 
 def busiest_thread(events: pd.DataFrame | None, t0: float, t1: float) -> dict[str, Any] | None:
     """The process's thread that ran most between t0 and t1 (epoch ns), from `host_events`
-    thread rows (cumulative on-CPU ns, about once a second): tid, name, run_ms. None
-    without such rows."""
+    thread rows (cumulative on-CPU ns, about once a second): tid, name, run_ms, and over_s,
+    the time between the two readings run_ms is the difference of (the readings come about
+    once a second, so it spans the window and up to a second either side: a sentence must say
+    so, or a 40 ms window seems to hold 600 ms of CPU). None without such rows."""
     best: dict[str, Any] | None = None
     for tid, t, v, name in _threads(events):
         inside = (t >= t0 - 1_000_000_000) & (t <= t1 + 1_000_000_000)  # (rows ~1 s apart)
         if not inside.any():
             continue
-        vv = v[inside]
+        tt, vv = t[inside], v[inside]
         before = t < t0 - 1_000_000_000
-        ran = float(vv.max() - (v[before].max() if before.any() else vv.min()))
+        # (run_ns is cumulative: the latest reading inside minus the last one before, or the
+        # earliest inside)
+        last = int(np.argmax(tt))
+        base = int(np.flatnonzero(before)[np.argmax(t[before])]) if before.any() else None
+        v0, s0 = (v[base], t[base]) if base is not None else (vv[int(np.argmin(tt))], tt.min())
+        ran = float(vv[last] - v0)
         if best is None or ran > best["run_ms"] * 1e6:
-            best = {"tid": tid, "name": name, "run_ms": ran / 1e6}
+            best = {"tid": tid, "name": name, "run_ms": ran / 1e6,
+                    "over_s": float(tt[last] - s0) / 1e9}
     return best if best is not None and best["run_ms"] > 0 else None
 
 
