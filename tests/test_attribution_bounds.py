@@ -230,14 +230,14 @@ def test_impossible_latencies_and_failed_calls_are_left_out_and_said(t4_sweep):
         inf.loc[measured[i], "gpu_ms"] = v
     inf.loc[measured[80], "error"] = "ValueError: boom"
     a = gpuwatch.analyze(dataclasses.replace(t4_sweep, inferences=inf))  # no crash
-    assert a.data_notes == ["trace 0: 4 with no valid latency (missing, infinite, <= 0 or over "
-                            "1e+07 ms) and "
-                            "1 whose call raised of 2400 measured inferences were left out of "
-                            "the analysis"]
+    assert a.data_notes == ["trace 0: of 2400 measured inferences, 4 with no valid latency "
+                            "(missing, infinite, <= 0 or over 1e+07 ms) and 1 whose call raised "
+                            "were left out of the analysis"]
     assert (a.layers["baseline_ms"] > 0).all() and a.verdicts["cause"].notna().any()
     from gpuwatch.renderers.text import TextRenderer
 
-    assert "note: trace 0: 4 with no valid latency" in TextRenderer().render(a)
+    assert "note: trace 0: of 2400 measured inferences, 4 with no valid latency" in \
+        TextRenderer().render(a)
 
 
 def test_cannot_tell_gives_the_candidate_not_a_share():

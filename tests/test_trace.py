@@ -129,7 +129,8 @@ def test_recovers_a_recording_killed_mid_run(tmp_path):
 def test_rejects_a_file_that_is_not_parquet(tmp_path):
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"not parquet at all")
-    with pytest.raises(gpuwatch.TraceFormatError, match="not a readable Parquet file"):
+    with pytest.raises(gpuwatch.TraceFormatError,
+                       match="not a readable Parquet file: it does not begin as one"):
         gpuwatch.load(bad)
 
 
@@ -138,7 +139,8 @@ def test_rejects_a_truncated_trace(tmp_path):
     data = s.out.read_bytes()
     cut = tmp_path / "cut.parquet"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(gpuwatch.TraceFormatError):
+    with pytest.raises(gpuwatch.TraceFormatError, match="it begins as one: was the copy cut "
+                                                        "short"):
         gpuwatch.load(cut)
 
 

@@ -411,8 +411,8 @@ def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str, list[str]]:
     whole = (f"; nothing is left of {', '.join(gone[:3])}{' and more' if len(gone) > 3 else ''}"
              f", which is missing from the tables") if gone else ""
     return inf[keep], (
-        f"trace {ti}: {' and '.join(parts)} of {len(inf)} measured inferences were left out of "
-        f"the analysis{whole}"), gone
+        f"trace {ti}: of {len(inf)} measured inferences, {' and '.join(parts)} were left out "
+        f"of the analysis{whole}"), gone
 
 
 def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFrame | None,

@@ -458,8 +458,16 @@ def load(path: str | os.PathLike[str], columns: Columns | None = None,
     try:
         pf = pq.ParquetFile(p)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:  # (a damaged column name)
-        raise TraceFormatError(f"{p} is not a readable Parquet file ({_one_line(e)}); was the copy "
-                               "cut short?") from e
+        try:
+            with open(p, "rb") as f:
+                began = f.read(4) == b"PAR1"  # (a Parquet file begins and ends with it)
+        except OSError:
+            began = False
+        if not began:
+            raise TraceFormatError(f"{p} is not a readable Parquet file: it does not begin as "
+                                   "one; give a trace gpuwatch wrote") from e
+        raise TraceFormatError(f"{p} is not a readable Parquet file ({_one_line(e)}); it begins "
+                               "as one: was the copy cut short?") from e
     raw = (pf.schema_arrow.metadata or {}).get(META_KEY)
     if raw is None:
         raise TraceFormatError(
