@@ -69,3 +69,27 @@ def test_an_interrupted_session_and_several_traces(tmp_path, failed):
     assert a.verdict.startswith("Trace 0: the recording was cut short (interrupted: Ctrl-C, a "
                                 "signal, or the process died) with 30 measured inferences; ")
     assert "Trace 1: the recording failed after" in a.verdict
+
+
+def test_warm_up_inferences_of_a_run_without_a_plan_are_counted(tmp_path):
+    """`gpuwatch run` has no planned count: the header says how many warm-up inferences (its
+    first call) it recorded besides the measured ones (a user saw "300 inference(s) found",
+    then "299 measured inferences", and took one for lost)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    programs = Path(__file__).parent / "programs"
+    env = dict(os.environ, PYTHONPATH=str(programs / "standins"), GPUWATCH_DEVICE="standin")
+    r = subprocess.run([sys.executable, "-m", "gpuwatch", "run", "-q", "-o",
+                        str(tmp_path / "t.parquet"), str(programs / "trt_pipeline.py")],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    a = gpuwatch.analyze(tmp_path / "t.parquet")
+    st = a.status[0]
+    inf = a.traces[0].inferences
+    warm = int(inf["warmup"].astype(bool).sum())
+    assert warm >= 1 and st["warmup"] == warm and st["kept"] == len(inf) - warm
+    assert (f"{st['kept']} measured inferences (and {warm} warm-up, not compared); "
+            in TextRenderer().render(a))

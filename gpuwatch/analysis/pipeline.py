@@ -181,8 +181,9 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
         m = _regions(tr, ti, full=False)
         host_events = getattr(tr, "host_events", None)
         merged_all.append(m)
-        statuses.append(status.of(tr, ti, int(((m["kind"] == "inference")
-                                               & ~m["warmup"].astype(bool)).sum())))
+        inference, warm = (m["kind"] == "inference").to_numpy(), m["warmup"].astype(bool)
+        statuses.append(status.of(tr, ti, int((inference & ~warm).sum()),
+                                  int((inference & warm).sum())))
         repeated = getattr(tr, "repeated_rows", None) or {}
         if repeated:
             data_notes.append(f"trace {ti}: " + " and ".join(

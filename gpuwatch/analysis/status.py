@@ -29,8 +29,9 @@ def _dict(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
 
 
-def of(tr: Trace, ti: int, kept: int) -> dict[str, Any]:
-    """The status object of trace `ti`: `kept` is how many measured inferences it holds."""
+def of(tr: Trace, ti: int, kept: int, warmup: int = 0) -> dict[str, Any]:
+    """The status object of trace `ti`: `kept` is how many measured inferences it holds,
+    `warmup` how many warm-up inferences besides (recorded, never compared)."""
     m = tr.meta
     opts = _dict(m.get("options"))
     planned = None
@@ -46,7 +47,7 @@ def of(tr: Trace, ti: int, kept: int) -> dict[str, Any]:
             "status": status if isinstance(status, str) and status else "unknown",
             "live": live,
             "error": m.get("error") if isinstance(m.get("error"), str) else None,
-            "planned": planned, "kept": int(kept),
+            "planned": planned, "kept": int(kept), "warmup": int(warmup),
             "telemetry": _telemetry(m, tr),
             # (a warning the recorder left: `gpuwatch run` on a simulated GPU)
             "warning": m.get("warning") if isinstance(m.get("warning"), str) else None,
@@ -116,6 +117,8 @@ def line(st: dict[str, Any]) -> str:
     schema v4, written by gpuwatch 0.1.0"."""
     n = (f"{st['kept']} of {st['planned']} planned inferences kept" if st["planned"]
          else f"{st['kept']} measured inferences")
+    if st.get("warmup") and not st["planned"]:  # (what `gpuwatch run` or a session found
+        n += f" (and {st['warmup']} warm-up, not compared)"  # counts them too; a plan not)
     by = f", written by gpuwatch {st['recorded_by']}" if st["recorded_by"] else ""
     err = f" ({st['error']})" if st["error"] and st["status"] != "complete" else ""
     word = ("complete" if st["status"] == "complete"
