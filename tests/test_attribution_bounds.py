@@ -261,6 +261,10 @@ def test_cannot_tell_gives_the_candidate_not_a_share():
     lay = Layers(50, 6.5, 6.8, False, None, None, None, 1, 0.01)
     v = _verdict("gap=0ms", lay, ref, tgt, att, "its first 50 iterations")
     assert "cannot tell which cause" in v["sentence"]
+    # (its interval reaches 0: said as what it means, not "includes no change", which a user
+    # read as "holds no change at all")
+    assert re.search(r"95% interval \([-+]\d+\.\d{3}\.\.[-+]\d+\.\d{3} ms\) includes 0 ms: it "
+                     r"may have cost nothing", v["sentence"]), v["sentence"]
     assert v["cause_code"] == "unexplained" and v["share"] is None
     assert v["candidate_code"] == "power_cap"
 

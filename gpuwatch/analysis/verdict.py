@@ -157,7 +157,8 @@ def words(v: Verdict) -> str:
         assert c is not None
         text = (f"{head}; cannot tell which cause: {text_of(c.factor)} would explain "
                 f"{share_text(c.share)}, but its 95% interval "
-                f"({c.ci_low_ms:+.3f}..{c.ci_high_ms:+.3f} ms) includes no change")
+                f"({c.ci_low_ms:+.3f}..{c.ci_high_ms:+.3f} ms) includes 0 ms: it may have cost "
+                f"nothing")
     elif not v.clocks_known:
         text = (f"{head}; cannot tell why: {no_clock}; {share_text(v.unexplained_share)} is not "
                 f"explained by what was recorded")
