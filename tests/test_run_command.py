@@ -117,6 +117,24 @@ def test_a_module_runs_as_python_m_does(tmp_path):
     assert gpuwatch.load(tmp_path / "m.parquet").inferences["name"].tolist() == ["nvtx:step"] * 3
 
 
+def test_the_in_band_clock_can_be_turned_off_or_spaced_as_record_does(tmp_path):
+    """--no-probe: no region stamped (the sim stamps every one by default), and the trace's
+    options say so; --probe-every out of range: one line, exit 2, before the program runs."""
+    prog = str(PROGRAMS / "nvtx_marks.py")
+    r = run(tmp_path, prog)
+    assert r.returncode == 0, r.stderr
+    on = gpuwatch.load(tmp_path / "t.parquet")
+    assert on.inferences["sm_clock_inband_mhz"].notna().all() and on.meta["options"]["probe"]
+    r = run(tmp_path, "--no-probe", prog, out="off.parquet")
+    assert r.returncode == 0, r.stderr
+    off = gpuwatch.load(tmp_path / "off.parquet")
+    assert off.inferences["sm_clock_inband_mhz"].isna().all()
+    assert off.meta["options"]["probe"] is False and len(off.inferences) == len(on.inferences)
+    r = run(tmp_path, "--probe-every", "-3", prog, out="bad.parquet")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--probe-every" in r.stderr and not (tmp_path / "bad.parquet").exists()
+
+
 @pytest.mark.parametrize("argv, says", [
     ((), "give the program to run"),
     (("missing.py",), "no program at missing.py"),

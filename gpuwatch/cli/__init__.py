@@ -30,6 +30,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def add_probe_options(p: argparse.ArgumentParser, what: str = "inferences") -> None:
+    """--probe/--no-probe and --probe-every: the in-band SM clock's stamps (record, run)."""
+    p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"stamp the in-band SM clock around {what} "
+                        "(sm_clock_inband_mhz: a tiny kernel before and after one); "
+                        "default: on wherever the device can stamp (off, with the reason "
+                        "in the metadata, where it cannot start)")
+    p.add_argument("--probe-every", type=float, default=None, metavar="MS",
+                   help=f"stamp one of the {what} once MS milliseconds have passed since the "
+                        "last stamped one began and those since lasted ~10 ms of GPU time "
+                        "(0: every one; default 5 on real GPUs, 0 on sim:); the rest borrow "
+                        "the nearest stamp's clock, labelled as such")
+
+
 def make_parser(command: Command, prog: str | None = None) -> argparse.ArgumentParser:
     from .._version import __version__
 

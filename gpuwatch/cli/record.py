@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import WRITTEN, loading
+from . import WRITTEN, add_probe_options, loading
 from ..backends import BINDINGS, DEVICE_HELP_ENGINES
 from ..engines import check_spec
 from ..errors import Terminated, UsageError
@@ -156,16 +156,7 @@ class RecordCommand:
         p.add_argument("--kernels", action="store_true",
                        help="also record every kernel and copy (CUPTI; the cupti extra) and "
                             "split each inference into kernel time and GPU idle time")
-        p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=None,
-                       help="stamp the in-band SM clock around inferences "
-                            "(sm_clock_inband_mhz: a tiny kernel before and after one); "
-                            "default: on wherever the device can stamp (off, with the reason "
-                            "in the metadata, where it cannot start)")
-        p.add_argument("--probe-every", type=float, default=None, metavar="MS",
-                       help="stamp an inference once MS milliseconds have passed since the "
-                            "last stamped one began and the inferences since lasted ~10 ms of "
-                            "GPU time (0: every inference; default 5 on real GPUs, 0 on sim:); "
-                            "the rest borrow the nearest stamp's clock, labelled as such")
+        add_probe_options(p)
         p.add_argument("--pre-post", action="store_true",
                        help="also time the engine's pre-processing (host->device copy) and "
                             "post-processing (device->host copy) as spans")

@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from . import add_probe_options
 from .._version import install_hint
 from ..autoregions import AutoRegions
 from ..backends import DEVICE_HELP
@@ -67,6 +68,7 @@ class RunCommand:
                        help="write into a fleet dataset instead: "
                             "DIR/host=H/gpu_model=M/run=R/trace.parquet")
         p.add_argument("--sample-hz", type=float, default=1000.0, help="telemetry rate")
+        add_probe_options(p, "regions found")
         p.add_argument("-q", "--quiet", action="store_true",
                        help="no report at the end (--json and --html are still written)")
         p.add_argument("--json", action="store_true",
@@ -125,7 +127,8 @@ class RunCommand:
                    + argv, "regions": args.regions, "kernels": kernels,
                    "conditions": "observed gaps"}
         session = Session(args.device, out, dataset=args.dataset, sample_hz=args.sample_hz,
-                          options=options, overwrite=args.force, kernels=kernels)
+                          options=options, overwrite=args.force, kernels=kernels,
+                          probe=args.probe, probe_every_ms=args.probe_every)
         session.keep_empty = False  # (a run that timed nothing leaves no trace to block the next)
         regions = AutoRegions(session, SOURCES[args.regions])
         if kernels:
