@@ -169,3 +169,10 @@ def test_gpuwatchs_own_writer_before_and_after_it_gave_the_lock_back():
     for a, tail in ((before, True), (after, False)):
         lat = a.latency[a.latency["group"] == "condition"]
         assert ((lat["wall_ms"] / lat["wall_p50_ms"]).max() > 1.05) == tail
+        # (every share these real traces' verdicts give is possible)
+        for text in list(a.wall_verdicts["sentence"]) + list(a.verdicts["sentence"]) + [
+                a.verdict]:
+            assert all(0 <= s <= 100 for s in sentence_shares(text)), text
+        for table in (a.attribution, a.wall_attribution):
+            sh = table["share"].dropna()
+            assert ((sh >= 0) & (sh <= 1)).all()

@@ -228,15 +228,11 @@ def busiest_thread(events: pd.DataFrame | None, t0: float, t1: float) -> dict[st
             continue
         tt, vv = t[inside], v[inside]
         before = t < t0 - 1_000_000_000
-        # (run_ns is cumulative: the latest reading inside minus the last one before, or the
-        # earliest inside)
-        last = int(np.argmax(tt))
-        base = int(np.flatnonzero(before)[np.argmax(t[before])]) if before.any() else None
-        v0, s0 = (v[base], t[base]) if base is not None else (vv[int(np.argmin(tt))], tt.min())
-        ran = float(vv[last] - v0)
+        # (cumulative: the latest reading inside less the last one before, else the earliest)
+        ran = float(vv.max() - (v[before].max() if before.any() else vv.min()))
+        over_ns = float(tt.max() - (t[before].max() if before.any() else tt.min()))
         if best is None or ran > best["run_ms"] * 1e6:
-            best = {"tid": tid, "name": name, "run_ms": ran / 1e6,
-                    "over_s": float(tt[last] - s0) / 1e9}
+            best = {"tid": tid, "name": name, "run_ms": ran / 1e6, "over_s": over_ns / 1e9}
     return best if best is not None and best["run_ms"] > 0 else None
 
 

@@ -156,9 +156,10 @@ def _as_trace(t: Trace | str | os.PathLike[str]) -> Trace:
 
 def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
     """Analyse one or more traces (objects or paths) into layers, attribution and verdicts."""
-    with one_blas_thread(), remembered():  # (small matrices: BLAS threads would only spin;
-        return _analyze(*traces, seed=seed)  # see threads.py. An attribution asked for twice:
-    # made once, see attribution.remembered)
+    # (small matrices: BLAS threads would only spin, see threads.py; an attribution asked for
+    # twice is made once, see attribution.remembered)
+    with one_blas_thread(), remembered():
+        return _analyze(*traces, seed=seed)
 
 
 def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:

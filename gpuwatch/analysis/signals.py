@@ -9,9 +9,9 @@ process's other threads ran (the interpreter lock: min(`host_offcpu_ms`, `others
 VM steal (`steal_ms`); a host state over call -> result: the launch's window and, where the
 call waited for its result, the completion's (merge's `completion_` columns; for the lock, only
 where the other threads ran nearly all the while: see `_lock`). Its windows are where its
-mean over BLOCK_NS of wall-clock time stays clearly above its typical level (the lower half of the block means' median, plus 3 robust s.d.
-of them, FLOOR_SHARE of the calls' median latency and FLOOR_MS), as the running median of
-SMOOTH blocks says; windows closer than MERGE_NS are one; a window shorter
+mean over BLOCK_NS of wall-clock time stays clearly above its typical level (the lower half of
+the block means' median, plus 3 robust s.d. of them, FLOOR_SHARE of the calls' median latency
+and FLOOR_MS), as the running median of SMOOTH blocks says; windows closer than MERGE_NS are one; a window shorter
 than MIN_NS or with fewer than MIN_CALLS calls is none. Time, not iterations: the boundaries are
 within a block of the cause's own.
 """
@@ -84,7 +84,7 @@ SIGNALS: dict[str, tuple[Callable[[pd.DataFrame], np.ndarray], str, tuple[str, .
     "cpu_quota": (lambda r: _col(r, "quota_ms"), "the cgroup's CPU-quota throttling",
                   ("cpu_quota",)),
     "host_cpu": (lambda r: _call(r, "host_wait_ms"), "waiting for a CPU", ("host_cpu",)),
-    "interpreter_lock": (lambda r: _lock(r), "off the CPU while the process's other threads ran",
+    "interpreter_lock": (_lock, "off the CPU while the process's other threads ran",
                          ("interpreter_lock",)),
     "vm_steal": (lambda r: _call(r, "steal_ms"), "VM steal time", ("vm_steal",)),
 }

@@ -117,8 +117,9 @@ def line(st: dict[str, Any]) -> str:
     schema v4, written by gpuwatch 0.1.0"."""
     n = (f"{st['kept']} of {st['planned']} planned inferences kept" if st["planned"]
          else f"{st['kept']} measured inferences")
-    if st.get("warmup") and not st["planned"]:  # (what `gpuwatch run` or a session found
-        n += f" (and {st['warmup']} warm-up, not compared)"  # counts them too; a plan not)
+    # (a count of what `gpuwatch run` or a session found holds the warm-up too; a plan not)
+    if st.get("warmup") and not st["planned"]:
+        n += f" (and {st['warmup']} warm-up, not compared)"
     by = f", written by gpuwatch {st['recorded_by']}" if st["recorded_by"] else ""
     err = f" ({st['error']})" if st["error"] and st["status"] != "complete" else ""
     word = ("complete" if st["status"] == "complete"

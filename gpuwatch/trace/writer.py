@@ -199,8 +199,9 @@ def _joined(batches: Sequence[Mapping[str, Sequence[Any]]], name: str,
     ~11 ms a flush (2,300 small conversions), which the program's thread waited out (up to
     the 5 ms switch interval at a time)."""
     values = [cols.get(name) for cols in batches]
-    if all(isinstance(v, list) for v in values):
-        return pa.array(list(itertools.chain.from_iterable(values)), type=typ)  # type: ignore[arg-type]
+    lists = [v for v in values if isinstance(v, list)]
+    if len(lists) == len(values):
+        return pa.array(list(itertools.chain.from_iterable(lists)), type=typ)
     return pa.concat_arrays([
         pa.nulls(len(next(iter(cols.values()))), typ) if v is None else pa.array(v, type=typ)
         for cols, v in zip(batches, values)])
