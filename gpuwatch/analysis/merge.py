@@ -59,7 +59,7 @@ def _sane_values(smp: Samples, f: str) -> tuple[np.ndarray, int]:
     else:  # pandas' nullable dtypes: NA made NaN
         v = floats(col)
     bounds = BOUNDS.get(f)
-    if bounds is None:
+    if bounds is None or smp.within(f, *bounds):  # (the row groups' statistics say so)
         return v, 0
     with np.errstate(invalid="ignore"):
         bad = (v < bounds[0]) | (v > bounds[1])  # (NaN compares False: stays missing)
