@@ -14,7 +14,7 @@ float64 with NaN, as `load(numpy_dtypes=...)` does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -121,9 +121,11 @@ class FileColumns:
         try:
             return read_column(self._pf, self._groups, col, self._dtypes[col], self._schema)
         except (pa.ArrowInvalid, OSError) as e:  # (damaged after its footer was read)
-            why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise TraceFormatError(f"{self._where}: corrupt Parquet data in column {col!r} "
-                                   f"({why})") from e
+            raise self._corrupt(col, e) from e
+
+    def _corrupt(self, col: str, e: Exception) -> TraceFormatError:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return TraceFormatError(f"{self._where}: corrupt Parquet data in column {col!r} ({why})")
 
     def array(self, col: str) -> np.ndarray:
         v = self.raw(col)
@@ -168,6 +170,28 @@ class FileColumns:
                 return False
         return True
 
+    def chunks(self, cols: Sequence[str]) -> Iterator[dict[str, np.ndarray]]:
+        """Columns `cols` of every row (not a selection), in file order (time order: a table is
+        read this way only when its times are in order, see trace.reader), a few row groups
+        at a time: a pass over a table too big to hold whole. Each column as `raw` gives it."""
+        if self._rows is not None:
+            raise ValueError("chunks reads every row of the table, not a selection")
+        at = 0
+        for i in range(0, len(self._groups), BATCH_GROUPS):
+            groups = self._groups[i:i + BATCH_GROUPS]
+            n = sum(self._pf.metadata.row_group(g).num_rows for g in groups)
+            out = {}
+            for c in cols:
+                if c in self._kept:
+                    out[c] = self._kept[c][at:at + n]
+                else:
+                    try:
+                        out[c] = read_column(self._pf, groups, c, self._dtypes[c], self._schema)
+                    except (pa.ArrowInvalid, OSError) as e:
+                        raise self._corrupt(c, e) from e
+            at += n
+            yield out
+
     def forget(self) -> None:
         """Drop the kept columns (a caller done with the table: they are read again if asked),
         and give back what Arrow's allocator kept of the reads."""
@@ -198,6 +222,15 @@ class FileColumns:
         return pd.DataFrame(cols, copy=False)
 
 
+def _numpy(col: pd.Series) -> np.ndarray:
+    """A column as numpy: its own dtype, or float64 with NaN where a null may be."""
+    if isinstance(col.dtype, np.dtype):
+        return col.to_numpy()
+    if col.dtype.kind in "iub" and not col.isna().any():
+        return col.to_numpy(dtype=col.dtype.numpy_dtype)
+    return col.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 class FrameColumns:
     """The FileColumns interface over a table in memory."""
 
@@ -219,6 +252,18 @@ class FrameColumns:
 
     def within(self, col: str, lo: float, hi: float) -> bool:
         return False  # (read it: the table is in memory)
+
+    def chunks(self, cols: Sequence[str]) -> Iterator[dict[str, np.ndarray]]:
+        """The columns as one chunk, in time order (t_ns; stably sorted where the table is not),
+        as FileColumns.chunks gives them: numpy, integers with a null as float64 with NaN."""
+        df = self._df
+        if "t_ns" in df and len(df) > 1:
+            col = df["t_ns"]
+            t = (np.asarray(col, dtype=np.int64) if isinstance(col.dtype, np.dtype)
+                 else col.to_numpy(dtype="int64", na_value=0))  # (never missing: load drops those)
+            if bool((t[1:] < t[:-1]).any()):
+                df = df.iloc[np.argsort(t, kind="stable")]
+        yield {c: _numpy(df[c]) for c in cols}
 
     def forget(self) -> None:
         """Nothing to drop: the table is in memory."""

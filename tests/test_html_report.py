@@ -276,3 +276,46 @@ def test_the_page_renders_in_a_browser_without_errors(sweep_page, tmp_path):
     assert "Uncaught" not in r.stderr, r.stderr[-2000:]
     assert r.stdout.count("class=\"uplot") >= 4  # a chart per latency panel and more
     assert "could not be drawn" not in r.stdout
+
+
+def test_the_clock_panel_streamed_equals_pick_over_the_whole_samples(tmp_path, monkeypatch):
+    """The clock panel reads the samples a few row groups at a time (Picker): on a trace whose
+    samples hold a second GPU between the inference GPU's, it plots what pick over that GPU's
+    whole columns plots."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(Path(__file__).parent / "data" / "h100_issue27" / "cotenant_light.parquet")
+    names = np.asarray(t.column("table_name").cast("string").to_pylist())
+    smp = t.filter(pa.array(names == "samples"))
+    other = smp.set_column(smp.schema.get_field_index("gpu"), "gpu",
+                           pa.array(np.ones(len(smp), np.int64)).cast(smp.schema.field("gpu").type))
+    other = other.set_column(other.schema.get_field_index("t_ns"), "t_ns",
+                             pc.add(other.column("t_ns"), 1))
+    both = pa.concat_tables([smp, other])
+    both = both.take(np.argsort(both.column("t_ns").to_numpy(), kind="stable"))
+    path = tmp_path / "two_gpus.parquet"
+    with pq.ParquetWriter(path, t.schema) as w:  # (one table per row group, as gpuwatch's)
+        for name in dict.fromkeys(names):
+            w.write_table(both if name == "samples" else t.filter(pa.array(names == name)),
+                          row_group_size=4096)
+    from gpuwatch import tablecolumns
+
+    monkeypatch.setattr(tablecolumns, "BATCH_GROUPS", 1)  # (a chunk per row group of 4096)
+    a = gpuwatch.analyze(path)
+    src = a.traces[0].columns("samples")
+    assert type(src).__name__ == "FileColumns" and src.constant("gpu") is None
+    (panel,) = embedded(HtmlRenderer().render(a))["clock"]
+    whole = a.traces[0].samples
+    g0 = whole[whole["gpu"] == 0]
+    cols = [np.where((v >= lo) & (v <= hi), v, np.nan) for v, (lo, hi) in
+            ((g0[c].to_numpy(np.float64), report.BOUNDS[c]) for c in ("sm_clock_mhz", "power_w"))]
+    idx = report.pick(cols)
+    starts = a.regions.loc[a.regions["kind"] == "inference", "start_ns"].to_numpy(np.int64)
+    t0 = min(int(whole["t_ns"].min()), int(starts.min()))
+    times = g0["t_ns"].to_numpy(np.int64)
+    assert panel["gpu"] == 0 and panel["n"] == len(g0) and panel["plotted"] == len(idx)
+    assert panel["t"] == np.round((times[idx] - t0) / 1e9, 4).tolist()
+    assert panel["clock"] == report._values(cols[0][idx])
+    assert panel["power"] == report._values(cols[1][idx])

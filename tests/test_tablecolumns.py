@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -16,6 +17,7 @@ from gpuwatch.analysis.columns import floats
 from gpuwatch.analysis.merge import SAMPLE_FIELDS
 from gpuwatch.errors import TraceFormatError
 from gpuwatch.lazy import pending
+from gpuwatch import tablecolumns
 from gpuwatch.tablecolumns import FileColumns, FrameColumns
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -134,3 +136,33 @@ def test_damage_found_when_a_column_is_read_is_one_line(tmp_path):
     with pytest.raises(TraceFormatError, match=r"damaged.parquet: corrupt Parquet data in "
                                                r"column 'sm_clock_mhz'"):
         lazy.columns("samples")["sm_clock_mhz"]
+
+
+def test_chunks_give_every_row_in_order_as_the_columns_do(monkeypatch, tmp_path):
+    """chunks(): the columns a few row groups at a time (kept ones sliced, not read again),
+    the same values as whole; a table in memory as one chunk, in time order."""
+    path = tmp_path / "small_groups.parquet"  # (REAL with its samples in row groups of 4096)
+    t = pq.read_table(REAL)
+    names = np.asarray(t.column("table_name").cast("string").to_pylist())
+    with pq.ParquetWriter(path, t.schema) as w:  # (one table per row group, as gpuwatch's)
+        for name in dict.fromkeys(names):
+            w.write_table(t.filter(pa.array(names == name)), row_group_size=2048)
+    eager, lazy = _both(path)
+    src = lazy.columns("samples")
+    cols = ["t_ns", "sm_clock_mhz", "host_steal_ns", "host_cpu_freq_mhz"]
+    src.raw("t_ns")  # (kept: sliced from)
+    monkeypatch.setattr(tablecolumns, "BATCH_GROUPS", 1)  # (a chunk per row group)
+    parts = list(src.chunks(cols))
+    assert len(parts) == len(src._groups) > 1 and all(set(p) == set(cols) for p in parts)
+    for c in cols:
+        got = np.concatenate([p[c] for p in parts])
+        np.testing.assert_array_equal(got, src.array(c), err_msg=c)
+        assert got.dtype == src.array(c).dtype, c
+    with pytest.raises(ValueError, match="not a selection"):
+        next(src.take(np.arange(3)).chunks(cols))
+    backwards = eager.samples.iloc[::-1]
+    (whole,) = FrameColumns(backwards).chunks(cols)
+    for c in cols:
+        np.testing.assert_array_equal(whole[c], floats(eager.samples[c])
+                                      if whole[c].dtype.kind == "f"
+                                      else eager.samples[c].to_numpy(), err_msg=c)

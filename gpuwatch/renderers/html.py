@@ -23,12 +23,11 @@ from ..analysis.causes import CAUSES
 from ..analysis.clock import sentence as clock_sentence
 from ..analysis.merge import BOUNDS
 from .base import Renderer
+from .decimate import MAX_POINTS, Picker, pick, pick_2d
 from .text import TextRenderer
 
 VENDOR = Path(__file__).parent / "vendor-js"  # where uPlot lives (package_data)
 UPLOT_JS, UPLOT_CSS, UPLOT_LICENSE = "uPlot.iife.min.js", "uPlot.min.css", "uPlot.LICENSE"
-MAX_POINTS = 4000  # per plotted series: what a browser draws at once, and what the file carries
-GRID = 60  # latency vs clock: one point per cell of a GRID x GRID grid (GRID**2 <= MAX_POINTS)
 DASH = "\u2014"  # a value that does not exist or means nothing (a share of no change)
 
 # Short names of the attribution factors for the tables (analysis.causes: the one table)
@@ -317,44 +316,6 @@ def _ints(col: Any) -> np.ndarray:
     return np.asarray(col.to_numpy(dtype="int64", na_value=0), dtype=np.int64)
 
 
-def pick(columns: Sequence[np.ndarray], limit: int = MAX_POINTS) -> np.ndarray:
-    """The rows to plot, in order: every row when they fit in `limit`; else, in each of equal
-    buckets of consecutive rows, the rows holding each column's minimum and maximum, so a spike
-    survives decimation and every plotted point is a real row (at most `limit` in all)."""
-    n = len(columns[0]) if columns else 0
-    if n <= limit:
-        return np.arange(n)
-    cols = [c for c in columns if np.isfinite(c).any()] or list(columns[:1])
-    buckets = max(1, (limit - 2) // (2 * len(cols)))
-    width = -(-n // buckets)  # ceil: rows per bucket; the last bucket may be shorter
-    full = n // width
-    picks = [np.array([0, n - 1])]
-    for c in cols:
-        nan = np.isnan(c)
-        for fill, arg in ((np.inf, np.argmin), (-np.inf, np.argmax)):
-            v = np.where(nan, fill, c) if nan.any() else c  # NaN never wins a bucket
-            picks.append(np.arange(full) * width + arg(v[:full * width].reshape(full, width),
-                                                         axis=1))
-            if full * width < n:
-                picks.append(np.array([full * width + int(arg(v[full * width:]))]))
-    return np.unique(np.concatenate(picks))
-
-
-def pick_2d(x: np.ndarray, y: np.ndarray, cells: int = GRID) -> np.ndarray:
-    """Rows of a scatter to plot: all when they fit; else one row per occupied cell of a
-    cells x cells grid over the data's range, so outliers keep cells of their own."""
-    n = len(x)
-    if n <= MAX_POINTS:
-        return np.arange(n)
-
-    def cell(v: np.ndarray) -> np.ndarray:
-        lo, hi = float(v.min()), float(v.max())
-        return np.minimum(((v - lo) / ((hi - lo) or 1.0) * cells).astype(np.int64), cells - 1)
-
-    _, first = np.unique(cell(x) * cells + cell(y), return_index=True)
-    return np.sort(first)
-
-
 def _values(v: np.ndarray, sig: int = 5) -> list[float | None]:
     """JSON-ready values: about `sig` significant digits at the series' typical size, NaN as
     null (the plots leave a gap)."""
@@ -419,11 +380,13 @@ def _latency_panels(a: Analysis, label: Any) -> tuple[list[dict[str, Any]], list
 
 
 def _clock_panels(a: Analysis) -> list[dict[str, Any]]:
-    """The SM clock (and power) over time on each inference GPU, with the conditions' spans."""
+    """The SM clock (and power) over time on each inference GPU, with the conditions' spans.
+    The samples are read a few row groups at a time and decimated as they come (Picker): the
+    plot keeps 4,000 of them, not the 240 MB of three columns per 10M."""
     out = []
     m = a.regions
     for ti, tr in enumerate(a.traces):
-        s = tr.columns("samples")  # (the three columns read, not the whole table)
+        s = tr.columns("samples")
         if len(s) == 0 or "sm_clock_mhz" not in s or m.empty:
             continue
         inf = m[(m["trace"] == ti) & (m["kind"] == "inference")]
@@ -431,43 +394,56 @@ def _clock_panels(a: Analysis) -> list[dict[str, Any]]:
             continue
         gpus = sorted({int(g) for g in inf["gpu"].dropna().unique()}) if "gpu" in inf else []
         one = s.constant("gpu") if "gpu" in s else 0  # (one GPU's samples: none read)
-        sg = (np.broadcast_to(np.int64(one), (len(s),)) if one is not None
-              else _ints(s["gpu"]) if "gpu" in s else np.zeros(len(s), np.int64))
-        t_all = _ints(s["t_ns"])
+        values = ["sm_clock_mhz"] + (["power_w"] if "power_w" in s else [])
+        if one is not None:
+            first, counts = int(one), {int(one): len(s)}
+        else:
+            sg = _ints(s["gpu"])  # (in table order: its first row names the GPU of a
+            # program that ran on none the regions name)
+            first = int(sg[0])
+            found, n = np.unique(sg, return_counts=True)
+            counts = dict(zip(found.tolist(), n.tolist()))
+            del sg
+        pickers = {g: Picker(counts[g], len(values)) for g in gpus or [first]
+                   if counts.get(g, 0)}
+        t_min = None
+        for ch in s.chunks(["t_ns", *values] + (["gpu"] if one is None else [])):
+            t = _ints(ch["t_ns"])
+            if t.size:
+                t_min = int(t.min()) if t_min is None else min(t_min, int(t.min()))
+            cols = []
+            for c in values:
+                v = _floats(ch[c])
+                lo, hi = BOUNDS.get(c, (-np.inf, np.inf))
+                cols.append(np.where((v >= lo) & (v <= hi), v, np.nan))  # impossible: NA
+            on = _ints(ch["gpu"]) if one is None else None
+            for g, p in pickers.items():
+                if on is None:
+                    p.add([t, *cols])
+                else:
+                    sel = on == g
+                    p.add([t[sel], *(v[sel] for v in cols)])
+        s.forget()  # (the times and GPUs read for the plot: 100 MB per 10M samples)
         start, end = _ints(inf["start_ns"]), _ints(inf["end_ns"])
-        t0 = int(min(t_all.min(), start.min())) if len(t_all) else int(start.min())
+        t0 = int(min(t_min, start.min())) if t_min is not None else int(start.min())
         spans = inf.assign(_s=start, _e=end).groupby("condition", sort=False).agg(
             s=("_s", "min"), e=("_e", "max"))
         conds = [{"name": str(c), "t0": round((int(r["s"]) - t0) / 1e9, 4),
                   "t1": round((int(r["e"]) - t0) / 1e9, 4)} for c, r in spans.iterrows()]
-        for g in gpus or [int(sg[0])]:
-            sel = np.flatnonzero(sg == g) if (sg != g).any() else None
-            t = t_all if sel is None else t_all[sel]
-            if len(t) == 0:
+        for g, p in pickers.items():
+            if not p.finite[0]:  # (no SM clock reading on this GPU)
                 continue
-            cols = {}
-            for c in ("sm_clock_mhz", "power_w"):
-                if c in s:
-                    v = _floats(s[c]) if sel is None else _floats(s[c])[sel]
-                    lo, hi = BOUNDS.get(c, (-np.inf, np.inf))
-                    cols[c] = np.where((v >= lo) & (v <= hi), v, np.nan)  # impossible: NA
-            if not np.isfinite(cols["sm_clock_mhz"]).any():
-                continue
-            if "power_w" in cols and not np.isfinite(cols["power_w"]).any():
-                del cols["power_w"]
-            if len(t) > 1 and bool(np.any(t[1:] < t[:-1])):
-                order = np.argsort(t, kind="stable")
-                t, cols = t[order], {k: v[order] for k, v in cols.items()}
-            idx = pick(list(cols.values()))
+            power = len(values) > 1 and p.finite[1]  # (NA throughout: not drawn, and the
+            # clock decimated alone, as pick does)
+            idx, (t, clock, *rest) = p.rows()
             out.append({
-                "trace": ti, "gpu": g, "n": len(t), "plotted": len(idx),
+                "trace": ti, "gpu": g, "n": p.n, "plotted": len(idx),
                 "title": "SM clock over time" + (f", GPU {g}" if len(gpus) > 1 else "")
                 + (f" (trace {ti})" if len(a.traces) > 1 else ""),
-                "t": np.round((t[idx] - t0) / 1e9, 4).tolist(),
-                "clock": _values(cols["sm_clock_mhz"][idx]),
-                "power": _values(cols["power_w"][idx]) if "power_w" in cols else None,
+                "t": np.round((t - t0) / 1e9, 4).tolist(),
+                "clock": _values(clock),
+                "power": _values(rest[0]) if power else None,
                 "conditions": conds})
-        s.forget()  # (the times and GPUs read for the plot: 100 MB per 10M samples)
     return out
 
 
