@@ -262,6 +262,48 @@ def test_a_member_that_repeats_its_rows_counts_each_once(tmp_path):
     pd.testing.assert_frame_equal(one, two)
 
 
+def test_a_member_whose_row_groups_mix_tables_reads_as_one_that_does_not(tmp_path):
+    """The fleet reads the discriminator only where the statistics do not give a row group to
+    the inferences alone: a member written in row groups that mix its tables (another tool's
+    copy), with calls that raised, gives the runs that the same rows in gpuwatch's own row
+    groups give."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tests.helpers import H100_FIXTURE, table_kinds
+
+    whole = pq.read_table(H100_FIXTURE)
+    kinds = table_kinds(whole).to_numpy(zero_copy_only=False)
+    raised = np.zeros(len(whole), bool)
+    raised[np.flatnonzero(kinds == "inferences")[5:400:7]] = True  # (these calls raised)
+    err = whole.schema.get_field_index("error")
+    whole = whole.set_column(err, "error", pc.if_else(pa.array(raised), pa.scalar("boom"),
+                                                      whole.column("error")))
+    for run, group_rows in (("own", None), ("mixed", 150)):
+        d = tmp_path / "host=a" / "gpu_model=g" / f"run={run}"
+        d.mkdir(parents=True)
+        if group_rows is None:  # (one table per row group, as gpuwatch writes)
+            with pq.ParquetWriter(d / "trace.parquet", whole.schema) as w:
+                for name in dict.fromkeys(kinds):
+                    w.write_table(whole.filter(pa.array(kinds == name)))
+        else:
+            pq.write_table(whole, d / "trace.parquet", row_group_size=group_rows)
+    md = pq.ParquetFile(tmp_path / "host=a/gpu_model=g/run=mixed/trace.parquet").metadata
+    assert md.num_row_groups > 10
+    f = fleet(tmp_path)
+    runs = f.runs.drop(columns=[c for c in ("run", "file") if c in f.runs])
+    own, mixed = (runs[f.runs["run"].astype(str) == r].reset_index(drop=True)
+                  for r in ("own", "mixed"))
+    measured = ((kinds == "inferences") & (whole.column("kind").to_numpy(zero_copy_only=False)
+                                           == "inference")
+                & ~whole.column("warmup").to_numpy(zero_copy_only=False).astype(bool))
+    # (the calls that raised are not measurements)
+    assert len(own) and own["n"].sum() == (measured & ~raised).sum() < measured.sum()
+    pd.testing.assert_frame_equal(own, mixed)
+
+
 # -- the fleet's command without pandas (issue 31 part 3): each piece against the library it
 # stands in for (pyarrow.dataset's hive partitions, pyarrow's to_numpy, pandas' groupby) --
 

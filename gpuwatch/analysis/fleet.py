@@ -24,7 +24,7 @@ import urllib.parse
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -344,24 +344,40 @@ def _measured_batches(path: str, kind: str, cols: list[str],
     time from the row groups that may hold inferences (the statistics of the discriminator
     column say which; gpuwatch writes one table per group); a column the file lacks is null."""
     pf = pq.ParquetFile(path)
-    names = pf.schema_arrow.names
+    file_schema = pf.schema_arrow  # (built anew on every ask: once)
+    names = file_schema.names
     if "warmup" not in names or "kind" not in names:  # (a null flag keeps no row)
         return
-    by_table, mixed = table_groups(pf, kind)
+    by_table, mixed = table_groups(pf, kind, file_schema)
     groups = sorted(by_table["inferences"] + mixed)
     if not groups:
         return
-    flags = [c for c in (kind, "kind", "warmup", "error") if c in names]
+    md = pf.metadata
+    # (a group whose statistics give it to the inferences, with no null, holds nothing else:
+    # the discriminator is read and tested only where a group may hold another table)
+    j = names.index(kind)
+    test_kind = bool(mixed) or any(
+        (st := md.row_group(g).column(j).statistics) is None or not st.has_null_count
+        or st.null_count for g in groups)
+    flags = [c for c in ([kind] if test_kind else []) + ["kind", "warmup", "error"]
+             if c in names]
     read = list(dict.fromkeys([c for c in cols if c in names] + flags))
     schema = pa.schema(fields)
-    for batch in pf.iter_batches(batch_size=REPEAT_BATCH_ROWS, row_groups=groups, columns=read):
+    # (a trace's inferences in one read where they fit a batch, as most do: iter_batches costs
+    # ~0.7 ms more a file; and on this thread: Arrow's pool costs more than it gives here)
+    batches: Iterable[pa.RecordBatch] = (
+        pf.read_row_groups(groups, columns=read, use_threads=False).to_batches()
+        if sum(md.row_group(g).num_rows for g in groups) <= REPEAT_BATCH_ROWS
+        else pf.iter_batches(batch_size=REPEAT_BATCH_ROWS, row_groups=groups, columns=read,
+                             use_threads=False))
+    for batch in batches:
         def col(c: str) -> pa.Array:
             a = batch.column(c)
             return a.dictionary_decode() if pa.types.is_dictionary(a.type) else a
-        keep = pc.and_(pc.and_(pc.is_in(col(kind), value_set=_INFERENCES),
-                               pc.is_in(col("kind"), value_set=_INFERENCE)),
-                       pc.invert(col("warmup")))
-        if "error" in names:
+        keep = pc.and_(pc.equal(col("kind"), _INFERENCE[0]), pc.invert(col("warmup")))
+        if test_kind:
+            keep = pc.and_(keep, pc.equal(col(kind), _INFERENCES[0]))
+        if "error" in names and batch.column("error").null_count < batch.num_rows:
             keep = pc.and_(keep, pc.is_null(col("error")))
         kept = batch.filter(keep)  # (a null in the mask drops its row)
         yield pa.RecordBatch.from_arrays(

@@ -216,11 +216,13 @@ def _kind_column(names: Sequence[str]) -> str:
                            "by gpuwatch")
 
 
-def table_groups(pf: pq.ParquetFile, kind: str) -> tuple[dict[str, list[int]], list[int]]:
+def table_groups(pf: pq.ParquetFile, kind: str, schema: pa.Schema | None = None
+                 ) -> tuple[dict[str, list[int]], list[int]]:
     """The file's row groups by the table they hold, and those that hold several (or whose
     statistics do not say): the discriminator column `kind`'s min and max, one table per group
-    as gpuwatch writes them."""
-    idx = pf.schema_arrow.get_field_index(kind)
+    as gpuwatch writes them. (`schema`: the file's, where the caller has it: pyarrow builds
+    it anew on every ask.)"""
+    idx = (pf.schema_arrow if schema is None else schema).get_field_index(kind)
     groups: dict[str, list[int]] = {t: [] for t in TABLES}
     mixed: list[int] = []
     for i in range(pf.num_row_groups):
