@@ -239,6 +239,7 @@ class Session:
             status = "interrupted"
         else:
             status = "failed"  # an exception, or sys.exit(N) with N != 0
+            self._close_meta["failed_by"] = "program"  # (the block's code, not the recording)
         self.close(status=status, error=None if status == "complete" else
                    f"{type(exc).__name__}: {exc}")
 
@@ -446,6 +447,8 @@ class Session:
 
     def _close(self, status: str, error: str | None) -> Path:
         meta: dict[str, Any] = {**self._close_meta, "status": status, "error": error}
+        if status != "failed":  # (failed_by: what failed, "program" where the code timed
+            meta.pop("failed_by", None)  # raised; said only of a failed recording)
         gpu_error: Exception | None = None
         try:
             if self._timer is not None:
@@ -453,6 +456,8 @@ class Session:
                     self._timer.drain()
                 except Exception as e:  # a GPU error found only now: recorded, then raised
                     gpu_error = e
+                    if meta["status"] != "failed":  # (the program's own error comes first)
+                        meta["failed_by"] = "gpu"
                     meta["status"] = "failed"
                     meta["error"] = meta["error"] or f"{type(e).__name__}: {e}"
                 meta["regions"] = self._timer.summary()
@@ -577,6 +582,8 @@ class Session:
             elif ended is not None:
                 what = f"{type(ended).__name__}: {ended}" if str(ended) else type(ended).__name__
                 why = f"the program ended with {what}, without closing the session"
+        if status == "failed":  # (an uncaught error, or os._exit(N) with N != 0: the program's)
+            self._close_meta["failed_by"] = "program"
         try:
             self.close(status=status, error=None if status == "complete" else why)
             done = "nothing was timed, so no trace was written" if self.discarded and not \

@@ -30,15 +30,20 @@ def test_a_failed_recording_says_so_before_any_verdict(failed):
     assert st["status"] == "failed" and "CUDA_ERROR_ILLEGAL_ADDRESS" in st["error"]
     assert st["planned"] == 120 and 0 < st["kept"] < 120
     assert st["schema_version"] == 4 and st["recorded_by"] == gpuwatch.__version__
-    assert failed.verdict.startswith(f"The recording failed after {st['kept']} of 120 planned "
-                                     f"inferences (SimCudaError")
+    # (the engine's call raised: the run stopped, the recording is whole up to then)
+    assert st["failed_by"] == "program"
+    assert failed.verdict.startswith("The run stopped at an error (SimCudaError: "
+                                     "CUDA_ERROR_ILLEGAL_ADDRESS")
+    assert (f") after {st['kept']} of 120 planned inferences; the trace holds everything up to "
+            f"it, and what follows is about the inferences it kept") in failed.verdict
     lines = TextRenderer().render(failed).splitlines()
-    assert lines[1].startswith("   recording FAILED (SimCudaError") and \
+    assert lines[1].startswith("   recording ENDED AT THE RUN'S ERROR (SimCudaError") and \
         f"{st['kept']} of 120 planned inferences kept; schema v4" in lines[1]
-    assert "The recording failed after" in HtmlRenderer().render(failed)
+    assert "The run stopped at an error" in HtmlRenderer().render(failed)
     d = json.loads(failed.to_json())
     assert d["version"] == gpuwatch.__version__
     assert d["traces"][0]["status"]["status"] == "failed"
+    assert d["traces"][0]["status"]["failed_by"] == "program"
     assert d["traces"][0]["status"]["kept"] == st["kept"]
 
 
@@ -68,7 +73,29 @@ def test_an_interrupted_session_and_several_traces(tmp_path, failed):
     assert a.status[0]["planned"] is None and a.status[0]["kept"] == 30
     assert a.verdict.startswith("Trace 0: the recording was cut short (interrupted: Ctrl-C, a "
                                 "signal, or the process died) with 30 measured inferences; ")
-    assert "Trace 1: the recording failed after" in a.verdict
+    assert "Trace 1: the run stopped at an error (SimCudaError" in a.verdict
+    assert a.status[0]["failed_by"] is None  # (said only of a failed recording)
+
+
+@pytest.mark.parametrize("failed_by, words, word", [
+    ("program", "The run stopped at an error (ValueError: boom) after 7 measured inferences; "
+     "the trace holds everything up to it", "ENDED AT THE RUN'S ERROR"),
+    ("trace", "The recording failed with 7 measured inferences (ValueError: boom); what "
+     "follows", "FAILED"),
+    ("gpu", "The recording failed with 7 measured inferences (ValueError: boom)", "FAILED"),
+    (None, "The recording failed with 7 measured inferences (ValueError: boom)", "FAILED"),
+])
+def test_what_failed_is_said(failed_by, words, word):
+    """A recording whose timed code raised is whole up to the error: the run stopped, the
+    recording did not fail. Writing the trace failing, a GPU error found as it closed, or a
+    trace that does not say (recorded before failed_by) is the recording's failure."""
+    from gpuwatch.analysis import status
+
+    st = {"trace": 0, "status": "failed", "live": None, "error": "ValueError: boom",
+          "failed_by": failed_by, "planned": None, "kept": 7, "warmup": 0,
+          "schema_version": 4, "recorded_by": "x"}
+    assert status.headline(st, several=False).startswith(words)
+    assert status.line(st).startswith(f"recording {word} (ValueError: boom), 7 measured")
 
 
 def test_warm_up_inferences_of_a_run_without_a_plan_are_counted(tmp_path):

@@ -112,7 +112,8 @@ def test_a_notebook_records_a_cell_and_shows_its_analysis(tmp_path):
     kept = out[4]
     assert "the cell raised ValueError: bad frame; the trace is kept: " in kept, kept
     assert "(300 inferences, status failed)" in kept and "ERROR ValueError: bad frame" in kept
-    assert "recording failed" in _html(nb.cells[4]).lower()  # the analysis says so first
+    # the analysis says so first: the cell's error stopped the run (the recording is whole)
+    assert "the run stopped at an error (valueerror: bad frame)" in _html(nb.cells[4]).lower()
     assert "Session on sim:t4" in out[5] and "ended" in out[5]
     assert "status failed" in out[6] and len(out[6]) < 400
     # (IPython shows a UsageError as one line on stderr, and the cell as failed)

@@ -61,9 +61,12 @@ def test_an_error_in_user_code_still_leaves_a_valid_trace(tmp_path):
             e.infer()
             s.infer(lambda: 1 / 0)
     tr = gpuwatch.load(out)
-    assert tr.meta["status"] == "failed"
+    assert tr.meta["status"] == "failed" and tr.meta["failed_by"] == "program"
     assert "ZeroDivisionError" in tr.meta["error"]
     assert list(tr.inferences["error"].isna()) == [True, False]
+    # (the report says the program's error stopped the run, not that the recording failed)
+    assert gpuwatch.analyze(out).verdict.startswith("The run stopped at an error "
+                                                   "(ZeroDivisionError")
     assert len(tr.samples) > 0
 
 

@@ -275,7 +275,7 @@ def test_a_program_that_raises_is_a_failed_recording_and_json_is_all_of_stderr(t
     r = run(tmp_path, str(PROGRAMS / "raises.py"))
     meta = gpuwatch.load(tmp_path / "t.parquet").meta
     assert meta["status"] == "failed" and meta["error"].startswith("ValueError")
-    assert meta["program_exit_status"] == 1
+    assert meta["program_exit_status"] == 1 and meta["failed_by"] == "program"
     r = run(tmp_path, "--json", "-f", str(PROGRAMS / "nvtx_marks.py"))
     assert r.returncode == 0
     assert json.loads(r.stderr)["traces"]  # nothing else on stderr: the JSON parses

@@ -72,6 +72,7 @@ def test_a_full_disk_stops_recording_keeps_what_was_written(tmp_path, monkeypatc
         s.close()
     tr = gpuwatch.load(out)
     assert tr.meta["status"] == "failed" and "No space left" in tr.meta["error"]
+    assert tr.meta["failed_by"] == "trace"  # (writing it failed: the recording's failure)
     assert len(tr.inferences) >= before and not partial_path(out).exists()
 
 

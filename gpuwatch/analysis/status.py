@@ -47,6 +47,11 @@ def of(tr: Trace, ti: int, kept: int, warmup: int = 0) -> dict[str, Any]:
             "status": status if isinstance(status, str) and status else "unknown",
             "live": live,
             "error": m.get("error") if isinstance(m.get("error"), str) else None,
+            # (what failed, where the recorder says: "program" (the code timed raised; the
+            # recording is whole up to then), "gpu" (an error found as it closed), "trace"
+            # (writing the trace); None: not said, as before schema v4's recorders)
+            "failed_by": (m.get("failed_by") if status == "failed"
+                          and isinstance(m.get("failed_by"), str) else None),
             "planned": planned, "kept": int(kept), "warmup": int(warmup),
             "telemetry": _telemetry(m, tr),
             # (a warning the recorder left: `gpuwatch run` on a simulated GPU)
@@ -98,6 +103,12 @@ def headline(st: dict[str, Any], several: bool = True) -> str | None:
     n = (f" after {st['kept']} of {st['planned']} planned inferences" if st["planned"]
          else f" with {st['kept']} measured inferences")
     err = f" ({st['error']})" if st["error"] else ""
+    if st.get("failed_by") == "program":  # (the recording did not fail: the code it timed
+        # raised, the program's or record's engine)
+        who = f"trace {st['trace']}: the run" if several else "The run"
+        n = n.replace(" with ", " after ", 1)
+        return (f"{who} stopped at an error{err}{n}; the trace holds everything up to it, and "
+                f"what follows is about the inferences it kept, not the run that was planned")
     return (f"{who} {what}{n}{err}; what follows is about the inferences it kept, not the run "
             f"that was planned")
 
@@ -124,5 +135,8 @@ def line(st: dict[str, Any]) -> str:
     err = f" ({st['error']})" if st["error"] and st["status"] != "complete" else ""
     word = ("complete" if st["status"] == "complete"
             else f"IN PROGRESS ({st['live']})" if st.get("live")
-            else "NOT FINISHED" if st["status"] == "recording" else st["status"].upper())
+            else "NOT FINISHED" if st["status"] == "recording"
+            # (the code it timed raised: the recording is whole up to then)
+            else "ENDED AT THE RUN'S ERROR" if st.get("failed_by") == "program"
+            else st["status"].upper())
     return f"recording {word}{err}, {n}; schema v{st['schema_version']}{by}"

@@ -149,6 +149,7 @@ class RunCommand:
             code, error, raised = _run_program(args.module, argv)
             if error is not None:  # the program raised: recorded as a failed block is
                 status = "failed"
+                session.annotate(failed_by="program")
         except (KeyboardInterrupt, Terminated) as e:  # Ctrl-C, SIGTERM: the trace is kept
             status, code = "interrupted", 128 + e.signum if isinstance(e, Terminated) else 130
             raised = e

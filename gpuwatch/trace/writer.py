@@ -305,6 +305,7 @@ class TraceWriter:
         self.meta.update(meta_updates or {})
         if stopped is not None:
             self.meta["status"], self.meta["error"] = "failed", str(stopped)
+            self.meta["failed_by"] = "trace"  # (writing it: not the program)
         try:
             self._write_meta()
         except OSError:  # (a full disk may not take it either; the chunks load without it)
