@@ -389,3 +389,38 @@ def test_the_per_model_gap_table_is_pandas_groupby_of_the_runs():
     for c in want.columns[1:]:
         np.testing.assert_array_equal(got[c].to_numpy(dtype=object if c == "engine" else float),
                                       want[c].to_numpy(dtype=object if c == "engine" else float))
+
+
+def test_a_run_that_did_not_complete_is_counted_and_said(tmp_path, fleet_root):
+    """A member whose program raised after 50 inferences (a short run that never reached its
+    plateau) counts with what it kept, as DuckDB's query counts it; but a warning, the text's
+    first line, the JSON's `incomplete` and the runs table's `status` say so."""
+    import json
+    import shutil
+
+    root = tmp_path / "fleet"
+    shutil.copytree(fleet_root, root)
+    with pytest.raises(ValueError, match="bad frame"):
+        with gpuwatch.session("sim:t4", dataset=root) as s:
+            e = s.engine()
+            s.set_condition("gap=20ms", gap_ms=20)
+            for _ in range(50):
+                e.infer()
+            raise ValueError("bad frame")
+    with pytest.warns(UserWarning, match=r"1 of the 5 traces did not complete \(first: .*: "
+                      r"failed \(the run stopped at an error: ValueError: bad frame\)\)"):
+        f = fleet(root)
+    assert len(f.incomplete) == 1 and f.to_dict()["incomplete"] == list(f.incomplete)
+    runs = f.runs
+    bad = runs[runs["file"] == f.incomplete[0]]
+    assert len(bad) == 1 and bad["status"].iloc[0] == ("failed (the run stopped at an error: "
+                                                       "ValueError: bad frame)")
+    assert (runs.loc[runs["file"] != f.incomplete[0], "status"] == "complete").all()
+    r = cli("analyze", str(root), cwd=root.parent)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == ("5 traces; 1 did not complete, counted with what they "
+                                        "kept (--json: the runs' status)")
+    assert "did not complete" in r.stderr
+    j = json.loads(cli("analyze", str(root), "--json", cwd=root.parent).stdout)
+    assert [x["status"] for x in j["runs"] if x["file"] == f.incomplete[0]] == [
+        "failed (the run stopped at an error: ValueError: bad frame)"]

@@ -98,6 +98,7 @@ class Fleet(Lazy):
     skipped: tuple[str, ...] = ()
     invalid_latencies: int = 0  # measured inferences left out: no valid gpu_ms
     repeated_rows: int = 0  # inference rows left out: each repeated another (trace.reader)
+    incomplete: tuple[str, ...] = ()  # traces whose recording did not complete (counted)
 
     def rows(self, table: str) -> tuple[list[dict[str, Any]], list[str]]:
         """Table `table` ("runs" or "by_model_gap") as its rows (dicts, NaN where unknown) and
@@ -133,6 +134,7 @@ class Fleet(Lazy):
             return [{c: _json_value(r.get(c)) for c in cols} for r in rows]
 
         return {"files": self.files, "skipped": list(self.skipped),
+                "incomplete": list(self.incomplete),
                 "invalid_latencies": self.invalid_latencies, "repeated_rows": self.repeated_rows,
                 "by_model_gap": records("by_model_gap"), "runs": records("runs")}
 
@@ -165,31 +167,45 @@ def trace_files(root: Path) -> list[str]:
                   and p.is_file())
 
 
-def _screen(path: str) -> tuple[str | None, str, dict[str, str]]:
+def _screen(path: str) -> tuple[str | None, str, dict[str, str], str]:
     """(the discriminator column of a fleet member, "", its host and GPU model from its
-    metadata) if it is a readable gpuwatch trace this gpuwatch reads, else (None, why not,
-    {}). A trace newer than this gpuwatch is an error: upgrading is the fix, not leaving it
-    out."""
+    metadata, its recording's status) if it is a readable gpuwatch trace this gpuwatch reads,
+    else (None, why not, {}, ""). A trace newer than this gpuwatch is an error: upgrading is
+    the fix, not leaving it out."""
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as e:
         first = " ".join(str(e).split()).split(". ")[0]  # (pyarrow's first sentence)
-        return None, f"not a readable Parquet file ({first})", {}
+        return None, f"not a readable Parquet file ({first})", {}, ""
     raw = (schema.metadata or {}).get(META_KEY)
     names = schema.names
     kind = KIND if KIND in names else LEGACY_KIND if LEGACY_KIND in names else None
     if raw is None or kind is None:
-        return None, "not a gpuwatch trace", {}
+        return None, "not a gpuwatch trace", {}, ""
     try:
         meta = json.loads(raw)
     except (ValueError, RecursionError):
-        return None, "its gpuwatch metadata is not valid JSON", {}
+        return None, "its gpuwatch metadata is not valid JSON", {}, ""
     try:
         _check_meta(meta, Path(path))
         _check_types(schema)
     except TraceFormatError as e:  # (a newer schema among them: left out, the fix named)
-        return None, str(e).removeprefix(f"{path}: ").removeprefix(f"{path} "), {}
-    return kind, "", _own_partition(meta)
+        return None, str(e).removeprefix(f"{path}: ").removeprefix(f"{path} "), {}, ""
+    return kind, "", _own_partition(meta), _status(meta)
+
+
+def _status(meta: dict[str, Any]) -> str:
+    """A member's recording as the runs table says it: "complete", "failed (the run stopped at
+    an error: ValueError: boom)", "interrupted", ... (analysis.status words it the same way)."""
+    got = meta.get("status")
+    status = got if isinstance(got, str) and got else "unknown"
+    if status == "complete":
+        return status
+    err = meta.get("error") if isinstance(meta.get("error"), str) else None
+    why = ("the run stopped at an error" if meta.get("failed_by") == "program"
+           else "" if status != "failed" else "the recording failed")
+    detail = ": ".join(x for x in (why, err) if x)
+    return f"{status} ({detail})" if detail else status
 
 
 def _own_partition(meta: dict[str, Any]) -> dict[str, str]:
@@ -238,8 +254,9 @@ def fleet(root: str | os.PathLike[str],
     by_kind: dict[str, list[str]] = {KIND: [], LEGACY_KIND: []}  # (v3 traces; older ones)
     reasons: dict[str, str] = {p: "not a regular file" for p in odd}
     own: dict[str, dict[str, str]] = {}  # path -> host and GPU model from its metadata
+    status: dict[str, str] = {}  # path -> how its recording went
     for path in files:
-        kind, why, own[path] = _screen(path)
+        kind, why, own[path], status[path] = _screen(path)
         if kind is None:
             skipped.append(path)
             reasons[path] = why
@@ -252,6 +269,11 @@ def fleet(root: str | os.PathLike[str],
     if not good:
         raise TraceFormatError(f"none of the {len(files)} Parquet files under {root} is a "
                                "readable gpuwatch trace")
+    incomplete = [p for p in good if status[p] != "complete"]
+    if incomplete:  # (counted with what they kept, as DuckDB's query counts them: but said)
+        warnings.warn(f"{len(incomplete)} of the {len(good)} traces did not complete (first: "
+                      f"{incomplete[0]}: {status[incomplete[0]]}); their runs count with the "
+                      f"inferences they kept (the runs table's status says which)", stacklevel=2)
     # (the first trace's columns, and the partition keys of any: as pyarrow.dataset names them)
     names = pq.read_schema(good[0]).names + sorted({k for p in good for k in _hive(root, p)})
     # (host and GPU model always: from the directories where they say, else the metadata)
@@ -287,7 +309,7 @@ def fleet(root: str | os.PathLike[str],
                 acc = accs[key] = _Acc(gap_ms=float(np.nanmedian(gap[rows]))
                                        if np.isfinite(gap[rows]).any() else np.nan)
             acc.add(it[rows], ms[rows])
-        run_rows += [_run_row(key, a, keys) for key, a in accs.items()]
+        run_rows += [_run_row(key, a, keys, status[filename]) for key, a in accs.items()]
     runs, run_cols = _runs_table(run_rows, keys)
     groups, group_cols = _by_model_gap(runs, run_cols)
     if invalid[0]:
@@ -300,6 +322,7 @@ def fleet(root: str | os.PathLike[str],
     return Fleet(runs=Later(lambda: _frame(runs, run_cols), source=(runs, run_cols)),
                  by_model_gap=Later(lambda: _frame(groups, group_cols),
                                     source=(groups, group_cols)), files=len(good),
+                 incomplete=tuple(incomplete),
                  skipped=tuple(skipped), invalid_latencies=invalid[0], repeated_rows=repeated[0])
 
 
@@ -468,8 +491,8 @@ def _codes(col: Any) -> tuple[np.ndarray, list[str]]:
     return codes, values
 
 
-RUN_COLUMNS = ("file", "engine", "condition", "gap_ms", "n", "p50_ms", "p99_ms", "early_p50_ms",
-               "late_p50_ms", "late_over_early")  # (after the partition keys)
+RUN_COLUMNS = ("file", "status", "engine", "condition", "gap_ms", "n", "p50_ms", "p99_ms",
+               "early_p50_ms", "late_p50_ms", "late_over_early")  # (after the partition keys)
 GROUP_COLUMNS = ("runs", "stable_ms", "stable_ms_min", "stable_ms_max", "late_over_early_p50",
                  "late_over_early_max")  # (after the GPU model, engine and gap)
 
@@ -483,12 +506,14 @@ def _order(v: Any) -> tuple[bool, Any]:
     return (True, 0) if _missing(v) else (False, v)
 
 
-def _run_row(key: tuple[Any, ...], a: _Acc, keys: list[str]) -> dict[str, Any]:
+def _run_row(key: tuple[Any, ...], a: _Acc, keys: list[str],
+             status: str = "complete") -> dict[str, Any]:
     """One (run, engine, condition)'s row of the runs table, from its summary."""
     *part, filename, engine, cond = key
     early = float(np.median(a.early[:, 1])) if len(a.early) else np.nan
     late = float(np.median(a.late[:, 1])) if len(a.late) else np.nan
-    return {**dict(zip(keys, part)), "file": filename, "engine": engine, "condition": cond,
+    return {**dict(zip(keys, part)), "file": filename, "status": status, "engine": engine,
+            "condition": cond,
             "gap_ms": a.gap_ms, "n": a.n, "p50_ms": a.quantile(0.5),
             "p99_ms": a.quantile(0.99), "early_p50_ms": early, "late_p50_ms": late,
             "late_over_early": late / early if early else np.nan}
@@ -549,7 +574,9 @@ def format_fleet(f: Fleet) -> str:
     we = max([len("engine")] + [len(str(r["engine"])) for r in t if "engine" in cols]) + 2
     head = (f"{'GPU model':<{w}}" if model else "") + (f"{'engine':<{we}}" if engines else "") + \
         f"{'gap ms':>8}{'runs':>6}{'stable ms':>11}{'(min-max)':>18}{'late/early':>12}{'(max)':>8}"
-    lines = [f"{f.files} traces" + (f", {len(f.skipped)} other files skipped" if f.skipped else ""),
+    lines = [f"{f.files} traces" + (f", {len(f.skipped)} other files skipped" if f.skipped else "")
+             + (f"; {len(f.incomplete)} did not complete, counted with what they kept (--json: "
+                f"the runs' status)" if f.incomplete else ""),
              head]
     for r in t:
         spread = f"({_num(r['stable_ms_min']):.3f}-{_num(r['stable_ms_max']):.3f})"
