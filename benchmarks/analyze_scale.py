@@ -105,12 +105,14 @@ def run(path: Path, out: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--inferences", type=int, default=1_000_000)
     ap.add_argument("--samples", type=int, default=10_000_000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--make-only", action="store_true",
+                    help="write OUT/big.parquet and keep it; analyse nothing (without it, the "
+                    "trace is removed once analysed)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "big.parquet"

@@ -138,6 +138,25 @@ def test_a_program_that_labels_nothing_is_analysed_as_one_condition(tmp_path):
     assert a.verdicts["cause"].iloc[0] == "sm_clock"
 
 
+def test_a_short_run_of_one_condition_is_not_called_the_others_baseline(tmp_path):
+    """One condition, no layers, too few iterations to compare its first 50 with its last 100:
+    it is the only condition, not "the baseline the other conditions are compared with" (a new
+    user's `gpuwatch run` of 30 calls read that, and looked for the others)."""
+    with gpuwatch.session("sim:t4", tmp_path / "t.parquet") as s:
+        e = s.engine("builtin:small")
+        s.set_condition("gap 10 ms", gap_ms=10)
+        for _ in range(60):
+            e.infer()
+            e.synchronize()
+            s.wait(1)
+    a = gpuwatch.analyze(s.trace)
+    assert list(a.layers["reference"]) == ["itself, the only condition"]
+    sentences = list(a.verdicts["sentence"]) + list(a.wall_verdicts["sentence"])
+    assert sentences and all("the only condition: no layers within it, and too few iterations "
+                             "to compare its first 50 with its last 100" in x for x in sentences)
+    assert not any("other conditions" in x for x in sentences)
+
+
 def test_a_call_that_waits_for_its_own_gpu_work_is_flagged_as_ambiguous(tmp_path):
     # the timed call synchronises inside: its host time is its GPU time. After 60 ms gaps the
     # simulated T4's clock falls (1590 -> 300 MHz), the real cause; the timestamps look like a

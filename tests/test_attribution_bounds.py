@@ -238,6 +238,11 @@ def test_impossible_latencies_and_failed_calls_are_left_out_and_said(t4_sweep):
 
     assert "note: trace 0: of 2400 measured inferences, 4 with no valid latency" in \
         TextRenderer().render(a)
+    one = t4_sweep.inferences.copy()
+    one.loc[measured[80], "error"] = "ValueError: boom"
+    a = gpuwatch.analyze(dataclasses.replace(t4_sweep, inferences=one))
+    assert a.data_notes == ["trace 0: of 2400 measured inferences, 1 whose call raised was left "
+                            "out of the analysis"]
 
 
 def test_cannot_tell_gives_the_candidate_not_a_share():

@@ -29,7 +29,7 @@ from .._version import __version__
 from .attribution import attribute, remembered
 from .threads import one_blas_thread
 from .causes import CAUSE_CODES, CAUSES, code_of
-from .verdict import NVML_REFRESH_MS, Named, Verdict, fields, share_text
+from .verdict import ALONE, NVML_REFRESH_MS, Named, Verdict, fields, share_text
 from .columns import (EARLY_ITERS, LATE_ITERS, MAX_LATENCY_MS, floats, groups_of, ms_text,
                       rows_where, writable)
 from .explain import attribute_span, attribute_wall, refine_host
@@ -412,8 +412,9 @@ def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str, list[str]]:
     gone = [f"{n}, {c}" for (n, c), k in kept.items() if k == 0]  # (a whole condition)
     whole = (f"; nothing is left of {', '.join(gone[:3])}{' and more' if len(gone) > 3 else ''}"
              f", which is missing from the tables") if gone else ""
+    verb = "was" if int((~keep).sum()) == 1 else "were"  # (one left out in all)
     return inf[keep], (
-        f"trace {ti}: of {len(inf)} measured inferences, {' and '.join(parts)} were left out "
+        f"trace {ti}: of {len(inf)} measured inferences, {' and '.join(parts)} {verb} left out "
         f"of the analysis{whole}"), gone
 
 
@@ -673,9 +674,11 @@ def _groups(rows: pd.DataFrame, lay: Layers, base_rows: pd.DataFrame | None, con
         return (rows_where(rows, it < it[0] + EARLY_ITERS),
                 rows_where(rows, it > it[-1] - LATE_ITERS),
                 f"its first {EARLY_ITERS} iterations")
-    # (compared with nothing: the baseline itself, or a condition with no baseline to compare
+    # (compared with nothing: the baseline itself, the only condition when too short to
+    # compare its first iterations with its last, or a condition with no baseline to compare
     # with, as when no condition has a gap_ms)
-    return None, tgt, "itself" if cond == base_cond else "nothing"
+    return None, tgt, ("nothing" if cond != base_cond else ALONE if only_condition
+                       else "itself")
 
 
 FACTOR_TEXT = {c.factor: c.text for c in CAUSES}  # (analysis.causes is the one table)
@@ -727,7 +730,7 @@ def _judge(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
     span = bool("kind" in tgt and len(tgt) and bool((tgt["kind"] == "span").all()))
     latency = "events" if y == "gpu_ms" else "wall"
     if ref is None:
-        return Verdict(str(cond), latency, "baseline" if ref_label == "itself" else
+        return Verdict(str(cond), latency, "baseline" if ref_label in ("itself", ALONE) else
                        "no_reference", t_ms, reference=ref_label, span=span)
     r_ms = float(ref[y].mean())
     delta = t_ms - r_ms

@@ -103,14 +103,15 @@ def headline(st: dict[str, Any], several: bool = True) -> str | None:
     n = (f" after {st['kept']} of {st['planned']} planned inferences" if st["planned"]
          else f" with {st['kept']} measured inferences")
     err = f" ({st['error']})" if st["error"] else ""
+    # (a session or `gpuwatch run` plans no count: nothing planned to contrast with)
+    rest = ("what follows is about the inferences it kept" + (", not the run that was planned"
+                                                               if st["planned"] else ""))
     if st.get("failed_by") == "program":  # (the recording did not fail: the code it timed
         # raised, the program's or record's engine)
         who = f"trace {st['trace']}: the run" if several else "The run"
         n = n.replace(" with ", " after ", 1)
-        return (f"{who} stopped at an error{err}{n}; the trace holds everything up to it, and "
-                f"what follows is about the inferences it kept, not the run that was planned")
-    return (f"{who} {what}{n}{err}; what follows is about the inferences it kept, not the run "
-            f"that was planned")
+        return f"{who} stopped at an error{err}{n}; the trace holds everything up to it, and {rest}"
+    return f"{who} {what}{n}{err}; {rest}"
 
 
 def warning_text(st: dict[str, Any]) -> str | None:

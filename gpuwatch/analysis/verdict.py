@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .columns import ms_text
+from .columns import EARLY_ITERS, LATE_ITERS, ms_text
 from .causes import code_of, text_of
 
 __all__ = ["Named", "OUTCOMES", "Verdict", "fields", "share_text", "words"]
@@ -36,6 +36,9 @@ OUTCOMES = (
 NVML_REFRESH_MS = 100.0  # NVML's SM clock changes about this often (H100: DEVICE.md)
 NVML_SEES = "NVML can tell (its SM clock refreshes about every 100 ms: shorter changes escape it)"
 LATENCY_WORDS = {"events": "GPU time (events)", "wall": "call -> result"}
+# the reference of a run's only condition, when too short to compare its first iterations with
+# its last (a baseline with nothing to be the baseline of)
+ALONE = "itself, the only condition"
 
 
 def share_text(share: float | None) -> str:
@@ -119,7 +122,10 @@ def words(v: Verdict) -> str:
     """The sentence every renderer shows for `v`."""
     what = "host time" if v.span else LATENCY_WORDS[v.latency]
     if v.outcome in ("baseline", "no_reference"):
-        role = ("the baseline the other conditions are compared with" if v.outcome == "baseline"
+        role = ("the only condition: no layers within it, and too few iterations to compare "
+                f"its first {EARLY_ITERS} with its last {LATE_ITERS}"
+                if v.outcome == "baseline" and v.reference == ALONE else
+                "the baseline the other conditions are compared with" if v.outcome == "baseline"
                 else "no reference to compare with (no condition with a gap_ms to serve as the "
                      "baseline, and no layers within it)")
         return _notes(v, f"{v.subject}: {what} {ms_text(v.latency_ms)} ms, {role}")
