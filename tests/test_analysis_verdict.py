@@ -142,14 +142,9 @@ def test_a_short_run_of_one_condition_is_not_called_the_others_baseline(tmp_path
     """One condition, no layers, too few iterations to compare its first 50 with its last 100:
     it is the only condition, not "the baseline the other conditions are compared with" (a new
     user's `gpuwatch run` of 30 calls read that, and looked for the others)."""
-    with gpuwatch.session("sim:t4", tmp_path / "t.parquet") as s:
-        e = s.engine("builtin:small")
-        s.set_condition("gap 10 ms", gap_ms=10)
-        for _ in range(60):
-            e.infer()
-            e.synchronize()
-            s.wait(1)
-    a = gpuwatch.analyze(s.trace)
+    from tests.helpers import record_sim
+
+    a = gpuwatch.analyze(record_sim(tmp_path / "t.parquet", gaps=(10.0,), iters=60, warmup=0))
     assert list(a.layers["reference"]) == ["itself, the only condition"]
     sentences = list(a.verdicts["sentence"]) + list(a.wall_verdicts["sentence"])
     assert sentences and all("the only condition: no layers within it, and too few iterations "
