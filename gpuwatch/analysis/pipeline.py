@@ -305,12 +305,13 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
     verdicts = pd.DataFrame(verdict_rows, columns=_columns(verdict_rows, VERDICT_COLUMNS))
     checks = pd.concat(check_rows, ignore_index=True) if check_rows else outside_table(
         pd.DataFrame(), None, 0)
-    regions = writable(pd.concat(merged_all, ignore_index=True)) if merged_all \
-        else pd.DataFrame()
-    del merged_all
     return Analysis(
         traces=loaded, merged=Later(lambda: _merged(loaded)),
-        regions=regions, layers=layers, attribution=attribution,
+        # (made when first read: the renderers that plot read it, the JSON and text do not;
+        # each trace's table is kept meanwhile, as the made one would be)
+        regions=Later(lambda: writable(pd.concat(merged_all, ignore_index=True)) if merged_all
+                      else pd.DataFrame()),
+        layers=layers, attribution=attribution,
         spans=pd.concat(span_rows, ignore_index=True) if span_rows else pd.DataFrame(),
         verdicts=verdicts, verdict=_headlines(statuses) + _overall(verdicts, wall_verdicts, lost,
                                                                  too_few),
