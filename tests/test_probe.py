@@ -117,6 +117,14 @@ def test_the_report_compares_the_two_clocks(staircase):
     text = TextRenderer().render(a)
     assert text.count("SM clock, in-band (measured over each region)") == 2
     assert "clocks" in a.to_dict()
+    # a largest difference far over the p90 is said to be NVML's lag, and only then
+    from gpuwatch.analysis.clock import sentence
+
+    row = a.clocks.iloc[0].copy()
+    row["abs_diff_mhz_p90"], row["abs_diff_mhz_max"] = 0.0, 1026.0
+    assert "(NVML's value lags a change of clock until its next refresh" in sentence(row)
+    row["abs_diff_mhz_p90"], row["abs_diff_mhz_max"] = 40.0, 110.0
+    assert "lags" not in sentence(row)
     assert gpuwatch.analyze(V1_TRACE).clocks.empty  # no in-band clock: no line
 
 

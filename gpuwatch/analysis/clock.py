@@ -36,10 +36,18 @@ def compare(merged: pd.DataFrame, trace: int) -> pd.DataFrame:
     }], columns=COLUMNS)
 
 
+LAG_NOTE_MHZ = 100.0  # a largest difference this far over the p90: said where it comes from
+
+
 def sentence(row: pd.Series) -> str:
     """The report's line for one compare() row."""
+    # (a few regions far off while most agree: NVML's value is the last it refreshed, so
+    # regions right after the clock moved differ by the whole move until its next refresh)
+    lag = (" (NVML's value lags a change of clock until its next refresh, about every 100 ms "
+           "on an H100: regions just after one differ most)"
+           if row.abs_diff_mhz_max > max(3 * row.abs_diff_mhz_p90, LAG_NOTE_MHZ) else "")
     return (f"SM clock, in-band (measured over each region) p50 {row.inband_mhz_p50:.0f} MHz, "
             f"NVML p50 {row.nvml_mhz_p50:.0f} MHz; |in-band - NVML| per region p50 "
             f"{row.abs_diff_mhz_p50:.0f}, p90 {row.abs_diff_mhz_p90:.0f} "
             f"({row.abs_diff_pct_p90:.1f}%), max {row.abs_diff_mhz_max:.0f} MHz over "
-            f"{row.regions} regions. Clock attribution uses the in-band clock.")
+            f"{row.regions} regions{lag}. Clock attribution uses the in-band clock.")
