@@ -172,12 +172,13 @@ def _merge_gpu(rows: pd.DataFrame, smp: Samples, meta: Any = None,
     timeline, found by a search of the regions' bounds), never as a copy of the timeline."""
     start = rows["start_ns"].to_numpy(np.int64)
     end = rows["end_ns"].to_numpy(np.int64)
-    # (first, while few per-region arrays exist: it reads a whole column of the samples)
-    reasons = _reasons(smp, start, end)
     t = smp["t_ns"].to_numpy(np.int64)
     at_all = np.searchsorted(t, start, side="right") - 1  # the latest reading at or before
     lo_all = np.searchsorted(t, start, side="left")  # the readings inside [start, end]
     hi_all = np.searchsorted(t, end, side="right")
+    whole = _Windows(lo_all, hi_all, t.size)  # (a field without gaps: shared by all of them)
+    # (first, while few per-region arrays exist: it reads a whole column of the samples)
+    reasons = _reasons(smp, start, end, at_all, whole)
     cols: dict[str, np.ndarray] = {}
     impossible = 0
     for f in WINDOW_FIELDS + START_FIELDS:
@@ -193,12 +194,13 @@ def _merge_gpu(rows: pd.DataFrame, smp: Samples, meta: Any = None,
         else:
             valid = None  # (integers: no gaps)
         if valid is None:
-            at, lo, hi, vv = at_all, lo_all, hi_all, v
+            at, lo, hi, vv, windows = at_all, lo_all, hi_all, v, whole
         else:
             at = np.searchsorted(valid, at_all, side="right") - 1
             lo = np.searchsorted(valid, lo_all, side="left")
             hi = np.searchsorted(valid, hi_all, side="left")
             vv = v[valid]
+            windows = _Windows(lo, hi, vv.size)
         j = np.clip(at, 0, None)
         # (a reading older than its field's few sampling periods says nothing now)
         if vv.size:
@@ -213,7 +215,7 @@ def _merge_gpu(rows: pd.DataFrame, smp: Samples, meta: Any = None,
             continue
         n = hi - lo
         has = n > 0
-        total, vmin, vmax = _window_reduce(vv, lo, hi, has, minmax=full)
+        total, vmin, vmax = _window_reduce(vv, windows, has, minmax=full)
         with np.errstate(invalid="ignore", divide="ignore"):
             cols[f"{f}_mean"] = np.where(has, total / n, v_start)
         if full:
@@ -455,17 +457,32 @@ def _ctx_switches(rows: pd.DataFrame, kernels: pd.DataFrame, meta: dict[str, Any
     return np.where(ok, np.maximum(hi - lo, 0), np.nan).astype(float)
 
 
-def _window_reduce(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, has: np.ndarray,
+class _Windows:
+    """The windows [lo, hi) over an array of `size` readings, as reduceat takes them: built
+    when first asked for, once for every field that shares the windows (those without gaps)."""
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, size: int) -> None:
+        self.lo, self.hi, self.size = lo, hi, size
+        self._index: tuple[np.ndarray, np.ndarray] | None = None
+
+    def index(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._index is None:
+            self._index = _window_index(self.lo, self.hi, self.size - 1)
+        return self._index
+
+
+def _window_reduce(v: np.ndarray, windows: _Windows, has: np.ndarray,
                    minmax: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sum, min and max of v[lo:hi] for every window (garbage where the window is empty), `v`
     without NaN. One reduceat pass each over `v` itself (no padded copy: a window that runs to
     the end of `v` gets its last element added separately). minmax=False: the sum alone (min
     and max NaN)."""
+    lo = windows.lo
     if not has.any() or v.size == 0:
         nan = np.full(lo.shape, np.nan)
         return nan, nan, nan
     last = v.size - 1
-    idx, tail = _window_index(lo, hi, last)
+    idx, tail = windows.index()
     total = np.add.reduceat(v, idx, dtype=np.float64)[0::2]  # (integers summed as floats)
     if tail.any():
         total[tail] += float(v[last])
@@ -491,31 +508,36 @@ def _window_index(lo: np.ndarray, hi: np.ndarray, last: int) -> tuple[np.ndarray
     return idx, (hi > last) & (lo < last)
 
 
-def _reasons(smp: Samples, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+def _reasons(smp: Samples, start: np.ndarray, end: np.ndarray,
+             at_all: np.ndarray | None = None, whole: _Windows | None = None) -> np.ndarray:
     """The clock-event reasons of each region: the reading in force at its start, ORed with
-    those inside its window."""
+    those inside its window. `at_all`, `whole`: the timeline's searches for the regions, where
+    the caller made them (used where every reading has reasons)."""
     r = smp["clock_event_reasons"]
     ok = r.notna().to_numpy()
     t = smp["t_ns"].to_numpy(np.int64)
-    if not ok.all():
+    every = bool(ok.all())
+    if not every:
         t, r = t[ok], r[ok]
     v = r.to_numpy(np.int64)
     if v.size == 0:
         return np.zeros(start.shape, dtype=np.int64)
     # (in place where it can be: at 3M regions each temporary is 24 MB, and this runs at the
     # analysis' peak of memory)
-    at = np.searchsorted(t, start, side="right")
-    at -= 1
+    if every and at_all is not None:
+        at = at_all
+    else:
+        at = np.searchsorted(t, start, side="right")
+        at -= 1
     out = v[np.clip(at, 0, None)]
     out[at < 0] = 0
     del at
-    lo = np.searchsorted(t, start, side="left")
-    hi = np.searchsorted(t, end, side="right")
-    has = hi > lo
+    windows = whole if every and whole is not None else _Windows(
+        np.searchsorted(t, start, side="left"), np.searchsorted(t, end, side="right"), v.size)
+    has = windows.hi > windows.lo
     if has.any():
         last = v.size - 1
-        idx, tail = _window_index(lo, hi, last)
-        del lo, hi
+        idx, tail = windows.index()
         reduced = np.bitwise_or.reduceat(v, idx)
         del idx
         window = reduced[0::2]
