@@ -130,6 +130,11 @@ def test_the_in_band_clock_can_be_turned_off_or_spaced_as_record_does(tmp_path):
     off = gpuwatch.load(tmp_path / "off.parquet")
     assert off.inferences["sm_clock_inband_mhz"].isna().all()
     assert off.meta["options"]["probe"] is False and len(off.inferences) == len(on.inferences)
+    # (its value is the option's, not taken for the script: found on the H100, where
+    # `--probe-every 20 prog.py` ran "20")
+    r = run(tmp_path, "--probe-every", "20", prog, out="spaced.parquet")
+    assert r.returncode == 0, r.stderr
+    assert gpuwatch.load(tmp_path / "spaced.parquet").meta["options"]["probe_every_ms"] == 20
     r = run(tmp_path, "--probe-every", "-3", prog, out="bad.parquet")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "--probe-every" in r.stderr and not (tmp_path / "bad.parquet").exists()

@@ -60,8 +60,8 @@ def main(command: Command, argv: Sequence[str] | None = None, prog: str | None =
     try:  # (a Ctrl-C this early: nothing started, nothing to say but that)
         parser = make_parser(command, prog)
         split = getattr(command, "split_argv", None)  # (gpuwatch run: the program's options)
-        args = parser.parse_args(split(list(argv if argv is not None else sys.argv[1:]))
-                                 if split is not None else argv)
+        args = parser.parse_args(split(list(argv if argv is not None else sys.argv[1:]),
+                                       parser) if split is not None else argv)
     except KeyboardInterrupt:
         return 130
     if command.name != "run":  # (run's program keeps Python's own streams and warnings)

@@ -78,11 +78,12 @@ class RunCommand:
                        help="the script and its arguments (or, with -m, the module's arguments)")
 
     @staticmethod
-    def split_argv(argv: list[str]) -> list[str]:
+    def split_argv(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
         """gpuwatch's options, then `--` and the program's own: everything after the module
-        of `-m MODULE` (as `python -m MODULE --x 1` passes `--x 1` on), or after the script."""
-        with_value = {"--device", "--regions", "-o", "--out", "--dataset", "--sample-hz",
-                      "--burst-gap-ms", "--html"}
+        of `-m MODULE` (as `python -m MODULE --x 1` passes `--x 1` on), or after the script.
+        Which options take a value is the parser's to say (a list kept here by hand missed
+        --probe-every, whose value was then taken for the script)."""
+        with_value = {s for a in parser._actions if a.nargs != 0 for s in a.option_strings}
         i = 0
         while i < len(argv):
             a = argv[i]
