@@ -93,6 +93,8 @@ def test_analyze_a_directory_streams_the_fleet(fleet_root):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "4 traces"
+    assert lines[-1].startswith("stable ms: the median over runs of each run's last 100 "
+                                "iterations' median GPU time (events, gpu_ms)")
     assert any(x.startswith("Simulated_Tesla_T4") and x.split()[1:3] == ["20", "3"]
                for x in lines)
     j = cli("analyze", str(fleet_root), "--json", cwd=fleet_root.parent)

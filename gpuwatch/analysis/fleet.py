@@ -586,6 +586,10 @@ def format_fleet(f: Fleet) -> str:
                      + f"{spread:>18}"
                      + f"{_num(r['late_over_early_p50']):>11.2f}x"
                      + f"{_num(r['late_over_early_max']):>7.2f}x")
+    # (what the numbers are: GPU event time, not the program's call -> result)
+    lines.append(f"stable ms: the median over runs of each run's last {LATE_ITERS} iterations' "
+                 f"median GPU time (events, gpu_ms); late/early: that over its first "
+                 f"{EARLY_ITERS}'s, median (max)")
     return "\n".join(lines) + "\n"
 
 
