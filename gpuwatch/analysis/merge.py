@@ -508,11 +508,11 @@ def _window_index(lo: np.ndarray, hi: np.ndarray, last: int) -> tuple[np.ndarray
     return idx, (hi > last) & (lo < last)
 
 
-def _reasons(smp: Samples, start: np.ndarray, end: np.ndarray,
-             at_all: np.ndarray | None = None, whole: _Windows | None = None) -> np.ndarray:
+def _reasons(smp: Samples, start: np.ndarray, end: np.ndarray, at_all: np.ndarray,
+             whole: _Windows) -> np.ndarray:
     """The clock-event reasons of each region: the reading in force at its start, ORed with
-    those inside its window. `at_all`, `whole`: the timeline's searches for the regions, where
-    the caller made them (used where every reading has reasons)."""
+    those inside its window. `at_all`, `whole`: the timeline's searches for the regions (used
+    where every reading has reasons; else the readings that have one are searched)."""
     r = smp["clock_event_reasons"]
     ok = r.notna().to_numpy()
     t = smp["t_ns"].to_numpy(np.int64)
@@ -524,7 +524,7 @@ def _reasons(smp: Samples, start: np.ndarray, end: np.ndarray,
         return np.zeros(start.shape, dtype=np.int64)
     # (in place where it can be: at 3M regions each temporary is 24 MB, and this runs at the
     # analysis' peak of memory)
-    if every and at_all is not None:
+    if every:
         at = at_all
     else:
         at = np.searchsorted(t, start, side="right")
@@ -532,14 +532,13 @@ def _reasons(smp: Samples, start: np.ndarray, end: np.ndarray,
     out = v[np.clip(at, 0, None)]
     out[at < 0] = 0
     del at
-    windows = whole if every and whole is not None else _Windows(
+    windows = whole if every else _Windows(
         np.searchsorted(t, start, side="left"), np.searchsorted(t, end, side="right"), v.size)
     has = windows.hi > windows.lo
     if has.any():
         last = v.size - 1
         idx, tail = windows.index()
         reduced = np.bitwise_or.reduceat(v, idx)
-        del idx
         window = reduced[0::2]
         window[tail] |= v[last]
         np.bitwise_or(out, window, out=out, where=has)
