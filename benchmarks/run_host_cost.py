@@ -10,7 +10,7 @@ sleep of GAP ms (0: back to back). After an idle gap the host is cold, and every
 runs costs several times more than back to back: the cost that matters for the seed's
 question. Reported per source and gap: median and IQR of host us per region, both arms, and
 the difference of medians; `--python` uses the hooks' Python implementation (as where the C
-module was not built) instead of bindings/_autoregions.c.
+module was not built) instead of gpuwatch/regions/_autoregions.c.
 
     python benchmarks/run_host_cost.py [--gaps 0 20] [--n 300] [--python] [--json OUT]
 """

@@ -34,14 +34,14 @@ def _modules() -> tuple[Any, Any]:
 
 
 def native_module() -> Any:
-    """gpuwatch.bindings._native (bindings/_native.c), or None where it was not built or
+    """gpuwatch.regions._native (gpuwatch/regions/_native.c), or None where it was not built or
     GPUWATCH_NATIVE=0 turns it off: then every region, hook and event call takes its Python
     implementation (the reference the C code follows; a way round a fault in the C path).
     Read when a session opens its device, not at import."""
     if os.environ.get("GPUWATCH_NATIVE", "").strip().lower() in ("0", "false", "off", "no"):
         return None
     try:
-        return importlib.import_module("gpuwatch.bindings._native")
+        return importlib.import_module("gpuwatch.regions._native")
     except ImportError:
         return None
 
@@ -49,7 +49,7 @@ def native_module() -> Any:
 class _EventCalls:
     """cuEventRecord, cuEventQuery and cuEventElapsedTime on raw handles (ints), returning the
     CUresult (elapsed: the float on success): the timed path's calls. Through the C extension
-    (bindings/_native.c: a direct call, ~0.1 us of overhead) where it was built, else libcuda by
+    (regions/_native.c: a direct call, ~0.1 us of overhead) where it was built, else libcuda by
     ctypes (~1-2 us); both hold the GIL: the calls return in about a microsecond, and releasing
     the GIL around them (as cuda-python's wrappers and ctypes.CDLL do) lets any other Python
     thread (the trace writer) take it for up to a switch interval (5 ms) in the middle of the
@@ -180,7 +180,7 @@ class CudaRuntime:
         self._calls = _event_calls(self._lib)
         self._clock_probe: Any = None  # bindings.probe.ClockProbe, once start_probe() ran
         self.native_calls = self._calls is not None and self._calls.native
-        # cuEventRecord for the C timed path (region.py: a whole region in one C call), where
+        # cuEventRecord for the C timed path (regions/timer.py: a whole region in one C call), where
         # the extension is built; this runtime's streams are their raw handles, as it needs
         self.record_addr = None if self._calls is None else self._calls.record_addr
 
@@ -253,7 +253,7 @@ class CudaRuntime:
         self.fail(rc, "cuEventQuery")
         return False
 
-    # -- the in-band clock probe (bindings/probe.py; region.py calls these) ---------------------
+    # -- the in-band clock probe (bindings/probe.py; regions/timer.py calls these) -----------------
     def start_probe(self) -> None:
         """Set up the clock probe in this runtime's context; raises ProbeError if it cannot."""
         if self._clock_probe is None:

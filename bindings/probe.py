@@ -10,11 +10,11 @@ agree. If no block ran on SM 0 (other work filled it), the stamp says "no readin
 value from another SM.
 
 The host reads a slot without synchronising anything: the kernel writes its values, fences,
-then a marker, and the host polls the marker when it resolves the region (region.py).
+then a marker, and the host polls the marker when it resolves the region (regions/timer.py).
 
 The kernel is compiled once with NVRTC (cuda-python); memory, module and launch go through
 the driver API by ctypes in the calling thread's current context (the primary context, which
-cuda-python, pycuda and PyTorch share), and each launch is one call into bindings/_native.c
+cuda-python, pycuda and PyTorch share), and each launch is one call into gpuwatch/regions/_native.c
 where it was built (~2 us of host time), else cuLaunchKernel by ctypes.
 """
 

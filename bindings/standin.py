@@ -50,7 +50,7 @@ class StandInRuntime:
         self.uuid = "GPU-STANDIN-0000"
         self._slots: dict[int, Any] = {}  # event handle (its slot's address) -> the slot
         self._status = 0
-        self.record_addr: int | None = None  # for the C timed path (region.py)
+        self.record_addr: int | None = None  # for the C timed path (regions/timer.py)
         from .cuda import native_module  # (imports no CUDA library)
 
         _native = native_module()

@@ -192,7 +192,7 @@ def gemm(n: str = "8192", count: str = "1", dtype: str = "fp16") -> tuple[Any, A
     return model, torch.randn(size, size, device="cuda", dtype=dt)
 
 
-# torch's current stream read through c10 directly, for the timed path (bindings/_native.c's
+# torch's current stream read through c10 directly, for the timed path (gpuwatch/regions/_native.c's
 # FastRegion): one C call instead of a pybind11 one (~13 us after a 20 ms idle gap on the H100
 # VM, benchmarks/results/h100_issue13/gap20_2026-11-26/cold_path).
 C10_CURRENT = "_ZN3c104cuda20getCurrentCUDAStreamEa"  # c10::cuda::getCurrentCUDAStream(int8)

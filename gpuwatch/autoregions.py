@@ -8,7 +8,7 @@ own: the outermost wins, so an NVTX range around a model call is one region):
   submodule), through `torch.nn.Module.__call__`; and TensorRT execution contexts'
   execute_async_v3 (events on the stream it is given) and execute_v2. A call region is timed
   the way `s.infer` times one (RegionTimer.call: its C fast path where there is one). Inside
-  it, a submodule call goes through bindings/_autoregions.c's NestedCall straight to torch's
+  it, a submodule call goes through gpuwatch/regions/_autoregions.c's NestedCall straight to torch's
   own __call__ (~10 ns more; a Python wrapper where the C module was not built: ~0.2 us). (torch's
   global module hooks are not used: with one registered, every submodule call leaves torch's
   fast path.)
@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 from . import streams
 from .bindings.cuda import native_module
-from .gapregions import _Gaps, _range_hook
+from .regions.gaps import _Gaps, _range_hook
 from .labels import GAP_EDGES_MS, GAP_LABELS, gap_condition
 
 __all__ = ["AutoRegions", "GAP_EDGES_MS", "gap_condition", "active"]
@@ -51,7 +51,7 @@ class AutoRegions:
     """Opens and closes timed regions for the sources in `sources` ("nvtx", "call").
 
     The regions' state (which is open, how deep, the gap since the last one and the iteration
-    counts) is a GapRegions (bindings/_autoregions.c, `_Gaps` in Python where it was not built),
+    counts) is a GapRegions (regions/_autoregions.c, `_Gaps` in Python where it was not built),
     and so are the hooks on the hot path (NestedCall in torch.nn.Module.__call__, RangeHook in
     the NVTX push/pop functions): after an idle gap every Python frame costs the program
     several microseconds of a cold host. Python runs only for what C hands back: a class seen
@@ -311,7 +311,7 @@ class AutoRegions:
 
 
 def _native() -> Any:
-    """gpuwatch.bindings._native (its GapRegions, RangeHook and NestedCall), or None where
+    """gpuwatch.regions._native (its GapRegions, RangeHook and NestedCall), or None where
     the C module was not built or is turned off (GPUWATCH_NATIVE=0)."""
     return native_module()
 

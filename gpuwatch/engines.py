@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import active, streams
 from .backends import open_backend
 from .errors import SessionError, UsageError
-from .region import callable_name
+from .regions.timer import callable_name
 from .streams import StreamRef
 
 if TYPE_CHECKING:

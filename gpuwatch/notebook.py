@@ -22,7 +22,7 @@ from .analysis.pipeline import Analysis, analyze
 from .backends import BINDINGS
 from .errors import GpuwatchError, Terminated, UsageError
 from .recorder import SAMPLER_MODES, Session
-from .region import CHECK_EVERY
+from .regions.timer import CHECK_EVERY
 from .trace import Trace, default_out, partial_path
 
 SESSION_NAME = "gw"  # the session's name inside the cell, unless --name says otherwise

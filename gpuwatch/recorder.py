@@ -6,7 +6,7 @@
     trace = s.trace               # the written trace, loaded
 
 The session composes the parts and owns the recording's lifecycle: the backend (a GPU, or a
-simulated one), the timed region (region.py: events, lazy resolution, stream checks), the
+simulated one), the timed region (regions/timer.py: events, lazy resolution, stream checks), the
 sampler (in a process of its own on a real GPU: sampler_process.py) and the writer (trace.writer).
 One session at a time per process: a nested or concurrent one fails with SessionError.
 """
@@ -40,7 +40,7 @@ from .fields import FIELDS
 from .log import logger
 from .interrupts import deliver_later as _deliver_later
 from .interrupts import importing as _importing
-from .region import CHECK_EVERY, PROBE_EVERY_NS, PROBE_REGION_NS, RegionTimer, callable_name
+from .regions.timer import CHECK_EVERY, PROBE_EVERY_NS, PROBE_REGION_NS, RegionTimer, callable_name
 from .sampler import Sampler
 from .sampler_process import ProcessSampler, SamplerStartError
 from .streams import StreamRef

@@ -9,7 +9,7 @@ stream the user's work is not ordered with.
 A stream may be given as anything a user has: a raw handle (int), a cuda-python `CUstream` or
 `cudaStream_t`, a pycuda `Stream`, a torch `Stream`/`ExternalStream`, a CuPy `Stream`, or
 gpuwatch's own stream objects; or the string "device", which brackets the whole device instead
-(see `region.py`). Nothing here imports a vendor library: frameworks are looked up in
+(see `regions/timer.py`). Nothing here imports a vendor library: frameworks are looked up in
 `sys.modules`, so a program that never imported PyTorch never pays for it.
 """
 
@@ -84,7 +84,7 @@ def torch_getter() -> Any:
 
 def current(ordinal: int) -> StreamRef:
     """Where the user's work goes now on CUDA device `ordinal`, with no stream given. (The
-    Python path's answer; the C timed path (region.py) follows the same rules by itself.)"""
+    Python path's answer; the C timed path (regions/timer.py) follows the same rules by itself.)"""
     global _torch_stream
     if _torch_stream is not None:
         h = _torch_stream(ordinal)

@@ -106,11 +106,11 @@ def kernel_traces(tmp_path_factory):
 
 @pytest.fixture(params=["c", "python"])
 def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The region engine a test runs on, each in turn: bindings/_native.c's (skipped where it
+    """The region engine a test runs on, each in turn: regions/_native.c's (skipped where it
     was not built) and its Python reference (GPUWATCH_NATIVE=0, which a subprocess inherits):
     the timed call, open/close, the hooks of `gpuwatch run`, the event calls."""
     if request.param == "c":
-        pytest.importorskip("gpuwatch.bindings._native")
+        pytest.importorskip("gpuwatch.regions._native")
         monkeypatch.delenv("GPUWATCH_NATIVE", raising=False)
     else:
         monkeypatch.setenv("GPUWATCH_NATIVE", "0")

@@ -26,7 +26,7 @@ def test_outermost_module_calls_are_regions_and_the_hook_comes_off(tmp_path, imp
         regions = AutoRegions(s, ("call",))
         regions._hook_torch_modules(torch)
         assert torch.nn.Module.__dict__["__call__"] is not original
-        # where the C module was built, calls go through it (bindings/_autoregions.c)
+        # where the C module was built, calls go through it (gpuwatch/regions/_autoregions.c)
         assert (regions._hook is not None) == (regions._native is not None) == (impl == "c")
         assert net(1, scale=10) == 30  # arguments and the result pass through
         assert net(2) == 4
@@ -65,7 +65,7 @@ def fake_nvtx() -> types.ModuleType:
 
 
 def test_nvtx_ranges_and_module_calls_on_the_stand_in_device(tmp_path, impl, monkeypatch):
-    """On the stand-in device (its C-callable event record): on the C path (bindings/_native.c),
+    """On the stand-in device (its C-callable event record): on the C path (regions/_native.c),
     NVTX ranges open and close in C (begin/end) and module calls are one C call; on either
     engine, nesting, a range around a call, an error inside a range, and the slow path's
     regions in between keep their order and names."""

@@ -1,4 +1,4 @@
-"""bindings/_native.c and the event calls built on it, against C-callable stand-ins for the CUDA
+"""regions/_native.c and the event calls built on it, against C-callable stand-ins for the CUDA
 driver's functions (ctypes callbacks): the right pointers arrive, the status comes back."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def test_the_extension_is_built_where_a_c_compiler_is():
     assert _native is not None
 
 
-@pytest.mark.skipif(_native is None, reason="bindings/_native.c was not built")
+@pytest.mark.skipif(_native is None, reason="gpuwatch/regions/_native.c was not built")
 def test_native_calls_pass_pointers_and_return_the_status():
     drv = FakeDriver()
     rec, query, el = drv.addr
@@ -73,7 +73,7 @@ def test_native_calls_pass_pointers_and_return_the_status():
                              ("elapsed", 0x10, 0x20)]  # (ctypes gives a null pointer as None)
 
 
-@pytest.mark.skipif(_native is None, reason="bindings/_native.c was not built")
+@pytest.mark.skipif(_native is None, reason="gpuwatch/regions/_native.c was not built")
 def test_native_calls_reject_bad_arguments():
     with pytest.raises(ValueError, match="null function pointer"):
         _native.status(0, 1)
@@ -86,7 +86,7 @@ def test_native_calls_reject_bad_arguments():
 @pytest.mark.parametrize("use_native", [True, False])
 def test_event_calls_through_either_path(use_native):
     if use_native and _native is None:
-        pytest.skip("bindings/_native.c was not built")
+        pytest.skip("gpuwatch/regions/_native.c was not built")
     drv = FakeDriver()
     calls = _EventCalls(drv, use_native=use_native)
     assert calls.native is use_native
@@ -101,7 +101,7 @@ def test_event_calls_through_either_path(use_native):
 
 
 def test_nested_call_sends_calls_to_outer_until_a_region_is_open():
-    native = pytest.importorskip("gpuwatch.bindings._native")
+    native = pytest.importorskip("gpuwatch.regions._native")
 
     class Module:
         def orig(self, *args, **kwargs):
@@ -126,7 +126,7 @@ def test_nested_call_sends_calls_to_outer_until_a_region_is_open():
 
 
 def test_nested_call_errors_pass_through():
-    native = pytest.importorskip("gpuwatch.bindings._native")
+    native = pytest.importorskip("gpuwatch.regions._native")
 
     def boom(*args, **kwargs):
         raise KeyError("inside")
@@ -151,7 +151,7 @@ def _gaps(native, counts=None, names=None):
 def test_gap_regions_label_a_region_by_the_gap_before_it():
     """GapRegions.labels(): the gap since `last_end_ns` (the host clock, CLOCK_MONOTONIC, as
     perf_counter_ns), its bucket as gap_condition names it, and an iteration per bucket."""
-    native = pytest.importorskip("gpuwatch.bindings._native")
+    native = pytest.importorskip("gpuwatch.regions._native")
     from gpuwatch.labels import gap_condition
 
     g = _gaps(native)
@@ -166,7 +166,7 @@ def test_gap_regions_label_a_region_by_the_gap_before_it():
 
 
 def test_gap_regions_refuse_bad_arguments():
-    native = pytest.importorskip("gpuwatch.bindings._native")
+    native = pytest.importorskip("gpuwatch.regions._native")
     with pytest.raises(ValueError, match="one label more"):
         native.GapRegions((0.0, 1.0), ("a", "b"), {}, {}, "inference")
     with pytest.raises(TypeError):
@@ -184,7 +184,7 @@ def test_gap_regions_refuse_bad_arguments():
 def test_gap_regions_time_ranges_and_calls_through_the_timer_it_is_given():
     """With no FastRegion, begin/end go to open_slow/close_slow and call() to `timed`, with the
     labels; nested ranges only count depth; the counts dict is the caller's."""
-    native = pytest.importorskip("gpuwatch.bindings._native")
+    native = pytest.importorskip("gpuwatch.regions._native")
     log = []
     counts, names = {"nvtx": 0}, {}
     g = _gaps(native, counts, names)
@@ -242,10 +242,10 @@ def _fast_region(native, free, slow, record):
 
 
 def test_one_poll_period_for_the_c_path_and_its_python_twin():
-    """gpuwatch.region.POLL_NS is the C path's own default too (it was 100 ms in C, 1 s in
+    """gpuwatch.regions.timer.POLL_NS is the C path's own default too (it was 100 ms in C, 1 s in
     Python, which always set its own)."""
-    native = pytest.importorskip("gpuwatch.bindings._native")
-    from gpuwatch.region import POLL_NS
+    native = pytest.importorskip("gpuwatch.regions._native")
+    from gpuwatch.regions.timer import POLL_NS
 
     rec = REC(lambda ev, stream: 0)
     assert native.POLL_NS == POLL_NS
@@ -256,7 +256,7 @@ def test_a_free_list_emptied_while_the_stream_is_looked_up_takes_the_slow_path()
     """The stream getter is Python: it may run anything, another thread included, and take the
     free event pairs. The C path reads the free list after it (it read the size before, then
     took an item past the end: a crash, or a pair that was not free)."""
-    native = pytest.importorskip("gpuwatch.bindings._native")
+    native = pytest.importorskip("gpuwatch.regions._native")
     free = [(1, 2)]
     slow_calls = []
     recorded = []
@@ -295,7 +295,7 @@ def test_the_c10_stream_path_is_first_tried_in_a_child_that_may_crash():
     """torch's current stream read through c10 calls functions found by name with an assumed
     calling convention: c10_probe makes the first call in a forked child, so that a wrong guess
     (here a function that crashes) ends the child, and the program takes torch's getter."""
-    native = pytest.importorskip("gpuwatch.bindings._native")
+    native = pytest.importorskip("gpuwatch.regions._native")
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler")
@@ -326,13 +326,13 @@ def test_the_c10_stream_path_is_first_tried_in_a_child_that_may_crash():
 
 @pytest.mark.slow
 def test_the_stub_is_the_built_module(tmp_path):
-    """bindings/_native.pyi against the built extension (mypy's stubtest, on a copy laid out as
+    """regions/_native.pyi against the built extension (mypy's stubtest, on a copy laid out as
     installed, as .ci/typecheck does): every name, member and signature in both."""
     import os
     import subprocess
     import sys
 
-    pytest.importorskip("gpuwatch.bindings._native")
+    pytest.importorskip("gpuwatch.regions._native")
     pytest.importorskip("mypy.stubtest")
     root = Path(__file__).resolve().parents[1]
     shutil.copytree(root / "gpuwatch", tmp_path / "gpuwatch",
@@ -340,7 +340,7 @@ def test_the_stub_is_the_built_module(tmp_path):
     shutil.copytree(root / "bindings", tmp_path / "gpuwatch" / "bindings",
                     ignore=shutil.ignore_patterns("__pycache__"))
     r = subprocess.run([sys.executable, "-m", "mypy.stubtest", "--ignore-disjoint-bases",
-                        "gpuwatch.bindings._native"], cwd=tmp_path, capture_output=True,
+                        "gpuwatch.regions._native"], cwd=tmp_path, capture_output=True,
                        text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -350,6 +350,6 @@ def test_the_stub_is_the_built_module(tmp_path):
 def test_gpuwatch_native_turns_the_extension_off(monkeypatch, value, off):
     """GPUWATCH_NATIVE=0 (or false, off, no; any case) leaves the built extension unused:
     every caller then takes the Python implementation (docs/cli.md, Environment)."""
-    pytest.importorskip("gpuwatch.bindings._native")
+    pytest.importorskip("gpuwatch.regions._native")
     monkeypatch.setenv("GPUWATCH_NATIVE", value)
     assert (native_module() is None) == off

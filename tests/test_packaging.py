@@ -111,10 +111,10 @@ def test_no_install_hint_fetches_pypis_gpuwatch():
 
 def test_the_wheel_leaves_the_c_sources_out_and_the_sdist_the_tests():
     cfg = _setup_cfg()
-    assert cfg["options.exclude_package_data"]["gpuwatch.bindings"].replace(",", " ").split() \
+    assert cfg["options.exclude_package_data"]["gpuwatch.regions"].replace(",", " ").split() \
         == ["*.c", "*.h"]
     manifest = (ROOT / "MANIFEST.in").read_text().splitlines()
-    assert "prune tests" in manifest and "include bindings/_native.h" in manifest
+    assert "prune tests" in manifest and "include gpuwatch/regions/_native.h" in manifest
 
 
 # ----- the real build: the sdist from a copy of the tree, then the wheel from the unpacked sdist
@@ -199,7 +199,8 @@ def test_the_wheel_has_the_package_and_its_data_but_no_c_sources(built):
 
 def test_the_sdist_builds_the_extension_but_carries_no_tests(built):
     _, sdist_files, _, _, _ = built
-    assert {"bindings/_native.c", "bindings/_autoregions.c", "bindings/_native.h", "setup.py",
+    assert {"gpuwatch/regions/_native.c", "gpuwatch/regions/_autoregions.c",
+            "gpuwatch/regions/_native.h", "setup.py",
             "setup.cfg", "pyproject.toml", "LICENSE", "README.md", "MANIFEST.in"} \
         <= set(sdist_files)
     assert not [n for n in sdist_files if n.startswith("tests/")]

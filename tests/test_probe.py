@@ -198,7 +198,7 @@ def _standin_session(tmp_path, name="p.parquet", **setup):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_real_probe_path_reads_the_stand_in_clock(tmp_path, monkeypatch, native):
-    if not native:  # cuLaunchKernel by ctypes instead of bindings/_native.c
+    if not native:  # cuLaunchKernel by ctypes instead of gpuwatch/regions/_native.c
         monkeypatch.setattr("gpuwatch.bindings.cuda.native_module", lambda: None)
     elif gpuwatch.bindings.cuda.native_module() is None:
         pytest.skip("the C extension was not built here")
@@ -278,7 +278,7 @@ def test_unstamped_regions_borrow_the_nearest_stamp_labelled_as_such(tmp_path):
 
 
 def test_the_stamp_period_in_regions_follows_the_latest_region_time():
-    from gpuwatch.region import RegionTimer
+    from gpuwatch.regions.timer import RegionTimer
 
     t = RegionTimer.__new__(RegionTimer)
     t._probe_region_ns, t.last_ms = 10_000_000, None

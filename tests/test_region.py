@@ -204,7 +204,7 @@ def test_a_pipelined_program_keeps_its_throughput(tmp_path):
 
 
 # -- the timed call on the stand-in device (its C-callable event record), on both region
-# engines (the `impl` fixture): bindings/_native.c's FastRegion and its Python reference --
+# engines (the `impl` fixture): gpuwatch/regions/_native.c's FastRegion and its Python reference --
 def standin(tmp_path):
     return gpuwatch.session("standin", tmp_path / "t.parquet", check_every=0, sampler="off",
                             probe=False)  # (stamped regions take the slow path: test_probe.py)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The C timed path (bindings/_native.c FastRegion: a whole region in one C call, torch's current
+# The C timed path (gpuwatch/regions/_native.c FastRegion: a whole region in one C call, torch's current
 # stream read through c10) on the lent H100. From the repository root, one device call per PART:
 #   OUT=/some/dir PART=tests  bash benchmarks/device/h100_c_path.sh  # GPU tests; gap-0 and GEMM overhead
 #   OUT=/some/dir PART=gap20  bash benchmarks/device/h100_c_path.sh  # overhead with 20 ms gaps (GAP_PAIRS)

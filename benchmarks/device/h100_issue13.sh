@@ -13,7 +13,7 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/n
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,pstate,power.draw,temperature.gpu \
     --format=csv > "$R/nvidia_smi_before.csv" 2>&1
 python3 -c "import torch, cuda.bindings, pynvml; print('torch', torch.__version__, 'cuda-bindings', cuda.bindings.__version__)" | tee "$R/versions.txt"
-python3 -c "from gpuwatch.bindings.cuda import CudaRuntime; print('event calls through bindings/_native.c:', CudaRuntime(0).native_calls)" | tee -a "$R/versions.txt"
+python3 -c "from gpuwatch.bindings.cuda import CudaRuntime; print('event calls through gpuwatch/regions/_native.c:', CudaRuntime(0).native_calls)" | tee -a "$R/versions.txt"
 case "$PART" in
 all)  # both, each bounded so that one device call (10 minutes) returns what each made
   timeout "${TESTS_S:-330}" env PART=tests OUT="$OUT" bash "$0"

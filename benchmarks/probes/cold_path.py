@@ -45,7 +45,7 @@ def main() -> None:
         s.synchronize()
         timer = s._timer
         assert timer is not None
-        fast = timer.fast  # the C timed path (bindings/_native.c FastRegion), as s.infer calls it
+        fast = timer.fast  # the C timed path (regions/_native.c FastRegion), as s.infer calls it
         labels = ("cold", None, 0, False, None)
 
         pieces: dict[str, Callable[[], Any]] = {

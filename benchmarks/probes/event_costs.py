@@ -1,7 +1,7 @@
 """What reading a CUDA event costs the host, fresh (the first read after the GPU wrote it) and
 again, through gpuwatch's runtime and through libcuda by ctypes: the region timer resolves every
 region with such reads, so their cost in context is its cost. (The committed results are from
-before the runtime's calls went through bindings/_native.c: "cuda-python" there was
+before the runtime's calls went through gpuwatch/regions/_native.c: "cuda-python" there was
 cuda-python's wrapper.)
 
     python benchmarks/probes/event_costs.py --out DIR

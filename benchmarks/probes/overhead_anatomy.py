@@ -16,7 +16,7 @@ Arms:
 - gpuwatch, no writer: the same, resolved rows kept in a list instead of handed to the trace
   writer (its thread converts them to Arrow).
 - gpuwatch, ctypes calls: the same, with the event calls made through ctypes instead of the C
-  extension (bindings/_native.c).
+  extension (gpuwatch/regions/_native.c).
 - bare + empty region: the bare loop, then `s.infer(noop)` after each iteration (gpuwatch's
   code between iterations, not around the model).
 

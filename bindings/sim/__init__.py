@@ -280,7 +280,7 @@ class SimRuntime:
         self._check()
         self.gpu.launch(2_000, 0, name="keepalive", stream=stream.id)
 
-    # -- the in-band clock probe (see region.py) ------------------------------------------------
+    # -- the in-band clock probe (see regions/timer.py) -------------------------------------------
     def probe(self, stream: SimStream) -> SimProbe:
         """Enqueue a stamp kernel on `stream`: the host pays a launch; on the GPU it runs ~1 us
         once the stream's earlier work is done, beside other streams' kernels (one thread per

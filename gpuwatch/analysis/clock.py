@@ -1,6 +1,6 @@
 """The in-band SM clock against NVML's, per trace: how far the reading every clock verdict used
 to rest on (NVML's, refreshed every ~100 ms on an H100) is from the clock measured over each
-region (see region.py, the probe)."""
+region (see regions/timer.py, the probe)."""
 
 from __future__ import annotations
 

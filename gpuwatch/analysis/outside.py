@@ -1,7 +1,7 @@
 """GPU work the timed regions' events did not bracket ("outside the timed stream").
 
 Two sources, per trace, engine and condition:
-- the stream checks (region.py): on checked regions the whole device was synchronised after
+- the stream checks (regions/timer.py): on checked regions the whole device was synchronised after
   the region; `outside_ms` is how long after the end event it went idle. Work past a tolerance
   (OUTSIDE_MIN_MS, or OUTSIDE_REL of the region, whichever is larger) ran on a stream the
   events did not bracket. With nothing outside, the H100 read 11-58 us (host wake-up after the

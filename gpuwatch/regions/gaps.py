@@ -1,4 +1,4 @@
-"""bindings/_autoregions.c's GapRegions and RangeHook in Python: the reference the C code
+"""_autoregions.c's GapRegions and RangeHook (beside this file) in Python: the reference the C code
 follows, and what `gpuwatch run`'s hooks (autoregions) use where the C module was not built or
 GPUWATCH_NATIVE=0. GapRegions owns the hooks' regions: one open at a time, by the thread that
 opened it; nested ranges and calls counted, not timed; other threads' counted as concurrent;
@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 
 class _Gaps:
-    """bindings/_autoregions.c's GapRegions in Python, where the C module was not built (see
+    """gpuwatch/regions/_autoregions.c's GapRegions in Python, where the C module was not built (see
     there for what each method does)."""
 
     def __init__(self, edges_ms: tuple[float, ...], labels: tuple[str, ...],
@@ -172,7 +172,7 @@ class _Gaps:
 
 def _range_hook(g: Any, orig: Callable[..., Any], prefix: str | None,
                 key: str | None) -> Callable[..., Any]:
-    """bindings/_autoregions.c's RangeHook in Python: a push (orig, then a region opens; its
+    """gpuwatch/regions/_autoregions.c's RangeHook in Python: a push (orig, then a region opens; its
     name is `prefix` and the message) or, with prefix None, a pop (the region closes, then
     orig). (The push before the start event and the pop after the end event.)"""
     if prefix is None:

@@ -7,8 +7,8 @@ The profiler adds no synchronisation: regions are resolved lazily, by querying t
 events between regions (`poll`), and synchronised only when the event pool wraps
 (`MAX_PENDING` regions outstanding) or the session ends (`drain`).
 
-Where the C extension is built, a region with nothing due is one C call (`fast`: bindings/
-_native.c's FastRegion, which also keeps the hot path's counters): stream, start event, call,
+Where the C extension is built, a region with nothing due is one C call (`fast`: _native.c's
+FastRegion, beside this file, which also keeps the hot path's counters): stream, start event, call,
 end event, and a tuple appended to `_out`. Everything else (housekeeping, nesting, checked or
 traced regions) takes the Python path (`_slow_call`, begin/end). Ended regions wait in `_out`
 until `_absorb` moves them to `_pending` for resolution.
@@ -35,13 +35,13 @@ import types
 from collections import deque
 from typing import Any, Callable
 
-from . import streams
-from .bindings.cuda import native_module
-from .clock import Clock
-from .labels import event_tag
-from .streams import DEVICE, StreamRef
-from .timebase import Anchor, EventTimebase
-from .trace import table_columns
+from .. import streams
+from ..bindings.cuda import native_module
+from ..clock import Clock
+from ..labels import event_tag
+from ..streams import DEVICE, StreamRef
+from ..timebase import Anchor, EventTimebase
+from ..trace import table_columns
 
 __all__ = ["C_OPEN", "RegionTimer"]
 
@@ -176,7 +176,7 @@ class RegionTimer:
         self._streams: dict[int, Any] = {}  # handle -> the binding's stream object
         # The hot path's state. Where the C extension is built and the runtime offers a
         # C-callable cuEventRecord (`record_addr`; its streams are their raw handles) and the
-        # clock is CLOCK_MONOTONIC, a whole region is one C call (bindings/_native.c's
+        # clock is CLOCK_MONOTONIC, a whole region is one C call (gpuwatch/regions/_native.c's
         # FastRegion, which keeps this state); else the same fields in Python.
         record_addr = getattr(runtime, "record_addr", None)
         native = native_module() if record_addr and self._counter is time.perf_counter_ns \
@@ -320,7 +320,7 @@ class RegionTimer:
 
     def open_slow(self, kind: str, name: Any, labels: tuple[Any, ...], handle: int | None = None,
                   source: str | None = None) -> _Pending:
-        """open() where the C path declined (or was not asked: bindings/_autoregions.c asked
+        """open() where the C path declined (or was not asked: gpuwatch/regions/_autoregions.c asked
         it already); close() (or end()) takes what it returns."""
         if handle is None:
             ref = self._stream or self._current()
@@ -361,7 +361,7 @@ class RegionTimer:
         if not self._c_path:
             return ref
         if ref.source == "torch" and self._torch_path is None:
-            from .bindings.torch import torch_stream_source
+            from ..bindings.torch import torch_stream_source
 
             self._torch_path = torch_stream_source(self._fs, streams.torch_getter(),
                                                    self._ordinal)

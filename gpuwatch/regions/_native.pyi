@@ -1,12 +1,12 @@
-"""gpuwatch.bindings._native: the timed path's C extension (bindings/_native.c, FastRegion and the
-driver calls; bindings/_autoregions.c, `gpuwatch run`'s hooks). Its Python reference is
-gpuwatch/region.py (RegionTimer's slow path and _State), gpuwatch/gapregions.py (GapRegions,
-RangeHook) and gpuwatch/autoregions.py (NestedCall's wrapper); this stub
-is checked against the built module by tests/test_native.py (mypy's stubtest)."""
+"""gpuwatch.regions._native: the timed path's C extension (_native.c: FastRegion and the driver
+calls; _autoregions.c: `gpuwatch run`'s hooks). Its Python reference is beside it: timer.py
+(RegionTimer's slow path and _State) and gaps.py (GapRegions, RangeHook), with
+gpuwatch/autoregions.py (NestedCall's wrapper). tests/test_native.py checks this stub against
+the built module (mypy's stubtest)."""
 
 from typing import Any, Callable, final
 
-# Housekeeping is due at least this often while regions run (gpuwatch.region.POLL_NS).
+# Housekeeping is due at least this often while regions run (gpuwatch.regions.timer.POLL_NS).
 POLL_NS: int
 
 def stamp(launch: int, f: int, grid: int, stream: int, out: int, ctl: int, /) -> int: ...

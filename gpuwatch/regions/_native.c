@@ -16,7 +16,7 @@
  *                          -> the float on success, else the int status
  *   FastRegion(...)        a whole timed region in one call (see below)
  *   stamp(launch, f, grid, stream, out, ctl)   the in-band clock probe's launch (see below)
- * and, in bindings/_autoregions.c, `gpuwatch run`'s hooks: NestedCall (torch.nn.Module.__call__),
+ * and, in _autoregions.c, `gpuwatch run`'s hooks: NestedCall (torch.nn.Module.__call__),
  * GapRegions (the found regions' gap labels and nesting) and RangeHook (NVTX push/pop).
  * Pointers are Python ints (0 is a null pointer: the legacy default stream).
  */
@@ -110,7 +110,7 @@ standin_record_addr(PyObject *module, PyObject *unused)
     return PyLong_FromVoidPtr((void *)standin_record);
 }
 
-/* FastRegion: a whole timed region in one C call, for the common case (gpuwatch/region.py).
+/* FastRegion: a whole timed region in one C call, for the common case (gpuwatch/regions/timer.py).
  *
  *   f = FastRegion(record, slow, failed, free, out, watch)
  *   f(kind, name, labels, fn, args, kwargs, handle, source) -> fn(*args, **kwargs)
@@ -165,7 +165,7 @@ typedef struct {
 static PyObject *S_torch, *S_default, *ZERO;
 
 /* Housekeeping (resolving finished regions, re-anchoring the time base) is due at least this
- * often while regions run: gpuwatch.region.POLL_NS, the module's POLL_NS. */
+ * often while regions run: gpuwatch.regions.timer.POLL_NS, the module's POLL_NS. */
 #define POLL_NS 1000000000LL
 /* FastRegion.c10_probe's child answers within this (it makes two calls), or is killed */
 #define C10_PROBE_NS 2000000000LL
@@ -595,7 +595,7 @@ fast_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     f->out = out;
     f->watch = watch;
     f->batch = 16;
-    f->poll_ns = POLL_NS;  /* (gpuwatch.region sets its own, POLL_NS too: a test keeps them one) */
+    f->poll_ns = POLL_NS;  /* (regions.timer sets its own, POLL_NS too: a test keeps them one) */
     return (PyObject *)f;
 }
 
@@ -780,11 +780,11 @@ static PyMethodDef fast_methods[] = {
 
 PyTypeObject FastRegionType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "gpuwatch.bindings._native.FastRegion",
+    .tp_name = "gpuwatch.regions._native.FastRegion",
     .tp_basicsize = sizeof(FastRegion),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "FastRegion(record, slow, failed, free, out, watch): a timed region in one C "
-              "call (see bindings/_native.c)",
+              "call (see gpuwatch/regions/_native.c)",
     .tp_new = fast_new,
     .tp_dealloc = (destructor)fast_dealloc,
     .tp_traverse = (traverseproc)fast_traverse,
@@ -829,9 +829,9 @@ stamp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef methods[] = {
     {"stamp", (PyCFunction)(void (*)(void))stamp, METH_FASTCALL,
      "stamp(launch, f, grid, stream, out, ctl) -> int: launch the clock probe (see "
-     "bindings/_native.c)"},
+     "gpuwatch/regions/_native.c)"},
     {"standin_record_addr", standin_record_addr, METH_NOARGS,
-     "the address of the stand-in device's C cuEventRecord (see bindings/_native.c)"},
+     "the address of the stand-in device's C cuEventRecord (see gpuwatch/regions/_native.c)"},
     {"now", now, METH_NOARGS, "now() -> int: CLOCK_MONOTONIC in ns (time.perf_counter_ns)"},
     {"status", (PyCFunction)(void (*)(void))status, METH_FASTCALL,
      "status(fn, a) -> int: call int fn(void *a)"},

@@ -1,5 +1,5 @@
-/* What bindings/_native.c (the timed path) and bindings/_autoregions.c (gpuwatch run's hooks)
- * share: one extension module, gpuwatch.bindings._native, built from both. */
+/* What _native.c (the timed path) and _autoregions.c (gpuwatch run's hooks)
+ * share: one extension module, gpuwatch.regions._native, built from both. */
 #ifndef GPUWATCH_NATIVE_H
 #define GPUWATCH_NATIVE_H
 

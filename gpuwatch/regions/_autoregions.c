@@ -1,5 +1,5 @@
-/* `gpuwatch run`'s hooks (gpuwatch/autoregions.py) in C, part of gpuwatch.bindings._native;
- * their Python reference is gpuwatch/gapregions.py (GapRegions, RangeHook).
+/* `gpuwatch run`'s hooks (gpuwatch/autoregions.py) in C, part of gpuwatch.regions._native;
+ * their Python reference is gpuwatch/regions/gaps.py (GapRegions, RangeHook).
  *
  * After an idle gap the host runs every line several times slower (cold caches and branch
  * predictors), and the program pays for each line gpuwatch runs at its inference: measured on
@@ -555,7 +555,7 @@ static PyGetSetDef gaps_getset[] = {
 
 static PyMethodDef gaps_methods[] = {
     {"arm", (PyCFunction)(void (*)(void))gaps_arm, METH_FASTCALL,
-     "arm(timed, fs, open_slow, close_slow): the session's timer (see bindings/_autoregions.c)"},
+     "arm(timed, fs, open_slow, close_slow): the session's timer (see _autoregions.c)"},
     {"labels", (PyCFunction)gaps_labels_m, METH_NOARGS,
      "labels() -> (condition, gap_ms, iteration, warmup, None) of a region starting now"},
     {"ended", (PyCFunction)gaps_ended_m, METH_NOARGS, "ended(): the outermost region ended now"},
@@ -577,11 +577,11 @@ static PyMethodDef gaps_methods[] = {
 
 static PyTypeObject GapRegionsType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "gpuwatch.bindings._native.GapRegions",
+    .tp_name = "gpuwatch.regions._native.GapRegions",
     .tp_basicsize = sizeof(GapRegions),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "GapRegions(edges_ms, labels, counts, names, kind): gpuwatch run's found "
-              "regions (see bindings/_autoregions.c)",
+              "regions (see gpuwatch/regions/_autoregions.c)",
     .tp_new = gaps_new,
     .tp_dealloc = (destructor)gaps_dealloc,
     .tp_traverse = (traverseproc)gaps_traverse,
@@ -773,11 +773,11 @@ static PyMemberDef range_members[] = {
 
 static PyTypeObject RangeHookType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "gpuwatch.bindings._native.RangeHook",
+    .tp_name = "gpuwatch.regions._native.RangeHook",
     .tp_basicsize = sizeof(RangeHook),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "RangeHook(g, orig, prefix, key): an NVTX push (prefix None: a pop) that opens "
-              "(closes) a region of GapRegions g (see bindings/_autoregions.c)",
+              "(closes) a region of GapRegions g (see gpuwatch/regions/_autoregions.c)",
     .tp_new = range_new,
     .tp_dealloc = (destructor)range_dealloc,
     .tp_traverse = (traverseproc)range_traverse,
@@ -981,13 +981,13 @@ static PyGetSetDef nested_getset[] = {
 
 static PyTypeObject NestedCallType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "gpuwatch.bindings._native.NestedCall",
+    .tp_name = "gpuwatch.regions._native.NestedCall",
     .tp_basicsize = sizeof(NestedCall),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL
                 | Py_TPFLAGS_METHOD_DESCRIPTOR,
     .tp_doc = "NestedCall(orig, outer[, g]): obj(*a, **k) is a region (outer(orig, (obj, *a), "
               "k), or in C through GapRegions g) while depth is 0, else orig(obj, *a, **k) (see "
-              "bindings/_autoregions.c)",
+              "gpuwatch/regions/_autoregions.c)",
     .tp_new = nested_new,
     .tp_dealloc = (destructor)nested_dealloc,
     .tp_traverse = (traverseproc)nested_traverse,
