@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 from . import streams
 from .bindings.cuda import native_module
-from .regions.gaps import _Gaps, _range_hook
+from .regions.gaps import _Gaps, _nested_call, _range_hook
 from .labels import GAP_EDGES_MS, GAP_LABELS, gap_condition
 
 __all__ = ["AutoRegions", "GAP_EDGES_MS", "gap_condition", "active"]
@@ -196,16 +196,10 @@ class AutoRegions:
         if not isinstance(module_cls, type) or "__call__" not in module_cls.__dict__:
             return
         orig = module_cls.__dict__["__call__"]
-        g, call = self._g, self.call
-
-        def outer(module: Any, *args: Any, **kwargs: Any) -> Any:  # (no C module)
-            if g.mine():  # a submodule (or a model in an NVTX range): not a region
-                return orig(module, *args, **kwargs)
-            return call(orig, (module, *args), kwargs)
-
-        hook: Any = outer
+        hook: Any = _nested_call(orig, self.call, self._g)  # (no C module)
         if self._native is not None:  # the class's first call: call(orig, (module, *args),
-            hook = self._hook = self._native.NestedCall(orig, call, g)  # kwargs); then in C
+            hook = self._hook = self._native.NestedCall(orig, self.call, self._g)  # kwargs);
+            # then in C
         self._patch(module_cls, "__call__", hook)
         self.installed.append("torch modules")
 

@@ -1,8 +1,7 @@
 """gpuwatch.regions._native: the timed path's C extension (_native.c: FastRegion and the driver
 calls; _autoregions.c: `gpuwatch run`'s hooks). Its Python reference is beside it: timer.py
-(RegionTimer's slow path and _State) and gaps.py (GapRegions, RangeHook), with
-gpuwatch/autoregions.py (NestedCall's wrapper). tests/test_native.py checks this stub against
-the built module (mypy's stubtest)."""
+(RegionTimer's slow path and _State) and gaps.py (GapRegions, RangeHook, NestedCall).
+tests/test_native.py checks this stub against the built module (mypy's stubtest)."""
 
 from typing import Any, Callable, final
 

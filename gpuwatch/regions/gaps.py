@@ -1,9 +1,9 @@
-"""_autoregions.c's GapRegions and RangeHook (beside this file) in Python: the reference the C code
-follows, and what `gpuwatch run`'s hooks (autoregions) use where the C module was not built or
-GPUWATCH_NATIVE=0. GapRegions owns the hooks' regions: one open at a time, by the thread that
-opened it; nested ranges and calls counted, not timed; other threads' counted as concurrent;
-each region labelled by the host gap before it. tests/test_autoregions.py runs every test on
-both (the `impl` fixture)."""
+"""_autoregions.c's GapRegions, RangeHook and NestedCall (beside this file) in Python: the
+reference the C code follows, and what `gpuwatch run`'s hooks (autoregions) use where the C
+module was not built or GPUWATCH_NATIVE=0. GapRegions owns the hooks' regions: one open at a
+time, by the thread that opened it; nested ranges and calls counted, not timed; other threads'
+counted as concurrent; each region labelled by the host gap before it.
+tests/test_autoregions.py runs every test on both (the `impl` fixture)."""
 
 from __future__ import annotations
 
@@ -168,6 +168,18 @@ class _Gaps:
         finally:
             self._depth = 0
             self.ended()
+
+
+def _nested_call(orig: Callable[..., Any], call: Callable[..., Any],
+                 g: Any) -> Callable[..., Any]:
+    """_autoregions.c's NestedCall in Python: torch.nn.Module.__call__ made a region by `call`
+    (orig, (module, *args), kwargs), unless a region is open on this thread (a submodule, or a
+    model inside an NVTX range): then orig alone."""
+    def outer(module: Any, *args: Any, **kwargs: Any) -> Any:
+        if g.mine():
+            return orig(module, *args, **kwargs)
+        return call(orig, (module, *args), kwargs)
+    return outer
 
 
 def _range_hook(g: Any, orig: Callable[..., Any], prefix: str | None,
