@@ -167,16 +167,11 @@ def trace_files(root: Path) -> list[str]:
                   and p.is_file())
 
 
-def _screen(path: str) -> tuple[str | None, str, dict[str, str], str]:
+def _screen(path: str, schema: pa.Schema) -> tuple[str | None, str, dict[str, str], str]:
     """(the discriminator column of a fleet member, "", its host and GPU model from its
-    metadata, its recording's status) if it is a readable gpuwatch trace this gpuwatch reads,
-    else (None, why not, {}, ""). A trace newer than this gpuwatch is an error: upgrading is
-    the fix, not leaving it out."""
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as e:
-        first = " ".join(str(e).split()).split(". ")[0]  # (pyarrow's first sentence)
-        return None, f"not a readable Parquet file ({first})", {}, ""
+    metadata, its recording's status) if it is a gpuwatch trace this gpuwatch reads (its
+    file's `schema` says), else (None, why not, {}, ""). A trace newer than this gpuwatch is
+    an error: upgrading is the fix, not leaving it out."""
     raw = (schema.metadata or {}).get(META_KEY)
     names = schema.names
     kind = KIND if KIND in names else LEGACY_KIND if LEGACY_KIND in names else None
@@ -192,6 +187,11 @@ def _screen(path: str) -> tuple[str | None, str, dict[str, str], str]:
     except TraceFormatError as e:  # (a newer schema among them: left out, the fix named)
         return None, str(e).removeprefix(f"{path}: ").removeprefix(f"{path} "), {}, ""
     return kind, "", _own_partition(meta), _status(meta)
+
+
+def _unreadable(e: Exception) -> str:
+    first = " ".join(str(e).split()).split(". ")[0]  # (pyarrow's first sentence)
+    return f"not a readable Parquet file ({first})"
 
 
 def _status(meta: dict[str, Any]) -> str:
@@ -250,124 +250,150 @@ def fleet(root: str | os.PathLike[str],
                       f"it", stacklevel=2)
     if not files:
         raise UsageError(f"no traces (*.parquet) under {root}")
-    good, skipped = [], list(odd)
-    by_kind: dict[str, list[str]] = {KIND: [], LEGACY_KIND: []}  # (v3 traces; older ones)
+    skipped = list(odd)
     reasons: dict[str, str] = {p: "not a regular file" for p in odd}
-    own: dict[str, dict[str, str]] = {}  # path -> host and GPU model from its metadata
-    status: dict[str, str] = {}  # path -> how its recording went
-    for path in files:
-        kind, why, own[path], status[path] = _screen(path)
-        if kind is None:
+    found: list[_Member] = []  # (the readable traces, in file order)
+    columns: dict[str, tuple[list[str], list[pa.Field]]] = {}  # kind -> its first trace's
+    invalid = repeated = 0  # measured inferences with no valid latency; rows repeating others
+    # (each file's footer parsed once, and what it holds reduced to its runs' summaries before
+    # the next is opened: peak memory does not grow with the number of traces)
+    for done, path in enumerate(files, 1):
+        if progress is not None:
+            progress(done, len(files))
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as e:
             skipped.append(path)
-            reasons[path] = why
+            reasons[path] = _unreadable(e)
             continue
-        good.append(path)
-        by_kind[kind].append(path)
+        with pf:
+            schema = pf.schema_arrow  # (built anew on every ask: once)
+            kind, why, own, status = _screen(path, schema)
+            if kind is None:
+                skipped.append(path)
+                reasons[path] = why
+                continue
+            if kind not in columns:
+                columns[kind] = _columns(schema)
+            tbl, n, bad = _measured(pf, schema, kind, *columns[kind])
+        repeated += n
+        invalid += bad
+        # (its runs' rows now, and the histograms dropped: only the partition values wait)
+        found.append(_Member(path, kind, own, status, list(schema.names) if not found else [],
+                             [_run_row(path, engine, cond, acc, status)
+                              for (engine, cond), acc in _summaries(tbl).items()]))
+        del tbl
     if skipped:
         warnings.warn(f"left out {len(skipped)} Parquet file(s) that are not readable gpuwatch "
                       f"traces (first: {skipped[0]}: {reasons[skipped[0]]})", stacklevel=2)
-    if not good:
+    if not found:
         raise TraceFormatError(f"none of the {len(files)} Parquet files under {root} is a "
                                "readable gpuwatch trace")
-    incomplete = [p for p in good if status[p] != "complete"]
+    incomplete = [m for m in found if m.status != "complete"]
     if incomplete:  # (counted with what they kept, as DuckDB's query counts them: but said)
-        warnings.warn(f"{len(incomplete)} of the {len(good)} traces did not complete (first: "
-                      f"{incomplete[0]}: {status[incomplete[0]]}); their runs count with the "
-                      f"inferences they kept (the runs table's status says which)", stacklevel=2)
+        warnings.warn(f"{len(incomplete)} of the {len(found)} traces did not complete (first: "
+                      f"{incomplete[0].path}: {incomplete[0].status}); their runs count with "
+                      f"the inferences they kept (the runs table's status says which)",
+                      stacklevel=2)
     # (the first trace's columns, and the partition keys of any: as pyarrow.dataset names them)
-    names = pq.read_schema(good[0]).names + sorted({k for p in good for k in _hive(root, p)})
+    names = found[0].names + sorted({k for m in found for k in _hive(root, m.path)})
     # (host and GPU model always: from the directories where they say, else the metadata)
     keys = [k for k in PARTITIONS if k in names or k in ("host", "gpu_model")]
+    # (the partition values' types: per discriminator name, as a pyarrow.dataset of the traces
+    # of each would infer them)
+    typed: dict[str, dict[str, Any]] = {}
+    for kind in columns:
+        typed.update(_hive_typed(root, [m.path for m in found if m.kind == kind]))
     run_rows: list[dict[str, Any]] = []
-    invalid = [0]  # measured inferences with no valid latency (counted, left out)
-    repeated = [0]  # rows that repeated another exactly (counted, left out)
-    for done, (part, filename, tbl) in enumerate(_traces(root, by_kind, keys, own, invalid,
-                                                         repeated), 1):
-        # (per engine as well as condition: two things timed per iteration are two runs)
-        if progress is not None:
-            progress(done, len(good))
-        if tbl.num_rows == 0:
-            continue
-        # (this trace's summaries, made into its rows once it is read: what the fleet keeps
-        # per trace is its rows, not its histograms)
-        accs: dict[tuple[Any, ...], _Acc] = {}
-        name, names = _codes(tbl.column("name"))
-        cond, conds = _codes(tbl.column("condition"))
-        n_conds = len(conds)
-        group = name * n_conds + cond
-        order = np.argsort(group, kind="stable")  # (rows of a group in their file's order)
-        starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
-        it, ms = _floats(tbl, "iteration"), _floats(tbl, "gpu_ms")
-        gap = _floats(tbl, "gap_ms")
-        for a, b in zip(starts, np.r_[starts[1:], len(order)]):
-            rows = order[a:b]
-            g = int(group[rows[0]])
-            key = (*part, filename, names[g // n_conds], conds[g % n_conds])
-            acc = accs.get(key)
-            if acc is None:
-                # (the median: a `gpuwatch run` trace's gaps vary within a condition)
-                acc = accs[key] = _Acc(gap_ms=float(np.nanmedian(gap[rows]))
-                                       if np.isfinite(gap[rows]).any() else np.nan)
-            acc.add(it[rows], ms[rows])
-        run_rows += [_run_row(key, a, keys, status[filename]) for key, a in accs.items()]
+    for m in found:
+        part = {**m.own, **{k: v for k, v in typed[m.path].items() if v is not None}}
+        values = tuple(part.get(k) for k in keys)
+        run_rows += [{**dict(zip(keys, values)), **row} for row in m.rows]
     runs, run_cols = _runs_table(run_rows, keys)
     groups, group_cols = _by_model_gap(runs, run_cols)
-    if invalid[0]:
-        warnings.warn(f"left out {invalid[0]} measured inference(s) with no valid latency "
+    if invalid:
+        warnings.warn(f"left out {invalid} measured inference(s) with no valid latency "
                       f"(missing, NaN, <= 0 or over {MAX_LATENCY_MS:.0e} ms)", stacklevel=2)
-    if repeated[0]:
-        warnings.warn(f"left out {repeated[0]:,} inference row(s) that repeated another row "
+    if repeated:
+        warnings.warn(f"left out {repeated:,} inference row(s) that repeated another row "
                       f"exactly (damaged or copied data, never a second measurement)",
                       stacklevel=2)
     return Fleet(runs=Later(lambda: _frame(runs, run_cols), source=(runs, run_cols)),
                  by_model_gap=Later(lambda: _frame(groups, group_cols),
-                                    source=(groups, group_cols)), files=len(good),
-                 incomplete=tuple(incomplete),
-                 skipped=tuple(skipped), invalid_latencies=invalid[0], repeated_rows=repeated[0])
+                                    source=(groups, group_cols)), files=len(found),
+                 incomplete=tuple(m.path for m in incomplete),
+                 skipped=tuple(skipped), invalid_latencies=invalid, repeated_rows=repeated)
 
 
-def _traces(root: Path, by_kind: dict[str, list[str]], keys: list[str],
-            own: dict[str, dict[str, str]], invalid: list[int],
-            repeated: list[int]) -> Iterator[tuple[tuple[Any, ...], str, pa.Table]]:
-    """Each trace's measured inferences with a valid latency, one trace at a time (what a
-    trace holds is freed before the next is read: peak memory does not grow with the number
-    of traces), with its partition values and path. The traces of one discriminator column
-    name (schema v3 and older ones mix in a fleet) share the first one's columns and their
-    partition values' types, as a pyarrow.dataset of them would; read with pyarrow.parquet
-    (pyarrow.dataset imports pandas: ~0.4 s of the command)."""
-    for kind, paths in by_kind.items():
-        if not paths:
-            continue
-        schema = pq.read_schema(paths[0])
-        # (the times and region id too: a row that repeats another in all of them is a copy,
-        # left out as load() does, read a batch at a time so that ten million cost no more)
-        cols = ["name", "condition", "gap_ms", "iteration", "gpu_ms"] + [
-            c for c in ("t_ns", "start_ns", "end_ns", "region_id") if c in schema.names]
-        fields = [schema.field(c) if c in schema.names else pa.field(c, pa.null())
+@dataclass
+class _Member:
+    """A readable trace of the fleet, as kept once read: its rows of the runs table."""
+
+    path: str
+    kind: str  # its discriminator column's name (schema v3, or older)
+    own: dict[str, str]  # host and GPU model from its metadata
+    status: str  # how its recording went (_status)
+    names: list[str]  # its columns (the first member's only: the dataset's columns)
+    rows: list[dict[str, Any]]  # its runs table's rows, but for the partition values
+
+
+def _columns(schema: pa.Schema) -> tuple[list[str], list[pa.Field]]:
+    """The columns read of every trace with this discriminator name, and their types: the
+    first such trace's (`schema`), as a pyarrow.dataset of them would. The times and region
+    id too: a row that repeats another in all of them is a copy, left out as load() does."""
+    cols = ["name", "condition", "gap_ms", "iteration", "gpu_ms"] + [
+        c for c in ("t_ns", "start_ns", "end_ns", "region_id") if c in schema.names]
+    return cols, [schema.field(c) if c in schema.names else pa.field(c, pa.null())
                   for c in cols]
-        values = _hive_typed(root, paths)
-        for path in paths:
-            tbl, n = batches_without_repeats(_measured_batches(path, kind, cols, fields),
-                                             pa.Table.from_batches([], pa.schema(fields)))
-            repeated[0] += n
-            # (a latency that is missing, NaN, <= 0 or absurd is no measurement: as analyze)
-            ms = _floats(tbl, "gpu_ms")
-            with np.errstate(invalid="ignore"):
-                valid = (ms > 0) & (ms <= MAX_LATENCY_MS)
-            invalid[0] += int((~valid).sum())
-            part = {**own.get(path, {}),
-                    **{k: v for k, v in values[path].items() if v is not None}}
-            yield tuple(part.get(k) for k in keys), path, tbl.filter(_mask(valid))
 
 
-def _measured_batches(path: str, kind: str, cols: list[str],
+def _measured(pf: pq.ParquetFile, schema: pa.Schema, kind: str, cols: list[str],
+              fields: list[pa.Field]) -> tuple[pa.Table, int, int]:
+    """A trace's measured inferences with a valid latency (columns `cols`), how many rows
+    repeated another (left out, as load() does, a batch at a time so that ten million cost no
+    more), and how many had no valid latency (missing, NaN, <= 0 or absurd: no measurement,
+    as analyze reads it)."""
+    tbl, repeated = batches_without_repeats(_measured_batches(pf, schema, kind, cols, fields),
+                                            pa.Table.from_batches([], pa.schema(fields)))
+    ms = _floats(tbl, "gpu_ms")
+    with np.errstate(invalid="ignore"):
+        valid = (ms > 0) & (ms <= MAX_LATENCY_MS)
+    return tbl.filter(_mask(valid)), repeated, int((~valid).sum())
+
+
+def _summaries(tbl: pa.Table) -> dict[tuple[Any, Any], _Acc]:
+    """Per (engine, condition) of one trace's measured inferences, its bounded summary (the
+    rows of a group in their file's order)."""
+    accs: dict[tuple[Any, Any], _Acc] = {}
+    if tbl.num_rows == 0:
+        return accs
+    name, names = _codes(tbl.column("name"))
+    cond, conds = _codes(tbl.column("condition"))
+    n_conds = len(conds)
+    group = name * n_conds + cond
+    order = np.argsort(group, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
+    it, ms = _floats(tbl, "iteration"), _floats(tbl, "gpu_ms")
+    gap = _floats(tbl, "gap_ms")
+    for a, b in zip(starts, np.r_[starts[1:], len(order)]):
+        rows = order[a:b]
+        g = int(group[rows[0]])
+        key = (names[g // n_conds], conds[g % n_conds])
+        acc = accs.get(key)
+        if acc is None:
+            # (the median: a `gpuwatch run` trace's gaps vary within a condition)
+            acc = accs[key] = _Acc(gap_ms=float(np.nanmedian(gap[rows]))
+                                   if np.isfinite(gap[rows]).any() else np.nan)
+        acc.add(it[rows], ms[rows])
+    return accs
+
+
+def _measured_batches(pf: pq.ParquetFile, file_schema: pa.Schema, kind: str, cols: list[str],
                       fields: list[pa.Field]) -> Iterator[pa.RecordBatch]:
     """Columns `cols` of the file's measured inferences (inference rows, not warm-up, that did
     not raise: a row whose flags are missing is not one), REPEAT_BATCH_ROWS rows read at a
     time from the row groups that may hold inferences (the statistics of the discriminator
     column say which; gpuwatch writes one table per group); a column the file lacks is null."""
-    pf = pq.ParquetFile(path)
-    file_schema = pf.schema_arrow  # (built anew on every ask: once)
     names = file_schema.names
     if "warmup" not in names or "kind" not in names:  # (a null flag keeps no row)
         return
@@ -506,14 +532,13 @@ def _order(v: Any) -> tuple[bool, Any]:
     return (True, 0) if _missing(v) else (False, v)
 
 
-def _run_row(key: tuple[Any, ...], a: _Acc, keys: list[str],
+def _run_row(filename: str, engine: Any, cond: Any, a: _Acc,
              status: str = "complete") -> dict[str, Any]:
-    """One (run, engine, condition)'s row of the runs table, from its summary."""
-    *part, filename, engine, cond = key
+    """One (run, engine, condition)'s row of the runs table, from its summary, but for the
+    partition values (the fleet's, known once every trace is read)."""
     early = float(np.median(a.early[:, 1])) if len(a.early) else np.nan
     late = float(np.median(a.late[:, 1])) if len(a.late) else np.nan
-    return {**dict(zip(keys, part)), "file": filename, "status": status, "engine": engine,
-            "condition": cond,
+    return {"file": filename, "status": status, "engine": engine, "condition": cond,
             "gap_ms": a.gap_ms, "n": a.n, "p50_ms": a.quantile(0.5),
             "p99_ms": a.quantile(0.99), "early_p50_ms": early, "late_p50_ms": late,
             "late_over_early": late / early if early else np.nan}
