@@ -17,16 +17,22 @@ import gpuwatch.recorder as session_mod
 from tests.helpers import record_sim
 
 
-def shared(tmp_path_factory: pytest.TempPathFactory, name: str,
-           make: Callable[[Path], object]) -> gpuwatch.Trace:
-    """The trace `make(path)` records, made once per test run: the first xdist worker to ask
-    records it, the others wait for it and load the same file (a session fixture is otherwise
-    made again in every worker: ~10 s of CPU each for the sim sweeps below)."""
+def _run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory of this test run that every xdist worker shares."""
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # (each worker's base is popen-gwN/ in the run's own)
     d = root / "shared"
     d.mkdir(exist_ok=True)
+    return d
+
+
+def shared(tmp_path_factory: pytest.TempPathFactory, name: str,
+           make: Callable[[Path], object]) -> gpuwatch.Trace:
+    """The trace `make(path)` records, made once per test run: the first xdist worker to ask
+    records it, the others wait for it and load the same file (a session fixture is otherwise
+    made again in every worker: ~10 s of CPU each for the sim sweeps below)."""
+    d = _run_dir(tmp_path_factory)
     path = d / name
     with open(d / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # (released when the file closes)
@@ -59,6 +65,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """The slow tests first (a stable reorder, the same in every xdist worker): spread over
     the workers from the start, they do not leave one worker finishing alone at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(autouse=True)
+def one_gpu_test_at_a_time(request: pytest.FixtureRequest,
+                           tmp_path_factory: pytest.TempPathFactory):
+    """A test marked `gpu` holds the GPU alone: under xdist, the others wait for it. Their
+    timing checks (anchor uncertainty, overlap kept, the probe outside the events) assume
+    a GPU no other test is launching work on; 8 workers sharing one H100 failed 6 of them."""
+    if request.node.get_closest_marker("gpu") is None:
+        yield
+        return
+    with open(_run_dir(tmp_path_factory) / "gpu.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (released when the file closes)
+        yield
 
 
 @pytest.fixture(autouse=True)
