@@ -49,3 +49,10 @@ class Terminated(SystemExit):
             return signal.Signals(self.signum).name
         except ValueError:
             return f"signal {self.signum}"
+
+
+def described(e: BaseException) -> str:
+    """An exception as a trace's metadata and messages give it: "ValueError: boom", or the
+    type alone where it carries no message ("KeyboardInterrupt", not "KeyboardInterrupt: ")."""
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -35,7 +35,7 @@ from .backends import open_backend
 from . import streams
 from .clock import Clock, HostClock
 from .device import Backend
-from .errors import GpuwatchError, SessionError, Terminated, UsageError
+from .errors import GpuwatchError, SessionError, Terminated, UsageError, described
 from .fields import FIELDS
 from .log import logger
 from .interrupts import deliver_later as _deliver_later
@@ -240,8 +240,8 @@ class Session:
         else:
             status = "failed"  # an exception, or sys.exit(N) with N != 0
             self._close_meta["failed_by"] = "program"  # (the block's code, not the recording)
-        self.close(status=status, error=None if status == "complete" else
-                   f"{type(exc).__name__}: {exc}")
+        self.close(status=status, error=None if status == "complete" or exc is None else
+                   described(exc))
 
     def annotate(self, **items: Any) -> None:
         """Add JSON-able items to the trace's metadata (written when the session closes), e.g.
@@ -271,7 +271,7 @@ class Session:
                 stopped = isinstance(e, (KeyboardInterrupt, Terminated))  # (Ctrl-C, SIGTERM)
                 try:
                     self.close(status="interrupted" if stopped else "failed",
-                               error=f"{type(e).__name__}: {e}")
+                               error=described(e))
                 except Exception:
                     pass
             else:
@@ -459,7 +459,7 @@ class Session:
                     if meta["status"] != "failed":  # (the program's own error comes first)
                         meta["failed_by"] = "gpu"
                     meta["status"] = "failed"
-                    meta["error"] = meta["error"] or f"{type(e).__name__}: {e}"
+                    meta["error"] = meta["error"] or described(e)
                 meta["regions"] = self._timer.summary()
             if self._tracer is not None:
                 try:
@@ -785,7 +785,7 @@ class Session:
         """Why the trace could not be written (disk full, I/O error): recording has stopped,
         and the program runs on untimed; None while all is well."""
         e = None if self._writer is None else self._writer.error
-        return None if e is None else f"{type(e).__name__}: {e}"
+        return None if e is None else described(e)
 
     @property
     def last_ms(self) -> float | None:

@@ -120,3 +120,19 @@ def test_warm_up_inferences_of_a_run_without_a_plan_are_counted(tmp_path):
     assert warm >= 1 and st["warmup"] == warm and st["kept"] == len(inf) - warm
     assert (f"{st['kept']} measured inferences (and {warm} warm-up, not compared); "
             in TextRenderer().render(a))
+
+
+def test_an_error_without_a_message_reads_as_its_type():
+    """Earlier recorders wrote "KeyboardInterrupt: " for an exception with no message; the
+    status and the fleet's runs read it as "KeyboardInterrupt"."""
+    from gpuwatch.analysis.fleet import _status
+    from gpuwatch.analysis.status import error_of
+    from gpuwatch.errors import described
+
+    assert described(KeyboardInterrupt()) == "KeyboardInterrupt"
+    assert described(ValueError("boom")) == "ValueError: boom"
+    assert error_of({"error": "KeyboardInterrupt: "}) == "KeyboardInterrupt"
+    assert error_of({"error": "ValueError: boom"}) == "ValueError: boom"
+    assert error_of({"error": ""}) is None and error_of({}) is None
+    assert _status({"status": "interrupted", "error": "KeyboardInterrupt: "}) == \
+        "interrupted (KeyboardInterrupt)"

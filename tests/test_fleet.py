@@ -118,9 +118,14 @@ def test_unfinished_recordings_and_foreign_files_are_left_out(tmp_path, fleet_ro
     partial.mkdir(parents=True)
     (partial / "c0000001-samples.parquet").write_bytes(b"junk")
     pd.DataFrame({"a": [1]}).to_parquet(root / "host=x" / "foreign.parquet")
-    with pytest.warns(UserWarning, match="left out 1 Parquet file.s. that are not readable gpuwatch traces"):
+    (root / "host=x" / "junk.parquet").write_bytes(b"junk")
+    with pytest.warns(UserWarning, match="left out 2 Parquet file.s. that are not readable gpuwatch traces"):
         f = fleet(root)
-    assert f.files == 4 and len(f.skipped) == 1
+    assert f.files == 4 and len(f.skipped) == 2
+    # (each one's reason, not only the first's as the warning gives it)
+    why = f.to_dict()["skipped_why"]
+    assert why[str(root / "host=x" / "foreign.parquet")] == "not a gpuwatch trace"
+    assert why[str(root / "host=x" / "junk.parquet")].startswith("not a readable Parquet file (")
 
 
 @pytest.mark.parametrize("make, exc, words", [
@@ -173,6 +178,10 @@ def test_an_unfinished_run_in_a_dataset_is_named_not_skipped_silently(tmp_path):
     with pytest.warns(UserWarning, match="1 unfinished recording"):
         f = fleet(ds)
     assert f.files == 1
+    # (said where a script reads, not only in the warning: the JSON and the one line)
+    partial = str(crashed / "trace.parquet.partial")
+    assert f.unfinished == (partial,) and f.to_dict()["unfinished"] == [partial]
+    assert f.headline().startswith("1 trace (1 unfinished .partial left out), ")
 
 
 def test_a_recording_still_in_progress_is_not_sent_to_finish(tmp_path, fleet_root):
@@ -196,6 +205,8 @@ def test_a_recording_still_in_progress_is_not_sent_to_finish(tmp_path, fleet_roo
     with pytest.warns(UserWarning, match=r"left out 1 recording\(s\) still in progress") as w:
         f = fleet(root)
     assert f.files == 4
+    assert f.in_progress == (str(partial),) and f.to_dict()["in_progress"] == [str(partial)]
+    assert f.headline().startswith("4 traces (1 still recording, left out), ")
     assert not any("gpuwatch.finish" in str(x.message) for x in w)
 
 
@@ -229,6 +240,10 @@ def test_plain_traces_are_grouped_by_the_gpu_in_their_metadata(tmp_path):
     f = fleet(d)
     assert sorted(f.by_model_gap["gpu_model"]) == ["Simulated_GPU_locked_clocks",
                                                    "Simulated_Tesla_T4"]
+    # (the columns of a dataset's, so that a script reads both: no run directory, no run)
+    assert list(f.runs.columns[:3]) == ["host", "gpu_model", "run"]
+    assert f.runs["run"].isna().all()
+    assert all(r["run"] is None for r in f.to_dict()["runs"])
     assert set(f.runs["host"]) == {partition_value(socket.gethostname())}
     t4 = f.by_model_gap.set_index("gpu_model").loc["Simulated_Tesla_T4"]
     assert t4["runs"] == 1 and t4["stable_ms"] > 1.8 * f.by_model_gap["stable_ms"].min()
@@ -420,8 +435,11 @@ def test_a_run_that_did_not_complete_is_counted_and_said(tmp_path, fleet_root):
     assert (runs.loc[runs["file"] != f.incomplete[0], "status"] == "complete").all()
     r = cli("analyze", str(root), cwd=root.parent)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[0] == ("5 traces; 1 did not complete, counted with what they "
-                                        "kept (--json: the runs' status)")
+    assert r.stdout.splitlines()[0] == ("5 traces (1 did not complete, counted with what it "
+                                        "kept); --json gives each run's status")
+    q = cli("analyze", str(root), "-q", cwd=root.parent)  # (the one line scripts read)
+    assert q.stdout.startswith("5 traces (1 did not complete, counted with what it kept), "), \
+        q.stdout
     assert "did not complete" in r.stderr
     j = json.loads(cli("analyze", str(root), "--json", cwd=root.parent).stdout)
     assert [x["status"] for x in j["runs"] if x["file"] == f.incomplete[0]] == [

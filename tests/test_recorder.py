@@ -83,6 +83,7 @@ def test_ctrl_c_finalises_the_trace_as_interrupted(tmp_path):
     tr = gpuwatch.load(out)
     assert tr.meta["status"] == "interrupted"
     assert len(tr.inferences) == 50
+    assert tr.meta["error"] == "KeyboardInterrupt"  # (not "KeyboardInterrupt: ": no message)
 
 
 def test_nested_sessions_fail_clearly_and_the_first_goes_on(tmp_path):

@@ -2,7 +2,10 @@
 -- `record --dataset fleet`. A run's stable latency is the median of its last 100 iterations per
 -- engine and condition (what
 -- `gpuwatch analyze fleet` reports as late_p50_ms); the answer is their median over runs.
---   duckdb -c ".read benchmarks/fleet/stable_latency.sql"     (run from the directory holding fleet/)
+-- Run from the directory holding fleet/ (the path below is relative), with DuckDB's command-line
+-- tool or its Python package (what the [fleet] extra installs):
+--   duckdb -c ".read /path/to/stable_latency.sql"
+--   python -c "import duckdb, sys; duckdb.sql(open(sys.argv[1]).read()).show()" /path/to/stable_latency.sql
 WITH inf AS (
     SELECT gpu_model, host, run, name AS engine, condition, gap_ms, iteration, gpu_ms
     FROM read_parquet('fleet/*/*/*/trace.parquet', hive_partitioning = true)

@@ -38,6 +38,7 @@ from ..trace import (KIND, LEGACY_KIND, META_KEY, REPEAT_BATCH_ROWS, _check_meta
                      live_writer, partition_value, read_partial_meta, batches_without_repeats,
                      table_groups)
 from .columns import MAX_LATENCY_MS
+from .status import error_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,6 +100,11 @@ class Fleet(Lazy):
     invalid_latencies: int = 0  # measured inferences left out: no valid gpu_ms
     repeated_rows: int = 0  # inference rows left out: each repeated another (trace.reader)
     incomplete: tuple[str, ...] = ()  # traces whose recording did not complete (counted)
+    # .partial recordings left out: never finished (a crash, kill -9: `finish` them), and
+    # still being written (analyse again once they end)
+    unfinished: tuple[str, ...] = ()
+    in_progress: tuple[str, ...] = ()
+    skipped_why: dict[str, str] = field(default_factory=dict)  # skipped path -> why
 
     def rows(self, table: str) -> tuple[list[dict[str, Any]], list[str]]:
         """Table `table` ("runs" or "by_model_gap") as its rows (dicts, NaN where unknown) and
@@ -114,7 +120,7 @@ class Fleet(Lazy):
         """One line: how many traces, and the group whose late inferences ran slowest against
         its early ones (the fleet's question: where does latency creep up?)."""
         t, cols = self.rows("by_model_gap")
-        head = f"{self.files} trace{'s' if self.files != 1 else ''}"
+        head = self.counts()
         ratios = [_num(r.get("late_over_early_max")) for r in t]
         if not any(v == v for v in ratios):
             return head + ": no condition with valid latencies"
@@ -128,13 +134,32 @@ class Fleet(Lazy):
                 + (f"median over its {runs} runs {r['late_over_early_p50']:.2f}x)" if runs != 1
                    else "its one run)"))
 
+    def counts(self) -> str:
+        """How many traces were read, and what did not count or counted only in part:
+        "5 traces (1 did not complete, counted with what it kept; 1 unfinished .partial left
+        out)"."""
+        n = len(self.incomplete)
+        left = [f"{n} did not complete, counted with what {'it' if n == 1 else 'they'} kept"
+                if n else "",
+                f"{len(self.skipped)} other file{'s' if len(self.skipped) != 1 else ''} "
+                f"skipped" if self.skipped else "",
+                f"{len(self.unfinished)} unfinished .partial left out" if self.unfinished
+                else "",
+                f"{len(self.in_progress)} still recording, left out" if self.in_progress
+                else ""]
+        said = "; ".join(x for x in left if x)
+        return f"{self.files} trace{'s' if self.files != 1 else ''}" + (
+            f" ({said})" if said else "")
+
     def to_dict(self) -> dict[str, Any]:
         def records(table: str) -> list[dict[str, Any]]:
             rows, cols = self.rows(table)
             return [{c: _json_value(r.get(c)) for c in cols} for r in rows]
 
         return {"files": self.files, "skipped": list(self.skipped),
-                "incomplete": list(self.incomplete),
+                "skipped_why": {p: self.skipped_why.get(p) for p in self.skipped},
+                "incomplete": list(self.incomplete), "unfinished": list(self.unfinished),
+                "in_progress": list(self.in_progress),
                 "invalid_latencies": self.invalid_latencies, "repeated_rows": self.repeated_rows,
                 "by_model_gap": records("by_model_gap"), "runs": records("runs")}
 
@@ -201,7 +226,7 @@ def _status(meta: dict[str, Any]) -> str:
     status = got if isinstance(got, str) and got else "unknown"
     if status == "complete":
         return status
-    err = meta.get("error") if isinstance(meta.get("error"), str) else None
+    err = error_of(meta)
     why = ("the run stopped at an error" if meta.get("failed_by") == "program"
            else "" if status != "failed" else "the recording failed")
     detail = ": ".join(x for x in (why, err) if x)
@@ -279,13 +304,15 @@ def fleet(root: str | os.PathLike[str],
         repeated += n
         invalid += bad
         # (its runs' rows now, and the histograms dropped: only the partition values wait)
-        found.append(_Member(path, kind, own, status, list(schema.names) if not found else [],
+        found.append(_Member(path, kind, own, status,
                              [_run_row(path, engine, cond, acc, status)
                               for (engine, cond), acc in _summaries(tbl).items()]))
         del tbl
     if skipped:
         warnings.warn(f"left out {len(skipped)} Parquet file(s) that are not readable gpuwatch "
-                      f"traces (first: {skipped[0]}: {reasons[skipped[0]]})", stacklevel=2)
+                      f"traces (first: {skipped[0]}: {reasons[skipped[0]]})"
+                      + ("; --json's skipped_why gives each one's reason" if len(skipped) > 1
+                         else ""), stacklevel=2)
     if not found:
         raise TraceFormatError(f"none of the {len(files)} Parquet files under {root} is a "
                                "readable gpuwatch trace")
@@ -295,10 +322,10 @@ def fleet(root: str | os.PathLike[str],
                       f"{incomplete[0].path}: {incomplete[0].status}); their runs count with "
                       f"the inferences they kept (the runs table's status says which)",
                       stacklevel=2)
-    # (the first trace's columns, and the partition keys of any: as pyarrow.dataset names them)
-    names = found[0].names + sorted({k for m in found for k in _hive(root, m.path)})
-    # (host and GPU model always: from the directories where they say, else the metadata)
-    keys = [k for k in PARTITIONS if k in names or k in ("host", "gpu_model")]
+    # (every partition key, whatever the layout, so that a script reads the same columns
+    # of a dataset and of a folder of plain traces: host and GPU model from the directories
+    # where they say, else the metadata; run from its directory, else NA (the file names it))
+    keys = list(PARTITIONS)
     # (the partition values' types: per discriminator name, as a pyarrow.dataset of the traces
     # of each would infer them)
     typed: dict[str, dict[str, Any]] = {}
@@ -322,7 +349,9 @@ def fleet(root: str | os.PathLike[str],
                  by_model_gap=Later(lambda: _frame(groups, group_cols),
                                     source=(groups, group_cols)), files=len(found),
                  incomplete=tuple(m.path for m in incomplete),
-                 skipped=tuple(skipped), invalid_latencies=invalid, repeated_rows=repeated)
+                 unfinished=tuple(unfinished), in_progress=tuple(p for p, _ in live),
+                 skipped=tuple(skipped), skipped_why={p: reasons[p] for p in skipped},
+                 invalid_latencies=invalid, repeated_rows=repeated)
 
 
 @dataclass
@@ -333,7 +362,6 @@ class _Member:
     kind: str  # its discriminator column's name (schema v3, or older)
     own: dict[str, str]  # host and GPU model from its metadata
     status: str  # how its recording went (_status)
-    names: list[str]  # its columns (the first member's only: the dataset's columns)
     rows: list[dict[str, Any]]  # its runs table's rows, but for the partition values
 
 
@@ -599,10 +627,7 @@ def format_fleet(f: Fleet) -> str:
     we = max([len("engine")] + [len(str(r["engine"])) for r in t if "engine" in cols]) + 2
     head = (f"{'GPU model':<{w}}" if model else "") + (f"{'engine':<{we}}" if engines else "") + \
         f"{'gap ms':>8}{'runs':>6}{'stable ms':>11}{'(min-max)':>18}{'late/early':>12}{'(max)':>8}"
-    lines = [f"{f.files} traces" + (f", {len(f.skipped)} other files skipped" if f.skipped else "")
-             + (f"; {len(f.incomplete)} did not complete, counted with what they kept (--json: "
-                f"the runs' status)" if f.incomplete else ""),
-             head]
+    lines = [f.counts() + ("; --json gives each run's status" if f.incomplete else ""), head]
     for r in t:
         spread = f"({_num(r['stable_ms_min']):.3f}-{_num(r['stable_ms_max']):.3f})"
         lines.append((f"{str(r['gpu_model']):<{w}}" if model else "")

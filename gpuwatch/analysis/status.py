@@ -13,7 +13,7 @@ from typing import Any
 
 from ..trace import Trace, live_writer
 
-__all__ = ["headline", "line", "of", "telemetry_text", "warning_text"]
+__all__ = ["error_of", "headline", "line", "of", "telemetry_text", "warning_text"]
 
 # what each recording status means, in a sentence ("the recording ...")
 STATUS_WORDS = {
@@ -27,6 +27,16 @@ LOW_RATE = 0.5  # a sampler achieving under half the asked rate lost telemetry
 
 def _dict(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
+
+
+def error_of(meta: dict[str, Any]) -> str | None:
+    """The recording's error as its metadata gives it, None where none; without the empty
+    message earlier recorders wrote after an exception that had none
+    ("KeyboardInterrupt: ")."""
+    err = meta.get("error")
+    if not isinstance(err, str):
+        return None
+    return err.rstrip().removesuffix(":") or None
 
 
 def of(tr: Trace, ti: int, kept: int, warmup: int = 0) -> dict[str, Any]:
@@ -46,7 +56,7 @@ def of(tr: Trace, ti: int, kept: int, warmup: int = 0) -> dict[str, Any]:
     return {"trace": ti, "path": str(tr.path),
             "status": status if isinstance(status, str) and status else "unknown",
             "live": live,
-            "error": m.get("error") if isinstance(m.get("error"), str) else None,
+            "error": error_of(m),
             # (what failed, where the recorder says: "program" (the code timed raised; the
             # recording is whole up to then), "gpu" (an error found as it closed), "trace"
             # (writing the trace); None: not said, as before schema v4's recorders)

@@ -22,7 +22,7 @@ from . import add_probe_options
 from .._version import install_hint
 from ..autoregions import AutoRegions
 from ..backends import DEVICE_HELP
-from ..errors import Terminated, UsageError
+from ..errors import Terminated, UsageError, described
 from ..kernelregions import BURST_GAP_MS, SYNC_GAP_MS, KernelBursts
 from ..recorder import Session
 from ..trace import default_out
@@ -340,7 +340,7 @@ def _run_program(module: str | None,
         return code, None, (e if code else None)
     except BaseException as e:  # as the interpreter would: the traceback, status 1
         _print_program_traceback(e)
-        return 1, f"{type(e).__name__}: {e}", e
+        return 1, described(e), e
     finally:
         sys.argv = saved_argv
         if sys.path and sys.path[0] == path0:
