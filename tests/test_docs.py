@@ -52,7 +52,7 @@ def test_every_environment_variable_gpuwatch_reads_is_in_the_cli_reference():
     like; not the C header's include guard) each have a row in docs/cli.md's Environment."""
     read = set()
     for f in [*(ROOT / "gpuwatch").rglob("*.py"), *(ROOT / "bindings").rglob("*.py"),
-              *(ROOT / "bindings").glob("*.c")]:
+              *(ROOT / "gpuwatch" / "regions").glob("*.[ch]")]:
         read |= set(re.findall(r"\b(GPUWATCH_[A-Z_]+|ARROW_DEFAULT_MEMORY_POOL)\b",
                                f.read_text()))
     read.discard("GPUWATCH_NATIVE_H")
@@ -62,3 +62,12 @@ def test_every_environment_variable_gpuwatch_reads_is_in_the_cli_reference():
     section = text.split("## Environment", 1)[1]
     rows = set(re.findall(r"^\| `([A-Z_]+)` \|", section, re.M))
     assert read <= rows, read - rows
+
+
+def test_every_results_folder_is_in_the_index():
+    """benchmarks/results/README.md indexes what was measured: a folder committed without its
+    row is a result no one finds (seven had none)."""
+    results = ROOT / "benchmarks" / "results"
+    index = (results / "README.md").read_text()
+    folders = sorted(p.name for p in results.iterdir() if p.is_dir())
+    assert folders and [f for f in folders if f"]({f}/" not in index] == []
