@@ -148,6 +148,7 @@ def test_a_signal_mid_recording_keeps_the_trace(tmp_path, sig, code, word):
     _, err = p.communicate(timeout=60)
     assert p.returncode == code, err
     assert f"{word}: what was recorded is in {out}" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err  # (said once: not again as "interrupted")
     tr = gpuwatch.load(out)
     assert tr.meta["status"] == "interrupted"
     assert len(tr.inferences) > 100 and len(tr.samples) > 1000

@@ -82,9 +82,10 @@ def main(command: Command, argv: Sequence[str] | None = None, prog: str | None =
             _ignore_sigint()
         print(f"{parser.prog}: error: {msg}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         _ignore_sigint()
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        if not getattr(e, "gpuwatch_said", False):  # (the command said what it kept)
+            print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # (`| head`, `| true`: the reader left; as other tools, quietly)
         _silence_stdout()

@@ -228,6 +228,7 @@ class RecordCommand:
                 print(f"{what}: what was recorded is in {path}", file=sys.stderr)
             else:  # (stopped before anything was timed: the session wrote nothing)
                 print(f"{what}: nothing was timed; no trace was written", file=sys.stderr)
+            e.gpuwatch_said = True  # type: ignore[union-attr]  # (main: no second line)
             raise
         WRITTEN.append(str(s.out))
         if args.json or not args.quiet:
