@@ -580,8 +580,7 @@ class Session:
                 name = signal.Signals(ended.signum).name
                 why = f"the program was stopped by {name}, without closing the session"
             elif ended is not None:
-                what = f"{type(ended).__name__}: {ended}" if str(ended) else type(ended).__name__
-                why = f"the program ended with {what}, without closing the session"
+                why = f"the program ended with {described(ended)}, without closing the session"
         if status == "failed":  # (an uncaught error, or os._exit(N) with N != 0: the program's)
             self._close_meta["failed_by"] = "program"
         try:

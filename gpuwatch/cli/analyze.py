@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from ..analysis.threads import one_blas_thread_at_load
 from ..errors import UsageError
 from . import loading
-
-
-# OpenBLAS (pip's numpy) and MKL (conda's): the thread count they start with
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def _one_blas_thread_from_the_start() -> None:
-    """BLAS loaded with one thread, where numpy is not loaded yet and the user set no count.
-    The analysis runs its small matrices on one BLAS thread anyway (analysis/threads.py),
-    and a fleet runs none; but OpenBLAS starts a thread per core as numpy loads, ~70 ms of
-    CPU on the 2-core CI machine, a fifth of a small fleet's whole command. Only this
-    command's process (and its children) is concerned: `gpuwatch run` runs the user's
-    program in its process and never comes here."""
-    if "numpy" in sys.modules:  # (too late: the library has started its threads)
-        return
-    for var in BLAS_THREAD_VARIABLES:
-        os.environ.setdefault(var, "1")
 
 
 class AnalyzeCommand:
@@ -50,7 +33,7 @@ class AnalyzeCommand:
         p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
 
     def run(self, args: argparse.Namespace) -> int:
-        _one_blas_thread_from_the_start()
+        one_blas_thread_at_load()  # (before numpy loads: analysis/threads.py)
         if args.seed < 0:
             raise UsageError(f"--seed takes a whole number >= 0, got {args.seed}")
         for flag, out in (("--html", args.html), ("--perfetto", args.perfetto)):
