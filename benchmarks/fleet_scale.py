@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from analyze_speed import compiled  # (this folder is the script's: first on sys.path)
+
 SQL = Path(__file__).parent / "fleet" / "stable_latency.sql"
 
 
@@ -75,6 +77,9 @@ def main() -> None:
     roots = build(args.out, sizes, args.iters)
     duck = [sys.executable, "-c", "import duckdb, sys; duckdb.sql(open(sys.argv[1]).read())"
             ".fetchall()", str(SQL)]
+    compiled(sys.executable)  # (both checkouts' bytecode, as installed packages have it)
+    if args.base:
+        compiled(sys.executable, args.base.resolve())
     runs: dict[str, list[dict[str, float]]] = {}
     for r in range(args.rounds):
         for n in sizes:

@@ -204,3 +204,67 @@ def test_an_analysis_hands_over_frames_that_take_writes():
         assert frame["busy_ms"].isna().all()
         frame.loc[frame.index[0], "busy_ms"] = 2.0
         assert frame["busy_ms"].iloc[0] == 2.0 and frame["busy_ms"].notna().sum() == 1
+
+
+def test_signals_recorded_as_na_throughout_and_one_gpus_samples_cost_no_pass(tmp_path,
+                                                                             monkeypatch):
+    """A trace file whose GPU utilisation and host counters were never recorded (NA in every
+    row group), of one GPU: merge reads neither those columns' rows nor the samples' GPU
+    column (the row groups' statistics say all), and gives exactly what the whole in-memory
+    table gives."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gpuwatch import tablecolumns
+    from gpuwatch.analysis import SAMPLE_COLUMNS
+    from gpuwatch.analysis.hostside import SAMPLE_COUNTERS
+    from gpuwatch.trace import load
+
+    src = Path(__file__).resolve().parent / "data" / "h100_causes" / "steady.parquet"
+    gone = ("gpu_util_pct", *SAMPLE_COUNTERS)
+    pf = pq.ParquetFile(src)
+    path = tmp_path / "unrecorded.parquet"
+    with pq.ParquetWriter(path, pf.schema_arrow) as w:  # (row groups and metadata kept)
+        for g in range(pf.metadata.num_row_groups):
+            rg = pf.read_row_group(g)
+            for c in gone:
+                i = rg.schema.get_field_index(c)
+                if i >= 0:  # (a counter added after this recording is absent: NA too)
+                    f = rg.schema.field(i)
+                    rg = rg.set_column(i, f, pa.nulls(rg.num_rows, f.type))
+            w.write_table(rg)
+    read: list[str] = []
+    real = tablecolumns.read_column
+
+    def spy(pf, groups, col, dtype, schema=None):
+        read.append(col)
+        return real(pf, groups, col, dtype, schema)
+
+    monkeypatch.setattr(tablecolumns, "read_column", spy)
+    deferred = load(path, columns={"samples": SAMPLE_COLUMNS}, numpy_dtypes=("samples",),
+                    defer=("samples",))
+    got = merge(deferred)
+    assert "gpu" not in read and "t_ns" in read and "sm_clock_mhz" in read
+    want = merge(load(path))  # (the samples whole, as pandas frames: every row looked at)
+    pd.testing.assert_frame_equal(got, want)
+    for c in ("gpu_util_pct_start", "util_excess_pct", "host_run_ms", "host_wait_ms"):
+        assert got[c].isna().all(), c
+    assert got["sm_clock_mhz_mean"].notna().all() and got["own_duty_pct"].notna().all()
+
+
+def test_own_duty_is_the_same_whatever_the_order_of_the_regions():
+    """_own_duty skips its sort where the regions come in start order (as merge gives them);
+    in any other order each region still gets its own duty cycle."""
+    from gpuwatch.analysis.merge import _own_duty
+
+    rng = np.random.default_rng(3)
+    start = np.cumsum(rng.integers(1, 400_000_000, 500)).astype(np.int64)
+    end = start + rng.integers(0, 300_000_000, 500)
+    duty = _own_duty(start, end)
+    assert duty.shape == (500,) and np.all((duty >= 0) & (duty <= 100))
+    perm = rng.permutation(500)
+    np.testing.assert_array_equal(_own_duty(start[perm], end[perm]), duty[perm])
+    # the first region has only itself: its duty is its own length over its own span
+    assert duty[0] == 100.0

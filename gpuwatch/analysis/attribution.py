@@ -266,7 +266,8 @@ def counts(idx: np.ndarray, n: int) -> np.ndarray:
     took each row."""
     B = idx.shape[0]
     flat = (idx + n * np.arange(B)[:, None]).ravel()
-    return np.bincount(flat, minlength=B * n).reshape(B, n).astype(float)
+    # (weighted: counted straight into float64, without an int64 B x n array to convert)
+    return np.bincount(flat, weights=np.ones(flat.size), minlength=B * n).reshape(B, n)
 
 
 def _lstsq(A: np.ndarray, b: np.ndarray) -> np.ndarray:

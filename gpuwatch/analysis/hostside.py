@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from ..tablecolumns import FileColumns, FrameColumns
-from .columns import floats, no_values, share_empty
+from .columns import floats, no_values, share_empty, shared_missing
 
 Samples = FileColumns | FrameColumns  # the samples table's columns (Trace.columns)
 
@@ -72,6 +72,8 @@ def _counter(smp: Samples, col: str, a: np.ndarray, b: np.ndarray,
     if col not in smp:
         return no_values(n)
     v = floats(smp[col])
+    if shared_missing(v):  # (a trace without host sampling: no pass over its samples)
+        return no_values(n)
     ok = ~np.isnan(v)
     if ok.sum() < 2:
         return no_values(n)
@@ -91,6 +93,8 @@ def _level_mean(smp: Samples, col: str, a: np.ndarray, b: np.ndarray) -> np.ndar
     if col not in smp:
         return no_values(n)
     v = floats(smp[col])
+    if shared_missing(v):
+        return no_values(n)
     ok = ~np.isnan(v)
     if not ok.any():
         return no_values(n)
