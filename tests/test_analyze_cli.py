@@ -123,3 +123,68 @@ def test_the_command_loads_blas_with_one_thread_unless_the_user_said(tmp_path, t
         assert rc == 0 and threads, r.stdout
         want = int(told) if told else 1
         assert set(threads) == {min(want, os.cpu_count() or 1)}, (args, threads)
+
+
+def _on_a_terminal(args, timeout=120):
+    """`gpuwatch analyze ARGS` with stderr on a pseudo-terminal (as in a user's shell) and
+    stdout on a pipe: (exit status, stdout, what the terminal received)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "gpuwatch", "analyze", *map(str, args)],
+                         stdout=subprocess.PIPE, stderr=follower, stdin=subprocess.DEVNULL)
+    os.close(follower)
+    got = b""
+    while True:  # (read as it comes: a full pseudo-terminal would block the command)
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # (EIO: the command closed its end)
+            break
+        if not chunk:
+            break
+        got += chunk
+    out, _ = p.communicate(timeout=timeout)
+    os.close(leader)
+    return p.returncode, out.decode(), got.decode(errors="replace")
+
+
+def test_a_terminal_sees_each_step_and_then_only_the_answer(t4_sweep, tmp_path):
+    """On a terminal, analyze draws one self-overwriting line per step (each trace read, its
+    telemetry joined, each engine and condition, a report written) and clears it before the
+    answer; through a pipe (the tests' other runs, a log) it writes nothing of the kind."""
+    html = tmp_path / "r.html"
+    rc, out, tty = _on_a_terminal([t4_sweep.path, FIXTURE, "-q", "--html", html])
+    assert rc == 0 and html.exists()
+    piped = analyze(t4_sweep.path, FIXTURE, "-q")  # (stderr a pipe: no progress)
+    assert out == piped.stdout and out.count("\n") == 1  # (the same answer, and only it)
+    assert "\r" not in piped.stderr and "joining" not in piped.stderr
+    steps = [s for s in tty.replace("\x1b[K", "").split("\r") if s.strip()]
+    assert any(s.startswith("reading trace 0: ") for s in steps), steps
+    assert any(s.startswith("trace 1: joining the telemetry onto ") for s in steps)
+    assert any(re.match(r"trace 0: .+, gap=\d+ms \(condition \d of \d, [\d,]+ "
+                        r"inferences\)$", s) for s in steps), steps
+    assert any(s.startswith("writing the HTML report ") for s in steps), steps
+    assert tty.endswith("\r\x1b[K")  # (cleared: the answer starts at the margin)
+
+
+def test_progress_is_called_at_each_step_and_must_be_a_function():
+    from gpuwatch.analysis import analyze as analyse
+    from gpuwatch.errors import UsageError
+
+    said: list[str] = []
+    a = analyse(FIXTURE, progress=said.append)
+    assert said[0] == f"reading {FIXTURE}"  # (one trace: not named "trace 0" in each line)
+    assert said[1].startswith("joining the telemetry onto ")
+    conds = [s for s in said if "(condition " in s]
+    assert len(conds) == len(a.layers) >= 2
+    with pytest.raises(UsageError, match="progress takes a function"):
+        analyse(FIXTURE, progress="yes")
+
+
+def test_a_fleet_on_a_terminal_counts_its_traces_then_clears_the_line(tmp_path):
+    (tmp_path / "fleet").mkdir()
+    for n in ("a", "b"):
+        (tmp_path / "fleet" / f"{n}.parquet").write_bytes(FIXTURE.read_bytes())
+    rc, out, tty = _on_a_terminal([tmp_path / "fleet", "-q"])
+    assert rc == 0 and out.count("\n") == 1
+    assert "2/2 traces" in tty and tty.endswith("\r\x1b[K")

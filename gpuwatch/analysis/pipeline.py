@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -154,20 +154,35 @@ def _as_trace(t: Trace | str | os.PathLike[str]) -> Trace:
                 defer=("samples",))
 
 
-def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
-    """Analyse one or more traces (objects or paths) into layers, attribution and verdicts."""
+def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0,
+            progress: Callable[[str], None] | None = None) -> Analysis:
+    """Analyse one or more traces (objects or paths) into layers, attribution and verdicts.
+    `progress`, if given, is called with a short line as each step begins (reading a trace,
+    joining its telemetry, each engine and condition): the CLI draws it on a terminal."""
     # (small matrices: BLAS threads would only spin, see threads.py; an attribution asked for
     # twice is made once, see attribution.remembered)
     with one_blas_thread(), remembered():
-        return _analyze(*traces, seed=seed)
+        return _analyze(*traces, seed=seed, progress=progress)
 
 
-def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis:
+def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0,
+             progress: Callable[[str], None] | None = None) -> Analysis:
     if not traces:
         raise UsageError("give at least one trace to analyse")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UsageError(f"seed takes a whole number >= 0, got {seed!r}")
-    loaded = [_as_trace(t) for t in traces]
+    if progress is not None and not callable(progress):
+        raise UsageError(f"progress takes a function of one string (e.g. print), got "
+                         f"{type(progress).__name__}")
+    say = progress or (lambda text: None)
+    several = len(traces) > 1  # (then each line names its trace as the notes do: "trace 0")
+
+    def reading(i: int, t: Trace | str | os.PathLike[str]) -> Trace:
+        if isinstance(t, (str, os.PathLike)):
+            say(f"reading {f'trace {i}: ' if several else ''}{os.fspath(t)}")
+        return _as_trace(t)
+
+    loaded = [reading(i, t) for i, t in enumerate(traces)]
     merged_all, layer_rows, att_rows, verdict_rows, span_rows = [], [], [], [], []
     wall_rows: list[dict[str, Any]] = []
     wall_att_rows: list[pd.DataFrame] = []
@@ -179,6 +194,8 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
     statuses: list[dict[str, Any]] = []
     details: dict[tuple[Any, ...], Layers] = {}
     for ti, tr in enumerate(loaded):
+        where = f"trace {ti}: " if several else ""
+        say(f"{where}joining the telemetry onto {len(tr.inferences):,} regions")
         m = _regions(tr, ti, full=False)
         host_events = getattr(tr, "host_events", None)
         merged_all.append(m)
@@ -225,7 +242,10 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
             base_cond = _baseline_condition(eng)
             base_rows = rows_where(eng, _is(eng["condition"], base_cond)) \
                 if base_cond is not None else None
-            for cond, rows in groups_of(eng, "condition"):
+            n_cond = eng["condition"].nunique()
+            for k, (cond, rows) in enumerate(groups_of(eng, "condition")):
+                say(f"{where}{name}, {cond} (condition {k + 1} of {n_cond}, "
+                    f"{len(rows):,} inferences)")
                 if not rows["iteration"].is_monotonic_increasing:
                     rows = rows.sort_values("iteration", kind="stable")
                 lay = detect(rows["gpu_ms"].pipe(floats), rows["iteration"].to_numpy())
@@ -235,7 +255,7 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
                     if cold:
                         data_notes.append(cold)
                 ref, tgt, ref_label = _groups(rows, lay, base_rows, cond, base_cond,
-                                              only_condition=eng["condition"].nunique() == 1)
+                                              only_condition=n_cond == 1)
                 base_ms = float(ref["gpu_ms"].median()) if ref is not None else lay.baseline_ms
                 gap = rows["gap_ms"].median()  # (observed gaps vary within a condition)
                 layer_rows.append({
@@ -265,7 +285,7 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
                 verdict_rows += [{**key, **ev} for ev in ep_verdicts]
                 att_rows += [ea.assign(**key) for ea in ep_atts]
                 wv, wa, wg = _wall_series(key, rows, base_rows, base_cond,
-                                          eng["condition"].nunique() == 1, seed, host_events)
+                                          n_cond == 1, seed, host_events)
                 wall_rows += wv
                 wall_att_rows += wa
                 latency_rows += wg
@@ -277,6 +297,7 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0) -> Analysis
             spans = spans.assign(iteration=spans.groupby(["name", "condition"],
                                                          dropna=False).cumcount())
         for sname, sp in spans.groupby("name", sort=False):
+            say(f"{where}span {sname} ({len(sp):,})")
             base_cond = _baseline_condition(sp)
             base_rows = rows_where(sp, _is(sp["condition"], base_cond)) \
                 if base_cond is not None else None

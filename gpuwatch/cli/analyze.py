@@ -58,21 +58,29 @@ class AnalyzeCommand:
             from ..analysis.pipeline import analyze
             from ..renderers import HtmlRenderer, JsonRenderer, PerfettoRenderer, TextRenderer
 
-        a = analyze(*args.traces, seed=args.seed)
+        from .status import StatusLine  # (here: `--help` imports no other module of cli/)
+
+        status = StatusLine()  # (a terminal sees each step of a long analysis; a pipe not)
         try:
+            a = analyze(*args.traces, seed=args.seed, progress=status.show)
             if args.html:
+                status.show(f"writing the HTML report {args.html}", now=True)
                 HtmlRenderer().write(a, args.html)
             if args.png:
                 from ..analysis.plots import save_pngs
 
+                status.show(f"writing the plots into {args.png}", now=True)
                 save_pngs(a, args.png)
             if args.perfetto:
+                status.show(f"writing the Perfetto timeline {args.perfetto}", now=True)
                 with open(args.perfetto, "w", encoding="utf-8") as f:
                     for chunk in PerfettoRenderer().chunks(a):
                         f.write(chunk)
         except OSError as e:  # read-only filesystem, full disk, permissions
             raise UsageError(f"cannot write the report to {e.filename or 'its file'}: "
                              f"{e.strerror or e}; pick another place") from e
+        finally:
+            status.clear()  # (the answer, or an error's one line, starts at the margin)
         if args.quiet and not args.json:
             print(a.verdict)
             return 0
@@ -92,16 +100,17 @@ class AnalyzeCommand:
         for flag in ("html", "png", "perfetto"):
             if getattr(args, flag):
                 raise UsageError(f"--{flag} is for trace files; for a directory use --json")
-        show = sys.stderr.isatty()
+        from .status import StatusLine
+
+        status = StatusLine()
 
         def progress(done: int, total: int) -> None:
-            if show:
-                sys.stderr.write(f"\r{done}/{total} traces")
-                sys.stderr.flush()
+            status.show(f"{done}/{total} traces", now=done == total)
 
-        f = fleet(dirs[0], progress=progress)
-        if show:
-            sys.stderr.write("\n")
+        try:
+            f = fleet(dirs[0], progress=progress)
+        finally:
+            status.clear()
         if args.json:
             import json
 
