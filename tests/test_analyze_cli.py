@@ -125,12 +125,18 @@ def test_the_command_loads_blas_with_one_thread_unless_the_user_said(tmp_path, t
         assert set(threads) == {min(want, os.cpu_count() or 1)}, (args, threads)
 
 
-def _on_a_terminal(args, timeout=120):
-    """`gpuwatch analyze ARGS` with stderr on a pseudo-terminal (as in a user's shell) and
-    stdout on a pipe: (exit status, stdout, what the terminal received)."""
+def _on_a_terminal(args, timeout=120, columns=None):
+    """`gpuwatch analyze ARGS` with stderr on a pseudo-terminal (as in a user's shell; of
+    `columns`, if given) and stdout on a pipe: (exit status, stdout, what the terminal
+    received)."""
+    import fcntl
     import pty
+    import struct
+    import termios
 
     leader, follower = pty.openpty()
+    if columns:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     p = subprocess.Popen([sys.executable, "-m", "gpuwatch", "analyze", *map(str, args)],
                          stdout=subprocess.PIPE, stderr=follower, stdin=subprocess.DEVNULL)
     os.close(follower)
@@ -158,13 +164,18 @@ def test_a_terminal_sees_each_step_and_then_only_the_answer(t4_sweep, tmp_path):
     piped = analyze(t4_sweep.path, FIXTURE, "-q")  # (stderr a pipe: no progress)
     assert out == piped.stdout and out.count("\n") == 1  # (the same answer, and only it)
     assert "\r" not in piped.stderr and "joining" not in piped.stderr
-    steps = [s for s in tty.replace("\x1b[K", "").split("\r") if s.strip()]
+    assert "\x1b" not in tty  # (no escape sequences: a dumb terminal shows it too)
+    steps = [s.strip() for s in tty.split("\r") if s.strip()]
     assert any(s.startswith("reading trace 0: ") for s in steps), steps
     assert any(s.startswith("trace 1: joining the telemetry onto ") for s in steps)
     assert any(re.match(r"trace 0: .+, gap=\d+ms \(condition \d of \d, [\d,]+ "
                         r"inferences\)$", s) for s in steps), steps
     assert any(s.startswith("writing the HTML report ") for s in steps), steps
-    assert tty.endswith("\r\x1b[K")  # (cleared: the answer starts at the margin)
+    said: list[str] = []  # (every step is drawn, none dropped for coming soon after another)
+    from gpuwatch.analysis import analyze as analyse
+    analyse(t4_sweep.path, FIXTURE, progress=said.append)
+    assert [s for s in steps if not s.startswith("writing")] == said
+    assert re.search(r"\r +\r$", tty)  # (cleared: the answer starts at the margin)
 
 
 def test_progress_is_called_at_each_step_and_must_be_a_function():
@@ -187,4 +198,21 @@ def test_a_fleet_on_a_terminal_counts_its_traces_then_clears_the_line(tmp_path):
         (tmp_path / "fleet" / f"{n}.parquet").write_bytes(FIXTURE.read_bytes())
     rc, out, tty = _on_a_terminal([tmp_path / "fleet", "-q"])
     assert rc == 0 and out.count("\n") == 1
-    assert "2/2 traces" in tty and tty.endswith("\r\x1b[K")
+    assert "2/2 traces" in tty and re.search(r"\r +\r$", tty)
+
+
+def test_a_narrow_terminal_gets_lines_that_fit_and_warnings_at_the_margin(tmp_path):
+    """The line is cut to stderr's own terminal (stdout is a pipe here, as with `> out.json`),
+    its middle left out; a warning clears it first."""
+    (tmp_path / "fleet").mkdir()
+    for n in ("a", "b"):
+        (tmp_path / "fleet" / f"{n}.parquet").write_bytes(FIXTURE.read_bytes())
+    (tmp_path / "fleet" / "broken.parquet").write_bytes(b"not parquet")
+    rc, out, tty = _on_a_terminal([FIXTURE, "--json"], columns=40)
+    assert rc == 0 and json.loads(out)["verdict"]
+    lines = [s for s in tty.split("\r") if s.strip()]
+    assert lines and all(len(s.rstrip()) <= 39 for s in lines), lines
+    assert any(s.rstrip().endswith("inferences)") and "..." in s for s in lines), lines
+    rc, out, tty = _on_a_terminal([tmp_path / "fleet", "-q"], columns=40)
+    assert rc == 0 and "warning: left out 1" in tty
+    assert re.search(r"(^|\r +\r)gpuwatch analyze: warning: left out 1", tty), tty

@@ -60,27 +60,27 @@ class AnalyzeCommand:
 
         from .status import StatusLine  # (here: `--help` imports no other module of cli/)
 
-        status = StatusLine()  # (a terminal sees each step of a long analysis; a pipe not)
-        try:
+        # (a terminal sees each step of a long analysis, a pipe nothing; the line is cleared
+        # before a warning, an error's one line and the answer)
+        with StatusLine() as status:
             a = analyze(*args.traces, seed=args.seed, progress=status.show)
-            if args.html:
-                status.show(f"writing the HTML report {args.html}", now=True)
-                HtmlRenderer().write(a, args.html)
-            if args.png:
-                from ..analysis.plots import save_pngs
+            try:
+                if args.html:
+                    status.show(f"writing the HTML report {args.html}")
+                    HtmlRenderer().write(a, args.html)
+                if args.png:
+                    from ..analysis.plots import save_pngs
 
-                status.show(f"writing the plots into {args.png}", now=True)
-                save_pngs(a, args.png)
-            if args.perfetto:
-                status.show(f"writing the Perfetto timeline {args.perfetto}", now=True)
-                with open(args.perfetto, "w", encoding="utf-8") as f:
-                    for chunk in PerfettoRenderer().chunks(a):
-                        f.write(chunk)
-        except OSError as e:  # read-only filesystem, full disk, permissions
-            raise UsageError(f"cannot write the report to {e.filename or 'its file'}: "
-                             f"{e.strerror or e}; pick another place") from e
-        finally:
-            status.clear()  # (the answer, or an error's one line, starts at the margin)
+                    status.show(f"writing the plots into {args.png}")
+                    save_pngs(a, args.png)
+                if args.perfetto:
+                    status.show(f"writing the Perfetto timeline {args.perfetto}")
+                    with open(args.perfetto, "w", encoding="utf-8") as f:
+                        for chunk in PerfettoRenderer().chunks(a):
+                            f.write(chunk)
+            except OSError as e:  # read-only filesystem, full disk, permissions
+                raise UsageError(f"cannot write the report to {e.filename or 'its file'}: "
+                                 f"{e.strerror or e}; pick another place") from e
         if args.quiet and not args.json:
             print(a.verdict)
             return 0
@@ -102,15 +102,9 @@ class AnalyzeCommand:
                 raise UsageError(f"--{flag} is for trace files; for a directory use --json")
         from .status import StatusLine
 
-        status = StatusLine()
-
-        def progress(done: int, total: int) -> None:
-            status.show(f"{done}/{total} traces", now=done == total)
-
-        try:
-            f = fleet(dirs[0], progress=progress)
-        finally:
-            status.clear()
+        with StatusLine() as status:
+            f = fleet(dirs[0], progress=lambda done, total: status.show(
+                f"{done}/{total} traces", throttle=done < total))
         if args.json:
             import json
 

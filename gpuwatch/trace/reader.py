@@ -493,7 +493,9 @@ def _load_partial(d: Path, columns: Columns | None = None,
                   numpy_dtypes: Collection[str] = ()) -> Trace:
     meta_file = d / "meta.json"
     if not meta_file.exists():
-        raise TraceFormatError(f"{d} is a directory but not a gpuwatch trace (no meta.json)")
+        raise TraceFormatError(f"{d} is a directory but not a gpuwatch trace (no meta.json); "
+                               f"a directory of traces is a fleet: `gpuwatch analyze {d}`, or "
+                               f"gpuwatch.analysis.fleet.fleet(path) from Python")
     try:
         meta = json.loads(meta_file.read_bytes())
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
