@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command, as written, on the GPU machine: first (b594f6a's tree + the
 # session's work) with tests/conftest.py's one_gpu_test_at_a_time (GPU tests wait for each
-# other across xdist workers), then with gpu_tests_run_alone (each GPU test runs alone).
+# other across xdist workers), then with gpu_tests_run_alone (each GPU test runs alone):
+# readme_tests_gpu_one_at_a_time/ and readme_tests_gpu_alone/.
 #   RUPTURES_WHEEL=... bash benchmarks/results/h100_layout_2026-12-07/scripts/readme_tests.sh
 set -uo pipefail
 R="$OUT/readme_tests"; mkdir -p "$R"
