@@ -7,6 +7,7 @@ imports excluded, and its peak RSS (imports included). Prints and writes (--out)
 and IQR over the pairs.
 
     python benchmarks/analyze_ab.py --a /tmp/base --b . --pairs 5 --out ab.json TRACE...
+    python benchmarks/analyze_ab.py --load ...   (gpuwatch.load(), every table read whole)
 """
 
 from __future__ import annotations
@@ -26,16 +27,21 @@ warnings.simplefilter("ignore")
 import gpuwatch, gpuwatch.analysis
 path = sys.argv[1]
 c0, w0 = time.process_time(), time.perf_counter()
-gpuwatch.analyze(path).to_dict()
+if sys.argv[2] == "load":  # (every table read whole, as a user's load() and .samples)
+    from gpuwatch.trace import TABLES
+    tr = gpuwatch.load(path)
+    [len(getattr(tr, t)) for t in TABLES]
+else:
+    gpuwatch.analyze(path).to_dict()
 print(json.dumps({"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0,
                   "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                   "module": gpuwatch.analysis.__file__}))
 """
 
 
-def one(checkout: Path, trace: str) -> dict[str, float]:
+def one(checkout: Path, trace: str, what: str = "analyze") -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(checkout))
-    r = subprocess.run([sys.executable, "-c", CHILD, trace], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-c", CHILD, trace, what], capture_output=True, text=True,
                        env=env, cwd=checkout, check=True)
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["module"].startswith(str(checkout)), out["module"]  # (the checkout asked for)
@@ -48,6 +54,8 @@ def main() -> None:
     p.add_argument("--b", type=Path, required=True, help="checkout B")
     p.add_argument("--pairs", type=int, default=5)
     p.add_argument("--out", type=Path)
+    p.add_argument("--load", action="store_true",
+                   help="time gpuwatch.load(path) with every table read, not analyze()")
     p.add_argument("traces", nargs="+")
     args = p.parse_args()
     a, b = args.a.resolve(), args.b.resolve()
@@ -58,7 +66,7 @@ def main() -> None:
         for i in range(args.pairs):
             order = (("a", a), ("b", b)) if i % 2 == 0 else (("b", b), ("a", a))
             for name, co in order:
-                runs[name].append(one(co, t))
+                runs[name].append(one(co, t, "load" if args.load else "analyze"))
         ratio = np.array([rb["cpu_s"] / ra["cpu_s"] for ra, rb in zip(runs["a"], runs["b"])])
         q1, q3 = np.percentile(ratio, [25, 75])
         results[t] = {

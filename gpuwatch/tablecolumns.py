@@ -64,7 +64,7 @@ def read_column(pf: pq.ParquetFile, groups: Sequence[int], col: str,
     schema = pf.schema_arrow if schema is None else schema
     n = sum(md.row_group(g).num_rows for g in groups)
     if col not in schema.names or (dtype.kind == "f" and all(
-            _all_null(md.row_group(g).column(schema.get_field_index(col))) for g in groups)):
+            all_null(md.row_group(g).column(schema.get_field_index(col))) for g in groups)):
         # (absent, or recorded as NA throughout: nothing to decode, and no memory to fill:
         # a read-only view of one NaN)
         return np.broadcast_to(np.float64(np.nan), (n,))
@@ -80,7 +80,7 @@ def read_column(pf: pq.ParquetFile, groups: Sequence[int], col: str,
     return out
 
 
-def _all_null(col: Any) -> bool:
+def all_null(col: Any) -> bool:
     st = col.statistics
     return st is not None and st.has_null_count and st.null_count == col.num_values
 
@@ -163,7 +163,7 @@ class FileColumns:
         j = schema.get_field_index(col)
         for g in self._groups:
             c = md.row_group(g).column(j)
-            if _all_null(c):
+            if all_null(c):
                 continue
             st = c.statistics
             if st is None or not st.has_min_max or not (lo <= st.min and st.max <= hi):

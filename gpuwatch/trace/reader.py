@@ -123,23 +123,54 @@ def _wanted(name: str, columns: Columns | None) -> list[str]:
     return cols
 
 
+def _null_column(t: pa.DataType, n: int, numpy: bool) -> Any:
+    """A column of n NA of Arrow type `t`, as to_pandas would give it (`numpy`: without the
+    nullable dtypes), made without touching memory where it can be: a nullable integer or
+    boolean column's values are np.zeros (pages the kernel maps only when written) under an
+    all-True mask, 1 byte a row instead of 9 to 17. None for a type made otherwise (strings:
+    the Arrow path)."""
+    pd = _pd()
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        if numpy:
+            return np.full(n, np.nan)  # (to_pandas: integers with nulls become float64)
+        if pa.types.is_boolean(t):
+            return pd.arrays.BooleanArray(np.zeros(n, dtype=bool), np.ones(n, dtype=bool))
+        return pd.arrays.IntegerArray(np.zeros(n, dtype=f"int{t.bit_width}"),
+                                      np.ones(n, dtype=bool))  # (as _types_mapper: signed)
+    if pa.types.is_floating(t):
+        return np.full(n, np.nan, dtype=t.to_pandas_dtype())
+    return None
+
+
 def _to_frame(name: str, part: pa.Table, columns: Columns | None,
               numpy_dtypes: Collection[str] = ()) -> pd.DataFrame:
+    """Table `name` from its Arrow rows `part`; a wanted column that `part` lacks (a v1 file
+    written before the column was added; a column every row group holds as NA, which the
+    reader leaves unread) reads as NA, made without decoding anything."""
     wanted = _wanted(name, columns)
-    # A v1 file written before a column was added lacks it: the column reads as NA.
+    numpy = name in numpy_dtypes
+    made: dict[str, Any] = {}
     for c in wanted:
         if c not in part.column_names:
-            part = part.append_column(SCHEMA.field(c), pa.nulls(part.num_rows, SCHEMA.field(c).type))
-    cols = wanted
+            t = SCHEMA.field(c).type
+            v = _null_column(t, part.num_rows, numpy)
+            if v is None:
+                part = part.append_column(SCHEMA.field(c), pa.nulls(part.num_rows, t))
+            else:
+                made[c] = v
+    cols = [c for c in wanted if c not in made]
     t = part["t_ns"].to_numpy() if "t_ns" in part.column_names and part.num_rows else None
     ordered = t is not None and part["t_ns"].null_count == 0 and bool(np.all(t[1:] >= t[:-1]))
     del t
     # self_destruct frees each Arrow column as it is converted: peak memory ~1x, not 2x.
     tbl = part.select(cols)
     del part  # (tbl alone holds the buffers now, so that self_destruct can free them)
-    df = tbl.to_pandas(types_mapper=None if name in numpy_dtypes else _types_mapper,
+    df = tbl.to_pandas(types_mapper=None if numpy else _types_mapper,
                        self_destruct=True, split_blocks=True)
     del tbl
+    if made:  # (beside the decoded ones, in the table's column order; nothing copied)
+        df = _pd().DataFrame({c: made[c] if c in made else df[c] for c in wanted},
+                             index=df.index, copy=False)
     if name == "inferences" and "warmup" in df and df["warmup"].isna().any():
         n = int(df["warmup"].isna().sum())  # (gpuwatch always writes it: damaged data)
         warnings.warn(f"{n} inference rows have no warm-up flag (damaged data); they were read "
@@ -270,7 +301,9 @@ def _read_file(pf: pq.ParquetFile, columns: Columns | None,
         if frame is not None:
             out[name] = _ordered(name, frame)
             continue
-        part, repeats = _read_groups(pf, groups[name], cols)
+        # (a column NA in every row group is not decoded: _to_frame makes it NA for free)
+        null = _null_throughout(pf, groups[name], cols) - {"t_ns", "gpu"}
+        part, repeats = _read_groups(pf, groups[name], [c for c in cols if c not in null])
         if repeats:
             repeated[name] = repeats
         # (no name here holds the Arrow table: _to_frame frees each column as it converts it)
@@ -283,6 +316,14 @@ def _read_file(pf: pq.ParquetFile, columns: Columns | None,
     out["repeated_rows"] = repeated
     release_arrow_memory()
     return out
+
+
+def _null_throughout(pf: pq.ParquetFile, groups: list[int], cols: list[str]) -> set[str]:
+    """The columns of `cols` the row groups' statistics say are null in every row of `groups`
+    (not one absent from the file, nor where a group has no null count)."""
+    names, md = pf.schema_arrow.names, pf.metadata
+    return {c for c in cols if groups and c in names and all(
+        tablecolumns.all_null(md.row_group(g).column(names.index(c))) for g in groups)}
 
 
 REPEAT_BATCH_ROWS = 65_536  # rows read at a time where a table may repeat rows (_read_groups)
