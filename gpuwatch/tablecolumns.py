@@ -63,8 +63,8 @@ def read_column(pf: pq.ParquetFile, groups: Sequence[int], col: str,
     md = pf.metadata
     schema = pf.schema_arrow if schema is None else schema
     n = sum(md.row_group(g).num_rows for g in groups)
-    if col not in schema.names or (dtype.kind == "f" and all(
-            all_null(md.row_group(g).column(schema.get_field_index(col))) for g in groups)):
+    if col not in schema.names or (dtype.kind == "f" and null_throughout(md, schema, groups,
+                                                                        col)):
         # (absent, or recorded as NA throughout: nothing to decode, and no memory to fill:
         # a read-only view of one NaN)
         return np.broadcast_to(np.float64(np.nan), (n,))
@@ -83,6 +83,14 @@ def read_column(pf: pq.ParquetFile, groups: Sequence[int], col: str,
 def all_null(col: Any) -> bool:
     st = col.statistics
     return st is not None and st.has_null_count and st.null_count == col.num_values
+
+
+def null_throughout(md: pq.FileMetaData, schema: pa.Schema, groups: Sequence[int],
+                    col: str) -> bool:
+    """Whether the statistics of row groups `groups` say column `col` (in `schema`) is null in
+    every row: a signal never recorded, which need not be decoded."""
+    j = schema.get_field_index(col)
+    return all(all_null(md.row_group(g).column(j)) for g in groups)
 
 
 class FileColumns:

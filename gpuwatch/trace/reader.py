@@ -321,9 +321,9 @@ def _read_file(pf: pq.ParquetFile, columns: Columns | None,
 def _null_throughout(pf: pq.ParquetFile, groups: list[int], cols: list[str]) -> set[str]:
     """The columns of `cols` the row groups' statistics say are null in every row of `groups`
     (not one absent from the file, nor where a group has no null count)."""
-    names, md = pf.schema_arrow.names, pf.metadata
-    return {c for c in cols if groups and c in names and all(
-        tablecolumns.all_null(md.row_group(g).column(names.index(c))) for g in groups)}
+    schema, md = pf.schema_arrow, pf.metadata
+    return {c for c in cols if groups and c in schema.names
+            and tablecolumns.null_throughout(md, schema, groups, c)}
 
 
 REPEAT_BATCH_ROWS = 65_536  # rows read at a time where a table may repeat rows (_read_groups)
