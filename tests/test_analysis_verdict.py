@@ -216,3 +216,19 @@ def test_names_seen_once_or_twice_are_one_note_not_a_series_each(tmp_path):
     only = gpuwatch.analyze(tr)
     assert only.verdict.startswith("No inference series had enough inferences to compare.")
     assert "no inference series with enough inferences to compare" in TextRenderer().render(only)
+
+
+def test_an_interval_bound_of_float_dust_does_not_exclude_zero():
+    # A contribution that physics bounds at 0 gets a bootstrap bound of exactly 0, or 1e-7 ms
+    # where the host times round differently: either way its interval does not exclude 0
+    from gpuwatch.analysis.pipeline import ZERO_MS, _excludes_zero
+
+    def row(c: float, lo: float, hi: float) -> pd.Series:
+        return pd.Series({"contribution_ms": c, "ci_low_ms": lo, "ci_high_ms": hi})
+
+    assert not _excludes_zero(row(0.0425, 2.6e-7, 0.055), 0.28)
+    assert not _excludes_zero(row(0.0425, 0.0, 0.055), 0.28)
+    assert _excludes_zero(row(0.0425, 0.002, 0.055), 0.28)
+    assert not _excludes_zero(row(-0.05, -0.07, -ZERO_MS / 2), -0.3)
+    assert _excludes_zero(row(-0.05, -0.07, -0.01), -0.3)
+    assert not _excludes_zero(row(0.0425, 0.002, 0.055), -0.28)  # (the other way: an offset)

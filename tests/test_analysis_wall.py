@@ -41,6 +41,35 @@ def test_parts_add_up_to_the_call_to_result_time():
     assert np.isnan(d["wall_ms"][0]) and np.isnan(d["queue_ms"][0])
 
 
+def test_parts_are_exact_on_epoch_times():
+    # Host and GPU times are epoch ns (~1.7e18), which float64 holds only to 256 ns: the parts
+    # are taken as ns since the first start, exactly (the same numbers whatever the epoch)
+    epoch = 1_765_000_000_123_456_789
+    r = rows(host_start_ns=[epoch + 0], host_enqueued_ns=[epoch + 300_001],
+             host_end_ns=[epoch + 1_100_003], gpu_ms=[1.0])
+    d = wall.decompose(r, np.array([epoch + 80_007]), np.array([epoch + 1_080_007]))
+    assert d["wall_ms"][0] == 1_100_003 / 1e6
+    assert d["host_launch_ms"][0] == 300_001 / 1e6
+    assert d["queue_ms"][0] == 80_007 / 1e6
+    assert d["completion_ms"][0] == (1_100_003 - 1_080_007) / 1e6
+    again = wall.decompose(rows(host_start_ns=[0], host_enqueued_ns=[300_001],
+                                host_end_ns=[1_100_003], gpu_ms=[1.0]),
+                           np.array([80_007]), np.array([1_080_007]))
+    assert all(np.array_equal(d[k], again[k], equal_nan=True) for k in d)
+
+
+def test_ns_since_is_exact_and_keeps_missing():
+    from gpuwatch.analysis.columns import ns_since
+
+    epoch = 1_765_000_000_123_456_789
+    col = pd.Series([epoch + 1, pd.NA, epoch + 300], dtype="Int64")
+    got = ns_since(col, epoch)
+    assert got[0] == 1.0 and np.isnan(got[1]) and got[2] == 300.0
+    assert float(epoch + 300) - float(epoch + 1) != 299.0  # (what float64 epoch ns would say)
+    assert list(ns_since(np.array([epoch + 5], dtype=np.int64), epoch)) == [5.0]
+    assert list(ns_since(np.array([2.5]), 0)) == [2.5]  # (floats: as they are)
+
+
 def test_a_call_that_waited_for_its_result_has_a_wall_latency_and_a_span_its_host_time():
     r = rows(host_start_ns=[0, 0], host_enqueued_ns=[2_000_000, 700_000],
              kind=["inference", "span"], gpu_ms=[1.985, 0.89])

@@ -144,3 +144,23 @@ def test_sampling_a_subset_of_many_gpus(tmp_path):
         gpuwatch.session("sim:t4,gpus=8", tmp_path / "x.parquet", sample_gpus=[9]).start()
     with pytest.raises(UsageError, match="index 8 is out of range"):
         gpuwatch.session("sim:t4,gpus=8,index=8", tmp_path / "x.parquet").start()
+
+
+def test_the_same_seed_gives_the_same_trace_and_analysis_whenever_it_runs(tmp_path):
+    # The simulated GPU starts at the wall clock's time; nothing it records, nor anything the
+    # analysis says of it, may depend on that epoch (the in-band clock's timer ticks count from
+    # the GPU's start; host durations are taken exactly): the verdict snapshot relies on it.
+    runs = [record_sim(tmp_path / f"{k}.parquet", profile="capped", gaps=(0.0, 20.0),
+                       iters=150, seed=0) for k in range(2)]
+    (a, b) = (r.inferences for r in runs)
+    assert a["start_ns"].iloc[0] != b["start_ns"].iloc[0]  # (two epochs)
+    for c in ("start_ns", "end_ns", "host_start_ns", "host_enqueued_ns", "host_end_ns"):
+        assert (a[c] - a["start_ns"].iloc[0]).equals(b[c] - b["start_ns"].iloc[0]), c
+    assert a["sm_clock_inband_mhz"].notna().any()
+    assert a["sm_clock_inband_mhz"].equals(b["sm_clock_inband_mhz"])
+    x, y = (gpuwatch.analyze(r) for r in runs)
+    assert x.verdict == y.verdict
+    for table in ("verdicts", "wall_verdicts", "attribution", "wall_attribution", "latency"):
+        cols = [c for c in getattr(x, table).columns
+                if c not in ("verdict", "start_ns", "end_ns")]  # (the times: on each epoch)
+        assert getattr(x, table)[cols].equals(getattr(y, table)[cols]), table

@@ -307,7 +307,10 @@ class SimRuntime:
         if cycles is None:
             return None
         q = max(1, self.gpu.p.timer_ns)
-        return probe.t_ns // q * q, cycles
+        # (ticks counted from the GPU's start, as the model's: a phase taken from the wall
+        # clock would make the in-band clock, and so a verdict's last digit, differ run to run)
+        o = self.gpu.origin_ns
+        return o + (probe.t_ns - o) // q * q, cycles
 
     def elapsed_ms(self, start: SimEvent, end: SimEvent) -> float:
         self._check()

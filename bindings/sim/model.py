@@ -107,6 +107,7 @@ class SimGPU:
         self._origin = now
         self._next_tick = now + self._tick_ns
         self._busy_by_tick: dict[int, int] = {}  # tick index -> busy ns inside its window
+        self.origin_ns = now  # (the GPU's start: its timer's ticks count from it too)
         self.gpu_free_ns = now
         self.stream_end: dict[int, int] = {}  # stream id -> when its last kernel ends
         self.after_sleep = False

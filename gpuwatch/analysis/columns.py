@@ -20,6 +20,27 @@ def floats(col: Any) -> np.ndarray:
     return out
 
 
+def ns_since(col: Any, t0: int) -> np.ndarray:
+    """Epoch-ns column `col` (a pandas Series or array) as float64 ns since `t0`, NaN where
+    missing. Exact where the epoch ns themselves are not: a float64 near 1.7e18 is a multiple
+    of 256 ns, so a duration taken between two of them is off by up to 256 ns (and by a
+    different amount in each run); an offset from a nearby `t0` is exact up to 2**53 ns (104
+    days). Durations between host times are differences of these."""
+    dtype = getattr(col, "dtype", None)
+    if isinstance(dtype, np.dtype) or dtype is None:
+        v = np.asarray(col)
+        if v.dtype.kind in "iu":
+            return (v.astype(np.int64, copy=False) - np.int64(t0)).astype(np.float64)
+        return v.astype(np.float64) - float(t0)  # (floats already: as exact as they are)
+    if getattr(dtype, "kind", None) not in ("i", "u"):
+        return floats(col) - float(t0)
+    missing = col.isna().to_numpy()
+    out = (col.to_numpy(dtype=np.int64, na_value=t0) - np.int64(t0)).astype(np.float64)
+    if missing.any():
+        out[missing] = np.nan
+    return out
+
+
 _NAN = np.array(np.nan)
 
 

@@ -21,7 +21,7 @@ from ..labels import event_tag
 from ..tablecolumns import FileColumns, FrameColumns
 from ..trace import NOT_WORK_KINDS, Trace
 from . import hostside, wall
-from .columns import (floats, no_values, share_empty, shared_missing, stale_after_ns,
+from .columns import (floats, ns_since, no_values, share_empty, shared_missing, stale_after_ns,
                       writable)
 
 Samples = FileColumns | FrameColumns  # the samples table's columns (Trace.columns)
@@ -260,12 +260,13 @@ def _merge_gpu(rows: pd.DataFrame, smp: Samples, meta: Any = None,
         idle = (start - prev_end) / 1e6
         cols["idle_before_ms"] = np.where(prev_end == np.iinfo(np.int64).min, np.nan,
                                           np.maximum(idle, 0.0))
-    host_start = rows["host_start_ns"].pipe(floats)
-    cols["enqueue_ms"] = (rows["host_enqueued_ns"].pipe(floats)
-                          - host_start) / 1e6
+    # (durations between epoch ns: taken as ns since the first start, exact; columns.ns_since)
+    t0 = int(start[0]) if start.size else 0
+    host_start = ns_since(rows["host_start_ns"], t0)
+    cols["enqueue_ms"] = (ns_since(rows["host_enqueued_ns"], t0) - host_start) / 1e6
     if full:
-        cols["launch_ms"] = (start - host_start) / 1e6
-        cols["wake_ms"] = (rows["host_end_ns"].pipe(floats) - end) / 1e6
+        cols["launch_ms"] = (ns_since(start, t0) - host_start) / 1e6
+        cols["wake_ms"] = (ns_since(rows["host_end_ns"], t0) - ns_since(end, t0)) / 1e6
     return share_empty(cols), impossible
 
 

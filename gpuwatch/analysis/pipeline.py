@@ -31,7 +31,7 @@ from .threads import one_blas_thread
 from .causes import CAUSE_CODES, CAUSES, code_of
 from .verdict import ALONE, NVML_REFRESH_MS, Named, Verdict, fields, share_text
 from .columns import (EARLY_ITERS, LATE_ITERS, MAX_LATENCY_MS, floats, groups_of, ms_text,
-                      rows_where, writable)
+                      ns_since, rows_where, writable)
 from .explain import attribute_span, attribute_wall, refine_host
 from .evidence import context
 from .signals import FLOOR_SHARE, SIGNALS
@@ -656,7 +656,9 @@ def _waits_inside(inf: pd.DataFrame, ti: int) -> str | None:
     if "busy_ms" in inf and np.isfinite(inf["busy_ms"].pipe(floats)).any():
         return None  # (the kernel timeline tells them apart)
     enq, ms = inf["enqueue_ms"].pipe(floats), inf["gpu_ms"].pipe(floats)
-    after = inf["end_ns"].pipe(floats) - inf["host_enqueued_ns"].pipe(floats)
+    e = inf["end_ns"]  # (ns since one of them: exact, columns.ns_since)
+    t0 = int(e.iloc[int(np.argmax(e.notna().to_numpy()))]) if e.notna().any() else 0
+    after = ns_since(e, t0) - ns_since(inf["host_enqueued_ns"], t0)
     ok = np.isfinite(enq) & np.isfinite(ms) & (ms > 0) & np.isfinite(after)
     if ok.sum() < 10:
         return None
@@ -817,9 +819,17 @@ def _quiet(t_ms: float, r_ms: float, noise_ms: float) -> bool:
     return abs(t_ms - r_ms) < max(NOISE_REL * r_ms, 3 * noise_ms)
 
 
+# A bound within this of 0 is 0: below any clock's resolution here (CUDA events ~0.5 us), it
+# is float dust. (A contribution that physics bounds at 0 gets a bootstrap bound of exactly 0,
+# or of 1e-7 ms where the host times' rounding differs: a cause must not hang on which.)
+ZERO_MS = 1e-5
+
+
 def _excludes_zero(row: pd.Series, delta: float) -> bool:
+    """Does the contribution's interval exclude 0, on the side of the change `delta`?"""
     lo, hi = row["ci_low_ms"], row["ci_high_ms"]
-    return bool(lo > 0 or hi < 0) and np.sign(row["contribution_ms"]) == np.sign(delta)
+    return bool(lo > ZERO_MS or hi < -ZERO_MS) and np.sign(row["contribution_ms"]) == np.sign(
+        delta)
 
 
 def _ratio(tgt: pd.DataFrame, ref: pd.DataFrame | None, y: str = "gpu_ms") -> float:

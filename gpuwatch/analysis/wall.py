@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .columns import floats
+from .columns import floats, ns_since
 
 SYNC_END_NS = 30_000  # the end event ran within this of being enqueued: the host was waiting
 PARTS = ("queue_own_ms", "queue_other_ms", "gpu_ms", "completion_ms", "residual_ms")
@@ -43,11 +43,13 @@ COLUMNS = ("wall_ms", "queue_ms", "queue_own_ms", "queue_other_ms", "completion_
 
 def decompose(rows: pd.DataFrame, start: np.ndarray, end: np.ndarray) -> dict[str, np.ndarray]:
     """COLUMNS for one GPU's regions (`rows` in start order; `start`/`end` their events)."""
-    hs = rows["host_start_ns"].pipe(floats)
-    he = rows["host_enqueued_ns"].pipe(floats)
-    hend = (rows["host_end_ns"].pipe(floats) if "host_end_ns" in rows
+    # (host and GPU times as ns since the first region's start: exact floats, columns.ns_since)
+    t0 = int(start[0]) if start.size else 0
+    hs = ns_since(rows["host_start_ns"], t0)
+    he = ns_since(rows["host_enqueued_ns"], t0)
+    hend = (ns_since(rows["host_end_ns"], t0) if "host_end_ns" in rows
             else np.full(len(rows), np.nan))
-    s, e = start.astype(np.float64), end.astype(np.float64)
+    s, e = ns_since(start, t0), ns_since(end, t0)
     span = (rows["kind"] == "span").to_numpy() if "kind" in rows else np.zeros(len(rows), bool)
     # When the host had the result: a synchronize returned, or the call outlasted the GPU work
     waited = np.isfinite(he) & (e - he <= SYNC_END_NS)
