@@ -207,3 +207,62 @@ def test_a_finished_recording_releases_its_path(tmp_path):
     assert not partial_path(out).exists()
     with gpuwatch.session("sim:flat", out, sample_hz=200, overwrite=True) as s:
         s.infer(time.sleep, 0)
+
+
+FIXTURE = Path(__file__).parent / "data" / "h100_small_gap0_20_fixture.parquet"
+
+
+def _analyze(tmp_path: Path, *args: object) -> subprocess.CompletedProcess[str]:
+    return gw_here(*args, cwd=tmp_path, module="gpuwatch.analyze")
+
+
+def test_a_report_never_replaces_a_file_unasked_nor_the_trace_it_reads(tmp_path):
+    """`analyze --html/--perfetto` (as record's --out): an existing file is kept unless -f; the
+    trace being analysed is never written over, -f or not; two flags never share a file."""
+    trace = tmp_path / "t.parquet"
+    trace.write_bytes(FIXTURE.read_bytes())
+    before = _digest(trace)
+    html = tmp_path / "r.html"
+    html.write_text("mine")
+    r = _analyze(tmp_path, trace, "--html", html, "-q")
+    assert r.returncode == 2 and "--html" in r.stderr and "already exists" in r.stderr
+    assert "-f/--force" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert html.read_text() == "mine"
+    r = _analyze(tmp_path, trace, "--html", html, "-q", "-f")
+    assert r.returncode == 0, r.stderr
+    assert html.read_text().startswith("<!doctype html>")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "t.parquet"]  # (no temp)
+    for flag in ("--html", "--perfetto"):
+        r = _analyze(tmp_path, trace, flag, trace, "-q", "-f")
+        assert r.returncode == 2 and "is the trace itself" in r.stderr, r.stderr
+    assert _digest(trace) == before
+    r = _analyze(tmp_path, trace, "--html", tmp_path / "x", "--perfetto", tmp_path / "x")
+    assert r.returncode == 2 and "name the same file" in r.stderr
+    r = _analyze(tmp_path, trace, "--png", "")
+    assert r.returncode == 2 and "--png takes a directory" in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_report_is_written_whole_or_not_at_all(tmp_path):
+    """A renderer that fails half way (a bug, a full disk, Ctrl-C) leaves the file that was
+    there, and no temporary file beside it."""
+    from gpuwatch.renderers.base import write_text
+
+    out = tmp_path / "r.html"
+    write_text(out, ["<p>", "old", "</p>"])
+    assert out.read_text() == "<p>old</p>"
+
+    def failing():
+        yield "<p>new"
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        write_text(out, failing())
+    assert out.read_text() == "<p>old</p>" and [p.name for p in tmp_path.iterdir()] == ["r.html"]
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # (an ordinary file)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

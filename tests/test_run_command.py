@@ -147,7 +147,8 @@ def test_the_in_band_clock_can_be_turned_off_or_spaced_as_record_does(tmp_path):
     (("--burst-gap-ms", "0", "x.py"), "--burst-gap-ms takes a time in ms, > 0"),
     (("--burst-gap-ms", "inf", "x.py"), "> 0 and finite"),
     (("-m", "no_such_pkg.mod"), "no module no_such_pkg.mod to run"),
-    (("--html", "/no/such/folder/r.html", "x.py"), "no folder /no/such/folder"),
+    (("--html", "/no/such/folder/r.html", "x.py"), "directory /no/such/folder does not exist"),
+    (("--html", "t.parquet", "x.py"), "--html t.parquet is the trace itself"),
 ])
 def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, argv, says):
     r = run(tmp_path, *argv)
@@ -424,3 +425,26 @@ def test_a_run_that_wrote_nothing_does_not_pass_off_the_old_trace(tmp_path):
     assert len(gpuwatch.load(tmp_path / "t.parquet").inferences) == 5  # the old one, kept
     r = run(tmp_path, "-f", "--json", "broken.py")
     assert json.loads(r.stderr.splitlines()[-1])["run"]["trace"] is None
+
+
+def test_a_report_is_checked_before_the_program_runs_and_a_lost_one_is_not_success(tmp_path):
+    """An existing --html file is refused before the program runs (it would cost the whole
+    run); a report that cannot be written at the end (here the program removes its folder)
+    is said, with where the trace is, and a program that succeeded exits 1."""
+    (tmp_path / "r.html").write_text("mine")
+    marker = tmp_path / "ran"
+    prog = tmp_path / "p.py"
+    prog.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n")
+    r = run(tmp_path, "--html", str(tmp_path / "r.html"), str(prog))
+    assert r.returncode == 2 and "already exists" in r.stderr and not marker.exists()
+    assert (tmp_path / "r.html").read_text() == "mine"
+    (tmp_path / "reports").mkdir()
+    prog.write_text(
+        "import shutil, sys\n"
+        f"sys.path.insert(0, {str(PROGRAMS)!r})\n"
+        "import nvtx_marks\n"
+        f"shutil.rmtree({str(tmp_path / 'reports')!r})\n")
+    r = run(tmp_path, "--html", str(tmp_path / "reports" / "r.html"), str(prog))
+    assert "could not write the HTML report" in r.stderr, r.stderr
+    assert f"the trace is {tmp_path / 't.parquet'}" in r.stderr
+    assert r.returncode == 1 and (tmp_path / "t.parquet").exists()

@@ -30,21 +30,16 @@ class AnalyzeCommand:
         p.add_argument("--png", metavar="DIR", help="write the plots as PNG files into DIR")
         p.add_argument("--perfetto", metavar="FILE",
                        help="write a timeline for ui.perfetto.dev (Chrome trace-event JSON)")
+        p.add_argument("-f", "--force", action="store_true",
+                       help="replace --html and --perfetto files that exist")
         p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
 
     def run(self, args: argparse.Namespace) -> int:
         one_blas_thread_at_load()  # (before numpy loads: analysis/threads.py)
         if args.seed < 0:
             raise UsageError(f"--seed takes a whole number >= 0, got {args.seed}")
-        for flag, out in (("--html", args.html), ("--perfetto", args.perfetto)):
-            if out is not None:
-                parent = Path(out).parent
-                if not str(out).strip() or Path(out).is_dir():
-                    example = "report.html" if flag == "--html" else "trace.json"
-                    raise UsageError(f"{flag} takes a file name (e.g. {example}), not {out!r}, "
-                                     f"which is a directory or empty")
-                if not parent.is_dir():
-                    raise UsageError(f"cannot write {out}: directory {parent} does not exist")
+        if args.png is not None and not str(args.png).strip():
+            raise UsageError("--png takes a directory for the PNG files (e.g. plots), not ''")
         if args.png is not None and Path(args.png).exists() and not Path(args.png).is_dir():
             raise UsageError(f"--png takes a directory for the PNG files; {args.png} is a file")
         if any(not t.strip() for t in args.traces):
@@ -53,6 +48,10 @@ class AnalyzeCommand:
         dirs = [t for t in args.traces if Path(t).is_dir() and not t.rstrip("/").endswith(".partial")]
         if dirs:
             return self._fleet(args, dirs)
+        from .reports import check_reports  # (here: `--help` imports no other module of cli/)
+
+        check_reports({"--html": args.html, "--perfetto": args.perfetto}, args.force,
+                      inputs=args.traces, examples={"--perfetto": "trace.json"})
         with loading():  # (pandas and the rest: only once the input is good; a fleet needs
             # neither the pipeline nor the renderers)
             from ..analysis.pipeline import analyze
@@ -75,9 +74,7 @@ class AnalyzeCommand:
                     save_pngs(a, args.png)
                 if args.perfetto:
                     status.show(f"writing the Perfetto timeline {args.perfetto}")
-                    with open(args.perfetto, "w", encoding="utf-8") as f:
-                        for chunk in PerfettoRenderer().chunks(a):
-                            f.write(chunk)
+                    PerfettoRenderer().write(a, args.perfetto)
             except OSError as e:  # read-only filesystem, full disk, permissions
                 raise UsageError(f"cannot write the report to {e.filename or 'its file'}: "
                                  f"{e.strerror or e}; pick another place") from e

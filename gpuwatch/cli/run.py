@@ -63,7 +63,8 @@ class RunCommand:
                             f"{BURST_GAP_MS:g}; {SYNC_GAP_MS:g} when the program synchronises)")
         p.add_argument("-o", "--out", default=None, help="the trace (default: "
                        "gpuwatch-DATE-TIME.parquet)")
-        p.add_argument("-f", "--force", action="store_true", help="replace --out if it exists")
+        p.add_argument("-f", "--force", action="store_true",
+                       help="replace --out and --html if they exist")
         p.add_argument("--dataset", metavar="DIR", default=None,
                        help="write into a fleet dataset instead: "
                             "DIR/host=H/gpu_model=M/run=R/trace.parquet")
@@ -105,11 +106,11 @@ class RunCommand:
         if args.burst_gap_ms is not None and not 0 < args.burst_gap_ms < 1e6:
             raise UsageError(f"--burst-gap-ms takes a time in ms, > 0 and finite, got "
                              f"{args.burst_gap_ms:g}")
-        if args.html is not None and (not str(args.html).strip() or Path(args.html).is_dir()):
-            raise UsageError(f"--html takes a file name (e.g. report.html), not {args.html!r}")
-        if args.html is not None and not Path(args.html).resolve().parent.is_dir():
-            raise UsageError(f"cannot write --html {args.html}: no folder "
-                             f"{Path(args.html).resolve().parent}; create it or pick another")
+        from .reports import check_reports
+
+        # (before the program runs: a refusal after it would cost the whole run)
+        check_reports({"--html": args.html}, args.force,
+                      inputs=[args.out] if args.out and not args.dataset else [])
         if args.module is not None:
             _check_module(args.module)
         if args.module is None:
@@ -180,7 +181,7 @@ class RunCommand:
             print(f"gpuwatch: {what}: what was recorded is in {path}", file=sys.stderr)
         if not args.quiet or args.html or args.json:  # (-q: no text report)
             try:
-                self._report(path, found, regions, args,
+                written = self._report(path, found, regions, args,
                              {"trace": None if session.discarded else str(path),
                               "status": status,
                               "program_exit_status": code, "program_error": error,
@@ -192,12 +193,15 @@ class RunCommand:
             except Exception as e:  # the program's status stands; the trace is on disk
                 print(f"gpuwatch: could not analyse {path} ({type(e).__name__}: {e}); try "
                       f"python -m gpuwatch.analyze {path}", file=sys.stderr)
+            else:  # (a program that succeeded, but the report asked for is missing: 1)
+                if not written and code == 0:
+                    return 1
         return code
 
     def _report(self, path: Path, found: int, regions: AutoRegions,
-                args: argparse.Namespace, run: dict[str, Any]) -> None:
+                args: argparse.Namespace, run: dict[str, Any]) -> bool:
         """The report on stderr (text, or with --json the analysis and `run`: the run's own
-        facts) and the --html file."""
+        facts) and the --html file; False where the --html file could not be written."""
         import json
 
         err, text = sys.stderr, not args.quiet and not args.json
@@ -206,7 +210,7 @@ class RunCommand:
             # to count or analyse (no advice about NVTX ranges the program never reached)
             if args.json:
                 _write_json(err, {"run": run})
-            return
+            return True
         if text:
             where = path if run["trace"] is not None else f"none written ({path} is the one " \
                 f"that was there)" if path.exists() else "none written (nothing was timed)"
@@ -234,7 +238,7 @@ class RunCommand:
             elif text or args.html:
                 print(f"gpuwatch: {line}{'; no HTML written' if args.html else ''} (see "
                       f"docs/guide.md, 'Profile a program you did not write for gpuwatch')", file=err)
-            return
+            return True
         from ..analysis.pipeline import analyze
         from ..renderers import HtmlRenderer, JsonRenderer, TextRenderer
 
@@ -249,13 +253,21 @@ class RunCommand:
         if text:
             for note in notes:
                 print(f"gpuwatch: {note}", file=err)
+        written = True
         if args.html:
-            HtmlRenderer().write(a, args.html)
+            try:
+                HtmlRenderer().write(a, args.html)
+            except OSError as e:  # (a full disk: checked writable before the program ran)
+                written = False
+                print(f"gpuwatch: could not write the HTML report {args.html}: "
+                      f"{e.strerror or e}; the trace is {path} (python -m gpuwatch.analyze "
+                      f"{path} --html FILE writes it)", file=err)
         if args.json:
             _write_json(err, {"run": {**run, "notes": notes},
                               **json.loads(JsonRenderer().render(a))})
         elif text:
             err.write(TextRenderer().render(a))
+        return written
 
 
 def _write_json(err: Any, doc: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ import pandas as pd
 
 from ..analysis.pipeline import NO_CONDITION, Analysis
 from ..trace import Trace
-from .base import Renderer
+from .base import Renderer, write_text
 
 COUNTERS = (("sm_clock_mhz", "SM clock (MHz)"), ("mem_clock_mhz", "memory clock (MHz)"),
             ("power_w", "power (W)"), ("pstate", "P-state"),
@@ -71,11 +71,7 @@ class PerfettoRenderer(Renderer):
 
     def write(self, analysis: Analysis, path: str | Path) -> Path:
         """Stream the document to `path` (the whole text is never held in memory)."""
-        p = Path(path)
-        with open(p, "w", encoding="utf-8") as f:
-            for chunk in self.chunks(analysis):
-                f.write(chunk)
-        return p
+        return write_text(path, self.chunks(analysis))
 
     def chunks(self, analysis: Analysis) -> Iterator[str]:
         """The JSON document in pieces of about BATCH_EVENTS events (stream it to a file)."""
