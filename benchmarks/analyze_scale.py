@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gpuwatch.trace import (KIND, META_KEY, ROW_GROUP_ROWS, SCHEMA, SCHEMA_VERSION, STRING_COLUMNS,
-                            TIME_COLUMNS)
+                            TIME_COLUMNS, WRITE_OPTIONS)
 
 GAPS = (0.0, 5.0, 10.0, 20.0, 50.0)
 
@@ -83,7 +83,8 @@ def make(path: Path, n_inf: int, n_smp: int, seed: int = 0) -> None:
     # (as gpuwatch writes a trace: trace._merge_chunks)
     with pq.ParquetWriter(path, SCHEMA.with_metadata({META_KEY: json.dumps(meta)}),
                           compression="zstd", use_dictionary=[KIND, *STRING_COLUMNS],
-                          column_encoding={c: "DELTA_BINARY_PACKED" for c in TIME_COLUMNS}) as w:
+                          column_encoding={c: "DELTA_BINARY_PACKED" for c in TIME_COLUMNS},
+                          **WRITE_OPTIONS) as w:  # (page checksums, where pyarrow has them)
         w.write_table(inf, row_group_size=ROW_GROUP_ROWS)
         w.write_table(smp, row_group_size=ROW_GROUP_ROWS)
 

@@ -56,3 +56,12 @@ def described(e: BaseException) -> str:
     type alone where it carries no message ("KeyboardInterrupt", not "KeyboardInterrupt: ")."""
     text = str(e)
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def damaged_page_advice(e: BaseException) -> str:
+    """What a Parquet read error means when a data page failed its CRC (trace.schema's page
+    checksums): its bytes changed after gpuwatch wrote them. "" for any other error."""
+    if "checksum" not in str(e).lower():
+        return ""
+    return ("; a page's bytes changed after gpuwatch wrote them (a disk or copy error): copy "
+            "the trace again from where it was recorded")

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import TraceFormatError
+from .errors import TraceFormatError, damaged_page_advice
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -133,7 +133,8 @@ class FileColumns:
 
     def _corrupt(self, col: str, e: Exception) -> TraceFormatError:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return TraceFormatError(f"{self._where}: corrupt Parquet data in column {col!r} ({why})")
+        return TraceFormatError(f"{self._where}: corrupt Parquet data in column {col!r} ({why})"
+                                f"{damaged_page_advice(e)}")
 
     def array(self, col: str) -> np.ndarray:
         v = self.raw(col)

@@ -207,18 +207,36 @@ def _chunks(partial: Path) -> list[Path]:
     return sorted(partial.glob("*-inferences.parquet"))
 
 
-@pytest.mark.parametrize("damage", ["cut", "empty", "junk"])
+def _flipped(chunk: Path) -> bytes:
+    """`chunk`'s bytes with 8 flipped inside its gpu_ms column's data (the footer intact)."""
+    import pyarrow.parquet as pq
+
+    rg = pq.ParquetFile(chunk).metadata.row_group(0)
+    c = next(rg.column(i) for i in range(rg.num_columns)
+             if rg.column(i).path_in_schema == "gpu_ms")
+    data = bytearray(chunk.read_bytes())
+    at = c.data_page_offset + c.total_compressed_size // 2
+    data[at:at + 8] = bytes(x ^ 0x5A for x in data[at:at + 8])
+    return bytes(data)
+
+
+@pytest.mark.parametrize("damage", ["cut", "empty", "junk", "flipped"])
 def test_finish_leaves_out_an_unreadable_chunk_and_says_so(tmp_path, damage):
+    if damage == "flipped" and not gpuwatch.trace.PAGE_CHECKSUMS:
+        pytest.skip("page checksums need pyarrow 15")
     partial = _crashed(tmp_path)
     kept = _kept(partial)
     bad = partial / "c9999999-events.parquet"
-    good = next(partial.glob("*-inferences.parquet")).read_bytes()
-    bad.write_bytes({"cut": good[: len(good) // 2], "empty": b"", "junk": b"PAR1 junk"}[damage])
+    chunk = next(partial.glob("*-inferences.parquet"))
+    good = chunk.read_bytes()
+    bad.write_bytes({"cut": good[: len(good) // 2], "empty": b"", "junk": b"PAR1 junk",
+                     "flipped": _flipped(chunk) if damage == "flipped" else b""}[damage])
     r = _finish(partial)
     assert r.returncode == 0, r.stderr
     assert "unreadable chunk" in r.stderr and bad.name in r.stderr
     tr = gpuwatch.load(tmp_path / "t.parquet")
     assert len(tr.measured()) == kept and tr.meta["skipped_chunks"] == [bad.name]
+    assert tr.meta["rows"]["events"] == len(tr.events)  # (the rows the file holds)
 
 
 @pytest.mark.parametrize("meta, words", [

@@ -106,3 +106,36 @@ def test_telemetry_that_does_not_overlap_the_inferences_says_nothing(t4, tmp_pat
     v = _gap20(a)
     assert v["cause"] is not None and v["cause_code"] != "idle_clock_downscale"
     assert "SM clock was not recorded" in v["sentence"]
+
+
+def _flip_page_bytes(src, dst, column: str) -> None:
+    """A copy of trace `src` with 8 bytes inside the first row group's data of `column` that
+    has values flipped (a disk or copy error: the footer still reads)."""
+    import shutil
+
+    md = pq.ParquetFile(src).metadata
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        c = next(rg.column(i) for i in range(rg.num_columns)
+                 if rg.column(i).path_in_schema == column)
+        if c.statistics is not None and c.statistics.null_count < rg.num_rows:
+            break
+    shutil.copy(src, dst)
+    with open(dst, "r+b") as f:
+        f.seek(c.data_page_offset + c.total_compressed_size // 2)
+        b = f.read(8)
+        f.seek(c.data_page_offset + c.total_compressed_size // 2)
+        f.write(bytes(x ^ 0x5A for x in b))
+
+
+@pytest.mark.skipif(not gpuwatch.trace.PAGE_CHECKSUMS, reason="page checksums need pyarrow 15")
+@pytest.mark.parametrize("column", ["gpu_ms", "sm_clock_mhz"])
+def test_a_page_damaged_after_writing_fails_to_load_instead_of_reading_wrong(t4, tmp_path,
+                                                                              column):
+    """Each data page carries a CRC: flipped bytes (the footer intact) are refused with what
+    to do, never read as wrong latencies or clocks (a new user's trial read 3.9e212 ms)."""
+    bad = tmp_path / "bad.parquet"
+    _flip_page_bytes(t4, bad, column)
+    with pytest.raises(TraceFormatError, match="changed after gpuwatch wrote them"):
+        a = gpuwatch.analyze(bad)  # (samples are read a column at a time, inferences whole)
+        a.verdicts  # noqa: B018

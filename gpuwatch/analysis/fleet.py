@@ -34,9 +34,9 @@ import pyarrow.parquet as pq
 from ..errors import TraceFormatError, UsageError
 from ..lazy import Lazy, Later, pending
 from .columns import EARLY_ITERS, LATE_ITERS
-from ..trace import (KIND, LEGACY_KIND, META_KEY, REPEAT_BATCH_ROWS, _check_meta, _check_types,
-                     live_writer, partition_value, read_partial_meta, batches_without_repeats,
-                     table_groups)
+from ..trace import (KIND, LEGACY_KIND, META_KEY, READ_OPTIONS, REPEAT_BATCH_ROWS, _check_meta,
+                     _check_types, live_writer, partition_value, read_partial_meta,
+                     batches_without_repeats, table_groups)
 from .columns import MAX_LATENCY_MS
 from .status import error_of
 
@@ -286,7 +286,7 @@ def fleet(root: str | os.PathLike[str],
         if progress is not None:
             progress(done, len(files))
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(path, **READ_OPTIONS)
         except (pa.ArrowInvalid, OSError) as e:
             skipped.append(path)
             reasons[path] = _unreadable(e)

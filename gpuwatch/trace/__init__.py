@@ -33,18 +33,18 @@ from .reader import (
     release_arrow_memory, without_repeats, REPEAT_BATCH_ROWS, batches_without_repeats,
     table_groups)
 from .schema import (
-    KIND, LEGACY_KIND, META_KEY, NOT_WORK_KINDS, ROW_GROUP_ROWS, SCHEMA, SCHEMA_VERSION,
-    STRING_COLUMNS, TABLE_COLUMNS, TABLE_SCHEMAS, TABLES, TIME_COLUMNS, _check_meta,
-    table_columns)
+    KIND, LEGACY_KIND, META_KEY, NOT_WORK_KINDS, PAGE_CHECKSUMS, READ_OPTIONS, ROW_GROUP_ROWS,
+    SCHEMA, SCHEMA_VERSION, STRING_COLUMNS, TABLE_COLUMNS, TABLE_SCHEMAS, TABLES, TIME_COLUMNS,
+    WRITE_OPTIONS, _check_meta, table_columns)
 from .writer import ChunkWriter, TraceWriter, use_system_allocator
 
 __all__ = [
     "CORE_COLUMNS", "ChunkWriter", "Columns", "DamagedTraceWarning", "Identity", "KIND",
     "LAST_HELPER_MERGE", "LEGACY_KIND", "LOCK_NAME", "META_KEY", "NOT_WORK_KINDS",
-    "OutputTakenError", "PARTIAL_FILES", "ROW_GROUP_ROWS", "RecoveredTraceWarning", "SCHEMA",
+    "OutputTakenError", "PAGE_CHECKSUMS", "PARTIAL_FILES", "READ_OPTIONS", "ROW_GROUP_ROWS", "RecoveredTraceWarning", "SCHEMA",
     "SCHEMA_VERSION", "STRING_COLUMNS", "TABLES", "TABLE_COLUMNS", "TABLE_SCHEMAS",
     "TIME_COLUMNS", "Trace", "TraceWriter", "check_output", "claim_for_finish", "conform",
     "default_out", "finish_partial", "live_writer", "load", "partial_path", "partition_value",
     "publish", "read_chunk", "read_partial_meta", "release_arrow_memory", "remove_partial",
-    "table_columns", "use_system_allocator", "without_repeats", "REPEAT_BATCH_ROWS", "batches_without_repeats",
+    "table_columns", "use_system_allocator", "WRITE_OPTIONS", "without_repeats", "REPEAT_BATCH_ROWS", "batches_without_repeats",
     "table_groups"]

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 from ..errors import TraceFormatError, UsageError
 from .paths import Identity, LOCK_NAME, OutputTakenError, publish, remove_partial
 from .schema import (
-    KIND, LEGACY_KIND, META_KEY, ROW_GROUP_ROWS, SCHEMA, SCHEMA_VERSION, STRING_COLUMNS,
-    TABLES, TIME_COLUMNS, _check_meta)
+    KIND, LEGACY_KIND, META_KEY, READ_OPTIONS, ROW_GROUP_ROWS, SCHEMA, SCHEMA_VERSION,
+    STRING_COLUMNS, TABLES, TIME_COLUMNS, WRITE_OPTIONS, _check_meta)
 
 
 # A recording bigger than this is merged by a short-lived helper process: an hour at 1 kHz is
@@ -170,7 +170,8 @@ def _merge_chunks(partial_dir: Path, dest: Path, meta: dict[str, Any],
     """Chunks -> one file, one table after another, row groups of up to `group_rows`, put at
     `dest` by publish() (`may_replace`). Returns the row count per table (also written into
     the file's metadata as `rows`). A chunk that cannot be read (cut by a crash, empty, not
-    Parquet) is left out and named in `skipped` and in the metadata's `skipped_chunks`."""
+    Parquet, a page failing its checksum) is left out and named in `skipped` and in the
+    metadata's `skipped_chunks`."""
     files = _chunk_files(partial_dir)
     readable: dict[str, list[tuple[Path, int]]] = {t: [] for t in files}
     bad: list[str] = []
@@ -180,22 +181,41 @@ def _merge_chunks(partial_dir: Path, dest: Path, meta: dict[str, Any],
                 readable[table].append((f, pq.ParquetFile(f).metadata.num_rows))
             except (pa.ArrowInvalid, OSError):
                 bad.append(f.name)
-    meta["rows"] = rows = {t: sum(n for _, n in fs) for t, fs in readable.items()}
-    if bad:
-        meta["skipped_chunks"] = bad
+    while True:  # (again, at most once per damaged chunk, where a chunk's data fails to read)
+        meta["rows"] = rows = {t: sum(n for _, n in fs) for t, fs in readable.items()}
+        if bad:
+            meta["skipped_chunks"] = list(bad)
+        meta["schema_version"] = SCHEMA_VERSION  # (the file is written in this layout,
+        # whatever gpuwatch wrote the chunks: read_chunk brings older ones to it)
+        failed = _write_merged(readable, dest, meta, group_rows, may_replace)
+        if not failed:
+            break
+        # Footers that read but data that does not (cut inside, a page failing its checksum):
+        # the file is made again without them, so that its metadata names them and counts
+        # only the rows it holds (the metadata is written before the rows)
+        for table, f in failed:
+            readable[table] = [(g, n) for g, n in readable[table] if g != f]
+            bad.append(f.name)
     if skipped is not None:
         skipped.extend(bad)
-    meta["schema_version"] = SCHEMA_VERSION  # (the file is written in this layout, whatever
-    # gpuwatch wrote the chunks: read_chunk brings older ones to it)
+    return rows
+
+
+def _write_merged(readable: dict[str, list[tuple[Path, int]]], dest: Path,
+                  meta: dict[str, Any], group_rows: int,
+                  may_replace: Identity | None | bool) -> list[tuple[str, Path]]:
+    """Write the `readable` chunks, one table after another, into one file put at `dest` by
+    publish(); or, where a chunk's data cannot be read, nothing: those chunks are returned."""
     schema = SCHEMA.with_metadata({META_KEY: json.dumps(meta, default=str).encode()})
     tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+    failed: list[tuple[str, Path]] = []
     try:
         # Dictionary-encode only the string columns: the numeric ones gain nothing from it
         # but cost memory while a row group is built, and the file came out twice as big.
         # Time columns delta-encoded: nearly a regular grid, they cost ~1 byte a row, not 8.
         with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=STRING_COLUMNS,
                               column_encoding={c: "DELTA_BINARY_PACKED"
-                                               for c in TIME_COLUMNS}) as w:
+                                               for c in TIME_COLUMNS}, **WRITE_OPTIONS) as w:
             for table, table_files in readable.items():
                 pending: list[pa.Table] = []
                 n = 0
@@ -203,25 +223,26 @@ def _merge_chunks(partial_dir: Path, dest: Path, meta: dict[str, Any],
                     try:
                         t = read_chunk(f)
                     except (pa.ArrowInvalid, OSError):  # (its footer read, its data did not)
-                        rows[table] -= pq.ParquetFile(f).metadata.num_rows
-                        bad.append(f.name)
-                        if skipped is not None:
-                            skipped.append(f.name)
+                        failed.append((table, f))
+                        continue
+                    if failed:  # (the file will be made again: no need to write the rest)
                         continue
                     pending.append(t)
                     n += t.num_rows
                     if n >= group_rows:
                         w.write_table(pa.concat_tables(pending), row_group_size=group_rows)
                         pending, n = [], 0
-                if pending:
+                if pending and not failed:
                     w.write_table(pa.concat_tables(pending), row_group_size=group_rows)
+        if failed:
+            return failed
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         publish(tmp, dest, may_replace)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return rows
+    return failed
 
 
 def partition_value(v: str) -> str:
@@ -235,7 +256,7 @@ def read_chunk(path: Path) -> pa.Table:
     a gpuwatch before schema v3 has its `table` column renamed."""
     # (ParquetFile, not pq.read_table: read_table imports pyarrow.dataset, and an import while
     # a session is closed at exit after an uncaught Ctrl-C lost the exit status, 130)
-    return conform(pq.ParquetFile(path).read())
+    return conform(pq.ParquetFile(path, **READ_OPTIONS).read())
 
 
 def conform(tbl: pa.Table) -> pa.Table:

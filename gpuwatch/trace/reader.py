@@ -15,12 +15,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import tablecolumns
-from ..errors import TraceFormatError, UsageError
+from ..errors import TraceFormatError, UsageError, damaged_page_advice
 from ..lazy import Later, Lazy, pending
 from .finish import _chunk_files, read_chunk
 from .paths import live_writer
 from .schema import (
-    KIND, LEGACY_KIND, META_KEY, SCHEMA, TABLES, _check_meta, _one_line, table_columns)
+    KIND, LEGACY_KIND, META_KEY, READ_OPTIONS, SCHEMA, TABLES, _check_meta, _one_line,
+    table_columns)
 
 if TYPE_CHECKING:  # (pandas is imported by the reader only: recording never needs it)
     import pandas as pd
@@ -499,7 +500,7 @@ def load(path: str | os.PathLike[str], columns: Columns | None = None,
         raise TraceFormatError(f"{p} is not a regular file (a pipe, socket or device); give a "
                                f"trace file")
     try:
-        pf = pq.ParquetFile(p)
+        pf = pq.ParquetFile(p, **READ_OPTIONS)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:  # (a damaged column name)
         try:
             with open(p, "rb") as f:
@@ -526,7 +527,8 @@ def load(path: str | os.PathLike[str], columns: Columns | None = None,
     try:
         tables = _read_file(pf, columns, numpy_dtypes, defer, str(p))
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:
-        raise TraceFormatError(f"{p}: corrupt Parquet data ({_one_line(e)})") from e
+        raise TraceFormatError(f"{p}: corrupt Parquet data ({_one_line(e)})"
+                               f"{damaged_page_advice(e)}") from e
     return Trace(meta=meta, path=p, **tables)
 
 

@@ -25,6 +25,14 @@ SCHEMA_VERSION = 4
 META_KEY = b"gpuwatch"
 
 
+# Each data page carries a CRC-32 of its bytes (Parquet's page checksum), written and checked
+# where pyarrow can (15 and later): a page damaged after it was written (a disk or a copy) then
+# fails to read, instead of loading as wrong numbers. A file without them reads as before.
+PAGE_CHECKSUMS = int(pa.__version__.split(".")[0]) >= 15
+WRITE_OPTIONS: dict[str, Any] = {"write_page_checksum": True} if PAGE_CHECKSUMS else {}
+READ_OPTIONS: dict[str, Any] = {"page_checksum_verification": True} if PAGE_CHECKSUMS else {}
+
+
 TABLES = ("inferences", "samples", "driver_samples", "kernels", "events", "processes",
           "host_events")
 

@@ -22,7 +22,7 @@ from . import finish as _finish  # (module attributes: a test may replace the me
 from .paths import (
     LOCK_NAME, OutputTakenError, _NotOurs, _claim_partial, _identity, _proc_start_ticks,
     _release, check_output, partial_path, remove_partial)
-from .schema import KIND, SCHEMA_VERSION, TABLES, TABLE_SCHEMAS
+from .schema import KIND, SCHEMA_VERSION, TABLES, TABLE_SCHEMAS, WRITE_OPTIONS
 
 
 MAX_PENDING_ROWS = 20_000  # rows waiting for the writer before producers wait for it
@@ -171,7 +171,7 @@ class ChunkWriter:
         self._seq += 1
         name = self.directory / f"{self._prefix}{self._seq:07d}-{table}.parquet"
         tmp = name.with_suffix(".tmp")
-        pq.write_table(tbl, tmp)
+        pq.write_table(tbl, tmp, **WRITE_OPTIONS)
         os.replace(tmp, name)  # a chunk is either whole or absent
 
     def close(self) -> None:
