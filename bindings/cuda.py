@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gpuwatch.errors import DeviceUnavailable, GpuwatchError
+from gpuwatch.errors import DeviceUnavailable, GpuwatchError, UsageError
 
 from .ptx import MIN_DRIVER_VERSION
 
@@ -38,8 +38,13 @@ def native_module() -> Any:
     GPUWATCH_NATIVE=0 turns it off: then every region, hook and event call takes its Python
     implementation (the reference the C code follows; a way round a fault in the C path).
     Read when a session opens its device, not at import."""
-    if os.environ.get("GPUWATCH_NATIVE", "").strip().lower() in ("0", "false", "off", "no"):
+    raw = os.environ.get("GPUWATCH_NATIVE", "")
+    value = raw.strip().lower()
+    if value in ("0", "false", "off", "no"):
         return None
+    if value not in ("", "1", "true", "on", "yes"):  # (a typo must not pass for "on")
+        raise UsageError(f"GPUWATCH_NATIVE takes 0 (or false, off, no) to leave the C path "
+                         f"unused, or 1 (true, on, yes), got {raw!r}")
     try:
         return importlib.import_module("gpuwatch.regions._native")
     except ImportError:

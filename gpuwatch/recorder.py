@@ -176,8 +176,12 @@ class Session:
         # The device: the argument, else $GPUWATCH_DEVICE (e.g. sim:t4 for a program run on a
         # machine without a GPU), else the first NVIDIA GPU.
         self.device_spec = device or os.environ.get("GPUWATCH_DEVICE") or "auto"
+        self._device_from_env = not device and bool(os.environ.get("GPUWATCH_DEVICE"))
         self._stream_ref = streams.resolve(stream, "session")  # None: the current stream
         self._check_every = check_every
+        if dataset is not None and not str(dataset).strip():
+            raise UsageError("dataset (--dataset) is empty; give a directory for the fleet "
+                             "dataset (e.g. runs/), or a trace file as out (--out)")
         if out is not None and dataset is not None:
             raise UsageError("give either out (one trace file) or dataset (a directory), not both")
         self.dataset = Path(dataset).absolute() if dataset is not None else None
@@ -286,9 +290,15 @@ class Session:
     def _start(self) -> None:
         if self.dataset is None:  # before the GPU is opened: a bad --out fails at once
             check_output(self.out, self.overwrite)
-        self._backend = backend = open_backend(self.device_spec, seed=self.seed,
-                                               sample_gpus=self.sample_gpus, binding=self.binding,
-                                               kernels=self.kernels)
+        try:
+            self._backend = backend = open_backend(self.device_spec, seed=self.seed,
+                                                   sample_gpus=self.sample_gpus,
+                                                   binding=self.binding, kernels=self.kernels)
+        except UsageError as e:
+            if not self._device_from_env:
+                raise
+            raise UsageError(f"GPUWATCH_DEVICE={self.device_spec} (the environment's device: "
+                             f"none was given): {e}") from None
         if self.kernels and getattr(backend, "kernel_tracer", None) is None:
             # (checked before anything is written: a usage error leaves no trace behind)
             raise UsageError(f"kernel tracing (--kernels, kernels=True) is not available on "
@@ -732,6 +742,9 @@ class Session:
     def span(self, name: str, stream: Any = None) -> "_Span":
         """Time any region (pre/post-processing): `with s.span("preprocess"): ...`. Events go
         on `stream` as for infer()."""
+        if not isinstance(name, str) or not name.strip():
+            raise UsageError(f"span takes a name (a non-empty str, e.g. \"preprocess\"), got "
+                             f"{type(name).__name__} {name!r}")
         return _Span(self, str(name), None if stream is None else streams.resolve(stream))
 
     def synchronize(self) -> None:
@@ -830,12 +843,17 @@ class Session:
         """Leave the GPU idle for `ms`: "sleep" yields the CPU (as time.sleep), "spin" busy-waits.
         `keepalive_ms`: instead of idle, give the GPU a trivial piece of work (a 4-byte memset,
         untimed) every that many ms of the gap: does a busy GPU avoid the slow-down?"""
-        if not 0 <= ms <= 3_600_000:
-            raise UsageError(f"wait takes 0..3600000 ms, got {ms}")
+        if isinstance(ms, bool) or not isinstance(ms, (int, float, np.integer, np.floating)) \
+                or not 0 <= ms <= 3_600_000:
+            raise UsageError(f"wait takes 0..3600000 ms (a number), got {type(ms).__name__} "
+                             f"{ms!r}")
         if how not in ("sleep", "spin"):
             raise UsageError(f"unknown wait {how!r}; use sleep or spin")
-        if keepalive_ms is not None and not keepalive_ms > 0:
-            raise UsageError(f"keepalive_ms must be positive, got {keepalive_ms}")
+        if keepalive_ms is not None and (
+                isinstance(keepalive_ms, bool)
+                or not isinstance(keepalive_ms, (int, float, np.integer, np.floating))
+                or not 0 < keepalive_ms < float("inf")):
+            raise UsageError(f"keepalive_ms takes a number of ms > 0, got {keepalive_ms!r}")
         idle = self.clock.sleep_ns if how == "sleep" else self.clock.spin_ns
         end = self.clock.now_ns() + int(ms * 1e6)
         if keepalive_ms is None:

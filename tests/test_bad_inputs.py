@@ -103,6 +103,33 @@ def test_set_condition_rejects_impossible_gaps(tmp_path, gap):
             s.set_condition("x", gap_ms=gap)
 
 
+@pytest.mark.parametrize("call, says", [
+    (lambda s: s.span(5), "span takes a name"),
+    (lambda s: s.span("  "), "span takes a name"),
+    (lambda s: s.wait("20"), "wait takes 0..3600000 ms"),
+    (lambda s: s.wait(True), "wait takes 0..3600000 ms"),
+    (lambda s: s.wait(float("nan")), "wait takes 0..3600000 ms"),
+    (lambda s: s.wait(5, keepalive_ms="1"), "keepalive_ms takes a number"),
+    (lambda s: s.wait(5, keepalive_ms=float("inf")), "keepalive_ms takes a number"),
+])
+def test_session_methods_reject_what_they_cannot_use(tmp_path, call, says):
+    # (as set_condition does: one UsageError, not a TypeError, nor a span named "5" or "")
+    with gpuwatch.session("sim:flat", tmp_path / "t.parquet") as s:
+        with pytest.raises(UsageError, match=says):
+            call(s)
+        with s.span("ok"):  # (the session goes on)
+            pass
+
+
+def test_one_trace_given_twice_is_refused(tmp_path, trace):
+    # (it read as two recordings that agree: "2 of 4 conditions")
+    with pytest.raises(UsageError, match="given twice"):
+        gpuwatch.analyze(trace, trace)
+    r = _run(tmp_path, "-m", "gpuwatch.analyze", str(trace), f"{trace.parent}/./{trace.name}",
+             "-q")
+    assert r.returncode == 2 and "is given twice (as " in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("what", [5, "", None])
 def test_analyze_rejects_what_is_not_a_trace(what):
     with pytest.raises(UsageError):
@@ -130,3 +157,17 @@ def test_a_trace_with_an_impossible_schema_version_is_refused(tmp_path, trace, v
     pq.write_table(t.replace_schema_metadata({b"gpuwatch": json.dumps(meta).encode()}), bad)
     with pytest.raises(TraceFormatError, match="schema_version"):
         gpuwatch.load(bad)
+
+
+def test_a_bad_device_from_the_environment_says_it_came_from_there(tmp_path, monkeypatch):
+    # (a user who passed no device cannot otherwise tell where "sim:bogus" came from)
+    monkeypatch.setenv("GPUWATCH_DEVICE", "sim:bogus")
+    with pytest.raises(UsageError, match="GPUWATCH_DEVICE=sim:bogus .*unknown simulated GPU"):
+        gpuwatch.session(out=tmp_path / "t.parquet").start()
+    r = _run(tmp_path, "-m", "gpuwatch", "record", "--gap", "0", "--iters", "5", "-q",
+             "-o", str(tmp_path / "t.parquet"))
+    assert r.returncode == 2 and "GPUWATCH_DEVICE=sim:bogus" in r.stderr, r.stderr
+    with pytest.raises(UsageError) as given:  # (given as an argument: no word of the variable)
+        gpuwatch.session("sim:bogus", tmp_path / "t.parquet").start()
+    assert "GPUWATCH_DEVICE" not in str(given.value)
+    assert not list(tmp_path.iterdir())

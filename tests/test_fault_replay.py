@@ -1184,3 +1184,17 @@ def test_a_ctrl_c_turned_into_an_import_error_is_still_an_interruption(monkeypat
             raise KeyboardInterrupt
     signal.signal(signal.SIGINT, before)
     assert capsys.readouterr().err == "interrupted; the trace was written: t.parquet\n"
+
+
+def test_finish_refusals_name_finishs_own_arguments(tmp_path):
+    """An existing OUT, or a place that takes no file: one line naming OUT and -f/--force
+    (finish has no --out, and session(...) is not what was used), exit 2, the .partial kept."""
+    partial = _crashed(tmp_path)
+    (tmp_path / "t.parquet").write_text("mine")
+    r = _finish(partial)
+    assert r.returncode == 2 and "pick another OUT, or replace it with -f/--force" in r.stderr
+    assert "--out" not in r.stderr and "session(" not in r.stderr and partial.is_dir()
+    if Path("/proc/self").is_dir():  # (root "may write" there by access(); no file can be made)
+        r = _finish(partial, "/proc/t.parquet")
+        assert r.returncode == 2 and "cannot take a new file" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and partial.is_dir()

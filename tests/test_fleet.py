@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import gpuwatch
-from gpuwatch.analysis.fleet import fleet
+from gpuwatch.analysis.fleet import fleet, format_fleet
 from gpuwatch.errors import TraceFormatError, UsageError
 from tests.helpers import gw_here
 
@@ -157,6 +157,8 @@ def test_dataset_usage_errors(tmp_path):
     assert r.returncode == 2 and "either --out or --dataset" in r.stderr
     r = cli("analyze", str(tmp_path), "--html", "r.html", cwd=tmp_path)
     assert r.returncode == 2
+    r = cli("record", "--device", "sim:t4", "--iters", "5", "--dataset", "", cwd=tmp_path)
+    assert r.returncode == 2 and "dataset (--dataset) is empty" in r.stderr  # (not "both")
 
 
 def _nothing():
@@ -444,3 +446,18 @@ def test_a_run_that_did_not_complete_is_counted_and_said(tmp_path, fleet_root):
     j = json.loads(cli("analyze", str(root), "--json", cwd=root.parent).stdout)
     assert [x["status"] for x in j["runs"] if x["file"] == f.incomplete[0]] == [
         "failed (the run stopped at an error: ValueError: bad frame)"]
+
+
+def test_a_run_without_a_gap_shows_a_dash_not_nan(tmp_path):
+    # (a session that set no condition: its runs have no gap_ms; the table said "nan")
+    d = tmp_path / "plain"
+    d.mkdir()
+    for k in range(2):
+        with gpuwatch.session("sim:t4", d / f"{k}.parquet") as s:
+            e = s.engine("builtin:small")
+            for _ in range(60):
+                e.infer()
+                e.synchronize()
+    text = format_fleet(fleet(d))
+    row = next(ln for ln in text.splitlines() if ln.startswith("Simulated_Tesla_T4"))
+    assert row.split()[1:3] == ["-", "2"] and "nan" not in text, text

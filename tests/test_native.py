@@ -353,3 +353,12 @@ def test_gpuwatch_native_turns_the_extension_off(monkeypatch, value, off):
     pytest.importorskip("gpuwatch.regions._native")
     monkeypatch.setenv("GPUWATCH_NATIVE", value)
     assert (native_module() is None) == off
+
+
+def test_gpuwatch_native_refuses_a_value_it_does_not_know(monkeypatch):
+    # (GPUWATCH_NATIVE=disable read as "on" would leave the C path on unawares)
+    from gpuwatch.errors import UsageError
+
+    monkeypatch.setenv("GPUWATCH_NATIVE", "disable")
+    with pytest.raises(UsageError, match="GPUWATCH_NATIVE takes 0 .* got 'disable'"):
+        native_module()

@@ -175,8 +175,11 @@ def test_writer_refuses_unusable_outputs(tmp_path):
     if os.geteuid() != 0:  # root can write anywhere
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)
-        with pytest.raises(gpuwatch.UsageError, match="not writable"):
+        with pytest.raises(gpuwatch.UsageError, match="cannot take a new file"):
             gpuwatch.session("sim:t4", ro / "x.parquet").start()
+    if os.path.isdir("/proc/self"):  # (not even root's: tried, not assumed from access())
+        with pytest.raises(gpuwatch.UsageError, match="cannot take a new file"):
+            gpuwatch.session("sim:t4", "/proc/x.parquet").start()
 
 
 def test_load_reads_only_the_columns_asked_for(t4_sweep):
@@ -184,6 +187,22 @@ def test_load_reads_only_the_columns_asked_for(t4_sweep):
     assert list(tr.samples.columns) == ["gpu", "t_ns", "sm_clock_mhz"]
     assert len(tr.samples) == len(t4_sweep.samples)
     assert list(tr.inferences.columns) == table_columns("inferences")  # others untouched
+
+
+@pytest.mark.parametrize("kw, says", [
+    ({"columns": {"samples": ["sm_clock_mhz", "sm_clok_mhz"]}},
+     "the samples table has no column 'sm_clok_mhz'"),
+    ({"columns": {"sample": ["sm_clock_mhz"]}}, "columns names no table 'sample'"),
+    ({"columns": {"samples": "sm_clock_mhz"}}, "takes a list of column names"),
+    ({"columns": ["sm_clock_mhz"]}, "columns takes a dict"),
+    ({"numpy_dtypes": ("sample",)}, "numpy_dtypes names no table 'sample'"),
+    ({"numpy_dtypes": "samples"}, "not one string"),
+    ({"defer": ("sample",)}, "defer names no table 'sample'"),
+])
+def test_load_refuses_a_table_or_column_it_does_not_know(t4_sweep, kw, says):
+    # (a misspelt name read as nothing asked for: the column silently absent)
+    with pytest.raises(gpuwatch.UsageError, match=says):
+        gpuwatch.load(t4_sweep.path, **kw)
 
 
 def test_load_splits_row_groups_holding_several_tables(tmp_path, t4_sweep):

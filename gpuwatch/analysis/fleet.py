@@ -618,6 +618,13 @@ def _frame(rows: list[dict[str, Any]], cols: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def _cell(v: Any, spec: str, width: int, unit: str = "") -> str:
+    """A number right-aligned in `width` as `spec` gives it, or "-" where it is missing (a run
+    recorded with no gap: never "nan")."""
+    x = _num(v)
+    return f"{'-' if x != x else f'{x:{spec}}{unit}':>{width}}"
+
+
 def format_fleet(f: Fleet) -> str:
     """The per-model/gap answer as an aligned text table."""
     t, cols = f.rows("by_model_gap")
@@ -629,13 +636,14 @@ def format_fleet(f: Fleet) -> str:
         f"{'gap ms':>8}{'runs':>6}{'stable ms':>11}{'(min-max)':>18}{'late/early':>12}{'(max)':>8}"
     lines = [f.counts() + ("; --json gives each run's status" if f.incomplete else ""), head]
     for r in t:
-        spread = f"({_num(r['stable_ms_min']):.3f}-{_num(r['stable_ms_max']):.3f})"
+        lo, hi = _num(r["stable_ms_min"]), _num(r["stable_ms_max"])
+        spread = "-" if lo != lo or hi != hi else f"({lo:.3f}-{hi:.3f})"
         lines.append((f"{str(r['gpu_model']):<{w}}" if model else "")
                      + (f"{str(r['engine']):<{we}}" if engines else "")
-                     + f"{_num(r['gap_ms']):>8g}{r['runs']:>6}{_num(r['stable_ms']):>11.3f}"
-                     + f"{spread:>18}"
-                     + f"{_num(r['late_over_early_p50']):>11.2f}x"
-                     + f"{_num(r['late_over_early_max']):>7.2f}x")
+                     + _cell(r["gap_ms"], "g", 8) + f"{r['runs']:>6}"
+                     + _cell(r["stable_ms"], ".3f", 11) + f"{spread:>18}"
+                     + _cell(r["late_over_early_p50"], ".2f", 12, "x")
+                     + _cell(r["late_over_early_max"], ".2f", 8, "x"))
     # (what the numbers are: GPU event time, not the program's call -> result)
     lines.append(f"stable ms: the median over runs of each run's last {LATE_ITERS} iterations' "
                  f"median GPU time (events, gpu_ms); late/early: that over its first "

@@ -174,6 +174,15 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0,
     if progress is not None and not callable(progress):
         raise UsageError(f"progress takes a function of one string (e.g. print), got "
                          f"{type(progress).__name__}")
+    seen: list[str] = []
+    for t in traces:  # (one recording analysed twice would read as two that agree)
+        if isinstance(t, (str, os.PathLike)) and os.path.exists(t):
+            same = next((b for b in seen if os.path.samefile(b, t)), None)
+            if same is not None:
+                raise UsageError(f"{os.fspath(t)} is given twice"
+                                 f"{'' if same == os.fspath(t) else f' (as {same})'}; give "
+                                 f"each trace once")
+            seen.append(os.fspath(t))
     say = progress or (lambda text: None)
     several = len(traces) > 1  # (then each line names its trace as the notes do: "trace 0")
 

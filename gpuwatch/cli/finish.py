@@ -54,7 +54,7 @@ class FinishCommand:
         if out == partial or out.name == partial.name or _inside(out, partial):
             raise UsageError(f"{out} is inside the recording being finished; give a trace file "
                              f"outside {partial} (default: {default})")
-        check_output(out, args.force, check_partial=False)
+        check_output(out, args.force, check_partial=False, option="OUT", force="-f/--force")
         lock = claim_for_finish(partial)
         previous = _catch_termination()
         try:
@@ -75,7 +75,8 @@ class FinishCommand:
             _restore(previous)
         if result["skipped_chunks"]:
             print(f"gpuwatch finish: left out {len(result['skipped_chunks'])} unreadable chunk(s) "
-                  f"(cut by the crash?): {', '.join(result['skipped_chunks'][:5])}",
+                  f"(cut by the crash, or damaged since): "
+                  f"{', '.join(result['skipped_chunks'][:5])}",
                   file=sys.stderr)
         if result["left_in_partial"]:
             print(f"gpuwatch finish: {partial} is kept: it holds files gpuwatch did not write "

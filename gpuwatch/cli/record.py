@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -134,7 +133,7 @@ class RecordCommand:
                        help="measured iterations per condition (default: 800)")
         p.add_argument("--warmup", type=_non_negative_int, default=20,
                        help="back-to-back warm-up iterations before each condition (default: 20)")
-        p.add_argument("--device", default=os.environ.get("GPUWATCH_DEVICE") or "auto",
+        p.add_argument("--device", default=None,  # (None: the session reads $GPUWATCH_DEVICE)
                        help=f"GPU to use: {DEVICE_HELP_ENGINES} (default: $GPUWATCH_DEVICE, else auto)")
         p.add_argument("--engine", default="builtin:small",
                        help="what to run: builtin:small, builtin:large, builtin:tiny, or a "

@@ -47,7 +47,7 @@ class RunCommand:
     def prepare_parser(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("-m", dest="module", metavar="MODULE", default=None,
                        help="run a module as `python -m MODULE` does")
-        p.add_argument("--device", default=os.environ.get("GPUWATCH_DEVICE") or "auto",
+        p.add_argument("--device", default=None,  # (None: the session reads $GPUWATCH_DEVICE)
                        help=f"GPU to record: {DEVICE_HELP} (default: $GPUWATCH_DEVICE, else auto)")
         p.add_argument("--regions", choices=("auto", "nvtx", "calls", "kernels"),
                        default="auto",

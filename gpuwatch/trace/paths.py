@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import stat
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,14 +21,17 @@ def partial_path(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 
 
-def check_output(path: Path, overwrite: bool = False, check_partial: bool = True) -> None:
+def check_output(path: Path, overwrite: bool = False, check_partial: bool = True,
+                 option: str = "--out",
+                 force: str = "--force (session(..., overwrite=True))") -> None:
     """Refuse, with one line saying what to do, an output gpuwatch must not write: a directory
     or any other non-regular file (a device such as /dev/null: the final rename would replace
     it), an existing trace unless `overwrite`, a place that cannot be written, or one where an
-    unfinished recording is (see _claim_partial)."""
+    unfinished recording is (see _claim_partial). `option` and `force` name, in the advice,
+    the caller's own argument for the path and for replacing a file."""
     if len(path.name.encode()) + len(".partial") > 255:
         raise UsageError(f"output file name is too long ({len(path.name)} characters): the "
-                         f"recording needs room for a '.partial' suffix; pick a shorter --out")
+                         f"recording needs room for a '.partial' suffix; pick a shorter {option}")
     if path.is_dir():
         raise UsageError(f"output {path} is a directory; give a file name like run.parquet")
     if os.path.lexists(path):
@@ -39,13 +43,18 @@ def check_output(path: Path, overwrite: bool = False, check_partial: bool = True
             raise UsageError(f"output {path} exists and is not a regular file (a device, pipe, "
                              f"socket or broken link); give a trace file name like run.parquet")
         if not overwrite:
-            raise UsageError(f"output {path} already exists; pick another --out, or replace it "
-                             f"with --force (session(..., overwrite=True))")
+            raise UsageError(f"output {path} already exists; pick another {option}, or replace "
+                             f"it with {force}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise UsageError(f"output directory {parent} does not exist; create it or pick another --out")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"output directory {parent} is not writable; pick another --out")
+        raise UsageError(f"output directory {parent} does not exist; create it or pick another "
+                         f"{option}")
+    try:  # (access() says yes to root everywhere, /proc included: a file is tried instead)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise UsageError(f"output directory {parent} cannot take a new file ({e.strerror or e}); "
+                         f"pick another {option}") from e
     partial = partial_path(path)
     if check_partial and partial.exists():
         _refuse_partial(partial, path)

@@ -472,6 +472,36 @@ def _sanitise_meta(meta: dict[str, Any], path: Path) -> None:
                       DamagedTraceWarning, stacklevel=3)
 
 
+def _check_selection(columns: Columns | None, numpy_dtypes: Collection[str],
+                     defer: Collection[str]) -> None:
+    """One UsageError for a table or column load() would not know: a misspelt name would
+    otherwise read as nothing asked for (the column silently absent)."""
+    tables = ", ".join(TABLES)
+    if columns is not None:
+        if not isinstance(columns, Mapping):
+            raise UsageError(f"columns takes a dict of table -> column names (e.g. "
+                             f"{{'samples': ['sm_clock_mhz']}}), got {type(columns).__name__}")
+        for table, cols in columns.items():
+            if table not in TABLES:
+                raise UsageError(f"columns names no table {table!r}; the tables are {tables}")
+            if isinstance(cols, (str, bytes)) or not isinstance(cols, Iterable):
+                raise UsageError(f"columns[{table!r}] takes a list of column names, not "
+                                 f"{cols!r}")
+            known = set(table_columns(table))
+            unknown = [c for c in cols if c not in known]
+            if unknown:
+                raise UsageError(f"the {table} table has no column {unknown[0]!r}; its columns "
+                                 f"are listed in docs/trace-format.md (or "
+                                 f"gpuwatch.trace.table_columns({table!r}))")
+    for name, given in (("numpy_dtypes", numpy_dtypes), ("defer", defer)):
+        if isinstance(given, (str, bytes)):
+            raise UsageError(f"{name} takes table names, e.g. ('samples',), not one string "
+                             f"{given!r}")
+        unknown = [t for t in given if t not in TABLES]
+        if unknown:
+            raise UsageError(f"{name} names no table {unknown[0]!r}; the tables are {tables}")
+
+
 def load(path: str | os.PathLike[str], columns: Columns | None = None,
          numpy_dtypes: Collection[str] = (), defer: Collection[str] = ()) -> Trace:
     """Load a trace file, or recover the `.partial` directory of a recording that died.
@@ -487,6 +517,7 @@ def load(path: str | os.PathLike[str], columns: Columns | None = None,
     if not isinstance(path, (str, os.PathLike)):
         raise UsageError(f"load takes a trace's path (str or os.PathLike), got "
                          f"{type(path).__name__} {path!r}")
+    _check_selection(columns, numpy_dtypes, defer)
     p = Path(path)
     if not p.exists():
         partial = p.with_name(p.name + ".partial")

@@ -1,0 +1,13 @@
+"""`python -m gpuwatch.run [OPTIONS] app.py [ARGS...]` (or `-m MODULE`): profile an unmodified
+program (see gpuwatch/cli/run.py), as `gpuwatch run` does."""
+
+if __name__ == "__main__":
+    import sys
+
+    try:  # (a Ctrl-C while the command's libraries load: no traceback through them)
+        from gpuwatch.cli import loading, main
+    except KeyboardInterrupt:
+        sys.exit(130)
+    with loading():
+        from gpuwatch.cli.run import RunCommand
+    raise SystemExit(main(RunCommand()))
