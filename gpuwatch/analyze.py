@@ -18,11 +18,9 @@ class _CallableModule(types.ModuleType):
 
 if __name__ == "__main__":
     try:  # (a Ctrl-C while the command's libraries load: no traceback through them)
-        from gpuwatch.cli import loading, main
+        from gpuwatch.cli import module_main
     except KeyboardInterrupt:
         sys.exit(130)
-    with loading():
-        from gpuwatch.cli.analyze import AnalyzeCommand
-    raise SystemExit(main(AnalyzeCommand()))
+    module_main("analyze")
 else:
     sys.modules[__name__].__class__ = _CallableModule

@@ -4,9 +4,7 @@ if __name__ == "__main__":
     import sys
 
     try:  # (a Ctrl-C while the command's libraries load: no traceback through them)
-        from gpuwatch.cli import loading, main
+        from gpuwatch.cli import module_main
     except KeyboardInterrupt:
         sys.exit(130)
-    with loading():
-        from gpuwatch.cli.record import RecordCommand
-    raise SystemExit(main(RecordCommand()))
+    module_main("record")

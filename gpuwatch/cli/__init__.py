@@ -186,6 +186,17 @@ def _interrupted_while_loading() -> NoReturn:
     sys.exit(130)
 
 
+def module_main(name: str) -> NoReturn:
+    """`python -m gpuwatch.NAME` (record, analyze, finish, run): that command alone, as
+    `gpuwatch NAME` runs it, with its own name in its messages."""
+    import importlib
+
+    with loading():
+        module, cls = COMMANDS[name]
+        command: Command = getattr(importlib.import_module(module, __name__), cls)()
+    raise SystemExit(main(command))
+
+
 def entry(argv: Sequence[str] | None = None) -> int:
     """`gpuwatch COMMAND ...` / `python -m gpuwatch COMMAND ...`. Only the command named is
     imported (`gpuwatch --help`, `-V` and a mistyped command import none: ~0.3 s less)."""
