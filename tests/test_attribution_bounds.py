@@ -193,6 +193,27 @@ def test_a_thermal_slowdown_is_named_thermal(tmp_path):
     assert "sw_thermal_slowdown" in ep.iloc[0]["sentence"]
 
 
+def test_a_thermal_layer_before_the_idle_clocks_plateau_is_named_as_well(tmp_path):
+    """On sim:t4 a thermal limit (3-6 s) holds the clock at 60% inside the 20 ms condition,
+    then the clock's own down-scaling after idle gaps takes it lower: one jump, a thermal
+    layer, then the DVFS plateau. The plateau's verdict names DVFS; the layer before it,
+    where the GPU reported sw_thermal_slowdown and the plateau did not, gets its own (it was
+    absorbed into "the ramp into the plateau", and thermal was named nowhere)."""
+    tr = record_sim(tmp_path / "th.parquet", profile="t4,fault=thermal@3+3", gaps=(0.0, 20.0),
+                    iters=400)
+    a = gpuwatch.analyze(tr)
+    for v in (a.verdicts, a.wall_verdicts):
+        g = v[v["condition"] == "gap=20ms"]
+        whole = g[g["episode"].isna()].iloc[0]
+        assert whole["cause_code"] == "idle_clock_downscale"
+        ep = g[g["episode"].notna()]
+        assert list(ep["cause_code"]) == ["thermal"], ep[["episode", "cause_code"]]
+        first, last = int(ep.iloc[0]["first_iter"]), int(ep.iloc[0]["last_iter"])
+        assert 25 <= first <= 50 and last < int(whole["verdict"].layered[0])  # (before it)
+        assert "sw_thermal_slowdown" in ep.iloc[0]["sentence"]
+    assert "1 episode(s) came and went" in a.verdict
+
+
 def test_gapped_work_faster_than_power_capped_work_says_why(tmp_path):
     tr = record_sim(tmp_path / "cap.parquet", profile="capped", gaps=(0.0, 20.0), iters=300,
                     engine="builtin:large")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -26,7 +26,7 @@ from ..errors import UsageError
 from ..trace import Trace, load
 from . import status, wall
 from .._version import __version__
-from .attribution import attribute, remembered
+from .attribution import THROTTLE_MASK, attribute, remembered
 from .threads import one_blas_thread
 from .causes import CAUSE_CODES, CAUSES, code_of
 from .verdict import ALONE, NVML_REFRESH_MS, Named, Verdict, fields, share_text
@@ -39,7 +39,7 @@ from .signals import windows as signal_windows
 from .clock import COLUMNS as CLOCK_COLUMNS
 from .clock import compare as compare_clocks
 from .gaps import observed_gaps, regroup_by_gap
-from .layers import Layers, detect
+from .layers import MIN_LEVEL, Layers, _union, detect
 from .merge import SAMPLE_FIELDS, merge
 from ..lazy import Later, Lazy
 from .outside import note as outside_note
@@ -257,7 +257,8 @@ def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0,
                     f"{len(rows):,} inferences)")
                 if not rows["iteration"].is_monotonic_increasing:
                     rows = rows.sort_values("iteration", kind="stable")
-                lay = detect(rows["gpu_ms"].pipe(floats), rows["iteration"].to_numpy())
+                lay = _with_reason_layers(
+                    rows, detect(rows["gpu_ms"].pipe(floats), rows["iteration"].to_numpy()))
                 details[(ti, name, cond)] = lay
                 if cond == first_cond:
                     cold = _cold_start(lay, ti, name, cond)
@@ -449,6 +450,32 @@ def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str, list[str]]:
         f"of the analysis{whole}"), gone
 
 
+def _with_reason_layers(rows: pd.DataFrame, lay: Layers) -> Layers:
+    """`lay` with, among its episodes, each layer between the jump and the plateau (at least
+    MIN_LEVEL iterations) during which the GPU reported a power or thermal reason the plateau
+    does not: a cause of its own that came and went (a thermal limit, then the clock's own
+    down-scaling after idle gaps), which the plateau's verdict would not name. Layers of one
+    cause (a DVFS staircase, a power cap throughout) add nothing."""
+    if not lay.layered or lay.stable_iter is None or len(lay.levels_ms) < 3 \
+            or "reasons_any" not in rows or not len(rows):
+        return lay
+    it = rows["iteration"].to_numpy()
+    reasons = rows["reasons_any"].to_numpy(np.int64, na_value=0) & THROTTLE_MASK
+    plateau = int(np.bitwise_or.reduce(reasons[it >= lay.stable_iter]))
+    starts = [int(it[0])] + list(lay.change_points)  # (each merged segment's first iteration)
+    extra = []
+    for k in range(1, len(starts)):  # (not the baseline's segment)
+        a = starts[k]
+        if a >= lay.stable_iter:
+            break
+        b = starts[k + 1] - 1 if k + 1 < len(starts) else int(it[-1])
+        inside = (it >= a) & (it <= b)
+        if int(inside.sum()) >= MIN_LEVEL and \
+                int(np.bitwise_or.reduce(reasons[inside])) & ~plateau:
+            extra.append((a, int(it[inside].max()), float(lay.levels_ms[k])))
+    return replace(lay, episodes=_union(lay.episodes, extra)) if extra else lay
+
+
 def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFrame | None,
               base_cond: Any, seed: int, y: str = "gpu_ms",
               events: pd.DataFrame | None = None, label: Any = None
@@ -525,7 +552,7 @@ def _wall_series(key: dict[str, Any], rows: pd.DataFrame, base_rows: pd.DataFram
     base_w = None if base_rows is None or not wall.has_wall(base_rows) else known(base_rows)
     if len(w) < 10:
         return [], [], []
-    lay = detect(w["wall_ms"].pipe(floats), w["iteration"].to_numpy())
+    lay = _with_reason_layers(w, detect(w["wall_ms"].pipe(floats), w["iteration"].to_numpy()))
     ref, tgt, ref_label = _groups(w, lay, base_w, cond, base_cond, only_condition)
     groups = [wall.summary({**key, "episode": None, "group": "condition"}, w)]
     att = None
