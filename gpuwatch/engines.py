@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import active, streams
@@ -99,6 +100,13 @@ class TimedEngine:
             key = id(theirs)
             raw = self._per_session.get(key)
             if raw is None:
+                made, runs = (getattr(getattr(b, "profile", None), "name", None)
+                              for b in (home, theirs))
+                if made != runs:  # (t4's clocks asked for, flat's given: say so)
+                    warnings.warn(f"{self.name} was made on sim:{made} and runs on this "
+                                  f"session's simulated GPU, sim:{runs} (a simulated engine "
+                                  f"runs on its session's GPU); make the session on sim:{made} "
+                                  f"to time it there", UserWarning, stacklevel=4)
                 for old in self._per_session.values():  # one session at a time: drop the
                     self._refs.pop(id(old), None)  # last one's engine (its id may come again)
                 self._per_session.clear()

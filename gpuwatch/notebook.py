@@ -133,7 +133,26 @@ class GpuwatchMagics(Magics):
             if analysis is not None:
                 display(analysis)
             raise error
-        return analysis
+        # (IPython looks for the `;` in the cell it ran, a call of this magic: it never sees it)
+        return None if _ends_with_semicolon(cell) else analysis
+
+
+def _ends_with_semicolon(cell: str) -> bool:
+    """Does the cell's last token (comments and blank lines aside) be `;`, as IPython reads a
+    cell whose result it does not show?"""
+    import io
+    import tokenize
+
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(cell).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return False
+    for tok in reversed(tokens):
+        if tok.type in (tokenize.ENDMARKER, tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT,
+                        tokenize.INDENT, tokenize.DEDENT):
+            continue
+        return tok.type == tokenize.OP and tok.string == ";"
+    return False
 
 
 def _compile(shell: Any, line: str, cell: str) -> Any:
@@ -141,12 +160,21 @@ def _compile(shell: Any, line: str, cell: str) -> Any:
     transformers), numbered as the notebook shows it (the magic's line first), under a name
     that tracebacks show its lines for (Cell In[N], line L)."""
     source = shell.transform_cell(cell)
-    tree = ast.increment_lineno(shell.transform_ast(shell.compile.ast_parse(source)), 1)
     try:  # (IPython counts the running cell already: it is execution_count - 1)
         name = shell.compile.cache(f"%%gpuwatch {line}\n{source}",
                                    max(1, shell.execution_count - 1), raw_code=cell)
     except Exception:  # an IPython without the cache: tracebacks show no source lines
         name = "<gpuwatch cell>"
+    try:
+        parsed = shell.compile.ast_parse(source, filename=name)
+    except SyntaxError as e:  # (shown at its line of the cell as the notebook numbers it,
+        if e.lineno is not None:  # the magic's line first; not "<unknown>, line 1")
+            e.lineno += 1
+        if e.end_lineno is not None:
+            e.end_lineno += 1
+        e.filename = name
+        raise e.with_traceback(None) from None
+    tree = ast.increment_lineno(shell.transform_ast(parsed), 1)
     return shell.compile(tree, name, "exec")
 
 

@@ -177,6 +177,8 @@ class Session:
         # machine without a GPU), else the first NVIDIA GPU.
         self.device_spec = device or os.environ.get("GPUWATCH_DEVICE") or "auto"
         self._device_from_env = not device and bool(os.environ.get("GPUWATCH_DEVICE"))
+        # (a simulated GPU: the first region around the user's own code says what it is not)
+        self._sim_user_note = str(self.device_spec).strip().startswith("sim")
         self._stream_ref = streams.resolve(stream, "session")  # None: the current stream
         self._check_every = check_every
         if dataset is not None and not str(dataset).strip():
@@ -724,6 +726,8 @@ class Session:
         if not callable(fn):  # (before a region opens: no row for what never ran)
             raise UsageError(f"s.infer takes the function to time (and its arguments), got "
                              f"{type(fn).__name__} {fn!r}")
+        if self._sim_user_note:
+            self._note_user_code_on_sim(fn)
         timer = self._timer
         if stream is None and timer is not None and not self._closed:  # the common case
             try:  # (the region's name is made from fn when its row is: not on the timed path)
@@ -745,7 +749,26 @@ class Session:
         if not isinstance(name, str) or not name.strip():
             raise UsageError(f"span takes a name (a non-empty str, e.g. \"preprocess\"), got "
                              f"{type(name).__name__} {name!r}")
+        if self._sim_user_note:
+            self._note_user_code_on_sim(None)
         return _Span(self, str(name), None if stream is None else streams.resolve(stream))
+
+    def _note_user_code_on_sim(self, fn: Any) -> None:
+        """Once per session on a simulated GPU, where the user times code of their own
+        (s.infer(fn) of anything but a gpuwatch engine, s.span): a warning, and the same in
+        the trace's metadata (the report's header shows it). The simulator's clock times those
+        regions: a 2 ms sleep reads as a few microseconds."""
+        from .engines import TimedEngine
+
+        if isinstance(getattr(fn, "__self__", None), TimedEngine):
+            return  # (an engine's method passed in: the simulator runs it)
+        self._sim_user_note = False
+        text = ("a simulated GPU cannot time your own code: regions around it (s.infer(fn), "
+                "s.span) are timed on the simulator's clock, so their latencies (a 2 ms sleep "
+                "reads as microseconds) and verdicts say nothing about it; use a real GPU, or "
+                "the stand-in (device='standin') to try the code path")
+        warnings.warn(text, UserWarning, stacklevel=3)
+        self._close_meta.setdefault("warning", text)
 
     def synchronize(self) -> None:
         """Wait until every timed region so far has finished on the GPU, and record them (the

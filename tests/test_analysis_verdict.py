@@ -232,3 +232,21 @@ def test_an_interval_bound_of_float_dust_does_not_exclude_zero():
     assert not _excludes_zero(row(-0.05, -0.07, -ZERO_MS / 2), -0.3)
     assert _excludes_zero(row(-0.05, -0.07, -0.01), -0.3)
     assert not _excludes_zero(row(0.0425, 0.002, 0.055), -0.28)  # (the other way: an offset)
+
+
+def test_a_trace_of_spans_alone_that_held_is_no_change_not_no_inferences(tmp_path):
+    # (its span verdicts were given, yet the headline said "No measured inferences")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the simulator times spans: said once, not here)
+        with gpuwatch.session("sim:flat", tmp_path / "t.parquet") as s:
+            for g in (0, 5):
+                s.set_condition(f"gap={g}ms", gap_ms=g)
+                for _ in range(60):
+                    with s.span("pre"):
+                        pass
+                    s.wait(g)
+    a = gpuwatch.analyze(s.trace)
+    assert len(a.verdicts) == 0 and len(a.wall_verdicts) == 2
+    assert a.verdict.startswith("No condition is slower or faster than its baseline")

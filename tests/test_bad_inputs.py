@@ -121,6 +121,14 @@ def test_session_methods_reject_what_they_cannot_use(tmp_path, call, says):
             pass
 
 
+def test_several_traces_as_one_list_are_as_several_arguments(trace, tmp_path):
+    # (a list, as glob gives it, was refused: "got list")
+    other = tmp_path / "u.parquet"
+    other.write_bytes(trace.read_bytes())
+    a, b = gpuwatch.analyze([trace, other]), gpuwatch.analyze(trace, other)
+    assert a.verdict == b.verdict and len(a.traces) == 2
+
+
 def test_one_trace_given_twice_is_refused(tmp_path, trace):
     # (it read as two recordings that agree: "2 of 4 conditions")
     with pytest.raises(UsageError, match="given twice"):

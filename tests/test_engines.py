@@ -124,3 +124,20 @@ def test_a_session_wide_stream(tmp_path):
             s.infer(print)  # a simulated GPU knows its streams
     with pytest.raises(gpuwatch.UsageError, match="check_every"):
         gpuwatch.session("sim:flat", tmp_path / "t3.parquet", check_every=-1)
+
+
+def test_a_simulated_engine_used_on_another_profile_says_so(tmp_path):
+    # (gpuwatch.engine(device="sim:t4") in a sim:flat session ran as the flat GPU, unsaid:
+    # "No condition is slower" where the T4's layering was asked for)
+    import warnings
+
+    eng = gpuwatch.engine("builtin:small", device="sim:t4")
+    with pytest.warns(UserWarning, match="made on sim:t4 and runs on .* sim:flat"):
+        with gpuwatch.session("sim:flat", tmp_path / "a.parquet"):
+            eng.infer()
+            eng.synchronize()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (the same profile: nothing to say)
+        with gpuwatch.session("sim:t4", tmp_path / "b.parquet"):
+            eng.infer()
+            eng.synchronize()

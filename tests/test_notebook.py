@@ -138,3 +138,43 @@ def test_the_magics_sample_gpus_follows_the_commands_rules():
                        ("0,,1", "an empty item")):
         with pytest.raises(argparse.ArgumentTypeError, match=words):
             _sample_gpus(bad)
+
+
+def test_a_cell_ending_with_a_semicolon_shows_no_analysis(tmp_path, monkeypatch):
+    """docs/notebooks.md: end the cell with `;` and nothing is shown; -a still binds it.
+    (IPython looks for the `;` in the magic's call it ran, which never has one.)"""
+    pytest.importorskip("IPython")
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.chdir(tmp_path)
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_line_magic("load_ext", "gpuwatch")
+        body = "e = gw.engine()\nfor _ in range(30):\n    e.infer()\n    e.synchronize()\n"
+        shown = shell.run_cell(f"%%gpuwatch --device sim:flat -o a.parquet\n{body}",
+                               store_history=True)
+        assert type(shown.result).__name__ == "Analysis", shown.error_in_exec
+        quiet = shell.run_cell(f"%%gpuwatch --device sim:flat -o b.parquet -a an\n{body}"
+                               "e.synchronize();  # done\n", store_history=True)
+        assert quiet.success and quiet.result is None
+        assert type(shell.user_ns["an"]).__name__ == "Analysis"
+    finally:
+        InteractiveShell.clear_instance()
+
+
+def test_a_syntax_error_in_a_cell_is_shown_at_its_line(tmp_path, monkeypatch):
+    # (it was parsed before being named and numbered: "File <unknown>, line 1")
+    pytest.importorskip("IPython")
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.chdir(tmp_path)
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_line_magic("load_ext", "gpuwatch")
+        r = shell.run_cell("%%gpuwatch --device sim:flat -o a.parquet\nx = 1\nfor\n",
+                           store_history=True)
+        e = r.error_in_exec
+        assert isinstance(e, SyntaxError) and e.lineno == 3 and e.text.strip() == "for"
+        assert e.filename != "<unknown>" and not (tmp_path / "a.parquet").exists()
+    finally:
+        InteractiveShell.clear_instance()

@@ -145,3 +145,12 @@ def test_a_clock_nvml_could_not_see_is_not_ruled_out_plainly():
                if r.verdict.outcome == "explained")
     probed = helpers.analysed(DATA / "h100_causes" / "power_cap.parquet")  # --probe
     assert not any(r.verdict.nvml_blind for r in probed.verdicts.itertuples())
+
+
+def test_a_comparison_of_microsecond_latencies_keeps_its_digits():
+    # ("call -> result 0.00 ms vs 0.00 ms (gap=0ms), +0.00 ms" said nothing)
+    from gpuwatch.analysis.verdict import _ms
+
+    assert [_ms(x) for x in (0.0045, 0.86, 4.7, 0.0)] == ["0.0045", "0.86", "4.70", "0.00"]
+    assert [_ms(x, "+") for x in (0.0001, -0.0032, 1.76)] == ["+0.0001", "-0.0032", "+1.76"]
+    assert _ms(-0.00016, "+", scale=0.76) == "-0.00"  # (the latencies set the digits)

@@ -90,8 +90,10 @@ PROFILES: dict[str, Profile] = {
     "capped": Profile(
         name="capped",
         gpu_name="Simulated GPU (power-capped)",
-        description="clocks at maximum unless power exceeds a low 30 W cap: back-to-back work "
-                    "is throttled (reason sw_power_cap), gapped work is not",
+        description="clocks at maximum until power exceeds a low 30 W cap: back-to-back work "
+                    "is throttled (reason sw_power_cap); the clock climbs back only under high "
+                    "utilisation, so gapped work after it keeps the lowered clock, with no "
+                    "reason active",
         sm_max_mhz=1590, sm_min_mhz=300, sm_idle_mhz=1590, mem_max_mhz=5001,
         mem_idle_mhz=5001, power_cap_w=30.0, util_low=0.0,
     ),

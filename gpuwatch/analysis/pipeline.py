@@ -154,9 +154,10 @@ def _as_trace(t: Trace | str | os.PathLike[str]) -> Trace:
                 defer=("samples",))
 
 
-def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0,
-            progress: Callable[[str], None] | None = None) -> Analysis:
-    """Analyse one or more traces (objects or paths) into layers, attribution and verdicts.
+def analyze(*traces: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.PathLike[str]],
+            seed: int = 0, progress: Callable[[str], None] | None = None) -> Analysis:
+    """Analyse one or more traces (objects or paths, as arguments or one list) into layers,
+    attribution and verdicts.
     `progress`, if given, is called with a short line as each step begins (reading a trace,
     joining its telemetry, each engine and condition): the CLI draws it on a terminal."""
     # (small matrices: BLAS threads would only spin, see threads.py; an attribution asked for
@@ -165,8 +166,11 @@ def analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0,
         return _analyze(*traces, seed=seed, progress=progress)
 
 
-def _analyze(*traces: Trace | str | os.PathLike[str], seed: int = 0,
-             progress: Callable[[str], None] | None = None) -> Analysis:
+def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.PathLike[str]],
+             seed: int = 0, progress: Callable[[str], None] | None = None) -> Analysis:
+    # (one list of paths, as glob gives them: the same as each given on its own)
+    traces: tuple[Any, ...] = tuple(given[0]) if len(given) == 1 and isinstance(
+        given[0], (list, tuple)) else given
     if not traces:
         raise UsageError("give at least one trace to analyse")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -922,6 +926,8 @@ def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None,
         ev = verdicts[[k not in changed_keys for k in keys(verdicts)]] if len(verdicts) \
             else verdicts
         verdicts = pd.concat([wall_verdicts[use_wall], ev], ignore_index=True)
+        if verdicts.empty:  # (spans alone, none changed: judged on them, not "no inferences")
+            verdicts = wall_verdicts
     not_compared = (f" {len(lost)} condition(s) had no valid latency at all and were not "
                     f"compared ({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''}).") \
         if lost else ""

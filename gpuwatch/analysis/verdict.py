@@ -133,8 +133,10 @@ def words(v: Verdict) -> str:
     delta = v.extra_ms
     where = (f" from iteration {v.layered[0]} (jump at {v.layered[1]})"
              if v.layered is not None else "")
-    head = (f"{v.subject}: {what} {v.latency_ms:.2f} ms{where} vs {r_ms:.2f} ms "
-            f"({v.reference}), {delta:+.2f} ms ({v.latency_ms / r_ms:.2f}x)")
+    scale = max(abs(v.latency_ms), abs(r_ms))  # (the latencies set the digits, the change too)
+    head = (f"{v.subject}: {what} {_ms(v.latency_ms, scale=scale)} ms{where} vs "
+            f"{_ms(r_ms, scale=scale)} ms ({v.reference}), {_ms(delta, '+', scale)} ms "
+            f"({v.latency_ms / r_ms:.2f}x)")
     no_clock = ("the SM clock was not recorded (no telemetry for these rows), so clocks "
                 "cannot be ruled out")
     if v.outcome == "no_change":
@@ -180,6 +182,16 @@ def words(v: Verdict) -> str:
 
 def _offset_words(factor: str) -> str:
     return "changes gpuwatch did not measure" if factor == "unexplained" else text_of(factor)
+
+
+def _ms(ms: float, sign: str = "", scale: float | None = None) -> str:
+    """A latency in a comparison: two decimals, as the reader compares them; two significant
+    digits where latencies of that `scale` (the larger compared) would read 0.00 (a 4.5 us
+    call is 0.0045, not 0.00; a change of 0.16 us between 0.76 ms calls stays -0.00)."""
+    s = abs(ms) if scale is None else scale
+    if ms != ms or ms == 0 or s != s or s >= 0.005:
+        return f"{ms:{sign}.2f}"
+    return f"{ms:{sign}.2g}"
 
 
 def _notes(v: Verdict, text: str) -> str:
