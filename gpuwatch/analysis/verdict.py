@@ -152,7 +152,10 @@ def words(v: Verdict) -> str:
             parts.append("offset by " + ", ".join(
                 f"{text_of(n.factor)} ({n.contribution_ms:+.3f} ms{n.evidence})"
                 for n in v.offsets))
-        text = f"{head}; " + "; ".join(parts)
+        # (faster than its reference: what is named slowed the reference, not this)
+        slower_ref = ("the reference was the slower: " if delta < 0 and v.sustained_mhz is None
+                      else "")
+        text = f"{head}; {slower_ref}" + "; ".join(parts)
         if not v.clocks_known:
             text += f"; {no_clock}"
         elif v.clock_share < 0.05 and not v.span:
