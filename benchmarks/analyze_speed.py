@@ -102,7 +102,7 @@ def main() -> None:
     arms: dict[str, list[str]] = {
         "gpuwatch analyze --json": [py, "-m", "gpuwatch.analyze", str(big), "--json"],
         "gpuwatch analyze --html": [py, "-m", "gpuwatch.analyze", str(big), "--html",
-                                    str(a.out / "report.html")],
+                                    str(a.out / "report.html"), "-f"],  # (each round's over)
         "gpuwatch load()": [py, "-c", LOAD, str(big)],
         "duckdb": [py, "-c", DUCKDB, str(big)],
         "pandas merge_asof": [py, "-c", PANDAS, str(big)],
