@@ -168,6 +168,10 @@ def test_an_episode_that_comes_and_goes_is_found_and_explained(tmp_path):
     t = a.attribution[a.attribution["episode"] == ep["episode"]].set_index("factor")
     assert t.loc["other_process", "share"] == pytest.approx(1.0, abs=0.1)
     assert "1 episode(s) came and went" in a.verdict and "another process" in a.verdict
+    # (a process sharing the SMs lengthens the work, not the wait to start it: the call ->
+    # result sentence cites the process list, not a queue that did not move, "0.004 -> 0.004")
+    w = a.wall_verdicts[a.wall_verdicts["episode"].notna()].iloc[0]["sentence"]
+    assert "process list: pid 4242" in w and "while this program's stream was idle" not in w
     pytest.importorskip("matplotlib")
     from gpuwatch.analysis.plots import latency_vs_iteration
 

@@ -458,6 +458,9 @@ def test_a_run_without_a_gap_shows_a_dash_not_nan(tmp_path):
             for _ in range(60):
                 e.infer()
                 e.synchronize()
-    text = format_fleet(fleet(d))
+    f = fleet(d)
+    text = format_fleet(f)
     row = next(ln for ln in text.splitlines() if ln.startswith("Simulated_Tesla_T4"))
     assert row.split()[1:3] == ["-", "2"] and "nan" not in text, text
+    # (their rows of no condition: "all", as the analysis calls them, not "")
+    assert {r["condition"] for r in f.to_dict()["runs"]} == {"all"}

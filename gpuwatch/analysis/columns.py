@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 
 
+NO_CONDITION = "all"  # what rows recorded before (or without) any set_condition() are called
+
+
 def floats(col: Any) -> np.ndarray:
     """A pandas Series (or array) as float64, NaN where missing. A plain numpy column converts
     directly (NaN already means missing); pandas' nullable columns map NA to NaN (pandas < 2.2

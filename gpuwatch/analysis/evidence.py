@@ -29,6 +29,13 @@ def _moved(ref: pd.DataFrame, tgt: pd.DataFrame, col: str, words: str) -> str:
     return f" ({words}: {a:.3f} -> {b:.3f} ms)" if np.isfinite(a) and np.isfinite(b) else ""
 
 
+def _grew(ref: pd.DataFrame, tgt: pd.DataFrame, col: str, floor_ms: float = 0.001) -> bool:
+    """Did column `col`'s mean move by at least `floor_ms` (1 us: below, "0.004 -> 0.004 ms"
+    is no evidence of anything)?"""
+    a, b = _means(ref, tgt, col)
+    return bool(np.isfinite(a) and np.isfinite(b) and abs(b - a) >= floor_ms)
+
+
 def _faults(ref: pd.DataFrame, tgt: pd.DataFrame, col: str, which: str) -> str:
     """" (a -> b major page faults per call)" where they rose, else ""."""
     a, b = _means(ref, tgt, col)
@@ -131,7 +138,11 @@ def context(ref: pd.DataFrame, tgt: pd.DataFrame, events: pd.DataFrame | None = 
     return {"sm_clock": sm, "throttling": sm + thr, "mem_clock": mem,
             "host_launch": host + cpu_clock,
             "kernels_slower": busy,
-            "other_process": other + (queue if y == "wall_ms" else "") + _switches(ref, tgt),
+            # (the queue is the other process's part only where it moved: its time slices
+            # delay the start; a process that shares the SMs lengthens the work instead)
+            "other_process": other + (queue if y == "wall_ms" and _grew(ref, tgt,
+                                                                      "queue_other_ms")
+                                      else "") + _switches(ref, tgt),
             "host_cpu": cpu + _moved(ref, tgt, "completion_wait_ms", "after the GPU finished, "
                                      "waiting for a CPU before the result, mean per call"),
             "gpu_queue": queue + _switches(ref, tgt),

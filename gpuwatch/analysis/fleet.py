@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from ..errors import TraceFormatError, UsageError
 from ..lazy import Lazy, Later, pending
-from .columns import EARLY_ITERS, LATE_ITERS
+from .columns import EARLY_ITERS, LATE_ITERS, NO_CONDITION
 from ..trace import (KIND, LEGACY_KIND, META_KEY, READ_OPTIONS, REPEAT_BATCH_ROWS, _check_meta,
                      _check_types, live_writer, partition_value, read_partial_meta,
                      batches_without_repeats, table_groups)
@@ -397,6 +397,8 @@ def _summaries(tbl: pa.Table) -> dict[tuple[Any, Any], _Acc]:
         return accs
     name, names = _codes(tbl.column("name"))
     cond, conds = _codes(tbl.column("condition"))
+    # (rows of no condition: named as the analysis names them; set_condition refuses "")
+    conds = [NO_CONDITION if c == "" else c for c in conds]
     n_conds = len(conds)
     group = name * n_conds + cond
     order = np.argsort(group, kind="stable")

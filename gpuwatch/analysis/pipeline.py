@@ -30,8 +30,8 @@ from .attribution import THROTTLE_MASK, attribute, remembered
 from .threads import one_blas_thread
 from .causes import CAUSE_CODES, CAUSES, code_of
 from .verdict import ALONE, NVML_REFRESH_MS, Named, Verdict, fields, share_text
-from .columns import (EARLY_ITERS, LATE_ITERS, MAX_LATENCY_MS, floats, groups_of, ms_text,
-                      ns_since, rows_where, writable)
+from .columns import (EARLY_ITERS, LATE_ITERS, MAX_LATENCY_MS, NO_CONDITION, floats, groups_of,
+                      ms_text, ns_since, rows_where, writable)
 from .explain import attribute_span, attribute_wall, refine_host
 from .evidence import context
 from .signals import FLOOR_SHARE, SIGNALS
@@ -47,7 +47,6 @@ from .outside import stream_checks as outside_table
 
 __all__ = ["Analysis", "analyze"]
 
-NO_CONDITION = "all"  # what rows recorded before (or without) any set_condition() are called
 NOISE_REL = 0.03  # a change under 3% of the baseline (and under 3 noise s.d.) is no change
 # What analysis and its renderers read of `samples` (the rest stays on disk).
 OUTLIER_RATIO = 1000.0  # a latency this many times its condition's median is set apart
