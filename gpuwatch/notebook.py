@@ -101,6 +101,8 @@ class GpuwatchMagics(Magics):
                 raise IPythonUsageError(f"{label} takes a Python name, not {name!r}")
         shell = self.shell
         assert shell is not None
+        if args.out is not None and args.dataset is not None:  # (the magic's own words)
+            raise IPythonUsageError("gpuwatch: give either --out or --dataset, not both")
         code = _compile(shell, line, cell)  # (a syntax error stops here: nothing is recorded)
         out = args.out if args.out is not None or args.dataset is not None else fresh_out()
         if out is not None and not args.overwrite and os.path.lexists(out):
@@ -186,9 +188,8 @@ def _report(s: Session, error: BaseException | None, analyse: bool,
         f"the cell raised {type(error).__name__}" + (f": {error}" if str(error) else "")
     if isinstance(error, (KeyboardInterrupt, Terminated)):
         raised = "the cell was interrupted"
-    if s.left_previous:  # (the session said why on stderr)
-        print(f"gpuwatch: {raised}; nothing was timed, and {s.out} was left as it was")
-        return None
+    if s.left_previous:  # (the session said so on stderr, and an error shows as raised:
+        return None  # saying it again was two near-identical lines)
     if s.discarded:
         print(f"gpuwatch: {raised}; nothing was timed, so no trace was written")
         return None

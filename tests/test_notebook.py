@@ -178,3 +178,25 @@ def test_a_syntax_error_in_a_cell_is_shown_at_its_line(tmp_path, monkeypatch):
         assert e.filename != "<unknown>" and not (tmp_path / "a.parquet").exists()
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_the_magic_names_its_own_options_and_says_a_kept_trace_once(tmp_path, monkeypatch,
+                                                                    capsys):
+    pytest.importorskip("IPython")
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.chdir(tmp_path)
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_line_magic("load_ext", "gpuwatch")
+        r = shell.run_cell("%%gpuwatch --device sim:flat -o a.parquet --dataset d\npass\n")
+        assert "give either --out or --dataset, not both" in str(r.error_in_exec)
+        (tmp_path / "a.parquet").write_bytes(b"mine")
+        capsys.readouterr()
+        r = shell.run_cell("%%gpuwatch --device sim:flat -o a.parquet\nraise ValueError('x')\n")
+        assert isinstance(r.error_in_exec, ValueError)
+        said = capsys.readouterr()
+        lines = [ln for ln in (said.out + said.err).splitlines() if "was left as it was" in ln]
+        assert len(lines) == 1 and (tmp_path / "a.parquet").read_bytes() == b"mine", lines
+    finally:
+        InteractiveShell.clear_instance()
