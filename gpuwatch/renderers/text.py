@@ -91,8 +91,10 @@ class TextRenderer(Renderer):
             sp = analysis.spans
             sp = sp[sp["trace"] == ti] if not sp.empty else sp
             for r in sp.itertuples():
-                out.append(f"   span {r.span} ({r.condition}): p50 {r.p50_ms:.3f} ms, p99 "
-                           f"{r.p99_ms:.3f}, max {r.max_ms:.3f}, {r.spikes} spikes")
+                # (its GPU time, the events: its host time is in the latency lines below)
+                out.append(f"   span {r.span} ({r.condition}), GPU time (events): p50 "
+                           f"{r.p50_ms:.3f} ms, p99 {r.p99_ms:.3f}, max {r.max_ms:.3f}, "
+                           f"{r.spikes} spikes")
             clk = analysis.clocks[analysis.clocks["trace"] == ti]
             for r in clk.itertuples():
                 out.append(f"   {clock_sentence(r)}")
