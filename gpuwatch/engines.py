@@ -178,6 +178,8 @@ class Timed:
         s = active.session
         if s is None:
             return fn(*args, **kwargs)
+        if s._sim_user_note:  # (the user's own object, timed on a simulated GPU: say so once)
+            s._note_user_code_on_sim(fn, stacklevel=4)
         return s._timed(self._kind, self.name, fn, args, kwargs, self._ref)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -753,21 +753,23 @@ class Session:
             self._note_user_code_on_sim(None)
         return _Span(self, str(name), None if stream is None else streams.resolve(stream))
 
-    def _note_user_code_on_sim(self, fn: Any) -> None:
+    def _note_user_code_on_sim(self, fn: Any, stacklevel: int = 3) -> None:
         """Once per session on a simulated GPU, where the user times code of their own
         (s.infer(fn) of anything but a gpuwatch engine, s.span): a warning, and the same in
         the trace's metadata (the report's header shows it). The simulator's clock times those
         regions: a 2 ms sleep reads as a few microseconds."""
         from .engines import TimedEngine
 
-        if isinstance(getattr(fn, "__self__", None), TimedEngine):
+        owner = getattr(fn, "__self__", None)
+        if isinstance(owner, TimedEngine) or type(owner).__module__.startswith(
+                "gpuwatch.bindings.sim"):
             return  # (an engine's method passed in: the simulator runs it)
         self._sim_user_note = False
         text = ("a simulated GPU cannot time your own code: regions around it (s.infer(fn), "
                 "s.span) are timed on the simulator's clock, so their latencies (a 2 ms sleep "
                 "reads as microseconds) and verdicts say nothing about it; use a real GPU, or "
                 "the stand-in (device='standin') to try the code path")
-        warnings.warn(text, UserWarning, stacklevel=3)
+        warnings.warn(text, UserWarning, stacklevel=stacklevel)
         self._close_meta.setdefault("warning", text)
 
     def synchronize(self) -> None:

@@ -141,3 +141,36 @@ def test_a_simulated_engine_used_on_another_profile_says_so(tmp_path):
         with gpuwatch.session("sim:t4", tmp_path / "b.parquet"):
             eng.infer()
             eng.synchronize()
+
+
+def test_your_own_code_timed_on_a_simulated_gpu_warns_once(tmp_path):
+    # (a 2 ms sleep read as 4.5 us: the simulator's clock times the regions, unsaid)
+    import time
+    import warnings
+
+    class Model:
+        def __call__(self, x):
+            time.sleep(0.0002)
+
+    timed_model = gpuwatch.timed(Model())
+    for how in ("infer", "span", "timed"):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with gpuwatch.session("sim:t4", tmp_path / f"{how}.parquet") as s:
+                e = s.engine()
+                for _ in range(3):
+                    e.infer()  # (its own engine: the simulator runs it, nothing to say)
+                    e.synchronize()
+                assert not seen
+                for _ in range(3):
+                    if how == "infer":
+                        s.infer(time.sleep, 0.0002)
+                    elif how == "span":
+                        with s.span("pre"):
+                            time.sleep(0.0002)
+                    else:
+                        timed_model(1)
+        said = [w for w in seen if "cannot time your own code" in str(w.message)]
+        assert len(said) == 1 and said[0].filename == __file__, how
+        assert gpuwatch.load(tmp_path / f"{how}.parquet").meta["warning"].startswith(
+            "a simulated GPU cannot time your own code")
