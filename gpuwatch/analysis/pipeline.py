@@ -288,8 +288,10 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                     att_rows.append(att.assign(trace=ti, engine=name, condition=cond,
                                                episode=None))
                 v = _verdict(cond, lay, ref, tgt, att, ref_label, events=host_events)
-                ep_verdicts, ep_atts = _episodes(rows, lay, cond, base_rows, base_cond, seed,
-                                                 events=host_events)
+                ep_verdicts, ep_atts = _with_signal_episodes(
+                    *_episodes(rows, lay, cond, base_rows, base_cond, seed, events=host_events),
+                    *_signal_episodes(rows, cond, seed, host_events, y="gpu_ms",
+                                      only=EVENT_SIGNALS))
                 if v["cause"] is None and ep_verdicts:
                     v = _noted(v, episodes_below=len(ep_verdicts))
                 key = {"trace": ti, "engine": name, "condition": cond}
@@ -567,16 +569,7 @@ def _wall_series(key: dict[str, Any], rows: pd.DataFrame, base_rows: pd.DataFram
     v = _verdict(label, lay, ref, tgt, att, ref_label, y="wall_ms", events=events)
     ep_v, ep_a = _episodes(w, lay, cond, base_w, base_cond, seed, y="wall_ms", events=events,
                            label=label)
-    sig_v, sig_a = _signal_episodes(w, label, seed, events)
-    if sig_v:  # a cause's own window is the better one: latency episodes it covers go
-        def covered(ev: dict[str, Any]) -> bool:  # (half of either lies in the other)
-            a, b = ev["first_iter"], ev["last_iter"]
-            return any(min(b, sv["last_iter"]) - max(a, sv["first_iter"]) + 1 > 0.5 * min(
-                b - a + 1, sv["last_iter"] - sv["first_iter"] + 1) for sv in sig_v)
-        ep_v = [ev for ev in ep_v if not covered(ev)]
-        kept = {ev["episode"] for ev in ep_v}
-        ep_a = [ea for ea in ep_a if ea["episode"].iloc[0] in kept] + sig_a
-        ep_v += sig_v
+    ep_v, ep_a = _with_signal_episodes(ep_v, ep_a, *_signal_episodes(w, label, seed, events))
     if v["cause"] is None and ep_v:
         v = _noted(v, episodes_below=len(ep_v))
     it = w["iteration"].to_numpy()
@@ -595,18 +588,47 @@ def _wall_series(key: dict[str, Any], rows: pd.DataFrame, base_rows: pd.DataFram
     return verdicts, atts, groups
 
 
-def _signal_episodes(w: pd.DataFrame, cond: Any, seed: int, events: pd.DataFrame | None
+# The signals whose window is judged on the event time too, with the factor that may take its
+# part there: another context's time slices delay the start (call -> result's GPU queue) and,
+# landing between a region's kernels, lengthen the region's own events.
+EVENT_SIGNALS: dict[str, tuple[str, ...]] = {"gpu_queue": ("other_process",)}
+
+
+def _with_signal_episodes(ep_v: list[dict[str, Any]], ep_a: list[pd.DataFrame],
+                          sig_v: list[dict[str, Any]], sig_a: list[pd.DataFrame]
+                          ) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
+    """Latency episodes and those found from a cause's own signal, together: a cause's own
+    window is the better one, so latency episodes it covers (half of either lies in the
+    other) go."""
+    if not sig_v:
+        return ep_v, ep_a
+
+    def covered(ev: dict[str, Any]) -> bool:
+        a, b = ev["first_iter"], ev["last_iter"]
+        return any(min(b, sv["last_iter"]) - max(a, sv["first_iter"]) + 1 > 0.5 * min(
+            b - a + 1, sv["last_iter"] - sv["first_iter"] + 1) for sv in sig_v)
+    ep_v = [ev for ev in ep_v if not covered(ev)]
+    kept = {ev["episode"] for ev in ep_v}
+    return ep_v + sig_v, [ea for ea in ep_a if ea["episode"].iloc[0] in kept] + sig_a
+
+
+def _signal_episodes(w: pd.DataFrame, cond: Any, seed: int, events: pd.DataFrame | None,
+                     y: str = "wall_ms", only: dict[str, tuple[str, ...]] | None = None
                      ) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
     """Episodes found from each cause's own signal (analysis.signals): the calls inside the
     window against the condition's calls outside every window of that cause. Kept where that
     cause's part of the change is beyond doubt (its interval excludes 0) and at least
-    signals.FLOOR_SHARE of the reference latency."""
+    signals.FLOOR_SHARE of the reference latency. `y`: the latency judged (call -> result, or
+    "gpu_ms", the events); `only`: those signals, each with the factors that may take its part
+    (the event time has no GPU queue: another process's slices show there as longer work)."""
     order = (w.sort_values("host_start_ns", kind="stable")  # (a copy of every column: only
              if "host_start_ns" in w and not w["host_start_ns"].is_monotonic_increasing
              else w)  # where the calls are not in order already, as they usually are)
     t0 = float(order["host_start_ns"].pipe(floats).min()) if "host_start_ns" in w else np.nan
     verdicts, atts = [], []
-    for read, words, factors in SIGNALS.values():
+    signals = [(read, words, factors if only is None else only[key])
+               for key, (read, words, factors) in SIGNALS.items() if only is None or key in only]
+    for read, words, factors in signals:
         found = signal_windows(order, read(order))
         if not found:
             continue
@@ -618,7 +640,7 @@ def _signal_episodes(w: pd.DataFrame, cond: Any, seed: int, events: pd.DataFrame
             continue
         for a, b in found:
             tgt = order.iloc[a:b + 1]
-            att = _explain(ref, tgt, "wall_ms", seed)
+            att = _explain(ref, tgt, y, seed)
             shown = [f for f in factors if att is not None and f in set(att["factor"])]
             if not shown:
                 continue
@@ -627,7 +649,7 @@ def _signal_episodes(w: pd.DataFrame, cond: Any, seed: int, events: pd.DataFrame
             by = att.set_index("factor")
             factor = max(shown, key=lambda f: abs(float(by.loc[f, "contribution_ms"])))
             row = by.loc[factor]
-            r_ms = float(ref["wall_ms"].mean())
+            r_ms = float(ref[y].mean())
             if not (_excludes_zero(row, row["contribution_ms"])
                     and abs(row["contribution_ms"]) >= FLOOR_SHARE * r_ms):
                 continue
@@ -636,12 +658,12 @@ def _signal_episodes(w: pd.DataFrame, cond: Any, seed: int, events: pd.DataFrame
             hs = tgt["host_start_ns"].pipe(floats)
             label = (f"iterations {first}-{last}, {(hs.min() - t0) / 1e9:.1f}-"
                      f"{(hs.max() - t0) / 1e9:.1f} s, found from {words}")
-            ep_lay = Layers(len(tgt), r_ms, float(tgt["wall_ms"].median()), False, None, None,
+            ep_lay = Layers(len(tgt), r_ms, float(tgt[y].median()), False, None, None,
                             None, 1, 0.0)
             v = _verdict(f"{cond}, episode at {label}", ep_lay, ref, tgt, att,
-                         "the rest of the condition", episode=True, y="wall_ms", events=events)
+                         "the rest of the condition", episode=True, y=y, events=events)
             if v["cause"] is None:  # the latency held, but the cause was there and cost time
-                ctx_all = context(ref, tgt, events, "wall_ms")
+                ctx_all = context(ref, tgt, events, y)
                 c0 = float(row["contribution_ms"])
                 # what moved it the other way, each at least a tenth of the cost, largest first
                 other = by[(np.sign(by["contribution_ms"]) == -np.sign(c0))
