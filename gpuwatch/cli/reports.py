@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 from ..errors import UsageError
+from ..trace.paths import refuses_new_file
 
 
 def check_reports(reports: dict[str, str | None], force: bool, inputs: Iterable[str] = (),
@@ -48,12 +48,10 @@ def check_reports(reports: dict[str, str | None], force: bool, inputs: Iterable[
                 raise UsageError(f"{flag} {path} already exists; pick another file name, or "
                                  f"replace it with -f/--force")
             continue  # (a device or pipe, /dev/stdout say: written to as it is)
-        try:  # (access() says yes to root everywhere, /proc included: try a file there)
-            with tempfile.TemporaryFile(dir=parent):
-                pass
-        except OSError as e:
-            raise UsageError(f"cannot write {flag} {path}: {e.strerror or e} in {parent}; pick "
-                             f"another place") from e
+        why = refuses_new_file(parent)
+        if why is not None:
+            raise UsageError(f"cannot write {flag} {path}: {why} in {parent}; pick another "
+                             f"place")
 
 
 def _regular(p: Path) -> bool:

@@ -49,15 +49,23 @@ def check_output(path: Path, overwrite: bool = False, check_partial: bool = True
     if not parent.is_dir():
         raise UsageError(f"output directory {parent} does not exist; create it or pick another "
                          f"{option}")
-    try:  # (access() says yes to root everywhere, /proc included: a file is tried instead)
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as e:
-        raise UsageError(f"output directory {parent} cannot take a new file ({e.strerror or e}); "
-                         f"pick another {option}") from e
+    why = refuses_new_file(parent)
+    if why is not None:
+        raise UsageError(f"output directory {parent} cannot take a new file ({why}); "
+                         f"pick another {option}")
     partial = partial_path(path)
     if check_partial and partial.exists():
         _refuse_partial(partial, path)
+
+
+def refuses_new_file(folder: Path) -> str | None:
+    """Why `folder` cannot take a new file (the error's text), or None where it can. A file is
+    tried: access() says yes to root everywhere, /proc included."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as e:
+        return str(e.strerror or e)
 
 
 def _refuse_partial(partial: Path, path: Path) -> None:
