@@ -62,6 +62,40 @@ def test_a_second_process_on_the_gpu_is_named(analysed, name):
     assert v["latency_ms"] / v["reference_ms"] > 1.5  # (5.1 ms -> 9.5..10.7 ms)
 
 
+@pytest.mark.parametrize("name", ["cotenant_gemm", "cotenant_copy"])
+def test_a_cotenant_that_stayed_is_one_verdict_not_also_an_episode(analysed, name):
+    """The second process arrived mid-run and stayed to the end: the condition's verdict on
+    its last level names it; a window of the GPU queue that never closed, over the same
+    iterations, would only repeat it (and "came and went" would be untrue). No episode on
+    either time base, and the headline counts none."""
+    a = analysed(name)
+    last = int(TRUTH[name]["last_iter"])  # (cause_end_ns null: it never left)
+    for table in (a.verdicts, a.wall_verdicts):
+        whole = table[table["episode"].isna()]
+        assert (whole["cause_code"] == "other_process").all(), whole["sentence"].tolist()
+        eps = table[table["episode"].notna()]
+        repeats = eps[(eps["cause_code"] == "other_process") & (eps["last_iter"] >= last)]
+        assert repeats.empty, repeats["sentence"].tolist()
+    assert "came and went" not in a.verdict
+
+
+def test_a_signal_window_is_kept_where_it_is_not_the_plateau_verdict():
+    """_not_the_plateau drops only a window of the plateau's cause that runs to its end over
+    mostly its rows: one that ended earlier, one of another cause, or one over a small part
+    of the plateau stays."""
+    from gpuwatch.analysis.pipeline import _not_the_plateau
+    import pandas as pd
+
+    def ep(name, a, b, cause="other_process"):
+        return {"episode": name, "first_iter": a, "last_iter": b, "cause": cause}
+    sig = [ep("same", 520, 999), ep("ended", 520, 800), ep("other", 500, 999, "host_cpu"),
+           ep("late", 900, 999)]
+    atts = [pd.DataFrame({"episode": [e["episode"]]}) for e in sig]
+    kept, kept_a = _not_the_plateau(sig, atts, (516, 999, "other_process"))
+    assert [e["episode"] for e in kept] == ["ended", "other", "late"]
+    assert [x["episode"].iloc[0] for x in kept_a] == ["ended", "other", "late"]
+
+
 def test_a_compute_cotenant_also_lowers_the_clock_and_that_part_is_bounded(analysed):
     """Two processes' GEMMs hit the power cap: part of the slowdown is the clock, at most what
     the clock drop can explain (busy x (f_ref / f - 1)), and the sentence names both."""

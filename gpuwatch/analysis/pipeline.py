@@ -291,7 +291,7 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                 ep_verdicts, ep_atts = _with_signal_episodes(
                     *_episodes(rows, lay, cond, base_rows, base_cond, seed, events=host_events),
                     *_signal_episodes(rows, cond, seed, host_events, y="gpu_ms",
-                                      only=EVENT_SIGNALS))
+                                      only=EVENT_SIGNALS), plateau=_plateau(lay, rows, v))
                 if v["cause"] is None and ep_verdicts:
                     v = _noted(v, episodes_below=len(ep_verdicts))
                 key = {"trace": ti, "engine": name, "condition": cond}
@@ -569,7 +569,8 @@ def _wall_series(key: dict[str, Any], rows: pd.DataFrame, base_rows: pd.DataFram
     v = _verdict(label, lay, ref, tgt, att, ref_label, y="wall_ms", events=events)
     ep_v, ep_a = _episodes(w, lay, cond, base_w, base_cond, seed, y="wall_ms", events=events,
                            label=label)
-    ep_v, ep_a = _with_signal_episodes(ep_v, ep_a, *_signal_episodes(w, label, seed, events))
+    ep_v, ep_a = _with_signal_episodes(ep_v, ep_a, *_signal_episodes(w, label, seed, events),
+                                       plateau=_plateau(lay, w, v))
     if v["cause"] is None and ep_v:
         v = _noted(v, episodes_below=len(ep_v))
     it = w["iteration"].to_numpy()
@@ -595,11 +596,18 @@ EVENT_SIGNALS: dict[str, tuple[str, ...]] = {"gpu_queue": ("other_process",)}
 
 
 def _with_signal_episodes(ep_v: list[dict[str, Any]], ep_a: list[pd.DataFrame],
-                          sig_v: list[dict[str, Any]], sig_a: list[pd.DataFrame]
+                          sig_v: list[dict[str, Any]], sig_a: list[pd.DataFrame],
+                          plateau: tuple[int, int, Any] | None = None
                           ) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
     """Latency episodes and those found from a cause's own signal, together: a cause's own
     window is the better one, so latency episodes it covers (half of either lies in the
-    other) go."""
+    other) go. `plateau` (first and last iteration, cause): the condition's own verdict on
+    its last level, where it names a cause; a signal window of the same cause that never
+    ended (it reaches the condition's last iteration) over mostly the same rows says nothing
+    more, and goes (a co-tenant that stayed is one verdict, not a verdict and an
+    "episode")."""
+    if plateau is not None:
+        sig_v, sig_a = _not_the_plateau(sig_v, sig_a, plateau)
     if not sig_v:
         return ep_v, ep_a
 
@@ -610,6 +618,37 @@ def _with_signal_episodes(ep_v: list[dict[str, Any]], ep_a: list[pd.DataFrame],
     ep_v = [ev for ev in ep_v if not covered(ev)]
     kept = {ev["episode"] for ev in ep_v}
     return ep_v + sig_v, [ea for ea in ep_a if ea["episode"].iloc[0] in kept] + sig_a
+
+
+def _not_the_plateau(sig_v: list[dict[str, Any]], sig_a: list[pd.DataFrame],
+                     plateau: tuple[int, int, Any]
+                     ) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
+    """The signal episodes less those that repeat the condition's verdict on its last level
+    (`plateau`: its first and last iteration and its cause): the same cause, a window that
+    runs to the condition's last iteration, and at least half of each in the other."""
+    a0, b0, cause = plateau
+
+    def repeats(sv: dict[str, Any]) -> bool:
+        a, b = sv["first_iter"], sv["last_iter"]
+        both = min(b, b0) - max(a, a0) + 1
+        return (sv["cause"] == cause and b == b0
+                and both > 0.5 * max(b - a + 1, b0 - a0 + 1))
+    gone = {sv["episode"] for sv in sig_v if repeats(sv)}
+    if not gone:
+        return sig_v, sig_a
+    return ([sv for sv in sig_v if sv["episode"] not in gone],
+            [sa for sa in sig_a if sa["episode"].iloc[0] not in gone])
+
+
+def _plateau(lay: Layers, rows: pd.DataFrame, v: dict[str, Any]
+             ) -> tuple[int, int, Any] | None:
+    """The condition's verdict on its last level, as _not_the_plateau reads it: the
+    iterations it judged (from the plateau's start to the condition's last) and its cause;
+    None where it judged no plateau (no layers) or named no cause."""
+    if not lay.layered or v["cause"] is None or not len(rows):
+        return None
+    it = rows["iteration"].to_numpy()
+    return int(lay.stable_iter), int(it.max()), v["cause"]
 
 
 def _signal_episodes(w: pd.DataFrame, cond: Any, seed: int, events: pd.DataFrame | None,
