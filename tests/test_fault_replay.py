@@ -105,12 +105,32 @@ def test_finish_refuses_to_write_the_trace_inside_the_recording_it_finishes(tmp_
     assert len(gpuwatch.load(tmp_path / "t.parquet").measured()) == kept >= 45
 
 
+def test_finish_says_what_it_wrote_in_a_sentence_or_as_json(tmp_path):
+    """By default one line a person reads: the trace, its rows per table, the next command;
+    with --json the same facts for a script."""
+    partial = _crashed(tmp_path)
+    kept = _kept(partial)
+    r = _finish(partial)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "t.parquet"
+    line = r.stdout.strip()
+    assert line.startswith(f"gpuwatch finish: wrote {out} (") and "\n" not in line
+    assert f"python -m gpuwatch.analyze {out}" in line
+    n_regions = len(gpuwatch.load(out).inferences)
+    assert f"(rows: inferences {n_regions:,}" in line and n_regions >= kept
+    again = _crashed(tmp_path / "j")
+    r = _finish(again, "--json")
+    got = json.loads(r.stdout)
+    assert got["trace"] == str(tmp_path / "j" / "t.parquet")
+    assert got["rows"]["inferences"] == n_regions and got["skipped_chunks"] == []
+
+
 def test_finish_removes_only_what_gpuwatch_wrote_there(tmp_path):
     partial = _crashed(tmp_path)
     kept = _kept(partial)
     (partial / "notes.txt").write_text("mine")
     (partial / "plots").mkdir()
-    r = _finish(partial)
+    r = _finish(partial, "--json")
     assert r.returncode == 0, r.stderr
     assert "did not write" in r.stderr and "notes.txt" in r.stderr
     assert sorted(p.name for p in partial.iterdir()) == ["notes.txt", "plots"]

@@ -35,6 +35,9 @@ class FinishCommand:
         p.add_argument("out", nargs="?", metavar="OUT",
                        help="trace file to write (default: the name without .partial)")
         p.add_argument("-f", "--force", action="store_true", help="replace OUT if it exists")
+        p.add_argument("--json", action="store_true",
+                       help="print what was done as one JSON object (trace, rows, "
+                            "skipped_chunks, left_in_partial) instead of a sentence")
 
     def run(self, args: argparse.Namespace) -> int:
         partial = Path(args.partial)
@@ -81,8 +84,24 @@ class FinishCommand:
         if result["left_in_partial"]:
             print(f"gpuwatch finish: {partial} is kept: it holds files gpuwatch did not write "
                   f"({', '.join(result['left_in_partial'][:5])})", file=sys.stderr)
-        print(json.dumps({"trace": str(out), **result}))
+        if args.json:
+            print(json.dumps({"trace": str(out), **result}))
+        else:
+            rows = result["rows"]
+            n = sum(rows.values()) if isinstance(rows, dict) else rows
+            print(f"gpuwatch finish: wrote {out} ({_rows_text(rows)}); analyse it with: "
+                  f"python -m gpuwatch.analyze {out}" if n else
+                  f"gpuwatch finish: wrote {out}; it holds no rows (the recording stopped "
+                  f"before its first region)")
         return 0
+
+
+def _rows_text(rows: Any) -> str:
+    """'rows: inferences 1,000, samples 20,512' from finish_partial's rows per table (tables
+    with none left out), or the one count it gave."""
+    if not isinstance(rows, dict):
+        return f"{int(rows):,} rows"
+    return "rows: " + ", ".join(f"{table} {int(n):,}" for table, n in rows.items() if n)
 
 
 def _catch_termination() -> dict[int, Any]:
