@@ -40,6 +40,43 @@ def test_a_million_points_are_reduced_not_refused():
     assert lay.layered and abs(lay.onset_iter - 400_000) <= 1000
 
 
+def test_a_long_run_finds_the_jump_where_a_short_one_does():
+    """The same start (a ramp from iteration 57 to 130 after the baseline, as an idle gap's
+    clock makes it) followed by 1,000 or 100,000 iterations of plateau: the jump, the
+    plateau's start, the baseline and the layer count do not depend on how long the run
+    went on (block medians alone put the jump at a block edge: 100 for 100,000 iterations,
+    and counted each step of the ramp as a layer)."""
+    rng = np.random.default_rng(7)
+    head = np.concatenate([np.full(57, 4.73), np.linspace(4.73, 9.29, 73)])
+    found = []
+    for n in (1_000, 20_000, 100_000):
+        x = np.concatenate([head, np.full(n - head.size, 9.29)])
+        lay = detect(x + rng.normal(0, 0.01, n))
+        found.append((lay.onset_iter, lay.stable_iter, lay.n_layers))
+        assert lay.layered and 55 <= lay.onset_iter <= 65, (n, lay)
+        assert 118 <= lay.stable_iter <= 132, (n, lay)
+        assert abs(lay.baseline_ms - 4.73) < 0.01 and lay.n_layers == 2, (n, lay)
+    assert max(f[0] for f in found) - min(f[0] for f in found) <= 6, found
+
+
+def test_an_episode_keeps_its_own_edges_in_a_long_run():
+    """A co-tenant's sharp episode (iterations 825-1164 at 2.5x) in 3,100 iterations: its
+    edges to within an iteration or two, not widened to the mean blocks' 780-1209."""
+    rng = np.random.default_rng(8)
+    x = np.full(3100, 4.70)
+    x[825:1165] = 11.75
+    lay = detect(x + rng.normal(0, 0.01, x.size))
+    assert len(lay.episodes) == 1, lay.episodes
+    first, last, level = lay.episodes[0]
+    assert abs(first - 825) <= 2 and abs(last - 1164) <= 2 and abs(level - 11.75) < 0.05
+
+
+def test_change_points_on_a_series_too_short_for_two_segments_is_one_segment():
+    """(ruptures' C search reads out of bounds there: seen as a crash, munmap_chunk())"""
+    for n in range(1, 10):
+        assert change_points(np.arange(n, dtype=float), 0.1, 5) == [n]
+
+
 def test_short_series_degrade_gracefully():
     lay = detect(np.array([5.0, 5.1, 5.0]))
     assert not lay.layered and lay.n == 3

@@ -2,8 +2,9 @@
 
 Change points come from ruptures' KernelCPD with a linear kernel (its C search, `change_points`):
 the least-squares piecewise-constant fit, with a penalty scaled to the series' own noise. Long series
-are reduced to block medians first (at most MAX_POINTS), so a million inferences take as long
-as two thousand. Adjacent segments whose levels differ by less than the noise are merged. What
+are reduced to block medians first (at most MAX_POINTS), so a million inferences take about as
+long as two thousand; each change found there is then placed at a single iteration by the same
+search on the iterations around it (_refined). Adjacent segments whose levels differ by less than the noise are merged. What
 remains is read as:
 
 - baseline: the level of the first segment.
@@ -111,7 +112,10 @@ def _pelt_l2() -> Any:
 def change_points(y: np.ndarray, pen: float, min_size: int) -> list[int]:
     """End indices of the segments of the least-squares piecewise-constant fit of `y` with
     penalty `pen` per change and segments at least `min_size` long (the last is len(y)):
-    ruptures' KernelCPD(kernel="linear", min_size).fit(y).predict(pen)."""
+    ruptures' KernelCPD(kernel="linear", min_size).fit(y).predict(pen). A series too short
+    for two segments has none (ruptures' C search reads out of bounds there)."""
+    if y.shape[0] < 2 * max(int(min_size), 1):
+        return [int(y.shape[0])]
     path = _pelt_l2()(np.ascontiguousarray(y, dtype=np.float64).reshape(-1, 1), float(pen),
                       int(min_size))
     out, i = [], int(y.shape[0])
@@ -142,9 +146,11 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
     sigma = max(noise(y), 1e-6 * float(np.median(np.abs(y))) + 1e-12)
     min_size = max(2, 5 // block)
     bkps = change_points(y, 20.0 * sigma**2 * np.log(m), min_size)
-    bounds = [0] + [int(b) for b in bkps]
-    segs = [(bounds[i] * block, bounds[i + 1] * block) for i in range(len(bounds) - 1)]
-    segs[-1] = (segs[-1][0], n)
+    starts = [int(b) * block for b in bkps[:-1]]  # (where each later segment starts, in x)
+    if block > 1 and starts:
+        starts = _refined(x, starts, block)
+    bounds = [0] + starts + [n]
+    segs = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
     levels = [float(np.median(x[a:b])) for a, b in segs]
     # Merge neighbours closer than the noise (and 2% of the level).
     merged: list[list[float]] = []
@@ -209,7 +215,9 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
     tail = _tail_episodes(x, it)
     if layered:  # the ramp into the final plateau is the layering, not an episode
         tail = [e for e in tail if e[1] < (onset or 0)]
-    episodes = _union(episodes, tail)
+    # (a tail episode's edges are only as fine as its shortest segment, TAIL_MIN_BLOCKS
+    # blocks: where it is the same episode as one of the medians', the medians' edges hold)
+    episodes = _union(episodes, tail, slack=TAIL_MIN_BLOCKS * _tail_block(n))
     if layered and onset is not None and stable is not None and stable < onset:
         stable = onset  # (the plateau cannot begin before the jump: "from 83 (jump at 94)")
     return Layers(
@@ -217,6 +225,34 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
         stable_iter=stable, stable_ms=final if layered else None, n_layers=max(1, n_layers),
         noise_ms=sigma, change_points=[int(it[int(a)]) for a, _, _ in merged[1:]],
         levels_ms=[lv for _, _, lv in merged], episodes=episodes)
+
+
+def _refined(x: np.ndarray, starts: list[int], block: int) -> list[int]:
+    """The change points found in block medians (`starts`: positions in x, multiples of
+    `block`) at the resolution of single iterations: the same search on x itself, around
+    each (within REFINE_BLOCKS blocks, and no nearer a neighbour than halfway to it), with
+    the penalty and shortest segment that a series short enough to need no blocks gets. A
+    block-level search places a change only at a block's edge, and makes every segment at
+    least two blocks long: a ramp of a few dozen iterations after an idle gap would be one
+    step at a block edge, its baseline taking in part of the ramp (100,000 iterations: "jump
+    at 100" for a jump at 57), and each step of a slow ramp a level of its own. Where the
+    search on x finds no change around one (too small a step for single iterations' noise),
+    the block's stays. Each window is at most 2 x REFINE_BLOCKS blocks: the cost is that of
+    the block-level search again, whatever the series' length."""
+    n = x.size
+    sigma = max(noise(x), 1e-6 * float(np.median(np.abs(x))) + 1e-12)
+    pen = 20.0 * sigma**2 * np.log(n)
+    reach = REFINE_BLOCKS * block
+    out: list[int] = []
+    for i, c in enumerate(starts):
+        lo = max(c - reach, 0 if i == 0 else (starts[i - 1] + c) // 2)
+        hi = min(c + reach, n if i == len(starts) - 1 else (c + starts[i + 1]) // 2)
+        local = [lo + int(b) for b in change_points(x[lo:hi].copy(), pen, 5)[:-1]]
+        out += local if local else [c]
+    return sorted(set(c for c in out if 0 < c < n))
+
+
+REFINE_BLOCKS = 2  # blocks either side of a block-level change searched at full resolution
 
 
 def _tail_episodes(x: np.ndarray, it: np.ndarray) -> list[tuple[int, int, float]]:
@@ -227,7 +263,7 @@ def _tail_episodes(x: np.ndarray, it: np.ndarray) -> list[tuple[int, int, float]
     iterations move a block mean but not a segment of TAIL_MIN_BLOCKS, nor (the margin) a
     stretch no longer or larger than a heavy-tailed series makes by chance."""
     n = x.size
-    block = max(TAIL_BLOCK, int(np.ceil(n / MAX_POINTS)))
+    block = _tail_block(n)
     m = n // block
     if m < 3 * TAIL_MIN_BLOCKS:
         return []
@@ -254,10 +290,23 @@ def _tail_episodes(x: np.ndarray, it: np.ndarray) -> list[tuple[int, int, float]
     return out
 
 
-def _union(a: list[tuple[int, int, float]], b: list[tuple[int, int, float]]
-           ) -> list[tuple[int, int, float]]:
+def _tail_block(n: int) -> int:
+    """Iterations per block of _tail_episodes' means, for a series of n."""
+    return max(TAIL_BLOCK, int(np.ceil(n / MAX_POINTS)))
+
+
+def _union(a: list[tuple[int, int, float]], b: list[tuple[int, int, float]],
+           slack: int = 0) -> list[tuple[int, int, float]]:
     """Episodes of both lists, overlapping ones and those less than MIN_LEVEL iterations apart
-    joined (the wider span; the first's median): one episode, not its fragments."""
+    joined (the wider span; the first's median): one episode, not its fragments. An episode
+    of `b` (coarser) that overlaps episodes of `a` and reaches at most `slack` iterations
+    beyond them at either end is theirs, seen at a coarser resolution: `a`'s edges stay (a
+    co-tenant's sharp 826-1163 is not widened to the block means' 780-1209)."""
+    def within(s: int, e: int) -> bool:
+        over = [x for x in a if x[0] <= e and x[1] >= s]
+        return bool(over) and s >= min(x[0] for x in over) - slack \
+            and e <= max(x[1] for x in over) + slack
+    b = [x for x in b if not within(x[0], x[1])]
     out: list[list[Any]] = []
     for s, e, v in sorted(a + b):
         if out and s <= out[-1][1] + MIN_LEVEL:
