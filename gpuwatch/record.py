@@ -6,5 +6,6 @@ if __name__ == "__main__":
     try:  # (a Ctrl-C while the command's libraries load: no traceback through them)
         from gpuwatch.cli import module_main
     except KeyboardInterrupt:
+        print("python -m gpuwatch.record: interrupted before it began; nothing was done", file=sys.stderr)
         sys.exit(130)
     module_main("record")

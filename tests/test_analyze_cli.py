@@ -75,6 +75,13 @@ def test_bad_traces_are_one_line_and_exit_2(tmp_path, make, words):
     assert "Traceback" not in r.stderr
 
 
+def test_json_and_quiet_together_are_refused():
+    """--json prints everything and -q one line: asked for both, neither is guessed."""
+    r = analyze(FIXTURE, "--json", "-q")
+    assert r.returncode == 2 and r.stdout == ""
+    assert "give one of them" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_unwritable_report_path_is_a_usage_error(tmp_path):
     r = analyze(FIXTURE, "--html", tmp_path / "no" / "r.html")
     assert r.returncode == 2 and "does not exist" in r.stderr

@@ -120,11 +120,45 @@ def test_cuda_graph_and_spin_on_sim(tmp_path):
     (["--torch", "gpuwatch.bindings.torch:convnet"], "cannot run on a simulated GPU"),
     (["--sample-gpus", "x,y"], "--sample-gpus takes all or NVML indices"),
     (["--fps", "0"], "--fps values must be positive"),
+    (["--no-probe", "--probe-every", "3"], "--no-probe turns the in-band clock's stamps off"),
 ])
 def test_more_bad_input_on_sim(tmp_path, args, words):
     r = record("--device", "sim:t4", "--iters", "5", *args, cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_early_never_calls_the_file_already_there_the_recording(tmp_path):
+    """`record -f` over an existing trace, Ctrl-C at several moments of its start: where the
+    old file is still there, byte for byte, the line does not say the recording is in it (a
+    new user's try: "interrupted: what was recorded is in keep.parquet", the old trace)."""
+    import signal
+    import time
+
+    out = tmp_path / "keep.parquet"
+    record("--device", "sim:t4", "--iters", "5", "--gap", "0", "-q", "--out", str(out),
+           cwd=tmp_path)
+    old = out.read_bytes()
+    said = []
+    for delay in (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.5):
+        p = subprocess.Popen([sys.executable, "-m", "gpuwatch.record", "--device", "sim:t4",
+                              "--gap", "20", "--iters", "100000", "-f", "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        if p.returncode == -signal.SIGINT:  # (Python's own start, before gpuwatch's code)
+            continue
+        assert p.returncode == 130 and "Traceback" not in err, err
+        assert err.strip(), "a Ctrl-C is said"
+        if out.read_bytes() == old:
+            assert "what was recorded is in" not in err, (delay, err)
+            said.append(err.strip())
+        else:
+            assert f"what was recorded is in {out}" in err, (delay, err)
+            old = out.read_bytes()
+    assert said, "no try stopped before the first region (make the delays shorter)"
 
 
 @pytest.mark.parametrize("sig, code, word", [("SIGINT", 130, "interrupted"),

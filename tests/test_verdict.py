@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import gpuwatch
 from tests import helpers
 from gpuwatch.analysis import causes
-from gpuwatch.analysis.verdict import OUTCOMES, Named, Verdict, fields, share_text, words
+from gpuwatch.analysis.verdict import (OUTCOMES, Named, Verdict, episodes_text, fields, share_text,
+                                       words)
 
 DATA = Path(__file__).parent / "data"
 
@@ -85,6 +87,25 @@ def test_cannot_tell_gives_a_candidate_not_a_share():
     f = fields(v)
     assert f["cause_code"] == "unexplained" and f["candidate_code"] == "other_process"
     assert f["share"] is None
+
+
+def test_episodes_still_there_at_the_end_are_not_said_to_have_gone():
+    """An episode that reached its condition's last iteration came and did not go (as far as
+    the run saw): the sentence says so, whole or in part."""
+    assert words(base(outcome="no_change", episodes_below=1, episodes_to_end=1)).endswith(
+        "no meaningful change, but 1 episode came and lasted to the end (below).")
+    assert words(base(outcome="no_change", episodes_below=3, episodes_to_end=1)).endswith(
+        "no meaningful change, but 3 episode(s) came, 1 of them lasting to the end (below).")
+    assert episodes_text(2, 2) == "2 episode(s) came and lasted to the end"
+    assert episodes_text(2, 0) == "2 episode(s) came and went"
+
+
+def test_an_episode_row_says_whether_it_reached_the_end_of_its_condition():
+    from gpuwatch.analysis.pipeline import _mark_to_end
+    rows = pd.DataFrame({"iteration": np.arange(100, 3000)})
+    eps = [{"first_iter": 500, "last_iter": 900}, {"first_iter": 1205, "last_iter": 2999}]
+    _mark_to_end(eps, rows)
+    assert [e["to_end"] for e in eps] == [False, True]
 
 
 def test_notes_after_the_decision_are_fields_not_edits():

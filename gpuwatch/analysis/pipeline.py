@@ -29,7 +29,7 @@ from .._version import __version__
 from .attribution import THROTTLE_MASK, attribute, remembered
 from .threads import one_blas_thread
 from .causes import CAUSE_CODES, CAUSES, code_of
-from .verdict import ALONE, NVML_REFRESH_MS, Named, Verdict, fields, share_text
+from .verdict import ALONE, NVML_REFRESH_MS, Named, Verdict, episodes_text, fields, share_text
 from .columns import (EARLY_ITERS, LATE_ITERS, MAX_LATENCY_MS, NO_CONDITION, floats, groups_of,
                       ms_text, ns_since, rows_where, writable)
 from .explain import attribute_span, attribute_wall, refine_host
@@ -292,8 +292,10 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                     *_episodes(rows, lay, cond, base_rows, base_cond, seed, events=host_events),
                     *_signal_episodes(rows, cond, seed, host_events, y="gpu_ms",
                                       only=EVENT_SIGNALS), plateau=_plateau(lay, rows, v))
+                _mark_to_end(ep_verdicts, rows)
                 if v["cause"] is None and ep_verdicts:
-                    v = _noted(v, episodes_below=len(ep_verdicts))
+                    v = _noted(v, episodes_below=len(ep_verdicts),
+                               episodes_to_end=sum(ev["to_end"] for ev in ep_verdicts))
                 key = {"trace": ti, "engine": name, "condition": cond}
                 verdict_rows.append({**key, "episode": None, "first_iter": None,
                                      "last_iter": None, **v})
@@ -571,8 +573,10 @@ def _wall_series(key: dict[str, Any], rows: pd.DataFrame, base_rows: pd.DataFram
                            label=label)
     ep_v, ep_a = _with_signal_episodes(ep_v, ep_a, *_signal_episodes(w, label, seed, events),
                                        plateau=_plateau(lay, w, v))
+    _mark_to_end(ep_v, w)
     if v["cause"] is None and ep_v:
-        v = _noted(v, episodes_below=len(ep_v))
+        v = _noted(v, episodes_below=len(ep_v),
+                   episodes_to_end=sum(ev["to_end"] for ev in ep_v))
     it = w["iteration"].to_numpy()
     hs = w["host_start_ns"].to_numpy(dtype=np.int64)  # (int64: epoch ns do not fit a float)
     done = hs + np.round(w["wall_ms"].pipe(floats) * 1e6).astype(np.int64)
@@ -620,6 +624,14 @@ def _with_signal_episodes(ep_v: list[dict[str, Any]], ep_a: list[pd.DataFrame],
     return ep_v + sig_v, [ea for ea in ep_a if ea["episode"].iloc[0] in kept] + sig_a
 
 
+def _mark_to_end(ep_v: list[dict[str, Any]], rows: pd.DataFrame) -> None:
+    """Each episode row's `to_end`: whether it was still there at its condition's last
+    iteration (it came and did not go, as far as the run saw)."""
+    last = int(rows["iteration"].max()) if len(rows) else None
+    for ev in ep_v:
+        ev["to_end"] = last is not None and int(ev["last_iter"]) >= last
+
+
 def _not_the_plateau(sig_v: list[dict[str, Any]], sig_a: list[pd.DataFrame],
                      plateau: tuple[int, int, Any]
                      ) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
@@ -645,7 +657,7 @@ def _plateau(lay: Layers, rows: pd.DataFrame, v: dict[str, Any]
     """The condition's verdict on its last level, as _not_the_plateau reads it: the
     iterations it judged (from the plateau's start to the condition's last) and its cause;
     None where it judged no plateau (no layers) or named no cause."""
-    if not lay.layered or v["cause"] is None or not len(rows):
+    if not lay.layered or lay.stable_iter is None or v["cause"] is None or not len(rows):
         return None
     it = rows["iteration"].to_numpy()
     return int(lay.stable_iter), int(it.max()), v["cause"]
@@ -1037,7 +1049,9 @@ def _overall(verdicts: pd.DataFrame, wall_verdicts: pd.DataFrame | None = None,
     # (a span's sentence names it already)
     prefix = (f"{worst['engine']}, " if v["engine"].nunique() > 1
               and not str(worst["engine"]).startswith("span:") else "")
-    came = f"{episodes} episode(s) came and went"
+    to_end = (int(changed.loc[episodic, "to_end"].fillna(False).astype(bool).sum())
+              if "to_end" in changed else 0)
+    came = episodes_text(episodes, to_end)
     # (two engines timed in one condition are two series: say so, not "2 conditions")
     series = "conditions" if v["engine"].nunique() <= 1 else "engine/condition series"
     if n_lasting:

@@ -91,6 +91,7 @@ class Verdict:
     reasons: int = 0  # clock-event reasons of the slower-clocked side (power_cap vs thermal)
     # notes that come after the decision (fields, never edits of the words):
     episodes_below: int = 0  # no change as a whole, but this many episodes came and went
+    episodes_to_end: int = 0  # ...of which this many were still there at the condition's end
     cost_in_all: Named | None = None  # a signal episode held its latency, but this cause cost
     sustained_mhz: tuple[float, float] | None = None  # power cap, faster than back to back:
     #                                                  (clock back to back, clock here)
@@ -200,7 +201,7 @@ def _ms(ms: float, sign: str = "", scale: float | None = None) -> str:
 def _notes(v: Verdict, text: str) -> str:
     """`text` with the notes that came after the decision, and its full stop."""
     if v.episodes_below:
-        text += f", but {v.episodes_below} episode(s) came and went (below)"
+        text += f", but {episodes_text(v.episodes_below, v.episodes_to_end)} (below)"
     if v.cost_in_all is not None:
         c = v.cost_in_all
         by = ("other changes" if not v.offsets else ", ".join(
@@ -211,6 +212,17 @@ def _notes(v: Verdict, text: str) -> str:
         text += (": sustained load is slower because the power cap lowered the clock "
                  f"({v.sustained_mhz[0]:.0f} MHz back to back, {v.sustained_mhz[1]:.0f} MHz here)")
     return text + "."
+
+
+def episodes_text(n: int, to_end: int) -> str:
+    """'3 episode(s) came and went', or what is true where some were still there at their
+    condition's end (a cause that arrived and stayed has not gone)."""
+    if not to_end:
+        return f"{n} episode(s) came and went"
+    if to_end == n:
+        return (f"{n} episode(s) came and lasted to the end"
+                if n > 1 else "1 episode came and lasted to the end")
+    return f"{n} episode(s) came, {to_end} of them lasting to the end"
 
 
 def fields(v: Verdict) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import contextlib
 import sys
 from typing import Any, Iterator, NoReturn, Protocol, Sequence
 
-from ..errors import GpuwatchError
+from ..errors import GpuwatchError, UsageError
 
 # Traces this command has finished writing: a later failure (stdout on a full disk) says they
 # are there, so nobody records again for nothing.
@@ -44,6 +44,13 @@ def add_probe_options(p: argparse.ArgumentParser, what: str = "inferences") -> N
                         "the nearest stamp's clock, labelled as such")
 
 
+def check_probe_options(args: argparse.Namespace) -> None:
+    """--no-probe with --probe-every asks for no stamps and for stamps at a rate: refused."""
+    if args.probe is False and args.probe_every is not None:
+        raise UsageError("--no-probe turns the in-band clock's stamps off, and --probe-every "
+                         "sets how often they are taken: give one of them")
+
+
 def make_parser(command: Command, prog: str | None = None) -> argparse.ArgumentParser:
     from .._version import __version__
 
@@ -63,6 +70,8 @@ def main(command: Command, argv: Sequence[str] | None = None, prog: str | None =
         args = parser.parse_args(split(list(argv if argv is not None else sys.argv[1:]),
                                        parser) if split is not None else argv)
     except KeyboardInterrupt:
+        print(f"{prog or f'python -m gpuwatch.{command.name}'}: interrupted before it began; "
+              f"nothing was done", file=sys.stderr)
         return 130
     if command.name != "run":  # (run's program keeps Python's own streams and warnings)
         _one_line_warnings(parser.prog)
@@ -183,6 +192,8 @@ def _interrupted_while_loading() -> NoReturn:
     _ignore_sigint()
     if WRITTEN:  # (record's summary was loading: the trace itself is done)
         print(f"interrupted; the trace was written: {', '.join(WRITTEN)}", file=sys.stderr)
+    else:
+        print("gpuwatch: interrupted before it began; nothing was done", file=sys.stderr)
     sys.exit(130)
 
 

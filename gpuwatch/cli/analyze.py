@@ -36,6 +36,9 @@ class AnalyzeCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         one_blas_thread_at_load()  # (before numpy loads: analysis/threads.py)
+        if args.json and args.quiet:
+            raise UsageError("--json prints everything and -q the overall verdict only: give "
+                             "one of them")
         if args.seed < 0:
             raise UsageError(f"--seed takes a whole number >= 0, got {args.seed}")
         if args.png is not None and not str(args.png).strip():

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import WRITTEN, add_probe_options, loading
+from . import WRITTEN, add_probe_options, check_probe_options, loading
 from ..backends import BINDINGS, DEVICE_HELP_ENGINES
 from ..engines import check_spec
 from ..errors import Terminated, UsageError
@@ -181,7 +182,8 @@ class RecordCommand:
                        help="write into a hive-partitioned fleet dataset instead: "
                             "DIR/host=H/gpu_model=M/run=R/trace.parquet")
         p.add_argument("--seed", type=int, default=0, help="random seed (simulated GPUs)")
-        p.add_argument("-q", "--quiet", action="store_true", help="print no progress or summary")
+        p.add_argument("-q", "--quiet", action="store_true",
+                       help="print no progress or summary table (with --json: the JSON only)")
         p.add_argument("--json", action="store_true",
                        help="print the summary as JSON (trace path, one record per engine and "
                             "condition) instead of the table")
@@ -192,6 +194,7 @@ class RecordCommand:
                              "--out out for gpuwatch-DATE-TIME.parquet)")
         if args.out and args.dataset:
             raise UsageError("give either --out or --dataset, not both")
+        check_probe_options(args)
         out = args.out or str(default_out())
         for option, values in (("--gap", args.gap), ("--fps", args.fps)):
             if values and len(set(values)) != len(values):  # (--gap 20 --gap 0,20)
@@ -214,6 +217,7 @@ class RecordCommand:
                    "binding": args.binding,
                    "precision": args.precision if args.onnx else None}
         progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
+        before = _identity(Path(out))  # (a file there already, -f: not this recording's)
         try:
             s = self._record(args, out, conditions, engine_spec, options, progress)
         except (KeyboardInterrupt, Terminated) as e:
@@ -223,10 +227,12 @@ class RecordCommand:
             partial = partial_path(path)
             if partial.exists():  # the final file was not finished (a second Ctrl-C)
                 print(f"{what}: the recording is in {partial} (not finished)", file=sys.stderr)
-            elif path.exists():
+            elif path.exists() and _identity(path) != before:
                 print(f"{what}: what was recorded is in {path}", file=sys.stderr)
             else:  # (stopped before anything was timed: the session wrote nothing)
-                print(f"{what}: nothing was timed; no trace was written", file=sys.stderr)
+                print(f"{what}: nothing was timed; no trace was written"
+                      + (f" ({path} is as it was)" if before is not None else ""),
+                      file=sys.stderr)
             e.gpuwatch_said = True  # type: ignore[union-attr]  # (main: no second line)
             raise
         WRITTEN.append(str(s.out))
@@ -317,6 +323,16 @@ def sample_gpus(text: str | None) -> str | list[int] | None:
     if twice:
         raise UsageError(f"--sample-gpus lists GPU {twice[0]} twice ({text!r}): name each once")
     return indices
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    """Which file is at `path` (device, inode, size, change time), None where none is: a
+    trace published over it is another file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class _Progress:

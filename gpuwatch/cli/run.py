@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import add_probe_options
+from . import add_probe_options, check_probe_options
 from .._version import install_hint
 from ..autoregions import AutoRegions
 from ..backends import DEVICE_HELP
@@ -100,6 +100,7 @@ class RunCommand:
         return argv
 
     def run(self, args: argparse.Namespace) -> int:
+        check_probe_options(args)
         argv = list(args.program)
         if argv[:1] == ["--"]:
             argv = argv[1:]
