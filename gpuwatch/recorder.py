@@ -291,7 +291,11 @@ class Session:
 
     def _start(self) -> None:
         if self.dataset is None:  # before the GPU is opened: a bad --out fails at once
-            check_output(self.out, self.overwrite)
+            # (the advice in the caller's words: the CLI's flags, or session()'s arguments)
+            cli = self.options.get("command") in ("record", "run")
+            check_output(self.out, self.overwrite,
+                         option="--out" if cli else "session(out=...)",
+                         force="-f/--force" if cli else "session(..., overwrite=True)")
         try:
             self._backend = backend = open_backend(self.device_spec, seed=self.seed,
                                                    sample_gpus=self.sample_gpus,

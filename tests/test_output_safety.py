@@ -40,8 +40,9 @@ def test_an_existing_trace_is_kept_unless_force(tmp_path):
     r = _record(tmp_path, out)
     assert r.returncode == 2 and "already exists" in r.stderr and "--force" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and _digest(out) == before
-    with pytest.raises(UsageError, match="overwrite=True"):
+    with pytest.raises(UsageError, match="overwrite=True") as e:
         gpuwatch.session("sim:flat", out).start()
+    assert "--" not in str(e.value)  # (session()'s own arguments, not the CLI's flags)
     assert _digest(out) == before
     r = _record(tmp_path, out, "--force", "--seed", "7")
     assert r.returncode == 0 and _digest(out) != before

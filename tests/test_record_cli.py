@@ -128,37 +128,33 @@ def test_more_bad_input_on_sim(tmp_path, args, words):
     assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_ctrl_c_early_never_calls_the_file_already_there_the_recording(tmp_path):
-    """`record -f` over an existing trace, Ctrl-C at several moments of its start: where the
-    old file is still there, byte for byte, the line does not say the recording is in it (a
-    new user's try: "interrupted: what was recorded is in keep.parquet", the old trace)."""
-    import signal
-    import time
+def test_a_stopped_recording_never_calls_the_file_already_there_the_recording(tmp_path):
+    """`record -f` over an existing trace, stopped before its first region: the old file is
+    still there, and the line must not say the recording is in it (a new user's try:
+    "interrupted: what was recorded is in keep.parquet", the old trace, byte for byte). A
+    trace published over it, or an unfinished recording beside it, is said as before."""
+    import os
+
+    from gpuwatch.cli.record import _identity, stopped_line
+    from gpuwatch.trace import partial_path
 
     out = tmp_path / "keep.parquet"
+    assert stopped_line("interrupted", out, None) == \
+        "interrupted: nothing was timed; no trace was written"
     record("--device", "sim:t4", "--iters", "5", "--gap", "0", "-q", "--out", str(out),
            cwd=tmp_path)
-    old = out.read_bytes()
-    said = []
-    for delay in (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.5):
-        p = subprocess.Popen([sys.executable, "-m", "gpuwatch.record", "--device", "sim:t4",
-                              "--gap", "20", "--iters", "100000", "-f", "--out", str(out)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        time.sleep(delay)
-        p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=60)
-        if p.returncode == -signal.SIGINT:  # (Python's own start, before gpuwatch's code)
-            continue
-        assert p.returncode == 130 and "Traceback" not in err, err
-        assert err.strip(), "a Ctrl-C is said"
-        if out.read_bytes() == old:
-            assert "what was recorded is in" not in err, (delay, err)
-            said.append(err.strip())
-        else:
-            assert f"what was recorded is in {out}" in err, (delay, err)
-            old = out.read_bytes()
-    assert said, "no try stopped before the first region (make the delays shorter)"
+    before = _identity(out)
+    assert stopped_line("interrupted", out, before) == (
+        f"interrupted: nothing was timed; no trace was written ({out} is as it was)")
+    new = tmp_path / "new.parquet"  # (a trace published over it: another file, renamed there)
+    record("--device", "sim:t4", "--iters", "5", "--gap", "0", "-q", "--out", str(new),
+           cwd=tmp_path)
+    os.replace(new, out)
+    assert stopped_line("terminated", out, before) == \
+        f"terminated: what was recorded is in {out}"
+    partial_path(out).mkdir()
+    assert stopped_line("interrupted", out, before) == \
+        f"interrupted: the recording is in {partial_path(out)} (not finished)"
 
 
 @pytest.mark.parametrize("sig, code, word", [("SIGINT", 130, "interrupted"),

@@ -343,6 +343,26 @@ def test_sys_exit_inside_a_range_is_on_its_row(tmp_path):
     assert tr.meta["program_exit_status"] == 3 and tr.meta["status"] == "complete"
 
 
+def test_a_program_that_exited_with_an_error_status_is_said_in_the_analysis(tmp_path):
+    """sys.exit(3) after its ranges: the recording is complete, but the report's first line
+    and the JSON's status say how the program ended (a new user's try: only run --json did)."""
+    (tmp_path / "exit_after.py").write_text(
+        "import sys, torch\nfor i in range(12):\n    torch.cuda.nvtx.range_push('s')\n"
+        "    torch.cuda.nvtx.range_pop()\nsys.exit(3)\n")
+    assert run(tmp_path, "-q", "exit_after.py").returncode == 3
+    a = gpuwatch.analyze(tmp_path / "t.parquet")
+    assert a.status[0]["status"] == "complete" and a.status[0]["program_exit_status"] == 3
+    from gpuwatch.analysis.status import line
+
+    assert "complete" in line(a.status[0])
+    assert "the program exited with status 3" in line(a.status[0])
+    (tmp_path / "ok.py").write_text("import torch\ntorch.cuda.nvtx.range_push('s')\n"
+                                   "torch.cuda.nvtx.range_pop()\n")
+    assert run(tmp_path, "-q", "-f", "ok.py").returncode == 0
+    st = gpuwatch.analyze(tmp_path / "t.parquet").status[0]
+    assert st["program_exit_status"] == 0 and "exited" not in line(st)
+
+
 def test_json_comes_after_the_programs_stderr_and_says_how_the_run_went(tmp_path):
     """--json (with or without -q): the program's own stderr first, then one JSON document with
     the run's facts (`run`) and the analysis; a program that never ran says so."""

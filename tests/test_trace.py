@@ -134,6 +134,13 @@ def test_rejects_a_file_that_is_not_parquet(tmp_path):
         gpuwatch.load(bad)
 
 
+def test_an_empty_file_is_called_empty(tmp_path):
+    empty = tmp_path / "empty.parquet"
+    empty.write_bytes(b"")
+    with pytest.raises(gpuwatch.TraceFormatError, match=r"empty\.parquet is empty \(0 bytes\)"):
+        gpuwatch.load(empty)
+
+
 def test_rejects_a_truncated_trace(tmp_path):
     s = _finished(tmp_path)
     data = s.out.read_bytes()

@@ -66,6 +66,11 @@ def of(tr: Trace, ti: int, kept: int, warmup: int = 0) -> dict[str, Any]:
             "telemetry": _telemetry(m, tr),
             # (a warning the recorder left: `gpuwatch run` on a simulated GPU)
             "warning": m.get("warning") if isinstance(m.get("warning"), str) else None,
+            # (`gpuwatch run`: the profiled program's exit status; None for other traces)
+            "program_exit_status": (m["program_exit_status"]
+                                    if isinstance(m.get("program_exit_status"), int)
+                                    and not isinstance(m.get("program_exit_status"), bool)
+                                    else None),
             "schema_version": tr.schema_version,
             # (rows that repeated another row exactly, per table: read once; reader)
             "repeated_rows": dict(getattr(tr, "repeated_rows", None) or {}),
@@ -150,4 +155,8 @@ def line(st: dict[str, Any]) -> str:
             # (the code it timed raised: the recording is whole up to then)
             else "ENDED AT THE RUN'S ERROR" if st.get("failed_by") == "program"
             else st["status"].upper())
-    return f"recording {word}{err}, {n}; schema v{st['schema_version']}{by}"
+    code = st.get("program_exit_status")
+    # (a program that exited with an error status after its regions: its trace is complete,
+    # but the run it profiled did not end well, which the reader should know)
+    ended = f"; the program exited with status {code}" if code not in (None, 0) else ""
+    return f"recording {word}{err}, {n}{ended}; schema v{st['schema_version']}{by}"

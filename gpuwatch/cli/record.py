@@ -223,16 +223,7 @@ class RecordCommand:
         except (KeyboardInterrupt, Terminated) as e:
             progress.done()
             what = "terminated" if isinstance(e, Terminated) else "interrupted"
-            path = Path(self._out or out)
-            partial = partial_path(path)
-            if partial.exists():  # the final file was not finished (a second Ctrl-C)
-                print(f"{what}: the recording is in {partial} (not finished)", file=sys.stderr)
-            elif path.exists() and _identity(path) != before:
-                print(f"{what}: what was recorded is in {path}", file=sys.stderr)
-            else:  # (stopped before anything was timed: the session wrote nothing)
-                print(f"{what}: nothing was timed; no trace was written"
-                      + (f" ({path} is as it was)" if before is not None else ""),
-                      file=sys.stderr)
+            print(stopped_line(what, Path(self._out or out), before), file=sys.stderr)
             e.gpuwatch_said = True  # type: ignore[union-attr]  # (main: no second line)
             raise
         WRITTEN.append(str(s.out))
@@ -323,6 +314,20 @@ def sample_gpus(text: str | None) -> str | list[int] | None:
     if twice:
         raise UsageError(f"--sample-gpus lists GPU {twice[0]} twice ({text!r}): name each once")
     return indices
+
+
+def stopped_line(what: str, path: Path, before: tuple[int, int, int, int] | None) -> str:
+    """What a recording stopped by a signal (`what`: interrupted, terminated) left: its
+    unfinished recording, the trace it published at `path`, or nothing, where the file at
+    `path` is still the one that was there before it began (`before`, _identity's; -f)."""
+    partial = partial_path(path)
+    if partial.exists():  # the final file was not finished (a second Ctrl-C)
+        return f"{what}: the recording is in {partial} (not finished)"
+    if path.exists() and _identity(path) != before:
+        return f"{what}: what was recorded is in {path}"
+    # (stopped before anything was timed: the session wrote nothing)
+    return (f"{what}: nothing was timed; no trace was written"
+            + (f" ({path} is as it was)" if before is not None else ""))
 
 
 def _identity(path: Path) -> tuple[int, int, int, int] | None:

@@ -213,8 +213,9 @@ class RunCommand:
                 _write_json(err, {"run": run})
             return True
         if text:
+            # (none written: the session's own line just before says why)
             where = path if run["trace"] is not None else f"none written ({path} is the one " \
-                f"that was there)" if path.exists() else "none written (nothing was timed)"
+                f"that was there)" if path.exists() else "none written"
             print(f"\ngpuwatch: {found} inference(s) found "
                   f"({', '.join(f'{k}: {v}' for k, v in regions.counts.items())}); trace: {where}",
                   file=err)

@@ -22,8 +22,8 @@ def partial_path(path: Path) -> Path:
 
 
 def check_output(path: Path, overwrite: bool = False, check_partial: bool = True,
-                 option: str = "--out",
-                 force: str = "--force (session(..., overwrite=True))") -> None:
+                 option: str = "session(out=...)",
+                 force: str = "session(..., overwrite=True)") -> None:
     """Refuse, with one line saying what to do, an output gpuwatch must not write: a directory
     or any other non-regular file (a device such as /dev/null: the final rename would replace
     it), an existing trace unless `overwrite`, a place that cannot be written, or one where an

@@ -502,6 +502,13 @@ def _check_selection(columns: Columns | None, numpy_dtypes: Collection[str],
             raise UsageError(f"{name} names no table {unknown[0]!r}; the tables are {tables}")
 
 
+def _size(p: Path) -> int | None:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return None
+
+
 def load(path: str | os.PathLike[str], columns: Columns | None = None,
          numpy_dtypes: Collection[str] = (), defer: Collection[str] = ()) -> Trace:
     """Load a trace file, or recover the `.partial` directory of a recording that died.
@@ -538,6 +545,9 @@ def load(path: str | os.PathLike[str], columns: Columns | None = None,
                 began = f.read(4) == b"PAR1"  # (a Parquet file begins and ends with it)
         except OSError:
             began = False
+        if not began and _size(p) == 0:
+            raise TraceFormatError(f"{p} is empty (0 bytes): not a trace; give a trace "
+                                   "gpuwatch wrote") from e
         if not began:
             raise TraceFormatError(f"{p} is not a readable Parquet file: it does not begin as "
                                    "one; give a trace gpuwatch wrote") from e
