@@ -250,3 +250,23 @@ def test_a_trace_of_spans_alone_that_held_is_no_change_not_no_inferences(tmp_pat
     a = gpuwatch.analyze(s.trace)
     assert len(a.verdicts) == 0 and len(a.wall_verdicts) == 2
     assert a.verdict.startswith("No condition is slower or faster than its baseline")
+
+
+@pytest.mark.parametrize("fault", ["cotenant@2+2", "thermal@2+2"])
+def test_a_condition_is_not_judged_against_the_baselines_episode(tmp_path, fault):
+    """Another process (or a thermal limit) for 2 s of the gap-0 baseline, nothing during gap
+    20 on a GPU with locked clocks: the episode is named in gap 0, and gap 20 is compared with
+    gap 0 outside it, "no meaningful change" (a stress trial's case: judged against the whole
+    of gap 0, gap 20 came out faster, "the reference was the slower: the SM clock (DVFS)
+    explains 87% (SM clock 1590 -> 1590 MHz)", on clocks that cannot move)."""
+    from tests.helpers import record_sim
+
+    tr = record_sim(tmp_path / "t.parquet", profile=f"flat,fault={fault}", iters=1200)
+    a = gpuwatch.analyze(tr)
+    for table in (a.verdicts, a.wall_verdicts):
+        eps = table[table["episode"].notna() & (table["condition"] == "gap=0ms")]
+        assert len(eps) == 1 and eps.iloc[0]["cause"] is not None, table["sentence"].tolist()
+        g20 = table[(table["condition"] == "gap=20ms") & table["episode"].isna()].iloc[0]
+        assert g20["outcome"] == "no_change", g20["sentence"]
+        assert "(gap=0ms outside its episode)" in g20["sentence"]
+        assert abs(g20["latency_ms"] / g20["reference_ms"] - 1) < 0.03

@@ -89,7 +89,7 @@ def test_a_signal_window_is_kept_where_it_is_not_the_plateau_verdict():
     def ep(name, a, b, cause="other_process"):
         return {"episode": name, "first_iter": a, "last_iter": b, "cause": cause}
     sig = [ep("same", 520, 999), ep("ended", 520, 800), ep("other", 500, 999, "host_cpu"),
-           ep("late", 900, 999)]
+           ep("late", 900, 999), ep("trimmed", 516, 996)]
     atts = [pd.DataFrame({"episode": [e["episode"]]}) for e in sig]
     kept, kept_a = _not_the_plateau(sig, atts, (516, 999, "other_process"))
     assert [e["episode"] for e in kept] == ["ended", "other", "late"]

@@ -117,13 +117,14 @@ def test_the_headline_ranks_slowdowns_not_episodes_that_were_faster(name, named)
 
 
 def test_a_headline_over_verdicts_that_could_not_tell_says_so():
-    """sync_spin's verdicts that named no cause (spin gap=5ms as a whole) had a candidate not
-    beyond doubt ("cannot tell which cause"): a headline over them alone says that, not
-    "nothing gpuwatch measured". (The run's own headline names the interpreter lock: its
-    episodes outweigh them.)"""
+    """sync_switch's verdicts that named no cause had a candidate not beyond doubt ("cannot
+    tell which cause"): a headline over them alone says that, not "nothing gpuwatch
+    measured". (The run's own headline names completion latency: its verdicts outweigh
+    them. sync_spin's such verdict, spin gap=5ms as a whole, names the interpreter lock since
+    its reference, spin gap=0ms, is taken without its own episodes.)"""
     from gpuwatch.analysis.pipeline import _overall
 
-    a = analysis("sync_spin")
+    a = analysis("sync_switch")
     w = a.wall_verdicts
     unsure = w[w["cause"] == "unexplained"]
     assert len(unsure) >= 1 and (unsure["outcome"] == "cannot_tell").all()

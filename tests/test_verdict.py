@@ -103,9 +103,11 @@ def test_episodes_still_there_at_the_end_are_not_said_to_have_gone():
 def test_an_episode_row_says_whether_it_reached_the_end_of_its_condition():
     from gpuwatch.analysis.pipeline import _mark_to_end
     rows = pd.DataFrame({"iteration": np.arange(100, 3000)})
-    eps = [{"first_iter": 500, "last_iter": 900}, {"first_iter": 1205, "last_iter": 2999}]
+    eps = [{"first_iter": 500, "last_iter": 900}, {"first_iter": 1205, "last_iter": 2999},
+           {"first_iter": 1164, "last_iter": 2996},  # (a window trimmed to its last raised
+           {"first_iter": 1164, "last_iter": 2970}]  # call, a few before the end)
     _mark_to_end(eps, rows)
-    assert [e["to_end"] for e in eps] == [False, True]
+    assert [e["to_end"] for e in eps] == [False, True, True, False]
 
 
 def test_notes_after_the_decision_are_fields_not_edits():

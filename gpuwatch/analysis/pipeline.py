@@ -254,6 +254,10 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
             base_cond = _baseline_condition(eng)
             base_rows = rows_where(eng, _is(eng["condition"], base_cond)) \
                 if base_cond is not None else None
+            # (the reference other conditions are judged against: the baseline condition
+            # without its own episodes, each time base on its own layers)
+            base_calm = _calm(base_rows, "gpu_ms")
+            base_calm_w = _calm(base_rows, "wall_ms")
             n_cond = eng["condition"].nunique()
             for k, (cond, rows) in enumerate(groups_of(eng, "condition")):
                 say(f"{where}{name}, {cond} (condition {k + 1} of {n_cond}, "
@@ -267,7 +271,7 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                     cold = _cold_start(lay, ti, name, cond)
                     if cold:
                         data_notes.append(cold)
-                ref, tgt, ref_label = _groups(rows, lay, base_rows, cond, base_cond,
+                ref, tgt, ref_label = _groups(rows, lay, base_calm, cond, base_cond,
                                               only_condition=n_cond == 1)
                 base_ms = float(ref["gpu_ms"].median()) if ref is not None else lay.baseline_ms
                 gap = rows["gap_ms"].median()  # (observed gaps vary within a condition)
@@ -289,7 +293,7 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                                                episode=None))
                 v = _verdict(cond, lay, ref, tgt, att, ref_label, events=host_events)
                 ep_verdicts, ep_atts = _with_signal_episodes(
-                    *_episodes(rows, lay, cond, base_rows, base_cond, seed, events=host_events),
+                    *_episodes(rows, lay, cond, base_calm, base_cond, seed, events=host_events),
                     *_signal_episodes(rows, cond, seed, host_events, y="gpu_ms",
                                       only=EVENT_SIGNALS), plateau=_plateau(lay, rows, v))
                 _mark_to_end(ep_verdicts, rows)
@@ -301,7 +305,7 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                                      "last_iter": None, **v})
                 verdict_rows += [{**key, **ev} for ev in ep_verdicts]
                 att_rows += [ea.assign(**key) for ea in ep_atts]
-                wv, wa, wg = _wall_series(key, rows, base_rows, base_cond,
+                wv, wa, wg = _wall_series(key, rows, base_calm_w, base_cond,
                                           n_cond == 1, seed, host_events)
                 wall_rows += wv
                 wall_att_rows += wa
@@ -316,8 +320,8 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
         for sname, sp in spans.groupby("name", sort=False):
             say(f"{where}span {sname} ({len(sp):,})")
             base_cond = _baseline_condition(sp)
-            base_rows = rows_where(sp, _is(sp["condition"], base_cond)) \
-                if base_cond is not None else None
+            base_rows = _calm(rows_where(sp, _is(sp["condition"], base_cond))
+                              if base_cond is not None else None, "wall_ms")
             for cond, rows in groups_of(sp, "condition"):
                 rows = rows.sort_values("iteration", kind="stable")
                 key = {"trace": ti, "engine": f"span:{sname}", "condition": cond}
@@ -498,7 +502,7 @@ def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFram
         inside |= (it >= a) & (it <= b)
     calm = ~inside & ((it < lay.onset_iter) if lay.layered else True)
     if base_rows is not None and cond != base_cond:
-        ref, ref_label = base_rows, str(base_cond)
+        ref, ref_label = base_rows, _reference_label(base_rows, base_cond)
     else:
         ref, ref_label = rows_where(rows, calm), "the rest of the condition"
     verdicts, atts = [], []
@@ -624,12 +628,45 @@ def _with_signal_episodes(ep_v: list[dict[str, Any]], ep_a: list[pd.DataFrame],
     return ep_v + sig_v, [ea for ea in ep_a if ea["episode"].iloc[0] in kept] + sig_a
 
 
+def _calm(rows: pd.DataFrame | None, y: str) -> pd.DataFrame | None:
+    """The baseline condition's rows as a reference for the others: without the episodes its
+    own layers find in `y` (a co-tenant or a thermal limit for a while during gap 0 is no
+    part of what gap 20 is compared with: "4.73 ms vs 5.08 ms (gap=0ms), the reference was
+    the slower" for a condition nothing happened to). Rows whose `y` is unknown stay (the
+    wall series' own filter takes them out); so does everything where no episode is found."""
+    if rows is None or not len(rows) or y not in rows:
+        return rows
+    v = rows[y].pipe(floats)
+    ok = np.isfinite(v) & (v > 0)
+    if int(ok.sum()) < 2 * MIN_LEVEL:
+        return rows
+    it = rows["iteration"].to_numpy()
+    order = np.argsort(it[ok], kind="stable")
+    lay = detect(v[ok][order], it[ok][order])
+    if not lay.episodes:
+        return rows
+    inside = np.zeros(len(rows), dtype=bool)
+    for a, b, _ in lay.episodes:
+        inside |= (it >= a) & (it <= b)
+    calm = rows_where(rows, ~inside)
+    calm.attrs["episodes_left_out"] = len(lay.episodes)  # (said in the reference's label)
+    return calm
+
+
+def _reference_label(base_rows: pd.DataFrame, base_cond: Any) -> str:
+    """What a condition is compared with: the baseline condition, and whether its episodes
+    were left out of it (_calm)."""
+    n = base_rows.attrs.get("episodes_left_out", 0)
+    return f"{base_cond} outside its episode{'s' if n > 1 else ''}" if n else str(base_cond)
+
+
 def _mark_to_end(ep_v: list[dict[str, Any]], rows: pd.DataFrame) -> None:
-    """Each episode row's `to_end`: whether it was still there at its condition's last
-    iteration (it came and did not go, as far as the run saw)."""
+    """Each episode row's `to_end`: whether it was still there at its condition's end, within
+    MIN_LEVEL iterations of its last (it came and did not go, as far as the run saw; a
+    signal's window is trimmed to its last raised call, which may be a few before the end)."""
     last = int(rows["iteration"].max()) if len(rows) else None
     for ev in ep_v:
-        ev["to_end"] = last is not None and int(ev["last_iter"]) >= last
+        ev["to_end"] = last is not None and int(ev["last_iter"]) >= last - MIN_LEVEL
 
 
 def _not_the_plateau(sig_v: list[dict[str, Any]], sig_a: list[pd.DataFrame],
@@ -637,13 +674,14 @@ def _not_the_plateau(sig_v: list[dict[str, Any]], sig_a: list[pd.DataFrame],
                      ) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
     """The signal episodes less those that repeat the condition's verdict on its last level
     (`plateau`: its first and last iteration and its cause): the same cause, a window that
-    runs to the condition's last iteration, and at least half of each in the other."""
+    runs to the condition's end (within MIN_LEVEL iterations of its last, as _mark_to_end),
+    and at least half of each in the other."""
     a0, b0, cause = plateau
 
     def repeats(sv: dict[str, Any]) -> bool:
         a, b = sv["first_iter"], sv["last_iter"]
         both = min(b, b0) - max(a, a0) + 1
-        return (sv["cause"] == cause and b == b0
+        return (sv["cause"] == cause and b >= b0 - MIN_LEVEL
                 and both > 0.5 * max(b - a + 1, b0 - a0 + 1))
     gone = {sv["episode"] for sv in sig_v if repeats(sv)}
     if not gone:
@@ -803,7 +841,7 @@ def _groups(rows: pd.DataFrame, lay: Layers, base_rows: pd.DataFrame | None, con
     it = rows["iteration"].to_numpy()
     tgt = rows_where(rows, it >= lay.stable_iter) if lay.layered else rows
     if base_rows is not None and cond != base_cond:
-        return base_rows, tgt, str(base_cond)
+        return base_rows, tgt, _reference_label(base_rows, base_cond)
     if lay.layered:
         return rows_where(rows, it < lay.onset_iter), tgt, "iterations before the jump"
     if only_condition and len(rows) >= 2 * (EARLY_ITERS + LATE_ITERS):
