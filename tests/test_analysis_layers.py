@@ -71,6 +71,37 @@ def test_an_episode_keeps_its_own_edges_in_a_long_run():
     assert abs(first - 825) <= 2 and abs(last - 1164) <= 2 and abs(level - 11.75) < 0.05
 
 
+def test_an_episode_within_the_plateau_is_an_episode_not_where_the_plateau_starts():
+    """A ramp after an idle gap (57-130) to a 9.29 ms plateau, and another process for 92
+    iterations (148-239) at 23.2 ms after the clock had settled: the plateau starts at the
+    ramp's end, and the co-tenant's stretch is an episode within it (before: "from iteration
+    240", the co-tenant in no verdict)."""
+    rng = np.random.default_rng(9)
+    x = np.concatenate([np.full(57, 4.73), np.linspace(4.73, 9.29, 73), np.full(670, 9.29)])
+    x[148:240] = 23.19
+    lay = detect(x + rng.normal(0, 0.01, x.size))
+    assert lay.layered and 120 <= lay.stable_iter <= 132 and 55 <= lay.onset_iter <= 70
+    assert [(a, b) for a, b, _ in lay.episodes] == [(148, 239)]
+    assert abs(lay.stable_ms - 9.29) < 0.02
+
+
+def test_a_noisy_run_whose_band_takes_in_the_baseline_holds_no_episodes_within_it():
+    """A host-bound series on the H100 (cotenant_heavier, gap 2 ms): its last stretch spreads
+    down to the baseline's level, so there is no plateau to hold episodes; the stretches off
+    the baseline are its episodes, and the plateau is its last level (read within a plateau,
+    it began at 588 and every episode was inside it and vanished)."""
+    from pathlib import Path
+
+    import gpuwatch
+
+    fixture = Path(__file__).parent / "data" / "h100_issue27" / "cotenant_heavier.parquet"
+    m = gpuwatch.analyze(fixture).regions
+    rows = m[(m["kind"] == "inference") & ~m["warmup"].astype(bool)].sort_values("iteration")
+    lay = detect(rows["gpu_ms"].to_numpy(float), rows["iteration"].to_numpy())
+    assert lay.stable_iter is not None and lay.stable_iter > 5000, lay.stable_iter
+    assert len(lay.episodes) >= 5 and all(b < lay.stable_iter for _, b, _ in lay.episodes)
+
+
 def test_change_points_on_a_series_too_short_for_two_segments_is_one_segment():
     """(ruptures' C search reads out of bounds there: seen as a crash, munmap_chunk())"""
     for n in range(1, 10):

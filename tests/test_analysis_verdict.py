@@ -270,3 +270,25 @@ def test_a_condition_is_not_judged_against_the_baselines_episode(tmp_path, fault
         assert g20["outcome"] == "no_change", g20["sentence"]
         assert "(gap=0ms outside its episode)" in g20["sentence"]
         assert abs(g20["latency_ms"] / g20["reference_ms"] - 1) < 0.03
+
+
+def test_a_cotenant_after_the_clock_settled_is_named_against_the_plateau(tmp_path):
+    """sim:t4 at a 20 ms gap: the clock steps down after the idle gaps (the plateau from
+    ~131), and another process arrives at 4 s for 4 s, after it had settled. The plateau's
+    verdict is the clock's (100%), and the co-tenant's stretch is an episode within it, named
+    against the rest of the plateau (a stress trial's case: "from iteration 240", pid 4242 in
+    no verdict)."""
+    from tests.helpers import record_sim
+
+    tr = record_sim(tmp_path / "t.parquet", profile="t4,fault=cotenant@4+4", gaps=(20.0,))
+    a = gpuwatch.analyze(tr)
+    v = a.verdicts
+    whole = v[v["episode"].isna()].iloc[0]
+    assert whole["cause_code"] == "idle_clock_downscale" and whole["share"] > 0.95, whole["sentence"]
+    assert "from iteration 1" in whole["sentence"]  # (131, give or take the warm-up)
+    eps = v[v["episode"].notna()]
+    assert len(eps) == 1, eps["sentence"].tolist()
+    e = eps.iloc[0]
+    assert e["cause_code"] == "other_process" and e["share"] > 0.9 and "pid 4242" in e["sentence"]
+    assert "(the rest of the plateau)" in e["sentence"]
+    assert 2.3 < e["latency_ms"] / e["reference_ms"] < 2.7  # (kernels 2.5x longer)

@@ -173,6 +173,7 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
     final = merged[-1][2]
     layered = final > thresh and len(merged) > 1
     onset = stable = None
+    inner: list[tuple[int, int]] = []  # [start, end) in x of episodes within the plateau
     if layered:
         onset = next(int(it[int(a)]) for a, _, lv in merged if lv > thresh)
         # The plateau: back from the last segment while a segment's level lies in the band the
@@ -183,8 +184,30 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
         p5, mid, p95 = np.percentile(x[n - w:], [5, 50, 95])
         tol = max(3 * sigma, REL_THRESHOLD * float(mid))
         k = len(merged) - 1
-        while k > 1 and p5 - tol <= merged[k - 1][2] <= p95 + tol:
-            k -= 1
+
+        def banded(i: int) -> bool:
+            return bool(p5 - tol <= merged[i][2] <= p95 + tol)
+        while k > 1:
+            if banded(k - 1):
+                k -= 1
+                continue
+            # A stretch off the band with the plateau on both sides (another process for a
+            # while, after the clock had settled) is an episode within the plateau, not
+            # where the plateau starts; the steps of a ramp into it have no plateau before
+            # them. Only where the band is clearly above the baseline: a band that takes in
+            # the baseline's level (a noisy host's) is no plateau to hold episodes.
+            if p5 - tol <= thresh:
+                break
+            j = k - 1
+            while j > 1 and not banded(j):
+                j -= 1
+            off = int(merged[k - 1][1]) - int(merged[j + 1][0])
+            # (at least a level long, and shorter than the plateau after it: a stretch most of
+            # the run long is the run's own level, not a while within the plateau)
+            if not banded(j) or off < MIN_LEVEL or off >= n - int(merged[k][0]):
+                break
+            inner.append((int(merged[j + 1][0]), int(merged[k - 1][1])))
+            k = j
         stable = int(it[int(merged[k][0])])
         final = float(np.median(x[int(merged[k][0]):]))
     # Layers: distinct levels. The first and last segments count whatever their length; those
@@ -212,6 +235,7 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
             episodes.append((int(it[run[0]]), int(it[run[1] - 1]),
                              float(np.median(x[run[0]:run[1]]))))
         run = None
+    episodes += [(int(it[a]), int(it[b - 1]), float(np.median(x[a:b]))) for a, b in inner[::-1]]
     tail = _tail_episodes(x, it)
     if layered:  # the ramp into the final plateau is the layering, not an episode
         tail = [e for e in tail if e[1] < (onset or 0)]

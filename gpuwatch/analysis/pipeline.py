@@ -497,16 +497,20 @@ def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFram
     if not lay.episodes:
         return [], []
     it = rows["iteration"].to_numpy()
-    inside = np.zeros(len(rows), dtype=bool)
-    for a, b, _ in lay.episodes:
-        inside |= (it >= a) & (it <= b)
+    inside = _inside(it, lay)
     calm = ~inside & ((it < lay.onset_iter) if lay.layered else True)
     if base_rows is not None and cond != base_cond:
         ref, ref_label = base_rows, _reference_label(base_rows, base_cond)
     else:
         ref, ref_label = rows_where(rows, calm), "the rest of the condition"
+    # (an episode within the final plateau: against the plateau around it, whatever the
+    # condition's reference; the clock's own down-scaling is the plateau's, not the episode's)
+    plateau = (rows_where(rows, (it >= lay.stable_iter) & ~inside)
+               if lay.layered and lay.stable_iter is not None else None)
     verdicts, atts = [], []
     for a, b, _ in lay.episodes:
+        if plateau is not None and a >= int(lay.stable_iter):  # type: ignore[arg-type]
+            ref, ref_label = plateau, "the rest of the plateau"
         tgt = rows_where(rows, (it >= a) & (it <= b))
         if len(ref) < 3 or len(tgt) < 3:
             continue
@@ -628,6 +632,16 @@ def _with_signal_episodes(ep_v: list[dict[str, Any]], ep_a: list[pd.DataFrame],
     return ep_v + sig_v, [ea for ea in ep_a if ea["episode"].iloc[0] in kept] + sig_a
 
 
+def _inside(it: np.ndarray, lay: Layers, after: int | None = None) -> np.ndarray:
+    """Which iterations `it` lie in one of `lay`'s episodes (those starting at or after
+    `after`, where given)."""
+    inside = np.zeros(it.size, dtype=bool)
+    for a, b, _ in lay.episodes:
+        if after is None or a >= after:
+            inside |= (it >= a) & (it <= b)
+    return inside
+
+
 def _calm(rows: pd.DataFrame | None, y: str) -> pd.DataFrame | None:
     """The baseline condition's rows as a reference for the others: without the episodes its
     own layers find in `y` (a co-tenant or a thermal limit for a while during gap 0 is no
@@ -645,10 +659,7 @@ def _calm(rows: pd.DataFrame | None, y: str) -> pd.DataFrame | None:
     lay = detect(v[ok][order], it[ok][order])
     if not lay.episodes:
         return rows
-    inside = np.zeros(len(rows), dtype=bool)
-    for a, b, _ in lay.episodes:
-        inside |= (it >= a) & (it <= b)
-    calm = rows_where(rows, ~inside)
+    calm = rows_where(rows, ~_inside(it, lay))
     calm.attrs["episodes_left_out"] = len(lay.episodes)  # (said in the reference's label)
     return calm
 
@@ -839,7 +850,10 @@ def _groups(rows: pd.DataFrame, lay: Layers, base_rows: pd.DataFrame | None, con
     clean layers is compared with itself: its last LATE_ITERS iterations against its first
     EARLY_ITERS (the seed's Experiment 2 asks whether a single gap run drifts)."""
     it = rows["iteration"].to_numpy()
-    tgt = rows_where(rows, it >= lay.stable_iter) if lay.layered else rows
+    # (the plateau without the episodes within it: another process for a while, after the
+    # clock had settled, is its own verdict, not part of the plateau's level)
+    tgt = rows_where(rows, (it >= lay.stable_iter) & ~_inside(it, lay, lay.stable_iter)) \
+        if lay.layered else rows
     if base_rows is not None and cond != base_cond:
         return base_rows, tgt, _reference_label(base_rows, base_cond)
     if lay.layered:
