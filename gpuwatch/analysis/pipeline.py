@@ -39,7 +39,7 @@ from .signals import windows as signal_windows
 from .clock import COLUMNS as CLOCK_COLUMNS
 from .clock import compare as compare_clocks
 from .gaps import observed_gaps, regroup_by_gap
-from .layers import MIN_LEVEL, Layers, _union, detect
+from .layers import MIN_LEVEL, Layers, _union, layers_of, remembered_layers
 from .merge import SAMPLE_FIELDS, merge
 from ..lazy import Later, Lazy
 from .outside import note as outside_note
@@ -161,7 +161,7 @@ def analyze(*traces: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
     joining its telemetry, each engine and condition): the CLI draws it on a terminal."""
     # (small matrices: BLAS threads would only spin, see threads.py; an attribution asked for
     # twice is made once, see attribution.remembered)
-    with one_blas_thread(), remembered():
+    with one_blas_thread(), remembered(), remembered_layers():
         return _analyze(*traces, seed=seed, progress=progress)
 
 
@@ -265,7 +265,7 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                 if not rows["iteration"].is_monotonic_increasing:
                     rows = rows.sort_values("iteration", kind="stable")
                 lay = _with_reason_layers(
-                    rows, detect(rows["gpu_ms"].pipe(floats), rows["iteration"].to_numpy()))
+                    rows, layers_of(rows["gpu_ms"].pipe(floats), rows["iteration"].to_numpy()))
                 details[(ti, name, cond)] = lay
                 if cond == first_cond:
                     cold = _cold_start(lay, ti, name, cond)
@@ -567,7 +567,8 @@ def _wall_series(key: dict[str, Any], rows: pd.DataFrame, base_rows: pd.DataFram
     base_w = None if base_rows is None or not wall.has_wall(base_rows) else known(base_rows)
     if len(w) < 10:
         return [], [], []
-    lay = _with_reason_layers(w, detect(w["wall_ms"].pipe(floats), w["iteration"].to_numpy()))
+    lay = _with_reason_layers(w, layers_of(w["wall_ms"].pipe(floats),
+                                           w["iteration"].to_numpy()))
     ref, tgt, ref_label = _groups(w, lay, base_w, cond, base_cond, only_condition)
     groups = [wall.summary({**key, "episode": None, "group": "condition"}, w)]
     att = None
@@ -656,7 +657,7 @@ def _calm(rows: pd.DataFrame | None, y: str) -> pd.DataFrame | None:
         return rows
     it = rows["iteration"].to_numpy()
     order = np.argsort(it[ok], kind="stable")
-    lay = detect(v[ok][order], it[ok][order])
+    lay = layers_of(v[ok][order], it[ok][order])
     if not lay.episodes:
         return rows
     calm = rows_where(rows, ~_inside(it, lay))
