@@ -18,6 +18,7 @@ import contextlib
 import getpass
 import os
 import platform
+import shlex
 import signal
 import socket
 import sys
@@ -1138,9 +1139,13 @@ def _patient_sigint(writer: TraceWriter, already: int = 0) -> Iterator[None]:
             print(f"gpuwatch: interrupted after the trace was written: {writer.path} is complete",
                   file=sys.stderr, flush=True)
         else:
+            # (a file that was there before, -f: still there, as it was; finish refuses to
+            # replace it unasked)
+            there = (f"; {writer.path}, the file that was there before, is as it was: add -f "
+                     f"to replace it, or give another OUT" if writer.path.exists() else "")
             print(f"gpuwatch: stopped before the trace was finished: {writer.path} was not "
                   f"written; what reached the disk is kept in {writer.partial_dir} (python -m "
-                  f"gpuwatch.finish {writer.partial_dir} finishes it)",
+                  f"gpuwatch.finish {shlex.quote(str(writer.partial_dir))} finishes it{there})",
                   file=sys.stderr, flush=True)
         raise
     finally:

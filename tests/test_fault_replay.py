@@ -440,10 +440,11 @@ def test_kernel_tracing_a_device_cannot_do_is_refused_before_anything_is_written
 PROGRAMS = Path(__file__).parent / "programs"
 
 
-def _run_long_loop(tmp_path: Path, out: Path, device: str = "standin") -> subprocess.Popen[str]:
+def _run_long_loop(tmp_path: Path, out: Path, device: str = "standin",
+                   *extra: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(PROGRAMS / "standins"), GPUWATCH_DEVICE=device)
     p = subprocess.Popen([sys.executable, "-m", "gpuwatch", "run", "-q", "-o", str(out),
-                          str(PROGRAMS / "long_loop.py")], stdout=subprocess.PIPE,
+                          *extra, str(PROGRAMS / "long_loop.py")], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
                          preexec_fn=_sigint_default)
     assert p.stdout is not None and p.stdout.readline().strip() == "started"
@@ -467,9 +468,15 @@ def test_two_ctrl_c_close_together_on_the_real_gpu_path_keep_the_trace(tmp_path)
         assert not partial_path(out).exists()
 
 
-def test_ctrl_c_pressed_on_and_on_leaves_a_named_recording(tmp_path):
+@pytest.mark.parametrize("old", [False, True], ids=["new", "over an old trace (-f)"])
+def test_ctrl_c_pressed_on_and_on_leaves_a_named_recording(tmp_path, old):
+    """Presses while the trace is closed: the .partial is named with the command that
+    finishes it; over an old trace (-f), the command as given works (a new user's try: it
+    was refused, "output already exists")."""
     out = tmp_path / "s.parquet"
-    p = _run_long_loop(tmp_path, out)
+    if old:
+        out.write_bytes(b"the old trace")
+    p = _run_long_loop(tmp_path, out, "standin", *(["-f"] if old else []))
     time.sleep(0.8)
     for _ in range(4):
         p.send_signal(signal.SIGINT)
@@ -477,11 +484,16 @@ def test_ctrl_c_pressed_on_and_on_leaves_a_named_recording(tmp_path):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "Traceback (most recent call last)" not in err.split(
         "KeyboardInterrupt")[-1]
-    if out.exists():  # (the trace was finished before the presses could stop it)
-        assert gpuwatch.load(out).meta["status"] == "interrupted"
+    if not partial_path(out).exists():  # (the trace was finished before the presses could
+        assert gpuwatch.load(out).meta["status"] == "interrupted"  # stop it)
     else:  # the message names the .partial, which holds what was recorded
         assert str(partial_path(out)) in err and "gpuwatch.finish" in err
-        assert _finish(partial_path(out)).returncode == 0
+        said = err[err.index("(python -m gpuwatch.finish ") + len("(python -m gpuwatch.finish "):]
+        command = said.split(" finishes it")[0].split()
+        if old:
+            assert out.read_bytes() == b"the old trace" and "add -f to replace it" in err
+            command.append("-f")  # (as the line says to)
+        assert _finish(*command).returncode == 0
         assert len(gpuwatch.load(out).inferences) > 20
 
 
@@ -1220,3 +1232,24 @@ def test_finish_refusals_name_finishs_own_arguments(tmp_path):
         r = _finish(partial, "/proc/t.parquet")
         assert r.returncode == 2 and "cannot take a new file" in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and partial.is_dir()
+
+
+def test_a_killed_recorder_not_yet_reaped_is_not_still_recording():
+    """kill -9, then finish before the recorder's parent has reaped it: the zombie runs no
+    more, and never will (a new user's try: "still being recorded by pid N; let it finish",
+    for good where PID 1 reaps no orphans)."""
+    import socket
+
+    from gpuwatch.trace.paths import _proc_start_ticks, live_writer
+
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    ticks = _proc_start_ticks(p.pid)
+    assert ticks is not None
+    meta = {"writer": {"hostname": socket.gethostname(), "pid": p.pid, "pid_start_ticks": ticks}}
+    assert live_writer(meta) == f"pid {p.pid} on {socket.gethostname()}"
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)  # (exited, not waited for: a zombie)
+    assert live_writer(meta) is None
+    p.wait()

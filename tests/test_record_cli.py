@@ -135,7 +135,8 @@ def test_a_stopped_recording_never_calls_the_file_already_there_the_recording(tm
     trace published over it, or an unfinished recording beside it, is said as before."""
     import os
 
-    from gpuwatch.cli.record import _identity, stopped_line
+    from gpuwatch.cli.record import stopped_line
+    from gpuwatch.trace.paths import file_identity
     from gpuwatch.trace import partial_path
 
     out = tmp_path / "keep.parquet"
@@ -143,7 +144,7 @@ def test_a_stopped_recording_never_calls_the_file_already_there_the_recording(tm
         "interrupted: nothing was timed; no trace was written"
     record("--device", "sim:t4", "--iters", "5", "--gap", "0", "-q", "--out", str(out),
            cwd=tmp_path)
-    before = _identity(out)
+    before = file_identity(out)
     assert stopped_line("interrupted", out, before) == (
         f"interrupted: nothing was timed; no trace was written ({out} is as it was)")
     new = tmp_path / "new.parquet"  # (a trace published over it: another file, renamed there)

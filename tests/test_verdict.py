@@ -177,3 +177,4 @@ def test_a_comparison_of_microsecond_latencies_keeps_its_digits():
     assert [_ms(x) for x in (0.0045, 0.86, 4.7, 0.0)] == ["0.0045", "0.86", "4.70", "0.00"]
     assert [_ms(x, "+") for x in (0.0001, -0.0032, 1.76)] == ["+0.0001", "-0.0032", "+1.76"]
     assert _ms(-0.00016, "+", scale=0.76) == "-0.00"  # (the latencies set the digits)
+    assert _ms(-8.7e-19, "+") == "+0.00" and _ms(3e-12) == "0.00"  # (float dust: a new user saw -8.7e-19 ms)

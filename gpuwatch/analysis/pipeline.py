@@ -286,8 +286,9 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                     "ratio_to_baseline": _ratio(tgt, ref),
                     "reference": ref_label, "n_layers": lay.n_layers, "noise_ms": lay.noise_ms,
                 })
-                att = (refine_host(attribute([ref, rows], ref, tgt, seed=seed),
-                                   ref, tgt, seed) if ref is not None else None)
+                att = (refine_host(attribute([ref, _without_inner(rows, lay)], ref, tgt,
+                                             seed=seed), ref, tgt, seed)
+                       if ref is not None else None)
                 if att is not None and not att.empty:
                     att_rows.append(att.assign(trace=ti, engine=name, condition=cond,
                                                episode=None))
@@ -576,7 +577,7 @@ def _wall_series(key: dict[str, Any], rows: pd.DataFrame, base_rows: pd.DataFram
         groups.append(wall.summary({**key, "episode": None, "group": f"reference: {ref_label}"},
                                    ref))
         if len(ref) >= 3 and len(tgt) >= 3:
-            att = _explain(ref, tgt, "wall_ms", seed, fit=[ref, w])
+            att = _explain(ref, tgt, "wall_ms", seed, fit=[ref, _without_inner(w, lay)])
     v = _verdict(label, lay, ref, tgt, att, ref_label, y="wall_ms", events=events)
     ep_v, ep_a = _episodes(w, lay, cond, base_w, base_cond, seed, y="wall_ms", events=events,
                            label=label)
@@ -643,6 +644,16 @@ def _inside(it: np.ndarray, lay: Layers, after: int | None = None) -> np.ndarray
     return inside
 
 
+def _without_inner(rows: pd.DataFrame, lay: Layers) -> pd.DataFrame:
+    """The condition's rows less the episodes within its plateau, for the clocks' fit (another
+    process's stretch at the plateau's clock would bend the latency-clock slope); the rows
+    themselves, not a copy, where there are none (the attribution memo then matches)."""
+    if not lay.layered or lay.stable_iter is None:
+        return rows
+    inner = _inside(rows["iteration"].to_numpy(), lay, lay.stable_iter)
+    return rows_where(rows, ~inner) if inner.any() else rows
+
+
 def _calm(rows: pd.DataFrame | None, y: str) -> pd.DataFrame | None:
     """The baseline condition's rows as a reference for the others: without the episodes its
     own layers find in `y` (a co-tenant or a thermal limit for a while during gap 0 is no
@@ -676,7 +687,7 @@ def _mark_to_end(ep_v: list[dict[str, Any]], rows: pd.DataFrame) -> None:
     """Each episode row's `to_end`: whether it was still there at its condition's end, within
     MIN_LEVEL iterations of its last (it came and did not go, as far as the run saw; a
     signal's window is trimmed to its last raised call, which may be a few before the end)."""
-    last = int(rows["iteration"].max()) if len(rows) else None
+    last = _last_iteration(rows)
     for ev in ep_v:
         ev["to_end"] = last is not None and int(ev["last_iter"]) >= last - MIN_LEVEL
 
@@ -707,10 +718,18 @@ def _plateau(lay: Layers, rows: pd.DataFrame, v: dict[str, Any]
     """The condition's verdict on its last level, as _not_the_plateau reads it: the
     iterations it judged (from the plateau's start to the condition's last) and its cause;
     None where it judged no plateau (no layers) or named no cause."""
-    if not lay.layered or lay.stable_iter is None or v["cause"] is None or not len(rows):
+    last = _last_iteration(rows)
+    if not lay.layered or lay.stable_iter is None or v["cause"] is None or last is None:
         return None
-    it = rows["iteration"].to_numpy()
-    return int(lay.stable_iter), int(it.max()), v["cause"]
+    return int(lay.stable_iter), last, v["cause"]
+
+
+def _last_iteration(rows: pd.DataFrame) -> int | None:
+    """The condition's last iteration number; None where it has none (no rows, or no known
+    iteration numbers)."""
+    it = rows["iteration"].pipe(floats) if len(rows) else np.zeros(0)
+    it = it[np.isfinite(it)]
+    return int(it.max()) if it.size else None
 
 
 def _signal_episodes(w: pd.DataFrame, cond: Any, seed: int, events: pd.DataFrame | None,

@@ -192,6 +192,8 @@ def _ms(ms: float, sign: str = "", scale: float | None = None) -> str:
     """A latency in a comparison: two decimals, as the reader compares them; two significant
     digits where latencies of that `scale` (the larger compared) would read 0.00 (a 4.5 us
     call is 0.0045, not 0.00; a change of 0.16 us between 0.76 ms calls stays -0.00)."""
+    if ms == ms and abs(ms) < 1e-9:  # (float dust, below any clock's resolution: 0)
+        ms = 0.0
     s = abs(ms) if scale is None else scale
     if ms != ms or ms == 0 or s != s or s >= 0.005:
         return f"{ms:{sign}.2f}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -90,7 +91,7 @@ class FinishCommand:
             rows = result["rows"]
             n = sum(rows.values()) if isinstance(rows, dict) else rows
             print(f"gpuwatch finish: wrote {out} ({_rows_text(rows)}); analyse it with: "
-                  f"python -m gpuwatch.analyze {out}" if n else
+                  f"python -m gpuwatch.analyze {shlex.quote(str(out))}" if n else
                   f"gpuwatch finish: wrote {out}; it holds no rows (the recording stopped "
                   f"before its first region)")
         return 0

@@ -17,6 +17,7 @@ from ..engines import check_spec
 from ..errors import Terminated, UsageError
 from ..recorder import MAX_SAMPLE_HZ, SAMPLER_MODES, Session
 from ..trace import default_out, load, partial_path
+from ..trace.paths import file_identity
 from ..bindings.tensorrt import PRECISIONS  # imports no TensorRT until an engine is made
 
 
@@ -217,7 +218,7 @@ class RecordCommand:
                    "binding": args.binding,
                    "precision": args.precision if args.onnx else None}
         progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
-        before = _identity(Path(out))  # (a file there already, -f: not this recording's)
+        before = file_identity(Path(out))  # (a file there already, -f: not this recording's)
         try:
             s = self._record(args, out, conditions, engine_spec, options, progress)
         except (KeyboardInterrupt, Terminated) as e:
@@ -316,28 +317,18 @@ def sample_gpus(text: str | None) -> str | list[int] | None:
     return indices
 
 
-def stopped_line(what: str, path: Path, before: tuple[int, int, int, int] | None) -> str:
+def stopped_line(what: str, path: Path, before: tuple[int, int, int] | None) -> str:
     """What a recording stopped by a signal (`what`: interrupted, terminated) left: its
     unfinished recording, the trace it published at `path`, or nothing, where the file at
-    `path` is still the one that was there before it began (`before`, _identity's; -f)."""
+    `path` is still the one that was there before it began (`before`, file_identity's; -f)."""
     partial = partial_path(path)
     if partial.exists():  # the final file was not finished (a second Ctrl-C)
         return f"{what}: the recording is in {partial} (not finished)"
-    if path.exists() and _identity(path) != before:
+    if path.exists() and file_identity(path) != before:
         return f"{what}: what was recorded is in {path}"
     # (stopped before anything was timed: the session wrote nothing)
     return (f"{what}: nothing was timed; no trace was written"
             + (f" ({path} is as it was)" if before is not None else ""))
-
-
-def _identity(path: Path) -> tuple[int, int, int, int] | None:
-    """Which file is at `path` (device, inode, size, change time), None where none is: a
-    trace published over it is another file."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class _Progress:

@@ -181,13 +181,16 @@ def remove_partial(partial: Path) -> list[str]:
 
 def _proc_start_ticks(pid: int) -> int | None:
     """When process `pid` started, in clock ticks since boot (/proc/PID/stat field 22); None
-    if it is not running or there is no /proc. With the pid it names one process for good: a
+    if it is not running (a zombie included) or there is no /proc. With the pid it names one process for good: a
     pid the kernel hands out again belongs to a process that started later."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
         # (field 2, the command, is in parentheses and may hold spaces or ')': split after it)
-        return int(raw[raw.rindex(b")") + 2:].split()[19])
+        fields = raw[raw.rindex(b")") + 2:].split()
+        if fields[0] in (b"Z", b"X"):  # (field 3, the state: a zombie, killed and not yet
+            return None  # reaped by its parent, runs no more and never will)
+        return int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -210,7 +213,9 @@ def live_writer(meta: Mapping[str, Any]) -> str | None:
 Identity = tuple[int, int, int]  # (st_dev, st_ino, st_mtime_ns) of a file
 
 
-def _identity(path: Path) -> Identity | None:
+def file_identity(path: Path) -> Identity | None:
+    """Which file is at `path` (device, inode, change time), None where none is: a file
+    renamed over it is another."""
     try:
         st = os.stat(path)
     except OSError:
@@ -234,7 +239,7 @@ def publish(tmp: Path, dest: Path, may_replace: Identity | None | bool = None) -
     if may_replace is True:
         os.replace(tmp, dest)
         return
-    current = _identity(dest)
+    current = file_identity(dest)
     if current is not None or os.path.lexists(dest):
         if may_replace is None or current != may_replace:
             raise OutputTakenError(f"{dest} was created or changed by another process while "

@@ -20,7 +20,7 @@ from ..errors import TraceWriteError
 from ..log import logger
 from . import finish as _finish  # (module attributes: a test may replace the merge)
 from .paths import (
-    LOCK_NAME, OutputTakenError, _NotOurs, _claim_partial, _identity, _proc_start_ticks,
+    LOCK_NAME, OutputTakenError, _NotOurs, _claim_partial, file_identity, _proc_start_ticks,
     _release, check_output, partial_path, remove_partial)
 from .schema import KIND, SCHEMA_VERSION, TABLES, TABLE_SCHEMAS, WRITE_OPTIONS
 
@@ -266,7 +266,7 @@ class TraceWriter:
         self.meta["writer"] = {"hostname": socket.gethostname(), "pid": os.getpid(),
                                "pid_start_ticks": _proc_start_ticks(os.getpid())}
         self.replacing = os.path.lexists(self.path)  # (overwrite=True over an existing trace)
-        self._out_at_start = _identity(self.path)  # (the only file close() may replace)
+        self._out_at_start = file_identity(self.path)  # (the only file close() may replace)
         try:
             self._write_meta()
         except OSError as e:  # a full disk or quota from the start: nothing to keep
