@@ -119,13 +119,15 @@ def test_unfinished_recordings_and_foreign_files_are_left_out(tmp_path, fleet_ro
     (partial / "c0000001-samples.parquet").write_bytes(b"junk")
     pd.DataFrame({"a": [1]}).to_parquet(root / "host=x" / "foreign.parquet")
     (root / "host=x" / "junk.parquet").write_bytes(b"junk")
-    with pytest.warns(UserWarning, match="left out 2 Parquet file.s. that are not readable gpuwatch traces"):
+    (root / "host=x" / "empty.parquet").write_bytes(b"")
+    with pytest.warns(UserWarning, match="left out 3 Parquet file.s. that are not readable gpuwatch traces"):
         f = fleet(root)
-    assert f.files == 4 and len(f.skipped) == 2
+    assert f.files == 4 and len(f.skipped) == 3
     # (each one's reason, not only the first's as the warning gives it)
     why = f.to_dict()["skipped_why"]
     assert why[str(root / "host=x" / "foreign.parquet")] == "not a gpuwatch trace"
     assert why[str(root / "host=x" / "junk.parquet")].startswith("not a readable Parquet file (")
+    assert why[str(root / "host=x" / "empty.parquet")] == "empty (0 bytes): not a trace"
 
 
 @pytest.mark.parametrize("make, exc, words", [

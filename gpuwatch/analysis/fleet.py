@@ -214,7 +214,13 @@ def _screen(path: str, schema: pa.Schema) -> tuple[str | None, str, dict[str, st
     return kind, "", _own_partition(meta), _status(meta)
 
 
-def _unreadable(e: Exception) -> str:
+def _unreadable(e: Exception, path: str) -> str:
+    """Why a file of the fleet cannot be read, as load() says it of one trace."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty (0 bytes): not a trace"
+    except OSError:
+        pass
     first = " ".join(str(e).split()).split(". ")[0]  # (pyarrow's first sentence)
     return f"not a readable Parquet file ({first})"
 
@@ -289,7 +295,7 @@ def fleet(root: str | os.PathLike[str],
             pf = pq.ParquetFile(path, **READ_OPTIONS)
         except (pa.ArrowInvalid, OSError) as e:
             skipped.append(path)
-            reasons[path] = _unreadable(e)
+            reasons[path] = _unreadable(e, path)
             continue
         with pf:
             schema = pf.schema_arrow  # (built anew on every ask: once)
