@@ -1253,3 +1253,24 @@ def test_a_killed_recorder_not_yet_reaped_is_not_still_recording():
         time.sleep(0.05)  # (exited, not waited for: a zombie)
     assert live_writer(meta) is None
     p.wait()
+
+
+def test_a_ctrl_c_as_loading_begins_is_the_same_one_line(monkeypatch, capsys):
+    """A press that lands as `python -m gpuwatch.record` enters loading(), before its handler
+    is in place (seen on the H100: a traceback through loading()'s own import): exit 130 and
+    one line, as anywhere else while the command loads."""
+    import gpuwatch.cli as cli
+
+    calls = []
+
+    def pressed(signum):  # (the press, where loading() asks for the current handler)
+        calls.append(signum)
+        raise KeyboardInterrupt
+    cli.WRITTEN.clear()
+    monkeypatch.setattr(signal, "getsignal", pressed)
+    with pytest.raises(SystemExit) as e:
+        cli.module_main("record")
+    monkeypatch.undo()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (loading() left it ignored)
+    assert calls and e.value.code == 130
+    assert capsys.readouterr().err == "gpuwatch: interrupted before it began; nothing was done\n"

@@ -8,6 +8,8 @@ import sys
 from typing import Any, Iterator, NoReturn, Protocol, Sequence
 
 from ..errors import GpuwatchError, UsageError
+from ..interrupts import deliver_later, importing  # (here: loading() imports nothing before
+# its handler is in place, where a press would land as a traceback)
 
 # Traces this command has finished writing: a later failure (stdout on a full disk) says they
 # are there, so nobody records again for nothing.
@@ -155,8 +157,6 @@ def loading() -> Iterator[None]:
     import module 'datetime'"); a press seen during the block makes either an interruption."""
     import signal
 
-    from ..interrupts import deliver_later, importing
-
     pressed: list[int] = []
 
     def on_sigint(signum: int, frame: Any) -> None:
@@ -202,9 +202,12 @@ def module_main(name: str) -> NoReturn:
     `gpuwatch NAME` runs it, with its own name in its messages."""
     import importlib
 
-    with loading():
-        module, cls = COMMANDS[name]
-        command: Command = getattr(importlib.import_module(module, __name__), cls)()
+    try:  # (a press as loading() begins, before its handler is in place: the same line)
+        with loading():
+            module, cls = COMMANDS[name]
+            command: Command = getattr(importlib.import_module(module, __name__), cls)()
+    except KeyboardInterrupt:
+        _interrupted_while_loading()
     raise SystemExit(main(command))
 
 
@@ -238,9 +241,12 @@ def entry(argv: Sequence[str] | None = None) -> int:
         return 1
     import importlib
 
-    with loading():
-        module, cls = COMMANDS[argv[0]]
-        command: Command = getattr(importlib.import_module(module, __name__), cls)()
+    try:  # (a press as loading() begins, before its handler is in place: the same line)
+        with loading():
+            module, cls = COMMANDS[argv[0]]
+            command: Command = getattr(importlib.import_module(module, __name__), cls)()
+    except KeyboardInterrupt:
+        _interrupted_while_loading()
     return main(command, argv[1:], prog=f"gpuwatch {argv[0]}")
 
 
