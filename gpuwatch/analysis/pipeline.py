@@ -501,17 +501,18 @@ def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFram
     inside = _inside(it, lay)
     calm = ~inside & ((it < lay.onset_iter) if lay.layered else True)
     if base_rows is not None and cond != base_cond:
-        ref, ref_label = base_rows, _reference_label(base_rows, base_cond)
+        outer = base_rows, _reference_label(base_rows, base_cond)
     else:
-        ref, ref_label = rows_where(rows, calm), "the rest of the condition"
+        outer = rows_where(rows, calm), "the rest of the condition"
     # (an episode within the final plateau: against the plateau around it, whatever the
     # condition's reference; the clock's own down-scaling is the plateau's, not the episode's)
-    plateau = (rows_where(rows, (it >= lay.stable_iter) & ~inside)
-               if lay.layered and lay.stable_iter is not None else None)
+    start = lay.stable_iter if lay.layered else None
+    plateau = ((rows_where(rows, (it >= start) & ~inside), "the rest of the plateau")
+               if start is not None else None)
     verdicts, atts = [], []
     for a, b, _ in lay.episodes:
-        if plateau is not None and a >= int(lay.stable_iter):  # type: ignore[arg-type]
-            ref, ref_label = plateau, "the rest of the plateau"
+        ref, ref_label = plateau if plateau is not None and start is not None \
+            and a >= start else outer
         tgt = rows_where(rows, (it >= a) & (it <= b))
         if len(ref) < 3 or len(tgt) < 3:
             continue
@@ -626,12 +627,18 @@ def _with_signal_episodes(ep_v: list[dict[str, Any]], ep_a: list[pd.DataFrame],
         return ep_v, ep_a
 
     def covered(ev: dict[str, Any]) -> bool:
-        a, b = ev["first_iter"], ev["last_iter"]
-        return any(min(b, sv["last_iter"]) - max(a, sv["first_iter"]) + 1 > 0.5 * min(
-            b - a + 1, sv["last_iter"] - sv["first_iter"] + 1) for sv in sig_v)
+        return any(_halves(ev, sv) for sv in sig_v)
     ep_v = [ev for ev in ep_v if not covered(ev)]
     kept = {ev["episode"] for ev in ep_v}
     return ep_v + sig_v, [ea for ea in ep_a if ea["episode"].iloc[0] in kept] + sig_a
+
+
+def _halves(e: dict[str, Any], f: dict[str, Any], each: bool = False) -> bool:
+    """Do two iteration ranges (first_iter..last_iter) share more than half of the shorter
+    one (`each`: of the longer one, so more than half of each)?"""
+    a, b, c, d = e["first_iter"], e["last_iter"], f["first_iter"], f["last_iter"]
+    shared = min(b, d) - max(a, c) + 1
+    return shared > 0.5 * (max if each else min)(b - a + 1, d - c + 1)
 
 
 def _inside(it: np.ndarray, lay: Layers, after: int | None = None) -> np.ndarray:
@@ -700,12 +707,11 @@ def _not_the_plateau(sig_v: list[dict[str, Any]], sig_a: list[pd.DataFrame],
     runs to the condition's end (within MIN_LEVEL iterations of its last, as _mark_to_end),
     and at least half of each in the other."""
     a0, b0, cause = plateau
+    span = {"first_iter": a0, "last_iter": b0}
 
     def repeats(sv: dict[str, Any]) -> bool:
-        a, b = sv["first_iter"], sv["last_iter"]
-        both = min(b, b0) - max(a, a0) + 1
-        return (sv["cause"] == cause and b >= b0 - MIN_LEVEL
-                and both > 0.5 * max(b - a + 1, b0 - a0 + 1))
+        return (sv["cause"] == cause and sv["last_iter"] >= b0 - MIN_LEVEL
+                and _halves(sv, span, each=True))
     gone = {sv["episode"] for sv in sig_v if repeats(sv)}
     if not gone:
         return sig_v, sig_a
@@ -807,10 +813,7 @@ def _signal_episodes(w: pd.DataFrame, cond: Any, seed: int, events: pd.DataFrame
         -abs(verdicts[i]["extra_ms"]) * verdicts[i]["iterations"]))
     kept: list[int] = []
     for i in order_v:
-        a, b = verdicts[i]["first_iter"], verdicts[i]["last_iter"]
-        if not any(min(b, verdicts[k]["last_iter"]) - max(a, verdicts[k]["first_iter"]) + 1
-                   > 0.5 * min(b - a + 1, verdicts[k]["last_iter"] - verdicts[k]["first_iter"]
-                               + 1) for k in kept):
+        if not any(_halves(verdicts[i], verdicts[k]) for k in kept):
             kept.append(i)
     kept.sort()
     labels = {verdicts[i]["episode"] for i in kept}
