@@ -256,8 +256,8 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                 if base_cond is not None else None
             # (the reference other conditions are judged against: the baseline condition
             # without its own episodes, each time base on its own layers)
-            base_calm = _calm(base_rows, "gpu_ms")
-            base_calm_w = _calm(base_rows, "wall_ms")
+            base_calm = _calm(base_rows, "gpu_ms", seed, host_events)
+            base_calm_w = _calm(base_rows, "wall_ms", seed, host_events)
             n_cond = eng["condition"].nunique()
             for k, (cond, rows) in enumerate(groups_of(eng, "condition")):
                 say(f"{where}{name}, {cond} (condition {k + 1} of {n_cond}, "
@@ -322,7 +322,7 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
             say(f"{where}span {sname} ({len(sp):,})")
             base_cond = _baseline_condition(sp)
             base_rows = _calm(rows_where(sp, _is(sp["condition"], base_cond))
-                              if base_cond is not None else None, "wall_ms")
+                              if base_cond is not None else None, "wall_ms", seed, host_events)
             for cond, rows in groups_of(sp, "condition"):
                 rows = rows.sort_values("iteration", kind="stable")
                 key = {"trace": ti, "engine": f"span:{sname}", "condition": cond}
@@ -661,12 +661,18 @@ def _without_inner(rows: pd.DataFrame, lay: Layers) -> pd.DataFrame:
     return rows_where(rows, ~inner) if inner.any() else rows
 
 
-def _calm(rows: pd.DataFrame | None, y: str) -> pd.DataFrame | None:
+def _calm(rows: pd.DataFrame | None, y: str, seed: int = 0,
+          events: pd.DataFrame | None = None) -> pd.DataFrame | None:
     """The baseline condition's rows as a reference for the others: without the episodes its
     own layers find in `y` (a co-tenant or a thermal limit for a while during gap 0 is no
     part of what gap 20 is compared with: "4.73 ms vs 5.08 ms (gap=0ms), the reference was
-    the slower" for a condition nothing happened to). Rows whose `y` is unknown stay (the
-    wall series' own filter takes them out); so does everything where no episode is found."""
+    the slower" for a condition nothing happened to), and without its last level where
+    something outside the program brought it (_from_outside: another process that came
+    during gap 0 and stayed; gap 20 against a mix of gap 0 with and without it read "99% not
+    explained"). A last level of the condition's own making (its sustained load reaching the
+    power cap) stays: that is what running back to back is. Rows whose `y` is unknown stay
+    (the wall series' own filter takes them out); so does everything where nothing is left
+    out."""
     if rows is None or not len(rows) or y not in rows:
         return rows
     v = rows[y].pipe(floats)
@@ -676,18 +682,53 @@ def _calm(rows: pd.DataFrame | None, y: str) -> pd.DataFrame | None:
     it = rows["iteration"].to_numpy()
     order = np.argsort(it[ok], kind="stable")
     lay = layers_of(v[ok][order], it[ok][order])
-    if not lay.episodes:
+    keep = ~_inside(it, lay)
+    before = None  # (the iteration the left-out last level begins at)
+    if lay.layered and lay.onset_iter is not None:
+        known = rows_where(rows, ok)
+        if not known["iteration"].is_monotonic_increasing:
+            known = known.sort_values("iteration", kind="stable")
+        if _from_outside(known, _with_reason_layers(known, lay), y, seed, events):
+            before = int(lay.onset_iter)
+            keep &= it < before
+    if keep.all():
         return rows
-    calm = rows_where(rows, ~_inside(it, lay))
-    calm.attrs["episodes_left_out"] = len(lay.episodes)  # (said in the reference's label)
+    calm = rows_where(rows, keep)
+    # (said in the reference's label)
+    calm.attrs["episodes_left_out"] = len(lay.episodes) if lay.episodes else 0
+    calm.attrs["before_iter"] = before
     return calm
 
 
+# Causes from outside the program and its load: a last level of the baseline condition they
+# brought is no part of the reference (_calm). The GPU's and the host's own answers to the
+# load (clocks, power and thermal limits, a cgroup's quota) and the program's own host work
+# are its own.
+OUTSIDE_FACTORS = frozenset({"other_process", "gpu_queue", "host_cpu", "vm_steal"})
+
+
+def _from_outside(rows: pd.DataFrame, lay: Layers, y: str, seed: int,
+                  events: pd.DataFrame | None) -> bool:
+    """Does the baseline condition's own verdict on its last level (its plateau against its
+    iterations before the jump, as the condition's row gives it) name a cause from outside
+    the program (OUTSIDE_FACTORS) first? `rows`: the condition's rows with `y` known, in
+    iteration order."""
+    ref, tgt, label = _groups(rows, lay, None, None, None)
+    if ref is None or len(ref) < 3 or len(tgt) < 3:
+        return False
+    att = _explain(ref, tgt, y, seed, fit=[ref, _without_inner(rows, lay)])
+    return _verdict(None, lay, ref, tgt, att, label, y=y, events=events)["cause"] \
+        in OUTSIDE_FACTORS
+
+
 def _reference_label(base_rows: pd.DataFrame, base_cond: Any) -> str:
-    """What a condition is compared with: the baseline condition, and whether its episodes
-    were left out of it (_calm)."""
+    """What a condition is compared with: the baseline condition, and what of it was left out
+    (_calm): its episodes, its last level."""
     n = base_rows.attrs.get("episodes_left_out", 0)
-    return f"{base_cond} outside its episode{'s' if n > 1 else ''}" if n else str(base_cond)
+    before = base_rows.attrs.get("before_iter")
+    parts = ([f"before iteration {before}"] if before is not None else []) + (
+        [f"outside its episode{'s' if n > 1 else ''}"] if n else [])
+    return f"{base_cond} {' and '.join(parts)}" if parts else str(base_cond)
 
 
 def _mark_to_end(ep_v: list[dict[str, Any]], rows: pd.DataFrame) -> None:
