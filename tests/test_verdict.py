@@ -102,12 +102,24 @@ def test_episodes_still_there_at_the_end_are_not_said_to_have_gone():
 
 def test_an_episode_row_says_whether_it_reached_the_end_of_its_condition():
     from gpuwatch.analysis.pipeline import _mark_to_end
+    from gpuwatch.analysis.verdict import fields
     rows = pd.DataFrame({"iteration": np.arange(100, 3000)})
-    eps = [{"first_iter": 500, "last_iter": 900}, {"first_iter": 1205, "last_iter": 2999},
-           {"first_iter": 1164, "last_iter": 2996},  # (a window trimmed to its last raised
-           {"first_iter": 1164, "last_iter": 2970}]  # call, a few before the end)
+
+    def episode(a, b):
+        v = base(subject=f"gap=20ms, episode at iterations {a}-{b}",
+                 causes=(named("other_process", 0.9),))
+        return {"episode": f"iterations {a}-{b}", "first_iter": a, "last_iter": b,
+                **fields(v), "verdict": v}
+    eps = [episode(500, 900), episode(1205, 2999),
+           episode(1164, 2996),  # (a window trimmed to its last raised
+           episode(1164, 2970)]  # call, a few before the end)
     _mark_to_end(eps, rows)
     assert [e["to_end"] for e in eps] == [False, True, True, False]
+    # (and its sentence says so; the others' are as they were)
+    assert eps[1]["sentence"].startswith(
+        "gap=20ms, episode at iterations 1205-2999 (lasting to the end): GPU time (events)")
+    assert eps[1]["verdict"].to_end and eps[1]["cause_code"] == "other_process"
+    assert "lasting" not in eps[0]["sentence"] + eps[3]["sentence"]
 
 
 def test_notes_after_the_decision_are_fields_not_edits():

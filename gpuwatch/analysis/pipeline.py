@@ -386,7 +386,10 @@ def _merged(traces: list[Trace]) -> pd.DataFrame:
     return writable(pd.concat(full, ignore_index=True)) if full else pd.DataFrame()
 
 
-VERDICT_COLUMNS = ["trace", "engine", "condition", "episode", "first_iter", "last_iter", "cause",
+# (`to_end`: an episode's, None on a condition's row; a column whether or not any episode
+# was found, as the other episode fields are)
+VERDICT_COLUMNS = ["trace", "engine", "condition", "episode", "first_iter", "last_iter",
+                   "to_end", "cause",
                    "extra_ms", "sentence", "cause_code", "candidate_code", "share", "ci_low_ms",
                    "ci_high_ms", "latency", "reference_ms", "latency_ms", "iterations",
                    "sm_clock_ref_mhz", "sm_clock_mhz", "outcome", "causes", "offsets",
@@ -734,10 +737,15 @@ def _reference_label(base_rows: pd.DataFrame, base_cond: Any) -> str:
 def _mark_to_end(ep_v: list[dict[str, Any]], rows: pd.DataFrame) -> None:
     """Each episode row's `to_end`: whether it was still there at its condition's end, within
     MIN_LEVEL iterations of its last (it came and did not go, as far as the run saw; a
-    signal's window is trimmed to its last raised call, which may be a few before the end)."""
+    signal's window is trimmed to its last raised call, which may be a few before the end).
+    Its sentence says so."""
     last = _last_iteration(rows)
-    for ev in ep_v:
-        ev["to_end"] = last is not None and int(ev["last_iter"]) >= last - MIN_LEVEL
+    for i, ev in enumerate(ep_v):
+        to_end = last is not None and int(ev["last_iter"]) >= last - MIN_LEVEL
+        if to_end:
+            ep_v[i] = {**_noted(ev, to_end=True), "to_end": True}
+        else:
+            ev["to_end"] = False
 
 
 def _not_the_plateau(sig_v: list[dict[str, Any]], sig_a: list[pd.DataFrame],

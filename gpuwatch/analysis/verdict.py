@@ -92,6 +92,7 @@ class Verdict:
     # notes that come after the decision (fields, never edits of the words):
     episodes_below: int = 0  # no change as a whole, but this many episodes came and went
     episodes_to_end: int = 0  # ...of which this many were still there at the condition's end
+    to_end: bool = False  # an episode still there at its condition's end (came, not gone)
     cost_in_all: Named | None = None  # a signal episode held its latency, but this cause cost
     sustained_mhz: tuple[float, float] | None = None  # power cap, faster than back to back:
     #                                                  (clock back to back, clock here)
@@ -134,8 +135,9 @@ def words(v: Verdict) -> str:
     delta = v.extra_ms
     where = (f" from iteration {v.layered[0]} (jump at {v.layered[1]})"
              if v.layered is not None else "")
+    subject = f"{v.subject} (lasting to the end)" if v.to_end else v.subject
     scale = max(abs(v.latency_ms), abs(r_ms))  # (the latencies set the digits, the change too)
-    head = (f"{v.subject}: {what} {_ms(v.latency_ms, scale=scale)} ms{where} vs "
+    head = (f"{subject}: {what} {_ms(v.latency_ms, scale=scale)} ms{where} vs "
             f"{_ms(r_ms, scale=scale)} ms ({v.reference}), {_ms(delta, '+', scale)} ms "
             f"({v.latency_ms / r_ms:.2f}x)")
     no_clock = ("the SM clock was not recorded (no telemetry for these rows), so clocks "
