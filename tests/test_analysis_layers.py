@@ -85,6 +85,30 @@ def test_an_episode_within_the_plateau_is_an_episode_not_where_the_plateau_start
     assert abs(lay.stable_ms - 9.29) < 0.02
 
 
+def test_a_series_that_begins_high_and_comes_back_has_an_episode_at_the_start():
+    """Another process for the first 150 iterations at 11.75 ms, then 4.71 ms: the baseline
+    is the level it came back to, and the start is an episode (before: the baseline was
+    11.75 ms, and the rest a stretch below it that reached the end, in no verdict). A thermal
+    limit that lifts in a few steps of a ramp is one episode up to the ramp's end."""
+    rng = np.random.default_rng(3)
+    x = np.concatenate([np.full(150, 11.75), np.full(650, 4.71)]) + rng.normal(0, 0.01, 800)
+    lay = detect(x)
+    assert abs(lay.baseline_ms - 4.71) < 0.02 and not lay.layered
+    assert lay.lead is not None and lay.lead[:2] == (0, 149)
+    assert [(a, b) for a, b, _ in lay.episodes] == [(0, 149)]
+    ramp = np.concatenate([np.full(245, 7.52), np.linspace(7.52, 4.71, 25), np.full(530, 4.71)])
+    lay = detect(ramp + rng.normal(0, 0.01, 800))
+    assert lay.lead is not None and lay.lead[0] == 0 and 245 <= lay.lead[1] <= 269
+    assert abs(lay.baseline_ms - 4.71) < 0.02
+    # a series that rises after idle gaps keeps its first level as the baseline
+    rise = np.concatenate([np.full(57, 4.73), np.full(743, 9.29)]) + rng.normal(0, 0.01, 800)
+    lay = detect(rise)
+    assert lay.lead is None and lay.layered and abs(lay.baseline_ms - 4.73) < 0.02
+    # and a high start longer than the rest is the series' level, not an episode
+    late = np.concatenate([np.full(500, 11.75), np.full(300, 4.71)]) + rng.normal(0, 0.01, 800)
+    assert detect(late).lead is None
+
+
 def test_a_noisy_run_whose_band_takes_in_the_baseline_holds_no_episodes_within_it():
     """A host-bound series on the H100 (cotenant_heavier, gap 2 ms): its last stretch spreads
     down to the baseline's level, so there is no plateau to hold episodes; the stretches off

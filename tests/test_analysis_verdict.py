@@ -293,6 +293,32 @@ def test_a_cotenant_that_came_during_the_baseline_and_stayed_is_no_part_of_the_r
         assert 2.3 < g20["latency_ms"] / g20["reference_ms"] < 2.7  # (kernels 2.5x longer)
 
 
+@pytest.mark.parametrize("fault, code", [("cotenant@0+2", "other_process"),
+                                         ("thermal@0+2", "thermal")])
+def test_a_cause_already_there_when_the_recording_began_is_an_episode_not_the_baseline(
+        tmp_path, fault, code):
+    """Another process (or a thermal limit) for the first 2 s of gap 0: an episode at the
+    start of gap 0, named, and gap 20 is compared with gap 0 after it (a trial's case: the
+    co-tenant was called "a cold start not marked as warm-up", the thermal limit was in no
+    verdict, and gap 20 read +3.26 ms (1.54x) against 6.05 ms, for the truth's +4.58 ms
+    (1.97x) against 4.73 ms)."""
+    from tests.helpers import record_sim
+
+    tr = record_sim(tmp_path / "t.parquet", profile=f"t4,fault={fault}")
+    a = gpuwatch.analyze(tr)
+    assert not any("cold start" in n for n in a.data_notes), a.data_notes
+    for table in (a.verdicts, a.wall_verdicts):
+        eps = table[table["episode"].notna()]
+        assert len(eps) == 1 and eps.iloc[0]["condition"] == "gap=0ms", eps["sentence"].tolist()
+        e = eps.iloc[0]
+        assert e["first_iter"] == 0 and e["cause_code"] == code, e["sentence"]
+        g20 = table[(table["condition"] == "gap=20ms") & table["episode"].isna()].iloc[0]
+        assert "(gap=0ms outside its episode)" in g20["sentence"]
+        assert g20["cause_code"] == "idle_clock_downscale"
+        assert abs(g20["reference_ms"] - 4.72) < 0.05 and 1.9 < g20["latency_ms"] / g20[
+            "reference_ms"] < 2.0, g20["sentence"]
+
+
 def test_a_power_cap_that_the_baseline_reached_stays_in_the_reference(tmp_path):
     """Back to back, the load reaches the power cap partway and stays there: that is what gap
     0 is, and gap 20 is compared with all of it (faster: "the power cap lowered the clock"),

@@ -7,7 +7,9 @@ long as two thousand; each change found there is then placed at a single iterati
 search on the iterations around it (_refined). Adjacent segments whose levels differ by less than the noise are merged. What
 remains is read as:
 
-- baseline: the level of the first segment.
+- baseline: the level of the first segment; where the series begins clearly above the level
+  it comes back to (a co-tenant or a thermal limit already there, a cold start), that start is
+  an episode (`lead`), and the baseline is the level after it.
 - a *level* (layer): a segment at least MIN_LEVEL iterations long. Shorter segments are steps of
   a ramp between levels, like the seed's "linear slow-down".
 - onset (the jump): where the first segment clearly above the baseline starts.
@@ -57,6 +59,9 @@ class Layers:
     # Departures from the baseline that come back (not the final plateau): (first iteration,
     # last iteration, median latency), each at least MIN_LEVEL iterations long
     episodes: list[tuple[int, int, float]] = field(default_factory=list)
+    # The episode at the start, where the series began well above the level it came back to
+    # (also among `episodes`, first); the baseline is the level after it
+    lead: tuple[int, int, float] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -163,12 +168,17 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
             merged[-1][2] = float(np.median(x[int(merged[-1][0]):b]))
         else:
             merged.append([a, b, lv])
-    # A first segment shorter than MIN_LEVEL is no baseline (a few iterations before the power
-    # cap bit, say): it joins the next.
-    while len(merged) > 1 and merged[0][1] - merged[0][0] < MIN_LEVEL:
-        merged[1] = [merged[0][0], merged[1][1],
-                     float(np.median(x[int(merged[0][0]):int(merged[1][1])]))]
-        merged.pop(0)
+    _join_short_first(x, merged)
+    # A leading stretch well above the level the series comes back to (a co-tenant or a
+    # thermal limit already there when the recording began, a cold start the program did not
+    # mark as warm-up): an episode at the start, not the baseline. Judged as the baseline, it
+    # made the rest "faster" and the other conditions' reference a mix of both.
+    lead = _lead(x, merged, sigma)
+    if lead is not None:
+        k = int(merged[lead][0])
+        start = (int(it[0]), int(it[k - 1]), float(np.median(x[:k])))
+        merged = merged[lead:]
+        _join_short_first(x, merged)
     baseline = merged[0][2]
     margin = max(3 * sigma, RESOLUTION_MS)
     thresh = baseline * (1 + REL_THRESHOLD) + margin
@@ -238,6 +248,8 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
                              float(np.median(x[run[0]:run[1]]))))
         run = None
     episodes += [(int(it[a]), int(it[b - 1]), float(np.median(x[a:b]))) for a, b in inner[::-1]]
+    if lead is not None:
+        episodes.insert(0, start)
     tail = _tail_episodes(x, it)
     if layered:  # the ramp into the final plateau is the layering, not an episode
         tail = [e for e in tail if e[1] < (onset or 0)]
@@ -250,7 +262,43 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
         n=n, baseline_ms=baseline, final_ms=final, layered=layered, onset_iter=onset,
         stable_iter=stable, stable_ms=final if layered else None, n_layers=max(1, n_layers),
         noise_ms=sigma, change_points=[int(it[int(a)]) for a, _, _ in merged[1:]],
-        levels_ms=[lv for _, _, lv in merged], episodes=episodes)
+        levels_ms=[lv for _, _, lv in merged], episodes=episodes,
+        lead=start if lead is not None else None)
+
+
+def _join_short_first(x: np.ndarray, merged: list[list[float]]) -> None:
+    """A first segment shorter than MIN_LEVEL is no baseline (a few iterations before the
+    power cap bit, say): it joins the next, in place."""
+    while len(merged) > 1 and merged[0][1] - merged[0][0] < MIN_LEVEL:
+        merged[1] = [merged[0][0], merged[1][1],
+                     float(np.median(x[int(merged[0][0]):int(merged[1][1])]))]
+        merged.pop(0)
+
+
+def _lead(x: np.ndarray, merged: list[list[float]], sigma: float) -> int | None:
+    """How many of the first merged segments (`merged`: [start, end, level] in x) make a
+    leading episode, or None: a run from the start whose every segment lies clearly above
+    (REL_THRESHOLD and 3 noise s.d.) the median of the rest of the series, ending where a
+    segment comes back within that margin of it for MIN_LEVEL iterations or more; no longer
+    than the rest. (Judged against the rest, not the next segment: a cold start that decays in steps
+    is one episode, not its first step.)"""
+    n = x.size
+    for j in range(1, len(merged)):
+        a = int(merged[j][0])
+        if a > n - a:
+            return None
+        rest = float(np.median(x[a:]))
+        high = rest * (1 + REL_THRESHOLD) + max(3 * sigma, RESOLUTION_MS)
+        if any(merged[i][2] <= high for i in range(j)):
+            return None  # (the run from the start broke off before coming back)
+        if merged[j][2] <= high:
+            # (back for a level's length at least, not a dip: the segments from j on that
+            # stay within the margin)
+            back = j
+            while back < len(merged) and merged[back][2] <= high:
+                back += 1
+            return j if merged[back - 1][1] - merged[j][0] >= MIN_LEVEL else None
+    return None
 
 
 _memo: contextvars.ContextVar[dict[Any, Any] | None] = contextvars.ContextVar(

@@ -267,10 +267,6 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                 lay = _with_reason_layers(
                     rows, layers_of(rows["gpu_ms"].pipe(floats), rows["iteration"].to_numpy()))
                 details[(ti, name, cond)] = lay
-                if cond == first_cond:
-                    cold = _cold_start(lay, ti, name, cond)
-                    if cold:
-                        data_notes.append(cold)
                 ref, tgt, ref_label = _groups(rows, lay, base_calm, cond, base_cond,
                                               only_condition=n_cond == 1)
                 base_ms = float(ref["gpu_ms"].median()) if ref is not None else lay.baseline_ms
@@ -298,6 +294,10 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                     *_signal_episodes(rows, cond, seed, host_events, y="gpu_ms",
                                       only=EVENT_SIGNALS), plateau=_plateau(lay, rows, v))
                 _mark_to_end(ep_verdicts, rows)
+                if cond == first_cond:
+                    cold = _cold_start(lay, ep_verdicts, ti, name, cond)
+                    if cold:
+                        data_notes.append(cold)
                 if v["cause"] is None and ep_verdicts:
                     v = _noted(v, episodes_below=len(ep_verdicts),
                                episodes_to_end=sum(ev["to_end"] for ev in ep_verdicts))
@@ -410,21 +410,28 @@ COLD_RATIO = 1.5  # a first level this many times the rest's, at the recording's
 COLD_SHARE = 0.25  # ...over at most this share of its iterations: a cold start
 
 
-def _cold_start(lay: Layers, ti: int, name: Any, cond: Any) -> str:
+def _cold_start(lay: Layers, ep_verdicts: list[dict[str, Any]], ti: int, name: Any,
+                cond: Any) -> str:
     """A sentence if an engine's first condition begins with a level well above the rest
-    (lazy initialisation, cold caches, autotuning: work not marked warm-up), else "". It is
-    not left out, as the program did not mark it, but a baseline that includes it is no
-    steady reference, and the reader is told so, with the fix."""
-    if not lay.change_points or len(lay.levels_ms) < 2 or lay.n < 2:
+    (lazy initialisation, cold caches, autotuning: work not marked warm-up), else "". Its
+    layers make it an episode at the start (layers.Layers.lead), left out of the reference
+    the other conditions are compared with; where that episode's verdict names a cause (a
+    co-tenant already there when the recording began) it is no cold start, and the episode
+    says so itself. Otherwise the reader is told, with the fix."""
+    if lay.lead is None or lay.n < 2:
         return ""
-    first, rest = lay.levels_ms[0], float(np.median(lay.levels_ms[1:]))
-    k = lay.change_points[0]
+    a, b, first = lay.lead
+    rest = lay.baseline_ms
+    k = b - a + 1
     if not (rest > 0 and first >= COLD_RATIO * rest and k <= COLD_SHARE * lay.n):
+        return ""
+    if any(ev["first_iter"] == a and ev["outcome"] == "explained" for ev in ep_verdicts):
         return ""
     return (f"trace {ti}: {name}, {cond}: the recording begins with {k} iterations at "
             f"{first / rest:.1f}x the latency of the rest ({first:.3f} vs {rest:.3f} ms): a "
-            f"cold start not marked as warm-up, which this condition's baseline includes; mark "
-            f"warm-up (s.warmup = True, or record --warmup N) to leave it out")
+            f"cold start not marked as warm-up, which the other conditions' reference leaves "
+            f"out (an episode at the start); mark warm-up (s.warmup = True, or record --warmup "
+            f"N) to leave it out of this condition's own numbers too")
 
 
 def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str, list[str]]:
