@@ -319,6 +319,28 @@ def test_a_cause_already_there_when_the_recording_began_is_an_episode_not_the_ba
             "reference_ms"] < 2.0, g20["sentence"]
 
 
+def test_a_thermal_limit_above_a_clock_already_lowered_is_no_part_of_the_change(tmp_path):
+    """sim:t4 at a 20 ms gap: the governor lowers the clock to 765 MHz after the idle gaps;
+    from 18 s a thermal limit holds it at most 954 MHz for 3 s, above where it already was,
+    and the latency does not move. The clock's change is all DVFS (a trial's case: "power/
+    thermal throttling of the SM clock explains 15%", the share of rows with the reason
+    bit). Where the thermal limit comes first and the clock stays down after it (sim:capped
+    at a 20 ms gap, from 3 s), it keeps its part."""
+    from tests.helpers import record_sim
+
+    tr = record_sim(tmp_path / "t.parquet", profile="t4,fault=thermal@18+3")
+    a = gpuwatch.analyze(tr)
+    for table in (a.verdicts, a.wall_verdicts):
+        g20 = table[(table["condition"] == "gap=20ms") & table["episode"].isna()].iloc[0]
+        assert g20["cause_code"] == "idle_clock_downscale" and g20["share"] > 0.95, \
+            g20["sentence"]
+        assert [c["factor"] for c in g20["causes"]] == ["sm_clock"], g20["sentence"]
+    tr = record_sim(tmp_path / "c.parquet", profile="capped,fault=thermal@3+3", gaps=(20.0,))
+    v = gpuwatch.analyze(tr).verdicts
+    whole = v[v["episode"].isna()].iloc[0]
+    assert "throttling" in [c["factor"] for c in whole["causes"]], whole["sentence"]
+
+
 def test_a_power_cap_that_the_baseline_reached_stays_in_the_reference(tmp_path):
     """Back to back, the load reaches the power cap partway and stays there: that is what gap
     0 is, and gap 20 is compared with all of it (faster: "the power cap lowered the clock"),

@@ -325,3 +325,25 @@ def test_the_bounded_fit_is_scipys_bounded_least_squares():
         assert cost(got) <= cost(want) * (1 + 1e-9) + 1e-12
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     assert broke >= 20  # (the bounds were really in play)
+
+
+def test_a_reason_held_the_clock_down_only_where_its_rows_ran_slower_than_those_before():
+    """_held, on 1000 / SM clock in time order: a minority of rows with a thermal reason at
+    the clock the rows before them already had held nothing; at a lower clock, or first, or
+    in most rows, it did."""
+    from gpuwatch.analysis.attribution import _held
+
+    x = np.full(100, 1000 / 765)
+    thr = np.zeros(100, bool)
+    thr[60:75] = True
+    assert not _held(x, thr)  # (at the clock the governor had set already)
+    lower = x.copy()
+    lower[60:75] = 1000 / 700
+    assert _held(lower, thr)  # (held it 65 MHz lower)
+    first = np.zeros(100, bool)
+    first[0:15] = True
+    assert _held(x, first)  # (came first: the clock stayed where it put it)
+    most = np.zeros(100, bool)
+    most[10:90] = True
+    assert _held(x, most)  # (a cap's bit in most of the rows it holds)
+    assert _held(x, np.zeros(100, bool))  # (no reason: nothing to take away)

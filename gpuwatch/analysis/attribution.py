@@ -13,7 +13,9 @@ of it adds at most one ms: 0 <= b3 <= 1. Without the bounds, a regressor that me
 condition (25 us more launch time after each sleep) can soak up a slow-down it cannot cause. A factor's contribution is b_k times the change of its regressor between reference
 and target. What the fit does not explain is the residual. The SM-clock part is further split by
 the share of target inferences during which a power or thermal clock-event reason was active
-(throttling); the rest is the governor's own choice (DVFS). A regressor that did not change
+(throttling), unless those inferences, a minority, ran no slower than the ones before them
+(`_held`: a limit above a clock the governor had already lowered holds nothing down); the rest
+is the governor's own choice (DVFS). A regressor that did not change
 (a clock: by no more than CLOCK_RESOLUTION of itself) contributes exactly 0. Where regions carry
 the in-band clock, merge has put it in sm_clock_mhz_mean: the fit uses the clock each region
 ran at, not NVML's reading of up to ~100 ms before. 95% intervals come from
@@ -58,6 +60,9 @@ FACTORS = ("sm_clock", "throttling", "mem_clock", "host_cpu", "host_launch", "ke
 OTHER_EXCESS_PCT = 30.0
 REF_EXCESS_PCT = 15.0
 CLOCK_RESOLUTION = 1e-4  # a clock's relative change below this is no change (see _changed)
+# The rows with a power/thermal reason ran slower than the rows before them without one by
+# less than this (relative: a third of an H100's 15 MHz step at 1.5 GHz): it held nothing down
+HELD_MIN = 0.005
 BOOTSTRAP = 200
 MAX_ROWS = 3000  # per group, for the bootstrap
 POOL_ROWS = 4 * MAX_ROWS  # rows of a larger group the bootstrap draws from
@@ -149,10 +154,12 @@ class _Rows:
             self.y, self.X, self.thr = y, X, thr
             self.busy, self.idle, self.excess = raw["busy"], raw["idle"], raw["excess"]
             self.wait, self.others = raw["wait"], raw["others"]
-            return
-        self.y, self.X, self.thr = y[ok], X[ok], thr[ok]
-        self.busy, self.idle, self.excess = raw["busy"][ok], raw["idle"][ok], raw["excess"][ok]
-        self.wait, self.others = raw["wait"][ok], raw["others"][ok]
+        else:
+            self.y, self.X, self.thr = y[ok], X[ok], thr[ok]
+            self.busy, self.idle = raw["busy"][ok], raw["idle"][ok]
+            self.excess, self.wait = raw["excess"][ok], raw["wait"][ok]
+            self.others = raw["others"][ok]
+        self.held = _held(self.X[:, 0], self.thr)
 
     @property
     def has_kernels(self) -> bool:
@@ -186,7 +193,27 @@ class _Rows:
         r.y, r.X, r.thr = self.y.take(idx), self.X.take(idx, axis=0), self.thr.take(idx)
         r.busy, r.idle, r.excess = self.busy.take(idx), self.idle.take(idx), self.excess.take(idx)
         r.wait, r.others, r.missing = self.wait.take(idx), self.others.take(idx), self.missing
+        r.held = self.held  # (of the group, in its time order: not of a sample)
         return r
+
+
+def _held(inv_sm: np.ndarray, thr: np.ndarray) -> bool:
+    """Did a power/thermal reason hold the SM clock down in these rows (in time order;
+    `inv_sm`: 1000 / SM clock, `thr`: a reason active)? Not where the rows with one are a
+    minority that ran no slower (HELD_MIN) than the rows before the first of them, which had
+    none: the clock was that low already (a thermal limit above a clock the governor had
+    lowered after idle gaps). A reason that came first, the clock staying down after it, and
+    one in most rows (a cap whose bit the driver sets in most of the rows it holds) held it."""
+    k = int(thr.sum())
+    if k == 0 or 2 * k >= thr.size:
+        return True
+    first = int(np.argmax(thr))
+    if first == 0:
+        return True
+    before = inv_sm[:first]
+    before = before[np.isfinite(before)]
+    return not (before.size and float(inv_sm[thr].mean())
+                <= float(before.mean()) * (1 + HELD_MIN))
 
 
 class _Draws:
@@ -389,8 +416,10 @@ def _contributions(fit: _Draws, ref: _Draws, tgt: _Draws) -> dict[str, np.ndarra
 def _throttled_share(ref: _Draws, tgt: _Draws) -> np.ndarray:
     """Of an SM-clock difference, the share a power/thermal reason held down: the share of the
     slower-clocked side's rows with such a reason active (the target's when its clock fell,
-    the reference's when the target's rose: back to back power-capped, gapped not)."""
-    return np.where(tgt.X[:, 0] >= ref.X[:, 0], tgt.thr, ref.thr)
+    the reference's when the target's rose: back to back power-capped, gapped not); none
+    where the reason held nothing down there (_held)."""
+    return np.where(tgt.X[:, 0] >= ref.X[:, 0], tgt.thr if tgt.rows.held else 0.0,
+                    ref.thr if ref.rows.held else 0.0)
 
 
 def _clock_bounds(ref: _Draws, tgt: _Draws) -> dict[str, np.ndarray]:

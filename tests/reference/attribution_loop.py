@@ -61,6 +61,7 @@ FACTORS = ("sm_clock", "throttling", "mem_clock", "host_cpu", "host_launch", "ke
 OTHER_EXCESS_PCT = 30.0
 REF_EXCESS_PCT = 15.0
 CLOCK_RESOLUTION = 1e-4  # a clock's relative change below this is no change (see _changed)
+HELD_MIN = 0.005  # a reason's rows no slower than this than the rows before them: held nothing
 BOOTSTRAP = 200
 MAX_ROWS = 3000  # per group, for the bootstrap
 POOL_ROWS = 4 * MAX_ROWS  # rows of a larger group the bootstrap draws from
@@ -93,6 +94,14 @@ class _Rows:
         self.y, self.X, self.thr = y[ok], X[ok], thr[ok]
         self.busy, self.idle, self.excess, self.wait = busy[ok], idle[ok], excess[ok], wait[ok]
         self.others = others[ok]
+        # Did a reason hold the clock down (in the group's time order)? Not where its rows, a
+        # minority, ran no slower than the rows before the first of them.
+        self.held = True
+        k = int(self.thr.sum())
+        if 0 < k < self.thr.size / 2 and not self.thr[0]:
+            first = int(np.flatnonzero(self.thr)[0])
+            before = self.X[:first, 0]
+            self.held = float(self.X[self.thr, 0].mean()) > float(before.mean()) * (1 + HELD_MIN)
 
     @property
     def has_kernels(self) -> bool:
@@ -106,6 +115,7 @@ class _Rows:
         r.y, r.X, r.thr = self.y.take(idx), self.X.take(idx, axis=0), self.thr.take(idx)
         r.busy, r.idle, r.excess = self.busy.take(idx), self.idle.take(idx), self.excess.take(idx)
         r.wait, r.others, r.missing = self.wait.take(idx), self.others.take(idx), self.missing
+        r.held = self.held  # (the group's, not a resample's)
         return r
 
 
@@ -191,7 +201,7 @@ def _throttled_share(ref: _Rows, tgt: _Rows) -> float:
     slower-clocked side's rows with such a reason active (the target's when its clock fell,
     the reference's when the target's rose: back to back power-capped, gapped not)."""
     slower = tgt if float(tgt.X[:, 0].mean()) >= float(ref.X[:, 0].mean()) else ref
-    return float(slower.thr.mean()) if slower.thr.size else 0.0
+    return float(slower.thr.mean()) if slower.thr.size and slower.held else 0.0
 
 
 def _clock_bounds(ref: _Rows, tgt: _Rows) -> dict[str, float]:
