@@ -341,6 +341,22 @@ def test_a_thermal_limit_above_a_clock_already_lowered_is_no_part_of_the_change(
     assert "throttling" in [c["factor"] for c in whole["causes"]], whole["sentence"]
 
 
+def test_a_cotenant_that_went_is_named_for_the_faster_condition(tmp_path):
+    """Another process shares the GPU through all of gap 0 and is gone for gap 20: gap 20 is
+    faster, and the reference was the slower because of it (a trial's case: "100% is not
+    explained by anything gpuwatch measured"; the other process was named only where it
+    came, not where it went)."""
+    from tests.helpers import record_sim
+
+    tr = record_sim(tmp_path / "t.parquet", profile="t4,fault=cotenant@0+9.6")
+    a = gpuwatch.analyze(tr)
+    for table in (a.verdicts, a.wall_verdicts):
+        g20 = table[(table["condition"] == "gap=20ms") & table["episode"].isna()].iloc[0]
+        assert g20["extra_ms"] < 0 and g20["cause_code"] == "other_process", g20["sentence"]
+        assert "the reference was the slower: another process on the GPU" in g20["sentence"]
+        assert "pid 4242" in g20["sentence"]
+
+
 def test_a_power_cap_that_the_baseline_reached_stays_in_the_reference(tmp_path):
     """Back to back, the load reaches the power cap partway and stays there: that is what gap
     0 is, and gap 20 is compared with all of it (faster: "the power cap lowered the clock"),

@@ -467,7 +467,10 @@ def _bounded(out: dict[str, np.ndarray], ref: _Draws, tgt: _Draws,
         out["kernels_slower"] = out["kernels_slower"] + removed
     out["unexplained"] = delta - sum(v for k, v in out.items()
                                      if k not in ("unexplained", "delta"))
-    other = other_process(ref, tgt) & (out["unexplained"] > 0)  # what is left is the other's
+    # What is left is the other process's: one that came (in the target, not the reference),
+    # or one that went (in the reference, not the target: the target faster without it)
+    other = ((other_process(ref, tgt) & (out["unexplained"] > 0))
+             | (other_process(tgt, ref) & (out["unexplained"] < 0)))
     out["other_process"] = np.where(other, out["unexplained"], out["other_process"])
     out["unexplained"] = np.where(other, 0.0, out["unexplained"])
     # Of the host's launch delay, the part the recording thread spent waiting for a CPU (the

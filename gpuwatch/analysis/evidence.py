@@ -95,10 +95,16 @@ def context(ref: pd.DataFrame, tgt: pd.DataFrame, events: pd.DataFrame | None = 
         busy = (f" (kernel time, mean {ref['busy_ms'].mean():.3f} -> {tgt['busy_ms'].mean():.3f} ms"
                 f" at SM {tgt['sm_clock_mhz_mean'].median():.0f} MHz)")
     other = ""
-    if "other_processes" in tgt and (tgt["other_processes"] > 0).any():
-        pid = tgt["other_pid"].mode()
-        their_sm = tgt["other_sm_pct"].median()
-        most = int(tgt["other_processes"].max())
+
+    def listed(df: pd.DataFrame) -> float:  # (the share of rows another process was listed in)
+        return float((df["other_processes"] > 0).mean()) if len(df) else 0.0
+    # (the side the other process was on: the target's, or the reference's where the target
+    # is faster because it left)
+    there = ref if "other_processes" in ref and listed(ref) > listed(tgt) else tgt
+    if "other_processes" in there and (there["other_processes"] > 0).any():
+        pid = there["other_pid"].mode()
+        their_sm = there["other_sm_pct"].median()
+        most = int(there["other_processes"].max())
         if len(pid):
             other = (f" (the GPU's process list: pid {int(pid.iloc[0])}" + (
                 f", about {their_sm:.0f}% SM" if pd.notna(their_sm) else "") +

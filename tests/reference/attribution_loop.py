@@ -247,7 +247,8 @@ def _bounded(out: dict[str, float], ref: _Rows, tgt: _Rows, fill: bool) -> dict[
         out["kernels_slower"] += removed
     out["unexplained"] = delta - sum(v for k, v in out.items()
                                      if k not in ("unexplained", "delta"))
-    if other_process(ref, tgt) and out["unexplained"] > 0:  # what is left is the other's
+    if (other_process(ref, tgt) and out["unexplained"] > 0) or (  # what is left is the
+            other_process(tgt, ref) and out["unexplained"] < 0):  # other's: it came, or went
         out["other_process"], out["unexplained"] = out["unexplained"], 0.0
     # Of the host's launch delay, the part the recording thread spent waiting for a CPU (the
     # host was oversubscribed) is the CPU's: at most the change in that wait, per region.
