@@ -357,6 +357,23 @@ def test_a_cotenant_that_went_is_named_for_the_faster_condition(tmp_path):
         assert "pid 4242" in g20["sentence"]
 
 
+def test_a_limit_every_condition_ran_under_is_said_in_a_note(tmp_path):
+    """A thermal limit through the whole run: gap 0 and gap 20 are alike, "no condition is
+    slower or faster", and a note says the clock was held down throughout, at what clock of
+    what maximum (a trial's case: nothing said it). A cap that only back to back hits (the
+    H100 power_cap fixture, 2% of gap 20) gets none: its verdict says it."""
+    from tests.helpers import record_sim
+
+    a = gpuwatch.analyze(record_sim(tmp_path / "t.parquet", profile="flat,fault=thermal@0+100"))
+    assert a.verdict.startswith("No condition is slower or faster")
+    notes = [n for n in a.data_notes if "held down throughout" in n]
+    assert len(notes) == 1, a.data_notes
+    assert "sw_thermal_slowdown in every inference of every condition" in notes[0]
+    assert "(SM clock p50 954 MHz, of its 1590 MHz maximum)" in notes[0]
+    cap = gpuwatch.analyze(Path(__file__).parent / "data" / "h100_causes" / "power_cap.parquet")
+    assert not any("held down throughout" in n for n in cap.data_notes)
+
+
 def test_a_power_cap_that_the_baseline_reached_stays_in_the_reference(tmp_path):
     """Back to back, the load reaches the power cap partway and stays there: that is what gap
     0 is, and gap 20 is compared with all of it (faster: "the power cap lowered the clock"),

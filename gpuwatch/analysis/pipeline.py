@@ -311,6 +311,9 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                 wall_rows += wv
                 wall_att_rows += wa
                 latency_rows += wg
+            held = _held_throughout(eng, tr, ti, name)
+            if held:
+                data_notes.append(held)
         spans = m[(m["kind"] == "span") & ~m["warmup"].astype(bool)]
         if spans.duplicated(["name", "condition", "iteration"]).any():
             # (spans share their inference's iteration: a span-only program, or several spans
@@ -432,6 +435,52 @@ def _cold_start(lay: Layers, ep_verdicts: list[dict[str, Any]], ti: int, name: A
             f"cold start not marked as warm-up, which the other conditions' reference leaves "
             f"out (an episode at the start); mark warm-up (s.warmup = True, or record --warmup "
             f"N) to leave it out of this condition's own numbers too")
+
+
+HELD_SHARE = 0.5  # a power/thermal reason in at least this share of every condition's calls
+
+
+def _held_throughout(eng: pd.DataFrame, tr: Trace, ti: int, name: Any) -> str:
+    """A sentence where the GPU reported a power or thermal reason holding its clock in most
+    inferences of every condition of an engine, else "": the conditions are compared with
+    each other, so a limit they all ran under is in no verdict (a GPU too hot throughout
+    reads "no condition is slower or faster"), and the reader is told, with the clock it
+    ran at and, where the trace knows it, the GPU's maximum."""
+    if "reasons_any" not in eng or not len(eng):
+        return ""
+    bits = eng["reasons_any"].to_numpy(np.int64, na_value=0) & THROTTLE_MASK
+    shares = pd.Series(bits != 0).groupby(eng["condition"].to_numpy(), sort=False).mean()
+    if not len(shares) or float(shares.min()) < HELD_SHARE:
+        return ""
+    from ..fields import ClockEventReason
+
+    names = ", ".join(ClockEventReason.names(int(np.bitwise_or.reduce(bits))))
+    sm = eng["sm_clock_mhz_mean"].pipe(floats) if "sm_clock_mhz_mean" in eng else np.zeros(0)
+    clock = float(np.nanmedian(sm)) if np.isfinite(sm).any() else float("nan")
+    top = _sm_max_mhz(tr, eng)
+    of = f", of its {top:.0f} MHz maximum" if top else ""
+    at = f" (SM clock p50 {clock:.0f} MHz{of})" if np.isfinite(clock) else ""
+    least = float(shares.min())
+    every = "every condition" if len(shares) > 1 else "the run"
+    where = (f"in every inference of {every}" if least >= 1.0 else
+             f"in at least {least:.0%} of the inferences of {every}")
+    return (f"trace {ti}: {name}: the GPU reported {names} {where}{at}: its clock was held "
+            f"down throughout, which comparing conditions with each other cannot show")
+
+
+def _sm_max_mhz(tr: Trace, eng: pd.DataFrame) -> float | None:
+    """The maximum SM clock of the GPU the rows ran on, from the trace's device facts; None
+    where the trace does not say (or the rows span GPUs)."""
+    devices = (getattr(tr, "meta", None) or {}).get("devices") or []
+    gpus = eng["gpu"].dropna().unique() if "gpu" in eng else []
+    if len(gpus) > 1:
+        return None
+    index = int(gpus[0]) if len(gpus) else None
+    for d in devices:
+        if isinstance(d, dict) and (index is None or d.get("index") == index):
+            top = (d.get("facts") or {}).get("sm_max_mhz")
+            return float(top) if isinstance(top, (int, float)) and top > 0 else None
+    return None
 
 
 def _usable(inf: pd.DataFrame, ti: int) -> tuple[pd.DataFrame, str, list[str]]:
