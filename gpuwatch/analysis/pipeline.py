@@ -259,7 +259,9 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
             base_calm = _calm(base_rows, "gpu_ms", seed, host_events)
             base_calm_w = _calm(base_rows, "wall_ms", seed, host_events)
             n_cond = eng["condition"].nunique()
+            held_shares: list[float] = []  # (each condition's share of calls with a reason)
             for k, (cond, rows) in enumerate(groups_of(eng, "condition")):
+                held_shares.append(_reason_share(rows))
                 say(f"{where}{name}, {cond} (condition {k + 1} of {n_cond}, "
                     f"{len(rows):,} inferences)")
                 if not rows["iteration"].is_monotonic_increasing:
@@ -311,7 +313,7 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                 wall_rows += wv
                 wall_att_rows += wa
                 latency_rows += wg
-            held = _held_throughout(eng, tr, ti, name)
+            held = _held_throughout(eng, held_shares, tr, ti, name)
             if held:
                 data_notes.append(held)
         spans = m[(m["kind"] == "span") & ~m["warmup"].astype(bool)]
@@ -440,27 +442,34 @@ def _cold_start(lay: Layers, ep_verdicts: list[dict[str, Any]], ti: int, name: A
 HELD_SHARE = 0.5  # a power/thermal reason in at least this share of every condition's calls
 
 
-def _held_throughout(eng: pd.DataFrame, tr: Trace, ti: int, name: Any) -> str:
+def _reason_share(rows: pd.DataFrame) -> float:
+    """The share of `rows` with a power or thermal clock-event reason (0 without reasons)."""
+    if "reasons_any" not in rows or not len(rows):
+        return 0.0
+    return float(((rows["reasons_any"].to_numpy(np.int64, na_value=0) & THROTTLE_MASK) != 0)
+                 .mean())
+
+
+def _held_throughout(eng: pd.DataFrame, shares: list[float], tr: Trace, ti: int,
+                     name: Any) -> str:
     """A sentence where the GPU reported a power or thermal reason holding its clock in most
-    inferences of every condition of an engine, else "": the conditions are compared with
-    each other, so a limit they all ran under is in no verdict (a GPU too hot throughout
-    reads "no condition is slower or faster"), and the reader is told, with the clock it
-    ran at and, where the trace knows it, the GPU's maximum."""
-    if "reasons_any" not in eng or not len(eng):
-        return ""
-    bits = eng["reasons_any"].to_numpy(np.int64, na_value=0) & THROTTLE_MASK
-    shares = pd.Series(bits != 0).groupby(eng["condition"].to_numpy(), sort=False).mean()
-    if not len(shares) or float(shares.min()) < HELD_SHARE:
+    inferences of every condition of an engine (`shares`: each condition's _reason_share),
+    else "": the conditions are compared with each other, so a limit they all ran under is
+    in no verdict (a GPU too hot throughout reads "no condition is slower or faster"), and
+    the reader is told, with the clock it ran at and, where the trace knows it, the GPU's
+    maximum."""
+    if not shares or min(shares) < HELD_SHARE:
         return ""
     from ..fields import ClockEventReason
 
+    bits = eng["reasons_any"].to_numpy(np.int64, na_value=0) & THROTTLE_MASK
     names = ", ".join(ClockEventReason.names(int(np.bitwise_or.reduce(bits))))
     sm = eng["sm_clock_mhz_mean"].pipe(floats) if "sm_clock_mhz_mean" in eng else np.zeros(0)
     clock = float(np.nanmedian(sm)) if np.isfinite(sm).any() else float("nan")
     top = _sm_max_mhz(tr, eng)
     of = f", of its {top:.0f} MHz maximum" if top else ""
     at = f" (SM clock p50 {clock:.0f} MHz{of})" if np.isfinite(clock) else ""
-    least = float(shares.min())
+    least = min(shares)
     every = "every condition" if len(shares) > 1 else "the run"
     where = (f"in every inference of {every}" if least >= 1.0 else
              f"in at least {least:.0%} of the inferences of {every}")
