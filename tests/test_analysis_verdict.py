@@ -372,6 +372,45 @@ def test_a_limit_every_condition_ran_under_is_said_in_a_note(tmp_path):
     assert "(SM clock p50 954 MHz, of its 1590 MHz maximum)" in notes[0]
     cap = gpuwatch.analyze(Path(__file__).parent / "data" / "h100_causes" / "power_cap.parquet")
     assert not any("held down throughout" in n for n in cap.data_notes)
+    # nor a single run that reached the cap, whose own verdict names it (a trial's case)
+    one = gpuwatch.analyze(record_sim(tmp_path / "c.parquet", profile="capped", gaps=(0.0,)))
+    assert one.verdicts.iloc[0]["cause_code"] == "power_cap"
+    assert not any("held down throughout" in n for n in one.data_notes), one.data_notes
+
+
+def test_a_single_condition_is_compared_with_itself_after_its_episode_at_the_start(tmp_path):
+    """Another process for the first second of a single back-to-back run: the start is an
+    episode, named, and the condition's own comparison (its last iterations against its
+    first) begins after it: no change as a whole (a trial's case: "4.73 ms vs 11.78 ms (its
+    first 50 iterations) ... the reference was the slower: another process", the run itself
+    unchanged)."""
+    from tests.helpers import record_sim
+
+    a = gpuwatch.analyze(record_sim(tmp_path / "t.parquet", profile="flat,fault=cotenant@0+1",
+                                    gaps=(0.0,)))
+    for table in (a.verdicts, a.wall_verdicts):
+        whole = table[table["episode"].isna()].iloc[0]
+        assert whole["outcome"] == "no_change", whole["sentence"]
+        assert "(its first 50 iterations after the episode at its start)" in whole["sentence"]
+        e = table[table["episode"].notna()].iloc[0]
+        assert e["first_iter"] == 0 and e["cause_code"] == "other_process", e["sentence"]
+
+
+def test_the_reference_keeps_the_caps_level_before_a_cotenant_that_stayed(tmp_path):
+    """Back to back, the load reaches the power cap, and later another process arrives and
+    stays: gap 20 (the co-tenant still there) is compared with gap 0 up to where the
+    co-tenant's level begins, the cap's stretch included (a trial's case: cut at the first
+    jump, the reference was gap 0 before the cap, and the ratio overstated)."""
+    from tests.helpers import record_sim
+
+    a = gpuwatch.analyze(record_sim(tmp_path / "t.parquet", profile="capped,fault=cotenant@3"))
+    v = a.verdicts[a.verdicts["episode"].isna()].set_index("condition")
+    g0, g20 = v.loc["gap=0ms"], v.loc["gap=20ms"]
+    stable = g0["sentence"].split("from iteration ")[1].split(" ")[0]
+    assert f"(gap=0ms before iteration {stable}" in g20["sentence"], (g0["sentence"],
+                                                                     g20["sentence"])
+    assert g20["cause_code"] == "other_process"
+    assert g20["reference_ms"] > 5.0  # (the cap's ~6.4 ms stretch is in it, not 4.73 alone)
 
 
 def test_a_power_cap_that_the_baseline_reached_stays_in_the_reference(tmp_path):

@@ -313,7 +313,9 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                 wall_rows += wv
                 wall_att_rows += wa
                 latency_rows += wg
-            held = _held_throughout(eng, held_shares, tr, ti, name)
+            named = any(c["factor"] == "throttling" for r in verdict_rows + wall_rows
+                        if r["trace"] == ti and r["engine"] == name for c in r["causes"])
+            held = "" if named else _held_throughout(eng, held_shares, tr, ti, name)
             if held:
                 data_notes.append(held)
         spans = m[(m["kind"] == "span") & ~m["warmup"].astype(bool)]
@@ -457,7 +459,7 @@ def _held_throughout(eng: pd.DataFrame, shares: list[float], tr: Trace, ti: int,
     else "": the conditions are compared with each other, so a limit they all ran under is
     in no verdict (a GPU too hot throughout reads "no condition is slower or faster"), and
     the reader is told, with the clock it ran at and, where the trace knows it, the GPU's
-    maximum."""
+    maximum. (The caller asks only where no verdict of the engine names the limit.)"""
     if not shares or min(shares) < HELD_SHARE:
         return ""
     from ..fields import ClockEventReason
@@ -757,7 +759,9 @@ def _calm(rows: pd.DataFrame | None, y: str, seed: int = 0,
         if not known["iteration"].is_monotonic_increasing:
             known = known.sort_values("iteration", kind="stable")
         if _from_outside(known, _with_reason_layers(known, lay), y, seed, events):
-            before = int(lay.onset_iter)
+            # (the last level's start: what came between the jump and it, the load's own
+            # power cap, say, stays)
+            before = int(lay.stable_iter if lay.stable_iter is not None else lay.onset_iter)
             keep &= it < before
     if keep.all():
         return rows
@@ -993,12 +997,18 @@ def _groups(rows: pd.DataFrame, lay: Layers, base_rows: pd.DataFrame | None, con
         if lay.layered else rows
     if base_rows is not None and cond != base_cond:
         return base_rows, tgt, _reference_label(base_rows, base_cond)
+    # (the condition's own reference begins after an episode at its start, as its baseline
+    # does: a co-tenant there when the recording began is that episode's verdict, and no
+    # part of what the rest is compared with)
+    after = it > lay.lead[1] if lay.lead is not None else np.ones(it.size, dtype=bool)
     if lay.layered:
-        return rows_where(rows, it < lay.onset_iter), tgt, "iterations before the jump"
-    if only_condition and len(rows) >= 2 * (EARLY_ITERS + LATE_ITERS):
-        return (rows_where(rows, it < it[0] + EARLY_ITERS),
+        return rows_where(rows, after & (it < lay.onset_iter)), tgt, "iterations before the jump"
+    if only_condition and int(after.sum()) >= 2 * (EARLY_ITERS + LATE_ITERS):
+        first = int(it[after][0])
+        return (rows_where(rows, after & (it < first + EARLY_ITERS)),
                 rows_where(rows, it > it[-1] - LATE_ITERS),
-                f"its first {EARLY_ITERS} iterations")
+                f"its first {EARLY_ITERS} iterations"
+                + (" after the episode at its start" if lay.lead is not None else ""))
     # (compared with nothing: the baseline itself, the only condition when too short to
     # compare its first iterations with its last, or a condition with no baseline to compare
     # with, as when no condition has a gap_ms)
