@@ -355,6 +355,9 @@ def test_a_cotenant_that_went_is_named_for_the_faster_condition(tmp_path):
         assert g20["extra_ms"] < 0 and g20["cause_code"] == "other_process", g20["sentence"]
         assert "the reference was the slower: another process on the GPU" in g20["sentence"]
         assert "pid 4242" in g20["sentence"]
+        # (its clock fell after the idle gaps, which alone would have slowed it: said, as
+        # the fit cannot tell its part apart from the other process's)
+        assert "the SM clock moved the other way (1590 -> 765 MHz)" in g20["sentence"]
 
 
 def test_a_limit_every_condition_ran_under_is_said_in_a_note(tmp_path):

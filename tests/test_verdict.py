@@ -190,3 +190,19 @@ def test_a_comparison_of_microsecond_latencies_keeps_its_digits():
     assert [_ms(x, "+") for x in (0.0001, -0.0032, 1.76)] == ["+0.0001", "-0.0032", "+1.76"]
     assert _ms(-0.00016, "+", scale=0.76) == "-0.00"  # (the latencies set the digits)
     assert _ms(-8.7e-19, "+") == "+0.00" and _ms(3e-12) == "0.00"  # (float dust: a new user saw -8.7e-19 ms)
+
+
+def test_a_clock_that_moved_against_the_change_is_said_not_denied():
+    """The target is faster without another process, while its clock fell: the fit gives the
+    clock no part, and the sentence says the clock moved the other way (not "not explained
+    by clocks", which read as if it had not moved)."""
+    v = base(latency_ms=9.3, reference_ms=11.7, causes=(named("other_process", 1.0),),
+             clock_share=0.0, clock_against=(1590.0, 765.0))
+    text = words(v)
+    assert "the reference was the slower: another process on the GPU explains 100%" in text
+    assert ("the SM clock moved the other way (1590 -> 765 MHz), which alone would have made "
+            "it slower: its part could not be told apart, so the share above is net of it."
+            ) in text
+    assert "not explained by clocks" not in text
+    assert "not explained by clocks" in words(base(latency_ms=9.3, reference_ms=11.7,
+                                                   causes=(named("other_process", 1.0),)))

@@ -1057,6 +1057,10 @@ def _noted(row: dict[str, Any], **notes: Any) -> dict[str, Any]:
     return {**row, **fields(v), "verdict": v}
 
 
+AGAINST = 0.03  # a clock this much lower on the faster side (or higher on the slower) moved
+# against the change: two steps of an H100's 15 MHz at 1.5 GHz, beyond a reading's noise
+
+
 def _judge(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
            att: pd.DataFrame | None, ref_label: str, y: str = "gpu_ms",
            events: pd.DataFrame | None = None) -> Verdict:
@@ -1105,7 +1109,15 @@ def _judge(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
     offsets = [f for f in a.index if f != "unexplained" and bool(a.loc[f].get("offsets", False))
                and abs(a.loc[f, "contribution_ms"]) >= MINOR_SHARE * abs(delta)]
     un = named("unexplained") if "unexplained" in a.index else None
+    f_ref, f_tgt = (float(ref["sm_clock_mhz_mean"].median()),
+                    float(tgt["sm_clock_mhz_mean"].median()))
+    clock_ms = sum(abs(float(a.loc[f, "contribution_ms"])) for f in ("sm_clock", "throttling")
+                   if f in a.index)
+    against = (not span and f_ref > 0 and f_tgt > 0
+               and (f_tgt < f_ref * (1 - AGAINST) if delta < 0 else f_tgt > f_ref * (1 + AGAINST))
+               and clock_ms < MINOR_SHARE * abs(delta))  # (NaN clocks compare False)
     v = Verdict(str(cond), latency, "unexplained", t_ms, r_ms, ref_label, span, layered,
+                clock_against=(f_ref, f_tgt) if against else None,
                 offsets=tuple(named(f) for f in offsets), unexplained=un,
                 clock_share=float(sum(a.loc[f, "share"] for f in ("sm_clock", "throttling")
                                       if f in a.index)),

@@ -87,6 +87,9 @@ class Verdict:
     # a clock change within them could escape it, so "not explained by clocks" is qualified
     nvml_blind: bool = False
     kernels_known: bool = False  # a kernel timeline could split "slower kernels"
+    # the SM clock moved against the change (lower on a faster side, or higher on a slower
+    # one), and the fit gave it no part: (clock of the reference, clock here), MHz
+    clock_against: tuple[float, float] | None = None
     candidate: Named | None = None  # cannot_tell: the likeliest cause (no share claimed)
     reasons: int = 0  # clock-event reasons of the slower-clocked side (power_cap vs thermal)
     # notes that come after the decision (fields, never edits of the words):
@@ -161,6 +164,11 @@ def words(v: Verdict) -> str:
         text = f"{head}; {slower_ref}" + "; ".join(parts)
         if not v.clocks_known:
             text += f"; {no_clock}"
+        elif v.clock_against is not None:
+            f0, f1 = v.clock_against
+            text += (f"; the SM clock moved the other way ({f0:.0f} -> {f1:.0f} MHz), which "
+                     f"alone would have made it {'slower' if f1 < f0 else 'faster'}: its part "
+                     f"could not be told apart, so the share above is net of it")
         elif v.clock_share < 0.05 and not v.span:
             text += "; not explained by clocks" + (f" as far as {NVML_SEES}" if v.nvml_blind
                                                    else "")
