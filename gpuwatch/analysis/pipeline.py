@@ -297,7 +297,7 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                                       only=EVENT_SIGNALS), plateau=_plateau(lay, rows, v))
                 _mark_to_end(ep_verdicts, rows)
                 if cond == first_cond:
-                    cold = _cold_start(lay, ep_verdicts, ti, name, cond)
+                    cold = _cold_start(lay, ep_verdicts, ti, name, cond, alone=n_cond == 1)
                     if cold:
                         data_notes.append(cold)
                 if v["cause"] is None and ep_verdicts:
@@ -418,7 +418,7 @@ COLD_SHARE = 0.25  # ...over at most this share of its iterations: a cold start
 
 
 def _cold_start(lay: Layers, ep_verdicts: list[dict[str, Any]], ti: int, name: Any,
-                cond: Any) -> str:
+                cond: Any, alone: bool = False) -> str:
     """A sentence if an engine's first condition begins with a level well above the rest
     (lazy initialisation, cold caches, autotuning: work not marked warm-up), else "". Its
     layers make it an episode at the start (layers.Layers.lead), left out of the reference
@@ -434,11 +434,14 @@ def _cold_start(lay: Layers, ep_verdicts: list[dict[str, Any]], ti: int, name: A
         return ""
     if any(ev["first_iter"] == a and ev["outcome"] == "explained" for ev in ep_verdicts):
         return ""
+    # (`alone`: the engine's only condition, which no other is compared with)
+    left = ("its own comparison leaves out" if alone else
+            "its own comparison and the other conditions' reference leave out")
     return (f"trace {ti}: {name}, {cond}: the recording begins with {k} iterations at "
             f"{first / rest:.1f}x the latency of the rest ({first:.3f} vs {rest:.3f} ms): a "
-            f"cold start not marked as warm-up, which the other conditions' reference leaves "
-            f"out (an episode at the start); mark warm-up (s.warmup = True, or record --warmup "
-            f"N) to leave it out of this condition's own numbers too")
+            f"cold start not marked as warm-up, which {left} (an episode at the start); mark "
+            f"warm-up (s.warmup = True, or record --warmup N) to leave it out of this "
+            f"condition's own numbers too")
 
 
 HELD_SHARE = 0.5  # a power/thermal reason in at least this share of every condition's calls
