@@ -416,6 +416,34 @@ def test_the_reference_keeps_the_caps_level_before_a_cotenant_that_stayed(tmp_pa
     assert g20["reference_ms"] > 5.0  # (the cap's ~6.4 ms stretch is in it, not 4.73 alone)
 
 
+def test_a_cotenant_inside_a_longer_episode_is_split_out_by_the_process_list(tmp_path):
+    """sim:capped at 100 frames a second: the clock steps down after the frames' idle time,
+    another process comes at 4 s for 3 s, and its load leaves the GPU at the power cap for a
+    while after. One latency episode holds all three; judged whole, the co-tenant was in no
+    verdict ("56% is not explained", a trial's case). The process list's stretch (one run,
+    a fifth to four fifths of the episode's calls) is judged on its own: another process,
+    over the injected 4-7 s."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "t.parquet"
+    subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device",
+                    "sim:capped,fault=cotenant@4+3", "--fps", "100", "--iters", "1000", "-o",
+                    str(out), "-q"], check=True, capture_output=True)
+    a = gpuwatch.analyze(out)
+    starts = a.traces[0].inferences
+    for table in (a.verdicts, a.wall_verdicts):
+        eps = table[table["episode"].notna() & (table["cause_code"] == "other_process")]
+        assert len(eps) == 1, table["sentence"].tolist()
+        e = eps.iloc[0]
+        assert e["share"] > 0.7 and "pid 4242" in e["sentence"], e["sentence"]
+        rows = starts[~starts["warmup"].astype(bool)].set_index("iteration")["host_start_ns"]
+        t0 = int(rows.min())
+        first_s = (int(rows.loc[e["first_iter"]]) - t0) / 1e9
+        last_s = (int(rows.loc[e["last_iter"]]) - t0) / 1e9
+        assert 3.7 <= first_s <= 4.3 and 6.4 <= last_s <= 7.4, (first_s, last_s)
+
+
 def test_a_power_cap_that_the_baseline_reached_stays_in_the_reference(tmp_path):
     """Back to back, the load reaches the power cap partway and stays there: that is what gap
     0 is, and gap 20 is compared with all of it (faster: "the power cap lowered the clock"),

@@ -582,15 +582,15 @@ def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFram
     start = lay.stable_iter if lay.layered else None
     plateau = ((rows_where(rows, (it >= start) & ~inside), "the rest of the plateau")
                if start is not None else None)
-    verdicts, atts = [], []
-    for a, b, _ in lay.episodes:
+
+    def judge(a: int, b: int) -> tuple[dict[str, Any], pd.DataFrame] | None:
         ref, ref_label = plateau if plateau is not None and start is not None \
             and a >= start else outer
         tgt = rows_where(rows, (it >= a) & (it <= b))
         if len(ref) < 3 or len(tgt) < 3:
-            continue
+            return None
         if _quiet(float(tgt[y].mean()), float(ref[y].mean()), lay.noise_ms):
-            continue  # (its verdict is "no change", with or without an attribution: the
+            return None  # (its verdict is "no change", with or without an attribution: the
             # bootstrap, ~40 ms an episode, would be thrown away)
         att = _explain(ref, tgt, y, seed)
         where = f"iterations {a}-{b}"
@@ -599,11 +599,51 @@ def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFram
         v = _verdict(f"{cond if label is None else label}, episode at {where}", ep_lay, ref,
                      tgt, att, ref_label, episode=True, y=y, events=events)
         if v["cause"] is None:
-            continue
-        verdicts.append({"episode": where, "first_iter": a, "last_iter": b, **v})
-        if not att.empty:
-            atts.append(att.assign(episode=where))
+            return None
+        return {"episode": where, "first_iter": a, "last_iter": b, **v}, att
+
+    verdicts, atts = [], []
+    for a0, b0, _ in lay.episodes:
+        pieces = _by_other_process(rows, it, a0, b0)
+        judged = [j for j in (judge(a, b) for a, b in pieces) if j is not None]
+        # (split only where the process list's stretch is the other process's own verdict:
+        # pieces that all read as the whole did would add nothing but fragments)
+        if len(pieces) > 1 and not any(v["cause"] == "other_process" for v, _ in judged):
+            judged = [j for j in (judge(a0, b0),) if j is not None]
+        for v, att in judged:
+            verdicts.append(v)
+            if not att.empty:
+                atts.append(att.assign(episode=v["episode"]))
     return verdicts, atts
+
+
+OTHER_PIECE = (0.2, 0.8)  # the share of an episode's calls another process was at work in
+
+
+def _by_other_process(rows: pd.DataFrame, it: np.ndarray, a: int, b: int
+                      ) -> list[tuple[int, int]]:
+    """Episode a..b (iterations), split where the GPU's process list shows another process at
+    work through one stretch of it only (OTHER_PIECE of its calls, one run): the stretch and
+    what comes before and after it, each judged on its own (those of MIN_LEVEL iterations or
+    more). A latency episode can hold two causes back to back (a co-tenant, then the power
+    cap its load left the GPU at): judged whole, neither was beyond doubt ("56% is not
+    explained"). As it was elsewhere, and where the list is unknown for any of its calls."""
+    if "other_active" not in rows:
+        return [(a, b)]
+    inside = (it >= a) & (it <= b)
+    act = rows["other_active"].pipe(floats)[inside]
+    if not act.size or not np.isfinite(act).all():
+        return [(a, b)]
+    on = np.flatnonzero(act > 0)
+    lo, hi = OTHER_PIECE
+    if not (lo * act.size <= on.size <= hi * act.size) or on[-1] - on[0] + 1 != on.size \
+            or on.size < MIN_LEVEL:
+        return [(a, b)]
+    its = it[inside]
+    p0, p1 = int(its[on[0]]), int(its[on[-1]])
+    before, after = int(on[0]), int(act.size - 1 - on[-1])  # (calls either side)
+    return ([(a, int(its[on[0] - 1]))] if before >= MIN_LEVEL else []) + [(p0, p1)] + (
+        [(int(its[on[-1] + 1]), b)] if after >= MIN_LEVEL else [])
 
 
 def _explain(ref: pd.DataFrame, tgt: pd.DataFrame, y: str, seed: int,
