@@ -206,3 +206,19 @@ def test_a_clock_that_moved_against_the_change_is_said_not_denied():
     assert "not explained by clocks" not in text
     assert "not explained by clocks" in words(base(latency_ms=9.3, reference_ms=11.7,
                                                    causes=(named("other_process", 1.0),)))
+
+
+def test_a_clock_that_moved_against_an_unexplained_change_is_said_too():
+    """In an unexplained verdict too (a trial's case: "not explained by clocks (0%)" where the
+    clock rose 765 -> 795 MHz on the slower side), and with NVML's caveat where only NVML's
+    clock was read."""
+    v = base(outcome="unexplained", unexplained=named("unexplained", 1.0),
+             clock_against=(765.0, 795.0))
+    text = words(v)
+    assert ("; the SM clock moved the other way (765 -> 795 MHz), which alone would have made "
+            "it faster: its part could not be told apart; not explained by throttling or host "
+            "launch delay: 100% is not explained by anything gpuwatch measured") in text
+    assert "not explained by clocks" not in text
+    assert "(1590 -> 765 MHz) by NVML's reading (it refreshes about every 100 ms)" in words(
+        base(latency_ms=9.3, reference_ms=11.7, causes=(named("other_process", 1.0),),
+             clock_against=(1590.0, 765.0), nvml_blind=True))

@@ -165,10 +165,7 @@ def words(v: Verdict) -> str:
         if not v.clocks_known:
             text += f"; {no_clock}"
         elif v.clock_against is not None:
-            f0, f1 = v.clock_against
-            text += (f"; the SM clock moved the other way ({f0:.0f} -> {f1:.0f} MHz), which "
-                     f"alone would have made it {'slower' if f1 < f0 else 'faster'}: its part "
-                     f"could not be told apart, so the share above is net of it")
+            text += f"; {_against(v)}, so the share above is net of it"
         elif v.clock_share < 0.05 and not v.span:
             text += "; not explained by clocks" + (f" as far as {NVML_SEES}" if v.nvml_blind
                                                    else "")
@@ -188,10 +185,22 @@ def words(v: Verdict) -> str:
         hint = ("" if v.kernels_known else " (candidates it cannot see yet: cold caches, slower "
                 "kernels at the same clock; record --kernels would split it)")
         seen = f" as far as {NVML_SEES}" if v.nvml_blind else ""
-        text = (f"{head}; not explained by clocks ({share_text(v.clock_share)}{seen}), "
-                f"throttling or host launch delay: {share_text(v.unexplained_share)} is not "
-                f"explained by anything gpuwatch measured{hint}")
+        clocks = (f"{_against(v)}; not explained by" if v.clock_against is not None else
+                  f"not explained by clocks ({share_text(v.clock_share)}{seen}),")
+        text = (f"{head}; {clocks} throttling or host launch delay: "
+                f"{share_text(v.unexplained_share)} is not explained by anything gpuwatch "
+                f"measured{hint}")
     return _notes(v, text)
+
+
+def _against(v: Verdict) -> str:
+    """The words for an SM clock that moved against the change and was given no part."""
+    assert v.clock_against is not None
+    f0, f1 = v.clock_against
+    by = " by NVML's reading (it refreshes about every 100 ms)" if v.nvml_blind else ""
+    return (f"the SM clock moved the other way ({f0:.0f} -> {f1:.0f} MHz){by}, which alone "
+            f"would have made it {'slower' if f1 < f0 else 'faster'}: its part could not be "
+            f"told apart")
 
 
 def _offset_words(factor: str) -> str:
