@@ -1152,13 +1152,15 @@ def _judge(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
     offsets = [f for f in a.index if f != "unexplained" and bool(a.loc[f].get("offsets", False))
                and abs(a.loc[f, "contribution_ms"]) >= MINOR_SHARE * abs(delta)]
     un = named("unexplained") if "unexplained" in a.index else None
-    f_ref, f_tgt = (float(ref["sm_clock_mhz_mean"].median()),
-                    float(tgt["sm_clock_mhz_mean"].median()))
     clock_ms = sum(abs(float(a.loc[f, "contribution_ms"])) for f in ("sm_clock", "throttling")
                    if f in a.index)
-    against = (not span and f_ref > 0 and f_tgt > 0
-               and (f_tgt < f_ref * (1 - AGAINST) if delta < 0 else f_tgt > f_ref * (1 + AGAINST))
-               and clock_ms < MINOR_SHARE * abs(delta))  # (NaN clocks compare False)
+    against, f_ref, f_tgt = False, float("nan"), float("nan")
+    if not span and clock_ms < MINOR_SHARE * abs(delta):  # (the medians only then: 200k rows)
+        f_ref, f_tgt = (float(ref["sm_clock_mhz_mean"].median()),
+                        float(tgt["sm_clock_mhz_mean"].median()))
+        against = (f_ref > 0 and f_tgt > 0  # (NaN clocks compare False)
+                   and (f_tgt < f_ref * (1 - AGAINST) if delta < 0
+                        else f_tgt > f_ref * (1 + AGAINST)))
     v = Verdict(str(cond), latency, "unexplained", t_ms, r_ms, ref_label, span, layered,
                 clock_against=(f_ref, f_tgt) if against else None,
                 offsets=tuple(named(f) for f in offsets), unexplained=un,
