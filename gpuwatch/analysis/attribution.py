@@ -210,10 +210,8 @@ def _held(inv_sm: np.ndarray, thr: np.ndarray) -> bool:
     first = int(np.argmax(thr))
     if first == 0:
         return True
-    before = inv_sm[:first]
-    before = before[np.isfinite(before)]
-    return not (before.size and float(inv_sm[thr].mean())
-                <= float(before.mean()) * (1 + HELD_MIN))
+    # (the rows are finite here: _Rows keeps those alone)
+    return float(inv_sm[thr].mean()) > float(inv_sm[:first].mean()) * (1 + HELD_MIN)
 
 
 class _Draws:

@@ -280,8 +280,8 @@ def _lead(x: np.ndarray, merged: list[list[float]], sigma: float) -> int | None:
     leading episode, or None: a run from the start whose every segment lies clearly above
     (REL_THRESHOLD and 3 noise s.d.) the median of the rest of the series, ending where a
     segment comes back within that margin of it for MIN_LEVEL iterations or more; no longer
-    than the rest. (Judged against the rest, not the next segment: a cold start that decays in steps
-    is one episode, not its first step.)"""
+    than the rest. (Judged against the rest, not the next segment: a cold start that decays
+    in steps is one episode, not its first step.)"""
     n = x.size
     for j in range(1, len(merged)):
         a = int(merged[j][0])

@@ -447,12 +447,16 @@ def _cold_start(lay: Layers, ep_verdicts: list[dict[str, Any]], ti: int, name: A
 HELD_SHARE = 0.5  # a power/thermal reason in at least this share of every condition's calls
 
 
+def _throttle_bits(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's power/thermal clock-event reason bits (THROTTLE_MASK; 0 where unknown)."""
+    return rows["reasons_any"].to_numpy(np.int64, na_value=0) & THROTTLE_MASK
+
+
 def _reason_share(rows: pd.DataFrame) -> float:
     """The share of `rows` with a power or thermal clock-event reason (0 without reasons)."""
     if "reasons_any" not in rows or not len(rows):
         return 0.0
-    return float(((rows["reasons_any"].to_numpy(np.int64, na_value=0) & THROTTLE_MASK) != 0)
-                 .mean())
+    return float((_throttle_bits(rows) != 0).mean())
 
 
 def _held_throughout(eng: pd.DataFrame, shares: list[float], tr: Trace, ti: int,
@@ -467,7 +471,7 @@ def _held_throughout(eng: pd.DataFrame, shares: list[float], tr: Trace, ti: int,
         return ""
     from ..fields import ClockEventReason
 
-    bits = eng["reasons_any"].to_numpy(np.int64, na_value=0) & THROTTLE_MASK
+    bits = _throttle_bits(eng)
     names = ", ".join(ClockEventReason.names(int(np.bitwise_or.reduce(bits))))
     sm = eng["sm_clock_mhz_mean"].pipe(floats) if "sm_clock_mhz_mean" in eng else np.zeros(0)
     clock = float(np.nanmedian(sm)) if np.isfinite(sm).any() else float("nan")
@@ -545,7 +549,7 @@ def _with_reason_layers(rows: pd.DataFrame, lay: Layers) -> Layers:
             or "reasons_any" not in rows or not len(rows):
         return lay
     it = rows["iteration"].to_numpy()
-    reasons = rows["reasons_any"].to_numpy(np.int64, na_value=0) & THROTTLE_MASK
+    reasons = _throttle_bits(rows)
     plateau = int(np.bitwise_or.reduce(reasons[it >= lay.stable_iter]))
     starts = [int(it[0])] + list(lay.change_points)  # (each merged segment's first iteration)
     extra = []
