@@ -1,6 +1,9 @@
 """Layer detection against known series and the simulated staircase's ground truth."""
 
+import os
+
 import numpy as np
+import pytest
 
 from gpuwatch.analysis.layers import change_points, detect
 
@@ -185,6 +188,7 @@ def test_change_points_fall_back_to_ruptures_public_api(monkeypatch):
     from gpuwatch.analysis import layers
 
     monkeypatch.setattr(layers, "_PELT", None)
+    monkeypatch.setenv("GPUWATCH_NATIVE", "0")  # (not gpuwatch's own search either)
     monkeypatch.delitem(__import__("sys").modules, "ruptures.detection._detection.ekcpd",
                         raising=False)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # "another layout"
@@ -195,6 +199,73 @@ def test_change_points_fall_back_to_ruptures_public_api(monkeypatch):
 
     assert got == [int(b) for b in rpt.KernelCPD(kernel="linear", min_size=4).fit(
         y.reshape(-1, 1)).predict(pen=2.0)]
+
+
+def _ruptures_search():
+    """ruptures' own compiled search (what layers loads where _segment is not built)."""
+    from gpuwatch.analysis import layers
+
+    old = layers._PELT
+    try:
+        layers._PELT = None
+        os.environ["GPUWATCH_NATIVE"] = "0"
+        return layers._pelt_l2()
+    finally:
+        del os.environ["GPUWATCH_NATIVE"]
+        layers._PELT = old
+
+
+def test_our_compiled_search_gives_ruptures_path_to_the_bit():
+    """_segment.c is ruptures' PELT search step for step (without its per-product kernel
+    lookup): the same path array, not only the same change points, on series with steps, ties
+    (quantised values, constant stretches, all zeros) and every penalty from none up, for every
+    shortest segment layers uses and more."""
+    segment = pytest.importorskip("gpuwatch.analysis._segment")
+    theirs = _ruptures_search()
+    assert theirs is not segment.pelt_l2
+    rng = np.random.default_rng(11)
+    checked = 0
+    for trial in range(1500):
+        n = int(rng.integers(2, 500))
+        min_size = int(rng.integers(1, 8))
+        if n < 2 * min_size:
+            continue
+        kind = trial % 5
+        y = rng.normal(size=n)
+        if kind == 1:
+            y += np.repeat(rng.normal(size=5) * 3, -(-n // 5))[:n]
+        elif kind == 2:
+            y = np.round(y * 2) / 2
+        elif kind == 3:
+            y = np.where(np.arange(n) < n // 2, 1.5, 2.5)
+        elif kind == 4:
+            y = np.zeros(n)
+        pen = float(rng.choice([0.0, 0.1, 1.0, 10.0, 100.0])) * np.log(n)
+        signal = np.ascontiguousarray(y, dtype=np.float64).reshape(-1, 1)
+        assert segment.pelt_l2(signal, pen, min_size) == list(theirs(signal, pen, min_size)), \
+            (trial, n, min_size, pen)
+        checked += 1
+    assert checked > 1000
+
+
+def test_gpuwatch_native_0_takes_ruptures_search(monkeypatch):
+    pytest.importorskip("gpuwatch.analysis._segment")
+    from gpuwatch.analysis import _segment, layers
+
+    monkeypatch.setattr(layers, "_PELT", None)
+    assert layers._pelt_l2() is _segment.pelt_l2
+    monkeypatch.setattr(layers, "_PELT", None)
+    monkeypatch.setenv("GPUWATCH_NATIVE", "off")
+    assert layers._pelt_l2() is not _segment.pelt_l2
+    monkeypatch.setattr(layers, "_PELT", None)  # (the next test loads its own)
+
+
+def test_our_compiled_search_refuses_what_it_cannot_read():
+    segment = pytest.importorskip("gpuwatch.analysis._segment")
+    with pytest.raises(ValueError, match="float64"):
+        segment.pelt_l2(b"12345", 1.0, 2)
+    with pytest.raises(ValueError, match="min_size"):
+        segment.pelt_l2(np.zeros(10), 1.0, 0)
 
 
 def test_steps_below_what_events_resolve_are_no_layer_nor_episode():

@@ -326,8 +326,9 @@ def test_the_c10_stream_path_is_first_tried_in_a_child_that_may_crash():
 
 @pytest.mark.slow
 def test_the_stub_is_the_built_module(tmp_path):
-    """regions/_native.pyi against the built extension (mypy's stubtest, on a copy laid out as
-    installed, as .ci/typecheck does): every name, member and signature in both."""
+    """regions/_native.pyi (and analysis/_segment.pyi) against the built extensions (mypy's
+    stubtest, on a copy laid out as installed, as .ci/typecheck does): every name, member and
+    signature in both."""
     import os
     import subprocess
     import sys
@@ -339,8 +340,14 @@ def test_the_stub_is_the_built_module(tmp_path):
                     ignore=shutil.ignore_patterns("__pycache__", "bindings"))
     shutil.copytree(root / "bindings", tmp_path / "gpuwatch" / "bindings",
                     ignore=shutil.ignore_patterns("__pycache__"))
+    modules = ["gpuwatch.regions._native"]
+    try:
+        import gpuwatch.analysis._segment  # noqa: F401  (built beside it, from setup.py)
+        modules.append("gpuwatch.analysis._segment")
+    except ImportError:
+        pass
     r = subprocess.run([sys.executable, "-m", "mypy.stubtest", "--ignore-disjoint-bases",
-                        "gpuwatch.regions._native"], cwd=tmp_path, capture_output=True,
+                        *modules], cwd=tmp_path, capture_output=True,
                        text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert r.returncode == 0, r.stdout + r.stderr
 

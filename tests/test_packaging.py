@@ -22,8 +22,11 @@ import gpuwatch
 from gpuwatch._version import DISTRIBUTION, install_hint
 
 ROOT = Path(__file__).resolve().parents[1]
-# gpuwatch's licence, and the vendored uPlot's (MIT too: the SPDX expression covers both)
-LICENSE_FILES = ["LICENSE", "gpuwatch/renderers/vendor-js/uPlot.LICENSE"]
+# gpuwatch's licence, the vendored uPlot's (MIT too), and ruptures' (BSD-2-Clause), whose
+# change-point search analysis/_segment.c follows
+LICENSE_FILES = ["LICENSE", "gpuwatch/renderers/vendor-js/uPlot.LICENSE",
+                 "gpuwatch/analysis/_segment.LICENSE"]
+LICENSE = "MIT AND BSD-2-Clause"
 
 
 def _pyproject() -> dict:
@@ -72,7 +75,7 @@ def test_the_installed_metadata_is_the_distributions():
 def test_the_licence_is_an_spdx_expression_with_its_file():
     pyproject = _pyproject()
     project = pyproject["project"]
-    assert project["license"] == "MIT"  # not the deprecated {file = ...} table
+    assert project["license"] == LICENSE  # not the deprecated {file = ...} table
     assert project["license-files"] == LICENSE_FILES
     assert all((ROOT / f).is_file() for f in LICENSE_FILES)
     assert not [c for c in project["classifiers"] if c.startswith("License ::")]  # superseded
@@ -113,6 +116,7 @@ def test_the_wheel_leaves_the_c_sources_out_and_the_sdist_the_tests():
     cfg = _setup_cfg()
     assert cfg["options.exclude_package_data"]["gpuwatch.regions"].replace(",", " ").split() \
         == ["*.c", "*.h"]
+    assert cfg["options.exclude_package_data"]["gpuwatch.analysis"].split() == ["*.c"]
     manifest = (ROOT / "MANIFEST.in").read_text().splitlines()
     assert "prune tests" in manifest and "include gpuwatch/regions/_native.h" in manifest
 
@@ -175,7 +179,7 @@ def test_the_built_metadata_names_the_distribution_and_the_licence(built):
     assert sdist.name == f"gpuwatch_latency-{gpuwatch.__version__}.tar.gz"
     assert wheel.name.startswith(f"gpuwatch_latency-{gpuwatch.__version__}-")
     assert meta["Name"] == DISTRIBUTION and meta["Version"] == gpuwatch.__version__
-    assert meta["License-Expression"] == "MIT"
+    assert meta["License-Expression"] == LICENSE
     assert meta["License"] is None  # not the whole licence text
     assert meta.get_all("License-File") == LICENSE_FILES
     assert not [c for c in meta.get_all("Classifier") if c.startswith("License ::")]
@@ -200,7 +204,7 @@ def test_the_wheel_has_the_package_and_its_data_but_no_c_sources(built):
 def test_the_sdist_builds_the_extension_but_carries_no_tests(built):
     _, sdist_files, _, _, _ = built
     assert {"gpuwatch/regions/_native.c", "gpuwatch/regions/_autoregions.c",
-            "gpuwatch/regions/_native.h", "setup.py",
+            "gpuwatch/regions/_native.h", "gpuwatch/analysis/_segment.c", "setup.py",
             "setup.cfg", "pyproject.toml", "LICENSE", "README.md", "MANIFEST.in"} \
         <= set(sdist_files)
     assert not [n for n in sdist_files if n.startswith("tests/")]

@@ -1,6 +1,7 @@
 """Latency layers: levels and change points per condition (the seed's Experiment 3 table).
 
-Change points come from ruptures' KernelCPD with a linear kernel (its C search, `change_points`):
+Change points come from ruptures' KernelCPD with a linear kernel (its C search, or gpuwatch's copy
+of it in _segment.c where built; `change_points`):
 the least-squares piecewise-constant fit, with a penalty scaled to the series' own noise. Long series
 are reduced to block medians first (at most MAX_POINTS), so a million inferences take about as
 long as two thousand; each change found there is then placed at a single iteration by the same
@@ -67,15 +68,17 @@ class Layers:
         return asdict(self)
 
 
-_PELT: Any = None  # ruptures' C PELT for the linear kernel, once loaded
+_PELT: Any = None  # the C PELT search for the linear kernel, once loaded
 
 
 def _pelt_l2() -> Any:
-    """ruptures' compiled PELT search for the linear kernel: the function behind
-    `KernelCPD(kernel="linear").predict(pen=...)`, loaded from its extension module without
-    executing `import ruptures`, whose package imports scipy.stats, scipy.spatial and
-    scipy.signal for other detectors (0.6 s, ten times the search itself on a 1M-inference
-    trace). Where ruptures' layout differs, the public API does the same search."""
+    """The compiled PELT search behind `KernelCPD(kernel="linear").predict(pen=...)`:
+    gpuwatch's own (_segment.c: ruptures' search step for step, without its per-product kernel
+    lookup, ~3x faster, the same path to the bit) where it was built and GPUWATCH_NATIVE does
+    not turn it off; else ruptures', loaded from its extension module without executing
+    `import ruptures`, whose package imports scipy.stats, scipy.spatial and scipy.signal for
+    other detectors (0.6 s, ten times the search itself on a 1M-inference trace). Where
+    ruptures' layout differs, the public API does the same search."""
     global _PELT
     if _PELT is not None:
         return _PELT
@@ -83,6 +86,14 @@ def _pelt_l2() -> Any:
     import importlib.util
     import os
 
+    if os.environ.get("GPUWATCH_NATIVE", "").strip().lower() not in ("0", "false", "off", "no"):
+        try:
+            from . import _segment
+        except ImportError:  # (not built: ruptures' own)
+            pass
+        else:
+            _PELT = _segment.pelt_l2
+            return _PELT
     name = "ruptures.detection._detection.ekcpd"
     try:
         mod = sys.modules.get(name)
