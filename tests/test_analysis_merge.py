@@ -108,6 +108,33 @@ def test_process_pids_from_another_namespace_are_counted_not_named():
     assert list(o["other_sm_pct"][:2]) == [60.0, 60.0]
 
 
+def test_the_next_process_reading_says_which_side_of_a_region_a_cotenant_came_or_went():
+    """The list is read about once a second: each region gets the reading before it
+    (`other_active`) and the one after it (`other_active_next`), NA where there is none as
+    fresh (PROCESS_STALE_NS) or none at all; columns.others_either_side reads the two."""
+    from gpuwatch.analysis.columns import others_either_side
+    from gpuwatch.analysis.merge import PROCESS_STALE_NS, _others
+
+    s = 1_000_000_000
+    # readings at 1, 2, 3 and 4 s: another process (pid 7) at 2 s and 3 s only; then none
+    # until 10 s (a gap longer than PROCESS_STALE_NS), where it is back
+    t = [1 * s, 1 * s, 2 * s, 2 * s, 3 * s, 3 * s, 4 * s, 10 * s, 10 * s]
+    procs = pd.DataFrame({"t_ns": t, "pid": [1, 1, 1, 7, 1, 7, 1, 1, 7], "own": [
+        True, True, True, False, True, False, True, True, False], "sm_util_pct": [
+        50.0, 50.0, 50.0, 40.0, 50.0, 40.0, 50.0, 50.0, 40.0]})
+    procs = procs.drop_duplicates(["t_ns", "pid"])
+    starts = [int(1.5 * s), int(2.5 * s), int(3.5 * s), int(4.5 * s), int(7.5 * s),
+              int(10.5 * s)]
+    o = _others(pd.DataFrame({"start_ns": starts}), procs)
+    np.testing.assert_array_equal(o["other_active"], [0, 1, 1, 0, np.nan, 1])
+    # (4.5 s: the next reading, at 10 s, is more than PROCESS_STALE_NS away; 10.5 s: none)
+    assert 10 * s - int(4.5 * s) > PROCESS_STALE_NS
+    np.testing.assert_array_equal(o["other_active_next"], [1, 1, 0, np.nan, np.nan, np.nan])
+    near, stayed = others_either_side(o["other_active"], o["other_active_next"])
+    assert list(near) == [True, True, True, False, False, True]  # (it came or was there)
+    assert list(stayed) == [False, True, False, False, False, True]  # (there on both sides)
+
+
 def test_the_verdicts_merge_is_the_full_one_less_the_report_columns():
     """merge(full=False), what the verdicts read, is merge() without REPORT_ONLY's columns,
     on a real trace read a column at a time; the impossible readings of the fields it does

@@ -108,6 +108,8 @@ def _frame(rng: np.random.Generator, n: int, sm_mhz: float, slow_ms: float,
         df.loc[int(rng.integers(n)), ["busy_ms", "idle_inside_ms"]] = np.nan
     if others:
         df["other_active"] = (rng.random(n) < 0.6).astype(float)
+        df["other_active_next"] = np.where(rng.random(n) < 0.9, df["other_active"],
+                                           1 - df["other_active"])
     return df
 
 
@@ -160,7 +162,7 @@ def test_a_fit_over_the_reference_and_target_reads_them_once_and_agrees():
 
 
 def test_the_whole_group_is_the_all_ones_draw():
-    """The point estimate's draw (W None: column sums, no rows x 13 matrix) is the draw that
+    """The point estimate's draw (W None: column sums, no rows x 14 matrix) is the draw that
     takes every row once."""
     rng = np.random.default_rng(11)
     df = _frame(rng, 500, 1700, 0.1, kernels="some")
@@ -170,7 +172,7 @@ def test_the_whole_group_is_the_all_ones_draw():
     a, b = attribution._Draws(rows, None, True), attribution._Draws(rows, np.ones((1, len(rows))),
                                                                    True)
     for f in ("n", "y", "X", "thr", "has_kernels", "busy", "idle", "wait_n", "wait",
-              "others_n", "others_frac", "cov", "spread"):
+              "others_n", "near_frac", "stayed_frac", "cov", "spread"):
         np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=1e-12, atol=1e-15,
                                    err_msg=f)
     for x, y in zip(a.excess_median(), b.excess_median()):

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from ..fields import ClockEventReason
-from .columns import floats
+from .columns import floats, others_either_side
 
 THROTTLE_MASK = int(ClockEventReason.SW_POWER_CAP | ClockEventReason.HW_SLOWDOWN
                     | ClockEventReason.SW_THERMAL_SLOWDOWN | ClockEventReason.HW_THERMAL_SLOWDOWN
@@ -68,9 +68,10 @@ MAX_ROWS = 3000  # per group, for the bootstrap
 POOL_ROWS = 4 * MAX_ROWS  # rows of a larger group the bootstrap draws from
 
 
-_RAW = ("y", "sm", "mem", "enqueue", "busy", "idle", "excess", "wait", "others")
+_RAW = ("y", "sm", "mem", "enqueue", "busy", "idle", "excess", "wait", "others", "others_next")
 _RAW_COLUMNS = ("gpu_ms", "sm_clock_mhz_mean", "mem_clock_mhz_mean", "enqueue_ms", "busy_ms",
-                "idle_inside_ms", "util_excess_pct", "host_wait_ms", "other_active")
+                "idle_inside_ms", "util_excess_pct", "host_wait_ms", "other_active",
+                "other_active_next")
 
 
 def _raw(parts: Sequence[pd.DataFrame]) -> dict[str, np.ndarray]:
@@ -153,12 +154,12 @@ class _Rows:
         if ok.all():  # (the usual case: no copies)
             self.y, self.X, self.thr = y, X, thr
             self.busy, self.idle, self.excess = raw["busy"], raw["idle"], raw["excess"]
-            self.wait, self.others = raw["wait"], raw["others"]
+            self.wait, self.others, self.others_next = raw["wait"], raw["others"], raw["others_next"]
         else:
             self.y, self.X, self.thr = y[ok], X[ok], thr[ok]
             self.busy, self.idle = raw["busy"][ok], raw["idle"][ok]
             self.excess, self.wait = raw["excess"][ok], raw["wait"][ok]
-            self.others = raw["others"][ok]
+            self.others, self.others_next = raw["others"][ok], raw["others_next"][ok]
         self.held = _held(self.X[:, 0], self.thr)
 
     @property
@@ -171,15 +172,17 @@ class _Rows:
     def _sum_columns(self) -> list[np.ndarray]:
         """The row values every per-draw sum is taken of (`_Draws`), in order: y, X (3
         columns), thr, then for busy, idle and wait the finite flag and the value (0 where
-        not finite), then others: finite, and > 0."""
+        not finite), then others: the reading before known, and another process at work by
+        the readings either side (near, stayed: columns.others_either_side)."""
         ok = {c: np.isfinite(getattr(self, c)) for c in ("busy", "idle", "wait", "others")}
+        near, stayed = others_either_side(self.others, self.others_next)
         return ([self.y, self.X, self.thr]
                 + [a for c in ("busy", "idle", "wait")
                    for a in (ok[c], np.where(ok[c], getattr(self, c), 0.0))]
-                + [ok["others"], ok["others"] & (np.nan_to_num(self.others) > 0)])
+                + [ok["others"], near, stayed])
 
     def sums_matrix(self) -> np.ndarray:
-        """`_sum_columns` as one rows x 13 matrix, for the draws' products. (Made per use,
+        """`_sum_columns` as one rows x 14 matrix, for the draws' products. (Made per use,
         not kept.)"""
         return np.column_stack(self._sum_columns()).astype(float)
 
@@ -193,6 +196,7 @@ class _Rows:
         r.y, r.X, r.thr = self.y.take(idx), self.X.take(idx, axis=0), self.thr.take(idx)
         r.busy, r.idle, r.excess = self.busy.take(idx), self.idle.take(idx), self.excess.take(idx)
         r.wait, r.others, r.missing = self.wait.take(idx), self.others.take(idx), self.missing
+        r.others_next = self.others_next.take(idx)
         r.held = self.held  # (of the group, in its time order: not of a sample)
         return r
 
@@ -222,7 +226,7 @@ class _Draws:
 
     A draw's weighted mean is its resample's mean: the bootstrap as matrix products (W @ the
     row values), all draws at once, instead of one resample at a time. W = None (B = 1) is
-    the group itself (the point estimate): column sums, no rows x 13 matrix."""
+    the group itself (the point estimate): column sums, no rows x 14 matrix."""
 
     def __init__(self, rows: _Rows, W: np.ndarray | None, moments: bool = False):
         self.rows, self.W, self.missing = rows, W, rows.missing
@@ -238,7 +242,10 @@ class _Draws:
             self.busy = np.where(self.has_kernels, S[:, 6] / n, np.nan)
             self.idle = np.where(S[:, 7] == n, S[:, 8] / n, np.nan)
             self.wait_n, self.wait = S[:, 9], S[:, 10] / S[:, 9]
-            self.others_n, self.others_frac = S[:, 11], S[:, 12] / S[:, 11]
+            # (of the rows whose reading before is known: another process near them, and
+            # another that stayed through them)
+            self.others_n, self.near_frac = S[:, 11], S[:, 12] / S[:, 11]
+            self.stayed_frac = S[:, 13] / S[:, 11]
         if moments:
             self._moments()
 
@@ -487,9 +494,14 @@ def other_process(ref: _Draws, tgt: _Draws) -> np.ndarray:
     """Per draw: did another process share the GPU in the target rows but not in the
     reference? The GPU's process list says so (another process in most target rows, in few
     reference rows), or, for traces without one, NVML's utilisation far above this program's
-    own duty cycle (merge.util_excess_pct)."""
+    own duty cycle (merge.util_excess_pct). The list is read about once a second: a process
+    may have come or gone up to a second before the reading that shows it. So a target row
+    has one where a reading either side lists it, and a reference row where the readings on
+    both sides do (columns.others_either_side): taken from the reading before alone, a
+    reference just after a co-tenant's episode read as having it, and the episode was
+    "not explained"."""
     listed = (tgt.others_n > 0) & (ref.others_n > 0)
-    out = listed & (tgt.others_frac >= 0.5) & (ref.others_frac < 0.2)
+    out = listed & (tgt.near_frac >= 0.5) & (ref.stayed_frac < 0.2)
     if not listed.all():
         (n_t, med_t), (n_r, med_r) = tgt.excess_median(), ref.excess_median()
         by_util = (n_t > 0) & (n_r > 0) & (med_t >= OTHER_EXCESS_PCT) & (med_r < REF_EXCESS_PCT)

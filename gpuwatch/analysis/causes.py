@@ -53,8 +53,9 @@ CAUSES: tuple[Cause, ...] = (
           "another process's work shared the GPU: its kernels ran beside ours, or our work "
           "waited for its time slice before it started",
           "NVML's process list: another process at work (its SM share above 0 where the "
-          "driver gives per-process utilisation, else listed) in at least half the slow "
-          "regions and in under 20% of the reference's (or NVML's utilisation 30+ points above "
+          "driver gives per-process utilisation, else listed) by the reading before or after "
+          "at least half the slow regions, and by both in under 20% of the reference's (or "
+          "NVML's utilisation 30+ points above "
           "this program's own duty cycle); it takes what clocks and host leave. The other way "
           "too: where it was in the reference and went, it takes the target's speed-up. For the GPU "
           "queue part: the work started later while this program's stream was idle, and "

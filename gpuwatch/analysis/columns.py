@@ -142,3 +142,17 @@ def _rows_at(df: Any, idx: np.ndarray) -> Any:
     if idx.size and idx[-1] - idx[0] + 1 == idx.size:
         return df.iloc[int(idx[0]):int(idx[-1]) + 1]
     return df.iloc[idx]
+
+
+def others_either_side(active: np.ndarray, active_next: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Another process on the GPU at each region, from the process readings either side of it
+    (merge's `other_active`, the reading before, and `other_active_next`, the one after; NaN
+    unknown): (near, stayed). `near`: a reading either side lists one at work (it may have
+    come or gone between them: the list is read about once a second). `stayed`: the reading
+    before lists one and the one after does too, or there is none after. Both False where the
+    reading before is unknown."""
+    before = np.nan_to_num(active) > 0
+    after = np.nan_to_num(active_next) > 0
+    known = np.isfinite(active)
+    return known & (before | after), before & (after | np.isnan(active_next))

@@ -166,7 +166,7 @@ def _derived_columns() -> list[str]:
         cols += [f"{f}_start", f"{f}_min", f"{f}_mean", f"{f}_max"]
     cols += [f"{f}_start" for f in START_FIELDS]
     return cols + ["sm_clock_nvml_mhz_mean", "sm_clock_source", "other_processes", "other_active",
-                   "other_pid", "other_sm_pct", "own_duty_pct",
+                   "other_active_next", "other_pid", "other_sm_pct", "own_duty_pct",
                    "util_excess_pct", "reasons_any", "idle_before_ms", "enqueue_ms", "launch_ms", "wake_ms",
                    "kernel_count", "busy_ms", "idle_inside_ms", "first_kernel_delay_ms",
                    "ctx_switches", *wall.COLUMNS, *hostside.COLUMNS]
@@ -275,13 +275,15 @@ PROCESS_STALE_NS = 3_000_000_000  # a process reading older than this says nothi
 
 def _others(rows: pd.DataFrame, procs: pd.DataFrame) -> dict[str, np.ndarray]:
     """Other processes on the GPU at each region's start, from the latest process reading
-    (at most PROCESS_STALE_NS old): how many, the busiest one's pid, and their summed SM
-    utilisation (NA where NVML gave none). NA everywhere without process readings."""
+    (at most PROCESS_STALE_NS old): how many, the busiest one's pid, their summed SM
+    utilisation (NA where NVML gave none), whether one was at work (`other_active`), and
+    whether one was at the next reading (`other_active_next`; NA where there is none as
+    fresh). NA everywhere without process readings."""
     n = len(rows)
     nan = np.full(n, np.nan)
     if procs is None or not len(procs) or "own" not in procs:
         return {"other_processes": nan, "other_pid": nan, "other_sm_pct": nan,
-                "other_active": nan}
+                "other_active": nan, "other_active_next": nan}
     p = procs.sort_values("t_ns")
     times = np.unique(p["t_ns"].to_numpy(np.int64))
     own = p["own"].astype(bool)
@@ -310,10 +312,16 @@ def _others(rows: pd.DataFrame, procs: pd.DataFrame) -> dict[str, np.ndarray]:
         active = np.nan_to_num(sm) > 0
     else:
         active = count > 0
+    # The list is read about once a second: a process listed at the reading before a region
+    # may have gone by the region, and one not listed may have come. The next reading (as
+    # fresh) says which side of the region's start a change lies (`other_active_next`).
+    nxt = np.minimum(i + 1, times.size - 1)
+    has_next = ok & (i + 1 < times.size) & (times[nxt] - start <= PROCESS_STALE_NS)
     return {"other_processes": np.where(ok, count[j], np.nan),
             "other_pid": np.where(ok, top[j], np.nan),
             "other_sm_pct": np.where(ok, sm[j], np.nan),
-            "other_active": np.where(ok, active[j].astype(float), np.nan)}
+            "other_active": np.where(ok, active[j].astype(float), np.nan),
+            "other_active_next": np.where(has_next, active[nxt].astype(float), np.nan)}
 
 
 DUTY_WINDOW_NS = 1_000_000_000  # NVML's utilisation window is 1/6 s to 1 s

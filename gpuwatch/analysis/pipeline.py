@@ -31,7 +31,7 @@ from .threads import one_blas_thread
 from .causes import CAUSE_CODES, CAUSES, code_of
 from .verdict import ALONE, NVML_REFRESH_MS, Named, Verdict, episodes_text, fields, share_text
 from .columns import (EARLY_ITERS, LATE_ITERS, MAX_LATENCY_MS, NO_CONDITION, floats, groups_of,
-                      ms_text, ns_since, rows_where, writable)
+                      ms_text, ns_since, others_either_side, rows_where, writable)
 from .explain import attribute_span, attribute_wall, refine_host
 from .evidence import context
 from .signals import FLOOR_SHARE, SIGNALS
@@ -608,7 +608,7 @@ def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFram
 
     verdicts, atts = [], []
     for a0, b0, _ in lay.episodes:
-        pieces = _by_other_process(rows, it, a0, b0)
+        pieces = _by_other_process(rows, it, a0, b0, y)
         judged = [j for j in (judge(a, b) for a, b in pieces) if j is not None]
         # (split only where the process list's stretch is the other process's own verdict:
         # pieces that all read as the whole did would add nothing but fragments)
@@ -624,30 +624,60 @@ def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFram
 OTHER_PIECE = (0.2, 0.8)  # the share of an episode's calls another process was at work in
 
 
-def _by_other_process(rows: pd.DataFrame, it: np.ndarray, a: int, b: int
+def _by_other_process(rows: pd.DataFrame, it: np.ndarray, a: int, b: int, y: str
                       ) -> list[tuple[int, int]]:
     """Episode a..b (iterations), split where the GPU's process list shows another process at
     work through one stretch of it only (OTHER_PIECE of its calls, one run): the stretch and
     what comes before and after it, each judged on its own (those of MIN_LEVEL iterations or
     more). A latency episode can hold two causes back to back (a co-tenant, then the power
     cap its load left the GPU at): judged whole, neither was beyond doubt ("56% is not
-    explained"). As it was elsewhere, and where the list is unknown for any of its calls."""
+    explained"). As it was elsewhere, and where the list is unknown for any of its calls.
+    The list is read about once a second: the process came somewhere between the last reading
+    without it and the first with it, and went between the last with it and the first
+    without (columns.others_either_side: near, and stayed). Within each such second, the
+    stretch begins and ends where `y` steps (_step): at a reading, it began up to a second
+    late and ended up to a second late."""
     if "other_active" not in rows:
         return [(a, b)]
     inside = (it >= a) & (it <= b)
     act = rows["other_active"].pipe(floats)[inside]
     if not act.size or not np.isfinite(act).all():
         return [(a, b)]
-    on = np.flatnonzero(act > 0)
+    nxt = (rows["other_active_next"].pipe(floats)[inside] if "other_active_next" in rows
+           else np.full(act.size, np.nan))
+    near, stayed = others_either_side(act, nxt)
+    on, sure = np.flatnonzero(near), np.flatnonzero(stayed)
     lo, hi = OTHER_PIECE
     if not (lo * act.size <= on.size <= hi * act.size) or on[-1] - on[0] + 1 != on.size \
-            or on.size < MIN_LEVEL:
+            or not sure.size or sure[-1] - sure[0] + 1 != sure.size:
+        return [(a, b)]
+    v = rows[y].pipe(floats)[inside]
+    if not np.isfinite(v).all():
+        return [(a, b)]
+    first = _step(v, int(on[0]), int(sure[0]), 0, int(sure[-1]) + 1)
+    end = _step(v, int(sure[-1]) + 1, int(on[-1]) + 1, int(sure[0]), act.size)
+    if end - first < MIN_LEVEL:
         return [(a, b)]
     its = it[inside]
-    p0, p1 = int(its[on[0]]), int(its[on[-1]])
-    before, after = int(on[0]), int(act.size - 1 - on[-1])  # (calls either side)
-    return ([(a, int(its[on[0] - 1]))] if before >= MIN_LEVEL else []) + [(p0, p1)] + (
-        [(int(its[on[-1] + 1]), b)] if after >= MIN_LEVEL else [])
+    return ([(a, int(its[first - 1]))] if first >= MIN_LEVEL else []) \
+        + [(int(its[first]), int(its[end - 1]))] \
+        + ([(int(its[end]), b)] if act.size - end >= MIN_LEVEL else [])
+
+
+def _step(v: np.ndarray, lo: int, hi: int, w0: int, w1: int) -> int:
+    """Where, from lo to hi (inclusive), v[w0:w1] is best split in two constant levels (least
+    squares; the first such k, so that v[w0:k] and v[k:w1] are the levels)."""
+    seg = v[w0:w1]
+    c1 = np.concatenate([[0.0], np.cumsum(seg)])
+    c2 = np.concatenate([[0.0], np.cumsum(seg * seg)])
+    k = np.arange(lo, hi + 1) - w0  # (the left level's length)
+    n = seg.size
+
+    def sse(s1: np.ndarray, s2: np.ndarray, m: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(m > 0, s2 - s1 * s1 / m, 0.0)
+    cost = sse(c1[k], c2[k], k) + sse(c1[n] - c1[k], c2[n] - c2[k], n - k)
+    return int(lo + int(np.argmin(cost)))
 
 
 def _explain(ref: pd.DataFrame, tgt: pd.DataFrame, y: str, seed: int,

@@ -86,6 +86,8 @@ class _Rows:
                 if "host_wait_ms" in df else np.full(len(df), np.nan))
         others = (df["other_active"].pipe(floats)  # (another process at work: merge._others)
                   if "other_active" in df else np.full(len(df), np.nan))
+        others_next = (df["other_active_next"].pipe(floats)  # (at the next reading)
+                       if "other_active_next" in df else np.full(len(df), np.nan))
         # A regressor with no value at all in these rows (no telemetry: sampler off or lost)
         # is missing, not a reason to drop every row: it takes no part in the fit.
         self.missing = ~np.isfinite(X).any(axis=0)
@@ -93,7 +95,7 @@ class _Rows:
         ok = np.isfinite(y) & np.isfinite(X).all(axis=1)
         self.y, self.X, self.thr = y[ok], X[ok], thr[ok]
         self.busy, self.idle, self.excess, self.wait = busy[ok], idle[ok], excess[ok], wait[ok]
-        self.others = others[ok]
+        self.others, self.others_next = others[ok], others_next[ok]
         # Did a reason hold the clock down (in the group's time order)? Not where its rows, a
         # minority, ran no slower than the rows before the first of them.
         self.held = True
@@ -115,6 +117,7 @@ class _Rows:
         r.y, r.X, r.thr = self.y.take(idx), self.X.take(idx, axis=0), self.thr.take(idx)
         r.busy, r.idle, r.excess = self.busy.take(idx), self.idle.take(idx), self.excess.take(idx)
         r.wait, r.others, r.missing = self.wait.take(idx), self.others.take(idx), self.missing
+        r.others_next = self.others_next.take(idx)
         r.held = self.held  # (the group's, not a resample's)
         return r
 
@@ -265,10 +268,15 @@ def other_process(ref: _Rows, tgt: _Rows) -> bool:
     """Did another process share the GPU in the target rows but not in the reference? The
     GPU's process list says so (another process in most target rows, in few reference rows),
     or, for traces without one, NVML's utilisation far above this program's own duty cycle
-    (merge.util_excess_pct)."""
-    t, r = tgt.others[np.isfinite(tgt.others)], ref.others[np.isfinite(ref.others)]
-    if t.size and r.size:
-        return bool(np.mean(t > 0) >= 0.5 and np.mean(r > 0) < 0.2)
+    (merge.util_excess_pct). A target row has one where the process reading before or after it
+    lists one at work; a reference row where both do (or the one before, with none after)."""
+    t_known, r_known = np.isfinite(tgt.others), np.isfinite(ref.others)
+    if t_known.any() and r_known.any():
+        t_before, t_after = tgt.others[t_known] > 0, np.nan_to_num(tgt.others_next[t_known]) > 0
+        r_before = ref.others[r_known] > 0
+        r_next = ref.others_next[r_known]
+        r_stayed = r_before & ((np.nan_to_num(r_next) > 0) | np.isnan(r_next))
+        return bool(np.mean(t_before | t_after) >= 0.5 and np.mean(r_stayed) < 0.2)
     t, r = tgt.excess[np.isfinite(tgt.excess)], ref.excess[np.isfinite(ref.excess)]
     return bool(t.size and r.size and np.median(t) >= OTHER_EXCESS_PCT
                 and np.median(r) < REF_EXCESS_PCT)
