@@ -37,8 +37,9 @@ REF = _reference()
 def _same(fit: pd.DataFrame | list[pd.DataFrame], ref: pd.DataFrame, tgt: pd.DataFrame,
           seed: int = 0) -> pd.DataFrame:
     # (the analysis gives the fit's rows as the frames it is made of; the reference takes
-    # them concatenated, as the analysis did before)
-    whole = pd.concat(fit) if isinstance(fit, list) else fit
+    # them concatenated, as the analysis did before, each row's side of the fit a column)
+    whole = (pd.concat([f.assign(_fit_side=float(min(i, 1))) for i, f in enumerate(fit)])
+             if isinstance(fit, list) else fit)
     got, want = attribution.attribute(fit, ref, tgt, seed), REF.attribute(whole, ref, tgt, seed)
     assert list(got.columns) == list(want.columns)
     if want.empty:
@@ -159,6 +160,41 @@ def test_a_fit_over_the_reference_and_target_reads_them_once_and_agrees():
     assert set(got["factor"]) == set(attribution.FACTORS)
     rows = attribution._Rows(ref)
     assert rows.missing.tolist() == [True, True, False] and len(rows) == 400 - 11
+
+
+@pytest.mark.parametrize("kernels", ["all", "none"])
+def test_a_cotenant_on_one_side_takes_the_clock_slope_from_within_the_sides(kernels):
+    """Another process through the reference (its latency 2.5x) and none in the target, whose
+    clock ramps down (1980 -> 990 MHz) after idle gaps: across the sides, the clock's slope
+    takes the co-tenant's part the wrong way round (the slower reference at the higher
+    clock) and the clock had no part. Within the target the ramp gives it: the clock's part
+    is what it truly was, the co-tenant takes the rest, as the reference computes too (and
+    fails to without the within-side fit: the check of the clock's part)."""
+    rng = np.random.default_rng(31)
+    ref = _frame(rng, 600, 1980, 0.0, kernels)
+    ref[["gpu_ms"]] *= 2.5
+    if "busy_ms" in ref:
+        ref["busy_ms"] *= 2.5
+        ref["idle_inside_ms"] = np.maximum(ref["gpu_ms"] - ref["busy_ms"], 0)
+    ref["other_active"] = ref["other_active_next"] = 1.0
+    tgt = _frame(rng, 600, 1980, 0.0, kernels)
+    ramp = np.concatenate([np.linspace(1980, 990, 200), np.full(400, 990.0)])
+    sm = ramp + rng.normal(0, 5, 600).round()
+    tgt["sm_clock_mhz_mean"] = sm
+    tgt["gpu_ms"] = 0.4 * 1590 / sm + 0.8 * tgt["enqueue_ms"] + rng.normal(0, 0.01, 600)
+    if "busy_ms" in tgt:
+        tgt["busy_ms"] = 0.4 * 1590 / sm + rng.normal(0, 0.005, 600)
+        tgt["idle_inside_ms"] = np.maximum(tgt["gpu_ms"] - tgt["busy_ms"], 0)
+    tgt["other_active"] = tgt["other_active_next"] = 0.0
+    tgt["reasons_any"] = 0
+    got = _same([ref, tgt], ref, tgt, seed=3).set_index("factor")
+    # the truth: the clock's part is 0.4 * 1590 * (1/mean-clock-harmonic difference)
+    truth = 0.4 * 1590 * (float(np.mean(1 / sm)) - float(np.mean(1 / ref["sm_clock_mhz_mean"])))
+    clock = got.loc["sm_clock", "contribution_ms"] + got.loc["throttling", "contribution_ms"]
+    assert truth > 0.2 and abs(clock - truth) < 0.05 * truth, (clock, truth)
+    # (with a kernel timeline the longer kernels of the shared GPU are kernels_slower's)
+    other = "kernels_slower" if kernels == "all" else "other_process"
+    assert got.loc[other, "contribution_ms"] < -0.3
 
 
 def test_the_whole_group_is_the_all_ones_draw():

@@ -83,6 +83,8 @@ def _raw(parts: Sequence[pd.DataFrame]) -> dict[str, np.ndarray]:
 
     out = {k: col(c) for k, c in zip(_RAW, _RAW_COLUMNS)}
     out["reasons"] = np.concatenate([p["reasons_any"].to_numpy(np.int64) for p in parts])
+    # (which side of a fit a row is from: 0 the first part, a fit's reference; 1 the rest)
+    out["side"] = np.concatenate([np.full(len(p), float(min(i, 1))) for i, p in enumerate(parts)])
     return out
 
 
@@ -155,11 +157,13 @@ class _Rows:
             self.y, self.X, self.thr = y, X, thr
             self.busy, self.idle, self.excess = raw["busy"], raw["idle"], raw["excess"]
             self.wait, self.others, self.others_next = raw["wait"], raw["others"], raw["others_next"]
+            self.side = raw["side"]
         else:
             self.y, self.X, self.thr = y[ok], X[ok], thr[ok]
             self.busy, self.idle = raw["busy"][ok], raw["idle"][ok]
             self.excess, self.wait = raw["excess"][ok], raw["wait"][ok]
             self.others, self.others_next = raw["others"][ok], raw["others_next"][ok]
+            self.side = raw["side"][ok]
         self.held = _held(self.X[:, 0], self.thr)
 
     @property
@@ -196,7 +200,7 @@ class _Rows:
         r.y, r.X, r.thr = self.y.take(idx), self.X.take(idx, axis=0), self.thr.take(idx)
         r.busy, r.idle, r.excess = self.busy.take(idx), self.idle.take(idx), self.excess.take(idx)
         r.wait, r.others, r.missing = self.wait.take(idx), self.others.take(idx), self.missing
-        r.others_next = self.others_next.take(idx)
+        r.others_next, r.side = self.others_next.take(idx), self.side.take(idx)
         r.held = self.held  # (of the group, in its time order: not of a sample)
         return r
 
@@ -250,11 +254,11 @@ class _Draws:
             self._moments()
 
     def _moments(self) -> None:
-        """Per draw: the covariance of (inv_sm, inv_mem, enqueue_ms, gpu_ms, busy_ms), for the
-        fits. Values are shifted by the group's mean first, so that a column constant in a
-        draw has exactly 0 variance (no cancellation of large squares)."""
+        """Per draw: the covariance of (inv_sm, inv_mem, enqueue_ms, gpu_ms, busy_ms, side),
+        for the fits. Values are shifted by the group's mean first, so that a column constant
+        in a draw has exactly 0 variance (no cancellation of large squares)."""
         r = self.rows
-        Z = np.column_stack([r.X, r.y, np.nan_to_num(r.busy)])
+        Z = np.column_stack([r.X, r.y, np.nan_to_num(r.busy), r.side])
         Z = Z - Z.mean(axis=0)
         p = Z.shape[1]
         if self.W is None:  # (the whole group)
@@ -369,21 +373,58 @@ def _bounded_fit(X: np.ndarray, y: np.ndarray, upper: np.ndarray) -> np.ndarray:
     return np.concatenate([[ym - float(xm @ beta)], beta])
 
 
-def _changed(fit: _Draws, moved: np.ndarray, missing: np.ndarray) -> np.ndarray:
+def _changed(fit: _Draws, moved: np.ndarray, missing: np.ndarray,
+             spread: np.ndarray) -> np.ndarray:
     """Per draw, which regressors (columns of moved, in REGRESSORS order) varied in the fit's
-    rows and moved between reference and target by more than they can be measured: a clock's
-    mean must move by more than CLOCK_RESOLUTION of itself (the in-band clock reads a steady
-    clock to ~1e-5 over a millisecond region; NVML reports whole MHz, 6e-4 of 1590)."""
+    rows (`spread`: their s.d. there) and moved between reference and target by more than
+    they can be measured: a clock's mean must move by more than CLOCK_RESOLUTION of itself
+    (the in-band clock reads a steady clock to ~1e-5 over a millisecond region; NVML reports
+    whole MHz, 6e-4 of 1590)."""
     k = moved.shape[1]
     mean = np.abs(fit.X[:, :k])
     res = np.array([CLOCK_RESOLUTION if c in ("inv_sm", "inv_mem") else 0.0
                     for c in REGRESSORS[:k]])
-    return ((fit.spread[:, :k] > 1e-9 * np.maximum(1.0, mean)) & (moved != 0)
+    return ((spread[:, :k] > 1e-9 * np.maximum(1.0, mean)) & (moved != 0)
             & (np.abs(moved) > res * mean) & ~missing[:k])
 
 
-def _contributions(fit: _Draws, ref: _Draws, tgt: _Draws) -> dict[str, np.ndarray]:
-    """Per draw, each factor's contribution (ms) to the change of mean latency ("delta")."""
+WITHIN_MIN = 1e-6  # of a regressor's variance: less left within the sides is none (rounding)
+# The SM clock's s.d. within the sides, as a share of its move between them, that its slope is
+# taken from: less, and the move would be a long extrapolation of a few MHz of jitter
+WITHIN_REACH = 0.1
+
+
+def _within(fit: _Draws, moved_sm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The fit's covariances and regressors' s.d. within its sides (its reference's rows, the
+    rest): each side's own mean taken out (the partial covariance given the side, its last
+    column; as a fit with a term per side, not reported). Where the GPU's process list shows
+    another process on one side of a comparison and not the other, the side difference is
+    both the clock's and the other process's; the clock's slope is then taken from how
+    latency moves with it within a side (a ramp down after idle gaps), where it moves there
+    by WITHIN_REACH of its move between them (`moved_sm`, per draw). Where it does not (each
+    side at its own steady clock), the draw keeps the fit across the sides: the clock's part
+    is then the most the clock can explain (the bound of _bounded) and the other process has
+    the rest."""
+    cov = fit.cov
+    v = cov[:, 5, 5]
+    has = v > 0
+    g = cov[:, :, 5]
+    part = cov - np.where(has[:, None, None], g[:, :, None] * g[:, None, :]
+                          / np.where(has, v, 1.0)[:, None, None], 0.0)
+    raw = np.diagonal(cov, axis1=1, axis2=2)[:, :3]
+    left = np.maximum(np.diagonal(part, axis1=1, axis2=2)[:, :3], 0.0)
+    spread = np.sqrt(np.where(left > WITHIN_MIN * raw, left, 0.0))
+    inside = has & (spread[:, 0] >= WITHIN_REACH * np.abs(moved_sm))
+    return (np.where(inside[:, None, None], part, cov),
+            np.where(inside[:, None], spread, fit.spread))
+
+
+def _contributions(fit: _Draws, ref: _Draws, tgt: _Draws,
+                   within: bool = False) -> dict[str, np.ndarray]:
+    """Per draw, each factor's contribution (ms) to the change of mean latency ("delta").
+    `within`: the clocks' slopes from within the fit's sides (_within)."""
+    cov, spread = (_within(fit, tgt.X[:, 0] - ref.X[:, 0]) if within
+                   else (fit.cov, fit.spread))
     B = len(ref.y)
     zero = np.zeros(B)
     out = {f: zero.copy() for f in FACTORS}
@@ -393,9 +434,8 @@ def _contributions(fit: _Draws, ref: _Draws, tgt: _Draws) -> dict[str, np.ndarra
     if kernels.any():  # latency = busy + idle inside: split the two, then busy by the clocks
         d_busy, d_idle = tgt.busy - ref.busy, tgt.idle - ref.idle
         moved = tgt.X[:, :2] - ref.X[:, :2]
-        use = _changed(fit, moved, (ref.missing | tgt.missing)[:2])
-        beta = _bounded_fit_batch(fit.cov[:, :2, :2], fit.cov[:, :2, 4], np.full(2, np.inf),
-                                  use)
+        use = _changed(fit, moved, (ref.missing | tgt.missing)[:2], spread)
+        beta = _bounded_fit_batch(cov[:, :2, :2], cov[:, :2, 4], np.full(2, np.inf), use)
         contrib = beta * moved
         k = {"throttling": contrib[:, 0] * share, "sm_clock": contrib[:, 0] * (1 - share),
              "mem_clock": contrib[:, 1], "host_launch": d_idle}
@@ -405,9 +445,9 @@ def _contributions(fit: _Draws, ref: _Draws, tgt: _Draws) -> dict[str, np.ndarra
             out[f] = np.where(kernels, v, out[f])
     if not kernels.all():
         moved = tgt.X - ref.X
-        use = _changed(fit, moved, fit.missing | ref.missing | tgt.missing)
+        use = _changed(fit, moved, fit.missing | ref.missing | tgt.missing, spread)
         upper = np.array([UPPER.get(c, np.inf) for c in REGRESSORS])
-        beta = _bounded_fit_batch(fit.cov[:, :3, :3], fit.cov[:, :3, 3], upper, use)
+        beta = _bounded_fit_batch(cov[:, :3, :3], cov[:, :3, 3], upper, use)
         contrib = beta * moved
         p = {"throttling": contrib[:, 0] * share, "sm_clock": contrib[:, 0] * (1 - share),
              "mem_clock": contrib[:, 1], "host_launch": contrib[:, 2]}
@@ -501,12 +541,19 @@ def other_process(ref: _Draws, tgt: _Draws) -> np.ndarray:
     reference just after a co-tenant's episode read as having it, and the episode was
     "not explained"."""
     listed = (tgt.others_n > 0) & (ref.others_n > 0)
-    out = listed & (tgt.near_frac >= 0.5) & (ref.stayed_frac < 0.2)
+    out = _listed_apart(ref, tgt)
     if not listed.all():
         (n_t, med_t), (n_r, med_r) = tgt.excess_median(), ref.excess_median()
         by_util = (n_t > 0) & (n_r > 0) & (med_t >= OTHER_EXCESS_PCT) & (med_r < REF_EXCESS_PCT)
         out = np.where(listed, out, by_util)
     return out
+
+
+def _listed_apart(ref: _Draws, tgt: _Draws) -> np.ndarray:
+    """Per draw: does the GPU's process list show another process at work near most target
+    rows and through few reference rows (other_process's test where there is a list)?"""
+    listed = (tgt.others_n > 0) & (ref.others_n > 0)
+    return listed & (tgt.near_frac >= 0.5) & (ref.stayed_frac < 0.2)
 
 
 def attribute(fit_rows: pd.DataFrame | Sequence[pd.DataFrame], ref_rows: pd.DataFrame,
@@ -534,7 +581,8 @@ def _attribute(fit_rows: pd.DataFrame | Sequence[pd.DataFrame], ref_rows: pd.Dat
     if not isinstance(fit_rows, pd.DataFrame) and len(fit_rows) == 2 \
             and fit_rows[0] is ref_rows and fit_rows[1] is tgt_rows:  # (the usual fit)
         raw_ref, raw_tgt = _raw([ref_rows]), _raw([tgt_rows])
-        fit = _Rows.from_raw({k: np.concatenate([raw_ref[k], raw_tgt[k]]) for k in raw_ref})
+        fit = _Rows.from_raw({k: np.concatenate([raw_ref[k], raw_tgt[k] + (k == "side")])
+                              for k in raw_ref})
         ref, tgt = _Rows.from_raw(raw_ref), _Rows.from_raw(raw_tgt)
         del raw_ref, raw_tgt
     else:
@@ -548,8 +596,12 @@ def _attribute(fit_rows: pd.DataFrame | Sequence[pd.DataFrame], ref_rows: pd.Dat
         return _Draws(d, None, moments)
 
     whole_ref, whole_tgt = whole(ref), whole(tgt)
+    # Another process on one side and not the other (as the process list says: the rule that
+    # gives it the unexplained part): the clocks' slopes from within each side
+    within = bool(_listed_apart(whole_ref, whole_tgt)[0]
+                  or _listed_apart(whole_tgt, whole_ref)[0])
     point = {f: float(v[0]) for f, v in _bounded(
-        _contributions(whole(fit, True), whole_ref, whole_tgt),
+        _contributions(whole(fit, True), whole_ref, whole_tgt, within),
         whole_ref, whole_tgt, fill).items()}
     rng = np.random.default_rng(seed)
 
@@ -568,7 +620,7 @@ def _attribute(fit_rows: pd.DataFrame | Sequence[pd.DataFrame], ref_rows: pd.Dat
             ix[i] = rng.integers(0, len(p), ix.shape[1])
     W = [counts(ix, len(p)) for p, ix in zip(pools, idx)]
     r, t = _Draws(ref_pool, W[0]), _Draws(tgt_pool, W[1])
-    boots = _bounded(_contributions(_Draws(fit_pool, W[2], True), r, t), r, t, fill)
+    boots = _bounded(_contributions(_Draws(fit_pool, W[2], True), r, t, within), r, t, fill)
     rows = []
     delta = point["delta"]
     # A share of nothing is meaningless: below 0.1% of the reference latency, shares are NA.

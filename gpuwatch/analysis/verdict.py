@@ -166,7 +166,9 @@ def words(v: Verdict) -> str:
             text += f"; {no_clock}"
         elif v.clock_against is not None:
             text += f"; {_against(v)}, so the share above is net of it"
-        elif v.clock_share < 0.05 and not v.span:
+        elif v.clock_share < 0.05 and not v.span and not any(
+                n.factor in ("sm_clock", "throttling", "mem_clock") for n in v.offsets):
+            # (a clock that took a part the other way is said above, as an offset)
             text += "; not explained by clocks" + (f" as far as {NVML_SEES}" if v.nvml_blind
                                                    else "")
         if v.unexplained_share >= 0.25:

@@ -65,6 +65,8 @@ HELD_MIN = 0.005  # a reason's rows no slower than this than the rows before the
 BOOTSTRAP = 200
 MAX_ROWS = 3000  # per group, for the bootstrap
 POOL_ROWS = 4 * MAX_ROWS  # rows of a larger group the bootstrap draws from
+WITHIN_MIN = 1e-6  # of a regressor's variance: less left within the fit's sides is none
+WITHIN_REACH = 0.1  # the SM clock's within-side s.d. needed, as a share of its move
 
 
 class _Rows:
@@ -96,6 +98,11 @@ class _Rows:
         self.y, self.X, self.thr = y[ok], X[ok], thr[ok]
         self.busy, self.idle, self.excess, self.wait = busy[ok], idle[ok], excess[ok], wait[ok]
         self.others, self.others_next = others[ok], others_next[ok]
+        # (which side of a fit a row is from: 0 its reference, 1 the rest; given by the
+        # caller as a column, since a fit arrives here concatenated)
+        side = (df["_fit_side"].to_numpy(float) if "_fit_side" in df
+                else np.zeros(len(df)))
+        self.side = side[ok]
         # Did a reason hold the clock down (in the group's time order)? Not where its rows, a
         # minority, ran no slower than the rows before the first of them.
         self.held = True
@@ -117,7 +124,7 @@ class _Rows:
         r.y, r.X, r.thr = self.y.take(idx), self.X.take(idx, axis=0), self.thr.take(idx)
         r.busy, r.idle, r.excess = self.busy.take(idx), self.idle.take(idx), self.excess.take(idx)
         r.wait, r.others, r.missing = self.wait.take(idx), self.others.take(idx), self.missing
-        r.others_next = self.others_next.take(idx)
+        r.others_next, r.side = self.others_next.take(idx), self.side.take(idx)
         r.held = self.held  # (the group's, not a resample's)
         return r
 
@@ -165,24 +172,62 @@ def _bounded_fit(X: np.ndarray, y: np.ndarray, upper: np.ndarray) -> np.ndarray:
     return done(best)
 
 
-def _contributions(fit: _Rows, ref: _Rows, tgt: _Rows) -> dict[str, float]:
+def _within(fit: _Rows, moved_sm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The fit's X, y and busy with each side's own mean taken out, where the SM clock moves
+    within the sides by WITHIN_REACH of its move between them (else None: the fit across
+    them). Regressors with (almost) nothing left within the sides are constant there."""
+    if np.unique(fit.side).size < 2:
+        return None
+
+    def demeaned(v: np.ndarray) -> np.ndarray:
+        out = v.astype(float).copy()
+        for s in np.unique(fit.side):
+            m = fit.side == s
+            out[m] -= out[m].mean()
+        return out
+    X = np.column_stack([demeaned(fit.X[:, j]) for j in range(fit.X.shape[1])])
+    left, raw = X.var(axis=0), fit.X.var(axis=0)
+    X[:, ~(left > WITHIN_MIN * raw)] = 0.0
+    if not np.sqrt(X[:, 0].var()) >= WITHIN_REACH * abs(moved_sm):
+        return None
+    return X, demeaned(fit.y), demeaned(np.nan_to_num(fit.busy))
+
+
+def _listed_apart(ref: _Rows, tgt: _Rows) -> bool:
+    """The process list shows another process near most target rows and through few
+    reference rows."""
+    t_known, r_known = np.isfinite(tgt.others), np.isfinite(ref.others)
+    if not (t_known.any() and r_known.any()):
+        return False
+    t_before, t_after = tgt.others[t_known] > 0, np.nan_to_num(tgt.others_next[t_known]) > 0
+    r_before, r_next = ref.others[r_known] > 0, ref.others_next[r_known]
+    r_stayed = r_before & ((np.nan_to_num(r_next) > 0) | np.isnan(r_next))
+    return bool(np.mean(t_before | t_after) >= 0.5 and np.mean(r_stayed) < 0.2)
+
+
+def _contributions(fit: _Rows, ref: _Rows, tgt: _Rows, within: bool = False
+                   ) -> dict[str, float]:
     delta = float(tgt.y.mean() - ref.y.mean())
     kernels = fit.has_kernels and ref.has_kernels and tgt.has_kernels
+    # (another process on one side only: the clocks' slopes from within the fit's sides)
+    inside = _within(fit, float(tgt.X[:, 0].mean() - ref.X[:, 0].mean())) if within else None
+    fX, fy, fbusy = inside if inside is not None else (fit.X, fit.y, fit.busy)
     if kernels:  # latency = busy + idle inside: split the two, then busy by the clocks
         d_busy = float(tgt.busy.mean() - ref.busy.mean())
         d_idle = float(tgt.idle.mean() - ref.idle.mean())
-        out = _clock_split(fit.X[:, :2], fit.busy, ref.X[:, :2], tgt, d_busy, ref)
+        out = _clock_split(fX[:, :2], fbusy, ref.X[:, :2], tgt, d_busy, ref,
+                           fit.X[:, :2].mean(axis=0))
         out["host_launch"] = d_idle
         out["kernels_slower"] = d_busy - out["sm_clock"] - out["throttling"] - out["mem_clock"]
         out["unexplained"] = delta - d_busy - d_idle  # event vs kernel edges: ~0
         out["delta"] = delta
         return out
     moved = tgt.X.mean(axis=0) - ref.X.mean(axis=0)
-    use = _changed(fit.X, moved, fit.missing | ref.missing | tgt.missing)
+    use = _changed(fX, moved, fit.missing | ref.missing | tgt.missing, fit.X.mean(axis=0))
     out = {f: 0.0 for f in FACTORS}
     if use.size:
         upper = np.array([UPPER.get(REGRESSORS[j], np.inf) for j in use])
-        beta = _bounded_fit(fit.X[:, use], fit.y, upper)
+        beta = _bounded_fit(fX[:, use], fy, upper)
         for b, j in zip(beta[1:], use):
             contrib = float(b * moved[j])
             c = REGRESSORS[j]
@@ -282,12 +327,14 @@ def other_process(ref: _Rows, tgt: _Rows) -> bool:
                 and np.median(r) < REF_EXCESS_PCT)
 
 
-def _changed(X: np.ndarray, moved: np.ndarray, missing: np.ndarray) -> np.ndarray:
+def _changed(X: np.ndarray, moved: np.ndarray, missing: np.ndarray,
+             means: np.ndarray) -> np.ndarray:
     """Indices of the regressors (columns of X, in REGRESSORS order) that varied and moved
     between reference and target by more than they can be measured: a clock's mean must move by
     more than CLOCK_RESOLUTION of itself (the in-band clock reads a steady clock to ~1e-5 over
-    a millisecond region; NVML reports whole MHz, 6e-4 of 1590)."""
-    mean = np.abs(X.mean(axis=0))
+    a millisecond region; NVML reports whole MHz, 6e-4 of 1590). `means`: the fit's own (X
+    may have each side's mean taken out)."""
+    mean = np.abs(means)
     spread = X.std(axis=0)
     res = np.array([CLOCK_RESOLUTION if c in ("inv_sm", "inv_mem") else 0.0
                     for c in REGRESSORS[:X.shape[1]]])
@@ -296,11 +343,11 @@ def _changed(X: np.ndarray, moved: np.ndarray, missing: np.ndarray) -> np.ndarra
 
 
 def _clock_split(X: np.ndarray, y: np.ndarray, ref_X: np.ndarray, tgt: _Rows,
-                 delta: float, ref_rows: "_Rows") -> dict[str, float]:
+                 delta: float, ref_rows: "_Rows", means: np.ndarray) -> dict[str, float]:
     """Of `delta` (a change in kernel busy time), the parts the SM and memory clocks explain."""
     out = {f: 0.0 for f in FACTORS}
     moved = tgt.X[:, :2].mean(axis=0) - ref_X.mean(axis=0)
-    use = _changed(X, moved, (ref_rows.missing | tgt.missing)[:2])
+    use = _changed(X, moved, (ref_rows.missing | tgt.missing)[:2], means)
     if use.size:
         beta = _bounded_fit(X[:, use], y, np.full(use.size, np.inf))
         for b, j in zip(beta[1:], use):
@@ -321,7 +368,8 @@ def attribute(fit_rows: pd.DataFrame, ref_rows: pd.DataFrame, tgt_rows: pd.DataF
         return pd.DataFrame(columns=["factor", "contribution_ms", "ci_low_ms", "ci_high_ms",
                                      "share"])
     fill = not (fit.has_kernels and ref.has_kernels and tgt.has_kernels)
-    point = _bounded(_contributions(fit, ref, tgt), ref, tgt, fill)
+    within = _listed_apart(ref, tgt) or _listed_apart(tgt, ref)
+    point = _bounded(_contributions(fit, ref, tgt, within), ref, tgt, fill)
     rng = np.random.default_rng(seed)
 
     def sample(d: _Rows) -> _Rows:
@@ -339,7 +387,7 @@ def attribute(fit_rows: pd.DataFrame, ref_rows: pd.DataFrame, tgt_rows: pd.DataF
     boots = []
     for _ in range(BOOTSTRAP):
         r, t = sample(ref_pool), sample(tgt_pool)
-        boots.append(_bounded(_contributions(sample(fit_pool), r, t), r, t, fill))
+        boots.append(_bounded(_contributions(sample(fit_pool), r, t, within), r, t, fill))
     rows = []
     delta = point["delta"]
     # A share of nothing is meaningless: below 0.1% of the reference latency, shares are NA.
