@@ -156,8 +156,8 @@ class _Rows:
         if ok.all():  # (the usual case: no copies)
             self.y, self.X, self.thr = y, X, thr
             self.busy, self.idle, self.excess = raw["busy"], raw["idle"], raw["excess"]
-            self.wait, self.others, self.others_next = raw["wait"], raw["others"], raw["others_next"]
-            self.side = raw["side"]
+            self.wait, self.others = raw["wait"], raw["others"]
+            self.others_next, self.side = raw["others_next"], raw["side"]
         else:
             self.y, self.X, self.thr = y[ok], X[ok], thr[ok]
             self.busy, self.idle = raw["busy"][ok], raw["idle"][ok]
@@ -581,8 +581,9 @@ def _attribute(fit_rows: pd.DataFrame | Sequence[pd.DataFrame], ref_rows: pd.Dat
     if not isinstance(fit_rows, pd.DataFrame) and len(fit_rows) == 2 \
             and fit_rows[0] is ref_rows and fit_rows[1] is tgt_rows:  # (the usual fit)
         raw_ref, raw_tgt = _raw([ref_rows]), _raw([tgt_rows])
-        fit = _Rows.from_raw({k: np.concatenate([raw_ref[k], raw_tgt[k] + (k == "side")])
-                              for k in raw_ref})
+        both = {k: np.concatenate([raw_ref[k], raw_tgt[k]]) for k in raw_ref}
+        both["side"] = np.concatenate([raw_ref["side"], raw_tgt["side"] + 1.0])  # (0, then 1)
+        fit = _Rows.from_raw(both)
         ref, tgt = _Rows.from_raw(raw_ref), _Rows.from_raw(raw_tgt)
         del raw_ref, raw_tgt
     else:

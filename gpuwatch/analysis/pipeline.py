@@ -635,8 +635,8 @@ def _by_other_process(rows: pd.DataFrame, it: np.ndarray, a: int, b: int, y: str
     The list is read about once a second: the process came somewhere between the last reading
     without it and the first with it, and went between the last with it and the first
     without (columns.others_either_side: near, and stayed). Within each such second, the
-    stretch begins and ends where `y` steps (_step): at a reading, it began up to a second
-    late and ended up to a second late."""
+    stretch begins and ends where `y` steps (_step); split at the readings themselves, it
+    began and ended up to a second late."""
     if "other_active" not in rows:
         return [(a, b)]
     inside = (it >= a) & (it <= b)
