@@ -45,6 +45,9 @@ for c in $CASES; do
     run_case steady --gap 0,20 --iters 400 ;;
   cotenant_gemm)  # a second process looping fp16 GEMMs arrives ~4 s in and stays
     cause="gemm --delay 4 --seconds 60" run_case cotenant_gemm --gap 5 --iters 1000 ;;
+  cotenant_went)  # a GEMM co-tenant for 2.5 s from ~4.3 s, then gone: the process list (~1 Hz)
+                  # still lists it at the reading before the calls of the second after it went
+    cause="gemm --delay 4.3 --seconds 2.5" run_case cotenant_went --gap 5 --iters 1500 ;;
   cotenant_copy)  # a second process looping 1 GiB device-to-device copies arrives ~4 s in
     cause="copy --delay 4 --seconds 60" run_case cotenant_copy --gap 5 --iters 1000 ;;
   busy_host)      # 40 busy-looping processes on the 16 cores for 3 s in the middle of a
