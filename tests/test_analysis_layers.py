@@ -266,6 +266,11 @@ def test_our_compiled_search_refuses_what_it_cannot_read():
         segment.pelt_l2(b"12345", 1.0, 2)
     with pytest.raises(ValueError, match="min_size"):
         segment.pelt_l2(np.zeros(10), 1.0, 0)
+    # (a series too short for two segments: ruptures' search writes past its arrays there, and
+    # aborted the interpreter, "free(): invalid next size")
+    with pytest.raises(ValueError, match="2 x min_size"):
+        segment.pelt_l2(np.ones((3, 1)), 1.0, 5)
+    assert segment.pelt_l2(np.ones(10), 1.0, 5) == [0] * 11
 
 
 def test_steps_below_what_events_resolve_are_no_layer_nor_episode():
@@ -281,3 +286,22 @@ def test_steps_below_what_events_resolve_are_no_layer_nor_episode():
     y = 1.0 + rng.normal(0, 0.002, 400)
     y[200:] += 0.08
     assert detect(y).layered
+
+
+def test_a_stretch_above_the_plateau_on_the_way_up_is_an_episode():
+    """A ramp from 4.7 to 9.3 ms (the clock coming down after idle gaps) interrupted by 70
+    iterations at 21 ms (another process for a while) before the plateau: no step of a ramp
+    lies above where the ramp ends, so that stretch is an episode; the steps either side of
+    it are the ramp's, and the plateau begins after them."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([np.full(50, 4.7), np.linspace(4.7, 8.4, 70), np.full(70, 21.2),
+                        np.linspace(8.4, 9.3, 20), np.full(590, 9.3)])
+    x = x + rng.normal(0, 0.02, x.size)
+    lay = detect(x)
+    assert lay.layered and 180 <= lay.stable_iter <= 215, lay.stable_iter
+    assert len(lay.episodes) == 1, lay.episodes
+    a, b, level = lay.episodes[0]
+    assert abs(a - 120) <= 3 and abs(b - 189) <= 3 and abs(level - 21.2) < 0.1
+    # the same ramp without it has no episode
+    y = np.concatenate([np.full(50, 4.7), np.linspace(4.7, 9.3, 90), np.full(660, 9.3)])
+    assert detect(y + rng.normal(0, 0.02, y.size)).episodes == []

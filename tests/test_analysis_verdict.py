@@ -578,3 +578,30 @@ def test_a_half_second_cotenant_at_the_start_is_named(tmp_path):
         # (0.5 s from the session's start, which the 20 warm-up calls, ~0.24 s, precede)
         assert 0.15 <= last_s <= 0.35, last_s
     assert not [n for n in a.data_notes if "cold start" in n], a.data_notes
+
+
+def test_a_cotenant_while_the_clock_comes_down_is_named(tmp_path):
+    """sim:t4 at a 20 ms gap, another process from 3.2 s for 3 s: it came while the clock was
+    still coming down after the idle gaps (the ramp pauses under its load). The latency went
+    8 -> 21 ms and back, above the 9.3 ms plateau the ramp leads to; that stretch was read as
+    a step of the ramp, and the only cause named was the clock (a trial's case). It is an
+    episode, the other process's, with the clock's part at the clock it ran at."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "t.parquet"
+    subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device",
+                    "sim:t4,fault=cotenant@3.2+3", "--gap", "20", "-o", str(out), "-q"],
+                   check=True, capture_output=True)
+    a = gpuwatch.analyze(out)
+    for table in (a.verdicts, a.wall_verdicts):
+        whole = table[table["episode"].isna()].iloc[0]
+        assert whole["cause_code"] == "idle_clock_downscale", whole["sentence"]
+        eps = table[table["episode"].notna()]
+        assert len(eps) == 1, table["sentence"].tolist()
+        e = eps.iloc[0]
+        assert e["cause_code"] == "other_process" and "pid 4242" in e["sentence"], e["sentence"]
+        assert "(iterations before the jump)" in e["sentence"]
+        first_s, last_s = _seconds(a, e)
+        # (3.2-6.2 s from the session's start; the 20 warm-up calls take ~0.1 s)
+        assert 2.9 <= first_s <= 3.3 and 5.9 <= last_s <= 6.3, (first_s, last_s)

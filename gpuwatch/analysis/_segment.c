@@ -139,6 +139,12 @@ segment_pelt_l2(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "pelt_l2: min_size must be at least 1");
         goto done;
     }
+    if (n < 2 * (Py_ssize_t)min_size) {
+        /* (ruptures' search writes past its arrays there: layers.change_points asks for none) */
+        PyErr_SetString(PyExc_ValueError,
+                        "pelt_l2: the signal must hold at least 2 x min_size values");
+        goto done;
+    }
     path = (int *)malloc(((size_t)n + 1) * sizeof(int));
     if (path == NULL) {
         PyErr_NoMemory();

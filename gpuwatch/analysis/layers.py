@@ -22,6 +22,9 @@ remains is read as:
   an episode that lengthens only some iterations (a busy host preempts one launch in ten, for
   seconds: the median stays, the mean triples), so episodes are also looked for in means over
   blocks of TAIL_BLOCK iterations (_tail_episodes), at least TAIL_MIN_BLOCKS blocks long.
+  Within a layered run, a stretch off the plateau's band with the plateau on both sides is an
+  episode too, and so is a stretch of the way up clearly above the plateau (`way_up`): a ramp
+  never passes where it ends.
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ class Layers:
     # The episode at the start, where the series began well above the level it came back to
     # (also among `episodes`, first); the baseline is the level after it
     lead: tuple[int, int, float] | None = None
+    # The episodes on the way up: stretches between the jump and the plateau clearly above the
+    # plateau (also among `episodes`)
+    way_up: list[tuple[int, int, float]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -196,7 +202,8 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
     final = merged[-1][2]
     layered = final > thresh and len(merged) > 1
     onset = stable = None
-    inner: list[tuple[int, int]] = []  # [start, end) in x of episodes within the plateau
+    inner: list[tuple[int, int]] = []  # [start, end) in x of episodes within the layering
+    up: list[tuple[int, int]] = []  # (of them, those on the way up)
     if layered:
         onset = next(int(it[int(a)]) for a, _, lv in merged if lv > thresh)
         # The plateau: back from the last segment while a segment's level lies in the band the
@@ -233,6 +240,23 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
             k = j
         stable = int(it[int(merged[k][0])])
         final = float(np.median(x[int(merged[k][0]):]))
+        # A stretch of the way up clearly above the plateau it leads to, with lower steps
+        # after it, is no step of that way (a ramp does not pass its end): another process
+        # for a while as the clock came down after the idle gaps. An episode, like those
+        # within the plateau.
+        first = next(i for i, (_, _, lv) in enumerate(merged) if lv > thresh)
+        i = first
+        while i < k:
+            if merged[i][2] <= p95 + tol:
+                i += 1
+                continue
+            e = i
+            while e + 1 < k and merged[e + 1][2] > p95 + tol:
+                e += 1
+            if int(merged[e][1]) - int(merged[i][0]) >= MIN_LEVEL:
+                up.append((int(merged[i][0]), int(merged[e][1])))
+            i = e + 1
+        inner += up
     # Layers: distinct levels. The first and last segments count whatever their length; those
     # between only if long (short ones are the steps of a ramp); a level counts only if clearly
     # apart from the previous one counted.
@@ -258,7 +282,7 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
             episodes.append((int(it[run[0]]), int(it[run[1] - 1]),
                              float(np.median(x[run[0]:run[1]]))))
         run = None
-    episodes += [(int(it[a]), int(it[b - 1]), float(np.median(x[a:b]))) for a, b in inner[::-1]]
+    episodes += [(int(it[a]), int(it[b - 1]), float(np.median(x[a:b]))) for a, b in sorted(inner)]
     if lead is not None:
         episodes.insert(0, start)
     tail = _tail_episodes(x, it)
@@ -274,7 +298,8 @@ def detect(latency_ms: np.ndarray, iterations: np.ndarray | None = None) -> Laye
         stable_iter=stable, stable_ms=final if layered else None, n_layers=max(1, n_layers),
         noise_ms=sigma, change_points=[int(it[int(a)]) for a, _, _ in merged[1:]],
         levels_ms=[lv for _, _, lv in merged], episodes=episodes,
-        lead=start if lead is not None else None)
+        lead=start if lead is not None else None,
+        way_up=[(int(it[a]), int(it[b - 1]), float(np.median(x[a:b]))) for a, b in up])
 
 
 def _join_short_first(x: np.ndarray, merged: list[list[float]]) -> None:

@@ -544,18 +544,31 @@ def _with_reason_layers(rows: pd.DataFrame, lay: Layers) -> Layers:
     MIN_LEVEL iterations) during which the GPU reported a power or thermal reason the plateau
     does not: a cause of its own that came and went (a thermal limit, then the clock's own
     down-scaling after idle gaps), which the plateau's verdict would not name. Layers of one
-    cause (a DVFS staircase, a power cap throughout) add nothing."""
+    cause (a DVFS staircase, a power cap throughout) add nothing. Nor does a stretch of the
+    way up above the plateau (layers' episode there) during most of which the GPU reported the
+    plateau's own reasons: a power cap's controller dipping below the cap's clock as it
+    settles is the plateau's cause, not one of its own."""
     if not lay.layered or lay.stable_iter is None or len(lay.levels_ms) < 3 \
             or "reasons_any" not in rows or not len(rows):
         return lay
     it = rows["iteration"].to_numpy()
     reasons = _throttle_bits(rows)
-    plateau = int(np.bitwise_or.reduce(reasons[it >= lay.stable_iter]))
+    stable = lay.stable_iter
+    plateau = int(np.bitwise_or.reduce(reasons[it >= stable]))
+    if plateau and lay.way_up:
+        def own(e: tuple[int, int, float]) -> bool:
+            bits = reasons[(it >= e[0]) & (it <= e[1])]
+            return bool(bits.size and np.mean(bits != 0) >= 0.5
+                        and not int(np.bitwise_or.reduce(bits)) & ~plateau)
+        gone = [e for e in lay.way_up if own(e)]
+        if gone:
+            lay = replace(lay, episodes=[e for e in lay.episodes if e not in gone],
+                          way_up=[e for e in lay.way_up if e not in gone])
     starts = [int(it[0])] + list(lay.change_points)  # (each merged segment's first iteration)
     extra = []
     for k in range(1, len(starts)):  # (not the baseline's segment)
         a = starts[k]
-        if a >= lay.stable_iter:
+        if a >= stable:
             break
         b = starts[k + 1] - 1 if k + 1 < len(starts) else int(it[-1])
         inside = (it >= a) & (it <= b)
@@ -580,7 +593,10 @@ def _episodes(rows: pd.DataFrame, lay: Layers, cond: Any, base_rows: pd.DataFram
     if base_rows is not None and cond != base_cond:
         outer = base_rows, _reference_label(base_rows, base_cond)
     else:
-        outer = rows_where(rows, calm), "the rest of the condition"
+        # (a layered condition's calm rows are those before its jump: so named, not "the rest
+        # of the condition", which then runs well above them)
+        outer = rows_where(rows, calm), ("iterations before the jump" if lay.layered
+                                         else "the rest of the condition")
     # (an episode within the final plateau: against the plateau around it, whatever the
     # condition's reference; the clock's own down-scaling is the plateau's, not the episode's)
     start = lay.stable_iter if lay.layered else None
@@ -799,12 +815,16 @@ def _inside(it: np.ndarray, lay: Layers, after: int | None = None) -> np.ndarray
 
 
 def _without_inner(rows: pd.DataFrame, lay: Layers) -> pd.DataFrame:
-    """The condition's rows less the episodes within its plateau, for the clocks' fit (another
-    process's stretch at the plateau's clock would bend the latency-clock slope); the rows
-    themselves, not a copy, where there are none (the attribution memo then matches)."""
+    """The condition's rows less the episodes within its layering (within the plateau, and
+    above it on the way up), for the clocks' fit (another process's stretch at
+    the plateau's clock would bend the latency-clock slope); the rows themselves, not a copy,
+    where there are none (the attribution memo then matches)."""
     if not lay.layered or lay.stable_iter is None:
         return rows
-    inner = _inside(rows["iteration"].to_numpy(), lay, lay.stable_iter)
+    it = rows["iteration"].to_numpy()
+    inner = _inside(it, lay, lay.stable_iter)
+    for a, b, _ in lay.way_up:
+        inner |= (it >= a) & (it <= b)
     return rows_where(rows, ~inner) if inner.any() else rows
 
 
@@ -829,7 +849,9 @@ def _calm(rows: pd.DataFrame | None, y: str, seed: int = 0,
     it = rows["iteration"].to_numpy()
     order = np.argsort(it[ok], kind="stable")
     lay = layers_of(v[ok][order], it[ok][order])
-    keep = ~_inside(it, lay)
+    # (its episodes: not those on the way up to its plateau, above it, which its own load can
+    # make too: the dips of a power cap's controller as it settles)
+    keep = ~_inside(it, _without_way_up(lay))
     before = None  # (the iteration the left-out last level begins at)
     if lay.layered and lay.onset_iter is not None:
         known = rows_where(rows, ok)
@@ -847,6 +869,14 @@ def _calm(rows: pd.DataFrame | None, y: str, seed: int = 0,
     calm.attrs["episodes_left_out"] = len(lay.episodes) if lay.episodes else 0
     calm.attrs["before_iter"] = before
     return calm
+
+
+def _without_way_up(lay: Layers) -> Layers:
+    """`lay` without its episodes on the way up (layers: a stretch between the jump and the
+    plateau, above the plateau it leads to)."""
+    if not lay.way_up:
+        return lay
+    return replace(lay, episodes=[e for e in lay.episodes if e not in lay.way_up])
 
 
 # Causes from outside the program and its load: a last level of the baseline condition they
