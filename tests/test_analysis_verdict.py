@@ -505,6 +505,17 @@ def _seconds(a, e) -> tuple[float, float]:
     return (int(at.loc[e["first_iter"]]) - t0) / 1e9, (int(at.loc[e["last_iter"]]) - t0) / 1e9
 
 
+def _recorded(tmp_path, device: str, *args: str):
+    """`python -m gpuwatch.record --device DEVICE ARGS` as a user runs it, analysed."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "t.parquet"
+    subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device", device, *args, "-o",
+                    str(out), "-q"], check=True, capture_output=True)
+    return gpuwatch.analyze(out)
+
+
 def test_a_cotenant_the_last_reading_still_listed_after_it_went_is_named(tmp_path):
     """sim:capped, back to back, another process from 3.5 s to 5.5 s (a trial's case: "99% is
     not explained by anything gpuwatch measured"). The process list, read once a second,
@@ -512,14 +523,7 @@ def test_a_cotenant_the_last_reading_still_listed_after_it_went_is_named(tmp_pat
     lists it, and the reference (the rest of the plateau) read as having it. A reference row
     has another process only where the readings on both sides list it; a target row where
     either does. The whole episode, not pieces of it, is the other process's."""
-    import subprocess
-    import sys
-
-    out = tmp_path / "t.parquet"
-    subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device",
-                    "sim:capped,fault=cotenant@3.5+2", "--gap", "0,20", "-o", str(out), "-q"],
-                   check=True, capture_output=True)
-    a = gpuwatch.analyze(out)
+    a = _recorded(tmp_path, "sim:capped,fault=cotenant@3.5+2", "--gap", "0,20")
     for table in (a.verdicts, a.wall_verdicts):
         eps = table[table["episode"].notna() & (table["condition"] == "gap=0ms")]
         assert len(eps) == 1, eps["sentence"].tolist()
@@ -536,14 +540,8 @@ def test_a_cotenants_stretch_ends_where_the_latency_steps_not_at_the_next_readin
     Its stretch is split out and judged on its own; it ends where the latency comes back
     (6.5 s), within the second between the last reading that listed it and the first that
     did not, not at that reading (a trial's case: ~1 s late, 273-476 for 273-437)."""
-    import subprocess
-    import sys
-
-    out = tmp_path / "t.parquet"
-    subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device",
-                    "sim:t4,fault=thermal@2+7,fault=cotenant@3+1.5,fault=cotenant@5+1.5",
-                    "--gap", "5", "-o", str(out), "-q"], check=True, capture_output=True)
-    a = gpuwatch.analyze(out)
+    a = _recorded(tmp_path, "sim:t4,fault=thermal@2+7,fault=cotenant@3+1.5,fault=cotenant@5+1.5",
+                  "--gap", "5")
     v = a.verdicts
     eps = v[v["episode"].notna() & (v["cause_code"] == "other_process")]
     assert len(eps) == 1, v["sentence"].tolist()
@@ -560,14 +558,7 @@ def test_a_half_second_cotenant_at_the_start_is_named(tmp_path):
     measured"). The list's first reading lists it, the next does not: the calls of the
     second between are near it, and the rest of the run, whose reading before is the next
     one, is without it."""
-    import subprocess
-    import sys
-
-    out = tmp_path / "t.parquet"
-    subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device",
-                    "sim:t4,fault=cotenant@0+0.5", "--gap", "0", "--iters", "400", "-o",
-                    str(out), "-q"], check=True, capture_output=True)
-    a = gpuwatch.analyze(out)
+    a = _recorded(tmp_path, "sim:t4,fault=cotenant@0+0.5", "--gap", "0", "--iters", "400")
     for table in (a.verdicts, a.wall_verdicts):
         eps = table[table["episode"].notna()]
         assert len(eps) == 1, table["sentence"].tolist()
@@ -586,14 +577,7 @@ def test_a_cotenant_while_the_clock_comes_down_is_named(tmp_path):
     8 -> 21 ms and back, above the 9.3 ms plateau the ramp leads to; that stretch was read as
     a step of the ramp, and the only cause named was the clock (a trial's case). It is an
     episode, the other process's, with the clock's part at the clock it ran at."""
-    import subprocess
-    import sys
-
-    out = tmp_path / "t.parquet"
-    subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device",
-                    "sim:t4,fault=cotenant@3.2+3", "--gap", "20", "-o", str(out), "-q"],
-                   check=True, capture_output=True)
-    a = gpuwatch.analyze(out)
+    a = _recorded(tmp_path, "sim:t4,fault=cotenant@3.2+3", "--gap", "20")
     for table in (a.verdicts, a.wall_verdicts):
         whole = table[table["episode"].isna()].iloc[0]
         assert whole["cause_code"] == "idle_clock_downscale", whole["sentence"]
