@@ -510,6 +510,7 @@ def _recorded(tmp_path, device: str, *args: str):
     import subprocess
     import sys
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / "t.parquet"
     subprocess.run([sys.executable, "-m", "gpuwatch.record", "--device", device, *args, "-o",
                     str(out), "-q"], check=True, capture_output=True)
@@ -589,3 +590,24 @@ def test_a_cotenant_while_the_clock_comes_down_is_named(tmp_path):
         first_s, last_s = _seconds(a, e)
         # (3.2-6.2 s from the session's start; the 20 warm-up calls take ~0.1 s)
         assert 2.9 <= first_s <= 3.3 and 5.9 <= last_s <= 6.3, (first_s, last_s)
+
+
+def test_another_process_through_a_whole_condition_no_verdict_names_is_said_in_a_note(tmp_path):
+    """A verdict compares a condition with another or with its own start: another process on
+    the GPU through the whole run is on both sides of each, in no verdict ("no meaningful
+    change"), and the reader is told in a note; through the baseline condition and into the
+    next, where the other condition's verdict does not name it either, the note says the
+    reference holds it (a trial's case: "11.78 ms, the baseline ..." and no more). Where a
+    verdict names it, no note."""
+    a = _recorded(tmp_path, "sim:flat,fault=cotenant@0+60", "--gap", "0,20")
+    v = a.verdicts
+    assert set(v["outcome"]) == {"baseline", "no_change"}, v["sentence"].tolist()
+    notes = [n for n in a.data_notes if "another process was at work" in n]
+    assert notes == ["trace 0: builtin:small: another process was at work on the GPU through "
+                     "every inference of every condition (the GPU's process list: pid 4242, "
+                     "about 60% SM): their latencies include that, which comparing the "
+                     "conditions with each other cannot show"], a.data_notes
+    # gone for gap 20: the gap-20 verdict names it (the reference was the slower), no note
+    b = _recorded(tmp_path / "went", "sim:flat,fault=cotenant@0+9.6", "--gap", "0,20")
+    assert "other_process" in set(b.verdicts["cause_code"])
+    assert not [n for n in b.data_notes if "another process was at work" in n], b.data_notes

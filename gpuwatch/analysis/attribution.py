@@ -402,9 +402,9 @@ def _within(fit: _Draws, moved_sm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     both the clock's and the other process's; the clock's slope is then taken from how
     latency moves with it within a side (a ramp down after idle gaps), where it moves there
     by WITHIN_REACH of its move between them (`moved_sm`, per draw). Where it does not (each
-    side at its own steady clock), the draw keeps the fit across the sides: the clock's part
-    is then the most the clock can explain (the bound of _bounded) and the other process has
-    the rest."""
+    side at its own steady clock), the draw keeps the fit across the sides, as without this
+    (a clock that moved with the change then takes its bound, _bounded's, and the other
+    process the rest; one that moved against it gets no part)."""
     cov = fit.cov
     v = cov[:, 5, 5]
     has = v > 0

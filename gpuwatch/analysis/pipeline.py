@@ -260,6 +260,7 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
             base_calm_w = _calm(base_rows, "wall_ms", seed, host_events)
             n_cond = eng["condition"].nunique()
             held_shares: list[float] = []  # (each condition's share of calls with a reason)
+            shared: list[tuple[Any, tuple[float, str] | None]] = []  # (_shared_throughout)
             for k, (cond, rows) in enumerate(groups_of(eng, "condition")):
                 held_shares.append(_reason_share(rows))
                 say(f"{where}{name}, {cond} (condition {k + 1} of {n_cond}, "
@@ -313,6 +314,11 @@ def _analyze(*given: Trace | str | os.PathLike[str] | Sequence[Trace | str | os.
                 wall_rows += wv
                 wall_att_rows += wa
                 latency_rows += wg
+                shared.append((cond, _shared_throughout(rows)))
+            if not any(c["factor"] in ("other_process", "gpu_queue")
+                       for r in verdict_rows + wall_rows
+                       if r["trace"] == ti and r["engine"] == name for c in r["causes"]):
+                data_notes += _shared_notes(shared, f"trace {ti}: {name}", base_cond)
             named = any(c["factor"] == "throttling" for r in verdict_rows + wall_rows
                         if r["trace"] == ti and r["engine"] == name for c in r["causes"])
             held = "" if named else _held_throughout(eng, held_shares, tr, ti, name)
@@ -484,6 +490,62 @@ def _held_throughout(eng: pd.DataFrame, shares: list[float], tr: Trace, ti: int,
              f"in at least {least:.0%} of the inferences of {every}")
     return (f"trace {ti}: {name}: the GPU reported {names} {where}{at}: its clock was held "
             f"down throughout, which comparing conditions with each other cannot show")
+
+
+SHARED_SHARE = 0.8  # another process at work through at least this share of a condition's calls
+
+
+def _shared_throughout(rows: pd.DataFrame) -> tuple[float, str] | None:
+    """Where the GPU's process list shows another process at work through most of a
+    condition's inferences (SHARED_SHARE; by the readings on both sides of each: stayed): the
+    share, and who ("pid 4242, about 60% SM"); else None."""
+    if "other_active" not in rows or not len(rows):
+        return None
+    act = rows["other_active"].pipe(floats)
+    nxt = (rows["other_active_next"].pipe(floats) if "other_active_next" in rows
+           else np.full(act.size, np.nan))
+    known = np.isfinite(act)
+    if not known.any():
+        return None
+    _, stayed = others_either_side(act, nxt)
+    share = float(stayed[known].mean())
+    if share < SHARED_SHARE:
+        return None
+    pid = rows["other_pid"].pipe(floats)[stayed] if "other_pid" in rows else np.zeros(0)
+    pid = pid[np.isfinite(pid)]
+    sm = rows["other_sm_pct"].pipe(floats)[stayed] if "other_sm_pct" in rows else np.zeros(0)
+    sm = sm[np.isfinite(sm)]
+    who = (f"pid {int(np.bincount(pid.astype(np.int64)).argmax())}" if pid.size
+           else "its PID not known")
+    return share, who + (f", about {float(np.median(sm)):.0f}% SM" if sm.size else "")
+
+
+def _shared_notes(shared: list[tuple[Any, tuple[float, str] | None]], where: str,
+                  base_cond: Any) -> list[str]:
+    """Sentences for an engine's conditions another process was at work through
+    (_shared_throughout), said where no verdict names it: a verdict compares a condition
+    with another or with its own start, and a process there throughout is on both sides (a
+    baseline shared with a co-tenant read "11.78 ms, the baseline the other conditions are
+    compared with" and no more). One sentence where it was so in every condition."""
+    found = [(c, x) for c, x in shared if x is not None]
+    if not found:
+        return []
+    if len(found) == len(shared) > 1:
+        least = min(x[0] for _, x in found)
+        how = ("every inference of every condition" if least >= 1.0 else
+               f"at least {least:.0%} of the inferences of every condition")
+        return [f"{where}: another process was at work on the GPU through {how} (the GPU's "
+                f"process list: {found[0][1][1]}): their latencies include that, which "
+                f"comparing the conditions with each other cannot show"]
+    out = []
+    for c, (share, who) in found:
+        also = (", and so does what the other conditions are compared with"
+                if c == base_cond and len(shared) > 1 else "")
+        out.append(f"{where}, {c}: another process was at work on the GPU through "
+                   f"{share:.0%} of its inferences (the GPU's process list: {who}): its "
+                   f"latency includes that{also}, which comparing it with its own start or "
+                   f"with the other conditions cannot show")
+    return out
 
 
 def _sm_max_mhz(tr: Trace, eng: pd.DataFrame) -> float | None:
