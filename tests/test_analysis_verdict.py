@@ -611,3 +611,21 @@ def test_another_process_through_a_whole_condition_no_verdict_names_is_said_in_a
     b = _recorded(tmp_path / "went", "sim:flat,fault=cotenant@0+9.6", "--gap", "0,20")
     assert "other_process" in set(b.verdicts["cause_code"])
     assert not [n for n in b.data_notes if "another process was at work" in n], b.data_notes
+
+
+def test_an_episode_between_two_process_list_readings_names_that_candidate(tmp_path):
+    """Another process for 0.6 s that no reading of the GPU's process list (about one a
+    second) saw: the episode is not explained, and its sentence says that such a process is
+    among what gpuwatch cannot see (a trial's case: only "cold caches, slower kernels")."""
+    a = _recorded(tmp_path, "sim:flat,fault=cotenant@2.2+0.6", "--gap", "0")
+    for table in (a.verdicts, a.wall_verdicts):
+        eps = table[table["episode"].notna()]
+        assert len(eps) == 1, table["sentence"].tolist()
+        e = eps.iloc[0]
+        assert e["outcome"] == "unexplained", e["sentence"]
+        assert ("another process for less than a second, between the GPU's process-list "
+                "readings") in e["sentence"]
+    # a longer one, which the list saw, is named instead
+    b = _recorded(tmp_path / "long", "sim:flat,fault=cotenant@2.2+2", "--gap", "0")
+    eps = b.verdicts[b.verdicts["episode"].notna()]
+    assert list(eps["cause_code"]) == ["other_process"], eps["sentence"].tolist()

@@ -1207,6 +1207,25 @@ def _verdict(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame
             "sm_clock_mhz": float(tgt["sm_clock_mhz_mean"].median())}
 
 
+LIST_PERIOD_NS = 1_000_000_000  # the sampler reads the GPU's process list about this often
+
+
+def _list_blind(tgt: pd.DataFrame) -> bool:
+    """Did the slower rows span less than two process-list readings, with a list read and no
+    other process near any of them? Another process there between two readings would be in
+    no reading (a co-tenant of 0.6 s read "not explained")."""
+    if "other_active" not in tgt or "host_start_ns" not in tgt or len(tgt) < 2:
+        return False
+    act = tgt["other_active"].pipe(floats)
+    if not np.isfinite(act).all():
+        return False
+    nxt = (tgt["other_active_next"].pipe(floats) if "other_active_next" in tgt
+           else np.full(act.size, np.nan))
+    near, _ = others_either_side(act, nxt)
+    t = tgt["host_start_ns"].to_numpy(np.int64)
+    return not near.any() and int(t.max() - t.min()) < 2 * LIST_PERIOD_NS
+
+
 def _nvml_only(ref: pd.DataFrame, tgt: pd.DataFrame) -> bool:
     """Are the clocks compared NVML's alone (no in-band stamp, lent or read, in most rows of
     either side), over regions shorter than NVML's refresh? Then a clock change within the
@@ -1296,7 +1315,7 @@ def _judge(cond: Any, lay: Layers, ref: pd.DataFrame | None, tgt: pd.DataFrame,
                                           and tgt["sm_clock_mhz_mean"].notna().any()),
         nvml_blind=not span and _nvml_only(ref, tgt),
                 kernels_known=bool("busy_ms" in tgt and tgt["busy_ms"].notna().all()),
-                reasons=reasons)
+                list_blind=not span and _list_blind(tgt), reasons=reasons)
     if supported:
         return v.with_(outcome="explained", causes=tuple(named(f) for f in supported))
     shares = a.drop(index=[f for f in ("unexplained",) if f in a.index])["share"]

@@ -87,6 +87,9 @@ class Verdict:
     # a clock change within them could escape it, so "not explained by clocks" is qualified
     nvml_blind: bool = False
     kernels_known: bool = False  # a kernel timeline could split "slower kernels"
+    # the slower rows span less than two of the process list's readings (~1 s apart) and
+    # neither lists another process: one there between them would escape it
+    list_blind: bool = False
     # the SM clock moved against the change (lower on a faster side, or higher on a slower
     # one), and the fit gave it no part: (clock of the reference, clock here), MHz
     clock_against: tuple[float, float] | None = None
@@ -184,8 +187,12 @@ def words(v: Verdict) -> str:
         text = (f"{head}; cannot tell why: {no_clock}; {share_text(v.unexplained_share)} is not "
                 f"explained by what was recorded")
     else:
-        hint = ("" if v.kernels_known else " (candidates it cannot see yet: cold caches, slower "
-                "kernels at the same clock; record --kernels would split it)")
+        blind = ("another process for less than a second, between the GPU's process-list "
+                 "readings" if v.list_blind else "")
+        hint = (f" (candidates it cannot see yet: {blind})" if v.kernels_known and blind else
+                "" if v.kernels_known else
+                f" (candidates it cannot see yet: cold caches, slower kernels at the same "
+                f"clock{'; ' + blind if blind else ''}; record --kernels would split it)")
         seen = f" as far as {NVML_SEES}" if v.nvml_blind else ""
         clocks = (f"{_against(v)}; not explained by" if v.clock_against is not None else
                   f"not explained by clocks ({share_text(v.clock_share)}{seen}),")
