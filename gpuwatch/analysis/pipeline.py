@@ -495,15 +495,24 @@ def _held_throughout(eng: pd.DataFrame, shares: list[float], tr: Trace, ti: int,
 SHARED_SHARE = 0.8  # another process at work through at least this share of a condition's calls
 
 
+def _readings(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """The process readings either side of each row (merge's `other_active` and
+    `other_active_next`, NaN unknown), for columns.others_either_side; None without a list."""
+    if "other_active" not in df:
+        return None
+    act = df["other_active"].pipe(floats)
+    return act, (df["other_active_next"].pipe(floats) if "other_active_next" in df
+                 else np.full(act.size, np.nan))
+
+
 def _shared_throughout(rows: pd.DataFrame) -> tuple[float, str] | None:
     """Where the GPU's process list shows another process at work through most of a
     condition's inferences (SHARED_SHARE; by the readings on both sides of each: stayed): the
     share, and who ("pid 4242, about 60% SM"); else None."""
-    if "other_active" not in rows or not len(rows):
+    got = _readings(rows)
+    if got is None or not len(rows):
         return None
-    act = rows["other_active"].pipe(floats)
-    nxt = (rows["other_active_next"].pipe(floats) if "other_active_next" in rows
-           else np.full(act.size, np.nan))
+    act, nxt = got
     known = np.isfinite(act)
     if not known.any():
         return None
@@ -715,14 +724,13 @@ def _by_other_process(rows: pd.DataFrame, it: np.ndarray, a: int, b: int, y: str
     without (columns.others_either_side: near, and stayed). Within each such second, the
     stretch begins and ends where `y` steps (_step); split at the readings themselves, it
     began and ended up to a second late."""
-    if "other_active" not in rows:
+    got = _readings(rows)
+    if got is None:
         return [(a, b)]
     inside = (it >= a) & (it <= b)
-    act = rows["other_active"].pipe(floats)[inside]
+    act, nxt = got[0][inside], got[1][inside]
     if not act.size or not np.isfinite(act).all():
         return [(a, b)]
-    nxt = (rows["other_active_next"].pipe(floats)[inside] if "other_active_next" in rows
-           else np.full(act.size, np.nan))
     near, stayed = others_either_side(act, nxt)
     on, sure = np.flatnonzero(near), np.flatnonzero(stayed)
     lo, hi = OTHER_PIECE
@@ -1214,14 +1222,11 @@ def _list_blind(tgt: pd.DataFrame) -> bool:
     """Did the slower rows span less than two process-list readings, with a list read and no
     other process near any of them? Another process there between two readings would be in
     no reading (a co-tenant of 0.6 s read "not explained")."""
-    if "other_active" not in tgt or "host_start_ns" not in tgt or len(tgt) < 2:
+    got = _readings(tgt)
+    if got is None or "host_start_ns" not in tgt or len(tgt) < 2 \
+            or not np.isfinite(got[0]).all():
         return False
-    act = tgt["other_active"].pipe(floats)
-    if not np.isfinite(act).all():
-        return False
-    nxt = (tgt["other_active_next"].pipe(floats) if "other_active_next" in tgt
-           else np.full(act.size, np.nan))
-    near, _ = others_either_side(act, nxt)
+    near, _ = others_either_side(*got)
     t = tgt["host_start_ns"].to_numpy(np.int64)
     return not near.any() and int(t.max() - t.min()) < 2 * LIST_PERIOD_NS
 
